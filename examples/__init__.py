@@ -1,0 +1,1 @@
+"""Built-in example images, assembled from Debian packages by Kiln itself."""

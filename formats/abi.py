@@ -1,0 +1,261 @@
+"""The guest machine contract: memories, CPU-state layout, syscall frame, CPU identity.
+
+This is the one declared table both sides use. The recompiler emits
+WebAssembly that reads and writes these offsets; vkernel creates the
+memories, fills the state before entry and serves the syscall frame.
+Change a number here and both sides follow; bump ``ABI_VERSION`` when a
+change is not backward compatible (the megabinary records it).
+
+Memories (the megabinary's module imports both from module ``"kiln"``):
+
+* memory 0, ``"guest"``: the guest's 32-bit address space, 65536 pages
+  (4 GiB) reserved up front. Guest address ``a`` is byte ``a & 0xffffffff``
+  of this memory. vkernel chooses every mapping inside it.
+* memory 1, ``"ctl"``: the control memory. Lifted code reaches it only
+  through code the recompiler emits (state, frame, dispatch), never through
+  a guest load or store, so a guest cannot forge dispatch entries.
+
+Imports (module ``"kiln"``), all cheap because they take no or one parameter:
+
+* ``syscall: [] -> []``: the lifted ``syscall`` stores rax, rdi, rsi, rdx,
+  r10, r8, r9 into :data:`SYSCALL_FRAME` and calls this; vkernel writes the
+  result to the frame's ``rax`` slot and may set ``resume``.
+* ``fault: [i32] -> []``: the guest hit something that has no translation or
+  an unsupported instruction; details are in :data:`FAULT_RECORD`. Never
+  returns normally (vkernel raises).
+* ``rdtsc: [] -> [i64]``: time-stamp counter.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+ABI_VERSION = 1
+
+IMPORT_MODULE = "kiln"
+GUEST_MEMORY = "guest"      # memory 0
+CONTROL_MEMORY = "ctl"      # memory 1
+IMPORT_SYSCALL = "syscall"
+IMPORT_FAULT = "fault"
+IMPORT_RDTSC = "rdtsc"
+
+WASM_PAGE = 65536
+GUEST_MEMORY_PAGES = 65536          # 4 GiB, min == max: reserved, never grows
+GUEST_PAGE = 4096                   # the guest's page size (AT_PAGESZ)
+
+
+# ---------------------------------------------------------------------------
+# Guest memory map (memory 0). vkernel places everything; these are its rules.
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GuestRegion:
+    """A range of the guest address space with a declared purpose."""
+    name: str
+    start: int
+    end: int          # exclusive
+    purpose: str
+
+
+GUEST_MEMORY_MAP: tuple[GuestRegion, ...] = (
+    GuestRegion("null-guard", 0x0000_0000, 0x0001_0000,
+                "never mapped: null pointer accesses land here"),
+    GuestRegion("exec", 0x0040_0000, 0x4000_0000,
+                "non-PIE executables at their link address; static-pie at PIE_LOAD_BASE"),
+    GuestRegion("mmap", 0x4000_0000, 0xF000_0000,
+                "mmap, shared objects, brk grows upward from the end of the executable"),
+    GuestRegion("stack", 0xF000_0000, 0xFFFF_0000,
+                "main thread stack, growing down from STACK_TOP"),
+    GuestRegion("top-guard", 0xFFFF_0000, 0x1_0000_0000,
+                "never mapped"),
+)
+
+PIE_LOAD_BASE = 0x1000_0000
+"""Where vkernel loads a static-pie (ET_DYN) executable."""
+MMAP_BASE = 0x4000_0000
+MMAP_END = 0xF000_0000
+STACK_TOP = 0xFFFF_0000
+STACK_SIZE_DEFAULT = 8 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------
+# CPU state (memory 1, at CPU_STATE). One table, generated offsets.
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StateField:
+    """One field of the CPU state record in the control memory."""
+    name: str
+    offset: int
+    size: int
+    doc: str
+
+
+GPR_NAMES: tuple[str, ...] = (
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+)
+"""General registers in x86 encoding order (ModRM/REX number = index)."""
+
+SUBREGISTERS: dict[str, tuple[tuple[str, int, int], ...]] = {}
+"""For each 64-bit register: (name, byte offset, size) of its sub-registers."""
+_legacy8 = {"rax": "al", "rcx": "cl", "rdx": "dl", "rbx": "bl"}
+_legacy16 = {"rax": "ax", "rcx": "cx", "rdx": "dx", "rbx": "bx",
+             "rsp": "sp", "rbp": "bp", "rsi": "si", "rdi": "di"}
+_low8 = {"rsp": "spl", "rbp": "bpl", "rsi": "sil", "rdi": "dil"}
+for _r in GPR_NAMES:
+    if _r.startswith("r") and _r[1:].isdigit():
+        SUBREGISTERS[_r] = ((_r + "d", 0, 4), (_r + "w", 0, 2), (_r + "b", 0, 1))
+    else:
+        _subs = [("e" + _r[1:], 0, 4), (_legacy16[_r], 0, 2)]
+        if _r in _legacy8:
+            _subs.append((_legacy8[_r], 0, 1))
+            _subs.append((_legacy8[_r][0] + "h", 1, 1))
+        else:
+            _subs.append((_low8[_r], 0, 1))
+        SUBREGISTERS[_r] = tuple(_subs)
+
+
+def _build_state() -> tuple[StateField, ...]:
+    fields: list[StateField] = []
+    off = 0
+
+    def add(name: str, size: int, doc: str, align: int | None = None) -> None:
+        nonlocal off
+        a = align or size
+        off = (off + a - 1) // a * a
+        fields.append(StateField(name, off, size, doc))
+        off += size
+
+    for r in GPR_NAMES:
+        add(r, 8, f"general register {r}")
+    add("rip", 8, "address of the next guest instruction when not in lifted code")
+    add("rflags", 8, "materialised flags (CF PF AF ZF SF DF OF); valid at exits")
+    add("fs_base", 8, "FS segment base (TLS), set by arch_prctl")
+    add("gs_base", 8, "GS segment base")
+    add("mxcsr", 4, "SSE control/status")
+    add("fpu_cw", 2, "x87 control word")
+    add("fpu_sw", 2, "x87 status word (TOP in bits 11-13)")
+    add("fpu_tag", 2, "x87 abridged tag word (bit i set: st(i) physical slot valid)")
+    add("fpu_top", 2, "x87 stack top, 0..7")
+    add("_pad0", 4, "reserved")
+    for i in range(16):
+        add(f"xmm{i}", 16, f"SSE register xmm{i}", align=16)
+    for i in range(8):
+        add(f"st{i}", 16, f"x87 physical register {i}: 80-bit value in the low 10 bytes", align=16)
+    return tuple(fields)
+
+
+CPU_STATE_FIELDS: tuple[StateField, ...] = _build_state()
+CPU_STATE_OFFSETS: dict[str, int] = {f.name: f.offset for f in CPU_STATE_FIELDS}
+CPU_STATE_SIZE: int = (CPU_STATE_FIELDS[-1].offset + CPU_STATE_FIELDS[-1].size + 63) // 64 * 64
+
+# Control memory (memory 1) layout.
+CPU_STATE = 0x0000
+"""Offset of the CPU state record in the control memory."""
+SYSCALL_FRAME = 0x0800
+"""Offset of the syscall frame in the control memory."""
+FAULT_RECORD = 0x0900
+"""Offset of the fault record in the control memory."""
+CODE_REGIONS = 0x1000
+"""Offset of the mapped-code region table (see :data:`CODE_REGION_FIELDS`)."""
+CODE_REGION_MAX = 256
+CONTROL_DYNAMIC = 0x4000
+"""From here on the control memory belongs to the recompiler's dispatch data."""
+CONTROL_MEMORY_MIN_PAGES = 1
+
+
+@dataclass(frozen=True)
+class FrameField:
+    name: str
+    offset: int      # relative to SYSCALL_FRAME
+    size: int
+    doc: str
+
+
+SYSCALL_FRAME_FIELDS: tuple[FrameField, ...] = (
+    FrameField("rax", 0x00, 8, "in: syscall number; out: result (negative errno on error)"),
+    FrameField("rdi", 0x08, 8, "argument 1"),
+    FrameField("rsi", 0x10, 8, "argument 2"),
+    FrameField("rdx", 0x18, 8, "argument 3"),
+    FrameField("r10", 0x20, 8, "argument 4"),
+    FrameField("r8", 0x28, 8, "argument 5"),
+    FrameField("r9", 0x30, 8, "argument 6"),
+    FrameField("rip", 0x38, 8, "in: address of the instruction after `syscall`"),
+    FrameField("resume", 0x40, 4,
+               "out: 0 continue after the syscall; 1 leave lifted code and restart "
+               "at CPU state rip with every register reloaded from the CPU state "
+               "(signal delivery, sigreturn)"),
+)
+SYSCALL_FRAME_OFFSETS: dict[str, int] = {f.name: f.offset for f in SYSCALL_FRAME_FIELDS}
+
+
+class Resume(enum.IntEnum):
+    """Values of the syscall frame's ``resume`` field."""
+    CONTINUE = 0      #: return to the lifted code right after the syscall
+    RELOAD = 1        #: state was rewritten by vkernel; re-enter at state.rip
+
+
+class FaultCode(enum.IntEnum):
+    """The ``fault`` import's parameter: why lifted code stopped."""
+    NO_TRANSLATION = 1    #: control reached an address with no translation
+    UNSUPPORTED = 2       #: an instruction the lifter does not implement
+    DIVIDE_ERROR = 3      #: #DE: division by zero or quotient overflow (SIGFPE)
+    INVALID_OPCODE = 4    #: ud2 or an undefined encoding (SIGILL)
+    BREAKPOINT = 5        #: int3 (SIGTRAP)
+    HALT = 6              #: hlt in user mode (SIGSEGV, as Linux)
+
+
+FAULT_RECORD_FIELDS: tuple[FrameField, ...] = (
+    FrameField("code", 0x00, 4, "a FaultCode"),
+    FrameField("detail", 0x04, 4, "for UNSUPPORTED: index into the module's trap-site table"),
+    FrameField("rip", 0x08, 8, "guest address of the faulting instruction or target"),
+)
+FAULT_RECORD_OFFSETS: dict[str, int] = {f.name: f.offset for f in FAULT_RECORD_FIELDS}
+
+CODE_REGION_FIELDS: tuple[FrameField, ...] = (
+    FrameField("start", 0x00, 4, "guest address where the ELF's image begins (load base)"),
+    FrameField("end", 0x04, 4, "exclusive end of its executable range"),
+    FrameField("unit", 0x08, 4, "index of the ELF's lifted unit in the megabinary index"),
+    FrameField("bias", 0x0C, 4, "load bias: runtime address minus link-time address"),
+)
+CODE_REGION_SIZE = 0x10
+"""The region table is a count (u32 at CODE_REGIONS) then entries at CODE_REGIONS+16."""
+
+
+# ---------------------------------------------------------------------------
+# The CPU Kiln presents (cpuid). The lifter answers cpuid from this table.
+# ---------------------------------------------------------------------------
+
+CPU_VENDOR = "GenuineIntel"
+CPU_BRAND = "Kiln virtual x86-64 (baseline + SSE2)"
+
+# (leaf, subleaf) -> (eax, ebx, ecx, edx). Advertised: x86-64 baseline:
+# FPU, TSC, CX8, CMOV, MMX(off), FXSR, SSE, SSE2; no SSE3+, no AVX, no XSAVE.
+# Features beyond these are added only when the lifter implements them.
+CPUID_LEAF1_EDX = (1 << 0) | (1 << 4) | (1 << 8) | (1 << 15) | (1 << 24) | (1 << 25) | (1 << 26)
+CPUID_LEAF1_ECX = 0
+CPUID_TABLE: dict[tuple[int, int], tuple[int, int, int, int]] = {
+    (0, 0): (0x0000_0007, 0x756E_6547, 0x6C65_746E, 0x4965_6E69),   # "GenuineIntel"
+    (1, 0): (0x0000_0663, 0x0000_0800, CPUID_LEAF1_ECX, CPUID_LEAF1_EDX),
+    (7, 0): (0, 0, 0, 0),
+    (0x8000_0000, 0): (0x8000_0008, 0, 0, 0),
+    (0x8000_0001, 0): (0, 0, (1 << 0), (1 << 29) | (1 << 11)),      # LAHF-LM, LM, SYSCALL
+    (0x8000_0008, 0): (0x0000_3030, 0, 0, 0),                        # 48-bit phys/virt
+}
+"""cpuid answers; any leaf not listed returns all zeros."""
+
+HWCAP = CPUID_LEAF1_EDX
+"""AT_HWCAP given to guests: leaf-1 edx, as Linux does on x86-64."""
+
+
+def cpuid(leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
+    """The (eax, ebx, ecx, edx) Kiln's virtual CPU returns."""
+    if (leaf, subleaf) in CPUID_TABLE:
+        return CPUID_TABLE[(leaf, subleaf)]
+    if (leaf, 0) in CPUID_TABLE and leaf not in (4, 7, 0xB, 0xD):
+        return CPUID_TABLE[(leaf, 0)]
+    return (0, 0, 0, 0)
+
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,2 @@
+"""containerd / OCI-runtime integration for Kiln images."""
+from __future__ import annotations
