@@ -258,4 +258,31 @@ def cpuid(leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
     return (0, 0, 0, 0)
 
 
+
+
+
+# ---------------------------------------------------------------------------
+# Wasmtime engine settings. AOT artifacts only load into an engine configured
+# the same way, so both sides build their wasmtime.Config from this table.
+# ---------------------------------------------------------------------------
+
+ENGINE_SETTINGS: tuple[tuple[str, object], ...] = (
+    ("wasm_multi_memory", True),      # memory 0 guest, memory 1 control
+    ("wasm_tail_call", True),
+    ("wasm_simd", True),
+    ("wasm_bulk_memory", True),
+    ("wasm_multi_value", True),
+    ("wasm_reference_types", True),
+    ("cranelift_opt_level", "speed"),
+    ("max_wasm_stack", 64 * 1024 * 1024),
+)
+"""(wasmtime.Config attribute, value), applied in this order by both sides."""
+
+EXPORT_RUN = "kiln_run"
+"""The module's entry export: ``[] -> []``, runs from the CPU state's rip."""
+
+
+def engine_fingerprint_fields() -> dict[str, object]:
+    """The settings that decide whether an AOT artifact is loadable, as data."""
+    return {name: value for name, value in ENGINE_SETTINGS}
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up Kiln on a Debian machine: Debian packages, then a virtualenv in .venv
+# with Kiln and its test dependencies. Safe to run again; does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages Kiln's tools and tests use:
+#   python3-venv      the virtualenv below
+#   gcc musl-tools    build the test corpus (glibc and musl static programs)
+#   binutils          as/objdump for instruction tests
+#   skopeo umoci      read our output images with real OCI tools in tests
+#   qemu-user         qemu-x86_64, the comparison point in bench/
+#   zstd              zstd-compressed layers in tests
+#   dpkg apt          apt-get download + dpkg-deb -x for the busybox-static example
+DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates)
+
+missing=()
+for p in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# apt-get download (used for the example image) needs package lists.
+if ! apt-cache show busybox-static >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($PY --version)" >&2
+    $PY -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: done (.venv/bin/kiln, .venv/bin/recompile)" >&2
