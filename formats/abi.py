@@ -274,9 +274,18 @@ ENGINE_SETTINGS: tuple[tuple[str, object], ...] = (
     ("wasm_multi_value", True),
     ("wasm_reference_types", True),
     ("cranelift_opt_level", "speed"),
-    ("max_wasm_stack", 64 * 1024 * 1024),
+    ("max_wasm_stack", 2 * 1024 * 1024),   # wasmtime-py caps it at its async stack size (2 MiB)
 )
-"""(wasmtime.Config attribute, value), applied in this order by both sides."""
+"""(wasmtime.Config attribute, value), applied in this order by both sides.
+
+The WebAssembly stack is at most 2 MiB (wasmtime-py's limit), far less than a
+guest's 8 MiB stack: lifted code must not need one wasm frame per live guest
+frame. Past ``MAX_CALL_DEPTH`` nested guest calls it returns to the
+``kiln_run`` dispatch loop instead (return addresses are dispatch entries).
+"""
+
+MAX_CALL_DEPTH = 2000
+"""Nested direct wasm calls lifted code makes before falling back to dispatch."""
 
 EXPORT_RUN = "kiln_run"
 """The module's entry export: ``[] -> []``, runs from the CPU state's rip."""

@@ -1,4 +1,4 @@
-"""The ``recompile`` command, and the ``kiln inspect`` subcommand.
+"""The ``recompile`` command, and the ``kiln inspect`` subcommand it contributes.
 
 ``recompile IMAGE -o OUT`` reads a container image, recompiles every x86-64
 ELF in it into one WebAssembly megabinary and writes an output image: the
@@ -6,29 +6,79 @@ original layers untouched plus one layer holding the megabinary.
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
-from formats.errors import EXIT_BAD_INPUT, KilnError, user_report
+from recompiler.clikit import ReportingCommand
+from recompiler.image import FORMATS
+from recompiler.inspect_cmd import inspect_command
+from recompiler.pipeline import RecompileOptions, recompile_image
 
-
-class ReportingCommand(click.Command):
-    """A click command that turns KilnError into a clear message, exit 2."""
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except KilnError as err:
-            as_json = bool(ctx.params.get("as_json"))
-            click.echo(user_report(err, as_json=as_json), err=True)
-            sys.exit(EXIT_BAD_INPUT)
+__all__ = ["main", "inspect_command"]
 
 
 @click.command(cls=ReportingCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("image", type=click.Path(exists=False))
-@click.option("-o", "--output", "output", required=True, type=click.Path(),
-              help="Where to write the recompiled image (must not exist, or be an empty directory).")
-def main(image: str, output: str) -> None:
-    """Recompile the x86-64 container image IMAGE into OUT."""
-    raise KilnError("recompile is not implemented yet")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="Where to write the recompiled image. For --format oci a directory that "
+                   "does not exist yet (or is empty); for the archive formats a file that does "
+                   "not exist yet.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="oci", show_default=True,
+              help="Output image format: an OCI image layout directory, an OCI archive (tar of "
+                   "a layout), or a docker-archive that `docker load` accepts.")
+@click.option("--platform", default=None, metavar="OS/ARCH",
+              help="Which image to take from a multi-platform index (default linux/amd64).")
+@click.option("--tag", default="latest", show_default=True,
+              help="Tag recorded in the output (org.opencontainers.image.ref.name).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
+              help="Lift this many ELF files in parallel (default: the number of CPUs).")
+@click.option("--no-cache", is_flag=True,
+              help="Lift every ELF again instead of reusing lifted units cached by BLAKE3.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Cache directory (default $KILN_CACHE or ~/.cache/kiln).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as one JSON object on stdout (errors as JSON on stderr).")
+def main(image: Path, output: Path, fmt: str, platform: str | None, tag: str, jobs: int | None,
+         no_cache: bool, cache_dir: Path | None, as_json: bool) -> None:
+    """Recompile the x86-64 Linux container image IMAGE into OUT.
+
+    IMAGE may be an OCI image layout directory, an OCI archive, a docker-archive
+    (`docker save` output) or a plain root filesystem directory. Every statically
+    linked x86-64 program in it is lifted to WebAssembly, compiled ahead of time
+    for this machine by Wasmtime, and stored with a BLAKE3-keyed index in one
+    megabinary. OUT holds the original layers untouched plus one layer with the
+    megabinary at /.kiln/megabinary.kmb. Run it with `kiln run OUT -- CMD`.
+
+    The report lists the ELF files recompiled, functions and instructions lifted,
+    instructions the lifter does not support (they become traps that end the
+    program with a clear message if reached) and time per stage.
+    """
+    opts = RecompileOptions(fmt=fmt, platform=platform, jobs=jobs or (os.cpu_count() or 1), tag=tag,
+                            cache=cache_dir, use_cache=not no_cache)
+    bar = None
+    interactive = sys.stderr.isatty() and not as_json
+
+    def progress(stage: str, done: int, total: int) -> None:
+        nonlocal bar
+        if not interactive:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label=f"{stage}", file=sys.stderr)
+            bar.__enter__()
+        bar.update(1)
+        if done == total:
+            bar.__exit__(None, None, None)
+
+    report = recompile_image(image, output, opts, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        click.echo(report.render())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

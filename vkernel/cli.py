@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import click
 
@@ -49,6 +50,42 @@ def main() -> None:
     `kiln run OUT -- CMD ARGS`. `kiln inspect IMAGE` lists every program and
     library an image holds.
     """
+
+
+@main.command("run", context_settings={"ignore_unknown_options": True})
+@click.option("--rootfs", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The image's root directory (never modified).")
+@click.option("--megabinary", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The megabinary produced by `recompile`.")
+@click.option("--env", "env", multiple=True, metavar="K=V", help="Set an environment variable.")
+@click.option("--workdir", default="/", show_default=True, help="Working directory in the guest.")
+@click.option("--trace", is_flag=True, help="Print each syscall on stderr, strace style.")
+@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append policy decisions (refusals) as JSON lines to this file.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_command(rootfs: Path, megabinary: Path, env: tuple[str, ...], workdir: str, trace: bool,
+                audit_log: Path | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND from a recompiled rootfs: kiln run --rootfs DIR --megabinary FILE -- CMD ARGS.
+
+    Exits with the guest's status (128+N when a signal N ended it).
+    """
+    from vkernel.runtime import RunSpec, run_guest
+    for item in env:
+        if "=" not in item or item.startswith("="):
+            raise KilnError(f"--env {item!r} is not of the form KEY=VALUE",
+                            hint="write --env NAME=value")
+    if not workdir.startswith("/"):
+        raise KilnError(f"--workdir {workdir!r} must be an absolute path in the guest")
+    spec = RunSpec(rootfs=rootfs, megabinary=megabinary, argv=tuple(command), env=env,
+                   workdir=workdir, trace=trace, audit_log=audit_log)
+    try:
+        status = run_guest(spec)
+    except KilnError:
+        raise
+    except Exception as e:  # never a traceback for the user
+        raise KilnError(f"internal error in vkernel: {type(e).__name__}: {e}",
+                        hint="please report this with the command line and the megabinary") from None
+    sys.exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,285 @@
+"""Kiln benchmarks: wall time natively, under qemu-x86_64 and under Kiln, measured in one run.
+
+Usage (from the repository root)::
+
+    python3 bench/run.py                       # Markdown table on stdout
+    python3 bench/run.py --json                # the same numbers as JSON
+    python3 bench/run.py --runs 5 --only sha256sum,gzip
+    python3 bench/run.py --kiln-cmd 'kiln run --megabinary out/ -- {cmd}'
+
+Each benchmark runs ``--runs`` times per column and the median is reported,
+with ratios against native. Every run's stdout goes to a file and is hashed:
+a column whose output differs from native is flagged, because a fast wrong
+answer is not a result. Inputs are generated deterministically into
+``cache_dir()/bench`` once.
+
+``--kiln-cmd`` is a template run through ``shlex.split`` after substitution:
+``{cmd}`` is the whole native command line (shell-quoted), ``{exe}`` the
+program path, ``{args}`` its arguments (shell-quoted), ``{name}`` the
+benchmark name. Without it the Kiln column says "not yet measured".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+for _p in (REPO, REPO / "tests"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import blake3  # noqa: E402
+
+from examples.debs import busybox_static, cache_dir  # noqa: E402
+from formats.errors import EXIT_BAD_INPUT, KilnError, user_report  # noqa: E402
+
+NOT_MEASURED = "not yet measured"
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One command measured in every column."""
+    name: str
+    description: str
+    argv: tuple[str, ...]           #: the native command line
+
+
+@dataclass
+class Column:
+    """The measurements of one benchmark in one column (native, qemu, kiln)."""
+    status: str = "ok"              #: "ok", "failed", "unavailable", NOT_MEASURED
+    times: list[float] = field(default_factory=list)
+    median: float | None = None
+    output_blake3: str | None = None
+    exit_status: int | None = None
+    note: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Inputs, generated once into the cache.
+# ---------------------------------------------------------------------------
+
+_WORDS = ("the quick brown fox jumps over a lazy dog while kiln recompiles every binary of the "
+          "container image into one webassembly megabinary that vkernel runs with syscalls served "
+          "in python and nothing is interpreted at run time").split()
+
+
+def _atomic_write(path: Path, produce) -> Path:
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            produce(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def data_file(mib: int) -> Path:
+    """``mib`` MiB of deterministic data, three quarters text-like, one quarter random bytes."""
+    def produce(f) -> None:
+        rng = random.Random(0x4B494C4E)
+        words = [w.encode() for w in _WORDS]
+        for _ in range(mib):
+            text = b" ".join(rng.choices(words, k=160_000))[: 3 * MiB // 4]
+            f.write(text.ljust(3 * MiB // 4, b"\n"))
+            f.write(rng.randbytes(MiB // 4))
+    return _atomic_write(cache_dir() / "bench" / f"data-{mib}MiB.bin", produce)
+
+
+def lines_file(count: int) -> Path:
+    """``count`` deterministic text lines (word-number), unsorted."""
+    def produce(f) -> None:
+        rng = random.Random(1_000_003)
+        f.write("".join(f"{rng.choice(_WORDS)}-{rng.randrange(10**9)}\n" for _ in range(count)).encode())
+    return _atomic_write(cache_dir() / "bench" / f"lines-{count}.txt", produce)
+
+
+def benchmarks(scale: float) -> list[Benchmark]:
+    """The benchmark list; ``scale`` shrinks inputs for a quick check (1.0 = the reference sizes)."""
+    from corpus.build import build_corpus
+
+    busybox = str(busybox_static())
+    mib = max(1, round(50 * scale))
+    data = str(data_file(mib))
+    lines = str(lines_file(max(1000, round(1_000_000 * scale))))
+    corpus = {b.name: b for b in build_corpus(variants=["glibc-static"], names=["sha256", "sort_bench"])}
+    return [
+        Benchmark("sha256sum", f"busybox sha256sum of {mib} MiB", (busybox, "sha256sum", data)),
+        Benchmark("gzip", f"busybox gzip -c of {mib} MiB", (busybox, "gzip", "-c", data)),
+        Benchmark("sort", f"busybox sort of {Path(lines).stem.split('-')[1]} lines", (busybox, "sort", lines)),
+        Benchmark("corpus-sha256", f"corpus sha256.c (glibc-static) over {max(1, round(64 * scale))} MiB",
+                  (str(corpus["sha256"].path), str(max(1, round(64 * scale))))),
+        Benchmark("corpus-sort", f"corpus sort_bench.c (glibc-static), {max(1000, round(2_000_000 * scale))} items",
+                  (str(corpus["sort_bench"].path), str(max(1000, round(2_000_000 * scale))))),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Measuring.
+# ---------------------------------------------------------------------------
+
+def _measure(argv: list[str], runs: int, timeout: float) -> Column:
+    col = Column()
+    out_dir = cache_dir() / "bench" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hashes: set[str] = set()
+    for _ in range(runs):
+        with tempfile.TemporaryFile(dir=out_dir) as out:
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                                      timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return Column(status="failed", note=str(exc)[:200])
+            col.times.append(time.perf_counter() - start)
+            col.exit_status = proc.returncode
+            if proc.returncode != 0:
+                return Column(status="failed", exit_status=proc.returncode,
+                              note=proc.stderr.decode(errors="replace").strip()[-200:])
+            out.seek(0)
+            h = blake3.blake3()
+            while chunk := out.read(MiB):
+                h.update(chunk)
+            hashes.add(h.hexdigest())
+    if len(hashes) != 1:
+        col.note = "output differs between runs"
+    col.output_blake3 = sorted(hashes)[0]
+    col.median = statistics.median(col.times)
+    return col
+
+
+def _kiln_argv(template: str, bench: Benchmark) -> list[str]:
+    fields = {"cmd": shlex.join(bench.argv), "exe": shlex.quote(bench.argv[0]),
+              "args": shlex.join(bench.argv[1:]), "name": bench.name}
+    try:
+        return shlex.split(template.format(**fields))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise KilnError(f"--kiln-cmd template {template!r} is not usable: {exc}",
+                        hint="use the fields {cmd}, {exe}, {args} and {name}; write literal braces as {{ }}") from None
+
+
+def run_all(benches: list[Benchmark], runs: int, kiln_cmd: str | None, qemu: str | None,
+            timeout: float, log=None, qemu_cpu: str | None = None) -> list[dict]:
+    results = []
+    for bench in benches:
+        if log:
+            log(f"{bench.name}: native")
+        native = _measure(list(bench.argv), runs, timeout)
+        if qemu:
+            if log:
+                log(f"{bench.name}: qemu")
+            emu = _measure([qemu, *(["-cpu", qemu_cpu] if qemu_cpu else []), *bench.argv], runs, timeout)
+        else:
+            emu = Column(status="unavailable", note="qemu-x86_64 not found")
+        if kiln_cmd:
+            if log:
+                log(f"{bench.name}: kiln")
+            kiln = _measure(_kiln_argv(kiln_cmd, bench), runs, timeout)
+        else:
+            kiln = Column(status=NOT_MEASURED)
+        for col in (emu, kiln):
+            if col.status == "ok" and native.status == "ok" and col.output_blake3 != native.output_blake3:
+                col.status = "wrong-output"
+                col.note = "stdout differs from native"
+        ratios = {}
+        for key, col in (("qemu", emu), ("kiln", kiln)):
+            if col.median is not None and native.median:
+                ratios[key] = col.median / native.median
+        results.append({"name": bench.name, "description": bench.description, "command": list(bench.argv),
+                        "native": asdict(native), "qemu": asdict(emu), "kiln": asdict(kiln), "ratio": ratios})
+    return results
+
+
+def _cell(col: dict) -> str:
+    if col["status"] == "ok":
+        return f"{col['median']:.3f}"
+    return col["status"] + (f" ({col['note']})" if col["note"] and col["status"] != "unavailable" else "")
+
+
+def markdown(results: list[dict], runs: int) -> str:
+    rows = ["| benchmark | native s | qemu-x86_64 s | qemu / native | kiln s | kiln / native |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        q = r["ratio"].get("qemu")
+        k = r["ratio"].get("kiln")
+        rows.append(f"| {r['description']} | {_cell(r['native'])} | {_cell(r['qemu'])} | "
+                    f"{f'{q:.2f}x' if q else '-'} | {_cell(r['kiln'])} | "
+                    f"{f'{k:.2f}x' if k else NOT_MEASURED if r['kiln']['status'] == NOT_MEASURED else '-'} |")
+    rows.append("")
+    rows.append(f"Median of {runs} run(s) each, wall-clock seconds; host: {_host()['cpu']}, "
+                f"{_host()['cpus']} CPUs.")
+    return "\n".join(rows)
+
+
+def _host() -> dict:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Kiln benchmarks against native and qemu-x86_64.")
+    parser.add_argument("--runs", type=int, default=3, help="runs per column; the median is reported (default 3)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    parser.add_argument("--kiln-cmd", help="command template for the Kiln column (fields {cmd} {exe} {args} {name})")
+    parser.add_argument("--qemu", default=shutil.which("qemu-x86_64"), help="qemu-user binary (default: on PATH)")
+    parser.add_argument("--no-qemu", action="store_true", help="skip the qemu column")
+    parser.add_argument("--qemu-cpu", help="qemu -cpu model, e.g. qemu64 to hide SHA-NI/AVX as Kiln's cpuid does")
+    parser.add_argument("--only", help="comma-separated benchmark names")
+    parser.add_argument("--scale", type=float, default=1.0, help="input size factor, e.g. 0.05 for a quick check")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per run")
+    opts = parser.parse_args(argv)
+    try:
+        if opts.runs < 1:
+            raise KilnError("--runs must be at least 1")
+        if not 0 < opts.scale <= 10:
+            raise KilnError(f"--scale {opts.scale} is out of range", hint="use a factor in (0, 10]")
+        benches = benchmarks(opts.scale)
+        if opts.only:
+            wanted = [n.strip() for n in opts.only.split(",") if n.strip()]
+            unknown = set(wanted) - {b.name for b in benches}
+            if unknown:
+                raise KilnError(f"unknown benchmark(s): {', '.join(sorted(unknown))}",
+                                hint=f"choose from {', '.join(b.name for b in benches)}")
+            benches = [b for b in benches if b.name in wanted]
+        log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+        results = run_all(benches, opts.runs, opts.kiln_cmd, None if opts.no_qemu else opts.qemu,
+                          opts.timeout, log=log, qemu_cpu=opts.qemu_cpu)
+    except KilnError as err:
+        print(user_report(err), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if opts.json:
+        print(json.dumps({"runs": opts.runs, "scale": opts.scale, "host": _host(), "benchmarks": results},
+                         indent=2, sort_keys=True))
+    else:
+        print(markdown(results, opts.runs))
+    bad = any(r[c]["status"] in ("failed", "wrong-output") for r in results for c in ("native", "qemu", "kiln"))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Ahead-of-time compilation: the portable module to a Wasmtime artifact for this host."""
+from __future__ import annotations
+
+import wasmtime
+
+from formats.abi import ENGINE_SETTINGS
+from formats.engine import current_fingerprint
+from formats.errors import KilnError
+from formats.megabinary import EngineFingerprint
+
+__all__ = ["engine_config", "precompile", "AotError"]
+
+
+class AotError(KilnError):
+    """Wasmtime refused the module the recompiler produced (a recompiler bug)."""
+
+
+def engine_config() -> wasmtime.Config:
+    """A wasmtime.Config with ``formats.abi.ENGINE_SETTINGS`` applied, as vkernel builds it."""
+    config = wasmtime.Config()
+    for name, value in ENGINE_SETTINGS:
+        setattr(config, name, value)
+    return config
+
+
+def precompile(module: bytes) -> tuple[EngineFingerprint, bytes]:
+    """Compile ``module`` with Cranelift for this host; return (fingerprint, artifact)."""
+    engine = wasmtime.Engine(engine_config())
+    try:
+        compiled = wasmtime.Module(engine, module)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+        raise AotError(f"Wasmtime rejected the generated module: {first}",
+                       hint="this is a Kiln bug; please report it with the recompile report") from None
+    return current_fingerprint(), compiled.serialize()

@@ -1,0 +1,545 @@
+"""Apply layer tars into a root directory safely: whiteouts, links, limits, no escapes.
+
+Every path is resolved by hand from a directory file descriptor of the root,
+one component at a time with ``O_NOFOLLOW``: a parent that is a symbolic link
+is refused (never followed), ``..`` and absolute names are refused, and links
+are created as links. Nothing is ever written outside the root. Device nodes
+and fifos are recorded, not created; owners and setuid/setgid bits are
+recorded, not applied (unless ``chown=True``, which applies owners only).
+"""
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+import zstandard
+
+from .digest import CHUNK
+from .errors import BlobError, LayerError, LimitExceededError, UnsafeLayerError
+from .mediatypes import layer_compression
+from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
+from .zstdframes import ZstdFrameTracker, ZstdFramingError
+
+__all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def sniff_compression(head: bytes) -> Compression:
+    """The compression a blob's first bytes show (plain tar when neither magic matches)."""
+    if head[:2] == b"\x1f\x8b":
+        return Compression.GZIP
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return Compression.ZSTD
+    return Compression.NONE
+
+
+class _Counting(io.RawIOBase):
+    """Counts the compressed bytes read from a blob."""
+
+    def __init__(self, raw: BinaryIO, tracker: ZstdFrameTracker | None = None) -> None:
+        self._raw = raw
+        self.count = 0
+        self.tracker = tracker
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        # Small reads keep the ratio measurement fine-grained (decompressors ask for more).
+        data = self._raw.read(min(len(b), 1 << 16))
+        n = len(data)
+        if self.tracker is not None:
+            self.tracker.feed(data)
+        b[:n] = data
+        self.count += n
+        return n
+
+
+class _LayerStream(io.RawIOBase):
+    """The uncompressed tar stream of a layer: hashed (diff_id) and ratio-checked."""
+
+    def __init__(self, raw: BinaryIO, compression: Compression, limits: Limits,
+                 where: str) -> None:
+        self.compression = compression
+        self._counted = _Counting(raw, ZstdFrameTracker() if compression is Compression.ZSTD
+                                  else None)
+        self._limits = limits
+        self._where = where
+        self.hasher = hashlib.sha256()
+        self.out = 0
+        src: BinaryIO
+        if compression is Compression.GZIP:
+            src = gzip.GzipFile(fileobj=self._counted, mode="rb")  # type: ignore[arg-type]
+        elif compression is Compression.ZSTD:
+            src = zstandard.ZstdDecompressor().stream_reader(
+                self._counted, read_across_frames=True, closefd=False)
+        else:
+            src = self._counted  # type: ignore[assignment]
+        self._src = src
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        try:
+            data = self._src.read(len(b))
+        except EOFError as err:
+            raise LayerError(f"{self._where}: compressed data is truncated ({err})",
+                             layer=self._where, hint="the layer blob is incomplete; fetch "
+                             "the image again") from err
+        except (OSError, zlib.error, zstandard.ZstdError, ZstdFramingError) as err:
+            raise LayerError(f"{self._where}: corrupt {self.compression.value} data ({err})",
+                             layer=self._where) from err
+        n = len(data)
+        tracker = self._counted.tracker
+        if not n and tracker is not None and not tracker.complete():
+            raise LayerError(f"{self._where}: compressed data is truncated (the zstd stream "
+                             "ends inside a frame)", layer=self._where,
+                             hint="the layer blob is incomplete; fetch the image again")
+        b[:n] = data
+        self.out += n
+        self.hasher.update(data)
+        if (self.compression is not Compression.NONE and self.out > self._limits.ratio_grace_bytes
+                and self.out > self._limits.max_ratio * max(1, self._counted.count)):
+            raise LimitExceededError(
+                f"{self._where}: compression ratio above {self._limits.max_ratio:g}:1 "
+                f"({self.out} bytes from {self._counted.count}): a decompression bomb?",
+                layer=self._where, hint="raise Limits.max_ratio if this image is trusted")
+        return n
+
+    def drain(self) -> None:
+        buf = bytearray(CHUNK)
+        while self.readinto(buf):
+            pass
+
+
+def _path_of(parts: tuple[str, ...]) -> str:
+    return "/" + "/".join(parts)
+
+
+@dataclass
+class _State:
+    root_fd: int
+    limits: Limits
+    chown: bool
+    files: int = 0
+    bytes_written: int = 0
+    special: dict[str, SpecialFile] = field(default_factory=dict)
+    meta: dict[str, EntryMeta] = field(default_factory=dict)
+    dir_attrs: dict[tuple[str, ...], tuple[int, float]] = field(default_factory=dict)
+
+
+class _LayerApplier:
+    """Applies one layer's tar members in order."""
+
+    def __init__(self, st: _State, where: str) -> None:
+        self.st = st
+        self.where = where
+        self.created: set[tuple[str, ...]] = set()
+        self.touched: set[tuple[str, ...]] = set()
+
+    # -- names and parents -------------------------------------------------
+    def _split(self, name: str, member: str, what: str = "entry") -> tuple[str, ...]:
+        if name.startswith("/"):
+            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: absolute {what} path "
+                                   "refused", layer=self.where, member=member,
+                                   hint="layer entries must be relative to the image root")
+        parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        if ".." in parts:
+            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: {what} path "
+                                   f"{name!r} contains '..'", layer=self.where, member=member,
+                                   hint="the layer tries to reach outside the image root; "
+                                   "do not use this image")
+        return parts
+
+    def _open_dir(self, parts: tuple[str, ...], member: str, create: bool) -> int | None:
+        """An fd for directory ``parts`` under the root, walking with O_NOFOLLOW."""
+        fd = os.dup(self.st.root_fd)
+        try:
+            for i, comp in enumerate(parts):
+                try:
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        return None
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    self.created.add(parts[:i + 1])
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except OSError as err:
+                    if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISLNK(st.st_mode):
+                        raise UnsafeLayerError(
+                            f"{self.where}: tar member {member!r}: parent "
+                            f"{_path_of(parts[:i + 1])} is a symbolic link; Kiln never "
+                            "writes through links (it could escape the image root)",
+                            layer=self.where, member=member,
+                            hint="the layer is malformed or hostile") from err
+                    raise LayerError(f"{self.where}: tar member {member!r}: parent "
+                                     f"{_path_of(parts[:i + 1])} is not a directory",
+                                     layer=self.where, member=member) from err
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _remove(self, parent_fd: int, name: str, parts: tuple[str, ...]) -> bool:
+        """Delete ``name`` (any type, dirs recursively) if present; True if it was."""
+        path = _path_of(parts)
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            # device nodes and fifos exist only in the records
+            return self.st.special.pop(path, None) is not None
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=parent_fd)
+            prefix = _path_of(parts) + "/"
+            for table in (self.st.special, self.st.meta):
+                for key in [k for k in table if k.startswith(prefix)]:
+                    del table[key]
+            for key in [k for k in self.st.dir_attrs if k[:len(parts)] == parts]:
+                del self.st.dir_attrs[key]
+        else:
+            os.unlink(name, dir_fd=parent_fd)
+        self.st.special.pop(path, None)
+        self.st.meta.pop(path, None)
+        return True
+
+    # -- members -----------------------------------------------------------
+    def apply(self, tf: tarfile.TarFile) -> None:
+        for m in tf:
+            self.st.files += 1
+            if self.st.files > self.st.limits.max_files:
+                raise LimitExceededError(
+                    f"{self.where}: more than {self.st.limits.max_files} entries "
+                    f"(at tar member {m.name!r})", layer=self.where, member=m.name,
+                    hint="raise Limits.max_files if this image is trusted")
+            try:
+                self._member(tf, m)
+            except OSError as err:
+                raise LayerError(f"{self.where}: tar member {m.name!r}: {err.strerror or err}",
+                                 layer=self.where, member=m.name) from err
+
+    def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = self._split(m.name, m.name)
+        if not parts:
+            return                                  # the root itself ("./")
+        base = parts[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, m.name)
+            return
+        parent = self._open_dir(parts[:-1], m.name, create=True)
+        assert parent is not None
+        try:
+            for i in range(1, len(parts) + 1):
+                self.touched.add(parts[:i])
+            if m.isdir():
+                self._dir(parent, parts, m)
+            elif m.isreg():
+                self._file(tf, parent, parts, m)
+            elif m.issym():
+                self._symlink(parent, parts, m)
+            elif m.islnk():
+                self._hardlink(parent, parts, m)
+            elif m.ischr() or m.isblk() or m.isfifo():
+                self._remove(parent, base, parts)
+                kind = "chr" if m.ischr() else "blk" if m.isblk() else "fifo"
+                path = _path_of(parts)
+                self.st.special[path] = SpecialFile(path, kind, m.devmajor, m.devminor,
+                                                    m.mode & 0o7777, m.uid, m.gid)
+                self.created.add(parts)
+            else:
+                raise LayerError(f"{self.where}: tar member {m.name!r} has unsupported type "
+                                 f"{m.type!r}", layer=self.where, member=m.name)
+        finally:
+            os.close(parent)
+
+    def _owner(self, parts: tuple[str, ...], m: tarfile.TarInfo, fd: int | None,
+               parent: int) -> None:
+        path = _path_of(parts)
+        self.st.meta.pop(path, None)
+        if m.uid or m.gid or m.mode & 0o6000:
+            self.st.meta[path] = EntryMeta(m.uid, m.gid, m.mode & 0o7777)
+        if self.st.chown and (m.uid or m.gid):
+            if fd is not None:
+                os.fchown(fd, m.uid, m.gid)
+            else:
+                os.chown(parts[-1], m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+
+    def _dir(self, parent: int, parts: tuple[str, ...], m: tarfile.TarInfo) -> None:
+        name = parts[-1]
+        try:
+            is_dir = stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            is_dir = False
+        if not is_dir:
+            self._remove(parent, name, parts)
+            os.mkdir(name, 0o700, dir_fd=parent)
+        self.created.add(parts)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        try:
+            self._owner(parts, m, fd, parent)
+        finally:
+            os.close(fd)
+        self.st.dir_attrs[parts] = (m.mode & 0o1777, m.mtime)
+
+    def _file(self, tf: tarfile.TarFile, parent: int, parts: tuple[str, ...],
+              m: tarfile.TarInfo) -> None:
+        lim = self.st.limits.max_total_bytes
+        if self.st.bytes_written + m.size > lim:
+            raise LimitExceededError(
+                f"{self.where}: tar member {m.name!r} ({m.size} bytes) takes the unpacked size "
+                f"past the {lim}-byte limit", layer=self.where, member=m.name,
+                hint="raise Limits.max_total_bytes if this image is trusted")
+        self._remove(parent, parts[-1], parts)
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600, dir_fd=parent)
+        self.created.add(parts)
+        try:
+            src = tf.extractfile(m)
+            assert src is not None
+            left = m.size
+            while left:
+                chunk = src.read(min(CHUNK, left))
+                if not chunk:
+                    raise LayerError(f"{self.where}: tar member {m.name!r} is truncated",
+                                     layer=self.where, member=m.name)
+                _write_all(fd, chunk)
+                left -= len(chunk)
+            self.st.bytes_written += m.size
+            os.fchmod(fd, m.mode & 0o777)
+            self._owner(parts, m, fd, parent)
+            os.utime(fd, (m.mtime, m.mtime))
+        finally:
+            os.close(fd)
+
+    def _symlink(self, parent: int, parts: tuple[str, ...], m: tarfile.TarInfo) -> None:
+        if not m.linkname:
+            raise LayerError(f"{self.where}: tar member {m.name!r}: symbolic link with an "
+                             "empty target", layer=self.where, member=m.name)
+        self._remove(parent, parts[-1], parts)
+        os.symlink(m.linkname, parts[-1], dir_fd=parent)
+        self.created.add(parts)
+        self._owner(parts, m, None, parent)
+        os.utime(parts[-1], (m.mtime, m.mtime), dir_fd=parent, follow_symlinks=False)
+
+    def _hardlink(self, parent: int, parts: tuple[str, ...], m: tarfile.TarInfo) -> None:
+        target = self._split(m.linkname, m.name, "hard link target")
+        if not target:
+            raise UnsafeLayerError(f"{self.where}: tar member {m.name!r}: hard link to the "
+                                   "root directory", layer=self.where, member=m.name)
+        tparent = self._open_dir(target[:-1], m.name, create=False)
+        if tparent is None:
+            raise LayerError(f"{self.where}: tar member {m.name!r}: hard link target "
+                             f"{m.linkname!r} does not exist", layer=self.where, member=m.name)
+        try:
+            try:
+                st = os.stat(target[-1], dir_fd=tparent, follow_symlinks=False)
+            except FileNotFoundError:
+                special = self.st.special.get(_path_of(target))
+                if special is not None:             # a link to a recorded device or fifo
+                    self._remove(parent, parts[-1], parts)
+                    path = _path_of(parts)
+                    self.st.special[path] = SpecialFile(path, special.kind, special.major,
+                                                        special.minor, special.mode,
+                                                        special.uid, special.gid)
+                    self.created.add(parts)
+                    return
+                raise LayerError(f"{self.where}: tar member {m.name!r}: hard link target "
+                                 f"{m.linkname!r} does not exist", layer=self.where,
+                                 member=m.name) from None
+            if stat.S_ISDIR(st.st_mode):
+                raise UnsafeLayerError(f"{self.where}: tar member {m.name!r}: hard link to "
+                                       f"directory {m.linkname!r}", layer=self.where,
+                                       member=m.name)
+            if target == parts:
+                return
+            self._remove(parent, parts[-1], parts)
+            os.link(target[-1], parts[-1], src_dir_fd=tparent, dst_dir_fd=parent,
+                    follow_symlinks=False)
+            self.created.add(parts)
+            tpath = _path_of(target)
+            for table in (self.st.meta, self.st.special):
+                if tpath in table:
+                    table[_path_of(parts)] = table[tpath]  # type: ignore[index]
+        finally:
+            os.close(tparent)
+
+    def _whiteout(self, parts: tuple[str, ...], member: str) -> None:
+        base = parts[-1]
+        dirparts = parts[:-1]
+        if base == OPAQUE_WHITEOUT:
+            fd = self._open_dir(dirparts, member, create=False)
+            if fd is not None:
+                try:
+                    self._prune(fd, dirparts)
+                finally:
+                    os.close(fd)
+            return
+        if base.startswith(OPAQUE_WHITEOUT[:8]):
+            return                                  # other .wh..wh. names are reserved
+        victim = base[len(WHITEOUT_PREFIX):]
+        if victim in ("", ".", ".."):
+            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: whiteout of "
+                                   f"{victim!r} refused", layer=self.where, member=member,
+                                   hint="the layer is malformed or hostile")
+        vparts = dirparts + (victim,)
+        if vparts in self.created:
+            return                                  # whiteouts hide lower layers only
+        fd = self._open_dir(dirparts, member, create=False)
+        if fd is None:
+            return
+        try:
+            self._remove(fd, victim, vparts)
+        finally:
+            os.close(fd)
+
+    def _prune(self, dir_fd: int, dirparts: tuple[str, ...]) -> None:
+        """Opaque whiteout: remove what lower layers put under the directory."""
+        prefix = _path_of(dirparts) + "/" if dirparts else "/"
+        for key in [k for k in self.st.special if k.startswith(prefix)]:
+            if tuple(key[1:].split("/")) not in self.touched:
+                del self.st.special[key]
+        for child in os.listdir(dir_fd):
+            cparts = dirparts + (child,)
+            if cparts in self.touched:
+                st = os.stat(child, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    sub = os.open(child, _DIR_FLAGS, dir_fd=dir_fd)
+                    try:
+                        self._prune(sub, cparts)
+                    finally:
+                        os.close(sub)
+            else:
+                self._remove(dir_fd, child, cparts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _check_dest(dest: Path) -> None:
+    if dest.is_symlink():
+        raise LayerError(f"{dest}: the destination is a symbolic link",
+                         hint="give a real directory for the unpacked root")
+    if dest.exists():
+        if not dest.is_dir():
+            raise LayerError(f"{dest}: the destination exists and is not a directory")
+        if any(dest.iterdir()):
+            raise LayerError(f"{dest}: the destination directory is not empty",
+                             hint="unpack into a new or empty directory")
+    else:
+        dest.mkdir()
+
+
+def apply_layers(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], dest: Path, *,
+                 limits: Limits = Limits(), chown: bool = False,
+                 name: str = "") -> UnpackResult:
+    """Apply ``layers`` (bottom first; each with a function opening its blob) into ``dest``.
+
+    ``dest`` must not exist or be an empty directory. Raises a LayerError
+    subclass naming the layer and tar member on anything unsafe or malformed,
+    and BlobError when a layer's uncompressed digest differs from its diff_id.
+    """
+    dest = Path(dest)
+    _check_dest(dest)
+    root_fd = os.open(dest, _DIR_FLAGS)
+    st = _State(root_fd, limits, chown)
+    try:
+        for ref, opener in layers:
+            where = f"{name}: layer {ref.descriptor.digest}" if name else \
+                f"layer {ref.descriptor.digest}"
+            with opener() as raw:
+                head = raw.read(8)
+                magic = sniff_compression(head)
+                # The magic bytes decide; the media type is only a claim (some Docker tools
+                # label uncompressed layers ".tar.gzip"). A blob whose magic is neither gzip
+                # nor zstd is read as a plain tar, and fails clearly if it is not one.
+                comp = magic
+                stream = _LayerStream(_Prefixed(head, raw), comp, limits, where)
+                try:
+                    tf = tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
+                except tarfile.TarError as err:
+                    declared = layer_compression(ref.descriptor.media_type)
+                    note = ""
+                    if declared not in (None, Compression.NONE) and comp is Compression.NONE:
+                        note = (f"; its media type says {declared.value} but the blob does not "
+                                f"start with {declared.value} magic bytes")
+                    raise LayerError(f"{where}: not a tar archive ({err}){note}", layer=where,
+                                     hint="the layer blob is corrupt or not a layer") from err
+                try:
+                    _LayerApplier(st, where).apply(tf)
+                except tarfile.TarError as err:
+                    raise LayerError(f"{where}: corrupt tar data ({err})", layer=where) from err
+                stream.drain()
+                if ref.diff_id is not None:
+                    got = f"sha256:{stream.hasher.hexdigest()}"
+                    if ref.diff_id.startswith("sha256:") and got != ref.diff_id:
+                        raise BlobError(f"{where}: uncompressed content hashes to {got}, the "
+                                        f"config's diff_id is {ref.diff_id}",
+                                        digest=ref.diff_id,
+                                        hint="the image is corrupt or was tampered with")
+        _apply_dir_attrs(st)
+    finally:
+        os.close(root_fd)
+    return UnpackResult(str(dest), st.files, st.bytes_written,
+                        tuple(sorted(st.special.values(), key=lambda s: s.path)),
+                        dict(sorted(st.meta.items())))
+
+
+def _apply_dir_attrs(st: _State) -> None:
+    """Directory modes and mtimes, set last (adding children changes mtimes)."""
+    for parts, (mode, mtime) in sorted(st.dir_attrs.items(), key=lambda kv: -len(kv[0])):
+        fd = os.dup(st.root_fd)
+        try:
+            for comp in parts:
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            os.fchmod(fd, mode)
+            os.utime(fd, (mtime, mtime))
+        except OSError:
+            pass                                    # removed or replaced by a later layer
+        finally:
+            os.close(fd)
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream with bytes already read put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(b))
+        b[:len(data)] = data
+        return len(data)

@@ -1,0 +1,87 @@
+"""The lifter's public façade: lift one ELF, link lifted units into one module, the engine config.
+
+The pipeline calls only these three functions::
+
+    unit = lift_elf(Path("rootfs/bin/busybox"), name="/bin/busybox")   # cache unit.to_bytes() by BLAKE3
+    mod = link_units([unit, ...])        # unit number = position in the list = megabinary index order
+    engine = wasmtime.Engine(engine_config()); wasmtime.Module(engine, mod.wasm).serialize()
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import wasmtime
+
+from formats.abi import ENGINE_SETTINGS
+from recompiler.wasm.emit import FunctionEmitter
+from recompiler.wasm.module import LinkedModule, LinkedUnit, link
+from recompiler.wasm.unit import LiftedUnit
+from recompiler.x86_64.cfg import discover
+from recompiler.x86_64.elfimage import ElfImage
+from recompiler.x86_64.errors import LiftError, UnsupportedInstruction
+from recompiler.x86_64.lift import IRBlock, TrapSites, flag_liveness, lift_block
+
+__all__ = ["lift_elf", "link_units", "engine_config", "LiftedUnit", "LinkedModule", "LinkedUnit",
+           "LiftError", "UnsupportedInstruction"]
+
+
+WASMTIME_MAX_STACK = 2 * 1024 * 1024
+"""wasmtime-py 50 aborts the process (a Rust panic) when max_wasm_stack exceeds its
+async stack size (2 MiB by default); the stack limit is not part of the AOT
+compatibility check, so it is clamped here exactly as vkernel/engine.py does."""
+
+
+def engine_config() -> wasmtime.Config:
+    """A wasmtime.Config with formats.abi.ENGINE_SETTINGS applied in order (stack limit clamped)."""
+    cfg = wasmtime.Config()
+    for name, value in ENGINE_SETTINGS:
+        if name == "max_wasm_stack":
+            value = min(int(value), WASMTIME_MAX_STACK)  # type: ignore[arg-type]
+        setattr(cfg, name, value)
+    return cfg
+
+
+def lift_elf(path: Path, *, name: str) -> LiftedUnit:
+    """Discover, lift and emit every function of one x86-64 ELF (never fails on unknown instructions)."""
+    t0 = time.monotonic()
+    img = ElfImage(Path(path), name)
+    prog = discover(img)
+    bias = img.bias
+    traps = TrapSites()
+    stats: dict = {"instructions": 0, "unsupported": {}}
+    lifted: dict[int, IRBlock] = {}
+    for start, blk in prog.blocks.items():
+        lifted[start] = lift_block(blk, prog, bias, traps, stats)
+    stats["decoded"] = len(prog.insns)
+    funcs = sorted(prog.functions)
+    unit_funcs = set(funcs)
+    home: dict[int, tuple[int, int]] = {}
+    texts: list[str] = []
+    nblocks = 0
+    for f in funcs:
+        fn = prog.functions[f]
+        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term) for s in fn.blocks}
+        live_in = flag_liveness(blocks, unit_funcs)
+        ordered = [blocks[s] for s in fn.blocks]
+        entry_blocks = {s for s in fn.blocks if s in prog.indirect}
+        entry_blocks.add(f)
+        em = FunctionEmitter(f, ordered, live_in, unit_funcs, bias, entry_blocks)
+        texts.append(em.emit())
+        for i, s in enumerate(fn.blocks):
+            if s in prog.indirect and s not in home:
+                home[s] = (f, i)
+        nblocks += len(ordered)
+    for f in funcs:
+        home[f] = (f, 0)
+    entries = tuple(sorted((a, f, i) for a, (f, i) in home.items()))
+    stats["functions"] = len(funcs)
+    stats["blocks"] = nblocks
+    stats["lift_seconds"] = round(time.monotonic() - t0, 3)
+    return LiftedUnit(name, bias, img.entry, tuple(img.exec_segments()), "\n".join(texts), tuple(funcs),
+                      entries, tuple(traps.sites), stats)
+
+
+def link_units(units: list[LiftedUnit]) -> LinkedModule:
+    """One WebAssembly module for all units; unit n is units[n] (the megabinary index order)."""
+    return link(units)

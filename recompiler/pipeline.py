@@ -1,0 +1,297 @@
+"""The recompile pipeline: image → rootfs → inventory → lifted units → megabinary → output image.
+
+Each stage is timed for the report. Lifted units are cached by the BLAKE3 of
+the ELF and the lifter's own source hash, so re-recompiling an image where
+one file changed lifts only that file.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from formats import abi
+from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_ENGINES,
+                                 ANNOTATION_MEGABINARY_DIGEST, ANNOTATION_MEGABINARY_VERSION,
+                                 ANNOTATION_SOURCE_DIGEST, ANNOTATION_TOOL_VERSION,
+                                 LABEL_MEGABINARY_DIGEST, LABEL_RECOMPILED, MEGABINARY_PATH,
+                                 OCI_BASE_DIGEST, format_engines)
+from formats.index import Index, IndexRange, UnitKind, UnitRecord
+from formats.megabinary import (FORMAT_MAJOR, FORMAT_MINOR, Metadata, build_megabinary,
+                                read_megabinary, wasm_function_count)
+from recompiler.aot import precompile
+from recompiler.image import ExtraLayer, file_entry, open_image, write_image
+from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, Linkage, take_inventory
+
+__all__ = ["RecompileOptions", "RecompileReport", "UnitReport", "recompile_image", "tool_version"]
+
+EMPTY_MODULE = b"\0asm\x01\0\0\0"
+"""A valid WebAssembly module with nothing in it: the megabinary of an image with no units."""
+
+
+def tool_version() -> str:
+    """The installed Kiln version (the ``kiln`` distribution)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("kiln")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _lifter_fingerprint() -> str:
+    """A hash of the lifter's own sources: a changed lifter never reuses old cached units."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    files = sorted([*here.joinpath("x86_64").rglob("*.py"), *here.joinpath("wasm").rglob("*.py"),
+                    here / "lift_api.py", Path(abi.__file__).resolve()])
+    for f in files:
+        h.update(str(f.relative_to(here.parent)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RecompileOptions:
+    """What shapes a recompile (recorded in the megabinary's metadata where it matters)."""
+    fmt: str = "oci"
+    platform: str | None = None
+    jobs: int = 1
+    tag: str = "latest"
+    cache: Path | None = None
+    use_cache: bool = True
+
+
+@dataclass
+class UnitReport:
+    """One ELF's fate: recompiled (with its numbers) or skipped (with why)."""
+    path: str
+    blake3: str
+    status: str                      # "recompiled" | "cached" | "skipped"
+    reason: str = ""
+    instructions: int = 0
+    functions: int = 0
+    unsupported: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RecompileReport:
+    """What ``recompile`` did, for people (``render``) and scripts (``to_dict``)."""
+    image: str
+    output: str
+    fmt: str
+    source_digest: str
+    megabinary_digest: str = ""
+    manifest_digest: str = ""
+    units: list[UnitReport] = field(default_factory=list)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        unsupported: dict[str, int] = {}
+        for u in self.units:
+            for m, n in u.unsupported.items():
+                unsupported[m] = unsupported.get(m, 0) + n
+        return {
+            "image": self.image, "output": self.output, "format": self.fmt,
+            "source_digest": self.source_digest, "manifest_digest": self.manifest_digest,
+            "megabinary_digest": self.megabinary_digest,
+            "elves_recompiled": sum(u.status in ("recompiled", "cached") for u in self.units),
+            "elves_from_cache": sum(u.status == "cached" for u in self.units),
+            "elves_skipped": sum(u.status == "skipped" for u in self.units),
+            "functions": sum(u.functions for u in self.units),
+            "instructions": sum(u.instructions for u in self.units),
+            "unsupported_by_mnemonic": dict(sorted(unsupported.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "units": [u.__dict__ for u in self.units],
+            "other_files_skipped": [{"path": p, "reason": r} for p, r in self.skipped_files],
+            "stage_seconds": self.stage_seconds,
+        }
+
+    def render(self) -> str:
+        d = self.to_dict()
+        lines = [f"recompiled {d['elves_recompiled']} ELF file(s) "
+                 f"({d['elves_from_cache']} from cache), skipped {d['elves_skipped']}",
+                 f"  functions lifted:    {d['functions']}",
+                 f"  instructions lifted: {d['instructions']}"]
+        if d["unsupported_by_mnemonic"]:
+            top = ", ".join(f"{m}×{n}" for m, n in list(d["unsupported_by_mnemonic"].items())[:12])
+            lines.append(f"  unsupported (trap sites): {top}")
+        for u in self.units:
+            if u.status == "skipped":
+                lines.append(f"  skipped {u.path}: {u.reason}")
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.stage_seconds.items())
+        lines.append(f"  time: {stages}")
+        lines.append(f"megabinary {self.megabinary_digest}")
+        lines.append(f"wrote {self.fmt} image {self.output} (manifest {self.manifest_digest})")
+        return "\n".join(lines)
+
+
+def _cache_root(opts: RecompileOptions) -> Path:
+    if opts.cache is not None:
+        return Path(opts.cache)
+    from examples.debs import cache_dir
+    return cache_dir()
+
+
+def _liftable(rec: ElfRecord) -> str | None:
+    """None if the recompiler takes this ELF now, else why not."""
+    if rec.kind not in (ElfKind.EXEC, ElfKind.PIE):
+        return f"{rec.kind.value if hasattr(rec.kind, 'value') else rec.kind}: shared libraries are not recompiled yet"
+    if rec.linkage != Linkage.STATIC:
+        return "dynamically linked programs are not recompiled yet"
+    return None
+
+
+def _lift_one(args: tuple[str, str, str, Path | None]) -> tuple[str, bytes | None, str]:
+    """Worker: lift one ELF (or load it from the cache); returns (blake3, unit bytes, status)."""
+    host_path, guest_path, digest, cache_file = args
+    from recompiler.lift_api import LiftedUnit, lift_elf
+    if cache_file is not None and cache_file.is_file():
+        try:
+            data = cache_file.read_bytes()
+            LiftedUnit.from_bytes(data)
+            return digest, data, "cached"
+        except Exception:
+            pass  # a damaged cache entry is re-lifted
+    unit = lift_elf(Path(host_path), name=guest_path)
+    data = unit.to_bytes()
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, cache_file)
+    return digest, data, "recompiled"
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions = RecompileOptions(),
+                    *, progress: ProgressFn | None = None) -> RecompileReport:
+    """Recompile ``image`` into ``out``. Raises KilnError subclasses with what to do."""
+    image, out = Path(image), Path(out)
+    stage: dict[str, float] = {}
+    cache = _cache_root(opts)
+    work_parent = cache / "work"
+    work_parent.mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    with open_image(image, platform=opts.platform) as src, \
+            tempfile.TemporaryDirectory(dir=work_parent, prefix="recompile-") as work:
+        rootfs = Path(work) / "rootfs"
+        src.unpack(rootfs)
+        stage["unpack"] = time.monotonic() - t
+
+        t = time.monotonic()
+        inv = take_inventory(rootfs)
+        stage["inventory"] = time.monotonic() - t
+        report = RecompileReport(image=str(image), output=str(out), fmt=opts.fmt,
+                                 source_digest=src.manifest_digest or src.config_digest)
+        report.skipped_files = [(s.path, s.reason) for s in inv.skipped]
+
+        t = time.monotonic()
+        records, unit_bytes, statuses = _lift_stage(inv, rootfs, cache, opts, report, progress)
+        stage["lift"] = time.monotonic() - t
+
+        t = time.monotonic()
+        module, index = _link_stage(records, unit_bytes)
+        stage["link"] = time.monotonic() - t
+
+        t = time.monotonic()
+        fingerprint, artifact = precompile(module)
+        stage["aot"] = time.monotonic() - t
+
+        t = time.monotonic()
+        metadata = Metadata(tool_version=tool_version(), source_image=report.source_digest,
+                            parameters={"platform": opts.platform or "linux/amd64",
+                                        "lifter": _lifter_fingerprint()})
+        blob = build_megabinary(index=index, module=module, aot={fingerprint: artifact},
+                                metadata=metadata)
+        mb_digest = read_megabinary(blob).digest
+        report.megabinary_digest = mb_digest
+        annotations = {
+            ANNOTATION_MEGABINARY_DIGEST: mb_digest,
+            ANNOTATION_MEGABINARY_VERSION: f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+            ANNOTATION_ABI_VERSION: str(abi.ABI_VERSION),
+            ANNOTATION_ENGINES: format_engines([fingerprint.canonical]),
+            ANNOTATION_TOOL_VERSION: tool_version(),
+        }
+        if src.manifest_digest:
+            annotations[ANNOTATION_SOURCE_DIGEST] = src.manifest_digest
+            annotations[OCI_BASE_DIGEST] = src.manifest_digest
+        layer = ExtraLayer((file_entry(MEGABINARY_PATH, blob, 0o444),),
+                           created_by=f"kiln recompile {tool_version()}",
+                           comment="Kiln megabinary: every ELF recompiled to WebAssembly")
+        written = write_image(src, out, extra_layers=[layer], annotations=annotations,
+                              config_labels={LABEL_RECOMPILED: "true", LABEL_MEGABINARY_DIGEST: mb_digest},
+                              fmt=opts.fmt, tag=opts.tag)
+        report.manifest_digest = written.manifest_digest
+        stage["write"] = time.monotonic() - t
+    report.stage_seconds = {k: round(v, 3) for k, v in stage.items()}
+    return report
+
+
+def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOptions,
+                report: RecompileReport, progress: ProgressFn | None
+                ) -> tuple[list[ElfRecord], dict[str, bytes], dict[str, str]]:
+    todo: list[ElfRecord] = []
+    for rec in inv.elves:
+        why = _liftable(rec)
+        if why is not None:
+            report.units.append(UnitReport(rec.path, rec.blake3, "skipped", why))
+        else:
+            todo.append(rec)
+    if not todo:
+        return [], {}, {}
+    fp = _lifter_fingerprint()
+    jobs = []
+    for rec in todo:
+        cache_file = (cache / "units" / fp / f"{rec.blake3}.unit") if opts.use_cache else None
+        jobs.append((str(rootfs / rec.path.lstrip("/")), rec.path, rec.blake3, cache_file))
+    unit_bytes: dict[str, bytes] = {}
+    statuses: dict[str, str] = {}
+    done = 0
+    if opts.jobs > 1 and len(jobs) > 1:
+        ctx = __import__("multiprocessing").get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
+            for digest, data, status in pool.map(_lift_one, jobs):
+                unit_bytes[digest], statuses[digest] = data, status
+                done += 1
+                if progress:
+                    progress("lift", done, len(jobs))
+    else:
+        for job in jobs:
+            digest, data, status = _lift_one(job)
+            unit_bytes[digest], statuses[digest] = data, status
+            done += 1
+            if progress:
+                progress("lift", done, len(jobs))
+    return todo, unit_bytes, statuses
+
+
+def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes]) -> tuple[bytes, Index]:
+    if not records:
+        return EMPTY_MODULE, Index(abi_version=abi.ABI_VERSION)
+    from recompiler.lift_api import LiftedUnit, link_units
+    # The index orders units by BLAKE3; the module numbers them the same way.
+    records = sorted(records, key=lambda r: bytes.fromhex(r.blake3))
+    units = [LiftedUnit.from_bytes(unit_bytes[r.blake3]) for r in records]
+    linked = link_units(units)
+    recs: list[UnitRecord] = []
+    for rec, lu, unit in zip(records, linked.units, units):
+        slots = [s for _, s in lu.entries]
+        first = min(slots) if slots else 0
+        count = (max(slots) - first + 1) if slots else 0
+        kind = UnitKind.EXEC if rec.kind == ElfKind.EXEC else UnitKind.PIE
+        recs.append(UnitRecord(
+            blake3=bytes.fromhex(rec.blake3), paths=tuple(sorted(rec.paths)), kind=kind,
+            pie=rec.kind == ElfKind.PIE, entry=rec.entry or 0, link_base=min((r[0] for r in unit.exec_ranges), default=0),
+            functions=IndexRange(first, count), slots=IndexRange(first, count),
+            entries=tuple(sorted(lu.entries)), trap_sites=tuple(lu.trap_sites),
+            stats={k: v for k, v in lu.stats.items() if isinstance(v, int)}))
+    index = Index(abi_version=abi.ABI_VERSION, functions=wasm_function_count(linked.wasm),
+                  table_size=linked.stats.get("table_size", 0), units=tuple(recs))
+    return linked.wasm, index

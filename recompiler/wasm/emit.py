@@ -1,0 +1,336 @@
+"""IR -> WebAssembly text: a visitor over IR nodes, one wasm function per guest function.
+
+Code shape of one function (see the package docstring for the whole design):
+
+    (func $U.f401000 (type $guestfn) (param $entry i32) (local ...)
+      <load the registers this function uses from the CPU state>
+      (local.set $pc (local.get $entry))
+      (loop $L
+        block $b2 block $b1 block $b0
+          (br_table $b0 $b1 $b2 (local.get $pc))
+        end <code of block 0>
+        end <code of block 1>
+        end <code of block 2>)
+      unreachable)
+
+``$U.`` is the unit placeholder that linking replaces with ``$u<N>_``.
+"""
+from __future__ import annotations
+
+from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, FaultCode,
+                         SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS)
+from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const, Eval, Expr, FallThrough,
+                                  FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
+                                  StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
+from recompiler.x86_64.lift import IRBlock
+
+__all__ = ["FunctionEmitter", "func_name", "ALL_GPRS", "state_off"]
+
+ALL_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+_FLAG_BITS = {"cf": 0, "pf": 2, "af": 4, "zf": 6, "sf": 7, "df": 10, "of": 11}
+_LOAD = {("i64", 1, False): "i64.load8_u", ("i64", 1, True): "i64.load8_s",
+         ("i64", 2, False): "i64.load16_u", ("i64", 2, True): "i64.load16_s",
+         ("i64", 4, False): "i64.load32_u", ("i64", 4, True): "i64.load32_s",
+         ("i64", 8, False): "i64.load", ("i64", 8, True): "i64.load",
+         ("v128", 16, False): "v128.load", ("v128", 8, False): "v128.load64_zero",
+         ("v128", 4, False): "v128.load32_zero",
+         ("i32", 4, False): "i32.load", ("i32", 1, False): "i32.load8_u", ("i32", 2, False): "i32.load16_u",
+         ("f32", 4, False): "f32.load", ("f64", 8, False): "f64.load"}
+_STORE = {("i64", 1): "i64.store8", ("i64", 2): "i64.store16", ("i64", 4): "i64.store32", ("i64", 8): "i64.store",
+          ("v128", 16): "v128.store", ("i32", 4): "i32.store", ("i32", 1): "i32.store8", ("i32", 2): "i32.store16",
+          ("f32", 4): "f32.store", ("f64", 8): "f64.store"}
+
+
+def func_name(addr: int) -> str:
+    return f"$U.f{addr:x}"
+
+
+def state_off(name: str) -> int:
+    return CPU_STATE + CPU_STATE_OFFSETS[name]
+
+
+def _ty_of_reg(name: str) -> str:
+    if name in _FLAG_BITS:
+        return "i32"
+    if name.startswith("xmm"):
+        return "v128"
+    return "i64"
+
+
+def _signed64(v: int) -> int:
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >> 63 else v
+
+
+class FunctionEmitter:
+    """Emits one guest function. Registers live in locals; spills go to the CPU state."""
+
+    def __init__(self, entry: int, blocks: list[IRBlock], live_in: dict[int, frozenset[str]],
+                 unit_funcs: set[int], bias: int, entry_blocks: set[int]) -> None:
+        self.entry = entry
+        self.blocks = blocks
+        self.index = {b.start: i for i, b in enumerate(blocks)}
+        self.unit_funcs = unit_funcs
+        self.bias = bias
+        self.live_in = live_in
+        self.entry_blocks = entry_blocks
+        self.tmps: dict[str, str] = {}
+        self.n_while = 0
+        self._scan()
+
+    # -- register sets -----------------------------------------------------------
+    def _scan(self) -> None:
+        from recompiler.x86_64.lift import _reads
+        used: set[str] = set()
+        written: set[str] = set()
+        flag_exit = False
+
+        def walk(stmts) -> None:
+            nonlocal flag_exit
+            for s in stmts:
+                t = type(s)
+                if t is SetReg:
+                    written.add(s.name)
+                elif t is Let:
+                    self.tmps[s.tmp.name] = s.tmp.ty
+                elif t is If:
+                    walk(s.then)
+                    walk(s.else_)
+                elif t is While:
+                    walk(s.body)
+                elif t is SyscallStmt or t is FaultStmt:
+                    flag_exit = True
+                    if t is SyscallStmt:
+                        used.update(("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"))
+                        written.update(("rax", "rcx", "r11"))
+        for b in self.blocks:
+            for _, stmts in b.insns:
+                walk(stmts)
+                _reads(stmts, used)
+            t = b.term
+            if isinstance(t, JumpIndirect):
+                flag_exit = True
+            if isinstance(t, (Branch, CallIndirect, JumpIndirect, Return)):
+                from recompiler.x86_64.ir import walk_expr
+                walk_expr(t.cond if isinstance(t, Branch) else t.target, used)
+            if isinstance(t, (CallDirect, CallIndirect, Return)):
+                used.add("rsp")
+        used |= written
+        self.used = used
+        self.written = written
+        live_entry: set[str] = set()
+        for s in self.entry_blocks:
+            live_entry |= self.live_in.get(s, frozenset())
+        self.load_flags = flag_exit or bool(live_entry & set(FLAGS))
+        self.flag_exit = flag_exit
+
+    # -- expressions -----------------------------------------------------------------
+    def x(self, e: Expr) -> str:
+        t = type(e)
+        if t is Op:
+            inner = " ".join(self.x(a) for a in e.args)
+            imm = f" {e.imm}" if e.imm else ""
+            return f"({e.op}{imm} {inner})" if inner else f"({e.op}{imm})"
+        if t is Reg:
+            return f"(local.get ${e.name})"
+        if t is Tmp:
+            self.tmps.setdefault(e.name, e.ty)
+            return f"(local.get ${e.name})"
+        if t is Const:
+            if e.ty == "i64":
+                return f"(i64.const {_signed64(e.value)})"
+            if e.ty == "i32":
+                v = e.value & 0xFFFF_FFFF
+                return f"(i32.const {v - (1 << 32) if v >> 31 else v})"
+            return f"({e.ty}.const {e.value})"
+        if t is Load:
+            return f"({_LOAD[(e.ty, e.width, e.signed)]} $g {self.addr(e.addr)})"
+        if t is StateGet:
+            op = {8: "i64.load", 4: "i64.load32_u", 2: "i64.load16_u", 16: "v128.load"}[e.width]
+            return f"({op} $c offset={state_off(e.field)} (i32.const 0))"
+        raise TypeError(f"unknown expression {e!r}")
+
+    def addr(self, e: Expr) -> str:
+        if type(e) is Const:
+            v = e.value & 0xFFFF_FFFF
+            return f"(i32.const {v - (1 << 32) if v >> 31 else v})"
+        return f"(i32.wrap_i64 {self.x(e)})"
+
+    # -- statements --------------------------------------------------------------------
+    def s(self, st, out: list[str]) -> None:
+        t = type(st)
+        if t is SetReg:
+            out.append(f"(local.set ${st.name} {self.x(st.value)})")
+        elif t is Let:
+            self.tmps.setdefault(st.tmp.name, st.tmp.ty)
+            out.append(f"(local.set ${st.tmp.name} {self.x(st.value)})")
+        elif t is Store:
+            ty = st.value.ty
+            out.append(f"({_STORE[(ty, st.width)]} $g {self.addr(st.addr)} {self.x(st.value)})")
+        elif t is StateSet:
+            op = {8: "i64.store", 4: "i64.store32", 2: "i64.store16", 16: "v128.store"}[st.width]
+            out.append(f"({op} $c offset={state_off(st.field)} (i32.const 0) {self.x(st.value)})")
+        elif t is If:
+            out.append(f"(if {self.x(st.cond)} (then")
+            for x in st.then:
+                self.s(x, out)
+            out.append(")")
+            if st.else_:
+                out.append("(else")
+                for x in st.else_:
+                    self.s(x, out)
+                out.append(")")
+            out.append(")")
+        elif t is While:
+            n = self.n_while
+            self.n_while += 1
+            out.append(f"(block $wb{n} (loop $wl{n} (br_if $wb{n} (i32.eqz {self.x(st.cond)}))")
+            for x in st.body:
+                self.s(x, out)
+            out.append(f"(br $wl{n})))")
+        elif t is Eval:
+            out.append(self.x(st.value))
+        elif t is FaultStmt:
+            self.spill(out, flags=True)
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {_signed64(st.rip)}))")
+            out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['code']} (i32.const 0) (i32.const {st.code}))")
+            out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const {st.detail}))")
+            out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) (i64.const {_signed64(st.rip)}))")
+            out.append(f"(call $fault (i32.const {st.code})) unreachable")
+        elif t is SyscallStmt:
+            self.spill(out, flags=True)
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {st.next_rip}))")
+            for name in ("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"):
+                out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS[name]} (i32.const 0) (local.get ${name}))")
+            out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) (i64.const {st.next_rip}))")
+            out.append(f"(i32.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0) (i32.const 0))")
+            out.append("(call $syscall)")
+            out.append(f"(if (i32.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0)) (then (return)))")
+            out.append(f"(local.set $rax (i64.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rax']} (i32.const 0)))")
+            out.append(f"(local.set $rcx (i64.const {st.next_rip}))")
+            out.append(f"(local.set $r11 {self.rflags()})")
+        else:
+            raise TypeError(f"unknown statement {st!r}")
+
+    # -- register file -------------------------------------------------------------------
+    def rflags(self) -> str:
+        e = "(i32.const 0x202)"
+        for name, bit in _FLAG_BITS.items():
+            v = f"(local.get ${name})" if not bit else f"(i32.shl (local.get ${name}) (i32.const {bit}))"
+            e = f"(i32.or {e} {v})"
+        return f"(i64.extend_i32_u {e})"
+
+    def spill(self, out: list[str], flags: bool) -> None:
+        for r in sorted(self.written):
+            ty = _ty_of_reg(r)
+            if ty == "i32":
+                continue
+            op = "v128.store" if ty == "v128" else "i64.store"
+            out.append(f"({op} $c offset={state_off(r)} (i32.const 0) (local.get ${r}))")
+        if flags and self.flag_exit:
+            out.append(f"(i64.store $c offset={state_off('rflags')} (i32.const 0) {self.rflags()})")
+
+    def reload(self, out: list[str]) -> None:
+        for r in sorted(self.used):
+            ty = _ty_of_reg(r)
+            if ty == "i32":
+                continue
+            op = "v128.load" if ty == "v128" else "i64.load"
+            out.append(f"(local.set ${r} ({op} $c offset={state_off(r)} (i32.const 0)))")
+
+    def load_flags_code(self, out: list[str]) -> None:
+        out.append(f"(local.set $fl (i64.load $c offset={state_off('rflags')} (i32.const 0)))")
+        for name, bit in _FLAG_BITS.items():
+            out.append(f"(local.set ${name} (i32.and (i32.wrap_i64 (i64.shr_u (local.get $fl) (i64.const {bit}))) (i32.const 1)))")
+
+    # -- control -----------------------------------------------------------------------------
+    def goto(self, target: int, cur: int, out: list[str]) -> None:
+        i = self.index.get(target)
+        if i is not None:
+            if i != cur + 1:
+                out.append(f"(local.set $pc (i32.const {i})) (br $L)")
+            return
+        if target in self.unit_funcs:
+            self.spill(out, flags=True)
+            out.append(f"(return_call {func_name(target)} (i32.const 0))")
+            return
+        self.spill(out, flags=True)
+        out.append(f"(return_call $dispatch_jump (i64.const {_signed64(target + self.bias)}))")
+
+    def after_call(self, ret: int, cur: int, out: list[str]) -> None:
+        out.append(f"(if (i64.ne (i64.load $c offset={state_off('rip')} (i32.const 0)) "
+                   f"(i64.const {_signed64(ret + self.bias)})) (then (return)))")
+        self.reload(out)
+        self.goto(ret, cur, out)
+
+    def term(self, t: Term, cur: int, out: list[str]) -> None:
+        tt = type(t)
+        if tt is FallThrough or tt is Jump:
+            self.goto(t.target, cur, out)
+        elif tt is Branch:
+            inner: list[str] = []
+            i = self.index.get(t.target)
+            if i is not None and i == cur + 1:
+                # taken branch goes to the next block: invert so the fallthrough is the jump
+                out.append(f"(if (i32.eqz {self.x(t.cond)}) (then")
+                self.goto(t.fallthrough, -2, out)
+                out.append("))")
+                return
+            out.append(f"(if {self.x(t.cond)} (then")
+            self.goto(t.target, -2, inner)
+            out.extend(inner)
+            out.append("))")
+            self.goto(t.fallthrough, cur, out)
+        elif tt is CallDirect:
+            self.spill(out, flags=False)
+            if t.target in self.unit_funcs:
+                out.append(f"(call {func_name(t.target)} (i32.const 0))")
+            else:
+                out.append(f"(call $dispatch_call (i64.const {_signed64(t.target + self.bias)}))")
+            self.after_call(t.ret, cur, out)
+        elif tt is CallIndirect:
+            self.spill(out, flags=False)
+            out.append(f"(call $dispatch_call {self.x(t.target)})")
+            self.after_call(t.ret, cur, out)
+        elif tt is JumpIndirect:
+            self.spill(out, flags=True)
+            out.append(f"(return_call $dispatch_jump {self.x(t.target)})")
+        elif tt is Return:
+            self.spill(out, flags=False)
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {self.x(t.target)})")
+            out.append("(return)")
+        elif tt is Trap:
+            pass
+        else:
+            raise TypeError(f"unknown terminator {t!r}")
+
+    # -- whole function -----------------------------------------------------------------
+    def emit(self) -> str:
+        body: list[str] = []
+        n = len(self.blocks)
+        for i, b in enumerate(self.blocks):
+            body.append(f"end ;; {b.start:#x}")
+            for _, stmts in b.insns:
+                for st in stmts:
+                    self.s(st, body)
+            self.term(b.term, i, body)
+        head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
+        locs = ["(local $pc i32) (local $fl i64)"]
+        regs = set(self.used) | set(FLAGS)
+        for r in sorted(regs):
+            locs.append(f"(local ${r} {_ty_of_reg(r)})")
+        for name, ty in sorted(self.tmps.items()):
+            locs.append(f"(local ${name} {ty})")
+        head.append(" ".join(locs))
+        pro: list[str] = []
+        self.reload(pro)
+        if self.load_flags:
+            self.load_flags_code(pro)
+        pro.append("(local.set $pc (local.get $entry))")
+        pro.append("loop $L")
+        pro.append("block " * n)
+        labels = " ".join(str(k) for k in range(n))
+        # br_table by depth: innermost block (depth 0) ends first, before block 0's code
+        pro.append(f"(br_table {labels} {n - 1} (local.get $pc))")
+        return "\n".join(head + pro + body + ["end unreachable)"])

@@ -1,0 +1,195 @@
+"""The lifter's IR: typed expression trees and statements, one list per guest instruction.
+
+Values are WebAssembly-typed ("i32", "i64", "v128"). Guest general registers
+are always whole 64-bit values (``Reg("rax")``); partial-register access is
+expanded by the semantics. Flags are i32 registers holding 0 or 1
+(``Reg("cf")``). The emitter decides where registers live (locals, state).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op",
+    "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FaultStmt", "SyscallStmt",
+    "Term", "Jump", "Branch", "CallDirect", "CallIndirect", "JumpIndirect", "Return", "Trap", "FallThrough",
+    "FLAGS", "walk_expr",
+]
+
+FLAGS = ("cf", "pf", "af", "zf", "sf", "df", "of")
+
+
+class Expr:
+    __slots__ = ()
+    ty: str
+
+
+@dataclass(frozen=True, slots=True)
+class Const(Expr):
+    ty: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reg(Expr):
+    """A guest register: GPR (i64, full), flag (i32), xmm (v128)."""
+    name: str
+    ty: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tmp(Expr):
+    name: str
+    ty: str
+
+
+@dataclass(frozen=True, slots=True)
+class Load(Expr):
+    """Guest-memory load of ``width`` bytes at i64 address, zero/sign-extended to ``ty``."""
+    ty: str
+    width: int
+    addr: Expr
+    signed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StateGet(Expr):
+    """A field of the CPU state in the control memory (fs_base, mxcsr, ...)."""
+    ty: str
+    field: str
+    width: int
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Expr):
+    """A WebAssembly operator (``op`` is its text name) applied to ``args``."""
+    op: str
+    ty: str
+    args: tuple[Expr, ...]
+    imm: str = ""
+
+
+class Stmt:
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetReg(Stmt):
+    name: str
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Let(Stmt):
+    tmp: Tmp
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Store(Stmt):
+    width: int
+    addr: Expr
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class StateSet(Stmt):
+    field: str
+    width: int
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class If(Stmt):
+    cond: Expr
+    then: tuple[Stmt, ...]
+    else_: tuple[Stmt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class While(Stmt):
+    """``while cond: body`` (cond re-evaluated before each iteration)."""
+    cond: Expr
+    body: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Eval(Stmt):
+    """Evaluate an operator for its effect (memory.fill, memory.copy); no result."""
+    value: Op
+
+
+@dataclass(frozen=True, slots=True)
+class FaultStmt(Stmt):
+    """Leave lifted code through the ``fault`` import (never returns)."""
+    code: int
+    detail: int
+    rip: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallStmt(Stmt):
+    """The ``syscall`` instruction; ``next_rip`` is the runtime address after it."""
+    next_rip: int
+
+
+class Term:
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FallThrough(Term):
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class Jump(Term):
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class Branch(Term):
+    cond: Expr
+    target: int
+    fallthrough: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallDirect(Term):
+    target: int
+    ret: int          # link-time return address (next instruction)
+
+
+@dataclass(frozen=True, slots=True)
+class CallIndirect(Term):
+    target: Expr      # runtime address (i64)
+    ret: int
+
+
+@dataclass(frozen=True, slots=True)
+class JumpIndirect(Term):
+    target: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Return(Term):
+    target: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Trap(Term):
+    """Nothing follows (fault statement already emitted)."""
+
+
+def walk_expr(e: Expr, out_regs: set[str]) -> None:
+    """Collect the register names read by expression ``e`` into ``out_regs``."""
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is Reg:
+            out_regs.add(x.name)
+        elif t is Op:
+            stack.extend(x.args)
+        elif t is Load:
+            stack.append(x.addr)

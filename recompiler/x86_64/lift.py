@@ -1,0 +1,167 @@
+"""Lifting discovered code to IR blocks, and the flag-liveness pass that drops dead flag computations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from formats.abi import FaultCode
+from .cfg import Block, Function, Program
+from .decode import Insn
+from .ir import (FLAGS, Branch, CallDirect, CallIndirect, Eval, FallThrough, FaultStmt, If, Jump,
+                 JumpIndirect, Let, Return, SetReg, Stmt, Store, StateSet, SyscallStmt, Term, Trap, While,
+                 walk_expr)
+from .sem import SEMANTICS, Ctx, NeedsTrap
+
+__all__ = ["IRBlock", "TrapSites", "lift_block", "flag_liveness"]
+
+_FLAGSET = frozenset(FLAGS)
+
+
+@dataclass
+class IRBlock:
+    start: int
+    insns: list[tuple[int, list[Stmt]]]   # (address, statements)
+    term: Term
+
+
+class TrapSites:
+    """The unit's trap-site list: (address, mnemonic, reason), deduplicated by address."""
+
+    def __init__(self) -> None:
+        self.sites: list[tuple[int, str, str]] = []
+        self._idx: dict[int, int] = {}
+
+    def add(self, address: int, mnemonic: str, reason: str) -> int:
+        i = self._idx.get(address)
+        if i is None:
+            i = len(self.sites)
+            self.sites.append((address, mnemonic, reason))
+            self._idx[address] = i
+        return i
+
+
+def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: dict) -> IRBlock:
+    out: list[tuple[int, list[Stmt]]] = []
+    if not block.insns:
+        reason = prog.invalid.get(block.start, "undecodable bytes")
+        i = traps.add(block.start, "(bad)", reason)
+        out.append((block.start, [FaultStmt(int(FaultCode.UNSUPPORTED), i, block.start + bias)]))
+        return IRBlock(block.start, out, Trap())
+    term: Term | None = None
+    for ins in block.insns:
+        ctx = Ctx(ins, bias)
+        fn = SEMANTICS.get(ins.mnemonic)
+        reason = "no semantics"
+        if fn is not None:
+            try:
+                fn(ctx)
+            except NeedsTrap as e:
+                fn = None
+                reason = str(e)
+            except (ValueError, KeyError, IndexError) as e:     # odd operand shapes
+                fn = None
+                reason = f"operand form not handled ({type(e).__name__})"
+        if fn is None:
+            i = traps.add(ins.address, ins.mnemonic, reason)
+            stats.setdefault("unsupported", {})
+            stats["unsupported"][ins.mnemonic] = stats["unsupported"].get(ins.mnemonic, 0) + 1
+            out.append((ins.address, [FaultStmt(int(FaultCode.UNSUPPORTED), i, ins.address + bias)]))
+            return IRBlock(block.start, out, Trap())
+        stats["instructions"] = stats.get("instructions", 0) + 1
+        out.append((ins.address, ctx.stmts))
+        if ctx.term is not None:
+            term = ctx.term
+            break
+    if term is None:
+        last = block.insns[-1]
+        term = FallThrough(last.next)
+    return IRBlock(block.start, out, term)
+
+
+def _reads(stmts, out: set[str]) -> None:
+    for s in stmts:
+        t = type(s)
+        if t is SetReg or t is Let:
+            walk_expr(s.value, out)
+        elif t is Store:
+            walk_expr(s.addr, out)
+            walk_expr(s.value, out)
+        elif t is StateSet:
+            walk_expr(s.value, out)
+        elif t is If:
+            walk_expr(s.cond, out)
+            _reads(s.then, out)
+            _reads(s.else_, out)
+        elif t is While:
+            walk_expr(s.cond, out)
+            _reads(s.body, out)
+        elif t is Eval:
+            walk_expr(s.value, out)
+
+
+def term_flag_reads(term: Term) -> set[str]:
+    r: set[str] = set()
+    if isinstance(term, Branch):
+        walk_expr(term.cond, r)
+    elif isinstance(term, (CallIndirect, JumpIndirect, Return)):
+        walk_expr(term.target, r)
+    return r & _FLAGSET
+
+
+def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int]) -> dict[int, frozenset[str]]:
+    """Prune dead flag writes in place; return the flags live on entry to each block."""
+    # per instruction: reads and (top-level) writes
+    info: dict[int, list[tuple[frozenset[str], frozenset[str]]]] = {}
+    for b in blocks.values():
+        lst = []
+        for _, stmts in b.insns:
+            r: set[str] = set()
+            _reads(stmts, r)
+            w = {s.name for s in stmts if type(s) is SetReg and s.name in _FLAGSET}
+            lst.append((frozenset(r & _FLAGSET), frozenset(w)))
+        info[b.start] = lst
+
+    def out_of(b: IRBlock, live_in: dict[int, frozenset[str]]) -> frozenset[str]:
+        t = b.term
+        targets: list[int] = []
+        if isinstance(t, (FallThrough, Jump)):
+            targets = [t.target]
+        elif isinstance(t, Branch):
+            targets = [t.target, t.fallthrough]
+        elif isinstance(t, JumpIndirect):
+            return _FLAGSET
+        acc: set[str] = set()
+        for x in targets:
+            if x in blocks:
+                acc |= live_in.get(x, frozenset())
+            else:
+                acc.add("df")      # tail call: flags dead by the ABI except DF
+        return frozenset(acc | term_flag_reads(t))
+
+    live_in: dict[int, frozenset[str]] = {k: frozenset() for k in blocks}
+    changed = True
+    order = sorted(blocks, reverse=True)
+    while changed:
+        changed = False
+        for k in order:
+            b = blocks[k]
+            live = set(out_of(b, live_in))
+            for r, w in reversed(info[k]):
+                live -= w
+                live |= r
+            f = frozenset(live)
+            if f != live_in[k]:
+                live_in[k] = f
+                changed = True
+    # prune
+    for k, b in blocks.items():
+        live = set(out_of(b, live_in))
+        new_insns = []
+        for (addr, stmts), (r, w) in zip(reversed(b.insns), reversed(info[k])):
+            if w - live:
+                stmts = [s for s in stmts if not (type(s) is SetReg and s.name in _FLAGSET and s.name not in live)]
+            new_insns.append((addr, stmts))
+            live -= w
+            live |= r
+        new_insns.reverse()
+        b.insns = new_insns
+    return live_in

@@ -1,0 +1,99 @@
+"""Bit operations: bsf/bsr/tzcnt/lzcnt/popcnt, bt/bts/btr/btc, bswap."""
+from __future__ import annotations
+
+from ..ir import If, SetReg
+from .ctx import MASK, Ctx, c32, c64, op, sext
+from .flags import set_zsp
+
+
+def bsf(ctx: Ctx) -> None:
+    d, s = ctx.insn.ops
+    v = ctx.tmp(ctx.get(s))
+    z = ctx.tmp(op("i64.eqz", "i32", v))
+    ctx.emit(SetReg("zf", z))
+    sub = Ctx(ctx.insn, ctx.bias)
+    sub._ntmp = 1000
+    sub.put(d, op("i64.ctz", "i64", v))
+    ctx.emit(If(op("i32.eqz", "i32", z), tuple(sub.stmts)))
+
+
+def bsr(ctx: Ctx) -> None:
+    d, s = ctx.insn.ops
+    v = ctx.tmp(ctx.get(s))
+    z = ctx.tmp(op("i64.eqz", "i32", v))
+    ctx.emit(SetReg("zf", z))
+    sub = Ctx(ctx.insn, ctx.bias)
+    sub._ntmp = 1000
+    sub.put(d, op("i64.xor", "i64", op("i64.clz", "i64", v), c64(63)))
+    ctx.emit(If(op("i32.eqz", "i32", z), tuple(sub.stmts)))
+
+
+def tzcnt(ctx: Ctx) -> None:
+    d, s = ctx.insn.ops
+    size = d.size
+    v = ctx.tmp(ctx.get(s))
+    r = ctx.tmp(op("select", "i64", c64(size * 8), op("i64.ctz", "i64", v), op("i64.eqz", "i32", v)))
+    ctx.put(d, r)
+    ctx.emit(SetReg("cf", op("i64.eqz", "i32", v)))
+    ctx.emit(SetReg("zf", op("i64.eqz", "i32", r)))
+
+
+def lzcnt(ctx: Ctx) -> None:
+    d, s = ctx.insn.ops
+    size = d.size
+    v = ctx.tmp(ctx.get(s))
+    r = ctx.tmp(op("i64.sub", "i64", op("i64.clz", "i64", v), c64(64 - size * 8)))
+    ctx.put(d, r)
+    ctx.emit(SetReg("cf", op("i64.eqz", "i32", v)))
+    ctx.emit(SetReg("zf", op("i64.eqz", "i32", r)))
+
+
+def popcnt(ctx: Ctx) -> None:
+    d, s = ctx.insn.ops
+    v = ctx.tmp(ctx.get(s))
+    ctx.put(d, op("i64.popcnt", "i64", v))
+    for f in ("cf", "of", "sf", "af", "pf"):
+        ctx.emit(SetReg(f, c32(0)))
+    ctx.emit(SetReg("zf", op("i64.eqz", "i32", v)))
+
+
+def _bt(kind: str):
+    def f(ctx: Ctx) -> None:
+        d, s = ctx.insn.ops
+        size = d.size
+        bits = size * 8
+        if d.kind == "m" and s.kind == "r":
+            idx = ctx.tmp(sext(ctx.get(s), s.size))
+            base = ctx.tmp(op("i64.add", "i64", ctx.addr(d),
+                              op("i64.mul", "i64", op("i64.shr_s", "i64", idx, c64({2: 4, 4: 5, 8: 6}[size])), c64(size))))
+            from ..ir import Load, Store
+            v = ctx.tmp(Load("i64", size, base))
+            bit = ctx.tmp(op("i64.and", "i64", idx, c64(bits - 1)))
+            writer = lambda val: ctx.emit(Store(size, base, val))
+        else:
+            v = ctx.tmp(ctx.get(d))
+            bit = ctx.tmp(op("i64.and", "i64", ctx.get(s, 1) if s.kind == "i" else ctx.get(s), c64(bits - 1)))
+            writer = lambda val: ctx.put(d, val)
+        ctx.emit(SetReg("cf", op("i32.wrap_i64", "i32", op("i64.and", "i64", op("i64.shr_u", "i64", v, bit), c64(1)))))
+        m = op("i64.shl", "i64", c64(1), bit)
+        if kind == "bts":
+            writer(op("i64.or", "i64", v, m))
+        elif kind == "btr":
+            writer(op("i64.and", "i64", v, op("i64.xor", "i64", m, c64(-1))))
+        elif kind == "btc":
+            writer(op("i64.xor", "i64", v, m))
+    return f
+
+
+def bswap(ctx: Ctx) -> None:
+    (d,) = ctx.insn.ops
+    v = ctx.tmp(ctx.get(d))
+    if d.size == 8:
+        r = op("call", "i64", v, imm="$bswap64")
+    else:
+        r = op("i64.shr_u", "i64", op("call", "i64", v, imm="$bswap64"), c64(32))
+    ctx.put(d, r)
+
+
+SEMANTICS = {"bsf": bsf, "bsr": bsr, "tzcnt": tzcnt, "lzcnt": lzcnt, "popcnt": popcnt,
+             "bt": _bt("bt"), "bts": _bt("bts"), "btr": _bt("btr"), "btc": _bt("btc"), "bswap": bswap}

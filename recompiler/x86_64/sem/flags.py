@@ -1,0 +1,114 @@
+"""Shared flag helpers: every flag-writing semantic computes flags through these.
+
+Each helper emits one ``SetReg`` per flag; the flag-liveness pass later drops
+the ones no instruction reads, so only live flags cost anything.
+"""
+from __future__ import annotations
+
+from ..ir import Const, Expr, Reg, SetReg
+from .ctx import MASK, Ctx, c32, c64, op
+
+__all__ = ["F", "msb", "set_zsp", "flags_add", "flags_sub", "flags_logic", "cond", "is_zero"]
+
+
+def F(name: str) -> Reg:
+    return Reg(name, "i32")
+
+
+def is_zero(v: Expr) -> Expr:
+    return op("i64.eqz", "i32", v)
+
+
+def msb(v: Expr, size: int) -> Expr:
+    """Bit (size*8-1) of i64 ``v`` as i32 0/1."""
+    return op("i32.wrap_i64", "i32", op("i64.and", "i64",
+              op("i64.shr_u", "i64", v, c64(size * 8 - 1)), c64(1)))
+
+
+def bit32(v: Expr, n: int) -> Expr:
+    return op("i32.wrap_i64", "i32", op("i64.and", "i64", op("i64.shr_u", "i64", v, c64(n)), c64(1)))
+
+
+def set_zsp(ctx: Ctx, res: Expr, size: int) -> None:
+    """ZF, SF, PF of a result already masked to ``size``."""
+    ctx.emit(SetReg("zf", is_zero(res)))
+    ctx.emit(SetReg("sf", msb(res, size)))
+    ctx.emit(SetReg("pf", op("i32.eqz", "i32", op("i32.and", "i32",
+             op("i32.popcnt", "i32", op("i32.and", "i32", op("i32.wrap_i64", "i32", res), c32(0xFF))),
+             c32(1)))))
+
+
+def set_af(ctx: Ctx, res: Expr, a: Expr, b: Expr) -> None:
+    ctx.emit(SetReg("af", bit32(op("i64.xor", "i64", op("i64.xor", "i64", a, b), res), 4)))
+
+
+def flags_add(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, carry: Expr | None = None,
+              raw: Expr | None = None) -> None:
+    """Flags of res = a + b (+ carry); operands masked to size. ``raw`` is the unmasked sum (size < 8)."""
+    if size < 8 and raw is not None:
+        ctx.emit(SetReg("cf", bit32(raw, size * 8)))
+    elif carry is None:
+        ctx.emit(SetReg("cf", op("i64.lt_u", "i32", res, a)))
+    else:
+        ctx.emit(SetReg("cf", op("i32.or", "i32", op("i64.lt_u", "i32", res, a),
+                               op("i32.and", "i32", carry, op("i64.eq", "i32", res, a)))))
+    ctx.emit(SetReg("of", msb(op("i64.and", "i64", op("i64.xor", "i64", a, res),
+                                 op("i64.xor", "i64", b, res)), size)))
+    set_af(ctx, res, a, b)
+    set_zsp(ctx, res, size)
+
+
+def flags_sub(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, borrow: Expr | None = None) -> None:
+    """Flags of res = a - b (- borrow); operands masked to size."""
+    if borrow is None:
+        ctx.emit(SetReg("cf", op("i64.lt_u", "i32", a, b)))
+    else:
+        ctx.emit(SetReg("cf", op("i32.or", "i32", op("i64.lt_u", "i32", a, b),
+                               op("i32.and", "i32", borrow, op("i64.eq", "i32", a, b)))))
+    ctx.emit(SetReg("of", msb(op("i64.and", "i64", op("i64.xor", "i64", a, b),
+                                 op("i64.xor", "i64", a, res)), size)))
+    set_af(ctx, res, a, b)
+    set_zsp(ctx, res, size)
+
+
+def flags_logic(ctx: Ctx, res: Expr, size: int) -> None:
+    ctx.emit(SetReg("cf", c32(0)))
+    ctx.emit(SetReg("of", c32(0)))
+    ctx.emit(SetReg("af", c32(0)))
+    set_zsp(ctx, res, size)
+
+
+def cond(cc: str) -> Expr:
+    """The i32 condition for a jcc/setcc/cmovcc suffix (after the j/set/cmov)."""
+    cf, zf, sf, of, pf = F("cf"), F("zf"), F("sf"), F("of"), F("pf")
+    neg = False
+    base = cc
+    table = {"o": "o", "no": "!o", "b": "b", "c": "b", "nae": "b", "ae": "!b", "nb": "!b", "nc": "!b",
+             "e": "e", "z": "e", "ne": "!e", "nz": "!e", "be": "be", "na": "be", "a": "!be", "nbe": "!be",
+             "s": "s", "ns": "!s", "p": "p", "pe": "p", "np": "!p", "po": "!p",
+             "l": "l", "nge": "l", "ge": "!l", "nl": "!l", "le": "le", "ng": "le", "g": "!le", "nle": "!le"}
+    t = table[cc]
+    if t.startswith("!"):
+        neg, base = True, t[1:]
+    else:
+        base = t
+    e: Expr
+    if base == "o":
+        e = of
+    elif base == "b":
+        e = cf
+    elif base == "e":
+        e = zf
+    elif base == "be":
+        e = op("i32.or", "i32", cf, zf)
+    elif base == "s":
+        e = sf
+    elif base == "p":
+        e = pf
+    elif base == "l":
+        e = op("i32.ne", "i32", sf, of)
+    else:  # le
+        e = op("i32.or", "i32", zf, op("i32.ne", "i32", sf, of))
+    if neg:
+        e = op("i32.eqz", "i32", e)
+    return e

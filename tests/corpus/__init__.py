@@ -1,0 +1,1 @@
+"""The differential-test C corpus: sources, inputs and the builder (see build.py)."""

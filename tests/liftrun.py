@@ -1,0 +1,265 @@
+"""A minimal test harness that runs lifted code under wasmtime (NOT vkernel).
+
+It provides the module's imports and memories itself, loads a static ELF's
+segments into guest memory, builds the initial stack, fills the CPU state and
+the code-region table as the execution contract says, and implements the few
+syscalls the lifter's tests need. The real runtime is vkernel; this exists so
+the lifter can be tested on its own.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wasmtime
+
+from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
+                         FAULT_RECORD_OFFSETS, GUEST_MEMORY_PAGES, HWCAP, MMAP_BASE, STACK_TOP,
+                         SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
+from recompiler.lift_api import LiftedUnit, LinkedModule, engine_config, lift_elf, link_units
+from recompiler.x86_64.elfimage import ElfImage
+
+
+class GuestExit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class GuestFault(Exception):
+    pass
+
+
+@dataclass
+class RunResult:
+    stdout: bytes
+    stderr: bytes
+    status: int
+    syscalls: list[int] = field(default_factory=list)
+
+
+_ENGINE: wasmtime.Engine | None = None
+
+
+def engine() -> wasmtime.Engine:
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = wasmtime.Engine(engine_config())
+    return _ENGINE
+
+
+def compile_unit(unit: LiftedUnit) -> tuple[LinkedModule, wasmtime.Module]:
+    linked = link_units([unit])
+    return linked, wasmtime.Module(engine(), linked.wasm)
+
+
+class Harness:
+    def __init__(self, path: Path, unit: LiftedUnit, module: wasmtime.Module, linked: LinkedModule,
+                 argv: list[str], env: list[str], stdin: bytes = b"") -> None:
+        self.img = ElfImage(path)
+        self.unit = unit
+        self.linked = linked
+        self.store = wasmtime.Store(engine())
+        self.g = wasmtime.Memory(self.store, wasmtime.MemoryType(wasmtime.Limits(GUEST_MEMORY_PAGES, GUEST_MEMORY_PAGES)))
+        ctl_type = [i.type for i in module.imports if i.name == "ctl"][0]
+        self.c = wasmtime.Memory(self.store, wasmtime.MemoryType(wasmtime.Limits(ctl_type.limits.min, None)))
+        self.out = bytearray()
+        self.err = bytearray()
+        self.stdin = bytearray(stdin)
+        self.calls: list[int] = []
+        bias = self.img.bias
+        top = 0
+        for s in self.img.segments:
+            self.g.write(self.store, self.img.data[s.offset:s.offset + s.filesz], s.vaddr + bias)
+            top = max(top, s.vaddr + s.memsz + bias)
+        self.brk = (top + 0xFFF) & ~0xFFF
+        self.brk0 = self.brk
+        self.mmap_next = MMAP_BASE
+        # code regions
+        regions = self.img.exec_segments()
+        self.c.write(self.store, struct.pack("<I", len(regions)), CODE_REGIONS)
+        for i, (a, b) in enumerate(regions):
+            self.c.write(self.store, struct.pack("<IIII", a + bias, b + bias, 0, bias & 0xFFFF_FFFF),
+                         CODE_REGIONS + 16 + i * CODE_REGION_SIZE)
+        sp = self._stack(argv, env)
+        self.set_state("rsp", sp)
+        self.set_state("rip", self.img.entry + bias)
+        self.set_state("rflags", 0x202)
+        self.c.write(self.store, struct.pack("<I", 0x1F80), CPU_STATE + CPU_STATE_OFFSETS["mxcsr"])
+        self.c.write(self.store, struct.pack("<H", 0x37F), CPU_STATE + CPU_STATE_OFFSETS["fpu_cw"])
+        imports = [self.g, self.c,
+                   wasmtime.Func(self.store, wasmtime.FuncType([], []), self.syscall),
+                   wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i32()], []), self.fault),
+                   wasmtime.Func(self.store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), self.rdtsc)]
+        self.inst = wasmtime.Instance(self.store, module, imports)
+
+    # -- state helpers ------------------------------------------------------------
+    def set_state(self, name: str, v: int) -> None:
+        self.c.write(self.store, struct.pack("<Q", v & (2**64 - 1)), CPU_STATE + CPU_STATE_OFFSETS[name])
+
+    def state(self, name: str) -> int:
+        o = CPU_STATE + CPU_STATE_OFFSETS[name]
+        return struct.unpack("<Q", self.c.read(self.store, o, o + 8))[0]
+
+    def rd(self, a: int, n: int) -> bytes:
+        return self.g.read(self.store, a, a + n) if n else b""
+
+    def wr(self, a: int, b: bytes) -> None:
+        if b:
+            self.g.write(self.store, b, a)
+
+    def _stack(self, argv: list[str], env: list[str]) -> int:
+        sp = STACK_TOP - 0x1000
+        strs = []
+        for s in argv + env:
+            b = s.encode() + b"\0"
+            sp -= len(b)
+            self.wr(sp, b)
+            strs.append(sp)
+        sp -= 16
+        rnd = sp
+        self.wr(rnd, os.urandom(16))
+        sp &= ~0xF
+        img = self.img
+        phdr = img.bias + min(s.vaddr for s in img.segments) + struct.unpack_from("<Q", img.data, 32)[0]
+        phnum = struct.unpack_from("<H", img.data, 56)[0]
+        aux = [(3, phdr), (4, 56), (5, phnum), (6, 4096), (7, 0), (8, 0), (9, img.entry + img.bias),
+               (11, 0), (12, 0), (13, 0), (14, 0), (16, HWCAP), (17, 100), (23, 0), (25, rnd), (0, 0)]
+        words = [len(argv)] + strs[:len(argv)] + [0] + strs[len(argv):] + [0]
+        for k, v in aux:
+            words += [k, v]
+        sp -= 8 * len(words)
+        sp &= ~0xF
+        self.wr(sp, struct.pack(f"<{len(words)}Q", *words))
+        return sp
+
+    # -- imports ----------------------------------------------------------------------
+    def rdtsc(self) -> int:
+        return time.perf_counter_ns()
+
+    def fault(self, code: int) -> None:
+        rip = struct.unpack("<Q", self.c.read(self.store, FAULT_RECORD + 8, FAULT_RECORD + 16))[0]
+        detail = struct.unpack("<I", self.c.read(self.store, FAULT_RECORD + 4, FAULT_RECORD + 8))[0]
+        what = FaultCode(code).name
+        if code == FaultCode.UNSUPPORTED:
+            a, m, r = self.unit.trap_sites[detail]
+            raise GuestFault(f"unsupported instruction {m!r} at {a:#x} in {self.unit.name} ({r})")
+        raise GuestFault(f"{what} at {rip:#x} in {self.unit.name}")
+
+    def syscall(self) -> None:
+        f = SYSCALL_FRAME
+        vals = struct.unpack("<8Q", self.c.read(self.store, f, f + 64))
+        nr, a1, a2, a3, a4, a5, a6, _ = vals
+        self.calls.append(nr)
+        r = self.dispatch(nr, a1, a2, a3, a4, a5, a6)
+        self.c.write(self.store, struct.pack("<q", r), f + SYSCALL_FRAME_OFFSETS["rax"])
+
+    def _write(self, fd: int, data: bytes) -> int:
+        if fd == 1:
+            self.out += data
+        elif fd == 2:
+            self.err += data
+        else:
+            return -errno.EBADF
+        return len(data)
+
+    def dispatch(self, nr: int, a1: int, a2: int, a3: int, a4: int, a5: int, a6: int) -> int:
+        if nr == 0:          # read
+            if a1 != 0:
+                return -errno.EBADF
+            n = min(a3, len(self.stdin))
+            self.wr(a2, bytes(self.stdin[:n]))
+            del self.stdin[:n]
+            return n
+        if nr == 1:          # write
+            return self._write(a1, self.rd(a2, a3))
+        if nr == 20:         # writev
+            total = 0
+            for i in range(a3):
+                base, ln = struct.unpack("<QQ", self.rd(a2 + 16 * i, 16))
+                r = self._write(a1, self.rd(base, ln))
+                if r < 0:
+                    return r
+                total += r
+            return total
+        if nr in (60, 231):  # exit, exit_group
+            raise GuestExit(a1 & 0xFF)
+        if nr == 12:         # brk
+            if a1 >= self.brk0 and a1 < MMAP_BASE:
+                self.brk = a1
+            return self.brk
+        if nr == 9:          # mmap (anonymous only)
+            if not a4 & 0x20:
+                return -errno.ENODEV
+            length = (a2 + 0xFFF) & ~0xFFF
+            if a4 & 0x10:    # MAP_FIXED
+                self.wr(a1, bytes(length))
+                return a1
+            addr = self.mmap_next
+            self.mmap_next += length
+            return addr
+        if nr in (11, 10, 28):   # munmap, mprotect, madvise
+            return 0
+        if nr == 25:         # mremap
+            return -errno.ENOMEM
+        if nr == 158:        # arch_prctl
+            if a1 == 0x1002:
+                self.set_state("fs_base", a2)
+                return 0
+            return -errno.EINVAL
+        if nr == 218:        # set_tid_address
+            return 1000
+        if nr in (39, 186, 110):   # getpid, gettid, getppid
+            return 1000
+        if nr in (102, 104, 107, 108):  # getuid...
+            return 0
+        if nr == 16:         # ioctl
+            return -errno.ENOTTY
+        if nr in (13, 14, 273, 202, 131):   # rt_sigaction, rt_sigprocmask, set_robust_list, futex, sigaltstack
+            return 0
+        if nr == 318:        # getrandom
+            self.wr(a1, os.urandom(a2))
+            return a2
+        if nr == 228:        # clock_gettime
+            t = time.clock_gettime_ns(a1 if a1 < 12 else 0)
+            self.wr(a2, struct.pack("<qq", t // 10**9, t % 10**9))
+            return 0
+        if nr == 63:         # uname
+            fields = [b"Linux", b"kiln", b"6.1.0", b"#1 SMP", b"x86_64", b"(none)"]
+            self.wr(a1, b"".join(x.ljust(65, b"\0") for x in fields))
+            return 0
+        if nr == 89:         # readlink
+            return -errno.ENOENT
+        return -errno.ENOSYS
+
+    def run(self) -> int:
+        try:
+            self.inst.exports(self.store)["kiln_run"](self.store)
+        except GuestExit as e:
+            return e.code
+        raise GuestFault("kiln_run returned normally (contract violation)")
+
+
+_UNITS: dict[tuple[str, float], tuple[LiftedUnit, LinkedModule, wasmtime.Module]] = {}
+
+
+def prepare(path: Path) -> tuple[LiftedUnit, LinkedModule, wasmtime.Module]:
+    key = (str(path), Path(path).stat().st_mtime)
+    if key not in _UNITS:
+        unit = lift_elf(Path(path), name=str(path))
+        linked, module = compile_unit(unit)
+        _UNITS[key] = (unit, linked, module)
+    return _UNITS[key]
+
+
+def run_lifted(path: Path, argv: list[str] | None = None, env: list[str] | None = None,
+               stdin: bytes = b"") -> RunResult:
+    """Lift, link, compile and run the static ELF at ``path``; returns its output and exit status."""
+    unit, linked, module = prepare(Path(path))
+    h = Harness(Path(path), unit, module, linked, argv or [str(path)], env or ["PATH=/bin"], stdin)
+    status = h.run()
+    return RunResult(bytes(h.out), bytes(h.err), status, h.calls)

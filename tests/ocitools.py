@@ -1,0 +1,269 @@
+"""Test helpers: build layer tars and OCI / docker images by hand, byte by byte.
+
+Independent of ``recompiler.image.writer`` on purpose: intake is tested
+against images this module writes with plain ``tarfile``/``json``/``hashlib``,
+and against images real tools (skopeo, umoci) write.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER_TYPES = {"none": "application/vnd.oci.image.layer.v1.tar",
+               "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+               "zstd": "application/vnd.oci.image.layer.v1.tar+zstd"}
+
+
+# -- tar members ------------------------------------------------------------
+
+@dataclass
+class M:
+    """One tar member to write: a TarInfo-like spec."""
+
+    name: str
+    type: bytes = tarfile.REGTYPE
+    data: bytes = b""
+    mode: int = 0o644
+    linkname: str = ""
+    mtime: int = 1_600_000_000
+    uid: int = 0
+    gid: int = 0
+    major: int = 0
+    minor: int = 0
+
+
+def reg(name: str, data: bytes = b"", mode: int = 0o644, **kw) -> M:
+    return M(name, tarfile.REGTYPE, data, mode, **kw)
+
+
+def dir_(name: str, mode: int = 0o755, **kw) -> M:
+    return M(name, tarfile.DIRTYPE, b"", mode, **kw)
+
+
+def sym(name: str, target: str) -> M:
+    return M(name, tarfile.SYMTYPE, b"", 0o777, target)
+
+
+def hard(name: str, target: str) -> M:
+    return M(name, tarfile.LNKTYPE, b"", 0o644, target)
+
+
+def whiteout(dirpath: str, victim: str) -> M:
+    return reg(f"{dirpath}/.wh.{victim}" if dirpath else f".wh.{victim}")
+
+
+def opaque(dirpath: str) -> M:
+    return reg(f"{dirpath}/.wh..wh..opq")
+
+
+def chrdev(name: str, major: int, minor: int) -> M:
+    return M(name, tarfile.CHRTYPE, b"", 0o666, major=major, minor=minor)
+
+
+def fifo(name: str) -> M:
+    return M(name, tarfile.FIFOTYPE, b"", 0o644)
+
+
+def tar_bytes(members: list[M]) -> bytes:
+    """A tar holding ``members`` in the given order, names exactly as given."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for m in members:
+            info = tarfile.TarInfo(m.name)
+            info.type = m.type
+            info.mode = m.mode
+            info.mtime = m.mtime
+            info.uid, info.gid = m.uid, m.gid
+            info.linkname = m.linkname
+            info.devmajor, info.devminor = m.major, m.minor
+            info.size = len(m.data) if m.type == tarfile.REGTYPE else 0
+            tf.addfile(info, io.BytesIO(m.data) if info.size else None)
+    return buf.getvalue()
+
+
+def compress(data: bytes, how: str) -> bytes:
+    if how == "gzip":
+        return gzip.compress(data, mtime=0)
+    if how == "zstd":
+        return zstandard.ZstdCompressor().compress(data)
+    return data
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# -- OCI layouts ------------------------------------------------------------
+
+@dataclass
+class Layout:
+    """An OCI image layout under construction."""
+
+    root: Path
+    index: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (self.root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+
+    def blob(self, data: bytes, media_type: str, algo: str = "sha256", **extra) -> dict:
+        hexd = hashlib.new(algo, data).hexdigest()
+        d = self.root / "blobs" / algo
+        d.mkdir(parents=True, exist_ok=True)
+        (d / hexd).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"{algo}:{hexd}", "size": len(data), **extra}
+
+    def blob_file(self, desc: dict) -> Path:
+        algo, hexd = desc["digest"].split(":")
+        return self.root / "blobs" / algo / hexd
+
+    def image(self, layers: list[bytes], *, compression: str = "gzip",
+              config: dict | None = None, arch: str = "amd64", os_: str = "linux",
+              variant: str | None = None, media_types: list[str] | None = None,
+              diff_ids: list[str] | None = None) -> dict:
+        """Add one image (layers given as uncompressed tars); return its manifest descriptor."""
+        layer_descs = []
+        for i, tar in enumerate(layers):
+            blob = compress(tar, compression)
+            mt = media_types[i] if media_types else LAYER_TYPES[compression]
+            layer_descs.append(self.blob(blob, mt))
+        cfg = {"architecture": arch, "os": os_,
+               "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+               "rootfs": {"type": "layers",
+                          "diff_ids": diff_ids or [sha256(t) for t in layers]}}
+        if variant:
+            cfg["variant"] = variant
+        if config:
+            cfg["config"].update(config)
+        cdesc = self.blob(json.dumps(cfg).encode(), OCI_CONFIG)
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cdesc,
+                    "layers": layer_descs}
+        plat = {"architecture": arch, "os": os_}
+        if variant:
+            plat["variant"] = variant
+        return self.blob(json.dumps(manifest).encode(), OCI_MANIFEST, platform=plat)
+
+    def sub_index(self, manifests: list[dict]) -> dict:
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+        return self.blob(json.dumps(doc).encode(), OCI_INDEX)
+
+    def add(self, desc: dict, tag: str | None = "latest") -> None:
+        d = dict(desc)
+        if tag:
+            d["annotations"] = {"org.opencontainers.image.ref.name": tag}
+        self.index.append(d)
+        self.write_index()
+
+    def write_index(self) -> None:
+        (self.root / "index.json").write_text(json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.index}))
+
+
+def single_layer_image(root: Path, members: list[M], compression: str = "gzip") -> Layout:
+    lay = Layout(root)
+    lay.add(lay.image([tar_bytes(members)], compression=compression))
+    return lay
+
+
+def layered_image(root: Path, layers: list[list[M]], compression: str = "gzip") -> Layout:
+    lay = Layout(root)
+    lay.add(lay.image([tar_bytes(ms) for ms in layers], compression=compression))
+    return lay
+
+
+# -- docker save (Docker 25+ "blobs/sha256" style, without index.json) ------
+
+def docker_archive(path: Path, layers: list[bytes], *, tag: str = "test/img:latest",
+                   config: dict | None = None, old_style: bool = False) -> Path:
+    """A docker-save tar written by hand; ``old_style`` uses ``<id>/layer.tar`` names."""
+    cfg = {"architecture": "amd64", "os": "linux",
+           "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/true"], **(config or {})},
+           "rootfs": {"type": "layers", "diff_ids": [sha256(t) for t in layers]}}
+    cfg_raw = json.dumps(cfg).encode()
+    files: dict[str, bytes] = {}
+    cfg_hex = sha256(cfg_raw).split(":")[1]
+    if old_style:
+        cfg_name = f"{cfg_hex}.json"
+        names = []
+        for i, t in enumerate(layers):
+            lid = hashlib.sha256(f"layer{i}".encode() + t).hexdigest()
+            files[f"{lid}/layer.tar"] = t
+            files[f"{lid}/VERSION"] = b"1.0"
+            names.append(f"{lid}/layer.tar")
+    else:
+        cfg_name = f"blobs/sha256/{cfg_hex}"
+        names = []
+        for t in layers:
+            n = "blobs/sha256/" + sha256(t).split(":")[1]
+            files[n] = t
+            names.append(n)
+    files[cfg_name] = cfg_raw
+    files["manifest.json"] = json.dumps([{"Config": cfg_name, "RepoTags": [tag],
+                                          "Layers": names}]).encode()
+    with tarfile.open(path, "w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+# -- comparing trees --------------------------------------------------------
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root``: type, permission bits, content or link target, mtime."""
+    out: dict[str, tuple] = {}
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = "/" + p.relative_to(root).as_posix()
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", stat.S_IMODE(st.st_mode),
+                            hashlib.sha256(p.read_bytes()).hexdigest(), int(st.st_mtime))
+            else:
+                out[rel] = ("other", stat.S_IFMT(st.st_mode))
+    return out
+
+
+def snapshot(root: Path, skip: Path) -> dict[str, tuple]:
+    """:func:`tree` of ``root`` without the subtree ``skip`` (the destination)."""
+    skip_rel = "/" + Path(skip).relative_to(root).as_posix()
+    return {k: v for k, v in tree(root).items()
+            if k != skip_rel and not k.startswith(skip_rel + "/")}
+
+
+def umoci_unpack(layout: Path, tag: str, bundle: Path) -> Path:
+    """Unpack with the real umoci; return the bundle's rootfs."""
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)],
+                   check=True, capture_output=True)
+    return bundle / "rootfs"
+
+
+def skopeo(*args: str) -> str:
+    proc = subprocess.run(["skopeo", *args], check=True, capture_output=True, text=True)
+    return proc.stdout
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every regular file under ``root`` (host mtimes ignored): for output images."""
+    return {"/" + p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file() and not p.is_symlink()}

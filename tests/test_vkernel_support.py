@@ -1,0 +1,213 @@
+"""Shared builders for the vkernel tests: real static ELFs, contract-following WAT modules, megabinaries.
+
+The WAT modules stand in for the lifter's output and follow the execution
+contract of formats/abi.py exactly: they import kiln.guest, kiln.ctl,
+kiln.syscall, kiln.fault and kiln.rdtsc, export kiln_run, and make syscalls
+by filling the syscall frame in the control memory.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+import wasmtime
+
+from formats import abi
+from formats.index import Index, UnitKind, UnitRecord
+from formats.megabinary import Metadata, write_megabinary
+from vkernel.engine import engine_fingerprint, make_engine
+
+HELLO_S = r"""
+    .globl _start
+    .text
+_start:
+    mov $1, %edi
+    lea msg(%rip), %rsi
+    mov $msglen, %edx
+    mov $1, %eax
+    syscall
+    mov $3, %edi
+    mov $231, %eax
+    syscall
+    .data
+    .globl msg
+msg:
+    .ascii "hello from a real ELF\n"
+    .set msglen, . - msg
+"""
+
+
+@dataclass(frozen=True)
+class Elf:
+    path: Path            # host path of the built file
+    msg_addr: int         # link-time address of `msg`
+    msg_len: int
+
+
+def build_elf(tmp: Path, name: str, *, pie: bool = False, source: str = HELLO_S) -> Elf:
+    """Assemble and link a tiny static (or static-pie) ELF with the host's gcc."""
+    s = tmp / f"{name}.s"
+    s.write_text(source)
+    out = tmp / name
+    flags = ["-static-pie", "-fPIE"] if pie else ["-static", "-no-pie"]
+    subprocess.run(["gcc", "-nostdlib", *flags, "-o", str(out), str(s)], check=True,
+                   capture_output=True)
+    nm = subprocess.run(["nm", str(out)], check=True, capture_output=True, text=True).stdout
+    addr = next(int(line.split()[0], 16) for line in nm.splitlines() if line.endswith(" msg"))
+    return Elf(out, addr, len("hello from a real ELF\n"))
+
+
+# -- WAT pieces ------------------------------------------------------------------------------
+F = abi.SYSCALL_FRAME
+S = abi.CPU_STATE
+OFF = abi.CPU_STATE_OFFSETS
+
+PRELUDE = f"""
+  (import "kiln" "guest" (memory $g 65536 65536))
+  (import "kiln" "ctl" (memory $c 1))
+  (import "kiln" "syscall" (func $syscall))
+  (import "kiln" "fault" (func $fault (param i32)))
+  (import "kiln" "rdtsc" (func $rdtsc (result i64)))
+  ;; the contract's syscall sequence: frame <- args, resume <- 0, call, result <- frame.rax
+  (func $sys (param $nr i64) (param $a1 i64) (param $a2 i64) (param $a3 i64)
+             (param $a4 i64) (param $a5 i64) (param $a6 i64) (result i64)
+    (i64.store $c (i32.const {F + 0x00}) (local.get $nr))
+    (i64.store $c (i32.const {F + 0x08}) (local.get $a1))
+    (i64.store $c (i32.const {F + 0x10}) (local.get $a2))
+    (i64.store $c (i32.const {F + 0x18}) (local.get $a3))
+    (i64.store $c (i32.const {F + 0x20}) (local.get $a4))
+    (i64.store $c (i32.const {F + 0x28}) (local.get $a5))
+    (i64.store $c (i32.const {F + 0x30}) (local.get $a6))
+    (i64.store $c (i32.const {F + 0x38}) (i64.load $c (i32.const {S + OFF['rip']})))
+    (i32.store $c (i32.const {F + 0x40}) (i32.const 0))
+    (call $syscall)
+    (i64.load $c (i32.const {F})))
+  (func $reg (param $off i32) (result i64) (i64.load $c (i32.add (i32.const {S}) (local.get $off))))
+  (func $strlen (param $p i32) (result i32) (local $n i32)
+    (block $done (loop $l
+      (br_if $done (i32.eqz (i32.load8_u $g (i32.add (local.get $p) (local.get $n)))))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $l)))
+    (local.get $n))
+"""
+
+
+def wat_module(body: str, extra: str = "") -> str:
+    """A module with the prelude and ``kiln_run`` whose body is ``body`` (then exit_group(0))."""
+    return f"""(module {PRELUDE}
+  {extra}
+  (func (export "kiln_run") (local $t i64) (local $p i32) (local $i i32) (local $n i32)
+    {body}
+    (drop (call $sys (i64.const 231) (i64.const 0) (i64.const 0) (i64.const 0) (i64.const 0) (i64.const 0) (i64.const 0)))
+    unreachable))
+"""
+
+
+def sys(nr: int, *args: str) -> str:
+    """WAT for ``$sys(nr, args...)`` where args are WAT i64 expressions."""
+    a = list(args) + ["(i64.const 0)"] * (6 - len(args))
+    return f"(call $sys (i64.const {nr}) {' '.join(a)})"
+
+
+def c(v: int) -> str:
+    return f"(i64.const {v})"
+
+
+# -- megabinaries --------------------------------------------------------------------------------
+def unit_for(elf_bytes: bytes, guest_path: str, *, pie: bool = False, entry: int = 0,
+             trap_sites: tuple = ()) -> UnitRecord:
+    return UnitRecord(blake3=blake3.blake3(elf_bytes).digest(), paths=(guest_path,),
+                      kind=UnitKind.PIE if pie else UnitKind.EXEC, pie=pie, entry=entry,
+                      link_base=0, functions=(0, 1), slots=(0, 0), entries=(),
+                      trap_sites=trap_sites, stats={"instructions": 0, "functions": 1})
+
+
+def write_mb(path: Path, wat: str, units: list[UnitRecord], *, with_aot: bool = True) -> Path:
+    """A megabinary holding ``wat`` compiled and AOT-serialized for vkernel's engine."""
+    wasm = wasmtime.wat2wasm(wat)
+    module = wasmtime.Module(make_engine(), wasm)
+    aot = {engine_fingerprint(): module.serialize()} if with_aot else {}
+    from dataclasses import replace
+    from formats.megabinary import wasm_function_count
+    count = wasm_function_count(bytes(wasm))
+    # Each unit claims one function of the module (the index requires in-range, disjoint ranges).
+    units = [replace(u, functions=(i, 1)) for i, u in enumerate(sorted(units, key=lambda u: u.blake3))]
+    index = Index(abi_version=abi.ABI_VERSION, functions=count, table_size=0, units=tuple(units))
+    write_megabinary(path, index=index, module=bytes(wasm), aot=aot,
+                     metadata=Metadata(tool_version="vkernel-tests"))
+    return path
+
+
+def make_rootfs(tmp: Path, files: dict[str, Path | bytes]) -> Path:
+    """A rootfs directory with the given guest files (host paths are copied, mode 0755)."""
+    root = tmp / "rootfs"
+    for d in ("bin", "etc", "tmp", "usr/bin"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for guest, src in files.items():
+        dst = root / guest.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, Path):
+            shutil.copyfile(src, dst)
+        else:
+            dst.write_bytes(src)
+        os.chmod(dst, 0o755)
+    return root
+
+
+# -- a kernel without a module, for calling syscalls directly ---------------------------------
+def make_kernel(tmp: Path, rootfs: Path, units: list[UnitRecord] = (), audit_path: Path | None = None):
+    """A Kernel over real Wasmtime memories (4 GiB guest, 1-page control), stdio and a fresh upper."""
+    import ctypes
+
+    from vkernel.audit import AuditLog
+    from vkernel.cpustate import ControlMemory
+    from vkernel.fdtable import FdTable
+    from vkernel.kernel import Kernel, ProcessState
+    from vkernel.memory import AddressSpace
+    from vkernel.policy import ExecPolicy
+    from vkernel.syscalls.table import TABLE
+    from vkernel.vfs import Vfs
+
+    store = wasmtime.Store(make_engine())
+    mems = []
+    for pages in (abi.GUEST_MEMORY_PAGES, 1):
+        m = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(pages, pages)))
+        base = ctypes.cast(m.data_ptr(store), ctypes.c_void_p).value
+        view = memoryview((ctypes.c_ubyte * m.data_len(store)).from_address(base)).cast("B")
+        mems.append((m, view, base))
+    upper = tmp / "upper"
+    upper.mkdir(exist_ok=True)
+    audit = AuditLog(audit_path or (tmp / "audit.jsonl"))
+    k = Kernel(space=AddressSpace(mems[0][1], mems[0][2]), ctl=ControlMemory(mems[1][1]),
+               vfs=Vfs(rootfs, upper), fds=FdTable.with_stdio(),
+               policy=ExecPolicy(sorted(units, key=lambda u: u.blake3), audit), audit=audit,
+               proc=ProcessState(cwd="/", exe="/bin/test"), table=TABLE)
+    k._keepalive = (store, mems)       # the memories live as long as the kernel
+    k.space.brk_start = k.space.brk_cur = 0x0050_0000
+    from vkernel.memory import Mapping
+    k.space.add(Mapping(0xFF00_0000, 0xFFFF_0000, 3, "stack", "[stack]"))
+    return k
+
+
+SCRATCH = 0xFF10_0000
+"""A mapped guest address the direct syscall tests use for arguments and results."""
+
+
+def call(k, nr: int, *args: int) -> int:
+    """Make syscall ``nr`` through the real import path (frame in ctl memory); signed result."""
+    import struct
+    a = [x & 0xFFFF_FFFF_FFFF_FFFF for x in args] + [0] * (6 - len(args))
+    struct.pack_into("<7QQI", k.ctl.view, abi.SYSCALL_FRAME, nr, *a, 0x401000, 0)
+    k.on_syscall()
+    r = struct.unpack_from("<q", k.ctl.view, abi.SYSCALL_FRAME)[0]
+    return r
+
+
+def put_str(k, addr: int, s: str | bytes) -> int:
+    b = s.encode() if isinstance(s, str) else s
+    k.space.write(addr, b + b"\0")
+    return addr

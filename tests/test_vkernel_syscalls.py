@@ -1,0 +1,244 @@
+"""Syscall handlers against the host Linux: the same call on the same files must agree."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from formats import abi
+from test_vkernel_support import SCRATCH, build_elf, call, make_kernel, put_str, unit_for
+from vkernel.syscalls.numbers import SYSCALL_NUMBERS as NR
+
+P = SCRATCH            # path string
+B = SCRATCH + 0x1000   # result buffer
+AT_FDCWD = -100
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "rootfs"
+    (r / "etc").mkdir(parents=True)
+    (r / "tmp").mkdir()
+    (r / "usr/share").mkdir(parents=True)
+    (r / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (r / "etc/hostname").write_text("guest\n")
+    os.symlink("../../../../../../../../etc/passwd", r / "etc/escape")
+    os.symlink("/etc/passwd", r / "etc/abs")
+    os.symlink("/usr/share", r / "share")
+    return r
+
+
+@pytest.fixture
+def k(tmp_path: Path, root: Path):
+    kern = make_kernel(tmp_path, root)
+    yield kern
+    kern.fds.close_all()
+
+
+def open_(k, path: str, flags: int = os.O_RDONLY, mode: int = 0) -> int:
+    return call(k, NR["openat"], AT_FDCWD, put_str(k, P, path), flags, mode)
+
+
+def read_all(k, fd: int) -> bytes:
+    out = b""
+    while True:
+        n = call(k, NR["read"], fd, B, 4096)
+        assert n >= 0
+        if n == 0:
+            return out
+        out += k.space.read(B, n)
+
+
+def guest_stat(k, nr: str, *args: int) -> tuple:
+    assert call(k, NR[nr], *args) == 0
+    return struct.unpack("<QQQIIIIQqqqQQQQQQ", k.space.read(B, 120))
+
+
+@pytest.mark.parametrize("name,target", [("/etc/passwd", "etc/passwd"), ("/etc", "etc"),
+                                         ("/etc/abs", "etc/passwd"), ("/share", "usr/share")])
+def test_stat_family_matches_host(k, root: Path, name: str, target: str) -> None:
+    # Absolute symlinks resolve inside the rootfs: compare with the host stat of their target there.
+    host = os.stat(root / target)
+    lhost = os.lstat(root / name.lstrip("/"))
+    s = guest_stat(k, "stat", put_str(k, P, name), B)
+    assert (s[0], s[1], s[2], s[3], s[4], s[5], s[8]) == (
+        host.st_dev, host.st_ino, host.st_nlink, host.st_mode, host.st_uid, host.st_gid, host.st_size)
+    assert s[13] * 10**9 + s[14] == host.st_mtime_ns
+    ls = guest_stat(k, "lstat", put_str(k, P, name), B)
+    assert (ls[1], ls[3], ls[8]) == (lhost.st_ino, lhost.st_mode, lhost.st_size)
+    fd = open_(k, name, os.O_RDONLY)
+    assert fd >= 3
+    fs = guest_stat(k, "fstat", fd, B)
+    assert fs[:9] == s[:9]
+    at = guest_stat(k, "newfstatat", AT_FDCWD, put_str(k, P, name), B, 0x100)
+    assert at[1] == lhost.st_ino
+
+
+def test_stat_missing_gives_enoent(k) -> None:
+    assert call(k, NR["stat"], put_str(k, P, "/nope"), B) == -errno.ENOENT
+    assert call(k, NR["stat"], put_str(k, P, "/etc/passwd/x"), B) == -errno.ENOTDIR
+
+
+def test_read_lseek_pread(k, root: Path) -> None:
+    want = (root / "etc/passwd").read_bytes()
+    fd = open_(k, "/etc/passwd")
+    assert read_all(k, fd) == want
+    assert call(k, NR["lseek"], fd, 5, os.SEEK_SET) == 5
+    assert call(k, NR["read"], fd, B, 4) == 4 and k.space.read(B, 4) == want[5:9]
+    assert call(k, NR["pread64"], fd, B, 3, 0) == 3 and k.space.read(B, 3) == want[:3]
+    assert call(k, NR["lseek"], fd, 0, os.SEEK_END) == len(want)
+    assert call(k, NR["close"], fd) == 0
+    assert call(k, NR["close"], fd) == -errno.EBADF
+    assert call(k, NR["read"], 77, B, 1) == -errno.EBADF
+
+
+def test_symlinks_stay_inside_the_rootfs(k, root: Path) -> None:
+    guest = (root / "etc/passwd").read_bytes()
+    for link in ("/etc/escape", "/etc/abs", "/../../../etc/passwd", "/etc/../../../etc/passwd"):
+        fd = open_(k, link)
+        assert fd >= 0, link
+        assert read_all(k, fd) == guest, link      # never the host's /etc/passwd
+        call(k, NR["close"], fd)
+
+
+def test_getdents64_matches_listdir(k, root: Path) -> None:
+    fd = open_(k, "/etc", os.O_RDONLY | os.O_DIRECTORY)
+    names = []
+    while True:
+        n = call(k, NR["getdents64"], fd, B, 64)       # small buffer: several calls
+        assert n >= 0
+        if n == 0:
+            break
+        buf, pos = k.space.read(B, n), 0
+        while pos < n:
+            ino, off, reclen, dtype = struct.unpack_from("<QqHB", buf, pos)
+            names.append(buf[pos + 19:pos + reclen].split(b"\0")[0].decode())
+            pos += reclen
+    assert sorted(names) == sorted(os.listdir(root / "etc") + [".", ".."])
+    assert call(k, NR["getdents64"], open_(k, "/etc/passwd"), B, 4096) == -errno.ENOTDIR
+
+
+def test_writes_go_to_the_upper_layer(k, root: Path, tmp_path: Path) -> None:
+    before = (root / "etc/passwd").read_bytes()
+    fd = open_(k, "/etc/passwd", os.O_WRONLY | os.O_APPEND)
+    assert fd >= 0
+    k.space.write(B, b"kiln:x:1:1::/:/bin/sh\n")
+    assert call(k, NR["write"], fd, B, 22) == 22
+    call(k, NR["close"], fd)
+    assert (root / "etc/passwd").read_bytes() == before             # the rootfs is untouched
+    assert (tmp_path / "upper/etc/passwd").read_bytes() == before + b"kiln:x:1:1::/:/bin/sh\n"
+    assert read_all(k, open_(k, "/etc/passwd")) == before + b"kiln:x:1:1::/:/bin/sh\n"
+    # A new file appears in the upper layer and in directory listings.
+    fd = open_(k, "/tmp/new.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    assert fd >= 0 and call(k, NR["write"], fd, B, 4) == 4
+    assert not (root / "tmp/new.txt").exists() and (tmp_path / "upper/tmp/new.txt").exists()
+    assert open_(k, "/nodir/x", os.O_WRONLY | os.O_CREAT, 0o644) == -errno.ENOENT
+
+
+def test_readlink_and_proc_self(k, root: Path) -> None:
+    n = call(k, NR["readlink"], put_str(k, P, "/etc/escape"), B, 256)
+    assert k.space.read(B, n) == os.readlink(root / "etc/escape").encode()
+    n = call(k, NR["readlink"], put_str(k, P, "/proc/self/exe"), B, 256)
+    assert k.space.read(B, n) == b"/bin/test"
+    assert call(k, NR["readlink"], put_str(k, P, "/etc/passwd"), B, 256) == -errno.EINVAL
+    fd = open_(k, "/etc/hostname")
+    n = call(k, NR["readlink"], put_str(k, P, f"/proc/self/fd/{fd}"), B, 256)
+    assert k.space.read(B, n) == b"/etc/hostname"
+
+
+def test_access(k) -> None:
+    assert call(k, NR["access"], put_str(k, P, "/etc/passwd"), os.R_OK) == 0
+    assert call(k, NR["access"], put_str(k, P, "/etc/none"), os.F_OK) == -errno.ENOENT
+    assert call(k, NR["faccessat"], AT_FDCWD, put_str(k, P, "/etc"), os.X_OK) == 0
+
+
+def test_cwd(k) -> None:
+    assert call(k, NR["chdir"], put_str(k, P, "/share")) == 0
+    n = call(k, NR["getcwd"], B, 256)
+    assert k.space.read(B, n) == b"/usr/share\0"            # symlinks resolved, like Linux
+    assert call(k, NR["getcwd"], B, 3) == -errno.ERANGE
+    assert call(k, NR["chdir"], put_str(k, P, "/etc/passwd")) == -errno.ENOTDIR
+    call(k, NR["chdir"], put_str(k, P, "/etc"))
+    assert read_all(k, open_(k, "hostname")) == b"guest\n"
+    dfd = open_(k, "/etc", os.O_RDONLY | os.O_DIRECTORY)
+    call(k, NR["chdir"], put_str(k, P, "/"))
+    fd = call(k, NR["openat"], dfd, put_str(k, P, "hostname"), os.O_RDONLY, 0)
+    assert read_all(k, fd) == b"guest\n"
+
+
+def test_pipe_dup_fcntl(k) -> None:
+    assert call(k, NR["pipe2"], B, os.O_CLOEXEC) == 0
+    r, w = struct.unpack("<ii", k.space.read(B, 8))
+    assert (r, w) == (3, 4)
+    assert call(k, NR["fcntl"], r, 1, 0) == 1                     # F_GETFD: FD_CLOEXEC
+    w2 = call(k, NR["dup2"], w, 10)
+    assert w2 == 10 and call(k, NR["fcntl"], w2, 1, 0) == 0
+    k.space.write(B + 64, b"through the pipe")
+    assert call(k, NR["write"], w2, B + 64, 16) == 16
+    assert call(k, NR["read"], r, B + 128, 64) == 16 and k.space.read(B + 128, 16) == b"through the pipe"
+    assert call(k, NR["dup"], r) == 5
+    assert call(k, NR["dup3"], r, r, 0) == -errno.EINVAL
+    assert call(k, NR["fcntl"], r, 1030, 20) == 20               # F_DUPFD_CLOEXEC
+    assert call(k, NR["ioctl"], r, 0x5401, B) == -errno.ENOTTY    # TCGETS on a pipe
+
+
+def test_time_calls_agree_with_host(k) -> None:
+    assert call(k, NR["clock_gettime"], time.CLOCK_REALTIME, B) == 0
+    sec, nsec = struct.unpack("<qq", k.space.read(B, 16))
+    assert abs(sec + nsec / 1e9 - time.time()) < 1.0
+    assert call(k, NR["clock_gettime"], 12345, B) == -errno.EINVAL
+    assert abs(call(k, NR["time"], 0) - time.time()) < 2
+    assert call(k, NR["gettimeofday"], B, 0) == 0
+    assert abs(struct.unpack("<q", k.space.read(B, 8))[0] - time.time()) < 2
+    t0 = time.monotonic()
+    k.space.write(B, struct.pack("<qq", 0, 20_000_000))
+    assert call(k, NR["nanosleep"], B, 0) == 0 and time.monotonic() - t0 >= 0.02
+
+
+def test_identity_calls(k) -> None:
+    assert call(k, NR["getpid"]) == os.getpid()
+    assert call(k, NR["getppid"]) == os.getppid()
+    assert call(k, NR["getuid"]) == os.getuid()
+    assert call(k, NR["uname"], B) == 0
+    fields = [k.space.read(B + 65 * i, 65).split(b"\0")[0] for i in range(6)]
+    assert fields[0] == b"Linux" and fields[4] == b"x86_64" and fields[2] == b"6.1.0-kiln"
+    assert call(k, NR["getrandom"], B, 64, 0) == 64 and k.space.read(B, 64) != bytes(64)
+    assert call(k, NR["sysinfo"], B) == 0
+    totalram, = struct.unpack_from("<Q", k.space.read(B, 40), 32)
+    unit, = struct.unpack_from("<I", k.space.read(B, 112), 104)
+    meminfo = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    assert totalram * unit == meminfo
+    n = call(k, NR["sched_getaffinity"], 0, 128, B)
+    assert n > 0
+    bits = int.from_bytes(k.space.read(B, n), "little")
+    assert {i for i in range(n * 8) if bits >> i & 1} == os.sched_getaffinity(0)
+    assert call(k, NR["prlimit64"], 0, 7, 0, B) == 0
+    assert struct.unpack("<QQ", k.space.read(B, 16)) == (1024, 1024)
+    assert call(k, NR["arch_prctl"], 0x1002, 0x12345000) == 0
+    assert k.ctl.get("fs_base") == 0x12345000
+    assert call(k, NR["arch_prctl"], 0x1003, B) == 0 and k.space.u64(B) == 0x12345000
+    assert call(k, NR["rseq"], 0, 0, 0, 0) == -errno.ENOSYS
+
+
+def test_unknown_syscall_is_enosys_and_reported_once(k, capsys) -> None:
+    assert call(k, NR["io_uring_setup"], 1, 0) == -errno.ENOSYS
+    assert call(k, NR["io_uring_setup"], 1, 0) == -errno.ENOSYS
+    assert call(k, 999) == -errno.ENOSYS
+    err = capsys.readouterr().err
+    assert err.count("io_uring_setup") == 1 and "syscall 999" in err
+
+
+def test_sigaction_roundtrip(k) -> None:
+    k.space.write(B, struct.pack("<QQQQ", 0x401000, 0x04000000, 0x402000, 1 << 9))
+    assert call(k, NR["rt_sigaction"], 10, B, 0, 8) == 0
+    assert call(k, NR["rt_sigaction"], 10, 0, B + 64, 8) == 0
+    assert struct.unpack("<QQQQ", k.space.read(B + 64, 32)) == (0x401000, 0x04000000, 0x402000, 1 << 9)
+    assert call(k, NR["rt_sigaction"], 9, B, 0, 8) == -errno.EINVAL        # SIGKILL
+    k.space.put_u64(B, 1 << 1)
+    assert call(k, NR["rt_sigprocmask"], 0, B, B + 8, 8) == 0
+    assert call(k, NR["rt_sigprocmask"], 2, 0, B + 8, 8) == 0 and k.space.u64(B + 8) == 2

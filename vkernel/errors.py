@@ -1,0 +1,43 @@
+"""vkernel's user-facing errors, and the exceptions that unwind the WebAssembly stack."""
+from __future__ import annotations
+
+from formats.errors import KilnError
+
+
+class VkernelError(KilnError):
+    """A run could not start or continue; the message names the file or guest path."""
+
+
+class HashRefused(VkernelError):
+    """A program's BLAKE3 is not in the megabinary index (tampered or never recompiled)."""
+
+
+class NotSupported(VkernelError):
+    """The guest needs something vkernel does not implement yet (e.g. dynamic linking)."""
+
+
+class BadElf(VkernelError):
+    """A program file is not a loadable x86-64 ELF; the message names file and offset."""
+
+
+class GuestExit(Exception):
+    """Raised from a syscall handler to end the guest: exit, exit_group or a fatal signal.
+
+    Not a user error: the runtime turns it into the exit status a shell sees.
+    """
+
+    def __init__(self, status: int = 0, signal: int = 0, message: str | None = None) -> None:
+        super().__init__(status, signal)
+        self.status = status & 0xFF
+        self.signal = signal
+        self.message = message
+
+
+class GuestExec(Exception):
+    """Raised by execve after its checks: the runtime replaces the instance and starts again."""
+
+    def __init__(self, path: str, argv: list[bytes], envp: list[bytes]) -> None:
+        super().__init__(path)
+        self.path = path
+        self.argv = argv
+        self.envp = envp

@@ -1,0 +1,308 @@
+"""Run a guest: load the AOT module, map the program, serve syscalls until it exits or execs."""
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import shutil
+import signal as hsignal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wasmtime
+
+from formats import abi
+from formats.errors import KilnError
+from vkernel.audit import AuditLog
+from vkernel.cpustate import ControlMemory
+from vkernel.engine import load_module, make_engine
+from vkernel.errors import GuestExec, GuestExit, VkernelError
+from vkernel.fdtable import FdTable
+from vkernel.kernel import Kernel, ProcessState, SignalAction
+from vkernel.loader import build_stack, load_elf
+from vkernel.memory import AddressSpace
+from vkernel.policy import ExecPolicy
+from vkernel.syscalls.table import TABLE
+from vkernel.vfs import Vfs
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to start a guest."""
+    rootfs: Path                        # read-only lower layer
+    megabinary: Path
+    argv: tuple[str, ...]               # argv[0] is looked up on PATH when it has no "/"
+    env: tuple[str, ...] = ()           # "KEY=VALUE"; PATH defaults to DEFAULT_PATH
+    workdir: str = "/"
+    trace: bool = False
+    audit_log: Path | None = None       # JSON lines; None: a summary on stderr
+    upper: Path | None = None           # writable upper layer; None: a temporary one per run
+
+
+_FAULT_SIGNAL = {
+    abi.FaultCode.NO_TRANSLATION: hsignal.SIGSEGV,
+    abi.FaultCode.UNSUPPORTED: hsignal.SIGILL,
+    abi.FaultCode.DIVIDE_ERROR: hsignal.SIGFPE,
+    abi.FaultCode.INVALID_OPCODE: hsignal.SIGILL,
+    abi.FaultCode.BREAKPOINT: hsignal.SIGTRAP,
+    abi.FaultCode.HALT: hsignal.SIGSEGV,
+}
+
+
+def _memory_view(mem: wasmtime.Memory, store: wasmtime.Store) -> tuple[memoryview, int]:
+    base = ctypes.cast(mem.data_ptr(store), ctypes.c_void_p).value or 0
+    size = mem.data_len(store)
+    return memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B"), base
+
+
+def _ctl_limits(module: wasmtime.Module) -> wasmtime.Limits:
+    for imp in module.imports:
+        if imp.module == abi.IMPORT_MODULE and imp.name == abi.CONTROL_MEMORY:
+            lim = imp.type.limits
+            lo = max(lim.min, abi.CONTROL_MEMORY_MIN_PAGES)
+            return wasmtime.Limits(lo, lim.max if lim.max is not None else lo)
+    raise VkernelError("the megabinary's module does not import the control memory "
+                       f"{abi.IMPORT_MODULE}.{abi.CONTROL_MEMORY}",
+                       hint="the megabinary was built for another ABI; re-run recompile")
+
+
+class Runtime:
+    """One guest process tree's top level (a forked child keeps its copy)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        from formats.megabinary import read_megabinary
+        self.spec = spec
+        if not Path(spec.rootfs).is_dir():
+            raise VkernelError(f"rootfs {spec.rootfs} is not a directory",
+                               hint="pass the unpacked image root with --rootfs")
+        if not spec.argv:
+            raise VkernelError("no command given", hint="kiln run ... -- CMD ARGS")
+        self.mb = read_megabinary(spec.megabinary)
+        self.engine = make_engine()
+        self.module = load_module(self.engine, self.mb)
+        self.ctl_limits = _ctl_limits(self.module)
+        self.audit = AuditLog(spec.audit_log)
+        self.policy = ExecPolicy(self.mb.index.units, self.audit)
+        self.own_upper = spec.upper is None
+        self.upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if spec.upper is None else Path(spec.upper)
+        self.vfs = Vfs(spec.rootfs, self.upper)
+        self.fds = FdTable.with_stdio()
+        self.proc = ProcessState(cwd=spec.workdir or "/")
+        self.kernel: Kernel | None = None
+        self.last_signal = 0
+
+    def close(self) -> None:
+        self.fds.close_all()
+        self.vfs.close()
+        self.audit.close()
+        self.mb.close()
+        if self.own_upper and not self.proc.is_forked_child:
+            shutil.rmtree(self.upper, ignore_errors=True)
+
+    # -- program lookup -----------------------------------------------------------
+    def resolve_command(self, name: str, env: list[bytes]) -> str:
+        if "/" in name:
+            return name if name.startswith("/") else self.proc.cwd.rstrip("/") + "/" + name
+        path = DEFAULT_PATH
+        for e in env:
+            if e.startswith(b"PATH="):
+                path = e[5:].decode("utf-8", "surrogateescape")
+        for d in path.split(":"):
+            cand = (d or ".").rstrip("/") + "/" + name
+            try:
+                if self.vfs.stat(cand).st_mode & 0o111:
+                    return cand
+            except OSError:
+                continue
+        raise VkernelError(f"{name}: command not found in the image (PATH={path})",
+                           hint="give the program's absolute path inside the rootfs")
+
+    # -- one program ------------------------------------------------------------------
+    def _start(self, path: str, argv: list[bytes], envp: list[bytes]) -> int:
+        try:
+            data = self.vfs.read_file(path)
+        except OSError as e:
+            raise VkernelError(f"cannot run {path}: {e.strerror}",
+                               hint="check the path inside the rootfs") from None
+        unit = self.policy.check_exec(path, data)
+        store = wasmtime.Store(self.engine)
+        guest = wasmtime.Memory(store, wasmtime.MemoryType(
+            wasmtime.Limits(abi.GUEST_MEMORY_PAGES, abi.GUEST_MEMORY_PAGES)))
+        ctl_mem = wasmtime.Memory(store, wasmtime.MemoryType(self.ctl_limits))
+        gview, gbase = _memory_view(guest, store)
+        cview, _ = _memory_view(ctl_mem, store)
+        space = AddressSpace(gview, gbase)
+        ctl = ControlMemory(cview)
+        image = load_elf(space, data, path, unit.number)
+        space.brk_start = space.brk_cur = image.brk_start
+        ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
+        rsp = build_stack(space, image, argv, envp, path, ids)
+        ctl.reset_for_entry(image.entry, rsp)
+        self.proc.exe = path
+        k = Kernel(space=space, ctl=ctl, vfs=self.vfs, fds=self.fds, policy=self.policy,
+                   audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
+        k.add_regions(list(image.regions))
+        self.kernel = k
+
+        def on_fault(code: int) -> None:
+            raise self._fault(k, code)
+
+        def on_rdtsc() -> int:
+            return time.monotonic_ns() & 0x7FFF_FFFF_FFFF_FFFF
+
+        provided = {
+            abi.GUEST_MEMORY: guest, abi.CONTROL_MEMORY: ctl_mem,
+            abi.IMPORT_SYSCALL: wasmtime.Func(store, wasmtime.FuncType([], []), k.on_syscall),
+            abi.IMPORT_FAULT: wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []),
+                                            on_fault),
+            abi.IMPORT_RDTSC: wasmtime.Func(store, wasmtime.FuncType([], [wasmtime.ValType.i64()]),
+                                            on_rdtsc),
+        }
+        imports = []
+        for imp in self.module.imports:
+            if imp.module != abi.IMPORT_MODULE or imp.name not in provided:
+                raise VkernelError(f"the megabinary's module imports {imp.module}.{imp.name}, "
+                                   "which vkernel does not provide",
+                                   hint="the megabinary was built for another ABI; re-run recompile")
+            imports.append(provided[imp.name])
+        try:
+            instance = wasmtime.Instance(store, self.module, imports)
+            run = instance.exports(store)[abi.EXPORT_RUN]
+        except (wasmtime.WasmtimeError, KeyError) as e:
+            raise VkernelError(f"cannot instantiate the megabinary's module: {e}",
+                               hint="the megabinary was built for another ABI; re-run recompile") from None
+        try:
+            run(store)
+        except GuestExit as e:
+            return self._exit_status(e)
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the host process: the guest dies of SIGINT, as it would natively.
+            return self._exit_status(GuestExit(128 + hsignal.SIGINT, hsignal.SIGINT))
+        except wasmtime.Trap as e:
+            return self._exit_status(GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
+                                               f"{path}: lifted code trapped: {str(e).splitlines()[0]}"))
+        raise VkernelError(f"{path}: lifted code returned from {abi.EXPORT_RUN} (it must leave "
+                           "only through exit, exec or a fault)",
+                           hint="this is a recompiler bug; please report it with the megabinary")
+
+    def _fault(self, k: Kernel, code: int) -> GuestExit:
+        fcode, detail, rip = k.ctl.read_fault()
+        try:
+            fc = abi.FaultCode(fcode)
+        except ValueError:
+            return GuestExit(128 + hsignal.SIGILL, hsignal.SIGILL,
+                             f"unknown fault code {fcode} at {rip:#x} in {k.proc.exe}")
+        sig = _FAULT_SIGNAL[fc]
+        where = self._file_at(k, rip)
+        if fc == abi.FaultCode.UNSUPPORTED:
+            site = self.mb.index.trap_site(detail)
+            if site is not None:
+                unit, ts = site
+                msg = (f"unsupported instruction '{ts.mnemonic}' at {ts.guest_addr:#x} in "
+                       f"{self._path_of_unit(k, unit)}")
+                if ts.reason:
+                    msg += f" ({ts.reason})"
+            else:
+                msg = f"unsupported instruction at {rip:#x} in {where} (trap site {detail})"
+        elif fc == abi.FaultCode.NO_TRANSLATION:
+            msg = f"no translation for {rip:#x} in {where}"
+        else:
+            msg = f"{fc.name.lower().replace('_', ' ')} at {rip:#x} in {where}"
+        return GuestExit(128 + sig, sig, msg)
+
+    def _path_of_unit(self, k: Kernel, unit: object) -> str:
+        """The guest path the unit is mapped from in this process (else its indexed path)."""
+        number = self.mb.index.unit_number(unit.blake3)  # type: ignore[attr-defined]
+        for r in k.regions:
+            m = k.space.at(r.start)
+            if r.unit == number and m is not None and m.name:
+                return m.name
+        paths = getattr(unit, "paths", ())
+        return paths[0] if paths else "an unmapped program"
+
+    def _file_at(self, k: Kernel, rip: int) -> str:
+        m = k.space.at(rip & 0xFFFFFFFF)
+        if m is not None and m.name:
+            return m.name
+        return f"{k.proc.exe} (outside any mapped program)"
+
+    def _exit_status(self, e: GuestExit) -> int:
+        if e.message:
+            print(f"kiln: {e.message}", file=sys.stderr, flush=True)
+        self.last_signal = e.signal
+        if e.signal:
+            if not self.proc.is_forked_child:
+                try:
+                    text = hsignal.strsignal(e.signal) or f"signal {e.signal}"
+                except ValueError:
+                    text = f"signal {e.signal}"
+                print(text, file=sys.stderr, flush=True)
+            return 128 + e.signal
+        return e.status
+
+    # -- the top-level loop -------------------------------------------------------------
+    def run(self) -> int:
+        env = [e.encode() for e in self.spec.env]
+        if not any(e.startswith(b"PATH=") for e in env):
+            env.insert(0, f"PATH={DEFAULT_PATH}".encode())
+        if not self.vfs.is_dir(self.proc.cwd):
+            raise VkernelError(f"working directory {self.proc.cwd} does not exist in the rootfs",
+                               hint="pass an existing directory with --workdir")
+        h = self.vfs.open(self.proc.cwd, os.O_PATH | os.O_DIRECTORY)
+        try:
+            self.proc.cwd = self.vfs.guest_path_of(h)
+        finally:
+            os.close(h)
+        argv = [a.encode() for a in self.spec.argv]
+        path = self.resolve_command(self.spec.argv[0], env)
+        while True:
+            try:
+                return self._start(path, argv, env)
+            except GuestExec as ex:
+                self.fds.close_on_exec()
+                for sig, act in list(self.proc.sigactions.items()):
+                    if act.handler not in (0, 1):
+                        self.proc.sigactions[sig] = SignalAction()
+                path, argv, env = ex.path, ex.argv, ex.envp
+
+
+def _die_like(status: int, sig: int) -> None:
+    """End a forked child the way its guest ended, so the parent's wait4 sees the same status."""
+    if sig:
+        try:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            hsignal.signal(sig, hsignal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        except OSError:
+            pass
+    os._exit(status & 0xFF)
+
+
+def run_guest(spec: RunSpec) -> int:
+    """Run the guest to completion; the exit status as a shell sees it (128+N for signal N).
+
+    Raises KilnError when the run cannot start (bad megabinary, hash refused,
+    dynamically linked program...). Forked guest processes never return here:
+    they end with the guest's status.
+    """
+    rt = Runtime(spec)
+    status, sig = 2, 0
+    try:
+        status = rt.run()
+        sig = rt.last_signal
+        return status
+    except KilnError as e:
+        if rt.proc.is_forked_child:
+            print(f"kiln: {e.message}", file=sys.stderr, flush=True)
+            status = 127
+        raise
+    finally:
+        child = rt.proc.is_forked_child
+        rt.close()
+        if child:
+            _die_like(status, sig)

@@ -1,0 +1,199 @@
+"""Memory syscalls: brk, mmap, munmap, mprotect, mremap, madvise (with the no-JIT rule)."""
+from __future__ import annotations
+
+import errno
+import os
+
+from formats import abi
+from vkernel.cpustate import CodeRegion
+from vkernel.elf import PT_LOAD, parse_elf
+from vkernel.errors import BadElf
+from vkernel.kernel import Kernel
+from vkernel.memory import PAGE, PROT_EXEC, Mapping, page_down, page_up
+from vkernel.policy import file_hash
+from vkernel.syscalls.args import s32, s64
+
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_FIXED_NOREPLACE = 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+MADV_DONTNEED = 4
+NO_JIT_ERRNO = errno.EACCES
+"""The errno for a refused PROT_EXEC request (mmap/mprotect), as Linux's noexec mounts use."""
+
+
+def sys_brk(k: Kernel, addr: int) -> int:
+    """brk(2)"""
+    sp = k.space
+    if addr == 0 or addr < sp.brk_start:
+        return sp.brk_cur
+    old_end, new_end = page_up(sp.brk_cur), page_up(addr)
+    if new_end > old_end:
+        if new_end > abi.MMAP_END or sp.covering(old_end, new_end):
+            return sp.brk_cur
+        sp.add(Mapping(old_end, new_end, 3, "brk", "[heap]"))
+    elif new_end < old_end:
+        sp.remove(new_end, old_end - new_end)
+    sp.brk_cur = addr
+    return addr
+
+
+def _refuse_exec(k: Kernel, what: str, addr: int, length: int, reason: str, path: str = "",
+                 h: str | None = None) -> int:
+    k.audit.record(what, "refused",
+                   f"refused PROT_EXEC {what} at {addr:#x} ({length} bytes): {reason}",
+                   address=addr, length=length, path=path, blake3=h, reason=reason)
+    return -NO_JIT_ERRNO
+
+
+def _file_bias(data: bytes, path: str, addr: int, offset: int) -> int:
+    """Runtime minus link-time address for a mapping of ``data`` at file ``offset``."""
+    try:
+        img = parse_elf(data, path)
+    except BadElf:
+        return addr - offset
+    for p in img.phdrs:
+        if p.type == PT_LOAD and page_down(p.offset) == offset:
+            return addr - page_down(p.vaddr)
+    return addr - offset
+
+
+def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+    """mmap(2): anonymous and private file mappings (file bytes are copied in)"""
+    sp = k.space
+    flags, prot = s32(flags), s32(prot)
+    if length == 0 or offset % PAGE or s64(offset) < 0 or not flags & (MAP_SHARED | MAP_PRIVATE):
+        return -errno.EINVAL
+    size = page_up(length)
+    if size > abi.MMAP_END:
+        return -errno.ENOMEM
+    anon = bool(flags & MAP_ANONYMOUS)
+    of = None
+    data = b""
+    digest = None
+    unit = -1
+    name = ""
+    if not anon:
+        of = k.fds.get(s32(fd))
+        if of is None:
+            return -errno.EBADF
+        if of.flags & os.O_ACCMODE == os.O_WRONLY:
+            return -errno.EACCES
+        name = of.path
+        if prot & PROT_EXEC:
+            data = os.pread(of.host_fd, 1 << 31, 0)
+            digest = file_hash(data)
+            u = k.policy.by_hash.get(digest)
+            if u is None:
+                return _refuse_exec(k, "mmap", addr, length, "file BLAKE3 is not in the index",
+                                    of.path, digest.hex())
+            unit = u.number
+    elif prot & PROT_EXEC:
+        return _refuse_exec(k, "mmap", addr, length, "anonymous executable memory (no-JIT rule)")
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+        if addr % PAGE:
+            return -errno.EINVAL
+        if addr < abi.GUEST_MEMORY_MAP[0].end or addr + size > abi.STACK_TOP:
+            return -errno.ENOMEM
+        if flags & MAP_FIXED_NOREPLACE and sp.covering(addr, addr + size):
+            return -errno.EEXIST
+        start = addr
+        sp.remove(start, size)
+        k.remove_regions(start, start + size)
+    else:
+        hint = page_down(addr)
+        if hint >= abi.MMAP_BASE and hint + size <= abi.MMAP_END and not sp.covering(hint, hint + size):
+            start = hint
+        else:
+            found = sp.find_free(size)
+            if found is None:
+                return -errno.ENOMEM
+            start = found
+            sp.zero(start, size)
+    sp.add(Mapping(start, start + size, prot, "file" if of else "anon", name,
+                   digest.hex() if digest else None, offset if of else 0, unit))
+    if of is not None:
+        n = os.preadv(of.host_fd, [sp.window(start, length)], offset)
+        if n < size:
+            sp.zero(start + n, size - n)
+        if unit >= 0:
+            bias = _file_bias(data, of.path, start, offset)
+            k.add_regions([CodeRegion(start, start + size, unit, bias & 0xFFFFFFFF)])
+    return start
+
+
+def sys_munmap(k: Kernel, addr: int, length: int) -> int:
+    """munmap(2): the pages are forgotten and zeroed"""
+    if addr % PAGE or length == 0:
+        return -errno.EINVAL
+    k.space.remove(addr, length)
+    k.remove_regions(addr, addr + page_up(length))
+    return 0
+
+
+def sys_mprotect(k: Kernel, addr: int, length: int, prot: int) -> int:
+    """mprotect(2): protections are recorded (WebAssembly cannot enforce them); PROT_EXEC is checked"""
+    sp = k.space
+    if addr % PAGE:
+        return -errno.EINVAL
+    end = addr + page_up(length)
+    if length == 0:
+        return 0
+    if not sp.fully_mapped(addr, end):
+        return -errno.ENOMEM
+    if prot & PROT_EXEC:
+        for m in sp.covering(addr, end):
+            if m.unit < 0:
+                reason = ("anonymous executable memory (no-JIT rule)" if m.kind in ("anon", "brk", "stack")
+                          else "file BLAKE3 is not in the index")
+                return _refuse_exec(k, "mprotect", addr, length, reason, m.name, m.blake3)
+    sp.protect(addr, length, prot)
+    return 0
+
+
+def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags: int,
+               new_address: int) -> int:
+    """mremap(2)"""
+    sp = k.space
+    if old_address % PAGE or new_size == 0 or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED):
+        return -errno.EINVAL
+    old, new = page_up(old_size), page_up(new_size)
+    m = sp.at(old_address)
+    if m is None or not sp.fully_mapped(old_address, old_address + old):
+        return -errno.EFAULT
+    if m.prot & PROT_EXEC:
+        return -errno.EINVAL   # moving code would invalidate its code region
+    if flags & MREMAP_FIXED:
+        return -errno.EINVAL
+    if new <= old:
+        if new < old:
+            sp.remove(old_address + new, old - new)
+        return old_address
+    if not sp.covering(old_address + old, old_address + new) and old_address + new <= abi.MMAP_END:
+        sp.add(Mapping(old_address + old, old_address + new, m.prot, m.kind, m.name, m.blake3,
+                       m.offset + old, m.unit))
+        sp.zero(old_address + old, new - old)
+        return old_address
+    if not flags & MREMAP_MAYMOVE:
+        return -errno.ENOMEM
+    dest = sp.find_free(new)
+    if dest is None:
+        return -errno.ENOMEM
+    sp.zero(dest, new)
+    sp.move(dest, old_address, old)
+    sp.add(Mapping(dest, dest + new, m.prot, m.kind, m.name, m.blake3, m.offset, m.unit))
+    sp.remove(old_address, old)
+    return dest
+
+
+def sys_madvise(k: Kernel, addr: int, length: int, advice: int) -> int:
+    """madvise(2): MADV_DONTNEED zeroes the pages; other advice is accepted and ignored"""
+    if addr % PAGE:
+        return -errno.EINVAL
+    if s32(advice) == MADV_DONTNEED:
+        k.space.zero(addr, page_up(length))
+    return 0
+
+
+def sys_msync(k: Kernel, addr: int, length: int, flags: int) -> int:
+    """msync(2): private copies have nothing to write back"""
+    return -errno.EINVAL if addr % PAGE else 0

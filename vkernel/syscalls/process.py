@@ -1,0 +1,279 @@
+"""Process syscalls: exit, ids, arch_prctl, limits, fork/clone/wait4, execve."""
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import stat as st
+import struct
+import sys
+
+from formats import abi
+from vkernel.elf import parse_elf
+from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
+from vkernel.kernel import Kernel
+from vkernel.syscalls.args import path_arg, s32, s64
+
+ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
+
+
+def sys_exit(k: Kernel, status: int) -> int:
+    """exit(2): vkernel runs one thread per process, so this ends the process"""
+    raise GuestExit(status & 0xFF)
+
+
+def sys_exit_group(k: Kernel, status: int) -> int:
+    """exit_group(2)"""
+    raise GuestExit(status & 0xFF)
+
+
+def sys_getpid(k: Kernel) -> int:
+    """getpid(2): guest pids are host pids"""
+    return os.getpid()
+
+
+def sys_gettid(k: Kernel) -> int:
+    """gettid(2)"""
+    return os.getpid()
+
+
+def sys_getppid(k: Kernel) -> int:
+    """getppid(2)"""
+    return os.getppid()
+
+
+def sys_getuid(k: Kernel) -> int:
+    """getuid(2): the host user's id"""
+    return os.getuid()
+
+
+def sys_geteuid(k: Kernel) -> int:
+    """geteuid(2)"""
+    return os.geteuid()
+
+
+def sys_getgid(k: Kernel) -> int:
+    """getgid(2)"""
+    return os.getgid()
+
+
+def sys_getegid(k: Kernel) -> int:
+    """getegid(2)"""
+    return os.getegid()
+
+
+def sys_getpgrp(k: Kernel) -> int:
+    """getpgrp(2)"""
+    return os.getpgrp()
+
+
+def sys_getpgid(k: Kernel, pid: int) -> int:
+    """getpgid(2)"""
+    return os.getpgid(s32(pid))
+
+
+def sys_setpgid(k: Kernel, pid: int, pgid: int) -> int:
+    """setpgid(2)"""
+    os.setpgid(s32(pid), s32(pgid))
+    return 0
+
+
+def sys_getsid(k: Kernel, pid: int) -> int:
+    """getsid(2)"""
+    return os.getsid(s32(pid))
+
+
+def sys_setsid(k: Kernel) -> int:
+    """setsid(2)"""
+    return os.setsid()
+
+
+def sys_umask(k: Kernel, mask: int) -> int:
+    """umask(2)"""
+    old, k.proc.umask = k.proc.umask, mask & 0o777
+    return old
+
+
+def sys_arch_prctl(k: Kernel, code: int, addr: int) -> int:
+    """arch_prctl(2): FS and GS bases live in the CPU state"""
+    if code == ARCH_SET_FS:
+        k.ctl.set("fs_base", addr)
+        return 0
+    if code == ARCH_SET_GS:
+        k.ctl.set("gs_base", addr)
+        return 0
+    if code in (ARCH_GET_FS, ARCH_GET_GS):
+        k.space.put_u64(addr, k.ctl.get("fs_base" if code == ARCH_GET_FS else "gs_base"))
+        return 0
+    return -errno.EINVAL
+
+
+def sys_set_tid_address(k: Kernel, tidptr: int) -> int:
+    """set_tid_address(2)"""
+    k.proc.clear_child_tid = tidptr
+    return os.getpid()
+
+
+def sys_set_robust_list(k: Kernel, head: int, length: int) -> int:
+    """set_robust_list(2): recorded (one thread per process, nothing to clean up)"""
+    if length != 24:
+        return -errno.EINVAL
+    k.proc.robust_list = (head, length)
+    return 0
+
+
+_RLIM_INF = 0xFFFF_FFFF_FFFF_FFFF
+RLIMIT_STACK, RLIMIT_NOFILE, RLIMIT_AS = 3, 7, 9
+
+
+def _get_rlimit(k: Kernel, resource_id: int) -> tuple[int, int]:
+    if resource_id in k.proc.rlimits:
+        return k.proc.rlimits[resource_id]
+    if resource_id == RLIMIT_STACK:
+        return (abi.STACK_SIZE_DEFAULT, _RLIM_INF)
+    if resource_id == RLIMIT_NOFILE:
+        return (k.fds.limit, k.fds.limit)
+    if resource_id == RLIMIT_AS:
+        return (1 << 32, 1 << 32)
+    soft, hard = resource.getrlimit(resource_id)
+    return (soft & _RLIM_INF, hard & _RLIM_INF)
+
+
+def sys_prlimit64(k: Kernel, pid: int, resource_id: int, new_limit: int, old_limit: int) -> int:
+    """prlimit64(2): limits of the calling process; new values are recorded, not enforced"""
+    if s32(pid) not in (0, os.getpid()):
+        return -errno.EPERM
+    if not 0 <= resource_id < 16:
+        return -errno.EINVAL
+    if old_limit:
+        k.space.write(old_limit, struct.pack("<QQ", *_get_rlimit(k, resource_id)))
+    if new_limit:
+        soft, hard = struct.unpack("<QQ", k.space.read(new_limit, 16))
+        if soft > hard:
+            return -errno.EINVAL
+        k.proc.rlimits[resource_id] = (soft, hard)
+    return 0
+
+
+def sys_getrlimit(k: Kernel, resource_id: int, rlim: int) -> int:
+    """getrlimit(2)"""
+    return sys_prlimit64(k, 0, resource_id, 0, rlim)
+
+
+def sys_setrlimit(k: Kernel, resource_id: int, rlim: int) -> int:
+    """setrlimit(2)"""
+    return sys_prlimit64(k, 0, resource_id, rlim, 0)
+
+
+# -- fork / wait --------------------------------------------------------------------
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_VFORK, CLONE_THREAD, CLONE_SETTLS = 0x4000, 0x10000, 0x80000
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+
+
+def _fork(k: Kernel) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        k.proc.is_forked_child = True
+    return pid
+
+
+def sys_fork(k: Kernel) -> int:
+    """fork(2): os.fork() of the whole host process (store and memories are copied on write)"""
+    return _fork(k)
+
+
+def sys_vfork(k: Kernel) -> int:
+    """vfork(2): as fork (the parent does not wait for the child's exec)"""
+    return _fork(k)
+
+
+def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
+    """clone(2): process-like clones (fork, vfork, posix_spawn); threads are not supported yet"""
+    if flags & CLONE_THREAD or (flags & CLONE_VM and not flags & CLONE_VFORK):
+        return -errno.ENOSYS
+    pid = _fork(k)
+    if pid:
+        if flags & CLONE_PARENT_SETTID:
+            k.space.put_u32(parent_tid, pid)
+        return pid
+    me = os.getpid()
+    if flags & CLONE_CHILD_SETTID:
+        k.space.put_u32(child_tid, me)
+    if flags & CLONE_CHILD_CLEARTID:
+        k.proc.clear_child_tid = child_tid
+    if flags & CLONE_SETTLS:
+        k.ctl.set("fs_base", tls)
+    if stack:
+        # New stack: the child restarts from the CPU state with rax = 0.
+        frame = k.ctl.read_frame()
+        k.ctl.set("rsp", stack)
+        k.ctl.set("rax", 0)
+        k.ctl.set("rip", frame[7])
+        k.ctl.set("rcx", frame[7])
+        k.ctl.set("r11", k.ctl.get("rflags"))
+        k.ctl.set_resume(abi.Resume.RELOAD)
+    return 0
+
+
+def sys_wait4(k: Kernel, pid: int, wstatus: int, options: int, rusage: int) -> int:
+    """wait4(2): the host's wait, statuses are Linux's own encoding"""
+    got, status, ru = os.wait4(s32(pid), s32(options))
+    if got == 0:
+        return 0
+    if wstatus:
+        k.space.put_u32(wstatus, status)
+    if rusage:
+        ut, stt = ru.ru_utime, ru.ru_stime
+        k.space.write(rusage, struct.pack("<qqqq", int(ut), int(ut % 1 * 1e6), int(stt), int(stt % 1 * 1e6))
+                      + struct.pack("<q", ru.ru_maxrss) + bytes(112))
+    return got
+
+
+# -- execve -----------------------------------------------------------------------------
+def sys_execve(k: Kernel, pathname: int, argv: int, envp: int) -> int:
+    """execve(2): hash check, then the runtime replaces the instance in this host process"""
+    from vkernel.syscalls.fs import open_guest
+    path = k.guest_path(-100, path_arg(k, pathname))
+    args = k.space.cstring_array(argv)
+    env = k.space.cstring_array(envp)
+    return prepare_exec(k, path, args, env)
+
+
+def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], depth: int = 0) -> int:
+    from vkernel.syscalls.fs import open_guest
+    h = open_guest(k, path, os.O_RDONLY)
+    try:
+        s = os.fstat(h)
+        if not st.S_ISREG(s.st_mode):
+            return -errno.EACCES
+        if not os.access(f"/proc/self/fd/{h}", os.X_OK):
+            return -errno.EACCES
+        data = os.pread(h, max(s.st_size, 0), 0)
+    finally:
+        os.close(h)
+    if data.startswith(b"#!") and depth < 4:
+        line = data[2:data.find(b"\n") if b"\n" in data else 256].strip()
+        if not line:
+            return -errno.ENOEXEC
+        interp, _, arg = line.partition(b" ")
+        new_args = [interp] + ([arg.strip()] if arg.strip() else []) + [path.encode()] + args[1:]
+        return prepare_exec(k, interp.decode("utf-8", "surrogateescape"), new_args, env, depth + 1)
+    if not data.startswith(b"\x7fELF"):
+        return -errno.ENOEXEC
+    try:
+        k.policy.check_exec(path, data)
+        img = parse_elf(data, path)
+    except HashRefused as e:
+        print(f"kiln: {e.message}", file=sys.stderr, flush=True)
+        return -errno.EACCES
+    except VkernelError as e:
+        print(f"kiln: {e.message}", file=sys.stderr, flush=True)
+        return -errno.ENOEXEC
+    if img.interp is not None:
+        print(f"kiln: dynamically linked programs are not yet supported: {path} needs {img.interp}",
+              file=sys.stderr, flush=True)
+        return -errno.ENOEXEC
+    raise GuestExec(path, args, env)

@@ -1,0 +1,160 @@
+"""The syscall table: number -> handler and support level, the one place vkernel's coverage is declared."""
+from __future__ import annotations
+
+import errno
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from vkernel.syscalls import fs, misc, mm, process, signal, time
+from vkernel.syscalls.numbers import SYSCALL_NUMBERS
+
+SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
+
+
+@dataclass(frozen=True)
+class SyscallEntry:
+    """One row of the table.
+
+    ``args`` is the strace-style argument format (comma-separated kinds:
+    fd, dirfd, str, int, hex, oflags, ptr, mode, buf, sig) used by --trace.
+    """
+    number: int
+    name: str
+    handler: Callable[..., int] | None
+    level: str
+    note: str = ""
+    errno: int = 0              # returned when handler is None
+    args: str = ""
+
+    @property
+    def nargs(self) -> int:
+        if self.handler is None:
+            return 0
+        return len(inspect.signature(self.handler).parameters) - 1
+
+
+def Supported(name: str, handler: Callable[..., int], args: str = "") -> SyscallEntry:
+    return SyscallEntry(SYSCALL_NUMBERS[name], name, handler, SUPPORTED, "", 0, args)
+
+
+def Partial(name: str, handler: Callable[..., int], note: str, args: str = "") -> SyscallEntry:
+    return SyscallEntry(SYSCALL_NUMBERS[name], name, handler, PARTIAL, note, 0, args)
+
+
+def Unsupported(name: str, err: int, note: str) -> SyscallEntry:
+    return SyscallEntry(SYSCALL_NUMBERS[name], name, None, UNSUPPORTED, note, err)
+
+
+ENTRIES: tuple[SyscallEntry, ...] = (
+    # files: read and write
+    Supported("read", fs.sys_read, "fd,buf,int"),
+    Supported("write", fs.sys_write, "fd,buf,int"),
+    Supported("readv", fs.sys_readv, "fd,ptr,int"),
+    Supported("writev", fs.sys_writev, "fd,ptr,int"),
+    Supported("pread64", fs.sys_pread64, "fd,ptr,int,int"),
+    Supported("pwrite64", fs.sys_pwrite64, "fd,buf,int,int"),
+    Supported("lseek", fs.sys_lseek, "fd,int,int"),
+    # files: names
+    Partial("open", fs.sys_open, "writes go to the run's upper layer (copy-up)", "str,oflags,mode"),
+    Partial("openat", fs.sys_openat, "writes go to the run's upper layer (copy-up)",
+            "dirfd,str,oflags,mode"),
+    Partial("creat", fs.sys_creat, "writes go to the run's upper layer", "str,mode"),
+    Supported("close", fs.sys_close, "fd"),
+    Supported("fstat", fs.sys_fstat, "fd,ptr"),
+    Supported("stat", fs.sys_stat, "str,ptr"),
+    Supported("lstat", fs.sys_lstat, "str,ptr"),
+    Supported("newfstatat", fs.sys_newfstatat, "dirfd,str,ptr,hex"),
+    Unsupported("statx", errno.ENOSYS, "not yet: libc falls back to newfstatat"),
+    Partial("getdents64", fs.sys_getdents64, "upper and rootfs entries merged; whiteouts not yet",
+            "fd,ptr,int"),
+    Supported("readlink", fs.sys_readlink, "str,ptr,int"),
+    Supported("readlinkat", fs.sys_readlinkat, "dirfd,str,ptr,int"),
+    Supported("access", fs.sys_access, "str,int"),
+    Supported("faccessat", fs.sys_faccessat, "dirfd,str,int"),
+    Supported("faccessat2", fs.sys_faccessat2, "dirfd,str,int,hex"),
+    Supported("getcwd", fs.sys_getcwd, "ptr,int"),
+    Supported("chdir", fs.sys_chdir, "str"),
+    Supported("fchdir", fs.sys_fchdir, "fd"),
+    Partial("mkdir", fs.sys_mkdir, "created in the run's upper layer", "str,mode"),
+    Partial("mkdirat", fs.sys_mkdirat, "created in the run's upper layer", "dirfd,str,mode"),
+    Supported("dup", fs.sys_dup, "fd"),
+    Supported("dup2", fs.sys_dup2, "fd,fd"),
+    Supported("dup3", fs.sys_dup3, "fd,fd,hex"),
+    Supported("pipe", fs.sys_pipe, "ptr"),
+    Supported("pipe2", fs.sys_pipe2, "ptr,hex"),
+    Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL; no locks",
+            "fd,int,hex"),
+    Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; else ENOTTY",
+            "fd,hex,ptr"),
+    # memory
+    Supported("brk", mm.sys_brk, "hex"),
+    Partial("mmap", mm.sys_mmap, "private copies; MAP_SHARED is private; PROT_EXEC only for indexed "
+            "files (EACCES otherwise)", "hex,int,int,hex,fd,hex"),
+    Supported("munmap", mm.sys_munmap, "hex,int"),
+    Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for indexed files",
+            "hex,int,int"),
+    Partial("mremap", mm.sys_mremap, "no MREMAP_FIXED; code mappings cannot move", "hex,int,int,hex,hex"),
+    Partial("madvise", mm.sys_madvise, "MADV_DONTNEED zeroes (also for file mappings)", "hex,int,int"),
+    Supported("msync", mm.sys_msync, "hex,int,hex"),
+    # process
+    Supported("exit", process.sys_exit, "int"),
+    Supported("exit_group", process.sys_exit_group, "int"),
+    Supported("getpid", process.sys_getpid),
+    Supported("getppid", process.sys_getppid),
+    Supported("gettid", process.sys_gettid),
+    Supported("getuid", process.sys_getuid),
+    Supported("geteuid", process.sys_geteuid),
+    Supported("getgid", process.sys_getgid),
+    Supported("getegid", process.sys_getegid),
+    Supported("getpgrp", process.sys_getpgrp),
+    Supported("getpgid", process.sys_getpgid, "int"),
+    Supported("setpgid", process.sys_setpgid, "int,int"),
+    Supported("getsid", process.sys_getsid, "int"),
+    Supported("setsid", process.sys_setsid),
+    Supported("umask", process.sys_umask, "mode"),
+    Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
+    Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
+    Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
+    Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
+    Partial("prlimit64", process.sys_prlimit64, "new limits are recorded, not enforced",
+            "int,int,ptr,ptr"),
+    Partial("getrlimit", process.sys_getrlimit, "as prlimit64", "int,ptr"),
+    Partial("setrlimit", process.sys_setrlimit, "as prlimit64", "int,ptr"),
+    Supported("fork", process.sys_fork),
+    Partial("vfork", process.sys_vfork, "the parent does not wait for the child's exec"),
+    Partial("clone", process.sys_clone, "process-like clones only; CLONE_THREAD returns ENOSYS",
+            "hex,ptr,ptr,ptr,hex"),
+    Unsupported("clone3", errno.ENOSYS, "libc falls back to clone"),
+    Supported("wait4", process.sys_wait4, "int,ptr,hex,ptr"),
+    Partial("execve", process.sys_execve, "static ELFs and #! scripts; the file's BLAKE3 must be "
+            "indexed (EACCES otherwise)", "str,ptr,ptr"),
+    # signals
+    Partial("rt_sigaction", signal.sys_rt_sigaction, "recorded; handlers are not invoked yet",
+            "sig,ptr,ptr,int"),
+    Partial("rt_sigprocmask", signal.sys_rt_sigprocmask, "recorded", "int,ptr,ptr,int"),
+    Partial("sigaltstack", signal.sys_sigaltstack, "accepted, not used", "ptr,ptr"),
+    Partial("kill", signal.sys_kill, "to self: default action only", "int,sig"),
+    Partial("tgkill", signal.sys_tgkill, "to self: default action only", "int,int,sig"),
+    Partial("tkill", signal.sys_tkill, "to self: default action only", "int,sig"),
+    Unsupported("rt_sigreturn", errno.ENOSYS, "no signal frames yet"),
+    # time
+    Supported("clock_gettime", time.sys_clock_gettime, "int,ptr"),
+    Supported("clock_getres", time.sys_clock_getres, "int,ptr"),
+    Supported("gettimeofday", time.sys_gettimeofday, "ptr,ptr"),
+    Supported("time", time.sys_time, "ptr"),
+    Partial("nanosleep", time.sys_nanosleep, "not interruptible; rem is not written", "ptr,ptr"),
+    Partial("clock_nanosleep", time.sys_clock_nanosleep, "not interruptible", "int,hex,ptr,ptr"),
+    # system
+    Partial("uname", misc.sys_uname, "fixed: Linux kiln 6.1.0-kiln x86_64", "ptr"),
+    Supported("sysinfo", misc.sys_sysinfo, "ptr"),
+    Supported("getrandom", misc.sys_getrandom, "ptr,int,hex"),
+    Supported("sched_getaffinity", misc.sys_sched_getaffinity, "int,int,ptr"),
+    Supported("sched_yield", misc.sys_sched_yield),
+    Partial("getcpu", misc.sys_getcpu, "always CPU 0", "ptr,ptr,ptr"),
+    Partial("prctl", misc.sys_prctl, "PR_SET_NAME, PR_GET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_DUMPABLE",
+            "int,hex,hex,hex,hex"),
+)
+
+TABLE: dict[int, SyscallEntry] = {e.number: e for e in ENTRIES}
+"""Syscall number -> entry. Numbers missing here return ENOSYS and are reported once."""
