@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kiln-cmd", help="command template for the Kiln column (fields {cmd} {exe} {args} {name})")
     parser.add_argument("--qemu", default=shutil.which("qemu-x86_64"), help="qemu-user binary (default: on PATH)")
     parser.add_argument("--no-qemu", action="store_true", help="skip the qemu column")
-    parser.add_argument("--qemu-cpu", help="qemu -cpu model, e.g. qemu64 to hide SHA-NI/AVX as Kiln's cpuid does")
+    parser.add_argument("--qemu-cpu", help="qemu -cpu model; qemu64,-sse3,-cx16 matches Kiln's cpuid")
     parser.add_argument("--only", help="comma-separated benchmark names")
     parser.add_argument("--scale", type=float, default=1.0, help="input size factor, e.g. 0.05 for a quick check")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per run")

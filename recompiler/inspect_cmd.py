@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from formats.errors import KilnError
 from recompiler.clikit import ReportingCommand
 from recompiler.inventory import ElfInventory, ElfKind, take_inventory
 
@@ -16,22 +16,26 @@ __all__ = ["inspect_command", "render_table"]
 
 
 @contextlib.contextmanager
-def _rootfs_for(image_path: Path) -> Iterator[Path]:
-    """The rootfs directory of the image at ``image_path``, for the duration of the block.
+def _rootfs_for(image_path: Path, platform: str | None = None) -> Iterator[Path]:
+    """The rootfs of the image at ``image_path``, for the duration of the block.
 
-    For now only a directory (an unpacked rootfs) is accepted; OCI layouts
-    and archives arrive with ``recompiler.image``.
+    A directory that is not an OCI layout is taken as a rootfs as it is; any
+    image (OCI layout, OCI archive, docker-archive) is verified and unpacked
+    into a temporary directory under Kiln's cache, removed afterwards.
     """
-    if image_path.is_dir():
-        yield image_path
-        return
-    if not image_path.exists() and not image_path.is_symlink():
-        raise KilnError(f"{image_path}: no such file or directory",
-                        hint="pass the directory of an unpacked image (a rootfs)")
-    raise KilnError(f"{image_path}: not a rootfs directory; image formats arrive with "
-                    f"recompiler.image",
-                    hint="unpack the image first (e.g. 'umoci unpack' or 'tar -x') and pass "
-                         "the rootfs directory")
+    from examples.debs import cache_dir
+    from recompiler.image import ImageKind, open_image
+
+    with open_image(image_path, platform=platform) as img:
+        if img.kind == ImageKind.ROOTFS and img.rootfs is not None:
+            yield img.rootfs
+            return
+        work = cache_dir() / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work, prefix="inspect-") as tmp:
+            root = Path(tmp) / "rootfs"
+            img.unpack(root)
+            yield root
 
 
 _KIND_LABEL = {ElfKind.EXEC: "EXEC", ElfKind.PIE: "PIE", ElfKind.SHARED: "shared",
@@ -99,10 +103,14 @@ def render_table(inv: ElfInventory) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the inventory as JSON on stdout (stable, sorted by path) "
                    "instead of a table; errors are JSON on stderr too.")
-def inspect_command(image: Path, as_json: bool) -> None:
+@click.option("--platform", default=None, metavar="OS/ARCH",
+              help="Which image to take from a multi-platform index (default linux/amd64).")
+def inspect_command(image: Path, as_json: bool, platform: str | None) -> None:
     """List every ELF file in IMAGE and how Kiln classifies it.
 
-    IMAGE is an unpacked image rootfs directory. For each distinct ELF
+    IMAGE is an OCI image layout directory, an OCI archive, a docker-archive
+    (`docker save` output) or a plain root filesystem directory; images are
+    verified and unpacked into Kiln's cache first. For each distinct ELF
     content the table shows its path, kind (EXEC, PIE, shared, REL,
     CORE), static or dynamic linkage, size, whether it is stripped, and
     notes (IRELATIVE relocations, TLS, .eh_frame, aliases: hard links,
@@ -110,7 +118,7 @@ def inspect_command(image: Path, as_json: bool) -> None:
     recompiled (other machines, corrupt headers) are listed with the
     reason. A progress bar is shown on stderr when it is a terminal.
     """
-    with _rootfs_for(image) as root:
+    with _rootfs_for(image, platform) as root:
         if sys.stderr.isatty():
             inv = _with_progress_bar(root)
         else:

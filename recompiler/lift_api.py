@@ -20,7 +20,7 @@ from recompiler.wasm.unit import LiftedUnit
 from recompiler.x86_64.cfg import discover
 from recompiler.x86_64.elfimage import ElfImage
 from recompiler.x86_64.errors import LiftError, UnsupportedInstruction
-from recompiler.x86_64.lift import IRBlock, TrapSites, flag_liveness, lift_block
+from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_liveness, lift_block
 
 __all__ = ["lift_elf", "link_units", "engine_config", "LiftedUnit", "LinkedModule", "LinkedUnit",
            "LiftError", "UnsupportedInstruction"]
@@ -52,7 +52,8 @@ def lift_elf(path: Path, *, name: str) -> LiftedUnit:
     stats: dict = {"instructions": 0, "unsupported": {}}
     lifted: dict[int, IRBlock] = {}
     for start, blk in prog.blocks.items():
-        lifted[start] = lift_block(blk, prog, bias, traps, stats)
+        lifted[start] = lb = lift_block(blk, prog, bias, traps, stats)
+        compute_info(lb)
     stats["decoded"] = len(prog.insns)
     funcs = sorted(prog.functions)
     unit_funcs = set(funcs)
@@ -61,7 +62,7 @@ def lift_elf(path: Path, *, name: str) -> LiftedUnit:
     nblocks = 0
     for f in funcs:
         fn = prog.functions[f]
-        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term) for s in fn.blocks}
+        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term, lifted[s].info) for s in fn.blocks}
         live_in = flag_liveness(blocks, unit_funcs)
         ordered = [blocks[s] for s in fn.blocks]
         entry_blocks = {s for s in fn.blocks if s in prog.indirect}

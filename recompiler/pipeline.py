@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from formats import abi
-from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_ENGINES,
+from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, LAYER_ROLE_MEGABINARY, ANNOTATION_ENGINES,
                                  ANNOTATION_MEGABINARY_DIGEST, ANNOTATION_MEGABINARY_VERSION,
                                  ANNOTATION_SOURCE_DIGEST, ANNOTATION_TOOL_VERSION,
                                  LABEL_MEGABINARY_DIGEST, LABEL_RECOMPILED, MEGABINARY_PATH,
                                  OCI_BASE_DIGEST, format_engines)
+from formats.errors import KilnError
 from formats.index import Index, IndexRange, UnitKind, UnitRecord
 from formats.megabinary import (FORMAT_MAJOR, FORMAT_MINOR, Metadata, build_megabinary,
                                 read_megabinary, wasm_function_count)
@@ -146,7 +147,7 @@ def _liftable(rec: ElfRecord) -> str | None:
     return None
 
 
-def _lift_one(args: tuple[str, str, str, Path | None]) -> tuple[str, bytes | None, str]:
+def _lift_one(args: tuple[str, str, str, Path | None]) -> tuple[str, bytes | None, str]:  # noqa: C901
     """Worker: lift one ELF (or load it from the cache); returns (blake3, unit bytes, status)."""
     host_path, guest_path, digest, cache_file = args
     from recompiler.lift_api import LiftedUnit, lift_elf
@@ -157,7 +158,12 @@ def _lift_one(args: tuple[str, str, str, Path | None]) -> tuple[str, bytes | Non
             return digest, data, "cached"
         except Exception:
             pass  # a damaged cache entry is re-lifted
-    unit = lift_elf(Path(host_path), name=guest_path)
+    try:
+        unit = lift_elf(Path(host_path), name=guest_path)
+    except KilnError as err:
+        return digest, None, f"failed: {err.message}"
+    except Exception as exc:  # a lifter bug must not sink the other ELFs of the image
+        return digest, None, f"failed: internal lifter error {type(exc).__name__}: {exc}"[:500]
     data = unit.to_bytes()
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +230,8 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
             annotations[OCI_BASE_DIGEST] = src.manifest_digest
         layer = ExtraLayer((file_entry(MEGABINARY_PATH, blob, 0o444),),
                            created_by=f"kiln recompile {tool_version()}",
-                           comment="Kiln megabinary: every ELF recompiled to WebAssembly")
+                           comment="Kiln megabinary: every ELF recompiled to WebAssembly",
+                           annotations={ANNOTATION_LAYER_ROLE: LAYER_ROLE_MEGABINARY})
         written = write_image(src, out, extra_layers=[layer], annotations=annotations,
                               config_labels={LABEL_RECOMPILED: "true", LABEL_MEGABINARY_DIGEST: mb_digest},
                               fmt=opts.fmt, tag=opts.tag)
@@ -269,7 +276,21 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
             done += 1
             if progress:
                 progress("lift", done, len(jobs))
-    return todo, unit_bytes, statuses
+    lifted: list[ElfRecord] = []
+    for rec in todo:
+        status = statuses[rec.blake3]
+        if unit_bytes.get(rec.blake3) is None:
+            report.units.append(UnitReport(rec.path, rec.blake3, "skipped",
+                                           status.removeprefix("failed: ")))
+            continue
+        from recompiler.lift_api import LiftedUnit
+        st = LiftedUnit.from_bytes(unit_bytes[rec.blake3]).stats
+        report.units.append(UnitReport(rec.path, rec.blake3, status,
+                                       instructions=int(st.get("instructions", 0)),
+                                       functions=int(st.get("functions", 0)),
+                                       unsupported=dict(st.get("unsupported", {}))))
+        lifted.append(rec)
+    return lifted, unit_bytes, statuses
 
 
 def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes]) -> tuple[bytes, Index]:
@@ -281,17 +302,18 @@ def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes]) -> tuple
     units = [LiftedUnit.from_bytes(unit_bytes[r.blake3]) for r in records]
     linked = link_units(units)
     recs: list[UnitRecord] = []
+    base = 0   # the linker gives unit n table slots [base, base + len(functions)) in order
     for rec, lu, unit in zip(records, linked.units, units):
-        slots = [s for _, s in lu.entries]
-        first = min(slots) if slots else 0
-        count = (max(slots) - first + 1) if slots else 0
+        slots = IndexRange(base, len(unit.functions))
+        base += len(unit.functions)
         kind = UnitKind.EXEC if rec.kind == ElfKind.EXEC else UnitKind.PIE
         recs.append(UnitRecord(
             blake3=bytes.fromhex(rec.blake3), paths=tuple(sorted(rec.paths)), kind=kind,
-            pie=rec.kind == ElfKind.PIE, entry=rec.entry or 0, link_base=min((r[0] for r in unit.exec_ranges), default=0),
-            functions=IndexRange(first, count), slots=IndexRange(first, count),
+            pie=rec.kind == ElfKind.PIE, entry=rec.entry or 0,
+            link_base=min((r[0] for r in unit.exec_ranges), default=0),
+            functions=slots, slots=slots,
             entries=tuple(sorted(lu.entries)), trap_sites=tuple(lu.trap_sites),
             stats={k: v for k, v in lu.stats.items() if isinstance(v, int)}))
     index = Index(abi_version=abi.ABI_VERSION, functions=wasm_function_count(linked.wasm),
-                  table_size=linked.stats.get("table_size", 0), units=tuple(recs))
+                  table_size=base, units=tuple(recs))
     return linked.wasm, index

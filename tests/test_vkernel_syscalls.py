@@ -242,3 +242,13 @@ def test_sigaction_roundtrip(k) -> None:
     k.space.put_u64(B, 1 << 1)
     assert call(k, NR["rt_sigprocmask"], 0, B, B + 8, 8) == 0
     assert call(k, NR["rt_sigprocmask"], 2, 0, B + 8, 8) == 0 and k.space.u64(B + 8) == 2
+
+
+def test_bad_pointers_are_efault(k) -> None:
+    fd = open_(k, "/etc/passwd")
+    assert call(k, NR["read"], fd, 0, 16) == -errno.EFAULT              # NULL buffer
+    assert call(k, NR["pread64"], fd, 0xFFFF_FFF8, 16, 0) == -errno.EFAULT  # crosses 4 GiB
+    assert call(k, NR["write"], 1, 0x100, 4) == -errno.EFAULT           # null guard page
+    assert call(k, NR["open"], 0, 0, 0) == -errno.EFAULT
+    assert call(k, NR["fstat"], fd, 0) == -errno.EFAULT
+    assert call(k, NR["clock_gettime"], 0, 8) == -errno.EFAULT

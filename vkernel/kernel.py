@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -107,11 +108,11 @@ class Kernel:
                 result = fast[0](self, *frame[1:1 + fast[1]])
         except OSError as e:
             result = -(e.errno or errno.EIO)
-        except (GuestExit, GuestExec):
+        except (GuestExit, GuestExec) as e:
             if self.trace:
-                self._trace(nr, frame, None)
+                self._trace(nr, frame, 0 if isinstance(e, GuestExec) else None)
             raise
-        except (ValueError, IndexError, OverflowError):
+        except (ValueError, IndexError, OverflowError, struct.error):
             result = -errno.EFAULT
         if self.trace:
             self._trace(nr, frame, result)

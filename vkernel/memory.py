@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from formats import abi
 
 PAGE = abi.GUEST_PAGE
+_NULL_GUARD_END = abi.GUEST_MEMORY_MAP[0].end
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 _MADV_DONTNEED = 4
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -60,36 +61,42 @@ class AddressSpace:
         self.brk_cur = 0
 
     # -- raw access ------------------------------------------------------------
-    def read(self, addr: int, n: int) -> bytes:
+    # Every accessor raises ValueError (the syscall layer's EFAULT) for a range in the
+    # null guard page or past the end of the 4 GiB space.
+    def _check(self, addr: int, n: int) -> int:
         addr &= 0xFFFFFFFF
+        if addr < _NULL_GUARD_END or addr + n > self.size:
+            raise ValueError(f"bad guest address {addr:#x}")
+        return addr
+
+    def read(self, addr: int, n: int) -> bytes:
+        addr = self._check(addr, n)
         return bytes(self.view[addr:addr + n])
 
     def write(self, addr: int, data: bytes) -> None:
-        addr &= 0xFFFFFFFF
+        addr = self._check(addr, len(data))
         self.view[addr:addr + len(data)] = data
 
     def window(self, addr: int, n: int) -> memoryview:
         """A writable view of guest bytes [addr, addr+n), for zero-copy host I/O."""
-        addr &= 0xFFFFFFFF
-        if addr + n > self.size:
-            raise ValueError("range crosses the end of the guest address space")
+        addr = self._check(addr, n)
         return self.view[addr:addr + n]
 
     def u64(self, addr: int) -> int:
-        return struct.unpack_from("<Q", self.view, addr & 0xFFFFFFFF)[0]
+        return struct.unpack_from("<Q", self.view, self._check(addr, 8))[0]
 
     def put_u64(self, addr: int, value: int) -> None:
-        struct.pack_into("<Q", self.view, addr & 0xFFFFFFFF, value & 0xFFFF_FFFF_FFFF_FFFF)
+        struct.pack_into("<Q", self.view, self._check(addr, 8), value & 0xFFFF_FFFF_FFFF_FFFF)
 
     def u32(self, addr: int) -> int:
-        return struct.unpack_from("<I", self.view, addr & 0xFFFFFFFF)[0]
+        return struct.unpack_from("<I", self.view, self._check(addr, 4))[0]
 
     def put_u32(self, addr: int, value: int) -> None:
-        struct.pack_into("<I", self.view, addr & 0xFFFFFFFF, value & 0xFFFFFFFF)
+        struct.pack_into("<I", self.view, self._check(addr, 4), value & 0xFFFFFFFF)
 
     def cstring(self, addr: int, limit: int = 4096) -> bytes:
         """The NUL-terminated string at ``addr`` (at most ``limit`` bytes, else ValueError)."""
-        addr &= 0xFFFFFFFF
+        addr = self._check(addr, 1)
         end = min(addr + limit + 1, self.size)
         chunk = self.view[addr:end].tobytes()
         i = chunk.find(b"\0")

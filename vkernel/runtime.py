@@ -125,7 +125,12 @@ class Runtime:
     # -- one program ------------------------------------------------------------------
     def _start(self, path: str, argv: list[bytes], envp: list[bytes]) -> int:
         try:
-            data = self.vfs.read_file(path)
+            h = self.vfs.open(path, os.O_RDONLY)
+            try:
+                data = os.pread(h, max(os.fstat(h).st_size, 0), 0)
+                canonical = self.vfs.guest_path_of(h)      # /proc/self/exe: symlinks resolved
+            finally:
+                os.close(h)
         except OSError as e:
             raise VkernelError(f"cannot run {path}: {e.strerror}",
                                hint="check the path inside the rootfs") from None
@@ -143,7 +148,7 @@ class Runtime:
         ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
         rsp = build_stack(space, image, argv, envp, path, ids)
         ctl.reset_for_entry(image.entry, rsp)
-        self.proc.exe = path
+        self.proc.exe = canonical
         k = Kernel(space=space, ctl=ctl, vfs=self.vfs, fds=self.fds, policy=self.policy,
                    audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
         k.add_regions(list(image.regions))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op",
-    "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FaultStmt", "SyscallStmt",
+    "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FlagThunk", "FaultStmt", "SyscallStmt",
     "Term", "Jump", "Branch", "CallDirect", "CallIndirect", "JumpIndirect", "Return", "Trap", "FallThrough",
     "FLAGS", "walk_expr",
 ]
@@ -24,26 +24,26 @@ class Expr:
     ty: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Const(Expr):
     ty: str
     value: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reg(Expr):
     """A guest register: GPR (i64, full), flag (i32), xmm (v128)."""
     name: str
     ty: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tmp(Expr):
     name: str
     ty: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Load(Expr):
     """Guest-memory load of ``width`` bytes at i64 address, zero/sign-extended to ``ty``."""
     ty: str
@@ -52,7 +52,7 @@ class Load(Expr):
     signed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateGet(Expr):
     """A field of the CPU state in the control memory (fs_base, mxcsr, ...)."""
     ty: str
@@ -60,7 +60,7 @@ class StateGet(Expr):
     width: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Op(Expr):
     """A WebAssembly operator (``op`` is its text name) applied to ``args``."""
     op: str
@@ -73,53 +73,64 @@ class Stmt:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetReg(Stmt):
     name: str
     value: Expr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Let(Stmt):
     tmp: Tmp
     value: Expr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Store(Stmt):
     width: int
     addr: Expr
     value: Expr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateSet(Stmt):
     field: str
     width: int
     value: Expr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class If(Stmt):
     cond: Expr
     then: tuple[Stmt, ...]
     else_: tuple[Stmt, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class While(Stmt):
     """``while cond: body`` (cond re-evaluated before each iteration)."""
     cond: Expr
     body: tuple[Stmt, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
+class FlagThunk(Stmt):
+    """Deferred flag computation: ``build()`` returns the SetReg of each flag in ``names``.
+
+    Semantics emit this instead of the SetRegs themselves; the flag-liveness
+    pass expands only the flags some later instruction reads.
+    """
+    names: frozenset
+    build: object      # () -> list[SetReg]
+
+
+@dataclass(slots=True)
 class Eval(Stmt):
     """Evaluate an operator for its effect (memory.fill, memory.copy); no result."""
     value: Op
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FaultStmt(Stmt):
     """Leave lifted code through the ``fault`` import (never returns)."""
     code: int
@@ -127,7 +138,7 @@ class FaultStmt(Stmt):
     rip: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SyscallStmt(Stmt):
     """The ``syscall`` instruction; ``next_rip`` is the runtime address after it."""
     next_rip: int
@@ -137,46 +148,46 @@ class Term:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FallThrough(Term):
     target: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Jump(Term):
     target: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Branch(Term):
     cond: Expr
     target: int
     fallthrough: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallDirect(Term):
     target: int
     ret: int          # link-time return address (next instruction)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallIndirect(Term):
     target: Expr      # runtime address (i64)
     ret: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JumpIndirect(Term):
     target: Expr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Return(Term):
     target: Expr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Trap(Term):
     """Nothing follows (fault statement already emitted)."""
 

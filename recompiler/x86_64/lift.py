@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from formats.abi import FaultCode
 from .cfg import Block, Function, Program
 from .decode import Insn
-from .ir import (FLAGS, Branch, CallDirect, CallIndirect, Eval, FallThrough, FaultStmt, If, Jump,
+from .ir import (FLAGS, FlagThunk, Branch, CallDirect, CallIndirect, Eval, FallThrough, FaultStmt, If, Jump,
                  JumpIndirect, Let, Return, SetReg, Stmt, Store, StateSet, SyscallStmt, Term, Trap, While,
                  walk_expr)
 from .sem import SEMANTICS, Ctx, NeedsTrap
@@ -21,6 +21,27 @@ class IRBlock:
     start: int
     insns: list[tuple[int, list[Stmt]]]   # (address, statements)
     term: Term
+    info: list | None = None              # per instruction (flags read, flags written), cached
+
+
+def _expand_all(stmts):
+    """Expand every FlagThunk (nested ones included) into its SetRegs."""
+    out = []
+    for s in stmts:
+        t = type(s)
+        if t is FlagThunk:
+            out.extend(s.build())
+        elif t is If:
+            out.append(If(s.cond, tuple(_expand_all(s.then)), tuple(_expand_all(s.else_))))
+        elif t is While:
+            out.append(While(s.cond, tuple(_expand_all(s.body))))
+        else:
+            out.append(s)
+    return out
+
+
+def _has_nested(stmts) -> bool:
+    return any(type(s) is If or type(s) is While for s in stmts)
 
 
 class TrapSites:
@@ -107,18 +128,30 @@ def term_flag_reads(term: Term) -> set[str]:
     return r & _FLAGSET
 
 
+def compute_info(b: IRBlock) -> None:
+    """Cache, per instruction of ``b``, the flags it reads and the flags it writes."""
+    lst = []
+    for _, stmts in b.insns:
+        r: set[str] = set()
+        _reads(stmts, r)
+        w: set[str] = set()
+        for s in stmts:
+            if type(s) is SetReg and s.name in _FLAGSET:
+                w.add(s.name)
+            elif type(s) is FlagThunk:
+                w |= s.names
+        lst.append((frozenset(r & _FLAGSET), frozenset(w)))
+    b.info = lst
+
+
 def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int]) -> dict[int, frozenset[str]]:
     """Prune dead flag writes in place; return the flags live on entry to each block."""
     # per instruction: reads and (top-level) writes
     info: dict[int, list[tuple[frozenset[str], frozenset[str]]]] = {}
     for b in blocks.values():
-        lst = []
-        for _, stmts in b.insns:
-            r: set[str] = set()
-            _reads(stmts, r)
-            w = {s.name for s in stmts if type(s) is SetReg and s.name in _FLAGSET}
-            lst.append((frozenset(r & _FLAGSET), frozenset(w)))
-        info[b.start] = lst
+        if b.info is None:
+            compute_info(b)
+        info[b.start] = b.info
 
     def out_of(b: IRBlock, live_in: dict[int, frozenset[str]]) -> frozenset[str]:
         t = b.term
@@ -157,8 +190,20 @@ def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int]) -> dict[in
         live = set(out_of(b, live_in))
         new_insns = []
         for (addr, stmts), (r, w) in zip(reversed(b.insns), reversed(info[k])):
-            if w - live:
-                stmts = [s for s in stmts if not (type(s) is SetReg and s.name in _FLAGSET and s.name not in live)]
+            if w:
+                new: list[Stmt] = []
+                for s in stmts:
+                    t = type(s)
+                    if t is FlagThunk:
+                        if s.names & live:
+                            new.extend(x for x in s.build() if x.name in live)
+                    elif t is SetReg and s.name in _FLAGSET and s.name not in live:
+                        continue
+                    else:
+                        new.append(s)
+                stmts = new
+            if _has_nested(stmts):
+                stmts = _expand_all(stmts)
             new_insns.append((addr, stmts))
             live -= w
             live |= r

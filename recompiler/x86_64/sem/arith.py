@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from ..ir import SetReg
 from .ctx import MASK, Ctx, c64, op
-from .flags import F, flags_add, flags_sub
+from .flags import _ALL6, F, _deferred, _flags_add, _flags_sub, flags_add, flags_sub
+
+_NO_CF = _ALL6 - {"cf"}
 
 
 def _zext32(e):
@@ -66,12 +68,12 @@ def _incdec(ctx: Ctx, delta: int) -> None:
     a = ctx.tmp(ctx.get(d))
     res = ctx.tmp(op("i64.and", "i64", op("i64.add", "i64", a, c64(delta)), c64(MASK[size])))
     ctx.put(d, res)
-    mark = len(ctx.stmts)
-    if delta == 1:
-        flags_add(ctx, res, a, c64(1), size)
-    else:
-        flags_sub(ctx, res, a, c64(1), size)
-    ctx.stmts[mark:] = [s for s in ctx.stmts[mark:] if not (isinstance(s, SetReg) and s.name == "cf")]
+    fn = _flags_add if delta == 1 else _flags_sub
+
+    def no_cf(sink, *args) -> None:
+        fn(sink, *args)
+        sink.stmts = [s for s in sink.stmts if s.name != "cf"]
+    _deferred(ctx, no_cf, res, a, c64(1), size, names=_NO_CF)
 
 
 def inc(ctx: Ctx) -> None:

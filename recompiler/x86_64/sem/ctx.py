@@ -21,12 +21,24 @@ class NeedsTrap(Exception):
     """Raised by a semantic function: this instruction form is not implemented."""
 
 
+_C64: dict[int, Const] = {}
+_C32: dict[int, Const] = {}
+
+
 def c64(v: int) -> Const:
-    return Const("i64", v & MASK[8])
+    v &= 0xFFFF_FFFF_FFFF_FFFF
+    c = _C64.get(v)
+    if c is None:
+        c = _C64[v] = Const("i64", v)
+    return c
 
 
 def c32(v: int) -> Const:
-    return Const("i32", v & 0xFFFF_FFFF)
+    v &= 0xFFFF_FFFF
+    c = _C32.get(v)
+    if c is None:
+        c = _C32[v] = Const("i32", v)
+    return c
 
 
 def op(name: str, ty: str, *args: Expr, imm: str = "") -> Op:

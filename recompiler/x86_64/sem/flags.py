@@ -5,7 +5,7 @@ the ones no instruction reads, so only live flags cost anything.
 """
 from __future__ import annotations
 
-from ..ir import Const, Expr, Reg, SetReg
+from ..ir import Const, Expr, FlagThunk, Reg, SetReg
 from .ctx import MASK, Ctx, c32, c64, op
 
 __all__ = ["F", "msb", "set_zsp", "flags_add", "flags_sub", "flags_logic", "cond", "is_zero"]
@@ -42,9 +42,45 @@ def set_af(ctx: Ctx, res: Expr, a: Expr, b: Expr) -> None:
     ctx.emit(SetReg("af", bit32(op("i64.xor", "i64", op("i64.xor", "i64", a, b), res), 4)))
 
 
+class _Sink:
+    """Collects SetRegs for a deferred flag computation (stands in for the Ctx)."""
+    __slots__ = ("stmts",)
+
+    def __init__(self) -> None:
+        self.stmts: list = []
+
+    def emit(self, s) -> None:
+        self.stmts.append(s)
+
+
+_ALL6 = frozenset(("cf", "pf", "af", "zf", "sf", "of"))
+
+
+def _deferred(ctx: Ctx, fn, *args, names=_ALL6) -> None:
+    def build():
+        sink = _Sink()
+        fn(sink, *args)
+        return sink.stmts
+    ctx.emit(FlagThunk(names, build))
+
+
 def flags_add(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, carry: Expr | None = None,
               raw: Expr | None = None) -> None:
     """Flags of res = a + b (+ carry); operands masked to size. ``raw`` is the unmasked sum (size < 8)."""
+    _deferred(ctx, _flags_add, res, a, b, size, carry, raw)
+
+
+def flags_sub(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, borrow: Expr | None = None) -> None:
+    """Flags of res = a - b (- borrow); operands masked to size."""
+    _deferred(ctx, _flags_sub, res, a, b, size, borrow)
+
+
+def flags_logic(ctx: Ctx, res: Expr, size: int) -> None:
+    _deferred(ctx, _flags_logic, res, size)
+
+
+def _flags_add(ctx, res: Expr, a: Expr, b: Expr, size: int, carry: Expr | None = None,
+               raw: Expr | None = None) -> None:
     if size < 8 and raw is not None:
         ctx.emit(SetReg("cf", bit32(raw, size * 8)))
     elif carry is None:
@@ -58,8 +94,7 @@ def flags_add(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, carry: Expr | No
     set_zsp(ctx, res, size)
 
 
-def flags_sub(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, borrow: Expr | None = None) -> None:
-    """Flags of res = a - b (- borrow); operands masked to size."""
+def _flags_sub(ctx, res: Expr, a: Expr, b: Expr, size: int, borrow: Expr | None = None) -> None:
     if borrow is None:
         ctx.emit(SetReg("cf", op("i64.lt_u", "i32", a, b)))
     else:
@@ -71,7 +106,7 @@ def flags_sub(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, borrow: Expr | N
     set_zsp(ctx, res, size)
 
 
-def flags_logic(ctx: Ctx, res: Expr, size: int) -> None:
+def _flags_logic(ctx, res: Expr, size: int) -> None:
     ctx.emit(SetReg("cf", c32(0)))
     ctx.emit(SetReg("of", c32(0)))
     ctx.emit(SetReg("af", c32(0)))
