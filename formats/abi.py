@@ -208,7 +208,8 @@ class FaultCode(enum.IntEnum):
 
 FAULT_RECORD_FIELDS: tuple[FrameField, ...] = (
     FrameField("code", 0x00, 4, "a FaultCode"),
-    FrameField("detail", 0x04, 4, "for UNSUPPORTED: index into the module's trap-site table"),
+    FrameField("detail", 0x04, 4, "for UNSUPPORTED: the lifter's number for the site (diagnostics); "
+               "the site itself is found by rip in the unit's sorted trap_sites"),
     FrameField("rip", 0x08, 8, "guest address of the faulting instruction or target"),
 )
 FAULT_RECORD_OFFSETS: dict[str, int] = {f.name: f.offset for f in FAULT_RECORD_FIELDS}

@@ -133,6 +133,19 @@ class UnitRecord:
             return self.entries[lo].slot
         return None
 
+    def trap_site_at(self, guest_addr: int) -> TrapSite | None:
+        """The trap site at link-time address ``guest_addr``, if the lifter left one there."""
+        lo, hi = 0, len(self.trap_sites)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.trap_sites[mid].guest_addr < guest_addr:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self.trap_sites) and self.trap_sites[lo].guest_addr == guest_addr:
+            return self.trap_sites[lo]
+        return None
+
     def to_obj(self) -> dict[str, Any]:
         """The unit as the CBOR data model (docs/formats.md, "Unit map")."""
         kind = self.kind.value if isinstance(self.kind, UnitKind) else self.kind

@@ -62,7 +62,7 @@ def lift_elf(path: Path, *, name: str) -> LiftedUnit:
     nblocks = 0
     for f in funcs:
         fn = prog.functions[f]
-        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term, lifted[s].info) for s in fn.blocks}
+        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term, lifted[s].info, lifted[s].summary) for s in fn.blocks}
         live_in = flag_liveness(blocks, unit_funcs)
         ordered = [blocks[s] for s in fn.blocks]
         entry_blocks = {s for s in fn.blocks if s in prog.indirect}

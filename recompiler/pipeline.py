@@ -312,7 +312,7 @@ def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes]) -> tuple
             pie=rec.kind == ElfKind.PIE, entry=rec.entry or 0,
             link_base=min((r[0] for r in unit.exec_ranges), default=0),
             functions=slots, slots=slots,
-            entries=tuple(sorted(lu.entries)), trap_sites=tuple(lu.trap_sites),
+            entries=tuple(sorted(lu.entries)), trap_sites=tuple(sorted(set(map(tuple, lu.trap_sites)))),
             stats={k: v for k, v in lu.stats.items() if isinstance(v, int)}))
     index = Index(abi_version=abi.ABI_VERSION, functions=wasm_function_count(linked.wasm),
                   table_size=base, units=tuple(recs))

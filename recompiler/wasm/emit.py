@@ -81,41 +81,14 @@ class FunctionEmitter:
 
     # -- register sets -----------------------------------------------------------
     def _scan(self) -> None:
-        from recompiler.x86_64.lift import _reads
         used: set[str] = set()
         written: set[str] = set()
         flag_exit = False
-
-        def walk(stmts) -> None:
-            nonlocal flag_exit
-            for s in stmts:
-                t = type(s)
-                if t is SetReg:
-                    written.add(s.name)
-                elif t is Let:
-                    self.tmps[s.tmp.name] = s.tmp.ty
-                elif t is If:
-                    walk(s.then)
-                    walk(s.else_)
-                elif t is While:
-                    walk(s.body)
-                elif t is SyscallStmt or t is FaultStmt:
-                    flag_exit = True
-                    if t is SyscallStmt:
-                        used.update(("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"))
-                        written.update(("rax", "rcx", "r11"))
         for b in self.blocks:
-            for _, stmts in b.insns:
-                walk(stmts)
-                _reads(stmts, used)
-            t = b.term
-            if isinstance(t, JumpIndirect):
-                flag_exit = True
-            if isinstance(t, (Branch, CallIndirect, JumpIndirect, Return)):
-                from recompiler.x86_64.ir import walk_expr
-                walk_expr(t.cond if isinstance(t, Branch) else t.target, used)
-            if isinstance(t, (CallDirect, CallIndirect, Return)):
-                used.add("rsp")
+            r, w, fe = b.summary
+            used |= r
+            written |= w
+            flag_exit |= fe
         used |= written
         self.used = used
         self.written = written

@@ -32,27 +32,138 @@ class Insn:
     ops: tuple[Operand, ...]
     rep: int = 0           # 0, 0xf3 (rep/repe), 0xf2 (repne)
     lock: bool = False
-    groups: frozenset[str] = frozenset()
 
     @property
     def next(self) -> int:
         return self.address + self.size
 
 
-_GROUPS = {X.X86_GRP_JUMP: "jump", X.X86_GRP_CALL: "call", X.X86_GRP_RET: "ret",
-           X.X86_GRP_INT: "int", X.X86_GRP_IRET: "iret", X.X86_GRP_BRANCH_RELATIVE: "rel"}
 _STRING = {"movsb", "movsw", "movsd", "movsq", "stosb", "stosw", "stosd", "stosq",
            "lodsb", "lodsw", "lodsd", "lodsq", "cmpsb", "cmpsw", "cmpsd", "cmpsq",
            "scasb", "scasw", "scasd", "scasq"}
 
 
+_PTR = {"byte": 1, "word": 2, "dword": 4, "qword": 8, "xmmword": 16, "tbyte": 10, "ymmword": 32,
+        "zmmword": 64, "fword": 6}
+_PREFIXES = {"rep": 0xF3, "repe": 0xF3, "repz": 0xF3, "repne": 0xF2, "repnz": 0xF2,
+             "lock": -1, "bnd": 0, "notrack": 0}
+REG_SIZE: dict[str, int] = {}
+for _r in ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "rip"):
+    REG_SIZE[_r] = 8
+for _r in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip"):
+    REG_SIZE[_r] = 4
+for _r in ("ax", "cx", "dx", "bx", "sp", "bp", "si", "di"):
+    REG_SIZE[_r] = 2
+for _r in ("al", "cl", "dl", "bl", "ah", "ch", "dh", "bh", "spl", "bpl", "sil", "dil"):
+    REG_SIZE[_r] = 1
+for _i in range(8, 16):
+    REG_SIZE[f"r{_i}"] = 8
+    REG_SIZE[f"r{_i}d"] = 4
+    REG_SIZE[f"r{_i}w"] = 2
+    REG_SIZE[f"r{_i}b"] = 1
+for _i in range(16):
+    REG_SIZE[f"xmm{_i}"] = 16
+_SCALE = {"1": 1, "2": 2, "4": 4, "8": 8}
+
+
+class _NoParse(Exception):
+    pass
+
+
+def _parse_mem(text: str, size: int) -> Operand:
+    seg = ""
+    if text[2:3] == ":" and text[:2] in ("fs", "gs", "ds", "ss", "es", "cs"):
+        seg = text[:2] if text[:2] in ("fs", "gs") else ""
+        text = text[3:]
+    if not (text.startswith("[") and text.endswith("]")):
+        raise _NoParse(text)
+    base = index = ""
+    scale = 1
+    disp = 0
+    sign = 1
+    for tok in text[1:-1].split(" "):
+        if tok == "+":
+            sign = 1
+        elif tok == "-":
+            sign = -1
+        elif "*" in tok:
+            r, sc = tok.split("*")
+            if r not in REG_SIZE or sc not in _SCALE:
+                raise _NoParse(tok)
+            index, scale = r, _SCALE[sc]
+        elif tok in REG_SIZE:
+            if base:
+                index = tok
+            else:
+                base = tok
+        else:
+            disp += sign * int(tok, 0)
+    if base in ("eip",) or (base and REG_SIZE.get(base) != 8) or (index and REG_SIZE.get(index) != 8):
+        raise _NoParse("32-bit addressing")
+    return Operand("m", size, seg=seg, base=base, index=index, scale=scale, disp=_signed(disp))
+
+
+def _signed(v: int) -> int:
+    v &= 0xFFFF_FFFF_FFFF_FFFF
+    return v - (1 << 64) if v >> 63 else v
+
+
+def parse_lite(address: int, size: int, mnemonic: str, op_str: str) -> Insn:
+    """Build an Insn from Capstone's text (Intel syntax); raises _NoParse for forms it does not know."""
+    rep = 0
+    lock = False
+    words = mnemonic.split(" ")
+    while len(words) > 1 and words[0] in _PREFIXES:
+        v = _PREFIXES[words.pop(0)]
+        if v == -1:
+            lock = True
+        elif v:
+            rep = v
+    if len(words) != 1:
+        raise _NoParse(mnemonic)
+    name = words[0]
+    if rep and name not in _STRING:
+        rep = 0
+    ops: list[Operand] = []
+    if op_str:
+        parts = op_str.split(", ")
+        for p in parts:
+            if p in REG_SIZE:
+                ops.append(Operand("r", REG_SIZE[p], reg=p))
+            elif " ptr " in p:
+                kw, rest = p.split(" ptr ", 1)
+                if kw not in _PTR:
+                    raise _NoParse(p)
+                ops.append(_parse_mem(rest, _PTR[kw]))
+            elif p.startswith("["):
+                ops.append(_parse_mem(p, 0))
+            elif p[:1].isdigit() or p[:1] == "-":
+                ops.append(Operand("i", 0, imm=_signed(int(p, 0))))
+            else:
+                raise _NoParse(p)
+        # sizes of immediates and of size-less memory (lea): the other operand's size
+        other = max((o.size for o in ops if o.kind != "i"), default=8) or 8
+        ops = [Operand("i", other if other <= 8 else 8, imm=o.imm) if o.kind == "i" else
+               (Operand("m", other, seg=o.seg, base=o.base, index=o.index, scale=o.scale, disp=o.disp)
+                if o.kind == "m" and o.size == 0 else o) for o in ops]
+    return Insn(address, size, name, f"{mnemonic} {op_str}".strip(), tuple(ops), rep, lock)
+
+
 class Decoder:
-    """Decodes single instructions at link-time addresses from a code image."""
+    """Decodes single instructions at link-time addresses from a code image.
+
+    The fast path reads Capstone's text (``disasm_lite``, about 5x faster than
+    detail mode) and parses the Intel-syntax operands; forms the parser does
+    not know fall back to detail mode. tests/test_lift_basic.py checks both
+    paths agree on a whole glibc binary.
+    """
 
     def __init__(self) -> None:
         self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self.md.detail = True
+        self.lite = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._regname: dict[int, str] = {}
+        self.fallbacks = 0
 
     def _rn(self, rid: int) -> str:
         n = self._regname.get(rid)
@@ -63,6 +174,16 @@ class Decoder:
 
     def decode(self, code: bytes, address: int) -> Insn | None:
         """Decode one instruction from ``code`` (which starts at ``address``); None if invalid."""
+        for a, size, mnem, op_str in self.lite.disasm_lite(code[:15], address, 1):
+            try:
+                return parse_lite(a, size, mnem, op_str)
+            except (_NoParse, ValueError):
+                self.fallbacks += 1
+                return self.decode_detail(code, address)
+        return None
+
+    def decode_detail(self, code: bytes, address: int) -> Insn | None:
+        """Decode with Capstone's detail mode (slower; the reference for the fast path)."""
         for ci in self.md.disasm(code[:15], address, 1):
             return self._convert(ci)
         return None
@@ -90,6 +211,5 @@ class Decoder:
             elif ci.mnemonic.startswith(("rep", "repe", "repne", "repz", "repnz")):
                 rep = 0xF2 if ci.mnemonic.startswith(("repne", "repnz")) else 0xF3
         lock = pfx[0] == 0xF0
-        groups = frozenset(_GROUPS[g] for g in ci.groups if g in _GROUPS)
         return Insn(ci.address, ci.size, name, f"{ci.mnemonic} {ci.op_str}".strip(),
-                    tuple(ops), rep, lock, groups)
+                    tuple(ops), rep, lock)

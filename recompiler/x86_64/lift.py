@@ -22,6 +22,7 @@ class IRBlock:
     insns: list[tuple[int, list[Stmt]]]   # (address, statements)
     term: Term
     info: list | None = None              # per instruction (flags read, flags written), cached
+    summary: tuple | None = None          # (registers read, registers written, leaves with flags stored)
 
 
 def _expand_all(stmts):
@@ -131,9 +132,30 @@ def term_flag_reads(term: Term) -> set[str]:
 def compute_info(b: IRBlock) -> None:
     """Cache, per instruction of ``b``, the flags it reads and the flags it writes."""
     lst = []
+    all_reads: set[str] = set()
+    all_writes: set[str] = set()
+    flag_exit = [False]
+
+    def writes(stmts) -> None:
+        for s in stmts:
+            t = type(s)
+            if t is SetReg:
+                all_writes.add(s.name)
+            elif t is If:
+                writes(s.then)
+                writes(s.else_)
+            elif t is While:
+                writes(s.body)
+            elif t is SyscallStmt or t is FaultStmt:
+                flag_exit[0] = True
+                if t is SyscallStmt:
+                    all_reads.update(("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"))
+                    all_writes.update(("rax", "rcx", "r11"))
     for _, stmts in b.insns:
         r: set[str] = set()
         _reads(stmts, r)
+        all_reads |= r
+        writes(stmts)
         w: set[str] = set()
         for s in stmts:
             if type(s) is SetReg and s.name in _FLAGSET:
@@ -141,7 +163,17 @@ def compute_info(b: IRBlock) -> None:
             elif type(s) is FlagThunk:
                 w |= s.names
         lst.append((frozenset(r & _FLAGSET), frozenset(w)))
+    t = b.term
+    if isinstance(t, Branch):
+        walk_expr(t.cond, all_reads)
+    elif isinstance(t, (CallIndirect, JumpIndirect, Return)):
+        walk_expr(t.target, all_reads)
+    if isinstance(t, (CallDirect, CallIndirect, Return)):
+        all_reads.add("rsp")
+    if isinstance(t, JumpIndirect):
+        flag_exit[0] = True
     b.info = lst
+    b.summary = (frozenset(all_reads - _FLAGSET), frozenset(all_writes - _FLAGSET), flag_exit[0])
 
 
 def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int]) -> dict[int, frozenset[str]]:

@@ -1,0 +1,137 @@
+"""Turn a recompiled image into an OCI runtime bundle (config.json + rootfs/) for vkernel.
+
+``kiln run IMAGE`` needs what an OCI runtime gets from containerd: an unpacked
+root filesystem and a runtime config. This module makes one from a
+recompiled image, once per manifest digest, under the cache
+(``bundles/<digest>/``); the rootfs there is the read-only lower layer of
+every run. vkernel reaches this through the ``kiln.image_bundles`` entry
+point (it must not import the recompiler).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from formats.annotations import ANNOTATION_MEGABINARY_DIGEST, MEGABINARY_PATH
+from formats.errors import KilnError
+from formats.megabinary import read_megabinary
+from recompiler.image import ImageKind, open_image
+
+__all__ = ["prepare_bundle", "BundleError"]
+
+COMPLETE = ".kiln-bundle-complete"
+
+
+class BundleError(KilnError):
+    """The image cannot be run: not recompiled, or its megabinary does not match."""
+
+
+def _cache_root(cache: Path | None) -> Path:
+    if cache is not None:
+        return Path(cache)
+    from examples.debs import cache_dir
+    return cache_dir()
+
+
+def _lookup_user(rootfs: Path, user: str) -> tuple[int, int]:
+    """Resolve an image config User ("name", "uid", "uid:gid", "name:group") in the rootfs."""
+    if not user:
+        return 0, 0
+    name, _, group = user.partition(":")
+
+    def table(path: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        try:
+            text = (rootfs / path).read_text(errors="replace")
+        except OSError:
+            return out
+        for line in text.splitlines():
+            fields = line.split(":")
+            if len(fields) >= 4:
+                out[fields[0]] = fields
+        return out
+
+    passwd = table("etc/passwd")
+    if name.isdigit():
+        uid = int(name)
+        gid = next((int(f[3]) for f in passwd.values() if f[2] == name and f[3].isdigit()), uid)
+    elif name in passwd and passwd[name][2].isdigit():
+        uid, gid = int(passwd[name][2]), int(passwd[name][3]) if passwd[name][3].isdigit() else 0
+    else:
+        raise BundleError(f"the image's User {user!r} is not in its /etc/passwd",
+                          hint="pass a numeric --user UID[:GID] or fix the image config")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            groups = table("etc/group")
+            if group not in groups or not groups[group][2].isdigit():
+                raise BundleError(f"the image's group {group!r} is not in its /etc/group",
+                                  hint="pass a numeric --user UID:GID")
+            gid = int(groups[group][2])
+    return uid, gid
+
+
+def prepare_bundle(image: Path | str, *, platform: str | None = None,
+                   cache: Path | None = None) -> Path:
+    """An OCI runtime bundle for the recompiled image at ``image``; returns its directory.
+
+    The bundle holds ``config.json`` (process args from Entrypoint + Cmd, Env,
+    cwd from WorkingDir, user) and ``rootfs/``. It is built once per manifest
+    digest and reused; a partly built bundle is never reused.
+    """
+    image = Path(image)
+    with open_image(image, platform=platform) as src:
+        if src.kind == ImageKind.ROOTFS:
+            raise BundleError(f"{image} is a plain directory, not a recompiled image",
+                              hint=f"recompile it first: recompile {image} -o OUT, then kiln run OUT")
+        expected = (src.manifest_annotations or {}).get(ANNOTATION_MEGABINARY_DIGEST) \
+            or src.config.labels.get(ANNOTATION_MEGABINARY_DIGEST)
+        if not expected:
+            raise BundleError(f"{image} has not been recompiled by Kiln (no {ANNOTATION_MEGABINARY_DIGEST})",
+                              hint=f"run: recompile {image} -o OUT, then kiln run OUT")
+        key = (src.manifest_digest or src.config_digest).replace(":", "-")
+        root = _cache_root(cache) / "bundles"
+        dest = root / key
+        if (dest / COMPLETE).is_file():
+            return dest
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
+        try:
+            rootfs = tmp / "rootfs"
+            src.unpack(rootfs)
+            mb_path = rootfs / MEGABINARY_PATH.lstrip("/")
+            if not mb_path.is_file():
+                raise BundleError(f"{image}: the image has no megabinary at {MEGABINARY_PATH}",
+                                  hint="recompile the source image again")
+            with read_megabinary(mb_path) as mb:
+                if mb.digest != expected:
+                    raise BundleError(f"{image}: megabinary digest {mb.digest} does not match the "
+                                      f"image's annotation {expected}",
+                                      hint="the image was modified after recompiling; recompile it again")
+            cfg = src.config
+            uid, gid = _lookup_user(rootfs, cfg.user or "")
+            args = list(cfg.entrypoint or []) + list(cfg.cmd or [])
+            spec = {
+                "ociVersion": "1.0.2",
+                "process": {"args": args, "env": list(cfg.env or []), "cwd": cfg.working_dir or "/",
+                            "user": {"uid": uid, "gid": gid}, "terminal": False},
+                "root": {"path": "rootfs", "readonly": True},
+                "hostname": "kiln",
+                "annotations": {ANNOTATION_MEGABINARY_DIGEST: expected,
+                                "io.kiln.megabinary.path": MEGABINARY_PATH,
+                                "io.kiln.image.entrypoint": json.dumps(list(cfg.entrypoint or [])),
+                                "io.kiln.image.cmd": json.dumps(list(cfg.cmd or []))},
+            }
+            (tmp / "config.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+            (tmp / COMPLETE).write_text(expected + "\n")
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return dest
