@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 #   qemu-user         qemu-x86_64, the comparison point in bench/
 #   zstd              zstd-compressed layers in tests
 #   dpkg apt          apt-get download + dpkg-deb -x for the busybox-static example
-DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates)
+#   debootstrap       the Debian minbase image of tests/test_debian_image.py
+DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap)
 
 missing=()
 for p in "${DEBS[@]}"; do

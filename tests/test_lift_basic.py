@@ -209,3 +209,38 @@ def test_jump_to_untranslated_address_faults(tmp_path: Path) -> None:
     exe = build(tmp_path, "notrans", "lea scratch(%rip), %rax\njmp *%rax", _vectors(1, 3))
     with pytest.raises(GuestFault, match=r"NO_TRANSLATION at 0x4[0-9a-f]+"):
         run_lifted(exe)
+
+
+def test_fast_decoder_agrees_with_capstone_detail(tmp_path: Path) -> None:
+    """The text-parsing fast path must give the same operands as Capstone's detail mode."""
+    import dataclasses
+
+    import capstone
+
+    from recompiler.x86_64.decode import Decoder
+    from recompiler.x86_64.elfimage import ElfImage
+
+    src = tmp_path / "h.c"
+    src.write_text('#include <stdio.h>\nint main(void){printf("%d\\n", 5); return 0;}\n')
+    exe = tmp_path / "h"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(exe), str(src)], check=True, capture_output=True)
+    img = ElfImage(exe)
+    text = img.section(".text")
+    code = img.data[text.offset:text.offset + text.size]
+    dec = Decoder()
+    lite = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+
+    def norm(o):
+        return dataclasses.replace(o, size=0) if o.kind == "i" else o
+    checked = 0
+    mismatches = []
+    for i, (a, _, mnem, _) in enumerate(lite.disasm_lite(code, text.addr)):
+        if i % 3 or mnem.startswith(("f", "v")):      # sample; x87/AVX are trap sites either way
+            continue
+        off = a - text.addr
+        x, y = dec.decode(code[off:off + 15], a), dec.decode_detail(code[off:off + 15], a)
+        checked += 1
+        if (x.mnemonic, tuple(map(norm, x.ops)), x.rep, x.lock) != (y.mnemonic, tuple(map(norm, y.ops)), y.rep, y.lock):
+            mismatches.append(x.text)
+    assert checked > 20000
+    assert mismatches == []

@@ -7,6 +7,7 @@ native run on the same input. Also Debian's busybox-static.
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -154,8 +155,43 @@ def test_musl_static_program(musl_dir: Path, name: str) -> None:
     _same(_build(musl_dir, name, ["musl-gcc", "-static"]))
 
 
-@pytest.mark.skipif(MUSL is None, reason="musl-gcc not installed")
-def test_musl_static_pie(musl_dir: Path) -> None:
-    exe = _build(musl_dir, "qsort", ["musl-gcc", "-static-pie", "-fPIE"])
-    assert subprocess.run(["file", "-b", str(exe)], capture_output=True, text=True).stdout.count("pie") or True
+@pytest.fixture(scope="module")
+def glibc_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("glibc")
+
+
+GLIBC_PROGS = ["hello", "qsort", "setjmp", "malloc", "stdin"]
+
+
+@pytest.mark.parametrize("name", GLIBC_PROGS)
+def test_glibc_static_program(glibc_dir: Path, name: str) -> None:
+    """glibc: IRELATIVE/IFUNC resolution through cpuid, TLS through fs:, SSE2 string functions."""
+    _same(_build(glibc_dir, name, ["gcc", "-static"]))
+
+
+def test_glibc_static_pie(glibc_dir: Path) -> None:
+    exe = _build(glibc_dir, "qsort", ["gcc", "-static-pie", "-fPIE"])
+    assert struct.unpack_from("<H", exe.read_bytes(), 16)[0] == 3      # ET_DYN: really position-independent
     _same(exe)
+
+
+BUSYBOX_CASES = [
+    (["busybox", "echo", "hi"], b""),
+    (["busybox", "expr", "3", "*", "7"], b""),
+    (["busybox", "seq", "2", "3", "11"], b""),
+    (["busybox", "sha256sum"], STDIN),
+    (["busybox", "wc"], STDIN),
+    (["busybox", "sort", "-r"], STDIN),
+    (["busybox", "tr", "a-z", "A-Z"], STDIN),
+    (["busybox", "printf", "%05d|%-6s|%x\\n", "42", "ab", "255"], b""),
+    (["busybox", "false"], b""),
+]
+
+
+@pytest.mark.parametrize("argv,stdin", BUSYBOX_CASES, ids=[" ".join(a[1:3]) for a, _ in BUSYBOX_CASES])
+def test_debian_busybox_static(busybox_bin: Path, argv: list[str], stdin: bytes) -> None:
+    """Debian's busybox-static (stripped glibc-static, IFUNCs, jump tables): same output as native."""
+    want = subprocess.run([str(busybox_bin)] + argv[1:], input=stdin, capture_output=True, timeout=30,
+                          env={"PATH": "/bin"})
+    got = run_lifted(busybox_bin, argv=argv, stdin=stdin, name="/bin/busybox")
+    assert (got.stdout, got.stderr, got.status) == (want.stdout, want.stderr, want.returncode)

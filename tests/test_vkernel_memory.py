@@ -115,3 +115,12 @@ def test_exec_mapping_of_files(setup) -> None:
     assert (region.start, region.end, region.unit) == (a, a + 8192, 0)
     assert region.bias == a - 0x400000                          # first PT_LOAD: offset 0 at 0x400000
     assert call(k, NR["munmap"], a, 8192) == 0 and k.ctl.read_regions() == []
+
+
+def test_large_unmap_returns_zero_pages(setup) -> None:
+    k, _, _ = setup
+    a = mmap(k, 0, 1 << 20, PROT_R | PROT_W, MAP_PRIVATE | MAP_ANON)
+    k.space.write(a + 5, b"start")
+    k.space.write(a + (1 << 20) - 5, b"end!!")
+    assert call(k, NR["munmap"], a, 1 << 20) == 0          # the madvise(DONTNEED) path
+    assert k.space.read(a, 1 << 20) == bytes(1 << 20)

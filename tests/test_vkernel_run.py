@@ -197,3 +197,21 @@ def test_cli_errors_are_reported_without_traceback(tmp_path: Path, args, needle:
     assert got.returncode == 2 and needle in err and "Traceback" not in err
     got = kiln_run(root, mb, "nosuchcmd")
     assert got.returncode == 2 and "nosuchcmd: command not found" in got.stderr.decode()
+
+
+def test_upper_directory_keeps_the_runs_writes(tmp_path: Path) -> None:
+    elf = build_elf(tmp_path, "hello")
+    # openat("/tmp/out", O_WRONLY|O_CREAT, 0644); write(fd=3, msg, len); exit_group(0)
+    body = (f"(drop {S(257, c(-100 & (2**64 - 1)), c(0xFF800100), c(0o101), c(0o644))})"
+            f"(drop {S(1, c(3), c(elf.msg_addr), c(elf.msg_len))})")
+    extra = '(data (memory $g) (i32.const 0xFF800100) "/tmp/out\\00")'
+    root = make_rootfs(tmp_path, {"/bin/hello": elf.path})
+    mb = write_mb(tmp_path / "mb.kiln", wat_module(body, extra), [unit_for(elf.path.read_bytes(), "/bin/hello")])
+    upper = tmp_path / "changes"
+    got = kiln_run(root, mb, "/bin/hello", extra=("--upper", str(upper)))
+    assert got.returncode == 0, got.stderr
+    assert (upper / "tmp/out").read_bytes() == b"hello from a real ELF\n"
+    assert not (root / "tmp/out").exists()
+    bad = kiln_run(root, mb, "/bin/hello", extra=("--upper", str(root / "tmp/x")))
+    assert bad.returncode == 2 and "lies inside the rootfs" in bad.stderr.decode()
+    assert not (root / "tmp/x").exists()

@@ -252,3 +252,66 @@ def test_bad_pointers_are_efault(k) -> None:
     assert call(k, NR["open"], 0, 0, 0) == -errno.EFAULT
     assert call(k, NR["fstat"], fd, 0) == -errno.EFAULT
     assert call(k, NR["clock_gettime"], 0, 8) == -errno.EFAULT
+
+
+def test_statx_matches_host(k, root: Path) -> None:
+    host = os.stat(root / "etc/passwd")
+    assert call(k, NR["statx"], AT_FDCWD, put_str(k, P, "/etc/passwd"), 0, 0x7FF, B) == 0
+    raw = k.space.read(B, 256)
+    mask, blksize, _, nlink, uid, gid, mode, _, ino, size, blocks = struct.unpack_from("<IIQIIIHHQQQ", raw)
+    assert (nlink, uid, gid, mode, ino, size, blocks) == (
+        host.st_nlink, host.st_uid, host.st_gid, host.st_mode, host.st_ino, host.st_size, host.st_blocks)
+    m_sec, m_nsec = struct.unpack_from("<qI", raw, 64 + 48)
+    assert m_sec * 10**9 + m_nsec == host.st_mtime_ns
+    assert struct.unpack_from("<II", raw, 136) == (os.major(host.st_dev), os.minor(host.st_dev))
+
+
+def test_statfs_matches_host(k, root: Path) -> None:
+    assert call(k, NR["statfs"], put_str(k, P, "/etc"), B) == 0
+    f_type, f_bsize, f_blocks = struct.unpack_from("<qqQ", k.space.read(B, 24))
+    v = os.statvfs(root)
+    assert (f_bsize, f_blocks) == (v.f_bsize, v.f_blocks)
+
+
+def test_poll_and_select_on_a_pipe(k) -> None:
+    assert call(k, NR["pipe2"], B, 0) == 0
+    r, w = struct.unpack("<ii", k.space.read(B, 8))
+    pfd = B + 64
+    k.space.write(pfd, struct.pack("<ihh", r, 1, 0) + struct.pack("<ihh", 99, 1, 0))
+    assert call(k, NR["poll"], pfd, 1, 0) == 0                      # nothing to read yet
+    k.space.write(B + 200, b"x")
+    assert call(k, NR["write"], w, B + 200, 1) == 1
+    assert call(k, NR["poll"], pfd, 2, 1000) == 2                   # readable + POLLNVAL
+    assert struct.unpack("<ihh", k.space.read(pfd, 8))[2] == 1
+    assert struct.unpack("<ihh", k.space.read(pfd + 8, 8))[2] == 0x20
+    k.space.write(B + 300, (1 << r).to_bytes(8, "little"))
+    k.space.write(B + 320, struct.pack("<qq", 0, 0))
+    assert call(k, NR["select"], r + 1, B + 300, 0, 0, B + 320) == 1
+    assert int.from_bytes(k.space.read(B + 300, 8), "little") == 1 << r
+
+
+def test_utimensat_and_chmod_copy_up(k, root: Path, tmp_path: Path) -> None:
+    before = os.stat(root / "etc/hostname")
+    k.space.write(B, struct.pack("<qqqq", 1_000_000_000, 5, 1_500_000_000, 7))
+    assert call(k, NR["utimensat"], AT_FDCWD, put_str(k, P, "/etc/hostname"), B, 0) == 0
+    up = os.stat(tmp_path / "upper/etc/hostname")
+    assert (up.st_atime_ns, up.st_mtime_ns) == (1_000_000_000_000_000_005, 1_500_000_000_000_000_007)
+    assert call(k, NR["chmod"], put_str(k, P, "/etc/hostname"), 0o600) == 0
+    assert stat_mode(k, "/etc/hostname") == 0o100600
+    after = os.stat(root / "etc/hostname")
+    assert (after.st_mtime_ns, after.st_mode) == (before.st_mtime_ns, before.st_mode)
+
+
+def stat_mode(k, path: str) -> int:
+    assert call(k, NR["stat"], put_str(k, P, path), B) == 0
+    return struct.unpack_from("<I", k.space.read(B, 32), 24)[0]
+
+
+def test_credentials(k) -> None:
+    n = call(k, NR["getgroups"], 64, B)
+    assert sorted(struct.unpack(f"<{n}I", k.space.read(B, 4 * n))) == sorted(os.getgroups())
+    assert call(k, NR["setuid"], os.getuid()) == 0
+    assert call(k, NR["setuid"], os.getuid() + 1) == -errno.EPERM
+    assert call(k, NR["getresuid"], B, B + 4, B + 8) == 0
+    assert struct.unpack("<3I", k.space.read(B, 12)) == os.getresuid()
+    assert call(k, NR["times"], B) > 0

@@ -62,9 +62,12 @@ def main() -> None:
 @click.option("--trace", is_flag=True, help="Print each syscall on stderr, strace style.")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append policy decisions (refusals) as JSON lines to this file.")
+@click.option("--upper", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the run's file changes in this directory (created if missing); "
+                   "default: a temporary directory removed when the run ends.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(rootfs: Path, megabinary: Path, env: tuple[str, ...], workdir: str, trace: bool,
-                audit_log: Path | None, command: tuple[str, ...]) -> None:
+                audit_log: Path | None, upper: Path | None, command: tuple[str, ...]) -> None:
     """Run COMMAND from a recompiled rootfs: kiln run --rootfs DIR --megabinary FILE -- CMD ARGS.
 
     Exits with the guest's status (128+N when a signal N ended it).
@@ -76,8 +79,17 @@ def run_command(rootfs: Path, megabinary: Path, env: tuple[str, ...], workdir: s
                             hint="write --env NAME=value")
     if not workdir.startswith("/"):
         raise KilnError(f"--workdir {workdir!r} must be an absolute path in the guest")
+    if upper is not None:
+        if upper.resolve() == rootfs.resolve() or rootfs.resolve() in upper.resolve().parents:
+            raise KilnError(f"--upper {upper} lies inside the rootfs {rootfs}",
+                            hint="the rootfs is never modified; put the upper directory elsewhere")
+        try:
+            upper.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise KilnError(f"cannot create the upper directory {upper}: {e.strerror}",
+                            hint="choose a writable directory for --upper") from None
     spec = RunSpec(rootfs=rootfs, megabinary=megabinary, argv=tuple(command), env=env,
-                   workdir=workdir, trace=trace, audit_log=audit_log)
+                   workdir=workdir, trace=trace, audit_log=audit_log, upper=upper)
     try:
         status = run_guest(spec)
     except KilnError:

@@ -301,10 +301,14 @@ def run_guest(spec: RunSpec) -> int:
         status = rt.run()
         sig = rt.last_signal
         return status
-    except KilnError as e:
-        if rt.proc.is_forked_child:
-            print(f"kiln: {e.message}", file=sys.stderr, flush=True)
-            status = 127
+    except BaseException as e:
+        if rt.proc.is_forked_child:      # nobody above us to report it: say it and end
+            if isinstance(e, KilnError):
+                print(f"kiln: {e.message}", file=sys.stderr, flush=True)
+                status = 127
+            else:
+                print(f"kiln: internal error in vkernel: {type(e).__name__}: {e}",
+                      file=sys.stderr, flush=True)
         raise
     finally:
         child = rt.proc.is_forked_child

@@ -1,16 +1,19 @@
-"""Guest paths: a read-only rootfs lower layer, a per-run upper layer, synthesized /dev and /proc.
+"""Guest paths: a read-only rootfs lower layer, a per-run upper layer, synthesized /dev.
 
-Every lookup goes through Linux ``openat2(RESOLVE_IN_ROOT)``, so symlinks
-and ``..`` stay inside the layer's root in the host kernel. Lookups try the
-upper layer first, then the rootfs. Opening for writing copies the file up
-first; the rootfs is never written.
+Paths are resolved component by component over the merged view (upper
+entry first, then the rootfs unless whited out), following symlinks found
+in either layer, so ``/bin -> usr/bin`` in the rootfs and a file created in
+the upper layer meet as they would in overlayfs. Every host access goes
+through Linux ``openat2(RESOLVE_IN_ROOT)`` on a layer root, so even a path
+changed under our feet cannot leave the layer. Writes copy the file up
+first; deletes leave OCI-style ``.wh.NAME`` whiteouts in the upper layer.
+The rootfs is never written.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
-import shutil
 import stat as st
 
 _NR_OPENAT2 = 437
@@ -49,6 +52,11 @@ DEVICES = {
 }
 
 
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_MARKER = ".wh..wh.kiln"
+"""A file in the upper root saying some whiteout exists (lookups skip the checks otherwise)."""
+
+
 def normalize(path: str) -> str:
     """Lexically normalized absolute guest path (used for synthesized names only)."""
     p = os.path.normpath("/" + path)
@@ -71,48 +79,130 @@ class Vfs:
             except OSError:
                 pass
 
-    # -- lookups ------------------------------------------------------------
-    def _layers(self) -> tuple[tuple[int, str], ...]:
-        return ((self.upper_fd, self.upper), (self.lower_fd, self.rootfs))
+    # -- merged-view resolution -------------------------------------------------
+    def _lstat_in(self, root_fd: int, canon: str) -> os.stat_result | None:
+        try:
+            fd = openat2_in_root(root_fd, canon, os.O_PATH | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
+    def _has_whiteouts(self) -> bool:
+        return self._lstat_in(self.upper_fd, "/" + WHITEOUT_MARKER) is not None
+
+    def hidden(self, canon: str) -> bool:
+        """Whether the rootfs entry at canonical ``canon`` (or a parent) was deleted in this run."""
+        if canon == "/" or not self._has_whiteouts():
+            return False
+        parts = [p for p in canon.split("/") if p]
+        for i in range(len(parts)):
+            parent = "/" + "/".join(parts[:i])
+            if self._lstat_in(self.upper_fd, parent.rstrip("/") + "/" + WHITEOUT_PREFIX + parts[i]):
+                return True
+        return False
+
+    def find(self, canon: str) -> tuple[int, os.stat_result] | None:
+        """(layer root fd, lstat) of what the merged view shows at canonical ``canon``."""
+        s = self._lstat_in(self.upper_fd, canon)
+        if s is not None:
+            return self.upper_fd, s
+        if self.hidden(canon):
+            return None
+        s = self._lstat_in(self.lower_fd, canon)
+        return (self.lower_fd, s) if s is not None else None
+
+    def _readlink_in(self, root_fd: int, canon: str) -> str:
+        fd = openat2_in_root(root_fd, canon, os.O_PATH | os.O_NOFOLLOW)
+        try:
+            return os.readlink("", dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def resolve(self, path: str, follow: bool = True) -> tuple[str, int | None, os.stat_result | None]:
+        """Canonical guest path, layer fd and lstat of ``path``; (canon, None, None) when only
+        the last component is missing. OSError ENOENT/ENOTDIR/ELOOP otherwise, as Linux."""
+        pending = [c for c in path.split("/") if c][::-1]
+        parts: list[str] = []
+        links = 0
+        while pending:
+            comp = pending.pop()
+            if comp == ".":
+                continue
+            if comp == "..":
+                if parts:
+                    parts.pop()
+                continue
+            canon = "/" + "/".join(parts + [comp])
+            last = not pending
+            found = self.find(canon)
+            if found is None:
+                if last:
+                    return canon, None, None
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+            layer, s = found
+            if st.S_ISLNK(s.st_mode) and (follow or not last):
+                links += 1
+                if links > 40:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+                target = self._readlink_in(layer, canon)
+                if target.startswith("/"):
+                    parts = []
+                pending.extend([c for c in target.split("/") if c][::-1])
+                continue
+            if not last and not st.S_ISDIR(s.st_mode):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+            parts.append(comp)
+        canon = "/" + "/".join(parts)
+        found = self.find(canon) if parts else (self.lower_fd, os.fstat(self.lower_fd))
+        if found is None:
+            return canon, None, None
+        return canon, found[0], found[1]
+
+    # -- lookups ------------------------------------------------------------------
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
         """A host fd for guest absolute ``path`` (OSError with the host errno on failure)."""
         dev = DEVICES.get(normalize(path))
         if dev is not None:
             return os.open(dev, (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
+        canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
         if flags & _WRITE_FLAGS:
-            self._copy_up(path, flags)
-            return openat2_in_root(self.upper_fd, path, flags, mode)
-        last: OSError | None = None
-        for root_fd, _ in self._layers():
-            try:
-                return openat2_in_root(root_fd, path, flags, mode)
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENOTDIR):
-                    raise
-                last = e
-        assert last is not None
-        raise last
+            if s is None:
+                if not flags & os.O_CREAT:
+                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+                self._mkdirs_up(os.path.dirname(canon))
+            else:
+                if flags & os.O_CREAT and flags & os.O_EXCL:
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+                if st.S_ISDIR(s.st_mode):
+                    raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+                if layer == self.lower_fd:
+                    self._copy_up(canon, s, truncate=bool(flags & os.O_TRUNC))
+            return openat2_in_root(self.upper_fd, canon, flags, mode)
+        if s is None or layer is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return openat2_in_root(layer, canon, flags, mode)
 
     def stat(self, path: str, follow: bool = True) -> os.stat_result:
         dev = DEVICES.get(normalize(path))
         if dev is not None:
             return os.stat(dev)
-        flags = os.O_PATH | (0 if follow else os.O_NOFOLLOW)
-        fd = self.open(path, flags)
-        try:
-            return os.fstat(fd)        # an O_PATH|O_NOFOLLOW fd stats the link itself
-        finally:
-            os.close(fd)
+        _, _, s = self.resolve(path, follow)
+        if s is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return s
 
     def readlink(self, path: str) -> bytes:
-        fd = self.open(path, os.O_PATH | os.O_NOFOLLOW)
-        try:
-            if not st.S_ISLNK(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
-            return os.readlink(b"", dir_fd=fd)
-        finally:
-            os.close(fd)
+        canon, layer, s = self.resolve(path, follow=False)
+        if s is None or layer is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if not st.S_ISLNK(s.st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+        return self._readlink_in(layer, canon).encode("utf-8", "surrogateescape")
 
     def host_path(self, fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
@@ -130,8 +220,7 @@ class Vfs:
     def read_file(self, path: str, limit: int = 1 << 30) -> bytes:
         fd = self.open(path, os.O_RDONLY)
         try:
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                return f.read(limit)
+            return os.pread(fd, limit, 0)
         finally:
             os.close(fd)
 
@@ -141,52 +230,192 @@ class Vfs:
         except OSError:
             return False
 
-    # -- writes ---------------------------------------------------------------
-    def _canonical(self, root_fd: int, path: str) -> str | None:
-        """Guest path with symlinks resolved in one layer, or None if it does not exist there."""
-        try:
-            fd = openat2_in_root(root_fd, path, os.O_PATH)
-        except OSError:
-            return None
-        try:
-            return self.guest_path_of(fd)
-        finally:
-            os.close(fd)
-
-    def _copy_up(self, path: str, flags: int) -> None:
-        """Make sure ``path`` (and its parent directories) exist in the upper layer."""
-        if self._canonical(self.upper_fd, path) is not None:
-            return
-        target = self._canonical(self.lower_fd, path)
-        if target is None:
-            parent, name = os.path.split(normalize(path))
-            cparent = self._canonical(self.upper_fd, parent) or self._canonical(self.lower_fd, parent)
-            if cparent is None:
-                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-            self._mkdirs_up(cparent)
-            return
-        lower_host = self.rootfs + target
-        s = os.lstat(lower_host)
-        if st.S_ISDIR(s.st_mode):
-            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        self._mkdirs_up(os.path.dirname(target))
-        up = self.upper + target
-        if flags & os.O_TRUNC:
-            fd = os.open(up, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, st.S_IMODE(s.st_mode))
-            os.close(fd)
-        else:
-            shutil.copy2(lower_host, up)
-
-    def _mkdirs_up(self, guest_dir: str) -> None:
-        parts = [p for p in guest_dir.split("/") if p]
-        cur = ""
-        for p in parts:
-            cur += "/" + p
-            up = self.upper + cur
-            if os.path.isdir(up):
+    def list_dir(self, canon: str) -> list[tuple[str, os.stat_result]]:
+        """Merged entries of directory ``canon`` (no "." or ".."), upper first, whiteouts applied."""
+        out: dict[str, os.stat_result] = {}
+        for root_fd in (self.upper_fd, self.lower_fd):
+            if root_fd == self.lower_fd and self.hidden(canon):
                 continue
             try:
-                mode = st.S_IMODE(os.stat(self.rootfs + cur).st_mode)
+                dfd = openat2_in_root(root_fd, canon, os.O_RDONLY | os.O_DIRECTORY)
             except OSError:
-                mode = 0o755
-            os.mkdir(up, mode)
+                continue
+            try:
+                for ent in os.scandir(dfd):
+                    name = ent.name
+                    if name in out or name.startswith(WHITEOUT_PREFIX):
+                        continue
+                    if root_fd == self.lower_fd and self._lstat_in(
+                            self.upper_fd, canon.rstrip("/") + "/" + WHITEOUT_PREFIX + name):
+                        continue
+                    out[name] = ent.stat(follow_symlinks=False)
+            finally:
+                os.close(dfd)
+        return list(out.items())
+
+    # -- writes ---------------------------------------------------------------------
+    def _upper_dir_fd(self, canon_dir: str) -> int:
+        self._mkdirs_up(canon_dir)
+        return openat2_in_root(self.upper_fd, canon_dir, os.O_PATH | os.O_DIRECTORY)
+
+    def _mkdirs_up(self, canon_dir: str) -> None:
+        """Create the directories of canonical ``canon_dir`` in the upper layer (rootfs modes)."""
+        parts = [p for p in canon_dir.split("/") if p]
+        for i in range(len(parts)):
+            cur = "/" + "/".join(parts[:i + 1])
+            s = self._lstat_in(self.upper_fd, cur)
+            if s is not None:
+                if not st.S_ISDIR(s.st_mode):
+                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), cur)
+                continue
+            low = self._lstat_in(self.lower_fd, cur)
+            mode = st.S_IMODE(low.st_mode) if low is not None else 0o755
+            pfd = openat2_in_root(self.upper_fd, "/" + "/".join(parts[:i]), os.O_PATH | os.O_DIRECTORY)
+            try:
+                os.mkdir(parts[i], mode, dir_fd=pfd)
+            except FileExistsError:
+                pass
+            finally:
+                os.close(pfd)
+
+    def _copy_up(self, canon: str, s: os.stat_result, truncate: bool = False) -> None:
+        """Copy the rootfs entry at ``canon`` (file or symlink) into the upper layer."""
+        pfd = self._upper_dir_fd(os.path.dirname(canon))
+        name = os.path.basename(canon)
+        try:
+            if st.S_ISLNK(s.st_mode):
+                os.symlink(self._readlink_in(self.lower_fd, canon), name, dir_fd=pfd)
+                return
+            if st.S_ISDIR(s.st_mode):
+                self._mkdirs_up(canon)
+                return
+            src = openat2_in_root(self.lower_fd, canon, os.O_RDONLY)
+            try:
+                dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                              st.S_IMODE(s.st_mode), dir_fd=pfd)
+                try:
+                    if not truncate:
+                        while os.sendfile(dst, src, None, 1 << 24) > 0:
+                            pass
+                    os.utime(dst, ns=(s.st_atime_ns, s.st_mtime_ns))
+                finally:
+                    os.close(dst)
+            finally:
+                os.close(src)
+        finally:
+            os.close(pfd)
+
+    def _whiteout(self, canon: str) -> None:
+        if not self._has_whiteouts():
+            fd = openat2_in_root(self.upper_fd, "/" + WHITEOUT_MARKER, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        pfd = self._upper_dir_fd(os.path.dirname(canon))
+        try:
+            fd = os.open(WHITEOUT_PREFIX + os.path.basename(canon),
+                         os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            os.close(fd)
+        finally:
+            os.close(pfd)
+
+    def _in_lower(self, canon: str) -> os.stat_result | None:
+        return None if self.hidden(canon) else self._lstat_in(self.lower_fd, canon)
+
+    def _remove(self, path: str, want_dir: bool) -> None:
+        canon, layer, s = self.resolve(path, follow=False)
+        if s is None or canon == "/":
+            raise OSError(errno.ENOENT if s is None else errno.EBUSY, "remove", path)
+        is_dir = st.S_ISDIR(s.st_mode)
+        if want_dir and not is_dir:
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+        if not want_dir and is_dir:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if want_dir and self.list_dir(canon):
+            raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), path)
+        lower = self._in_lower(canon)
+        if layer == self.upper_fd:
+            pfd = openat2_in_root(self.upper_fd, os.path.dirname(canon), os.O_PATH | os.O_DIRECTORY)
+            try:
+                name = os.path.basename(canon)
+                if is_dir:
+                    dfd = openat2_in_root(self.upper_fd, canon, os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        for ent in os.scandir(dfd):     # only whiteouts are left inside
+                            os.unlink(ent.name, dir_fd=dfd)
+                    finally:
+                        os.close(dfd)
+                    os.rmdir(name, dir_fd=pfd)
+                else:
+                    os.unlink(name, dir_fd=pfd)
+            finally:
+                os.close(pfd)
+        if lower is not None:
+            self._whiteout(canon)
+
+    def unlink(self, path: str) -> None:
+        """Remove a file or symlink (a whiteout hides the rootfs copy)."""
+        self._remove(path, want_dir=False)
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory."""
+        self._remove(path, want_dir=True)
+
+    def mkdir(self, path: str, mode: int) -> None:
+        canon, _, s = self.resolve(path, follow=False)
+        if s is not None:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        pfd = self._upper_dir_fd(os.path.dirname(canon))
+        try:
+            os.mkdir(os.path.basename(canon), mode, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+
+    def symlink(self, target: str, path: str) -> None:
+        canon, _, s = self.resolve(path, follow=False)
+        if s is not None:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        pfd = self._upper_dir_fd(os.path.dirname(canon))
+        try:
+            os.symlink(target, os.path.basename(canon), dir_fd=pfd)
+        finally:
+            os.close(pfd)
+
+    def rename(self, old: str, new: str) -> None:
+        ocanon, olayer, os_ = self.resolve(old, follow=False)
+        if os_ is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), old)
+        ncanon, _, ns = self.resolve(new, follow=False)
+        if ocanon == ncanon:
+            return
+        if ncanon.startswith(ocanon + "/"):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
+        if ns is not None and st.S_ISDIR(ns.st_mode) and not st.S_ISDIR(os_.st_mode):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), new)
+        if ns is not None and st.S_ISDIR(ns.st_mode) and self.list_dir(ncanon):
+            raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), new)
+        old_lower = self._in_lower(ocanon)
+        if olayer == self.lower_fd:
+            if st.S_ISDIR(os_.st_mode):
+                # As overlayfs without redirect_dir: callers (mv) fall back to copy + delete.
+                raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), old)
+            self._copy_up(ocanon, os_)
+        if ns is not None and st.S_ISDIR(ns.st_mode):
+            self._remove(new, want_dir=True)
+        spfd = openat2_in_root(self.upper_fd, os.path.dirname(ocanon), os.O_PATH | os.O_DIRECTORY)
+        dpfd = self._upper_dir_fd(os.path.dirname(ncanon))
+        try:
+            os.rename(os.path.basename(ocanon), os.path.basename(ncanon),
+                      src_dir_fd=spfd, dst_dir_fd=dpfd)
+        finally:
+            os.close(spfd)
+            os.close(dpfd)
+        if old_lower is not None:
+            self._whiteout(ocanon)
+
+    def upper_fd_for(self, path: str, follow: bool = True) -> int:
+        """An O_PATH fd of ``path`` in the upper layer, copying it up first (chmod, utimes)."""
+        canon, layer, s = self.resolve(path, follow)
+        if s is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if layer == self.lower_fd:
+            self._copy_up(canon, s)
+        return openat2_in_root(self.upper_fd, canon, os.O_PATH | (0 if follow else os.O_NOFOLLOW))

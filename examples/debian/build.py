@@ -18,7 +18,7 @@ The image has two layers:
    (:data:`ADDED`); its parent directories keep the base layer's modes and
    mtimes.
 
-    python3 -m examples.debian.build OUT [--suite bookworm] [--format oci|oci-archive|docker-archive]
+    python3 -m examples.debian.build OUT [--suite bookworm] [--format oci|oci-archive|...]
 """
 from __future__ import annotations
 
@@ -37,12 +37,12 @@ from pathlib import Path
 
 from examples.debs import cache_dir
 from formats.errors import KilnError, user_report
-from recompiler.image import (ExtraLayer, LayerEntry, dir_entry, file_entry, rootfs_entries,
+from recompiler.image import (ExtraLayer, LayerEntry, file_entry, rootfs_entries,
                               scratch_image, write_image)
 from recompiler.image.source import DEFAULT_ENV_PATH
 
 __all__ = ["build_debian_image", "debootstrap_rootfs", "apt_mirror", "apt_sources",
-           "base_entries", "site_entries", "WHITEOUTS", "ADDED", "EXCLUDED_PATTERN",
+           "base_entries", "site_entries", "WHITEOUTS", "ADDED", "EXCLUDED_PATTERN", "COMPLETE",
            "DebianBuildError", "main"]
 
 WHITEOUTS = ("/usr/bin/pinky", "/etc/motd")

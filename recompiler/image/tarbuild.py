@@ -1,7 +1,7 @@
 """Deterministic layer tars: what Kiln adds to an image, byte-identical for identical input.
 
 Entries are sorted by path, missing parent directories are added (0755),
-owners are uid/gid 0 with empty names, mtimes are fixed integers (so the PAX
+owners are the entries' numeric uid/gid (0 unless given) with empty names, mtimes are fixed integers (so the PAX
 format adds no time records) and the tar is written in stream mode, so the
 same entries always give the same bytes.
 """
@@ -44,6 +44,8 @@ class LayerEntry:
     mtime: int = FIXED_MTIME
     major: int = 0
     minor: int = 0
+    uid: int = 0
+    gid: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -113,10 +115,12 @@ def _with_parents(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
         members = sorted([by_path[tpath], *links], key=lambda e: e.name.split("/"))
         first, content = members[0], by_path[tpath]
         rewrite[first.path] = LayerEntry(first.path, "file", content.mode, data=content.data,
-                                         source=content.source, mtime=content.mtime)
+                                         source=content.source, mtime=content.mtime,
+                                         uid=content.uid, gid=content.gid)
         for other in members[1:]:
             rewrite[other.path] = LayerEntry(other.path, "hardlink", content.mode,
-                                             target=first.path, mtime=content.mtime)
+                                             target=first.path, mtime=content.mtime,
+                                             uid=content.uid, gid=content.gid)
     return [rewrite.get(e.path, e) for e in ordered]
 
 
@@ -124,7 +128,7 @@ def _info(e: LayerEntry) -> tarfile.TarInfo:
     info = tarfile.TarInfo(e.name)
     info.mode = e.mode & 0o7777
     info.mtime = int(e.mtime)
-    info.uid = info.gid = 0
+    info.uid, info.gid = int(e.uid), int(e.gid)
     info.uname = info.gname = ""
     if e.kind == "file":
         info.type = tarfile.REGTYPE
@@ -212,22 +216,22 @@ def rootfs_entries(root: Path) -> list[LayerEntry]:
             mode = stat.S_IMODE(st.st_mode)
             mtime = int(st.st_mtime)
             if stat.S_ISDIR(st.st_mode):
-                out.append(LayerEntry(guest, "dir", mode, mtime=mtime))
+                out.append(LayerEntry(guest, "dir", mode, mtime=mtime, uid=st.st_uid, gid=st.st_gid))
             elif stat.S_ISLNK(st.st_mode):
                 out.append(LayerEntry(guest, "symlink", 0o777, target=os.readlink(host),
-                                      mtime=mtime))
+                                      mtime=mtime, uid=st.st_uid, gid=st.st_gid))
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in seen:
                     out.append(LayerEntry(guest, "hardlink", mode, target=seen[key],
-                                          mtime=mtime))
+                                          mtime=mtime, uid=st.st_uid, gid=st.st_gid))
                 else:
                     seen[key] = guest
-                    out.append(LayerEntry(guest, "file", mode, source=host, mtime=mtime))
+                    out.append(LayerEntry(guest, "file", mode, source=host, mtime=mtime, uid=st.st_uid, gid=st.st_gid))
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 out.append(LayerEntry(guest, "chr" if stat.S_ISCHR(st.st_mode) else "blk", mode,
-                                      mtime=mtime, major=os.major(st.st_rdev),
+                                      mtime=mtime, uid=st.st_uid, gid=st.st_gid, major=os.major(st.st_rdev),
                                       minor=os.minor(st.st_rdev)))
             elif stat.S_ISFIFO(st.st_mode):
-                out.append(LayerEntry(guest, "fifo", mode, mtime=mtime))
+                out.append(LayerEntry(guest, "fifo", mode, mtime=mtime, uid=st.st_uid, gid=st.st_gid))
     return out

@@ -18,6 +18,7 @@ __all__ = ["Block", "Function", "Program", "discover"]
 
 _JCC = {"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp",
         "jl", "jge", "jle", "jg", "jrcxz", "jecxz"}
+_PTR_MNEMONICS = {"mov", "movabs", "lea", "push"}
 _STOP = {"ret", "hlt", "ud2", "jmp", "int3", "retf", "iretq"}
 
 
@@ -105,6 +106,13 @@ def discover(img: ElfImage) -> Program:
                   break
               insns[a] = ins
               m = ins.mnemonic
+              # code pointers in immediates (mov $main, %rdi) and rip-relative lea (PIE)
+              if m in _PTR_MNEMONICS:
+                  for o in ins.ops:
+                      t = o.imm if o.kind == "i" else (ins.next + o.disp if o.kind == "m" and o.base == "rip" and m == "lea" else -1)
+                      if t > 0 and t not in funcs and code(t):
+                          add_func(t)
+                          work.append(t)
               if m == "call":
                   o = ins.ops[0] if ins.ops else None
                   if o is not None and o.kind == "i":

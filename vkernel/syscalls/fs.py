@@ -248,26 +248,11 @@ _DT = {st.S_IFDIR: 4, st.S_IFREG: 8, st.S_IFLNK: 10, st.S_IFCHR: 2, st.S_IFBLK: 
 
 def _list_dir(k: Kernel, of: OpenFile) -> list[tuple[bytes, int, int]]:
     """(name, inode, d_type) of the merged upper+rootfs directory, "." and ".." first."""
-    seen: dict[bytes, tuple[bytes, int, int]] = {}
     own = os.fstat(of.host_fd)
-    seen[b"."] = (b".", own.st_ino, 4)
-    seen[b".."] = (b"..", own.st_ino, 4)
-    from vkernel.vfs import openat2_in_root
-    for root_fd in (k.vfs.upper_fd, k.vfs.lower_fd):
-        try:
-            dfd = openat2_in_root(root_fd, of.path, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue
-        try:
-            for ent in os.scandir(dfd):
-                name = os.fsencode(ent.name)
-                if name in seen:
-                    continue
-                s = ent.stat(follow_symlinks=False)
-                seen[name] = (name, ent.inode(), _DT.get(st.S_IFMT(s.st_mode), 0))
-        finally:
-            os.close(dfd)
-    return list(seen.values())
+    out = [(b".", own.st_ino, 4), (b"..", own.st_ino, 4)]
+    for name, s in sorted(k.vfs.list_dir(of.path)):
+        out.append((os.fsencode(name), s.st_ino, _DT.get(st.S_IFMT(s.st_mode), 0)))
+    return out
 
 
 def sys_getdents64(k: Kernel, fd: int, dirp: int, count: int) -> int:
@@ -370,15 +355,8 @@ def sys_fchdir(k: Kernel, fd: int) -> int:
 
 
 def sys_mkdirat(k: Kernel, dirfd: int, pathname: int, mode: int) -> int:
-    """mkdirat(2): creates the directory in the run's upper layer"""
-    path = normalize(k.guest_path(s32(dirfd), path_arg(k, pathname)))
-    if k.vfs.is_dir(path) or _exists(k, path):
-        return -errno.EEXIST
-    parent, name = os.path.split(path)
-    if not k.vfs.is_dir(parent):
-        return -errno.ENOENT
-    k.vfs._mkdirs_up(parent)
-    os.mkdir(k.vfs.upper + parent.rstrip("/") + "/" + name, mode & 0o7777 & ~k.proc.umask)
+    """mkdirat(2): created in the run's upper layer"""
+    k.vfs.mkdir(k.guest_path(s32(dirfd), path_arg(k, pathname)), mode & 0o7777 & ~k.proc.umask)
     return 0
 
 
@@ -387,12 +365,129 @@ def sys_mkdir(k: Kernel, pathname: int, mode: int) -> int:
     return sys_mkdirat(k, AT_FDCWD, pathname, mode)
 
 
-def _exists(k: Kernel, path: str) -> bool:
+AT_REMOVEDIR = 0x200
+
+
+def sys_unlinkat(k: Kernel, dirfd: int, pathname: int, flags: int) -> int:
+    """unlinkat(2): upper-layer files are removed, rootfs files are whited out"""
+    if flags & ~AT_REMOVEDIR:
+        return -errno.EINVAL
+    path = k.guest_path(s32(dirfd), path_arg(k, pathname))
+    if flags & AT_REMOVEDIR:
+        k.vfs.rmdir(path)
+    else:
+        k.vfs.unlink(path)
+    return 0
+
+
+def sys_unlink(k: Kernel, pathname: int) -> int:
+    """unlink(2)"""
+    return sys_unlinkat(k, AT_FDCWD, pathname, 0)
+
+
+def sys_rmdir(k: Kernel, pathname: int) -> int:
+    """rmdir(2)"""
+    return sys_unlinkat(k, AT_FDCWD, pathname, AT_REMOVEDIR)
+
+
+RENAME_NOREPLACE = 1
+
+
+def sys_renameat2(k: Kernel, olddirfd: int, oldpath: int, newdirfd: int, newpath: int,
+                  flags: int) -> int:
+    """renameat2(2): RENAME_NOREPLACE only; rootfs directories give EXDEV (as overlayfs)"""
+    if flags & ~RENAME_NOREPLACE:
+        return -errno.EINVAL
+    old = k.guest_path(s32(olddirfd), path_arg(k, oldpath))
+    new = k.guest_path(s32(newdirfd), path_arg(k, newpath))
+    if flags & RENAME_NOREPLACE:
+        try:
+            k.vfs.stat(new, follow=False)
+            return -errno.EEXIST
+        except FileNotFoundError:
+            pass
+    k.vfs.rename(old, new)
+    return 0
+
+
+def sys_renameat(k: Kernel, olddirfd: int, oldpath: int, newdirfd: int, newpath: int) -> int:
+    """renameat(2)"""
+    return sys_renameat2(k, olddirfd, oldpath, newdirfd, newpath, 0)
+
+
+def sys_rename(k: Kernel, oldpath: int, newpath: int) -> int:
+    """rename(2)"""
+    return sys_renameat2(k, AT_FDCWD, oldpath, AT_FDCWD, newpath, 0)
+
+
+def sys_symlinkat(k: Kernel, target: int, newdirfd: int, linkpath: int) -> int:
+    """symlinkat(2)"""
+    t = path_arg(k, target).decode("utf-8", "surrogateescape")
+    if not t:
+        return -errno.ENOENT
+    k.vfs.symlink(t, k.guest_path(s32(newdirfd), path_arg(k, linkpath)))
+    return 0
+
+
+def sys_symlink(k: Kernel, target: int, linkpath: int) -> int:
+    """symlink(2)"""
+    return sys_symlinkat(k, target, AT_FDCWD, linkpath)
+
+
+def sys_fchmodat(k: Kernel, dirfd: int, pathname: int, mode: int) -> int:
+    """fchmodat(2): copies a rootfs file up, then changes the copy"""
+    h = k.vfs.upper_fd_for(k.guest_path(s32(dirfd), path_arg(k, pathname)))
     try:
-        k.vfs.stat(path, False)
-        return True
-    except OSError:
-        return False
+        os.chmod(f"/proc/self/fd/{h}", mode & 0o7777)
+    finally:
+        os.close(h)
+    return 0
+
+
+def sys_chmod(k: Kernel, pathname: int, mode: int) -> int:
+    """chmod(2)"""
+    return sys_fchmodat(k, AT_FDCWD, pathname, mode)
+
+
+def sys_fchmod(k: Kernel, fd: int, mode: int) -> int:
+    """fchmod(2): by the fd's path (a rootfs file is copied up first)"""
+    of = _file(k, fd)
+    if of.path.startswith("pipe:"):
+        return 0
+    h = k.vfs.upper_fd_for(of.path)
+    try:
+        os.chmod(f"/proc/self/fd/{h}", mode & 0o7777)
+    finally:
+        os.close(h)
+    return 0
+
+
+def sys_truncate(k: Kernel, pathname: int, length: int) -> int:
+    """truncate(2)"""
+    h = k.vfs.open(k.guest_path(AT_FDCWD, path_arg(k, pathname)), os.O_WRONLY)
+    try:
+        os.ftruncate(h, s64(length))
+    finally:
+        os.close(h)
+    return 0
+
+
+def sys_ftruncate(k: Kernel, fd: int, length: int) -> int:
+    """ftruncate(2)"""
+    os.ftruncate(_file(k, fd).host_fd, s64(length))
+    return 0
+
+
+def sys_fsync(k: Kernel, fd: int) -> int:
+    """fsync(2)"""
+    os.fsync(_file(k, fd).host_fd)
+    return 0
+
+
+def sys_fdatasync(k: Kernel, fd: int) -> int:
+    """fdatasync(2)"""
+    os.fdatasync(_file(k, fd).host_fd)
+    return 0
 
 
 # -- fd plumbing ---------------------------------------------------------------------
@@ -491,4 +586,205 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
     hfcntl.ioctl(of.host_fd, request, buf, True)
     if request in (TCGETS, TIOCGPGRP, TIOCGWINSZ):
         k.space.write(arg, bytes(buf[:size]))
+    return 0
+
+
+# -- statx, statfs, utimensat ------------------------------------------------------------
+STATX_BASIC_STATS = 0x7FF
+_STATX_HEAD = struct.Struct("<IIQIIIHHQQQQ")           # up to stx_attributes_mask: 64 bytes
+_STATX_TS = struct.Struct("<qIi")
+
+
+def sys_statx(k: Kernel, dirfd: int, pathname: int, flags: int, mask: int, statxbuf: int) -> int:
+    """statx(2): the basic stats (no birth time)"""
+    raw = path_arg(k, pathname)
+    if raw == b"" and flags & AT_EMPTY_PATH:
+        s = os.fstat(_file(k, dirfd).host_fd) if s32(dirfd) != AT_FDCWD else k.vfs.stat(k.proc.cwd)
+    elif raw == b"":
+        return -errno.ENOENT
+    else:
+        s = stat_guest(k, k.guest_path(s32(dirfd), raw), not flags & AT_SYMLINK_NOFOLLOW)
+    out = bytearray(256)
+    _STATX_HEAD.pack_into(out, 0, STATX_BASIC_STATS, s.st_blksize, 0, s.st_nlink, s.st_uid, s.st_gid,
+                          s.st_mode, 0, s.st_ino, s.st_size, s.st_blocks, 0)
+    for i, ns in enumerate((s.st_atime_ns, 0, s.st_ctime_ns, s.st_mtime_ns)):   # atime btime ctime mtime
+        _STATX_TS.pack_into(out, 64 + 16 * i, ns // 10**9, ns % 10**9, 0)
+    struct.pack_into("<IIII", out, 128, os.major(s.st_rdev), os.minor(s.st_rdev),
+                     os.major(s.st_dev), os.minor(s.st_dev))
+    k.space.write(statxbuf, bytes(out))
+    return 0
+
+
+_libc = __import__("ctypes").CDLL(None, use_errno=True)
+
+
+def _statfs_host(k: Kernel, host_fd: int, buf: int) -> int:
+    import ctypes
+    raw = ctypes.create_string_buffer(120)
+    if _libc.fstatfs(host_fd, raw) != 0:
+        return -ctypes.get_errno()
+    k.space.write(buf, raw.raw)
+    return 0
+
+
+def sys_fstatfs(k: Kernel, fd: int, buf: int) -> int:
+    """fstatfs(2): the host file system's figures"""
+    return _statfs_host(k, _file(k, fd).host_fd, buf)
+
+
+def sys_statfs(k: Kernel, pathname: int, buf: int) -> int:
+    """statfs(2)"""
+    h = open_guest(k, k.guest_path(AT_FDCWD, path_arg(k, pathname)), os.O_PATH)
+    try:
+        return _statfs_host(k, h, buf)
+    finally:
+        os.close(h)
+
+
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+def sys_utimensat(k: Kernel, dirfd: int, pathname: int, times: int, flags: int) -> int:
+    """utimensat(2): a rootfs file is copied up first"""
+    if pathname == 0:
+        path = _file(k, dirfd).path
+    else:
+        path = k.guest_path(s32(dirfd), path_arg(k, pathname))
+    h = k.vfs.upper_fd_for(path, follow=not flags & AT_SYMLINK_NOFOLLOW)
+    try:
+        cur = os.fstat(h)
+        import time as htime
+        now = htime.time_ns()
+        if times:
+            (a_s, a_ns), (m_s, m_ns) = struct.unpack("<qq", k.space.read(times, 16)), \
+                struct.unpack("<qq", k.space.read(times + 16, 16))
+            at = now if a_ns == UTIME_NOW else cur.st_atime_ns if a_ns == UTIME_OMIT else a_s * 10**9 + a_ns
+            mt = now if m_ns == UTIME_NOW else cur.st_mtime_ns if m_ns == UTIME_OMIT else m_s * 10**9 + m_ns
+        else:
+            at = mt = now
+        os.utime(f"/proc/self/fd/{h}", ns=(at, mt), follow_symlinks=True)
+    finally:
+        os.close(h)
+    return 0
+
+
+# -- poll and select ---------------------------------------------------------------------------
+_POLLNVAL = 0x20
+
+
+def _poll(k: Kernel, fds: int, nfds: int, timeout_ms: float | None) -> int:
+    import select
+    if nfds > k.fds.limit:
+        return -errno.EINVAL
+    raw = bytearray(k.space.read(fds, 8 * nfds)) if nfds else bytearray()
+    poller = select.poll()
+    host_to_idx: dict[int, list[int]] = {}
+    ready = 0
+    for i in range(nfds):
+        fd, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
+        struct.pack_into("<h", raw, 8 * i + 6, 0)
+        if fd < 0:
+            continue
+        of = k.fds.get(fd)
+        if of is None:
+            struct.pack_into("<h", raw, 8 * i + 6, _POLLNVAL)
+            ready += 1
+            continue
+        poller.register(of.host_fd, events & 0xFFFF)
+        host_to_idx.setdefault(of.host_fd, []).append(i)
+    if ready:
+        timeout_ms = 0
+    for hfd, rev in poller.poll(None if timeout_ms is None or timeout_ms < 0 else timeout_ms):
+        for i in host_to_idx.get(hfd, []):
+            _, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
+            got = rev & (events | 0x38)         # POLLERR, POLLHUP, POLLNVAL always reported
+            if got:
+                struct.pack_into("<h", raw, 8 * i + 6, got)
+                ready += 1
+    if nfds:
+        k.space.write(fds, bytes(raw))
+    return ready
+
+
+def sys_poll(k: Kernel, fds: int, nfds: int, timeout: int) -> int:
+    """poll(2)"""
+    return _poll(k, fds, nfds, s32(timeout))
+
+
+def sys_ppoll(k: Kernel, fds: int, nfds: int, tmo_p: int, sigmask: int, sigsetsize: int) -> int:
+    """ppoll(2): the signal mask argument is ignored (no asynchronous signals yet)"""
+    from vkernel.syscalls.args import get_timespec_ns
+    t = None if tmo_p == 0 else get_timespec_ns(k, tmo_p) / 1e6
+    return _poll(k, fds, nfds, t)
+
+
+def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float | None) -> int:
+    import select
+    nfds = s32(nfds)
+    if not 0 <= nfds <= k.fds.limit:
+        return -errno.EINVAL
+    nbytes = (nfds + 63) // 64 * 8
+    wanted: list[list[int]] = []
+    for addr in sets:
+        fds = []
+        if addr:
+            bits = int.from_bytes(k.space.read(addr, nbytes), "little")
+            for fd in range(nfds):
+                if bits >> fd & 1:
+                    if k.fds.get(fd) is None:
+                        return -errno.EBADF
+                    fds.append(fd)
+        wanted.append(fds)
+    host = [[k.fds.files[fd].host_fd for fd in w] for w in wanted]
+    r, w, x = select.select(host[0], host[1], host[2], timeout_s)
+    count = 0
+    for addr, fds, hfds, got in zip(sets, wanted, host, (r, w, x)):
+        if not addr:
+            continue
+        bits = 0
+        for fd, h in zip(fds, hfds):
+            if h in got:
+                bits |= 1 << fd
+                count += 1
+        k.space.write(addr, bits.to_bytes(nbytes, "little"))
+    return count
+
+
+def sys_select(k: Kernel, nfds: int, readfds: int, writefds: int, exceptfds: int, timeout: int) -> int:
+    """select(2): the remaining time is not written back"""
+    t = None
+    if timeout:
+        sec, usec = struct.unpack("<qq", k.space.read(timeout, 16))
+        t = max(0.0, sec + usec / 1e6)
+    return _select(k, nfds, (readfds, writefds, exceptfds), t)
+
+
+def sys_pselect6(k: Kernel, nfds: int, readfds: int, writefds: int, exceptfds: int, timeout: int,
+                 sigmask: int) -> int:
+    """pselect6(2): the signal mask argument is ignored"""
+    from vkernel.syscalls.args import get_timespec_ns
+    t = None if timeout == 0 else get_timespec_ns(k, timeout) / 1e9
+    return _select(k, nfds, (readfds, writefds, exceptfds), t)
+
+
+def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) -> int:
+    """sendfile(2)"""
+    o, i = _file(k, out_fd), _file(k, in_fd)
+    if offset:
+        off = k.space.u64(offset)
+        n = os.sendfile(o.host_fd, i.host_fd, off, count)
+        k.space.put_u64(offset, off + n)
+        return n
+    return os.sendfile(o.host_fd, i.host_fd, None, count)
+
+
+def sys_fadvise64(k: Kernel, fd: int, offset: int, length: int, advice: int) -> int:
+    """fadvise64(2): accepted"""
+    _file(k, fd)
+    return 0
+
+
+def sys_flock(k: Kernel, fd: int, operation: int) -> int:
+    """flock(2): the host's lock on the same file"""
+    hfcntl.flock(_file(k, fd).host_fd, s32(operation))
     return 0

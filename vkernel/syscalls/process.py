@@ -277,3 +277,79 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
               file=sys.stderr, flush=True)
         return -errno.ENOEXEC
     raise GuestExec(path, args, env)
+
+
+def sys_getgroups(k: Kernel, size: int, lst: int) -> int:
+    """getgroups(2): the host process's groups"""
+    groups = os.getgroups()
+    size = s32(size)
+    if size == 0:
+        return len(groups)
+    if size < len(groups):
+        return -errno.EINVAL
+    k.space.write(lst, struct.pack(f"<{len(groups)}I", *groups))
+    return len(groups)
+
+
+def sys_getresuid(k: Kernel, ruid: int, euid: int, suid: int) -> int:
+    """getresuid(2)"""
+    for addr, v in zip((ruid, euid, suid), os.getresuid()):
+        k.space.put_u32(addr, v)
+    return 0
+
+
+def sys_getresgid(k: Kernel, rgid: int, egid: int, sgid: int) -> int:
+    """getresgid(2)"""
+    for addr, v in zip((rgid, egid, sgid), os.getresgid()):
+        k.space.put_u32(addr, v)
+    return 0
+
+
+def _same_id(want: list[int], have: tuple[int, ...]) -> int:
+    for w in want:
+        if w != 0xFFFFFFFF and w not in have:
+            return -errno.EPERM
+    return 0
+
+
+def sys_setuid(k: Kernel, uid: int) -> int:
+    """setuid(2): only to the current ids (vkernel never changes host credentials)"""
+    return _same_id([uid & 0xFFFFFFFF], os.getresuid())
+
+
+def sys_setgid(k: Kernel, gid: int) -> int:
+    """setgid(2): only to the current ids"""
+    return _same_id([gid & 0xFFFFFFFF], os.getresgid())
+
+
+def sys_setresuid(k: Kernel, ruid: int, euid: int, suid: int) -> int:
+    """setresuid(2): only to the current ids"""
+    return _same_id([x & 0xFFFFFFFF for x in (ruid, euid, suid)], os.getresuid())
+
+
+def sys_setresgid(k: Kernel, rgid: int, egid: int, sgid: int) -> int:
+    """setresgid(2): only to the current ids"""
+    return _same_id([x & 0xFFFFFFFF for x in (rgid, egid, sgid)], os.getresgid())
+
+
+def sys_getrusage(k: Kernel, who: int, usage: int) -> int:
+    """getrusage(2)"""
+    who = s32(who)
+    if who not in (0, -1, 1):
+        return -errno.EINVAL
+    ru = resource.getrusage({0: resource.RUSAGE_SELF, -1: resource.RUSAGE_CHILDREN,
+                             1: resource.RUSAGE_THREAD}[who])
+    ut, stt = ru.ru_utime, ru.ru_stime
+    k.space.write(usage, struct.pack("<qqqq", int(ut), int(ut % 1 * 1e6), int(stt), int(stt % 1 * 1e6))
+                  + struct.pack("<14q", ru.ru_maxrss, ru.ru_ixrss, ru.ru_idrss, ru.ru_isrss,
+                                ru.ru_minflt, ru.ru_majflt, ru.ru_nswap, ru.ru_inblock, ru.ru_oublock,
+                                ru.ru_msgsnd, ru.ru_msgrcv, ru.ru_nsignals, ru.ru_nvcsw, ru.ru_nivcsw))
+    return 0
+
+
+def sys_times(k: Kernel, buf: int) -> int:
+    """times(2): in clock ticks of 100 Hz (AT_CLKTCK)"""
+    t = os.times()
+    if buf:
+        k.space.write(buf, struct.pack("<4q", *(int(v * 100) for v in t[:4])))
+    return int(t.elapsed * 100) & 0x7FFF_FFFF_FFFF_FFFF
