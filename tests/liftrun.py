@@ -94,6 +94,9 @@ class Harness:
                    wasmtime.Func(self.store, wasmtime.FuncType([], []), self.syscall),
                    wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i32()], []), self.fault),
                    wasmtime.Func(self.store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), self.rdtsc)]
+        self.trace: list[int] = []
+        if any(i.name == "trace" for i in module.imports):
+            imports.append(wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i64()], []), self._trace))
         self.inst = wasmtime.Instance(self.store, module, imports)
 
     # -- state helpers ------------------------------------------------------------
@@ -135,6 +138,16 @@ class Harness:
         sp &= ~0xF
         self.wr(sp, struct.pack(f"<{len(words)}Q", *words))
         return sp
+
+    trace_regs: tuple[int, int] = (0, 0)
+    """Debugging: block starts in this range also record every general register."""
+
+    def _trace(self, rip: int) -> None:
+        self.trace.append(rip)
+        lo, hi = self.trace_regs
+        if lo <= rip < hi:
+            regs = struct.unpack("<16Q", self.c.read(self.store, CPU_STATE, CPU_STATE + 128))
+            self.trace.append((rip, regs, self.state("rflags")))
 
     # -- imports ----------------------------------------------------------------------
     def rdtsc(self) -> int:
@@ -216,6 +229,15 @@ class Harness:
             return 1000
         if nr in (102, 104, 107, 108):  # getuid...
             return 0
+        if nr in (5, 262):   # fstat, newfstatat(fd, "", buf, AT_EMPTY_PATH): stdio are pipes
+            fd, buf = (a1, a2) if nr == 5 else (a1, a3)
+            if nr == 262 and not (a4 & 0x1000 and self.rd(a2, 1) == b"\0"):
+                return -errno.ENOENT
+            if fd > 2:
+                return -errno.EBADF
+            st = struct.pack("<QQQIIIIQqqq", 0x0C, 1000 + fd, 1, 0o010600, 0, 0, 0, 0, 0, 4096, 0) + bytes(48)
+            self.wr(buf, st)
+            return 0
         if nr == 72:         # fcntl: stdio descriptors exist and are read-write
             if a1 > 2:
                 return -errno.EBADF
@@ -262,6 +284,7 @@ def _lifter_fingerprint() -> str:
         h.update(p.read_bytes())
     from importlib.metadata import version
     h.update(version("wasmtime").encode())
+    h.update(os.environ.get("KILN_LIFT_TRACE", "").encode())
     return h.hexdigest()[:16]
 
 

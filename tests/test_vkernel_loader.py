@@ -12,7 +12,7 @@ import pytest
 from formats import abi
 from test_vkernel_support import build_elf, make_kernel
 from vkernel import loader
-from vkernel.elf import PT_LOAD, parse_elf
+from vkernel.elf import parse_elf
 from vkernel.errors import BadElf
 
 

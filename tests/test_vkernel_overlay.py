@@ -14,8 +14,6 @@ import stat as st
 import struct
 from pathlib import Path
 
-import pytest
-
 from test_vkernel_support import SCRATCH, call, make_kernel, put_str
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS as NR
 

@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from formats import abi
-from test_vkernel_support import (HELLO_S, build_elf, c, make_rootfs, sys as S, unit_for,
-                                  wat_module, write_mb)
+from test_vkernel_support import build_elf, c, make_rootfs, sys as S, unit_for, wat_module, write_mb
 from test_vkernel_run import kiln_run
 from vkernel.runtime import RunSpec, run_guest
 

@@ -215,3 +215,40 @@ def test_upper_directory_keeps_the_runs_writes(tmp_path: Path) -> None:
     bad = kiln_run(root, mb, "/bin/hello", extra=("--upper", str(root / "tmp/x")))
     assert bad.returncode == 2 and "lies inside the rootfs" in bad.stderr.decode()
     assert not (root / "tmp/x").exists()
+
+
+def test_entry_state_follows_the_contract(tmp_path: Path) -> None:
+    """The lifted side's view at kiln_run: registers, FPU/SSE control words, region table."""
+    elf = build_elf(tmp_path, "hello")
+    import subprocess as sp
+    hdr = sp.run(["readelf", "-lW", str(elf.path)], capture_output=True, text=True).stdout
+    load = next(line.split() for line in hdr.splitlines()
+                if line.strip().startswith("LOAD") and line.split()[-2] == "E")
+    text_start, text_size = int(load[2], 16), int(load[5], 16)
+    entry = int(sp.run(["readelf", "-h", str(elf.path)], capture_output=True, text=True)
+                .stdout.split("Entry point address:")[1].split()[0], 16)
+    off = abi.CPU_STATE_OFFSETS
+    checks = []                       # (wat i64 expression, expected) -> exit code = failing check + 1
+    for r in abi.GPR_NAMES:
+        if r != "rsp":
+            checks.append((f"(i64.load $c (i32.const {off[r]}))", 0))
+    checks += [
+        (f"(i64.load $c (i32.const {off['rip']}))", entry),
+        (f"(i64.load $c (i32.const {off['rflags']}))", 0x202),
+        (f"(i64.load32_u $c (i32.const {off['mxcsr']}))", 0x1F80),
+        (f"(i64.load16_u $c (i32.const {off['fpu_cw']}))", 0x37F),
+        (f"(i64.load16_u $c (i32.const {off['fpu_top']}))", 0),
+        (f"(i64.load16_u $c (i32.const {off['fpu_tag']}))", 0),
+        (f"(i64.and (i64.load $c (i32.const {off['rsp']})) (i64.const 15))", 0),
+        (f"(i64.load32_u $c (i32.const {abi.CODE_REGIONS}))", 1),
+        (f"(i64.load32_u $c (i32.const {abi.CODE_REGIONS + 16}))", text_start),
+        (f"(i64.load32_u $c (i32.const {abi.CODE_REGIONS + 20}))", text_start + text_size),
+        (f"(i64.load32_u $c (i32.const {abi.CODE_REGIONS + 24}))", 0),
+        (f"(i64.load32_u $c (i32.const {abi.CODE_REGIONS + 28}))", 0),
+    ]
+    body = "".join(f"(if (i64.ne {expr} (i64.const {want})) (then (drop {S(231, c(i + 1))})))"
+                   for i, (expr, want) in enumerate(checks))
+    root = make_rootfs(tmp_path, {"/bin/hello": elf.path})
+    mb = write_mb(tmp_path / "mb.kiln", wat_module(body), [unit_for(elf.path.read_bytes(), "/bin/hello")])
+    got = kiln_run(root, mb, "/bin/hello")
+    assert got.returncode == 0, f"check {got.returncode - 1} failed: {checks[got.returncode - 1]}"

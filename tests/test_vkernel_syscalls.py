@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import struct
 import time
@@ -10,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from formats import abi
-from test_vkernel_support import SCRATCH, build_elf, call, make_kernel, put_str, unit_for
+from test_vkernel_support import SCRATCH, call, make_kernel, put_str
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS as NR
 
 P = SCRATCH            # path string
@@ -315,3 +313,41 @@ def test_credentials(k) -> None:
     assert call(k, NR["getresuid"], B, B + 4, B + 8) == 0
     assert struct.unpack("<3I", k.space.read(B, 12)) == os.getresuid()
     assert call(k, NR["times"], B) > 0
+
+
+def test_terminal_ioctls_pass_through_on_a_real_tty(k) -> None:
+    import fcntl
+    import termios
+    from vkernel.fdtable import OpenFile
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("<HHHH", 40, 132, 0, 0))
+        fd = k.fds.install(OpenFile(os.dup(slave), "/dev/pts/x", os.O_RDWR))
+        assert call(k, NR["ioctl"], fd, termios.TIOCGWINSZ, B) == 0
+        assert struct.unpack("<HHHH", k.space.read(B, 8)) == (40, 132, 0, 0)
+        assert call(k, NR["ioctl"], fd, termios.TCGETS, B) == 0
+        iflag, oflag, cflag, lflag = struct.unpack("<4I", k.space.read(B, 16))
+        host = termios.tcgetattr(slave)
+        assert [iflag, oflag, cflag, lflag] == host[:4]
+        assert k.space.read(B + 17, 19) == bytes(c if isinstance(c, int) else c[0] for c in host[6][:19])
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_hostile_requests_fail_cleanly(k, root: Path) -> None:
+    os.symlink("loop2", root / "etc/loop1")
+    os.symlink("loop1", root / "etc/loop2")
+    assert open_(k, "/etc/loop1") == -errno.ELOOP
+    assert call(k, NR["open"], put_str(k, P, "/" + "a" * 5000), 0, 0) == -errno.ENAMETOOLONG
+    anon = 0x22
+    assert call(k, NR["mmap"], 0, 1 << 32, 3, anon, -1, 0) == -errno.ENOMEM
+    big = call(k, NR["mmap"], 0, 0xA000_0000, 3, anon, -1, 0)
+    # the mmap area is 0x4000_0000-0xf000_0000: 0x1000_0000 bytes are left, not one page more
+    assert big > 0 and call(k, NR["mmap"], 0, 0x1000_1000, 3, anon, -1, 0) == -errno.ENOMEM
+    assert call(k, NR["mmap"], 0, 0x1000_0000, 3, anon, -1, 0) == 0xE000_0000
+    brk = call(k, NR["brk"], 0)
+    assert call(k, NR["brk"], 0xFFFF_F000) == brk
+    fds = [open_(k, "/etc/passwd") for _ in range(1100)]
+    assert fds[-1] == -errno.EMFILE and max(fds) == 1023
+    assert call(k, NR["dup2"], 0, 5000) == -errno.EBADF

@@ -52,31 +52,97 @@ def main() -> None:
     """
 
 
+def _image_bundle(image: str) -> Path:
+    """The OCI runtime bundle for a recompiled image, from the recompiler's plugin."""
+    eps = [ep for ep in entry_points(group="kiln.image_bundles") if ep.name == "prepare"]
+    if not eps:
+        raise KilnError("running an image needs Kiln's recompiler package (kiln.image_bundles)",
+                        hint="install Kiln fully (scripts/setup.sh), or pass --rootfs and --megabinary")
+    return Path(eps[0].load()(image))
+
+
+def _bundle_spec(bundle: Path) -> dict:
+    import json
+    try:
+        return json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise KilnError(f"{bundle}/config.json is unreadable: {e}",
+                        hint="delete the bundle directory from the cache and run again") from None
+
+
 @main.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--rootfs", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The image's root directory (never modified).")
-@click.option("--megabinary", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The megabinary produced by `recompile`.")
-@click.option("--env", "env", multiple=True, metavar="K=V", help="Set an environment variable.")
-@click.option("--workdir", default="/", show_default=True, help="Working directory in the guest.")
+@click.option("--rootfs", type=click.Path(file_okay=False, path_type=Path),
+              help="Run from an unpacked root directory instead of an IMAGE (never modified); "
+                   "needs --megabinary.")
+@click.option("--megabinary", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --rootfs: the megabinary produced by `recompile`.")
+@click.option("--entrypoint", default=None, metavar="PATH",
+              help="Replace the image's Entrypoint (CMD ARGS become its arguments).")
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V",
+              help="Set an environment variable (after the image's Env; repeatable).")
+@click.option("-w", "--workdir", default=None,
+              help="Working directory in the guest (default: the image's WorkingDir, else /).")
 @click.option("--trace", is_flag=True, help="Print each syscall on stderr, strace style.")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append policy decisions (refusals) as JSON lines to this file.")
-@click.option("--upper", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep the run's file changes in this directory (created if missing); "
-                   "default: a temporary directory removed when the run ends.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_command(rootfs: Path, megabinary: Path, env: tuple[str, ...], workdir: str, trace: bool,
-                audit_log: Path | None, upper: Path | None, command: tuple[str, ...]) -> None:
-    """Run COMMAND from a recompiled rootfs: kiln run --rootfs DIR --megabinary FILE -- CMD ARGS.
+@click.option("--upper", "--keep-upper", "upper", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the run's file changes (the upper layer, with whiteouts for deletions) "
+                   "in this directory (created if missing); default: a temporary directory "
+                   "removed when the run ends.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
+                env: tuple[str, ...], workdir: str | None, trace: bool,
+                audit_log: Path | None, upper: Path | None, args: tuple[str, ...]) -> None:
+    """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
-    Exits with the guest's status (128+N when a signal N ended it).
+    IMAGE is the output of `recompile` (OCI layout, OCI archive or
+    docker-archive). Without CMD the image's Entrypoint and Cmd run; with CMD,
+    CMD replaces Cmd (as `docker run` does) and the Entrypoint stays unless
+    --entrypoint replaces it. The image's Env and WorkingDir apply, --env and
+    --workdir override them. stdin, stdout and stderr pass through, and kiln
+    exits with the guest's status (128+N when signal N ended it, with a
+    message like a shell's).
+
+    The image's files are the read-only lower layer; the run writes to its
+    own upper layer. Only programs whose BLAKE3 is in the megabinary's index
+    can be executed; anything else is refused and audited.
     """
     from vkernel.runtime import RunSpec, run_guest
     for item in env:
         if "=" not in item or item.startswith("="):
             raise KilnError(f"--env {item!r} is not of the form KEY=VALUE",
                             hint="write --env NAME=value")
+    image_env: list[str] = []
+    image_workdir = "/"
+    if rootfs is not None or megabinary is not None:
+        if rootfs is None or megabinary is None:
+            raise KilnError("--rootfs and --megabinary go together",
+                            hint="pass both, or pass a recompiled IMAGE instead")
+        command = list(args)
+        if entrypoint:
+            command = [entrypoint, *command]
+        if not command:
+            raise KilnError("no command given", hint="kiln run --rootfs DIR --megabinary FILE -- CMD ARGS")
+    else:
+        if not args:
+            raise KilnError("no IMAGE given", hint="kiln run IMAGE [-- CMD ARGS]; see kiln run --help")
+        bundle = _image_bundle(args[0])
+        spec_json = _bundle_spec(bundle)
+        rootfs = bundle / spec_json.get("root", {}).get("path", "rootfs")
+        annotations = spec_json.get("annotations", {})
+        megabinary = rootfs / annotations.get("io.kiln.megabinary.path", "/.kiln/megabinary.kmb").lstrip("/")
+        process = spec_json.get("process", {})
+        image_env = list(process.get("env", []))
+        image_workdir = process.get("cwd") or "/"
+        import json as _json
+        image_entry = _json.loads(annotations.get("io.kiln.image.entrypoint", "[]"))
+        image_cmd = _json.loads(annotations.get("io.kiln.image.cmd", "[]"))
+        entry = [entrypoint] if entrypoint else image_entry
+        command = entry + (list(args[1:]) if len(args) > 1 else ([] if entrypoint else image_cmd))
+        if not command:
+            raise KilnError(f"{args[0]} has no Entrypoint or Cmd and no command was given",
+                            hint=f"kiln run {args[0]} -- CMD ARGS")
+    workdir = workdir or image_workdir
     if not workdir.startswith("/"):
         raise KilnError(f"--workdir {workdir!r} must be an absolute path in the guest")
     if upper is not None:
@@ -88,7 +154,12 @@ def run_command(rootfs: Path, megabinary: Path, env: tuple[str, ...], workdir: s
         except OSError as e:
             raise KilnError(f"cannot create the upper directory {upper}: {e.strerror}",
                             hint="choose a writable directory for --upper") from None
-    spec = RunSpec(rootfs=rootfs, megabinary=megabinary, argv=tuple(command), env=env,
+    merged: dict[str, str] = {}
+    for item in [*image_env, *env]:
+        key, _, value = item.partition("=")
+        merged[key] = value
+    spec = RunSpec(rootfs=rootfs, megabinary=megabinary, argv=tuple(command),
+                   env=tuple(f"{k}={v}" for k, v in merged.items()),
                    workdir=workdir, trace=trace, audit_log=audit_log, upper=upper)
     try:
         status = run_guest(spec)

@@ -1,6 +1,7 @@
 """The Wasmtime engine vkernel runs AOT artifacts in, configured from formats.abi."""
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import wasmtime
@@ -34,8 +35,9 @@ def make_engine() -> wasmtime.Engine:
     return wasmtime.Engine(engine_config())
 
 
+@functools.lru_cache(maxsize=1)
 def engine_fingerprint() -> "EngineFingerprint":
-    """This runtime's engine identity (formats.engine.current_fingerprint)."""
+    """This runtime's engine identity (formats.engine.current_fingerprint), computed once."""
     return current_fingerprint()
 
 

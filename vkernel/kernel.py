@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import errno
-import os
 import struct
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from formats import abi
 from vkernel.audit import AuditLog
 from vkernel.cpustate import CodeRegion, ControlMemory
 from vkernel.errors import GuestExec, GuestExit
@@ -66,7 +64,9 @@ class Kernel:
         self.reported_unknown: set[int] = set()
         self.syscall_count = 0
         # The hot path: number -> (handler, argument count).
-        self._fast = {n: (e.handler, e.nargs) for n, e in table.items() if e.handler is not None}
+        from vkernel.syscalls.table import DISPATCH, TABLE
+        self._fast = DISPATCH if table is TABLE else {
+            n: (e.handler, e.nargs) for n, e in table.items() if e.handler is not None}
 
     # -- helpers for handlers ------------------------------------------------
     def guest_path(self, dirfd: int, path: bytes) -> str:

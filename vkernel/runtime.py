@@ -9,7 +9,7 @@ import signal as hsignal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import wasmtime
@@ -205,7 +205,7 @@ class Runtime:
         sig = _FAULT_SIGNAL[fc]
         where = self._file_at(k, rip)
         if fc == abi.FaultCode.UNSUPPORTED:
-            site = self.mb.index.trap_site(detail)
+            site = self._trap_site_at(k, rip)
             if site is not None:
                 unit, ts = site
                 msg = (f"unsupported instruction '{ts.mnemonic}' at {ts.guest_addr:#x} in "
@@ -219,6 +219,17 @@ class Runtime:
         else:
             msg = f"{fc.name.lower().replace('_', ' ')} at {rip:#x} in {where}"
         return GuestExit(128 + sig, sig, msg)
+
+    def _trap_site_at(self, k: Kernel, rip: int) -> tuple[object, object] | None:
+        """The indexed trap site at runtime address ``rip`` (docs/formats.md §3.1 "Trap sites")."""
+        addr = rip & 0xFFFFFFFF
+        for r in k.regions:
+            if r.start <= addr < r.end and 0 <= r.unit < len(self.mb.index.units):
+                unit = self.mb.index.units[r.unit]
+                ts = unit.trap_site_at((addr - r.bias) & 0xFFFFFFFF)
+                if ts is not None:
+                    return unit, ts
+        return None
 
     def _path_of_unit(self, k: Kernel, unit: object) -> str:
         """The guest path the unit is mapped from in this process (else its indexed path)."""

@@ -17,6 +17,8 @@ Code shape of one function (see the package docstring for the whole design):
 """
 from __future__ import annotations
 
+import os
+
 from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, FaultCode,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS)
 from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const, Eval, Expr, FallThrough,
@@ -24,7 +26,10 @@ from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const
                                   StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
 from recompiler.x86_64.lift import IRBlock
 
-__all__ = ["FunctionEmitter", "func_name", "ALL_GPRS", "state_off"]
+__all__ = ["FunctionEmitter", "func_name", "ALL_GPRS", "state_off", "TRACE"]
+
+TRACE = bool(os.environ.get("KILN_LIFT_TRACE"))
+"""Debugging aid: every block start calls an extra import ``kiln.trace(rip)`` (not part of the contract)."""
 
 ALL_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
@@ -284,6 +289,9 @@ class FunctionEmitter:
         n = len(self.blocks)
         for i, b in enumerate(self.blocks):
             body.append(f"end ;; {b.start:#x}")
+            if TRACE:
+                self.spill(body, flags=True)
+                body.append(f"(call $trace (i64.const {b.start + self.bias}))")
             for _, stmts in b.insns:
                 for st in stmts:
                     self.s(st, body)

@@ -9,6 +9,7 @@ import wasmtime
 from formats.abi import (CONTROL_DYNAMIC, CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAGES, EXPORT_RUN, GUEST_MEMORY,
                          GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC, IMPORT_SYSCALL, WASM_PAGE)
 from recompiler.x86_64.errors import LiftError
+from .emit import TRACE
 from .runtime_wat import DIRECTORY, ENTRY_SIZE, runtime_wat
 from .unit import LiftedUnit
 
@@ -73,6 +74,7 @@ def link(units: list[LiftedUnit]) -> LinkedModule:
         f' (import "{IMPORT_MODULE}" "{IMPORT_SYSCALL}" (func $syscall))',
         f' (import "{IMPORT_MODULE}" "{IMPORT_FAULT}" (func $fault (param i32)))',
         f' (import "{IMPORT_MODULE}" "{IMPORT_RDTSC}" (func $rdtsc (result i64)))',
+        f' (import "{IMPORT_MODULE}" "trace" (func $trace (param i64)))' if TRACE else "",
         f" (table $ft {len(table)} funcref)",
         " (elem (table $ft) (i32.const 0) func " + " ".join(table) + ")",
         runtime_wat(nunits).replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),

@@ -1,17 +1,21 @@
-"""File syscalls: read/write, open/close, stat, lseek, getdents64, readlink, access, cwd, dup, pipe, fcntl, ioctl."""
+"""File syscalls: I/O, open/stat/readlink, directories, overlay writes (unlink, rename...), fds, poll, ioctl."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl as hfcntl
 import os
 import signal
 import stat as st
 import struct
+import time as htime
 
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import AT_FDCWD, path_arg, s32, s64
 from vkernel.vfs import normalize
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
@@ -615,11 +619,8 @@ def sys_statx(k: Kernel, dirfd: int, pathname: int, flags: int, mask: int, statx
     return 0
 
 
-_libc = __import__("ctypes").CDLL(None, use_errno=True)
-
 
 def _statfs_host(k: Kernel, host_fd: int, buf: int) -> int:
-    import ctypes
     raw = ctypes.create_string_buffer(120)
     if _libc.fstatfs(host_fd, raw) != 0:
         return -ctypes.get_errno()
@@ -653,7 +654,6 @@ def sys_utimensat(k: Kernel, dirfd: int, pathname: int, times: int, flags: int) 
     h = k.vfs.upper_fd_for(path, follow=not flags & AT_SYMLINK_NOFOLLOW)
     try:
         cur = os.fstat(h)
-        import time as htime
         now = htime.time_ns()
         if times:
             (a_s, a_ns), (m_s, m_ns) = struct.unpack("<qq", k.space.read(times, 16)), \

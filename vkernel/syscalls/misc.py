@@ -4,7 +4,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import struct
 
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import s32

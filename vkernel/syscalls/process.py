@@ -12,7 +12,7 @@ from formats import abi
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
-from vkernel.syscalls.args import path_arg, s32, s64
+from vkernel.syscalls.args import path_arg, s32
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
 
@@ -235,7 +235,6 @@ def sys_wait4(k: Kernel, pid: int, wstatus: int, options: int, rusage: int) -> i
 # -- execve -----------------------------------------------------------------------------
 def sys_execve(k: Kernel, pathname: int, argv: int, envp: int) -> int:
     """execve(2): hash check, then the runtime replaces the instance in this host process"""
-    from vkernel.syscalls.fs import open_guest
     path = k.guest_path(-100, path_arg(k, pathname))
     args = k.space.cstring_array(argv)
     env = k.space.cstring_array(envp)

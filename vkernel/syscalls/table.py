@@ -195,3 +195,7 @@ ENTRIES: tuple[SyscallEntry, ...] = (
 
 TABLE: dict[int, SyscallEntry] = {e.number: e for e in ENTRIES}
 """Syscall number -> entry. Numbers missing here return ENOSYS and are reported once."""
+
+DISPATCH: dict[int, tuple[Callable[..., int], int]] = {
+    e.number: (e.handler, e.nargs) for e in ENTRIES if e.handler is not None}
+"""The hot path's view of TABLE: number -> (handler, argument count), computed once."""

@@ -1,7 +1,6 @@
 """Time syscalls: clock_gettime, gettimeofday, time, clock_getres, nanosleep, clock_nanosleep."""
 from __future__ import annotations
 
-import errno
 import struct
 import time as htime
 
