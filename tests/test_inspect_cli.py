@@ -106,17 +106,29 @@ def test_progress_bar_on_a_terminal(rootfs):
     assert proc.stdout.splitlines()[0].split()[0] == "PATH"
 
 
-def test_image_archive_is_refused_for_now(tmp_path, rootfs):
+def test_rootfs_tarball_is_refused_with_a_hint(tmp_path, rootfs):
     archive = tmp_path / "image.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(rootfs, arcname=".")
     proc = subprocess.run([*RUN_INSPECT, str(archive)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr.splitlines()[0] == (f"error: {archive}: not a rootfs directory; "
-                                           f"image formats arrive with recompiler.image")
-    assert proc.stderr.splitlines()[1].startswith("hint: ")
+    first, hint = proc.stderr.splitlines()[:2]
+    assert first.startswith(f"error: {archive}: a tar archive with neither")
+    assert hint.startswith("hint: ") and "unpack it into a directory" in hint
     assert "Traceback" not in proc.stderr
+
+
+def test_oci_image_is_inspected_like_its_rootfs(tmp_path, rootfs):
+    from recompiler.image import open_image, write_image
+    out = tmp_path / "oci"
+    with open_image(rootfs) as src:
+        write_image(src, out)
+    from_dir = subprocess.run([*RUN_INSPECT, "--json", str(rootfs)], capture_output=True, text=True)
+    from_oci = subprocess.run([*RUN_INSPECT, "--json", str(out)], capture_output=True, text=True)
+    assert from_dir.returncode == 0 and from_oci.returncode == 0, from_oci.stderr
+    strip = lambda d: {k: v for k, v in d.items() if k != "root"}  # noqa: E731
+    assert strip(json.loads(from_oci.stdout)) == strip(json.loads(from_dir.stdout))
 
 
 def test_missing_image_is_a_json_error_with_json(tmp_path):
@@ -125,7 +137,7 @@ def test_missing_image_is_a_json_error_with_json(tmp_path):
     assert proc.returncode == 2
     err = json.loads(proc.stderr)
     assert err["error"] == f"{missing}: no such file or directory"
-    assert err["kind"] == "KilnError" and err["hint"]
+    assert err["kind"] == "NotAnImageError" and err["hint"]
 
 
 def test_help_explains_every_option():
@@ -137,10 +149,10 @@ def test_help_explains_every_option():
         assert len(line.split(option, 1)[1].strip()) > 10      # has an explanation
 
 
-def test_empty_rootfs_prints_a_summary(tmp_path):
+def test_empty_directory_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(inspect_command, [str(tmp_path)])
-    assert result.exit_code == 0
-    assert result.stdout.strip() == "0 x86-64 ELF files, 0 B; 0 skipped; 0 files scanned"
+    assert result.exit_code == 2
+    assert "the directory is empty" in result.output and "hint:" in result.output
 
 
 @pytest.mark.skipif(not hasattr(recompiler.cli, "inspect_command"),

@@ -179,6 +179,26 @@ CASES = [
 ]
 
 
+def _jcc_body(setup: str) -> str:
+    """For every condition code: r14 collects one bit per jcc taken after the flag-setting ``setup``."""
+    ccs = ["o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"]
+    lines = ["xor %r14d, %r14d"]
+    for i, cc in enumerate(ccs):
+        lines += [setup, f"j{cc} 1f", f"bts ${i}, %r14", "1:"]
+    return "\n".join(lines)
+
+
+CASES += [
+    ("jcc_cmp64", _jcc_body("cmp %rbx, %rax"), ARITH_FLAGS, None),
+    ("jcc_cmp32", _jcc_body("cmp %ebx, %eax"), ARITH_FLAGS, None),
+    ("jcc_cmp8", _jcc_body("cmp %bl, %cl"), ARITH_FLAGS, None),
+    ("jcc_cmpimm", _jcc_body("cmp $-5, %rdx"), ARITH_FLAGS, None),
+    ("jcc_test", _jcc_body("test %esi, %edi"), ARITH_FLAGS & ~0x10, None),
+    ("jcc_sub", _jcc_body("sub %r8, %r9"), ARITH_FLAGS, None),
+    ("jcc_and16", _jcc_body("and %r10w, %r11w"), ARITH_FLAGS & ~0x10, None),
+]
+
+
 @pytest.mark.parametrize("name,body,mask,fix", CASES, ids=[c[0] for c in CASES])
 def test_snippet_matches_host_cpu(tmp_path: Path, name: str, body: str, mask: int, fix) -> None:
     vectors = _vectors(12, seed=zlib.crc32(name.encode()), fix=fix)

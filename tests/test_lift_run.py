@@ -116,6 +116,30 @@ int main(void) { printf("%ld %ld\n", ack(2, 300), fib(22)); return 0; }
 static long total(int n, ...) { va_list ap; va_start(ap, n); long t = 0; for (int i = 0; i < n; i++) t += va_arg(ap, long) * (i + 1); va_end(ap); return t; }
 int main(void) { printf("%ld %ld\n", total(3, 1L, 2L, 3L), total(8, 1L, 1L, 2L, 3L, 5L, 8L, 13L, 21L)); fprintf(stderr, "to stderr %c\n", 'Z'); return 7; }
 ''',
+"strings": r'''
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+int main(void) {
+    static char buf[512]; unsigned long h = 0; int k = 0;
+    for (int i = 0; i < 300; i++) buf[i] = 'a' + (i * 7) % 26;
+    for (int off = 0; off < 40; off++) for (int len = 0; len < 100; len += 3) {
+        char save = buf[off + len]; buf[off + len] = 0;
+        char *s = buf + off;
+        size_t a = strlen(s); char *b = strchr(s, 'q'); char *c = strrchr(s, 'e'); void *d = memchr(s, 'z', len);
+        int e = strcmp(s, buf + 1); int f = memcmp(s, buf + off + 1, len > 0 ? len - 1 : 0); size_t g = strnlen(s, len / 2);
+        char *r = strchrnul(s, 'k'); char *st = strstr(s, "hov"); size_t sp = strspn(s, "abcdefghij"); size_t cs = strcspn(s, "xyz");
+        h = h * 31 + a + (b ? b - s : 99) * 3 + (c ? c - s : 77) * 5 + (d ? (char *)d - s : 55) * 7 + (e > 0) - (e < 0) + ((f > 0) - (f < 0)) * 11 + g * 13 + (r - s) * 17 + (st ? st - s : 33) * 19 + sp * 23 + cs * 29;
+        if (k++ < 5) printf("%zu %ld %ld %d %zu %zu\n", a, b ? (long)(b - s) : -1L, c ? (long)(c - s) : -1L, e, sp, cs);
+        buf[off + len] = save;
+    }
+    char dst[300]; for (int n = 0; n < 200; n += 7) { memset(dst, 0, sizeof dst); memcpy(dst + (n % 5), buf + n % 13, n); memmove(dst + 3, dst, n); strncpy(dst + 250, buf, 20); h = h * 7 + strlen(dst) + dst[n] + dst[252]; }
+    char *x = strdup(buf + 5); strcat(x, "tail"); h += strlen(x); stpcpy(x, "stp");  h += strlen(x);
+    printf("hash %lx\n", h);
+    return 0;
+}
+''',
 "stdin": r'''
 #include <stdio.h>
 #include <ctype.h>
@@ -160,7 +184,7 @@ def glibc_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("glibc")
 
 
-GLIBC_PROGS = ["hello", "qsort", "setjmp", "malloc", "stdin"]
+GLIBC_PROGS = ["hello", "qsort", "setjmp", "malloc", "stdin", "strings", "switch"]
 
 
 @pytest.mark.parametrize("name", GLIBC_PROGS)
@@ -195,3 +219,94 @@ def test_debian_busybox_static(busybox_bin: Path, argv: list[str], stdin: bytes)
                           env={"PATH": "/bin"})
     got = run_lifted(busybox_bin, argv=argv, stdin=stdin, name="/bin/busybox")
     assert (got.stdout, got.stderr, got.status) == (want.stdout, want.stderr, want.returncode)
+
+
+# -- control flow in hand-written assembly ------------------------------------------------
+
+ASM_CONTROL = r"""
+.globl _start
+.text
+_start:
+    xor %r12d, %r12d
+    mov $10, %ecx
+1:  add %rcx, %r12            # loop with a conditional branch
+    dec %ecx
+    jnz 1b
+    lea double(%rip), %rax
+    mov $21, %edi
+    call *%rax                # indirect call through dispatch
+    add %rax, %r12            # r12 = 55 + 42
+    mov $3, %edi
+    call pick                 # jump table inside the callee
+    add %rax, %r12            # + 300
+    call sneaky               # callee returns to a different address
+    mov $1, %r12              # skipped
+resumed:
+    push $after_ret           # ret to an address that is not a return site
+    ret
+after_ret:
+    mov $0x1000, %eax         # harness-only syscall: RELOAD at rdi with rax = rsi
+    lea reloaded(%rip), %rdi
+    mov $5, %esi
+    syscall
+    mov $2, %r12              # skipped
+reloaded:
+    add %rax, %r12            # + 5
+    mov %r12, %rdi            # exit status = 402 & 0xff = 146
+    mov $60, %eax
+    syscall
+
+double:
+    lea (%rdi,%rdi), %rax
+    ret
+pick:
+    cmp $3, %edi
+    ja 9f
+    mov %edi, %edi
+    jmp *table(,%rdi,8)
+c0: mov $100, %eax
+    ret
+c1: mov $200, %eax
+    ret
+c2: mov $250, %eax
+    ret
+c3: mov $300, %eax
+    ret
+9:  xor %eax, %eax
+    ret
+sneaky:
+    lea resumed(%rip), %rax
+    mov %rax, (%rsp)
+    ret
+.section .rodata
+.align 8
+table: .quad c0, c1, c2, c3
+"""
+
+
+def test_asm_control_flow(tmp_path: Path) -> None:
+    """Loops, direct/indirect calls, a jump table, a return to a rewritten address, push+ret,
+    and a syscall answered with Resume.RELOAD: exit status as computed natively (146)."""
+    src = tmp_path / "cf.s"
+    src.write_text(ASM_CONTROL.replace("    mov $0x1000, %eax", "    mov $39, %eax")
+                   .replace("    mov $5, %esi\n    syscall\n    mov $2, %r12", "    mov $5, %esi\n    jmp reloaded\n    mov $2, %r12")
+                   .replace("reloaded:\n    add %rax, %r12", "reloaded:\n    mov $5, %eax\n    add %rax, %r12"))
+    native_exe = tmp_path / "cf_native"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", str(native_exe), str(src)], check=True)
+    want = subprocess.run([str(native_exe)]).returncode
+    src2 = tmp_path / "cf2.s"
+    src2.write_text(ASM_CONTROL)
+    exe = tmp_path / "cf"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", str(exe), str(src2)], check=True)
+    got = run_lifted(exe)
+    assert want == 146
+    assert got.status == want
+
+
+def test_not_an_elf_is_a_clear_error(tmp_path: Path) -> None:
+    from formats.errors import KilnError
+    from recompiler.lift_api import lift_elf
+    p = tmp_path / "script.sh"
+    p.write_text("#!/bin/sh\necho hi\n")
+    with pytest.raises(KilnError, match=r"script.sh: not an ELF file \(bad magic at offset 0\)"):
+        lift_elf(p, name=str(p))

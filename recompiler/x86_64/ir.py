@@ -122,6 +122,7 @@ class FlagThunk(Stmt):
     """
     names: frozenset
     build: object      # () -> list[SetReg]
+    fuse: tuple | None = None   # ("sub", a, b, size) or ("logic", res, size): lets jcc compare directly
 
 
 @dataclass(slots=True)
@@ -163,6 +164,7 @@ class Branch(Term):
     cond: Expr
     target: int
     fallthrough: int
+    cc: str = ""      # condition-code suffix for jcc, so cmp+jcc can be fused
 
 
 @dataclass(slots=True)

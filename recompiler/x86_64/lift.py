@@ -96,7 +96,19 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
     if term is None:
         last = block.insns[-1]
         term = FallThrough(last.next)
+    elif type(term) is Branch and term.cc and len(out) >= 2 and not out[-1][1]:
+        # cmp/test immediately followed by jcc: compare the operands directly
+        prev = out[-2][1]
+        if prev and type(prev[-1]) is FlagThunk and prev[-1].fuse is not None:
+            from .sem.flags import fused_cond
+            c = fused_cond(prev[-1].fuse, _CANON.get(term.cc, term.cc))
+            if c is not None:
+                term = Branch(c, term.target, term.fallthrough, term.cc)
     return IRBlock(block.start, out, term)
+
+
+_CANON = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "na": "be", "nbe": "a",
+          "nge": "l", "nl": "ge", "ng": "le", "nle": "g"}
 
 
 def _reads(stmts, out: set[str]) -> None:

@@ -70,7 +70,7 @@ class Form:
     or the name of a count-dependent rule (``"shift"``, ``"rotate"``,
     ``"shd"``). ``gen`` names the input generator. ``mem`` is the register
     pointed at ``DATA_ADDR + mem_offset`` (found in the text when not
-    given). ``signal`` is what every native run of the form must end with
+    given). ``size`` is the operand width for ``.byte`` lines. ``signal`` is what every native run of the form must end with
     (0, or e.g. SIGFPE for the divisions that must fault): it checks the
     generator, not the lifter.
     """
@@ -81,6 +81,7 @@ class Form:
     mem: str | None = None
     mem_offset: int = 0x100
     signal: int = 0
+    size: int = 0
 
     def __post_init__(self) -> None:
         if self.gen not in GENERATORS:
@@ -92,7 +93,8 @@ class Form:
 
     @property
     def width(self) -> int:
-        return form_width(self.asm)
+        """Operand width in bytes: ``size`` when given (``.byte`` lines), else read from the text."""
+        return self.size or form_width(self.asm)
 
     @property
     def id(self) -> str:
@@ -188,10 +190,9 @@ _add("logic", ["not rax", "not ecx", "not dx", "not bl", "not ah", "not sil", "n
                "not byte ptr [rbx+1]"])
 
 # -- data movement -----------------------------------------------------------
-_add("data", [f for f in _alu_forms("mov", ALL) if not f.startswith("mov rcx, -5 ")] +
+_add("data", _alu_forms("mov", ALL) +
      ["mov rax, -1", "mov r9, 0x7fffffff", "mov ecx, 0xffffffff", "mov byte ptr [rbx], -1",
-      "mov rax, qword ptr [rbx+rdx*1]" if False else "mov rax, qword ptr [rbx-8]",
-      "mov eax, dword ptr [rbx+0x7fc]"])
+      "mov rax, qword ptr [rbx-8]", "mov eax, dword ptr [rbx+0x7fc]"])
 _add("data", ["movabs rax, 0x123456789abcdef0", "movabs r11, -2", "movabs r8, 0x8000000000000000"])
 _add("data", ["movzx eax, bl", "movzx ecx, ah", "movzx rdx, sil", "movzx esi, dx", "movzx r9, r10w",
               "movzx ax, bh", "movzx eax, byte ptr [rbx+1]", "movzx rcx, word ptr [rbx+2]",
@@ -220,8 +221,9 @@ for _m in ("shl", "shr", "sar"):
                    f"{_m} dword ptr [rbx+4], 31", f"{_m} si, 17", f"{_m} al, 9"],
          flags="shift", gen="shift")
 # sal: GNU as encodes ``sal`` as /4 (Capstone's shl); /6 is the alias Capstone names sal.
-_add("shift", [".byte 0xd1, 0xf0", ".byte 0x48, 0xd3, 0xf3", ".byte 0xc0, 0xf1, 0x03", ".byte 0xd0, 0xf4"],
-     flags="shift", gen="shift")
+for _bytes, _size in ((".byte 0xd1, 0xf0", 4), (".byte 0x48, 0xd3, 0xf3", 8), (".byte 0xc0, 0xf1, 0x03", 1),
+                      (".byte 0xd0, 0xf4", 1), (".byte 0x66, 0xd3, 0xf2", 2)):
+    _add("shift", [_bytes], flags="shift", gen="shift", size=_size)     # sal eax,1; rbx,cl; cl,3; ah,1; dx,cl
 for _m in ("rol", "ror"):
     _add("shift", [f"{_m} rax, cl", f"{_m} ecx, cl", f"{_m} dx, cl", f"{_m} bl, cl", f"{_m} ah, cl",
                    f"{_m} r9d, cl", f"{_m} qword ptr [rbx], cl", f"{_m} rax, 1", f"{_m} edx, 1", f"{_m} bh, 1",
@@ -316,7 +318,7 @@ _add("system", ["stmxcsr dword ptr [rbx+4]"], gen="float32")
 _add("system", ["ldmxcsr dword ptr [rbx]"], gen="mxcsr")
 _add("system", ["fnstcw word ptr [rbx+2]"])
 # fldcw changes only the x87 control word, which is not part of State: read it back with fnstcw.
-_add("system", [".byte 0xd9, 0x2b, 0xd9, 0x7b, 0x08"], gen="fpucw")   # fldcw [rbx]; fnstcw [rbx+8]
+_add("system", [".byte 0xd9, 0x2b, 0xd9, 0x7b, 0x08"], gen="fpucw", mem="rbx", size=2)   # fldcw [rbx]; fnstcw [rbx+8]
 
 # -- SSE: moves ---------------------------------------------------------------------------
 for _m in ("movdqa", "movdqu", "movaps", "movups", "movapd", "movupd"):

@@ -37,7 +37,7 @@ def ret(ctx: Ctx) -> None:
 def _jcc(cc: str):
     def f(ctx: Ctx) -> None:
         (t,) = ctx.insn.ops
-        ctx.term = Branch(cond(cc), t.imm, ctx.insn.next)
+        ctx.term = Branch(cond(cc), t.imm, ctx.insn.next, cc)
     return f
 
 

@@ -56,12 +56,12 @@ class _Sink:
 _ALL6 = frozenset(("cf", "pf", "af", "zf", "sf", "of"))
 
 
-def _deferred(ctx: Ctx, fn, *args, names=_ALL6) -> None:
+def _deferred(ctx: Ctx, fn, *args, names=_ALL6, fuse=None) -> None:
     def build():
         sink = _Sink()
         fn(sink, *args)
         return sink.stmts
-    ctx.emit(FlagThunk(names, build))
+    ctx.emit(FlagThunk(names, build, fuse))
 
 
 def flags_add(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, carry: Expr | None = None,
@@ -72,11 +72,11 @@ def flags_add(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, carry: Expr | No
 
 def flags_sub(ctx: Ctx, res: Expr, a: Expr, b: Expr, size: int, borrow: Expr | None = None) -> None:
     """Flags of res = a - b (- borrow); operands masked to size."""
-    _deferred(ctx, _flags_sub, res, a, b, size, borrow)
+    _deferred(ctx, _flags_sub, res, a, b, size, borrow, fuse=("sub", a, b, size) if borrow is None else None)
 
 
 def flags_logic(ctx: Ctx, res: Expr, size: int) -> None:
-    _deferred(ctx, _flags_logic, res, size)
+    _deferred(ctx, _flags_logic, res, size, fuse=("logic", res, size))
 
 
 def _flags_add(ctx, res: Expr, a: Expr, b: Expr, size: int, carry: Expr | None = None,
@@ -147,3 +147,34 @@ def cond(cc: str) -> Expr:
     if neg:
         e = op("i32.eqz", "i32", e)
     return e
+
+
+_UNSIGNED = {"e": "i64.eq", "ne": "i64.ne", "b": "i64.lt_u", "ae": "i64.ge_u", "be": "i64.le_u", "a": "i64.gt_u",
+             "l": "i64.lt_s", "ge": "i64.ge_s", "le": "i64.le_s", "g": "i64.gt_s"}
+
+
+def fused_cond(fuse: tuple, cc: str) -> Expr | None:
+    """The jcc condition computed straight from a cmp/sub/test's operands, or None."""
+    from .ctx import sext
+    if fuse[0] == "sub":
+        _, a, b, size = fuse
+        name = _UNSIGNED.get(cc)
+        if name is None:
+            return None
+        if name.endswith("_s"):
+            return op(name, "i32", sext(a, size), sext(b, size))
+        return op(name, "i32", a, b)
+    _, res, size = fuse
+    if cc == "e":
+        return op("i64.eqz", "i32", res)
+    if cc == "ne":
+        return op("i64.ne", "i32", res, c64(0))
+    if cc in ("s", "l"):
+        return msb(res, size)
+    if cc in ("ns", "ge"):
+        return op("i32.eqz", "i32", msb(res, size))
+    if cc == "le":
+        return op("i32.or", "i32", op("i64.eqz", "i32", res), msb(res, size))
+    if cc == "g":
+        return op("i32.and", "i32", op("i64.ne", "i32", res, c64(0)), op("i32.eqz", "i32", msb(res, size)))
+    return None

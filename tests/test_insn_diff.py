@@ -1,0 +1,389 @@
+"""Instruction-level differential tests: every form in difftest/forms.py runs on the host CPU and lifted; they must agree.
+
+For each form: random states (seeded by the form) plus boundary values (0, 1,
+-1, INT_MIN, INT_MAX of the operand width) run natively
+(:func:`difftest.native.run_native_cases`) and lifted
+(:class:`difftest.lifted.LiftedInstruction`, one lift and compile per form).
+General registers, the defined flags (forms.defined_flags), xmm, mxcsr, the
+data and stack pages, rip and the signal must agree.
+
+A form the lifter refuses (it becomes a trap site) is skipped with the
+lifter's reason; tests/test_insn_coverage.py makes sure every mnemonic the
+lifter accepts has at least one form it does not refuse.
+"""
+from __future__ import annotations
+
+import random
+import re
+import signal
+import struct
+from dataclasses import replace
+
+import pytest
+
+from difftest.case import (CODE_BASE, DATA_ADDR, FLAG_CF, FLAG_DF, FLAGS_STATE, INSN_ADDR, MXCSR_DEFAULT, PAGE_SIZE,
+                           STACK_BASE, Case, State)
+from difftest.forms import FORMS, Form, defined_flags
+from difftest.lifted import LiftedInstruction, LifterRefused, instruction_elf
+from difftest.native import assemble, run_native_cases
+from formats.abi import SUBREGISTERS
+
+N_RANDOM = 48
+"""Random states per form (boundary states come on top)."""
+
+M64 = (1 << 64) - 1
+_GPR = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+_SUB: dict[str, tuple[str, int, int]] = {}
+for _r in _GPR:
+    _SUB[_r] = (_r, 0, 8)
+for _full, _subs in SUBREGISTERS.items():
+    for _n, _off, _sz in _subs:
+        _SUB[_n] = (_full, _off, _sz)
+
+KNOWN_LIFTER_BUGS: dict[str, str] = {}
+"""form id -> reason, for forms that fail because of a lifter bug (reported; marked xfail strict)."""
+
+_ASMS = list(dict.fromkeys(f.asm for f in FORMS))
+_CODES = dict(zip(_ASMS, assemble(_ASMS)))
+
+
+def _form_id(form: Form) -> str:
+    return form.id + (f"-{form.gen}" if form.gen == "divfault" else "")
+
+
+# ---------------------------------------------------------------------------
+# Building states
+# ---------------------------------------------------------------------------
+
+def set_reg(state: State, name: str, value: int) -> State:
+    """``state`` with a (sub-)register written as the CPU would (32-bit writes zero the upper half)."""
+    full, off, size = _SUB[name]
+    old = state.reg(full)
+    if size == 8:
+        new = value & M64
+    elif size == 4:
+        new = value & 0xFFFF_FFFF
+    else:
+        mask = ((1 << (8 * size)) - 1) << (8 * off)
+        new = (old & ~mask) | ((value << (8 * off)) & mask)
+    return state.with_regs(**{full: new})
+
+
+def set_mem(state: State, where: str, offset: int, raw: bytes) -> State:
+    """Write ``raw`` into the data (or stack) page at byte ``offset``."""
+    page = bytearray(getattr(state, where))
+    page[offset:offset + len(raw)] = raw
+    return replace(state, **{where: bytes(page)})
+
+
+def _mem_disp(form: Form) -> int:
+    """Byte offset in the data page of the form's memory operand (its register points at mem_offset)."""
+    text = form.asm.split("[", 1)[1].split("]", 1)[0] if "[" in form.asm else ""
+    disp = 0
+    for sign, num in re.findall(r"([+-])(0x[0-9a-f]+|\d+)$", text):
+        disp = int(num, 0) * (-1 if sign == "-" else 1)
+    return form.mem_offset + disp
+
+
+def _operands(form: Form) -> list[str]:
+    body = form.asm.split(" ", 1)[1] if " " in form.asm else ""
+    return [o.strip() for o in body.split(", ")] if body else []
+
+
+def _edge(rng: random.Random, bits: int) -> int:
+    mask = (1 << bits) - 1
+    return rng.choice([0, 1, mask, 1 << (bits - 1), (1 << (bits - 1)) - 1, 2, mask - 1])
+
+
+def boundary_states(form: Form, rng: random.Random) -> list[State]:
+    """0, 1, -1, INT_MIN, INT_MAX of the form's width, pairwise, in every register and the data page."""
+    w = min(form.width, 8)
+    bits = 8 * w
+    mask = (1 << bits) - 1
+    values = [0, 1, mask, 1 << (bits - 1), (1 << (bits - 1)) - 1]
+    out = []
+    for a in values:
+        for b in values:
+            st = State.random(rng)
+            regs = {}
+            for i, name in enumerate(_GPR):
+                if name == "rsp":
+                    continue
+                v = a if i % 2 == 0 else b
+                full = (rng.getrandbits(64) & ~mask) | v
+                if w == 1:           # the high-byte registers (ah..bh) get the other value
+                    full = (full & ~0xFF00) | ((b if i % 2 == 0 else a) << 8)
+                regs[name] = full
+            st = st.with_regs(**regs)
+            pattern = b"".join((b if k % 2 else a).to_bytes(w, "little") for k in range(PAGE_SIZE // w))
+            st = replace(st, data=pattern, stack=pattern)
+            out.append(st)
+    return out
+
+
+_F64_EDGES = [0.0, -0.0, 1.0, -1.0, 1.5, -2.5, 0.5, 3.0, 1e300, -1e-300, 5e-324, 2.2250738585072014e-308,
+              float("inf"), float("-inf"), float("nan"), 2.0 ** 63, -(2.0 ** 63), 2.0 ** 31, 4294967295.5, 123456.75]
+_F32_EDGES = [0.0, -0.0, 1.0, -1.0, 1.5, -2.5, 0.5, 3.0, 3.4e38, -1e-38, 1e-45, 1.17549435e-38,
+              float("inf"), float("-inf"), float("nan"), 2.0 ** 63, -(2.0 ** 31), 16777217.0, 0.1, 2.5]
+
+
+def _f64(rng: random.Random, *, ints: bool = False) -> int:
+    r = rng.random()
+    if r < 0.35:
+        v = rng.choice(_F64_EDGES)
+    elif r < 0.45:
+        return rng.getrandbits(64)                         # any bit pattern: NaN payloads, denormals
+    elif ints:
+        v = rng.choice([rng.uniform(-2 ** 31, 2 ** 31), rng.uniform(-2 ** 63, 2 ** 63), rng.randint(-100, 100) + 0.5,
+                        rng.uniform(-1e20, 1e20)])
+    else:
+        v = rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-30, 30)
+    return int.from_bytes(struct.pack("<d", v), "little")
+
+
+def _f32(rng: random.Random, *, ints: bool = False) -> int:
+    r = rng.random()
+    if r < 0.35:
+        v = rng.choice(_F32_EDGES)
+    elif r < 0.45:
+        return rng.getrandbits(32)
+    elif ints:
+        v = rng.choice([rng.uniform(-2 ** 31, 2 ** 31), rng.uniform(-2 ** 63, 2 ** 63), rng.randint(-100, 100) + 0.5])
+    else:
+        v = rng.uniform(-1e3, 1e3) * 10 ** rng.randint(-10, 10)
+    return int.from_bytes(struct.pack("<f", v), "little")
+
+
+def _float_lanes(rng: random.Random, kind: str, ints: bool = False) -> int:
+    if kind == "f64":
+        return _f64(rng, ints=ints) | _f64(rng, ints=ints) << 64
+    return sum(_f32(rng, ints=ints) << (32 * i) for i in range(4))
+
+
+def _float_state(st: State, rng: random.Random, kind: str, ints: bool) -> State:
+    xmm = tuple(_float_lanes(rng, kind, ints) for _ in range(16))
+    data = b"".join(_float_lanes(rng, kind, ints).to_bytes(16, "little") for _ in range(PAGE_SIZE // 16))
+    mxcsr = MXCSR_DEFAULT
+    r = rng.random()
+    if r < 0.15:
+        mxcsr |= rng.randrange(4) << 13                   # rounding control
+    elif r < 0.2:
+        mxcsr |= rng.choice([0x8000, 0x0040, 0x8040])     # FTZ, DAZ
+    elif r < 0.25:
+        mxcsr |= rng.getrandbits(6)                       # sticky exception flags already set
+    return replace(st, xmm=xmm, data=data, mxcsr=mxcsr)
+
+
+def _filler_target(rng: random.Random) -> int:
+    """An address in the code page that holds int3 filler on both sides."""
+    return INSN_ADDR + rng.choice([0x40, -0x20, 0x100, -0x300, 0x600, -0x7F0])
+
+
+def _adjust(form: Form, st: State, rng: random.Random) -> State:
+    """Apply the form's generator to a random state."""
+    g = form.gen
+    w = form.width
+    ops = _operands(form)
+    if g in ("shift", "shift16"):
+        bits = 8 * w
+        if g == "shift16":
+            c = rng.randrange(17) + 32 * rng.randrange(8)
+        else:
+            c = rng.choice([0, 1, 2, 3, bits - 1, bits, bits + 1, 31, 32, 33, 63, 64, 65, rng.getrandbits(8)])
+        return set_reg(st, "cl", c & 0xFF)
+    if g in ("div", "divfault"):
+        return _division(form, st, rng)
+    if g in ("string", "rep"):
+        src = DATA_ADDR + rng.randrange(0x400, 0xC00)
+        dst = DATA_ADDR + rng.randrange(0x400, 0xC00)
+        st = st.with_regs(rsi=src, rdi=dst).with_flags(DF=rng.random() < 0.3)
+        if g == "rep":
+            st = st.with_regs(rcx=rng.choice([0, 1, 2, 3, 7, 16, 40, rng.randrange(41)]))
+        if rng.random() < 0.5:                            # equal runs, so repe/repne stop early or late
+            n = rng.randrange(0, 0x200)
+            page = bytearray(st.data)
+            a, b = src - DATA_ADDR, dst - DATA_ADDR
+            lo_a, lo_b = (a, b) if not st.flag("DF") else (a - n, b - n)
+            page[lo_b:lo_b + n] = page[lo_a:lo_a + n]
+            if rng.random() < 0.5:                        # scas: a run of the accumulator value
+                acc = st.reg("rax").to_bytes(8, "little") * (n // 8 + 2)
+                page[lo_b:lo_b + n] = acc[:n]
+            st = replace(st, data=bytes(page))
+        return st
+    if g == "ret":
+        return set_mem(st, "stack", 0x800, _filler_target(rng).to_bytes(8, "little"))
+    if g == "target":
+        t = _filler_target(rng)
+        st = st.with_regs(rax=t, rcx=t)
+        return set_mem(set_mem(st, "data", form.mem_offset, t.to_bytes(8, "little")),
+                       "data", form.mem_offset + 8, t.to_bytes(8, "little"))
+    if g == "leave":
+        return st.with_regs(rbp=STACK_BASE + rng.randrange(0x20, 0x1F0) * 8)
+    if g == "rcx":
+        return st.with_regs(rcx=rng.choice([0, 1, 1 << 32, 0xFFFF_FFFF, rng.getrandbits(64)]))
+    if g == "bitmem":
+        off = rng.randrange(-0x700 * 8, 0x700 * 8)
+        return set_reg(st, ops[1], off)
+    if g == "cmpxchg":
+        if rng.random() < 0.5:
+            acc = {1: "al", 2: "ax", 4: "eax", 8: "rax"}[w]
+            if "[" in ops[0]:
+                at = _mem_disp(form)
+                value = int.from_bytes(st.data[at:at + w], "little")
+            else:
+                value = st.reg(ops[0])
+            st = set_reg(st, acc, value)
+        return st
+    if g == "popf":
+        flags = rng.getrandbits(12) & FLAGS_STATE | 0x202
+        return set_mem(st, "stack", 0x800, flags.to_bytes(8, "little"))
+    if g in ("float32", "float64"):
+        return _float_state(st, rng, "f32" if g == "float32" else "f64", False)
+    if g in ("cvt32", "cvt64"):
+        return _float_state(st, rng, "f32" if g == "cvt32" else "f64", True)
+    if g == "xmmcount":
+        count = rng.choice([0, 1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 1 << 32, rng.getrandbits(64)])
+        hi = rng.getrandbits(64) << 64
+        st = st.with_regs(xmm2=hi | count)
+        return set_mem(st, "data", form.mem_offset, (hi | count).to_bytes(16, "little"))
+    if g == "mxcsr":
+        value = rng.getrandbits(16) if rng.random() < 0.7 else MXCSR_DEFAULT
+        return set_mem(st, "data", form.mem_offset, value.to_bytes(4, "little"))
+    if g == "fpucw":
+        value = rng.getrandbits(16) if rng.random() < 0.8 else 0x037F
+        return set_mem(st, "data", form.mem_offset, value.to_bytes(2, "little"))
+    return st
+
+
+def _division(form: Form, st: State, rng: random.Random) -> State:
+    """Dividend and divisor such that the division succeeds ("div") or must fault ("divfault")."""
+    w = form.width
+    bits = 8 * w
+    signed = form.asm.startswith("idiv")
+    src = _operands(form)[0]
+    lo_name, hi_name = {1: ("al", "ah"), 2: ("ax", "dx"), 4: ("eax", "edx"), 8: ("rax", "rdx")}[w]
+    mask = (1 << bits) - 1
+    if form.gen == "divfault":
+        if rng.random() < 0.5:
+            d, n = 0, rng.getrandbits(2 * bits)
+        elif signed:
+            d = rng.choice([mask, 1, 2])                   # -1, 1, 2 with a too-large dividend
+            n = (1 << (2 * bits - 1)) | rng.getrandbits(bits)
+            if d == 1 or d == 2:
+                n = (rng.randrange(1 << (bits - 1), 1 << (2 * bits - 3)) << 2) | rng.getrandbits(2)
+        else:
+            d = rng.randrange(1, mask + 1)
+            n = (rng.randrange(d, mask + 1) << bits) | rng.getrandbits(bits)     # high part >= divisor
+    else:
+        d = rng.choice([1, mask, 1 << (bits - 1), 3, 10, rng.randrange(1, mask + 1), rng.randrange(1, 256)])
+        if signed:
+            sd = d - (1 << bits) if d >> (bits - 1) else d
+            q = rng.choice([0, 1, -1, (1 << (bits - 1)) - 1, -(1 << (bits - 1)),
+                            rng.randrange(-(1 << (bits - 1)), 1 << (bits - 1))])
+            r = rng.randrange(abs(sd))
+            prod = q * sd
+            num = prod + r if prod > 0 or (prod == 0 and rng.random() < 0.5) else prod - r
+            quot = abs(num) // abs(sd) * (1 if (num >= 0) == (sd > 0) else -1)
+            if not -(1 << (bits - 1)) <= quot < (1 << (bits - 1)):
+                num = prod
+            n = num & ((1 << (2 * bits)) - 1)
+        else:
+            n = (rng.randrange(d) << bits) | rng.getrandbits(bits)
+    if w == 1:
+        st = set_reg(st, "ax", n & 0xFFFF)
+    else:
+        st = set_reg(set_reg(st, lo_name, n & mask), hi_name, n >> bits)
+    if "[" in src:
+        return set_mem(st, "data", _mem_disp(form), d.to_bytes(w, "little"))
+    return set_reg(st, src, d)
+
+
+def states_for(form: Form) -> list[State]:
+    rng = random.Random(f"kiln-difftest:{_form_id(form)}")
+    states = [State.random(rng, random_memory=True) for _ in range(N_RANDOM)]
+    if form.gen in ("random", "shift", "cmpxchg", "bitmem", "xmmcount") and form.width <= 8:
+        states += boundary_states(form, rng)
+    elif form.gen == "random":                             # xmm forms: byte patterns in every lane
+        for a in (0x00, 0xFF, 0x80, 0x7F, 0x01):
+            for b in (0x00, 0xFF, 0x80, 0x7F, 0x01):
+                st = State.random(rng)
+                xmm = tuple(int.from_bytes(bytes([a if (i + k) % 2 else b for k in range(16)]), "little")
+                            for i in range(16))
+                states.append(replace(st, xmm=xmm, data=bytes([a, b]) * (PAGE_SIZE // 2)))
+    return [_adjust(form, st, rng) for st in states]
+
+
+# ---------------------------------------------------------------------------
+# The tests
+# ---------------------------------------------------------------------------
+
+def _params():
+    for form in FORMS:
+        marks = []
+        reason = KNOWN_LIFTER_BUGS.get(_form_id(form))
+        if reason:
+            marks.append(pytest.mark.xfail(strict=True, reason=f"lifter bug: {reason}"))
+        yield pytest.param(form, id=_form_id(form), marks=marks)
+
+
+def _describe(form: Form, case: Case, native: State, lifted: State, diff: list[str]) -> str:
+    ins = case.input_state()
+    regs = " ".join(f"{n}={v:#x}" for n, v in ins.regs.items())
+    xmm = " ".join(f"xmm{i}={v:#034x}" for i, v in enumerate(ins.xmm[:4]))
+    return (f"{form.asm} [{case.code.hex(' ')}] from {regs} rflags={ins.rflags:#x} mxcsr={ins.mxcsr:#x} {xmm}\n"
+            f"    native vs lifted: " + "; ".join(diff))
+
+
+@pytest.mark.parametrize("form", list(_params()))
+def test_lifted_instruction_agrees_with_the_host_cpu(form: Form) -> None:
+    code = _CODES[form.asm]
+    try:
+        lifted = LiftedInstruction(code, name=form.asm)
+    except LifterRefused as refused:
+        pytest.skip(str(refused))
+    cases = [Case(code, st, mem_reg=form.mem or None, mem_offset=form.mem_offset, asm=form.asm)
+             for st in states_for(form)]
+    native = run_native_cases(cases)
+    assert [n.signal for n in native] == [form.signal] * len(cases), \
+        f"{form.asm}: the input generator {form.gen!r} did not give signal {form.signal} natively"
+    outs = lifted.run([c.input_state() for c in cases])
+    failures = []
+    for case, nat, got in zip(cases, native, outs):
+        diff = nat.diff(got, flags_mask=defined_flags(form, case.input_state()))
+        if diff:
+            failures.append(_describe(form, case, nat, got, diff))
+    assert not failures, (f"{len(failures)} of {len(cases)} states disagree"
+                          + (f" (lifted notes: {lifted.notes[:3]})" if lifted.notes else "") + ":\n"
+                          + "\n".join(failures[:6]))
+
+
+# ---------------------------------------------------------------------------
+# The harness itself
+# ---------------------------------------------------------------------------
+
+def test_instruction_elf_is_a_static_executable_the_host_kernel_accepts(tmp_path) -> None:
+    """The ELF the lifted side writes is well formed: readelf reads it, the kernel execs it to the int3."""
+    import shutil
+    import subprocess
+    code, = assemble(["mov eax, 0x2a"])
+    path = tmp_path / "insn"
+    path.write_bytes(instruction_elf(code))
+    path.chmod(0o755)
+    if shutil.which("readelf"):
+        out = subprocess.run(["readelf", "-lh", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "EXEC (Executable file)" in out and f"{INSN_ADDR:#x}" in out
+        assert out.count("LOAD") == 3
+    proc = subprocess.run([str(path)], capture_output=True)
+    # it runs the mov, then the stop jump to an unmapped address: SIGSEGV, not an exec error
+    assert proc.returncode == -signal.SIGSEGV
+
+
+def test_a_fault_flag_change_is_seen_at_the_stop() -> None:
+    """Sanity of the stop terminator: flags an instruction writes reach the reported state."""
+    code, = assemble(["add rax, rbx"])
+    st = State().with_regs(rax=M64, rbx=1)
+    out, = LiftedInstruction(code).run([st])
+    assert out.signal == 0 and out.rip == INSN_ADDR + len(code)
+    assert out.reg("rax") == 0 and out.flag("CF") and out.flag("ZF")
+    assert CODE_BASE <= out.rip < CODE_BASE + PAGE_SIZE and FLAG_CF & out.rflags and not out.rflags & FLAG_DF
