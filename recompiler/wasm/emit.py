@@ -272,6 +272,11 @@ class FunctionEmitter:
             out.append(f"(call $dispatch_call {self.x(t.target)})")
             self.after_call(t.ret, cur, out)
         elif tt is JumpIndirect:
+            local = [(a + self.bias, self.index[a]) for a in t.known if a in self.index]
+            if local:
+                # jump table into this function: a compare tree on the runtime address, no dispatch
+                out.append(f"(local.set $jt {self.x(t.target)})")
+                self._jt_tree(local, out)
             self.spill(out, flags=True)
             out.append(f"(return_call $dispatch_jump {self.x(t.target)})")
         elif tt is Return:
@@ -282,6 +287,19 @@ class FunctionEmitter:
             pass
         else:
             raise TypeError(f"unknown terminator {t!r}")
+
+    def _jt_tree(self, lst: list[tuple[int, int]], out: list[str]) -> None:
+        if len(lst) <= 4:
+            for a, i in lst:
+                out.append(f"(if (i64.eq (local.get $jt) (i64.const {_signed64(a)})) "
+                           f"(then (local.set $pc (i32.const {i})) (br $L)))")
+            return
+        mid = len(lst) // 2
+        out.append(f"(if (i64.lt_u (local.get $jt) (i64.const {_signed64(lst[mid][0])})) (then")
+        self._jt_tree(lst[:mid], out)
+        out.append(") (else")
+        self._jt_tree(lst[mid:], out)
+        out.append("))")
 
     # -- whole function -----------------------------------------------------------------
     def emit(self) -> str:
@@ -297,7 +315,7 @@ class FunctionEmitter:
                     self.s(st, body)
             self.term(b.term, i, body)
         head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
-        locs = ["(local $pc i32) (local $fl i64)"]
+        locs = ["(local $pc i32) (local $fl i64) (local $jt i64)"]
         regs = set(self.used) | set(FLAGS)
         for r in sorted(regs):
             locs.append(f"(local ${r} {_ty_of_reg(r)})")

@@ -182,6 +182,7 @@ class CallIndirect(Term):
 @dataclass(slots=True)
 class JumpIndirect(Term):
     target: Expr
+    known: tuple = ()     # link-time targets found by jump-table recognition
 
 
 @dataclass(slots=True)

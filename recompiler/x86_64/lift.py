@@ -96,6 +96,8 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
     if term is None:
         last = block.insns[-1]
         term = FallThrough(last.next)
+    elif type(term) is JumpIndirect and block.insns[-1].address in prog.jump_tables:
+        term = JumpIndirect(term.target, tuple(sorted(set(prog.jump_tables[block.insns[-1].address]))))
     elif type(term) is Branch and term.cc and len(out) >= 2 and not out[-1][1]:
         # cmp/test immediately followed by jcc: compare the operands directly
         prev = out[-2][1]

@@ -243,7 +243,7 @@ _add("muldiv", ["mul rbx", "mul ecx", "mul si", "mul bl", "mul ah", "mul r9", "m
 _add("muldiv", ["imul rbx", "imul ecx", "imul si", "imul bl", "imul bh", "imul qword ptr [rbx]",
                 "imul rax, rbx", "imul ecx, edx", "imul si, di", "imul r9, qword ptr [rbx+8]",
                 "imul r10d, dword ptr [rbx]", "imul rax, rbx, 7", "imul ecx, edx, -0x1000",
-                "imul si, di, 300", "imul r11, qword ptr [rbx], 0x7fffffff", "imul edx, dword ptr [rbx+4], -1"],
+                "imul si, di, 300", "imul si, di, -300", "imul ecx, edx, -5", "imul rax, rbx, -0x1000", "imul r11, qword ptr [rbx], 0x7fffffff", "imul edx, dword ptr [rbx+4], -1"],
      flags=MUL)
 _add("muldiv", ["div rcx", "div ebx", "div si", "div bl", "div bh", "div qword ptr [rbx]", "div dword ptr [rbx+4]",
                 "div word ptr [rbx+2]", "div byte ptr [rbx+1]",
@@ -313,7 +313,10 @@ _add("flags", ["clc", "stc", "cmc", "cld", "std", "lahf", "sahf", "pushfq"])
 _add("flags", ["popfq"], gen="popf")
 _add("system", ["nop", "nop dword ptr [rax+rax*1+0]", "endbr64", "pause", "lfence", "mfence", "sfence",
                 "prefetcht0 byte ptr [rbx]", "prefetcht1 byte ptr [rbx+0x40]", "prefetcht2 byte ptr [rbx]",
-                "prefetchnta byte ptr [rbx]", "prefetchw byte ptr [rbx]", "hlt", "ud2", "int3"])
+                "prefetchnta byte ptr [rbx]", "prefetchw byte ptr [rbx]"])
+_add("system", ["hlt"], signal=11)          # SIGSEGV: hlt is privileged
+_add("system", ["ud2"], signal=4)           # SIGILL
+_add("system", ["int3"], signal=5)          # SIGTRAP, rip past the int3
 _add("system", ["stmxcsr dword ptr [rbx+4]"], gen="float32")
 _add("system", ["ldmxcsr dword ptr [rbx]"], gen="mxcsr")
 _add("system", ["fnstcw word ptr [rbx+2]"])
