@@ -18,7 +18,7 @@ from pathlib import Path
 import wasmtime
 
 from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
-                         FAULT_RECORD_OFFSETS, GUEST_MEMORY_PAGES, HWCAP, MMAP_BASE, STACK_TOP,
+                         GUEST_MEMORY_PAGES, HWCAP, MMAP_BASE, STACK_TOP,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.lift_api import LiftedUnit, LinkedModule, engine_config, lift_elf, link_units
 from recompiler.x86_64.elfimage import ElfImage
@@ -63,7 +63,7 @@ def compile_unit(unit: LiftedUnit) -> tuple[LinkedModule, wasmtime.Module]:
 
 class Harness:
     def __init__(self, path: Path, unit: LiftedUnit, module: wasmtime.Module,
-                 argv: list[str], env: list[str], stdin: bytes = b"") -> None:
+                 argv: list[str], env: list[str], stdin: bytes = b"", unit_index: int = 0) -> None:
         self.img = ElfImage(path)
         self.unit = unit
         self.store = wasmtime.Store(engine())
@@ -86,7 +86,7 @@ class Harness:
         regions = self.img.exec_segments()
         self.c.write(self.store, struct.pack("<I", len(regions)), CODE_REGIONS)
         for i, (a, b) in enumerate(regions):
-            self.c.write(self.store, struct.pack("<IIII", a + bias, b + bias, 0, bias & 0xFFFF_FFFF),
+            self.c.write(self.store, struct.pack("<IIII", a + bias, b + bias, unit_index, bias & 0xFFFF_FFFF),
                          CODE_REGIONS + 16 + i * CODE_REGION_SIZE)
         sp = self._stack(argv, env)
         self.set_state("rsp", sp)
@@ -299,12 +299,16 @@ def _lifter_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+_FINGERPRINT = _lifter_fingerprint()
+"""Computed once at import, so it describes the lifter code this process actually runs."""
+
+
 def prepare(path: Path, name: str | None = None) -> tuple[LiftedUnit, wasmtime.Module]:
     """Lift, link and compile ``path`` (cached on disk by ELF hash and lifter fingerprint)."""
     import blake3
     from examples.debs import cache_dir
     data = Path(path).read_bytes()
-    key = blake3.blake3(data).hexdigest()[:32] + "-" + _lifter_fingerprint()
+    key = blake3.blake3(data).hexdigest()[:32] + "-" + _FINGERPRINT
     if key in _UNITS:
         return _UNITS[key]
     d = cache_dir() / "lifttest"

@@ -168,13 +168,11 @@ def _float_state(st: State, rng: random.Random, kind: str, ints: bool) -> State:
     xmm = tuple(_float_lanes(rng, kind, ints) for _ in range(16))
     data = b"".join(_float_lanes(rng, kind, ints).to_bytes(16, "little") for _ in range(PAGE_SIZE // 16))
     mxcsr = MXCSR_DEFAULT
-    r = rng.random()
-    if r < 0.15:
-        mxcsr |= rng.randrange(4) << 13                   # rounding control
-    elif r < 0.2:
-        mxcsr |= rng.choice([0x8000, 0x0040, 0x8040])     # FTZ, DAZ
-    elif r < 0.25:
+    if rng.random() < 0.1:
         mxcsr |= rng.getrandbits(6)                       # sticky exception flags already set
+    # Rounding control and FTZ/DAZ are left at Linux's defaults here; the lifter ignores them
+    # (test_sse_rounding_control_is_honoured, test_sse_ftz_daz_are_honoured), and varying them
+    # in every float form would bury any other disagreement under that one.
     return replace(st, xmm=xmm, data=data, mxcsr=mxcsr)
 
 
@@ -200,6 +198,8 @@ def _adjust(form: Form, st: State, rng: random.Random) -> State:
     if g in ("string", "rep"):
         src = DATA_ADDR + rng.randrange(0x400, 0xC00)
         dst = DATA_ADDR + rng.randrange(0x400, 0xC00)
+        if g == "rep" and rng.random() < 0.3:             # overlapping runs: rep movs is not memmove
+            dst = src + rng.choice([-16, -8, -3, -1, 1, 2, 5, 8, 16])
         st = st.with_regs(rsi=src, rdi=dst).with_flags(DF=rng.random() < 0.3)
         if g == "rep":
             st = st.with_regs(rcx=rng.choice([0, 1, 2, 3, 7, 16, 40, rng.randrange(41)]))
@@ -384,8 +384,8 @@ def test_instruction_elf_is_a_static_executable_the_host_kernel_accepts(tmp_path
     assert proc.returncode == -signal.SIGSEGV
 
 
-def test_a_fault_flag_change_is_seen_at_the_stop() -> None:
-    """Sanity of the stop terminator: flags an instruction writes reach the reported state."""
+def test_the_stop_terminator_reports_registers_flags_and_rip() -> None:
+    """Sanity of the lifted harness: what an instruction writes reaches the reported state."""
     code, = assemble(["add rax, rbx"])
     st = State().with_regs(rax=M64, rbx=1)
     out, = LiftedInstruction(code).run([st])
@@ -395,7 +395,27 @@ def test_a_fault_flag_change_is_seen_at_the_stop() -> None:
 
 
 SSE_FLAG_FORMS = ["addsd xmm1, xmm2", "divss xmm1, xmm2", "mulpd xmm1, xmm2", "sqrtsd xmm1, xmm2",
-                  "ucomisd xmm1, xmm2", "cvttsd2si rax, xmm1", "cvtsd2ss xmm1, xmm2", "cvtsi2ss xmm1, rax"]
+                  "ucomisd xmm1, xmm2", "cvttsd2si rax, xmm1", "cvtsd2si rdx, xmm3", "cvtsd2ss xmm1, xmm2",
+                  "cvtsi2ss xmm1, rax"]
+"""Representative SSE forms for the MXCSR-mode tests (truncation and compares do not round)."""
+
+
+def _sse_mode_failures(asm: str, mxcsr_for, *, whole_mxcsr: bool) -> list[str]:
+    """Run ``asm``'s states with the MXCSR ``mxcsr_for(rng)`` chooses; describe the states that disagree."""
+    form = next(f for f in FORMS if f.asm == asm)
+    code = _CODES[asm]
+    rng = random.Random(f"kiln-difftest-mxcsr:{asm}")
+    cases = [Case(code, replace(st, mxcsr=mxcsr_for(rng)), mem_reg=form.mem or None, mem_offset=form.mem_offset,
+                  asm=asm) for st in states_for(form)]
+    native = run_native_cases(cases)
+    outs = LiftedInstruction(code).run([c.input_state() for c in cases])
+    bad = []
+    for c, nat, got in zip(cases, native, outs):
+        diff = nat.diff(got, mxcsr=whole_mxcsr)
+        if diff:
+            bad.append(f"mxcsr in {c.state.mxcsr:#06x}, xmm1={c.state.reg('xmm1'):#x} xmm2={c.state.reg('xmm2'):#x}: "
+                       + "; ".join(diff))
+    return bad
 
 
 @pytest.mark.xfail(strict=True, reason="lifter bug: lifted SSE arithmetic never sets the MXCSR exception flags "
@@ -403,11 +423,43 @@ SSE_FLAG_FORMS = ["addsd xmm1, xmm2", "divss xmm1, xmm2", "mulpd xmm1, xmm2", "s
 @pytest.mark.parametrize("asm", SSE_FLAG_FORMS)
 def test_sse_exception_flags_agree(asm: str) -> None:
     """The sticky exception flags in MXCSR after an SSE operation, as fenv.h reads them."""
-    form = next(f for f in FORMS if f.asm == asm)
-    code = _CODES[asm]
-    cases = [Case(code, st, asm=asm) for st in states_for(form)]
+    bad = _sse_mode_failures(asm, lambda rng: MXCSR_DEFAULT, whole_mxcsr=True)
+    assert not bad, f"{asm}: {len(bad)} states disagree:\n" + "\n".join(bad[:5])
+
+
+@pytest.mark.xfail(strict=True, reason="lifter bug: MXCSR.RC is ignored; lifted SSE arithmetic and conversions "
+                                        "always round to nearest (fesetround() has no effect)")
+@pytest.mark.parametrize("asm", [a for a in SSE_FLAG_FORMS if a.split()[0] not in ("ucomisd", "cvttsd2si")])
+def test_sse_rounding_control_is_honoured(asm: str) -> None:
+    """Round down, up and toward zero (MXCSR bits 13-14) give the host CPU's results."""
+    bad = _sse_mode_failures(asm, lambda rng: MXCSR_DEFAULT | rng.randrange(1, 4) << 13, whole_mxcsr=False)
+    assert not bad, f"{asm}: {len(bad)} states disagree:\n" + "\n".join(bad[:5])
+
+
+@pytest.mark.xfail(strict=True, reason="lifter bug: MXCSR.FTZ and MXCSR.DAZ are ignored; denormals are "
+                                        "neither flushed nor treated as zero")
+@pytest.mark.parametrize("asm", ["mulss xmm1, xmm2", "divps xmm1, xmm2", "minss xmm9, xmm3", "cvtss2sd xmm1, xmm2"])
+def test_sse_ftz_daz_are_honoured(asm: str) -> None:
+    """Flush-to-zero (bit 15) and denormals-are-zero (bit 6), as -ffast-math startup code sets them."""
+    bad = _sse_mode_failures(asm, lambda rng: MXCSR_DEFAULT | rng.choice([0x8000, 0x0040, 0x8040]), whole_mxcsr=False)
+    assert not bad, f"{asm}: {len(bad)} states disagree:\n" + "\n".join(bad[:5])
+
+
+FAULT_SEQUENCES = [("add rax, rbx", "hlt"), ("sub rax, rbx", "ud2"), ("xor rax, rbx", "int3"),
+                   ("cmp rax, rbx", "div rcx"), ("stc", "hlt")]
+
+
+@pytest.mark.parametrize("seq", FAULT_SEQUENCES, ids=["; ".join(s) for s in FAULT_SEQUENCES])
+def test_flags_are_exact_at_a_fault(seq: tuple[str, str]) -> None:
+    """A signal handler sees (and sigreturn restores) the flags the instruction before the fault wrote."""
+    code = b"".join(assemble(list(seq)))
+    rng = random.Random(f"kiln-difftest-fault:{seq}")
+    states = [State.random(rng).with_regs(rcx=0) for _ in range(24)]
+    states += [State().with_regs(rax=M64, rbx=1, rcx=0), State().with_regs(rax=1 << 63, rbx=1, rcx=0)]
+    cases = [Case(code, st, asm="; ".join(seq)) for st in states]
     native = run_native_cases(cases)
-    outs = LiftedInstruction(code).run([c.input_state() for c in cases])
-    bad = [f"mxcsr {nat.mxcsr:#06x} != {got.mxcsr:#06x} from xmm1={c.state.reg('xmm1'):#x} xmm2={c.state.reg('xmm2'):#x}"
-           for c, nat, got in zip(cases, native, outs) if nat.mxcsr != got.mxcsr]
-    assert not bad, f"{asm}: {len(bad)} of {len(cases)} states disagree:\n" + "\n".join(bad[:5])
+    assert all(n.signal != 0 for n in native)
+    outs = LiftedInstruction(code).run(states)
+    bad = [_describe(Form("; ".join(seq), "fault"), c, n, g, n.diff(g)) for c, n, g in zip(cases, native, outs)
+           if n.diff(g)]
+    assert not bad, f"{len(bad)} of {len(cases)} states disagree:\n" + "\n".join(bad[:4])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from liftrun import GuestFault, prepare, run_lifted
+from liftrun import GuestFault, run_lifted
 from recompiler.lift_api import LiftedUnit, lift_elf, link_units
 
 GPRS = ["rax", "rcx", "rdx", "rbx", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]
@@ -196,6 +196,40 @@ CASES += [
     ("jcc_test", _jcc_body("test %esi, %edi"), ARITH_FLAGS & ~0x10, None),
     ("jcc_sub", _jcc_body("sub %r8, %r9"), ARITH_FLAGS, None),
     ("jcc_and16", _jcc_body("and %r10w, %r11w"), ARITH_FLAGS & ~0x10, None),
+]
+
+
+def _sse(ops: str) -> str:
+    """xmm0 = [rax, rbx], xmm1 = [rcx, rdx], xmm2 = [rsi, rdi]; run ``ops``; xmm0 -> rax:rbx, xmm1 -> rcx:rdx."""
+    pre = ["movq %rax, %xmm0", "movq %rbx, %xmm3", "punpcklqdq %xmm3, %xmm0",
+           "movq %rcx, %xmm1", "movq %rdx, %xmm3", "punpcklqdq %xmm3, %xmm1",
+           "movq %rsi, %xmm2", "movq %rdi, %xmm3", "punpcklqdq %xmm3, %xmm2"]
+    post = ["movq %xmm0, %rax", "pshufd $0xee, %xmm0, %xmm3", "movq %xmm3, %rbx",
+            "movq %xmm1, %rcx", "pshufd $0xee, %xmm1, %xmm3", "movq %xmm3, %rdx"]
+    return "\n".join(pre + ops.strip().splitlines() + post)
+
+
+CASES += [
+    ("sse_logic", _sse("pxor %xmm2, %xmm0\npand %xmm0, %xmm1\npandn %xmm2, %xmm1\npor %xmm2, %xmm0"), 0, None),
+    ("sse_cmp_mask", _sse("pcmpeqb %xmm2, %xmm0\npmovmskb %xmm0, %r8d\npcmpgtd %xmm2, %xmm1\n"
+                          "pmovmskb %xmm1, %r9d\nmovmskps %xmm1, %r10d"), 0, None),
+    ("sse_minmax", _sse("pminub %xmm2, %xmm0\npmaxub %xmm0, %xmm1\npminsw %xmm2, %xmm1"), 0, None),
+    ("sse_arith", _sse("paddb %xmm2, %xmm0\npsubw %xmm0, %xmm1\npaddq %xmm1, %xmm2\npsubusb %xmm2, %xmm0\n"
+                       "paddusw %xmm2, %xmm1\npmullw %xmm2, %xmm0\npmuludq %xmm2, %xmm1"), 0, None),
+    ("sse_unpack", _sse("punpcklbw %xmm2, %xmm0\npunpckhwd %xmm2, %xmm1\npunpckhqdq %xmm0, %xmm1\n"
+                        "punpckldq %xmm2, %xmm0"), 0, None),
+    ("sse_shuffle", _sse("pshufd $0x1b, %xmm2, %xmm0\npshuflw $0x93, %xmm0, %xmm1\npshufhw $0x4e, %xmm1, %xmm1\n"
+                         "shufps $0xb1, %xmm2, %xmm0"), 0, None),
+    ("sse_shifts", _sse("pslldq $3, %xmm0\npsrldq $5, %xmm1\npsllq $7, %xmm2\npsrld $3, %xmm0\npsraw $4, %xmm1\n"
+                        "psrlq %xmm2, %xmm0\npaddq %xmm2, %xmm1"), 0, None),
+    ("sse_pack", _sse("packuswb %xmm2, %xmm0\npacksswb %xmm0, %xmm1\npavgb %xmm2, %xmm1\npmaddwd %xmm2, %xmm0"), 0, None),
+    ("sse_movs", "movq %rax, %xmm5\nmovd %ebx, %xmm6\nmovdqu scratch(%rip), %xmm7\npxor %xmm5, %xmm7\n"
+                 "movups %xmm7, scratch(%rip)\nmovd %xmm6, %ecx\nmovq %xmm7, %rdx\nmovhps %xmm5, scratch+16(%rip)\n"
+                 "movlps scratch+8(%rip), %xmm6\nmovq %xmm6, %rsi\nmovsd scratch+24(%rip), %xmm4\nmovq %xmm4, %rdi", 0, None),
+    ("sse_double", "cvtsi2sd %rax, %xmm0\ncvtsi2sd %ebx, %xmm1\naddsd %xmm1, %xmm0\nmulsd %xmm0, %xmm1\n"
+                   "divsd %xmm0, %xmm1\ncvttsd2si %xmm1, %rcx\ncvtsi2sdl %edx, %xmm2\nsubsd %xmm2, %xmm0\n"
+                   "ucomisd %xmm1, %xmm0\nmovq %xmm0, %rsi\nmovq %xmm1, %rdi\nsqrtsd %xmm2, %xmm3\ncvtsd2ss %xmm3, %xmm3\n"
+                   "cvtss2sd %xmm3, %xmm3\nmovq %xmm3, %r8", 0x45, None),
 ]
 
 

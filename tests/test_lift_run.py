@@ -140,6 +140,21 @@ int main(void) {
     return 0;
 }
 ''',
+"deep": r'''
+#include <stdio.h>
+#include <stdlib.h>
+struct node { struct node *next; long v; };
+__attribute__((noinline)) static long sum(const struct node *n) { if (!n) return 0; long r = sum(n->next); return r * 3 % 1000000007L + n->v; }
+__attribute__((noinline)) static int odd(unsigned n);
+__attribute__((noinline)) static int even(unsigned n) { return n == 0 ? 1 : odd(n - 1); }
+__attribute__((noinline)) static int odd(unsigned n) { return n == 0 ? 0 : even(n - 1); }
+int main(void) {
+    int depth = 150000; struct node *ns = malloc(sizeof *ns * depth);
+    for (int i = 0; i < depth; i++) { ns[i].next = i + 1 < depth ? &ns[i + 1] : 0; ns[i].v = (i * 2654435761L) % 1000; }
+    printf("%ld %d %d\n", sum(ns), even(70001), odd(70001));
+    return 0;
+}
+''',
 "stdin": r'''
 #include <stdio.h>
 #include <ctype.h>
@@ -310,3 +325,26 @@ def test_not_an_elf_is_a_clear_error(tmp_path: Path) -> None:
     p.write_text("#!/bin/sh\necho hi\n")
     with pytest.raises(KilnError, match=r"script.sh: not an ELF file \(bad magic at offset 0\)"):
         lift_elf(p, name=str(p))
+
+
+@pytest.mark.skipif(MUSL is None, reason="musl-gcc not installed")
+def test_two_units_in_one_module(musl_dir: Path) -> None:
+    """Linking: two ELFs in one module; each runs as its own unit number through dispatch."""
+    import wasmtime
+
+    from liftrun import Harness, engine
+    from recompiler.lift_api import lift_elf, link_units
+    a, b = _build(musl_dir, "hello", ["musl-gcc", "-static"]), _build(musl_dir, "varargs", ["musl-gcc", "-static"])
+    units = [lift_elf(a, name="/bin/a"), lift_elf(b, name="/bin/b")]
+    linked = link_units(units)
+    assert [len(u.entries) for u in linked.units] == [len(u.entries) for u in units]
+    table_indices = [i for u in linked.units for _, i in u.entries]
+    assert len(set(i for u in linked.units[:1] for _, i in u.entries) &
+               set(i for u in linked.units[1:] for _, i in u.entries)) == 0
+    assert max(table_indices) == len(units[0].functions) + len(units[1].functions) - 1
+    module = wasmtime.Module(engine(), linked.wasm)
+    for n, exe in enumerate((a, b)):
+        want = subprocess.run([str(exe)], capture_output=True)
+        h = Harness(exe, units[n], module, [str(exe)], ["PATH=/bin"], unit_index=n)
+        status = h.run()
+        assert (bytes(h.out), bytes(h.err), status) == (want.stdout, want.stderr, want.returncode)

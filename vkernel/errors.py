@@ -34,10 +34,19 @@ class GuestExit(Exception):
 
 
 class GuestExec(Exception):
-    """Raised by execve after its checks: the runtime replaces the instance and starts again."""
+    """Raised by execve after its checks: the runtime replaces the instance and starts again.
 
-    def __init__(self, path: str, argv: list[bytes], envp: list[bytes]) -> None:
+    ``path`` is the canonical guest path of the program (what /proc/self/exe
+    names), ``data`` its bytes as hash-checked (the runtime never re-reads the
+    file, so a swap after the check cannot run unchecked bytes) and
+    ``execfn`` the name the caller passed (AT_EXECFN).
+    """
+
+    def __init__(self, path: str, argv: list[bytes], envp: list[bytes],
+                 data: bytes | None = None, execfn: str | None = None) -> None:
         super().__init__(path)
         self.path = path
         self.argv = argv
         self.envp = envp
+        self.data = data
+        self.execfn = execfn or path

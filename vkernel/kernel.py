@@ -2,18 +2,34 @@
 from __future__ import annotations
 
 import errno
+import os
 import struct
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from formats import abi
 from vkernel.audit import AuditLog
 from vkernel.cpustate import CodeRegion, ControlMemory
 from vkernel.errors import GuestExec, GuestExit
 from vkernel.fdtable import FdTable
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
+from vkernel.signals import (CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
+                             STOP, UNBLOCKABLE, SigReturn, SignalInterrupt, build_frame,
+                             default_action, lowest_deliverable, sync_host, sync_host_mask)
+from vkernel.signals import bit as sigbit
 from vkernel.vfs import Vfs
+
+SIGSTOP, SIGSEGV = 19, 11
+
+
+def _signame(sig: int) -> str:
+    import signal as hsignal
+    try:
+        return hsignal.Signals(sig).name
+    except ValueError:
+        return f"SIGRT_{sig - 32}" if sig > 32 else str(sig)
 
 if TYPE_CHECKING:
     from vkernel.syscalls.table import SyscallEntry
@@ -41,6 +57,19 @@ class ProcessState:
     is_forked_child: bool = False
     rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)
     comm: bytes = b""                          # PR_SET_NAME
+    sigpending: int = 0                        # bit (sig - 1) set: pending for this process
+    altstack: tuple[int, int, int] = (0, 2, 0)  # sigaltstack: (ss_sp, ss_flags, ss_size); SS_DISABLE
+    vfork_fd: int = -1                         # vfork child: closed at exec or exit (wakes the parent)
+    limits: "GuestLimits | None" = None        # --pids-limit / --memory, shared by the process tree
+
+
+@dataclass(frozen=True)
+class GuestLimits:
+    """Resource bounds of one ``kiln run`` (process tree), from its options."""
+    pids: int = 0               # live guest processes at most (0: unlimited); fork gets EAGAIN
+    memory: int = 0             # mapped bytes per guest process at most (0: unlimited); ENOMEM
+    tree_root: int = 0          # host pid whose descendants are the guest processes
+    lock_fd: int = -1           # a shared file locked around the pid count and fork
 
 
 class Kernel:
@@ -63,6 +92,10 @@ class Kernel:
         self.regions: list[CodeRegion] = []
         self.reported_unknown: set[int] = set()
         self.syscall_count = 0
+        self.interruptible = False        # a blocking call is running: a signal may end it (EINTR)
+        self.reenter: Any = None          # runs the module's kiln_run again (signal handlers)
+        self.signal_depth = 0             # nested handler runs in progress
+        self.saved_mask: int | None = None  # rt_sigsuspend/ppoll: the mask the frame restores
         # The hot path: number -> (handler, argument count).
         from vkernel.syscalls.table import DISPATCH, TABLE
         self._fast = DISPATCH if table is TABLE else {
@@ -108,15 +141,114 @@ class Kernel:
                 result = fast[0](self, *frame[1:1 + fast[1]])
         except OSError as e:
             result = -(e.errno or errno.EIO)
-        except (GuestExit, GuestExec) as e:
+        except SignalInterrupt:
+            self.interruptible = False
+            result = -errno.EINTR
+        except (GuestExit, GuestExec, SigReturn) as e:
             if self.trace:
-                self._trace(nr, frame, 0 if isinstance(e, GuestExec) else None)
+                self._trace(nr, frame, 0 if isinstance(e, GuestExec) else
+                            self.ctl.get("rax") if isinstance(e, SigReturn) else None)
             raise
         except (ValueError, IndexError, OverflowError, struct.error):
             result = -errno.EFAULT
         if self.trace:
             self._trace(nr, frame, result)
+        if self.proc.sigpending:
+            result = self._signals(nr, frame, fast, result)
         self.ctl.set_result(result)
+
+    # -- signals at the syscall boundary ------------------------------------------
+    def blocking(self) -> None:
+        """Called by a handler before it blocks: EINTR now if a signal is deliverable, else
+        let the forwarding handler interrupt the wait (the caller clears ``interruptible``)."""
+        if self.proc.sigpending and lowest_deliverable(self.proc):
+            raise SignalInterrupt()
+        self.interruptible = True
+
+    def _signals(self, nr: int, frame: tuple[int, ...], fast: Any, result: int) -> int:
+        """Deliver the pending, unblocked signals; the syscall's (possibly new) result."""
+        p = self.proc
+        while True:
+            sig = lowest_deliverable(p)
+            if not sig:
+                return result
+            p.sigpending &= ~sigbit(sig)
+            act = p.sigactions.get(sig) or SignalAction()
+            if act.handler == SIG_IGN:
+                continue
+            if act.handler == SIG_DFL:
+                what = default_action(sig)
+                if what in (IGNORE, CONTINUE):
+                    continue
+                if what == STOP:
+                    os.kill(os.getpid(), SIGSTOP)       # the host stops us; SIGCONT resumes
+                    continue
+                if self.trace:
+                    print(f"+++ killed by {_signame(sig)} +++", file=self.trace_out, flush=True)
+                raise GuestExit(128 + sig, sig)
+            if self.trace:
+                print(f"--- {_signame(sig)} ---", file=self.trace_out, flush=True)
+            restart = result == -errno.EINTR and bool(act.flags & SA_RESTART) and fast is not None
+            result, reload = self._run_handler(sig, act, frame, result)
+            if reload:
+                return result
+            if restart:
+                try:
+                    result = fast[0](self, *frame[1:1 + fast[1]])
+                except OSError as e:
+                    result = -(e.errno or errno.EIO)
+                except SignalInterrupt:
+                    self.interruptible = False
+                    result = -errno.EINTR
+                except (ValueError, IndexError, OverflowError, struct.error):
+                    result = -errno.EFAULT
+
+    def _run_handler(self, sig: int, act: SignalAction, frame: tuple[int, ...],
+                     result: int) -> tuple[int, bool]:
+        """Run the guest handler for ``sig`` in a nested kiln_run (vkernel/signals.py)."""
+        c = self.ctl
+        if self.reenter is None:
+            raise GuestExit(128 + sig, sig, f"signal {sig}: no module to run the handler in")
+        view = c.view
+        saved_frame = bytes(view[abi.SYSCALL_FRAME:abi.SYSCALL_FRAME + 0x48])
+        saved_fault = bytes(view[abi.FAULT_RECORD:abi.FAULT_RECORD + 16])
+        next_rip = frame[7]
+        # The registers as the guest sees them right after `syscall` returns.
+        c.set("rax", result)
+        c.set("rip", next_rip)
+        c.set("rcx", next_rip)
+        c.set("r11", c.get("rflags"))
+        p = self.proc
+        old_mask = p.sigmask if self.saved_mask is None else self.saved_mask
+        self.saved_mask = None
+        try:
+            build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask)
+        except ValueError:
+            raise GuestExit(128 + SIGSEGV, SIGSEGV,
+                            f"{p.exe}: cannot write the signal frame for signal {sig} "
+                            f"(stack at {c.get('rsp'):#x})") from None
+        p.sigmask = (p.sigmask | act.mask | (0 if act.flags & SA_NODEFER else sigbit(sig))) \
+            & ~UNBLOCKABLE
+        sync_host_mask(p)
+        if act.flags & SA_RESETHAND:
+            p.sigactions[sig] = SignalAction()
+            sync_host(p, (sig,))
+        self.signal_depth += 1
+        try:
+            self.reenter()
+        except SigReturn:
+            pass
+        else:
+            raise GuestExit(128 + SIGSEGV, SIGSEGV, "a signal handler's run returned without "
+                            "rt_sigreturn")
+        finally:
+            self.signal_depth -= 1
+        view[abi.SYSCALL_FRAME:abi.SYSCALL_FRAME + 0x48] = saved_frame
+        view[abi.FAULT_RECORD:abi.FAULT_RECORD + 16] = saved_fault
+        if c.get("rip") != next_rip:
+            c.set_resume(abi.Resume.RELOAD)        # the handler changed the context
+            return c.get("rax"), True
+        return c.get("rax"), False
 
     def _unknown(self, nr: int) -> int:
         from vkernel.syscalls.numbers import SYSCALL_NAMES

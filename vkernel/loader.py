@@ -34,9 +34,22 @@ def prot_of(flags: int) -> int:
     return (1 if flags & PF_R else 0) | (2 if flags & PF_W else 0) | (4 if flags & PF_X else 0)
 
 
-def load_elf(space: AddressSpace, data: bytes, path: str, unit: int) -> LoadedImage:
-    """Map ``data`` (already hash-checked) into ``space``; returns the load facts."""
-    img: ElfImage = parse_elf(data, path)
+ARG_MAX = abi.STACK_SIZE_DEFAULT // 4
+"""Bytes argv, envp and the auxiliary vector may take on the new stack (Linux: stack rlimit / 4)."""
+MAX_ARG_STRLEN = 32 * abi.GUEST_PAGE
+"""Longest single argument or environment string, as Linux (E2BIG beyond)."""
+
+
+def exec_args_size(argv: list[bytes], envp: list[bytes], execfn: str) -> int:
+    """Bytes :func:`build_stack` needs for these arguments (the E2BIG check uses it)."""
+    strings = sum(len(a) + 1 for a in argv) + sum(len(e) + 1 for e in envp)
+    strings += len(execfn.encode()) + 1 + len(b"x86_64\0") + 16 + 32
+    words = 1 + len(argv) + 1 + len(envp) + 1 + 2 * 18
+    return strings + 8 * words
+
+
+def check_loadable(img: ElfImage, path: str) -> tuple[int, int, int]:
+    """(lowest address, end, bias) where ``img`` will load; NotSupported/VkernelError otherwise."""
     if img.interp is not None:
         raise NotSupported(f"dynamically linked programs are not yet supported: {path} needs {img.interp}",
                            hint="use a statically linked build of the program for now")
@@ -47,6 +60,14 @@ def load_elf(space: AddressSpace, data: bytes, path: str, unit: int) -> LoadedIm
     if lo + bias < abi.GUEST_MEMORY_MAP[0].end or hi > abi.MMAP_END:
         raise VkernelError(f"{path}: segments span {lo + bias:#x}-{hi:#x}, outside the guest's "
                            f"program area", hint="Kiln loads programs between 0x10000 and 0xf0000000")
+    return lo + bias, hi, bias
+
+
+def load_elf(space: AddressSpace, data: bytes, path: str, unit: int) -> LoadedImage:
+    """Map ``data`` (already hash-checked) into ``space``; returns the load facts."""
+    img: ElfImage = parse_elf(data, path)
+    _, hi, bias = check_loadable(img, path)
+    loads = img.loads
     regions = []
     for p in loads:
         start, end = page_down(p.vaddr + bias), page_up(p.vaddr + p.memsz + bias)
@@ -97,7 +118,7 @@ def build_stack(space: AddressSpace, image: LoadedImage, argv: list[bytes], envp
     for k, v in auxv:
         words += [k, v]
     rsp = (pos - 8 * len(words)) & ~15
-    if top - rsp > abi.STACK_SIZE_DEFAULT // 4:
+    if top - rsp > ARG_MAX:
         raise VkernelError(f"arguments and environment for {image.path} are too large "
                            f"({top - rsp} bytes)", hint="pass fewer or shorter arguments")
     space.write(rsp, struct.pack(f"<{len(words)}Q", *words))

@@ -123,17 +123,23 @@ class Runtime:
                            hint="give the program's absolute path inside the rootfs")
 
     # -- one program ------------------------------------------------------------------
-    def _start(self, path: str, argv: list[bytes], envp: list[bytes]) -> int:
-        try:
-            h = self.vfs.open(path, os.O_RDONLY)
+    def _start(self, path: str, argv: list[bytes], envp: list[bytes], data: bytes | None = None,
+               execfn: str | None = None) -> int:
+        """Load and run one program. ``data`` (with ``path`` canonical) comes from an execve
+        that already checked everything; without it the file is opened here (first program)."""
+        canonical = path
+        if data is None:
             try:
-                data = os.pread(h, max(os.fstat(h).st_size, 0), 0)
-                canonical = self.vfs.guest_path_of(h)      # /proc/self/exe: symlinks resolved
-            finally:
-                os.close(h)
-        except OSError as e:
-            raise VkernelError(f"cannot run {path}: {e.strerror}",
-                               hint="check the path inside the rootfs") from None
+                h = self.vfs.open(path, os.O_RDONLY)
+                try:
+                    data = os.pread(h, max(os.fstat(h).st_size, 0), 0)
+                    canonical = self.vfs.guest_path_of(h)      # /proc/self/exe: symlinks resolved
+                finally:
+                    os.close(h)
+            except OSError as e:
+                raise VkernelError(f"cannot run {path}: {e.strerror}",
+                                   hint="check the path inside the rootfs") from None
+        execfn = execfn or path
         unit = self.policy.check_exec(path, data)
         store = wasmtime.Store(self.engine)
         guest = wasmtime.Memory(store, wasmtime.MemoryType(
@@ -146,7 +152,7 @@ class Runtime:
         image = load_elf(space, data, path, unit.number)
         space.brk_start = space.brk_cur = image.brk_start
         ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
-        rsp = build_stack(space, image, argv, envp, path, ids)
+        rsp = build_stack(space, image, argv, envp, execfn, ids)
         ctl.reset_for_entry(image.entry, rsp)
         self.proc.exe = canonical
         k = Kernel(space=space, ctl=ctl, vfs=self.vfs, fds=self.fds, policy=self.policy,
@@ -276,15 +282,17 @@ class Runtime:
             os.close(h)
         argv = [a.encode() for a in self.spec.argv]
         path = self.resolve_command(self.spec.argv[0], env)
+        data: bytes | None = None
+        execfn: str | None = None
         while True:
             try:
-                return self._start(path, argv, env)
+                return self._start(path, argv, env, data, execfn)
             except GuestExec as ex:
                 self.fds.close_on_exec()
                 for sig, act in list(self.proc.sigactions.items()):
                     if act.handler not in (0, 1):
                         self.proc.sigactions[sig] = SignalAction()
-                path, argv, env = ex.path, ex.argv, ex.envp
+                path, argv, env, data, execfn = ex.path, ex.argv, ex.envp, ex.data, ex.execfn
 
 
 def _die_like(status: int, sig: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, FaultCode,
+from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS)
 from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const, Eval, Expr, FallThrough,
                                   FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
@@ -45,6 +45,11 @@ _LOAD = {("i64", 1, False): "i64.load8_u", ("i64", 1, True): "i64.load8_s",
 _STORE = {("i64", 1): "i64.store8", ("i64", 2): "i64.store16", ("i64", 4): "i64.store32", ("i64", 8): "i64.store",
           ("v128", 16): "v128.store", ("i32", 4): "i32.store", ("i32", 1): "i32.store8", ("i32", 2): "i32.store16",
           ("f32", 4): "f32.store", ("f64", 8): "f64.store"}
+
+
+MAX_CALL_DEPTH = 200
+"""Guest calls nested deeper than this restart from kiln_run's loop (the wasm stack is 2 MiB)."""
+_DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 
 
 def func_name(addr: int) -> str:
@@ -236,6 +241,13 @@ class FunctionEmitter:
         self.spill(out, flags=True)
         out.append(f"(return_call $dispatch_jump (i64.const {_signed64(target + self.bias)}))")
 
+    def depth_guard(self, target: str, out: list[str]) -> None:
+        """Bound the wasm call depth: past MAX_CALL_DEPTH, leave with state.rip = callee and let
+        every frame above unwind (their return-address check fails) so kiln_run dispatches it."""
+        out.append(f"(if (i32.ge_u (global.get $depth) (i32.const {MAX_CALL_DEPTH})) (then "
+                   f"(i64.store $c offset={state_off('rip')} (i32.const 0) {target}) (return)))")
+        out.append("(global.set $depth (i32.add (global.get $depth) (i32.const 1)))")
+
     def after_call(self, ret: int, cur: int, out: list[str]) -> None:
         out.append(f"(if (i64.ne (i64.load $c offset={state_off('rip')} (i32.const 0)) "
                    f"(i64.const {_signed64(ret + self.bias)})) (then (return)))")
@@ -262,14 +274,19 @@ class FunctionEmitter:
             self.goto(t.fallthrough, cur, out)
         elif tt is CallDirect:
             self.spill(out, flags=False)
+            self.depth_guard(f"(i64.const {_signed64(t.target + self.bias)})", out)
             if t.target in self.unit_funcs:
                 out.append(f"(call {func_name(t.target)} (i32.const 0))")
             else:
                 out.append(f"(call $dispatch_call (i64.const {_signed64(t.target + self.bias)}))")
+            out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is CallIndirect:
+            out.append(f"(local.set $jt {self.x(t.target)})")
             self.spill(out, flags=False)
-            out.append(f"(call $dispatch_call {self.x(t.target)})")
+            self.depth_guard("(local.get $jt)", out)
+            out.append("(call $dispatch_call (local.get $jt))")
+            out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is JumpIndirect:
             local = [(a + self.bias, self.index[a]) for a in t.known if a in self.index]

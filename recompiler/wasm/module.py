@@ -10,7 +10,7 @@ from formats.abi import (CONTROL_DYNAMIC, CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAG
                          GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC, IMPORT_SYSCALL, WASM_PAGE)
 from recompiler.x86_64.errors import LiftError
 from .emit import TRACE
-from .runtime_wat import DIRECTORY, ENTRY_SIZE, runtime_wat
+from .runtime_wat import DIRECTORY, runtime_wat
 from .unit import LiftedUnit
 
 __all__ = ["LinkedUnit", "LinkedModule", "link"]

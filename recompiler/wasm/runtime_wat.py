@@ -20,6 +20,7 @@ def runtime_wat(nunits: int) -> str:
  (global $rem (mut i64) (i64.const 0))
  (global $divfault (mut i32) (i32.const 0))
  (global $blk (mut i32) (i32.const 0))
+ (global $depth (mut i32) (i32.const 0))
  (func $lookup (param $a i64) (result i32)
   (local $a32 i32) (local $n i32) (local $i i32) (local $e i32) (local $unit i32) (local $link i32)
   (local $lo i32) (local $hi i32) (local $mid i32) (local $tab i32) (local $k i32) (local $p i32)

@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import cbor2
+import zstandard
 
 from recompiler.x86_64.errors import LiftError
 
 __all__ = ["LiftedUnit", "UNIT_FORMAT"]
 
-UNIT_FORMAT = 1
+UNIT_FORMAT = 2
 """Bumped when the serialised LiftedUnit changes; old cached units are then re-lifted."""
 
 
@@ -29,7 +30,8 @@ class LiftedUnit:
     def to_bytes(self) -> bytes:
         return cbor2.dumps({
             "format": UNIT_FORMAT, "name": self.name, "bias": self.bias, "entry": self.entry,
-            "exec_ranges": [list(r) for r in self.exec_ranges], "wat": self.functions_wat,
+            "exec_ranges": [list(r) for r in self.exec_ranges],
+            "wat_zst": zstandard.ZstdCompressor(level=3).compress(self.functions_wat.encode()),
             "functions": list(self.functions), "entries": [list(e) for e in self.entries],
             "trap_sites": [list(t) for t in self.trap_sites], "stats": self.stats,
         })
@@ -42,8 +44,9 @@ class LiftedUnit:
                 raise LiftError(f"cached lifted unit has format {d.get('format')}, expected {UNIT_FORMAT}",
                                 hint="delete the cache entry; it is re-lifted on the next recompile")
             return cls(d["name"], d["bias"], d["entry"], tuple(tuple(r) for r in d["exec_ranges"]),
-                       d["wat"], tuple(d["functions"]), tuple(tuple(e) for e in d["entries"]),
+                       zstandard.ZstdDecompressor().decompress(d["wat_zst"]).decode(), tuple(d["functions"]), tuple(tuple(e) for e in d["entries"]),
                        tuple(tuple(t) for t in d["trap_sites"]), d["stats"])
-        except (cbor2.CBORDecodeError, KeyError, TypeError, AttributeError) as e:
+        except (cbor2.CBORDecodeError, zstandard.ZstdError, UnicodeDecodeError, KeyError, TypeError,
+                AttributeError) as e:
             raise LiftError(f"cached lifted unit is corrupt: {e}",
                             hint="delete the cache entry; it is re-lifted on the next recompile") from None

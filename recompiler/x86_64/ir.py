@@ -7,7 +7,7 @@ expanded by the semantics. Flags are i32 registers holding 0 or 1
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op",

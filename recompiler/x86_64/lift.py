@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from formats.abi import FaultCode
-from .cfg import Block, Function, Program
-from .decode import Insn
+from .cfg import Block, Program
 from .ir import (FLAGS, FlagThunk, Branch, CallDirect, CallIndirect, Eval, FallThrough, FaultStmt, If, Jump,
                  JumpIndirect, Let, Return, SetReg, Stmt, Store, StateSet, SyscallStmt, Term, Trap, While,
                  walk_expr)

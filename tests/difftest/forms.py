@@ -208,6 +208,10 @@ _add("data", ["xchg rax, rbx", "xchg ecx, edx", "xchg si, di", "xchg al, ah", "x
               "xchg r10d, eax", "xchg qword ptr [rbx+8], rcx", "xchg dword ptr [rbx], esi", "xchg byte ptr [rbx+1], dh",
               "xchg word ptr [rbx+2], r8w"])
 _add("data", ["cbw", "cwde", "cdqe", "cwd", "cdq", "cqo"])
+# 32-bit writes to the same register still zero the upper half; 32-bit addressing wraps at 4 GiB
+_add("data", ["xchg eax, eax", "mov ecx, ecx", "xchg r8d, r8d", "movsxd rax, eax"])
+_add("data", ["lea eax, [ebx+ecx*2+5]", "lea r9d, [r10d-1]", "lea ax, [rbx+0x7fff]"], mem="")
+_add("stack", ["push rsp", "pop rsp", "lea rsp, [rsp-8]", "add rsp, 0x10"], mem="")
 _add("stack", ["push rcx", "push r12", "push -5", "push 0x12345678", "push qword ptr [rbx+8]", "push si"])
 _add("stack", ["pop rdx", "pop r13", "pop qword ptr [rbx+8]", "pop di"])
 _add("stack", ["leave"], gen="leave")

@@ -16,9 +16,11 @@ How a lifted run stops, and the State it reports (mirroring the native runner):
 * Falling through: right after the instruction sits a *stop* terminator,
   ``jmp qword ptr [rip+d]`` through a pointer at the end of the code page to
   :data:`STOP_ADDR`, an address outside every code region. An indirect jump
-  makes every register and flag live (a fault site does not, see the report
-  in tests/test_insn_diff.py), dispatch then faults with ``NO_TRANSLATION``
-  at :data:`STOP_ADDR`: a normal stop with ``rip = INSN_ADDR + len(code)``.
+  makes every register and flag live, so the lifter must materialise them
+  (a ``hlt``/``int3`` stop would not do: the lifter drops flag writes before
+  a fault site, see test_insn_diff.py::test_flags_are_exact_at_a_fault).
+  Dispatch then faults with ``NO_TRANSLATION`` at :data:`STOP_ADDR`: a
+  normal stop with ``rip = INSN_ADDR + len(code)``.
 * ``BREAKPOINT`` at an ``int3`` filler byte (a direct branch or call target):
   a normal stop with ``rip`` = the target, as natively.
 * ``NO_TRANSLATION`` elsewhere (``ret``, indirect branch into the page): a
@@ -36,18 +38,19 @@ from __future__ import annotations
 
 import signal as _signal
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 import tempfile
+from typing import Callable
 
 import wasmtime
 
 from difftest.case import (CODE_BASE, DATA_ADDR, FLAGS_STATE, INSN_ADDR, MAX_INSN_LEN, PAGE_SIZE, STACK_BASE,
                            State)
 from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, CPU_STATE_SIZE,
-                         FAULT_RECORD, FAULT_RECORD_OFFSETS, GPR_NAMES, GUEST_MEMORY_PAGES, FaultCode)
+                         FAULT_RECORD, FAULT_RECORD_OFFSETS, GPR_NAMES, GUEST_MEMORY_PAGES, SYSCALL_FRAME,
+                         SYSCALL_FRAME_FIELDS, SYSCALL_FRAME_OFFSETS, FaultCode)
 from formats.errors import KilnError
-from recompiler.lift_api import LiftedUnit, engine_config, lift_elf, link_units
+from recompiler.lift_api import engine_config, lift_elf, link_units
 
 __all__ = ["run_lifted_cases", "LiftedInstruction", "LifterRefused", "instruction_elf", "STOP_ADDR",
            "FPU_CW_DEFAULT", "engine"]
@@ -129,17 +132,21 @@ _SIG = {FaultCode.DIVIDE_ERROR: int(_signal.SIGFPE), FaultCode.INVALID_OPCODE: i
         FaultCode.HALT: int(_signal.SIGSEGV)}
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    unit: LiftedUnit
-    module: wasmtime.Module
-
-
 class LiftedInstruction:
     """One instruction lifted, linked and compiled once; :meth:`run` takes any number of input states."""
 
-    def __init__(self, code: bytes, *, name: str = "difftest") -> None:
+    def __init__(self, code: bytes, *, name: str = "difftest", rdtsc: Callable[[], int] | None = None,
+                 syscall: Callable[[dict[str, int]], int] | None = None) -> None:
+        """Lift, link and compile ``code``; raises :class:`LifterRefused` if it becomes a trap site.
+
+        ``rdtsc`` answers the ``rdtsc`` import (default 0). ``syscall`` is
+        called with the syscall frame's fields (rax, rdi, ..., rip) and
+        returns the result the frame's rax receives; without it a syscall
+        stops the run with ``signal == -1``.
+        """
         self.code = bytes(code)
+        self._rdtsc = rdtsc or (lambda: 0)
+        self._syscall = syscall
         self.page = code_page(self.code)
         with tempfile.TemporaryDirectory(prefix="kiln-insn-") as tmp:
             path = Path(tmp) / "insn.elf"
@@ -168,11 +175,16 @@ class LiftedInstruction:
             raise _Stop(code, rip)
 
         def syscall() -> None:
-            raise _Stop(-1, 0)          # never reached: the forms hold no syscall
+            raw = ctl.read(store, SYSCALL_FRAME, SYSCALL_FRAME + 0x48)
+            frame = {f.name: int.from_bytes(raw[f.offset:f.offset + f.size], "little") for f in SYSCALL_FRAME_FIELDS}
+            if self._syscall is None:
+                raise _Stop(-1, frame["rip"])
+            result = self._syscall(frame)
+            ctl.write(store, struct.pack("<Q", result & (2 ** 64 - 1)), SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS["rax"])
 
         imports = [guest, ctl, wasmtime.Func(store, wasmtime.FuncType([], []), syscall),
                    wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []), fault),
-                   wasmtime.Func(store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), lambda: 0)]
+                   wasmtime.Func(store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), lambda: self._rdtsc())]
         if any(i.name == "trace" for i in self.module.imports):
             imports.append(wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i64()], []), lambda _a: None))
         inst = wasmtime.Instance(store, self.module, imports)
@@ -213,15 +225,15 @@ class LiftedInstruction:
             elif not in_filler:
                 sig = int(_signal.SIGSEGV)
         elif code == FaultCode.BREAKPOINT:
-            if rip == INSN_ADDR:
-                sig, out_rip = int(_signal.SIGTRAP), rip + 1      # a trap: rip is past the int3
+            if INSN_ADDR <= rip < INSN_ADDR + len(self.code):
+                sig, out_rip = int(_signal.SIGTRAP), rip + 1      # an int3 under test: a trap, rip past it
             elif not in_filler:
                 sig = int(_signal.SIGTRAP)
         elif code in _SIG:
             sig = _SIG[FaultCode(code)]
         else:
             sig = -1
-            self.notes.append(f"lifted code stopped with fault code {code} at {rip:#x}")
+            self.notes.append(f"lifted code stopped with fault code {code} (syscall if -1) at {rip:#x}")
         return State(gpr=gpr, rflags=rflags, xmm=xmm, mxcsr=mxcsr,
                      data=guest.read(store, DATA_ADDR, DATA_ADDR + PAGE_SIZE),
                      stack=guest.read(store, STACK_BASE, STACK_BASE + PAGE_SIZE),

@@ -251,10 +251,20 @@ _DT = {st.S_IFDIR: 4, st.S_IFREG: 8, st.S_IFLNK: 10, st.S_IFCHR: 2, st.S_IFBLK: 
 
 
 def _list_dir(k: Kernel, of: OpenFile) -> list[tuple[bytes, int, int]]:
-    """(name, inode, d_type) of the merged upper+rootfs directory, "." and ".." first."""
+    """(name, inode, d_type) of the merged upper+rootfs directory, "." and ".." first.
+
+    The order is the one Linux overlayfs gives: a directory only in one layer
+    lists in that host directory's own order (what getdents returns there),
+    a merged one lists the upper layer's entries first, then the rootfs's
+    entries that are neither whited out nor shadowed.
+    """
     own = os.fstat(of.host_fd)
-    out = [(b".", own.st_ino, 4), (b"..", own.st_ino, 4)]
-    for name, s in sorted(k.vfs.list_dir(of.path)):
+    try:
+        parent = k.vfs.stat(os.path.dirname(of.path.rstrip("/")) or "/").st_ino
+    except OSError:
+        parent = own.st_ino
+    out = [(b".", own.st_ino, 4), (b"..", parent, 4)]
+    for name, s in k.vfs.list_dir(of.path):
         out.append((os.fsencode(name), s.st_ino, _DT.get(st.S_IFMT(s.st_mode), 0)))
     return out
 

@@ -234,15 +234,28 @@ def sys_wait4(k: Kernel, pid: int, wstatus: int, options: int, rusage: int) -> i
 
 # -- execve -----------------------------------------------------------------------------
 def sys_execve(k: Kernel, pathname: int, argv: int, envp: int) -> int:
-    """execve(2): hash check, then the runtime replaces the instance in this host process"""
+    """execve(2): every check happens here, before the point of no return; then the
+    runtime replaces the instance in this host process"""
     path = k.guest_path(-100, path_arg(k, pathname))
     args = k.space.cstring_array(argv)
     env = k.space.cstring_array(envp)
     return prepare_exec(k, path, args, env)
 
 
-def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], depth: int = 0) -> int:
+_BINPRM_MAX_DEPTH = 4      # Linux: ELOOP past four levels of #! interpreters
+
+
+def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], depth: int = 0,
+                 execfn: str | None = None) -> int:
+    """Check an exec as Linux does (ENOENT, EACCES, ENOEXEC, E2BIG, ELOOP come back to the
+    caller as -errno) and raise GuestExec with the checked bytes when it can go ahead."""
+    from vkernel.loader import MAX_ARG_STRLEN, ARG_MAX, check_loadable, exec_args_size
     from vkernel.syscalls.fs import open_guest
+    execfn = execfn or path
+    if any(len(a) >= MAX_ARG_STRLEN for a in args) or any(len(e) >= MAX_ARG_STRLEN for e in env):
+        return -errno.E2BIG
+    if exec_args_size(args, env, execfn) > ARG_MAX:
+        return -errno.E2BIG
     h = open_guest(k, path, os.O_RDONLY)
     try:
         s = os.fstat(h)
@@ -251,31 +264,32 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
         if not os.access(f"/proc/self/fd/{h}", os.X_OK):
             return -errno.EACCES
         data = os.pread(h, max(s.st_size, 0), 0)
+        canonical = k.vfs.guest_path_of(h)
     finally:
         os.close(h)
-    if data.startswith(b"#!") and depth < 4:
-        line = data[2:data.find(b"\n") if b"\n" in data else 256].strip()
+    if data.startswith(b"#!"):
+        if depth >= _BINPRM_MAX_DEPTH:
+            return -errno.ELOOP
+        nl = data.find(b"\n")
+        line = data[2:nl if 0 <= nl < 256 else 256].strip()
         if not line:
             return -errno.ENOEXEC
-        interp, _, arg = line.partition(b" ")
+        interp, _, arg = line.replace(b"\t", b" ").partition(b" ")
         new_args = [interp] + ([arg.strip()] if arg.strip() else []) + [path.encode()] + args[1:]
-        return prepare_exec(k, interp.decode("utf-8", "surrogateescape"), new_args, env, depth + 1)
+        return prepare_exec(k, interp.decode("utf-8", "surrogateescape"), new_args, env, depth + 1,
+                            execfn)
     if not data.startswith(b"\x7fELF"):
         return -errno.ENOEXEC
     try:
-        k.policy.check_exec(path, data)
-        img = parse_elf(data, path)
+        k.policy.check_exec(canonical, data)
+        check_loadable(parse_elf(data, canonical), canonical)
     except HashRefused as e:
         print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         return -errno.EACCES
     except VkernelError as e:
         print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         return -errno.ENOEXEC
-    if img.interp is not None:
-        print(f"kiln: dynamically linked programs are not yet supported: {path} needs {img.interp}",
-              file=sys.stderr, flush=True)
-        return -errno.ENOEXEC
-    raise GuestExec(path, args, env)
+    raise GuestExec(canonical, args, env, data, execfn)
 
 
 def sys_getgroups(k: Kernel, size: int, lst: int) -> int:

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..ir import If, SetReg
-from .ctx import MASK, Ctx, c32, c64, op, sext
-from .flags import set_zsp
+from .ctx import Ctx, c32, c64, op, sext
 
 
 def bsf(ctx: Ctx) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir import Load, Reg, SetReg, Store
-from .ctx import MASK, Ctx, NeedsTrap, c64, op, sext
+from .ctx import MASK, Ctx, c64, op, sext
 
 
 def _rsp():

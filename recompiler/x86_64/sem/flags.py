@@ -5,8 +5,8 @@ the ones no instruction reads, so only live flags cost anything.
 """
 from __future__ import annotations
 
-from ..ir import Const, Expr, FlagThunk, Reg, SetReg
-from .ctx import MASK, Ctx, c32, c64, op
+from ..ir import Expr, FlagThunk, Reg, SetReg
+from .ctx import Ctx, c32, c64, op
 
 __all__ = ["F", "msb", "set_zsp", "flags_add", "flags_sub", "flags_logic", "cond", "is_zero"]
 

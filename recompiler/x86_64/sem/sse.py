@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ..decode import Operand
-from ..ir import Const, Expr, Load, Reg, SetReg, Store
-from .ctx import MASK, Ctx, NeedsTrap, c32, c64, op
+from ..ir import Expr, Load, Reg, SetReg, Store
+from .ctx import Ctx, NeedsTrap, c32, c64, op
 from . import string as _string
 
 V = "v128"

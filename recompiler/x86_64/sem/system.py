@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from formats.abi import FaultCode, cpuid as abi_cpuid, CPUID_TABLE
-from ..ir import FaultStmt, Load, Reg, SetReg, StateGet, StateSet, SyscallStmt, Trap
+from ..ir import FaultStmt, Reg, SetReg, StateGet, StateSet, SyscallStmt, Trap
 from .ctx import Ctx, NeedsTrap, c32, c64, op
 from .flags import F
 from .data import pop_value, push_value

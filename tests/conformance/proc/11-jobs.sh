@@ -1,0 +1,13 @@
+#!/bin/sh
+# Job table of a non-interactive shell: jobs, %N job specs for kill and wait.
+sleep 5 &
+sleep 5 &
+jobs | sed 's/ *$//'
+kill %1
+wait %1; echo "job 1: $?"
+kill -KILL %2
+wait %2; echo "job 2: $?"
+jobs
+echo "jobs empty"
+(exit 9) &
+wait %1 2>/dev/null; echo "new job 1: $?"

@@ -1,0 +1,322 @@
+"""Guest signals: dispositions mirrored on the host, pending sets, rt_sigframe build and restore.
+
+How a signal reaches a guest handler
+------------------------------------
+* **Sources.** A signal sent by another process (guest or host) arrives at the
+  host process. vkernel mirrors each guest disposition on the host
+  (:func:`sync_host`): a guest handler becomes a Python handler that marks the
+  signal pending (:func:`_forward`), a guest ``SIG_IGN`` is the host's
+  ``SIG_IGN``, and a guest ``SIG_DFL`` is the host's ``SIG_DFL`` in forked
+  processes (so they stop, die or ignore exactly as Linux would, even inside
+  a busy loop) and a forwarding handler in the first process (whose death must
+  still clean the upper layer and print the shell-like message). The guest's
+  blocked set is mirrored with ``pthread_sigmask``. Signals vkernel raises
+  itself (SIGPIPE on a closed pipe, faults) are marked pending directly.
+* **Delivery** happens at syscall boundaries: when the syscall's result is
+  known and a pending signal is not blocked, :func:`deliver_pending` applies
+  the default action or runs the handler. A Python handler runs only between
+  Python bytecodes, so a guest in a loop without syscalls notices a forwarded
+  signal only at its next syscall (Wasmtime epoch interruption would fix it;
+  ``kill -KILL`` and host-default dispositions act at once anyway). Blocking
+  syscalls (read, wait4, nanosleep, poll, pause...) run "interruptible": the
+  forwarding handler raises :class:`SignalInterrupt` out of them and the
+  guest sees ``EINTR``, or the call restarts after the handler when the action
+  has ``SA_RESTART``.
+* **Frames.** The handler gets a Linux x86-64 ``rt_sigframe`` on the guest
+  stack (or the ``sigaltstack`` with ``SA_ONSTACK``): return address
+  ``sa_restorer``, ``ucontext`` with the saved registers in ``uc_mcontext``,
+  the old blocked set, ``siginfo``, and a 512-byte FXSAVE area that
+  ``fpstate`` points to. ``rdi``/``rsi``/``rdx`` = signal, &siginfo,
+  &ucontext. ``rt_sigreturn`` reads the frame back.
+* **Running the handler.** The lifter does not make the instruction after a
+  ``syscall`` a dispatch entry, so vkernel cannot resume an interrupted
+  function from the CPU state alone. It therefore runs the handler with a
+  nested call of the module's ``kiln_run`` from inside the syscall import;
+  the handler returns to ``sa_restorer``, whose ``rt_sigreturn`` restores the
+  CPU state and unwinds the nested run (:class:`SigReturn`). The interrupted
+  lifted code then continues with the syscall result from the restored
+  ``rax``. If the handler changed the saved ``rip`` (a context switch), the
+  import answers ``resume = RELOAD`` and dispatch restarts at the new rip.
+  A handler that leaves by ``siglongjmp`` keeps its nested run's WebAssembly
+  frames until the process ends (bounded by the 2 MiB wasm stack).
+"""
+from __future__ import annotations
+
+import signal as hsignal
+import struct
+from typing import TYPE_CHECKING
+
+from formats import abi
+
+if TYPE_CHECKING:
+    from vkernel.kernel import Kernel, ProcessState
+
+SIG_DFL, SIG_IGN = 0, 1
+NSIG = 64
+SA_SIGINFO, SA_ONSTACK, SA_RESTART, SA_NODEFER, SA_RESETHAND, SA_RESTORER = (
+    0x4, 0x0800_0000, 0x1000_0000, 0x4000_0000, 0x8000_0000, 0x0400_0000)
+SS_ONSTACK, SS_DISABLE = 1, 2
+MINSIGSTKSZ = 2048
+
+S = hsignal.Signals
+TERMINATE, CORE, IGNORE, STOP, CONTINUE = "terminate", "core", "ignore", "stop", "continue"
+_DEFAULTS: dict[int, str] = {
+    S.SIGHUP: TERMINATE, S.SIGINT: TERMINATE, S.SIGQUIT: CORE, S.SIGILL: CORE, S.SIGTRAP: CORE,
+    S.SIGABRT: CORE, S.SIGBUS: CORE, S.SIGFPE: CORE, S.SIGKILL: TERMINATE, S.SIGUSR1: TERMINATE,
+    S.SIGSEGV: CORE, S.SIGUSR2: TERMINATE, S.SIGPIPE: TERMINATE, S.SIGALRM: TERMINATE,
+    S.SIGTERM: TERMINATE, 16: TERMINATE, S.SIGCHLD: IGNORE, S.SIGCONT: CONTINUE,
+    S.SIGSTOP: STOP, S.SIGTSTP: STOP, S.SIGTTIN: STOP, S.SIGTTOU: STOP, S.SIGURG: IGNORE,
+    S.SIGXCPU: CORE, S.SIGXFSZ: CORE, S.SIGVTALRM: TERMINATE, S.SIGPROF: TERMINATE,
+    S.SIGWINCH: IGNORE, S.SIGIO: TERMINATE, S.SIGPWR: TERMINATE, S.SIGSYS: CORE,
+}
+
+
+def default_action(sig: int) -> str:
+    """Linux's default action for ``sig`` (real-time signals terminate)."""
+    return _DEFAULTS.get(sig, TERMINATE)
+
+
+def bit(sig: int) -> int:
+    return 1 << (sig - 1)
+
+
+UNBLOCKABLE = bit(hsignal.SIGKILL) | bit(hsignal.SIGSTOP)
+
+# Signals whose host disposition vkernel mirrors. Left alone: SIGKILL/SIGSTOP (cannot be
+# caught), the fault signals Wasmtime uses for traps (SEGV, BUS, ILL, FPE, TRAP), SIGPIPE
+# (the host keeps ignoring it; a guest SIGPIPE is raised on EPIPE) and 32/33 (libc-internal).
+MIRRORED: tuple[int, ...] = tuple(
+    s for s in range(1, NSIG + 1)
+    if s not in (hsignal.SIGKILL, hsignal.SIGSTOP, hsignal.SIGSEGV, hsignal.SIGBUS, hsignal.SIGILL,
+                 hsignal.SIGFPE, hsignal.SIGTRAP, hsignal.SIGPIPE, 32, 33))
+MIRRORED_MASK = sum(bit(s) for s in MIRRORED)
+
+
+class SignalInterrupt(BaseException):
+    """Raised by the forwarding handler out of an interruptible blocking call (EINTR)."""
+
+
+class SigReturn(BaseException):
+    """Raised by rt_sigreturn to end the nested run of a handler (never reaches a user)."""
+
+
+# -- the host side ----------------------------------------------------------------------
+_kernel: "Kernel | None" = None
+_proc: "ProcessState | None" = None
+
+
+def attach(proc: "ProcessState", kernel: "Kernel | None") -> None:
+    """Make ``proc`` (and ``kernel`` once running) the target of forwarded host signals."""
+    global _kernel, _proc
+    _proc, _kernel = proc, kernel
+
+
+def _forward(signum: int, _frame: object) -> None:
+    """Host handler: the guest signal becomes pending; interrupt a blocking call if deliverable."""
+    p = _proc
+    if p is None:
+        return
+    p.sigpending |= bit(signum)
+    k = _kernel
+    if k is not None and k.interruptible and deliverable(p, signum):
+        k.interruptible = False
+        raise SignalInterrupt()
+
+
+def deliverable(p: "ProcessState", sig: int) -> bool:
+    """Whether pending ``sig`` would do something now (not blocked, not ignored)."""
+    if p.sigmask & bit(sig) and not UNBLOCKABLE & bit(sig):
+        return False
+    act = p.sigactions.get(sig)
+    h = act.handler if act is not None else SIG_DFL
+    if h == SIG_IGN:
+        return False
+    if h == SIG_DFL and default_action(sig) in (IGNORE, CONTINUE):
+        return False
+    return True
+
+
+def host_disposition(p: "ProcessState", sig: int) -> object:
+    act = p.sigactions.get(sig)
+    h = act.handler if act is not None else SIG_DFL
+    if h == SIG_IGN:
+        return hsignal.SIG_IGN
+    if h == SIG_DFL:
+        if p.is_forked_child or default_action(sig) in (IGNORE, STOP, CONTINUE):
+            return hsignal.SIG_DFL
+        return _forward
+    return _forward
+
+
+def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
+    """Mirror the guest's dispositions (of ``sigs``, default all) and blocked set on the host."""
+    for s in sigs if sigs is not None else MIRRORED:
+        if s in MIRRORED:
+            try:
+                hsignal.signal(s, host_disposition(p, s))
+            except (OSError, ValueError):
+                pass
+    sync_host_mask(p)
+
+
+def sync_host_mask(p: "ProcessState") -> None:
+    blocked = {s for s in MIRRORED if p.sigmask & bit(s)}
+    hsignal.pthread_sigmask(hsignal.SIG_SETMASK, blocked)
+
+
+def inherited_ignored() -> int:
+    """Signals the host process was started with ignored (they stay ignored in the guest, as
+    across exec on Linux). SIGPIPE is ignored by Python itself, so it is not counted."""
+    out = 0
+    for s in MIRRORED:
+        try:
+            if hsignal.getsignal(s) == hsignal.SIG_IGN:
+                out |= bit(s)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def raise_in_guest(p: "ProcessState", sig: int) -> None:
+    """Make ``sig`` pending for the calling process (delivered at the end of the syscall)."""
+    p.sigpending |= bit(sig)
+
+
+def host_pending(p: "ProcessState") -> None:
+    """Fold signals the host holds blocked into the guest's pending set."""
+    for s in hsignal.sigpending():
+        p.sigpending |= bit(int(s))
+
+
+# -- frames ---------------------------------------------------------------------------
+# struct sigcontext (uc_mcontext) register order, then eflags, csgsfs, err, trapno, oldmask,
+# cr2, fpstate, reserved[8]: 256 bytes.
+_MCTX_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+              "rdx", "rax", "rcx", "rsp", "rip")
+_UC_FLAGS, _UC_LINK, _UC_STACK, _UC_MCTX = 0, 8, 16, 40
+_MCTX_SIZE = 256
+_UC_SIGMASK = _UC_MCTX + _MCTX_SIZE            # 296
+_UC_SIZE = _UC_SIGMASK + 8                     # 304 (the kernel's struct ucontext)
+_FRAME_UC = 8                                  # after pretcode
+_FRAME_INFO = _FRAME_UC + _UC_SIZE             # 312
+_FRAME_SIZE = _FRAME_INFO + 128                # 440
+_FXSAVE_SIZE = 512
+_REDZONE = 128
+UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 0x2, 0x4
+SI_USER, SI_KERNEL = 0, 0x80
+
+
+def _fxsave(k: "Kernel") -> bytes:
+    c = k.ctl
+    top = c.get("fpu_top") & 7
+    fsw = (c.get("fpu_sw") & ~(7 << 11)) | (top << 11)
+    out = bytearray(_FXSAVE_SIZE)
+    struct.pack_into("<HHBxH", out, 0, c.get("fpu_cw"), fsw, c.get("fpu_tag") & 0xFF, 0)
+    struct.pack_into("<II", out, 24, c.get("mxcsr"), 0xFFFF)
+    base = abi.CPU_STATE
+    v = c.view
+    for i in range(8):                         # ST(i) = physical register (top + i) % 8
+        off = base + abi.CPU_STATE_OFFSETS[f"st{(top + i) & 7}"]
+        out[32 + 16 * i:32 + 16 * i + 10] = v[off:off + 10]
+    for i in range(16):
+        off = base + abi.CPU_STATE_OFFSETS[f"xmm{i}"]
+        out[160 + 16 * i:176 + 16 * i] = v[off:off + 16]
+    return bytes(out)
+
+
+def _fxrstor(k: "Kernel", data: bytes) -> None:
+    c = k.ctl
+    fcw, fsw, ftw = struct.unpack_from("<HHB", data, 0)
+    mxcsr = struct.unpack_from("<I", data, 24)[0]
+    top = (fsw >> 11) & 7
+    c.set("fpu_cw", fcw)
+    c.set("fpu_sw", fsw)
+    c.set("fpu_tag", ftw)
+    c.set("fpu_top", top)
+    c.set("mxcsr", mxcsr & 0xFFFF)
+    base = abi.CPU_STATE
+    v = c.view
+    for i in range(8):
+        off = base + abi.CPU_STATE_OFFSETS[f"st{(top + i) & 7}"]
+        v[off:off + 10] = data[32 + 16 * i:32 + 16 * i + 10]
+    for i in range(16):
+        off = base + abi.CPU_STATE_OFFSETS[f"xmm{i}"]
+        v[off:off + 16] = data[160 + 16 * i:176 + 16 * i]
+
+
+def _on_altstack(p: "ProcessState", sp: int) -> bool:
+    base, flags, size = p.altstack
+    return not flags & SS_DISABLE and size > 0 and base < sp <= base + size
+
+
+def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
+                old_mask: int, code: int = SI_USER, pid: int = 0, uid: int = 0) -> int:
+    """Write an rt_sigframe for ``sig`` from the CPU state and point the state at ``handler``.
+
+    Returns the frame address (the handler's rsp). ValueError when the stack is not
+    writable guest memory (the caller then kills the guest with SIGSEGV, as Linux does).
+    """
+    c = k.ctl
+    p = k.proc
+    rsp = c.get("rsp")
+    base, ss_flags, size = p.altstack
+    if flags & SA_ONSTACK and not ss_flags & SS_DISABLE and size and not _on_altstack(p, rsp):
+        sp = base + size
+    else:
+        sp = rsp - _REDZONE
+    sp &= 0xFFFF_FFFF_FFFF_FFFF
+    fpstate = (sp - _FXSAVE_SIZE) & ~63
+    frame = ((fpstate - _FRAME_SIZE) & ~15) - 8
+    buf = bytearray(_FRAME_SIZE)
+    struct.pack_into("<Q", buf, 0, restorer)
+    uc = _FRAME_UC
+    struct.pack_into("<QQ", buf, uc + _UC_FLAGS, UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0)
+    struct.pack_into("<QiiQ", buf, uc + _UC_STACK, base, ss_flags | (SS_ONSTACK if _on_altstack(p, rsp) else 0),
+                     0, size)
+    m = uc + _UC_MCTX
+    regs = [c.get(r) for r in _MCTX_REGS]
+    struct.pack_into("<17Q", buf, m, *regs)
+    struct.pack_into("<QHHHHQQQQQ", buf, m + 17 * 8, c.get("rflags"), 0x33, 0, 0, 0x2B,
+                     0, 0, old_mask, 0, fpstate)
+    struct.pack_into("<Q", buf, uc + _UC_SIGMASK, old_mask)
+    info = _FRAME_INFO
+    struct.pack_into("<iiiiII", buf, info, sig, 0, code, 0, pid, uid)
+    k.space.write(fpstate, _fxsave(k))
+    k.space.write(frame, bytes(buf))
+    c.set("rsp", frame)
+    c.set("rip", handler)
+    c.set("rdi", sig)
+    c.set("rsi", frame + _FRAME_INFO)
+    c.set("rdx", frame + _FRAME_UC)
+    c.set("rax", 0)
+    c.set("rflags", c.get("rflags") & ~(1 << 10))      # DF clear at handler entry (ABI)
+    return frame
+
+
+def restore_frame(k: "Kernel") -> None:
+    """rt_sigreturn: registers, blocked set and FPU state from the frame at rsp - 8."""
+    c = k.ctl
+    frame = (c.get("rsp") - 8) & 0xFFFF_FFFF_FFFF_FFFF
+    raw = k.space.read(frame, _FRAME_SIZE)
+    m = _FRAME_UC + _UC_MCTX
+    regs = struct.unpack_from("<17Q", raw, m)
+    rflags = struct.unpack_from("<Q", raw, m + 17 * 8)[0]
+    fpstate = struct.unpack_from("<Q", raw, m + 23 * 8)[0]
+    mask = struct.unpack_from("<Q", raw, _FRAME_UC + _UC_SIGMASK)[0]
+    for name, v in zip(_MCTX_REGS, regs):
+        c.set(name, v)
+    # As Linux's FIX_EFLAGS: the arithmetic flags and DF come back, IF stays set.
+    c.set("rflags", (rflags & 0xCD5) | 0x202)
+    if fpstate:
+        _fxrstor(k, k.space.read(fpstate, _FXSAVE_SIZE))
+    k.proc.sigmask = mask & ~UNBLOCKABLE
+    sync_host_mask(k.proc)
+
+
+def lowest_deliverable(p: "ProcessState") -> int:
+    """The lowest-numbered pending, unblocked signal (0 when none)."""
+    ready = p.sigpending & ~(p.sigmask & ~UNBLOCKABLE)
+    if not ready:
+        return 0
+    return (ready & -ready).bit_length()
+
