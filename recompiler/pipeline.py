@@ -22,7 +22,7 @@ from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, 
                                  LABEL_MEGABINARY_DIGEST, LABEL_RECOMPILED, MEGABINARY_PATH,
                                  OCI_BASE_DIGEST, format_engines)
 from formats.errors import KilnError
-from formats.index import Index, IndexRange, UnitKind, UnitRecord
+from formats.index import Index, IndexRange, UnitKind, UnitRecord, decode_index, encode_index
 from formats.megabinary import (FORMAT_MAJOR, FORMAT_MINOR, Metadata, build_megabinary,
                                 read_megabinary, wasm_function_count)
 from recompiler.aot import precompile
@@ -203,11 +203,11 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
         stage["lift"] = time.monotonic() - t
 
         t = time.monotonic()
-        module, index = _link_stage(records, unit_bytes)
+        module, index = _cached_link(records, unit_bytes, cache if opts.use_cache else None)
         stage["link"] = time.monotonic() - t
 
         t = time.monotonic()
-        fingerprint, artifact = precompile(module)
+        fingerprint, artifact = _cached_precompile(module, cache if opts.use_cache else None)
         stage["aot"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -291,6 +291,49 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
                                        unsupported=dict(st.get("unsupported", {}))))
         lifted.append(rec)
     return lifted, unit_bytes, statuses
+
+
+def _atomic_cache_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _cached_link(records: list[ElfRecord], unit_bytes: dict[str, bytes],
+                 cache: Path | None) -> tuple[bytes, Index]:
+    """The linked module and index, reused when the same units (and paths) were linked before."""
+    if cache is None or not records:
+        return _link_stage(records, unit_bytes)
+    h = hashlib.sha256(_lifter_fingerprint().encode())
+    for rec in sorted(records, key=lambda r: r.blake3):
+        h.update(f"{rec.blake3}|{rec.kind}|{rec.entry}|{'|'.join(sorted(rec.paths))}\n".encode())
+    base = cache / "link" / h.hexdigest()[:32]
+    wasm_file, index_file = base.with_suffix(".wasm"), base.with_suffix(".index")
+    if wasm_file.is_file() and index_file.is_file():
+        try:
+            return wasm_file.read_bytes(), decode_index(index_file.read_bytes())
+        except KilnError:
+            pass  # a damaged cache entry is rebuilt
+    module, index = _link_stage(records, unit_bytes)
+    _atomic_cache_write(wasm_file, module)
+    _atomic_cache_write(index_file, encode_index(index))
+    return module, index
+
+
+def _cached_precompile(module: bytes, cache: Path | None):
+    """``precompile`` with the artifact cached by (module hash, engine fingerprint)."""
+    from formats.engine import current_fingerprint
+    if cache is None:
+        return precompile(module)
+    fp = current_fingerprint()
+    key = hashlib.sha256(module + fp.canonical.encode()).hexdigest()[:32]
+    path = cache / "aot" / f"{key}.cwasm"
+    if path.is_file():
+        return fp, path.read_bytes()
+    fp, artifact = precompile(module)
+    _atomic_cache_write(path, artifact)
+    return fp, artifact
 
 
 def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes]) -> tuple[bytes, Index]:

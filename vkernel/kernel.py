@@ -61,6 +61,8 @@ class ProcessState:
     altstack: tuple[int, int, int] = (0, 2, 0)  # sigaltstack: (ss_sp, ss_flags, ss_size); SS_DISABLE
     vfork_fd: int = -1                         # vfork child: closed at exec or exit (wakes the parent)
     limits: "GuestLimits | None" = None        # --pids-limit / --memory, shared by the process tree
+    tree_root: int = 0                         # host pid whose descendants are the guest processes
+    tree_root_is_supervisor: bool = False      # the root only supervises (not a guest process)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,7 @@ class GuestLimits:
     """Resource bounds of one ``kiln run`` (process tree), from its options."""
     pids: int = 0               # live guest processes at most (0: unlimited); fork gets EAGAIN
     memory: int = 0             # mapped bytes per guest process at most (0: unlimited); ENOMEM
-    tree_root: int = 0          # host pid whose descendants are the guest processes
-    lock_fd: int = -1           # a shared file locked around the pid count and fork
+    lock_fd: int = -1           # a shared file locked (lockf) around the pid count and fork
 
 
 class Kernel:

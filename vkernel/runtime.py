@@ -16,6 +16,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
+from vkernel import signals
 from vkernel.audit import AuditLog
 from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
@@ -93,6 +94,12 @@ class Runtime:
         self.vfs = Vfs(spec.rootfs, self.upper)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
+        # Signals ignored when kiln started stay ignored for the guest, as across execve.
+        ignored = signals.inherited_ignored()
+        for sig in signals.MIRRORED:
+            if ignored & signals.bit(sig):
+                self.proc.sigactions[sig] = SignalAction(handler=signals.SIG_IGN)
+        self.proc.tree_root = os.getpid()
         self.kernel: Kernel | None = None
         self.last_signal = 0
 
@@ -159,6 +166,8 @@ class Runtime:
                    audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
         k.add_regions(list(image.regions))
         self.kernel = k
+        signals.attach(self.proc, k)
+        signals.sync_host(self.proc)
 
         def on_fault(code: int) -> None:
             raise self._fault(k, code)
@@ -184,6 +193,7 @@ class Runtime:
         try:
             instance = wasmtime.Instance(store, self.module, imports)
             run = instance.exports(store)[abi.EXPORT_RUN]
+            k.reenter = lambda: run(store)
         except (wasmtime.WasmtimeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's module: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
@@ -258,7 +268,8 @@ class Runtime:
             print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         self.last_signal = e.signal
         if e.signal:
-            if not self.proc.is_forked_child:
+            # Like a shell: no message for SIGINT and SIGPIPE.
+            if not self.proc.is_forked_child and e.signal not in (hsignal.SIGINT, hsignal.SIGPIPE):
                 try:
                     text = hsignal.strsignal(e.signal) or f"signal {e.signal}"
                 except ValueError:
@@ -292,6 +303,10 @@ class Runtime:
                 for sig, act in list(self.proc.sigactions.items()):
                     if act.handler not in (0, 1):
                         self.proc.sigactions[sig] = SignalAction()
+                self.proc.altstack = (0, signals.SS_DISABLE, 0)
+                if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
+                    os.close(self.proc.vfork_fd)
+                    self.proc.vfork_fd = -1
                 path, argv, env, data, execfn = ex.path, ex.argv, ex.envp, ex.data, ex.execfn
 
 

@@ -12,6 +12,7 @@ from formats import abi
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
+from vkernel.signals import sync_host
 from vkernel.syscalls.args import path_arg, s32
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -177,6 +178,8 @@ def _fork(k: Kernel) -> int:
     pid = os.fork()
     if pid == 0:
         k.proc.is_forked_child = True
+        k.proc.sigpending = 0                  # Linux: the child starts with none pending
+        sync_host(k.proc)                      # guest SIG_DFL is now the host's SIG_DFL
     return pid
 
 

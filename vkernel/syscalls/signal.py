@@ -1,40 +1,48 @@
-"""Signal syscalls: dispositions and masks are recorded; signals to self apply default actions."""
+"""Signal syscalls: dispositions, masks, pending, frames (rt_sigreturn), kill, timers, waits."""
 from __future__ import annotations
 
 import errno
 import os
 import signal as hsignal
 import struct
+import time as htime
 
-from vkernel.errors import GuestExit
+from formats import abi
 from vkernel.kernel import Kernel, SignalAction
+from vkernel.signals import (MINSIGSTKSZ, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, SigReturn,
+                             bit, host_pending, raise_in_guest, restore_frame, sync_host,
+                             sync_host_mask)
 from vkernel.syscalls.args import s32
 
 SIG_DFL, SIG_IGN = 0, 1
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
 _SIGACTION = struct.Struct("<QQQQ")      # handler, flags, restorer, mask (kernel layout)
-_UNBLOCKABLE = (1 << (hsignal.SIGKILL - 1)) | (1 << (hsignal.SIGSTOP - 1))
-DEFAULT_IGNORE = {hsignal.SIGCHLD, hsignal.SIGURG, hsignal.SIGWINCH, hsignal.SIGCONT}
+_UNBLOCKABLE = UNBLOCKABLE
 
 
 def sys_rt_sigaction(k: Kernel, sig: int, act: int, oact: int, sigsetsize: int) -> int:
-    """rt_sigaction(2): recorded; handlers are not invoked yet (signal delivery comes later)"""
+    """rt_sigaction(2): recorded and mirrored on the host (vkernel/signals.py)"""
     sig = s32(sig)
     if sigsetsize != 8:
         return -errno.EINVAL
     if not 1 <= sig <= 64 or (act and sig in (hsignal.SIGKILL, hsignal.SIGSTOP)):
         return -errno.EINVAL
     old = k.proc.sigactions.get(sig, SignalAction())
+    if act:
+        h, fl, rest, mask = _SIGACTION.unpack(k.space.read(act, _SIGACTION.size))
     if oact:
         k.space.write(oact, _SIGACTION.pack(old.handler, old.flags, old.restorer, old.mask))
     if act:
-        h, fl, rest, mask = _SIGACTION.unpack(k.space.read(act, _SIGACTION.size))
-        k.proc.sigactions[sig] = SignalAction(h, fl, rest, mask)
+        k.proc.sigactions[sig] = SignalAction(h, fl, rest, mask & ~_UNBLOCKABLE)
+        if h == SIG_IGN:                        # POSIX: setting SIG_IGN discards a pending one
+            k.proc.sigpending &= ~bit(sig)
+        if sig in MIRRORED:
+            sync_host(k.proc, (sig,))
     return 0
 
 
 def sys_rt_sigprocmask(k: Kernel, how: int, set_: int, oldset: int, sigsetsize: int) -> int:
-    """rt_sigprocmask(2): the mask is recorded"""
+    """rt_sigprocmask(2): the blocked set, mirrored on the host"""
     if sigsetsize != 8:
         return -errno.EINVAL
     old = k.proc.sigmask
@@ -42,61 +50,228 @@ def sys_rt_sigprocmask(k: Kernel, how: int, set_: int, oldset: int, sigsetsize: 
         new = k.space.u64(set_)
         how = s32(how)
         if how == SIG_BLOCK:
-            k.proc.sigmask = old | new
+            mask = old | new
         elif how == SIG_UNBLOCK:
-            k.proc.sigmask = old & ~new
+            mask = old & ~new
         elif how == SIG_SETMASK:
-            k.proc.sigmask = new
+            mask = new
         else:
             return -errno.EINVAL
-        k.proc.sigmask &= ~_UNBLOCKABLE
+        k.proc.sigmask = mask & ~_UNBLOCKABLE
+        if k.proc.sigmask != old:
+            sync_host_mask(k.proc)
     if oldset:
         k.space.put_u64(oldset, old)
     return 0
 
 
+def sys_rt_sigpending(k: Kernel, set_: int, sigsetsize: int) -> int:
+    """rt_sigpending(2): pending and blocked, including signals the host holds for us"""
+    if sigsetsize > 8:
+        return -errno.EINVAL
+    host_pending(k.proc)
+    k.space.put_u64(set_, k.proc.sigpending & k.proc.sigmask)
+    return 0
+
+
+def sys_rt_sigreturn(k: Kernel) -> int:
+    """rt_sigreturn(2): registers, mask and FPU state back from the rt_sigframe at rsp - 8"""
+    restore_frame(k)
+    if k.signal_depth:
+        raise SigReturn()          # ends the handler's nested run (Kernel._run_handler)
+    k.ctl.set_resume(abi.Resume.RELOAD)
+    return k.ctl.get("rax")
+
+
 def sys_sigaltstack(k: Kernel, ss: int, old_ss: int) -> int:
-    """sigaltstack(2): accepted, reports no alternate stack"""
+    """sigaltstack(2): the alternate stack SA_ONSTACK handlers run on"""
+    base, flags, size = k.proc.altstack
+    rsp = k.ctl.get("rsp")
+    on = not flags & SS_DISABLE and size and base < rsp <= base + size
+    if ss:
+        sp, fl, _, sz = struct.unpack("<QiiQ", k.space.read(ss, 24))
+        if on:
+            return -errno.EPERM
+        fl &= 0x7FFFFFFF                       # SS_AUTODISARM is accepted
+        if fl not in (0, SS_DISABLE, SS_ONSTACK):
+            return -errno.EINVAL
+        if fl == SS_DISABLE:
+            new = (0, SS_DISABLE, 0)
+        else:
+            if sz < MINSIGSTKSZ:
+                return -errno.ENOMEM
+            new = (sp, 0, sz)
     if old_ss:
-        k.space.write(old_ss, struct.pack("<QiiQ", 0, 2, 0, 0))   # SS_DISABLE
+        k.space.write(old_ss, struct.pack("<QiiQ", base, flags | (SS_ONSTACK if on else 0), 0, size))
+    if ss:
+        k.proc.altstack = new
     return 0
 
 
 def deliver_to_self(k: Kernel, sig: int) -> int:
-    """A signal sent to the calling process: ignore, or end the guest as its default action."""
-    if sig == 0:
-        return 0
-    act = k.proc.sigactions.get(sig, SignalAction())
-    if act.handler == SIG_IGN and sig not in (hsignal.SIGKILL, hsignal.SIGSTOP):
-        return 0
-    if act.handler not in (SIG_DFL, SIG_IGN) and sig not in (hsignal.SIGKILL, hsignal.SIGSTOP):
-        return 0     # handler installed: delivery is not implemented yet, treated as handled
-    if sig in DEFAULT_IGNORE or sig in (hsignal.SIGSTOP, hsignal.SIGTSTP, hsignal.SIGTTIN,
-                                        hsignal.SIGTTOU):
-        return 0
-    raise GuestExit(128 + sig, signal=sig)
-
-
-def sys_kill(k: Kernel, pid: int, sig: int) -> int:
-    """kill(2): to self applies the default action; to others, the host's kill"""
-    pid, sig = s32(pid), s32(sig)
-    if not 0 <= sig <= 64:
-        return -errno.EINVAL
-    if pid == os.getpid():
-        return deliver_to_self(k, sig)
-    os.kill(pid, sig)
+    """A signal vkernel raises for the calling process (SIGPIPE...): pending, delivered at the
+    end of this syscall with the guest's disposition."""
+    if sig:
+        raise_in_guest(k.proc, sig)
     return 0
 
 
+# -- sending ------------------------------------------------------------------------------
+def guest_processes(k: Kernel) -> dict[int, int]:
+    """Host pid -> process group of every live guest process (the tree under the run's root)."""
+    root = k.proc.tree_root or os.getpid()
+    parent: dict[int, int] = {}
+    pgrp: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(b")") + 2:].split()
+        if rest[0] == b"Z":
+            continue
+        parent[int(name)] = int(rest[1])
+        pgrp[int(name)] = int(rest[2])
+    out: dict[int, int] = {}
+    for pid in parent:
+        p, hops = pid, 0
+        while p and p != root and hops < 4096:
+            p = parent.get(p, 0)
+            hops += 1
+        if p == root and (pid != root or not k.proc.tree_root_is_supervisor):
+            out[pid] = pgrp[pid]
+    return out
+
+
+def _send(k: Kernel, pid: int, sig: int) -> None:
+    if pid == os.getpid():
+        if sig == 0:
+            return
+        if sig in MIRRORED or sig in (hsignal.SIGKILL, hsignal.SIGSTOP):
+            os.kill(pid, sig)          # the host disposition mirrors the guest's
+        else:
+            raise_in_guest(k.proc, sig)
+        return
+    os.kill(pid, sig)
+
+
+def sys_kill(k: Kernel, pid: int, sig: int) -> int:
+    """kill(2): only guest processes can be signalled (others are ESRCH); -1 and process
+    groups mean the guest processes among them"""
+    pid, sig = s32(pid), s32(sig)
+    if not 0 <= sig <= 64:
+        return -errno.EINVAL
+    me = os.getpid()
+    if pid == me:
+        _send(k, me, sig)
+        return 0
+    procs = guest_processes(k)
+    if pid > 0:
+        targets = [pid] if pid in procs else []
+    elif pid == 0:
+        mine = os.getpgid(0)
+        targets = [p for p, g in procs.items() if g == mine]
+    elif pid == -1:
+        targets = [p for p in procs if p != me]
+    else:
+        targets = [p for p, g in procs.items() if g == -pid]
+    if not targets:
+        return -errno.ESRCH
+    sent = 0
+    for t in sorted(targets, key=lambda t: t == me):     # ourselves last
+        try:
+            _send(k, t, sig)
+            sent += 1
+        except ProcessLookupError:
+            pass
+    return 0 if sent else -errno.ESRCH
+
+
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
-    """tgkill(2)"""
-    if s32(tgid) == os.getpid() and s32(tid) == os.getpid():
-        return deliver_to_self(k, s32(sig))
-    return -errno.ESRCH
+    """tgkill(2): one thread per process, so tgid and tid name the same process"""
+    tgid, tid, sig = s32(tgid), s32(tid), s32(sig)
+    if tgid <= 0 or tid <= 0 or not 0 <= sig <= 64:
+        return -errno.EINVAL
+    if tgid != tid:
+        return -errno.ESRCH
+    if tid != os.getpid() and tid not in guest_processes(k):
+        return -errno.ESRCH
+    _send(k, tid, sig)
+    return 0
 
 
 def sys_tkill(k: Kernel, tid: int, sig: int) -> int:
     """tkill(2)"""
-    if s32(tid) == os.getpid():
-        return deliver_to_self(k, s32(sig))
-    return -errno.ESRCH
+    return sys_tgkill(k, tid, tid, sig)
+
+
+# -- waiting for signals ----------------------------------------------------------------------
+def _wait_forever(k: Kernel) -> int:
+    k.blocking()
+    try:
+        while True:
+            htime.sleep(3600)
+    finally:
+        k.interruptible = False
+
+
+def sys_pause(k: Kernel) -> int:
+    """pause(2): sleeps until a signal is delivered (EINTR)"""
+    return _wait_forever(k)
+
+
+def sys_rt_sigsuspend(k: Kernel, mask: int, sigsetsize: int) -> int:
+    """rt_sigsuspend(2): wait with a temporary mask; the handler's frame restores the old one"""
+    if sigsetsize != 8:
+        return -errno.EINVAL
+    new = k.space.u64(mask) & ~_UNBLOCKABLE
+    k.saved_mask = k.proc.sigmask
+    k.proc.sigmask = new
+    sync_host_mask(k.proc)
+    return _wait_forever(k)
+
+
+# -- timers ---------------------------------------------------------------------------------------
+_ITIMERS = {0: hsignal.ITIMER_REAL, 1: hsignal.ITIMER_VIRTUAL, 2: hsignal.ITIMER_PROF}
+_TIMEVAL2 = struct.Struct("<qqqq")      # it_interval, it_value
+
+
+def _tv(secs: float) -> tuple[int, int]:
+    us = round(secs * 1e6)
+    return us // 1_000_000, us % 1_000_000
+
+
+def sys_alarm(k: Kernel, seconds: int) -> int:
+    """alarm(2): the host's ITIMER_REAL; SIGALRM arrives with the guest's disposition"""
+    return hsignal.alarm(seconds & 0xFFFFFFFF)
+
+
+def sys_setitimer(k: Kernel, which: int, new: int, old: int) -> int:
+    """setitimer(2): the host's timers (ITIMER_VIRTUAL/PROF also count vkernel's own CPU time)"""
+    w = _ITIMERS.get(s32(which))
+    if w is None:
+        return -errno.EINVAL
+    if new:
+        isec, iusec, vsec, vusec = _TIMEVAL2.unpack(k.space.read(new, 32))
+        if not (0 <= iusec < 1_000_000 and 0 <= vusec < 1_000_000) or isec < 0 or vsec < 0:
+            return -errno.EINVAL
+        prev = hsignal.setitimer(w, vsec + vusec / 1e6, isec + iusec / 1e6)
+    else:
+        prev = hsignal.getitimer(w)
+    if old:
+        value, interval = prev
+        k.space.write(old, _TIMEVAL2.pack(*_tv(interval), *_tv(value)))
+    return 0
+
+
+def sys_getitimer(k: Kernel, which: int, cur: int) -> int:
+    """getitimer(2)"""
+    w = _ITIMERS.get(s32(which))
+    if w is None:
+        return -errno.EINVAL
+    value, interval = hsignal.getitimer(w)
+    k.space.write(cur, _TIMEVAL2.pack(*_tv(interval), *_tv(value)))
+    return 0

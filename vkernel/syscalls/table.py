@@ -167,14 +167,22 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("execve", process.sys_execve, "static ELFs and #! scripts; the file's BLAKE3 must be "
             "indexed (EACCES otherwise)", "str,ptr,ptr"),
     # signals
-    Partial("rt_sigaction", signal.sys_rt_sigaction, "recorded; handlers are not invoked yet",
-            "sig,ptr,ptr,int"),
-    Partial("rt_sigprocmask", signal.sys_rt_sigprocmask, "recorded", "int,ptr,ptr,int"),
-    Partial("sigaltstack", signal.sys_sigaltstack, "accepted, not used", "ptr,ptr"),
-    Partial("kill", signal.sys_kill, "to self: default action only", "int,sig"),
-    Partial("tgkill", signal.sys_tgkill, "to self: default action only", "int,int,sig"),
-    Partial("tkill", signal.sys_tkill, "to self: default action only", "int,sig"),
-    Unsupported("rt_sigreturn", errno.ENOSYS, "no signal frames yet"),
+    Supported("rt_sigaction", signal.sys_rt_sigaction, "sig,ptr,ptr,int"),
+    Supported("rt_sigprocmask", signal.sys_rt_sigprocmask, "int,ptr,ptr,int"),
+    Supported("rt_sigpending", signal.sys_rt_sigpending, "ptr,int"),
+    Partial("rt_sigreturn", signal.sys_rt_sigreturn, "handlers run in a nested kiln_run from the "
+            "syscall that delivered them; a changed rip resumes through dispatch (RELOAD)"),
+    Supported("sigaltstack", signal.sys_sigaltstack, "ptr,ptr"),
+    Partial("kill", signal.sys_kill, "guest processes only (ESRCH for any other pid); -1 and "
+            "process groups mean the guest processes in them", "int,sig"),
+    Partial("tgkill", signal.sys_tgkill, "one thread per process: tgid must equal tid", "int,int,sig"),
+    Partial("tkill", signal.sys_tkill, "as tgkill", "int,sig"),
+    Supported("pause", signal.sys_pause),
+    Supported("rt_sigsuspend", signal.sys_rt_sigsuspend, "ptr,int"),
+    Supported("alarm", signal.sys_alarm, "int"),
+    Partial("setitimer", signal.sys_setitimer, "host timers: ITIMER_VIRTUAL/PROF also count "
+            "vkernel's own CPU time", "int,ptr,ptr"),
+    Supported("getitimer", signal.sys_getitimer, "int,ptr"),
     # time
     Supported("clock_gettime", time.sys_clock_gettime, "int,ptr"),
     Supported("clock_getres", time.sys_clock_getres, "int,ptr"),
