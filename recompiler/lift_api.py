@@ -67,6 +67,10 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
         lifted[start] = lb = lift_block(blk, prog, bias, traps, stats)
         compute_info(lb)
     stats["decoded"] = len(prog.insns)
+    # trap sites sorted by address (unique addresses): the index's list order; faults carry these indices
+    order = sorted(range(len(traps.sites)), key=lambda i: traps.sites[i])
+    detail_map = {old: new for new, old in enumerate(order)}
+    sites = tuple(traps.sites[i] for i in order)
     funcs = sorted(prog.functions)
     unit_funcs = set(funcs)
     home: dict[int, tuple[int, int]] = {}
@@ -79,8 +83,12 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
         ordered = [blocks[s] for s in fn.blocks]
         entry_blocks = {s for s in fn.blocks if s in prog.indirect}
         entry_blocks.add(f)
-        em = FunctionEmitter(f, ordered, live_in, unit_funcs, bias, entry_blocks)
-        texts.append(em.emit())
+        try:
+            em = FunctionEmitter(f, ordered, live_in, unit_funcs, bias, entry_blocks, detail_map)
+            texts.append(em.emit())
+        except (KeyError, TypeError, ValueError) as e:
+            raise LiftError(f"{name}: internal error emitting the function at {f:#x}: {type(e).__name__}: {e}",
+                            hint="this is a lifter bug; report it with the ELF that triggered it") from None
         for i, s in enumerate(fn.blocks):
             if s in prog.indirect and s not in home:
                 home[s] = (f, i)
@@ -92,7 +100,7 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
     stats["blocks"] = nblocks
     stats["lift_seconds"] = round(time.monotonic() - t0, 3)
     return LiftedUnit(name, bias, img.entry, tuple(img.exec_segments()), "\n".join(texts), tuple(funcs),
-                      entries, tuple(traps.sites), stats)
+                      entries, sites, stats)
 
 
 def link_units(units: list[LiftedUnit]) -> LinkedModule:

@@ -255,6 +255,7 @@ def test_unknown_instruction_becomes_trap_site(tmp_path: Path) -> None:
     unit = lift_elf(exe, name="/bin/trap")
     sites = [t for t in unit.trap_sites if t[1] == "aesenc"]
     assert len(sites) == 1
+    assert list(unit.trap_sites) == sorted(set(unit.trap_sites))     # the order the megabinary index keeps
     with pytest.raises(GuestFault, match=r"unsupported instruction 'aesenc' at 0x4[0-9a-f]+ in "):
         run_lifted(exe)
 
@@ -298,3 +299,31 @@ def test_fast_decoder_agrees_with_capstone_detail(tmp_path: Path) -> None:
             mismatches.append(x.text)
     assert checked > 20000
     assert mismatches == []
+
+
+def test_corrupt_elf_gives_typed_error_never_a_crash(tmp_path: Path) -> None:
+    """Truncated or scribbled-on ELFs: lift_elf either succeeds or raises a KilnError naming the file."""
+    from formats.errors import KilnError
+    exe = build(tmp_path, "victim", "add %rbx, %rax\ncall 1f\n1: pop %rcx", _vectors(1, 4))
+    data = exe.read_bytes()
+    rnd = random.Random(11)
+    outcomes = {"ok": 0, "error": 0}
+    for i in range(45):
+        d = bytearray(data)
+        if i % 3 == 0:
+            d = d[:rnd.randrange(0, len(d))]
+        elif i % 3 == 1:
+            for _ in range(12):
+                d[rnd.randrange(0, 64 + 56 * 3)] = rnd.randrange(256)
+        else:
+            for _ in range(40):
+                d[rnd.randrange(len(d) - 300, len(d))] = rnd.randrange(256)
+        p = tmp_path / f"bad{i}"
+        p.write_bytes(bytes(d))
+        try:
+            lift_elf(p, name=str(p))
+            outcomes["ok"] += 1
+        except KilnError as e:
+            assert str(p) in str(e)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 10

@@ -224,6 +224,16 @@ BUSYBOX_CASES = [
     (["busybox", "tr", "a-z", "A-Z"], STDIN),
     (["busybox", "printf", "%05d|%-6s|%x\\n", "42", "ab", "255"], b""),
     (["busybox", "false"], b""),
+    (["busybox", "sed", "s/o/0/g;2d"], STDIN),
+    (["busybox", "grep", "-E", "^(foo|last)"], STDIN),
+    (["busybox", "awk", "{n += NF} END {printf \"%d %.3f %e\\n\", n, n / 7, n * 1234.5}"], STDIN),
+    (["busybox", "gzip", "-c"], STDIN * 50),
+    (["busybox", "bzip2", "-c"], STDIN * 50),
+    (["busybox", "od", "-A", "x", "-t", "x1z"], STDIN),
+    (["busybox", "dc", "-e", "2 100 ^ p"], b""),
+    (["busybox", "md5sum"], STDIN),
+    (["busybox", "base64"], STDIN),
+    (["busybox", "sort", "-n", "-k", "2"], b"b 10\na 9\nc 100\n"),
 ]
 
 
@@ -316,6 +326,21 @@ def test_asm_control_flow(tmp_path: Path) -> None:
     got = run_lifted(exe)
     assert want == 146
     assert got.status == want
+
+
+def test_every_syscall_return_point_is_a_dispatch_entry(musl_dir: Path) -> None:
+    """vkernel resumes after a syscall through dispatch (signal delivery, rt_sigreturn)."""
+    from recompiler.lift_api import lift_elf
+    from recompiler.x86_64.cfg import discover
+    from recompiler.x86_64.elfimage import ElfImage
+    exe = _build(musl_dir, "stdin", ["musl-gcc", "-static"]) if MUSL else None
+    if exe is None:
+        pytest.skip("musl-gcc not installed")
+    prog = discover(ElfImage(exe))
+    after = {i.next for i in prog.insns.values() if i.mnemonic == "syscall"}
+    assert after
+    entries = {a for a, _, _ in lift_elf(exe, name="/bin/stdin").entries}
+    assert after <= entries
 
 
 def test_not_an_elf_is_a_clear_error(tmp_path: Path) -> None:

@@ -89,10 +89,22 @@ def _bundle_spec(bundle: Path) -> dict:
               help="Keep the run's file changes (the upper layer, with whiteouts for deletions) "
                    "in this directory (created if missing); default: a temporary directory "
                    "removed when the run ends.")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="HOST:GUEST[:ro]",
+              help="Bind the host directory HOST at GUEST in the guest tree (repeatable); the "
+                   "guest reads and writes HOST itself, confined to it; ':ro' refuses writes.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Kill the whole guest process tree after SECONDS and exit 124 (as timeout(1)).")
+@click.option("--pids-limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="At most N live guest processes; fork beyond that fails with EAGAIN.")
+@click.option("--memory", "memory", default=None, metavar="BYTES",
+              help="At most BYTES of mapped memory per guest process (suffix k, m or g); "
+                   "mmap and brk beyond it fail with ENOMEM.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
                 env: tuple[str, ...], workdir: str | None, trace: bool,
-                audit_log: Path | None, upper: Path | None, args: tuple[str, ...]) -> None:
+                audit_log: Path | None, upper: Path | None, volumes: tuple[str, ...],
+                timeout: float | None, pids_limit: int | None, memory: str | None,
+                args: tuple[str, ...]) -> None:
     """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
     IMAGE is the output of `recompile` (OCI layout, OCI archive or
@@ -108,6 +120,10 @@ def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | 
     can be executed; anything else is refused and audited.
     """
     from vkernel.runtime import RunSpec, run_guest
+    vols = tuple(_parse_volume(v) for v in volumes)
+    mem = _parse_bytes(memory) if memory is not None else 0
+    if timeout is not None and timeout <= 0:
+        raise KilnError(f"--timeout {timeout:g} must be a positive number of seconds")
     for item in env:
         if "=" not in item or item.startswith("="):
             raise KilnError(f"--env {item!r} is not of the form KEY=VALUE",
@@ -160,7 +176,8 @@ def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | 
         merged[key] = value
     spec = RunSpec(rootfs=rootfs, megabinary=megabinary, argv=tuple(command),
                    env=tuple(f"{k}={v}" for k, v in merged.items()),
-                   workdir=workdir, trace=trace, audit_log=audit_log, upper=upper)
+                   workdir=workdir, trace=trace, audit_log=audit_log, upper=upper,
+                   volumes=vols, timeout=timeout, pids_limit=pids_limit or 0, memory=mem)
     try:
         status = run_guest(spec)
     except KilnError:
@@ -169,6 +186,41 @@ def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | 
         raise KilnError(f"internal error in vkernel: {type(e).__name__}: {e}",
                         hint="please report this with the command line and the megabinary") from None
     sys.exit(status)
+
+
+def _parse_volume(text: str):  # -> vkernel.vfs.Volume
+    from vkernel.vfs import Volume
+    parts = text.split(":")
+    readonly = False
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        readonly = parts[2] == "ro"
+        parts = parts[:2]
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise KilnError(f"--volume {text!r} is not of the form HOST:GUEST[:ro]",
+                        hint="for example --volume ./data:/data:ro")
+    host, guest = Path(parts[0]), parts[1]
+    if not host.is_dir():
+        raise KilnError(f"--volume {text!r}: the host directory {host} does not exist",
+                        hint="create it first, or give an existing directory")
+    if not guest.startswith("/") or guest.rstrip("/") == "":
+        raise KilnError(f"--volume {text!r}: the guest path must be absolute and not /",
+                        hint="for example --volume ./data:/data")
+    return Volume(str(host.resolve()), guest, readonly)
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower()
+    num = t.rstrip("bkmg")
+    suffix = t[len(num):].rstrip("b") or ""
+    try:
+        value = int(float(num) * units[suffix])
+    except (ValueError, KeyError):
+        raise KilnError(f"--memory {text!r} is not a size", hint="write e.g. 64m, 1g or 1048576") \
+            from None
+    if value <= 0:
+        raise KilnError(f"--memory {text!r} must be positive")
+    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ class OpenFile:
     is_dir: bool = False
     dir_entries: list[tuple[bytes, int, int]] | None = field(default=None, repr=False)
     dir_pos: int = 0
+    may_block: bool | None = None   # a pipe, tty or socket (reads wait interruptibly); lazily known
 
 
 class FdTable:

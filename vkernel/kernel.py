@@ -15,13 +15,17 @@ from vkernel.errors import GuestExec, GuestExit
 from vkernel.fdtable import FdTable
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
-from vkernel.signals import (CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
+from vkernel.signals import (SI_KERNEL, CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
                              STOP, UNBLOCKABLE, SigReturn, SignalInterrupt, build_frame,
                              default_action, lowest_deliverable, sync_host, sync_host_mask)
 from vkernel.signals import bit as sigbit
 from vkernel.vfs import Vfs
 
 SIGSTOP, SIGSEGV = 19, 11
+_RESTARTABLE = frozenset((0, 1, 2, 17, 18, 19, 20, 16, 40, 61, 72, 73, 247, 257))
+"""Syscalls Linux restarts after an SA_RESTART handler (ERESTARTSYS): read, write, open,
+pread64, pwrite64, readv, writev, ioctl, sendfile, wait4, fcntl, flock, waitid, openat. Others
+(pause, sigsuspend, nanosleep, poll, select...) return EINTR."""
 
 
 def _signame(sig: int) -> str:
@@ -58,10 +62,12 @@ class ProcessState:
     rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)
     comm: bytes = b""                          # PR_SET_NAME
     sigpending: int = 0                        # bit (sig - 1) set: pending for this process
+    siginfo: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # sig -> (si_code, pid, uid)
     altstack: tuple[int, int, int] = (0, 2, 0)  # sigaltstack: (ss_sp, ss_flags, ss_size); SS_DISABLE
     vfork_fd: int = -1                         # vfork child: closed at exec or exit (wakes the parent)
     limits: "GuestLimits | None" = None        # --pids-limit / --memory, shared by the process tree
     tree_root: int = 0                         # host pid whose descendants are the guest processes
+    pids_refused: bool = False                 # a fork was refused (audited once per process)
     tree_root_is_supervisor: bool = False      # the root only supervises (not a guest process)
 
 
@@ -189,7 +195,8 @@ class Kernel:
                 raise GuestExit(128 + sig, sig)
             if self.trace:
                 print(f"--- {_signame(sig)} ---", file=self.trace_out, flush=True)
-            restart = result == -errno.EINTR and bool(act.flags & SA_RESTART) and fast is not None
+            restart = (result == -errno.EINTR and bool(act.flags & SA_RESTART) and fast is not None
+                       and nr in _RESTARTABLE)
             result, reload = self._run_handler(sig, act, frame, result)
             if reload:
                 return result
@@ -223,7 +230,8 @@ class Kernel:
         old_mask = p.sigmask if self.saved_mask is None else self.saved_mask
         self.saved_mask = None
         try:
-            build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask)
+            code, pid, uid = p.siginfo.pop(sig, (SI_KERNEL, 0, 0))
+            build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code, pid, uid)
         except ValueError:
             raise GuestExit(128 + SIGSEGV, SIGSEGV,
                             f"{p.exe}: cannot write the signal frame for signal {sig} "

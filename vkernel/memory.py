@@ -59,6 +59,19 @@ class AddressSpace:
         self.maps: list[Mapping] = []
         self.brk_start = 0
         self.brk_cur = 0
+        self.limit = 0              # kiln run --memory: mapped bytes at most (0: no limit)
+
+    def mapped_bytes(self) -> int:
+        return sum(m.end - m.start for m in self.maps)
+
+    def would_exceed(self, new_bytes: int, start: int = 0, end: int = 0) -> bool:
+        """Whether mapping ``new_bytes`` more (minus what [start, end) already maps) passes the
+        --memory limit."""
+        if not self.limit:
+            return False
+        covered = sum(min(m.end, end) - max(m.start, start) for m in self.covering(start, end)) \
+            if end > start else 0
+        return self.mapped_bytes() + new_bytes - covered > self.limit
 
     # -- raw access ------------------------------------------------------------
     # Every accessor raises ValueError (the syscall layer's EFAULT) for a range in the

@@ -22,7 +22,9 @@ from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
 from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.fdtable import FdTable
-from vkernel.kernel import Kernel, ProcessState, SignalAction
+from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
+from vkernel.proctree import become_subreaper, guest_processes
+from vkernel.vfs import Volume
 from vkernel.loader import build_stack, load_elf
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
@@ -43,6 +45,15 @@ class RunSpec:
     trace: bool = False
     audit_log: Path | None = None       # JSON lines; None: a summary on stderr
     upper: Path | None = None           # writable upper layer; None: a temporary one per run
+    volumes: tuple["Volume", ...] = ()  # host directories bound into the guest tree
+    timeout: float | None = None        # seconds; then the whole guest tree is killed (exit 124)
+    pids_limit: int = 0                 # live guest processes at most (fork: EAGAIN); 0 = no limit
+    memory: int = 0                     # mapped bytes per guest process at most (ENOMEM); 0 = none
+    tree_root: int = 0                  # internal: the --timeout supervisor's pid
+
+
+TIMEOUT_STATUS = 124
+"""Exit status of ``kiln run --timeout`` when the time ran out (as timeout(1))."""
 
 
 _FAULT_SIGNAL = {
@@ -91,7 +102,7 @@ class Runtime:
         self.policy = ExecPolicy(self.mb.index.units, self.audit)
         self.own_upper = spec.upper is None
         self.upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if spec.upper is None else Path(spec.upper)
-        self.vfs = Vfs(spec.rootfs, self.upper)
+        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
         # Signals ignored when kiln started stay ignored for the guest, as across execve.
@@ -99,7 +110,15 @@ class Runtime:
         for sig in signals.MIRRORED:
             if ignored & signals.bit(sig):
                 self.proc.sigactions[sig] = SignalAction(handler=signals.SIG_IGN)
-        self.proc.tree_root = os.getpid()
+        self.proc.tree_root = spec.tree_root or os.getpid()
+        self.proc.tree_root_is_supervisor = bool(spec.tree_root)
+        if not spec.tree_root:
+            become_subreaper()          # orphans stay in the guest tree (kill, --pids-limit)
+        if spec.pids_limit or spec.memory:
+            lock_fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600) \
+                if spec.pids_limit else -1
+            self.proc.limits = GuestLimits(pids=spec.pids_limit, memory=spec.memory,
+                                           lock_fd=lock_fd)
         self.kernel: Kernel | None = None
         self.last_signal = 0
 
@@ -155,6 +174,8 @@ class Runtime:
         gview, gbase = _memory_view(guest, store)
         cview, _ = _memory_view(ctl_mem, store)
         space = AddressSpace(gview, gbase)
+        if self.proc.limits is not None:
+            space.limit = self.proc.limits.memory
         ctl = ControlMemory(cview)
         image = load_elf(space, data, path, unit.number)
         space.brk_start = space.brk_cur = image.brk_start
@@ -268,8 +289,8 @@ class Runtime:
             print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         self.last_signal = e.signal
         if e.signal:
-            # Like a shell: no message for SIGINT and SIGPIPE.
-            if not self.proc.is_forked_child and e.signal not in (hsignal.SIGINT, hsignal.SIGPIPE):
+            # Like a shell: no message for SIGINT (the user pressed ^C).
+            if not self.proc.is_forked_child and e.signal != hsignal.SIGINT:
                 try:
                     text = hsignal.strsignal(e.signal) or f"signal {e.signal}"
                 except ValueError:
@@ -327,8 +348,11 @@ def run_guest(spec: RunSpec) -> int:
 
     Raises KilnError when the run cannot start (bad megabinary, hash refused,
     dynamically linked program...). Forked guest processes never return here:
-    they end with the guest's status.
+    they end with the guest's status. With ``spec.timeout`` this process
+    becomes a supervisor and the guest runs in a child (:func:`_supervise`).
     """
+    if spec.timeout is not None:
+        return _supervise(spec)
     rt = Runtime(spec)
     status, sig = 2, 0
     try:
@@ -349,3 +373,90 @@ def run_guest(spec: RunSpec) -> int:
         rt.close()
         if child:
             _die_like(status, sig)
+
+
+def _kill_tree(root_spec: ProcessState) -> None:
+    """SIGKILL every guest process below this supervisor and reap them (we are their subreaper)."""
+    for _ in range(100):
+        procs = guest_processes(root_spec)
+        for pid in procs:
+            try:
+                os.kill(pid, hsignal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                got, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if got == 0:
+                break
+        if not procs:
+            return
+        time.sleep(0.01)
+
+
+def _supervise(spec: RunSpec) -> int:
+    """--timeout: run the guest in a child, kill its whole tree when the time is up (exit 124).
+
+    The supervisor is a child subreaper, so every guest process stays below it
+    even after setsid or double forks; a busy loop without syscalls is ended
+    too, since the kill comes from outside. When the first guest process ends
+    in time, processes it left running are killed as a container runtime does.
+    """
+    import dataclasses
+    import select
+    from formats.errors import user_report
+    own_upper = spec.upper is None
+    upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if own_upper else spec.upper
+    become_subreaper()
+    me = os.getpid()
+    child_spec = dataclasses.replace(spec, timeout=None, upper=upper, tree_root=me)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 2
+        try:
+            status = run_guest(child_spec)
+        except KilnError as e:
+            print(user_report(e), file=sys.stderr, flush=True)
+        except BaseException as e:  # never a traceback for the user
+            print(f"kiln: internal error in vkernel: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    # The terminal sends ^C/^\ to the guest (same process group); we only forward the rest.
+    old = {s: hsignal.signal(s, hsignal.SIG_IGN) for s in (hsignal.SIGINT, hsignal.SIGQUIT)}
+    for s in (hsignal.SIGTERM, hsignal.SIGHUP):
+        old[s] = hsignal.signal(s, lambda n, _f: os.kill(pid, n))
+    tree = ProcessState(tree_root=me, tree_root_is_supervisor=True)
+    try:
+        pidfd = os.pidfd_open(pid)
+        deadline = time.monotonic() + max(0.0, float(spec.timeout or 0))
+        timed_out = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([pidfd], [], [], left)
+            if ready:
+                break
+        os.close(pidfd)
+        if timed_out:
+            _kill_tree(tree)
+            print(f"kiln: timed out after {spec.timeout:g} s: the guest's processes were killed",
+                  file=sys.stderr, flush=True)
+            return TIMEOUT_STATUS
+        _, wstatus = os.waitpid(pid, 0)
+        _kill_tree(tree)
+        code = os.waitstatus_to_exitcode(wstatus)
+        return 128 - code if code < 0 else code
+    finally:
+        for s, h in old.items():
+            hsignal.signal(s, h)
+        if own_upper:
+            shutil.rmtree(upper, ignore_errors=True)

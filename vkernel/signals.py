@@ -203,7 +203,7 @@ _FRAME_SIZE = _FRAME_INFO + 128                # 440
 _FXSAVE_SIZE = 512
 _REDZONE = 128
 UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 0x2, 0x4
-SI_USER, SI_KERNEL = 0, 0x80
+SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
 
 
 def _fxsave(k: "Kernel") -> bytes:

@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import stat as st
+from dataclasses import dataclass
 
 _NR_OPENAT2 = 437
 _RESOLVE_NO_MAGICLINKS = 0x02
@@ -63,17 +64,77 @@ def normalize(path: str) -> str:
     return "/" + p.lstrip("/")
 
 
+@dataclass(frozen=True)
+class Volume:
+    """A host directory bound at a guest path (``kiln run --volume HOST:GUEST[:ro]``).
+
+    Inside it the guest reads and writes the host directory itself (no upper
+    layer, no whiteouts), every lookup confined to it by ``openat2``
+    (``RESOLVE_IN_ROOT``); symlinks found in it resolve in the guest tree, as
+    with a bind mount. ``readonly`` makes every write EROFS.
+    """
+    host: str
+    guest: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class _Mount:
+    guest: str          # normalized guest path of the mount point
+    fd: int             # O_PATH fd of the host directory
+    host: str           # its real host path
+    readonly: bool
+
+
 class Vfs:
     """The guest's file tree for one run."""
 
-    def __init__(self, rootfs: str | os.PathLike[str], upper: str | os.PathLike[str]) -> None:
+    def __init__(self, rootfs: str | os.PathLike[str], upper: str | os.PathLike[str],
+                 volumes: tuple[Volume, ...] | list[Volume] = ()) -> None:
         self.rootfs = os.path.realpath(rootfs)
         self.upper = os.path.realpath(upper)
         self.lower_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.upper_fd = os.open(self.upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.mounts: list[_Mount] = []
+        for v in volumes:
+            host = os.path.realpath(v.host)
+            fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.mounts.append(_Mount(normalize(v.guest), fd, host, v.readonly))
+        self.mounts.sort(key=lambda m: -len(m.guest))
+        self._mount_fds = {m.fd: m for m in self.mounts}
+        for m in self.mounts:           # the mount point's parents exist, as a runtime makes them
+            parent = os.path.dirname(m.guest)
+            if self._mount_of(parent) is None and not self.is_dir(parent):
+                self._mkdirs_up(parent)
+
+    # -- volumes -----------------------------------------------------------------------
+    def _mount_of(self, canon: str) -> tuple[_Mount, str] | None:
+        """(mount, path inside it) when canonical ``canon`` lies in a volume."""
+        for m in self.mounts:
+            if canon == m.guest:
+                return m, "/"
+            if canon.startswith(m.guest + "/"):
+                return m, canon[len(m.guest):]
+        return None
+
+    def _at(self, layer: int, canon: str) -> str:
+        """``canon`` as a path inside ``layer``'s root (volumes are rooted at their mount point)."""
+        m = self._mount_fds.get(layer)
+        if m is None:
+            return canon
+        return canon[len(m.guest):] or "/"
+
+    def _writable_mount(self, canon: str, path: str) -> tuple[_Mount, str] | None:
+        got = self._mount_of(canon)
+        if got is not None and got[0].readonly:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return got
+
+    def _mount_parent(self, m: _Mount, rel: str) -> int:
+        return openat2_in_root(m.fd, os.path.dirname(rel) or "/", os.O_PATH | os.O_DIRECTORY)
 
     def close(self) -> None:
-        for fd in (self.lower_fd, self.upper_fd):
+        for fd in (self.lower_fd, self.upper_fd, *self._mount_fds):
             try:
                 os.close(fd)
             except OSError:
@@ -108,6 +169,11 @@ class Vfs:
 
     def find(self, canon: str) -> tuple[int, os.stat_result] | None:
         """(layer root fd, lstat) of what the merged view shows at canonical ``canon``."""
+        if self.mounts:
+            got = self._mount_of(canon)
+            if got is not None:
+                s = self._lstat_in(got[0].fd, got[1])
+                return (got[0].fd, s) if s is not None else None
         s = self._lstat_in(self.upper_fd, canon)
         if s is not None:
             return self.upper_fd, s
@@ -117,7 +183,7 @@ class Vfs:
         return (self.lower_fd, s) if s is not None else None
 
     def _readlink_in(self, root_fd: int, canon: str) -> str:
-        fd = openat2_in_root(root_fd, canon, os.O_PATH | os.O_NOFOLLOW)
+        fd = openat2_in_root(root_fd, self._at(root_fd, canon), os.O_PATH | os.O_NOFOLLOW)
         try:
             return os.readlink("", dir_fd=fd)
         finally:
@@ -170,6 +236,14 @@ class Vfs:
         if dev is not None:
             return os.open(dev, (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
         canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
+        if self.mounts:
+            got = self._mount_of(canon)
+            if got is not None:
+                if flags & _WRITE_FLAGS and got[0].readonly:
+                    raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+                if s is None and not flags & os.O_CREAT:
+                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+                return openat2_in_root(got[0].fd, got[1], flags, mode)
         if flags & _WRITE_FLAGS:
             if s is None:
                 if not flags & os.O_CREAT:
@@ -210,6 +284,11 @@ class Vfs:
     def guest_path_of(self, fd: int) -> str:
         """The guest path of a host fd opened through this Vfs."""
         hp = self.host_path(fd)
+        for m in self.mounts:
+            if hp == m.host:
+                return m.guest
+            if hp.startswith(m.host + "/"):
+                return m.guest + hp[len(m.host):]
         for root in (self.upper, self.rootfs):
             if hp == root:
                 return "/"
@@ -233,6 +312,16 @@ class Vfs:
     def list_dir(self, canon: str) -> list[tuple[str, os.stat_result]]:
         """Merged entries of directory ``canon`` (no "." or ".."), upper first, whiteouts applied."""
         out: dict[str, os.stat_result] = {}
+        got = self._mount_of(canon) if self.mounts else None
+        if got is not None:
+            dfd = openat2_in_root(got[0].fd, got[1], os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                return [(e.name, e.stat(follow_symlinks=False)) for e in os.scandir(dfd)]
+            finally:
+                os.close(dfd)
+        for m in self.mounts:           # a mount point shows in its parent's listing
+            if os.path.dirname(m.guest) == canon and m.guest != "/":
+                out[os.path.basename(m.guest)] = os.fstat(m.fd)
         for root_fd in (self.upper_fd, self.lower_fd):
             if root_fd == self.lower_fd and self.hidden(canon):
                 continue
@@ -324,6 +413,17 @@ class Vfs:
         canon, layer, s = self.resolve(path, follow=False)
         if s is None or canon == "/":
             raise OSError(errno.ENOENT if s is None else errno.EBUSY, "remove", path)
+        got = self._writable_mount(canon, path) if self.mounts else None
+        if got is not None:
+            m, rel = got
+            if rel == "/":
+                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+            pfd = self._mount_parent(m, rel)
+            try:
+                (os.rmdir if want_dir else os.unlink)(os.path.basename(rel), dir_fd=pfd)
+            finally:
+                os.close(pfd)
+            return
         is_dir = st.S_ISDIR(s.st_mode)
         if want_dir and not is_dir:
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
@@ -363,7 +463,8 @@ class Vfs:
         canon, _, s = self.resolve(path, follow=False)
         if s is not None:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-        pfd = self._upper_dir_fd(os.path.dirname(canon))
+        got = self._writable_mount(canon, path) if self.mounts else None
+        pfd = self._mount_parent(*got) if got else self._upper_dir_fd(os.path.dirname(canon))
         try:
             os.mkdir(os.path.basename(canon), mode, dir_fd=pfd)
         finally:
@@ -373,7 +474,8 @@ class Vfs:
         canon, _, s = self.resolve(path, follow=False)
         if s is not None:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-        pfd = self._upper_dir_fd(os.path.dirname(canon))
+        got = self._writable_mount(canon, path) if self.mounts else None
+        pfd = self._mount_parent(*got) if got else self._upper_dir_fd(os.path.dirname(canon))
         try:
             os.symlink(target, os.path.basename(canon), dir_fd=pfd)
         finally:
@@ -386,6 +488,20 @@ class Vfs:
         ncanon, _, ns = self.resolve(new, follow=False)
         if ocanon == ncanon:
             return
+        if self.mounts:
+            og = self._writable_mount(ocanon, old)
+            ng = self._writable_mount(ncanon, new)
+            if og is not None or ng is not None:
+                if og is None or ng is None or og[0] is not ng[0] or og[1] == "/" or ng[1] == "/":
+                    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), new)
+                spfd, dpfd = self._mount_parent(*og), self._mount_parent(*ng)
+                try:
+                    os.rename(os.path.basename(og[1]), os.path.basename(ng[1]),
+                              src_dir_fd=spfd, dst_dir_fd=dpfd)
+                finally:
+                    os.close(spfd)
+                    os.close(dpfd)
+                return
         if ncanon.startswith(ocanon + "/"):
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
         if ns is not None and st.S_ISDIR(ns.st_mode) and not st.S_ISDIR(os_.st_mode):
@@ -411,11 +527,43 @@ class Vfs:
         if old_lower is not None:
             self._whiteout(ocanon)
 
+    def link(self, old: str, new: str, follow: bool = False) -> None:
+        """A hard link ``new`` to ``old``: a rootfs file is copied up first (as overlayfs does);
+        both names must be in the same layer or volume (EXDEV otherwise)."""
+        ocanon, olayer, os_ = self.resolve(old, follow=follow)
+        if os_ is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), old)
+        if st.S_ISDIR(os_.st_mode):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), old)
+        ncanon, _, ns = self.resolve(new, follow=False)
+        if ns is not None:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+        og = self._writable_mount(ocanon, old) if self.mounts else None
+        ng = self._writable_mount(ncanon, new) if self.mounts else None
+        if og is not None or ng is not None:
+            if og is None or ng is None or og[0] is not ng[0]:
+                raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), new)
+            sfd, dfd = self._mount_parent(*og), self._mount_parent(*ng)
+        else:
+            if olayer == self.lower_fd:
+                self._copy_up(ocanon, os_)
+            sfd = openat2_in_root(self.upper_fd, os.path.dirname(ocanon), os.O_PATH | os.O_DIRECTORY)
+            dfd = self._upper_dir_fd(os.path.dirname(ncanon))
+        try:
+            os.link(os.path.basename(ocanon), os.path.basename(ncanon), src_dir_fd=sfd,
+                    dst_dir_fd=dfd, follow_symlinks=False)
+        finally:
+            os.close(sfd)
+            os.close(dfd)
+
     def upper_fd_for(self, path: str, follow: bool = True) -> int:
         """An O_PATH fd of ``path`` in the upper layer, copying it up first (chmod, utimes)."""
         canon, layer, s = self.resolve(path, follow)
         if s is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        got = self._writable_mount(canon, path) if self.mounts else None
+        if got is not None:
+            return openat2_in_root(got[0].fd, got[1], os.O_PATH | (0 if follow else os.O_NOFOLLOW))
         if layer == self.lower_fd:
             self._copy_up(canon, s)
         return openat2_in_root(self.upper_fd, canon, os.O_PATH | (0 if follow else os.O_NOFOLLOW))

@@ -39,9 +39,16 @@ Design note (code shape of the megabinary module)
 * **Syscalls and faults** follow formats.abi: registers spilled, frame
   written, import called; ``resume == RELOAD`` makes the function return so
   dispatch restarts at ``state.rip`` with everything reloaded.
+* **Deep recursion.** A global counts nested guest calls; past
+  ``emit.MAX_CALL_DEPTH`` (200) a call leaves with ``state.rip`` = callee, all
+  frames unwind through the return-address check, and ``kiln_run`` restarts
+  there, so 100k-deep guest recursion fits Wasmtime's 2 MiB stack.
 * **Emission format.** WebAssembly text, assembled by ``wasmtime.wat2wasm``.
-  Measured on Debian's busybox-static (353k instructions lifted, 4.2k
-  functions): lift 16 s, wat2wasm 9 s, Cranelift compile about 19 s on two
-  shared cores. A binary encoder would remove the wat2wasm step.
+  Measured on Debian's busybox-static (373k instructions lifted, 4.5k
+  functions, 133k blocks, 129 MB of WAT, 19 MB of wasm), two cores shared
+  with other jobs: lift 12-25 s, wat2wasm 9 s, Cranelift compile 19-23 s.
+  A binary encoder would remove the wat2wasm step and most of the text
+  building. Run time: ``busybox gzip -c`` of 30 MB: native 0.8 s,
+  qemu-x86_64 2.3 s, lifted 2.7 s (harness syscalls in Python included).
 """
 from __future__ import annotations

@@ -77,7 +77,9 @@ class FunctionEmitter:
     """Emits one guest function. Registers live in locals; spills go to the CPU state."""
 
     def __init__(self, entry: int, blocks: list[IRBlock], live_in: dict[int, frozenset[str]],
-                 unit_funcs: set[int], bias: int, entry_blocks: set[int]) -> None:
+                 unit_funcs: set[int], bias: int, entry_blocks: set[int],
+                 detail_map: dict[int, int] | None = None) -> None:
+        self.detail_map = detail_map or {}
         self.entry = entry
         self.blocks = blocks
         self.index = {b.start: i for i, b in enumerate(blocks)}
@@ -178,7 +180,7 @@ class FunctionEmitter:
             self.spill(out, flags=True)
             out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {_signed64(st.rip)}))")
             out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['code']} (i32.const 0) (i32.const {st.code}))")
-            out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const {st.detail}))")
+            out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const {self.detail_map.get(st.detail, st.detail)}))")
             out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) (i64.const {_signed64(st.rip)}))")
             out.append(f"(call $fault (i32.const {st.code})) unreachable")
         elif t is SyscallStmt:

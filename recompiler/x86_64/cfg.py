@@ -63,6 +63,7 @@ def discover(img: ElfImage) -> Program:
     indirect: set[int] = set()
     jump_tables: dict[int, list[int]] = {}
     pred: dict[int, int] = {}          # fallthrough predecessor instruction
+    pending: list[Insn] = []           # `jmp reg` whose table base register was loaded further away
 
     def code(a: int) -> bool:
         return _is_code(img, ranges, a)
@@ -139,6 +140,8 @@ def discover(img: ElfImage) -> Program:
                       work.append(o.imm)
                   else:
                       targets = _jump_table(img, ins, insns, pred, code)
+                      if not targets and o.kind == "r":
+                          pending.append(ins)
                       if targets:
                           jump_tables[a] = targets
                           for t in targets:
@@ -151,10 +154,30 @@ def discover(img: ElfImage) -> Program:
               if m in _STOP:
                   leaders.add(ins.next)
                   break
+              if m == "syscall":
+                  # signal return (rt_sigreturn) resumes here through dispatch
+                  leaders.add(ins.next)
+                  indirect.add(ins.next)
               pred[ins.next] = a
               a = ins.next
 
     run()
+    # jmp reg with the table base in a register set long before (lea rB, [rip + T] above a loop)
+    for _ in range(3):
+        if not pending:
+            break
+        todo, pending[:] = list(pending), []
+        order = sorted(insns)
+        import bisect
+        for jmp in todo:
+            targets = _far_jump_table(img, jmp, insns, order, pred, code, bisect)
+            if targets:
+                jump_tables[jmp.address] = targets
+                for t in targets:
+                    leaders.add(t)
+                    indirect.add(t)
+                    work.append(t)
+        run()
     # code pointers in data: known instruction starts only need a dispatch entry;
     # anything else becomes a function entry
     for w in img.data_words():
@@ -291,4 +314,45 @@ def _jump_table(img: ElfImage, jmp: Insn, insns: dict[int, Insn], pred: dict[int
                     continue
                 break
             targets.append(t)
+    return targets
+
+
+def _far_jump_table(img: ElfImage, jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[int, int],
+                    code, bisect) -> list[int]:
+    """``movsxd rX, [rB + rI*4]; add rX, rB; jmp rX`` where ``lea rB, [rip + T]`` is up to 4 KiB earlier."""
+    load = None
+    a = jmp.address
+    for _ in range(6):
+        p = pred.get(a)
+        if p is None or p not in insns:
+            break
+        ins = insns[p]
+        if ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4 and ins.ops[1].base:
+            load = ins
+            break
+        a = p
+    if load is None:
+        return []
+    base_reg = load.ops[1].base
+    i = bisect.bisect_left(order, load.address) - 1
+    base_val = None
+    while i >= 0 and load.address - order[i] < 4096:
+        ins = insns[order[i]]
+        if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == base_reg \
+                and ins.ops[1].base == "rip" and not ins.ops[1].index:
+            base_val = ins.next + ins.ops[1].disp
+            break
+        i -= 1
+    if base_val is None:
+        return []
+    table = base_val + load.ops[1].disp
+    targets: list[int] = []
+    for k in range(256):
+        raw = img.read(table + 4 * k, 4)
+        if len(raw) < 4:
+            break
+        t = (base_val + struct.unpack("<i", raw)[0]) & 0xFFFF_FFFF_FFFF_FFFF
+        if not code(t):
+            break
+        targets.append(t)
     return targets

@@ -65,13 +65,27 @@ class ElfImage:
             if o + 56 > len(data):
                 raise NotAnX86Elf(self.name, f"program header {i} at offset {o:#x} beyond end of file")
             p_type, p_flags, p_off, p_vaddr, _, p_filesz, p_memsz, _ = struct.unpack_from("<IIQQQQQQ", data, o)
+            if p_type == PT_LOAD and (p_off + p_filesz > len(data) or p_filesz > p_memsz
+                                      or p_vaddr + p_memsz > 1 << 47):
+                raise NotAnX86Elf(self.name, f"PT_LOAD program header {i} (offset {o:#x}): file range "
+                                  f"{p_off:#x}+{p_filesz:#x} or memory size {p_memsz:#x} is impossible "
+                                  f"for a file of {len(data):#x} bytes")
             if p_type == PT_LOAD:
                 self.segments.append(Segment(p_vaddr, p_memsz, p_filesz, p_off, p_flags))
         if not self.segments:
             raise NoCode(self.name, "no PT_LOAD segment")
         self.sections: list[Section] = []
         if shoff and shnum and shoff + shnum * shentsize <= len(data):
+            if shentsize < 64:
+                raise NotAnX86Elf(self.name, f"e_shentsize {shentsize} is smaller than 64 (offset 0x3a)")
             raw = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+            for i, r in enumerate(raw):
+                if r[1] != SHT_NOBITS and r[1] != 0 and r[4] + r[5] > len(data):
+                    raise NotAnX86Elf(self.name, f"section header {i} (offset {shoff + i * shentsize:#x}): "
+                                      f"data {r[4]:#x}+{r[5]:#x} extends beyond the end of the file ({len(data):#x})")
+                if r[1] in (SHT_SYMTAB, SHT_DYNSYM, SHT_RELA) and r[9] and r[9] < (24 if r[1] != SHT_RELA else 24):
+                    raise NotAnX86Elf(self.name, f"section header {i} (offset {shoff + i * shentsize:#x}): "
+                                      f"entry size {r[9]} is too small")
             strtab = raw[shstrndx] if shstrndx < len(raw) else None
 
             def nm(off: int) -> str:

@@ -78,9 +78,9 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
             except NeedsTrap as e:
                 fn = None
                 reason = str(e)
-            except (ValueError, KeyError, IndexError) as e:     # odd operand shapes
+            except Exception as e:     # noqa: BLE001 - odd operand shapes must not stop the recompile
                 fn = None
-                reason = f"operand form not handled ({type(e).__name__})"
+                reason = f"operand form not handled ({type(e).__name__}: {e})"
         if fn is None:
             i = traps.add(ins.address, ins.mnemonic, reason)
             stats.setdefault("unsupported", {})

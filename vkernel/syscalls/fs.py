@@ -45,11 +45,31 @@ def _iovecs(k: Kernel, iov: int, iovcnt: int) -> list[memoryview]:
 
 
 # -- read / write -------------------------------------------------------------
+def _wait_readable(k: Kernel, of: OpenFile) -> None:
+    """Before a read that may block (pipe, tty, socket): wait for data where a signal can
+    interrupt the wait (EINTR) without losing bytes already read."""
+    if of.may_block is None:
+        m = os.fstat(of.host_fd).st_mode
+        of.may_block = not (st.S_ISREG(m) or st.S_ISDIR(m) or st.S_ISBLK(m))
+    if not of.may_block or hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL) & os.O_NONBLOCK:
+        return
+    import select
+    p = select.poll()
+    p.register(of.host_fd, select.POLLIN | select.POLLPRI)
+    k.blocking()
+    try:
+        p.poll()
+    finally:
+        k.interruptible = False
+
+
 def sys_read(k: Kernel, fd: int, buf: int, count: int) -> int:
     """read(2)"""
     of = _file(k, fd)
     if count == 0:
         return 0
+    if of.may_block is not False:
+        _wait_readable(k, of)
     # Linux faults only on bytes it actually stores: clamp to the end of the address space.
     n = min(count, 0x7FFFF000, 0x1_0000_0000 - (buf & 0xFFFFFFFF))
     return os.readv(of.host_fd, [k.space.window(buf, n)])
@@ -77,6 +97,8 @@ def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int) -> int:
     """readv(2)"""
     of = _file(k, fd)
     bufs = _iovecs(k, iov, s32(iovcnt))
+    if bufs and of.may_block is not False:
+        _wait_readable(k, of)
     return os.readv(of.host_fd, bufs) if bufs else 0
 
 
@@ -432,6 +454,25 @@ def sys_renameat(k: Kernel, olddirfd: int, oldpath: int, newdirfd: int, newpath:
 def sys_rename(k: Kernel, oldpath: int, newpath: int) -> int:
     """rename(2)"""
     return sys_renameat2(k, AT_FDCWD, oldpath, AT_FDCWD, newpath, 0)
+
+
+AT_SYMLINK_FOLLOW = 0x400
+
+
+def sys_linkat(k: Kernel, olddirfd: int, oldpath: int, newdirfd: int, newpath: int,
+               flags: int) -> int:
+    """linkat(2): inside the guest tree only; a rootfs file is copied up first"""
+    if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
+        return -errno.EINVAL
+    old = k.guest_path(s32(olddirfd), path_arg(k, oldpath))
+    k.vfs.link(old, k.guest_path(s32(newdirfd), path_arg(k, newpath)),
+               follow=bool(flags & AT_SYMLINK_FOLLOW))
+    return 0
+
+
+def sys_link(k: Kernel, oldpath: int, newpath: int) -> int:
+    """link(2)"""
+    return sys_linkat(k, AT_FDCWD, oldpath, AT_FDCWD, newpath, 0)
 
 
 def sys_symlinkat(k: Kernel, target: int, newdirfd: int, linkpath: int) -> int:

@@ -30,6 +30,8 @@ def sys_brk(k: Kernel, addr: int) -> int:
     if new_end > old_end:
         if new_end > abi.MMAP_END or sp.covering(old_end, new_end):
             return sp.brk_cur
+        if sp.would_exceed(new_end - old_end):
+            return sp.brk_cur                  # --memory: brk fails as at RLIMIT_AS
         sp.add(Mapping(old_end, new_end, 3, "brk", "[heap]"))
     elif new_end < old_end:
         sp.remove(new_end, old_end - new_end)
@@ -89,7 +91,10 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
             unit = u.number
     elif prot & PROT_EXEC:
         return _refuse_exec(k, "mmap", addr, length, "anonymous executable memory (no-JIT rule)")
-    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+    fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
+    if sp.would_exceed(size, addr if fixed else 0, addr + size if fixed else 0):
+        return -errno.ENOMEM                   # kiln run --memory
+    if fixed:
         if addr % PAGE:
             return -errno.EINVAL
         if addr < abi.GUEST_MEMORY_MAP[0].end or addr + size > abi.STACK_TOP:
@@ -146,6 +151,12 @@ def sys_mprotect(k: Kernel, addr: int, length: int, prot: int) -> int:
                 reason = ("anonymous executable memory (no-JIT rule)" if m.kind in ("anon", "brk", "stack")
                           else "file BLAKE3 is not in the index")
                 return _refuse_exec(k, "mprotect", addr, length, reason, m.name, m.blake3)
+            lo, hi = max(m.start, addr), min(m.end, end)
+            if m.kind == "elf" and not any(page_down(r.start) <= lo and hi <= page_up(r.end)
+                                           for r in k.regions if r.unit == m.unit):
+                return _refuse_exec(k, "mprotect", addr, length, "not an executable segment of "
+                                    "the indexed program (its data cannot become code)", m.name,
+                                    m.blake3)
     sp.protect(addr, length, prot)
     return 0
 
@@ -168,6 +179,8 @@ def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags:
         if new < old:
             sp.remove(old_address + new, old - new)
         return old_address
+    if sp.would_exceed(new - old):
+        return -errno.ENOMEM                   # kiln run --memory
     if not sp.covering(old_address + old, old_address + new) and old_address + new <= abi.MMAP_END:
         sp.add(Mapping(old_address + old, old_address + new, m.prot, m.kind, m.name, m.blake3,
                        m.offset + old, m.unit))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl as hfcntl
 import os
 import resource
 import stat as st
@@ -12,6 +13,7 @@ from formats import abi
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
+from vkernel.proctree import guest_processes
 from vkernel.signals import sync_host
 from vkernel.syscalls.args import path_arg, s32
 
@@ -68,9 +70,16 @@ def sys_getpgrp(k: Kernel) -> int:
     return os.getpgrp()
 
 
+def _guest_pid(k: Kernel, pid: int) -> int:
+    """``pid`` if it names a guest process (0: the caller), else ESRCH: no peeking outside."""
+    if pid not in (0, os.getpid()) and pid not in guest_processes(k.proc):
+        raise OSError(errno.ESRCH, "not a guest process")
+    return pid
+
+
 def sys_getpgid(k: Kernel, pid: int) -> int:
-    """getpgid(2)"""
-    return os.getpgid(s32(pid))
+    """getpgid(2): guest processes only"""
+    return os.getpgid(_guest_pid(k, s32(pid)))
 
 
 def sys_setpgid(k: Kernel, pid: int, pgid: int) -> int:
@@ -80,8 +89,8 @@ def sys_setpgid(k: Kernel, pid: int, pgid: int) -> int:
 
 
 def sys_getsid(k: Kernel, pid: int) -> int:
-    """getsid(2)"""
-    return os.getsid(s32(pid))
+    """getsid(2): guest processes only"""
+    return os.getsid(_guest_pid(k, s32(pid)))
 
 
 def sys_setsid(k: Kernel) -> int:
@@ -172,14 +181,48 @@ CLONE_VFORK, CLONE_THREAD, CLONE_SETTLS = 0x4000, 0x10000, 0x80000
 CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
 
 
-def _fork(k: Kernel) -> int:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
+def _fork(k: Kernel, vfork: bool = False) -> int:
+    """os.fork() under --pids-limit; with ``vfork`` the parent waits for the child's exec or exit."""
+    lim = k.proc.limits
+    counted = lim is not None and lim.pids > 0 and lim.lock_fd >= 0
+    if counted:
+        hfcntl.lockf(lim.lock_fd, hfcntl.LOCK_EX)     # count and fork as one step, tree-wide
+    try:
+        if counted and len(guest_processes(k.proc)) >= lim.pids:
+            if not k.proc.pids_refused:
+                k.proc.pids_refused = True
+                k.audit.record("fork", "refused", f"fork refused in {k.proc.exe}: --pids-limit "
+                               f"{lim.pids} guest processes reached", limit=lim.pids,
+                               reason="pids-limit")
+            return -errno.EAGAIN
+        if vfork:
+            r, w = os.pipe2(os.O_CLOEXEC)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+    finally:
+        if counted:
+            hfcntl.lockf(lim.lock_fd, hfcntl.LOCK_UN)
     if pid == 0:
         k.proc.is_forked_child = True
         k.proc.sigpending = 0                  # Linux: the child starts with none pending
+        k.proc.siginfo.clear()
+        k.proc.pids_refused = False
         sync_host(k.proc)                      # guest SIG_DFL is now the host's SIG_DFL
+        if k.proc.vfork_fd >= 0:               # our parent is a vfork child: not our wait
+            os.close(k.proc.vfork_fd)
+            k.proc.vfork_fd = -1
+        if vfork:
+            os.close(r)
+            k.proc.vfork_fd = w
+        return 0
+    if vfork:
+        os.close(w)
+        try:
+            while os.read(r, 64):              # EOF: the child exec'd or ended
+                pass
+        finally:
+            os.close(r)
     return pid
 
 
@@ -189,15 +232,17 @@ def sys_fork(k: Kernel) -> int:
 
 
 def sys_vfork(k: Kernel) -> int:
-    """vfork(2): as fork (the parent does not wait for the child's exec)"""
-    return _fork(k)
+    """vfork(2): the parent is suspended until the child execs or exits (memory is copied)"""
+    return _fork(k, vfork=True)
 
 
 def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
     """clone(2): process-like clones (fork, vfork, posix_spawn); threads are not supported yet"""
     if flags & CLONE_THREAD or (flags & CLONE_VM and not flags & CLONE_VFORK):
         return -errno.ENOSYS
-    pid = _fork(k)
+    pid = _fork(k, vfork=bool(flags & CLONE_VFORK))
+    if pid < 0:
+        return pid
     if pid:
         if flags & CLONE_PARENT_SETTID:
             k.space.put_u32(parent_tid, pid)
@@ -221,18 +266,81 @@ def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int
     return 0
 
 
+def _rusage_bytes(ru: object) -> bytes:
+    ut, stt = ru.ru_utime, ru.ru_stime  # type: ignore[attr-defined]
+    return (struct.pack("<qqqq", int(ut), int(ut % 1 * 1e6), int(stt), int(stt % 1 * 1e6))
+            + struct.pack("<14q", *(getattr(ru, f) for f in (
+                "ru_maxrss", "ru_ixrss", "ru_idrss", "ru_isrss", "ru_minflt", "ru_majflt", "ru_nswap",
+                "ru_inblock", "ru_oublock", "ru_msgsnd", "ru_msgrcv", "ru_nsignals", "ru_nvcsw",
+                "ru_nivcsw"))))
+
+
+WNOHANG, WUNTRACED, WCONTINUED, WNOWAIT, WEXITED = 1, 2, 8, 0x0100_0000, 4
+__WALL, __WCLONE = 0x4000_0000, 0x8000_0000
+
+
+def _wait_interruptibly(k: Kernel, pid: int, options: int) -> None:
+    """Block until a child matching ``pid`` can be reaped, without reaping it (WNOWAIT), so a
+    signal that interrupts the wait never loses a child's status."""
+    if pid < -1:
+        idtype, ident = os.P_PGID, -pid
+    elif pid == -1:
+        idtype, ident = os.P_ALL, 0
+    elif pid == 0:
+        idtype, ident = os.P_PGID, os.getpgid(0)
+    else:
+        idtype, ident = os.P_PID, pid
+    flags = WEXITED | WNOWAIT | (os.WSTOPPED if options & WUNTRACED else 0) \
+        | (WCONTINUED if options & WCONTINUED else 0)
+    k.blocking()
+    try:
+        os.waitid(idtype, ident, flags)
+    finally:
+        k.interruptible = False
+
+
 def sys_wait4(k: Kernel, pid: int, wstatus: int, options: int, rusage: int) -> int:
-    """wait4(2): the host's wait, statuses are Linux's own encoding"""
-    got, status, ru = os.wait4(s32(pid), s32(options))
+    """wait4(2): the host's wait, statuses are Linux's own encoding; a signal interrupts it"""
+    options = s32(options)
+    if not options & WNOHANG:
+        _wait_interruptibly(k, s32(pid), options)
+    got, status, ru = os.wait4(s32(pid), options | WNOHANG)
+    if got == 0 and not options & WNOHANG:        # someone else reaped it (a vfork race)
+        got, status, ru = os.wait4(s32(pid), options)
     if got == 0:
         return 0
     if wstatus:
         k.space.put_u32(wstatus, status)
     if rusage:
-        ut, stt = ru.ru_utime, ru.ru_stime
-        k.space.write(rusage, struct.pack("<qqqq", int(ut), int(ut % 1 * 1e6), int(stt), int(stt % 1 * 1e6))
-                      + struct.pack("<q", ru.ru_maxrss) + bytes(112))
+        k.space.write(rusage, _rusage_bytes(ru))
     return got
+
+
+P_ALL, P_PID, P_PGID, P_PIDFD = 0, 1, 2, 3
+CLD_EXITED, CLD_KILLED, CLD_DUMPED, CLD_TRAPPED, CLD_STOPPED, CLD_CONTINUED = 1, 2, 3, 4, 5, 6
+
+
+def sys_waitid(k: Kernel, idtype: int, id_: int, infop: int, options: int, rusage: int) -> int:
+    """waitid(2): P_ALL, P_PID, P_PGID (not P_PIDFD); the siginfo Linux writes"""
+    idtype, options = s32(idtype), s32(options)
+    if idtype not in (P_ALL, P_PID, P_PGID):
+        return -errno.EINVAL
+    if not options & WNOHANG:
+        k.blocking()
+        try:                             # wait without reaping: an interrupt loses nothing
+            os.waitid(idtype, s32(id_), options | WNOWAIT)
+        finally:
+            k.interruptible = False
+    res = os.waitid(idtype, s32(id_), options | WNOHANG)
+    info = bytearray(128)
+    if res is not None:
+        struct.pack_into("<iiiiIIi", info, 0, res.si_signo, 0, res.si_code, 0, res.si_pid,
+                         res.si_uid, res.si_status)
+    if infop:
+        k.space.write(infop, bytes(info))
+    if rusage:
+        k.space.write(rusage, _rusage_bytes(resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return 0
 
 
 # -- execve -----------------------------------------------------------------------------
@@ -355,11 +463,7 @@ def sys_getrusage(k: Kernel, who: int, usage: int) -> int:
         return -errno.EINVAL
     ru = resource.getrusage({0: resource.RUSAGE_SELF, -1: resource.RUSAGE_CHILDREN,
                              1: resource.RUSAGE_THREAD}[who])
-    ut, stt = ru.ru_utime, ru.ru_stime
-    k.space.write(usage, struct.pack("<qqqq", int(ut), int(ut % 1 * 1e6), int(stt), int(stt % 1 * 1e6))
-                  + struct.pack("<14q", ru.ru_maxrss, ru.ru_ixrss, ru.ru_idrss, ru.ru_isrss,
-                                ru.ru_minflt, ru.ru_majflt, ru.ru_nswap, ru.ru_inblock, ru.ru_oublock,
-                                ru.ru_msgsnd, ru.ru_msgrcv, ru.ru_nsignals, ru.ru_nvcsw, ru.ru_nivcsw))
+    k.space.write(usage, _rusage_bytes(ru))
     return 0
 
 

@@ -9,7 +9,8 @@ import time as htime
 
 from formats import abi
 from vkernel.kernel import Kernel, SignalAction
-from vkernel.signals import (MINSIGSTKSZ, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, SigReturn,
+from vkernel.proctree import guest_processes
+from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, SigReturn,
                              bit, host_pending, raise_in_guest, restore_frame, sync_host,
                              sync_host_mask)
 from vkernel.syscalls.args import s32
@@ -112,44 +113,17 @@ def deliver_to_self(k: Kernel, sig: int) -> int:
     """A signal vkernel raises for the calling process (SIGPIPE...): pending, delivered at the
     end of this syscall with the guest's disposition."""
     if sig:
+        k.proc.siginfo[sig] = (SI_USER, os.getpid(), os.getuid())
         raise_in_guest(k.proc, sig)
     return 0
 
 
 # -- sending ------------------------------------------------------------------------------
-def guest_processes(k: Kernel) -> dict[int, int]:
-    """Host pid -> process group of every live guest process (the tree under the run's root)."""
-    root = k.proc.tree_root or os.getpid()
-    parent: dict[int, int] = {}
-    pgrp: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(b")") + 2:].split()
-        if rest[0] == b"Z":
-            continue
-        parent[int(name)] = int(rest[1])
-        pgrp[int(name)] = int(rest[2])
-    out: dict[int, int] = {}
-    for pid in parent:
-        p, hops = pid, 0
-        while p and p != root and hops < 4096:
-            p = parent.get(p, 0)
-            hops += 1
-        if p == root and (pid != root or not k.proc.tree_root_is_supervisor):
-            out[pid] = pgrp[pid]
-    return out
-
-
-def _send(k: Kernel, pid: int, sig: int) -> None:
+def _send(k: Kernel, pid: int, sig: int, code: int = SI_USER) -> None:
     if pid == os.getpid():
         if sig == 0:
             return
+        k.proc.siginfo[sig] = (code, pid, os.getuid())
         if sig in MIRRORED or sig in (hsignal.SIGKILL, hsignal.SIGSTOP):
             os.kill(pid, sig)          # the host disposition mirrors the guest's
         else:
@@ -199,7 +173,7 @@ def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
         return -errno.ESRCH
     if tid != os.getpid() and tid not in guest_processes(k):
         return -errno.ESRCH
-    _send(k, tid, sig)
+    _send(k, tid, sig, SI_TKILL)
     return 0
 
 

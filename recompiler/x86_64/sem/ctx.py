@@ -135,8 +135,8 @@ class Ctx:
             return self.reg_read(o.reg)
         if o.kind == "i":
             return c64(o.imm & MASK[size])
-        if size > 8:
-            raise NeedsTrap("wide memory operand")
+        if size not in (1, 2, 4, 8):
+            raise NeedsTrap(f"{size}-byte memory operand")
         return Load("i64", size, self.addr(o))
 
     def get_sx(self, o: Operand, size: int | None = None) -> Expr:
@@ -145,6 +145,8 @@ class Ctx:
         if o.kind == "i":
             return c64(o.imm)
         if o.kind == "m":
+            if size not in (1, 2, 4, 8):
+                raise NeedsTrap(f"{size}-byte memory operand")
             if size == 8:
                 return Load("i64", 8, self.addr(o))
             return Load("i64", size, self.addr(o), signed=True)
@@ -157,6 +159,8 @@ class Ctx:
                 raise NeedsTrap(f"register {o.reg}")
             self.reg_write(o.reg, value)
         elif o.kind == "m":
+            if size not in (1, 2, 4, 8):
+                raise NeedsTrap(f"{size}-byte memory operand")
             self.emit(Store(size, self.addr(o), value))
         else:
             raise NeedsTrap("write to immediate")

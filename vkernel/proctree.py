@@ -1,0 +1,68 @@
+"""The guest process tree: which host processes are guest processes of this run.
+
+Guest pids are host pids (decision for issue #4): every guest process is a
+host process, so pids, process groups, sessions and wait statuses are the
+host kernel's and are consistent across the sandbox without translation.
+What keeps a guest inside its own tree is this module: the first guest
+process (or the ``--timeout`` supervisor) is a child subreaper, so orphans
+stay below it, and ``kill``, ``getpgid``, ``getsid`` and ``--pids-limit``
+only ever see the processes below that root. A guest never sees pid 1
+(unlike a container's entrypoint): giving it one would need a pid map in
+every syscall that takes or returns a pid, for little gain.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vkernel.kernel import ProcessState
+
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants are re-parented to this process instead of the host's init."""
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _table() -> tuple[dict[int, int], dict[int, int]]:
+    parent: dict[int, int] = {}
+    pgrp: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(b")") + 2:].split()
+        if not rest or rest[0] in (b"Z", b"X"):
+            continue
+        parent[int(name)] = int(rest[1])
+        pgrp[int(name)] = int(rest[2])
+    return parent, pgrp
+
+
+def guest_processes(p: "ProcessState | object") -> dict[int, int]:
+    """Host pid -> process group of every live guest process of this run (zombies excluded)."""
+    proc = getattr(p, "proc", p)
+    root = getattr(proc, "tree_root", 0) or os.getpid()
+    supervisor = getattr(proc, "tree_root_is_supervisor", False)
+    parent, pgrp = _table()
+    out: dict[int, int] = {}
+    for pid in parent:
+        q, hops = pid, 0
+        while q and q != root and hops < 1 << 16:
+            q = parent.get(q, 0)
+            hops += 1
+        if q == root and not (pid == root and supervisor):
+            out[pid] = pgrp[pid]
+    return out
+
+
+def is_guest(p: "ProcessState", pid: int) -> bool:
+    return pid == os.getpid() or pid in guest_processes(p)
