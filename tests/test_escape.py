@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from test_vkernel_guestc import Guest, host_tree_snapshot, kiln, recompiled
+from test_vkernel_guestc import KILN, Guest, bundle_rootfs, host_tree_snapshot, kiln, recompiled
 
 ESCAPE_C = r"""/* Path tricks a hostile guest tries; argv[1] is the host directory holding secret.txt. */
 #include <errno.h>
@@ -210,26 +212,24 @@ def world(tmp_path_factory) -> tuple[Guest, Path]:
     secret_dir.mkdir()
     (secret_dir / "secret.txt").write_text("HOST-SECRET\n")
     g = recompiled(base, {"/bin/escape": ESCAPE_C, "/bin/nojit": NOJIT_C, "/bin/execer": EXECER_C,
-                          "/bin/hello": HELLO_C, "/bin/tampered": HELLO_C,
-                          "/bin/forkbomb": FORKBOMB_C, "/bin/membomb": MEMBOMB_C,
-                          "/bin/spin": SPIN_C})
-    # Links out of the root, planted in the image before it was recompiled would work too;
-    # the rootfs is what kiln runs over, so planting them now is the same thing.
-    (g.rootfs / "data/abs").symlink_to(secret_dir)
-    (g.rootfs / "data/rel").symlink_to("../" * 12 + str(secret_dir).lstrip("/"))
-    # Modified after recompilation: its BLAKE3 no longer matches the index.
-    with open(g.host("/bin/tampered"), "ab") as f:
-        f.write(b"\0")
+                          "/bin/hello": HELLO_C, "/bin/forkbomb": FORKBOMB_C,
+                          "/bin/membomb": MEMBOMB_C, "/bin/spin": SPIN_C},
+                   # links out of the root, shipped in the image itself
+                   links={"/data/abs": str(secret_dir),
+                          "/data/rel": "../" * 12 + str(secret_dir).lstrip("/")})
+    assert os.path.islink(bundle_rootfs(g) / "data/abs")
     return g, secret_dir
 
 
 @pytest.fixture
 def untouched(world):
-    """Asserts, after the test, that the host secret directory and the rootfs did not change."""
+    """Asserts, after the test, that the host secret directory and the image's rootfs (the
+    lower layer kiln ran over) did not change."""
     g, secret = world
-    before = (host_tree_snapshot(secret), host_tree_snapshot(g.rootfs))
+    lower = bundle_rootfs(g)
+    before = (host_tree_snapshot(secret), host_tree_snapshot(lower))
     yield
-    assert (host_tree_snapshot(secret), host_tree_snapshot(g.rootfs)) == before
+    assert (host_tree_snapshot(secret), host_tree_snapshot(lower)) == before
 
 
 def test_path_escapes_stay_inside_the_root(world, untouched) -> None:
@@ -273,9 +273,20 @@ def test_jumping_to_data_faults(world, untouched, target: str) -> None:
 
 def test_exec_of_a_binary_modified_after_recompile_is_refused(world, untouched, tmp_path) -> None:
     g, _ = world
-    assert kiln(g, "/bin/execer", "/bin/hello").stdout == b"hello from the guest\n"
+    root = tmp_path / "rootfs"
+    shutil.copytree(bundle_rootfs(g), root, symlinks=True)
+    mb = root / ".kiln/megabinary.kmb"
+    shutil.copyfile(root / "bin/hello", root / "bin/tampered")
+    with open(root / "bin/tampered", "ab") as f:       # one byte more after recompilation
+        f.write(b"\0")
+    os.chmod(root / "bin/tampered", 0o755)
+    direct = ("--rootfs", str(root), "--megabinary", str(mb))
+    ok = subprocess.run([*KILN, "run", *direct, "--", "/bin/execer", "/bin/hello"],
+                        capture_output=True, timeout=60)
+    assert ok.stdout == b"hello from the guest\n", ok.stderr
     log = tmp_path / "audit.jsonl"
-    got = kiln(g, "/bin/execer", "/bin/tampered", opts=("--audit-log", str(log)))
+    got = subprocess.run([*KILN, "run", *direct, "--audit-log", str(log), "--", "/bin/execer",
+                          "/bin/tampered"], capture_output=True, timeout=60)
     assert (got.returncode, got.stdout) == (1, b"exec /bin/tampered: Permission denied\n")
     assert "refusing to run /bin/tampered" in got.stderr.decode()
     (rec,) = [json.loads(line) for line in log.read_text().splitlines()]

@@ -46,8 +46,9 @@ def compile_c(source: str, out: Path, *, libc: str = "musl", flags: tuple[str, .
 
 
 def recompiled(tmp: Path, programs: dict[str, str], *, libc: str = "musl",
-               files: dict[str, bytes] | None = None) -> Guest:
-    """A rootfs with each C program compiled at its guest path, recompiled into an image."""
+               files: dict[str, bytes] | None = None, links: dict[str, str] | None = None) -> Guest:
+    """A rootfs with each C program compiled at its guest path (plus ``files`` and symlinks
+    ``links``: guest path -> target), recompiled into an image."""
     root = tmp / "rootfs"
     for d in ("bin", "tmp", "etc", "data"):
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -59,11 +60,21 @@ def recompiled(tmp: Path, programs: dict[str, str], *, libc: str = "musl",
         dst = root / guest.lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
+    for guest, target in (links or {}).items():
+        dst = root / guest.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(target)
     out = tmp / "image"
     proc = subprocess.run([*RECOMPILE, str(root), "-o", str(out)], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
     return Guest(root, out)
+
+
+def bundle_rootfs(g: Guest) -> Path:
+    """The lower layer `kiln run IMAGE` really runs over (the bundle unpacked from the image)."""
+    from recompiler.bundle import prepare_bundle
+    return prepare_bundle(g.image) / "rootfs"
 
 
 def kiln(g: Guest, *argv: str, opts: tuple[str, ...] = (), stdin: bytes = b"",

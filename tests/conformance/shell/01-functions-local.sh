@@ -12,7 +12,7 @@ setglobal() { g=changed; local l=inner; echo "in function: g=$g l=$l"; }
 status() { return "$1"; }
 g=orig; l=outer
 greet world extra args
-fib 15
+fib 10
 setglobal
 echo "after: g=$g l=$l"
 status 7; echo "return status $?"
