@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -115,23 +116,43 @@ def recompile(root: Path, out: Path) -> Path:
 
 
 def run_native(root: Path, check: Check, scratch: Path) -> subprocess.CompletedProcess:
-    """Run ``check`` with the host's busybox in a fresh overlay of ``root``."""
+    """Run ``check`` with the host's busybox in a fresh overlay (or, without overlayfs, a copy) of ``root``."""
     scratch.mkdir(parents=True)
     upper, work, merged = scratch / "upper", scratch / "ovwork", scratch / "merged"
     for d in (upper, work, merged):
         d.mkdir()
-    (upper / "dev").mkdir(mode=0o755)
-    for name, major, minor in DEVICES:
-        os.mknod(upper / "dev" / name, 0o666 | 0o020000, os.makedev(major, minor))
-        os.chmod(upper / "dev" / name, 0o666)
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)], check=True)
+    _add_devices(upper)
+    mount = ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={root},upperdir={upper},workdir={work}",
+             str(merged)]
+    mounted = subprocess.run(mount, capture_output=True).returncode == 0
+    if not mounted:
+        merged.rmdir()
+        shutil.copytree(root, merged, symlinks=True)
+        _add_devices(merged)
     try:
         return subprocess.run(["unshare", f"--root={merged}", "--wd=/work", "/bin/sh", check.guest_path],
                               input=b"", capture_output=True, env=ENV, cwd="/", timeout=CHECK_TIMEOUT)
     finally:
-        _unmount(merged)
+        if mounted:
+            _unmount(merged)
+        else:
+            for pid in _processes_inside(merged):
+                _kill(pid)
         shutil.rmtree(scratch)
+
+
+def _add_devices(root: Path) -> None:
+    (root / "dev").mkdir(mode=0o755, exist_ok=True)
+    for name, major, minor in DEVICES:
+        os.mknod(root / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(root / "dev" / name, 0o666)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _processes_inside(root: Path) -> list[int]:
@@ -151,10 +172,7 @@ def _unmount(merged: Path) -> None:
     """Unmount a native run's overlay; kill anything the script left running inside it first."""
     for _ in range(50):
         for pid in _processes_inside(merged):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(pid)
         if subprocess.run(["umount", str(merged)], capture_output=True).returncode == 0:
             return
         time.sleep(0.05)
@@ -163,8 +181,12 @@ def _unmount(merged: Path) -> None:
 
 def run_kiln(image: Path, check: Check) -> subprocess.CompletedProcess:
     """Run ``check`` recompiled: ``kiln run IMAGE -w /work -- /bin/sh /conformance/<check>.sh``."""
-    return subprocess.run([*KILN, "run", str(image), "-w", "/work", "--", "/bin/sh", check.guest_path],
-                          input=b"", capture_output=True, timeout=CHECK_TIMEOUT * 2)
+    argv = [*KILN, "run", str(image), "-w", "/work", "--", "/bin/sh", check.guest_path]
+    try:
+        return subprocess.run(argv, input=b"", capture_output=True, timeout=CHECK_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(argv, -1, exc.stdout or b"",
+                                           (exc.stderr or b"") + f"<kiln run killed after {CHECK_TIMEOUT} s>\n".encode())
 
 
 def first_difference(want: subprocess.CompletedProcess, got: subprocess.CompletedProcess) -> str | None:

@@ -178,6 +178,9 @@ class Kernel:
         while True:
             sig = lowest_deliverable(p)
             if not sig:
+                if self.saved_mask is not None:     # sigsuspend/ppoll: no handler took it
+                    p.sigmask, self.saved_mask = self.saved_mask, None
+                    sync_host_mask(p)
                 return result
             p.sigpending &= ~sigbit(sig)
             act = p.sigactions.get(sig) or SignalAction()

@@ -745,7 +745,14 @@ def _poll(k: Kernel, fds: int, nfds: int, timeout_ms: float | None) -> int:
         host_to_idx.setdefault(of.host_fd, []).append(i)
     if ready:
         timeout_ms = 0
-    for hfd, rev in poller.poll(None if timeout_ms is None or timeout_ms < 0 else timeout_ms):
+    blocks = timeout_ms is None or timeout_ms != 0
+    if blocks:
+        k.blocking()                           # a signal ends the wait with EINTR
+    try:
+        events = poller.poll(None if timeout_ms is None or timeout_ms < 0 else timeout_ms)
+    finally:
+        k.interruptible = False
+    for hfd, rev in events:
         for i in host_to_idx.get(hfd, []):
             _, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
             got = rev & (events | 0x38)         # POLLERR, POLLHUP, POLLNVAL always reported
@@ -766,7 +773,34 @@ def sys_ppoll(k: Kernel, fds: int, nfds: int, tmo_p: int, sigmask: int, sigsetsi
     """ppoll(2): the signal mask argument is ignored (no asynchronous signals yet)"""
     from vkernel.syscalls.args import get_timespec_ns
     t = None if tmo_p == 0 else get_timespec_ns(k, tmo_p) / 1e6
-    return _poll(k, fds, nfds, t)
+    return _with_sigmask(k, sigmask, sigsetsize, lambda: _poll(k, fds, nfds, t))
+
+
+def _with_sigmask(k: Kernel, sigmask: int, sigsetsize: int, wait) -> int:
+    """ppoll/pselect6: wait with a temporary blocked set; a handler's frame restores the old one."""
+    from vkernel.signals import UNBLOCKABLE, SignalInterrupt, sync_host_mask
+    if not sigmask:
+        return wait()
+    if sigsetsize != 8:
+        return -errno.EINVAL
+    old = k.proc.sigmask
+    k.proc.sigmask = k.space.u64(sigmask) & ~UNBLOCKABLE
+    sync_host_mask(k.proc)
+    try:
+        result = wait()
+    except SignalInterrupt:
+        k.saved_mask = old                     # restored by rt_sigreturn (or after delivery)
+        raise
+    except BaseException:
+        k.proc.sigmask = old
+        sync_host_mask(k.proc)
+        raise
+    if k.proc.sigpending and k.proc.sigpending & ~k.proc.sigmask:
+        k.saved_mask = old
+    else:
+        k.proc.sigmask = old
+        sync_host_mask(k.proc)
+    return result
 
 
 def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float | None) -> int:
@@ -787,7 +821,12 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float |
                     fds.append(fd)
         wanted.append(fds)
     host = [[k.fds.files[fd].host_fd for fd in w] for w in wanted]
-    r, w, x = select.select(host[0], host[1], host[2], timeout_s)
+    if timeout_s is None or timeout_s > 0:
+        k.blocking()                           # a signal ends the wait with EINTR
+    try:
+        r, w, x = select.select(host[0], host[1], host[2], timeout_s)
+    finally:
+        k.interruptible = False
     count = 0
     for addr, fds, hfds, got in zip(sets, wanted, host, (r, w, x)):
         if not addr:
@@ -815,7 +854,10 @@ def sys_pselect6(k: Kernel, nfds: int, readfds: int, writefds: int, exceptfds: i
     """pselect6(2): the signal mask argument is ignored"""
     from vkernel.syscalls.args import get_timespec_ns
     t = None if timeout == 0 else get_timespec_ns(k, timeout) / 1e9
-    return _select(k, nfds, (readfds, writefds, exceptfds), t)
+    mask, size = (k.space.u64(sigmask), k.space.u64(sigmask + 8)) if sigmask else (0, 8)
+    if not mask:
+        return _select(k, nfds, (readfds, writefds, exceptfds), t)
+    return _with_sigmask(k, mask, size, lambda: _select(k, nfds, (readfds, writefds, exceptfds), t))
 
 
 def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) -> int:

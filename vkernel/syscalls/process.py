@@ -94,8 +94,9 @@ def sys_getsid(k: Kernel, pid: int) -> int:
 
 
 def sys_setsid(k: Kernel) -> int:
-    """setsid(2)"""
-    return os.setsid()
+    """setsid(2): the new session's id is the caller's pid"""
+    os.setsid()
+    return os.getsid(0)
 
 
 def sys_umask(k: Kernel, mask: int) -> int:

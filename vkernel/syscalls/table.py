@@ -49,7 +49,8 @@ def Unsupported(name: str, err: int, note: str) -> SyscallEntry:
 ENTRIES: tuple[SyscallEntry, ...] = (
     # files: read and write
     Supported("read", fs.sys_read, "fd,buf,int"),
-    Supported("write", fs.sys_write, "fd,buf,int"),
+    Partial("write", fs.sys_write, "a write blocked on a full pipe is not interrupted by signals",
+            "fd,buf,int"),
     Supported("readv", fs.sys_readv, "fd,ptr,int"),
     Supported("writev", fs.sys_writev, "fd,ptr,int"),
     Supported("pread64", fs.sys_pread64, "fd,ptr,int,int"),
@@ -70,9 +71,10 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("fstatfs", fs.sys_fstatfs, "fd,ptr"),
     Partial("utimensat", fs.sys_utimensat, "a rootfs file is copied up first", "dirfd,str,ptr,hex"),
     Supported("poll", fs.sys_poll, "ptr,int,int"),
-    Partial("ppoll", fs.sys_ppoll, "the signal mask is ignored", "ptr,int,ptr,ptr,int"),
+    Supported("ppoll", fs.sys_ppoll, "ptr,int,ptr,ptr,int"),
     Partial("select", fs.sys_select, "the remaining time is not written back", "int,ptr,ptr,ptr,ptr"),
-    Partial("pselect6", fs.sys_pselect6, "the signal mask is ignored", "int,ptr,ptr,ptr,ptr,ptr"),
+    Partial("pselect6", fs.sys_pselect6, "the remaining time is not written back",
+            "int,ptr,ptr,ptr,ptr,ptr"),
     Supported("sendfile", fs.sys_sendfile, "fd,fd,ptr,int"),
     Partial("fadvise64", fs.sys_fadvise64, "accepted, no effect", "fd,int,int,int"),
     Supported("flock", fs.sys_flock, "fd,int"),
@@ -119,11 +121,12 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; else ENOTTY",
             "fd,hex,ptr"),
     # memory
-    Supported("brk", mm.sys_brk, "hex"),
+    Partial("brk", mm.sys_brk, "fails (returns the old break) beyond kiln run --memory", "hex"),
     Partial("mmap", mm.sys_mmap, "private copies; MAP_SHARED is private; PROT_EXEC only for indexed "
-            "files (EACCES otherwise)", "hex,int,int,hex,fd,hex"),
+            "files (EACCES otherwise); ENOMEM beyond kiln run --memory", "hex,int,int,hex,fd,hex"),
     Supported("munmap", mm.sys_munmap, "hex,int"),
-    Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for indexed files",
+    Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for the executable "
+            "segments of indexed files",
             "hex,int,int"),
     Partial("mremap", mm.sys_mremap, "no MREMAP_FIXED; code mappings cannot move", "hex,int,int,hex,hex"),
     Partial("madvise", mm.sys_madvise, "MADV_DONTNEED zeroes (also for file mappings)", "hex,int,int"),
@@ -193,8 +196,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("clock_getres", time.sys_clock_getres, "int,ptr"),
     Supported("gettimeofday", time.sys_gettimeofday, "ptr,ptr"),
     Supported("time", time.sys_time, "ptr"),
-    Partial("nanosleep", time.sys_nanosleep, "not interruptible; rem is not written", "ptr,ptr"),
-    Partial("clock_nanosleep", time.sys_clock_nanosleep, "not interruptible", "int,hex,ptr,ptr"),
+    Supported("nanosleep", time.sys_nanosleep, "ptr,ptr"),
+    Supported("clock_nanosleep", time.sys_clock_nanosleep, "int,hex,ptr,ptr"),
     # system
     Partial("uname", misc.sys_uname, "fixed: Linux kiln 6.1.0-kiln x86_64", "ptr"),
     Supported("sysinfo", misc.sys_sysinfo, "ptr"),

@@ -42,10 +42,26 @@ def sys_time(k: Kernel, tloc: int) -> int:
     return t
 
 
-def sys_nanosleep(k: Kernel, req: int, rem: int) -> int:
-    """nanosleep(2)"""
-    htime.sleep(get_timespec_ns(k, req) / 1e9)
+def _sleep_ns(k: Kernel, ns: int, rem: int) -> int:
+    """Sleep ``ns``; a delivered signal ends it with EINTR and the time left in ``rem``."""
+    from vkernel.signals import SignalInterrupt
+    end = htime.monotonic_ns() + ns
+    k.blocking()
+    try:
+        if ns > 0:
+            htime.sleep(ns / 1e9)
+    except SignalInterrupt:
+        if rem:
+            put_timespec(k, rem, max(0, end - htime.monotonic_ns()))
+        raise
+    finally:
+        k.interruptible = False
     return 0
+
+
+def sys_nanosleep(k: Kernel, req: int, rem: int) -> int:
+    """nanosleep(2): a signal interrupts it (EINTR, time left in rem)"""
+    return _sleep_ns(k, get_timespec_ns(k, req), rem)
 
 
 def sys_clock_nanosleep(k: Kernel, clockid: int, flags: int, req: int, rem: int) -> int:
@@ -54,8 +70,7 @@ def sys_clock_nanosleep(k: Kernel, clockid: int, flags: int, req: int, rem: int)
     clockid = s32(clockid)
     if flags & TIMER_ABSTIME:
         ns -= htime.clock_gettime_ns(clockid)
+        rem = 0                                # Linux leaves rem alone for absolute sleeps
     else:
         htime.clock_gettime_ns(clockid)        # EINVAL for a bad clock
-    if ns > 0:
-        htime.sleep(ns / 1e9)
-    return 0
+    return _sleep_ns(k, ns, rem)

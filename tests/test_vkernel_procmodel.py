@@ -1,0 +1,99 @@
+"""The process model under vkernel, against the same static program run natively.
+
+vfork (the parent waits for the child), waitid, stopped and continued
+children (WUNTRACED/WCONTINUED), setsid/getsid, setpgid/getpgid and a kill to
+a process group; and the sandbox rule that only guest processes can be
+signalled or inspected (guest pids are host pids: vkernel/proctree.py).
+"""
+from __future__ import annotations
+
+import pytest
+
+from test_vkernel_guestc import Guest, kiln, native, recompiled
+
+PROCS_C = r"""/* Process-model behaviour compared between Linux and vkernel. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc > 1 && strcmp(argv[1], "kill1") == 0) {
+        printf("kill(1, 0): %s\n", kill(1, 0) ? strerror(errno) : "ok");
+        printf("getpgid(1): %s\n", getpgid(1) < 0 ? strerror(errno) : "ok");
+        return 0;
+    }
+    /* vfork: the parent runs only after the child exits */
+    pid_t c = vfork();
+    if (c == 0) { usleep(300000); write(1, "vfork child\n", 12); _exit(4); }
+    printf("vfork parent\n");
+    int st;
+    waitpid(c, &st, 0);
+    printf("vfork child status %d\n", WEXITSTATUS(st));
+
+    /* waitid */
+    c = fork();
+    if (c == 0) _exit(3);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    waitid(P_PID, c, &si, WEXITED);
+    printf("waitid: code=%d status=%d pid_ok=%d signo=%d\n", si.si_code, si.si_status, si.si_pid == c, si.si_signo);
+
+    /* stopped and continued children */
+    c = fork();
+    if (c == 0) { raise(SIGSTOP); _exit(5); }
+    waitpid(c, &st, WUNTRACED);
+    printf("stopped=%d sig=%d\n", WIFSTOPPED(st), WSTOPSIG(st));
+    kill(c, SIGCONT);
+    waitpid(c, &st, WCONTINUED);
+    printf("continued=%d\n", WIFCONTINUED(st));
+    waitpid(c, &st, 0);
+    printf("exited=%d status=%d\n", WIFEXITED(st), WEXITSTATUS(st));
+
+    /* sessions and process groups */
+    int p[2], q[2];
+    pipe(p); pipe(q);
+    c = fork();
+    if (c == 0) {
+        pid_t s = setsid();
+        char ok = s == getpid() && getsid(0) == getpid() && getpgid(0) == getpid() ? 'y' : 'n';
+        write(p[1], &ok, 1);
+        char b; read(q[0], &b, 1);
+        _exit(0);
+    }
+    char ok; read(p[0], &ok, 1);
+    printf("setsid in child: %c; parent sees sid=%d pgid=%d\n", ok, getsid(c) == c, getpgid(c) == c);
+    write(q[1], "x", 1);
+    waitpid(c, &st, 0);
+    c = fork();
+    if (c == 0) { pause(); _exit(0); }
+    printf("setpgid: %d\n", setpgid(c, c));
+    printf("child pgid is its pid: %d\n", getpgid(c) == c);
+    kill(-c, SIGTERM);
+    waitpid(c, &st, 0);
+    printf("group kill: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+    printf("no more children: %s\n", waitpid(-1, &st, WNOHANG) < 0 && errno == ECHILD ? "ECHILD" : "?");
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory) -> Guest:
+    return recompiled(tmp_path_factory.mktemp("procs"), {"/bin/procs": PROCS_C})
+
+
+def test_process_model_matches_native(guest: Guest) -> None:
+    want = native(guest, "/bin/procs")
+    got = kiln(guest, "/bin/procs")
+    assert want.returncode == 0 and b"vfork child\nvfork parent\n" in want.stdout
+    assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
+
+
+def test_processes_outside_the_sandbox_are_invisible(guest: Guest) -> None:
+    got = kiln(guest, "/bin/procs", "kill1")
+    assert (got.returncode, got.stdout) == (0, b"kill(1, 0): No such process\n"
+                                               b"getpgid(1): No such process\n")
