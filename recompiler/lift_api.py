@@ -78,10 +78,11 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
     nblocks = 0
     for f in funcs:
         fn = prog.functions[f]
-        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term, lifted[s].info, lifted[s].summary) for s in fn.blocks}
+        order = _reverse_postorder(f, fn.blocks, prog)
+        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term, lifted[s].info, lifted[s].summary) for s in order}
         live_in = flag_liveness(blocks, unit_funcs)
-        ordered = [blocks[s] for s in fn.blocks]
-        entry_blocks = {s for s in fn.blocks if s in prog.indirect}
+        ordered = [blocks[s] for s in order]
+        entry_blocks = {s for s in order if s in prog.indirect}
         entry_blocks.add(f)
         try:
             em = FunctionEmitter(f, ordered, live_in, unit_funcs, bias, entry_blocks, detail_map)
@@ -89,7 +90,7 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
         except (KeyError, TypeError, ValueError) as e:
             raise LiftError(f"{name}: internal error emitting the function at {f:#x}: {type(e).__name__}: {e}",
                             hint="this is a lifter bug; report it with the ELF that triggered it") from None
-        for i, s in enumerate(fn.blocks):
+        for i, s in enumerate(order):
             if s in prog.indirect and s not in home:
                 home[s] = (f, i)
         nblocks += len(ordered)
@@ -101,6 +102,30 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
     stats["lift_seconds"] = round(time.monotonic() - t0, 3)
     return LiftedUnit(name, bias, img.entry, tuple(img.exec_segments()), "\n".join(texts), tuple(funcs),
                       entries, sites, stats)
+
+
+def _reverse_postorder(entry: int, members: list[int], prog) -> list[int]:
+    """The function's blocks in reverse postorder from its entry (the emitter's block order: every
+    jump to an earlier block is a loop back edge). Successors are visited fall-through last, so
+    a block's fall-through successor comes right after it whenever it can."""
+    inside = set(members)
+    seen = {entry}
+    post: list[int] = []
+    stack = [(entry, iter(prog.blocks[entry].succs))]
+    while stack:
+        node, it = stack[-1]
+        for x in it:
+            if x in inside and x not in seen:
+                seen.add(x)
+                stack.append((x, iter(prog.blocks[x].succs)))
+                break
+        else:
+            stack.pop()
+            post.append(node)
+    post.reverse()
+    if len(post) != len(members):
+        post.extend(x for x in members if x not in seen)
+    return post
 
 
 def link_units(units: list[LiftedUnit]) -> LinkedModule:

@@ -52,7 +52,14 @@ CHECK_TIMEOUT = 60
 # Device nodes a container runtime gives every container: (name, major, minor).
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
 
+_NO_SETGROUPS = "su fails: 'su: can't set groups', syscall 116 (setgroups) is ENOSYS"
+
 KNOWN_FAILURES: dict[str, str] = {
+    "perms/07-nobody-access": "stdout line 1 missing: " + _NO_SETGROUPS,
+    "perms/08-sticky-tmp": "stdout line 2 missing: " + _NO_SETGROUPS,
+    "perms/09-dir-perms": "stdout line 1 missing: " + _NO_SETGROUPS,
+    "perms/12-identity": "stdout line 3 missing: " + _NO_SETGROUPS,
+    "proc/02-kill-term": "flaky: a signal sent just after '&' is sometimes lost (e.g. 'USR2: wait status 0', native 140)",
 }
 """Checks that do not agree under Kiln yet: check id -> the first difference observed."""
 
@@ -185,8 +192,8 @@ def run_kiln(image: Path, check: Check) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, input=b"", capture_output=True, timeout=CHECK_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(argv, -1, exc.stdout or b"",
-                                           (exc.stderr or b"") + f"<kiln run killed after {CHECK_TIMEOUT} s>\n".encode())
+        note = f"<kiln run killed after {CHECK_TIMEOUT} s>\n".encode()
+        return subprocess.CompletedProcess(argv, -1, exc.stdout or b"", (exc.stderr or b"") + note)
 
 
 def first_difference(want: subprocess.CompletedProcess, got: subprocess.CompletedProcess) -> str | None:

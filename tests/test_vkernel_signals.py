@@ -2,8 +2,9 @@
 
 Handlers with siginfo, nested and blocked signals, sigpending, SIG_IGN, alarm
 and pause, setitimer and sigsuspend, SIGCHLD, kill to a child, SIGPIPE (fatal
-by default, EPIPE when ignored), a fatal default action on the caller, and
-signals sent from the host to the kiln process.
+by default, EPIPE when ignored), a fatal default action on the caller,
+signals sent from the host to the kiln process, and fault signals (a jump to
+data, a division by zero) reaching handlers that siglongjmp out.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import pytest
 from test_vkernel_guestc import KILN, Guest, kiln, native, recompiled, shell_status
 
 SIGS_C = r"""/* Signal behaviour a test compares between Linux and vkernel. */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <ucontext.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,9 +31,14 @@ SIGS_C = r"""/* Signal behaviour a test compares between Linux and vkernel. */
 static volatile sig_atomic_t got, got_code, got_info_pid_ok, alarms, chld;
 static volatile long depth_seen;
 
+static volatile int uc_ok;
 static void on_usr1(int sig, siginfo_t *si, void *uc) {
+    ucontext_t *u = uc;
+    long here;
     got = sig; got_code = si->si_code; got_info_pid_ok = si->si_pid == getpid();
-    (void)uc;
+    /* the saved context: the interrupted stack lies above the frame, the old mask is saved */
+    uc_ok = u->uc_mcontext.gregs[REG_RSP] > (long)&here && !sigismember(&u->uc_sigmask, SIGUSR1)
+            && u->uc_mcontext.fpregs != 0;
 }
 static void on_alrm(int sig) { (void)sig; alarms++; }
 static void on_chld(int sig) { (void)sig; chld++; }
@@ -50,7 +58,8 @@ int main(void) {
     sigaction(SIGUSR1, &sa, 0);
     long before = 12345;
     kill(getpid(), SIGUSR1);
-    printf("usr1: sig=%d code=%d pid_ok=%d kept=%ld\n", got, got_code, got_info_pid_ok, before);
+    printf("usr1: sig=%d code=%d pid_ok=%d kept=%ld uc_ok=%d\n", got, got_code, got_info_pid_ok,
+           before, uc_ok);
 
     signal(SIGUSR2, on_usr2);
     raise(SIGUSR2);
@@ -125,6 +134,53 @@ int main(void) {
 }
 """
 
+FAULTS_C = r"""/* Fault signals reach guest handlers: jumping to data (SIGSEGV), dividing by zero (SIGFPE). */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static unsigned char data[64] = {0xc3};
+static sigjmp_buf back;
+static volatile int seen_sig, seen_code, addr_ok;
+
+static void on_fault(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    seen_sig = sig;
+    seen_code = si->si_code;
+    addr_ok = sig != SIGSEGV || si->si_addr == (void *)data;
+    siglongjmp(back, 1);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    sigaction(SIGFPE, &sa, 0);
+    if (sigsetjmp(back, 1) == 0) {
+        ((void (*)(void))data)();
+        printf("data ran\n");
+    }
+    printf("SIGSEGV: sig=%d code=%d addr_ok=%d\n", seen_sig, seen_code, addr_ok);
+    volatile int zero = argc - 1;
+    if (sigsetjmp(back, 1) == 0) {
+        printf("%d\n", 10 / zero);
+    }
+    printf("SIGFPE: sig=%d code=%d\n", seen_sig, seen_code);
+    sigset_t cur;
+    sigprocmask(SIG_BLOCK, 0, &cur);
+    printf("mask restored: %d\n", !sigismember(&cur, SIGSEGV) && !sigismember(&cur, SIGFPE));
+    if (argc > 5) return 0;
+    signal(SIGSEGV, SIG_DFL);
+    ((void (*)(void))data)();
+    return 0;
+}
+"""
+
 WAIT_C = r"""
 #include <signal.h>
 #include <string.h>
@@ -141,14 +197,15 @@ int main(int argc, char **argv) {
 @pytest.fixture(scope="module", params=["musl", "glibc"])
 def guest(request, tmp_path_factory) -> Guest:
     return recompiled(tmp_path_factory.mktemp(f"sig-{request.param}"),
-                      {"/bin/sigs": SIGS_C, "/bin/waiter": WAIT_C}, libc=request.param)
+                      {"/bin/sigs": SIGS_C, "/bin/waiter": WAIT_C,
+                                                 "/bin/faults": FAULTS_C}, libc=request.param)
 
 
 def test_signal_program_matches_native(guest: Guest) -> None:
     want = native(guest, "/bin/sigs")
     got = kiln(guest, "/bin/sigs")
     assert want.returncode == -signal.SIGTERM
-    assert b"usr2 handled 2 times" in want.stdout
+    assert b"usr2 handled 2 times" in want.stdout and b"uc_ok=1" in want.stdout
     assert (got.stdout, got.returncode) == (want.stdout, shell_status(want.returncode)), got.stderr
     assert got.stderr.decode().strip() == "Terminated"
 
@@ -177,3 +234,13 @@ def test_host_sigint_ends_the_guest_like_a_shell_reports(guest: Guest) -> None:
     got = _start_and_signal([*KILN, "run", str(guest.image), "--", "/bin/waiter"], signal.SIGINT)
     assert want.returncode == -signal.SIGINT
     assert (got.stdout, got.returncode, got.stderr) == (b"ready\n", 130, b"")
+
+
+def test_fault_signals_reach_handlers(guest: Guest) -> None:
+    want = native(guest, "/bin/faults")
+    got = kiln(guest, "/bin/faults")
+    assert want.stdout == (b"SIGSEGV: sig=11 code=2 addr_ok=1\nSIGFPE: sig=8 code=1\n"
+                           b"mask restored: 1\n")
+    assert (got.stdout, got.returncode) == (want.stdout, shell_status(want.returncode)) == \
+        (want.stdout, 139), got.stderr
+    assert "kiln: no translation for 0x" in got.stderr.decode()

@@ -5,7 +5,10 @@ checks its BLAKE3 against the index and serves the guest's syscalls. It
 imports ``formats`` and never ``recompiler``.
 
 Public API: ``vkernel.runtime.RunSpec`` and ``vkernel.runtime.run_guest(spec) -> int``
-(the exit status a shell would see); ``kiln run`` is the CLI over them.
-Syscall coverage is declared in ``vkernel.syscalls.table`` (docs/syscalls.md).
+(the exit status a shell would see; 124 when ``RunSpec.timeout`` ran out);
+``kiln run`` is the CLI over them. ``vkernel.vfs.Volume`` describes a
+``--volume``. Syscall coverage is declared in ``vkernel.syscalls.table``
+(docs/syscalls.md). Signals: ``vkernel.signals`` (how handlers run);
+process tree and pids: ``vkernel.proctree`` (guest pids are host pids).
 """
 from __future__ import annotations

@@ -22,6 +22,7 @@ from vkernel.signals import bit as sigbit
 from vkernel.vfs import Vfs
 
 SIGSTOP, SIGSEGV = 19, 11
+_SI_CODES = {0: "SI_USER", -6: "SI_TKILL", 0x80: "SI_KERNEL"}
 _RESTARTABLE = frozenset((0, 1, 2, 17, 18, 19, 20, 16, 40, 61, 72, 73, 247, 257))
 """Syscalls Linux restarts after an SA_RESTART handler (ERESTARTSYS): read, write, open,
 pread64, pwrite64, readv, writev, ioctl, sendfile, wait4, fcntl, flock, waitid, openat. Others
@@ -197,7 +198,10 @@ class Kernel:
                     print(f"+++ killed by {_signame(sig)} +++", file=self.trace_out, flush=True)
                 raise GuestExit(128 + sig, sig)
             if self.trace:
-                print(f"--- {_signame(sig)} ---", file=self.trace_out, flush=True)
+                code, pid, uid = p.siginfo.get(sig, (SI_KERNEL, 0, 0))
+                who = f", si_pid={pid}, si_uid={uid}" if code != SI_KERNEL else ""
+                print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, "
+                      f"si_code={_SI_CODES.get(code, code)}{who}}} ---", file=self.trace_out, flush=True)
             restart = (result == -errno.EINTR and bool(act.flags & SA_RESTART) and fast is not None
                        and nr in _RESTARTABLE)
             result, reload = self._run_handler(sig, act, frame, result)
@@ -216,10 +220,9 @@ class Kernel:
 
     def _run_handler(self, sig: int, act: SignalAction, frame: tuple[int, ...],
                      result: int) -> tuple[int, bool]:
-        """Run the guest handler for ``sig`` in a nested kiln_run (vkernel/signals.py)."""
+        """Run the guest handler for ``sig`` in a nested kiln_run (vkernel/signals.py);
+        (the syscall's result after the handler, whether dispatch must RELOAD)."""
         c = self.ctl
-        if self.reenter is None:
-            raise GuestExit(128 + sig, sig, f"signal {sig}: no module to run the handler in")
         view = c.view
         saved_frame = bytes(view[abi.SYSCALL_FRAME:abi.SYSCALL_FRAME + 0x48])
         saved_fault = bytes(view[abi.FAULT_RECORD:abi.FAULT_RECORD + 16])
@@ -229,12 +232,27 @@ class Kernel:
         c.set("rip", next_rip)
         c.set("rcx", next_rip)
         c.set("r11", c.get("rflags"))
-        p = self.proc
-        old_mask = p.sigmask if self.saved_mask is None else self.saved_mask
+        old_mask = self.proc.sigmask if self.saved_mask is None else self.saved_mask
         self.saved_mask = None
+        code, pid, uid = self.proc.siginfo.pop(sig, (SI_KERNEL, 0, 0))
+        self._nested_handler(sig, act, old_mask, code, pid, uid, 0)
+        view[abi.SYSCALL_FRAME:abi.SYSCALL_FRAME + 0x48] = saved_frame
+        view[abi.FAULT_RECORD:abi.FAULT_RECORD + 16] = saved_fault
+        if c.get("rip") != next_rip:
+            c.set_resume(abi.Resume.RELOAD)        # the handler changed the context
+            return c.get("rax"), True
+        return c.get("rax"), False
+
+    def _nested_handler(self, sig: int, act: SignalAction, old_mask: int, code: int, pid: int,
+                        uid: int, addr: int) -> None:
+        """Frame, mask, then the handler in a nested kiln_run until its rt_sigreturn."""
+        c = self.ctl
+        p = self.proc
+        if self.reenter is None:
+            raise GuestExit(128 + sig, sig, f"signal {sig}: no module to run the handler in")
         try:
-            code, pid, uid = p.siginfo.pop(sig, (SI_KERNEL, 0, 0))
-            build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code, pid, uid)
+            build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code, pid, uid,
+                        addr)
         except ValueError:
             raise GuestExit(128 + SIGSEGV, SIGSEGV,
                             f"{p.exe}: cannot write the signal frame for signal {sig} "
@@ -255,12 +273,20 @@ class Kernel:
                             "rt_sigreturn")
         finally:
             self.signal_depth -= 1
-        view[abi.SYSCALL_FRAME:abi.SYSCALL_FRAME + 0x48] = saved_frame
-        view[abi.FAULT_RECORD:abi.FAULT_RECORD + 16] = saved_fault
-        if c.get("rip") != next_rip:
-            c.set_resume(abi.Resume.RELOAD)        # the handler changed the context
-            return c.get("rax"), True
-        return c.get("rax"), False
+
+    def fault_to_handler(self, sig: int, addr: int, code: int, message: str) -> GuestExit:
+        """A fault (no translation, #DE, ud2...) raises ``sig``: a guest handler runs first
+        (nested, with si_addr = ``addr``); the guest then dies of the signal, since the
+        faulting instruction cannot be re-executed. Returns the GuestExit to raise."""
+        p = self.proc
+        act = p.sigactions.get(sig)
+        if act is not None and act.handler not in (SIG_DFL, SIG_IGN) and not p.sigmask & sigbit(sig):
+            if self.trace:
+                print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, si_addr={addr:#x}}} ---",
+                      file=self.trace_out, flush=True)
+            self._nested_handler(sig, act, p.sigmask, code, 0, 0, addr)
+            message += f" (its {_signame(sig)} handler returned; the instruction cannot be retried)"
+        return GuestExit(128 + sig, sig, message)
 
     def _unknown(self, nr: int) -> int:
         from vkernel.syscalls.numbers import SYSCALL_NAMES

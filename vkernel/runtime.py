@@ -66,6 +66,10 @@ _FAULT_SIGNAL = {
 }
 
 
+_FAULT_SI_CODE = {hsignal.SIGSEGV: 1, hsignal.SIGILL: 2, hsignal.SIGFPE: 1, hsignal.SIGTRAP: 1}
+"""si_code of a fault signal: SEGV_MAPERR, ILL_ILLOPN, FPE_INTDIV, TRAP_BRKPT."""
+
+
 def _memory_view(mem: wasmtime.Memory, store: wasmtime.Store) -> tuple[memoryview, int]:
     base = ctypes.cast(mem.data_ptr(store), ctypes.c_void_p).value or 0
     size = mem.data_len(store)
@@ -106,6 +110,7 @@ class Runtime:
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
         # Signals ignored when kiln started stay ignored for the guest, as across execve.
+        self._host_signals = signals.save_host()
         ignored = signals.inherited_ignored()
         for sig in signals.MIRRORED:
             if ignored & signals.bit(sig):
@@ -127,6 +132,13 @@ class Runtime:
         self.vfs.close()
         self.audit.close()
         self.mb.close()
+        if not self.proc.is_forked_child:
+            # A caller in this process (tests, an agent host) gets its signal setup back.
+            signals.restore_host(self._host_signals)
+            signals.remove_wakeup()
+            signals.attach(None, None)
+            if self.proc.limits is not None and self.proc.limits.lock_fd >= 0:
+                os.close(self.proc.limits.lock_fd)
         if self.own_upper and not self.proc.is_forked_child:
             shutil.rmtree(self.upper, ignore_errors=True)
 
@@ -188,10 +200,19 @@ class Runtime:
         k.add_regions(list(image.regions))
         self.kernel = k
         signals.attach(self.proc, k)
+        if signals._wake_r < 0:
+            signals.install_wakeup()
         signals.sync_host(self.proc)
 
         def on_fault(code: int) -> None:
-            raise self._fault(k, code)
+            e = self._fault(k, code)
+            if e.signal in _FAULT_SI_CODE:
+                addr = k.ctl.read_fault()[2] & 0xFFFFFFFF
+                si_code = _FAULT_SI_CODE[e.signal]
+                if e.signal == hsignal.SIGSEGV and k.space.at(addr) is not None:
+                    si_code = 2                 # SEGV_ACCERR: mapped, but not code
+                e = k.fault_to_handler(e.signal, addr, si_code, e.message or "")
+            raise e
 
         def on_rdtsc() -> int:
             return time.monotonic_ns() & 0x7FFF_FFFF_FFFF_FFFF

@@ -43,6 +43,7 @@ How a signal reaches a guest handler
 from __future__ import annotations
 
 import signal as hsignal
+import os
 import struct
 from typing import TYPE_CHECKING
 
@@ -105,7 +106,7 @@ _kernel: "Kernel | None" = None
 _proc: "ProcessState | None" = None
 
 
-def attach(proc: "ProcessState", kernel: "Kernel | None") -> None:
+def attach(proc: "ProcessState | None", kernel: "Kernel | None") -> None:
     """Make ``proc`` (and ``kernel`` once running) the target of forwarded host signals."""
     global _kernel, _proc
     _proc, _kernel = proc, kernel
@@ -121,6 +122,68 @@ def _forward(signum: int, _frame: object) -> None:
     if k is not None and k.interruptible and deliverable(p, signum):
         k.interruptible = False
         raise SignalInterrupt()
+
+
+# The wakeup pipe: Python's C-level handler writes a byte to it the moment a signal arrives,
+# even when the Python-level handler cannot run yet, so a wait that polls it cannot miss a
+# signal that lands between the last check and the blocking call. One per host process.
+_wake_r = -1
+_wake_w = -1
+
+
+def install_wakeup() -> None:
+    """A fresh wakeup pipe for this process (after fork the parent's must not be shared)."""
+    global _wake_r, _wake_w
+    for fd in (_wake_r, _wake_w):
+        if fd >= 0:
+            os.close(fd)
+    _wake_r, _wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    hsignal.set_wakeup_fd(_wake_w, warn_on_full_buffer=False)
+
+
+def remove_wakeup() -> None:
+    global _wake_r, _wake_w
+    hsignal.set_wakeup_fd(-1)
+    for fd in (_wake_r, _wake_w):
+        if fd >= 0:
+            os.close(fd)
+    _wake_r = _wake_w = -1
+
+
+def _drain() -> None:
+    try:
+        while os.read(_wake_r, 256):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
+                       events: int = 0) -> None:
+    """Block until ``timeout`` (None: forever) passes or ``fd`` has ``events``; a deliverable
+    signal raises :class:`SignalInterrupt` (EINTR) instead, with no lost-wakeup window."""
+    import select
+    import time
+    if _wake_r < 0:
+        install_wakeup()
+    end = None if timeout is None else time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(_wake_r, select.POLLIN)
+    if fd >= 0:
+        poller.register(fd, events)
+    try:
+        while True:
+            _drain()
+            k.blocking()                       # EINTR now if one is already deliverable
+            left = None if end is None else max(0.0, end - time.monotonic())
+            ready = poller.poll(None if left is None else left * 1000)
+            if any(f == fd for f, _ in ready):
+                return
+            if end is not None and time.monotonic() >= end:
+                return
+            k.interruptible = False            # a signal arrived but is not deliverable: wait on
+    finally:
+        k.interruptible = False
 
 
 def deliverable(p: "ProcessState", sig: int) -> bool:
@@ -162,6 +225,30 @@ def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
 def sync_host_mask(p: "ProcessState") -> None:
     blocked = {s for s in MIRRORED if p.sigmask & bit(s)}
     hsignal.pthread_sigmask(hsignal.SIG_SETMASK, blocked)
+
+
+def save_host() -> tuple[dict[int, object], set[int]]:
+    """The host process's own dispositions and blocked set, for :func:`restore_host`."""
+    saved: dict[int, object] = {}
+    for s in MIRRORED:
+        try:
+            saved[s] = hsignal.getsignal(s)
+        except (OSError, ValueError):
+            pass
+    return saved, set(hsignal.pthread_sigmask(hsignal.SIG_BLOCK, []))
+
+
+def restore_host(saved: tuple[dict[int, object], set[int]]) -> None:
+    """Undo :func:`sync_host` (and cancel a guest's alarm) when a run ends in this process."""
+    handlers, mask = saved
+    hsignal.setitimer(hsignal.ITIMER_REAL, 0)
+    for s, h in handlers.items():
+        if h is not None:
+            try:
+                hsignal.signal(s, h)  # type: ignore[arg-type]
+            except (OSError, ValueError, TypeError):
+                pass
+    hsignal.pthread_sigmask(hsignal.SIG_SETMASK, mask)
 
 
 def inherited_ignored() -> int:
@@ -250,7 +337,8 @@ def _on_altstack(p: "ProcessState", sp: int) -> bool:
 
 
 def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
-                old_mask: int, code: int = SI_USER, pid: int = 0, uid: int = 0) -> int:
+                old_mask: int, code: int = SI_USER, pid: int = 0, uid: int = 0,
+                addr: int = 0) -> int:
     """Write an rt_sigframe for ``sig`` from the CPU state and point the state at ``handler``.
 
     Returns the frame address (the handler's rsp). ValueError when the stack is not
@@ -280,7 +368,10 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
                      0, 0, old_mask, 0, fpstate)
     struct.pack_into("<Q", buf, uc + _UC_SIGMASK, old_mask)
     info = _FRAME_INFO
-    struct.pack_into("<iiiiII", buf, info, sig, 0, code, 0, pid, uid)
+    if addr:                                   # faults: si_addr
+        struct.pack_into("<iiiiQ", buf, info, sig, 0, code, 0, addr)
+    else:                                      # kill/tgkill: si_pid, si_uid
+        struct.pack_into("<iiiiII", buf, info, sig, 0, code, 0, pid, uid)
     k.space.write(fpstate, _fxsave(k))
     k.space.write(frame, bytes(buf))
     c.set("rsp", frame)

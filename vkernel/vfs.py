@@ -58,6 +58,16 @@ WHITEOUT_MARKER = ".wh..wh.kiln"
 """A file in the upper root saying some whiteout exists (lookups skip the checks otherwise)."""
 
 
+def _creating(fn, *args, **kw):  # type: ignore[no-untyped-def]
+    """Call ``fn`` with the host umask cleared: the guest's umask was applied to the mode
+    already, and the host's must not apply a second time."""
+    old = os.umask(0)
+    try:
+        return fn(*args, **kw)
+    finally:
+        os.umask(old)
+
+
 def normalize(path: str) -> str:
     """Lexically normalized absolute guest path (used for synthesized names only)."""
     p = os.path.normpath("/" + path)
@@ -193,6 +203,12 @@ class Vfs:
         """Canonical guest path, layer fd and lstat of ``path``; (canon, None, None) when only
         the last component is missing. OSError ENOENT/ENOTDIR/ELOOP otherwise, as Linux."""
         pending = [c for c in path.split("/") if c][::-1]
+        if path.endswith("/") and pending:
+            # "name/" names a directory: follow a final symlink, ENOTDIR for anything else.
+            follow = True
+            must_dir = True
+        else:
+            must_dir = False
         parts: list[str] = []
         links = 0
         while pending:
@@ -227,6 +243,8 @@ class Vfs:
         found = self.find(canon) if parts else (self.lower_fd, os.fstat(self.lower_fd))
         if found is None:
             return canon, None, None
+        if must_dir and not st.S_ISDIR(found[1].st_mode):
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
         return canon, found[0], found[1]
 
     # -- lookups ------------------------------------------------------------------
@@ -243,7 +261,7 @@ class Vfs:
                     raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
                 if s is None and not flags & os.O_CREAT:
                     raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-                return openat2_in_root(got[0].fd, got[1], flags, mode)
+                return _creating(openat2_in_root, got[0].fd, got[1], flags, mode)
         if flags & _WRITE_FLAGS:
             if s is None:
                 if not flags & os.O_CREAT:
@@ -256,7 +274,7 @@ class Vfs:
                     raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
                 if layer == self.lower_fd:
                     self._copy_up(canon, s, truncate=bool(flags & os.O_TRUNC))
-            return openat2_in_root(self.upper_fd, canon, flags, mode)
+            return _creating(openat2_in_root, self.upper_fd, canon, flags, mode)
         if s is None or layer is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         return openat2_in_root(layer, canon, flags, mode)
@@ -466,7 +484,22 @@ class Vfs:
         got = self._writable_mount(canon, path) if self.mounts else None
         pfd = self._mount_parent(*got) if got else self._upper_dir_fd(os.path.dirname(canon))
         try:
-            os.mkdir(os.path.basename(canon), mode, dir_fd=pfd)
+            _creating(os.mkdir, os.path.basename(canon), mode, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+
+    def mknod(self, path: str, mode: int, device: int = 0) -> None:
+        """A FIFO, socket or empty regular file (devices: EPERM, as in a container)."""
+        kind = st.S_IFMT(mode) or st.S_IFREG
+        if kind not in (st.S_IFIFO, st.S_IFSOCK, st.S_IFREG):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), path)
+        canon, _, s = self.resolve(path, follow=False)
+        if s is not None:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        got = self._writable_mount(canon, path) if self.mounts else None
+        pfd = self._mount_parent(*got) if got else self._upper_dir_fd(os.path.dirname(canon))
+        try:
+            _creating(os.mknod, os.path.basename(canon), kind | st.S_IMODE(mode), 0, dir_fd=pfd)
         finally:
             os.close(pfd)
 

@@ -89,6 +89,10 @@ class FunctionEmitter:
         self.entry_blocks = entry_blocks
         self.tmps: dict[str, str] = {}
         self.n_while = 0
+        self.loop_end: dict[int, int] = {}
+        self.chains: list[tuple[int, ...]] = []
+        self.tramp: set[int] = set()
+        self.closing: dict[int, int] = {}
         self._scan()
 
     # -- register sets -----------------------------------------------------------
@@ -230,11 +234,18 @@ class FunctionEmitter:
             out.append(f"(local.set ${name} (i32.and (i32.wrap_i64 (i64.shr_u (local.get $fl) (i64.const {bit}))) (i32.const 1)))")
 
     # -- control -----------------------------------------------------------------------------
-    def goto(self, target: int, cur: int, out: list[str]) -> None:
+    def goto(self, target: int, cur: int, out: list[str], fall: bool = True) -> None:
+        """Jump from the code of block ``cur`` to ``target`` (``fall``: nothing is needed to fall into
+        block cur + 1). See ``_structure`` for the labels."""
         i = self.index.get(target)
         if i is not None:
-            if i != cur + 1:
-                out.append(f"(local.set $pc (i32.const {i})) (br $L)")
+            if i <= cur:
+                out.append(f"(br $L{i})")        # back edge: i heads a loop that encloses cur
+            elif i == cur + 1 and fall and i not in self.tramp:
+                return
+            else:
+                h = self._route(cur, i)
+                out.append(f"(br $b{i})" if h is None else f"(local.set $pc (i32.const {i})) (br $t{h})")
             return
         if target in self.unit_funcs:
             self.spill(out, flags=True)
@@ -266,11 +277,12 @@ class FunctionEmitter:
             if i is not None and i == cur + 1:
                 # taken branch goes to the next block: invert so the fallthrough is the jump
                 out.append(f"(if (i32.eqz {self.x(t.cond)}) (then")
-                self.goto(t.fallthrough, -2, out)
+                self.goto(t.fallthrough, cur, out, fall=False)
                 out.append("))")
+                self.goto(t.target, cur, out)     # skips the next block's loop trampoline, if any
                 return
             out.append(f"(if {self.x(t.cond)} (then")
-            self.goto(t.target, -2, inner)
+            self.goto(t.target, cur, inner, fall=False)
             out.extend(inner)
             out.append("))")
             self.goto(t.fallthrough, cur, out)
@@ -295,7 +307,7 @@ class FunctionEmitter:
             if local:
                 # jump table into this function: a compare tree on the runtime address, no dispatch
                 out.append(f"(local.set $jt {self.x(t.target)})")
-                self._jt_tree(local, out)
+                self._jt_tree(local, cur, out)
             self.spill(out, flags=True)
             out.append(f"(return_call $dispatch_jump {self.x(t.target)})")
         elif tt is Return:
@@ -307,25 +319,116 @@ class FunctionEmitter:
         else:
             raise TypeError(f"unknown terminator {t!r}")
 
-    def _jt_tree(self, lst: list[tuple[int, int]], out: list[str]) -> None:
+    def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str]) -> None:
         if len(lst) <= 4:
             for a, i in lst:
-                out.append(f"(if (i64.eq (local.get $jt) (i64.const {_signed64(a)})) "
-                           f"(then (local.set $pc (i32.const {i})) (br $L)))")
+                go: list[str] = []
+                self.goto(self.blocks[i].start, cur, go, fall=False)
+                out.append(f"(if (i64.eq (local.get $jt) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
             return
         mid = len(lst) // 2
         out.append(f"(if (i64.lt_u (local.get $jt) (i64.const {_signed64(lst[mid][0])})) (then")
-        self._jt_tree(lst[:mid], out)
+        self._jt_tree(lst[:mid], cur, out)
         out.append(") (else")
-        self._jt_tree(lst[mid:], out)
+        self._jt_tree(lst[mid:], cur, out)
         out.append("))")
+
+    # -- structured control flow ------------------------------------------------------------
+    def _succ_idx(self, t: Term) -> list[int]:
+        tt = type(t)
+        if tt is FallThrough or tt is Jump:
+            xs: tuple[int, ...] = (t.target,)
+        elif tt is Branch:
+            xs = (t.target, t.fallthrough)
+        elif tt is CallDirect or tt is CallIndirect:
+            xs = (t.ret,)
+        elif tt is JumpIndirect:
+            xs = t.known
+        else:
+            xs = ()
+        return [self.index[x] for x in xs if x in self.index]
+
+    def _structure(self) -> None:
+        """Loops and labels over the block order (reverse postorder from lift_api).
+
+        Every jump to a block at or before the jumping one is a back edge; its target ``h`` heads a
+        wasm ``loop $Lh`` spanning blocks h..M (M: the last block jumping back to h; spans are
+        widened until they nest). The code of block k follows the ``end`` of ``block $bk``, so a
+        forward jump is ``br $bk`` when that label is in scope: ``$bk`` is opened at the top of the
+        innermost loop spanning k (or at function start). A forward jump into a loop from
+        outside it, and dispatch entry at an inner block, go through the loop's trampoline
+        ``$th`` (sets ``$disp``; the loop's first instruction then br_tables on ``$pc``). The
+        function-start br_table on ``$entry`` is the only other dispatch."""
+        n = len(self.blocks)
+        M: dict[int, int] = {}
+        for i, b in enumerate(self.blocks):
+            for t in self._succ_idx(b.term):
+                if t <= i and M.get(t, -1) < i:
+                    M[t] = i
+        stack: list[int] = []
+        for h in sorted(M):
+            while stack and h > M[stack[-1]]:
+                stack.pop()
+            for o in stack:
+                if M[h] > M[o]:
+                    M[o] = M[h]
+            stack.append(h)
+        chains: list[tuple[int, ...]] = []
+        active: list[int] = []
+        for k in range(n):
+            while active and M[active[-1]] < k:
+                active.pop()
+            chains.append(tuple(active))
+            if k in M:
+                active.append(k)
+        self.loop_end = M
+        self.chains = chains
+        self.tramp = {h for h, m in M.items() if m > h}
+        self.closing: dict[int, int] = {}
+        for h, m in M.items():
+            self.closing[m] = self.closing.get(m, 0) + 1
+
+    def _route(self, cur: int, k: int) -> int | None:
+        """For a forward jump from block ``cur`` to ``k``: None if ``$bk`` is in scope, else the
+        header of the outermost loop entered, whose trampoline leads there."""
+        for h in self.chains[k]:
+            if h > cur:
+                return h
+        return None
+
+    def _open_labels(self, scope: int | None, ks: range, out: list[str]) -> None:
+        parts = []
+        for k in reversed(ks):
+            ch = self.chains[k]
+            if (ch[-1] if ch else None) == scope:
+                parts.append(f"block $b{k}")
+                if k in self.tramp:
+                    parts.append(f"block $t{k}")
+        if parts:
+            out.append(" ".join(parts))
+
+    def _table_label(self, scope_chain_pos: int, k: int) -> str:
+        ch = self.chains[k]
+        return f"$t{ch[scope_chain_pos]}" if len(ch) > scope_chain_pos else f"$b{k}"
 
     # -- whole function -----------------------------------------------------------------
     def emit(self) -> str:
         body: list[str] = []
         n = len(self.blocks)
+        self._structure()
         for i, b in enumerate(self.blocks):
+            if i in self.tramp:
+                body.append("end (local.set $disp (i32.const 1))")
             body.append(f"end ;; {b.start:#x}")
+            m = self.loop_end.get(i)
+            if m is not None:
+                body.append(f"loop $L{i}")
+                self._open_labels(i, range(i + 1, m + 1), body)
+                if m > i:
+                    pos = len(self.chains[i])          # this loop's place in its blocks' chains
+                    labels = " ".join(self._table_label(pos + 1, k) for k in range(i + 1, m + 1))
+                    body.append(f"(if (local.get $disp) (then (local.set $disp (i32.const 0)) "
+                                f"(br_table {labels} $L{i} (i32.sub (local.get $pc) (i32.const {i + 1})))))")
             if TRACE:
                 self.spill(body, flags=True)
                 body.append(f"(call $trace (i64.const {b.start + self.bias}))")
@@ -333,8 +436,10 @@ class FunctionEmitter:
                 for st in stmts:
                     self.s(st, body)
             self.term(b.term, i, body)
+            for _ in range(self.closing.get(i, 0)):
+                body.append("end")
         head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
-        locs = ["(local $pc i32) (local $fl i64) (local $jt i64)"]
+        locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64)"]
         regs = set(self.used) | set(FLAGS)
         for r in sorted(regs):
             locs.append(f"(local ${r} {_ty_of_reg(r)})")
@@ -346,9 +451,7 @@ class FunctionEmitter:
         if self.load_flags:
             self.load_flags_code(pro)
         pro.append("(local.set $pc (local.get $entry))")
-        pro.append("loop $L")
-        pro.append("block " * n)
-        labels = " ".join(str(k) for k in range(n))
-        # br_table by depth: innermost block (depth 0) ends first, before block 0's code
-        pro.append(f"(br_table {labels} {n - 1} (local.get $pc))")
-        return "\n".join(head + pro + body + ["end unreachable)"])
+        self._open_labels(None, range(n), pro)
+        labels = " ".join(self._table_label(0, k) for k in range(n))
+        pro.append(f"(br_table {labels} $b0 (local.get $pc))")
+        return "\n".join(head + pro + body + ["unreachable)"])

@@ -10,7 +10,8 @@ from formats.abi import (CONTROL_DYNAMIC, CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAG
                          GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC, IMPORT_SYSCALL, WASM_PAGE)
 from recompiler.x86_64.errors import LiftError
 from .emit import TRACE
-from .runtime_wat import DIRECTORY, runtime_wat
+from .runtime_wat import DIRECTORY, LOOKUP_CACHE_SIZE, runtime_wat
+from .x87_wat import x87_runtime_wat
 from .unit import LiftedUnit
 
 __all__ = ["LinkedUnit", "LinkedModule", "link"]
@@ -64,7 +65,8 @@ def link(units: list[LiftedUnit]) -> LinkedModule:
         for m, c in u.stats.get("unsupported", {}).items():
             total["unsupported"][m] = total["unsupported"].get(m, 0) + c
     dyn = struct.pack("<I", nunits) + bytes(12) + directory
-    end = tables_start + len(blob)
+    cache = (tables_start + len(blob) + 63) & ~63
+    end = cache + LOOKUP_CACHE_SIZE
     pages = max(CONTROL_MEMORY_MIN_PAGES, (end + WASM_PAGE - 1) // WASM_PAGE)
     parts = [
         "(module",
@@ -77,7 +79,8 @@ def link(units: list[LiftedUnit]) -> LinkedModule:
         f' (import "{IMPORT_MODULE}" "trace" (func $trace (param i64)))' if TRACE else "",
         f" (table $ft {len(table)} funcref)",
         " (elem (table $ft) (i32.const 0) func " + " ".join(table) + ")",
-        runtime_wat(nunits).replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),
+        runtime_wat(nunits, cache).replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),
+        x87_runtime_wat(),
     ]
     parts.extend(bodies)
     parts.append(f' (data (memory $c) (i32.const {CONTROL_DYNAMIC}) "{_wat_bytes(dyn)}")')

@@ -4,7 +4,7 @@ from __future__ import annotations
 from formats.abi import (CODE_REGIONS, CONTROL_DYNAMIC, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
                          FAULT_RECORD_OFFSETS, FaultCode)
 
-__all__ = ["runtime_wat", "ENTRY_SIZE", "DIRECTORY"]
+__all__ = ["runtime_wat", "ENTRY_SIZE", "DIRECTORY", "LOOKUP_CACHE_SIZE"]
 
 ENTRY_SIZE = 12
 """Dispatch table entry: (link-time address u32, function table index u32, block index u32)."""
@@ -12,9 +12,76 @@ DIRECTORY = CONTROL_DYNAMIC + 16
 """Per-unit (table offset u32, entry count u32) pairs start here; u32 unit count at CONTROL_DYNAMIC."""
 
 _RIP = CPU_STATE + CPU_STATE_OFFSETS["rip"]
+_MXCSR = CPU_STATE + CPU_STATE_OFFSETS["mxcsr"]
 
 
-def runtime_wat(nunits: int) -> str:
+def _rounding_wat() -> str:
+    """MXCSR.RC (bits 13-14: nearest, down, up, toward zero) for the SSE conversions.
+
+    WebAssembly arithmetic rounds to nearest only. Conversions honour RC exactly:
+    float->int rounds with nearest/floor/ceil/trunc; int->float and f64->f32 take
+    the round-to-nearest result, compare it exactly with the source, and step one
+    ulp when the rounding direction asks (overflow to infinity steps back to the
+    largest finite value, as the CPU does). Arithmetic (addsd, mulss, ...) still
+    rounds to nearest whatever RC says.
+    """
+    out = [f"""
+ (func $mx_rc (result i32)
+  (i32.and (i32.shr_u (i32.load $c offset={_MXCSR} (i32.const 0)) (i32.const 13)) (i32.const 3)))"""]
+    for ft, it, tiny in (("f32", "i32", "0x1p-149"), ("f64", "i64", "0x0.0000000000001p-1022")):
+        out.append(f"""
+ (func $rint_{ft} (param $v {ft}) (result {ft})
+  (local $rc i32)
+  (local.set $rc (call $mx_rc))
+  (if (result {ft}) (i32.eqz (local.get $rc)) (then ({ft}.nearest (local.get $v)))
+   (else (if (result {ft}) (i32.eq (local.get $rc) (i32.const 1)) (then ({ft}.floor (local.get $v)))
+    (else (if (result {ft}) (i32.eq (local.get $rc) (i32.const 2)) (then ({ft}.ceil (local.get $v)))
+     (else ({ft}.trunc (local.get $v)))))))))
+ (func $step_{ft} (param $r {ft}) (param $up i32) (result {ft})
+  (if ({ft}.eq (local.get $r) ({ft}.const 0))
+   (then (return (select ({ft}.const {tiny}) ({ft}.const -{tiny}) (local.get $up)))))
+  ({ft}.reinterpret_{it} ({it}.add ({it}.reinterpret_{ft} (local.get $r))
+   (select ({it}.const 1) ({it}.const -1) (i32.eq (local.get $up) ({ft}.gt (local.get $r) ({ft}.const 0)))))))
+ (func $reround_{ft} (param $r {ft}) (param $cmp i32) (result {ft})
+  (local $rc i32)
+  (if (i32.eqz (local.get $cmp)) (then (return (local.get $r))))
+  (local.set $rc (call $mx_rc))
+  (if (i32.and (i32.gt_s (local.get $cmp) (i32.const 0))
+               (i32.or (i32.eq (local.get $rc) (i32.const 1))
+                       (i32.and (i32.eq (local.get $rc) (i32.const 3)) ({ft}.gt (local.get $r) ({ft}.const 0)))))
+   (then (return (call $step_{ft} (local.get $r) (i32.const 0)))))
+  (if (i32.and (i32.lt_s (local.get $cmp) (i32.const 0))
+               (i32.or (i32.eq (local.get $rc) (i32.const 2))
+                       (i32.and (i32.eq (local.get $rc) (i32.const 3)) ({ft}.lt (local.get $r) ({ft}.const 0)))))
+   (then (return (call $step_{ft} (local.get $r) (i32.const 1)))))
+  (local.get $r))
+ (func $cvt_i64_{ft} (param $x i64) (result {ft})
+  (local $r {ft}) (local $t i64)
+  (local.set $r ({ft}.convert_i64_s (local.get $x)))
+  (if ({ft}.ge (local.get $r) ({ft}.const 0x1p63))
+   (then (return (call $reround_{ft} (local.get $r) (i32.const 1)))))
+  (local.set $t (i64.trunc_{ft}_s (local.get $r)))
+  (call $reround_{ft} (local.get $r) (i32.sub (i64.gt_s (local.get $t) (local.get $x)) (i64.lt_s (local.get $t) (local.get $x)))))""")
+    out.append("""
+ (func $demote_rc (param $v f64) (result f32)
+  (local $r f32)
+  (local.set $r (f32.demote_f64 (local.get $v)))
+  (call $reround_f32 (local.get $r) (i32.sub (f64.gt (f64.promote_f32 (local.get $r)) (local.get $v))
+                                             (f64.lt (f64.promote_f32 (local.get $r)) (local.get $v)))))""")
+    return "".join(out)
+
+
+LOOKUP_CACHE_ENTRIES = 4096
+"""Direct-mapped cache of dispatch lookups (runtime address -> function, block), in the control memory."""
+LOOKUP_CACHE_ENTRY = 32
+"""Cache entry: runtime address u32, function u32, block u32, region slot u32, and the slot's
+(start, end, unit, bias) when filled: a hit is used only while the code-region table still holds
+exactly that mapping, so vkernel remapping code never runs a stale translation."""
+LOOKUP_CACHE_SIZE = LOOKUP_CACHE_ENTRIES * LOOKUP_CACHE_ENTRY
+
+
+def runtime_wat(nunits: int, cache: int) -> str:
+    """The runtime functions; ``cache`` is the control-memory offset of the (zeroed) lookup cache."""
     fr = FAULT_RECORD
     return f"""
  (global $rem (mut i64) (i64.const 0))
@@ -23,10 +90,22 @@ def runtime_wat(nunits: int) -> str:
  (global $depth (mut i32) (i32.const 0))
  (func $lookup (param $a i64) (result i32)
   (local $a32 i32) (local $n i32) (local $i i32) (local $e i32) (local $unit i32) (local $link i32)
-  (local $lo i32) (local $hi i32) (local $mid i32) (local $tab i32) (local $k i32) (local $p i32)
+  (local $lo i32) (local $hi i32) (local $mid i32) (local $tab i32) (local $k i32) (local $p i32) (local $ce i32)
   (if (i64.gt_u (local.get $a) (i64.const 0xffffffff)) (then (return (i32.const -1))))
   (local.set $a32 (i32.wrap_i64 (local.get $a)))
   (local.set $n (i32.load $c (i32.const {CODE_REGIONS})))
+  (local.set $ce (i32.add (i32.const {cache}) (i32.shl (i32.and (i32.xor (local.get $a32)
+                  (i32.shr_u (local.get $a32) (i32.const 12))) (i32.const {LOOKUP_CACHE_ENTRIES - 1})) (i32.const 5))))
+  (if (i32.and (i32.eq (i32.load $c (local.get $ce)) (local.get $a32)) (i32.ne (local.get $a32) (i32.const 0)))
+   (then
+    (local.set $e (i32.load $c offset=12 (local.get $ce)))
+    (if (i32.and
+         (i32.and (i32.lt_u (local.get $e) (i32.add (i32.const {CODE_REGIONS + 16}) (i32.shl (local.get $n) (i32.const 4))))
+                  (i64.eq (i64.load $c (local.get $e)) (i64.load $c offset=16 (local.get $ce))))
+         (i64.eq (i64.load $c offset=8 (local.get $e)) (i64.load $c offset=24 (local.get $ce))))
+     (then
+      (global.set $blk (i32.load $c offset=8 (local.get $ce)))
+      (return (i32.load $c offset=4 (local.get $ce)))))))
   (local.set $unit (i32.const -1))
   (block $found
    (loop $scan
@@ -52,6 +131,12 @@ def runtime_wat(nunits: int) -> str:
     (if (i32.eq (local.get $k) (local.get $link))
      (then
       (global.set $blk (i32.load $c offset=8 (local.get $p)))
+      (i32.store $c (local.get $ce) (local.get $a32))
+      (i32.store $c offset=4 (local.get $ce) (i32.load $c offset=4 (local.get $p)))
+      (i32.store $c offset=8 (local.get $ce) (global.get $blk))
+      (i32.store $c offset=12 (local.get $ce) (local.get $e))
+      (i64.store $c offset=16 (local.get $ce) (i64.load $c (local.get $e)))
+      (i64.store $c offset=24 (local.get $ce) (i64.load $c offset=8 (local.get $e)))
       (return (i32.load $c offset=4 (local.get $p)))))
     (if (i32.lt_u (local.get $k) (local.get $link))
      (then (local.set $lo (i32.add (local.get $mid) (i32.const 1))))
@@ -146,4 +231,4 @@ def runtime_wat(nunits: int) -> str:
    (local.set $i (i32.add (local.get $i) (i32.const 1)))
    (br_if $l (i32.lt_u (local.get $i) (i32.const 8))))
   (local.get $r))
-"""
+""" + _rounding_wat()

@@ -7,6 +7,7 @@ bounded by the preceding ``cmp idx, N; ja``), and code pointers found in data.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass, field
 
@@ -161,23 +162,27 @@ def discover(img: ElfImage) -> Program:
               pred[ins.next] = a
               a = ins.next
 
-    run()
-    # jmp reg with the table base in a register set long before (lea rB, [rip + T] above a loop)
-    for _ in range(3):
-        if not pending:
-            break
-        todo, pending[:] = list(pending), []
-        order = sorted(insns)
-        import bisect
-        for jmp in todo:
-            targets = _far_jump_table(img, jmp, insns, order, pred, code, bisect)
-            if targets:
-                jump_tables[jmp.address] = targets
-                for t in targets:
-                    leaders.add(t)
-                    indirect.add(t)
-                    work.append(t)
+    def settle() -> None:
+        """Run to a fixed point, resolving `jmp reg` whose table base register was set long before
+        (lea rB, [rip + T] above a loop) once the code around it is known; every pass of
+        discovery (data pointers included) can reach new such jumps."""
         run()
+        for _ in range(16):
+            if not pending:
+                break
+            todo, pending[:] = list(pending), []
+            order = sorted(insns)
+            for jmp in todo:
+                targets = _far_jump_table(img, jmp, insns, order, pred, code)
+                if targets:
+                    jump_tables[jmp.address] = targets
+                    for t in targets:
+                        leaders.add(t)
+                        indirect.add(t)
+                        work.append(t)
+            run()
+
+    settle()
     # code pointers in data: known instruction starts only need a dispatch entry;
     # anything else becomes a function entry
     for w in img.data_words():
@@ -189,7 +194,7 @@ def discover(img: ElfImage) -> Program:
             elif w not in invalid:
                 add_func(w)
                 work.append(w)
-    run()
+    settle()
 
     # basic blocks
     blocks: dict[int, Block] = {}
@@ -318,7 +323,7 @@ def _jump_table(img: ElfImage, jmp: Insn, insns: dict[int, Insn], pred: dict[int
 
 
 def _far_jump_table(img: ElfImage, jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[int, int],
-                    code, bisect) -> list[int]:
+                    code) -> list[int]:
     """``movsxd rX, [rB + rI*4]; add rX, rB; jmp rX`` where ``lea rB, [rip + T]`` is up to 4 KiB earlier."""
     load = None
     a = jmp.address
@@ -346,13 +351,31 @@ def _far_jump_table(img: ElfImage, jmp: Insn, insns: dict[int, Insn], order: lis
     if base_val is None:
         return []
     table = base_val + load.ops[1].disp
+    bound = _bound(jmp, insns, pred)
     targets: list[int] = []
-    for k in range(256):
+    for k in range(min(bound, 4096) if bound else 256):
         raw = img.read(table + 4 * k, 4)
         if len(raw) < 4:
             break
         t = (base_val + struct.unpack("<i", raw)[0]) & 0xFFFF_FFFF_FFFF_FFFF
         if not code(t):
+            if bound:
+                continue
             break
         targets.append(t)
     return targets
+
+
+def _bound(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> int | None:
+    """Entries of the table behind ``jmp``: the ``cmp idx, N`` (+1) of the range check above it, if
+    one is found on the fall-through path (the ``ja default`` branch itself is not followed)."""
+    a = jmp.address
+    for _ in range(12):
+        p = pred.get(a)
+        if p is None or p not in insns:
+            return None
+        ins = insns[p]
+        if ins.mnemonic == "cmp" and len(ins.ops) == 2 and ins.ops[1].kind == "i":
+            return (ins.ops[1].imm & 0xFFFF_FFFF) + 1
+        a = p
+    return None

@@ -133,6 +133,19 @@ def _reads(stmts, out: set[str]) -> None:
             walk_expr(s.value, out)
 
 
+def _exits_with_flags(stmts) -> bool:
+    """True if ``stmts`` contain a fault site or a syscall (nested ones included)."""
+    for s in stmts:
+        t = type(s)
+        if t is FaultStmt or t is SyscallStmt:
+            return True
+        if t is If and (_exits_with_flags(s.then) or _exits_with_flags(s.else_)):
+            return True
+        if t is While and _exits_with_flags(s.body):
+            return True
+    return False
+
+
 def term_flag_reads(term: Term) -> set[str]:
     r: set[str] = set()
     if isinstance(term, Branch):
@@ -167,6 +180,9 @@ def compute_info(b: IRBlock) -> None:
     for _, stmts in b.insns:
         r: set[str] = set()
         _reads(stmts, r)
+        if _exits_with_flags(stmts):
+            # a fault hands every flag to the signal frame; syscall copies rflags into r11
+            r |= _FLAGSET
         all_reads |= r
         writes(stmts)
         w: set[str] = set()

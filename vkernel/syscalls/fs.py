@@ -54,13 +54,8 @@ def _wait_readable(k: Kernel, of: OpenFile) -> None:
     if not of.may_block or hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL) & os.O_NONBLOCK:
         return
     import select
-    p = select.poll()
-    p.register(of.host_fd, select.POLLIN | select.POLLPRI)
-    k.blocking()
-    try:
-        p.poll()
-    finally:
-        k.interruptible = False
+    from vkernel.signals import wait_interruptibly
+    wait_interruptibly(k, None, of.host_fd, select.POLLIN | select.POLLPRI)
 
 
 def sys_read(k: Kernel, fd: int, buf: int, count: int) -> int:
@@ -515,6 +510,66 @@ def sys_fchmod(k: Kernel, fd: int, mode: int) -> int:
     finally:
         os.close(h)
     return 0
+
+
+def _chown_fd(h: int, owner: int, group: int) -> None:
+    """fchownat(h, "", owner, group, AT_EMPTY_PATH): works on O_PATH fds, links included."""
+    r = _libc.fchownat(ctypes.c_int(h), b"", ctypes.c_uint(owner & 0xFFFFFFFF),
+                       ctypes.c_uint(group & 0xFFFFFFFF), ctypes.c_int(AT_EMPTY_PATH))
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def sys_fchownat(k: Kernel, dirfd: int, pathname: int, owner: int, group: int, flags: int) -> int:
+    """fchownat(2): the host's chown of the upper-layer copy (a rootfs file is copied up first)"""
+    if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+        return -errno.EINVAL
+    raw = path_arg(k, pathname)
+    if raw == b"" and flags & AT_EMPTY_PATH:
+        return sys_fchown(k, dirfd, owner, group)
+    h = k.vfs.upper_fd_for(k.guest_path(s32(dirfd), raw), follow=not flags & AT_SYMLINK_NOFOLLOW)
+    try:
+        _chown_fd(h, owner, group)
+    finally:
+        os.close(h)
+    return 0
+
+
+def sys_chown(k: Kernel, pathname: int, owner: int, group: int) -> int:
+    """chown(2)"""
+    return sys_fchownat(k, AT_FDCWD, pathname, owner, group, 0)
+
+
+def sys_lchown(k: Kernel, pathname: int, owner: int, group: int) -> int:
+    """lchown(2)"""
+    return sys_fchownat(k, AT_FDCWD, pathname, owner, group, AT_SYMLINK_NOFOLLOW)
+
+
+def sys_fchown(k: Kernel, fd: int, owner: int, group: int) -> int:
+    """fchown(2): by the fd's path, as fchmod"""
+    of = _file(k, fd)
+    if of.path.startswith("pipe:") or of.path.startswith("/dev/"):
+        _chown_fd(of.host_fd, owner, group)
+        return 0
+    h = k.vfs.upper_fd_for(of.path)
+    try:
+        _chown_fd(h, owner, group)
+    finally:
+        os.close(h)
+    return 0
+
+
+def sys_mknodat(k: Kernel, dirfd: int, pathname: int, mode: int, dev: int) -> int:
+    """mknodat(2): FIFOs, sockets and regular files; device nodes are EPERM"""
+    k.vfs.mknod(k.guest_path(s32(dirfd), path_arg(k, pathname)),
+                (mode & ~0o7777) | (mode & 0o7777 & ~k.proc.umask), dev)
+    return 0
+
+
+def sys_mknod(k: Kernel, pathname: int, mode: int, dev: int) -> int:
+    """mknod(2)"""
+    return sys_mknodat(k, AT_FDCWD, pathname, mode, dev)
 
 
 def sys_truncate(k: Kernel, pathname: int, length: int) -> int:

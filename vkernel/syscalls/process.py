@@ -5,6 +5,7 @@ import errno
 import fcntl as hfcntl
 import os
 import resource
+import signal as hsignal
 import stat as st
 import struct
 import sys
@@ -14,7 +15,7 @@ from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
 from vkernel.proctree import guest_processes
-from vkernel.signals import sync_host
+from vkernel.signals import MIRRORED, install_wakeup, sync_host
 from vkernel.syscalls.args import path_arg, s32
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
@@ -200,15 +201,25 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
             r, w = os.pipe2(os.O_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        # Hold signals across the fork: one sent to the new pid right away must meet the
+        # child's own dispositions (set below), not the parent's forwarding handlers.
+        held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, MIRRORED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+            raise
     finally:
         if counted:
             hfcntl.lockf(lim.lock_fd, hfcntl.LOCK_UN)
+    if pid:
+        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
     if pid == 0:
         k.proc.is_forked_child = True
         k.proc.sigpending = 0                  # Linux: the child starts with none pending
         k.proc.siginfo.clear()
         k.proc.pids_refused = False
+        install_wakeup()                       # our own, not the parent's wakeup pipe
         sync_host(k.proc)                      # guest SIG_DFL is now the host's SIG_DFL
         if k.proc.vfork_fd >= 0:               # our parent is a vfork child: not our wait
             os.close(k.proc.vfork_fd)

@@ -5,12 +5,11 @@ import errno
 import os
 import signal as hsignal
 import struct
-import time as htime
 
 from formats import abi
 from vkernel.kernel import Kernel, SignalAction
 from vkernel.proctree import guest_processes
-from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, SigReturn,
+from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, wait_interruptibly, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, SigReturn,
                              bit, host_pending, raise_in_guest, restore_frame, sync_host,
                              sync_host_mask)
 from vkernel.syscalls.args import s32
@@ -184,12 +183,8 @@ def sys_tkill(k: Kernel, tid: int, sig: int) -> int:
 
 # -- waiting for signals ----------------------------------------------------------------------
 def _wait_forever(k: Kernel) -> int:
-    k.blocking()
-    try:
-        while True:
-            htime.sleep(3600)
-    finally:
-        k.interruptible = False
+    while True:
+        wait_interruptibly(k, None)
 
 
 def sys_pause(k: Kernel) -> int:

@@ -107,6 +107,14 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("fchmodat", fs.sys_fchmodat, "a rootfs file is copied up first", "dirfd,str,mode"),
     Partial("fchmod", fs.sys_fchmod, "changes the file by path (copied up); the fd keeps "
             "seeing the old mode", "fd,mode"),
+    Partial("chown", fs.sys_chown, "the host's chown on the upper-layer copy (EPERM unless "
+            "kiln runs as root)", "str,int,int"),
+    Partial("lchown", fs.sys_lchown, "as chown", "str,int,int"),
+    Partial("fchown", fs.sys_fchown, "as chown, by the fd's path", "fd,int,int"),
+    Partial("fchownat", fs.sys_fchownat, "as chown", "dirfd,str,int,int,hex"),
+    Partial("mknod", fs.sys_mknod, "FIFOs, sockets, regular files; device nodes are EPERM",
+            "str,mode,hex"),
+    Partial("mknodat", fs.sys_mknodat, "as mknod", "dirfd,str,mode,hex"),
     Supported("truncate", fs.sys_truncate, "str,int"),
     Supported("ftruncate", fs.sys_ftruncate, "fd,int"),
     Supported("fsync", fs.sys_fsync, "fd"),
@@ -159,6 +167,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
     Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
+    Unsupported("socket", errno.EAFNOSUPPORT, "no networking yet: every address family is "
+                "refused (quietly, as a network-less sandbox)"),
+    Unsupported("socketpair", errno.EAFNOSUPPORT, "as socket"),
     Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
     Partial("prlimit64", process.sys_prlimit64, "new limits are recorded, not enforced",
             "int,int,ptr,ptr"),

@@ -44,18 +44,14 @@ def sys_time(k: Kernel, tloc: int) -> int:
 
 def _sleep_ns(k: Kernel, ns: int, rem: int) -> int:
     """Sleep ``ns``; a delivered signal ends it with EINTR and the time left in ``rem``."""
-    from vkernel.signals import SignalInterrupt
+    from vkernel.signals import SignalInterrupt, wait_interruptibly
     end = htime.monotonic_ns() + ns
-    k.blocking()
     try:
-        if ns > 0:
-            htime.sleep(ns / 1e9)
+        wait_interruptibly(k, max(0, ns) / 1e9)
     except SignalInterrupt:
         if rem:
             put_timespec(k, rem, max(0, end - htime.monotonic_ns()))
         raise
-    finally:
-        k.interruptible = False
     return 0
 
 

@@ -143,7 +143,12 @@ class Ctx:
         """Read an integer operand, sign-extended to i64."""
         size = size or o.size
         if o.kind == "i":
-            return c64(o.imm)
+            # Capstone prints some immediates unsigned at the operand size ("imul eax, ebx,
+            # 0xfffff000"): sign-extend from the operand size, not from 64 bits.
+            v = o.imm & MASK[size]
+            if size < 8 and v >> (size * 8 - 1):
+                v -= 1 << (size * 8)
+            return c64(v)
         if o.kind == "m":
             if size not in (1, 2, 4, 8):
                 raise NeedsTrap(f"{size}-byte memory operand")

@@ -319,7 +319,11 @@ def _cvtsi2s(width: int):
         d, s = ctx.insn.ops
         ft, _ = _fl(width)
         src = ctx.get_sx(s)
-        _sset(ctx, d, width, op(f"{ft}.convert_i64_s", ft, src))
+        if width == 8 and s.size == 4:
+            v = op("f64.convert_i64_s", ft, src)                  # exact: RC cannot matter
+        else:
+            v = op("call", ft, src, imm=f"$cvt_i64_{ft}")         # rounds per MXCSR.RC
+        _sset(ctx, d, width, v)
     return f
 
 
@@ -329,7 +333,7 @@ def _cvts2si(width: int, trunc: bool):
         ft, _ = _fl(width)
         v = ctx.tmp(_sget(ctx, s, width))
         if not trunc:
-            v = ctx.tmp(op(f"{ft}.nearest", ft, v))
+            v = ctx.tmp(op("call", ft, v, imm=f"$rint_{ft}"))    # MXCSR.RC
         if d.size == 8:
             lo, hi, indef = -2.0 ** 63, 2.0 ** 63, 1 << 63
             conv = op(f"i64.trunc_sat_{ft}_s", "i64", v)
@@ -353,7 +357,7 @@ def cvtss2sd(ctx: Ctx) -> None:
 
 def cvtsd2ss(ctx: Ctx) -> None:
     d, s = ctx.insn.ops
-    _sset(ctx, d, 4, op("f32.demote_f64", "f32", _sget(ctx, s, 8)))
+    _sset(ctx, d, 4, op("call", "f32", _sget(ctx, s, 8), imm="$demote_rc"))   # MXCSR.RC
 
 
 def pextrw(ctx: Ctx) -> None:
@@ -375,8 +379,50 @@ def _dual(sse_fn, str_fn):
     return f
 
 
-def _cmpsd_sse(ctx: Ctx) -> None:
-    raise NeedsTrap("cmpsd (SSE compare)")
+_CMP_PREDICATES = ("eq", "lt", "le", "unord", "neq", "nlt", "nle", "ord")
+"""SSE compare predicates by imm8[2:0]; Capstone prints cmpsd/cmpss/cmppd/cmpps imm < 8 as cmp<pred><suffix>."""
+_CMP_SHAPES = {"sd": ("f64x2", 8, True), "ss": ("f32x4", 4, True), "pd": ("f64x2", 16, False),
+               "ps": ("f32x4", 16, False)}
+
+
+def _cmp_mask(shape: str, pred: str, a: Expr, b: Expr) -> Expr:
+    """All-ones lanes where ``a pred b`` holds (x86 CMPPS semantics: NaN makes only neq/nlt/nle/unord true)."""
+    if pred == "unord":
+        return op("v128.or", V, op(f"{shape}.ne", V, a, a), op(f"{shape}.ne", V, b, b))
+    if pred == "ord":
+        return op("v128.and", V, op(f"{shape}.eq", V, a, a), op(f"{shape}.eq", V, b, b))
+    if pred in ("nlt", "nle"):
+        return op("v128.not", V, op(f"{shape}.{pred[1:]}", V, a, b))
+    return op(f"{shape}.{'ne' if pred == 'neq' else pred}", V, a, b)
+
+
+def _sse_cmp(suffix: str, pred: str | None):
+    """cmp<pred><suffix> xmm, xmm/m (pred None: cmp<suffix> xmm, xmm/m, imm8)."""
+    shape, width, scalar = _CMP_SHAPES[suffix]
+
+    def f(ctx: Ctx) -> None:
+        ops = ctx.insn.ops
+        if pred is None:
+            if len(ops) != 3 or ops[2].kind != "i":
+                raise NeedsTrap("compare without predicate")
+            p = _CMP_PREDICATES[ops[2].imm & 7]
+        else:
+            p = pred
+        d, s = ops[0], ops[1]
+        if not _isx(d):
+            raise NeedsTrap("compare destination kind")
+        a = xr(d)
+        b = xget(ctx, s, width)
+        m = _cmp_mask(shape, p, a, b)
+        if scalar:
+            lane = "i64x2" if width == 8 else "i32x4"
+            ty = "i64" if width == 8 else "i32"
+            m = op(f"{lane}.replace_lane", V, a, op(f"{lane}.extract_lane", ty, m, imm="0"), imm="0")
+        ctx.emit(SetReg(d.reg, m))
+    return f
+
+
+_cmpsd_sse = _sse_cmp("sd", None)
 
 
 SEMANTICS: dict = {
@@ -430,4 +476,8 @@ SEMANTICS: dict = {
     "cvttsd2si": _cvts2si(8, True), "cvtsd2si": _cvts2si(8, False),
     "cvttss2si": _cvts2si(4, True), "cvtss2si": _cvts2si(4, False),
     "cvtss2sd": cvtss2sd, "cvtsd2ss": cvtsd2ss,
+    "cmpss": _sse_cmp("ss", None), "cmppd": _sse_cmp("pd", None), "cmpps": _sse_cmp("ps", None),
 }
+for _sfx in _CMP_SHAPES:
+    for _p in _CMP_PREDICATES:
+        SEMANTICS[f"cmp{_p}{_sfx}"] = _sse_cmp(_sfx, _p)

@@ -105,7 +105,8 @@ def fnstcw(ctx: Ctx) -> None:
 
 def fldcw(ctx: Ctx) -> None:
     (s,) = ctx.insn.ops
-    ctx.emit(StateSet("fpu_cw", 2, ctx.get(s, 2)))
+    # reserved bits read back as the CPU keeps them: 6 set, 7 and 13-15 clear
+    ctx.emit(StateSet("fpu_cw", 2, op("i64.or", "i64", op("i64.and", "i64", ctx.get(s, 2), c64(0x1F3F)), c64(0x40))))
 
 
 def xgetbv(ctx: Ctx) -> None:

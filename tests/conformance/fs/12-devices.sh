@@ -8,3 +8,4 @@ head -c 16 /dev/urandom | wc -c
 if echo x > /dev/full 2>/tmp/err; then echo "write to /dev/full succeeded"; exit 1; fi
 echo "/dev/full refused"
 sed 's/^.*: //' /tmp/err
+[ "$(head -c 4 /dev/zero | od -A n -t x1 | tr -d " ")" = 00000000 ]

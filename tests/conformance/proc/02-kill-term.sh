@@ -7,10 +7,13 @@ for sig in TERM KILL HUP USR2 ALRM; do
   pid=$!
   kill -$sig $pid
   wait $pid 2>/dev/null
-  echo "$sig: wait status $?"
+  s=$?
+  echo "$sig: wait status $s"
+  [ "$s" -gt 128 ] || bad=1
 done
 sleep 10 &
 kill -s TERM $! && echo "kill -s TERM ok"
 wait $! 2>/dev/null; echo "status $?"
 kill -0 $$ && echo "kill -0 on myself succeeds"
 kill -0 99999 2>/dev/null || echo "kill -0 on a missing pid fails"
+[ -z "$bad" ]

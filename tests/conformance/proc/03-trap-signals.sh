@@ -17,3 +17,4 @@ echo "shell killed by TERM: $?"
 sh -c 'trap "echo child got TERM; exit 9" TERM; kill -TERM $$; echo not reached'
 echo "child status $?"
 (trap '' INT; sh -c 'kill -INT $$; echo "INT ignored in child (inherited)"')
+[ "$n" -eq 2 ]

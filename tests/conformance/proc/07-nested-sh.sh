@@ -8,9 +8,10 @@ sh -c 'echo "\$0=$0 \$1=$1 \$2=$2"' zero one two
 VAR=temporary sh -c 'echo "prefix assignment: $VAR"'
 echo "after prefix: ${VAR:-unset}"
 echo 'echo "from a script file: $# args"; exit 12' > s.sh
-sh s.sh a b c; echo "script status $?"
+sh s.sh a b c; s=$?; echo "script status $s"
 sh -c 'sh -c "sh -c \"sh -c \\\"echo four deep\\\"\""'
 echo 'echo "read from stdin"' | sh
 sh -s x y <<'EOF2'
 echo "sh -s args: $1 $2"
 EOF2
+[ "$s" -eq 12 ]

@@ -8,6 +8,8 @@ printf '' | xargs echo "runs once with no input:"
 mkdir x; touch x/f1 x/f2 x/f3
 find x -type f | sort | xargs wc -c | tail -n 1
 seq 1 3 | xargs -n 1 sh -c 'exit $0'
-echo "failing command: $?"
+s=$?
+echo "failing command: $s"
 echo a | xargs -n 1 sh -c 'exit 255' 2>/tmp/err
 echo "exit 255 stops xargs: $?"
+[ "$s" -eq 123 ]

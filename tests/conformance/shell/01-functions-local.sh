@@ -12,7 +12,7 @@ setglobal() { g=changed; local l=inner; echo "in function: g=$g l=$l"; }
 status() { return "$1"; }
 g=orig; l=outer
 greet world extra args
-fib 10
+f10=$(fib 10); echo "$f10"
 setglobal
 echo "after: g=$g l=$l"
 status 7; echo "return status $?"
@@ -23,3 +23,4 @@ outer() { inner() { echo "inner defined by outer"; }; inner; }
 outer; inner
 unset -f inner
 type inner >/dev/null 2>&1 || echo "inner unset"
+[ "$f10" -eq 55 ] && [ "$g $l" = "changed outer" ]

@@ -19,3 +19,4 @@ for w in "" 7 42 12345 a.tar.gz b.tgz y YES -v '*' x hello; do classify "$w"; do
 pat='h*'
 case hello in $pat) echo "unquoted variable is a pattern" ;; esac
 case hello in "$pat") echo "wrong" ;; *) echo "quoted variable is literal" ;; esac
+[ "$(classify a.tgz)" = "a.tgz: gzipped tarball" ] && [ "$(classify 99)" = "99: small number" ]

@@ -27,3 +27,8 @@ f() { cat; }
 f <<EOF2
 into a function
 EOF2
+n=$(cat <<EOF2
+$((6 * 7))
+EOF2
+)
+[ "$n" = 42 ]

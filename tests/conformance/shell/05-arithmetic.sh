@@ -19,3 +19,4 @@ v="3 + 4"; echo $((v))
 (echo $((1 / 0))) 2>/tmp/err
 echo "division by zero: status $?"
 sed 's/^[^:]*: //' /tmp/err
+[ $((7 / 2 + -7 % 3 + 2#1011)) -eq 13 ] && [ $((9223372036854775807 + 1)) -lt 0 ]

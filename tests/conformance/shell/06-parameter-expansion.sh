@@ -23,3 +23,4 @@ IFS=' '
 n=5; echo "${n}th" "$n"th
 files="a.c b.c c.h"
 for f in $files; do echo "${f%.c}"; done
+[ "${path##*/}" = libkiln.so.1.2 ] && [ "${path%%.*}" = /usr/local/lib/libkiln ] && [ "$u" = assigned ]

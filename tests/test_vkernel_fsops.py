@@ -1,0 +1,81 @@
+"""File-system calls under vkernel against Linux: umask, mkfifo/mknod, chown family, trailing
+slashes, hard links. The same static program runs natively in an empty directory and under
+`kiln run -w /tmp`; the lines it prints must agree.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from test_vkernel_guestc import Guest, kiln, recompiled
+
+FSOPS_C = r"""/* File-system calls whose results a user checks: umask, mkfifo, chown, trailing slashes, links. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void st(const char *what, const char *path, int follow) {
+    struct stat s;
+    int r = follow ? stat(path, &s) : lstat(path, &s);
+    if (r) { printf("%s: %s\n", what, strerror(errno)); return; }
+    const char *t = S_ISREG(s.st_mode) ? "file" : S_ISDIR(s.st_mode) ? "dir" : S_ISFIFO(s.st_mode) ? "fifo"
+                  : S_ISLNK(s.st_mode) ? "link" : S_ISSOCK(s.st_mode) ? "sock" : "other";
+    printf("%s: %s %03o uid=%d gid=%d nlink=%d\n", what, t, s.st_mode & 0777, (int)s.st_uid,
+           (int)s.st_gid, (int)s.st_nlink);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    umask(002);
+    close(open("f", O_CREAT | O_WRONLY, 0666));
+    mkdir("d", 0777);
+    st("file 0666 umask 002", "f", 1);
+    st("dir 0777 umask 002", "d", 1);
+    printf("mkfifo: %s\n", mkfifo("p", 0666) ? strerror(errno) : "ok");
+    st("fifo", "p", 1);
+    printf("mknod reg: %s\n", mknod("r", S_IFREG | 0600, 0) ? strerror(errno) : "ok");
+    st("mknod reg", "r", 1);
+    printf("chown: %s\n", chown("f", 1234, 5678) ? strerror(errno) : "ok");
+    st("chowned", "f", 1);
+    symlink("d", "l");
+    printf("lchown: %s\n", lchown("l", 42, 43) ? strerror(errno) : "ok");
+    st("lchowned link", "l", 0);
+    st("its target", "d", 1);
+    int fd = open("d", O_RDONLY);
+    printf("fchown: %s\n", fchown(fd, 7, 8) ? strerror(errno) : "ok");
+    close(fd);
+    st("fchowned", "d", 1);
+    printf("chown -1 keeps: %s\n", chown("f", -1, 99) ? strerror(errno) : "ok");
+    st("gid only", "f", 1);
+    st("file/", "f/", 1);
+    st("dir/", "d/", 1);
+    st("link/ (lstat)", "l/", 0);
+    st("missing/", "nothere/", 1);
+    printf("open file/: %s\n", open("f/", O_RDONLY) < 0 ? strerror(errno) : "opened");
+    printf("link: %s\n", link("f", "g") ? strerror(errno) : "ok");
+    st("hard link", "g", 1);
+    printf("unlink file/: %s\n", unlink("g/") ? strerror(errno) : "ok");
+    return 0;
+}
+"""
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other ids needs root natively")
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory) -> Guest:
+    return recompiled(tmp_path_factory.mktemp("fsops"), {"/bin/fsops": FSOPS_C})
+
+
+def test_fs_calls_match_native(guest: Guest, tmp_path) -> None:
+    want = subprocess.run([str(guest.host("/bin/fsops"))], cwd=tmp_path, capture_output=True,
+                          timeout=60)
+    got = kiln(guest, "/bin/fsops", opts=("-w", "/tmp"))
+    assert want.returncode == 0 and b"file/: Not a directory" in want.stdout
+    assert (got.stdout.decode(), got.stderr, got.returncode) == \
+        (want.stdout.decode(), want.stderr, want.returncode)
