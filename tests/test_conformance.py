@@ -187,13 +187,27 @@ def _unmount(merged: Path) -> None:
 
 
 def run_kiln(image: Path, check: Check) -> subprocess.CompletedProcess:
-    """Run ``check`` recompiled: ``kiln run IMAGE -w /work -- /bin/sh /conformance/<check>.sh``."""
+    """Run ``check`` recompiled: ``kiln run IMAGE -w /work -- /bin/sh /conformance/<check>.sh``.
+
+    The run gets its own session; whatever is left of it afterwards (guest
+    processes a timed-out or careless script left behind) is killed.
+    """
     argv = [*KILN, "run", str(image), "-w", "/work", "--", "/bin/sh", check.guest_path]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     try:
-        return subprocess.run(argv, input=b"", capture_output=True, timeout=CHECK_TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
+        out, err = proc.communicate(b"", timeout=CHECK_TIMEOUT)
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
         note = f"<kiln run killed after {CHECK_TIMEOUT} s>\n".encode()
-        return subprocess.CompletedProcess(argv, -1, exc.stdout or b"", (exc.stderr or b"") + note)
+        return subprocess.CompletedProcess(argv, -1, out, err + note)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def first_difference(want: subprocess.CompletedProcess, got: subprocess.CompletedProcess) -> str | None:

@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
         }
     }
     int guest = 0, missing = 0;
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 20000 && (guest < 20 || missing < 20); i++) {
         char buf[64] = {0};
         int f = open("/tmp/swap/secret.txt", O_RDONLY);
         if (f < 0) { missing++; continue; }
@@ -104,7 +104,8 @@ int main(int argc, char **argv) {
     }
     kill(c, SIGKILL);
     waitpid(c, 0, 0);
-    printf("swap race: guest=%s leaks=%d\n", guest > 0 ? "yes" : "no", leaks);
+    printf("swap race: guest=%s missing=%s leaks=%d\n", guest > 0 ? "yes" : "no",
+           missing > 0 ? "yes" : "no", leaks);
     return leaks ? 1 : 0;
 }
 """
@@ -243,7 +244,7 @@ def test_path_escapes_stay_inside_the_root(world, untouched) -> None:
                  "new-symlink", "hardlink", "hardlink-read", "hardlink-abs-symlink",
                  "write-through-symlink", "write-absolute"):
         assert lines[what] == "No such file or directory", (what, out)
-    assert lines["swap race"] == "guest=yes leaks=0"
+    assert lines["swap race"] == "guest=yes missing=yes leaks=0"   # both link targets were seen
     assert not (secret / "planted.txt").exists()
 
 

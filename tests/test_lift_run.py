@@ -230,6 +230,7 @@ BUSYBOX_CASES = [
     (["busybox", "gzip", "-c"], STDIN * 50),
     (["busybox", "bzip2", "-c"], STDIN * 50),
     (["busybox", "od", "-A", "x", "-t", "x1z"], STDIN),
+    (["busybox", "od", "-c"], b"tab\there\nnul\0bel\a bs\b vt\v ff\f cr\r\x7f\x80\xff end\n"),
     (["busybox", "dc", "-e", "2 100 ^ p"], b""),
     (["busybox", "md5sum"], STDIN),
     (["busybox", "base64"], STDIN),
@@ -373,3 +374,112 @@ def test_two_units_in_one_module(musl_dir: Path) -> None:
         h = Harness(exe, units[n], module, [str(exe)], ["PATH=/bin"], unit_index=n)
         status = h.run()
         assert (bytes(h.out), bytes(h.err), status) == (want.stdout, want.stderr, want.returncode)
+
+
+# -- structured loops and a switch found only through a data pointer -----------------------
+
+ASM_LOOPS_SWITCH = r"""
+.globl _start
+.text
+_start:
+    mov fnptr(%rip), %rbx
+    xor %r12d, %r12d
+    xor %r13d, %r13d
+1:  mov %r13d, %edi
+    call *%rbx
+    add %rax, %r12
+    xor %r14d, %r14d
+5:  lea 1(%r12,%r14), %r12
+    inc %r14d
+    cmp %r13d, %r14d
+    jb 5b
+    inc %r13d
+    cmp $40, %r13d
+    jb 1b
+    mov $5, %ecx
+    test $1, %r12b
+    jnz 3f
+2:  add $7, %r12
+3:  imul $3, %r12, %r12
+    and $0xffff, %r12
+    dec %ecx
+    jnz 2b
+    mov %r12, %rdi
+    xor %r12b, %dil
+    shr $8, %r12
+    xor %r12b, %dil
+    and $0xff, %edi
+    mov $60, %eax
+    syscall
+    hlt
+
+worker:
+    push %rbp
+    lea table(%rip), %rbp
+    xor %eax, %eax
+    mov %edi, %ecx
+4:  mov %ecx, %edx
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    rol $1, %r8
+    and $15, %edx
+    cmp $9, %edx
+    ja 9f
+    movslq (%rbp,%rdx,4), %rdx
+    add %rbp, %rdx
+    jmp *%rdx
+c0: add $1, %rax
+    jmp 8f
+c1: add $3, %rax
+    jmp 8f
+c2: add $5, %rax
+    jmp 8f
+c3: add $7, %rax
+    jmp 8f
+c4: imul $3, %rax, %rax
+    jmp 8f
+c5: add $11, %rax
+    jmp 8f
+c6: sub $2, %rax
+    jmp 8f
+c7: xor $0x55, %rax
+    jmp 8f
+c8: add %rcx, %rax
+    jmp 8f
+c9: shl $1, %rax
+    jmp 8f
+9:  add $100, %rax
+8:  shr $1, %ecx
+    jnz 4b
+    pop %rbp
+    ret
+.section .rodata
+.align 4
+table: .long c0-table, c1-table, c2-table, c3-table, c4-table, c5-table, c6-table, c7-table, c8-table, c9-table
+.data
+.align 8
+fnptr: .quad worker
+"""
+
+
+def test_loops_and_data_pointer_switch_stripped(tmp_path: Path) -> None:
+    """A stripped program: nested loops (one with an indirect call inside), a jump from outside
+    into the middle of a loop, and ``worker`` known only from a pointer in .data, whose switch
+    (``movslq (%rbp,%rdx,4)``) uses a table base loaded by a ``lea`` 15 instructions earlier.
+    Exit status as computed natively."""
+    src = tmp_path / "ls.s"
+    src.write_text(ASM_LOOPS_SWITCH)
+    exe = tmp_path / "ls"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-s", "-o", str(exe), str(src)], check=True)
+    want = subprocess.run([str(exe)]).returncode
+    got = run_lifted(exe)
+    assert got.status == want

@@ -43,13 +43,16 @@ int main(int argc, char **argv) {
     printf("waitid: code=%d status=%d pid_ok=%d signo=%d\n", si.si_code, si.si_status, si.si_pid == c, si.si_signo);
 
     /* stopped and continued children */
+    int go[2];
+    pipe(go);
     c = fork();
-    if (c == 0) { raise(SIGSTOP); _exit(5); }
+    if (c == 0) { char b; raise(SIGSTOP); read(go[0], &b, 1); _exit(5); }
     waitpid(c, &st, WUNTRACED);
     printf("stopped=%d sig=%d\n", WIFSTOPPED(st), WSTOPSIG(st));
     kill(c, SIGCONT);
     waitpid(c, &st, WCONTINUED);
     printf("continued=%d\n", WIFCONTINUED(st));
+    write(go[1], "x", 1);
     waitpid(c, &st, 0);
     printf("exited=%d status=%d\n", WIFEXITED(st), WEXITSTATUS(st));
 

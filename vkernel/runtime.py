@@ -115,6 +115,12 @@ class Runtime:
         for sig in signals.MIRRORED:
             if ignored & signals.bit(sig):
                 self.proc.sigactions[sig] = SignalAction(handler=signals.SIG_IGN)
+        # No core dumps of the host process (a 4 GiB reservation) when a guest dies of a
+        # core-action signal; the guest still sees its own RLIMIT_CORE.
+        core = resource.getrlimit(resource.RLIMIT_CORE)
+        self.proc.rlimits[resource.RLIMIT_CORE] = tuple(  # type: ignore[assignment]
+            0xFFFF_FFFF_FFFF_FFFF if v == resource.RLIM_INFINITY else v for v in core)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, core[1]))
         self.proc.tree_root = spec.tree_root or os.getpid()
         self.proc.tree_root_is_supervisor = bool(spec.tree_root)
         if not spec.tree_root:

@@ -253,9 +253,11 @@ def restore_host(saved: tuple[dict[int, object], set[int]]) -> None:
 
 def inherited_ignored() -> int:
     """Signals the host process was started with ignored (they stay ignored in the guest, as
-    across exec on Linux). SIGPIPE is ignored by Python itself, so it is not counted."""
+    across exec on Linux). Python itself ignores SIGPIPE and SIGXFSZ, so those are not counted."""
     out = 0
     for s in MIRRORED:
+        if s == hsignal.SIGXFSZ:
+            continue
         try:
             if hsignal.getsignal(s) == hsignal.SIG_IGN:
                 out |= bit(s)

@@ -4,13 +4,19 @@ Design note (code shape of the megabinary module)
 -------------------------------------------------
 
 * **Functions.** Each guest function (entry point found by discovery) is one
-  wasm function ``(param $entry i32)``. Its body is a ``loop $L`` around a
-  ``br_table`` over nested ``block``s, one per basic block: a direct jump to a
-  block of the same function is ``local.set $pc; br $L`` (or nothing when it
-  is the next block), so any block can be (re)entered, and ``$entry`` lets
-  dispatch enter a function at an inner block (return addresses, jump-table
-  targets, longjmp targets). Blocks reachable from several functions are
-  duplicated into each.
+  wasm function ``(param $entry i32)``; its blocks are laid out in reverse
+  postorder (``lift_api._reverse_postorder``), so every jump to an earlier
+  block is a loop back edge. Structured control flow (``emit._structure``): a
+  back-edge target ``h`` heads a wasm ``loop $Lh`` spanning blocks h..M (M: the
+  last block jumping back; spans widened until they nest); the code of block
+  k follows the ``end`` of ``block $bk``, opened at the top of the innermost
+  loop spanning k, so forward jumps are plain ``br $bk`` and back edges
+  ``br $Lh``. ``$entry`` (dispatch at an inner block: return addresses,
+  jump-table targets, longjmp targets) goes through one ``br_table`` at
+  function start; entering a loop anywhere but at its header (from dispatch or
+  a forward jump from outside) passes the loop's trampoline ``$th`` (sets
+  ``$disp``), and the loop's first instruction then ``br_table``s on ``$pc``.
+  Blocks reachable from several functions are duplicated into each.
 * **Calls and returns.** A guest ``call`` pushes the return address on the
   guest stack (guest memory), spills the registers the function wrote, and
   calls the callee's wasm function directly (indirect calls go through
@@ -25,7 +31,10 @@ Design note (code shape of the megabinary module)
   address (table written by vkernel at ``CODE_REGIONS``), subtracts the bias,
   and binary-searches the unit's sorted entry table (data segment in the
   control memory at ``CONTROL_DYNAMIC``: link address, function table index,
-  block index). Miss -> ``fault(NO_TRANSLATION)``. Only translated code runs.
+  block index), behind a direct-mapped cache of 4096 lookups in the control
+  memory (a hit is used only while the code-region slot it came from still
+  holds the same mapping). Miss -> ``fault(NO_TRANSLATION)``. Only translated
+  code runs.
 * **Register caching.** Inside a function the guest registers live in wasm
   locals: on entry the function loads the registers it uses from the CPU
   state; it stores the registers it writes at every exit (call, return, tail
@@ -36,6 +45,13 @@ Design note (code shape of the megabinary module)
   blocks expands only the flags some later instruction reads. Flags are
   assumed dead across ``call``/``ret`` and at direct tail calls (SysV ABI),
   live at indirect jumps (materialised into ``state.rflags``).
+* **Flags at exits.** A fault site or a syscall reads every flag (a signal
+  frame and sigreturn see rflags; Linux copies rflags into r11 on syscall).
+* **MXCSR.** Rounding control is honoured exactly by the conversions
+  (cvtsd2si/cvtss2si, cvtsi2sd/cvtsi2ss from 64 bits, cvtsd2ss: helpers in
+  runtime_wat that re-round the round-to-nearest result by one ulp); SSE
+  arithmetic always rounds to nearest (wasm has no other mode), exception flags
+  are never set and FTZ/DAZ are ignored.
 * **Syscalls and faults** follow formats.abi: registers spilled, frame
   written, import called; ``resume == RELOAD`` makes the function return so
   dispatch restarts at ``state.rip`` with everything reloaded.

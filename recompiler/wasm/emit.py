@@ -5,12 +5,15 @@ Code shape of one function (see the package docstring for the whole design):
     (func $U.f401000 (type $guestfn) (param $entry i32) (local ...)
       <load the registers this function uses from the CPU state>
       (local.set $pc (local.get $entry))
-      (loop $L
-        block $b2 block $b1 block $b0
-          (br_table $b0 $b1 $b2 (local.get $pc))
-        end <code of block 0>
-        end <code of block 1>
-        end <code of block 2>)
+      block $b3 block $t1 block $b1 block $b0        ;; labels of top-level blocks
+      (br_table $b0 $b1 $t1 $b3 $b0 (local.get $pc))  ;; dispatch entry (block 2 is inside loop 1)
+      end <code of block 0> (br $b1)
+      end (local.set $disp (i32.const 1))             ;; loop 1's trampoline
+      end loop $L1 block $b2
+        (if (local.get $disp) (then ... (br_table $b2 ...)))
+        <code of block 1>
+      end <code of block 2> (br_if $L1 ...) end
+      end <code of block 3>
       unreachable)
 
 ``$U.`` is the unit placeholder that linking replaces with ``$u<N>_``.

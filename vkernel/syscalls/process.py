@@ -151,19 +151,34 @@ def _get_rlimit(k: Kernel, resource_id: int) -> tuple[int, int]:
     return (soft & _RLIM_INF, hard & _RLIM_INF)
 
 
+RLIMIT_FSIZE = 1
+
+
+def _host_limit(v: int) -> int:
+    return resource.RLIM_INFINITY if v >= _RLIM_INF else v
+
+
 def sys_prlimit64(k: Kernel, pid: int, resource_id: int, new_limit: int, old_limit: int) -> int:
-    """prlimit64(2): limits of the calling process; new values are recorded, not enforced"""
+    """prlimit64(2): limits of the calling process. RLIMIT_NOFILE bounds the guest fd table,
+    RLIMIT_FSIZE is the host's (writes past it get EFBIG and SIGXFSZ); others are recorded"""
     if s32(pid) not in (0, os.getpid()):
         return -errno.EPERM
     if not 0 <= resource_id < 16:
         return -errno.EINVAL
-    if old_limit:
-        k.space.write(old_limit, struct.pack("<QQ", *_get_rlimit(k, resource_id)))
+    old = _get_rlimit(k, resource_id)
     if new_limit:
         soft, hard = struct.unpack("<QQ", k.space.read(new_limit, 16))
         if soft > hard:
             return -errno.EINVAL
+        if hard > old[1] and os.geteuid() != 0:
+            return -errno.EPERM                # only root raises a hard limit
+        if resource_id == RLIMIT_FSIZE:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (_host_limit(soft), _host_limit(hard)))
+        elif resource_id == RLIMIT_NOFILE:
+            k.fds.limit = min(soft, 1 << 20)
         k.proc.rlimits[resource_id] = (soft, hard)
+    if old_limit:
+        k.space.write(old_limit, struct.pack("<QQ", *old))
     return 0
 
 

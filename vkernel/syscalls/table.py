@@ -171,7 +171,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
                 "refused (quietly, as a network-less sandbox)"),
     Unsupported("socketpair", errno.EAFNOSUPPORT, "as socket"),
     Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
-    Partial("prlimit64", process.sys_prlimit64, "new limits are recorded, not enforced",
+    Partial("prlimit64", process.sys_prlimit64, "RLIMIT_NOFILE and RLIMIT_FSIZE are enforced; "
+            "other new limits are recorded only",
             "int,int,ptr,ptr"),
     Partial("getrlimit", process.sys_getrlimit, "as prlimit64", "int,ptr"),
     Partial("setrlimit", process.sys_setrlimit, "as prlimit64", "int,ptr"),
