@@ -9,6 +9,7 @@ The pipeline calls only these three functions::
 from __future__ import annotations
 
 import gc
+import re
 import time
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_livene
 __all__ = ["lift_elf", "link_units", "engine_config", "LiftedUnit", "LinkedModule", "LinkedUnit",
            "LiftError", "UnsupportedInstruction"]
 
+
+TRAP_TOKEN = "@trap{}@"
+"""Placeholder for an unsupported-instruction site's number, replaced once every block is lifted
+(the number is the site's position in the unit's address-sorted trap-site list)."""
+_TRAP_RE = re.compile(r"@trap(\d+)@")
 
 WASMTIME_MAX_STACK = 2 * 1024 * 1024
 """wasmtime-py 50 aborts the process (a Rust panic) when max_wasm_stack exceeds its
@@ -62,38 +68,63 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
     bias = img.bias
     traps = TrapSites()
     stats: dict = {"instructions": 0, "unsupported": {}}
-    lifted: dict[int, IRBlock] = {}
-    for start, blk in prog.blocks.items():
-        lifted[start] = lb = lift_block(blk, prog, bias, traps, stats)
-        compute_info(lb)
     stats["decoded"] = len(prog.insns)
-    # trap sites sorted by address (unique addresses): the index's list order; faults carry these indices
-    order = sorted(range(len(traps.sites)), key=lambda i: traps.sites[i])
-    detail_map = {old: new for new, old in enumerate(order)}
-    sites = tuple(traps.sites[i] for i in order)
     funcs = sorted(prog.functions)
     unit_funcs = set(funcs)
+    # Blocks are lifted when the first function containing them is emitted and dropped after the
+    # last one: only the IR of the functions in flight is alive (busybox: 370k instructions).
+    refs: dict[int, int] = {}
+    for f in funcs:
+        for s in prog.functions[f].blocks:
+            refs[s] = refs.get(s, 0) + 1
+    lifted: dict[int, IRBlock] = {}
+
+    def get(start: int) -> IRBlock:
+        lb = lifted.get(start)
+        if lb is None:
+            lb = lifted[start] = lift_block(prog.blocks[start], prog, bias, traps, stats)
+            compute_info(lb)
+        return lb
+
     home: dict[int, tuple[int, int]] = {}
     texts: list[str] = []
+    with_traps: list[int] = []          # texts holding trap-site placeholders
     nblocks = 0
     for f in funcs:
         fn = prog.functions[f]
         order = _reverse_postorder(f, fn.blocks, prog)
-        blocks = {s: IRBlock(s, list(lifted[s].insns), lifted[s].term, lifted[s].info, lifted[s].summary) for s in order}
+        blocks = {}
+        for s in order:
+            lb = get(s)
+            blocks[s] = IRBlock(s, list(lb.insns), lb.term, lb.info, lb.summary)
         live_in = flag_liveness(blocks, unit_funcs)
         ordered = [blocks[s] for s in order]
         entry_blocks = {s for s in order if s in prog.indirect}
         entry_blocks.add(f)
         try:
-            em = FunctionEmitter(f, ordered, live_in, unit_funcs, bias, entry_blocks, detail_map)
+            em = FunctionEmitter(f, ordered, live_in, unit_funcs, bias, entry_blocks, TRAP_TOKEN)
             texts.append(em.emit())
         except (KeyError, TypeError, ValueError) as e:
             raise LiftError(f"{name}: internal error emitting the function at {f:#x}: {type(e).__name__}: {e}",
                             hint="this is a lifter bug; report it with the ELF that triggered it") from None
+        if em.trap_tokens:
+            with_traps.append(len(texts) - 1)
         for i, s in enumerate(order):
             if s in prog.indirect and s not in home:
                 home[s] = (f, i)
+            refs[s] -= 1
+            if not refs[s]:
+                del lifted[s]
         nblocks += len(ordered)
+    for start, blk in prog.blocks.items():
+        if start not in refs:            # in no function: still counted and listed as before
+            lift_block(blk, prog, bias, traps, stats)
+    # trap sites sorted by address (unique addresses): the index's list order; faults carry these indices
+    perm = sorted(range(len(traps.sites)), key=lambda i: traps.sites[i])
+    detail_map = {old: new for new, old in enumerate(perm)}
+    sites = tuple(traps.sites[i] for i in perm)
+    for k in with_traps:
+        texts[k] = _TRAP_RE.sub(lambda m: str(detail_map[int(m.group(1))]), texts[k])
     for f in funcs:
         home[f] = (f, 0)
     entries = tuple(sorted((a, f, i) for a, (f, i) in home.items()))

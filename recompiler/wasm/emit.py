@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 
 from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS,
-                         SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS)
+                         SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const, Eval, Expr, FallThrough,
                                   FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
                                   StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
@@ -81,8 +81,11 @@ class FunctionEmitter:
 
     def __init__(self, entry: int, blocks: list[IRBlock], live_in: dict[int, frozenset[str]],
                  unit_funcs: set[int], bias: int, entry_blocks: set[int],
-                 detail_map: dict[int, int] | None = None) -> None:
-        self.detail_map = detail_map or {}
+                 trap_token: str | None = None) -> None:
+        self.trap_token = trap_token
+        """If set, an unsupported-instruction site's number n is written as trap_token.format(n) for
+        the caller to replace (the final numbering is known only once the whole unit is lifted)."""
+        self.trap_tokens = False
         self.entry = entry
         self.blocks = blocks
         self.index = {b.start: i for i, b in enumerate(blocks)}
@@ -187,7 +190,7 @@ class FunctionEmitter:
             self.spill(out, flags=True)
             out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {_signed64(st.rip)}))")
             out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['code']} (i32.const 0) (i32.const {st.code}))")
-            out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const {self.detail_map.get(st.detail, st.detail)}))")
+            out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const {self._detail(st)}))")
             out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) (i64.const {_signed64(st.rip)}))")
             out.append(f"(call $fault (i32.const {st.code})) unreachable")
         elif t is SyscallStmt:
@@ -204,6 +207,12 @@ class FunctionEmitter:
             out.append(f"(local.set $r11 {self.rflags()})")
         else:
             raise TypeError(f"unknown statement {st!r}")
+
+    def _detail(self, st: FaultStmt) -> str:
+        if self.trap_token is not None and st.code == int(FaultCode.UNSUPPORTED):
+            self.trap_tokens = True
+            return self.trap_token.format(st.detail)
+        return str(st.detail)
 
     # -- register file -------------------------------------------------------------------
     def rflags(self) -> str:

@@ -119,6 +119,8 @@ static void pairs(x80 a, x80 b) {
     CMP("fcomi", "fcomi %%st(1), %%st");
     CMP("fucomi", "fucomi %%st(1), %%st");
     CMPP("fcompp", "fcompp", "");
+    CMPP("fcomp", "fcomp %%st(1)", "fstp %%st(0)\n");
+    CMPP("fucomp", "fucomp %%st(1)", "fstp %%st(0)\n");
     CMPP("fucompp", "fucompp", "");
     CMPP("fucomip", "fucomip %%st(1), %%st", "fstp %%st(0)\n");
     CMPP("fcomip", "fcomip %%st(1), %%st", "fstp %%st(0)\n");
@@ -136,6 +138,8 @@ static void pairs(x80 a, x80 b) {
             printf("fcompl sw=%04x\n", sw); }
         {   uint16_t sw; __asm__ volatile("fnclex\n fldt %1\n ficoml %2\n fnstsw %%ax\n mov %%ax, %0\n fstp %%st(0)" : "=m"(sw) : "m"(a), "m"(i32) : "ax", "memory");
             printf("ficoml sw=%04x\n", sw); }
+        {   uint16_t sw; __asm__ volatile("fnclex\n fldt %1\n ficomps %2\n fwait\n fnstsw %%ax\n mov %%ax, %0" : "=m"(sw) : "m"(a), "m"(i16) : "ax", "memory");
+            printf("ficomps sw=%04x\n", sw); }
         {   x80 r; uint16_t sw; __asm__ volatile("fnclex\n fldl %2\n fnstsw %%ax\n mov %%ax, %1\n fstpt %0" : "=m"(r), "=m"(sw) : "m"(d) : "ax", "memory");
             printf("fldl %016llx", (unsigned long long)db); pr("r", &r); printf(" sw=%04x\n", sw); }
         {   x80 r; uint16_t sw; __asm__ volatile("fnclex\n flds %2\n fnstsw %%ax\n mov %%ax, %1\n fstpt %0" : "=m"(r), "=m"(sw) : "m"(f) : "ax", "memory");
