@@ -87,6 +87,7 @@ def link(units: list[LiftedUnit]) -> LinkedModule:
     parts.append(f' (data (memory $c) (i32.const {tables_start}) "{_wat_bytes(bytes(blob))}")')
     parts.append(")")
     text = "\n".join(parts)
+    del parts, bodies                  # the text alone is hundreds of MB for a large image
     try:
         wasm = wasmtime.wat2wasm(text)
     except wasmtime.WasmtimeError as e:
