@@ -111,10 +111,14 @@ class Kernel:
 
     # -- helpers for handlers ------------------------------------------------
     def guest_path(self, dirfd: int, path: bytes) -> str:
-        """Absolute guest path for ``path`` relative to ``dirfd`` (AT_FDCWD = -100)."""
+        """Absolute guest path for ``path`` relative to ``dirfd`` (AT_FDCWD = -100).
+
+        A path through the magic links /proc/self/cwd/ or /proc/self/root/ continues from
+        the directory they name, as Linux resolves them (so ``..`` after them is taken there).
+        """
         p = path.decode("utf-8", "surrogateescape")
         if p.startswith("/"):
-            return p
+            return self._through_magic_link(p)
         if dirfd == -100 or (dirfd & 0xFFFFFFFF) == 0xFFFFFF9C:
             base = self.proc.cwd
         else:
@@ -124,7 +128,17 @@ class Kernel:
             if not of.is_dir:
                 raise OSError(errno.ENOTDIR, "dirfd is not a directory")
             base = of.path
-        return base.rstrip("/") + "/" + p if p else base
+        return self._through_magic_link(base.rstrip("/") + "/" + p if p else base)
+
+    def _through_magic_link(self, p: str) -> str:
+        parts = p.split("/")                    # "", "proc", who, link, rest...
+        names = [c for c in parts if c]
+        if len(names) < 4 or names[0] != "proc" or names[2] not in ("cwd", "root") or \
+                names[1] not in ("self", "thread-self", str(os.getpid())):
+            return p
+        rest = p.split(names[2], 1)[1].lstrip("/")
+        base = self.proc.cwd if names[2] == "cwd" else "/"
+        return base.rstrip("/") + "/" + rest
 
     def add_regions(self, regions: tuple[CodeRegion, ...] | list[CodeRegion]) -> None:
         self.regions.extend(regions)
@@ -296,8 +310,14 @@ class Kernel:
         if nr not in self.reported_unknown:
             self.reported_unknown.add(nr)
             name = SYSCALL_NAMES.get(nr, "unknown")
-            print(f"kiln: {self.proc.exe or 'guest'}: syscall {nr} ({name}) is not implemented; "
-                  f"returning ENOSYS", file=sys.stderr, flush=True)
+            exe = self.proc.exe or "guest"
+            summary = f"{exe}: syscall {nr} ({name}) is not implemented; returning ENOSYS"
+            # Not on the guest's stderr (its output stays byte-identical): one audit record
+            # per syscall (a stderr summary only when no --audit-log file was named), and
+            # the --trace output when that goes elsewhere than the audit summary.
+            if self.trace and not (self.audit.path is None and self.trace_out is sys.stderr):
+                print(f"kiln: {summary}", file=self.trace_out, flush=True)
+            self.audit.record("syscall", "enosys", summary, syscall=nr, name=name, path=exe)
         return -errno.ENOSYS
 
     def _trace(self, nr: int, frame: tuple[int, ...], result: int) -> None:

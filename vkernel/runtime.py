@@ -106,7 +106,7 @@ class Runtime:
         self.policy = ExecPolicy(self.mb.index.units, self.audit)
         self.own_upper = spec.upper is None
         self.upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if spec.upper is None else Path(spec.upper)
-        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes)
+        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
         # Signals ignored when kiln started stay ignored for the guest, as across execve.

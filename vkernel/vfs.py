@@ -17,6 +17,8 @@ import os
 import stat as st
 from dataclasses import dataclass
 
+from vkernel.procfs import Skeleton
+
 _NR_OPENAT2 = 437
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_IN_ROOT = 0x10
@@ -49,7 +51,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 # Synthesized device files: guest path -> host device opened in their place.
 DEVICES = {
     "/dev/null": "/dev/null", "/dev/zero": "/dev/zero", "/dev/full": "/dev/full",
-    "/dev/random": "/dev/urandom", "/dev/urandom": "/dev/urandom",
+    "/dev/random": "/dev/urandom", "/dev/urandom": "/dev/urandom", "/dev/tty": "/dev/tty",
 }
 
 
@@ -94,13 +96,16 @@ class _Mount:
     fd: int             # O_PATH fd of the host directory
     host: str           # its real host path
     readonly: bool
+    synthesized: bool = False   # /proc or /dev (not a user's --volume)
 
 
 class Vfs:
     """The guest's file tree for one run."""
 
     def __init__(self, rootfs: str | os.PathLike[str], upper: str | os.PathLike[str],
-                 volumes: tuple[Volume, ...] | list[Volume] = ()) -> None:
+                 volumes: tuple[Volume, ...] | list[Volume] = (), system: bool = False) -> None:
+        """``system``: also present /proc and /dev (synthesized, read-only) and a writable
+        /tmp, as a container runtime does; without it the tree is the image's alone."""
         self.rootfs = os.path.realpath(rootfs)
         self.upper = os.path.realpath(upper)
         self.lower_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -110,12 +115,24 @@ class Vfs:
             host = os.path.realpath(v.host)
             fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self.mounts.append(_Mount(normalize(v.guest), fd, host, v.readonly))
+        # /proc and /dev: the synthesized read-only skeleton, unless a volume is bound there.
+        self.skeleton = Skeleton() if system else None
+        for name in ("proc", "dev") if self.skeleton is not None else ():
+            if all(m.guest != "/" + name for m in self.mounts):
+                host = os.path.join(self.skeleton.root, name)
+                fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                self.mounts.append(_Mount("/" + name, fd, host, True, synthesized=True))
         self.mounts.sort(key=lambda m: -len(m.guest))
         self._mount_fds = {m.fd: m for m in self.mounts}
         for m in self.mounts:           # the mount point's parents exist, as a runtime makes them
             parent = os.path.dirname(m.guest)
             if self._mount_of(parent) is None and not self.is_dir(parent):
                 self._mkdirs_up(parent)
+        if system and not self.is_dir("/tmp"):     # a writable /tmp, as every runtime provides
+            try:
+                self.stat("/tmp", follow=False)
+            except OSError:
+                _creating(os.mkdir, "tmp", 0o1777, dir_fd=self.upper_fd)
 
     # -- volumes -----------------------------------------------------------------------
     def _mount_of(self, canon: str) -> tuple[_Mount, str] | None:
@@ -149,6 +166,8 @@ class Vfs:
                 os.close(fd)
             except OSError:
                 pass
+        if self.skeleton is not None:
+            self.skeleton.remove()
 
     # -- merged-view resolution -------------------------------------------------
     def _lstat_in(self, root_fd: int, canon: str) -> os.stat_result | None:
@@ -334,7 +353,7 @@ class Vfs:
         if got is not None:
             dfd = openat2_in_root(got[0].fd, got[1], os.O_RDONLY | os.O_DIRECTORY)
             try:
-                return [(e.name, e.stat(follow_symlinks=False)) for e in os.scandir(dfd)]
+                return [(e.name, self._entry_stat(canon, e)) for e in os.scandir(dfd)]
             finally:
                 os.close(dfd)
         for m in self.mounts:           # a mount point shows in its parent's listing
@@ -359,6 +378,11 @@ class Vfs:
             finally:
                 os.close(dfd)
         return list(out.items())
+
+    @staticmethod
+    def _entry_stat(canon: str, ent: os.DirEntry[str]) -> os.stat_result:
+        dev = DEVICES.get(canon.rstrip("/") + "/" + ent.name)
+        return os.stat(dev) if dev is not None else ent.stat(follow_symlinks=False)
 
     # -- writes ---------------------------------------------------------------------
     def _upper_dir_fd(self, canon_dir: str) -> int:

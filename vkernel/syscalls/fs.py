@@ -13,6 +13,7 @@ import time as htime
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import AT_FDCWD, path_arg, s32, s64
+from vkernel import procfs
 from vkernel.vfs import normalize
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -138,56 +139,141 @@ def sys_lseek(k: Kernel, fd: int, offset: int, whence: int) -> int:
 
 
 # -- open / close ---------------------------------------------------------------
-def _proc_self(k: Kernel, path: str) -> tuple[str, str] | None:
-    """("link", target) or ("data", text) for the synthesized /proc/self entries."""
+_ALIASES = (("/dev/fd/", "/proc/self/fd/"), ("/proc/thread-self/", "/proc/self/"))
+_FINAL_ALIASES = {"/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
+                  "/dev/stderr": "/proc/self/fd/2", "/dev/fd": "/proc/self/fd"}
+
+
+def _proc_self(k: Kernel, path: str, follow: bool = True) -> tuple[str, object] | None:
+    """What the kernel itself serves at ``path`` (under /proc/PID, /proc/self, the /dev
+    links to them, and the /proc text files), or None for the Vfs:
+    ("link", target), ("data", text), ("dir", (host dir, guest path)) or ("fd", OpenFile).
+    """
     p = normalize(path)
-    for prefix in ("/proc/self/", f"/proc/{os.getpid()}/", "/proc/thread-self/"):
+    pid = str(os.getpid())
+    follow = follow or path.endswith("/")      # "name/" names what the link points to
+    if follow and p in _FINAL_ALIASES:
+        p = _FINAL_ALIASES[p]
+    for prefix, to in _ALIASES:
         if p.startswith(prefix):
-            rest = p[len(prefix):]
-            break
-    else:
+            p = to + p[len(prefix):]
+    if p in ("/proc/self", "/proc/thread-self"):
+        if not follow:
+            return ("link", pid if p == "/proc/self" else f"{pid}/task/{pid}")
+        p = "/proc/" + pid
+    elif p.startswith("/proc/self/"):
+        p = f"/proc/{pid}/" + p[len("/proc/self/"):]
+    if p == f"/proc/{pid}/mounts":
+        p = "/proc/mounts"
+    if p in ("/proc/cpuinfo", "/proc/meminfo", "/proc/mounts") and \
+            any(m.guest == "/proc" and m.synthesized for m in k.vfs.mounts):
+        if p == "/proc/cpuinfo":
+            return ("data", procfs.cpuinfo_text())
+        if p == "/proc/meminfo":
+            return ("data", procfs.meminfo_text(k.proc.limits.memory if k.proc.limits else 0))
+        return ("data", procfs.mounts_text([(m.guest, m.readonly) for m in reversed(k.vfs.mounts)
+                                            if not m.synthesized]))
+    skel = k.vfs.skeleton
+    if p == f"/proc/{pid}" and skel is not None:
+        return ("dir", (skel.piddir, p))
+    if not p.startswith(f"/proc/{pid}/"):
         return None
+    rest = p[len(f"/proc/{pid}/"):]
     if rest == "exe":
         return ("link", k.proc.exe)
     if rest == "cwd":
         return ("link", k.proc.cwd)
+    if rest == "root":
+        return ("link", "/")
+    if rest == "fd" and skel is not None:
+        return ("dir", (skel.fddir, p))
     if rest.startswith("fd/") and rest[3:].isdigit():
         of = k.fds.get(int(rest[3:]))
         if of is None:
             raise OSError(errno.ENOENT, "no such fd")
-        return ("link", of.path)
+        return ("fd", of) if follow else ("link", fd_link(of))
     if rest == "maps":
         return ("data", k.space.maps_text())
     raise OSError(errno.ENOENT, "not synthesized")
 
 
+def fd_link(of: OpenFile) -> str:
+    """What readlink(/proc/self/fd/N) gives: the guest path, or the host's name of a pipe
+    or socket (``pipe:[ino]``) for the fds kiln was started with."""
+    if of.path in ("/dev/stdin", "/dev/stdout", "/dev/stderr"):
+        try:
+            host = os.readlink(f"/proc/self/fd/{of.host_fd}")
+        except OSError:
+            return of.path
+        if host.split(":", 1)[0] in ("pipe", "socket", "anon_inode") or host == "/dev/null":
+            return host
+    return of.path
+
+
+def _reopen(k: Kernel, of: OpenFile, flags: int, mode: int) -> int:
+    """open(/proc/self/fd/N): a new open file of what fd N refers to, as Linux does."""
+    if of.path.startswith("/") and not of.path.startswith("/dev/std"):
+        return k.vfs.open(of.path, flags, mode)
+    # A pipe, socket or the inherited stdio: reopen the host's object itself.
+    return os.open(f"/proc/self/fd/{of.host_fd}", (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
+
+
 def open_guest(k: Kernel, path: str, flags: int, mode: int = 0o666) -> int:
     """A host fd for guest ``path`` (O_CLOEXEC stripped: the guest fd table tracks it)."""
-    special = _proc_self(k, path)
+    return _open_special(k, path, flags, mode)[0]
+
+
+def _open_special(k: Kernel, path: str, flags: int, mode: int = 0o666) -> tuple[int, str | None]:
+    """(host fd, guest path to record or None) for ``path``; see :func:`open_guest`."""
     host_flags = flags & ~os.O_CLOEXEC
-    if special is not None:
-        kind, val = special
-        if kind == "link":
-            if flags & os.O_NOFOLLOW and not flags & os.O_PATH:
-                raise OSError(errno.ELOOP, "symlink")
-            if val.startswith("pipe:") or val.startswith("/dev/std"):
-                raise OSError(errno.ENXIO, "cannot reopen")
-            return k.vfs.open(val, host_flags, mode)
-        fd = os.memfd_create("kiln-proc", os.MFD_CLOEXEC)
-        os.write(fd, val.encode())
-        os.lseek(fd, 0, os.SEEK_SET)
-        return fd
-    return k.vfs.open(path, host_flags, mode & ~k.proc.umask)
+    special = _proc_self(k, path, follow=not flags & os.O_NOFOLLOW)
+    if special is None:
+        return k.vfs.open(path, host_flags, mode & ~k.proc.umask), None
+    kind, val = special
+    if kind == "link" and flags & os.O_NOFOLLOW:
+        if not flags & os.O_PATH:
+            raise OSError(errno.ELOOP, "symlink")
+        if k.vfs.skeleton is None:      # no /proc skeleton: stat the target instead
+            return open_guest(k, str(val), flags & ~os.O_NOFOLLOW, mode), normalize(path)
+        return os.open(os.path.join(k.vfs.skeleton.root, "proc", "self"),
+                       os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC), normalize(path)
+    if kind == "link":
+        assert isinstance(val, str)
+        return k.vfs.open(val, host_flags, mode), val
+    if kind == "fd":
+        assert isinstance(val, OpenFile)
+        return _reopen(k, val, host_flags, mode), val.path
+    if kind == "dir":
+        host, guest = val  # type: ignore[misc]
+        if flags & _WRITE_ACC:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        return os.open(host, (host_flags & (os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW))
+                       | os.O_RDONLY | os.O_CLOEXEC), guest
+    if flags & _WRITE_ACC:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+    if flags & os.O_DIRECTORY:
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    fd = os.memfd_create("kiln-proc", os.MFD_CLOEXEC)
+    os.fchmod(fd, 0o444)                       # as procfs shows its files: r--r--r--
+    os.write(fd, str(val).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd, normalize(path)
+
+
+_WRITE_ACC = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 
 
 def sys_openat(k: Kernel, dirfd: int, pathname: int, flags: int, mode: int) -> int:
     """openat(2)"""
     flags = s32(flags)
     path = k.guest_path(s32(dirfd), path_arg(k, pathname))
-    h = open_guest(k, path, flags, mode & 0o7777)
+    h, special = _open_special(k, path, flags, mode & 0o7777)
     try:
         is_dir = st.S_ISDIR(os.fstat(h).st_mode)
-        gp = k.vfs.guest_path_of(h) if is_dir else normalize(path)
+        if special is not None:
+            gp = special
+        else:
+            gp = k.vfs.guest_path_of(h) if is_dir else normalize(path)
         return k.fds.install(OpenFile(h, gp, flags & ~os.O_CLOEXEC, bool(flags & os.O_CLOEXEC), is_dir))
     except OSError:
         os.close(h)
@@ -219,7 +305,7 @@ def pack_stat(s: os.stat_result) -> bytes:
 
 
 def stat_guest(k: Kernel, path: str, follow: bool) -> os.stat_result:
-    special = _proc_self(k, path)
+    special = _proc_self(k, path, follow)
     if special is None:
         return k.vfs.stat(path, follow)
     h = open_guest(k, path, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
@@ -281,6 +367,15 @@ def _list_dir(k: Kernel, of: OpenFile) -> list[tuple[bytes, int, int]]:
     except OSError:
         parent = own.st_ino
     out = [(b".", own.st_ino, 4), (b"..", parent, 4)]
+    pid = str(os.getpid())
+    if of.path == f"/proc/{pid}":
+        return out + [(n.encode(), own.st_ino + 1 + i, 4 if n == "fd" else 10 if n in ("cwd", "exe", "root") else 8)
+                      for i, n in enumerate(procfs.PROC_SELF_ENTRIES)]
+    if of.path == f"/proc/{pid}/fd":
+        return out + [(str(n).encode(), own.st_ino + 1 + n, 10) for n in sorted(k.fds.files)]
+    if of.path == "/proc" and k.vfs.skeleton is not None and \
+            any(m.guest == "/proc" and m.synthesized for m in k.vfs.mounts):
+        out.append((pid.encode(), os.stat(k.vfs.skeleton.piddir).st_ino, 4))
     for name, s in k.vfs.list_dir(of.path):
         out.append((os.fsencode(name), s.st_ino, _DT.get(st.S_IFMT(s.st_mode), 0)))
     return out
@@ -313,9 +408,9 @@ def sys_readlinkat(k: Kernel, dirfd: int, pathname: int, buf: int, bufsiz: int) 
     if s32(bufsiz) <= 0:
         return -errno.EINVAL
     path = k.guest_path(s32(dirfd), path_arg(k, pathname))
-    special = _proc_self(k, path)
+    special = _proc_self(k, path, follow=False)
     if special is not None and special[0] == "link":
-        target = special[1].encode()
+        target = str(special[1]).encode()
     elif special is not None:
         return -errno.EINVAL
     else:
