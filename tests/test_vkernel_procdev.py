@@ -1,7 +1,6 @@
 """Synthesized /proc, /dev and /tmp, seen by a recompiled busybox under `kiln run`."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -171,14 +170,3 @@ def test_magic_links_cwd_and_root(image: Path) -> None:
     first_mount = _run(image, "head -1 /proc/mounts").stdout
     assert got.stdout == b"/etc\n/\n" + group * 2 + first_mount
 
-
-def test_enosys_notice_goes_to_the_audit_log_not_the_guest_stderr(image: Path, tmp_path: Path) -> None:
-    # busybox su calls setgroups (116), which vkernel does not implement (see test_conformance).
-    log = tmp_path / "audit.jsonl"
-    got = _run(image, "su root -c 'echo in-su'", "--audit-log", str(log))
-    assert b"not implemented" not in got.stderr and b"in-su" in got.stdout
-    recs = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(r["event"], r["decision"], r["syscall"], r["name"]) for r in recs] == \
-        [("syscall", "enosys", 116, "setgroups")]
-    traced = _run(image, "su root -c true", "--audit-log", str(tmp_path / "a2.jsonl"), "--trace")
-    assert b"kiln: /bin/busybox: syscall 116 (setgroups) is not implemented; returning ENOSYS\n" in traced.stderr

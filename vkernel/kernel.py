@@ -310,14 +310,8 @@ class Kernel:
         if nr not in self.reported_unknown:
             self.reported_unknown.add(nr)
             name = SYSCALL_NAMES.get(nr, "unknown")
-            exe = self.proc.exe or "guest"
-            summary = f"{exe}: syscall {nr} ({name}) is not implemented; returning ENOSYS"
-            # Not on the guest's stderr (its output stays byte-identical): one audit record
-            # per syscall (a stderr summary only when no --audit-log file was named), and
-            # the --trace output when that goes elsewhere than the audit summary.
-            if self.trace and not (self.audit.path is None and self.trace_out is sys.stderr):
-                print(f"kiln: {summary}", file=self.trace_out, flush=True)
-            self.audit.record("syscall", "enosys", summary, syscall=nr, name=name, path=exe)
+            print(f"kiln: {self.proc.exe or 'guest'}: syscall {nr} ({name}) is not implemented; "
+                  f"returning ENOSYS", file=sys.stderr, flush=True)
         return -errno.ENOSYS
 
     def _trace(self, nr: int, frame: tuple[int, ...], result: int) -> None:
