@@ -40,6 +40,8 @@ def images(tmp_path_factory) -> tuple[Path, Path]:
     root = base / "rootfs"
     with open_image(example) as img:
         img.unpack(root)
+    for mount_point in ("proc", "dev", "tmp"):     # where a container runtime mounts them
+        (root / mount_point).mkdir(exist_ok=True)
     rng = random.Random(1234)
     data = root / "data"
     (data / "tree/a/b").mkdir(parents=True)
