@@ -128,9 +128,14 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
             }
             (tmp / "config.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
             (tmp / COMPLETE).write_text(expected + "\n")
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
+            if dest.exists() and not (dest / COMPLETE).is_file():
+                shutil.rmtree(dest, ignore_errors=True)   # a partial bundle from a crashed run
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                # Another run finished the same bundle first (it may be in use): keep theirs.
+                if not (dest / COMPLETE).is_file():
+                    raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -58,7 +58,11 @@ def _image_bundle(image: str) -> Path:
     if not eps:
         raise KilnError("running an image needs Kiln's recompiler package (kiln.image_bundles)",
                         hint="install Kiln fully (scripts/setup.sh), or pass --rootfs and --megabinary")
-    return Path(eps[0].load()(image))
+    try:
+        return Path(eps[0].load()(image))
+    except OSError as e:
+        raise KilnError(f"cannot prepare {image} to run: {e.strerror or e}",
+                        hint="check free space and permissions of the cache directory (~/.cache/kiln)") from None
 
 
 def _bundle_spec(bundle: Path) -> dict:
