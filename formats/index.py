@@ -13,6 +13,7 @@ decoding. docs/formats.md ("INDEX section") is the normative description.
 """
 from __future__ import annotations
 
+import bisect
 import enum
 import io
 import types
@@ -91,6 +92,12 @@ class IndexRange(NamedTuple):
         return isinstance(value, int) and self.first <= value < self.first + self.count
 
 
+def _at_address(records: tuple, guest_addr: int):
+    """The record of an address-sorted tuple (Entry, TrapSite) whose guest_addr is ``guest_addr``."""
+    i = bisect.bisect_left(records, guest_addr, key=lambda r: r.guest_addr)
+    return records[i] if i < len(records) and records[i].guest_addr == guest_addr else None
+
+
 @dataclass(frozen=True)
 class UnitRecord:
     """One recompiled ELF file (a "unit"), identified by the BLAKE3 of its bytes."""
@@ -122,29 +129,12 @@ class UnitRecord:
 
     def slot_for(self, guest_addr: int) -> int | None:
         """The dispatch slot translated for link-time address ``guest_addr``, if any."""
-        lo, hi = 0, len(self.entries)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.entries[mid].guest_addr < guest_addr:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(self.entries) and self.entries[lo].guest_addr == guest_addr:
-            return self.entries[lo].slot
-        return None
+        entry = _at_address(self.entries, guest_addr)
+        return None if entry is None else entry.slot
 
     def trap_site_at(self, guest_addr: int) -> TrapSite | None:
         """The trap site at link-time address ``guest_addr``, if the lifter left one there."""
-        lo, hi = 0, len(self.trap_sites)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.trap_sites[mid].guest_addr < guest_addr:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(self.trap_sites) and self.trap_sites[lo].guest_addr == guest_addr:
-            return self.trap_sites[lo]
-        return None
+        return _at_address(self.trap_sites, guest_addr)
 
     def to_obj(self) -> dict[str, Any]:
         """The unit as the CBOR data model (docs/formats.md, "Unit map")."""

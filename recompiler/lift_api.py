@@ -13,9 +13,8 @@ import re
 import time
 from pathlib import Path
 
-import wasmtime
 
-from formats.abi import ENGINE_SETTINGS
+from recompiler.aot import engine_config
 from recompiler.wasm.emit import FunctionEmitter
 from recompiler.wasm.module import LinkedModule, LinkedUnit, link
 from recompiler.wasm.unit import LiftedUnit
@@ -32,22 +31,6 @@ TRAP_TOKEN = "@trap{}@"
 """Placeholder for an unsupported-instruction site's number, replaced once every block is lifted
 (the number is the site's position in the unit's address-sorted trap-site list)."""
 _TRAP_RE = re.compile(r"@trap(\d+)@")
-
-WASMTIME_MAX_STACK = 2 * 1024 * 1024
-"""wasmtime-py 50 aborts the process (a Rust panic) when max_wasm_stack exceeds its
-async stack size (2 MiB by default); the stack limit is not part of the AOT
-compatibility check, so it is clamped here exactly as vkernel/engine.py does."""
-
-
-def engine_config() -> wasmtime.Config:
-    """A wasmtime.Config with formats.abi.ENGINE_SETTINGS applied in order (stack limit clamped)."""
-    cfg = wasmtime.Config()
-    for name, value in ENGINE_SETTINGS:
-        if name == "max_wasm_stack":
-            value = min(int(value), WASMTIME_MAX_STACK)  # type: ignore[arg-type]
-        setattr(cfg, name, value)
-    return cfg
-
 
 def lift_elf(path: Path, *, name: str) -> LiftedUnit:
     """Discover, lift and emit every function of one x86-64 ELF (never fails on unknown instructions)."""

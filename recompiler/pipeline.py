@@ -150,14 +150,9 @@ def _liftable(rec: ElfRecord) -> str | None:
 def _lift_one(args: tuple[str, str, str, Path | None]) -> tuple[str, bytes | None, str]:  # noqa: C901
     """Worker: lift one ELF (or load it from the cache); returns (blake3, unit bytes, status)."""
     host_path, guest_path, digest, cache_file = args
-    from recompiler.lift_api import LiftedUnit, lift_elf
+    from recompiler.lift_api import lift_elf
     if cache_file is not None and cache_file.is_file():
-        try:
-            data = cache_file.read_bytes()
-            LiftedUnit.from_bytes(data)
-            return digest, data, "cached"
-        except Exception:
-            pass  # a damaged cache entry is re-lifted
+        return digest, cache_file.read_bytes(), "cached"   # parsed (and re-lifted if damaged) by the caller
     try:
         unit = lift_elf(Path(host_path), name=guest_path)
     except KilnError as err:
@@ -284,7 +279,18 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
                                            status.removeprefix("failed: ")))
             continue
         from recompiler.lift_api import LiftedUnit
-        st = LiftedUnit.from_bytes(unit_bytes[rec.blake3]).stats
+        try:
+            st = LiftedUnit.from_bytes(unit_bytes[rec.blake3]).stats
+        except KilnError:
+            if status != "cached":
+                raise
+            job = next(j for j in jobs if j[2] == rec.blake3)     # a damaged cache entry: lift again
+            job[3].unlink(missing_ok=True)
+            _, unit_bytes[rec.blake3], status = _lift_one(job)
+            if unit_bytes[rec.blake3] is None:
+                report.units.append(UnitReport(rec.path, rec.blake3, "skipped", status.removeprefix("failed: ")))
+                continue
+            st = LiftedUnit.from_bytes(unit_bytes[rec.blake3]).stats
         report.units.append(UnitReport(rec.path, rec.blake3, status,
                                        instructions=int(st.get("instructions", 0)),
                                        functions=int(st.get("functions", 0)),

@@ -43,15 +43,8 @@ WAT = f"""
 """
 
 
-WASMTIME_MAX_STACK = 2 * 1024 * 1024
-"""wasmtime-py 50 aborts the process (Rust panic in Engine creation) when
-max_wasm_stack exceeds its default async_stack_size of 2 MiB."""
-
-
 def engine_settings() -> tuple[tuple[str, object], ...]:
-    settings = getattr(abi, "ENGINE_SETTINGS", (("wasm_multi_memory", True),))
-    return tuple((k, min(v, WASMTIME_MAX_STACK) if k == "max_wasm_stack" else v)
-                 for k, v in settings)
+    return abi.ENGINE_SETTINGS
 
 
 def make_engine(settings: tuple[tuple[str, object], ...]) -> wasmtime.Engine:

@@ -157,27 +157,29 @@ class Kernel:
         nr = frame[0]
         fast = self._fast.get(nr)
         try:
-            if fast is None:
-                result = self._unknown(nr)
-            else:
-                result = fast[0](self, *frame[1:1 + fast[1]])
-        except OSError as e:
-            result = -(e.errno or errno.EIO)
-        except SignalInterrupt:
-            self.interruptible = False
-            result = -errno.EINTR
+            result = self._unknown(nr) if fast is None else self._call(fast, frame)
         except (GuestExit, GuestExec, SigReturn) as e:
             if self.trace:
                 self._trace(nr, frame, 0 if isinstance(e, GuestExec) else
                             self.ctl.get("rax") if isinstance(e, SigReturn) else None)
             raise
-        except (ValueError, IndexError, OverflowError, struct.error):
-            result = -errno.EFAULT
         if self.trace:
             self._trace(nr, frame, result)
         if self.proc.sigpending:
             result = self._signals(nr, frame, fast, result)
         self.ctl.set_result(result)
+
+    def _call(self, fast: Any, frame: tuple[int, ...]) -> int:
+        """Run a table handler on the frame's arguments; host errors become -errno."""
+        try:
+            return fast[0](self, *frame[1:1 + fast[1]])
+        except OSError as e:
+            return -(e.errno or errno.EIO)
+        except SignalInterrupt:
+            self.interruptible = False
+            return -errno.EINTR
+        except (ValueError, IndexError, OverflowError, struct.error):
+            return -errno.EFAULT
 
     # -- signals at the syscall boundary ------------------------------------------
     def blocking(self) -> None:
@@ -222,15 +224,7 @@ class Kernel:
             if reload:
                 return result
             if restart:
-                try:
-                    result = fast[0](self, *frame[1:1 + fast[1]])
-                except OSError as e:
-                    result = -(e.errno or errno.EIO)
-                except SignalInterrupt:
-                    self.interruptible = False
-                    result = -errno.EINTR
-                except (ValueError, IndexError, OverflowError, struct.error):
-                    result = -errno.EFAULT
+                result = self._call(fast, frame)
 
     def _run_handler(self, sig: int, act: SignalAction, frame: tuple[int, ...],
                      result: int) -> tuple[int, bool]:
