@@ -157,6 +157,13 @@ SYSCALL_FRAME = 0x0800
 """Offset of the syscall frame in the control memory."""
 FAULT_RECORD = 0x0900
 """Offset of the fault record in the control memory."""
+INTERRUPT_FLAG = 0x0A00
+"""u32 in the control memory. vkernel sets it non-zero (from any thread) when a
+signal is pending for a guest that may be running without making syscalls.
+Lifted code reads it at every loop back edge; when non-zero it stores every
+cached register into the CPU state with rip = the loop header's address and
+calls ``fault(INTERRUPT)``. vkernel clears the flag, delivers the signal and
+re-enters ``kiln_run`` at the CPU state's rip."""
 CODE_REGIONS = 0x1000
 """Offset of the mapped-code region table (see :data:`CODE_REGION_FIELDS`)."""
 CODE_REGION_MAX = 256
@@ -204,6 +211,7 @@ class FaultCode(enum.IntEnum):
     INVALID_OPCODE = 4    #: ud2 or an undefined encoding (SIGILL)
     BREAKPOINT = 5        #: int3 (SIGTRAP)
     HALT = 6              #: hlt in user mode (SIGSEGV, as Linux)
+    INTERRUPT = 7         #: INTERRUPT_FLAG was set: state is complete, rip = where to resume
 
 
 FAULT_RECORD_FIELDS: tuple[FrameField, ...] = (

@@ -122,7 +122,7 @@ def render_abi() -> str:
     out += ["", _table(("constant", "value", "meaning"), rows)]
     out += ["", "#### Control memory (memory 1)", ""]
     rows = []
-    for name in ("CPU_STATE", "SYSCALL_FRAME", "FAULT_RECORD", "CODE_REGIONS", "CONTROL_DYNAMIC"):
+    for name in ("CPU_STATE", "SYSCALL_FRAME", "FAULT_RECORD", "INTERRUPT_FLAG", "CODE_REGIONS", "CONTROL_DYNAMIC"):
         rows.append((f"`{name}`", _hex(getattr(abi, name)), docs.get(name, "")))
     out.append(_table(("record", "offset", "meaning"), rows))
     out += ["", f"#### CPU state (at `CPU_STATE`, {abi.CPU_STATE_SIZE} bytes, little-endian)", ""]
