@@ -123,7 +123,8 @@ class UnitRecord:
                 pass  # reported by the validator
         object.__setattr__(self, "functions", IndexRange(*self.functions))
         object.__setattr__(self, "slots", IndexRange(*self.slots))
-        object.__setattr__(self, "entries", tuple(Entry(*e) for e in self.entries))
+        if type(self.entries) is not tuple or not all(type(e) is Entry for e in self.entries):
+            object.__setattr__(self, "entries", tuple(Entry(*e) for e in self.entries))
         object.__setattr__(self, "trap_sites", tuple(TrapSite(*t) for t in self.trap_sites))
         object.__setattr__(self, "stats", types.MappingProxyType(dict(self.stats)))
 
@@ -360,8 +361,9 @@ def _unit(ctx: _Ctx, where: str, v: Any, functions: int, table_size: int) -> Uni
         raise ctx.fail(where + ".link_base", f"{link_base:#x} is not page-aligned")
     fn_range = _range(ctx, where + ".functions", m["functions"], functions, "functions")
     slot_range = _range(ctx, where + ".slots", m["slots"], table_size, "dispatch slots")
-    entries: list[Entry] = []
-    for i, e in enumerate(_array(ctx, where + ".entries", m["entries"])):
+    raw_entries = _array(ctx, where + ".entries", m["entries"])
+    entries: list[Entry] = _entries_fast(raw_entries, slot_range) or []
+    for i, e in enumerate(raw_entries if not entries else ()):   # to name what is wrong
         w = f"{where}.entries[{i}]"
         pair = _array(ctx, w, e)
         if len(pair) != 2:
@@ -394,6 +396,25 @@ def _unit(ctx: _Ctx, where: str, v: Any, functions: int, table_size: int) -> Uni
     return UnitRecord(blake3=digest, paths=tuple(paths), kind=kind, pie=pie, entry=entry,
                       link_base=link_base, functions=fn_range, slots=slot_range,
                       entries=tuple(entries), trap_sites=tuple(traps), stats=stats)
+
+
+def _entries_fast(raw: list, slots: IndexRange) -> list[Entry] | None:
+    """The entries when all are well-formed (the same checks as the loop in :func:`_unit`, in
+    one quick pass: start-up time); None when any is not, so that the loop names it."""
+    first, end = slots.first, slots.first + slots.count
+    prev = -1
+    out: list[Entry] = []
+    append = out.append
+    for e in raw:
+        if type(e) is not list or len(e) != 2:
+            return None
+        addr, slot = e
+        if type(addr) is not int or type(slot) is not int or not prev < addr < _U64_LIMIT \
+                or not first <= slot < end:
+            return None
+        prev = addr
+        append(Entry(addr, slot))
+    return out
 
 
 def validate_index_obj(obj: Any, *, offset: int | None = None, path: str | None = None) -> Index:

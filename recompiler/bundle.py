@@ -102,7 +102,9 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
         try:
             rootfs = tmp / "rootfs"
-            src.unpack(rootfs)
+            # As root, files keep the image's owners: guest ids are real host ids
+            # (vkernel/creds.py), so the host checks permissions as in a container.
+            src.unpack(rootfs, chown=os.geteuid() == 0)
             mb_path = rootfs / MEGABINARY_PATH.lstrip("/")
             if not mb_path.is_file():
                 raise BundleError(f"{image}: the image has no megabinary at {MEGABINARY_PATH}",
@@ -124,7 +126,8 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
                 "annotations": {ANNOTATION_MEGABINARY_DIGEST: expected,
                                 "io.kiln.megabinary.path": MEGABINARY_PATH,
                                 "io.kiln.image.entrypoint": json.dumps(list(cfg.entrypoint or [])),
-                                "io.kiln.image.cmd": json.dumps(list(cfg.cmd or []))},
+                                "io.kiln.image.cmd": json.dumps(list(cfg.cmd or [])),
+                                "io.kiln.image.user": cfg.user or ""},
             }
             (tmp / "config.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
             (tmp / COMPLETE).write_text(expected + "\n")

@@ -9,8 +9,9 @@ example image plus the scripts under ``/conformance/`` and an empty ``/work``
 * natively: Debian's busybox itself, in a fresh overlay of the root
   filesystem (so one check never sees another's files) with ``/dev/null``,
   ``/dev/zero``, ``/dev/full``, ``/dev/random`` and ``/dev/urandom`` as a
-  container runtime provides them, entered with ``unshare --root --wd=/work``
-  (root is required, as in CI);
+  container runtime provides them, entered with ``unshare --pid --fork
+  --mount-proc --root --wd=/work`` (its own pid namespace, as a container and
+  as ``kiln run``; root is required, as in CI);
 * recompiled: ``kiln run IMAGE -w /work -- /bin/sh /conformance/<check>.sh``
   under vkernel, which gives every run a fresh upper layer by itself.
 
@@ -52,14 +53,7 @@ CHECK_TIMEOUT = 60
 # Device nodes a container runtime gives every container: (name, major, minor).
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
 
-_NO_SETGROUPS = "su fails: 'su: can't set groups', syscall 116 (setgroups) is ENOSYS"
-
 KNOWN_FAILURES: dict[str, str] = {
-    "perms/07-nobody-access": "stdout line 1 missing: " + _NO_SETGROUPS,
-    "perms/08-sticky-tmp": "stdout line 2 missing: " + _NO_SETGROUPS,
-    "perms/09-dir-perms": "stdout line 1 missing: " + _NO_SETGROUPS,
-    "perms/12-identity": "stdout line 3 missing: " + _NO_SETGROUPS,
-    "proc/02-kill-term": "flaky: a signal sent just after '&' is sometimes lost (e.g. 'USR2: wait status 0', native 140)",
 }
 """Checks that do not agree under Kiln yet: check id -> the first difference observed."""
 
@@ -137,7 +131,8 @@ def run_native(root: Path, check: Check, scratch: Path) -> subprocess.CompletedP
         shutil.copytree(root, merged, symlinks=True)
         _add_devices(merged)
     try:
-        return subprocess.run(["unshare", f"--root={merged}", "--wd=/work", "/bin/sh", check.guest_path],
+        return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc=/proc", f"--root={merged}",
+                               "--wd=/work", "/bin/sh", check.guest_path],
                               input=b"", capture_output=True, env=ENV, cwd="/", timeout=CHECK_TIMEOUT)
     finally:
         if mounted:
@@ -149,6 +144,7 @@ def run_native(root: Path, check: Check, scratch: Path) -> subprocess.CompletedP
 
 
 def _add_devices(root: Path) -> None:
+    (root / "proc").mkdir(mode=0o555, exist_ok=True)       # where the run's own procfs goes
     (root / "dev").mkdir(mode=0o755, exist_ok=True)
     for name, major, minor in DEVICES:
         os.mknod(root / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))

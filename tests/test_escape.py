@@ -68,6 +68,17 @@ int main(int argc, char **argv) {
     try_open("proc-root", p);
     snprintf(p, sizeof p, "/proc/self/cwd/../../../../..%s/secret.txt", host);
     try_open("proc-cwd", p);
+    /* symlinks (of the image, and made now) whose targets run through /proc/self/... */
+    try_open("link-proc-root-secret", "/data/proc-secret/secret.txt");
+    snprintf(p, sizeof p, "/data/via-proc-root/../../..%s/secret.txt", host);
+    try_open("link-proc-root", p);
+    snprintf(p, sizeof p, "/data/via-proc-cwd/../../../../../..%s/secret.txt", host);
+    try_open("link-proc-cwd", p);
+    snprintf(p, sizeof p, "/data/via-self/root/../../..%s/secret.txt", host);
+    try_open("link-self-root", p);
+    symlink("/proc/self/root/../../../..", "/tmp/up");
+    snprintf(p, sizeof p, "/tmp/up%s/secret.txt", host);
+    try_open("made-proc-root-link", p);
     symlink(host, "/tmp/made");
     try_open("new-symlink", "/tmp/made/secret.txt");
     snprintf(p, sizeof p, "%s/secret.txt", host);
@@ -217,7 +228,12 @@ def world(tmp_path_factory) -> tuple[Guest, Path]:
                           "/bin/membomb": MEMBOMB_C, "/bin/spin": SPIN_C},
                    # links out of the root, shipped in the image itself
                    links={"/data/abs": str(secret_dir),
-                          "/data/rel": "../" * 12 + str(secret_dir).lstrip("/")})
+                          "/data/rel": "../" * 12 + str(secret_dir).lstrip("/"),
+                          # ... and through /proc's magic links
+                          "/data/proc-secret": "/proc/self/root" + str(secret_dir),
+                          "/data/via-proc-root": "/proc/self/root",
+                          "/data/via-proc-cwd": "../proc/self/cwd",
+                          "/data/via-self": "/proc/self"})
     assert os.path.islink(bundle_rootfs(g) / "data/abs")
     return g, secret_dir
 
@@ -241,6 +257,8 @@ def test_path_escapes_stay_inside_the_root(world, untouched) -> None:
     assert "LEAK" not in out
     lines = dict(line.split(": ", 1) for line in out.splitlines())
     for what in ("dotdot", "absolute", "abs-symlink", "rel-symlink", "proc-root", "proc-cwd",
+                 "link-proc-root-secret", "link-proc-root", "link-proc-cwd", "link-self-root",
+                 "made-proc-root-link",
                  "new-symlink", "hardlink", "hardlink-read", "hardlink-abs-symlink",
                  "write-through-symlink", "write-absolute"):
         assert lines[what] == "No such file or directory", (what, out)
@@ -321,9 +339,23 @@ def test_endless_loop_is_ended_by_timeout(world, untouched, tree: bool) -> None:
     assert got.returncode == 124 and 2 <= took < 20
     assert got.stderr.decode().endswith("kiln: timed out after 2 s: the guest's processes were killed\n")
     _, parent, child = got.stdout.decode().split()
-    for pid in (int(parent), int(child)):
-        if pid:
-            assert not _alive(pid), f"guest process {pid} survived the timeout"
+    # Guest pids are the run's own pid namespace's: look for its host processes instead.
+    left = _host_processes_of(g.image, "/bin/spin")
+    assert not left, f"guest processes {parent} {child} survived the timeout (host pids {left})"
+
+
+def _host_processes_of(image: Path, program: str) -> list[int]:
+    """Live host processes of a ``kiln run IMAGE ... program`` (guest processes are forks of it)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(image).encode() in argv and program.encode() in argv and _alive(int(entry.name)):
+                out.append(int(entry.name))
+    return out
 
 
 def _alive(pid: int) -> bool:

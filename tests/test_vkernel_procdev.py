@@ -170,3 +170,17 @@ def test_magic_links_cwd_and_root(image: Path) -> None:
     first_mount = _run(image, "head -1 /proc/mounts").stdout
     assert got.stdout == b"/etc\n/\n" + group * 2 + first_mount
 
+
+
+def test_image_symlinks_into_proc_and_dev_reach_the_synthesized_files(image: Path) -> None:
+    # As Debian's /etc/mtab -> ../proc/self/mounts: a symlink of the tree that leads into
+    # /proc or /dev is served by vkernel, not by the empty directories of the rootfs.
+    got = _run(image, "ln -s ../proc/self/mounts /etc/mtab && cat /etc/mtab && "
+                      "test -f /etc/mtab && echo regular && "
+                      "ln -s /proc/self/root/etc /tmp/etc && cat /tmp/etc/group && "
+                      "ln -s ../dev/null /tmp/null && echo lost > /tmp/null && cat /tmp/null && "
+                      "ln -s /proc/self /tmp/me && readlink /tmp/me/cwd")
+    assert got.returncode == 0, got.stderr
+    mounts = _run(image, "cat /proc/mounts").stdout
+    group = _run(image, "cat /etc/group").stdout
+    assert got.stdout == mounts + b"regular\n" + group + b"/\n"

@@ -131,7 +131,8 @@ def test_argv_env_and_auxv_reach_the_guest(tmp_path: Path) -> None:
     got = kiln_run(root, mb, "/bin/echoargs", "one", "two words", "",
                    extra=("--env", "A=1", "--env", "PATH=/bin"))
     assert got.returncode == 4
-    assert got.stdout == b"one\ntwo words\n\nA=1\nPATH=/bin\n"
+    # HOME comes from the user's passwd entry, "/" without one (as docker sets it).
+    assert got.stdout == b"one\ntwo words\n\nA=1\nPATH=/bin\nHOME=/\n"
 
 
 def test_fault_no_translation_ends_like_sigsegv(tmp_path: Path) -> None:

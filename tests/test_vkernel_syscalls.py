@@ -223,12 +223,25 @@ def test_identity_calls(k) -> None:
     assert call(k, NR["rseq"], 0, 0, 0, 0) == -errno.ENOSYS
 
 
-def test_unknown_syscall_is_enosys_and_reported_once(k, capsys) -> None:
+def test_unknown_syscall_is_enosys_and_audited_once_off_the_guests_stderr(k, tmp_path, capsys,
+                                                                          monkeypatch) -> None:
+    monkeypatch.delenv("KILN_WARN_UNSUPPORTED", raising=False)
     assert call(k, NR["io_uring_setup"], 1, 0) == -errno.ENOSYS
     assert call(k, NR["io_uring_setup"], 1, 0) == -errno.ENOSYS
     assert call(k, 999) == -errno.ENOSYS
+    assert capsys.readouterr().err == ""               # the guest's stderr stays its own
+    import json
+    recs = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    unsupported = [(r["syscall"], r["name"]) for r in recs if r["decision"] == "unsupported"]
+    assert unsupported == [(NR["io_uring_setup"], "io_uring_setup"), (999, "unknown")]
+
+
+def test_unknown_syscall_on_stderr_when_asked(k, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("KILN_WARN_UNSUPPORTED", "1")
+    assert call(k, NR["io_uring_setup"], 1, 0) == -errno.ENOSYS
+    assert call(k, NR["io_uring_setup"], 1, 0) == -errno.ENOSYS
     err = capsys.readouterr().err
-    assert err.count("io_uring_setup") == 1 and "syscall 999" in err
+    assert err.count("syscall 425 (io_uring_setup) is not implemented; returning ENOSYS") == 1
 
 
 def test_sigaction_roundtrip(k) -> None:

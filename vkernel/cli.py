@@ -103,12 +103,16 @@ def _bundle_spec(bundle: Path) -> dict:
 @click.option("--memory", "memory", default=None, metavar="BYTES",
               help="At most BYTES of mapped memory per guest process (suffix k, m or g); "
                    "mmap and brk beyond it fail with ENOMEM.")
+@click.option("-u", "--user", "user", default=None, metavar="USER[:GROUP]",
+              help="Run as this user (uid, uid:gid, name or name:group, names from the image's "
+                   "/etc/passwd and /etc/group), replacing the image's User; default: the "
+                   "image's User, else root. Guest ids are real host ids (kiln runs as root).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
                 env: tuple[str, ...], workdir: str | None, trace: bool,
                 audit_log: Path | None, upper: Path | None, volumes: tuple[str, ...],
                 timeout: float | None, pids_limit: int | None, memory: str | None,
-                args: tuple[str, ...]) -> None:
+                user: str | None, args: tuple[str, ...]) -> None:
     """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
     IMAGE is the output of `recompile` (OCI layout, OCI archive or
@@ -134,6 +138,7 @@ def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | 
                             hint="write --env NAME=value")
     image_env: list[str] = []
     image_workdir = "/"
+    image_user = ""
     if rootfs is not None or megabinary is not None:
         if rootfs is None or megabinary is None:
             raise KilnError("--rootfs and --megabinary go together",
@@ -154,6 +159,10 @@ def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | 
         process = spec_json.get("process", {})
         image_env = list(process.get("env", []))
         image_workdir = process.get("cwd") or "/"
+        ids = process.get("user") or {}
+        image_user = annotations.get("io.kiln.image.user", "")   # as written: supplementary groups
+        if not image_user and (ids.get("uid") or ids.get("gid")):  # an older bundle: its ids
+            image_user = f"{int(ids.get('uid', 0))}:{int(ids.get('gid', 0))}"
         import json as _json
         image_entry = _json.loads(annotations.get("io.kiln.image.entrypoint", "[]"))
         image_cmd = _json.loads(annotations.get("io.kiln.image.cmd", "[]"))
@@ -181,7 +190,8 @@ def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | 
     spec = RunSpec(rootfs=rootfs, megabinary=megabinary, argv=tuple(command),
                    env=tuple(f"{k}={v}" for k, v in merged.items()),
                    workdir=workdir, trace=trace, audit_log=audit_log, upper=upper,
-                   volumes=vols, timeout=timeout, pids_limit=pids_limit or 0, memory=mem)
+                   volumes=vols, timeout=timeout, pids_limit=pids_limit or 0, memory=mem,
+                   user=image_user if user is None else user, pid_namespace=True)
     try:
         status = run_guest(spec)
     except KilnError:

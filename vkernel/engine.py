@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import mmap
+import os
 from typing import TYPE_CHECKING
 
 import wasmtime
@@ -41,11 +43,61 @@ def engine_fingerprint() -> "EngineFingerprint":
     return current_fingerprint()
 
 
+def _aot_memfd(mb: "Megabinary", fp: "EngineFingerprint") -> int | None:
+    """A memfd holding exactly the AOT section for ``fp``, BLAKE3-checked against the section
+    table (which the header checksum covers), or None when the file has no such section.
+
+    Wasmtime maps a file it deserializes instead of copying and relocating a buffer, which
+    is most of ``kiln run``'s start-up otherwise; it needs a file that is the artifact alone.
+    The section is copied by the kernel (sendfile) and the copy is hashed.
+    """
+    import blake3
+    from formats.megabinary import SectionKind
+    from formats.engine import EngineFingerprint
+    entry = None
+    for e in mb.sections:
+        if e.kind == SectionKind.AOT and EngineFingerprint.parse(e.name).canonical == fp.canonical:
+            entry = e
+    if entry is None or mb.path is None:
+        return None
+    fd = os.memfd_create("kiln-aot", os.MFD_CLOEXEC)
+    try:
+        with open(mb.path, "rb") as f:
+            done = 0
+            while done < entry.length:
+                n = os.sendfile(fd, f.fileno(), entry.offset + done, entry.length - done)
+                if n <= 0:
+                    break
+                done += n
+        # Hash the copy itself (nobody else writes it), so what Wasmtime maps is what was checked.
+        ok = done == entry.length
+        if ok:
+            with mmap.mmap(fd, entry.length, access=mmap.ACCESS_READ) as mm:
+                ok = blake3.blake3(mm).digest() == entry.blake3
+        if not ok:
+            raise VkernelError(f"{mb.path}: the ahead-of-time code for {fp} does not match "
+                               "its BLAKE3 (the file is damaged, or changed while opening)",
+                               hint="re-run `recompile` to rebuild the megabinary")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def load_module(engine: wasmtime.Engine, mb: "Megabinary") -> wasmtime.Module:
     """The megabinary's AOT artifact for this engine, deserialized (never compiled here)."""
     fp = engine_fingerprint()
-    blob = mb.aot_for(fp)
     where = mb.path or "the megabinary"
+    fd = _aot_memfd(mb, fp)
+    if fd is not None:
+        try:
+            return wasmtime.Module.deserialize_file(engine, f"/proc/self/fd/{fd}")
+        except Exception as e:  # wasmtime raises WasmtimeError for incompatible artifacts
+            raise VkernelError(f"{where}: the ahead-of-time code for {fp} does not load: {e}",
+                               hint="re-run `recompile` to rebuild the AOT artifact") from None
+        finally:
+            os.close(fd)          # Wasmtime keeps its own mapping
+    blob = mb.aot_for(fp)
     if blob is None:
         have = ", ".join(str(e) for e in mb.engines()) or "none"
         raise VkernelError(f"{where} has no ahead-of-time code for this engine ({fp}); "

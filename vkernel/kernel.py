@@ -5,6 +5,8 @@ import errno
 import os
 import struct
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +19,16 @@ from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
 from vkernel.signals import (SI_KERNEL, CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
                              STOP, UNBLOCKABLE, SigReturn, SignalInterrupt, build_frame,
+                             clear_interrupt,
                              default_action, lowest_deliverable, sync_host, sync_host_mask)
 from vkernel.signals import bit as sigbit
 from vkernel.vfs import Vfs
 
 SIGSTOP, SIGSEGV = 19, 11
 _SI_CODES = {0: "SI_USER", -6: "SI_TKILL", 0x80: "SI_KERNEL"}
+WARN_UNSUPPORTED_ENV = "KILN_WARN_UNSUPPORTED"
+"""Set to 1 in kiln's own environment: name each unimplemented syscall on stderr too (it is
+always in the audit log when one is named, and in --trace)."""
 _RESTARTABLE = frozenset((0, 1, 2, 17, 18, 19, 20, 16, 40, 61, 72, 73, 247, 257))
 """Syscalls Linux restarts after an SA_RESTART handler (ERESTARTSYS): read, write, open,
 pread64, pwrite64, readv, writev, ioctl, sendfile, wait4, fcntl, flock, waitid, openat. Others
@@ -104,6 +110,13 @@ class Kernel:
         self.reenter: Any = None          # runs the module's kiln_run again (signal handlers)
         self.signal_depth = 0             # nested handler runs in progress
         self.saved_mask: int | None = None  # rt_sigsuspend/ppoll: the mask the frame restores
+        # Which side runs: True while the main thread executes Python (an import, set-up),
+        # False while it is in lifted code. The signal watcher may end the process only then.
+        self.in_host = True
+        self.dying = False                # the watcher is ending the process of a fatal signal
+        self._host_lock = threading.Lock()
+        vfs.synthesized_open = self._open_synthesized
+        vfs.synthesized_readlink = self._readlink_synthesized
         # The hot path: number -> (handler, argument count).
         from vkernel.syscalls.table import DISPATCH, TABLE
         self._fast = DISPATCH if table is TABLE else {
@@ -130,6 +143,23 @@ class Kernel:
             base = of.path
         return self._through_magic_link(base.rstrip("/") + "/" + p if p else base)
 
+    def _open_synthesized(self, path: str, flags: int, mode: int) -> int:
+        """The Vfs's way to /proc and /dev through an image symlink (/etc/mtab ->
+        ../proc/self/mounts): served as if the guest had named ``path`` itself."""
+        from vkernel.syscalls.fs import open_guest
+        return open_guest(self, self._through_magic_link(path), flags, mode)
+
+    def _readlink_synthesized(self, path: str) -> bytes:
+        """readlink through an image symlink into /proc or /dev (see _open_synthesized)."""
+        from vkernel.syscalls.fs import _proc_self
+        path = self._through_magic_link(path)
+        special = _proc_self(self, path, follow=False)
+        if special is None:
+            return self.vfs.readlink(path)
+        if special[0] != "link":
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+        return str(special[1]).encode("utf-8", "surrogateescape")
+
     def _through_magic_link(self, p: str) -> str:
         parts = p.split("/")                    # "", "proc", who, link, rest...
         names = [c for c in parts if c]
@@ -150,9 +180,38 @@ class Kernel:
             self.regions = keep
             self.ctl.write_regions(self.regions)
 
+    # -- host or lifted code ------------------------------------------------------
+    def enter_host(self) -> None:
+        """The main thread is back in Python (an import, or kiln_run returned)."""
+        with self._host_lock:
+            dying = self.dying
+            self.in_host = True
+        if dying:                         # the watcher is ending the process: wait for it
+            while True:
+                time.sleep(1)
+
+    def leave_host(self) -> None:
+        """The main thread is about to run lifted code."""
+        self.in_host = False
+
+    def claim_death(self) -> bool:
+        """Watcher thread: take the right to end the process, if lifted code is running."""
+        with self._host_lock:
+            if self.in_host or self.dying:
+                return False
+            self.dying = True
+            return True
+
     # -- the syscall import ----------------------------------------------------
     def on_syscall(self) -> None:
         """Import kiln.syscall: one frame read, one handler call, one result write."""
+        self.enter_host()
+        try:
+            self._on_syscall()
+        finally:
+            self.in_host = False
+
+    def _on_syscall(self) -> None:
         frame = self.ctl.read_frame()
         nr = frame[0]
         fast = self._fast.get(nr)
@@ -198,6 +257,7 @@ class Kernel:
                 if self.saved_mask is not None:     # sigsuspend/ppoll: no handler took it
                     p.sigmask, self.saved_mask = self.saved_mask, None
                     sync_host_mask(p)
+                clear_interrupt(self.ctl.view)      # taken here: no stop at a back edge
                 return result
             p.sigpending &= ~sigbit(sig)
             act = p.sigactions.get(sig) or SignalAction()
@@ -282,6 +342,38 @@ class Kernel:
         finally:
             self.signal_depth -= 1
 
+    def on_interrupt(self) -> None:
+        """fault(INTERRUPT): lifted code stopped at a loop back edge with the CPU state
+        complete. Deliver the pending, unblocked signals as at a syscall boundary (default
+        action, or the handler in a nested run); the caller then re-enters at state.rip."""
+        clear_interrupt(self.ctl.view)
+        p = self.proc
+        while True:
+            sig = lowest_deliverable(p)
+            if not sig:
+                return
+            p.sigpending &= ~sigbit(sig)
+            act = p.sigactions.get(sig) or SignalAction()
+            if act.handler == SIG_IGN:
+                continue
+            if act.handler == SIG_DFL:
+                what = default_action(sig)
+                if what in (IGNORE, CONTINUE):
+                    continue
+                if what == STOP:
+                    os.kill(os.getpid(), SIGSTOP)
+                    continue
+                if self.trace:
+                    print(f"+++ killed by {_signame(sig)} +++", file=self.trace_out, flush=True)
+                raise GuestExit(128 + sig, sig)
+            code, pid, uid = p.siginfo.pop(sig, (SI_KERNEL, 0, 0))
+            if self.trace:
+                who = f", si_pid={pid}, si_uid={uid}" if code != SI_KERNEL else ""
+                print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, "
+                      f"si_code={_SI_CODES.get(code, code)}{who}}} ---", file=self.trace_out,
+                      flush=True)
+            self._nested_handler(sig, act, p.sigmask, code, pid, uid, 0)
+
     def fault_to_handler(self, sig: int, addr: int, code: int, message: str) -> GuestExit:
         """A fault (no translation, #DE, ud2...) raises ``sig``: a guest handler runs first
         (nested, with si_addr = ``addr``); the guest then dies of the signal, since the
@@ -302,10 +394,20 @@ class Kernel:
         if entry is not None and entry.handler is None:
             return -entry.errno
         if nr not in self.reported_unknown:
+            # Once per number and process, never on the guest's stderr unless asked: a program
+            # that copes with ENOSYS must keep byte-identical output (gVisor does the same).
             self.reported_unknown.add(nr)
             name = SYSCALL_NAMES.get(nr, "unknown")
-            print(f"kiln: {self.proc.exe or 'guest'}: syscall {nr} ({name}) is not implemented; "
-                  f"returning ENOSYS", file=sys.stderr, flush=True)
+            text = (f"{self.proc.exe or 'guest'}: syscall {nr} ({name}) is not implemented; "
+                    f"returning ENOSYS")
+            if self.audit.path is not None:
+                self.audit.record("syscall", "unsupported", text, syscall=nr, name=name,
+                                  exe=self.proc.exe, errno="ENOSYS")
+            if self.trace:
+                print(f"--- unsupported syscall {nr} ({name}): ENOSYS ---", file=self.trace_out,
+                      flush=True)
+            if os.environ.get(WARN_UNSUPPORTED_ENV, "") not in ("", "0"):
+                print(f"kiln: {text}", file=sys.stderr, flush=True)
         return -errno.ENOSYS
 
     def _trace(self, nr: int, frame: tuple[int, ...], result: int) -> None:

@@ -1,17 +1,26 @@
 """Synthesized /proc and /dev: the read-only skeleton tree and the text of its files."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING
 
 from formats import abi
+
+if TYPE_CHECKING:
+    from vkernel.kernel import Kernel
 
 PROC_FILES = ("cpuinfo", "meminfo", "mounts")
 """Regular files of /proc whose text is made at each open (see :func:`proc_text`)."""
 
-PROC_SELF_ENTRIES = ("cwd", "exe", "fd", "maps", "mounts", "root")
+PROC_SELF_ENTRIES = ("cmdline", "comm", "cwd", "exe", "fd", "maps", "mounts", "root", "stat",
+                     "status")
 """What ``ls /proc/self`` shows (each is served by the kernel, not by the skeleton)."""
+
+PROC_PID_FILES = ("cmdline", "comm", "stat", "status")
+"""Files of /proc/PID served for every guest process of the run (:func:`pid_file`)."""
 
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 """Device files of /dev; the Vfs opens the host device in their place."""
@@ -108,10 +117,11 @@ class Skeleton:
 
     def __init__(self) -> None:
         self.root = tempfile.mkdtemp(prefix="kiln-synth-")
+        os.chmod(self.root, 0o755)        # reachable by a guest that is not root
         self._owner = os.getpid()
         proc = os.path.join(self.root, "proc")
         dev = os.path.join(self.root, "dev")
-        for d in (proc, dev, self.piddir, self.fddir):
+        for d in (proc, dev, self.piddir, self.fddir, self.psdir):
             os.mkdir(d)
         for name in PROC_FILES:
             open(os.path.join(proc, name), "x").close()
@@ -124,6 +134,7 @@ class Skeleton:
             os.symlink(target, os.path.join(dev, name))
         for d in (proc, self.piddir, self.fddir):
             os.chmod(d, 0o555)
+        os.chmod(self.psdir, 0o711)          # guests' command lines: not for other host users
         os.chmod(dev, 0o755)
 
     @property
@@ -134,12 +145,146 @@ class Skeleton:
     def fddir(self) -> str:
         return os.path.join(self.root, "fd")
 
+    @property
+    def psdir(self) -> str:
+        """``PID.json`` (what each guest process runs, published by itself) and ``PID/`` (an
+        empty directory owned by its effective ids, standing in for /proc/PID)."""
+        return os.path.join(self.root, "ps")
+
     def remove(self) -> None:
         if os.getpid() != self._owner:
             return
-        for d in ("proc", "pid", "fd"):
+        for d in ("proc", "pid", "fd", "ps"):
             try:
                 os.chmod(os.path.join(self.root, d), 0o755)
             except OSError:
                 pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- /proc/PID of guest processes ---------------------------------------------------------
+_last: tuple[str, tuple[bytes, ...]] = ("", ())
+"""What this process last published (a fork child inherits its parent's)."""
+
+
+def publish(skel: Skeleton | None, comm: str, argv: list[bytes]) -> None:
+    """Record what this guest process runs (at its start, fork, execve and id changes) so the
+    other guest processes of the run see it in /proc/PID; written as vkernel, not the guest."""
+    from vkernel import creds
+    global _last
+    _last = (comm, tuple(argv))
+    if skel is None:
+        return
+    c = creds.current()
+    pid = os.getpid()
+    info = {"comm": comm[:15], "argv": [a.decode("utf-8", "surrogateescape") for a in argv],
+            "uid": [c.ruid, c.euid, c.suid], "gid": [c.rgid, c.egid, c.sgid],
+            "groups": list(c.groups)}
+    path = os.path.join(skel.psdir, str(pid))
+    try:
+        with creds.privileged():
+            tmp = f"{path}.json.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "w", encoding="utf-8") as f:
+                json.dump(info, f)
+            os.replace(tmp, path + ".json")
+            try:
+                os.mkdir(path, 0o555)
+            except FileExistsError:
+                pass
+            if os.geteuid() == 0:
+                os.chown(path, c.euid, c.egid)
+    except OSError:
+        pass                                   # /proc/PID then shows the host's view only
+
+
+def republish(skel: Skeleton | None, comm: str | None = None) -> None:
+    """Publish this process again as last published (in this process or, for a fork child,
+    its parent): after a fork, an id change, or PR_SET_NAME with the new ``comm``."""
+    last_comm, argv = _last
+    publish(skel, last_comm if comm is None else comm, list(argv))
+
+
+def published(skel: Skeleton | None, pid: int) -> dict | None:
+    """What guest process ``pid`` published (read as vkernel: the files are 0600)."""
+    from vkernel import creds
+    if skel is None:
+        return None
+    try:
+        with creds.privileged():
+            with open(os.path.join(skel.psdir, f"{pid}.json"), encoding="utf-8") as f:
+                return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def pid_dir(skel: Skeleton, pid: int) -> str:
+    """The host directory standing in for /proc/PID (owned by that process's euid/egid)."""
+    d = os.path.join(skel.psdir, str(pid))
+    return d if os.path.isdir(d) else skel.piddir
+
+
+def guest_ppid(k: "Kernel", pid: int, host_ppid: int) -> int:
+    """A guest's parent as the guest sees it: the kernel's answer. In the run's pid namespace
+    pid 1's parent is outside it, so 0, as for a container's pid 1 (vkernel/pidns.py)."""
+    return host_ppid
+
+
+def _host(pid: int, name: str) -> bytes:
+    with open(f"/proc/{pid}/{name}", "rb") as f:
+        return f.read()
+
+
+def pid_file(k: "Kernel", pid: int, name: str) -> str | bytes:
+    """/proc/PID/{status,stat,cmdline,comm} of guest process ``pid``: the host's view of that
+    process with the guest's own name, command line, ids and parent (OSError ENOENT when gone)."""
+    me = pid == os.getpid()
+    info = published(k.vfs.skeleton, pid) or {}
+    comm = info.get("comm") or os.path.basename(k.proc.exe if me else "") or "?"
+    if me and k.proc.comm:
+        comm = k.proc.comm.decode("utf-8", "replace")
+    argv = info.get("argv", [])
+    if name == "comm":
+        return comm + "\n"
+    if name == "cmdline":
+        return b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv)
+    try:
+        raw = _host(pid, "stat")
+    except OSError:
+        raise OSError(2, "no such guest process") from None
+    fields = raw[raw.rfind(b")") + 2:].decode().split()
+    ppid = guest_ppid(k, pid, int(fields[1]))
+    if name == "stat":
+        fields[1] = str(ppid)
+        return f"{pid} ({comm}) " + " ".join(fields) + "\n"
+    from vkernel import creds
+    if me:
+        c = creds.current()
+        uids, gids, groups = [c.ruid, c.euid, c.suid], [c.rgid, c.egid, c.sgid], list(c.groups)
+    else:
+        uids = info.get("uid", [0, 0, 0])
+        gids = info.get("gid", [0, 0, 0])
+        groups = info.get("groups", [])
+    try:
+        host = _host(pid, "status").decode("utf-8", "replace").splitlines()
+    except OSError:
+        raise OSError(2, "no such guest process") from None
+    out = []
+    for line in host:
+        key = line.split(":", 1)[0]
+        if key == "Name":
+            line = f"Name:\t{comm}"
+        elif key == "Umask" and me:
+            line = f"Umask:\t{k.proc.umask:04o}"
+        elif key == "PPid":
+            line = f"PPid:\t{ppid}"
+        elif key == "Uid":
+            line = "Uid:\t" + "\t".join(str(u) for u in (*uids, uids[1]))
+        elif key == "Gid":
+            line = "Gid:\t" + "\t".join(str(g) for g in (*gids, gids[1]))
+        elif key == "Groups":
+            line = "Groups:\t" + "".join(f"{g} " for g in groups)
+        elif key in ("NSpid", "NStgid", "NSpgid", "NSsid"):
+            line = f"{key}:\t" + line.split(":", 1)[1].split()[0]
+        out.append(line)
+    return "\n".join(out) + "\n"

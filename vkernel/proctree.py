@@ -1,14 +1,14 @@
 """The guest process tree: which host processes are guest processes of this run.
 
-Guest pids are host pids (decision for issue #4): every guest process is a
-host process, so pids, process groups, sessions and wait statuses are the
-host kernel's and are consistent across the sandbox without translation.
-What keeps a guest inside its own tree is this module: the first guest
-process (or the ``--timeout`` supervisor) is a child subreaper, so orphans
-stay below it, and ``kill``, ``getpgid``, ``getsid`` and ``--pids-limit``
-only ever see the processes below that root. A guest never sees pid 1
-(unlike a container's entrypoint): giving it one would need a pid map in
-every syscall that takes or returns a pid, for little gain.
+Every guest process is a host process, so pids, process groups, sessions and
+wait statuses are the host kernel's, with no translation. ``kiln run`` (as
+root) puts the run in its own pid namespace with its own ``/proc``
+(vkernel/pidns.py): the first guest is pid 1 and every process listed there
+is a guest. Without it (not root, or ``run_guest`` called in-process) guest
+pids are host pids, and what keeps a guest inside its own tree is this
+module: the first guest process (or the ``--timeout`` supervisor) is a child
+subreaper, so orphans stay below it, and ``kill``, ``getpgid``, ``getsid``,
+``--pids-limit`` and ``/proc`` only ever see the processes below that root.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import os
 import resource
 import shutil
 import signal as hsignal
+import stat as st
 import sys
 import tempfile
 import time
@@ -16,7 +17,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
-from vkernel import signals
+from vkernel import creds, pidns, signals
 from vkernel.audit import AuditLog
 from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
@@ -50,6 +51,8 @@ class RunSpec:
     pids_limit: int = 0                 # live guest processes at most (fork: EAGAIN); 0 = no limit
     memory: int = 0                     # mapped bytes per guest process at most (ENOMEM); 0 = none
     tree_root: int = 0                  # internal: the --timeout supervisor's pid
+    user: str = ""                      # image User / --user: uid, uid:gid, name, name:group; "" = root
+    pid_namespace: bool = False         # first guest is pid 1 of its own pid namespace (as root)
 
 
 TIMEOUT_STATUS = 124
@@ -141,6 +144,7 @@ class Runtime:
         if not self.proc.is_forked_child:
             # A caller in this process (tests, an agent host) gets its signal setup back.
             signals.restore_host(self._host_signals)
+            signals.on_fatal = None
             signals.remove_wakeup()
             signals.attach(None, None)
             if self.proc.limits is not None and self.proc.limits.lock_fd >= 0:
@@ -211,6 +215,10 @@ class Runtime:
         signals.sync_host(self.proc)
 
         def on_fault(code: int) -> None:
+            k.enter_host()
+            if code == abi.FaultCode.INTERRUPT:
+                k.on_interrupt()               # may run a handler, or end the guest
+                raise signals.InterruptReenter()
             e = self._fault(k, code)
             if e.signal in _FAULT_SI_CODE:
                 addr = k.ctl.read_fault()[2] & 0xFFFFFFFF
@@ -241,12 +249,27 @@ class Runtime:
         try:
             instance = wasmtime.Instance(store, self.module, imports)
             run = instance.exports(store)[abi.EXPORT_RUN]
-            k.reenter = lambda: run(store)
         except (wasmtime.WasmtimeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's module: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
+
+        def run_from_state() -> None:
+            """kiln_run at the CPU state's rip, again after each fault(INTERRUPT)."""
+            while True:
+                k.leave_host()
+                try:
+                    run(store)
+                except signals.InterruptReenter:
+                    continue
+                finally:
+                    k.enter_host()
+                return
+
+        k.reenter = run_from_state
+        if not self.proc.is_forked_child:
+            signals.on_fatal = self._die_of
         try:
-            run(store)
+            run_from_state()
         except GuestExit as e:
             return self._exit_status(e)
         except KeyboardInterrupt:
@@ -255,9 +278,27 @@ class Runtime:
         except wasmtime.Trap as e:
             return self._exit_status(GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
                                                f"{path}: lifted code trapped: {str(e).splitlines()[0]}"))
+        finally:
+            signals.attach(self.proc, None)        # the watcher must not touch a freed store
         raise VkernelError(f"{path}: lifted code returned from {abi.EXPORT_RUN} (it must leave "
                            "only through exit, exec or a fault)",
                            hint="this is a recompiler bug; please report it with the megabinary")
+
+    def _die_of(self, sig: int) -> None:
+        """The signal watcher's end of the first guest process: a default-action signal
+        arrived while lifted code runs without reaching a back-edge poll or a syscall."""
+        try:
+            k = self.kernel
+            if k is not None and k.trace:
+                print(f"+++ killed by {hsignal.Signals(sig).name} +++", file=k.trace_out, flush=True)
+            self._exit_status(GuestExit(128 + sig, sig))
+            if not self.proc.is_forked_child:
+                creds.restore_host()           # tidy up as vkernel itself, as run_guest does
+            self.close()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(128 + sig)
 
     def _fault(self, k: Kernel, code: int) -> GuestExit:
         fcode, detail, rip = k.ctl.read_fault()
@@ -266,7 +307,7 @@ class Runtime:
         except ValueError:
             return GuestExit(128 + hsignal.SIGILL, hsignal.SIGILL,
                              f"unknown fault code {fcode} at {rip:#x} in {k.proc.exe}")
-        sig = _FAULT_SIGNAL[fc]
+        sig = _FAULT_SIGNAL.get(fc, hsignal.SIGILL)
         where = self._file_at(k, rip)
         if fc == abi.FaultCode.UNSUPPORTED:
             site = self._trap_site_at(k, rip)
@@ -378,11 +419,13 @@ def run_guest(spec: RunSpec) -> int:
     they end with the guest's status. With ``spec.timeout`` this process
     becomes a supervisor and the guest runs in a child (:func:`_supervise`).
     """
-    if spec.timeout is not None:
+    if spec.timeout is not None or (spec.pid_namespace and pidns.possible()):
         return _supervise(spec)
     rt = Runtime(spec)
     status, sig = 2, 0
     try:
+        _take_user(rt)
+        _publish_first(rt)
         status = rt.run()
         sig = rt.last_signal
         return status
@@ -397,9 +440,43 @@ def run_guest(spec: RunSpec) -> int:
         raise
     finally:
         child = rt.proc.is_forked_child
+        if not child:
+            creds.restore_host()         # vkernel tidies up (upper layer, skeleton) as itself
         rt.close()
         if child:
             _die_like(status, sig)
+
+
+def _take_user(rt: Runtime) -> None:
+    """Give this (first guest) process the credentials of ``spec.user`` resolved in the image:
+    real host ids when kiln runs as root (vkernel/creds.py); HOME from passwd unless set."""
+    def read(path: str) -> bytes | None:
+        try:
+            return rt.vfs.read_file(path, 1 << 20)
+        except OSError:
+            return None
+    if not rt.spec.user and os.geteuid() != 0:
+        return                           # not root: the guest runs with the host user's ids
+    user = creds.resolve_user(rt.spec.user or "0", read)
+    creds.check_possible(user)
+    if not any(e.startswith("HOME=") for e in rt.spec.env):
+        import dataclasses
+        rt.spec = dataclasses.replace(rt.spec, env=(*rt.spec.env, f"HOME={user.home}"))
+    if os.geteuid() != 0:
+        return                           # the host user's ids, which check_possible accepted
+    # The host checks creates in / against the upper layer's root: make it the image root's.
+    low = os.fstat(rt.vfs.lower_fd)
+    os.chown(rt.vfs.upper, low.st_uid, low.st_gid)
+    os.chmod(rt.vfs.upper, st.S_IMODE(low.st_mode))
+    creds.become(user.creds())
+    pidns.die_with_supervisor()
+
+
+def _publish_first(rt: Runtime) -> None:
+    from vkernel import procfs
+    rt.proc.comm = os.path.basename(rt.spec.argv[0]).encode("utf-8", "surrogateescape")[:15]
+    procfs.publish(rt.vfs.skeleton, os.path.basename(rt.spec.argv[0]),
+                   [a.encode() for a in rt.spec.argv])
 
 
 def _kill_tree(root_spec: ProcessState) -> None:
@@ -423,8 +500,39 @@ def _kill_tree(root_spec: ProcessState) -> None:
         time.sleep(0.01)
 
 
+_SUPERVISED = (hsignal.SIGINT, hsignal.SIGQUIT, hsignal.SIGTERM, hsignal.SIGHUP, hsignal.SIGUSR1,
+               hsignal.SIGUSR2, hsignal.SIGALRM, hsignal.SIGWINCH)
+"""Signals the supervisor passes on to the guest when they were sent to kiln with kill(2)."""
+_FROM_TERMINAL = (hsignal.SIGINT, hsignal.SIGQUIT, hsignal.SIGWINCH)
+"""With si_code SI_KERNEL these came from the terminal, which already told the guest."""
+_SI_KERNEL = 0x80
+_SFD_CLOEXEC = 0o2000000
+
+
+def _signalfd(sigs: tuple[int, ...]) -> int:
+    """signalfd(2) for ``sigs`` (blocked by the caller): read with :func:`_read_siginfo`."""
+    mask = 0
+    for sig in sigs:
+        mask |= 1 << (sig - 1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.signalfd(-1, ctypes.byref(ctypes.c_uint64(mask)), _SFD_CLOEXEC)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise VkernelError(f"cannot supervise the guest: signalfd: {os.strerror(e)}")
+    return fd
+
+
+def _read_siginfo(fd: int) -> tuple[int, int]:
+    """(signal number, si_code) of the next signalfd_siginfo."""
+    import struct
+    raw = os.read(fd, 128)
+    signo, _errno, code = struct.unpack_from("<Iii", raw)
+    return signo, code
+
+
 def _supervise(spec: RunSpec) -> int:
-    """--timeout: run the guest in a child, kill its whole tree when the time is up (exit 124).
+    """Run the guest in a child: for --timeout (kill its whole tree when the time is up, exit
+    124) and for a pid namespace (the child is the namespace's pid 1, vkernel/pidns.py).
 
     The supervisor is a child subreaper, so every guest process stays below it
     even after setsid or double forks; a busy loop without syscalls is ended
@@ -438,13 +546,26 @@ def _supervise(spec: RunSpec) -> int:
     upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if own_upper else spec.upper
     become_subreaper()
     me = os.getpid()
-    child_spec = dataclasses.replace(spec, timeout=None, upper=upper, tree_root=me)
+    isolated = spec.pid_namespace and pidns.possible()
+    # In its own pid namespace the first guest is pid 1 and the root of the guest tree itself.
+    child_spec = dataclasses.replace(spec, timeout=None, upper=upper, pid_namespace=False,
+                                     tree_root=0 if isolated else me)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    back = pidns.unshare_for_children() if isolated else None
+    held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, _SUPERVISED)    # for the signalfd below
+    try:
+        pid = os.fork()
+    finally:
+        if back is not None and os.getpid() == me:
+            pidns.restore_for_children(back)
     if pid == 0:
         status = 2
         try:
+            hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+            if isolated:
+                pidns.die_with_supervisor()
+                pidns.mount_own_proc()
             status = run_guest(child_spec)
         except KilnError as e:
             print(user_report(e), file=sys.stderr, flush=True)
@@ -455,35 +576,57 @@ def _supervise(spec: RunSpec) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(status)
-    # The terminal sends ^C/^\ to the guest (same process group); we only forward the rest.
-    old = {s: hsignal.signal(s, hsignal.SIG_IGN) for s in (hsignal.SIGINT, hsignal.SIGQUIT)}
-    for s in (hsignal.SIGTERM, hsignal.SIGHUP):
-        old[s] = hsignal.signal(s, lambda n, _f: os.kill(pid, n))
+    # Signals for kiln reach the guest: ^C/^\ from the terminal already did (same process
+    # group), those sent with kill(2) are forwarded. A pid 1 is immune to signals it does not
+    # catch (as in a container): then the supervisor ends the namespace instead (128+N).
+    killed_by: list[int] = []
+    try:
+        sfd = _signalfd(_SUPERVISED)
+    except BaseException:
+        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+        raise
     tree = ProcessState(tree_root=me, tree_root_is_supervisor=True)
     try:
         pidfd = os.pidfd_open(pid)
-        deadline = time.monotonic() + max(0.0, float(spec.timeout or 0))
+        deadline = None if spec.timeout is None else time.monotonic() + max(0.0, float(spec.timeout))
         timed_out = False
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 timed_out = True
                 break
-            ready, _, _ = select.select([pidfd], [], [], left)
-            if ready:
+            try:
+                ready, _, _ = select.select([pidfd, sfd], [], [], left)
+            except InterruptedError:
+                continue
+            if sfd in ready:
+                signo, code = _read_siginfo(sfd)
+                from_terminal = code == _SI_KERNEL and signo in _FROM_TERMINAL
+                if isolated and not pidns.catches(pid, signo):
+                    killed_by.append(signo)
+                    os.kill(pid, hsignal.SIGKILL)
+                elif not from_terminal:
+                    os.kill(pid, signo)
+            if pidfd in ready:
                 break
         os.close(pidfd)
         if timed_out:
+            if isolated:                      # pid 1's end takes the namespace with it
+                os.kill(pid, hsignal.SIGKILL)
+                os.waitpid(pid, 0)
             _kill_tree(tree)
             print(f"kiln: timed out after {spec.timeout:g} s: the guest's processes were killed",
                   file=sys.stderr, flush=True)
             return TIMEOUT_STATUS
         _, wstatus = os.waitpid(pid, 0)
-        _kill_tree(tree)
+        if not isolated:                      # else the kernel killed and reaped the rest
+            _kill_tree(tree)
         code = os.waitstatus_to_exitcode(wstatus)
+        if killed_by and code == -hsignal.SIGKILL:
+            code = -killed_by[0]
         return 128 - code if code < 0 else code
     finally:
-        for s, h in old.items():
-            hsignal.signal(s, h)
+        os.close(sfd)
+        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
         if own_upper:
             shutil.rmtree(upper, ignore_errors=True)

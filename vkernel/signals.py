@@ -13,15 +13,22 @@ How a signal reaches a guest handler
   blocked set is mirrored with ``pthread_sigmask``. Signals vkernel raises
   itself (SIGPIPE on a closed pipe, faults) are marked pending directly.
 * **Delivery** happens at syscall boundaries: when the syscall's result is
-  known and a pending signal is not blocked, :func:`deliver_pending` applies
-  the default action or runs the handler. A Python handler runs only between
-  Python bytecodes, so a guest in a loop without syscalls notices a forwarded
-  signal only at its next syscall (Wasmtime epoch interruption would fix it;
-  ``kill -KILL`` and host-default dispositions act at once anyway). Blocking
-  syscalls (read, wait4, nanosleep, poll, pause...) run "interruptible": the
-  forwarding handler raises :class:`SignalInterrupt` out of them and the
-  guest sees ``EINTR``, or the call restarts after the handler when the action
-  has ``SA_RESTART``.
+  known and a pending signal is not blocked, the kernel applies the default
+  action or runs the handler. Blocking syscalls (read, wait4, nanosleep,
+  poll, pause...) run "interruptible": the forwarding handler raises
+  :class:`SignalInterrupt` out of them and the guest sees ``EINTR``, or the
+  call restarts after the handler when the action has ``SA_RESTART``.
+* **Busy loops.** A Python handler runs only between Python bytecodes, and
+  the main thread runs none while it is in lifted code. A watcher thread
+  (:func:`install_wakeup`) reads the signal wakeup pipe instead (Wasmtime
+  releases the GIL while WebAssembly runs) and raises the control memory's
+  ``INTERRUPT_FLAG``. Lifted code polls it at loop back edges and calls
+  ``fault(INTERRUPT)`` with the CPU state complete; vkernel clears the flag,
+  delivers as at a syscall boundary (``Kernel.on_interrupt``) and re-enters
+  ``kiln_run`` at the state's rip (:class:`InterruptReenter`). A signal whose
+  default action kills the first guest process ends it from the watcher
+  when lifted code does not take it within :data:`FATAL_GRACE` (code without
+  the poll); in forked processes the host's own ``SIG_DFL`` does that.
 * **Frames.** The handler gets a Linux x86-64 ``rt_sigframe`` on the guest
   stack (or the ``sigaltstack`` with ``SA_ONSTACK``): return address
   ``sa_restorer``, ``ucontext`` with the saved registers in ``uc_mcontext``,
@@ -44,8 +51,10 @@ from __future__ import annotations
 
 import signal as hsignal
 import os
+import _thread
 import struct
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Callable
 
 from formats import abi
 
@@ -101,15 +110,22 @@ class SigReturn(BaseException):
     """Raised by rt_sigreturn to end the nested run of a handler (never reaches a user)."""
 
 
+class InterruptReenter(BaseException):
+    """Raised out of ``fault(INTERRUPT)`` once its signals are delivered: the WebAssembly stack
+    unwinds and ``kiln_run`` is entered again at the CPU state's rip (never reaches a user)."""
+
+
 # -- the host side ----------------------------------------------------------------------
 _kernel: "Kernel | None" = None
 _proc: "ProcessState | None" = None
 
 
 def attach(proc: "ProcessState | None", kernel: "Kernel | None") -> None:
-    """Make ``proc`` (and ``kernel`` once running) the target of forwarded host signals."""
+    """Make ``proc`` (and ``kernel`` once running) the target of forwarded host signals.
+    Detach (``kernel`` None) before a kernel's control memory is freed (exec, exit)."""
     global _kernel, _proc
-    _proc, _kernel = proc, kernel
+    with _lock:
+        _proc, _kernel = proc, kernel
 
 
 def _forward(signum: int, _frame: object) -> None:
@@ -124,35 +140,145 @@ def _forward(signum: int, _frame: object) -> None:
         raise SignalInterrupt()
 
 
-# The wakeup pipe: Python's C-level handler writes a byte to it the moment a signal arrives,
-# even when the Python-level handler cannot run yet, so a wait that polls it cannot miss a
-# signal that lands between the last check and the blocking call. One per host process.
+# The wakeup pipe: Python's C-level handler writes the signal's number to it the moment a
+# signal arrives, even when the Python-level handler cannot run yet (the main thread is in
+# lifted code, which holds no GIL). A watcher thread reads it: it raises the control memory's
+# INTERRUPT_FLAG so lifted code stops at its next loop back edge, ends a busy first process
+# that a default-action signal kills, and relays the byte to a second pipe that blocking
+# waits poll, so a signal landing between a wait's last check and its poll is never lost.
+# One set per host process (a forked child makes its own: threads do not survive fork).
 _wake_r = -1
 _wake_w = -1
+_relay_r = -1
+_relay_w = -1
+_watcher: "_thread.LockType | None" = None     # held while the watcher thread runs
+_watcher_ident = 0
+_lock = threading.Lock()            # _kernel's control memory is alive while held
+on_fatal: "Callable[[int], None] | None" = None
+"""Set by the runtime of the first guest process: end it now of signal N (from the watcher)."""
+FATAL_GRACE = 0.02
+"""Seconds lifted code gets to take a fatal signal at a loop back edge before the watcher ends
+the process itself (lifted code without the back-edge poll never takes it)."""
 
 
 def install_wakeup() -> None:
-    """A fresh wakeup pipe for this process (after fork the parent's must not be shared)."""
-    global _wake_r, _wake_w
-    for fd in (_wake_r, _wake_w):
+    """A fresh wakeup pipe and watcher for this process (after fork the parent's are not ours)."""
+    global _wake_r, _wake_w, _relay_r, _relay_w, _watcher
+    for fd in (_wake_r, _wake_w, _relay_r, _relay_w):
         if fd >= 0:
             os.close(fd)
     _wake_r, _wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _relay_r, _relay_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    os.set_blocking(_wake_r, True)
     hsignal.set_wakeup_fd(_wake_w, warn_on_full_buffer=False)
+    # The watcher blocks every signal, so each one still lands on the main thread (whose
+    # handlers interrupt blocking calls); a new thread inherits the mask it is started with.
+    # Started without waiting for it to run (threading.Thread.start would wait for the new
+    # thread to be scheduled, which every fork of a busy machine would pay for).
+    held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, hsignal.valid_signals())
+    try:
+        done = _thread.allocate_lock()
+        done.acquire()
+        _thread.start_new_thread(_watch, (_wake_r, _relay_w, done))
+        _watcher = done
+    finally:
+        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
 
 
 def remove_wakeup() -> None:
-    global _wake_r, _wake_w
+    global _wake_r, _wake_w, _relay_r, _relay_w, _watcher
     hsignal.set_wakeup_fd(-1)
-    for fd in (_wake_r, _wake_w):
+    if _watcher is not None and _wake_w >= 0:
+        os.write(_wake_w, b"\0")                   # signal 0: the watcher ends
+        if _thread.get_ident() != _watcher_ident:
+            _watcher.acquire(timeout=1.0)          # released by the watcher as it ends
+    _watcher = None
+    for fd in (_wake_r, _wake_w, _relay_r, _relay_w):
         if fd >= 0:
             os.close(fd)
-    _wake_r = _wake_w = -1
+    _wake_r = _wake_w = _relay_r = _relay_w = -1
+
+
+def _watch(wake_r: int, relay_w: int, done: "_thread.LockType") -> None:
+    """The watcher thread: relay each signal byte and interrupt lifted code for it."""
+    global _watcher_ident
+    _watcher_ident = _thread.get_ident()
+    try:
+        _watch_loop(wake_r, relay_w)
+    finally:
+        done.release()
+
+
+def _watch_loop(wake_r: int, relay_w: int) -> None:
+    while True:
+        try:
+            data = os.read(wake_r, 256)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not data or 0 in data:
+            return
+        try:
+            os.write(relay_w, data)
+        except OSError:
+            pass
+        for sig in set(data):
+            try:
+                _interrupt(sig)
+            except Exception:            # never let a race with exec or exit kill the thread
+                pass
+
+
+def _interrupt(sig: int) -> None:
+    """Signal ``sig`` arrived: make lifted code stop at its next back edge; when the guest
+    dies of it and does not stop in time (no poll), end the first process from here."""
+    with _lock:
+        k, p = _kernel, _proc
+        if k is None or p is None or not deliverable(p, sig):
+            return
+        set_interrupt(k.ctl.view)
+        act = p.sigactions.get(sig)
+        fatal = ((act is None or act.handler == SIG_DFL) and default_action(sig) in (TERMINATE, CORE)
+                 and not p.is_forked_child and on_fatal is not None)
+    if not fatal:
+        return
+    import time
+    end = time.monotonic() + FATAL_GRACE
+    while time.monotonic() < end:
+        time.sleep(FATAL_GRACE / 10)
+        with _lock:
+            if _kernel is not k or k.in_host or not interrupt_requested(k.ctl.view):
+                return                   # lifted code took it, or Python delivers it
+    if k.claim_death() and on_fatal is not None:
+        on_fatal(sig)
+
+
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()             # the parent's watcher may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def set_interrupt(ctl: memoryview) -> None:
+    """Raise the control memory's INTERRUPT_FLAG (lifted code stops at its next back edge)."""
+    struct.pack_into("<I", ctl, abi.INTERRUPT_FLAG, 1)
+
+
+def clear_interrupt(ctl: memoryview) -> None:
+    struct.pack_into("<I", ctl, abi.INTERRUPT_FLAG, 0)
+
+
+def interrupt_requested(ctl: memoryview) -> bool:
+    return struct.unpack_from("<I", ctl, abi.INTERRUPT_FLAG)[0] != 0
 
 
 def _drain() -> None:
+    fd = _relay_r if _watcher is not None else _wake_r
     try:
-        while os.read(_wake_r, 256):
+        while os.read(fd, 256):
             pass
     except BlockingIOError:
         pass
@@ -168,7 +294,7 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
         install_wakeup()
     end = None if timeout is None else time.monotonic() + timeout
     poller = select.poll()
-    poller.register(_wake_r, select.POLLIN)
+    poller.register(_relay_r if _watcher is not None else _wake_r, select.POLLIN)
     if fd >= 0:
         poller.register(fd, events)
     try:

@@ -16,9 +16,12 @@ import errno
 import os
 import stat as st
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
+from vkernel.creds import privileged
 from vkernel.procfs import Skeleton
 
+T = TypeVar("T")
 _NR_OPENAT2 = 437
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_IN_ROOT = 0x10
@@ -28,6 +31,16 @@ _libc.syscall.restype = ctypes.c_long
 
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+class SynthesizedPath(OSError):
+    """A symlink of the image leads into /proc or /dev: ``target`` is the guest path it
+    reaches there (with the rest of the path). Callers that cannot serve it see EROFS, as
+    for any change under the read-only /proc and /dev."""
+
+    def __init__(self, target: str, path: str) -> None:
+        super().__init__(errno.EROFS, os.strerror(errno.EROFS), path)
+        self.target = target
 
 
 def openat2_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0) -> int:
@@ -68,6 +81,17 @@ def _creating(fn, *args, **kw):  # type: ignore[no-untyped-def]
         return fn(*args, **kw)
     finally:
         os.umask(old)
+
+
+def _listed_stat(ent: os.DirEntry[str]) -> os.stat_result:
+    """An entry's lstat; in a directory the caller may read but not search (no x), only its
+    inode and type, as getdents gives them (Linux lists such a directory, stat then fails)."""
+    try:
+        return ent.stat(follow_symlinks=False)
+    except PermissionError:
+        kind = st.S_IFLNK if ent.is_symlink() else st.S_IFDIR if ent.is_dir(follow_symlinks=False) \
+            else st.S_IFREG
+        return os.stat_result((kind, ent.inode(), 0, 0, 0, 0, 0, 0, 0, 0))
 
 
 def normalize(path: str) -> str:
@@ -124,6 +148,12 @@ class Vfs:
                 self.mounts.append(_Mount("/" + name, fd, host, True, synthesized=True))
         self.mounts.sort(key=lambda m: -len(m.guest))
         self._mount_fds = {m.fd: m for m in self.mounts}
+        self._synthesized = tuple(m.guest for m in self.mounts if m.synthesized)
+        self.synthesized_open: "Callable[[str, int, int], int] | None" = None
+        """Set by the kernel: open a guest path it serves itself (/proc/self/..., /dev/...);
+        a symlink of the image that leads into /proc or /dev is opened through it."""
+        self.synthesized_readlink: "Callable[[str], bytes] | None" = None
+        self._redirects = 0
         for m in self.mounts:           # the mount point's parents exist, as a runtime makes them
             parent = os.path.dirname(m.guest)
             if self._mount_of(parent) is None and not self.is_dir(parent):
@@ -254,6 +284,7 @@ class Vfs:
                 if target.startswith("/"):
                     parts = []
                 pending.extend([c for c in target.split("/") if c][::-1])
+                self._check_synthesized(parts, pending, path)
                 continue
             if not last and not st.S_ISDIR(s.st_mode):
                 raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
@@ -266,13 +297,47 @@ class Vfs:
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
         return canon, found[0], found[1]
 
+    def _check_synthesized(self, parts: list[str], pending: list[str], path: str) -> None:
+        """After a symlink: when the walk now enters /proc or /dev (synthesized), the rest
+        of the path is the kernel's to serve, not the skeleton's (:class:`SynthesizedPath`).
+        The walk so far stayed inside the guest root, so the path handed on is a guest path."""
+        if not self._synthesized:
+            return
+        rest = list(parts)
+        todo = list(pending)
+        while todo:                   # lexically: "..", "." up to the first real component
+            c = todo.pop()
+            if c == "..":
+                if rest:
+                    rest.pop()
+                continue
+            if c != ".":
+                rest.append(c)
+                break
+        if rest and "/" + rest[0] in self._synthesized:
+            raise SynthesizedPath("/" + "/".join(rest + todo[::-1]), path)
+
+    def _synthesized_call(self, e: "SynthesizedPath", fn: "Callable[[str], T]") -> "T":
+        if self.synthesized_open is None or self.synthesized_readlink is None or \
+                self._redirects >= 8:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), e.filename)
+        self._redirects += 1
+        try:
+            return fn(e.target)
+        finally:
+            self._redirects -= 1
+
     # -- lookups ------------------------------------------------------------------
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
         """A host fd for guest absolute ``path`` (OSError with the host errno on failure)."""
         dev = DEVICES.get(normalize(path))
         if dev is not None:
             return os.open(dev, (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
-        canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
+        try:
+            canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
+        except SynthesizedPath as e:
+            opener = self.synthesized_open
+            return self._synthesized_call(e, lambda t: opener(t, flags, mode))  # type: ignore[misc]
         if self.mounts:
             got = self._mount_of(canon)
             if got is not None:
@@ -302,13 +367,25 @@ class Vfs:
         dev = DEVICES.get(normalize(path))
         if dev is not None:
             return os.stat(dev)
-        _, _, s = self.resolve(path, follow)
+        try:
+            _, _, s = self.resolve(path, follow)
+        except SynthesizedPath as e:
+            opener = self.synthesized_open
+            h = self._synthesized_call(e, lambda t: opener(t, os.O_PATH, 0))  # type: ignore[misc]
+            try:
+                return os.fstat(h)
+            finally:
+                os.close(h)
         if s is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         return s
 
     def readlink(self, path: str) -> bytes:
-        canon, layer, s = self.resolve(path, follow=False)
+        try:
+            canon, layer, s = self.resolve(path, follow=False)
+        except SynthesizedPath as e:
+            reader = self.synthesized_readlink
+            return self._synthesized_call(e, lambda t: reader(t))  # type: ignore[misc]
         if s is None or layer is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         if not st.S_ISLNK(s.st_mode):
@@ -374,7 +451,7 @@ class Vfs:
                     if root_fd == self.lower_fd and self._lstat_in(
                             self.upper_fd, canon.rstrip("/") + "/" + WHITEOUT_PREFIX + name):
                         continue
-                    out[name] = ent.stat(follow_symlinks=False)
+                    out[name] = _listed_stat(ent)
             finally:
                 os.close(dfd)
         return list(out.items())
@@ -382,7 +459,7 @@ class Vfs:
     @staticmethod
     def _entry_stat(canon: str, ent: os.DirEntry[str]) -> os.stat_result:
         dev = DEVICES.get(canon.rstrip("/") + "/" + ent.name)
-        return os.stat(dev) if dev is not None else ent.stat(follow_symlinks=False)
+        return os.stat(dev) if dev is not None else _listed_stat(ent)
 
     # -- writes ---------------------------------------------------------------------
     def _upper_dir_fd(self, canon_dir: str) -> int:
@@ -401,21 +478,33 @@ class Vfs:
                 continue
             low = self._lstat_in(self.lower_fd, cur)
             mode = st.S_IMODE(low.st_mode) if low is not None else 0o755
-            pfd = openat2_in_root(self.upper_fd, "/" + "/".join(parts[:i]), os.O_PATH | os.O_DIRECTORY)
-            try:
-                os.mkdir(parts[i], mode, dir_fd=pfd)
-            except FileExistsError:
-                pass
-            finally:
-                os.close(pfd)
+            with privileged():        # as overlayfs: copy-up with the mounter's credentials
+                pfd = openat2_in_root(self.upper_fd, "/" + "/".join(parts[:i]), os.O_PATH | os.O_DIRECTORY)
+                try:
+                    os.mkdir(parts[i], mode, dir_fd=pfd)
+                    if low is not None and os.geteuid() == 0:   # the rootfs owner, as overlayfs
+                        os.chown(parts[i], low.st_uid, low.st_gid, dir_fd=pfd, follow_symlinks=False)
+                        os.chmod(parts[i], mode, dir_fd=pfd)
+                except FileExistsError:
+                    pass
+                finally:
+                    os.close(pfd)
 
     def _copy_up(self, canon: str, s: os.stat_result, truncate: bool = False) -> None:
-        """Copy the rootfs entry at ``canon`` (file or symlink) into the upper layer."""
+        """Copy the rootfs entry at ``canon`` (file or symlink) into the upper layer (with its
+        owner, as overlayfs: the guest's own access is checked on the copy afterwards)."""
+        with privileged():
+            self._copy_up_as_mounter(canon, s, truncate)
+
+    def _copy_up_as_mounter(self, canon: str, s: os.stat_result, truncate: bool) -> None:
         pfd = self._upper_dir_fd(os.path.dirname(canon))
+        owned = os.geteuid() == 0
         name = os.path.basename(canon)
         try:
             if st.S_ISLNK(s.st_mode):
                 os.symlink(self._readlink_in(self.lower_fd, canon), name, dir_fd=pfd)
+                if owned:
+                    os.chown(name, s.st_uid, s.st_gid, dir_fd=pfd, follow_symlinks=False)
                 return
             if st.S_ISDIR(s.st_mode):
                 self._mkdirs_up(canon)
@@ -425,6 +514,9 @@ class Vfs:
                 dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                               st.S_IMODE(s.st_mode), dir_fd=pfd)
                 try:
+                    if owned:
+                        os.fchown(dst, s.st_uid, s.st_gid)
+                        os.fchmod(dst, st.S_IMODE(s.st_mode))
                     if not truncate:
                         while os.sendfile(dst, src, None, 1 << 24) > 0:
                             pass
@@ -437,6 +529,10 @@ class Vfs:
             os.close(pfd)
 
     def _whiteout(self, canon: str) -> None:
+        with privileged():
+            self._whiteout_as_mounter(canon)
+
+    def _whiteout_as_mounter(self, canon: str) -> None:
         if not self._has_whiteouts():
             fd = openat2_in_root(self.upper_fd, "/" + WHITEOUT_MARKER, os.O_WRONLY | os.O_CREAT, 0o600)
             os.close(fd)
@@ -491,7 +587,23 @@ class Vfs:
             finally:
                 os.close(pfd)
         if lower is not None:
+            if layer != self.upper_fd:
+                self._may_remove(canon, s, path)
             self._whiteout(canon)
+
+    def _may_remove(self, canon: str, s: os.stat_result, path: str) -> None:
+        """EACCES/EPERM as Linux when the caller may not remove rootfs entry ``canon`` (only a
+        whiteout is written, so the host cannot check this by itself)."""
+        pfd = self._upper_dir_fd(os.path.dirname(canon))
+        try:
+            if not os.access(".", os.W_OK | os.X_OK, dir_fd=pfd, effective_ids=True):
+                raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+            parent = os.fstat(pfd)
+            euid = os.geteuid()
+            if parent.st_mode & st.S_ISVTX and euid != 0 and euid not in (s.st_uid, parent.st_uid):
+                raise OSError(errno.EPERM, os.strerror(errno.EPERM), path)
+        finally:
+            os.close(pfd)
 
     def unlink(self, path: str) -> None:
         """Remove a file or symlink (a whiteout hides the rootfs copy)."""

@@ -14,6 +14,7 @@ from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import AT_FDCWD, path_arg, s32, s64
 from vkernel import procfs
+from vkernel.proctree import guest_processes
 from vkernel.vfs import normalize
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -175,10 +176,15 @@ def _proc_self(k: Kernel, path: str, follow: bool = True) -> tuple[str, object] 
                                             if not m.synthesized]))
     skel = k.vfs.skeleton
     if p == f"/proc/{pid}" and skel is not None:
-        return ("dir", (skel.piddir, p))
+        return ("dir", (procfs.pid_dir(skel, int(pid)), p))
+    other = _other_guest_pid(k, p, pid)
+    if other is not None:
+        return other
     if not p.startswith(f"/proc/{pid}/"):
         return None
     rest = p[len(f"/proc/{pid}/"):]
+    if rest in procfs.PROC_PID_FILES:
+        return ("data", procfs.pid_file(k, int(pid), rest))
     if rest == "exe":
         return ("link", k.proc.exe)
     if rest == "cwd":
@@ -195,6 +201,26 @@ def _proc_self(k: Kernel, path: str, follow: bool = True) -> tuple[str, object] 
     if rest == "maps":
         return ("data", k.space.maps_text())
     raise OSError(errno.ENOENT, "not synthesized")
+
+
+def _other_guest_pid(k: Kernel, p: str, pid: str) -> tuple[str, object] | None:
+    """/proc/PID and its files for another guest process of this run (ENOENT for any other
+    host pid: only the sandbox's processes are visible)."""
+    parts = p.split("/")
+    if len(parts) < 3 or parts[1] != "proc" or not parts[2].isdigit() or parts[2] == pid:
+        return None
+    skel = k.vfs.skeleton
+    if skel is None or not any(m.guest == "/proc" and m.synthesized for m in k.vfs.mounts):
+        return None
+    other = int(parts[2])
+    if other not in guest_processes(k.proc):
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), p)
+    rest = "/".join(parts[3:])
+    if not rest:
+        return ("dir", (procfs.pid_dir(skel, other), p))
+    if rest in procfs.PROC_PID_FILES:
+        return ("data", procfs.pid_file(k, other, rest))
+    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), p)
 
 
 def fd_link(of: OpenFile) -> str:
@@ -255,7 +281,7 @@ def _open_special(k: Kernel, path: str, flags: int, mode: int = 0o666) -> tuple[
         raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
     fd = os.memfd_create("kiln-proc", os.MFD_CLOEXEC)
     os.fchmod(fd, 0o444)                       # as procfs shows its files: r--r--r--
-    os.write(fd, str(val).encode())
+    os.write(fd, val if isinstance(val, bytes) else str(val).encode())
     os.lseek(fd, 0, os.SEEK_SET)
     return fd, normalize(path)
 
@@ -375,7 +401,12 @@ def _list_dir(k: Kernel, of: OpenFile) -> list[tuple[bytes, int, int]]:
         return out + [(str(n).encode(), own.st_ino + 1 + n, 10) for n in sorted(k.fds.files)]
     if of.path == "/proc" and k.vfs.skeleton is not None and \
             any(m.guest == "/proc" and m.synthesized for m in k.vfs.mounts):
-        out.append((pid.encode(), os.stat(k.vfs.skeleton.piddir).st_ino, 4))
+        for g in sorted({int(pid), *guest_processes(k.proc)}):   # guest processes only
+            d = procfs.pid_dir(k.vfs.skeleton, g)
+            out.append((str(g).encode(), os.stat(d).st_ino, 4))
+    elif of.path.startswith("/proc/") and of.path[6:].isdigit() and k.vfs.skeleton is not None:
+        return out + [(n.encode(), own.st_ino + 1 + i, 8)
+                      for i, n in enumerate(procfs.PROC_PID_FILES)]
     for name, s in k.vfs.list_dir(of.path):
         out.append((os.fsencode(name), s.st_ino, _DT.get(st.S_IFMT(s.st_mode), 0)))
     return out
@@ -460,6 +491,8 @@ def sys_getcwd(k: Kernel, buf: int, size: int) -> int:
 def _set_cwd(k: Kernel, path: str) -> int:
     h = open_guest(k, path, os.O_PATH | os.O_DIRECTORY)
     try:
+        if not os.access(f"/proc/self/fd/{h}", os.X_OK, effective_ids=True):
+            return -errno.EACCES                # search permission, as Linux's chdir
         k.proc.cwd = k.vfs.guest_path_of(h)
     finally:
         os.close(h)

@@ -23,7 +23,10 @@ def render() -> str:
         "",
         f"{len(rows)} syscalls listed: {n_sup} supported, {n_part} partial, "
         f"{len(rows) - n_sup - n_part} answered with an error. Every other syscall returns "
-        "`ENOSYS` and is reported once on stderr.",
+        "`ENOSYS`; the first call of each such number in a process is an "
+        "`unsupported` record in the audit log (`--audit-log`) and a line in `--trace`, and "
+        "is named on stderr only with `KILN_WARN_UNSUPPORTED=1` in kiln's environment (so a "
+        "program that copes with `ENOSYS` keeps its exact output).",
         "",
         "| nr | name | support | notes |",
         "|---:|---|---|---|",

@@ -82,6 +82,8 @@ def sys_prctl(k: Kernel, option: int, arg2: int, arg3: int, arg4: int, arg5: int
     option = s32(option)
     if option == PR_SET_NAME:
         k.proc.comm = k.space.window(arg2, 16).tobytes().split(b"\0")[0][:15]
+        from vkernel import procfs
+        procfs.republish(k.vfs.skeleton, k.proc.comm.decode("utf-8", "replace"))
         return 0
     if option == PR_GET_NAME:
         name = k.proc.comm or os.path.basename(k.proc.exe).encode()[:15]

@@ -11,6 +11,7 @@ import struct
 import sys
 
 from formats import abi
+from vkernel import creds, procfs
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
@@ -32,7 +33,7 @@ def sys_exit_group(k: Kernel, status: int) -> int:
 
 
 def sys_getpid(k: Kernel) -> int:
-    """getpid(2): guest pids are host pids"""
+    """getpid(2): the pid in the run's pid namespace (vkernel/pidns.py), else the host pid"""
     return os.getpid()
 
 
@@ -42,28 +43,28 @@ def sys_gettid(k: Kernel) -> int:
 
 
 def sys_getppid(k: Kernel) -> int:
-    """getppid(2)"""
+    """getppid(2): in the run's pid namespace, 0 for pid 1 (its parent is outside)"""
     return os.getppid()
 
 
 def sys_getuid(k: Kernel) -> int:
-    """getuid(2): the host user's id"""
-    return os.getuid()
+    """getuid(2): the guest's ids are the host process's (vkernel/creds.py)"""
+    return creds.current().ruid
 
 
 def sys_geteuid(k: Kernel) -> int:
     """geteuid(2)"""
-    return os.geteuid()
+    return creds.current().euid
 
 
 def sys_getgid(k: Kernel) -> int:
     """getgid(2)"""
-    return os.getgid()
+    return creds.current().rgid
 
 
 def sys_getegid(k: Kernel) -> int:
     """getegid(2)"""
-    return os.getegid()
+    return creds.current().egid
 
 
 def sys_getpgrp(k: Kernel) -> int:
@@ -235,6 +236,7 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
         k.proc.siginfo.clear()
         k.proc.pids_refused = False
         install_wakeup()                       # our own, not the parent's wakeup pipe
+        procfs.republish(k.vfs.skeleton)   # /proc/PID for the other guests
         sync_host(k.proc)                      # guest SIG_DFL is now the host's SIG_DFL
         if k.proc.vfork_fd >= 0:               # our parent is a vfork child: not our wait
             os.close(k.proc.vfork_fd)
@@ -380,6 +382,24 @@ def sys_execve(k: Kernel, pathname: int, argv: int, envp: int) -> int:
     return prepare_exec(k, path, args, env)
 
 
+def _open_for_exec(k: Kernel, path: str) -> int:
+    """A readable fd of ``path``: exec needs execute permission only (a 0711 program runs),
+    so a file the guest may execute but not read is read by vkernel itself."""
+    from vkernel.syscalls.fs import open_guest
+    try:
+        return open_guest(k, path, os.O_RDONLY)
+    except PermissionError:
+        h = open_guest(k, path, os.O_PATH)
+    try:
+        if not st.S_ISREG(os.fstat(h).st_mode) or \
+                not os.access(f"/proc/self/fd/{h}", os.X_OK, effective_ids=True):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+        with creds.privileged():
+            return os.open(f"/proc/self/fd/{h}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(h)
+
+
 _BINPRM_MAX_DEPTH = 4      # Linux: ELOOP past four levels of #! interpreters
 
 
@@ -388,18 +408,17 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
     """Check an exec as Linux does (ENOENT, EACCES, ENOEXEC, E2BIG, ELOOP come back to the
     caller as -errno) and raise GuestExec with the checked bytes when it can go ahead."""
     from vkernel.loader import MAX_ARG_STRLEN, ARG_MAX, check_loadable, exec_args_size
-    from vkernel.syscalls.fs import open_guest
     execfn = execfn or path
     if any(len(a) >= MAX_ARG_STRLEN for a in args) or any(len(e) >= MAX_ARG_STRLEN for e in env):
         return -errno.E2BIG
     if exec_args_size(args, env, execfn) > ARG_MAX:
         return -errno.E2BIG
-    h = open_guest(k, path, os.O_RDONLY)
+    h = _open_for_exec(k, path)
     try:
         s = os.fstat(h)
         if not st.S_ISREG(s.st_mode):
             return -errno.EACCES
-        if not os.access(f"/proc/self/fd/{h}", os.X_OK):
+        if not os.access(f"/proc/self/fd/{h}", os.X_OK, effective_ids=True):
             return -errno.EACCES
         data = os.pread(h, max(s.st_size, 0), 0)
         canonical = k.vfs.guest_path_of(h)
@@ -427,13 +446,19 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
     except VkernelError as e:
         print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         return -errno.ENOEXEC
+    # Linux: exec sets comm to the name the file was executed by (not the resolved path):
+    # busybox renames itself after execve("/proc/self/exe") only when it reads "exe".
+    k.proc.comm = os.path.basename(execfn).encode("utf-8", "surrogateescape")[:15]
+    procfs.publish(k.vfs.skeleton, os.path.basename(execfn), args)
     raise GuestExec(canonical, args, env, data, execfn)
 
 
 def sys_getgroups(k: Kernel, size: int, lst: int) -> int:
-    """getgroups(2): the host process's groups"""
-    groups = os.getgroups()
+    """getgroups(2): the supplementary groups"""
+    groups = creds.current().groups
     size = s32(size)
+    if size < 0:
+        return -errno.EINVAL
     if size == 0:
         return len(groups)
     if size < len(groups):
@@ -442,45 +467,75 @@ def sys_getgroups(k: Kernel, size: int, lst: int) -> int:
     return len(groups)
 
 
+def sys_setgroups(k: Kernel, size: int, lst: int) -> int:
+    """setgroups(2): needs euid 0 (CAP_SETGID); the host process's groups change"""
+    size = s32(size)
+    if size < 0 or size > creds.NGROUPS_MAX:
+        return -errno.EINVAL
+    groups = list(struct.unpack(f"<{size}I", k.space.read(lst, 4 * size))) if size else []
+    return _ids_changed(k, creds.setgroups(groups))
+
+
 def sys_getresuid(k: Kernel, ruid: int, euid: int, suid: int) -> int:
-    """getresuid(2)"""
-    for addr, v in zip((ruid, euid, suid), os.getresuid()):
+    """getresuid(2): the guest's saved uid (the host's is vkernel's business)"""
+    c = creds.current()
+    for addr, v in zip((ruid, euid, suid), (c.ruid, c.euid, c.suid)):
         k.space.put_u32(addr, v)
     return 0
 
 
 def sys_getresgid(k: Kernel, rgid: int, egid: int, sgid: int) -> int:
     """getresgid(2)"""
-    for addr, v in zip((rgid, egid, sgid), os.getresgid()):
+    c = creds.current()
+    for addr, v in zip((rgid, egid, sgid), (c.rgid, c.egid, c.sgid)):
         k.space.put_u32(addr, v)
     return 0
 
 
-def _same_id(want: list[int], have: tuple[int, ...]) -> int:
-    for w in want:
-        if w != 0xFFFFFFFF and w not in have:
-            return -errno.EPERM
-    return 0
+def _ids_changed(k: Kernel, ret: int) -> int:
+    if ret == 0:
+        procfs.republish(k.vfs.skeleton)     # /proc/PID/status of the others
+    return ret
 
 
 def sys_setuid(k: Kernel, uid: int) -> int:
-    """setuid(2): only to the current ids (vkernel never changes host credentials)"""
-    return _same_id([uid & 0xFFFFFFFF], os.getresuid())
+    """setuid(2): Linux's rules on the guest's ids; the host process's ids change"""
+    return _ids_changed(k, creds.setuid(uid))
 
 
 def sys_setgid(k: Kernel, gid: int) -> int:
-    """setgid(2): only to the current ids"""
-    return _same_id([gid & 0xFFFFFFFF], os.getresgid())
+    """setgid(2)"""
+    return _ids_changed(k, creds.setgid(gid))
+
+
+def sys_setreuid(k: Kernel, ruid: int, euid: int) -> int:
+    """setreuid(2)"""
+    return _ids_changed(k, creds.setreuid(ruid, euid))
+
+
+def sys_setregid(k: Kernel, rgid: int, egid: int) -> int:
+    """setregid(2)"""
+    return _ids_changed(k, creds.setregid(rgid, egid))
 
 
 def sys_setresuid(k: Kernel, ruid: int, euid: int, suid: int) -> int:
-    """setresuid(2): only to the current ids"""
-    return _same_id([x & 0xFFFFFFFF for x in (ruid, euid, suid)], os.getresuid())
+    """setresuid(2)"""
+    return _ids_changed(k, creds.setresuid(ruid, euid, suid))
 
 
 def sys_setresgid(k: Kernel, rgid: int, egid: int, sgid: int) -> int:
-    """setresgid(2): only to the current ids"""
-    return _same_id([x & 0xFFFFFFFF for x in (rgid, egid, sgid)], os.getresgid())
+    """setresgid(2)"""
+    return _ids_changed(k, creds.setresgid(rgid, egid, sgid))
+
+
+def sys_setfsuid(k: Kernel, fsuid: int) -> int:
+    """setfsuid(2): the filesystem uid follows the effective uid; returns it, changes nothing"""
+    return creds.current().euid
+
+
+def sys_setfsgid(k: Kernel, fsgid: int) -> int:
+    """setfsgid(2): as setfsuid"""
+    return creds.current().egid
 
 
 def sys_getrusage(k: Kernel, who: int, usage: int) -> int:

@@ -1,0 +1,313 @@
+"""Guest credentials: the host process's real uid/gid/groups, Linux's rules for changing them.
+
+A guest process is one host process, and its guest credentials *are* that
+host process's credentials, so the host kernel checks every access to the
+lower/upper layers and volumes exactly as it would in a container. When kiln
+runs as root, the only difference from the guest's view is the host's saved
+set-user-ID: it stays 0, so vkernel itself can become root again for the few
+things overlayfs does with the mounter's credentials (creating the upper
+layer's copies of rootfs directories and files with their owners, whiteouts)
+and to tidy up after the run. The guest never gets that back: every id change
+is checked here against the guest's own (real, effective, saved) ids with
+Linux's rules, so ``setuid(0)`` after dropping privileges is EPERM as on
+Linux. The guest's saved ids are kept here, the host's are never shown.
+
+When kiln does not run as root, nothing can change: the guest runs with the
+host user's ids, id changes to other ids are EPERM, and asking for another
+user is an error (see :func:`check_possible`).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+from formats.errors import KilnError
+
+NGROUPS_MAX = 65536
+_MAX_ID = 0xFFFFFFFE
+UNCHANGED = 0xFFFFFFFF
+"""-1 as an unsigned 32-bit id: "leave this one as it is"."""
+
+_PR_SET_DUMPABLE = 4
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class Creds:
+    """One guest process's ids (as Linux keeps them in ``struct cred``)."""
+    ruid: int = 0
+    euid: int = 0
+    suid: int = 0
+    rgid: int = 0
+    egid: int = 0
+    sgid: int = 0
+    groups: tuple[int, ...] = ()
+
+    @property
+    def privileged(self) -> bool:
+        """CAP_SETUID/CAP_SETGID/CAP_CHOWN...: a guest has them exactly when its euid is 0."""
+        return self.euid == 0
+
+
+@dataclass(frozen=True)
+class User:
+    """An image ``User`` (or ``kiln run --user``) resolved in the image's /etc/passwd and /etc/group."""
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str | None            # passwd name, None for a uid that has no entry
+    home: str                   # passwd home, "/" without an entry (as docker)
+
+    def creds(self) -> Creds:
+        return Creds(self.uid, self.uid, self.uid, self.gid, self.gid, self.gid, self.groups)
+
+
+# -- the current process's credentials ---------------------------------------------------
+_current: Creds | None = None
+"""This process's guest credentials when vkernel manages them (kiln runs as root), else None."""
+
+
+def managed() -> bool:
+    """Whether guest ids are real host ids that vkernel sets (kiln started as root)."""
+    return _current is not None
+
+
+def current() -> Creds:
+    if _current is not None:
+        return _current
+    r, e, s = os.getresuid()
+    rg, eg, sg = os.getresgid()
+    return Creds(r, e, s, rg, eg, sg, tuple(os.getgroups()))
+
+
+@contextmanager
+def privileged() -> Iterator[None]:
+    """Run the body as host root (only vkernel's own work: copy-up, whiteouts, cleanup)."""
+    if _current is None or os.geteuid() == 0:
+        yield
+        return
+    euid = os.geteuid()
+    os.seteuid(0)
+    try:
+        yield
+    finally:
+        os.seteuid(euid)
+
+
+def _apply(c: Creds) -> None:
+    """Make the host process's credentials ``c`` (saved uid 0 kept for :func:`privileged`)."""
+    if os.geteuid() != 0:
+        os.seteuid(0)
+    os.setgroups(list(c.groups))
+    os.setresgid(c.rgid, c.egid, c.sgid)
+    os.setresuid(c.ruid, c.euid, 0)
+    # Changing euid makes Linux mark the process non-dumpable (its /proc files become
+    # root's); a guest process is as inspectable by its own user as any other process.
+    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+
+
+_host: tuple[tuple[int, ...], tuple[int, ...], list[int]] | None = None
+"""The host process's own ids before :func:`become`, for :func:`restore_host`."""
+
+
+def become(c: Creds) -> None:
+    """Take guest credentials ``c`` for this process (kiln runs as root)."""
+    global _current, _host
+    if _host is None:
+        _host = (os.getresuid(), os.getresgid(), os.getgroups())
+    _current = c = replace(c, groups=tuple(sorted(c.groups)))    # Linux keeps them sorted
+    _apply(c)
+
+
+def restore_host() -> None:
+    """Back to host root (the first process, after its guest ended): vkernel tidies up as root."""
+    global _current, _host
+    if _current is None or _host is None:
+        return
+    (ruid, euid, suid), gids, groups = _host
+    _current = _host = None
+    if os.geteuid() != 0:
+        os.seteuid(0)
+    os.setgroups(groups)
+    os.setresgid(*gids)
+    os.setresuid(ruid, euid, suid)
+
+
+def check_possible(user: User) -> None:
+    """KilnError when ``user`` cannot be given to the guest (kiln does not run as root)."""
+    if os.geteuid() == 0:
+        return
+    if (user.uid, user.gid) != (os.getuid(), os.getgid()):
+        raise KilnError(
+            f"cannot run the guest as uid {user.uid} gid {user.gid}: kiln is not running as root "
+            f"(it runs as uid {os.getuid()} gid {os.getgid()})",
+            hint="run kiln as root (guest ids are real host ids), or pass "
+                 f"--user {os.getuid()}:{os.getgid()}")
+
+
+# -- id changes, with Linux's rules (kernel/sys.c) ---------------------------------------
+def _change(new: Creds) -> int:
+    global _current
+    if _current is None:
+        return -errno.EPERM if new != current() else 0
+    _current = new
+    _apply(new)
+    return 0
+
+
+def _ids(*vals: int) -> list[int]:
+    return [v & 0xFFFFFFFF for v in vals]
+
+
+def setuid(uid: int) -> int:
+    c = current()
+    (uid,) = _ids(uid)
+    if uid == UNCHANGED:
+        return -errno.EINVAL
+    if c.privileged:
+        return _change(replace(c, ruid=uid, euid=uid, suid=uid))
+    if uid in (c.ruid, c.suid):
+        return _change(replace(c, euid=uid))
+    return -errno.EPERM
+
+
+def setgid(gid: int) -> int:
+    c = current()
+    (gid,) = _ids(gid)
+    if gid == UNCHANGED:
+        return -errno.EINVAL
+    if c.privileged:
+        return _change(replace(c, rgid=gid, egid=gid, sgid=gid))
+    if gid in (c.rgid, c.sgid):
+        return _change(replace(c, egid=gid))
+    return -errno.EPERM
+
+
+def setreuid(ruid: int, euid: int) -> int:
+    c = current()
+    ruid, euid = _ids(ruid, euid)
+    new_r = c.ruid if ruid == UNCHANGED else ruid
+    new_e = c.euid if euid == UNCHANGED else euid
+    if not c.privileged:
+        if ruid != UNCHANGED and ruid not in (c.ruid, c.euid):
+            return -errno.EPERM
+        if euid != UNCHANGED and euid not in (c.ruid, c.euid, c.suid):
+            return -errno.EPERM
+    new_s = new_e if ruid != UNCHANGED or (euid != UNCHANGED and new_e != c.ruid) else c.suid
+    return _change(replace(c, ruid=new_r, euid=new_e, suid=new_s))
+
+
+def setregid(rgid: int, egid: int) -> int:
+    c = current()
+    rgid, egid = _ids(rgid, egid)
+    new_r = c.rgid if rgid == UNCHANGED else rgid
+    new_e = c.egid if egid == UNCHANGED else egid
+    if not c.privileged:
+        if rgid != UNCHANGED and rgid not in (c.rgid, c.egid):
+            return -errno.EPERM
+        if egid != UNCHANGED and egid not in (c.rgid, c.egid, c.sgid):
+            return -errno.EPERM
+    new_s = new_e if rgid != UNCHANGED or (egid != UNCHANGED and new_e != c.rgid) else c.sgid
+    return _change(replace(c, rgid=new_r, egid=new_e, sgid=new_s))
+
+
+def setresuid(ruid: int, euid: int, suid: int) -> int:
+    c = current()
+    want = _ids(ruid, euid, suid)
+    if not c.privileged and any(w != UNCHANGED and w not in (c.ruid, c.euid, c.suid) for w in want):
+        return -errno.EPERM
+    r, e, s = (old if w == UNCHANGED else w for w, old in zip(want, (c.ruid, c.euid, c.suid)))
+    return _change(replace(c, ruid=r, euid=e, suid=s))
+
+
+def setresgid(rgid: int, egid: int, sgid: int) -> int:
+    c = current()
+    want = _ids(rgid, egid, sgid)
+    if not c.privileged and any(w != UNCHANGED and w not in (c.rgid, c.egid, c.sgid) for w in want):
+        return -errno.EPERM
+    r, e, s = (old if w == UNCHANGED else w for w, old in zip(want, (c.rgid, c.egid, c.sgid)))
+    return _change(replace(c, rgid=r, egid=e, sgid=s))
+
+
+def setgroups(groups: list[int]) -> int:
+    c = current()
+    if len(groups) > NGROUPS_MAX:
+        return -errno.EINVAL
+    if not c.privileged:
+        return -errno.EPERM
+    return _change(replace(c, groups=tuple(sorted(g & 0xFFFFFFFF for g in groups))))
+
+
+# -- resolving an image User ----------------------------------------------------------------
+def _table(text: bytes | None) -> list[list[str]]:
+    if not text:
+        return []
+    rows = []
+    for line in text.decode("utf-8", "replace").splitlines():
+        if line and not line.startswith("#"):
+            rows.append(line.split(":"))
+    return rows
+
+
+def resolve_user(spec: str, read: Callable[[str], bytes | None], where: str = "the image") -> User:
+    """Resolve ``uid``, ``uid:gid``, ``name``, ``name:group`` (any mix) as docker does.
+
+    ``read(path)`` returns a guest file's bytes or None. The primary group is the
+    passwd entry's (0 for a uid without one) unless a group is given. Without a
+    group, the supplementary groups are the primary group plus every /etc/group
+    entry that lists the user's name (as ``initgroups``, which ``su`` also
+    uses); with one, that group only.
+    """
+    spec = spec.strip()
+    name, _, group = spec.partition(":")
+    if not name:
+        name = "0"
+    passwd = [r for r in _table(read("/etc/passwd")) if len(r) >= 7]
+    groups = [r for r in _table(read("/etc/group")) if len(r) >= 3]
+    entry = None
+    if name.isdigit():
+        uid = int(name)
+        entry = next((r for r in passwd if r[2] == name), None)
+    else:
+        entry = next((r for r in passwd if r[0] == name), None)
+        if entry is None or not entry[2].isdigit():
+            raise KilnError(f"user {name!r} is not in {where}'s /etc/passwd",
+                            hint="give a numeric --user UID[:GID], or a name from the image's "
+                                 "/etc/passwd")
+        uid = int(entry[2])
+    if uid > _MAX_ID:
+        raise KilnError(f"user id {uid} is out of range", hint="uids are 0..4294967294")
+    gid = int(entry[3]) if entry is not None and entry[3].isdigit() else 0
+    if gid > _MAX_ID:
+        raise KilnError(f"user {name!r} has group id {gid} in {where}'s /etc/passwd, out of range",
+                        hint="gids are 0..4294967294; fix the image's /etc/passwd")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = next((r for r in groups if r[0] == group and r[2].isdigit()), None)
+            if g is None:
+                raise KilnError(f"group {group!r} is not in {where}'s /etc/group",
+                                hint="give a numeric --user UID:GID, or a group from the image's "
+                                     "/etc/group")
+            gid = int(g[2])
+        if gid > _MAX_ID:
+            raise KilnError(f"group id {gid} is out of range", hint="gids are 0..4294967294")
+    uname = entry[0] if entry is not None else None
+    supp = [gid]
+    if uname is not None and not group:       # an explicit group is the only one (as runc)
+        for r in groups:
+            members = r[3].split(",") if len(r) >= 4 else []
+            if uname in members and r[2].isdigit() and int(r[2]) <= _MAX_ID \
+                    and int(r[2]) not in supp:
+                supp.append(int(r[2]))
+        if len(supp) > NGROUPS_MAX:
+            raise KilnError(f"user {uname!r} is in {len(supp)} groups in {where}'s /etc/group, "
+                            f"more than Linux allows ({NGROUPS_MAX})",
+                            hint="give --user UID:GID to run with one group")
+    home = entry[5] if entry is not None and entry[5] else "/"
+    return User(uid, gid, tuple(supp), uname, home)
