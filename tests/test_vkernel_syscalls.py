@@ -33,9 +33,19 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def k(tmp_path: Path, root: Path):
+    import signal
+    # The in-process kernel mirrors the guest's signal mask and dispositions onto this (pytest's)
+    # process; give pytest its own back so later tests and the programs they start are unaffected.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handlers = {s: signal.getsignal(s) for s in signal.valid_signals()
+                if s not in (signal.SIGKILL, signal.SIGSTOP) and s < signal.SIGRTMIN}
     kern = make_kernel(tmp_path, root)
     yield kern
     kern.fds.close_all()
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for s, h in handlers.items():
+        if h is not None and signal.getsignal(s) != h:
+            signal.signal(s, h)
 
 
 def open_(k, path: str, flags: int = os.O_RDONLY, mode: int = 0) -> int:
