@@ -278,20 +278,23 @@ def kiln_template(benches: list[Benchmark], log=None) -> str:
     key = h.hexdigest()[:16]
     base = cache_dir() / "bench" / f"kiln-{key}"
     image = base / "image"
-    if not (base / "complete").is_file():
-        root = base / "rootfs"
+    root = base / "rootfs"
+    if not (base / "rootfs-complete").is_file():
         if base.exists():
             shutil.rmtree(base)
         (root / "bin").mkdir(parents=True)
         for n, exe in enumerate(exes):
             shutil.copy2(exe, root / "bin" / f"{n}-{Path(exe).name}")
-        if log:
-            log(f"recompiling {len(exes)} benchmark program(s) for the kiln column")
-        proc = subprocess.run([sys.executable, "-m", "recompiler.cli", str(root), "-o", str(image)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise KilnError(f"recompile of the benchmark programs failed: {proc.stderr.strip()}")
-        (base / "complete").write_text("ok\n")
+        (base / "rootfs-complete").write_text("ok\n")
+    # Always recompile: the recompiler's own caches are keyed by the lifter's source, so an
+    # unchanged lifter costs a cached recompile and a changed one is never measured stale.
+    if log:
+        log(f"recompiling {len(exes)} benchmark program(s) for the kiln column (cached when unchanged)")
+    shutil.rmtree(image, ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-m", "recompiler.cli", str(root), "-o", str(image)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KilnError(f"recompile of the benchmark programs failed: {proc.stderr.strip()}")
     from recompiler.bundle import prepare_bundle
     mb = prepare_bundle(image) / "rootfs" / ".kiln" / "megabinary.kmb"
     return f"{shlex.quote(sys.executable)} -m vkernel.cli run --rootfs / --megabinary {shlex.quote(str(mb))} -- {{cmd}}"

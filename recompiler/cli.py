@@ -35,7 +35,9 @@ __all__ = ["main", "inspect_command"]
 @click.option("--tag", default="latest", show_default=True,
               help="Tag recorded in the output (org.opencontainers.image.ref.name).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
-              help="Lift this many ELF files in parallel (default: the number of CPUs).")
+              help="Worker processes for lifting and linking: ELF files are lifted in parallel, a "
+                   "large one in batches of functions, and the module is assembled in batches "
+                   "(default: the number of CPUs). The output does not depend on it.")
 @click.option("--no-cache", is_flag=True,
               help="Lift every ELF again instead of reusing lifted units cached by BLAKE3.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,

@@ -8,9 +8,12 @@ The pipeline calls only these three functions::
 """
 from __future__ import annotations
 
+import concurrent.futures
 import gc
+import multiprocessing
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -18,7 +21,7 @@ from recompiler.aot import engine_config
 from recompiler.wasm.emit import FunctionEmitter
 from recompiler.wasm.module import LinkedModule, LinkedUnit, link
 from recompiler.wasm.unit import LiftedUnit
-from recompiler.x86_64.cfg import discover
+from recompiler.x86_64.cfg import Program, discover
 from recompiler.x86_64.elfimage import ElfImage
 from recompiler.x86_64.errors import LiftError, UnsupportedInstruction
 from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_liveness, lift_block
@@ -32,28 +35,37 @@ TRAP_TOKEN = "@trap{}@"
 (the number is the site's position in the unit's address-sorted trap-site list)."""
 _TRAP_RE = re.compile(r"@trap(\d+)@")
 
-def lift_elf(path: Path, *, name: str) -> LiftedUnit:
-    """Discover, lift and emit every function of one x86-64 ELF (never fails on unknown instructions)."""
+def lift_elf(path: Path, *, name: str, jobs: int = 1) -> LiftedUnit:
+    """Discover, lift and emit every function of one x86-64 ELF (never fails on unknown instructions).
+
+    With ``jobs`` > 1 the functions are lifted in that many forked worker processes, in
+    contiguous batches; the unit is the same as with one job."""
     # The IR is millions of small acyclic objects: the cyclic collector only costs time here.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _lift_elf(path, name)
+        return _lift_elf(path, name, jobs)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _lift_elf(path: Path, name: str) -> LiftedUnit:
-    t0 = time.monotonic()
-    img = ElfImage(Path(path), name)
-    prog = discover(img)
-    bias = img.bias
+@dataclass
+class _Part:
+    """What lifting a batch of consecutive functions gives; merged in batch order."""
+    texts: list[str]
+    with_traps: list[int]                          # texts holding trap-site placeholders
+    home: dict[int, tuple[int, int]]               # dispatch entry -> (function, block index), first wins
+    sites: list[tuple[int, str, str]]              # this batch's trap sites, placeholder numbering
+    block_stats: dict[int, dict]                   # block start -> lift_block's counts for that block
+    nblocks: int
+
+
+def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name: str) -> _Part:
+    """Lift and emit ``funcs`` (in order)."""
+    bias = prog.image.bias
     traps = TrapSites()
-    stats: dict = {"instructions": 0, "unsupported": {}}
-    stats["decoded"] = len(prog.insns)
-    funcs = sorted(prog.functions)
-    unit_funcs = set(funcs)
+    block_stats: dict[int, dict] = {}
     # Blocks are lifted when the first function containing them is emitted and dropped after the
     # last one: only the IR of the functions in flight is alive (busybox: 370k instructions).
     refs: dict[int, int] = {}
@@ -65,13 +77,14 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
     def get(start: int) -> IRBlock:
         lb = lifted.get(start)
         if lb is None:
-            lb = lifted[start] = lift_block(prog.blocks[start], prog, bias, traps, stats)
+            st = block_stats[start] = {}
+            lb = lifted[start] = lift_block(prog.blocks[start], prog, bias, traps, st)
             compute_info(lb)
         return lb
 
     home: dict[int, tuple[int, int]] = {}
     texts: list[str] = []
-    with_traps: list[int] = []          # texts holding trap-site placeholders
+    with_traps: list[int] = []
     nblocks = 0
     for f in funcs:
         fn = prog.functions[f]
@@ -98,16 +111,99 @@ def _lift_elf(path: Path, name: str) -> LiftedUnit:
             refs[s] -= 1
             if not refs[s]:
                 del lifted[s]
+        for s, i in getattr(em, "loop_entries", ()):   # interrupt polls leave at loop headers: dispatch entries
+            home.setdefault(s, (f, i))
         nblocks += len(ordered)
+    return _Part(texts, with_traps, home, traps.sites, block_stats, nblocks)
+
+
+def _batches(prog: Program, funcs: list[int], n: int) -> list[list[int]]:
+    """``funcs`` cut into at most ``n`` consecutive runs of about equal instruction counts."""
+    weight = [sum(len(prog.blocks[s].insns) for s in prog.functions[f].blocks) + 1 for f in funcs]
+    total = sum(weight)
+    out: list[list[int]] = []
+    cur: list[int] = []
+    acc = 0
+    for f, w in zip(funcs, weight):
+        cur.append(f)
+        acc += w
+        if acc >= total * (len(out) + 1) / n and len(out) < n - 1:
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
+
+
+_WORKER: tuple[Program, list[list[int]], set[int], str] | None = None
+
+
+def _lift_batch(k: int) -> _Part:
+    """Worker (forked after discovery): lift batch ``k``."""
+    assert _WORKER is not None
+    prog, batches, unit_funcs, name = _WORKER
+    gc.disable()
+    return _lift_functions(prog, batches[k], unit_funcs, name)
+
+
+def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
+    global _WORKER
+    t0 = time.monotonic()
+    img = ElfImage(Path(path), name)
+    prog = discover(img)
+    bias = img.bias
+    funcs = sorted(prog.functions)
+    unit_funcs = set(funcs)
+    batches = _batches(prog, funcs, 3 * jobs) if jobs > 1 and len(funcs) > 64 else [funcs]
+    if len(batches) > 1:
+        _WORKER = (prog, batches, unit_funcs, name)
+        try:
+            gc.freeze()              # keep the forked workers' copies of the CFG shared
+            ctx = multiprocessing.get_context("fork")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                parts = list(pool.map(_lift_batch, range(len(batches))))
+        finally:
+            _WORKER = None
+            gc.unfreeze()
+    else:
+        parts = [_lift_functions(prog, funcs, unit_funcs, name)]
+    # blocks in no function: still lifted, so counted and their trap sites listed
+    in_funcs = {s for f in funcs for s in prog.functions[f].blocks}
+    rest = TrapSites()
+    rest_stats: dict[int, dict] = {}
     for start, blk in prog.blocks.items():
-        if start not in refs:            # in no function: still counted and listed as before
-            lift_block(blk, prog, bias, traps, stats)
-    # trap sites sorted by address (unique addresses): the index's list order; faults carry these indices
-    perm = sorted(range(len(traps.sites)), key=lambda i: traps.sites[i])
-    detail_map = {old: new for new, old in enumerate(perm)}
-    sites = tuple(traps.sites[i] for i in perm)
-    for k in with_traps:
-        texts[k] = _TRAP_RE.sub(lambda m: str(detail_map[int(m.group(1))]), texts[k])
+        if start not in in_funcs:
+            st = rest_stats[start] = {}
+            lift_block(blk, prog, bias, rest, st)
+    parts.append(_Part([], [], {}, rest.sites, rest_stats, 0))
+    # merge: trap sites by address (the index's list order; faults carry these indices)
+    by_addr: dict[int, tuple[int, str, str]] = {}
+    for part in parts:
+        for site in part.sites:
+            by_addr.setdefault(site[0], site)
+    sites = tuple(by_addr[a] for a in sorted(by_addr))
+    number = {site[0]: i for i, site in enumerate(sites)}
+    texts: list[str] = []
+    home: dict[int, tuple[int, int]] = {}
+    block_stats: dict[int, dict] = {}
+    nblocks = 0
+    for part in parts:
+        local = [number[site[0]] for site in part.sites]
+        for k in part.with_traps:
+            part.texts[k] = _TRAP_RE.sub(lambda m: str(local[int(m.group(1))]), part.texts[k])
+        texts.extend(part.texts)
+        for s, fi in part.home.items():
+            home.setdefault(s, fi)
+        for s, st in part.block_stats.items():
+            block_stats.setdefault(s, st)
+        nblocks += part.nblocks
+    del parts
+    unsupported: dict[str, int] = {}
+    for st in block_stats.values():
+        for m, c in st.get("unsupported", {}).items():
+            unsupported[m] = unsupported.get(m, 0) + c
+    stats: dict = {"instructions": sum(st.get("instructions", 0) for st in block_stats.values()),
+                   "unsupported": dict(sorted(unsupported.items())), "decoded": len(prog.insns)}
     for f in funcs:
         home[f] = (f, 0)
     entries = tuple(sorted((a, f, i) for a, (f, i) in home.items()))
@@ -142,6 +238,7 @@ def _reverse_postorder(entry: int, members: list[int], prog) -> list[int]:
     return post
 
 
-def link_units(units: list[LiftedUnit]) -> LinkedModule:
-    """One WebAssembly module for all units; unit n is units[n] (the megabinary index order)."""
-    return link(units)
+def link_units(units: list[LiftedUnit], *, jobs: int = 1) -> LinkedModule:
+    """One WebAssembly module for all units; unit n is units[n] (the megabinary index order).
+    ``jobs`` worker processes assemble batches of functions in parallel; the module is the same."""
+    return link(units, jobs=jobs)

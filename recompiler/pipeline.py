@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -147,14 +148,14 @@ def _liftable(rec: ElfRecord) -> str | None:
     return None
 
 
-def _lift_one(args: tuple[str, str, str, Path | None]) -> tuple[str, bytes | None, str]:  # noqa: C901
-    """Worker: lift one ELF (or load it from the cache); returns (blake3, unit bytes, status)."""
+def _lift_one(args: tuple[str, str, str, Path | None], jobs: int = 1) -> tuple[str, bytes | None, str]:  # noqa: C901
+    """Lift one ELF (or load it from the cache) with ``jobs`` processes; returns (blake3, unit bytes, status)."""
     host_path, guest_path, digest, cache_file = args
     from recompiler.lift_api import lift_elf
     if cache_file is not None and cache_file.is_file():
         return digest, cache_file.read_bytes(), "cached"   # parsed (and re-lifted if damaged) by the caller
     try:
-        unit = lift_elf(Path(host_path), name=guest_path)
+        unit = lift_elf(Path(host_path), name=guest_path, jobs=jobs)
     except KilnError as err:
         return digest, None, f"failed: {err.message}"
     except Exception as exc:  # a lifter bug must not sink the other ELFs of the image
@@ -169,6 +170,9 @@ def _lift_one(args: tuple[str, str, str, Path | None]) -> tuple[str, bytes | Non
 
 
 ProgressFn = Callable[[str, int, int], None]
+
+_SPLIT_ELF_BYTES = 1 << 20
+"""ELF files at least this large are lifted by all workers together (batches of functions)."""
 
 
 def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions = RecompileOptions(),
@@ -197,22 +201,10 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
         records, unit_bytes, statuses = _lift_stage(inv, rootfs, cache, opts, report, progress)
         stage["lift"] = time.monotonic() - t
 
-        t = time.monotonic()
-        module, index = _cached_link(records, unit_bytes, cache if opts.use_cache else None)
-        stage["link"] = time.monotonic() - t
-
-        t = time.monotonic()
-        fingerprint, artifact = _cached_precompile(module, cache if opts.use_cache else None)
-        stage["aot"] = time.monotonic() - t
-
-        t = time.monotonic()
-        metadata = Metadata(tool_version=tool_version(), source_image=report.source_digest,
-                            parameters={"platform": opts.platform or "linux/amd64",
-                                        "lifter": _lifter_fingerprint()})
-        blob = build_megabinary(index=index, module=module, aot={fingerprint: artifact},
-                                metadata=metadata)
-        mb_digest = read_megabinary(blob).digest
+        fingerprint, blob, mb_digest = _megabinary(records, unit_bytes, report.source_digest, opts,
+                                                   cache if opts.use_cache else None, stage)
         report.megabinary_digest = mb_digest
+        t = time.monotonic()
         annotations = {
             ANNOTATION_MEGABINARY_DIGEST: mb_digest,
             ANNOTATION_MEGABINARY_VERSION: f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
@@ -256,21 +248,32 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
     unit_bytes: dict[str, bytes] = {}
     statuses: dict[str, str] = {}
     done = 0
-    if opts.jobs > 1 and len(jobs) > 1:
+
+    def finished(digest: str, data: bytes | None, status: str) -> None:
+        nonlocal done
+        unit_bytes[digest], statuses[digest] = data, status
+        done += 1
+        if progress:
+            progress("lift", done, len(jobs))
+
+    # Cached units are read here. A large ELF (or the only one to lift) is split into batches
+    # of functions lifted by every worker; the other ELFs are lifted one per worker.
+    fresh = [j for j in jobs if j[3] is None or not j[3].is_file()]
+    for job in jobs:
+        if job not in fresh:
+            finished(*_lift_one(job))
+    big = [j for j in fresh if len(fresh) == 1 or Path(j[0]).stat().st_size >= _SPLIT_ELF_BYTES]
+    small = [j for j in fresh if j not in big]
+    for job in big:
+        finished(*_lift_one(job, opts.jobs))
+    if opts.jobs > 1 and len(small) > 1:
         ctx = __import__("multiprocessing").get_context("fork")
         with concurrent.futures.ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
-            for digest, data, status in pool.map(_lift_one, jobs):
-                unit_bytes[digest], statuses[digest] = data, status
-                done += 1
-                if progress:
-                    progress("lift", done, len(jobs))
+            for result in pool.map(_lift_one, small):
+                finished(*result)
     else:
-        for job in jobs:
-            digest, data, status = _lift_one(job)
-            unit_bytes[digest], statuses[digest] = data, status
-            done += 1
-            if progress:
-                progress("lift", done, len(jobs))
+        for job in small:
+            finished(*_lift_one(job))
     lifted: list[ElfRecord] = []
     for rec in todo:
         status = statuses[rec.blake3]
@@ -299,6 +302,55 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
     return lifted, unit_bytes, statuses
 
 
+def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_digest: str,
+                opts: RecompileOptions, cache: Path | None, stage: dict[str, float]):
+    """(engine fingerprint, megabinary bytes, its digest): linked, compiled ahead of time and
+    assembled, or the same megabinary made before from the same units, paths, source and engine."""
+    from formats.engine import current_fingerprint
+    import blake3
+    t = time.monotonic()
+    fp = current_fingerprint()
+    metadata = Metadata(tool_version=tool_version(), source_image=source_digest,
+                        parameters={"platform": opts.platform or "linux/amd64",
+                                    "lifter": _lifter_fingerprint()})
+    entry = None
+    if cache is not None:
+        h = hashlib.sha256(f"{_link_key(records)}|{fp.canonical}|"
+                           f"{json.dumps(metadata.to_obj(), sort_keys=True)}".encode())
+        entry = cache / "megabinary" / h.hexdigest()[:32]
+        blob_file, about_file = entry.with_suffix(".kmb"), entry.with_suffix(".json")
+        if blob_file.is_file() and about_file.is_file():
+            try:
+                about = json.loads(about_file.read_text())
+                blob = blob_file.read_bytes()
+                if blake3.blake3(blob).hexdigest() == about["blake3"]:
+                    stage["link"], stage["aot"] = time.monotonic() - t, 0.0
+                    return fp, blob, about["megabinary_digest"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # a damaged cache entry is rebuilt
+    module, index = _cached_link(records, unit_bytes, cache, opts.jobs)
+    stage["link"] = time.monotonic() - t
+    t = time.monotonic()
+    fingerprint, artifact = _cached_precompile(module, cache)
+    blob = build_megabinary(index=index, module=module, aot={fingerprint: artifact}, metadata=metadata)
+    del module, artifact
+    mb_digest = read_megabinary(blob).digest
+    stage["aot"] = time.monotonic() - t        # compiling, and assembling the megabinary
+    if entry is not None and fingerprint == fp:
+        _atomic_cache_write(entry.with_suffix(".kmb"), blob)
+        _atomic_cache_write(entry.with_suffix(".json"), json.dumps(
+            {"megabinary_digest": mb_digest, "blake3": blake3.blake3(blob).hexdigest()}).encode())
+    return fingerprint, blob, mb_digest
+
+
+def _link_key(records: list[ElfRecord]) -> str:
+    """What the linked module depends on: the lifter, and each unit's content, kind, entry and paths."""
+    h = hashlib.sha256(_lifter_fingerprint().encode())
+    for rec in sorted(records, key=lambda r: r.blake3):
+        h.update(f"{rec.blake3}|{rec.kind}|{rec.entry}|{'|'.join(sorted(rec.paths))}\n".encode())
+    return h.hexdigest()
+
+
 def _atomic_cache_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -307,21 +359,18 @@ def _atomic_cache_write(path: Path, data: bytes) -> None:
 
 
 def _cached_link(records: list[ElfRecord], unit_bytes: dict[str, bytes],
-                 cache: Path | None) -> tuple[bytes, Index]:
+                 cache: Path | None, jobs: int = 1) -> tuple[bytes, Index]:
     """The linked module and index, reused when the same units (and paths) were linked before."""
     if cache is None or not records:
-        return _link_stage(records, unit_bytes)
-    h = hashlib.sha256(_lifter_fingerprint().encode())
-    for rec in sorted(records, key=lambda r: r.blake3):
-        h.update(f"{rec.blake3}|{rec.kind}|{rec.entry}|{'|'.join(sorted(rec.paths))}\n".encode())
-    base = cache / "link" / h.hexdigest()[:32]
+        return _link_stage(records, unit_bytes, jobs)
+    base = cache / "link" / _link_key(records)[:32]
     wasm_file, index_file = base.with_suffix(".wasm"), base.with_suffix(".index")
     if wasm_file.is_file() and index_file.is_file():
         try:
             return wasm_file.read_bytes(), decode_index(index_file.read_bytes())
         except KilnError:
             pass  # a damaged cache entry is rebuilt
-    module, index = _link_stage(records, unit_bytes)
+    module, index = _link_stage(records, unit_bytes, jobs)
     _atomic_cache_write(wasm_file, module)
     _atomic_cache_write(index_file, encode_index(index))
     return module, index
@@ -342,14 +391,14 @@ def _cached_precompile(module: bytes, cache: Path | None):
     return fp, artifact
 
 
-def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes]) -> tuple[bytes, Index]:
+def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes], jobs: int = 1) -> tuple[bytes, Index]:
     if not records:
         return EMPTY_MODULE, Index(abi_version=abi.ABI_VERSION)
     from recompiler.lift_api import LiftedUnit, link_units
     # The index orders units by BLAKE3; the module numbers them the same way.
     records = sorted(records, key=lambda r: bytes.fromhex(r.blake3))
     units = [LiftedUnit.from_bytes(unit_bytes[r.blake3]) for r in records]
-    linked = link_units(units)
+    linked = link_units(units, jobs=jobs)
     recs: list[UnitRecord] = []
     base = 0   # the linker gives unit n table slots [base, base + len(functions)) in order
     for rec, lu, unit in zip(records, linked.units, units):

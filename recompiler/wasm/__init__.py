@@ -25,8 +25,12 @@ Design note (code shape of the megabinary module)
   return address: equal -> reload the registers it uses and continue at the
   return block; different (longjmp, stack switching, signal frames) -> return
   to its own caller, and so on up to ``kiln_run``, whose loop dispatches
-  ``state.rip``. Jumps to other functions are tail calls (``return_call``);
-  indirect jumps are ``return_call $dispatch_jump``.
+  ``state.rip``. Jumps to other functions are tail calls (``return_call``).
+  Indirect calls and jumps call ``$lookup`` and then ``call_indirect`` /
+  ``return_call_indirect`` at their own site (not through the shared
+  ``$dispatch_call``): one host indirect branch per guest site, so the host
+  predicts each as the CPU would the guest's. A function's prologue takes entry
+  0 (every direct call) with one ``br_if`` before the ``$entry`` jump table.
 * **Dispatch.** ``$lookup`` finds the code region containing the runtime
   address (table written by vkernel at ``CODE_REGIONS``), subtracts the bias,
   and binary-searches the unit's sorted entry table (data segment in the
@@ -52,6 +56,19 @@ Design note (code shape of the megabinary module)
   runtime_wat that re-round the round-to-nearest result by one ulp); SSE
   arithmetic always rounds to nearest (wasm has no other mode), exception flags
   are never set and FTZ/DAZ are ignored.
+* **Interrupt poll.** Every loop back edge first loads the u32 at
+  ``formats.abi.INTERRUPT_FLAG`` (one load, one predictable branch). When it is
+  set, the code jumps to the function's one shared exit (``block $intr``): it
+  stores every register the function wrote and the flags live at its loop
+  headers (the other rflags bits keep the state's value), rip = the loop
+  header's runtime address, the fault record (``INTERRUPT``), resets the call
+  depth (vkernel unwinds the wasm stack and re-enters ``kiln_run``) and calls
+  ``fault``. Loop headers are therefore dispatch entries
+  (``FunctionEmitter.loop_entries``), and a function whose loop headers have
+  live flags loads the flags from the state at entry.
+* **32-bit values.** An ``i64.and`` with 0xffffffff is emitted as
+  ``i64.extend_i32_u (i32.wrap_i64 ..)``: Cranelift then uses 32-bit
+  instructions, where the AND (not an x86 imm32) would be a memory operand.
 * **Syscalls and faults** follow formats.abi: registers spilled, frame
   written, import called; ``resume == RELOAD`` makes the function return so
   dispatch restarts at ``state.rip`` with everything reloaded.

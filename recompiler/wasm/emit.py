@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS,
+from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, INTERRUPT_FLAG,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const, Eval, Expr, FallThrough,
                                   FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
@@ -124,6 +124,14 @@ class FunctionEmitter:
     def x(self, e: Expr) -> str:
         t = type(e)
         if t is Op:
+            if e.op == "i64.and":
+                a, b = e.args
+                if type(b) is Const and b.value == 0xFFFF_FFFF:
+                    # zero-extend the low half: Cranelift folds this into 32-bit instructions, where
+                    # `and` with 0xffffffff (not an x86 imm32) becomes a memory-operand AND
+                    return f"(i64.extend_i32_u (i32.wrap_i64 {self.x(a)}))"
+                if type(a) is Const and a.value == 0xFFFF_FFFF:
+                    return f"(i64.extend_i32_u (i32.wrap_i64 {self.x(b)}))"
             inner = " ".join(self.x(a) for a in e.args)
             imm = f" {e.imm}" if e.imm else ""
             return f"({e.op}{imm} {inner})" if inner else f"({e.op}{imm})"
@@ -252,7 +260,10 @@ class FunctionEmitter:
         i = self.index.get(target)
         if i is not None:
             if i <= cur:
-                out.append(f"(br $L{i})")        # back edge: i heads a loop that encloses cur
+                # back edge: i heads a loop that encloses cur; poll the interrupt flag first
+                out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then "
+                           f"(local.set $irip (i64.const {_signed64(self.blocks[i].start + self.bias)})) (br $intr)))")
+                out.append(f"(br $L{i})")
             elif i == cur + 1 and fall and i not in self.tramp:
                 return
             else:
@@ -311,17 +322,17 @@ class FunctionEmitter:
             out.append(f"(local.set $jt {self.x(t.target)})")
             self.spill(out, flags=False)
             self.depth_guard("(local.get $jt)", out)
-            out.append("(call $dispatch_call (local.get $jt))")
+            self._dispatch("call_indirect", out)
             out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is JumpIndirect:
             local = [(a + self.bias, self.index[a]) for a in t.known if a in self.index]
+            out.append(f"(local.set $jt {self.x(t.target)})")
             if local:
                 # jump table into this function: a compare tree on the runtime address, no dispatch
-                out.append(f"(local.set $jt {self.x(t.target)})")
                 self._jt_tree(local, cur, out)
             self.spill(out, flags=True)
-            out.append(f"(return_call $dispatch_jump {self.x(t.target)})")
+            self._dispatch("return_call_indirect", out)
         elif tt is Return:
             self.spill(out, flags=False)
             out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {self.x(t.target)})")
@@ -330,6 +341,15 @@ class FunctionEmitter:
             pass
         else:
             raise TypeError(f"unknown terminator {t!r}")
+
+    @staticmethod
+    def _dispatch(how: str, out: list[str]) -> None:
+        """Call or tail-call the translation of the runtime address in ``$jt`` through the lookup.
+        Each guest site has its own indirect call, so the host predicts it per site (as the CPU
+        does for the guest's), instead of one shared call in ``$dispatch_call``."""
+        out.append("(local.set $fi (call $lookup (local.get $jt)))")
+        out.append("(if (i32.lt_s (local.get $fi) (i32.const 0)) (then (call $no_translation (local.get $jt))))")
+        out.append(f"({how} $ft (type $guestfn) (global.get $blk) (local.get $fi))")
 
     def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str]) -> None:
         if len(lst) <= 4:
@@ -428,6 +448,14 @@ class FunctionEmitter:
         body: list[str] = []
         n = len(self.blocks)
         self._structure()
+        # Loop headers are re-entry points (the interrupt poll leaves with rip = header): the flags
+        # live there must come from the CPU state when the function is entered at one.
+        self.loop_entries = [(self.blocks[h].start, h) for h in sorted(self.loop_end)]
+        intr_flags: set[str] = set()
+        for start, _ in self.loop_entries:
+            intr_flags |= self.live_in.get(start, frozenset()) & set(FLAGS)
+        if intr_flags:
+            self.load_flags = True
         for i, b in enumerate(self.blocks):
             if i in self.tramp:
                 body.append("end (local.set $disp (i32.const 1))")
@@ -451,7 +479,9 @@ class FunctionEmitter:
             for _ in range(self.closing.get(i, 0)):
                 body.append("end")
         head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
-        locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64)"]
+        locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64) (local $fi i32)"]
+        if self.loop_end:
+            locs.append("(local $irip i64)")
         regs = set(self.used) | set(FLAGS)
         for r in sorted(regs):
             locs.append(f"(local ${r} {_ty_of_reg(r)})")
@@ -464,6 +494,38 @@ class FunctionEmitter:
             self.load_flags_code(pro)
         pro.append("(local.set $pc (local.get $entry))")
         self._open_labels(None, range(n), pro)
-        labels = " ".join(self._table_label(0, k) for k in range(n))
-        pro.append(f"(br_table {labels} $b0 (local.get $pc))")
-        return "\n".join(head + pro + body + ["unreachable)"])
+        table = [self._table_label(0, k) for k in range(n)]
+        if any(lab != "$b0" for lab in table):
+            # entry 0 (every direct call) takes a predictable branch, not the jump table
+            pro.append("(br_if $b0 (i32.eqz (local.get $pc)))")
+            pro.append(f"(br_table {' '.join(table)} $b0 (local.get $pc))")
+        else:
+            pro.append("(br $b0)")
+        if not self.loop_end:
+            return "\n".join(head + pro + body + ["unreachable)"])
+        return "\n".join(head + ["block $intr"] + pro + body + ["unreachable", "end"]
+                         + self._interrupt_exit(intr_flags) + ["unreachable)"])
+
+    def _interrupt_exit(self, live_flags: set[str]) -> list[str]:
+        """The shared cold path of every back edge's interrupt poll (formats.abi.INTERRUPT_FLAG):
+        the CPU state gets every register this function caches and the flags live at its loop
+        headers (other rflags bits keep the state's value), rip = ``$irip`` (the loop header's
+        runtime address, a dispatch entry), then ``fault(INTERRUPT)``. The host unwinds the wasm
+        stack, so the nesting count restarts from zero."""
+        out: list[str] = []
+        self.spill(out, flags=False)
+        if live_flags:
+            keep = ~sum(1 << _FLAG_BITS[f] for f in live_flags) & 0xFFFF_FFFF
+            e = f"(i32.and (i32.wrap_i64 (i64.load $c offset={state_off('rflags')} (i32.const 0))) (i32.const {keep - (1 << 32) if keep >> 31 else keep}))"
+            for name in sorted(live_flags):
+                bit = _FLAG_BITS[name]
+                v = f"(local.get ${name})" if not bit else f"(i32.shl (local.get ${name}) (i32.const {bit}))"
+                e = f"(i32.or {e} {v})"
+            out.append(f"(i64.store $c offset={state_off('rflags')} (i32.const 0) (i64.extend_i32_u {e}))")
+        out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (local.get $irip))")
+        out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['code']} (i32.const 0) (i32.const {int(FaultCode.INTERRUPT)}))")
+        out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const 0))")
+        out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) (local.get $irip))")
+        out.append("(global.set $depth (i32.const 0))")
+        out.append(f"(call $fault (i32.const {int(FaultCode.INTERRUPT)}))")
+        return out

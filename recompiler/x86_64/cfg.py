@@ -102,7 +102,7 @@ def discover(img: ElfImage) -> Program:
               if not code(a):
                   invalid[a] = "outside code"
                   break
-              ins = dec.decode(img.read(a, 15), a)
+              ins = dec.decode_at(img.read, a)
               if ins is None:
                   invalid[a] = "undecodable bytes"
                   break

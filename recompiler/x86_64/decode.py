@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import capstone
 from capstone import x86_const as X
@@ -158,12 +159,48 @@ class Decoder:
     paths agree on a whole glibc binary.
     """
 
+    SWEEP = 256
+    """Bytes decoded ahead per Capstone call by ``decode_at`` (one call per instruction costs 7x more)."""
+
     def __init__(self) -> None:
         self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self.md.detail = True
         self.lite = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._regname: dict[int, str] = {}
         self.fallbacks = 0
+        self._ahead: dict[int, tuple[int, int, str, str]] = {}
+        self._parsed: dict[tuple[str, str], tuple] = {}
+
+    def decode_at(self, read: Callable[[int, int], bytes], address: int) -> Insn | None:
+        """Decode the instruction at ``address``; ``read(addr, n)`` gives the code bytes there.
+
+        Capstone decodes a linear run of instructions per call; the ones after ``address``
+        are kept for the next calls (control flow mostly falls through). An instruction's
+        decoding depends only on its own (at most 15) bytes, so a run never changes it."""
+        ahead = self._ahead
+        raw = ahead.get(address)
+        if raw is None:
+            buf = read(address, self.SWEEP)
+            limit = address + len(buf) - (15 if len(buf) == self.SWEEP else 0)
+            for t in self.lite.disasm_lite(buf, address):
+                if t[0] + t[1] > limit or t[0] in ahead:    # the rest of this run is known
+                    break
+                if raw is None:
+                    raw = t
+                ahead[t[0]] = t
+            if raw is None:
+                return self.decode(read(address, 15), address)
+        a, size, mnem, op_str = raw
+        done = self._parsed.get((mnem, op_str))
+        if done is None:
+            try:
+                ins = parse_lite(a, size, mnem, op_str)
+            except (_NoParse, ValueError):
+                self.fallbacks += 1
+                return self.decode_detail(read(address, 15), address)
+            self._parsed[(mnem, op_str)] = (ins.mnemonic, ins.text, ins.ops, ins.rep, ins.lock)
+            return ins
+        return Insn(a, size, done[0], done[1], done[2], done[3], done[4])
 
     def _rn(self, rid: int) -> str:
         n = self._regname.get(rid)

@@ -85,12 +85,22 @@ def _bt(kind: str):
 
 
 def bswap(ctx: Ctx) -> None:
+    """Byte swap inline: two swap-adjacent-lanes steps and a rotate (no helper call)."""
     (d,) = ctx.insn.ops
     v = ctx.tmp(ctx.get(d))
     if d.size == 8:
-        r = op("call", "i64", v, imm="$bswap64")
+        m8, m16 = c64(0x00FF00FF00FF00FF), c64(0x0000FFFF0000FFFF)
+        a = ctx.tmp(op("i64.or", "i64", op("i64.and", "i64", op("i64.shr_u", "i64", v, c64(8)), m8),
+                       op("i64.shl", "i64", op("i64.and", "i64", v, m8), c64(8))))
+        b = ctx.tmp(op("i64.or", "i64", op("i64.and", "i64", op("i64.shr_u", "i64", a, c64(16)), m16),
+                       op("i64.shl", "i64", op("i64.and", "i64", a, m16), c64(16))))
+        r = op("i64.rotl", "i64", b, c64(32))
     else:
-        r = op("i64.shr_u", "i64", op("call", "i64", v, imm="$bswap64"), c64(32))
+        w = ctx.tmp(op("i32.wrap_i64", "i32", v))
+        m8 = c32(0x00FF00FF)
+        a = ctx.tmp(op("i32.or", "i32", op("i32.and", "i32", op("i32.shr_u", "i32", w, c32(8)), m8),
+                       op("i32.shl", "i32", op("i32.and", "i32", w, m8), c32(8))))
+        r = op("i64.extend_i32_u", "i64", op("i32.rotl", "i32", a, c32(16)))
     ctx.put(d, r)
 
 

@@ -1,0 +1,155 @@
+"""The lifter's side of the signal-interrupt poll (formats.abi.INTERRUPT_FLAG, FaultCode.INTERRUPT).
+
+Lifted code reads the flag at every loop back edge; when it is set, the CPU
+state must be complete (registers, the flags live at the loop header, rip =
+the header) and ``fault(INTERRUPT)`` is called. Re-entering ``kiln_run`` at
+that rip must continue the program exactly: the output must equal a native run.
+The host side here is the lifter's test harness (tests/liftrun.py), acting as
+vkernel does: set the flag, catch the fault, clear the flag, re-enter.
+"""
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+
+from formats.abi import CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, INTERRUPT_FLAG, FaultCode
+from liftrun import Harness, GuestExit, prepare
+
+# The loop's carry chain makes CF live at the loop header: resuming with a wrong CF changes the sum.
+ASM = r"""
+.globl _start
+.text
+_start:
+    mov $39, %eax          # getpid: the harness raises the interrupt flag here
+    syscall
+    mov $-1, %rcx
+    mov $1000, %rbx
+    mov $0x1234, %r12
+    stc
+loop:
+    adc %rbx, %rcx
+    lea 1(%r12), %r12
+    dec %rbx
+    jnz loop
+    adc $0, %rcx
+    push %r12
+    push %rcx
+    mov $1, %eax           # write(1, rsp, 16)
+    mov $1, %edi
+    mov %rsp, %rsi
+    mov $16, %edx
+    syscall
+    mov $231, %eax
+    xor %edi, %edi
+    syscall
+"""
+
+
+class InterruptHarness(Harness):
+    """Sets INTERRUPT_FLAG at getpid and keeps it set for ``times`` interrupts, recording the
+    CPU state each fault leaves."""
+
+    times = 5
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.seen: list[dict] = []
+
+    def flag(self, v: int) -> None:
+        self.c.write(self.store, struct.pack("<I", v), INTERRUPT_FLAG)
+
+    def dispatch(self, nr, a1, a2, a3, a4, a5, a6):
+        if nr == 39:
+            self.flag(1)
+        return super().dispatch(nr, a1, a2, a3, a4, a5, a6)
+
+    def fault(self, code: int) -> None:
+        if code != FaultCode.INTERRUPT:
+            super().fault(code)
+        rec = self.c.read(self.store, FAULT_RECORD, FAULT_RECORD + 16)
+        fcode, _, frip = struct.unpack("<IIQ", rec)
+        self.seen.append({"code": fcode, "fault_rip": frip, "rip": self.state("rip"),
+                          "rflags": self.state("rflags"),
+                          **{r: self.state(r) for r in ("rbx", "rcx", "r12", "rsp")}})
+        if len(self.seen) >= self.times:
+            self.flag(0)
+        raise _Interrupted()
+
+    def run_resuming(self) -> int:
+        """kiln_run, re-entered at the CPU state's rip after every interrupt (as vkernel does)."""
+        run = self.inst.exports(self.store)["kiln_run"]
+        for _ in range(100):
+            try:
+                run(self.store)
+            except GuestExit as e:
+                return e.code
+            except Exception as e:      # the import's exception surfaces wrapped in a wasmtime trap
+                if not self._interrupted(e):
+                    raise
+        raise AssertionError("the program did not finish after 100 interrupts")
+
+    @staticmethod
+    def _interrupted(e: BaseException) -> bool:
+        while e is not None:
+            if isinstance(e, _Interrupted):
+                return True
+            e = e.__cause__ or e.__context__
+        return False
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _build(tmp: Path) -> Path:
+    src = tmp / "intr.s"
+    src.write_text(ASM)
+    exe = tmp / "intr"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def _loop_address(exe: Path) -> int:
+    out = subprocess.run(["nm", str(exe)], capture_output=True, text=True, check=True).stdout
+    return next(int(line.split()[0], 16) for line in out.splitlines() if line.endswith(" loop"))
+
+
+def test_interrupt_at_back_edge_leaves_complete_state_and_resumes(tmp_path: Path) -> None:
+    exe = _build(tmp_path)
+    native = subprocess.run([str(exe)], capture_output=True, check=True).stdout
+    unit, module = prepare(exe)
+    h = InterruptHarness(exe, unit, module, [str(exe)], [])
+    status = h.run_resuming()
+    assert status == 0
+    assert bytes(h.out) == native                 # resumed 5 times, same result as the CPU
+    loop = _loop_address(exe) + h.img.bias
+    assert len(h.seen) == InterruptHarness.times
+    first = h.seen[0]
+    assert first["code"] == FaultCode.INTERRUPT
+    assert first["rip"] == first["fault_rip"] == loop
+    # one iteration done: rcx = -1 + 1000 + CF(1) = 1000 with carry out, rbx = 999, r12 = 0x1235
+    assert first["rcx"] == 1000 and first["rbx"] == 999 and first["r12"] == 0x1235
+    assert first["rflags"] & 1 == 1               # CF is live at the header: stored
+    assert first["rflags"] & 0x200                # other rflags bits keep the state's value
+    for k, s in enumerate(h.seen):                # each re-entry runs one more iteration
+        assert s["rip"] == loop and s["rbx"] == 999 - k and s["r12"] == 0x1235 + k
+    sp = first["rsp"]
+    assert all(s["rsp"] == sp for s in h.seen)
+
+
+def test_clear_flag_costs_nothing_visible(tmp_path: Path) -> None:
+    """With the flag never set, the loop runs straight through (no fault at all)."""
+    exe = _build(tmp_path)
+    native = subprocess.run([str(exe)], capture_output=True, check=True).stdout
+    unit, module = prepare(exe)
+    h = InterruptHarness(exe, unit, module, [str(exe)], [])
+    h.dispatch = lambda nr, *a: Harness.dispatch(h, nr, *a)    # never raise the flag
+    assert h.run_resuming() == 0
+    assert h.seen == [] and bytes(h.out) == native
+
+
+def test_loop_headers_are_dispatch_entries(tmp_path: Path) -> None:
+    exe = _build(tmp_path)
+    unit, _ = prepare(exe)
+    assert _loop_address(exe) in {a for a, _, _ in unit.entries}
