@@ -76,12 +76,14 @@ Design note (code shape of the megabinary module)
   ``emit.MAX_CALL_DEPTH`` (200) a call leaves with ``state.rip`` = callee, all
   frames unwind through the return-address check, and ``kiln_run`` restarts
   there, so 100k-deep guest recursion fits Wasmtime's 2 MiB stack.
-* **Emission format.** WebAssembly text, assembled by ``wasmtime.wat2wasm``.
-  Measured on Debian's busybox-static (373k instructions lifted, 4.5k
-  functions, 133k blocks, 129 MB of WAT, 19 MB of wasm), two cores shared
-  with other jobs: lift 12-25 s, wat2wasm 9 s, Cranelift compile 19-23 s.
-  A binary encoder would remove the wat2wasm step and most of the text
-  building. Run time: ``busybox gzip -c`` of 30 MB: native 0.8 s,
-  qemu-x86_64 2.3 s, lifted 2.7 s (harness syscalls in Python included).
+* **Emission format.** WebAssembly text per function. ``module.link``
+  assembles a skeleton (runtime, tables, data, one stub per guest function,
+  so every index is fixed) with ``wasmtime.wat2wasm``, then the guest
+  functions in ~4 MB batches in worker processes, each batch against the
+  skeleton's stubs, and splices the batches' function bodies into the
+  skeleton's code section (byte-identical to assembling the whole text).
+  Measured on Debian's busybox-static (~350k instructions, 4.2k functions),
+  idle 2-core machine: cold recompile 26.8 s (lift 10.6 s with 2 jobs, link
+  3.1-3.6 s, Cranelift 11.2 s), peak RSS ~0.85 GB (``bench/recompile.py``).
 """
 from __future__ import annotations
