@@ -120,7 +120,7 @@ def benchmarks(scale: float) -> list[Benchmark]:
     mib = max(1, round(50 * scale))
     data = str(data_file(mib))
     lines = str(lines_file(max(1000, round(1_000_000 * scale))))
-    corpus = {b.name: b for b in build_corpus(variants=["glibc-static"], names=["sha256", "sort_bench"])}
+    corpus = {b.name: b for b in build_corpus(variants=["glibc-static"], names=["sha256", "sort_bench", "getpid_loop"])}
     return [
         Benchmark("sha256sum", f"busybox sha256sum of {mib} MiB", (busybox, "sha256sum", data)),
         Benchmark("gzip", f"busybox gzip -c of {mib} MiB", (busybox, "gzip", "-c", data)),
@@ -128,6 +128,8 @@ def benchmarks(scale: float) -> list[Benchmark]:
         Benchmark("true", "busybox true: start-up and exit of one process", (busybox, "true")),
         Benchmark("fork-exec", "busybox sh: 200 x fork + exec + wait of busybox true",
                   (busybox, "sh", "-c", f"i=0; while [ $i -lt 200 ]; do {busybox} true; i=$((i+1)); done")),
+        Benchmark("syscall", "corpus getpid_loop.c (glibc-static): 1000000 getpid syscalls",
+                  (str(corpus["getpid_loop"].path), "1000000")),
         Benchmark("corpus-sha256", f"corpus sha256.c (glibc-static) over {max(1, round(64 * scale))} MiB",
                   (str(corpus["sha256"].path), str(max(1, round(64 * scale))))),
         Benchmark("corpus-sort", f"corpus sort_bench.c (glibc-static), {max(1000, round(2_000_000 * scale))} items",
