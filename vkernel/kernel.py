@@ -5,7 +5,6 @@ import errno
 import os
 import struct
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -114,7 +113,6 @@ class Kernel:
         # False while it is in lifted code. The signal watcher may end the process only then.
         self.in_host = True
         self.dying = False                # the watcher is ending the process of a fatal signal
-        self._host_lock = threading.Lock()
         vfs.synthesized_open = self._open_synthesized
         vfs.synthesized_readlink = self._readlink_synthesized
         # The hot path: number -> (handler, argument count).
@@ -181,31 +179,43 @@ class Kernel:
             self.ctl.write_regions(self.regions)
 
     # -- host or lifted code ------------------------------------------------------
+    # The main thread and the signal watcher agree on who may end the process without a lock
+    # (the syscall path is hot): each writes its own flag, then reads the other's. Under the
+    # GIL these plain attribute operations are sequentially consistent, so at most one side
+    # proceeds: the watcher claims only while the main thread is in lifted code, and a main
+    # thread that comes back meanwhile waits until the watcher has either ended the process
+    # or backed off.
     def enter_host(self) -> None:
         """The main thread is back in Python (an import, or kiln_run returned)."""
-        with self._host_lock:
-            dying = self.dying
-            self.in_host = True
-        if dying:                         # the watcher is ending the process: wait for it
-            while True:
-                time.sleep(1)
+        self.in_host = True
+        if self.dying:
+            self._wait_out_death()
+
+    def _wait_out_death(self) -> None:
+        while self.dying:                 # the watcher ends the process, or backs off
+            time.sleep(0.001)
 
     def leave_host(self) -> None:
         """The main thread is about to run lifted code."""
         self.in_host = False
 
     def claim_death(self) -> bool:
-        """Watcher thread: take the right to end the process, if lifted code is running."""
-        with self._host_lock:
-            if self.in_host or self.dying:
-                return False
-            self.dying = True
-            return True
+        """Watcher thread (the only caller): take the right to end the process, if lifted
+        code is running."""
+        if self.dying:
+            return False
+        self.dying = True
+        if self.in_host:
+            self.dying = False
+            return False
+        return True
 
     # -- the syscall import ----------------------------------------------------
     def on_syscall(self) -> None:
         """Import kiln.syscall: one frame read, one handler call, one result write."""
-        self.enter_host()
+        self.in_host = True               # enter_host, inlined: this is the hot path
+        if self.dying:
+            self._wait_out_death()
         try:
             self._on_syscall()
         finally:
