@@ -258,17 +258,15 @@ class Kernel:
             raise SignalInterrupt()
         self.interruptible = True
 
-    def _signals(self, nr: int, frame: tuple[int, ...], fast: Any, result: int) -> int:
-        """Deliver the pending, unblocked signals; the syscall's (possibly new) result."""
+    def _next_handled(self) -> tuple[int, SignalAction] | None:
+        """Take the pending, unblocked signals in order, applying ignore and default actions
+        (a fatal one raises GuestExit), until one has a guest handler: (signal, action), or
+        None when none is left. Shared by syscall boundaries and interrupted loops."""
         p = self.proc
         while True:
             sig = lowest_deliverable(p)
             if not sig:
-                if self.saved_mask is not None:     # sigsuspend/ppoll: no handler took it
-                    p.sigmask, self.saved_mask = self.saved_mask, None
-                    sync_host_mask(p)
-                clear_interrupt(self.ctl.view)      # taken here: no stop at a back edge
-                return result
+                return None
             p.sigpending &= ~sigbit(sig)
             act = p.sigactions.get(sig) or SignalAction()
             if act.handler == SIG_IGN:
@@ -288,6 +286,20 @@ class Kernel:
                 who = f", si_pid={pid}, si_uid={uid}" if code != SI_KERNEL else ""
                 print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, "
                       f"si_code={_SI_CODES.get(code, code)}{who}}} ---", file=self.trace_out, flush=True)
+            return sig, act
+
+    def _signals(self, nr: int, frame: tuple[int, ...], fast: Any, result: int) -> int:
+        """Deliver the pending, unblocked signals; the syscall's (possibly new) result."""
+        p = self.proc
+        while True:
+            taken = self._next_handled()
+            if taken is None:
+                if self.saved_mask is not None:     # sigsuspend/ppoll: no handler took it
+                    p.sigmask, self.saved_mask = self.saved_mask, None
+                    sync_host_mask(p)
+                clear_interrupt(self.ctl.view)      # taken here: no stop at a back edge
+                return result
+            sig, act = taken
             restart = (result == -errno.EINTR and bool(act.flags & SA_RESTART) and fast is not None
                        and nr in _RESTARTABLE)
             result, reload = self._run_handler(sig, act, frame, result)
@@ -357,32 +369,13 @@ class Kernel:
         complete. Deliver the pending, unblocked signals as at a syscall boundary (default
         action, or the handler in a nested run); the caller then re-enters at state.rip."""
         clear_interrupt(self.ctl.view)
-        p = self.proc
         while True:
-            sig = lowest_deliverable(p)
-            if not sig:
+            taken = self._next_handled()
+            if taken is None:
                 return
-            p.sigpending &= ~sigbit(sig)
-            act = p.sigactions.get(sig) or SignalAction()
-            if act.handler == SIG_IGN:
-                continue
-            if act.handler == SIG_DFL:
-                what = default_action(sig)
-                if what in (IGNORE, CONTINUE):
-                    continue
-                if what == STOP:
-                    os.kill(os.getpid(), SIGSTOP)
-                    continue
-                if self.trace:
-                    print(f"+++ killed by {_signame(sig)} +++", file=self.trace_out, flush=True)
-                raise GuestExit(128 + sig, sig)
-            code, pid, uid = p.siginfo.pop(sig, (SI_KERNEL, 0, 0))
-            if self.trace:
-                who = f", si_pid={pid}, si_uid={uid}" if code != SI_KERNEL else ""
-                print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, "
-                      f"si_code={_SI_CODES.get(code, code)}{who}}} ---", file=self.trace_out,
-                      flush=True)
-            self._nested_handler(sig, act, p.sigmask, code, pid, uid, 0)
+            sig, act = taken
+            code, pid, uid = self.proc.siginfo.pop(sig, (SI_KERNEL, 0, 0))
+            self._nested_handler(sig, act, self.proc.sigmask, code, pid, uid, 0)
 
     def fault_to_handler(self, sig: int, addr: int, code: int, message: str) -> GuestExit:
         """A fault (no translation, #DE, ud2...) raises ``sig``: a guest handler runs first
