@@ -163,74 +163,76 @@ def _ids(*vals: int) -> list[int]:
     return [v & 0xFFFFFFFF for v in vals]
 
 
-def setuid(uid: int) -> int:
+def _fields(kind: str) -> tuple[str, str, str]:
+    """The real, effective and saved fields of ``kind`` "u" (user) or "g" (group) ids."""
+    return f"r{kind}id", f"e{kind}id", f"s{kind}id"
+
+
+def _set_id(kind: str, value: int) -> int:
+    """setuid/setgid: all three ids when privileged, else the effective one to real or saved."""
     c = current()
-    (uid,) = _ids(uid)
-    if uid == UNCHANGED:
+    (v,) = _ids(value)
+    if v == UNCHANGED:
         return -errno.EINVAL
+    r, e, s = _fields(kind)
     if c.privileged:
-        return _change(replace(c, ruid=uid, euid=uid, suid=uid))
-    if uid in (c.ruid, c.suid):
-        return _change(replace(c, euid=uid))
+        return _change(replace(c, **{r: v, e: v, s: v}))
+    if v in (getattr(c, r), getattr(c, s)):
+        return _change(replace(c, **{e: v}))
     return -errno.EPERM
+
+
+def _set_re(kind: str, real: int, eff: int) -> int:
+    """setreuid/setregid, with the saved id following the new effective one as Linux does."""
+    c = current()
+    real, eff = _ids(real, eff)
+    r, e, s = _fields(kind)
+    old_r, old_e, old_s = getattr(c, r), getattr(c, e), getattr(c, s)
+    if not c.privileged:
+        if real != UNCHANGED and real not in (old_r, old_e):
+            return -errno.EPERM
+        if eff != UNCHANGED and eff not in (old_r, old_e, old_s):
+            return -errno.EPERM
+    new_r = old_r if real == UNCHANGED else real
+    new_e = old_e if eff == UNCHANGED else eff
+    new_s = new_e if real != UNCHANGED or (eff != UNCHANGED and new_e != old_r) else old_s
+    return _change(replace(c, **{r: new_r, e: new_e, s: new_s}))
+
+
+def _set_res(kind: str, *want: int) -> int:
+    """setresuid/setresgid: unprivileged, each new id must be one of the current three."""
+    c = current()
+    want_ids = _ids(*want)
+    names = _fields(kind)
+    old = tuple(getattr(c, n) for n in names)
+    if not c.privileged and any(w != UNCHANGED and w not in old for w in want_ids):
+        return -errno.EPERM
+    return _change(replace(c, **{n: o if w == UNCHANGED else w
+                                 for n, o, w in zip(names, old, want_ids)}))
+
+
+def setuid(uid: int) -> int:
+    return _set_id("u", uid)
 
 
 def setgid(gid: int) -> int:
-    c = current()
-    (gid,) = _ids(gid)
-    if gid == UNCHANGED:
-        return -errno.EINVAL
-    if c.privileged:
-        return _change(replace(c, rgid=gid, egid=gid, sgid=gid))
-    if gid in (c.rgid, c.sgid):
-        return _change(replace(c, egid=gid))
-    return -errno.EPERM
+    return _set_id("g", gid)
 
 
 def setreuid(ruid: int, euid: int) -> int:
-    c = current()
-    ruid, euid = _ids(ruid, euid)
-    new_r = c.ruid if ruid == UNCHANGED else ruid
-    new_e = c.euid if euid == UNCHANGED else euid
-    if not c.privileged:
-        if ruid != UNCHANGED and ruid not in (c.ruid, c.euid):
-            return -errno.EPERM
-        if euid != UNCHANGED and euid not in (c.ruid, c.euid, c.suid):
-            return -errno.EPERM
-    new_s = new_e if ruid != UNCHANGED or (euid != UNCHANGED and new_e != c.ruid) else c.suid
-    return _change(replace(c, ruid=new_r, euid=new_e, suid=new_s))
+    return _set_re("u", ruid, euid)
 
 
 def setregid(rgid: int, egid: int) -> int:
-    c = current()
-    rgid, egid = _ids(rgid, egid)
-    new_r = c.rgid if rgid == UNCHANGED else rgid
-    new_e = c.egid if egid == UNCHANGED else egid
-    if not c.privileged:
-        if rgid != UNCHANGED and rgid not in (c.rgid, c.egid):
-            return -errno.EPERM
-        if egid != UNCHANGED and egid not in (c.rgid, c.egid, c.sgid):
-            return -errno.EPERM
-    new_s = new_e if rgid != UNCHANGED or (egid != UNCHANGED and new_e != c.rgid) else c.sgid
-    return _change(replace(c, rgid=new_r, egid=new_e, sgid=new_s))
+    return _set_re("g", rgid, egid)
 
 
 def setresuid(ruid: int, euid: int, suid: int) -> int:
-    c = current()
-    want = _ids(ruid, euid, suid)
-    if not c.privileged and any(w != UNCHANGED and w not in (c.ruid, c.euid, c.suid) for w in want):
-        return -errno.EPERM
-    r, e, s = (old if w == UNCHANGED else w for w, old in zip(want, (c.ruid, c.euid, c.suid)))
-    return _change(replace(c, ruid=r, euid=e, suid=s))
+    return _set_res("u", ruid, euid, suid)
 
 
 def setresgid(rgid: int, egid: int, sgid: int) -> int:
-    c = current()
-    want = _ids(rgid, egid, sgid)
-    if not c.privileged and any(w != UNCHANGED and w not in (c.rgid, c.egid, c.sgid) for w in want):
-        return -errno.EPERM
-    r, e, s = (old if w == UNCHANGED else w for w, old in zip(want, (c.rgid, c.egid, c.sgid)))
-    return _change(replace(c, rgid=r, egid=e, sgid=s))
+    return _set_res("g", rgid, egid, sgid)
 
 
 def setgroups(groups: list[int]) -> int:

@@ -39,12 +39,15 @@ class GuestExec(Exception):
     ``path`` is the canonical guest path of the program (what /proc/self/exe
     names), ``data`` its bytes as hash-checked (the runtime never re-reads the
     file, so a swap after the check cannot run unchecked bytes) and
-    ``execfn`` the name the caller passed (AT_EXECFN).
+    ``execfn`` the name the caller passed (AT_EXECFN); ``unit`` the index entry the
+    check found for ``data`` (so the file is hashed once per exec).
     """
 
     def __init__(self, path: str, argv: list[bytes], envp: list[bytes],
-                 data: bytes | None = None, execfn: str | None = None) -> None:
+                 data: bytes | None = None, execfn: str | None = None,
+                 unit: object | None = None) -> None:
         super().__init__(path)
+        self.unit = unit
         self.path = path
         self.argv = argv
         self.envp = envp

@@ -258,6 +258,11 @@ class Kernel:
             raise SignalInterrupt()
         self.interruptible = True
 
+    def trace_killed(self, sig: int) -> None:
+        """--trace's last line for a guest a signal ends."""
+        if self.trace:
+            print(f"+++ killed by {_signame(sig)} +++", file=self.trace_out, flush=True)
+
     def _next_handled(self) -> tuple[int, SignalAction] | None:
         """Take the pending, unblocked signals in order, applying ignore and default actions
         (a fatal one raises GuestExit), until one has a guest handler: (signal, action), or
@@ -278,8 +283,7 @@ class Kernel:
                 if what == STOP:
                     os.kill(os.getpid(), SIGSTOP)       # the host stops us; SIGCONT resumes
                     continue
-                if self.trace:
-                    print(f"+++ killed by {_signame(sig)} +++", file=self.trace_out, flush=True)
+                self.trace_killed(sig)
                 raise GuestExit(128 + sig, sig)
             if self.trace:
                 code, pid, uid = p.siginfo.get(sig, (SI_KERNEL, 0, 0))

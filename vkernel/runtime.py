@@ -28,7 +28,7 @@ from vkernel.proctree import become_subreaper, guest_processes
 from vkernel.vfs import Volume
 from vkernel.loader import build_stack, load_elf
 from vkernel.memory import AddressSpace
-from vkernel.policy import ExecPolicy
+from vkernel.policy import ExecPolicy, UnitInfo
 from vkernel.syscalls.table import TABLE
 from vkernel.vfs import Vfs
 
@@ -172,9 +172,10 @@ class Runtime:
 
     # -- one program ------------------------------------------------------------------
     def _start(self, path: str, argv: list[bytes], envp: list[bytes], data: bytes | None = None,
-               execfn: str | None = None) -> int:
-        """Load and run one program. ``data`` (with ``path`` canonical) comes from an execve
-        that already checked everything; without it the file is opened here (first program)."""
+               execfn: str | None = None, unit: UnitInfo | None = None) -> int:
+        """Load and run one program. ``data`` (with ``path`` canonical) and ``unit`` come from
+        an execve that already checked everything; without them the file is opened and its
+        hash checked here (first program)."""
         canonical = path
         if data is None:
             try:
@@ -188,7 +189,8 @@ class Runtime:
                 raise VkernelError(f"cannot run {path}: {e.strerror}",
                                    hint="check the path inside the rootfs") from None
         execfn = execfn or path
-        unit = self.policy.check_exec(path, data)
+        if unit is None:
+            unit = self.policy.check_exec(path, data)
         store = wasmtime.Store(self.engine)
         guest = wasmtime.Memory(store, wasmtime.MemoryType(
             wasmtime.Limits(abi.GUEST_MEMORY_PAGES, abi.GUEST_MEMORY_PAGES)))
@@ -288,9 +290,8 @@ class Runtime:
         """The signal watcher's end of the first guest process: a default-action signal
         arrived while lifted code runs without reaching a back-edge poll or a syscall."""
         try:
-            k = self.kernel
-            if k is not None and k.trace:
-                print(f"+++ killed by {hsignal.Signals(sig).name} +++", file=k.trace_out, flush=True)
+            if self.kernel is not None:
+                self.kernel.trace_killed(sig)
             self._exit_status(GuestExit(128 + sig, sig))
             if not self.proc.is_forked_child:
                 creds.restore_host()           # tidy up as vkernel itself, as run_guest does
@@ -384,9 +385,10 @@ class Runtime:
         path = self.resolve_command(self.spec.argv[0], env)
         data: bytes | None = None
         execfn: str | None = None
+        unit: UnitInfo | None = None
         while True:
             try:
-                return self._start(path, argv, env, data, execfn)
+                return self._start(path, argv, env, data, execfn, unit)
             except GuestExec as ex:
                 self.fds.close_on_exec()
                 for sig, act in list(self.proc.sigactions.items()):
@@ -397,6 +399,7 @@ class Runtime:
                     os.close(self.proc.vfork_fd)
                     self.proc.vfork_fd = -1
                 path, argv, env, data, execfn = ex.path, ex.argv, ex.envp, ex.data, ex.execfn
+                unit = ex.unit  # type: ignore[assignment]
 
 
 def _die_like(status: int, sig: int) -> None:

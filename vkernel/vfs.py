@@ -385,7 +385,7 @@ class Vfs:
             canon, layer, s = self.resolve(path, follow=False)
         except SynthesizedPath as e:
             reader = self.synthesized_readlink
-            return self._synthesized_call(e, lambda t: reader(t))  # type: ignore[misc]
+            return self._synthesized_call(e, reader)  # type: ignore[arg-type]
         if s is None or layer is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         if not st.S_ISLNK(s.st_mode):

@@ -438,7 +438,7 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
     if not data.startswith(b"\x7fELF"):
         return -errno.ENOEXEC
     try:
-        k.policy.check_exec(canonical, data)
+        unit = k.policy.check_exec(canonical, data)
         check_loadable(parse_elf(data, canonical), canonical)
     except HashRefused as e:
         print(f"kiln: {e.message}", file=sys.stderr, flush=True)
@@ -450,7 +450,7 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
     # busybox renames itself after execve("/proc/self/exe") only when it reads "exe".
     k.proc.comm = os.path.basename(execfn).encode("utf-8", "surrogateescape")[:15]
     procfs.publish(k.vfs.skeleton, os.path.basename(execfn), args)
-    raise GuestExec(canonical, args, env, data, execfn)
+    raise GuestExec(canonical, args, env, data, execfn, unit)
 
 
 def sys_getgroups(k: Kernel, size: int, lst: int) -> int:
