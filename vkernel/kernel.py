@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import struct
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from formats import abi
 from vkernel.audit import AuditLog
@@ -251,12 +253,23 @@ class Kernel:
             return -errno.EFAULT
 
     # -- signals at the syscall boundary ------------------------------------------
-    def blocking(self) -> None:
-        """Called by a handler before it blocks: EINTR now if a signal is deliverable, else
-        let the forwarding handler interrupt the wait (the caller clears ``interruptible``)."""
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a handler's blocking call: :class:`SignalInterrupt` (EINTR) now if a signal
+        is deliverable, else the forwarding handler raises it out of the wait. The cyclic
+        garbage collector is off meanwhile, so the handler never fires inside a finaliser
+        (where Python would print the exception on the guest's stderr and drop it)."""
         if self.proc.sigpending and lowest_deliverable(self.proc):
             raise SignalInterrupt()
-        self.interruptible = True
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self.interruptible = True
+            yield
+        finally:
+            self.interruptible = False
+            if collecting:
+                gc.enable()
 
     def trace_killed(self, sig: int) -> None:
         """--trace's last line for a guest a signal ends."""

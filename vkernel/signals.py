@@ -297,19 +297,16 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
     poller.register(_relay_r if _watcher is not None else _wake_r, select.POLLIN)
     if fd >= 0:
         poller.register(fd, events)
-    try:
-        while True:
-            _drain()
-            k.blocking()                       # EINTR now if one is already deliverable
+    while True:
+        _drain()
+        with k.waiting():                  # EINTR now if one is already deliverable
             left = None if end is None else max(0.0, end - time.monotonic())
             ready = poller.poll(None if left is None else left * 1000)
-            if any(f == fd for f, _ in ready):
-                return
-            if end is not None and time.monotonic() >= end:
-                return
-            k.interruptible = False            # a signal arrived but is not deliverable: wait on
-    finally:
-        k.interruptible = False
+        if any(f == fd for f, _ in ready):
+            return
+        if end is not None and time.monotonic() >= end:
+            return
+        # a signal arrived but is not deliverable: wait on
 
 
 def deliverable(p: "ProcessState", sig: int) -> bool:

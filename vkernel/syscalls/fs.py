@@ -928,13 +928,12 @@ def _poll(k: Kernel, fds: int, nfds: int, timeout_ms: float | None) -> int:
         host_to_idx.setdefault(of.host_fd, []).append(i)
     if ready:
         timeout_ms = 0
-    blocks = timeout_ms is None or timeout_ms != 0
-    if blocks:
-        k.blocking()                           # a signal ends the wait with EINTR
-    try:
-        events = poller.poll(None if timeout_ms is None or timeout_ms < 0 else timeout_ms)
-    finally:
-        k.interruptible = False
+    wait = None if timeout_ms is None or timeout_ms < 0 else timeout_ms
+    if timeout_ms == 0:
+        events = poller.poll(0)
+    else:
+        with k.waiting():                      # a signal ends the wait with EINTR
+            events = poller.poll(wait)
     for hfd, rev in events:
         for i in host_to_idx.get(hfd, []):
             _, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
@@ -1004,12 +1003,11 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float |
                     fds.append(fd)
         wanted.append(fds)
     host = [[k.fds.files[fd].host_fd for fd in w] for w in wanted]
-    if timeout_s is None or timeout_s > 0:
-        k.blocking()                           # a signal ends the wait with EINTR
-    try:
-        r, w, x = select.select(host[0], host[1], host[2], timeout_s)
-    finally:
-        k.interruptible = False
+    if timeout_s is not None and timeout_s <= 0:
+        r, w, x = select.select(host[0], host[1], host[2], 0)
+    else:
+        with k.waiting():                      # a signal ends the wait with EINTR
+            r, w, x = select.select(host[0], host[1], host[2], timeout_s)
     count = 0
     for addr, fds, hfds, got in zip(sets, wanted, host, (r, w, x)):
         if not addr:

@@ -321,11 +321,8 @@ def _wait_interruptibly(k: Kernel, pid: int, options: int) -> None:
         idtype, ident = os.P_PID, pid
     flags = WEXITED | WNOWAIT | (os.WSTOPPED if options & WUNTRACED else 0) \
         | (WCONTINUED if options & WCONTINUED else 0)
-    k.blocking()
-    try:
+    with k.waiting():
         os.waitid(idtype, ident, flags)
-    finally:
-        k.interruptible = False
 
 
 def sys_wait4(k: Kernel, pid: int, wstatus: int, options: int, rusage: int) -> int:
@@ -355,11 +352,8 @@ def sys_waitid(k: Kernel, idtype: int, id_: int, infop: int, options: int, rusag
     if idtype not in (P_ALL, P_PID, P_PGID):
         return -errno.EINVAL
     if not options & WNOHANG:
-        k.blocking()
-        try:                             # wait without reaping: an interrupt loses nothing
+        with k.waiting():                # wait without reaping: an interrupt loses nothing
             os.waitid(idtype, s32(id_), options | WNOWAIT)
-        finally:
-            k.interruptible = False
     res = os.waitid(idtype, s32(id_), options | WNOHANG)
     info = bytearray(128)
     if res is not None:
