@@ -473,3 +473,37 @@ def test_flags_are_exact_at_a_fault(seq: tuple[str, str]) -> None:
     bad = [_describe(Form("; ".join(seq), "fault"), c, n, g, n.diff(g)) for c, n, g in zip(cases, native, outs)
            if n.diff(g)]
     assert not bad, f"{len(bad)} of {len(cases)} states disagree:\n" + "\n".join(bad[:4])
+
+
+FUSED_CONDITION_SEQUENCES = [
+    ("cmp rax, rbx", "setg al", "setl dl"),
+    ("cmp rax, rbx", "mov rax, rcx", "sete dl"),
+    ("cmp rax, rbx", "mov rbx, rcx", "cmovg rax, rdx"),
+    ("cmp eax, ebx", "lea rcx, [rcx + 1]", "cmovl rdx, rcx"),
+    ("cmp ax, bx", "setle cl", "setae dl"),
+    ("cmp al, bl", "movzx eax, al", "setb cl", "cmovs rdx, rsi"),
+    ("sub rax, rbx", "setb cl", "cmovae rdx, rsi"),
+    ("sub eax, ebx", "sete cl", "setg dl"),
+    ("test ecx, ecx", "mov esi, 7", "setne al", "cmove rsi, rdx"),
+    ("test rax, rbx", "setle cl", "setg dl"),
+    ("cmp rax, rbx", "add rcx, rdx", "setg al", "seto bl"),
+    ("cmp rax, rbx", "xchg rax, rbx", "setl cl", "cmovb rdx, rsi"),
+]
+
+
+@pytest.mark.parametrize("seq", FUSED_CONDITION_SEQUENCES, ids=["; ".join(s) for s in FUSED_CONDITION_SEQUENCES])
+def test_conditions_after_a_compare_agree(seq: tuple[str, ...]) -> None:
+    """setcc and cmovcc some instructions after a cmp, sub or test (the lifter compares the
+    operands directly while they are intact, and reads the flags once they are not)."""
+    code = b"".join(assemble(list(seq)))
+    rng = random.Random(f"kiln-difftest-fused:{seq}")
+    states = [State.random(rng) for _ in range(40)]
+    for a, b in ((0, 0), (1, 0), (0, 1), (M64, 1), (1 << 63, 1), (1 << 63, (1 << 63) - 1), (0x80, 0x7F),
+                 (0x8000_0000, 0x7FFF_FFFF), (0x8000, 0x7FFF), (M64, M64)):
+        states.append(State.random(rng).with_regs(rax=a, rbx=b))
+    cases = [Case(code, st, asm="; ".join(seq)) for st in states]
+    native = run_native_cases(cases)
+    outs = LiftedInstruction(code).run(states)
+    bad = [_describe(Form("; ".join(seq), "seq"), c, n, g, n.diff(g)) for c, n, g in zip(cases, native, outs)
+           if n.diff(g)]
+    assert not bad, f"{len(bad)} of {len(cases)} states disagree:\n" + "\n".join(bad[:4])

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 from formats.abi import FaultCode
 from .cfg import Block, Program
-from .ir import (FLAGS, FlagThunk, Branch, CallDirect, CallIndirect, Eval, FallThrough, FaultStmt, If, Jump,
-                 JumpIndirect, Let, Return, SetReg, Stmt, Store, StateSet, SyscallStmt, Term, Trap, While,
-                 walk_expr)
+from .ir import (FLAGS, FlagThunk, Branch, CallDirect, CallIndirect, Const, Eval, FallThrough, FaultStmt, If,
+                 Jump, JumpIndirect, Let, Op, Reg, Return, SetReg, Stmt, Store, StateSet, SyscallStmt, Term,
+                 Tmp, Trap, While, walk_expr)
 from .sem import SEMANTICS, Ctx, NeedsTrap
 
 __all__ = ["IRBlock", "TrapSites", "lift_block", "flag_liveness"]
@@ -68,8 +68,10 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
         out.append((block.start, [FaultStmt(int(FaultCode.UNSUPPORTED), i, block.start + bias)]))
         return IRBlock(block.start, out, Trap())
     term: Term | None = None
+    fuse: tuple | None = None       # (FlagThunk.fuse, names it reads) of a compare still valid here
     for ins in block.insns:
         ctx = Ctx(ins, bias)
+        ctx.fuse = fuse[0] if fuse is not None else None
         fn = SEMANTICS.get(ins.mnemonic)
         reason = "no semantics"
         if fn is not None:
@@ -89,6 +91,7 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
             return IRBlock(block.start, out, Trap())
         stats["instructions"] = stats.get("instructions", 0) + 1
         out.append((ins.address, ctx.stmts))
+        fuse = _track_fuse(fuse, ctx.stmts)
         if ctx.term is not None:
             term = ctx.term
             break
@@ -97,15 +100,63 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
         term = FallThrough(last.next)
     elif type(term) is JumpIndirect and block.insns[-1].address in prog.jump_tables:
         term = JumpIndirect(term.target, tuple(sorted(set(prog.jump_tables[block.insns[-1].address]))))
-    elif type(term) is Branch and term.cc and len(out) >= 2 and not out[-1][1]:
-        # cmp/test immediately followed by jcc: compare the operands directly
-        prev = out[-2][1]
-        if prev and type(prev[-1]) is FlagThunk and prev[-1].fuse is not None:
-            from .sem.flags import fused_cond
-            c = fused_cond(prev[-1].fuse, _CANON.get(term.cc, term.cc))
-            if c is not None:
-                term = Branch(c, term.target, term.fallthrough, term.cc)
+    elif type(term) is Branch and term.cc and ctx.fuse is not None and not out[-1][1]:
+        # a cmp/test whose operands are intact reaches the jcc: compare them directly
+        from .sem.flags import fused_cond
+        c = fused_cond(ctx.fuse, _CANON.get(term.cc, term.cc))
+        if c is not None:
+            term = Branch(c, term.target, term.fallthrough, term.cc)
     return IRBlock(block.start, out, term)
+
+
+def _fuse_names(fuse: tuple) -> frozenset[str] | None:
+    """The registers and temporaries a compare's fuse operands read; None when they read memory
+    or state (a later store could change what re-evaluating them gives)."""
+    names: set[str] = set()
+    stack = [x for x in fuse[1:] if not isinstance(x, int)]
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is Reg or t is Tmp:
+            names.add(x.name)
+        elif t is Op:
+            stack.extend(x.args)
+        elif t is not Const:
+            return None
+    return frozenset(names)
+
+
+def _writes_any(stmts, names: frozenset[str]) -> bool:
+    """Whether ``stmts`` write a flag, one of ``names`` (registers or temporaries), or leave."""
+    for s in stmts:
+        t = type(s)
+        if t is SetReg:
+            if s.name in names or s.name in _FLAGSET:
+                return True
+        elif t is Let:
+            if s.tmp.name in names:
+                return True
+        elif t is FlagThunk or t is SyscallStmt or t is FaultStmt:
+            return True
+        elif t is If:
+            if _writes_any(s.then, names) or _writes_any(s.else_, names):
+                return True
+        elif t is While:
+            if _writes_any(s.body, names):
+                return True
+    return False
+
+
+def _track_fuse(fuse: tuple | None, stmts: list[Stmt]) -> tuple | None:
+    """The compare a later jcc/setcc/cmovcc may use directly, after one more instruction: the
+    instruction's own flag-writing compare, or the earlier one if it touched neither the flags
+    nor what the compare's operands read."""
+    if stmts and type(stmts[-1]) is FlagThunk and stmts[-1].fuse is not None:
+        names = _fuse_names(stmts[-1].fuse)
+        return None if names is None else (stmts[-1].fuse, names)
+    if fuse is not None and _writes_any(stmts, fuse[1]):
+        return None
+    return fuse
 
 
 _CANON = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "na": "be", "nbe": "a",

@@ -54,6 +54,9 @@ class Ctx:
         self.stmts: list[Stmt] = []
         self.term: Term | None = None
         self._ntmp = 0
+        self.fuse: tuple | None = None
+        """A compare earlier in the block whose operands are still intact (``FlagThunk.fuse``):
+        setcc and cmovcc compute their condition from it instead of the flags."""
 
     # -- basic building ------------------------------------------------------
     def emit(self, s: Stmt) -> None:
