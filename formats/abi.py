@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 IMPORT_MODULE = "kiln"
 GUEST_MEMORY = "guest"      # memory 0
@@ -167,6 +167,10 @@ re-enters ``kiln_run`` at the CPU state's rip."""
 CODE_REGIONS = 0x1000
 """Offset of the mapped-code region table (see :data:`CODE_REGION_FIELDS`)."""
 CODE_REGION_MAX = 256
+CODE_REGIONS_GENERATION = CODE_REGIONS + 4
+"""u32 in the control memory: vkernel adds one each time it rewrites the region table. Lifted
+code keys its cache of dispatch lookups on it, so a lookup made before the table changed is never
+used after (vkernel refuses a change that would wrap it)."""
 CONTROL_DYNAMIC = 0x4000
 """From here on the control memory belongs to the recompiler's dispatch data."""
 CONTROL_MEMORY_MIN_PAGES = 1

@@ -122,7 +122,8 @@ def render_abi() -> str:
     out += ["", _table(("constant", "value", "meaning"), rows)]
     out += ["", "#### Control memory (memory 1)", ""]
     rows = []
-    for name in ("CPU_STATE", "SYSCALL_FRAME", "FAULT_RECORD", "INTERRUPT_FLAG", "CODE_REGIONS", "CONTROL_DYNAMIC"):
+    for name in ("CPU_STATE", "SYSCALL_FRAME", "FAULT_RECORD", "INTERRUPT_FLAG", "CODE_REGIONS",
+                 "CODE_REGIONS_GENERATION", "CONTROL_DYNAMIC"):
         rows.append((f"`{name}`", _hex(getattr(abi, name)), docs.get(name, "")))
     out.append(_table(("record", "offset", "meaning"), rows))
     out += ["", f"#### CPU state (at `CPU_STATE`, {abi.CPU_STATE_SIZE} bytes, little-endian)", ""]
@@ -137,7 +138,7 @@ def render_abi() -> str:
     out += ["", "#### Fault record (at `FAULT_RECORD`)", ""]
     out.append(_fields_table(abi.FAULT_RECORD_FIELDS, abi.FAULT_RECORD))
     out += ["", "`code` values (`FaultCode`):", "", _enum_table(abi.FaultCode)]
-    out += ["", "#### Code-region table (at `CODE_REGIONS`: a u32 count, then up to "
+    out += ["", "#### Code-region table (at `CODE_REGIONS`: a u32 count, the u32 generation, then up to "
             f"{abi.CODE_REGION_MAX} entries of {abi.CODE_REGION_SIZE} bytes "
             "from `CODE_REGIONS + 16`)", ""]
     out.append(_fields_table(abi.CODE_REGION_FIELDS))

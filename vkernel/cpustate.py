@@ -74,10 +74,15 @@ class ControlMemory:
         """Rewrite the region table: count, then one entry per region."""
         if len(regions) > abi.CODE_REGION_MAX:
             raise OverflowError("too many code regions")
+        gen = struct.unpack_from("<I", self.view, abi.CODE_REGIONS_GENERATION)[0]
+        if gen == 0xFFFF_FFFF:
+            raise OverflowError("the code-region table changed 2**32 - 1 times")
         struct.pack_into("<I", self.view, abi.CODE_REGIONS, len(regions))
         for i, r in enumerate(regions):
             _REGION.pack_into(self.view, abi.CODE_REGIONS + 16 + i * abi.CODE_REGION_SIZE,
                               r.start & 0xFFFFFFFF, r.end & 0xFFFFFFFF, r.unit, r.bias & 0xFFFFFFFF)
+        # last: lifted code drops every cached lookup made against the old table
+        struct.pack_into("<I", self.view, abi.CODE_REGIONS_GENERATION, gen + 1)
 
     def read_regions(self) -> list[CodeRegion]:
         n = struct.unpack_from("<I", self.view, abi.CODE_REGIONS)[0]

@@ -8,7 +8,7 @@ import struct
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator
 
 from formats import abi
@@ -175,8 +175,18 @@ class Kernel:
         self.ctl.write_regions(self.regions)
 
     def remove_regions(self, start: int, end: int) -> None:
-        keep = [r for r in self.regions if r.end <= start or r.start >= end]
-        if len(keep) != len(self.regions):
+        """[start, end) holds no code any more (munmap, mprotect without PROT_EXEC, a mapping
+        placed over it): what regions keep outside the range stays runnable."""
+        keep: list[CodeRegion] = []
+        for r in self.regions:
+            if r.end <= start or r.start >= end:
+                keep.append(r)
+                continue
+            if r.start < start:
+                keep.append(replace(r, end=start))
+            if r.end > end:
+                keep.append(replace(r, start=end))
+        if keep != self.regions:
             self.regions = keep
             self.ctl.write_regions(self.regions)
 
@@ -214,31 +224,38 @@ class Kernel:
 
     # -- the syscall import ----------------------------------------------------
     def on_syscall(self) -> None:
-        """Import kiln.syscall: one frame read, one handler call, one result write."""
-        self.in_host = True               # enter_host, inlined: this is the hot path
+        """Import kiln.syscall: one frame read, one handler call, one result write.
+
+        The hot path, kept in one Python frame: enter_host inlined, then what :meth:`_call`
+        does (host errors become -errno), then the trace and the signal boundary."""
+        self.in_host = True
         if self.dying:
             self._wait_out_death()
         try:
-            self._on_syscall()
+            frame = self.ctl.read_frame()
+            nr = frame[0]
+            fast = self._fast.get(nr)
+            try:
+                result = self._unknown(nr) if fast is None else fast[0](self, *frame[1:1 + fast[1]])
+            except OSError as e:
+                result = -(e.errno or errno.EIO)
+            except SignalInterrupt:
+                self.interruptible = False
+                result = -errno.EINTR
+            except (ValueError, IndexError, OverflowError, struct.error):
+                result = -errno.EFAULT
+            except (GuestExit, GuestExec, SigReturn) as e:
+                if self.trace:
+                    self._trace(nr, frame, 0 if isinstance(e, GuestExec) else
+                                self.ctl.get("rax") if isinstance(e, SigReturn) else None)
+                raise
+            if self.trace:
+                self._trace(nr, frame, result)
+            if self.proc.sigpending:
+                result = self._signals(nr, frame, fast, result)
+            self.ctl.set_result(result)
         finally:
             self.in_host = False
-
-    def _on_syscall(self) -> None:
-        frame = self.ctl.read_frame()
-        nr = frame[0]
-        fast = self._fast.get(nr)
-        try:
-            result = self._unknown(nr) if fast is None else self._call(fast, frame)
-        except (GuestExit, GuestExec, SigReturn) as e:
-            if self.trace:
-                self._trace(nr, frame, 0 if isinstance(e, GuestExec) else
-                            self.ctl.get("rax") if isinstance(e, SigReturn) else None)
-            raise
-        if self.trace:
-            self._trace(nr, frame, result)
-        if self.proc.sigpending:
-            result = self._signals(nr, frame, fast, result)
-        self.ctl.set_result(result)
 
     def _call(self, fast: Any, frame: tuple[int, ...]) -> int:
         """Run a table handler on the frame's arguments; host errors become -errno."""

@@ -1,7 +1,7 @@
 """Hand-written WebAssembly shared by every megabinary: dispatch, kiln_run, 128-bit arithmetic helpers."""
 from __future__ import annotations
 
-from formats.abi import (CODE_REGIONS, CONTROL_DYNAMIC, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
+from formats.abi import (CODE_REGIONS, CODE_REGIONS_GENERATION, CONTROL_DYNAMIC, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
                          FAULT_RECORD_OFFSETS, FaultCode)
 
 __all__ = ["runtime_wat", "ENTRY_SIZE", "DIRECTORY", "LOOKUP_CACHE_SIZE"]
@@ -73,10 +73,10 @@ def _rounding_wat() -> str:
 
 LOOKUP_CACHE_ENTRIES = 4096
 """Direct-mapped cache of dispatch lookups (runtime address -> function, block), in the control memory."""
-LOOKUP_CACHE_ENTRY = 32
-"""Cache entry: runtime address u32, function u32, block u32, region slot u32, and the slot's
-(start, end, unit, bias) when filled: a hit is used only while the code-region table still holds
-exactly that mapping, so vkernel remapping code never runs a stale translation."""
+LOOKUP_CACHE_ENTRY = 16
+"""Cache entry: runtime address u32, function u32, block u32, and the code-region table's generation
+(``formats.abi.CODE_REGIONS_GENERATION``) when it was filled: a hit is used only while the table is
+unchanged since, so vkernel remapping code never runs a stale translation."""
 LOOKUP_CACHE_SIZE = LOOKUP_CACHE_ENTRIES * LOOKUP_CACHE_ENTRY
 
 
@@ -95,17 +95,13 @@ def runtime_wat(nunits: int, cache: int) -> str:
   (local.set $a32 (i32.wrap_i64 (local.get $a)))
   (local.set $n (i32.load $c (i32.const {CODE_REGIONS})))
   (local.set $ce (i32.add (i32.const {cache}) (i32.shl (i32.and (i32.xor (local.get $a32)
-                  (i32.shr_u (local.get $a32) (i32.const 12))) (i32.const {LOOKUP_CACHE_ENTRIES - 1})) (i32.const 5))))
-  (if (i32.and (i32.eq (i32.load $c (local.get $ce)) (local.get $a32)) (i32.ne (local.get $a32) (i32.const 0)))
+                  (i32.shr_u (local.get $a32) (i32.const 12))) (i32.const {LOOKUP_CACHE_ENTRIES - 1})) (i32.const 4))))
+  (if (i32.and (i32.and (i32.eq (i32.load $c (local.get $ce)) (local.get $a32))
+                        (i32.eq (i32.load $c offset=12 (local.get $ce)) (i32.load $c (i32.const {CODE_REGIONS_GENERATION}))))
+               (i32.ne (local.get $a32) (i32.const 0)))
    (then
-    (local.set $e (i32.load $c offset=12 (local.get $ce)))
-    (if (i32.and
-         (i32.and (i32.lt_u (local.get $e) (i32.add (i32.const {CODE_REGIONS + 16}) (i32.shl (local.get $n) (i32.const 4))))
-                  (i64.eq (i64.load $c (local.get $e)) (i64.load $c offset=16 (local.get $ce))))
-         (i64.eq (i64.load $c offset=8 (local.get $e)) (i64.load $c offset=24 (local.get $ce))))
-     (then
-      (global.set $blk (i32.load $c offset=8 (local.get $ce)))
-      (return (i32.load $c offset=4 (local.get $ce)))))))
+    (global.set $blk (i32.load $c offset=8 (local.get $ce)))
+    (return (i32.load $c offset=4 (local.get $ce)))))
   (local.set $unit (i32.const -1))
   (block $found
    (loop $scan
@@ -134,9 +130,7 @@ def runtime_wat(nunits: int, cache: int) -> str:
       (i32.store $c (local.get $ce) (local.get $a32))
       (i32.store $c offset=4 (local.get $ce) (i32.load $c offset=4 (local.get $p)))
       (i32.store $c offset=8 (local.get $ce) (global.get $blk))
-      (i32.store $c offset=12 (local.get $ce) (local.get $e))
-      (i64.store $c offset=16 (local.get $ce) (i64.load $c (local.get $e)))
-      (i64.store $c offset=24 (local.get $ce) (i64.load $c offset=8 (local.get $e)))
+      (i32.store $c offset=12 (local.get $ce) (i32.load $c (i32.const {CODE_REGIONS_GENERATION})))
       (return (i32.load $c offset=4 (local.get $p)))))
     (if (i32.lt_u (local.get $k) (local.get $link))
      (then (local.set $lo (i32.add (local.get $mid) (i32.const 1))))

@@ -158,6 +158,8 @@ def sys_mprotect(k: Kernel, addr: int, length: int, prot: int) -> int:
                                     "the indexed program (its data cannot become code)", m.name,
                                     m.blake3)
     sp.protect(addr, length, prot)
+    if not prot & PROT_EXEC:
+        k.remove_regions(addr, end)            # its translations stop running, as the pages would
     return 0
 
 
