@@ -13,7 +13,9 @@ Layout (docs/formats.md is normative; the tables there are generated from
 
 Output is byte-identical for identical input. Reading is lazy: opening checks
 the header, the table and the INDEX and META sections; MODULE and AOT bytes
-are read (and their BLAKE3 checked) only when asked for.
+are read (and their BLAKE3 checked) only when asked for. With
+``check_index=False`` the INDEX section is hash-checked at open but decoded
+(and its schema checked) only when :attr:`Megabinary.index` is first read.
 """
 from __future__ import annotations
 
@@ -492,12 +494,18 @@ class SectionEntry:
 class Megabinary:
     """An open megabinary. Use :func:`read_megabinary`; close it (or use ``with``) when done."""
 
-    def __init__(self, data: Any, *, path: str | None, closer: Any = None) -> None:
+    def __init__(self, data: Any, *, path: str | None, closer: Any = None,
+                 check_index: bool = True) -> None:
         self._data = data
         self._closer = closer
         self.path = path
         self._verified: set[int] = set()
+        self._index: Index | None = None
+        self.file_stat: os.stat_result | None = None
+        """fstat of the file as opened (None when read from bytes)."""
         self._parse()
+        if check_index:
+            self._decode_index()
 
     # -- context management --
     def close(self) -> None:
@@ -632,11 +640,27 @@ class Megabinary:
             if kind not in self._one:
                 raise self._err(BadLayout, f"no {kind.name} section", table_at)
         idx = self._one[SectionKind.INDEX]
-        self.index: Index = decode_index(self._section(idx), offset=idx.offset, path=self.path)
+        # The hash is checked now, the (slower) decoding and schema check in _decode_index.
+        self._index_payload = self._section(idx)
+        self.index_blake3: bytes = idx.blake3
+        """BLAKE3 of the INDEX section's contents (checked at open)."""
         meta = self._one[SectionKind.META]
         obj = decode_canonical_cbor(self._section(meta), what="META section",
                                     offset=meta.offset, path=self.path)
         self.metadata: Metadata = Metadata.from_obj(obj, offset=meta.offset, path=self.path)
+
+    def _decode_index(self) -> Index:
+        if self._index is None:
+            idx = self._one[SectionKind.INDEX]
+            self._index = decode_index(self._index_payload, offset=idx.offset, path=self.path)
+            self._index_payload = b""
+        return self._index
+
+    @property
+    def index(self) -> Index:
+        """The decoded, schema-checked index (decoded on first use with ``check_index=False``;
+        from the INDEX bytes checked at open, even if the file changed since)."""
+        return self._decode_index()
 
     def _section(self, entry: SectionEntry) -> bytes:
         """The contents of ``entry``, BLAKE3-checked (once)."""
@@ -677,6 +701,26 @@ class Megabinary:
             return None
         self._section(e)
         return (e.offset, e.length)
+
+    def aot_section(self, fingerprint: EngineFingerprint | str) -> SectionEntry | None:
+        """The AOT section table entry for exactly this engine, or None; its contents are
+        not read (see :meth:`verify_section`)."""
+        return self._aot.get(_fingerprint_text(fingerprint))
+
+    def verify_section(self, entry: SectionEntry) -> None:
+        """Check ``entry``'s contents against its BLAKE3 now, without copying them;
+        :class:`CorruptSection` when they differ."""
+        if self._data is None:
+            raise KilnError(f"{self.path or 'megabinary'} is closed")
+        view = memoryview(self._data)[entry.offset:entry.end]
+        try:
+            ok = blake3.blake3(view).digest() == entry.blake3
+        finally:
+            view.release()
+        if not ok:
+            raise self._err(CorruptSection, f"section {entry.number} ({_kind_name(entry.kind)}) "
+                            "does not match its BLAKE3", entry.offset)
+        self._verified.add(entry.number)
 
     def aot_for(self, fingerprint: EngineFingerprint | str) -> bytes | None:
         """The AOT artifact for exactly this engine fingerprint (hash-checked), or None."""
@@ -782,15 +826,19 @@ def _kind_name(kind: int) -> str:
         return f"kind {kind}"
 
 
-def read_megabinary(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Megabinary:
+def read_megabinary(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
+                    check_index: bool = True) -> Megabinary:
     """Open and check a megabinary from a path (memory-mapped) or from bytes.
 
     Checks the header, section table, INDEX and META now; MODULE and AOT
     contents are read and hash-checked only when asked for. Raises a
     :class:`~formats.errors.FormatError` subclass for any malformed input.
+    With ``check_index=False`` the INDEX section's hash is checked now but its
+    decoding and schema check wait for the first use of ``.index`` (for a
+    runtime that already holds the result of checking these exact bytes).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return Megabinary(memoryview(bytes(source)), path=None)
+        return Megabinary(memoryview(bytes(source)), path=None, check_index=check_index)
     path = os.fspath(source)
     try:
         f = open(path, "rb")
@@ -798,7 +846,8 @@ def read_megabinary(source: str | os.PathLike[str] | bytes | bytearray | memoryv
         raise KilnError(f"cannot open megabinary {path}: {exc.strerror or exc}",
                         hint="check the path") from None
     try:
-        size = os.fstat(f.fileno()).st_size
+        st = os.fstat(f.fileno())
+        size = st.st_size
         if size == 0:
             f.close()
             raise Truncated("empty file, not a megabinary", offset=0, path=path,
@@ -813,7 +862,9 @@ def read_megabinary(source: str | os.PathLike[str] | bytes | bytearray | memoryv
         f.close()
 
     try:
-        return Megabinary(mm, path=path, closer=closer)
+        mb = Megabinary(mm, path=path, closer=closer, check_index=check_index)
+        mb.file_stat = st
+        return mb
     except BaseException:
         closer()
         raise

@@ -653,3 +653,42 @@ def test_aot_keys_must_be_canonical_fingerprints(real_index, real_module, meta):
     with pytest.raises(MegabinaryWriteError):
         build_megabinary(index=real_index, module=real_module, metadata=meta,
                          aot={fp: b"x", str(fp): b"y"})
+
+
+def test_deferred_index_check_still_hashes_at_open_and_checks_on_use(written, real_index):
+    """``check_index=False`` (kiln run): a changed INDEX byte is still refused at open; a
+    well-hashed INDEX that breaks the schema is refused when the index is first used."""
+    data = written[0].read_bytes()
+    with read_megabinary(data, check_index=False) as mb:
+        assert mb.index == real_index
+        assert mb.index_blake3 == blake3.blake3(canonical_cbor(real_index.to_obj())).digest()
+        idx = next(e for e in mb.sections if e.kind == SectionKind.INDEX)
+    bad = bytearray(data)
+    bad[idx.offset + idx.length // 2] ^= 0x40
+    with pytest.raises(CorruptSection) as err:
+        read_megabinary(bad, check_index=False)
+    assert err.value.offset == idx.offset
+    obj = real_index.to_obj()
+    obj["units"].reverse()
+    with read_megabinary(_with_index_payload(canonical_cbor(obj)), check_index=False) as mb:
+        with pytest.raises(IndexSchemaError) as err:
+            mb.index
+    assert "sorted by blake3" in err.value.message and err.value.offset == SECTION_ALIGN
+
+
+def test_verify_section_checks_in_place(written):
+    data = written[0].read_bytes()
+    with read_megabinary(written[0]) as mb:
+        assert mb.file_stat is not None and mb.file_stat.st_size == len(data)
+        for fp in mb.engines():
+            entry = mb.aot_section(fp)
+            mb.verify_section(entry)
+            assert entry.blake3 == blake3.blake3(data[entry.offset:entry.end]).digest()
+    for fp_entry in [e for e in mb.sections if e.kind == SectionKind.AOT]:
+        bad = bytearray(data)
+        bad[fp_entry.offset + 7] ^= 1
+        with read_megabinary(bad) as mb:
+            assert mb.file_stat is None
+            with pytest.raises(CorruptSection) as err:
+                mb.verify_section(mb.aot_section(fp_entry.name))
+            assert err.value.offset == fp_entry.offset

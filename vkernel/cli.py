@@ -3,53 +3,238 @@
 Subcommands that belong to the recompiler (``kiln inspect``) are contributed
 through the ``kiln.commands`` entry-point group so that vkernel never imports
 the recompiler (docs/architecture.md, layer rules).
+
+The command line is click's (:func:`command_group`). A ``kiln run`` whose
+arguments are plain (every option spelled out and known, see
+:func:`fast_run_params`) starts without importing click, which is a tenth of
+``kiln run``'s start-up; anything else, including every error, help and
+``--version``, goes through click.
 """
 from __future__ import annotations
 
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
-
-import click
 
 from formats.errors import EXIT_BAD_INPUT, KilnError, user_report
 
 
-class KilnGroup(click.Group):
-    """A click group that reports KilnError cleanly and loads plugin commands."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names.update(ep.name for ep in entry_points(group="kiln.commands"))
-        return sorted(names)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        cmd = super().get_command(ctx, name)
-        if cmd is not None:
-            return cmd
-        for ep in entry_points(group="kiln.commands"):
-            if ep.name == name:
-                return ep.load()
-        return None
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+def keep_bytecode() -> None:
+    """Let Python keep the byte code of what kiln imports, in Kiln's cache, when the
+    environment forbids writing it next to the sources (PYTHONDONTWRITEBYTECODE): otherwise
+    every ``kiln run`` compiles vkernel afresh, about 0.1 s of its start-up. A byte-code
+    location the user chose (PYTHONPYCACHEPREFIX) is kept."""
+    if not sys.dont_write_bytecode:
+        return
+    if sys.pycache_prefix is None:
+        from vkernel.verified import cache_root
         try:
-            return super().invoke(ctx)
-        except KilnError as err:
-            as_json = bool(ctx.meta.get("kiln.json"))
-            click.echo(user_report(err, as_json=as_json), err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            sys.pycache_prefix = str(cache_root() / "pycache")
+        except RuntimeError:                     # no home directory: leave Python as it is
+            return
+    sys.dont_write_bytecode = False
 
 
-@click.group(cls=KilnGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kiln")
-def main() -> None:
-    """Kiln: run x86-64 Linux container images as ahead-of-time compiled WebAssembly.
+def entry_points(*, group: str):  # -> importlib.metadata.EntryPoints
+    """Installed entry points of ``group``; importlib.metadata is imported only when needed
+    (about 30 ms, which ``kiln run --rootfs ... --megabinary ...`` does not spend)."""
+    from importlib.metadata import entry_points as installed
+    return installed(group=group)
 
-    Recompile an image first with `recompile IMAGE -o OUT`, then run it with
-    `kiln run OUT -- CMD ARGS`. `kiln inspect IMAGE` lists every program and
-    library an image holds.
-    """
+
+def command_group():  # -> click.Group
+    """The ``kiln`` click group with its ``run`` command (click is imported here)."""
+    import click
+
+    class KilnGroup(click.Group):
+        """A click group that reports KilnError cleanly and loads plugin commands."""
+
+        def list_commands(self, ctx: click.Context) -> list[str]:
+            names = set(super().list_commands(ctx))
+            names.update(ep.name for ep in entry_points(group="kiln.commands"))
+            return sorted(names)
+
+        def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+            cmd = super().get_command(ctx, name)
+            if cmd is not None:
+                return cmd
+            for ep in entry_points(group="kiln.commands"):
+                if ep.name == name:
+                    return ep.load()
+            return None
+
+        def invoke(self, ctx: click.Context):  # type: ignore[override]
+            try:
+                return super().invoke(ctx)
+            except KilnError as err:
+                as_json = bool(ctx.meta.get("kiln.json"))
+                click.echo(user_report(err, as_json=as_json), err=True)
+                sys.exit(EXIT_BAD_INPUT)
+
+    @click.group(cls=KilnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="kiln")
+    def main() -> None:
+        """Kiln: run x86-64 Linux container images as ahead-of-time compiled WebAssembly.
+
+        Recompile an image first with `recompile IMAGE -o OUT`, then run it with
+        `kiln run OUT -- CMD ARGS`. `kiln inspect IMAGE` lists every program and
+        library an image holds.
+        """
+
+    @main.command("run", context_settings={"ignore_unknown_options": True})
+    @click.option("--rootfs", type=click.Path(file_okay=False, path_type=Path),
+                  help="Run from an unpacked root directory instead of an IMAGE (never modified); "
+                       "needs --megabinary.")
+    @click.option("--megabinary", type=click.Path(dir_okay=False, path_type=Path),
+                  help="With --rootfs: the megabinary produced by `recompile`.")
+    @click.option("--entrypoint", default=None, metavar="PATH",
+                  help="Replace the image's Entrypoint (CMD ARGS become its arguments).")
+    @click.option("-e", "--env", "env", multiple=True, metavar="K=V",
+                  help="Set an environment variable (after the image's Env; repeatable).")
+    @click.option("-w", "--workdir", default=None,
+                  help="Working directory in the guest (default: the image's WorkingDir, else /).")
+    @click.option("--trace", is_flag=True, help="Print each syscall on stderr, strace style.")
+    @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Append policy decisions (refusals) as JSON lines to this file.")
+    @click.option("--upper", "--keep-upper", "upper", type=click.Path(file_okay=False, path_type=Path),
+                  help="Keep the run's file changes (the upper layer, with whiteouts for deletions) "
+                       "in this directory (created if missing); default: a temporary directory "
+                       "removed when the run ends.")
+    @click.option("-v", "--volume", "volumes", multiple=True, metavar="HOST:GUEST[:ro]",
+                  help="Bind the host directory HOST at GUEST in the guest tree (repeatable); the "
+                       "guest reads and writes HOST itself, confined to it; ':ro' refuses writes.")
+    @click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                  help="Kill the whole guest process tree after SECONDS and exit 124 (as timeout(1)).")
+    @click.option("--pids-limit", type=click.IntRange(min=1), default=None, metavar="N",
+                  help="At most N live guest processes; fork beyond that fails with EAGAIN.")
+    @click.option("--memory", "memory", default=None, metavar="BYTES",
+                  help="At most BYTES of mapped memory per guest process (suffix k, m or g); "
+                       "mmap and brk beyond it fail with ENOMEM.")
+    @click.option("-u", "--user", "user", default=None, metavar="USER[:GROUP]",
+                  help="Run as this user (uid, uid:gid, name or name:group, names from the image's "
+                       "/etc/passwd and /etc/group), replacing the image's User; default: the "
+                       "image's User, else root. Guest ids are real host ids (kiln runs as root).")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @_help_of(run)
+    def run_command(**params: object) -> None:
+        run(**params)  # type: ignore[arg-type]
+
+    return main
+
+
+def _help_of(documented):  # a decorator: click takes a command's help from its docstring
+    def take(f):
+        f.__doc__ = documented.__doc__
+        return f
+    return take
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``kiln`` entry point: click's command line, or a plain ``kiln run`` directly
+    (reporting as click's standalone mode and :class:`KilnGroup` would)."""
+    keep_bytecode()
+    args = list(sys.argv[1:] if argv is None else argv)
+    params = fast_run_params(args)
+    if params is None:
+        command_group()(args=args, prog_name="kiln")
+        return
+    try:
+        run(**params)  # type: ignore[arg-type]
+    except KilnError as err:
+        print(user_report(err), file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except (KeyboardInterrupt, EOFError):
+        print("\nAborted!", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+# `kiln run` options as click declares them in command_group(), for fast_run_params:
+# option spelling -> (parameter name, how its value converts).
+_RUN_OPTIONS: dict[str, tuple[str, str]] = {
+    "--rootfs": ("rootfs", "dir-path"), "--megabinary": ("megabinary", "file-path"),
+    "--entrypoint": ("entrypoint", "str"), "-e": ("env", "multi"), "--env": ("env", "multi"),
+    "-w": ("workdir", "str"), "--workdir": ("workdir", "str"), "--trace": ("trace", "flag"),
+    "--audit-log": ("audit_log", "file-path"), "--upper": ("upper", "dir-path"),
+    "--keep-upper": ("upper", "dir-path"), "-v": ("volumes", "multi"),
+    "--volume": ("volumes", "multi"), "--timeout": ("timeout", "float"),
+    "--pids-limit": ("pids_limit", "count"), "--memory": ("memory", "str"),
+    "-u": ("user", "str"), "--user": ("user", "str"),
+}
+_RUN_DEFAULTS: dict[str, object] = {
+    "rootfs": None, "megabinary": None, "entrypoint": None, "env": (), "workdir": None,
+    "trace": False, "audit_log": None, "upper": None, "volumes": (), "timeout": None,
+    "pids_limit": None, "memory": None, "user": None,
+}
+
+
+def fast_run_params(args: list[str]) -> dict[str, object] | None:
+    """The parameters click would pass to ``kiln run`` for ``args`` (which start with
+    ``run``), when they are plain enough to parse without click: options spelled out
+    (``--name VALUE``, ``--name=VALUE`` or ``-x VALUE``), values that click converts without
+    complaint, positional arguments, and everything after ``--`` as arguments. None for
+    anything else (help, errors, unusual spellings): click parses those."""
+    import os
+    import stat
+    if not args or args[0] != "run":
+        return None
+    params: dict[str, object] = dict(_RUN_DEFAULTS)
+    multi: dict[str, list[str]] = {"env": [], "volumes": []}
+    positional: list[str] = []
+    i = 1
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        if tok == "--":
+            positional.extend(args[i:])
+            break
+        if not tok.startswith("-") or tok == "-":
+            if tok == "-":
+                return None
+            positional.append(tok)
+            continue
+        name, eq, value = tok.partition("=")
+        if name not in _RUN_OPTIONS or (eq and not name.startswith("--")):
+            return None
+        param, kind = _RUN_OPTIONS[name]
+        if kind == "flag":
+            if eq:
+                return None
+            params[param] = True
+            continue
+        if not eq:
+            if i >= len(args):
+                return None
+            value = args[i]
+            i += 1
+        if not value or value.startswith("-"):
+            return None
+        if kind == "multi":
+            multi[param].append(value)
+        elif kind == "str":
+            params[param] = value
+        elif kind == "float":
+            try:
+                params[param] = float(value)
+            except ValueError:
+                return None
+        elif kind == "count":
+            if not value.isdigit() or int(value) < 1:
+                return None
+            params[param] = int(value)
+        else:                                  # click.Path(file_okay= / dir_okay=False)
+            try:
+                st = os.stat(value)
+            except OSError:
+                st = None
+            if st is not None:
+                if (kind == "dir-path" and stat.S_ISREG(st.st_mode)) or \
+                        (kind == "file-path" and stat.S_ISDIR(st.st_mode)) or \
+                        not os.access(value, os.R_OK):
+                    return None
+            params[param] = Path(value)
+    params["env"] = tuple(multi["env"])
+    params["volumes"] = tuple(multi["volumes"])
+    params["args"] = tuple(positional)
+    return params
 
 
 def _image_bundle(image: str) -> Path:
@@ -74,45 +259,11 @@ def _bundle_spec(bundle: Path) -> dict:
                         hint="delete the bundle directory from the cache and run again") from None
 
 
-@main.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--rootfs", type=click.Path(file_okay=False, path_type=Path),
-              help="Run from an unpacked root directory instead of an IMAGE (never modified); "
-                   "needs --megabinary.")
-@click.option("--megabinary", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --rootfs: the megabinary produced by `recompile`.")
-@click.option("--entrypoint", default=None, metavar="PATH",
-              help="Replace the image's Entrypoint (CMD ARGS become its arguments).")
-@click.option("-e", "--env", "env", multiple=True, metavar="K=V",
-              help="Set an environment variable (after the image's Env; repeatable).")
-@click.option("-w", "--workdir", default=None,
-              help="Working directory in the guest (default: the image's WorkingDir, else /).")
-@click.option("--trace", is_flag=True, help="Print each syscall on stderr, strace style.")
-@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
-              help="Append policy decisions (refusals) as JSON lines to this file.")
-@click.option("--upper", "--keep-upper", "upper", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep the run's file changes (the upper layer, with whiteouts for deletions) "
-                   "in this directory (created if missing); default: a temporary directory "
-                   "removed when the run ends.")
-@click.option("-v", "--volume", "volumes", multiple=True, metavar="HOST:GUEST[:ro]",
-              help="Bind the host directory HOST at GUEST in the guest tree (repeatable); the "
-                   "guest reads and writes HOST itself, confined to it; ':ro' refuses writes.")
-@click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="Kill the whole guest process tree after SECONDS and exit 124 (as timeout(1)).")
-@click.option("--pids-limit", type=click.IntRange(min=1), default=None, metavar="N",
-              help="At most N live guest processes; fork beyond that fails with EAGAIN.")
-@click.option("--memory", "memory", default=None, metavar="BYTES",
-              help="At most BYTES of mapped memory per guest process (suffix k, m or g); "
-                   "mmap and brk beyond it fail with ENOMEM.")
-@click.option("-u", "--user", "user", default=None, metavar="USER[:GROUP]",
-              help="Run as this user (uid, uid:gid, name or name:group, names from the image's "
-                   "/etc/passwd and /etc/group), replacing the image's User; default: the "
-                   "image's User, else root. Guest ids are real host ids (kiln runs as root).")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
-                env: tuple[str, ...], workdir: str | None, trace: bool,
-                audit_log: Path | None, upper: Path | None, volumes: tuple[str, ...],
-                timeout: float | None, pids_limit: int | None, memory: str | None,
-                user: str | None, args: tuple[str, ...]) -> None:
+def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
+        env: tuple[str, ...], workdir: str | None, trace: bool,
+        audit_log: Path | None, upper: Path | None, volumes: tuple[str, ...],
+        timeout: float | None, pids_limit: int | None, memory: str | None,
+        user: str | None, args: tuple[str, ...]) -> None:
     """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
     IMAGE is the output of `recompile` (OCI layout, OCI archive or
@@ -199,7 +350,19 @@ def run_command(rootfs: Path | None, megabinary: Path | None, entrypoint: str | 
     except Exception as e:  # never a traceback for the user
         raise KilnError(f"internal error in vkernel: {type(e).__name__}: {e}",
                         hint="please report this with the command line and the megabinary") from None
-    sys.exit(status)
+    _exit_now(status)
+
+
+def _exit_now(status: int) -> None:
+    """End kiln with ``status`` once the run has tidied up: flush stdio and skip the
+    interpreter's teardown of every imported module (about 20 ms, on every run)."""
+    import os
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(status)
 
 
 def _parse_volume(text: str):  # -> vkernel.vfs.Volume

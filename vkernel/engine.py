@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import mmap
 import os
 from typing import TYPE_CHECKING
 
@@ -11,9 +10,10 @@ import wasmtime
 from formats import abi
 from formats.engine import current_fingerprint
 from vkernel.errors import VkernelError
+from vkernel.verified import ArtifactMismatch, TrustDir, artifact_fd, hash_matches
 
 if TYPE_CHECKING:
-    from formats.megabinary import EngineFingerprint, Megabinary
+    from formats.megabinary import EngineFingerprint, Megabinary, SectionEntry
 
 # Wasmtime 50 aborts the whole process (a Rust panic, not an exception) when
 # max_wasm_stack exceeds its async stack size, so check before building.
@@ -43,52 +43,57 @@ def engine_fingerprint() -> "EngineFingerprint":
     return current_fingerprint()
 
 
-def _aot_memfd(mb: "Megabinary", fp: "EngineFingerprint") -> int | None:
-    """A memfd holding exactly the AOT section for ``fp``, BLAKE3-checked against the section
-    table (which the header checksum covers), or None when the file has no such section.
+def _aot_memfd(mb: "Megabinary", entry: "SectionEntry") -> int:
+    """A memfd holding exactly the AOT section ``entry``, BLAKE3-checked against the section
+    table (which the header checksum covers): the path when nothing can be kept on disk.
 
-    Wasmtime maps a file it deserializes instead of copying and relocating a buffer, which
-    is most of ``kiln run``'s start-up otherwise; it needs a file that is the artifact alone.
-    The section is copied by the kernel (sendfile) and the copy is hashed.
+    The section is copied by the kernel (sendfile) and the copy is hashed, so what Wasmtime
+    maps is what was checked (nobody else writes it).
     """
-    import blake3
-    from formats.megabinary import SectionKind
-    from formats.engine import EngineFingerprint
-    entry = None
-    for e in mb.sections:
-        if e.kind == SectionKind.AOT and EngineFingerprint.parse(e.name).canonical == fp.canonical:
-            entry = e
-    if entry is None or mb.path is None:
-        return None
     fd = os.memfd_create("kiln-aot", os.MFD_CLOEXEC)
     try:
-        with open(mb.path, "rb") as f:
+        with open(mb.path, "rb") as f:  # type: ignore[arg-type]
             done = 0
             while done < entry.length:
                 n = os.sendfile(fd, f.fileno(), entry.offset + done, entry.length - done)
                 if n <= 0:
                     break
                 done += n
-        # Hash the copy itself (nobody else writes it), so what Wasmtime maps is what was checked.
-        ok = done == entry.length
-        if ok:
-            with mmap.mmap(fd, entry.length, access=mmap.ACCESS_READ) as mm:
-                ok = blake3.blake3(mm).digest() == entry.blake3
-        if not ok:
-            raise VkernelError(f"{mb.path}: the ahead-of-time code for {fp} does not match "
-                               "its BLAKE3 (the file is damaged, or changed while opening)",
-                               hint="re-run `recompile` to rebuild the megabinary")
+        if done != entry.length or not hash_matches(fd, entry):
+            raise ArtifactMismatch()
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def load_module(engine: wasmtime.Engine, mb: "Megabinary") -> wasmtime.Module:
-    """The megabinary's AOT artifact for this engine, deserialized (never compiled here)."""
+def _aot_fd(mb: "Megabinary", fp: "EngineFingerprint", trust: TrustDir | None) -> int | None:
+    """A descriptor of a file that is exactly the megabinary's AOT artifact for ``fp``,
+    checked against its BLAKE3 (now, or by an earlier run when ``trust`` keeps checks:
+    vkernel/verified.py); None when the file has no such section.
+
+    Wasmtime maps a file it deserializes instead of copying and relocating a buffer; it
+    needs a file that is the artifact alone.
+    """
+    entry = mb.aot_section(fp)
+    if entry is None or mb.path is None:
+        return None
+    try:
+        fd = artifact_fd(mb, entry, trust) if trust is not None else None
+        return fd if fd is not None else _aot_memfd(mb, entry)
+    except ArtifactMismatch:
+        raise VkernelError(f"{mb.path}: the ahead-of-time code for {fp} does not match "
+                           "its BLAKE3 (the file is damaged, or changed while opening)",
+                           hint="re-run `recompile` to rebuild the megabinary") from None
+
+
+def load_module(engine: wasmtime.Engine, mb: "Megabinary",
+                trust: TrustDir | None = None) -> wasmtime.Module:
+    """The megabinary's AOT artifact for this engine, deserialized (never compiled here).
+    With ``trust``, the checked artifact is kept there for the next run."""
     fp = engine_fingerprint()
     where = mb.path or "the megabinary"
-    fd = _aot_memfd(mb, fp)
+    fd = _aot_fd(mb, fp, trust)
     if fd is not None:
         try:
             return wasmtime.Module.deserialize_file(engine, f"/proc/self/fd/{fd}")

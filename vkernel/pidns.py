@@ -62,6 +62,14 @@ def mount_own_proc() -> None:
                            hint="run kiln as root, or on a kernel with namespaces enabled")
 
 
+def mount_scratch(path: str) -> bool:
+    """In pid 1, after :func:`mount_own_proc`: a tmpfs at ``path`` (an empty directory) for
+    the run's own scratch files, seen only in this mount namespace and freed with it. False
+    (and nothing mounted) when the kernel refuses."""
+    return _libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV,
+                       b"mode=0755,size=64m") == 0
+
+
 def die_with_supervisor() -> None:
     """In pid 1: SIGKILL when the supervisor dies (then the kernel ends the whole namespace).
     Linux clears this when credentials change, so it is set again after the image User."""

@@ -95,18 +95,30 @@ class Runtime:
 
     def __init__(self, spec: RunSpec) -> None:
         from formats.megabinary import read_megabinary
+        from vkernel.verified import TrustDir, unit_table
         self.spec = spec
         if not Path(spec.rootfs).is_dir():
             raise VkernelError(f"rootfs {spec.rootfs} is not a directory",
                                hint="pass the unpacked image root with --rootfs")
         if not spec.argv:
             raise VkernelError("no command given", hint="kiln run ... -- CMD ARGS")
-        self.mb = read_megabinary(spec.megabinary)
-        self.engine = make_engine()
-        self.module = load_module(self.engine, self.mb)
+        # The INDEX is hash-checked here; its decoding and schema check are kept between runs
+        # (vkernel/verified.py) like the AOT artifact's hash check.
+        self.mb = read_megabinary(spec.megabinary, check_index=False)
+        trust = TrustDir.open()
+        try:
+            units = unit_table(self.mb, trust)
+            self.engine = make_engine()
+            self.module = load_module(self.engine, self.mb, trust)
+        except BaseException:
+            self.mb.close()
+            raise
+        finally:
+            if trust is not None:
+                trust.close()
         self.ctl_limits = _ctl_limits(self.module)
         self.audit = AuditLog(spec.audit_log)
-        self.policy = ExecPolicy(self.mb.index.units, self.audit)
+        self.policy = ExecPolicy(units, self.audit)
         self.own_upper = spec.upper is None
         self.upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if spec.upper is None else Path(spec.upper)
         self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True)
@@ -550,6 +562,9 @@ def _supervise(spec: RunSpec) -> int:
     become_subreaper()
     me = os.getpid()
     isolated = spec.pid_namespace and pidns.possible()
+    # The namespace's own scratch files (the /proc and /dev skeleton) go to a tmpfs mounted
+    # here in its mount namespace: gone with it, and no slow directory removal on disk.
+    scratch = tempfile.mkdtemp(prefix="kiln-scratch-") if isolated else None
     # In its own pid namespace the first guest is pid 1 and the root of the guest tree itself.
     child_spec = dataclasses.replace(spec, timeout=None, upper=upper, pid_namespace=False,
                                      tree_root=0 if isolated else me)
@@ -569,6 +584,8 @@ def _supervise(spec: RunSpec) -> int:
             if isolated:
                 pidns.die_with_supervisor()
                 pidns.mount_own_proc()
+                if scratch is not None and pidns.mount_scratch(scratch):
+                    tempfile.tempdir = scratch
             status = run_guest(child_spec)
         except KilnError as e:
             print(user_report(e), file=sys.stderr, flush=True)
@@ -633,3 +650,5 @@ def _supervise(spec: RunSpec) -> int:
         hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
         if own_upper:
             shutil.rmtree(upper, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,353 @@
+"""Checks ``kiln run`` keeps from one run to the next, so that start-up need not repeat them.
+
+Every run still checks the megabinary's header checksum (which covers the
+section table and so every section's BLAKE3) and the BLAKE3 of its INDEX
+section. What this module lets a run skip, and why that is sound
+(docs/threat-model.md, "Start-up checks kept between runs"):
+
+- **Decoding and schema-checking the INDEX** (``units-*``): the unit table
+  (hash, guest paths, trap sites of each unit) of an INDEX section whose
+  BLAKE3 is H, stored after a full :func:`formats.index.decode_index` of
+  bytes hashing to H. Decoding is a pure function of the bytes, so the record
+  is keyed by H and by the hash of the checker's source; it carries a BLAKE3
+  of itself against damage.
+- **Copying and hashing the AOT artifact** (``aot-*``): the artifact is kept
+  as a file of its own, named by its BLAKE3, which Wasmtime maps directly. It
+  is hashed when it is written; the ``.ok`` record next to it holds its
+  (dev, inode, size, mtime_ns, ctime_ns) at that moment. A write to the file
+  changes its mtime and ctime, and ctime cannot be set back from user space,
+  so a matching record means the bytes are those that were hashed.
+- **Hashing the megabinary's own AOT section** (``file-*``): the same
+  identity of a megabinary file whose AOT section was hashed in place, so that
+  a damaged file is reported, not silently served from the cache.
+
+Everything lives in ``<cache>/verified``, a directory that must be owned by
+the user running kiln and closed to everyone else (0700); files are opened
+relative to that directory's descriptor and never through symlinks. When the
+directory cannot be made or is not private, nothing is kept and every check
+runs in full (the slower path).
+"""
+from __future__ import annotations
+
+import os
+import stat as st
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import blake3
+
+if TYPE_CHECKING:
+    from formats.megabinary import Megabinary, SectionEntry
+
+_UNITS_MAGIC = b"KILNUNITS1\n"
+_KEEP_ARTIFACT_BYTES = 1 << 30
+"""AOT artifacts kept, most recently used first, up to this many bytes in all (one artifact
+is a few KiB for a small program, tens of MB for busybox)."""
+_KEEP_ARTIFACTS = 64
+_KEEP_RECORDS = 256
+"""Unit tables and file records kept (the most recently written)."""
+
+
+@dataclass(frozen=True)
+class UnitSummary:
+    """What a run needs of one indexed unit up front (vkernel.policy.ExecPolicy)."""
+    blake3: bytes
+    paths: tuple[str, ...]
+    trap_sites: tuple[tuple[int, str, str], ...] = ()
+    """(guest_addr, mnemonic, reason), as formats.index.TrapSite (which compares equal)."""
+
+
+def cache_root() -> Path:
+    """Kiln's cache root, as examples.debs.cache_dir: $KILN_CACHE, else
+    $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
+    env = os.environ.get("KILN_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "kiln" if xdg else Path.home() / ".cache" / "kiln"
+
+
+def stamp(s: os.stat_result) -> str:
+    """A file's identity and last change, as a record stores it."""
+    return f"{s.st_dev} {s.st_ino} {s.st_size} {s.st_mtime_ns} {s.st_ctime_ns}"
+
+
+class TrustDir:
+    """The private directory of kept checks, held open by descriptor."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> "TrustDir | None":
+        """The directory (made 0700 if missing), or None when it cannot be made or is not
+        owned by this user and closed to others."""
+        try:
+            path = (root or cache_root()) / "verified"
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (OSError, RuntimeError):          # RuntimeError: no home directory
+            return None
+        s = os.fstat(fd)
+        if s.st_uid != os.geteuid() or s.st_mode & 0o077:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "TrustDir":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- files --------------------------------------------------------------------------
+    def open_own(self, name: str) -> int | None:
+        """An O_RDONLY descriptor of regular file ``name`` if it is ours and not writable by
+        others; None otherwise (missing, a symlink, someone else's)."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return None
+        s = os.fstat(fd)
+        if not st.S_ISREG(s.st_mode) or s.st_uid != os.geteuid() or s.st_mode & 0o022:
+            os.close(fd)
+            return None
+        return fd
+
+    def read(self, name: str, limit: int = 1 << 24) -> bytes | None:
+        fd = self.open_own(name)
+        if fd is None:
+            return None
+        try:
+            return os.read(fd, limit)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def write(self, name: str, data: bytes) -> None:
+        """Replace ``name`` atomically; failures (disk full, ...) only lose the record."""
+        tmp = f".{name}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=self.fd)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError:
+            try:
+                os.unlink(tmp, dir_fd=self.fd)
+            except OSError:
+                pass
+
+    def prune(self, prefix: str, keep: int, keep_bytes: int = 0) -> None:
+        """Remove all but the ``keep`` most recently modified ``prefix*`` records; for
+        artifacts (``prefix`` "aot-", aged by their ``.ok`` record, which each use touches)
+        also beyond ``keep_bytes`` in all. Temporary files and artifacts without a record
+        go too once they are an hour old."""
+        try:
+            names = os.listdir(self.fd)
+            now = time.time()
+            present = set(names)
+            for n in names:           # left by a run that ended between two steps
+                stray = n.startswith(".") and n.endswith(".tmp") or \
+                    n.endswith(".cwasm") and n[:-6] + ".ok" not in present
+                if stray and now - os.stat(n, dir_fd=self.fd,
+                                           follow_symlinks=False).st_mtime > 3600:
+                    os.unlink(n, dir_fd=self.fd)
+            aot = prefix == "aot-"
+            mine = [n for n in names if n.startswith(prefix) and (not aot or n.endswith(".ok"))]
+            if len(mine) <= keep and not keep_bytes:
+                return
+            aged = sorted(((os.stat(n, dir_fd=self.fd, follow_symlinks=False).st_mtime_ns, n)
+                           for n in mine), reverse=True)
+            total = 0
+            for rank, (_, n) in enumerate(aged):
+                size = 0
+                if aot:
+                    try:
+                        size = os.stat(n[:-3] + ".cwasm", dir_fd=self.fd,
+                                       follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        pass
+                total += size
+                if rank >= keep or (keep_bytes and rank and total > keep_bytes):
+                    os.unlink(n, dir_fd=self.fd)
+                    if aot:
+                        os.unlink(n[:-3] + ".cwasm", dir_fd=self.fd)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# The unit table of an INDEX section
+# ---------------------------------------------------------------------------
+
+def _checker_tag() -> str:
+    """Identifies the code that checks an INDEX (formats/index.py): a record made by another
+    version of the checker is not reused."""
+    import formats.index
+    try:
+        source = Path(formats.index.__file__).read_bytes()
+    except OSError:
+        return ""
+    return blake3.blake3(source).hexdigest()[:16]
+
+
+def _encode_units(units: tuple[UnitSummary, ...]) -> bytes:
+    import cbor2
+    body = cbor2.dumps([[u.blake3, list(u.paths), [list(t) for t in u.trap_sites]]
+                        for u in units])
+    return _UNITS_MAGIC + blake3.blake3(body).digest() + body
+
+
+def _decode_units(data: bytes) -> tuple[UnitSummary, ...] | None:
+    head = len(_UNITS_MAGIC)
+    if not data.startswith(_UNITS_MAGIC) or len(data) < head + 32:
+        return None
+    body = data[head + 32:]
+    if blake3.blake3(body).digest() != data[head:head + 32]:
+        return None
+    import cbor2
+    try:
+        return tuple(UnitSummary(bytes(h), tuple(paths), tuple(map(tuple, traps)))
+                     for h, paths, traps in cbor2.loads(body))
+    except Exception:  # a damaged record is only a missed shortcut
+        return None
+
+
+def unit_table(mb: "Megabinary", trust: TrustDir | None) -> tuple[UnitSummary, ...]:
+    """The megabinary's units in index order: from the record kept for its INDEX bytes, else
+    from a full decode and schema check (``mb.index``, which raises the format's errors),
+    then kept for the next run."""
+    tag = _checker_tag()
+    name = f"units-{mb.index_blake3.hex()}-{tag}.cbor"
+    if trust is not None and tag:
+        data = trust.read(name)
+        units = _decode_units(data) if data is not None else None
+        if units is not None:
+            return units
+    units = tuple(UnitSummary(bytes(u.blake3), tuple(u.paths), tuple(u.trap_sites))
+                  for u in mb.index.units)
+    if trust is not None and tag:
+        trust.write(name, _encode_units(units))
+        trust.prune("units-", _KEEP_RECORDS)
+    return units
+
+
+# ---------------------------------------------------------------------------
+# The AOT artifact
+# ---------------------------------------------------------------------------
+
+class ArtifactMismatch(Exception):
+    """The megabinary's AOT section does not hash to the BLAKE3 its section table records."""
+
+
+def hash_matches(fd: int, entry: "SectionEntry") -> bool:
+    """Whether the ``entry.length`` bytes of file ``fd`` hash to ``entry.blake3`` (mapped)."""
+    if entry.length == 0:
+        return blake3.blake3(b"").digest() == entry.blake3
+    import mmap
+    with mmap.mmap(fd, entry.length, access=mmap.ACCESS_READ) as mm:
+        return blake3.blake3(mm).digest() == entry.blake3
+
+
+def _file_record(mb: "Megabinary") -> str | None:
+    s = mb.file_stat
+    return None if s is None else f"file-{mb.digest.split(':')[-1]}-{s.st_dev}-{s.st_ino}"
+
+
+def artifact_fd(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> int | None:
+    """A read-only descriptor of a file holding exactly ``entry``'s contents, checked against
+    ``entry.blake3``; None when it cannot be kept (the caller copies to memory instead).
+
+    Raises :class:`ArtifactMismatch` when the megabinary's section is damaged.
+    """
+    name = entry.blake3.hex()
+    record = _file_record(mb)
+    file_checked = record is not None and mb.file_stat is not None and \
+        trust.read(record, 256) == stamp(mb.file_stat).encode()
+    fd = trust.open_own(f"aot-{name}.cwasm")
+    if fd is not None:
+        if trust.read(f"aot-{name}.ok", 256) == stamp(os.fstat(fd)).encode():
+            if not file_checked:
+                try:
+                    _check_in_file(mb, entry, record, trust)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            try:
+                os.utime(f"aot-{name}.ok", dir_fd=trust.fd, follow_symlinks=False)
+            except OSError:
+                pass
+            return fd
+        os.close(fd)
+    fd = _copy_out(mb, entry, trust, name)
+    if fd is not None and record is not None and mb.file_stat is not None:
+        trust.write(record, stamp(mb.file_stat).encode())
+        trust.prune("file-", _KEEP_RECORDS)
+    return fd
+
+
+def _check_in_file(mb: "Megabinary", entry: "SectionEntry", record: str | None,
+                   trust: TrustDir) -> None:
+    """Hash the megabinary's own AOT section (mapped, not copied); remember that this file
+    was checked."""
+    from formats.megabinary import CorruptSection
+    try:
+        mb.verify_section(entry)
+    except CorruptSection:
+        raise ArtifactMismatch() from None
+    if record is not None and mb.file_stat is not None:
+        trust.write(record, stamp(mb.file_stat).encode())
+        trust.prune("file-", _KEEP_RECORDS)
+
+
+def _copy_out(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir, name: str) -> int | None:
+    """Copy the section into a new kept file, hash the copy, publish it with its record."""
+    tmp = f".aot-{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=trust.fd)
+    except OSError:
+        return None
+    try:
+        with open(mb.path, "rb") as src:       # type: ignore[arg-type]
+            now, then = os.fstat(src.fileno()), mb.file_stat
+            if then is None or (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino):
+                return None                    # replaced since it was opened: no shortcut
+            done = 0
+            while done < entry.length:
+                n = os.sendfile(fd, src.fileno(), entry.offset + done, entry.length - done)
+                if n <= 0:
+                    break
+                done += n
+        if done != entry.length:
+            return None
+        if not hash_matches(fd, entry):
+            raise ArtifactMismatch()
+        os.replace(tmp, f"aot-{name}.cwasm", src_dir_fd=trust.fd, dst_dir_fd=trust.fd)
+        tmp = ""
+        trust.write(f"aot-{name}.ok", stamp(os.fstat(fd)).encode())
+        trust.prune("aot-", _KEEP_ARTIFACTS, _KEEP_ARTIFACT_BYTES)
+        out, fd = fd, -1
+        return out
+    except OSError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if tmp:
+            try:
+                os.unlink(tmp, dir_fd=trust.fd)
+            except OSError:
+                pass
