@@ -6,7 +6,9 @@ memories, fills the state before entry and serves the syscall frame.
 Change a number here and both sides follow; bump ``ABI_VERSION`` when a
 change is not backward compatible (the megabinary records it).
 
-Memories (the megabinary's module imports both from module ``"kiln"``):
+Memories (the megabinary's module defines both and exports them by these
+names; vkernel takes them from the instance, so lifted code reaches each base
+with one load that Cranelift can keep in a register):
 
 * memory 0, ``"guest"``: the guest's 32-bit address space, 65536 pages
   (4 GiB) reserved up front. Guest address ``a`` is byte ``a & 0xffffffff``

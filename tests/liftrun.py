@@ -17,8 +17,8 @@ from pathlib import Path
 
 import wasmtime
 
-from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
-                         GUEST_MEMORY_PAGES, HWCAP, MMAP_BASE, STACK_TOP,
+from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CONTROL_MEMORY, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
+                         GUEST_MEMORY, HWCAP, MMAP_BASE, STACK_TOP,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.lift_api import LiftedUnit, LinkedModule, engine_config, lift_elf, link_units
 from recompiler.x86_64.elfimage import ElfImage
@@ -67,9 +67,16 @@ class Harness:
         self.img = ElfImage(path)
         self.unit = unit
         self.store = wasmtime.Store(engine())
-        self.g = wasmtime.Memory(self.store, wasmtime.MemoryType(wasmtime.Limits(GUEST_MEMORY_PAGES, GUEST_MEMORY_PAGES)))
-        ctl_type = [i.type for i in module.imports if i.name == "ctl"][0]
-        self.c = wasmtime.Memory(self.store, wasmtime.MemoryType(wasmtime.Limits(ctl_type.limits.min, None)))
+        imports = [wasmtime.Func(self.store, wasmtime.FuncType([], []), self.syscall),
+                   wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i32()], []), self.fault),
+                   wasmtime.Func(self.store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), self.rdtsc)]
+        self.trace: list[int] = []
+        if any(i.name == "trace" for i in module.imports):
+            imports.append(wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i64()], []), self._trace))
+        # the module defines its memories (formats/abi.py): instantiate first, then fill them
+        self.inst = wasmtime.Instance(self.store, module, imports)
+        exports = self.inst.exports(self.store)
+        self.g, self.c = exports[GUEST_MEMORY], exports[CONTROL_MEMORY]
         self.out = bytearray()
         self.err = bytearray()
         self.stdin = bytearray(stdin)
@@ -94,14 +101,6 @@ class Harness:
         self.set_state("rflags", 0x202)
         self.c.write(self.store, struct.pack("<I", 0x1F80), CPU_STATE + CPU_STATE_OFFSETS["mxcsr"])
         self.c.write(self.store, struct.pack("<H", 0x37F), CPU_STATE + CPU_STATE_OFFSETS["fpu_cw"])
-        imports = [self.g, self.c,
-                   wasmtime.Func(self.store, wasmtime.FuncType([], []), self.syscall),
-                   wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i32()], []), self.fault),
-                   wasmtime.Func(self.store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), self.rdtsc)]
-        self.trace: list[int] = []
-        if any(i.name == "trace" for i in module.imports):
-            imports.append(wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i64()], []), self._trace))
-        self.inst = wasmtime.Instance(self.store, module, imports)
 
     # -- state helpers ------------------------------------------------------------
     def set_state(self, name: str, v: int) -> None:

@@ -28,12 +28,12 @@ from formats.megabinary import (
 HOST_TRUE = Path("/usr/bin/true")
 HOST_LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
 
-# A real module compiled against the guest ABI's imports: it stores a marker into
-# the control memory when kiln_run is called, so the AOT round trip can be run.
+# A real module shaped as the guest ABI says (memories defined and exported): it stores
+# a marker into the control memory when kiln_run is called, so the AOT round trip can be run.
 WAT = f"""
 (module
-  (import "{abi.IMPORT_MODULE}" "{abi.GUEST_MEMORY}" (memory 1))
-  (import "{abi.IMPORT_MODULE}" "{abi.CONTROL_MEMORY}" (memory 1))
+  (memory (export "{abi.GUEST_MEMORY}") 1)
+  (memory (export "{abi.CONTROL_MEMORY}") 1)
   (func (export "{getattr(abi, 'EXPORT_RUN', 'kiln_run')}")
     (i64.store 1 (i32.const {abi.CPU_STATE + abi.CPU_STATE_OFFSETS['rax']}) (i64.const 0x6b696c6e)))
   (func $second)
@@ -151,9 +151,8 @@ def test_round_trip_runs_the_real_aot_artifact(written, real_index, real_module,
         engine = make_engine(engine_settings())
         module = wasmtime.Module.deserialize(engine, artifact)
         store = wasmtime.Store(engine)
-        guest = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(1, None)))
-        ctl = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(1, None)))
-        inst = wasmtime.Instance(store, module, [guest, ctl])
+        inst = wasmtime.Instance(store, module, [])
+        ctl = inst.exports(store)[abi.CONTROL_MEMORY]
         inst.exports(store)[getattr(abi, "EXPORT_RUN", "kiln_run")](store)
         rax = abi.CPU_STATE + abi.CPU_STATE_OFFSETS["rax"]
         assert bytes(ctl.read(store, rax, rax + 8)) == (0x6b696c6e).to_bytes(8, "little")

@@ -67,11 +67,11 @@ S = abi.CPU_STATE
 OFF = abi.CPU_STATE_OFFSETS
 
 PRELUDE = f"""
-  (import "kiln" "guest" (memory $g 65536 65536))
-  (import "kiln" "ctl" (memory $c 1))
   (import "kiln" "syscall" (func $syscall))
   (import "kiln" "fault" (func $fault (param i32)))
   (import "kiln" "rdtsc" (func $rdtsc (result i64)))
+  (memory $g (export "guest") 65536 65536)
+  (memory $c (export "ctl") 1 1)
   ;; the contract's syscall sequence: frame <- args, resume <- 0, call, result <- frame.rax
   (func $sys (param $nr i64) (param $a1 i64) (param $a2 i64) (param $a3 i64)
              (param $a4 i64) (param $a5 i64) (param $a6 i64) (result i64)

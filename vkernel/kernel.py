@@ -90,12 +90,13 @@ class GuestLimits:
 class Kernel:
     """The state syscall handlers act on: ``k`` in every ``sys_*(k, ...)``."""
 
-    def __init__(self, *, space: AddressSpace, ctl: ControlMemory, vfs: Vfs, fds: FdTable,
+    def __init__(self, *, space: AddressSpace | None, ctl: ControlMemory | None, vfs: Vfs, fds: FdTable,
                  policy: ExecPolicy, audit: AuditLog, proc: ProcessState,
                  table: dict[int, "SyscallEntry"], trace: bool = False,
                  trace_out: Any = None) -> None:
-        self.space = space
-        self.ctl = ctl
+        # None only until the module is instantiated (its memories are the module's own)
+        self.space: AddressSpace = space        # type: ignore[assignment]
+        self.ctl: ControlMemory = ctl           # type: ignore[assignment]
         self.vfs = vfs
         self.fds = fds
         self.policy = policy

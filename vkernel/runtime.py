@@ -79,17 +79,6 @@ def _memory_view(mem: wasmtime.Memory, store: wasmtime.Store) -> tuple[memoryvie
     return memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B"), base
 
 
-def _ctl_limits(module: wasmtime.Module) -> wasmtime.Limits:
-    for imp in module.imports:
-        if imp.module == abi.IMPORT_MODULE and imp.name == abi.CONTROL_MEMORY:
-            lim = imp.type.limits
-            lo = max(lim.min, abi.CONTROL_MEMORY_MIN_PAGES)
-            return wasmtime.Limits(lo, lim.max if lim.max is not None else lo)
-    raise VkernelError("the megabinary's module does not import the control memory "
-                       f"{abi.IMPORT_MODULE}.{abi.CONTROL_MEMORY}",
-                       hint="the megabinary was built for another ABI; re-run recompile")
-
-
 class Runtime:
     """One guest process tree's top level (a forked child keeps its copy)."""
 
@@ -116,7 +105,6 @@ class Runtime:
         finally:
             if trust is not None:
                 trust.close()
-        self.ctl_limits = _ctl_limits(self.module)
         self.audit = AuditLog(spec.audit_log)
         self.policy = ExecPolicy(units, self.audit)
         self.own_upper = spec.upper is None
@@ -204,29 +192,10 @@ class Runtime:
         if unit is None:
             unit = self.policy.check_exec(path, data)
         store = wasmtime.Store(self.engine)
-        guest = wasmtime.Memory(store, wasmtime.MemoryType(
-            wasmtime.Limits(abi.GUEST_MEMORY_PAGES, abi.GUEST_MEMORY_PAGES)))
-        ctl_mem = wasmtime.Memory(store, wasmtime.MemoryType(self.ctl_limits))
-        gview, gbase = _memory_view(guest, store)
-        cview, _ = _memory_view(ctl_mem, store)
-        space = AddressSpace(gview, gbase)
-        if self.proc.limits is not None:
-            space.limit = self.proc.limits.memory
-        ctl = ControlMemory(cview)
-        image = load_elf(space, data, path, unit.number)
-        space.brk_start = space.brk_cur = image.brk_start
-        ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
-        rsp = build_stack(space, image, argv, envp, execfn, ids)
-        ctl.reset_for_entry(image.entry, rsp)
-        self.proc.exe = canonical
-        k = Kernel(space=space, ctl=ctl, vfs=self.vfs, fds=self.fds, policy=self.policy,
+        # The kernel serves the module's imports, so it exists first; its memories are the
+        # module's own (defined and exported by it, so lifted code addresses them directly).
+        k = Kernel(space=None, ctl=None, vfs=self.vfs, fds=self.fds, policy=self.policy,
                    audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
-        k.add_regions(list(image.regions))
-        self.kernel = k
-        signals.attach(self.proc, k)
-        if signals._wake_r < 0:
-            signals.install_wakeup()
-        signals.sync_host(self.proc)
 
         def on_fault(code: int) -> None:
             k.enter_host()
@@ -246,7 +215,6 @@ class Runtime:
             return time.monotonic_ns() & 0x7FFF_FFFF_FFFF_FFFF
 
         provided = {
-            abi.GUEST_MEMORY: guest, abi.CONTROL_MEMORY: ctl_mem,
             abi.IMPORT_SYSCALL: wasmtime.Func(store, wasmtime.FuncType([], []), k.on_syscall),
             abi.IMPORT_FAULT: wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []),
                                             on_fault),
@@ -262,10 +230,35 @@ class Runtime:
             imports.append(provided[imp.name])
         try:
             instance = wasmtime.Instance(store, self.module, imports)
-            run = instance.exports(store)[abi.EXPORT_RUN]
+            exports = instance.exports(store)
+            run = exports[abi.EXPORT_RUN]
+            guest, ctl_mem = exports[abi.GUEST_MEMORY], exports[abi.CONTROL_MEMORY]
         except (wasmtime.WasmtimeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's module: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
+        if not isinstance(guest, wasmtime.Memory) or not isinstance(ctl_mem, wasmtime.Memory) or \
+                guest.type(store).limits.min != abi.GUEST_MEMORY_PAGES:
+            raise VkernelError("the megabinary's module does not export the guest and control memories "
+                               "the ABI describes", hint="the megabinary was built for another ABI; re-run recompile")
+        gview, gbase = _memory_view(guest, store)
+        cview, _ = _memory_view(ctl_mem, store)
+        space = AddressSpace(gview, gbase)
+        if self.proc.limits is not None:
+            space.limit = self.proc.limits.memory
+        ctl = ControlMemory(cview)
+        k.space, k.ctl = space, ctl
+        image = load_elf(space, data, path, unit.number)
+        space.brk_start = space.brk_cur = image.brk_start
+        ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
+        rsp = build_stack(space, image, argv, envp, execfn, ids)
+        ctl.reset_for_entry(image.entry, rsp)
+        self.proc.exe = canonical
+        k.add_regions(list(image.regions))
+        self.kernel = k
+        signals.attach(self.proc, k)
+        if signals._wake_r < 0:
+            signals.install_wakeup()
+        signals.sync_host(self.proc)
 
         def run_from_state() -> None:
             """kiln_run at the CPU state's rip, again after each fault(INTERRUPT)."""

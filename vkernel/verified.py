@@ -227,15 +227,21 @@ def _decode_units(data: bytes) -> tuple[UnitSummary, ...] | None:
 
 def unit_table(mb: "Megabinary", trust: TrustDir | None) -> tuple[UnitSummary, ...]:
     """The megabinary's units in index order: from the record kept for its INDEX bytes, else
-    from a full decode and schema check (``mb.index``, which raises the format's errors),
-    then kept for the next run."""
+    from a full decode and schema check (``mb.index``, which raises the format's errors) and
+    the guest ABI version check, then kept for the next run."""
+    from formats.abi import ABI_VERSION
     tag = _checker_tag()
-    name = f"units-{mb.index_blake3.hex()}-{tag}.cbor"
+    name = f"units-{mb.index_blake3.hex()}-{tag}-abi{ABI_VERSION}.cbor"
     if trust is not None and tag:
         data = trust.read(name)
         units = _decode_units(data) if data is not None else None
         if units is not None:
             return units
+    if mb.index.abi_version != ABI_VERSION:
+        from vkernel.errors import VkernelError
+        raise VkernelError(f"{mb.path}: the megabinary's lifted code follows guest ABI version "
+                           f"{mb.index.abi_version}; this vkernel implements version {ABI_VERSION}",
+                           hint="recompile the image with this Kiln (recompile IMAGE -o OUT)")
     units = tuple(UnitSummary(bytes(u.blake3), tuple(u.paths), tuple(u.trap_sites))
                   for u in mb.index.units)
     if trust is not None and tag:

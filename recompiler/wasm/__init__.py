@@ -34,11 +34,12 @@ Design note (code shape of the megabinary module)
 * **Dispatch.** ``$lookup`` finds the code region containing the runtime
   address (table written by vkernel at ``CODE_REGIONS``), subtracts the bias,
   and binary-searches the unit's sorted entry table (data segment in the
-  control memory at ``CONTROL_DYNAMIC``: link address, function table index,
-  block index), behind a direct-mapped cache of 4096 lookups in the control
-  memory (a hit is used only while the code-region slot it came from still
-  holds the same mapping). Miss -> ``fault(NO_TRANSLATION)``. Only translated
-  code runs.
+  control memory after the cache: link address, function table index,
+  block index), behind a direct-mapped cache of 4096 lookups at
+  ``CONTROL_DYNAMIC`` (a hit is used only while the code-region table's
+  generation is the one it was filled under). Each indirect site tests the
+  cache inline and calls ``$lookup`` on a miss. Miss -> ``fault(NO_TRANSLATION)``.
+  Only translated code runs.
 * **Register caching.** Inside a function the guest registers live in wasm
   locals: on entry the function loads the registers it uses from the CPU
   state; it stores the registers it writes at every exit (call, return, tail

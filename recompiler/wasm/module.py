@@ -22,7 +22,7 @@ from formats.abi import (CONTROL_DYNAMIC, CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAG
                          GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC, IMPORT_SYSCALL, WASM_PAGE)
 from recompiler.x86_64.errors import LiftError
 from .emit import TRACE
-from .runtime_wat import DIRECTORY, LOOKUP_CACHE_SIZE, runtime_wat
+from .runtime_wat import DIRECTORY, UNIT_COUNT, runtime_wat
 from .x87_wat import x87_runtime_wat
 from .unit import LiftedUnit
 
@@ -263,25 +263,26 @@ def link(units: list[LiftedUnit], *, jobs: int = 1, batch_text: int = BATCH_TEXT
         for m, c in u.stats.get("unsupported", {}).items():
             total["unsupported"][m] = total["unsupported"].get(m, 0) + c
     dyn = struct.pack("<I", nunits) + bytes(12) + directory
-    cache = (tables_start + len(blob) + 63) & ~63
-    end = cache + LOOKUP_CACHE_SIZE
+    end = tables_start + len(blob)
     pages = max(CONTROL_MEMORY_MIN_PAGES, (end + WASM_PAGE - 1) // WASM_PAGE)
     header = "\n".join([
         "(module",
         " (type $guestfn (func (param i32)))",
         "(;types;)",
-        f' (import "{IMPORT_MODULE}" "{GUEST_MEMORY}" (memory $g {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES}))',
-        f' (import "{IMPORT_MODULE}" "{CONTROL_MEMORY}" (memory $c {pages}))',
         f' (import "{IMPORT_MODULE}" "{IMPORT_SYSCALL}" (func $syscall))',
         f' (import "{IMPORT_MODULE}" "{IMPORT_FAULT}" (func $fault (param i32)))',
         f' (import "{IMPORT_MODULE}" "{IMPORT_RDTSC}" (func $rdtsc (result i64)))',
         f' (import "{IMPORT_MODULE}" "trace" (func $trace (param i64)))' if TRACE else "",
+        # defined here, not imported: Cranelift then reaches each base with one load it may
+        # hoist out of loops (an imported memory's base is two dependent loads, every time)
+        f' (memory $g (export "{GUEST_MEMORY}") {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES})',
+        f' (memory $c (export "{CONTROL_MEMORY}") {pages} {pages})',
         f" (table $ft {len(table)} funcref)",
-        runtime_wat(nunits, cache).replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),
+        runtime_wat(nunits).replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),
         x87_runtime_wat(),
     ])
     tail = [" (elem (table $ft) (i32.const 0) func " + " ".join(table) + ")",
-            f' (data (memory $c) (i32.const {CONTROL_DYNAMIC}) "{_wat_bytes(dyn)}")',
+            f' (data (memory $c) (i32.const {UNIT_COUNT}) "{_wat_bytes(dyn)}")',
             f' (data (memory $c) (i32.const {tables_start}) "{_wat_bytes(bytes(blob))}")']
     # the guest text per batch: enough that the stubs are a small part of what is assembled
     target = max(batch_text, 8 * sum(len(_STUB) + len(x) for x in table))

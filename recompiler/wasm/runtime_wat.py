@@ -4,12 +4,11 @@ from __future__ import annotations
 from formats.abi import (CODE_REGIONS, CODE_REGIONS_GENERATION, CONTROL_DYNAMIC, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
                          FAULT_RECORD_OFFSETS, FaultCode)
 
-__all__ = ["runtime_wat", "ENTRY_SIZE", "DIRECTORY", "LOOKUP_CACHE_SIZE"]
+__all__ = ["runtime_wat", "ENTRY_SIZE", "DIRECTORY", "UNIT_COUNT", "LOOKUP_CACHE", "LOOKUP_CACHE_SIZE",
+           "cache_slot", "cache_hit"]
 
 ENTRY_SIZE = 12
 """Dispatch table entry: (link-time address u32, function table index u32, block index u32)."""
-DIRECTORY = CONTROL_DYNAMIC + 16
-"""Per-unit (table offset u32, entry count u32) pairs start here; u32 unit count at CONTROL_DYNAMIC."""
 
 _RIP = CPU_STATE + CPU_STATE_OFFSETS["rip"]
 _MXCSR = CPU_STATE + CPU_STATE_OFFSETS["mxcsr"]
@@ -78,10 +77,31 @@ LOOKUP_CACHE_ENTRY = 16
 (``formats.abi.CODE_REGIONS_GENERATION``) when it was filled: a hit is used only while the table is
 unchanged since, so vkernel remapping code never runs a stale translation."""
 LOOKUP_CACHE_SIZE = LOOKUP_CACHE_ENTRIES * LOOKUP_CACHE_ENTRY
+LOOKUP_CACHE = CONTROL_DYNAMIC
+"""The cache's offset in the control memory: fixed, so each indirect call or jump site can test
+it inline (``FunctionEmitter._dispatch``) before it calls ``$lookup``."""
+UNIT_COUNT = LOOKUP_CACHE + LOOKUP_CACHE_SIZE
+"""u32 number of units; the directory follows 16 bytes on."""
+DIRECTORY = UNIT_COUNT + 16
+"""Per-unit (table offset u32, entry count u32) pairs; each unit's sorted entry table follows."""
 
 
-def runtime_wat(nunits: int, cache: int) -> str:
-    """The runtime functions; ``cache`` is the control-memory offset of the (zeroed) lookup cache."""
+def cache_slot(addr32: str) -> str:
+    """WAT for the control-memory offset of the cache entry of i32 runtime address ``addr32``."""
+    return (f"(i32.add (i32.const {LOOKUP_CACHE}) (i32.shl (i32.and (i32.xor {addr32} (i32.shr_u {addr32} "
+            f"(i32.const 12))) (i32.const {LOOKUP_CACHE_ENTRIES - 1})) (i32.const 4)))")
+
+
+def cache_hit(addr32: str, slot: str) -> str:
+    """WAT for the i32 test that cache entry ``slot`` holds non-zero ``addr32`` for the current
+    code-region table."""
+    return (f"(i32.and (i32.and (i32.eq (i32.load $c {slot}) {addr32}) "
+            f"(i32.eq (i32.load $c offset=12 {slot}) (i32.load $c (i32.const {CODE_REGIONS_GENERATION})))) "
+            f"(i32.ne {addr32} (i32.const 0)))")
+
+
+def runtime_wat(nunits: int) -> str:
+    """The runtime functions (the lookup cache at :data:`LOOKUP_CACHE` starts zeroed)."""
     fr = FAULT_RECORD
     return f"""
  (global $rem (mut i64) (i64.const 0))
@@ -93,15 +113,12 @@ def runtime_wat(nunits: int, cache: int) -> str:
   (local $lo i32) (local $hi i32) (local $mid i32) (local $tab i32) (local $k i32) (local $p i32) (local $ce i32)
   (if (i64.gt_u (local.get $a) (i64.const 0xffffffff)) (then (return (i32.const -1))))
   (local.set $a32 (i32.wrap_i64 (local.get $a)))
-  (local.set $n (i32.load $c (i32.const {CODE_REGIONS})))
-  (local.set $ce (i32.add (i32.const {cache}) (i32.shl (i32.and (i32.xor (local.get $a32)
-                  (i32.shr_u (local.get $a32) (i32.const 12))) (i32.const {LOOKUP_CACHE_ENTRIES - 1})) (i32.const 4))))
-  (if (i32.and (i32.and (i32.eq (i32.load $c (local.get $ce)) (local.get $a32))
-                        (i32.eq (i32.load $c offset=12 (local.get $ce)) (i32.load $c (i32.const {CODE_REGIONS_GENERATION}))))
-               (i32.ne (local.get $a32) (i32.const 0)))
+  (local.set $ce {cache_slot("(local.get $a32)")})
+  (if {cache_hit("(local.get $a32)", "(local.get $ce)")}
    (then
     (global.set $blk (i32.load $c offset=8 (local.get $ce)))
     (return (i32.load $c offset=4 (local.get $ce)))))
+  (local.set $n (i32.load $c (i32.const {CODE_REGIONS})))
   (local.set $unit (i32.const -1))
   (block $found
    (loop $scan

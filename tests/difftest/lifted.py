@@ -46,8 +46,8 @@ import wasmtime
 
 from difftest.case import (CODE_BASE, DATA_ADDR, FLAGS_STATE, INSN_ADDR, MAX_INSN_LEN, PAGE_SIZE, STACK_BASE,
                            State)
-from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, CPU_STATE_SIZE,
-                         FAULT_RECORD, FAULT_RECORD_OFFSETS, GPR_NAMES, GUEST_MEMORY_PAGES, SYSCALL_FRAME,
+from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CONTROL_MEMORY, CPU_STATE, CPU_STATE_OFFSETS,
+                         CPU_STATE_SIZE, FAULT_RECORD, FAULT_RECORD_OFFSETS, GPR_NAMES, GUEST_MEMORY, SYSCALL_FRAME,
                          SYSCALL_FRAME_FIELDS, SYSCALL_FRAME_OFFSETS, FaultCode)
 from formats.errors import KilnError
 from recompiler.lift_api import engine_config, lift_elf, link_units
@@ -165,9 +165,6 @@ class LiftedInstruction:
     # -- the one Store --------------------------------------------------------
     def _instantiate(self) -> None:
         store = wasmtime.Store(engine())
-        guest = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(GUEST_MEMORY_PAGES, GUEST_MEMORY_PAGES)))
-        ctl_min = next(i.type for i in self.module.imports if i.name == "ctl").limits.min
-        ctl = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(ctl_min, None)))
 
         def fault(code: int) -> None:
             base = FAULT_RECORD + FAULT_RECORD_OFFSETS["rip"]
@@ -182,12 +179,13 @@ class LiftedInstruction:
             result = self._syscall(frame)
             ctl.write(store, struct.pack("<Q", result & (2 ** 64 - 1)), SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS["rax"])
 
-        imports = [guest, ctl, wasmtime.Func(store, wasmtime.FuncType([], []), syscall),
+        imports = [wasmtime.Func(store, wasmtime.FuncType([], []), syscall),
                    wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []), fault),
                    wasmtime.Func(store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), lambda: self._rdtsc())]
         if any(i.name == "trace" for i in self.module.imports):
             imports.append(wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i64()], []), lambda _a: None))
         inst = wasmtime.Instance(store, self.module, imports)
+        guest, ctl = inst.exports(store)[GUEST_MEMORY], inst.exports(store)[CONTROL_MEMORY]   # the module's own
         ctl.write(store, struct.pack("<I", 1), CODE_REGIONS)
         ctl.write(store, struct.pack("<IIII", CODE_BASE, CODE_BASE + PAGE_SIZE, 0, 0), CODE_REGIONS + CODE_REGION_SIZE)
         self._store, self._guest, self._ctl = store, guest, ctl
