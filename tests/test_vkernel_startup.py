@@ -300,3 +300,29 @@ def test_engine_fingerprint_names_the_installed_wasmtime() -> None:
     fp = current_fingerprint()
     assert fp.version == importlib.metadata.version("wasmtime")
     assert fp.target == f"{platform.machine()}-unknown-linux-gnu"
+
+
+def test_a_megabinary_of_another_guest_abi_is_refused(tmp_path: Path) -> None:
+    """Lifted code follows one guest ABI version (formats/abi.py): a megabinary recorded with
+    another is refused with what to do, also after a good run kept the first one's checks."""
+    from formats import abi
+    from formats.index import canonical_cbor
+    from formats.megabinary import Section, SectionKind, assemble
+    root, mb = _hello(tmp_path)
+    cache = tmp_path / "cache"
+    assert _kiln(root, mb, cache).returncode == 0
+    good = read_megabinary(mb)
+    obj = good.index.to_obj()
+    obj["abi_version"] = abi.ABI_VERSION - 1
+    sections = [Section(SectionKind.INDEX, "", canonical_cbor(obj)),
+                Section(SectionKind.META, "", canonical_cbor(good.metadata.to_obj())),
+                Section(SectionKind.MODULE, "", good.module_bytes())]
+    sections += [Section(SectionKind.AOT, str(fp), good.aot_for(fp)) for fp in good.engines()]
+    old = tmp_path / "old.kiln"
+    old.write_bytes(assemble(sections))
+    for _ in range(2):
+        got = _kiln(root, old, cache)
+        err = got.stderr.decode()
+        assert got.returncode == 2 and got.stdout == b"", err
+        assert f"guest ABI version {abi.ABI_VERSION - 1}" in err and "recompile" in err
+        assert "Traceback" not in err
