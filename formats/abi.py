@@ -288,6 +288,7 @@ ENGINE_SETTINGS: tuple[tuple[str, object], ...] = (
     ("wasm_bulk_memory", True),
     ("wasm_multi_value", True),
     ("wasm_reference_types", True),
+    ("wasm_function_references", True),   # a typed dispatch table: call_indirect skips the type check
     ("cranelift_opt_level", "speed"),
     ("max_wasm_stack", 2 * 1024 * 1024),   # wasmtime-py caps it at its async stack size (2 MiB)
 )

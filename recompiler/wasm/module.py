@@ -277,11 +277,13 @@ def link(units: list[LiftedUnit], *, jobs: int = 1, batch_text: int = BATCH_TEXT
         # hoist out of loops (an imported memory's base is two dependent loads, every time)
         f' (memory $g (export "{GUEST_MEMORY}") {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES})',
         f' (memory $c (export "{CONTROL_MEMORY}") {pages} {pages})',
-        f" (table $ft {len(table)} funcref)",
+        # typed: every entry is a guest function, so call_indirect needs no signature check
+        f" (table $ft {len(table)} (ref null $guestfn))",
         runtime_wat(nunits).replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),
         x87_runtime_wat(),
     ])
-    tail = [" (elem (table $ft) (i32.const 0) func " + " ".join(table) + ")",
+    tail = [" (elem (table $ft) (i32.const 0) (ref null $guestfn) "
+            + " ".join(f"(item ref.func {x})" for x in table) + ")",
             f' (data (memory $c) (i32.const {UNIT_COUNT}) "{_wat_bytes(dyn)}")',
             f' (data (memory $c) (i32.const {tables_start}) "{_wat_bytes(bytes(blob))}")']
     # the guest text per batch: enough that the stubs are a small part of what is assembled
