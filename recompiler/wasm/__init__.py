@@ -42,9 +42,13 @@ Design note (code shape of the megabinary module)
   Only translated code runs.
 * **Register caching.** Inside a function the guest registers live in wasm
   locals: on entry the function loads the registers it uses from the CPU
-  state; it stores the registers it writes at every exit (call, return, tail
-  call, syscall, fault). The rule is local to ``emit.FunctionEmitter``
-  (``spill``/``reload``), so it can be refined without touching semantics.
+  state; at every exit (call, return, tail call, syscall, fault) it stores the
+  registers possibly written since it was entered or last reloaded them after
+  a call (a forward may-analysis, ``FunctionEmitter._dirty_in``): the state
+  already holds the others. Every local stays valid, so after a call it
+  reloads all it uses and the interrupt exit stores all it writes. The rule is
+  local to ``emit.FunctionEmitter`` (``spill``/``reload``), so it can be
+  refined without touching semantics.
 * **Flags.** Each flag is an i32 local. Semantics emit deferred flag
   computations (``FlagThunk``); a backward liveness pass over the function's
   blocks expands only the flags some later instruction reads. Flags are

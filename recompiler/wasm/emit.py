@@ -56,6 +56,31 @@ MAX_CALL_DEPTH = 200
 _DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 
 
+_SYSCALL_WRITES = frozenset(("rax", "rcx", "r11"))
+
+
+def _block_writes(b: IRBlock) -> frozenset[str]:
+    """Registers the block's statements may write (nested ones included; a syscall writes rax,
+    rcx and r11)."""
+    acc: set[str] = set()
+
+    def walk(stmts) -> None:
+        for st in stmts:
+            t = type(st)
+            if t is SetReg:
+                acc.add(st.name)
+            elif t is SyscallStmt:
+                acc.update(_SYSCALL_WRITES)
+            elif t is If:
+                walk(st.then)
+                walk(st.else_)
+            elif t is While:
+                walk(st.body)
+    for _, stmts in b.insns:
+        walk(stmts)
+    return frozenset(acc)
+
+
 def func_name(addr: int) -> str:
     return f"$U.f{addr:x}"
 
@@ -100,6 +125,7 @@ class FunctionEmitter:
         self.chains: list[tuple[int, ...]] = []
         self.tramp: set[int] = set()
         self.closing: dict[int, int] = {}
+        self.dirty: set[str] = set()
         self._scan()
 
     # -- register sets -----------------------------------------------------------
@@ -166,6 +192,7 @@ class FunctionEmitter:
         t = type(st)
         if t is SetReg:
             out.append(f"(local.set ${st.name} {self.x(st.value)})")
+            self.dirty.add(st.name)
         elif t is Let:
             self.tmps.setdefault(st.tmp.name, st.tmp.ty)
             out.append(f"(local.set ${st.tmp.name} {self.x(st.value)})")
@@ -214,6 +241,7 @@ class FunctionEmitter:
             out.append(f"(local.set $rax (i64.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rax']} (i32.const 0)))")
             out.append(f"(local.set $rcx (i64.const {st.next_rip}))")
             out.append(f"(local.set $r11 {self.rflags()})")
+            self.dirty.update(_SYSCALL_WRITES)
         else:
             raise TypeError(f"unknown statement {st!r}")
 
@@ -231,8 +259,10 @@ class FunctionEmitter:
             e = f"(i32.or {e} {v})"
         return f"(i64.extend_i32_u {e})"
 
-    def spill(self, out: list[str], flags: bool) -> None:
-        for r in sorted(self.written):
+    def spill(self, out: list[str], flags: bool, every: bool = False) -> None:
+        """Store the cached registers the CPU state lacks: those written since the function
+        was entered or last reloaded them (``self.dirty``; ``every``: all it writes)."""
+        for r in sorted(self.written if every else self.dirty & self.written):
             ty = _ty_of_reg(r)
             if ty == "i32":
                 continue
@@ -289,6 +319,7 @@ class FunctionEmitter:
         out.append(f"(if (i64.ne (i64.load $c offset={state_off('rip')} (i32.const 0)) "
                    f"(i64.const {_signed64(ret + self.bias)})) (then (return)))")
         self.reload(out)
+        self.dirty = set()
         self.goto(ret, cur, out)
 
     def term(self, t: Term, cur: int, out: list[str]) -> None:
@@ -372,6 +403,33 @@ class FunctionEmitter:
         out.append(") (else")
         self._jt_tree(lst[mid:], cur, out)
         out.append("))")
+
+    # -- which cached registers the CPU state lacks ------------------------------------------
+    def _dirty_in(self) -> list[frozenset[str]]:
+        """Per block, the registers possibly written since the function was entered or last
+        reloaded every register (after a call): a forward may-analysis over the function's
+        blocks. A spill stores only these (the state already holds the others' values), which
+        keeps every local valid, so reloads and the interrupt exit are unchanged."""
+        n = len(self.blocks)
+        gen = [_block_writes(b) for b in self.blocks]
+        out: list[frozenset[str]] = [frozenset()] * n
+        into: list[frozenset[str]] = [frozenset()] * n
+        changed = True
+        while changed:
+            changed = False
+            for i, b in enumerate(self.blocks):
+                o = into[i] | gen[i]
+                if o != out[i]:
+                    out[i] = o
+                    changed = True
+                t = b.term
+                after_call = type(t) is CallDirect or type(t) is CallIndirect
+                for j in self._succ_idx(t):
+                    add = frozenset() if after_call else out[i]
+                    if not add <= into[j]:
+                        into[j] = into[j] | add
+                        changed = True
+        return into
 
     # -- structured control flow ------------------------------------------------------------
     def _succ_idx(self, t: Term) -> list[int]:
@@ -464,7 +522,9 @@ class FunctionEmitter:
             intr_flags |= self.live_in.get(start, frozenset()) & set(FLAGS)
         if intr_flags:
             self.load_flags = True
+        dirty_in = self._dirty_in()
         for i, b in enumerate(self.blocks):
+            self.dirty = set(dirty_in[i])
             if i in self.tramp:
                 body.append("end (local.set $disp (i32.const 1))")
             body.append(f"end ;; {b.start:#x}")
@@ -522,7 +582,7 @@ class FunctionEmitter:
         runtime address, a dispatch entry), then ``fault(INTERRUPT)``. The host unwinds the wasm
         stack, so the nesting count restarts from zero."""
         out: list[str] = []
-        self.spill(out, flags=False)
+        self.spill(out, flags=False, every=True)      # shared by every back edge
         if live_flags:
             keep = ~sum(1 << _FLAG_BITS[f] for f in live_flags) & 0xFFFF_FFFF
             e = f"(i32.and (i32.wrap_i64 (i64.load $c offset={state_off('rflags')} (i32.const 0))) (i32.const {keep - (1 << 32) if keep >> 31 else keep}))"
