@@ -45,8 +45,11 @@ Design note (code shape of the megabinary module)
   state; at every exit (call, return, tail call, syscall, fault) it stores the
   registers possibly written since it was entered or last reloaded them after
   a call (a forward may-analysis, ``FunctionEmitter._dirty_in``): the state
-  already holds the others. Every local stays valid, so after a call it
-  reloads all it uses and the interrupt exit stores all it writes. The rule is
+  already holds the others. On entry and after a call it loads only the
+  registers some later read needs before writing them (a backward liveness,
+  ``_live_in``, where each of those stores counts as a read), so a local may
+  be stale only while the state holds the register's value. Each back edge's
+  interrupt poll stores its own possibly-written set. The rule is
   local to ``emit.FunctionEmitter`` (``spill``/``reload``), so it can be
   refined without touching semantics.
 * **Flags.** Each flag is an i32 local. Semantics emit deferred flag

@@ -26,7 +26,7 @@ from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECOR
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const, Eval, Expr, FallThrough,
                                   FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
-                                  StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
+                                  StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While, walk_expr)
 from recompiler.wasm.runtime_wat import cache_hit, cache_slot
 from recompiler.x86_64.lift import IRBlock
 
@@ -57,6 +57,73 @@ _DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 
 
 _SYSCALL_WRITES = frozenset(("rax", "rcx", "r11"))
+
+
+_SYSCALL_ARGS = frozenset(("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"))
+
+
+def _stmt_reads(st, out: set[str]) -> None:
+    """Registers statement ``st`` reads (nested statements included)."""
+    t = type(st)
+    if t is SetReg or t is Let:
+        walk_expr(st.value, out)
+    elif t is Store:
+        walk_expr(st.addr, out)
+        walk_expr(st.value, out)
+    elif t is StateSet or t is Eval:
+        walk_expr(st.value, out)
+    elif t is If:
+        walk_expr(st.cond, out)
+        for x in st.then:
+            _stmt_reads(x, out)
+        for x in st.else_:
+            _stmt_reads(x, out)
+    elif t is While:
+        walk_expr(st.cond, out)
+        for x in st.body:
+            _stmt_reads(x, out)
+
+
+def _stmt_writes(st) -> frozenset[str]:
+    acc: set[str] = set()
+
+    def walk(x) -> None:
+        t = type(x)
+        if t is SetReg:
+            acc.add(x.name)
+        elif t is SyscallStmt:
+            acc.update(_SYSCALL_WRITES)
+        elif t is If:
+            for y in x.then:
+                walk(y)
+            for y in x.else_:
+                walk(y)
+        elif t is While:
+            for y in x.body:
+                walk(y)
+    walk(st)
+    return frozenset(acc)
+
+
+def _leaves(st) -> bool:
+    """Whether a nested statement holds a syscall or a fault site (a spill)."""
+    t = type(st)
+    if t is SyscallStmt or t is FaultStmt:
+        return True
+    if t is If:
+        return any(_leaves(x) for x in st.then) or any(_leaves(x) for x in st.else_)
+    if t is While:
+        return any(_leaves(x) for x in st.body)
+    return False
+
+
+def _term_exprs(t: Term) -> list[Expr]:
+    tt = type(t)
+    if tt is Branch:
+        return [t.cond]
+    if tt is CallIndirect or tt is JumpIndirect or tt is Return:
+        return [t.target]
+    return []
 
 
 def _block_writes(b: IRBlock) -> frozenset[str]:
@@ -271,8 +338,9 @@ class FunctionEmitter:
         if flags and self.flag_exit:
             out.append(f"(i64.store $c offset={state_off('rflags')} (i32.const 0) {self.rflags()})")
 
-    def reload(self, out: list[str]) -> None:
-        for r in sorted(self.used):
+    def reload(self, out: list[str], regs: frozenset[str] | set[str]) -> None:
+        """Load ``regs`` (those some later read needs) from the CPU state into their locals."""
+        for r in sorted(regs & self.used):
             ty = _ty_of_reg(r)
             if ty == "i32":
                 continue
@@ -292,7 +360,9 @@ class FunctionEmitter:
         if i is not None:
             if i <= cur:
                 # back edge: i heads a loop that encloses cur; poll the interrupt flag first
-                out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then "
+                cold: list[str] = []
+                self.spill(cold, flags=False)      # the state lacks only these; $intr does the rest
+                out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then {' '.join(cold)} "
                            f"(local.set $irip (i64.const {_signed64(self.blocks[i].start + self.bias)})) (br $intr)))")
                 out.append(f"(br $L{i})")
             elif i == cur + 1 and fall and i not in self.tramp:
@@ -318,7 +388,8 @@ class FunctionEmitter:
     def after_call(self, ret: int, cur: int, out: list[str]) -> None:
         out.append(f"(if (i64.ne (i64.load $c offset={state_off('rip')} (i32.const 0)) "
                    f"(i64.const {_signed64(ret + self.bias)})) (then (return)))")
-        self.reload(out)
+        i = self.index.get(ret)
+        self.reload(out, self.live_in_regs[i] if i is not None else frozenset())
         self.dirty = set()
         self.goto(ret, cur, out)
 
@@ -431,6 +502,80 @@ class FunctionEmitter:
                         changed = True
         return into
 
+    def _live_in(self, dirty_in: list[frozenset[str]]) -> list[frozenset[str]]:
+        """Per block, the registers whose locals some later read needs before a write: a read in
+        the code, a syscall's arguments, or a spill (calls, returns, tail calls, syscalls,
+        faults and back edges store the registers possibly written, ``_dirty_in``). Only these
+        are loaded at entry and after a call; the state holds the others' values."""
+        n = len(self.blocks)
+        plans: list[tuple[list[tuple[frozenset[str], frozenset[str], bool]], frozenset[str]]] = []
+        for i, b in enumerate(self.blocks):
+            d = set(dirty_in[i])
+            steps: list[tuple[frozenset[str], frozenset[str], bool]] = []
+            for _, stmts in b.insns:
+                for st in stmts:
+                    uses: set[str] = set()
+                    _stmt_reads(st, uses)
+                    t = type(st)
+                    kills: frozenset[str] = frozenset()
+                    stop = False
+                    if t is SetReg:
+                        kills = frozenset((st.name,))
+                    elif t is SyscallStmt:
+                        uses |= d | _SYSCALL_ARGS
+                        kills = _SYSCALL_WRITES
+                    elif t is FaultStmt:
+                        uses |= d
+                        stop = True                   # never returns: nothing after it is read
+                    elif (t is If or t is While) and _leaves(st):
+                        uses |= d | _stmt_writes(st) | _SYSCALL_ARGS
+                    steps.append((frozenset(uses), kills, stop))
+                    d |= _stmt_writes(st)
+            t = b.term
+            tu: set[str] = set()
+            for e in _term_exprs(t):
+                walk_expr(e, tu)
+            if self._term_spills(i, t):
+                tu |= d
+            plans.append((steps, frozenset(tu)))
+        live: list[frozenset[str]] = [frozenset()] * n
+        changed = True
+        while changed:
+            changed = False
+            for i in reversed(range(n)):
+                steps, tu = plans[i]
+                t = self.blocks[i].term
+                acc: set[str] = set(tu)
+                if not (type(t) is CallDirect or type(t) is CallIndirect):
+                    for j in self._succ_idx(t):
+                        acc |= live[j]
+                for uses, kills, stop in reversed(steps):
+                    if stop:
+                        acc = set(uses)
+                    else:
+                        acc -= kills
+                        acc |= uses
+                f = frozenset(acc)
+                if f != live[i]:
+                    live[i] = f
+                    changed = True
+        return live
+
+    def _term_spills(self, i: int, t: Term) -> bool:
+        """Whether block ``i``'s terminator stores the possibly written registers: a call,
+        return, indirect jump, or a jump to another function or back to a loop header."""
+        tt = type(t)
+        if tt is CallDirect or tt is CallIndirect or tt is Return or tt is JumpIndirect:
+            return True
+        if tt is Trap:
+            return False
+        targets = (t.target,) if tt is FallThrough or tt is Jump else (t.target, t.fallthrough)
+        for x in targets:
+            j = self.index.get(x)
+            if j is None or j <= i:
+                return True
+        return False
+
     # -- structured control flow ------------------------------------------------------------
     def _succ_idx(self, t: Term) -> list[int]:
         tt = type(t)
@@ -523,6 +668,7 @@ class FunctionEmitter:
         if intr_flags:
             self.load_flags = True
         dirty_in = self._dirty_in()
+        self.live_in_regs = self._live_in(dirty_in)
         for i, b in enumerate(self.blocks):
             self.dirty = set(dirty_in[i])
             if i in self.tramp:
@@ -558,7 +704,11 @@ class FunctionEmitter:
             locs.append(f"(local ${name} {ty})")
         head.append(" ".join(locs))
         pro: list[str] = []
-        self.reload(pro)
+        entered = {self.index[e] for e in self.entry_blocks if e in self.index} | set(self.loop_end) | {0}
+        at_entry: set[str] = set()
+        for i in entered:
+            at_entry |= self.live_in_regs[i]
+        self.reload(pro, at_entry)
         if self.load_flags:
             self.load_flags_code(pro)
         pro.append("(local.set $pc (local.get $entry))")
@@ -577,12 +727,11 @@ class FunctionEmitter:
 
     def _interrupt_exit(self, live_flags: set[str]) -> list[str]:
         """The shared cold path of every back edge's interrupt poll (formats.abi.INTERRUPT_FLAG):
-        the CPU state gets every register this function caches and the flags live at its loop
+        each back edge has stored the registers the state lacked there; the state gets the flags live at its loop
         headers (other rflags bits keep the state's value), rip = ``$irip`` (the loop header's
         runtime address, a dispatch entry), then ``fault(INTERRUPT)``. The host unwinds the wasm
         stack, so the nesting count restarts from zero."""
-        out: list[str] = []
-        self.spill(out, flags=False, every=True)      # shared by every back edge
+        out: list[str] = []                           # registers: stored at each back edge
         if live_flags:
             keep = ~sum(1 << _FLAG_BITS[f] for f in live_flags) & 0xFFFF_FFFF
             e = f"(i32.and (i32.wrap_i64 (i64.load $c offset={state_off('rflags')} (i32.const 0))) (i32.const {keep - (1 << 32) if keep >> 31 else keep}))"
