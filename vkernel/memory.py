@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 
 from formats import abi
@@ -13,6 +14,12 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 _MADV_DONTNEED = 4
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
+                         ctypes.c_void_p]
+_libc.mremap.restype = ctypes.c_void_p
+_MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
+_MOVE_PAGES_MIN = 64 * 1024
+"""Moves this large or larger hand the host pages over instead of copying the bytes."""
 
 
 def page_down(a: int) -> int:
@@ -40,8 +47,33 @@ class Mapping:
     offset: int = 0
     unit: int = -1             # megabinary unit when the backing file is indexed
 
+    def part(self, start: int, end: int) -> Mapping:
+        """The same backing and protection over [start, end) (which may reach past this
+        mapping's ends), the file offset following ``start``."""
+        return Mapping(start, end, self.prot, self.kind, self.name, self.blake3,
+                       self.offset + (start - self.start), self.unit)
+
     def prot_text(self) -> str:
         return "".join(c if self.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
+
+
+_FILE_KINDS = frozenset(("elf", "file"))
+
+
+def _start_of(m: Mapping) -> int:
+    return m.start
+
+
+def _end_of(m: Mapping) -> int:
+    return m.end
+
+
+def _joinable(a: Mapping, b: Mapping) -> bool:
+    """Whether ``b`` continues ``a`` as one Linux VMA would: adjacent, same protection and
+    backing, and (for a file) the file offset continuing."""
+    return (a.end == b.start and a.prot == b.prot and a.kind == b.kind and a.name == b.name
+            and a.blake3 == b.blake3 and a.unit == b.unit
+            and (a.kind not in _FILE_KINDS or a.offset + (a.end - a.start) == b.offset))
 
 
 class AddressSpace:
@@ -60,6 +92,7 @@ class AddressSpace:
         self.brk_start = 0
         self.brk_cur = 0
         self.limit = 0              # kiln run --memory: mapped bytes at most (0: no limit)
+        self._anon: bool | None = None   # guest memory is private anonymous host memory
 
     def mapped_bytes(self) -> int:
         return sum(m.end - m.start for m in self.maps)
@@ -142,32 +175,90 @@ class AddressSpace:
         else:
             ctypes.memset(self.host_base + addr, 0, n)
 
-    def move(self, dst: int, src: int, n: int) -> None:
+    def move_pages(self, dst: int, src: int, n: int) -> None:
+        """Move the bytes of whole pages [src, src+n) to dst; src then reads as zero.
+
+        Large moves hand the host pages over (Linux ``mremap`` with MREMAP_DONTUNMAP moves
+        the page tables and leaves the source mapped and empty), so a mapping that realloc
+        keeps moving costs no copy; otherwise, or if the host refuses, the bytes are copied.
+        """
+        if n <= 0:
+            return
+        if n >= _MOVE_PAGES_MIN and self._host_private_anon():
+            r = _libc.mremap(self.host_base + src, n, n,
+                             _MREMAP_MAYMOVE | _MREMAP_FIXED | _MREMAP_DONTUNMAP,
+                             self.host_base + dst)
+            if r == self.host_base + dst:
+                return
         ctypes.memmove(self.host_base + dst, self.host_base + src, n)
+        self.zero(src, n)
+
+    def _host_private_anon(self) -> bool:
+        """Whether guest memory is private anonymous host memory (what MREMAP_DONTUNMAP
+        empties to zero pages), read once from the host's /proc/self/maps."""
+        if self._anon is None:
+            self._anon = False
+            try:
+                with open("/proc/self/maps", "rb") as f:
+                    for line in f:
+                        fields = line.split()
+                        lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
+                        if lo <= self.host_base < hi:
+                            self._anon = fields[1].endswith(b"p") and len(fields) < 6 \
+                                and hi >= self.host_base + self.size
+                            break
+            except (OSError, ValueError, IndexError):
+                pass
+        return self._anon
 
     # -- the mapping table -----------------------------------------------------
+    # ``maps`` is sorted by start and its entries never overlap, so their ends are sorted too:
+    # the entries meeting a range are one slice, found by bisection. Neighbours that Linux
+    # would show as one VMA (same protection and backing, file offsets continuing) are merged,
+    # so a mapping grown a page at a time (realloc through mremap, brk) stays one entry.
+    def _span(self, start: int, end: int) -> tuple[int, int]:
+        """Indices [i, j) of the entries meeting [start, end)."""
+        maps = self.maps
+        i = bisect_right(maps, start, key=_end_of)
+        j = bisect_left(maps, end, lo=i, key=_start_of)
+        return i, j
+
     def _cut(self, start: int, end: int) -> list[Mapping]:
         """Remove [start, end) from the table; return the removed pieces."""
+        i, j = self._span(start, end)
+        if i == j:
+            return []
         kept: list[Mapping] = []
         removed: list[Mapping] = []
-        for m in self.maps:
-            if m.end <= start or m.start >= end:
-                kept.append(m)
-                continue
+        for m in self.maps[i:j]:
             if m.start < start:
-                kept.append(replace(m, end=start))
+                kept.append(m.part(m.start, start))
+            if m.start >= start and m.end <= end:
+                removed.append(m)
+            else:
+                removed.append(m.part(max(m.start, start), min(m.end, end)))
             if m.end > end:
-                kept.append(replace(m, start=end, offset=m.offset + (end - m.start)))
-            removed.append(replace(m, start=max(m.start, start), end=min(m.end, end),
-                                   offset=m.offset + max(0, start - m.start)))
-        self.maps = sorted(kept, key=lambda m: m.start)
+                kept.append(m.part(end, m.end))
+        self.maps[i:j] = kept
         return removed
+
+    def _insert(self, m: Mapping) -> None:
+        """Put ``m`` (overlapping nothing) into the table, merged with equal neighbours."""
+        maps = self.maps
+        i = bisect_left(maps, m.start, key=_start_of)
+        lo, hi = i, i
+        if i > 0 and _joinable(maps[i - 1], m):
+            m = maps[i - 1].part(maps[i - 1].start, m.end)
+            lo = i - 1
+        if i < len(maps) and _joinable(m, maps[i]):
+            m = m.part(m.start, maps[i].end)
+            hi = i + 1
+        maps[lo:hi] = [m]
 
     def add(self, m: Mapping) -> None:
         """Record a mapping, replacing whatever overlapped it (MAP_FIXED semantics)."""
         self._cut(m.start, m.end)
-        self.maps.append(m)
-        self.maps.sort(key=lambda x: x.start)
+        self._insert(m)
 
     def remove(self, start: int, length: int) -> list[Mapping]:
         """munmap: forget and zero [start, start+length)."""
@@ -178,30 +269,29 @@ class AddressSpace:
         return removed
 
     def covering(self, start: int, end: int) -> list[Mapping]:
-        return [m for m in self.maps if m.start < end and m.end > start]
+        i, j = self._span(start, end)
+        return self.maps[i:j]
 
     def fully_mapped(self, start: int, end: int) -> bool:
         pos = start
         for m in self.covering(start, end):
             if m.start > pos:
                 return False
-            pos = max(pos, m.end)
+            pos = m.end
         return pos >= end
 
     def protect(self, start: int, length: int, prot: int) -> list[Mapping]:
         """Change the recorded protection of [start, start+length); returns the new pieces."""
         end = page_up(start + length)
-        pieces = self._cut(start, end)
-        new = [replace(p, prot=prot) for p in pieces]
-        self.maps = sorted(self.maps + new, key=lambda m: m.start)
+        new = [replace(p, prot=prot) for p in self._cut(start, end)]
+        for p in new:
+            self._insert(p)
         return new
 
     def find_free(self, length: int, lo: int = abi.MMAP_BASE, hi: int = abi.MMAP_END) -> int | None:
         """Lowest address in [lo, hi) where ``length`` bytes are unmapped."""
         pos = lo
-        for m in self.maps:
-            if m.end <= pos:
-                continue
+        for m in self.maps[bisect_right(self.maps, lo, key=_end_of):]:
             if m.start >= hi:
                 break
             if m.start - pos >= length:
@@ -210,9 +300,10 @@ class AddressSpace:
         return pos if pos + length <= hi else None
 
     def at(self, addr: int) -> Mapping | None:
-        for m in self.maps:
-            if m.start <= addr < m.end:
-                return m
+        maps = self.maps
+        i = bisect_right(maps, addr, key=_end_of)
+        if i < len(maps) and maps[i].start <= addr:
+            return maps[i]
         return None
 
     def maps_text(self) -> str:
@@ -222,6 +313,7 @@ class AddressSpace:
             name = m.name if m.kind != "brk" else "[heap]"
             if m.kind == "stack":
                 name = "[stack]"
-            lines.append(f"{m.start:08x}-{m.end:08x} {m.prot_text()}p {m.offset:08x} 00:00 0"
+            offset = m.offset if m.kind in _FILE_KINDS else 0     # as Linux shows anonymous memory
+            lines.append(f"{m.start:08x}-{m.end:08x} {m.prot_text()}p {offset:08x} 00:00 0"
                          + (f"          {name}" if name else ""))
         return "\n".join(lines) + ("\n" if lines else "")

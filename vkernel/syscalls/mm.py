@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import replace
 
 from formats import abi
 from vkernel.cpustate import CodeRegion
@@ -165,38 +166,79 @@ def sys_mprotect(k: Kernel, addr: int, length: int, prot: int) -> int:
 
 def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags: int,
                new_address: int) -> int:
-    """mremap(2)"""
+    """mremap(2): grows in place when the pages above are free, else moves (MREMAP_MAYMOVE,
+    or to MREMAP_FIXED's address) by moving the host pages, as Linux moves page tables"""
     sp = k.space
-    if old_address % PAGE or new_size == 0 or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED):
+    flags = s32(flags)
+    if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED) or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE):
+        return -errno.EINVAL
+    if old_address % PAGE:
         return -errno.EINVAL
     old, new = page_up(old_size), page_up(new_size)
-    m = sp.at(old_address)
-    if m is None or not sp.fully_mapped(old_address, old_address + old):
-        return -errno.EFAULT
-    if m.prot & PROT_EXEC:
-        return -errno.EINVAL   # moving code would invalidate its code region
-    if flags & MREMAP_FIXED:
+    if new == 0 or old_address + old > abi.STACK_TOP:
         return -errno.EINVAL
+    m = sp.at(old_address)
+    if m is None:
+        return -errno.EFAULT
+    if flags & MREMAP_FIXED:
+        return _mremap_fixed(k, m, old_address, old, new, new_address)
     if new <= old:
         if new < old:
             sp.remove(old_address + new, old - new)
+            k.remove_regions(old_address + new, old_address + old)
         return old_address
+    if old_address + old > m.end or old == 0:
+        return -errno.EFAULT if old else -errno.EINVAL
+    if m.prot & PROT_EXEC:
+        return -errno.EINVAL   # moving code would invalidate its code region
     if sp.would_exceed(new - old):
         return -errno.ENOMEM                   # kiln run --memory
-    if not sp.covering(old_address + old, old_address + new) and old_address + new <= abi.MMAP_END:
-        sp.add(Mapping(old_address + old, old_address + new, m.prot, m.kind, m.name, m.blake3,
-                       m.offset + old, m.unit))
+    if old_address + old == m.end and old_address + new <= abi.MMAP_END and \
+            not sp.covering(old_address + old, old_address + new):
         sp.zero(old_address + old, new - old)
+        sp.add(m.part(old_address + old, old_address + new))
         return old_address
     if not flags & MREMAP_MAYMOVE:
         return -errno.ENOMEM
     dest = sp.find_free(new)
     if dest is None:
         return -errno.ENOMEM
-    sp.zero(dest, new)
-    sp.move(dest, old_address, old)
-    sp.add(Mapping(dest, dest + new, m.prot, m.kind, m.name, m.blake3, m.offset, m.unit))
-    sp.remove(old_address, old)
+    _move(k, m, old_address, old, dest, new)
+    return dest
+
+
+def _move(k: Kernel, m: Mapping, src: int, old: int, dest: int, new: int) -> None:
+    """Move the mapping piece [src, src+old) of ``m`` to [dest, dest+new): the bytes move with
+    the host pages, the grown tail reads as zero, the old range is unmapped."""
+    sp = k.space
+    moved = m.part(src, src + old)
+    sp.remove(dest, new)
+    sp.move_pages(dest, src, old)
+    sp.zero(dest + old, new - old)
+    sp.remove(src, old)
+    sp.add(replace(moved, start=dest, end=dest + new))
+
+
+def _mremap_fixed(k: Kernel, m: Mapping, src: int, old: int, new: int, dest: int) -> int:
+    """mremap with MREMAP_FIXED (and MAYMOVE): whatever is at [dest, dest+new) is unmapped,
+    then the mapping moves there (shrunk first when ``new`` < ``old``)."""
+    sp = k.space
+    if dest % PAGE or dest < abi.GUEST_MEMORY_MAP[0].end or dest + new > abi.STACK_TOP:
+        return -errno.EINVAL
+    if dest < src + old and src < dest + new:
+        return -errno.EINVAL                   # the ranges may not overlap
+    if new < old:
+        sp.remove(src + new, old - new)
+        k.remove_regions(src + new, src + old)
+        old = new
+    if src + old > m.end or old == 0:
+        return -errno.EFAULT if old else -errno.EINVAL
+    if m.prot & PROT_EXEC:
+        return -errno.EINVAL   # moving code would invalidate its code region
+    if sp.would_exceed(new - old, dest, dest + new):
+        return -errno.ENOMEM                   # kiln run --memory
+    k.remove_regions(dest, dest + new)
+    _move(k, m, src, old, dest, new)
     return dest
 
 

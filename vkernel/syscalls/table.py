@@ -136,7 +136,7 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for the executable "
             "segments of indexed files",
             "hex,int,int"),
-    Partial("mremap", mm.sys_mremap, "no MREMAP_FIXED; code mappings cannot move", "hex,int,int,hex,hex"),
+    Partial("mremap", mm.sys_mremap, "no MREMAP_DONTUNMAP; code mappings cannot move", "hex,int,int,hex,hex"),
     Partial("madvise", mm.sys_madvise, "MADV_DONTNEED zeroes (also for file mappings)", "hex,int,int"),
     Supported("msync", mm.sys_msync, "hex,int,hex"),
     # process
