@@ -311,6 +311,35 @@ def test_poll_and_select_on_a_pipe(k) -> None:
     assert int.from_bytes(k.space.read(B + 300, 8), "little") == 1 << r
 
 
+def test_select_works_when_host_descriptors_pass_fd_setsize(k) -> None:
+    """Guest fds stay small, but the host's may be past 1024 in a busy kiln process: select
+    must still answer (the host's select(2) cannot take such descriptors)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the hard RLIMIT_NOFILE is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert call(k, NR["pipe2"], B, 0) == 0
+        r, w = struct.unpack("<ii", k.space.read(B, 8))
+        assert k.fds.files[r].host_fd >= 1024 and r < 64
+        k.space.write(B + 300, (1 << r).to_bytes(8, "little"))
+        k.space.write(B + 320, struct.pack("<qq", 0, 0))
+        assert call(k, NR["select"], r + 1, B + 300, 0, 0, B + 320) == 0    # nothing yet
+        k.space.write(B + 200, b"x")
+        assert call(k, NR["write"], w, B + 200, 1) == 1
+        k.space.write(B + 300, (1 << r).to_bytes(8, "little"))
+        k.space.write(B + 340, (1 << w).to_bytes(8, "little"))
+        assert call(k, NR["select"], max(r, w) + 1, B + 300, B + 340, 0, B + 320) == 2
+        assert int.from_bytes(k.space.read(B + 300, 8), "little") == 1 << r
+        assert int.from_bytes(k.space.read(B + 340, 8), "little") == 1 << w
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_utimensat_and_chmod_copy_up(k, root: Path, tmp_path: Path) -> None:
     before = os.stat(root / "etc/hostname")
     k.space.write(B, struct.pack("<qqqq", 1_000_000_000, 5, 1_500_000_000, 7))

@@ -1003,22 +1003,38 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float |
                     fds.append(fd)
         wanted.append(fds)
     host = [[k.fds.files[fd].host_fd for fd in w] for w in wanted]
+    # Through poll, as Linux's own select works: host descriptors may pass FD_SETSIZE even
+    # when the guest's are small, and the host's select(2) cannot take those.
+    interest: dict[int, int] = {}
+    for hfds, ev in zip(host, (select.POLLIN, select.POLLOUT, select.POLLPRI)):
+        for h in hfds:
+            interest[h] = interest.get(h, 0) | ev
+    poller = select.poll()
+    for h, ev in interest.items():
+        poller.register(h, ev)
     if timeout_s is not None and timeout_s <= 0:
-        r, w, x = select.select(host[0], host[1], host[2], 0)
+        ready = dict(poller.poll(0))
     else:
         with k.waiting():                      # a signal ends the wait with EINTR
-            r, w, x = select.select(host[0], host[1], host[2], timeout_s)
+            ready = dict(poller.poll(None if timeout_s is None else timeout_s * 1000))
     count = 0
-    for addr, fds, hfds, got in zip(sets, wanted, host, (r, w, x)):
+    for addr, fds, hfds, mask in zip(sets, wanted, host, _SELECT_SETS):
         if not addr:
             continue
         bits = 0
         for fd, h in zip(fds, hfds):
-            if h in got:
+            if ready.get(h, 0) & mask:
                 bits |= 1 << fd
                 count += 1
         k.space.write(addr, bits.to_bytes(nbytes, "little"))
     return count
+
+
+# poll events that make a descriptor ready for select's read, write and exception sets (Linux's
+# POLLIN_SET, POLLOUT_SET and POLLEX_SET in fs/select.c)
+_SELECT_SETS = (0x001 | 0x040 | 0x080 | 0x010 | 0x008,     # POLLIN RDNORM RDBAND HUP ERR
+                0x004 | 0x100 | 0x200 | 0x008,             # POLLOUT WRNORM WRBAND ERR
+                0x002)                                     # POLLPRI
 
 
 def sys_select(k: Kernel, nfds: int, readfds: int, writefds: int, exceptfds: int, timeout: int) -> int:
