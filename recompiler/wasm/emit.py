@@ -85,6 +85,8 @@ def _stmt_reads(st, out: set[str]) -> None:
 
 
 def _stmt_writes(st) -> frozenset[str]:
+    """Registers statement ``st`` may write (nested statements included; a syscall writes rax,
+    rcx and r11)."""
     acc: set[str] = set()
 
     def walk(x) -> None:
@@ -127,25 +129,12 @@ def _term_exprs(t: Term) -> list[Expr]:
 
 
 def _block_writes(b: IRBlock) -> frozenset[str]:
-    """Registers the block's statements may write (nested ones included; a syscall writes rax,
-    rcx and r11)."""
-    acc: set[str] = set()
-
-    def walk(stmts) -> None:
-        for st in stmts:
-            t = type(st)
-            if t is SetReg:
-                acc.add(st.name)
-            elif t is SyscallStmt:
-                acc.update(_SYSCALL_WRITES)
-            elif t is If:
-                walk(st.then)
-                walk(st.else_)
-            elif t is While:
-                walk(st.body)
+    """Registers the block's statements may write (nested ones included)."""
+    acc: frozenset[str] = frozenset()
     for _, stmts in b.insns:
-        walk(stmts)
-    return frozenset(acc)
+        for st in stmts:
+            acc |= _stmt_writes(st)
+    return acc
 
 
 def func_name(addr: int) -> str:
@@ -326,10 +315,10 @@ class FunctionEmitter:
             e = f"(i32.or {e} {v})"
         return f"(i64.extend_i32_u {e})"
 
-    def spill(self, out: list[str], flags: bool, every: bool = False) -> None:
-        """Store the cached registers the CPU state lacks: those written since the function
-        was entered or last reloaded them (``self.dirty``; ``every``: all it writes)."""
-        for r in sorted(self.written if every else self.dirty & self.written):
+    def spill(self, out: list[str], flags: bool) -> None:
+        """Store the cached registers the CPU state lacks: those possibly written since the
+        function was entered or last reloaded them (``self.dirty``)."""
+        for r in sorted(self.dirty & self.written):
             ty = _ty_of_reg(r)
             if ty == "i32":
                 continue
@@ -477,10 +466,10 @@ class FunctionEmitter:
 
     # -- which cached registers the CPU state lacks ------------------------------------------
     def _dirty_in(self) -> list[frozenset[str]]:
-        """Per block, the registers possibly written since the function was entered or last
-        reloaded every register (after a call): a forward may-analysis over the function's
-        blocks. A spill stores only these (the state already holds the others' values), which
-        keeps every local valid, so reloads and the interrupt exit are unchanged."""
+        """Per block, the registers possibly written since the function was entered or since
+        its last call (after which the state holds every register): a forward may-analysis
+        over the function's blocks. A spill stores only these; the state already holds the
+        others' values (``_live_in`` makes sure their locals are loaded where a spill reads them)."""
         n = len(self.blocks)
         gen = [_block_writes(b) for b in self.blocks]
         out: list[frozenset[str]] = [frozenset()] * n
@@ -726,9 +715,9 @@ class FunctionEmitter:
                          + self._interrupt_exit(intr_flags) + ["unreachable)"])
 
     def _interrupt_exit(self, live_flags: set[str]) -> list[str]:
-        """The shared cold path of every back edge's interrupt poll (formats.abi.INTERRUPT_FLAG):
-        each back edge has stored the registers the state lacked there; the state gets the flags live at its loop
-        headers (other rflags bits keep the state's value), rip = ``$irip`` (the loop header's
+        """The shared cold path of every back edge's interrupt poll (formats.abi.INTERRUPT_FLAG).
+        Each back edge has stored the registers the state lacked there; here the state gets the
+        flags live at the loop headers (other rflags bits keep the state's value), rip = ``$irip`` (the loop header's
         runtime address, a dispatch entry), then ``fault(INTERRUPT)``. The host unwinds the wasm
         stack, so the nesting count restarts from zero."""
         out: list[str] = []                           # registers: stored at each back edge
