@@ -26,14 +26,19 @@ def _hello(tmp: Path) -> tuple[Path, Path]:
     return root, mb
 
 
-def test_kiln_run_loads_no_recompiler_code(tmp_path: Path) -> None:
+def _imports_of_a_plain_run(tmp_path: Path) -> set[str]:
+    """The modules a ``kiln run --rootfs --megabinary`` of /bin/hello imports (-X importtime)."""
     root, mb = _hello(tmp_path)
     got = subprocess.run([sys.executable, "-X", "importtime", *KILN[1:], "run", "--rootfs",
                           str(root), "--megabinary", str(mb), "--", "/bin/hello"],
                          capture_output=True, timeout=60)
     assert got.returncode == 0 and got.stdout == b"hello from a real ELF\n", got.stderr[-2000:]
-    imported = {line.split("|")[-1].strip() for line in got.stderr.decode().splitlines()
-                if line.startswith("import time:")}
+    return {line.split("|")[-1].strip() for line in got.stderr.decode().splitlines()
+            if line.startswith("import time:")}
+
+
+def test_kiln_run_loads_no_recompiler_code(tmp_path: Path) -> None:
+    imported = _imports_of_a_plain_run(tmp_path)
     assert "vkernel.runtime" in imported and "wasmtime" in imported
     heavy = {m for m in imported if m.split(".")[0] in ("lief", "capstone", "recompiler")}
     assert not heavy
@@ -74,13 +79,7 @@ def _kiln(root: Path, mb: Path, cache: Path, *extra: str) -> subprocess.Complete
 
 
 def test_a_plain_run_imports_neither_click_nor_importlib_metadata(tmp_path: Path) -> None:
-    root, mb = _hello(tmp_path)
-    got = subprocess.run([sys.executable, "-X", "importtime", *KILN[1:], "run", "--rootfs",
-                          str(root), "--megabinary", str(mb), "--", "/bin/hello"],
-                         capture_output=True, timeout=60)
-    assert got.returncode == 0 and got.stdout == b"hello from a real ELF\n", got.stderr[-2000:]
-    imported = {line.split("|")[-1].strip() for line in got.stderr.decode().splitlines()
-                if line.startswith("import time:")}
+    imported = _imports_of_a_plain_run(tmp_path)
     assert "vkernel.runtime" in imported
     assert not {m for m in imported if m.split(".")[0] == "click"}
     assert "importlib.metadata" not in imported and "email" not in imported
@@ -140,22 +139,29 @@ def test_damaged_aot_code_is_refused_after_a_good_run(tmp_path: Path) -> None:
     assert "BLAKE3" in err and "recompile" in err and "Traceback" not in err
 
 
-def test_an_index_breaking_the_schema_is_reported_after_a_good_run(tmp_path: Path) -> None:
-    """Same module and AOT code, an INDEX with a relative guest path (hashes all correct)."""
+def _with_index(good_mb: Path, edit, out: Path) -> Path:
+    """``good_mb`` rewritten to ``out`` with its INDEX map changed by ``edit(obj)``: the same
+    module, metadata and AOT code, every hash correct."""
     from formats.index import canonical_cbor
     from formats.megabinary import Section, SectionKind, assemble
-    root, mb = _hello(tmp_path)
-    cache = tmp_path / "cache"
-    assert _kiln(root, mb, cache).returncode == 0
-    good = read_megabinary(mb)
+    good = read_megabinary(good_mb)
     obj = good.index.to_obj()
-    obj["units"][0]["paths"] = ["bin/hello"]
+    edit(obj)
     sections = [Section(SectionKind.INDEX, "", canonical_cbor(obj)),
                 Section(SectionKind.META, "", canonical_cbor(good.metadata.to_obj())),
                 Section(SectionKind.MODULE, "", good.module_bytes())]
     sections += [Section(SectionKind.AOT, str(fp), good.aot_for(fp)) for fp in good.engines()]
-    bad = tmp_path / "bad.kiln"
-    bad.write_bytes(assemble(sections))
+    out.write_bytes(assemble(sections))
+    return out
+
+
+def test_an_index_breaking_the_schema_is_reported_after_a_good_run(tmp_path: Path) -> None:
+    """Same module and AOT code, an INDEX with a relative guest path (hashes all correct)."""
+    root, mb = _hello(tmp_path)
+    cache = tmp_path / "cache"
+    assert _kiln(root, mb, cache).returncode == 0
+    bad = _with_index(mb, lambda obj: obj["units"][0].__setitem__("paths", ["bin/hello"]),
+                      tmp_path / "bad.kiln")
     got = _kiln(root, bad, cache)
     err = got.stderr.decode()
     assert got.returncode == 2 and got.stdout == b""
@@ -306,20 +312,11 @@ def test_a_megabinary_of_another_guest_abi_is_refused(tmp_path: Path) -> None:
     """Lifted code follows one guest ABI version (formats/abi.py): a megabinary recorded with
     another is refused with what to do, also after a good run kept the first one's checks."""
     from formats import abi
-    from formats.index import canonical_cbor
-    from formats.megabinary import Section, SectionKind, assemble
     root, mb = _hello(tmp_path)
     cache = tmp_path / "cache"
     assert _kiln(root, mb, cache).returncode == 0
-    good = read_megabinary(mb)
-    obj = good.index.to_obj()
-    obj["abi_version"] = abi.ABI_VERSION - 1
-    sections = [Section(SectionKind.INDEX, "", canonical_cbor(obj)),
-                Section(SectionKind.META, "", canonical_cbor(good.metadata.to_obj())),
-                Section(SectionKind.MODULE, "", good.module_bytes())]
-    sections += [Section(SectionKind.AOT, str(fp), good.aot_for(fp)) for fp in good.engines()]
-    old = tmp_path / "old.kiln"
-    old.write_bytes(assemble(sections))
+    old = _with_index(mb, lambda obj: obj.__setitem__("abi_version", abi.ABI_VERSION - 1),
+                      tmp_path / "old.kiln")
     for _ in range(2):
         got = _kiln(root, old, cache)
         err = got.stderr.decode()

@@ -10,7 +10,7 @@ import wasmtime
 from formats import abi
 from formats.engine import current_fingerprint
 from vkernel.errors import VkernelError
-from vkernel.verified import ArtifactMismatch, TrustDir, artifact_fd, hash_matches
+from vkernel.verified import ArtifactMismatch, TrustDir, artifact_fd, copy_section, hash_matches
 
 if TYPE_CHECKING:
     from formats.megabinary import EngineFingerprint, Megabinary, SectionEntry
@@ -53,13 +53,8 @@ def _aot_memfd(mb: "Megabinary", entry: "SectionEntry") -> int:
     fd = os.memfd_create("kiln-aot", os.MFD_CLOEXEC)
     try:
         with open(mb.path, "rb") as f:  # type: ignore[arg-type]
-            done = 0
-            while done < entry.length:
-                n = os.sendfile(fd, f.fileno(), entry.offset + done, entry.length - done)
-                if n <= 0:
-                    break
-                done += n
-        if done != entry.length or not hash_matches(fd, entry):
+            copied = copy_section(f.fileno(), fd, entry)
+        if not copied or not hash_matches(fd, entry):
             raise ArtifactMismatch()
     except BaseException:
         os.close(fd)

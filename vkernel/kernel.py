@@ -240,8 +240,7 @@ class Kernel:
                 result = self._unknown(nr) if fast is None else fast[0](self, *frame[1:1 + fast[1]])
             except OSError as e:
                 result = -(e.errno or errno.EIO)
-            except SignalInterrupt:
-                self.interruptible = False
+            except SignalInterrupt:                # waiting() has cleared interruptible
                 result = -errno.EINTR
             except (ValueError, IndexError, OverflowError, struct.error):
                 result = -errno.EFAULT
@@ -259,13 +258,13 @@ class Kernel:
             self.in_host = False
 
     def _call(self, fast: Any, frame: tuple[int, ...]) -> int:
-        """Run a table handler on the frame's arguments; host errors become -errno."""
+        """Run a table handler on the frame's arguments; host errors become -errno (what
+        ``on_syscall`` does inline, for a restarted call)."""
         try:
             return fast[0](self, *frame[1:1 + fast[1]])
         except OSError as e:
             return -(e.errno or errno.EIO)
         except SignalInterrupt:
-            self.interruptible = False
             return -errno.EINTR
         except (ValueError, IndexError, OverflowError, struct.error):
             return -errno.EFAULT

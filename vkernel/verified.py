@@ -258,6 +258,18 @@ class ArtifactMismatch(Exception):
     """The megabinary's AOT section does not hash to the BLAKE3 its section table records."""
 
 
+def copy_section(src: int, dst: int, entry: "SectionEntry") -> bool:
+    """Copy the megabinary section ``entry`` from file ``src`` to ``dst`` in the kernel
+    (sendfile); whether all of it arrived."""
+    done = 0
+    while done < entry.length:
+        n = os.sendfile(dst, src, entry.offset + done, entry.length - done)
+        if n <= 0:
+            break
+        done += n
+    return done == entry.length
+
+
 def hash_matches(fd: int, entry: "SectionEntry") -> bool:
     """Whether the ``entry.length`` bytes of file ``fd`` hash to ``entry.blake3`` (mapped)."""
     if entry.length == 0:
@@ -331,14 +343,8 @@ def _copy_out(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir, name: st
             now, then = os.fstat(src.fileno()), mb.file_stat
             if then is None or (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino):
                 return None                    # replaced since it was opened: no shortcut
-            done = 0
-            while done < entry.length:
-                n = os.sendfile(fd, src.fileno(), entry.offset + done, entry.length - done)
-                if n <= 0:
-                    break
-                done += n
-        if done != entry.length:
-            return None
+            if not copy_section(src.fileno(), fd, entry):
+                return None
         if not hash_matches(fd, entry):
             raise ArtifactMismatch()
         os.replace(tmp, f"aot-{name}.cwasm", src_dir_fd=trust.fd, dst_dir_fd=trust.fd)

@@ -24,9 +24,10 @@ import os
 
 from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, INTERRUPT_FLAG,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
-from recompiler.x86_64.ir import (FLAGS, Branch, CallDirect, CallIndirect, Const, Eval, Expr, FallThrough,
-                                  FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
-                                  StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While, walk_expr)
+from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const,
+                                  Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
+                                  StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While, leaves_lifted_code,
+                                  stmts_reads, term_exprs, walk_expr)
 from recompiler.wasm.runtime_wat import cache_hit, cache_slot
 from recompiler.x86_64.lift import IRBlock
 
@@ -56,32 +57,7 @@ MAX_CALL_DEPTH = 200
 _DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 
 
-_SYSCALL_WRITES = frozenset(("rax", "rcx", "r11"))
-
-
-_SYSCALL_ARGS = frozenset(("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"))
-
-
-def _stmt_reads(st, out: set[str]) -> None:
-    """Registers statement ``st`` reads (nested statements included)."""
-    t = type(st)
-    if t is SetReg or t is Let:
-        walk_expr(st.value, out)
-    elif t is Store:
-        walk_expr(st.addr, out)
-        walk_expr(st.value, out)
-    elif t is StateSet or t is Eval:
-        walk_expr(st.value, out)
-    elif t is If:
-        walk_expr(st.cond, out)
-        for x in st.then:
-            _stmt_reads(x, out)
-        for x in st.else_:
-            _stmt_reads(x, out)
-    elif t is While:
-        walk_expr(st.cond, out)
-        for x in st.body:
-            _stmt_reads(x, out)
+_SYSCALL_ARG_SET = frozenset(SYSCALL_ARGS)
 
 
 def _stmt_writes(st) -> frozenset[str]:
@@ -94,7 +70,7 @@ def _stmt_writes(st) -> frozenset[str]:
         if t is SetReg:
             acc.add(x.name)
         elif t is SyscallStmt:
-            acc.update(_SYSCALL_WRITES)
+            acc.update(SYSCALL_WRITES)
         elif t is If:
             for y in x.then:
                 walk(y)
@@ -105,27 +81,6 @@ def _stmt_writes(st) -> frozenset[str]:
                 walk(y)
     walk(st)
     return frozenset(acc)
-
-
-def _leaves(st) -> bool:
-    """Whether a nested statement holds a syscall or a fault site (a spill)."""
-    t = type(st)
-    if t is SyscallStmt or t is FaultStmt:
-        return True
-    if t is If:
-        return any(_leaves(x) for x in st.then) or any(_leaves(x) for x in st.else_)
-    if t is While:
-        return any(_leaves(x) for x in st.body)
-    return False
-
-
-def _term_exprs(t: Term) -> list[Expr]:
-    tt = type(t)
-    if tt is Branch:
-        return [t.cond]
-    if tt is CallIndirect or tt is JumpIndirect or tt is Return:
-        return [t.target]
-    return []
 
 
 def _block_writes(b: IRBlock) -> frozenset[str]:
@@ -288,7 +243,7 @@ class FunctionEmitter:
         elif t is SyscallStmt:
             self.spill(out, flags=True)
             out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {st.next_rip}))")
-            for name in ("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"):
+            for name in SYSCALL_ARGS:
                 out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS[name]} (i32.const 0) (local.get ${name}))")
             out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) (i64.const {st.next_rip}))")
             out.append(f"(i32.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0) (i32.const 0))")
@@ -297,7 +252,7 @@ class FunctionEmitter:
             out.append(f"(local.set $rax (i64.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rax']} (i32.const 0)))")
             out.append(f"(local.set $rcx (i64.const {st.next_rip}))")
             out.append(f"(local.set $r11 {self.rflags()})")
-            self.dirty.update(_SYSCALL_WRITES)
+            self.dirty.update(SYSCALL_WRITES)
         else:
             raise TypeError(f"unknown statement {st!r}")
 
@@ -504,25 +459,25 @@ class FunctionEmitter:
             for _, stmts in b.insns:
                 for st in stmts:
                     uses: set[str] = set()
-                    _stmt_reads(st, uses)
+                    stmts_reads((st,), uses)
                     t = type(st)
                     kills: frozenset[str] = frozenset()
                     stop = False
                     if t is SetReg:
                         kills = frozenset((st.name,))
                     elif t is SyscallStmt:
-                        uses |= d | _SYSCALL_ARGS
-                        kills = _SYSCALL_WRITES
+                        uses |= d | _SYSCALL_ARG_SET
+                        kills = SYSCALL_WRITES
                     elif t is FaultStmt:
                         uses |= d
                         stop = True                   # never returns: nothing after it is read
-                    elif (t is If or t is While) and _leaves(st):
-                        uses |= d | _stmt_writes(st) | _SYSCALL_ARGS
+                    elif (t is If or t is While) and leaves_lifted_code((st,)):
+                        uses |= d | _stmt_writes(st) | _SYSCALL_ARG_SET
                     steps.append((frozenset(uses), kills, stop))
                     d |= _stmt_writes(st)
             t = b.term
             tu: set[str] = set()
-            for e in _term_exprs(t):
+            for e in term_exprs(t):
                 walk_expr(e, tu)
             if self._term_spills(i, t):
                 tu |= d
@@ -717,9 +672,9 @@ class FunctionEmitter:
     def _interrupt_exit(self, live_flags: set[str]) -> list[str]:
         """The shared cold path of every back edge's interrupt poll (formats.abi.INTERRUPT_FLAG).
         Each back edge has stored the registers the state lacked there; here the state gets the
-        flags live at the loop headers (other rflags bits keep the state's value), rip = ``$irip`` (the loop header's
-        runtime address, a dispatch entry), then ``fault(INTERRUPT)``. The host unwinds the wasm
-        stack, so the nesting count restarts from zero."""
+        flags live at the loop headers (other rflags bits keep the state's value), rip =
+        ``$irip`` (the loop header's runtime address, a dispatch entry), then ``fault(INTERRUPT)``.
+        The host unwinds the wasm stack, so the nesting count restarts from zero."""
         out: list[str] = []                           # registers: stored at each back edge
         if live_flags:
             keep = ~sum(1 << _FLAG_BITS[f] for f in live_flags) & 0xFFFF_FFFF

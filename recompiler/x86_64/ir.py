@@ -13,10 +13,14 @@ __all__ = [
     "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op",
     "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FlagThunk", "FaultStmt", "SyscallStmt",
     "Term", "Jump", "Branch", "CallDirect", "CallIndirect", "JumpIndirect", "Return", "Trap", "FallThrough",
-    "FLAGS", "walk_expr",
+    "FLAGS", "SYSCALL_ARGS", "SYSCALL_WRITES", "walk_expr", "stmts_reads", "leaves_lifted_code", "term_exprs",
 ]
 
 FLAGS = ("cf", "pf", "af", "zf", "sf", "df", "of")
+SYSCALL_ARGS = ("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9")
+"""What a ``SyscallStmt`` reads: the number and six arguments, in the syscall frame's order."""
+SYSCALL_WRITES = frozenset(("rax", "rcx", "r11"))
+"""What a ``SyscallStmt`` writes: the result, and rip and rflags as Linux leaves them."""
 
 
 class Expr:
@@ -207,3 +211,46 @@ def walk_expr(e: Expr, out_regs: set[str]) -> None:
             stack.extend(x.args)
         elif t is Load:
             stack.append(x.addr)
+
+
+def stmts_reads(stmts, out_regs: set[str]) -> None:
+    """Collect the register names ``stmts`` read (nested statements included) into ``out_regs``."""
+    for s in stmts:
+        t = type(s)
+        if t is SetReg or t is Let:
+            walk_expr(s.value, out_regs)
+        elif t is Store:
+            walk_expr(s.addr, out_regs)
+            walk_expr(s.value, out_regs)
+        elif t is StateSet or t is Eval:
+            walk_expr(s.value, out_regs)
+        elif t is If:
+            walk_expr(s.cond, out_regs)
+            stmts_reads(s.then, out_regs)
+            stmts_reads(s.else_, out_regs)
+        elif t is While:
+            walk_expr(s.cond, out_regs)
+            stmts_reads(s.body, out_regs)
+
+
+def leaves_lifted_code(stmts) -> bool:
+    """True if ``stmts`` contain a fault site or a syscall (nested ones included)."""
+    for s in stmts:
+        t = type(s)
+        if t is FaultStmt or t is SyscallStmt:
+            return True
+        if t is If and (leaves_lifted_code(s.then) or leaves_lifted_code(s.else_)):
+            return True
+        if t is While and leaves_lifted_code(s.body):
+            return True
+    return False
+
+
+def term_exprs(term: Term) -> tuple[Expr, ...]:
+    """The expressions a terminator evaluates (a branch condition, an indirect target)."""
+    t = type(term)
+    if t is Branch:
+        return (term.cond,)
+    if t is CallIndirect or t is JumpIndirect or t is Return:
+        return (term.target,)
+    return ()

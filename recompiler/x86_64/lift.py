@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 from formats.abi import FaultCode
 from .cfg import Block, Program
-from .ir import (FLAGS, FlagThunk, Branch, CallDirect, CallIndirect, Const, Eval, FallThrough, FaultStmt, If,
-                 Jump, JumpIndirect, Let, Op, Reg, Return, SetReg, Stmt, Store, StateSet, SyscallStmt, Term,
-                 Tmp, Trap, While, walk_expr)
+from .ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, FlagThunk, Branch, CallDirect, CallIndirect, Const, FallThrough, FaultStmt, If, Jump,
+                 JumpIndirect, Let, Op, Reg, Return, SetReg, Stmt, SyscallStmt, Term, Tmp, Trap, While,
+                 leaves_lifted_code, stmts_reads, term_exprs, walk_expr)
 from .sem import SEMANTICS, Ctx, NeedsTrap
 
 __all__ = ["IRBlock", "TrapSites", "lift_block", "flag_liveness"]
@@ -103,7 +103,7 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
     elif type(term) is Branch and term.cc and ctx.fuse is not None and not out[-1][1]:
         # a cmp/test whose operands are intact reaches the jcc: compare them directly
         from .sem.flags import fused_cond
-        c = fused_cond(ctx.fuse, _CANON.get(term.cc, term.cc))
+        c = fused_cond(ctx.fuse, term.cc)
         if c is not None:
             term = Branch(c, term.target, term.fallthrough, term.cc)
     return IRBlock(block.start, out, term)
@@ -159,50 +159,10 @@ def _track_fuse(fuse: tuple | None, stmts: list[Stmt]) -> tuple | None:
     return fuse
 
 
-_CANON = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "na": "be", "nbe": "a",
-          "nge": "l", "nl": "ge", "ng": "le", "nle": "g"}
-
-
-def _reads(stmts, out: set[str]) -> None:
-    for s in stmts:
-        t = type(s)
-        if t is SetReg or t is Let:
-            walk_expr(s.value, out)
-        elif t is Store:
-            walk_expr(s.addr, out)
-            walk_expr(s.value, out)
-        elif t is StateSet:
-            walk_expr(s.value, out)
-        elif t is If:
-            walk_expr(s.cond, out)
-            _reads(s.then, out)
-            _reads(s.else_, out)
-        elif t is While:
-            walk_expr(s.cond, out)
-            _reads(s.body, out)
-        elif t is Eval:
-            walk_expr(s.value, out)
-
-
-def _exits_with_flags(stmts) -> bool:
-    """True if ``stmts`` contain a fault site or a syscall (nested ones included)."""
-    for s in stmts:
-        t = type(s)
-        if t is FaultStmt or t is SyscallStmt:
-            return True
-        if t is If and (_exits_with_flags(s.then) or _exits_with_flags(s.else_)):
-            return True
-        if t is While and _exits_with_flags(s.body):
-            return True
-    return False
-
-
 def term_flag_reads(term: Term) -> set[str]:
     r: set[str] = set()
-    if isinstance(term, Branch):
-        walk_expr(term.cond, r)
-    elif isinstance(term, (CallIndirect, JumpIndirect, Return)):
-        walk_expr(term.target, r)
+    for e in term_exprs(term):
+        walk_expr(e, r)
     return r & _FLAGSET
 
 
@@ -226,12 +186,12 @@ def compute_info(b: IRBlock) -> None:
             elif t is SyscallStmt or t is FaultStmt:
                 flag_exit[0] = True
                 if t is SyscallStmt:
-                    all_reads.update(("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9"))
-                    all_writes.update(("rax", "rcx", "r11"))
+                    all_reads.update(SYSCALL_ARGS)
+                    all_writes.update(SYSCALL_WRITES)
     for _, stmts in b.insns:
         r: set[str] = set()
-        _reads(stmts, r)
-        if _exits_with_flags(stmts):
+        stmts_reads(stmts, r)
+        if leaves_lifted_code(stmts):
             # a fault hands every flag to the signal frame; syscall copies rflags into r11
             r |= _FLAGSET
         all_reads |= r
@@ -244,10 +204,8 @@ def compute_info(b: IRBlock) -> None:
                 w |= s.names
         lst.append((frozenset(r & _FLAGSET), frozenset(w)))
     t = b.term
-    if isinstance(t, Branch):
-        walk_expr(t.cond, all_reads)
-    elif isinstance(t, (CallIndirect, JumpIndirect, Return)):
-        walk_expr(t.target, all_reads)
+    for e in term_exprs(t):
+        walk_expr(e, all_reads)
     if isinstance(t, (CallDirect, CallIndirect, Return)):
         all_reads.add("rsp")
     if isinstance(t, JumpIndirect):

@@ -8,16 +8,12 @@ from .flags import cond, fused_cond
 CCS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
 
 
-_CANON = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "na": "be", "nbe": "a",
-          "nge": "l", "nl": "ge", "ng": "le", "nle": "g"}
-
-
 def _condition(ctx: Ctx, cc: str) -> Expr:
     """The condition, straight from the operands of a compare still intact (``ctx.fuse``, see
     ``lift._track_fuse``) when there is one, evaluated now into a temporary (the operands may be
     temporaries this instruction reuses); else from the flags."""
     if ctx.fuse is not None:
-        c = fused_cond(ctx.fuse, _CANON.get(cc, cc))
+        c = fused_cond(ctx.fuse, cc)
         if c is not None:
             return ctx.tmp(c)
     return cond(cc)

@@ -153,9 +153,15 @@ _UNSIGNED = {"e": "i64.eq", "ne": "i64.ne", "b": "i64.lt_u", "ae": "i64.ge_u", "
              "l": "i64.lt_s", "ge": "i64.ge_s", "le": "i64.le_s", "g": "i64.gt_s"}
 
 
+_CANON = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "na": "be", "nbe": "a",
+          "nge": "l", "nl": "ge", "ng": "le", "nle": "g"}
+
+
 def fused_cond(fuse: tuple, cc: str) -> Expr | None:
-    """The jcc condition computed straight from a cmp/sub/test's operands, or None."""
+    """The condition ``cc`` (any of its spellings) computed straight from a cmp/sub/test's
+    operands, or None."""
     from .ctx import sext
+    cc = _CANON.get(cc, cc)
     if fuse[0] == "sub":
         _, a, b, size = fuse
         name = _UNSIGNED.get(cc)
