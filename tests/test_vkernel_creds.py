@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from vkernel.userns import id_ranges
+
 from examples.busybox.build import busybox_entries
 from examples.debs import unpacked_deb
 from recompiler.image import ExtraLayer, LayerEntry, file_entry, open_image, scratch_image, write_image
@@ -132,10 +134,14 @@ def test_files_created_by_the_user_are_owned_by_it_on_the_host(app: tuple[Path, 
     assert got.returncode == 0, got.stderr
     assert got.stdout == (b"1000:1000 750 /home/app\n1000:1000 644 /home/app/new\n"
                           b"1000:1000 755 /tmp/d\n1000:1000 600 /home/app/notes\n")
+    # On the host the guest's uid 1000 is uid 1000 of the run's user namespace: the host id
+    # that many above the start of Kiln's unprivileged range (vkernel/userns.py).
+    uids, gids = id_ranges()
     for rel, mode in (("home/app", 0o750), ("home/app/new", 0o644), ("tmp/d", 0o755),
                       ("home/app/notes", 0o600)):     # the copied-up rootfs files keep owners
         s = (upper / rel).stat()
-        assert (s.st_uid, s.st_gid, s.st_mode & 0o7777) == (1000, 1000, mode), rel
+        assert (s.st_uid, s.st_gid, s.st_mode & 0o7777) == \
+            (uids.host(1000), gids.host(1000), mode), rel
     assert (upper / "home/app/notes").read_bytes() == b"app's notes\nmore\n"
 
 

@@ -55,8 +55,10 @@ def _volume(tmp_path: Path) -> Path:
 
 
 def test_volume_is_read_and_written_in_place(guest: Guest, tmp_path: Path) -> None:
+    """With ':idmap' guest ids are host ids in the volume (as root; without root they are
+    anyway), so the guest's root writes the host directory as its owner would."""
     vol = _volume(tmp_path)
-    got = kiln(guest, "/bin/vol", opts=("--volume", f"{vol}:/vol"))
+    got = kiln(guest, "/bin/vol", opts=("--volume", f"{vol}:/vol:idmap"))
     assert got.returncode == 0, got.stderr
     assert got.stdout.decode().splitlines() == [
         "in: hello from the host", "up-link: No such file or directory",
@@ -80,7 +82,7 @@ def test_readonly_volume_refuses_writes(guest: Guest, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("opts,needle", [
     (("--volume", "/nonexistent-kiln-dir:/vol"), "host directory /nonexistent-kiln-dir does not exist"),
-    (("--volume", "novolume"), "is not of the form HOST:GUEST[:ro]"),
+    (("--volume", "novolume"), "is not of the form HOST:GUEST[:OPTIONS]"),
     (("--memory", "lots"), "--memory 'lots' is not a size"),
     (("--timeout", "0"), "must be a positive number of seconds"),
     (("--pids-limit", "0"), "--pids-limit"),

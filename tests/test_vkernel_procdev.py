@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from vkernel.cli import DEFAULT_MEMORY, _parse_bytes
+
 from examples.busybox.build import build_busybox_image
 from formats import abi
 from vkernel.vfs import Vfs
@@ -103,9 +105,10 @@ def test_meminfo_follows_the_memory_limit(image: Path) -> None:
     info = {l.split(":")[0]: l.split()[1:] for l in got.stdout.decode().splitlines()}
     assert info["MemTotal"] == ["262144", "kB"]
     assert 0 < int(info["MemAvailable"][0]) <= 262144 and int(info["MemFree"][0]) <= 262144
-    host = _run(image, "cat /proc/meminfo")
-    host_total = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
-    assert host.stdout.decode().splitlines()[0].split() == host_total.split()
+    # Without --memory a run gets kiln's default, and says so.
+    default = _run(image, "cat /proc/meminfo")
+    want = str(_parse_bytes(DEFAULT_MEMORY) // 1024)
+    assert default.stdout.decode().splitlines()[0].split() == ["MemTotal:", want, "kB"]
 
 
 def test_mounts_lists_root_proc_dev_tmp_and_volumes(image: Path, tmp_path: Path) -> None:

@@ -20,6 +20,12 @@ class AuditLog:
         self._file: IO[str] | None = None
         self.records: list[dict[str, Any]] = []
 
+    def open(self) -> None:
+        """Open the log file now (a run opens it before it gives up access to host paths)."""
+        if self.path is not None and self._file is None:
+            # Appending keeps records of forked children and earlier runs.
+            self._file = open(self.path, "a", encoding="utf-8")
+
     def record(self, event: str, decision: str, summary: str, **fields: Any) -> dict[str, Any]:
         """Write one record; ``summary`` is the one-line text used on stderr."""
         rec: dict[str, Any] = {"time": round(time.time(), 6), "pid": os.getpid(),
@@ -29,9 +35,8 @@ class AuditLog:
         if self.path is None:
             print(f"kiln: audit: {summary}", file=sys.stderr, flush=True)
             return rec
-        if self._file is None:
-            # Appending keeps records of forked children and earlier runs.
-            self._file = open(self.path, "a", encoding="utf-8")
+        self.open()
+        assert self._file is not None
         self._file.write(json.dumps(rec, sort_keys=True) + "\n")
         self._file.flush()
         return rec

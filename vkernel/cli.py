@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from formats.errors import EXIT_BAD_INPUT, KilnError, user_report
 
 
@@ -81,44 +83,58 @@ def command_group():  # -> click.Group
         """
 
     @main.command("run", context_settings={"ignore_unknown_options": True})
-    @click.option("--rootfs", type=click.Path(file_okay=False, path_type=Path),
-                  help="Run from an unpacked root directory instead of an IMAGE (never modified); "
-                       "needs --megabinary.")
-    @click.option("--megabinary", type=click.Path(dir_okay=False, path_type=Path),
-                  help="With --rootfs: the megabinary produced by `recompile`.")
-    @click.option("--entrypoint", default=None, metavar="PATH",
-                  help="Replace the image's Entrypoint (CMD ARGS become its arguments).")
-    @click.option("-e", "--env", "env", multiple=True, metavar="K=V",
-                  help="Set an environment variable (after the image's Env; repeatable).")
-    @click.option("-w", "--workdir", default=None,
-                  help="Working directory in the guest (default: the image's WorkingDir, else /).")
-    @click.option("--trace", is_flag=True, help="Print each syscall on stderr, strace style.")
-    @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Append policy decisions (refusals) as JSON lines to this file.")
-    @click.option("--upper", "--keep-upper", "upper", type=click.Path(file_okay=False, path_type=Path),
-                  help="Keep the run's file changes (the upper layer, with whiteouts for deletions) "
-                       "in this directory (created if missing); default: a temporary directory "
-                       "removed when the run ends.")
-    @click.option("-v", "--volume", "volumes", multiple=True, metavar="HOST:GUEST[:ro]",
-                  help="Bind the host directory HOST at GUEST in the guest tree (repeatable); the "
-                       "guest reads and writes HOST itself, confined to it; ':ro' refuses writes.")
-    @click.option("--timeout", type=float, default=None, metavar="SECONDS",
-                  help="Kill the whole guest process tree after SECONDS and exit 124 (as timeout(1)).")
-    @click.option("--pids-limit", type=click.IntRange(min=1), default=None, metavar="N",
-                  help="At most N live guest processes; fork beyond that fails with EAGAIN.")
-    @click.option("--memory", "memory", default=None, metavar="BYTES",
-                  help="At most BYTES of mapped memory per guest process (suffix k, m or g); "
-                       "mmap and brk beyond it fail with ENOMEM.")
-    @click.option("-u", "--user", "user", default=None, metavar="USER[:GROUP]",
-                  help="Run as this user (uid, uid:gid, name or name:group, names from the image's "
-                       "/etc/passwd and /etc/group), replacing the image's User; default: the "
-                       "image's User, else root. Guest ids are real host ids (kiln runs as root).")
+    @_run_options(click)
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     @_help_of(run)
     def run_command(**params: object) -> None:
         run(**params)  # type: ignore[arg-type]
 
+    @main.command("cleanup")
+    @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+    def cleanup_command(as_json: bool) -> None:
+        """Remove what runs that were killed left in the state directory.
+
+        Every run keeps its files under the state directory ($KILN_STATE, else
+        /var/lib/kiln for root, ~/.local/state/kiln for others) while it lives, and
+        removes them when it ends. A run killed with SIGKILL cannot: the next
+        `kiln run` removes its leftovers, and so does this command. Live runs are
+        never touched.
+        """
+        from vkernel.statedir import StateDir
+        state = StateDir.open()
+        try:
+            gone = state.sweep()
+            alive = [rid for rid, live in state.runs() if live]
+        finally:
+            state.close()
+        if as_json:
+            import json
+            click.echo(json.dumps({"removed": gone, "running": alive, "state": str(state.path)}))
+        else:
+            click.echo(f"removed {len(gone)} stale run(s) from {state.path}; "
+                       f"{len(alive)} run(s) still running")
+
     return main
+
+
+def _run_options(click):  # -> a decorator adding RUN_OPTIONS to the click command
+    """The click options of ``kiln run``, made from :data:`RUN_OPTIONS`."""
+    kinds = {
+        "dir-path": dict(type=click.Path(file_okay=False, path_type=Path)),
+        "file-path": dict(type=click.Path(dir_okay=False, path_type=Path)),
+        "str": dict(default=None), "multi": dict(multiple=True), "flag": dict(is_flag=True),
+        "float": dict(type=float, default=None),
+        "count": dict(type=click.IntRange(min=1), default=None),
+    }
+
+    def add(f):
+        for opt in reversed(RUN_OPTIONS):
+            extra = dict(kinds[opt.kind])
+            if opt.metavar:
+                extra["metavar"] = opt.metavar
+            f = click.option(*opt.names, opt.param, help=opt.help, **extra)(f)
+        return f
+    return add
 
 
 def _help_of(documented):  # a decorator: click takes a command's help from its docstring
@@ -147,23 +163,68 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-# `kiln run` options as click declares them in command_group(), for fast_run_params:
-# option spelling -> (parameter name, how its value converts).
-_RUN_OPTIONS: dict[str, tuple[str, str]] = {
-    "--rootfs": ("rootfs", "dir-path"), "--megabinary": ("megabinary", "file-path"),
-    "--entrypoint": ("entrypoint", "str"), "-e": ("env", "multi"), "--env": ("env", "multi"),
-    "-w": ("workdir", "str"), "--workdir": ("workdir", "str"), "--trace": ("trace", "flag"),
-    "--audit-log": ("audit_log", "file-path"), "--upper": ("upper", "dir-path"),
-    "--keep-upper": ("upper", "dir-path"), "-v": ("volumes", "multi"),
-    "--volume": ("volumes", "multi"), "--timeout": ("timeout", "float"),
-    "--pids-limit": ("pids_limit", "count"), "--memory": ("memory", "str"),
-    "-u": ("user", "str"), "--user": ("user", "str"),
-}
+@dataclass(frozen=True)
+class RunOption:
+    """One ``kiln run`` option: click's declaration and the fast parser both come from it."""
+    names: tuple[str, ...]
+    param: str
+    kind: str           # dir-path, file-path, str, multi, flag, float, count
+    help: str
+    metavar: str | None = None
+
+
+RUN_OPTIONS: tuple[RunOption, ...] = (
+    RunOption(("--rootfs",), "rootfs", "dir-path",
+              "Run from an unpacked root directory instead of an IMAGE (never modified); "
+              "needs --megabinary."),
+    RunOption(("--megabinary",), "megabinary", "file-path",
+              "With --rootfs: the megabinary produced by `recompile`."),
+    RunOption(("--entrypoint",), "entrypoint", "str",
+              "Replace the image's Entrypoint (CMD ARGS become its arguments).", "PATH"),
+    RunOption(("-e", "--env"), "env", "multi",
+              "Set an environment variable (after the image's Env; repeatable).", "K=V"),
+    RunOption(("-w", "--workdir"), "workdir", "str",
+              "Working directory in the guest (default: the image's WorkingDir, else /)."),
+    RunOption(("-t", "--tty"), "tty", "flag",
+              "Give the run a terminal of its own (a pseudo-terminal: the guest's stdio and "
+              "/dev/tty), as `docker run -t`; without it /dev/tty is ENXIO."),
+    RunOption(("--trace",), "trace", "flag", "Print each syscall on stderr, strace style."),
+    RunOption(("--audit-log",), "audit_log", "file-path",
+              "Append policy decisions (refusals) as JSON lines to this file."),
+    RunOption(("--upper", "--keep-upper"), "upper", "dir-path",
+              "Keep the run's file changes (the upper layer, with whiteouts for deletions) in "
+              "this directory (created if missing); default: the run's own, removed when it "
+              "ends (as root: a tmpfs of --disk bytes)."),
+    RunOption(("-v", "--volume"), "volumes", "multi",
+              "Bind the host directory HOST at GUEST in the guest tree (repeatable); the guest "
+              "reads and writes HOST itself, confined to it. OPTS, comma-separated: 'ro' refuses "
+              "writes; 'idmap' (as root) lets guest ids be host ids there instead of the run's "
+              "unprivileged ids. Set-id bits are never stored in a volume.",
+              "HOST:GUEST[:OPTS]"),
+    RunOption(("--timeout",), "timeout", "float",
+              "Kill the whole guest process tree after SECONDS and exit 124 (as timeout(1)).",
+              "SECONDS"),
+    RunOption(("--pids-limit",), "pids_limit", "count",
+              "At most N live guest processes; fork beyond that fails with EAGAIN.", "N"),
+    RunOption(("--memory",), "memory", "str",
+              "Memory of the whole run, vkernel's own included (suffix k, m or g; default 2g). "
+              "As root it is the run's cgroup limit; guests get ENOMEM before reaching it. "
+              "Without root it bounds each guest process's mappings.", "BYTES"),
+    RunOption(("--disk",), "disk", "str",
+              "Bytes the run's upper layer may hold (as root; default 1g); writes beyond fail "
+              "with ENOSPC. The layer lives in memory and counts toward --memory.", "BYTES"),
+    RunOption(("-u", "--user"), "user", "str",
+              "Run as this user (uid, uid:gid, name or name:group, names from the image's "
+              "/etc/passwd and /etc/group), replacing the image's User; default: the image's "
+              "User, else root. As root, guest ids are a user namespace's, mapped to "
+              "unprivileged host ids.", "USER[:GROUP]"),
+)
+_RUN_OPTIONS = {name: (o.param, o.kind) for o in RUN_OPTIONS for name in o.names}
 _RUN_DEFAULTS: dict[str, object] = {
-    "rootfs": None, "megabinary": None, "entrypoint": None, "env": (), "workdir": None,
-    "trace": False, "audit_log": None, "upper": None, "volumes": (), "timeout": None,
-    "pids_limit": None, "memory": None, "user": None,
-}
+    o.param: (() if o.kind == "multi" else False if o.kind == "flag" else None)
+    for o in RUN_OPTIONS}
+DEFAULT_MEMORY = "2g"
+DEFAULT_DISK = "1g"
 
 
 def fast_run_params(args: list[str]) -> dict[str, object] | None:
@@ -177,7 +238,7 @@ def fast_run_params(args: list[str]) -> dict[str, object] | None:
     if not args or args[0] != "run":
         return None
     params: dict[str, object] = dict(_RUN_DEFAULTS)
-    multi: dict[str, list[str]] = {"env": [], "volumes": []}
+    multi: dict[str, list[str]] = {o.param: [] for o in RUN_OPTIONS if o.kind == "multi"}
     positional: list[str] = []
     i = 1
     while i < len(args):
@@ -231,8 +292,8 @@ def fast_run_params(args: list[str]) -> dict[str, object] | None:
                         not os.access(value, os.R_OK):
                     return None
             params[param] = Path(value)
-    params["env"] = tuple(multi["env"])
-    params["volumes"] = tuple(multi["volumes"])
+    for name, values in multi.items():
+        params[name] = tuple(values)
     params["args"] = tuple(positional)
     return params
 
@@ -260,9 +321,9 @@ def _bundle_spec(bundle: Path) -> dict:
 
 
 def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
-        env: tuple[str, ...], workdir: str | None, trace: bool,
+        env: tuple[str, ...], workdir: str | None, tty: bool, trace: bool,
         audit_log: Path | None, upper: Path | None, volumes: tuple[str, ...],
-        timeout: float | None, pids_limit: int | None, memory: str | None,
+        timeout: float | None, pids_limit: int | None, memory: str | None, disk: str | None,
         user: str | None, args: tuple[str, ...]) -> None:
     """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
@@ -277,10 +338,20 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
     The image's files are the read-only lower layer; the run writes to its
     own upper layer. Only programs whose BLAKE3 is in the megabinary's index
     can be executed; anything else is refused and audited.
+
+    As root, each run is isolated as a container is, and more: its own pid,
+    mount and user namespaces (guest root is an unprivileged host id), a
+    cgroup for --memory, a tmpfs of --disk bytes for its upper layer, and a
+    seccomp filter on every process. Its state lives under /var/lib/kiln
+    ($KILN_STATE) while it runs; `kiln cleanup` removes what a killed run left.
     """
     from vkernel.runtime import RunSpec, run_guest
     vols = tuple(_parse_volume(v) for v in volumes)
-    mem = _parse_bytes(memory) if memory is not None else 0
+    mem = _parse_bytes(memory if memory is not None else DEFAULT_MEMORY, "--memory")
+    disk_bytes = _parse_bytes(disk, "--disk") if disk is not None else 0
+    if disk is not None and upper is not None:
+        raise KilnError("--disk bounds the run's own upper layer, not an --upper directory",
+                        hint="leave one of them out: the file system of --upper sets its limit")
     if timeout is not None and timeout <= 0:
         raise KilnError(f"--timeout {timeout:g} must be a positive number of seconds")
     for item in env:
@@ -342,7 +413,8 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
                    env=tuple(f"{k}={v}" for k, v in merged.items()),
                    workdir=workdir, trace=trace, audit_log=audit_log, upper=upper,
                    volumes=vols, timeout=timeout, pids_limit=pids_limit or 0, memory=mem,
-                   user=image_user if user is None else user, pid_namespace=True)
+                   user=image_user if user is None else user, pid_namespace=True,
+                   disk=disk_bytes, tty=tty, lockdown=True)
     try:
         status = run_guest(spec)
     except KilnError:
@@ -368,12 +440,16 @@ def _exit_now(status: int) -> None:
 def _parse_volume(text: str):  # -> vkernel.vfs.Volume
     from vkernel.vfs import Volume
     parts = text.split(":")
-    readonly = False
-    if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        readonly = parts[2] == "ro"
+    readonly = idmap = False
+    if len(parts) == 3:
+        flags = parts[2].split(",")
+        if not set(flags) <= {"ro", "rw", "idmap"} or {"ro", "rw"} <= set(flags):
+            raise KilnError(f"--volume {text!r}: unknown options {parts[2]!r}",
+                            hint="options are ro, rw and idmap, e.g. --volume ./data:/data:ro,idmap")
+        readonly, idmap = "ro" in flags, "idmap" in flags
         parts = parts[:2]
     if len(parts) != 2 or not parts[0] or not parts[1]:
-        raise KilnError(f"--volume {text!r} is not of the form HOST:GUEST[:ro]",
+        raise KilnError(f"--volume {text!r} is not of the form HOST:GUEST[:OPTIONS]",
                         hint="for example --volume ./data:/data:ro")
     host, guest = Path(parts[0]), parts[1]
     if not host.is_dir():
@@ -382,10 +458,10 @@ def _parse_volume(text: str):  # -> vkernel.vfs.Volume
     if not guest.startswith("/") or guest.rstrip("/") == "":
         raise KilnError(f"--volume {text!r}: the guest path must be absolute and not /",
                         hint="for example --volume ./data:/data")
-    return Volume(str(host.resolve()), guest, readonly)
+    return Volume(str(host.resolve()), guest, readonly, idmap)
 
 
-def _parse_bytes(text: str) -> int:
+def _parse_bytes(text: str, option: str = "--memory") -> int:
     units = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower()
     num = t.rstrip("bkmg")
@@ -393,10 +469,10 @@ def _parse_bytes(text: str) -> int:
     try:
         value = int(float(num) * units[suffix])
     except (ValueError, KeyError):
-        raise KilnError(f"--memory {text!r} is not a size", hint="write e.g. 64m, 1g or 1048576") \
+        raise KilnError(f"{option} {text!r} is not a size", hint="write e.g. 64m, 1g or 1048576") \
             from None
     if value <= 0:
-        raise KilnError(f"--memory {text!r} must be positive")
+        raise KilnError(f"{option} {text!r} must be positive")
     return value
 
 

@@ -18,6 +18,7 @@ class OpenFile:
     dir_entries: list[tuple[bytes, int, int]] | None = field(default=None, repr=False)
     dir_pos: int = 0
     may_block: bool | None = None   # a pipe, tty or socket (reads wait interruptibly); lazily known
+    inherited: bool = False    # one of the host's stdio descriptors kiln was started with
 
 
 class FdTable:
@@ -65,7 +66,11 @@ class FdTable:
 
     @classmethod
     def with_stdio(cls) -> "FdTable":
-        """Guest fds 0, 1, 2 as duplicates of the host's."""
+        """Guest fds 0, 1, 2 as duplicates of the host's. The guest may use them as it got
+        them, never more: re-opening one (/proc/self/fd/N, /dev/stdout) cannot widen its
+        access mode or reach the host path behind it, and fchown, fchmod and ftruncate on
+        them are refused (vkernel/syscalls/fs.py), as if they were the pipes a container
+        runtime hands its containers."""
         t = cls()
         for fd in (0, 1, 2):
             try:
@@ -74,5 +79,5 @@ class FdTable:
                 continue
             os.set_inheritable(h, False)
             t.files[fd] = OpenFile(h, ["/dev/stdin", "/dev/stdout", "/dev/stderr"][fd],
-                                   os.O_RDONLY if fd == 0 else os.O_WRONLY)
+                                   os.O_RDONLY if fd == 0 else os.O_WRONLY, inherited=True)
         return t

@@ -5,6 +5,7 @@ import ctypes
 import struct
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from formats import abi
 
@@ -20,6 +21,11 @@ _libc.mremap.restype = ctypes.c_void_p
 _MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
 _MOVE_PAGES_MIN = 64 * 1024
 """Moves this large or larger hand the host pages over instead of copying the bytes."""
+
+
+class RunBudget(Protocol):
+    """The memory of a whole run (vkernel.cgroup.RunCgroup), shared by its processes."""
+    def would_exceed(self, new_bytes: int) -> bool: ...
 
 
 def page_down(a: int) -> int:
@@ -91,7 +97,8 @@ class AddressSpace:
         self.maps: list[Mapping] = []
         self.brk_start = 0
         self.brk_cur = 0
-        self.limit = 0              # kiln run --memory: mapped bytes at most (0: no limit)
+        self.limit = 0              # mapped bytes of this process at most (0: no limit)
+        self.run_budget: "RunBudget | None" = None   # the whole run's memory (its cgroup)
         self._anon: bool | None = None   # guest memory is private anonymous host memory
 
     def mapped_bytes(self) -> int:
@@ -99,12 +106,15 @@ class AddressSpace:
 
     def would_exceed(self, new_bytes: int, start: int = 0, end: int = 0) -> bool:
         """Whether mapping ``new_bytes`` more (minus what [start, end) already maps) passes the
-        --memory limit."""
-        if not self.limit:
+        process's limit or the run's memory (--memory)."""
+        if not self.limit and self.run_budget is None:
             return False
         covered = sum(min(m.end, end) - max(m.start, start) for m in self.covering(start, end)) \
             if end > start else 0
-        return self.mapped_bytes() + new_bytes - covered > self.limit
+        grow = new_bytes - covered
+        if self.limit and self.mapped_bytes() + grow > self.limit:
+            return True
+        return grow > 0 and self.run_budget is not None and self.run_budget.would_exceed(grow)
 
     # -- raw access ------------------------------------------------------------
     # Every accessor raises ValueError (the syscall layer's EFAULT) for a range in the

@@ -137,6 +137,14 @@ class Skeleton:
         os.chmod(self.psdir, 0o711)          # guests' command lines: not for other host users
         os.chmod(dev, 0o755)
 
+    def hand_over(self, uid: int, gid: int) -> None:
+        """Make the skeleton the run's namespace root's (host ids ``uid``/``gid``), before the
+        run's first process gives up host root: vkernel keeps writing ``ps/`` as that root."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in (*dirnames, *filenames):
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+        os.chown(self.root, uid, gid)
+
     @property
     def piddir(self) -> str:
         return os.path.join(self.root, "pid")

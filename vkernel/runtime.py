@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import resource
-import shutil
 import signal as hsignal
 import stat as st
 import sys
@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import wasmtime
 
@@ -24,13 +25,16 @@ from vkernel.engine import load_module, make_engine
 from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
-from vkernel.proctree import become_subreaper, guest_processes
-from vkernel.vfs import Volume
+from vkernel.proctree import become_subreaper
 from vkernel.loader import build_stack, load_elf
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy, UnitInfo
 from vkernel.syscalls.table import TABLE
-from vkernel.vfs import Vfs
+from vkernel.vfs import Vfs, Volume
+
+if TYPE_CHECKING:
+    from vkernel.cgroup import RunCgroup
+    from vkernel.sandbox import Isolation
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -49,14 +53,16 @@ class RunSpec:
     volumes: tuple["Volume", ...] = ()  # host directories bound into the guest tree
     timeout: float | None = None        # seconds; then the whole guest tree is killed (exit 124)
     pids_limit: int = 0                 # live guest processes at most (fork: EAGAIN); 0 = no limit
-    memory: int = 0                     # mapped bytes per guest process at most (ENOMEM); 0 = none
+    memory: int = 0                     # bytes: the run's memory (a cgroup when supervised as
+                                        # root), else mapped bytes per guest process; 0 = none
     tree_root: int = 0                  # internal: the --timeout supervisor's pid
     user: str = ""                      # image User / --user: uid, uid:gid, name, name:group; "" = root
-    pid_namespace: bool = False         # first guest is pid 1 of its own pid namespace (as root)
-
-
-TIMEOUT_STATUS = 124
-"""Exit status of ``kiln run --timeout`` when the time ran out (as timeout(1))."""
+    pid_namespace: bool = False         # isolate as root: pid, mount and user namespaces, cgroup
+    disk: int = 0                       # bytes the upper layer may hold (root: its tmpfs size)
+    tty: bool = False                   # -t: the run gets a pseudo-terminal of its own
+    lockdown: bool = False              # seccomp-lock the guest's host process (kiln run itself)
+    isolation: "Isolation | None" = None   # internal: set up by the run's first process
+    run_memory: "RunCgroup | None" = None  # internal: the run's cgroup (ENOMEM run-wide)
 
 
 _FAULT_SIGNAL = {
@@ -106,10 +112,12 @@ class Runtime:
             if trust is not None:
                 trust.close()
         self.audit = AuditLog(spec.audit_log)
+        self.audit.open()                 # now: later the run may not reach the path
         self.policy = ExecPolicy(units, self.audit)
-        self.own_upper = spec.upper is None
-        self.upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if spec.upper is None else Path(spec.upper)
-        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True)
+        if spec.upper is None:
+            raise VkernelError("no upper layer given", hint="run_guest makes one (RunSpec.upper)")
+        self.upper = Path(spec.upper)
+        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
         # Signals ignored when kiln started stay ignored for the guest, as across execve.
@@ -128,10 +136,11 @@ class Runtime:
         self.proc.tree_root_is_supervisor = bool(spec.tree_root)
         if not spec.tree_root:
             become_subreaper()          # orphans stay in the guest tree (kill, --pids-limit)
-        if spec.pids_limit or spec.memory:
+        if spec.pids_limit or spec.memory or spec.run_memory is not None:
             lock_fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600) \
                 if spec.pids_limit else -1
-            self.proc.limits = GuestLimits(pids=spec.pids_limit, memory=spec.memory,
+            run_wide = spec.run_memory.memory if spec.run_memory is not None else 0
+            self.proc.limits = GuestLimits(pids=spec.pids_limit, memory=spec.memory or run_wide,
                                            lock_fd=lock_fd)
         self.kernel: Kernel | None = None
         self.last_signal = 0
@@ -149,8 +158,6 @@ class Runtime:
             signals.attach(None, None)
             if self.proc.limits is not None and self.proc.limits.lock_fd >= 0:
                 os.close(self.proc.limits.lock_fd)
-        if self.own_upper and not self.proc.is_forked_child:
-            shutil.rmtree(self.upper, ignore_errors=True)
 
     # -- program lookup -----------------------------------------------------------
     def resolve_command(self, name: str, env: list[bytes]) -> str:
@@ -243,8 +250,8 @@ class Runtime:
         gview, gbase = _memory_view(guest, store)
         cview, _ = _memory_view(ctl_mem, store)
         space = AddressSpace(gview, gbase)
-        if self.proc.limits is not None:
-            space.limit = self.proc.limits.memory
+        space.limit = self.spec.memory
+        space.run_budget = self.spec.run_memory
         ctl = ControlMemory(cview)
         k.space, k.ctl = space, ctl
         image = load_elf(space, data, path, unit.number)
@@ -424,15 +431,42 @@ def run_guest(spec: RunSpec) -> int:
 
     Raises KilnError when the run cannot start (bad megabinary, hash refused,
     dynamically linked program...). Forked guest processes never return here:
-    they end with the guest's status. With ``spec.timeout`` this process
-    becomes a supervisor and the guest runs in a child (:func:`_supervise`).
+    they end with the guest's status. With ``spec.timeout``, ``spec.tty`` or,
+    as root, ``spec.pid_namespace`` this process becomes a supervisor and the
+    guest runs in an isolated child (vkernel/supervisor.py).
     """
-    if spec.timeout is not None or (spec.pid_namespace and pidns.possible()):
-        return _supervise(spec)
+    if spec.timeout is not None or spec.tty or (spec.pid_namespace and pidns.possible()):
+        from vkernel.supervisor import supervise
+        return supervise(spec)
+    run = None
+    if spec.upper is None:                  # the run's own upper layer, in the state directory
+        from vkernel.statedir import StateDir
+        state = StateDir.open()
+        try:
+            run = state.new_run()
+        finally:
+            state.close()
+        spec = dataclasses.replace(spec, upper=run.mkdir("upper", 0o755))
+    try:
+        return _run_here(spec)
+    finally:
+        if run is not None:
+            run.remove()
+
+
+def _run_here(spec: RunSpec) -> int:
+    """The guest in this process (the supervisor's first process, or an unsupervised run)."""
+    guard = None
+    if spec.lockdown and spec.isolation is None:
+        from vkernel.console import TerminalGuard
+        guard = TerminalGuard()            # a guest must not leave the user's terminal changed
     rt = Runtime(spec)
     status, sig = 2, 0
     try:
         _take_user(rt)
+        if spec.lockdown and spec.isolation is None:
+            from vkernel import sandbox
+            sandbox.lock_down()
         _publish_first(rt)
         status = rt.run()
         sig = rt.last_signal
@@ -449,7 +483,9 @@ def run_guest(spec: RunSpec) -> int:
     finally:
         child = rt.proc.is_forked_child
         if not child:
-            creds.restore_host()         # vkernel tidies up (upper layer, skeleton) as itself
+            creds.restore_host()         # vkernel tidies up (skeleton) as itself
+            if guard is not None:
+                guard.restore()
         rt.close()
         if child:
             _die_like(status, sig)
@@ -457,25 +493,37 @@ def run_guest(spec: RunSpec) -> int:
 
 def _take_user(rt: Runtime) -> None:
     """Give this (first guest) process the credentials of ``spec.user`` resolved in the image:
-    real host ids when kiln runs as root (vkernel/creds.py); HOME from passwd unless set."""
+    real host ids when kiln runs as root (vkernel/creds.py), inside the run's user namespace
+    when it has one (vkernel/sandbox.py); HOME from passwd unless set."""
     def read(path: str) -> bytes | None:
         try:
             return rt.vfs.read_file(path, 1 << 20)
         except OSError:
             return None
+    iso = rt.spec.isolation
     if not rt.spec.user and os.geteuid() != 0:
         return                           # not root: the guest runs with the host user's ids
     user = creds.resolve_user(rt.spec.user or "0", read)
     creds.check_possible(user)
+    if iso is not None and max(user.uid, user.gid, *user.groups) >= iso.id_count:
+        raise VkernelError(f"cannot run the guest as uid {user.uid} gid {user.gid}: the run's "
+                           f"user namespace maps ids 0..{iso.id_count - 1} only",
+                           hint="give a smaller --user, or a larger 'kiln' range in /etc/subuid "
+                                "and /etc/subgid")
     if not any(e.startswith("HOME=") for e in rt.spec.env):
-        import dataclasses
         rt.spec = dataclasses.replace(rt.spec, env=(*rt.spec.env, f"HOME={user.home}"))
     if os.geteuid() != 0:
         return                           # the host user's ids, which check_possible accepted
-    # The host checks creates in / against the upper layer's root: make it the image root's.
+    # The host checks creates in / against the upper layer's root: make it the image root's
+    # (through the idmapped lower layer: the namespace's root, a host id of the run's range).
     low = os.fstat(rt.vfs.lower_fd)
     os.chown(rt.vfs.upper, low.st_uid, low.st_gid)
     os.chmod(rt.vfs.upper, st.S_IMODE(low.st_mode))
+    if iso is not None:
+        if rt.vfs.skeleton is not None:
+            rt.vfs.skeleton.hand_over(low.st_uid, low.st_gid)
+        from vkernel import sandbox
+        sandbox.drop(iso)                 # from here on, root is the namespace's root only
     creds.become(user.creds())
     pidns.die_with_supervisor()
 
@@ -485,163 +533,3 @@ def _publish_first(rt: Runtime) -> None:
     rt.proc.comm = os.path.basename(rt.spec.argv[0]).encode("utf-8", "surrogateescape")[:15]
     procfs.publish(rt.vfs.skeleton, os.path.basename(rt.spec.argv[0]),
                    [a.encode() for a in rt.spec.argv])
-
-
-def _kill_tree(root_spec: ProcessState) -> None:
-    """SIGKILL every guest process below this supervisor and reap them (we are their subreaper)."""
-    for _ in range(100):
-        procs = guest_processes(root_spec)
-        for pid in procs:
-            try:
-                os.kill(pid, hsignal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        while True:
-            try:
-                got, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if got == 0:
-                break
-        if not procs:
-            return
-        time.sleep(0.01)
-
-
-_SUPERVISED = (hsignal.SIGINT, hsignal.SIGQUIT, hsignal.SIGTERM, hsignal.SIGHUP, hsignal.SIGUSR1,
-               hsignal.SIGUSR2, hsignal.SIGALRM, hsignal.SIGWINCH)
-"""Signals the supervisor passes on to the guest when they were sent to kiln with kill(2)."""
-_FROM_TERMINAL = (hsignal.SIGINT, hsignal.SIGQUIT, hsignal.SIGWINCH)
-"""With si_code SI_KERNEL these came from the terminal, which already told the guest."""
-_SI_KERNEL = 0x80
-_SFD_CLOEXEC = 0o2000000
-
-
-def _signalfd(sigs: tuple[int, ...]) -> int:
-    """signalfd(2) for ``sigs`` (blocked by the caller): read with :func:`_read_siginfo`."""
-    mask = 0
-    for sig in sigs:
-        mask |= 1 << (sig - 1)
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.signalfd(-1, ctypes.byref(ctypes.c_uint64(mask)), _SFD_CLOEXEC)
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise VkernelError(f"cannot supervise the guest: signalfd: {os.strerror(e)}")
-    return fd
-
-
-def _read_siginfo(fd: int) -> tuple[int, int]:
-    """(signal number, si_code) of the next signalfd_siginfo."""
-    import struct
-    raw = os.read(fd, 128)
-    signo, _errno, code = struct.unpack_from("<Iii", raw)
-    return signo, code
-
-
-def _supervise(spec: RunSpec) -> int:
-    """Run the guest in a child: for --timeout (kill its whole tree when the time is up, exit
-    124) and for a pid namespace (the child is the namespace's pid 1, vkernel/pidns.py).
-
-    The supervisor is a child subreaper, so every guest process stays below it
-    even after setsid or double forks; a busy loop without syscalls is ended
-    too, since the kill comes from outside. When the first guest process ends
-    in time, processes it left running are killed as a container runtime does.
-    """
-    import dataclasses
-    import select
-    from formats.errors import user_report
-    own_upper = spec.upper is None
-    upper = Path(tempfile.mkdtemp(prefix="kiln-upper-")) if own_upper else spec.upper
-    become_subreaper()
-    me = os.getpid()
-    isolated = spec.pid_namespace and pidns.possible()
-    # The namespace's own scratch files (the /proc and /dev skeleton) go to a tmpfs mounted
-    # here in its mount namespace: gone with it, and no slow directory removal on disk.
-    scratch = tempfile.mkdtemp(prefix="kiln-scratch-") if isolated else None
-    # In its own pid namespace the first guest is pid 1 and the root of the guest tree itself.
-    child_spec = dataclasses.replace(spec, timeout=None, upper=upper, pid_namespace=False,
-                                     tree_root=0 if isolated else me)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    back = pidns.unshare_for_children() if isolated else None
-    held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, _SUPERVISED)    # for the signalfd below
-    try:
-        pid = os.fork()
-    finally:
-        if back is not None and os.getpid() == me:
-            pidns.restore_for_children(back)
-    if pid == 0:
-        status = 2
-        try:
-            hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
-            if isolated:
-                pidns.die_with_supervisor()
-                pidns.mount_own_proc()
-                if scratch is not None and pidns.mount_scratch(scratch):
-                    tempfile.tempdir = scratch
-            status = run_guest(child_spec)
-        except KilnError as e:
-            print(user_report(e), file=sys.stderr, flush=True)
-        except BaseException as e:  # never a traceback for the user
-            print(f"kiln: internal error in vkernel: {type(e).__name__}: {e}", file=sys.stderr,
-                  flush=True)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(status)
-    # Signals for kiln reach the guest: ^C/^\ from the terminal already did (same process
-    # group), those sent with kill(2) are forwarded. A pid 1 is immune to signals it does not
-    # catch (as in a container): then the supervisor ends the namespace instead (128+N).
-    killed_by: list[int] = []
-    try:
-        sfd = _signalfd(_SUPERVISED)
-    except BaseException:
-        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
-        raise
-    tree = ProcessState(tree_root=me, tree_root_is_supervisor=True)
-    try:
-        pidfd = os.pidfd_open(pid)
-        deadline = None if spec.timeout is None else time.monotonic() + max(0.0, float(spec.timeout))
-        timed_out = False
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                timed_out = True
-                break
-            try:
-                ready, _, _ = select.select([pidfd, sfd], [], [], left)
-            except InterruptedError:
-                continue
-            if sfd in ready:
-                signo, code = _read_siginfo(sfd)
-                from_terminal = code == _SI_KERNEL and signo in _FROM_TERMINAL
-                if isolated and not pidns.catches(pid, signo):
-                    killed_by.append(signo)
-                    os.kill(pid, hsignal.SIGKILL)
-                elif not from_terminal:
-                    os.kill(pid, signo)
-            if pidfd in ready:
-                break
-        os.close(pidfd)
-        if timed_out:
-            if isolated:                      # pid 1's end takes the namespace with it
-                os.kill(pid, hsignal.SIGKILL)
-                os.waitpid(pid, 0)
-            _kill_tree(tree)
-            print(f"kiln: timed out after {spec.timeout:g} s: the guest's processes were killed",
-                  file=sys.stderr, flush=True)
-            return TIMEOUT_STATUS
-        _, wstatus = os.waitpid(pid, 0)
-        if not isolated:                      # else the kernel killed and reaped the rest
-            _kill_tree(tree)
-        code = os.waitstatus_to_exitcode(wstatus)
-        if killed_by and code == -hsignal.SIGKILL:
-            code = -killed_by[0]
-        return 128 - code if code < 0 else code
-    finally:
-        os.close(sfd)
-        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
-        if own_upper:
-            shutil.rmtree(upper, ignore_errors=True)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)

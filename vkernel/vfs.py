@@ -24,6 +24,8 @@ from vkernel.procfs import Skeleton
 T = TypeVar("T")
 _NR_OPENAT2 = 437
 _RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
 _RESOLVE_IN_ROOT = 0x10
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -43,14 +45,14 @@ class SynthesizedPath(OSError):
         self.target = target
 
 
-def openat2_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0) -> int:
+def openat2_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0,
+                    resolve: int = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS) -> int:
     """openat2(root_fd, path, {flags, mode, RESOLVE_IN_ROOT|NO_MAGICLINKS}); OSError on failure."""
     if isinstance(path, str):
         path = path.encode()
     path = path.lstrip(b"/") or b"."
     creates = flags & os.O_CREAT or (flags & os.O_TMPFILE) == os.O_TMPFILE
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if creates else 0,
-                   _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if creates else 0, resolve)
     fd = _libc.syscall(_NR_OPENAT2, ctypes.c_int(root_fd), ctypes.c_char_p(path),
                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
@@ -59,9 +61,21 @@ def openat2_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0) 
     return fd
 
 
+def open_beneath(dir_fd: int, path: str | bytes, flags: int, mode: int = 0) -> int:
+    """openat2 for vkernel's own (privileged) work in a layer: ``path`` must stay below
+    ``dir_fd`` and no component may be a symlink (ELOOP), so a name a guest swapped for a
+    link can never redirect it."""
+    return openat2_in_root(dir_fd, path, flags | os.O_NOFOLLOW, mode,
+                           _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+
+
+_SET_ID = st.S_ISUID | st.S_ISGID
+"""Mode bits never stored in a volume (host users could run such a file)."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
-# Synthesized device files: guest path -> host device opened in their place.
+# Synthesized device files: guest path -> host device opened in their place. /dev/tty is the
+# process's controlling terminal, which is the run's own pseudo-terminal with -t; without
+# one, /dev/tty is ENXIO (vkernel/console.py).
 DEVICES = {
     "/dev/null": "/dev/null", "/dev/zero": "/dev/zero", "/dev/full": "/dev/full",
     "/dev/random": "/dev/urandom", "/dev/urandom": "/dev/urandom", "/dev/tty": "/dev/tty",
@@ -69,6 +83,8 @@ DEVICES = {
 
 
 WHITEOUT_PREFIX = ".wh."
+"""Names with this prefix are the upper layer's own (whiteouts, as in OCI layers): a guest can
+neither see nor create one (EPERM)."""
 WHITEOUT_MARKER = ".wh..wh.kiln"
 """A file in the upper root saying some whiteout exists (lookups skip the checks otherwise)."""
 
@@ -94,6 +110,24 @@ def _listed_stat(ent: os.DirEntry[str]) -> os.stat_result:
         return os.stat_result((kind, ent.inode(), 0, 0, 0, 0, 0, 0, 0, 0))
 
 
+_AT_EMPTY_PATH = 0x1000
+
+
+def chown_fd(fd: int, uid: int, gid: int) -> None:
+    """fchownat(fd, "", uid, gid, AT_EMPTY_PATH): the inode of ``fd`` itself (O_PATH fds of
+    symlinks included), never a path."""
+    r = _libc.fchownat(ctypes.c_int(fd), b"", ctypes.c_uint(uid & 0xFFFFFFFF),
+                       ctypes.c_uint(gid & 0xFFFFFFFF), ctypes.c_int(_AT_EMPTY_PATH))
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _real(fd: int) -> str:
+    """The host path of an open directory, as /proc/self/fd names it."""
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
 def normalize(path: str) -> str:
     """Lexically normalized absolute guest path (used for synthesized names only)."""
     p = os.path.normpath("/" + path)
@@ -107,11 +141,15 @@ class Volume:
     Inside it the guest reads and writes the host directory itself (no upper
     layer, no whiteouts), every lookup confined to it by ``openat2``
     (``RESOLVE_IN_ROOT``); symlinks found in it resolve in the guest tree, as
-    with a bind mount. ``readonly`` makes every write EROFS.
+    with a bind mount. ``readonly`` makes every write EROFS. When kiln runs as root the
+    guest's ids there are the run's unprivileged host ids (vkernel/userns.py), unless
+    ``idmap`` shows the host's ids unchanged. Set-user-ID and set-group-ID bits are
+    never stored in a volume: host users could run such files.
     """
     host: str
     guest: str
     readonly: bool = False
+    idmap: bool = False      # guest ids are host ids in it (as root: an idmapped mount)
 
 
 @dataclass(frozen=True)
@@ -127,25 +165,28 @@ class Vfs:
     """The guest's file tree for one run."""
 
     def __init__(self, rootfs: str | os.PathLike[str], upper: str | os.PathLike[str],
-                 volumes: tuple[Volume, ...] | list[Volume] = (), system: bool = False) -> None:
+                 volumes: tuple[Volume, ...] | list[Volume] = (), system: bool = False,
+                 tty: bool = False) -> None:
         """``system``: also present /proc and /dev (synthesized, read-only) and a writable
-        /tmp, as a container runtime does; without it the tree is the image's alone."""
-        self.rootfs = os.path.realpath(rootfs)
-        self.upper = os.path.realpath(upper)
-        self.lower_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.upper_fd = os.open(self.upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        /tmp, as a container runtime does; without it the tree is the image's alone.
+        ``tty``: the run has a terminal of its own (``-t``), which /dev/tty opens."""
+        self.lower_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.upper_fd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # Host paths as the kernel names them (guest_path_of compares with readlink's answers).
+        self.rootfs = _real(self.lower_fd)
+        self.upper = _real(self.upper_fd)
+        self.tty = tty
         self.mounts: list[_Mount] = []
         for v in volumes:
-            host = os.path.realpath(v.host)
-            fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            self.mounts.append(_Mount(normalize(v.guest), fd, host, v.readonly))
+            fd = os.open(v.host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.mounts.append(_Mount(normalize(v.guest), fd, _real(fd), v.readonly))
         # /proc and /dev: the synthesized read-only skeleton, unless a volume is bound there.
         self.skeleton = Skeleton() if system else None
         for name in ("proc", "dev") if self.skeleton is not None else ():
             if all(m.guest != "/" + name for m in self.mounts):
-                host = os.path.join(self.skeleton.root, name)
-                fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                self.mounts.append(_Mount("/" + name, fd, host, True, synthesized=True))
+                fd = os.open(os.path.join(self.skeleton.root, name),
+                             os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                self.mounts.append(_Mount("/" + name, fd, _real(fd), True, synthesized=True))
         self.mounts.sort(key=lambda m: -len(m.guest))
         self._mount_fds = {m.fd: m for m in self.mounts}
         self._synthesized = tuple(m.guest for m in self.mounts if m.synthesized)
@@ -157,12 +198,19 @@ class Vfs:
         for m in self.mounts:           # the mount point's parents exist, as a runtime makes them
             parent = os.path.dirname(m.guest)
             if self._mount_of(parent) is None and not self.is_dir(parent):
-                self._mkdirs_up(parent)
+                os.close(self._mkdirs_up(parent))
         if system and not self.is_dir("/tmp"):     # a writable /tmp, as every runtime provides
             try:
                 self.stat("/tmp", follow=False)
             except OSError:
                 _creating(os.mkdir, "tmp", 0o1777, dir_fd=self.upper_fd)
+                if os.geteuid() == 0:             # owned as the image's root directory
+                    low = os.fstat(self.lower_fd)
+                    fd = open_beneath(self.upper_fd, "tmp", os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        os.fchown(fd, low.st_uid, low.st_gid)
+                    finally:
+                        os.close(fd)
 
     # -- volumes -----------------------------------------------------------------------
     def _mount_of(self, canon: str) -> tuple[_Mount, str] | None:
@@ -233,6 +281,8 @@ class Vfs:
             if got is not None:
                 s = self._lstat_in(got[0].fd, got[1])
                 return (got[0].fd, s) if s is not None else None
+        if os.path.basename(canon).startswith(WHITEOUT_PREFIX):
+            return None                        # the upper layer's own (whiteouts)
         s = self._lstat_in(self.upper_fd, canon)
         if s is not None:
             return self.upper_fd, s
@@ -332,6 +382,8 @@ class Vfs:
         """A host fd for guest absolute ``path`` (OSError with the host errno on failure)."""
         dev = DEVICES.get(normalize(path))
         if dev is not None:
+            if dev == "/dev/tty" and not self.tty:
+                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path)
             return os.open(dev, (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
         try:
             canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
@@ -345,12 +397,13 @@ class Vfs:
                     raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
                 if s is None and not flags & os.O_CREAT:
                     raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-                return _creating(openat2_in_root, got[0].fd, got[1], flags, mode)
+                return _creating(openat2_in_root, got[0].fd, got[1], flags, mode & ~_SET_ID)
         if flags & _WRITE_FLAGS:
             if s is None:
                 if not flags & os.O_CREAT:
                     raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-                self._mkdirs_up(os.path.dirname(canon))
+                self._may_create(canon)
+                os.close(self._mkdirs_up(os.path.dirname(canon)))
             else:
                 if flags & os.O_CREAT and flags & os.O_EXCL:
                     raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
@@ -462,33 +515,58 @@ class Vfs:
         return os.stat(dev) if dev is not None else _listed_stat(ent)
 
     # -- writes ---------------------------------------------------------------------
+    # vkernel's own work in the upper layer (copy-up, whiteouts) runs with the mounter's
+    # credentials (privileged(): the run's namespace root when kiln runs as root). Every such
+    # step works on descriptors: directories are walked one component at a time with
+    # open_beneath (no symlink anywhere, nothing outside the layer), new files are created
+    # O_EXCL, and owners and modes are set on the opened descriptor, so a name swapped for a
+    # symlink between two steps makes the step fail instead of reaching another file.
     def _upper_dir_fd(self, canon_dir: str) -> int:
-        self._mkdirs_up(canon_dir)
-        return openat2_in_root(self.upper_fd, canon_dir, os.O_PATH | os.O_DIRECTORY)
+        """An O_PATH fd of upper-layer directory ``canon_dir``, made (copied up) if missing."""
+        return self._mkdirs_up(canon_dir)
 
-    def _mkdirs_up(self, canon_dir: str) -> None:
-        """Create the directories of canonical ``canon_dir`` in the upper layer (rootfs modes)."""
+    def _mkdirs_up(self, canon_dir: str) -> int:
+        """Create the directories of canonical ``canon_dir`` in the upper layer (rootfs modes
+        and owners); an O_PATH fd of the last."""
         parts = [p for p in canon_dir.split("/") if p]
-        for i in range(len(parts)):
-            cur = "/" + "/".join(parts[:i + 1])
-            s = self._lstat_in(self.upper_fd, cur)
-            if s is not None:
-                if not st.S_ISDIR(s.st_mode):
-                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), cur)
-                continue
-            low = self._lstat_in(self.lower_fd, cur)
-            mode = st.S_IMODE(low.st_mode) if low is not None else 0o755
-            with privileged():        # as overlayfs: copy-up with the mounter's credentials
-                pfd = openat2_in_root(self.upper_fd, "/" + "/".join(parts[:i]), os.O_PATH | os.O_DIRECTORY)
+        fd = os.dup(self.upper_fd)
+        try:
+            for i, part in enumerate(parts):
                 try:
-                    os.mkdir(parts[i], mode, dir_fd=pfd)
-                    if low is not None and os.geteuid() == 0:   # the rootfs owner, as overlayfs
-                        os.chown(parts[i], low.st_uid, low.st_gid, dir_fd=pfd, follow_symlinks=False)
-                        os.chmod(parts[i], mode, dir_fd=pfd)
-                except FileExistsError:
-                    pass
-                finally:
-                    os.close(pfd)
+                    nfd = open_beneath(fd, part, os.O_PATH | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    nfd = self._mkdir_up(fd, part, "/" + "/".join(parts[:i + 1]))
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
+                                      "/" + "/".join(parts[:i + 1])) from None
+                    raise
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _mkdir_up(self, pfd: int, name: str, cur: str) -> int:
+        """Copy up directory ``cur`` (entry ``name`` of upper directory ``pfd``): its rootfs
+        mode and owner, as overlayfs; an O_PATH fd of it."""
+        low = self._lstat_in(self.lower_fd, cur)
+        mode = st.S_IMODE(low.st_mode) if low is not None else 0o755
+        with privileged():        # as overlayfs: copy-up with the mounter's credentials
+            try:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+            except FileExistsError:
+                pass
+            nfd = open_beneath(pfd, name, os.O_PATH | os.O_DIRECTORY)
+            try:
+                if low is not None and os.geteuid() == 0:   # the rootfs owner, as overlayfs
+                    chown_fd(nfd, low.st_uid, low.st_gid)
+                os.chmod(f"/proc/self/fd/{nfd}", mode)
+            except BaseException:
+                os.close(nfd)
+                raise
+        return nfd
 
     def _copy_up(self, canon: str, s: os.stat_result, truncate: bool = False) -> None:
         """Copy the rootfs entry at ``canon`` (file or symlink) into the upper layer (with its
@@ -497,6 +575,9 @@ class Vfs:
             self._copy_up_as_mounter(canon, s, truncate)
 
     def _copy_up_as_mounter(self, canon: str, s: os.stat_result, truncate: bool) -> None:
+        if st.S_ISDIR(s.st_mode):
+            os.close(self._mkdirs_up(canon))
+            return
         pfd = self._upper_dir_fd(os.path.dirname(canon))
         owned = os.geteuid() == 0
         name = os.path.basename(canon)
@@ -504,19 +585,19 @@ class Vfs:
             if st.S_ISLNK(s.st_mode):
                 os.symlink(self._readlink_in(self.lower_fd, canon), name, dir_fd=pfd)
                 if owned:
-                    os.chown(name, s.st_uid, s.st_gid, dir_fd=pfd, follow_symlinks=False)
+                    lfd = open_beneath(pfd, name, os.O_PATH)
+                    try:
+                        chown_fd(lfd, s.st_uid, s.st_gid)
+                    finally:
+                        os.close(lfd)
                 return
-            if st.S_ISDIR(s.st_mode):
-                self._mkdirs_up(canon)
-                return
-            src = openat2_in_root(self.lower_fd, canon, os.O_RDONLY)
+            src = openat2_in_root(self.lower_fd, canon, os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                              st.S_IMODE(s.st_mode), dir_fd=pfd)
+                dst = open_beneath(pfd, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
                     if owned:
                         os.fchown(dst, s.st_uid, s.st_gid)
-                        os.fchmod(dst, st.S_IMODE(s.st_mode))
+                    os.fchmod(dst, st.S_IMODE(s.st_mode))
                     if not truncate:
                         while os.sendfile(dst, src, None, 1 << 24) > 0:
                             pass
@@ -534,15 +615,28 @@ class Vfs:
 
     def _whiteout_as_mounter(self, canon: str) -> None:
         if not self._has_whiteouts():
-            fd = openat2_in_root(self.upper_fd, "/" + WHITEOUT_MARKER, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.close(fd)
+            os.close(open_beneath(self.upper_fd, WHITEOUT_MARKER, os.O_WRONLY | os.O_CREAT, 0o600))
         pfd = self._upper_dir_fd(os.path.dirname(canon))
+        name = WHITEOUT_PREFIX + os.path.basename(canon)
         try:
-            fd = os.open(WHITEOUT_PREFIX + os.path.basename(canon),
-                         os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=pfd)
-            os.close(fd)
+            try:
+                os.close(open_beneath(pfd, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                fd = open_beneath(pfd, name, os.O_PATH)     # ELOOP for anything but a file
+                try:
+                    if not st.S_ISREG(os.fstat(fd).st_mode):
+                        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), canon) from None
+                finally:
+                    os.close(fd)
         finally:
             os.close(pfd)
+
+    @staticmethod
+    def _may_create(canon: str) -> None:
+        """EPERM for a name the upper layer keeps for itself (a guest's ``.wh.NAME`` would hide
+        NAME: whiteouts are Kiln's, as overlayfs's are its own device nodes)."""
+        if os.path.basename(canon).startswith(WHITEOUT_PREFIX):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), canon)
 
     def _in_lower(self, canon: str) -> os.stat_result | None:
         return None if self.hidden(canon) else self._lstat_in(self.lower_fd, canon)
@@ -613,12 +707,20 @@ class Vfs:
         """Remove an empty directory."""
         self._remove(path, want_dir=True)
 
+    def _new_entry_dir(self, canon: str, path: str) -> int:
+        """An O_PATH fd of the directory a new entry ``canon`` goes in: its volume's, else the
+        upper layer's (copied up; reserved names refused)."""
+        got = self._writable_mount(canon, path) if self.mounts else None
+        if got is not None:
+            return self._mount_parent(*got)
+        self._may_create(canon)
+        return self._upper_dir_fd(os.path.dirname(canon))
+
     def mkdir(self, path: str, mode: int) -> None:
         canon, _, s = self.resolve(path, follow=False)
         if s is not None:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-        got = self._writable_mount(canon, path) if self.mounts else None
-        pfd = self._mount_parent(*got) if got else self._upper_dir_fd(os.path.dirname(canon))
+        pfd = self._new_entry_dir(canon, path)
         try:
             _creating(os.mkdir, os.path.basename(canon), mode, dir_fd=pfd)
         finally:
@@ -632,8 +734,9 @@ class Vfs:
         canon, _, s = self.resolve(path, follow=False)
         if s is not None:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-        got = self._writable_mount(canon, path) if self.mounts else None
-        pfd = self._mount_parent(*got) if got else self._upper_dir_fd(os.path.dirname(canon))
+        pfd = self._new_entry_dir(canon, path)
+        if self.mounts and self._mount_of(canon) is not None:
+            mode &= ~_SET_ID
         try:
             _creating(os.mknod, os.path.basename(canon), kind | st.S_IMODE(mode), 0, dir_fd=pfd)
         finally:
@@ -643,12 +746,24 @@ class Vfs:
         canon, _, s = self.resolve(path, follow=False)
         if s is not None:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-        got = self._writable_mount(canon, path) if self.mounts else None
-        pfd = self._mount_parent(*got) if got else self._upper_dir_fd(os.path.dirname(canon))
+        pfd = self._new_entry_dir(canon, path)
         try:
             os.symlink(target, os.path.basename(canon), dir_fd=pfd)
         finally:
             os.close(pfd)
+
+    def chmod(self, path: str, mode: int, follow: bool = True) -> None:
+        """chmod of what ``path`` names (a rootfs file is copied up first); set-id bits of a
+        file in a volume are dropped (see :class:`Volume`)."""
+        h = self.upper_fd_for(path, follow)
+        try:
+            if self.mounts and not st.S_ISDIR(os.fstat(h).st_mode):
+                canon, _, _ = self.resolve(path, follow)
+                if self._mount_of(canon) is not None:
+                    mode &= ~_SET_ID
+            os.chmod(f"/proc/self/fd/{h}", mode & 0o7777)
+        finally:
+            os.close(h)
 
     def rename(self, old: str, new: str) -> None:
         ocanon, olayer, os_ = self.resolve(old, follow=False)
@@ -673,6 +788,7 @@ class Vfs:
                 return
         if ncanon.startswith(ocanon + "/"):
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
+        self._may_create(ncanon)
         if ns is not None and st.S_ISDIR(ns.st_mode) and not st.S_ISDIR(os_.st_mode):
             raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), new)
         if ns is not None and st.S_ISDIR(ns.st_mode) and self.list_dir(ncanon):
@@ -714,6 +830,7 @@ class Vfs:
                 raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), new)
             sfd, dfd = self._mount_parent(*og), self._mount_parent(*ng)
         else:
+            self._may_create(ncanon)
             if olayer == self.lower_fd:
                 self._copy_up(ocanon, os_)
             sfd = openat2_in_root(self.upper_fd, os.path.dirname(ocanon), os.O_PATH | os.O_DIRECTORY)

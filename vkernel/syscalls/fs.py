@@ -15,7 +15,7 @@ from vkernel.kernel import Kernel
 from vkernel.syscalls.args import AT_FDCWD, path_arg, s32, s64
 from vkernel import procfs
 from vkernel.proctree import guest_processes
-from vkernel.vfs import normalize
+from vkernel.vfs import chown_fd, normalize
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -226,7 +226,7 @@ def _other_guest_pid(k: Kernel, p: str, pid: str) -> tuple[str, object] | None:
 def fd_link(of: OpenFile) -> str:
     """What readlink(/proc/self/fd/N) gives: the guest path, or the host's name of a pipe
     or socket (``pipe:[ino]``) for the fds kiln was started with."""
-    if of.path in ("/dev/stdin", "/dev/stdout", "/dev/stderr"):
+    if of.path in _INHERITED_PATHS:
         try:
             host = os.readlink(f"/proc/self/fd/{of.host_fd}")
         except OSError:
@@ -237,10 +237,21 @@ def fd_link(of: OpenFile) -> str:
 
 
 def _reopen(k: Kernel, of: OpenFile, flags: int, mode: int) -> int:
-    """open(/proc/self/fd/N): a new open file of what fd N refers to, as Linux does."""
+    """open(/proc/self/fd/N): a new open file of what fd N refers to, as Linux does.
+
+    An inherited stdio descriptor is the exception: the guest gets the same open file
+    again when it asks for no more access than the descriptor has (EACCES otherwise), and
+    O_TRUNC has no effect (as on the pipe a container runtime would have given): the host
+    file behind it is never opened by path."""
+    if of.inherited:
+        have = hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL) & os.O_ACCMODE
+        want = flags & os.O_ACCMODE
+        if want != have and have != os.O_RDWR:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), of.path)
+        return os.dup(of.host_fd)
     if of.path.startswith("/") and not of.path.startswith("/dev/std"):
         return k.vfs.open(of.path, flags, mode)
-    # A pipe, socket or the inherited stdio: reopen the host's object itself.
+    # A pipe or socket the guest made: reopen the host's object itself.
     return os.open(f"/proc/self/fd/{of.host_fd}", (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
 
 
@@ -250,7 +261,9 @@ def open_guest(k: Kernel, path: str, flags: int, mode: int = 0o666) -> int:
 
 
 def _open_special(k: Kernel, path: str, flags: int, mode: int = 0o666) -> tuple[int, str | None]:
-    """(host fd, guest path to record or None) for ``path``; see :func:`open_guest`."""
+    """(host fd, guest path to record or None) for ``path``; see :func:`open_guest`. A
+    re-opened inherited stdio descriptor records its path (/dev/stdin, ...), which keeps it
+    inherited (sys_openat)."""
     host_flags = flags & ~os.O_CLOEXEC
     special = _proc_self(k, path, follow=not flags & os.O_NOFOLLOW)
     if special is None:
@@ -287,6 +300,8 @@ def _open_special(k: Kernel, path: str, flags: int, mode: int = 0o666) -> tuple[
 
 
 _WRITE_ACC = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+_INHERITED_PATHS = frozenset(("/dev/stdin", "/dev/stdout", "/dev/stderr"))
+"""What FdTable.with_stdio names the host's stdio; only those descriptors carry these paths."""
 
 
 def sys_openat(k: Kernel, dirfd: int, pathname: int, flags: int, mode: int) -> int:
@@ -300,7 +315,8 @@ def sys_openat(k: Kernel, dirfd: int, pathname: int, flags: int, mode: int) -> i
             gp = special
         else:
             gp = k.vfs.guest_path_of(h) if is_dir else normalize(path)
-        return k.fds.install(OpenFile(h, gp, flags & ~os.O_CLOEXEC, bool(flags & os.O_CLOEXEC), is_dir))
+        return k.fds.install(OpenFile(h, gp, flags & ~os.O_CLOEXEC, bool(flags & os.O_CLOEXEC),
+                                      is_dir, inherited=gp in _INHERITED_PATHS))
     except OSError:
         os.close(h)
         raise
@@ -614,12 +630,13 @@ def sys_symlink(k: Kernel, target: int, linkpath: int) -> int:
 
 def sys_fchmodat(k: Kernel, dirfd: int, pathname: int, mode: int) -> int:
     """fchmodat(2): copies a rootfs file up, then changes the copy"""
-    h = k.vfs.upper_fd_for(k.guest_path(s32(dirfd), path_arg(k, pathname)))
-    try:
-        os.chmod(f"/proc/self/fd/{h}", mode & 0o7777)
-    finally:
-        os.close(h)
+    k.vfs.chmod(k.guest_path(s32(dirfd), path_arg(k, pathname)), mode)
     return 0
+
+
+def _host_object(of: OpenFile) -> bool:
+    """A descriptor whose object belongs to the host: inherited stdio, a device of /dev."""
+    return of.inherited or of.path.startswith("/dev/")
 
 
 def sys_chmod(k: Kernel, pathname: int, mode: int) -> int:
@@ -630,23 +647,12 @@ def sys_chmod(k: Kernel, pathname: int, mode: int) -> int:
 def sys_fchmod(k: Kernel, fd: int, mode: int) -> int:
     """fchmod(2): by the fd's path (a rootfs file is copied up first)"""
     of = _file(k, fd)
+    if _host_object(of):
+        return -errno.EPERM
     if of.path.startswith("pipe:"):
         return 0
-    h = k.vfs.upper_fd_for(of.path)
-    try:
-        os.chmod(f"/proc/self/fd/{h}", mode & 0o7777)
-    finally:
-        os.close(h)
+    k.vfs.chmod(of.path, mode)
     return 0
-
-
-def _chown_fd(h: int, owner: int, group: int) -> None:
-    """fchownat(h, "", owner, group, AT_EMPTY_PATH): works on O_PATH fds, links included."""
-    r = _libc.fchownat(ctypes.c_int(h), b"", ctypes.c_uint(owner & 0xFFFFFFFF),
-                       ctypes.c_uint(group & 0xFFFFFFFF), ctypes.c_int(AT_EMPTY_PATH))
-    if r != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 def sys_fchownat(k: Kernel, dirfd: int, pathname: int, owner: int, group: int, flags: int) -> int:
@@ -658,7 +664,7 @@ def sys_fchownat(k: Kernel, dirfd: int, pathname: int, owner: int, group: int, f
         return sys_fchown(k, dirfd, owner, group)
     h = k.vfs.upper_fd_for(k.guest_path(s32(dirfd), raw), follow=not flags & AT_SYMLINK_NOFOLLOW)
     try:
-        _chown_fd(h, owner, group)
+        chown_fd(h, owner, group)
     finally:
         os.close(h)
     return 0
@@ -677,12 +683,14 @@ def sys_lchown(k: Kernel, pathname: int, owner: int, group: int) -> int:
 def sys_fchown(k: Kernel, fd: int, owner: int, group: int) -> int:
     """fchown(2): by the fd's path, as fchmod"""
     of = _file(k, fd)
-    if of.path.startswith("pipe:") or of.path.startswith("/dev/"):
-        _chown_fd(of.host_fd, owner, group)
+    if _host_object(of):
+        return -errno.EPERM
+    if of.path.startswith("pipe:"):
+        chown_fd(of.host_fd, owner, group)
         return 0
     h = k.vfs.upper_fd_for(of.path)
     try:
-        _chown_fd(h, owner, group)
+        chown_fd(h, owner, group)
     finally:
         os.close(h)
     return 0
@@ -711,8 +719,11 @@ def sys_truncate(k: Kernel, pathname: int, length: int) -> int:
 
 
 def sys_ftruncate(k: Kernel, fd: int, length: int) -> int:
-    """ftruncate(2)"""
-    os.ftruncate(_file(k, fd).host_fd, s64(length))
+    """ftruncate(2): EINVAL on inherited stdio (as on a pipe)"""
+    of = _file(k, fd)
+    if of.inherited:
+        return -errno.EINVAL
+    os.ftruncate(of.host_fd, s64(length))
     return 0
 
 
@@ -731,7 +742,7 @@ def sys_fdatasync(k: Kernel, fd: int) -> int:
 # -- fd plumbing ---------------------------------------------------------------------
 def _dup_to(k: Kernel, of: OpenFile, at: int | None, cloexec: bool, start: int = 0) -> int:
     h = os.dup(of.host_fd)
-    new = OpenFile(h, of.path, of.flags, cloexec, of.is_dir)
+    new = OpenFile(h, of.path, of.flags, cloexec, of.is_dir, inherited=of.inherited)
     try:
         return k.fds.install(new, at=at, start=start)
     except OSError:

@@ -1,0 +1,139 @@
+"""The isolation of one run, built by its first process before any guest code runs.
+
+``kiln run`` as root (vkernel/supervisor.py) forks the run's first process
+into new pid and mount namespaces. That process, still host root, then:
+
+1. joins the run's cgroup (vkernel/cgroup.py);
+2. mounts a small tmpfs on the run's directory under the state directory
+   (vkernel/statedir.py), seen only in its own mount namespace, for the
+   scratch files (the /proc and /dev skeleton) and, unless ``--upper`` names
+   a directory, a second tmpfs of ``--disk`` bytes for the upper layer: the
+   quota is the file system's size, and the kernel frees both with the
+   namespace however the run ends;
+3. makes the run's user namespace and shows the image's root filesystem
+   (and each ``:idmap`` volume) through an idmapped, read-only, nosuid mount
+   there (vkernel/userns.py);
+4. opens everything the run needs while it may (megabinary, AOT code, the
+   layers, volumes, audit log) — that is ``Runtime.__init__`` — then
+   :func:`drop`: joins the user namespace for good, imports every module
+   vkernel may need later and loads the seccomp filter (vkernel/seccomp.py).
+
+After that no process of the run holds a host privilege, can reach a host
+path it did not open before, map new executable memory or start a host
+program.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vkernel import userns
+from vkernel.errors import VkernelError
+
+if TYPE_CHECKING:
+    from vkernel.runtime import RunSpec
+    from vkernel.statedir import RunDir
+
+SCRATCH_BYTES = 64 << 20
+"""Size of the run's scratch tmpfs (the /proc and /dev skeleton, published command lines)."""
+
+_MS_NOSUID, _MS_NODEV = 0x2, 0x4
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What the first process prepared, for :func:`drop` (carried by RunSpec)."""
+    userns_fd: int              # the run's user namespace (-1: none, kiln is not root)
+    id_count: int               # guest ids 0..id_count-1 exist in it
+    fs_fd: int                  # O_PATH fd of the run's private tmpfs (kept by every process)
+
+
+def _tmpfs(path: Path, options: str) -> None:
+    if _libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", _MS_NOSUID | _MS_NODEV,
+                   options.encode()) != 0:
+        e = ctypes.get_errno()
+        raise VkernelError(f"cannot mount the run's private file system on {path}: "
+                           f"{os.strerror(e)}", hint="kiln run as root needs to mount tmpfs")
+
+
+def build(spec: "RunSpec", run: "RunDir", disk: int) -> "RunSpec":
+    """Steps 2 and 3 above, in the run's first process (host root, own mount namespace):
+    the spec to run with (lower layer, upper layer and volumes as mounted here)."""
+    fs = run.path / "fs"
+    _tmpfs(fs, f"mode=0711,size={SCRATCH_BYTES}")
+    for name in ("scratch", "lower"):
+        os.mkdir(fs / name, 0o755)
+    uids, gids = userns.id_ranges()
+    ns = userns.make_namespace(uids, gids)
+    userns.idmapped_mount(str(spec.rootfs), str(fs / "lower"), ns, readonly=True)
+    upper = spec.upper
+    if upper is None:
+        upper = fs / "upper"
+        os.mkdir(upper, 0o755)
+        _tmpfs(upper, f"mode=0755,size={disk}")
+    volumes = []
+    for i, v in enumerate(spec.volumes):
+        if v.idmap:
+            at = fs / f"volume-{i}"
+            os.mkdir(at, 0o755)
+            userns.idmapped_mount(v.host, str(at), ns, readonly=v.readonly)
+            v = dataclasses.replace(v, host=str(at))
+        volumes.append(v)
+    fs_fd = os.open(fs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    # The skeleton and other scratch files: reached through the descriptor, since the state
+    # directory above it is closed to the run's unprivileged ids.
+    os.chown(fs / "scratch", uids.first, gids.first)
+    tempfile.tempdir = f"/proc/self/fd/{fs_fd}/scratch"
+    iso = Isolation(ns, min(uids.count, gids.count), fs_fd)
+    return dataclasses.replace(spec, rootfs=fs / "lower", upper=Path(upper),
+                               volumes=tuple(volumes), isolation=iso)
+
+
+def drop(iso: Isolation) -> None:
+    """Step 4: into the run's user namespace for good, then lock the process down. Python's
+    own files may be in a directory only host root can read: import everything first."""
+    preload()
+    userns.enter(iso.userns_fd)
+    lock_down()
+
+
+def lock_down() -> None:
+    """Import what vkernel may import later, set no_new_privs and load the seccomp filter."""
+    preload()
+    userns.no_new_privs()
+    from vkernel import seccomp
+    seccomp.lock_down()
+
+
+_preloaded = False
+
+
+def preload() -> None:
+    """Import every module vkernel (and what it imports lazily) may need from now on: after
+    the lock-down the process can neither map a C extension's code nor, in the user
+    namespace, read files of the host's root-only directories."""
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
+    import importlib
+    import pkgutil
+
+    import vkernel
+    import vkernel.syscalls
+    for pkg in (vkernel, vkernel.syscalls):
+        for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
+            if info.name not in ("vkernel.cli", "vkernel.syscalls.gendoc"):
+                importlib.import_module(info.name)
+    for name in ("select", "mmap", "json", "struct", "termios", "fcntl", "resource", "signal",
+                 "formats.index", "formats.megabinary", "cbor2", "blake3", "errno",
+                 "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "unicodedata"):
+        importlib.import_module(name)

@@ -1,0 +1,249 @@
+"""The supervisor: ``kiln`` itself, outside the run, while the guest runs in a child.
+
+``kiln run`` supervises when it runs as root (the run gets its own pid, mount
+and user namespaces, cgroup and private file systems: vkernel/sandbox.py),
+with ``--timeout`` and with ``-t``. The supervisor
+
+- owns the run's state directory (vkernel/statedir.py) and cgroup, and
+  removes both when the run ends;
+- is a child subreaper, so every guest process stays below it even after
+  setsid or double forks, and kills what the first guest leaves running;
+- forwards the signals kiln receives (a pid 1 that does not catch one is
+  ended by it instead, as a container's init);
+- ends the whole tree when ``--timeout`` passes (exit 124);
+- with ``-t``, relays the run's pseudo-terminal (vkernel/console.py).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import select
+import signal as hsignal
+import struct
+import sys
+import time
+
+from formats.errors import KilnError, user_report
+from vkernel import console, pidns
+from vkernel.cgroup import RunCgroup
+from vkernel.errors import VkernelError
+from vkernel.kernel import ProcessState
+from vkernel.proctree import become_subreaper, guest_processes
+from vkernel.statedir import RunDir, StateDir
+
+TIMEOUT_STATUS = 124
+"""Exit status of ``kiln run --timeout`` when the time ran out (as timeout(1))."""
+
+DEFAULT_DISK = 1 << 30
+"""Bytes the upper layer may hold when ``--disk`` is not given (root runs)."""
+TASKS_PER_PROCESS = 4
+"""Host tasks per guest process the cgroup allows (vkernel's own threads count there)."""
+
+_SUPERVISED = (hsignal.SIGINT, hsignal.SIGQUIT, hsignal.SIGTERM, hsignal.SIGHUP, hsignal.SIGUSR1,
+               hsignal.SIGUSR2, hsignal.SIGALRM, hsignal.SIGWINCH)
+"""Signals the supervisor passes on to the guest (its first process has no terminal of the
+user's: it is in a session of its own)."""
+_SFD_CLOEXEC = 0o2000000
+
+
+def _signalfd(sigs: tuple[int, ...]) -> int:
+    """signalfd(2) for ``sigs`` (blocked by the caller): read with :func:`_read_siginfo`."""
+    mask = 0
+    for sig in sigs:
+        mask |= 1 << (sig - 1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.signalfd(-1, ctypes.byref(ctypes.c_uint64(mask)), _SFD_CLOEXEC)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise VkernelError(f"cannot supervise the guest: signalfd: {os.strerror(e)}")
+    return fd
+
+
+def _read_signal(fd: int) -> int:
+    """The number of the next signal from a signalfd."""
+    return struct.unpack_from("<I", os.read(fd, 128))[0]
+
+
+def kill_tree(root: ProcessState) -> None:
+    """SIGKILL every guest process below this supervisor and reap them (we are their subreaper)."""
+    for _ in range(100):
+        procs = guest_processes(root)
+        for pid in procs:
+            try:
+                os.kill(pid, hsignal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                got, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if got == 0:
+                break
+        if not procs:
+            return
+        time.sleep(0.01)
+
+
+def supervise(spec: "RunSpec") -> int:  # noqa: F821 (RunSpec: vkernel.runtime)
+    """Run the guest in a child process and watch it; the exit status as a shell sees it."""
+    state = StateDir.open()
+    try:
+        run = state.new_run()
+        try:
+            return _supervise_run(spec, run)
+        finally:
+            run.remove()
+    finally:
+        state.close()
+
+
+def _supervise_run(spec: "RunSpec", run: RunDir) -> int:  # noqa: F821
+    from vkernel.runtime import run_guest
+    isolated = spec.pid_namespace and pidns.possible()
+    me = os.getpid()
+    cg = None
+    if isolated:
+        cg = RunCgroup.create(f"kiln-{run.id}", spec.memory or (1 << 62),
+                              TASKS_PER_PROCESS * (spec.pids_limit or 1024) + 16)
+        run.mkdir("fs")
+    elif spec.disk:
+        raise KilnError("--disk needs kiln to run as root (the upper layer is a tmpfs of that size)",
+                        hint="run kiln as root, or leave --disk out")
+    upper = spec.upper
+    if upper is None and not isolated:
+        upper = run.mkdir("upper", 0o755)
+    child_spec = dataclasses.replace(
+        spec, timeout=None, tty=False, upper=upper, pid_namespace=False, lockdown=True,
+        tree_root=0 if isolated else me,
+        memory=0 if cg is not None else spec.memory)     # the cgroup bounds the run instead
+    pty = console.Pty.open() if spec.tty else None
+    guard = console.TerminalGuard()
+    become_subreaper()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    back = pidns.unshare_for_children() if isolated else None
+    held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, _SUPERVISED)    # for the signalfd below
+    try:
+        pid = os.fork()
+    finally:
+        if back is not None and os.getpid() == me:
+            pidns.restore_for_children(back)
+    if pid == 0:
+        _first_process(child_spec, run, cg, pty, held, isolated, run_guest)
+    if pty is not None:
+        os.close(pty.slave)
+    try:
+        return _watch(spec, pid, isolated, pty, guard, held)
+    finally:
+        guard.restore()
+        if pty is not None:
+            os.close(pty.master)
+        if cg is not None:
+            cg.remove()
+
+
+def _first_process(spec: "RunSpec", run: RunDir, cg: RunCgroup | None,  # noqa: F821
+                   pty: "console.Pty | None", held: set, isolated: bool, run_guest) -> None:
+    """The run's first process (pid 1 of its namespace when isolated): set up, run, exit."""
+    status = 2
+    try:
+        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+        if pty is not None:
+            pty.become_terminal()
+        else:
+            console.no_terminal()
+        if isolated:
+            from vkernel import sandbox
+            pidns.die_with_supervisor()
+            if cg is not None:
+                cg.join()
+            pidns.mount_own_proc()
+            spec = sandbox.build(spec, run, spec.disk or DEFAULT_DISK)
+            if cg is not None:
+                spec = dataclasses.replace(spec, run_memory=cg)
+        status = run_guest(spec)
+    except KilnError as e:
+        print(user_report(e), file=sys.stderr, flush=True)
+    except BaseException as e:  # never a traceback for the user
+        print(f"kiln: internal error in vkernel: {type(e).__name__}: {e}", file=sys.stderr,
+              flush=True)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+
+def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",  # noqa: F821
+           guard: console.TerminalGuard, held: set) -> int:
+    """Wait for the first process, passing signals (and the terminal) on; its status."""
+    killed_by: list[int] = []
+    try:
+        sfd = _signalfd(_SUPERVISED)
+    except BaseException:
+        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+        raise
+    tree = ProcessState(tree_root=os.getpid(), tree_root_is_supervisor=True)
+    stdin_open = pty is not None
+    if pty is not None:
+        guard.raw()
+    try:
+        pidfd = os.pidfd_open(pid)
+        deadline = None if spec.timeout is None else time.monotonic() + max(0.0, float(spec.timeout))
+        timed_out = False
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                timed_out = True
+                break
+            watched = [pidfd, sfd]
+            if pty is not None:
+                watched.append(pty.master)
+                if stdin_open:
+                    watched.append(0)
+            try:
+                ready, _, _ = select.select(watched, [], [], left)
+            except InterruptedError:
+                continue
+            if pty is not None and pty.master in ready:
+                console.relay(pty.master, 1)
+            if 0 in ready and pty is not None and not console.relay(0, pty.master):
+                stdin_open = False
+            if sfd in ready:
+                signo = _read_signal(sfd)
+                if pty is not None and signo == hsignal.SIGWINCH:
+                    pty.copy_size(0)                 # the guest gets SIGWINCH from the pty
+                elif isolated and not pidns.catches(pid, signo):
+                    killed_by.append(signo)
+                    os.kill(pid, hsignal.SIGKILL)
+                else:
+                    os.kill(pid, signo)
+            if pidfd in ready:
+                break
+        os.close(pidfd)
+        if timed_out:
+            if isolated:                      # pid 1's end takes the namespace with it
+                os.kill(pid, hsignal.SIGKILL)
+                os.waitpid(pid, 0)
+            kill_tree(tree)
+            guard.restore()
+            print(f"kiln: timed out after {spec.timeout:g} s: the guest's processes were killed",
+                  file=sys.stderr, flush=True)
+            return TIMEOUT_STATUS
+        _, wstatus = os.waitpid(pid, 0)
+        if not isolated:                      # else the kernel killed and reaped the rest
+            kill_tree(tree)
+        if pty is not None:
+            os.set_blocking(pty.master, False)
+            while console.relay(pty.master, 1):  # what the guest wrote last
+                pass
+        code = os.waitstatus_to_exitcode(wstatus)
+        if killed_by and code == -hsignal.SIGKILL:
+            code = -killed_by[0]
+        return 128 - code if code < 0 else code
+    finally:
+        os.close(sfd)
+        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)

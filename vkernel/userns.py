@@ -1,0 +1,167 @@
+"""Guest root is not host root: a user namespace per run, mapped to an unprivileged id range.
+
+When ``kiln run`` runs as root, every guest process of the run lives in a
+user namespace of its own whose ids 0..N-1 are the host's ids B..B+N-1, as
+rootless Podman and Docker's ``userns-remap`` do. The range comes from the
+``kiln`` entry of ``/etc/subuid`` and ``/etc/subgid`` when there is one, else
+:data:`DEFAULT_RANGE`. A guest's root is then host uid B, which owns nothing on
+the host and holds capabilities only over the run's own namespace.
+
+The image's root filesystem keeps its owners on disk (uid 0 for most files)
+and is shown to the guest through an *idmapped mount* of it (Linux 5.12+,
+``mount_setattr(MOUNT_ATTR_IDMAP)``): inside the namespace a file owned by
+host uid 0 appears owned by 0, and the host kernel checks every access as it
+would in a container. The same works for a volume given with ``:idmap``.
+Everything is built by the still-privileged first process of the run
+(:func:`make_namespace`, :func:`idmapped_mount`) before it enters the namespace
+(:func:`enter`), after which it cannot get host privileges back.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+from vkernel.errors import VkernelError
+
+DEFAULT_RANGE = (1_000_000_000, 65536)
+"""(first host id, count) when /etc/subuid has no ``kiln`` entry: a range no account uses."""
+SUBID_NAME = "kiln"
+
+CLONE_NEWUSER = 0x1000_0000
+_NR_OPEN_TREE, _NR_MOVE_MOUNT, _NR_MOUNT_SETATTR = 428, 429, 442
+_OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC, _AT_RECURSIVE, _AT_EMPTY_PATH = 1, 0o2000000, 0x8000, 0x1000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+_MOUNT_ATTR_IDMAP = 0x10_0000
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_PR_SET_NO_NEW_PRIVS = 38
+_AT_FDCWD = -100
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """Host ids ``first``..``first + count - 1`` are guest ids 0..count-1."""
+    first: int
+    count: int
+
+    def host(self, guest_id: int) -> int:
+        return self.first + guest_id
+
+    def line(self) -> str:
+        return f"0 {self.first} {self.count}\n"
+
+
+def _subid(path: str) -> IdRange | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                name, _, rest = line.strip().partition(":")
+                first, _, count = rest.partition(":")
+                if name == SUBID_NAME and first.isdigit() and count.isdigit() and int(count) > 0:
+                    return IdRange(int(first), int(count))
+    except OSError:
+        pass
+    return None
+
+
+def id_ranges() -> tuple[IdRange, IdRange]:
+    """(uid range, gid range) of guests: /etc/subuid and /etc/subgid ``kiln``, else the default."""
+    default = IdRange(*DEFAULT_RANGE)
+    return _subid("/etc/subuid") or default, _subid("/etc/subgid") or default
+
+
+def _fail(what: str) -> VkernelError:
+    e = ctypes.get_errno()
+    return VkernelError(f"cannot isolate the run's user ids: {what}: {os.strerror(e)}",
+                        hint="kiln run as root needs Linux user namespaces and idmapped mounts "
+                             "(Linux 5.12+, on a file system that supports them, such as ext4, xfs, "
+                             "btrfs or tmpfs); run kiln as an ordinary user instead, where guests "
+                             "run with that user's ids")
+
+
+def make_namespace(uids: IdRange, gids: IdRange) -> int:
+    """A new user namespace with guest ids mapped to ``uids``/``gids``: an O_RDONLY fd of it.
+
+    A short-lived child creates the namespace and waits while this (privileged)
+    process writes its id maps; the fd keeps the namespace after the child ends.
+    """
+    r, w = os.pipe2(os.O_CLOEXEC)
+    r2, w2 = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:                              # the namespace's first member, briefly
+        try:
+            os.close(r)
+            os.close(w2)
+            ok = _libc.unshare(CLONE_NEWUSER) == 0
+            os.write(w, b"1" if ok else b"0")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"1":
+            raise VkernelError("cannot isolate the run's user ids: this kernel refuses a new "
+                               "user namespace",
+                               hint="enable user namespaces (user.max_user_namespaces > 0)")
+        try:
+            for name, rng in (("uid_map", uids), ("gid_map", gids)):
+                with open(f"/proc/{pid}/{name}", "w", encoding="ascii") as f:
+                    f.write(rng.line())
+            return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise VkernelError(f"cannot map the run's user ids: {e.strerror}",
+                               hint="kiln run as root needs to write /proc/PID/uid_map") from None
+    finally:
+        os.close(r)
+        os.close(w2)
+        os.waitpid(pid, 0)
+
+
+def idmapped_mount(source: str, target: str, userns_fd: int | None, *,
+                   readonly: bool = False) -> None:
+    """Mount a copy of the tree at host path ``source`` on ``target`` (in this process's
+    mount namespace), ids shifted by ``userns_fd``'s maps (None: not shifted), nosuid and
+    nodev, read-only if asked. Submounts come along."""
+    tree = _libc.syscall(_NR_OPEN_TREE, _AT_FDCWD, os.fsencode(source),
+                         _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE)
+    if tree < 0:
+        raise _fail(f"open_tree {source}")
+    try:
+        flags = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (MOUNT_ATTR_RDONLY if readonly else 0)
+        if userns_fd is not None:
+            flags |= _MOUNT_ATTR_IDMAP
+        attr = _MountAttr(flags, 0, 0, userns_fd if userns_fd is not None else 0)
+        if _libc.syscall(_NR_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | _AT_RECURSIVE,
+                         ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+            raise _fail(f"idmapped mount of {source}")
+        if _libc.syscall(_NR_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target),
+                         _MOVE_MOUNT_F_EMPTY_PATH) != 0:
+            raise _fail(f"mount of {source} on {target}")
+    finally:
+        os.close(tree)
+
+
+def enter(userns_fd: int) -> None:
+    """Join the namespace as its root (host id ``first`` of the range) for good: no way back
+    to host privileges. The process must be single-threaded."""
+    if _libc.setns(userns_fd, CLONE_NEWUSER) != 0:
+        raise _fail("setns")
+    os.close(userns_fd)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def no_new_privs() -> None:
+    """PR_SET_NO_NEW_PRIVS: nothing this process or its children run gains privileges."""
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise _fail("no_new_privs")
