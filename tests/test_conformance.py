@@ -117,8 +117,13 @@ def recompile(root: Path, out: Path) -> Path:
 
 
 def run_native(root: Path, check: Check, scratch: Path) -> subprocess.CompletedProcess:
-    """Run ``check`` with the host's busybox in a fresh overlay (or, without overlayfs, a copy) of ``root``."""
+    """Run ``check`` with the host's busybox in a fresh overlay (or, without overlayfs, a copy) of ``root``.
+
+    The overlay's upper layer is on a tmpfs, as a root run's writable layer is under Kiln
+    (vkernel/sandbox.py): new files list in the order that file system gives them."""
     scratch.mkdir(parents=True)
+    tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", str(scratch)],
+                           capture_output=True).returncode == 0
     upper, work, merged = scratch / "upper", scratch / "ovwork", scratch / "merged"
     for d in (upper, work, merged):
         d.mkdir()
@@ -140,7 +145,10 @@ def run_native(root: Path, check: Check, scratch: Path) -> subprocess.CompletedP
         else:
             for pid in _processes_inside(merged):
                 _kill(pid)
-        shutil.rmtree(scratch)
+        if tmpfs:
+            _unmount(scratch)
+        else:
+            shutil.rmtree(scratch)
 
 
 def _add_devices(root: Path) -> None:

@@ -23,8 +23,10 @@ from pathlib import Path
 from vkernel.errors import VkernelError
 
 _ROOT = Path("/sys/fs/cgroup")
-HEADROOM = 4 << 20
-"""Bytes of the limit kept free for vkernel's own work when a guest asks for memory."""
+HEADROOM = 16 << 20
+"""Bytes of the limit kept free for vkernel's own work when a guest asks for memory (at least;
+an eighth of the limit when that is more): forked processes copy vkernel's pages as they run,
+which no check sees coming."""
 CHECK_EVERY = 256 << 10
 """Mapping growth (bytes) a process may add before the run's usage is read again."""
 
@@ -155,7 +157,7 @@ class RunCgroup:
             self._unchecked += new_bytes
             return False
         self._unchecked = 0
-        return self.used() + new_bytes > self.memory - HEADROOM
+        return self.used() + new_bytes > self.memory - max(HEADROOM, self.memory // 8)
 
     def remove(self) -> None:
         """Remove the cgroup once its processes are gone (the supervisor, after the run)."""

@@ -63,6 +63,7 @@ class RunSpec:
     lockdown: bool = False              # seccomp-lock the guest's host process (kiln run itself)
     isolation: "Isolation | None" = None   # internal: set up by the run's first process
     run_memory: "RunCgroup | None" = None  # internal: the run's cgroup (ENOMEM run-wide)
+    supervised: bool = False            # internal: this is the supervisor's child already
 
 
 _FAULT_SIGNAL = {
@@ -435,7 +436,8 @@ def run_guest(spec: RunSpec) -> int:
     as root, ``spec.pid_namespace`` this process becomes a supervisor and the
     guest runs in an isolated child (vkernel/supervisor.py).
     """
-    if spec.timeout is not None or spec.tty or (spec.pid_namespace and pidns.possible()):
+    if not spec.supervised and (spec.timeout is not None or spec.tty or
+                                (spec.pid_namespace and pidns.possible())):
         from vkernel.supervisor import supervise
         return supervise(spec)
     run = None

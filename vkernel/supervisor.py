@@ -115,7 +115,7 @@ def _supervise_run(spec: "RunSpec", run: RunDir) -> int:  # noqa: F821
     if upper is None and not isolated:
         upper = run.mkdir("upper", 0o755)
     child_spec = dataclasses.replace(
-        spec, timeout=None, tty=False, upper=upper, pid_namespace=False, lockdown=True,
+        spec, timeout=None, supervised=True, upper=upper, pid_namespace=False, lockdown=True,
         tree_root=0 if isolated else me,
         memory=0 if cg is not None else spec.memory)     # the cgroup bounds the run instead
     pty = console.Pty.open() if spec.tty else None
