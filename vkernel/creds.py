@@ -3,14 +3,16 @@
 A guest process is one host process, and its guest credentials *are* that
 host process's credentials, so the host kernel checks every access to the
 lower/upper layers and volumes exactly as it would in a container. When kiln
-runs as root, the only difference from the guest's view is the host's saved
-set-user-ID: it stays 0, so vkernel itself can become root again for the few
-things overlayfs does with the mounter's credentials (creating the upper
-layer's copies of rootfs directories and files with their owners, whiteouts)
-and to tidy up after the run. The guest never gets that back: every id change
-is checked here against the guest's own (real, effective, saved) ids with
-Linux's rules, so ``setuid(0)`` after dropping privileges is EPERM as on
-Linux. The guest's saved ids are kept here, the host's are never shown.
+runs as root, they are ids of the run's user namespace (vkernel/userns.py),
+which are unprivileged ids on the host. The only difference from the guest's
+view is the process's saved set-user-ID: it stays 0 (the namespace's root), so
+vkernel itself can become that root again for the few things overlayfs does
+with the mounter's credentials (creating the upper layer's copies of rootfs
+directories and files with their owners, whiteouts). The guest never gets that
+back: every id change is checked here against the guest's own (real,
+effective, saved) ids with Linux's rules, so ``setuid(0)`` after dropping
+privileges is EPERM as on Linux. The guest's saved ids are kept here, the
+process's are never shown.
 
 When kiln does not run as root, nothing can change: the guest runs with the
 host user's ids, id changes to other ids are EPERM, and asking for another
@@ -86,7 +88,8 @@ def current() -> Creds:
 
 @contextmanager
 def privileged() -> Iterator[None]:
-    """Run the body as host root (only vkernel's own work: copy-up, whiteouts, cleanup)."""
+    """Run the body as root (the run's namespace root when it has one): only vkernel's own
+    work, copy-up, whiteouts, cleanup."""
     if _current is None or os.geteuid() == 0:
         yield
         return
