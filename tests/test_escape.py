@@ -324,11 +324,13 @@ def test_fork_bomb_is_bounded_by_pids_limit(world, untouched) -> None:
 
 def test_memory_bomb_is_bounded_by_memory(world, untouched) -> None:
     g, _ = world
-    got = kiln(g, "/bin/membomb", opts=("--memory", "48m"))
+    got = kiln(g, "/bin/membomb", opts=("--memory", "128m"))
     assert got.returncode == 0, got.stderr
     words = got.stdout.decode().split()
     assert words[0] == "allocated" and words[2:] == ["MiB", "before", "malloc", "failed"]
-    assert 30 <= int(words[1]) < 48            # the program and its stack count too
+    # As root the limit is the whole run's, vkernel's own memory included (a cgroup), so the
+    # program gets what vkernel and the kept headroom leave; without root, its mappings'.
+    assert (40 if os.geteuid() == 0 else 100) <= int(words[1]) < 128
 
 
 @pytest.mark.parametrize("tree", [False, True], ids=["loop", "loop-in-two-processes"])

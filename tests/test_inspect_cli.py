@@ -158,9 +158,10 @@ def test_empty_directory_is_a_clear_error(tmp_path):
 @pytest.mark.skipif(not hasattr(recompiler.cli, "inspect_command"),
                     reason="recompiler.cli does not export inspect_command yet (lead wires it)")
 def test_kiln_inspect_entry_point(rootfs):
-    kiln = shutil.which("kiln")
-    assert kiln, "the kiln console script is not installed (pip install -e .)"
-    proc = subprocess.run([kiln, "inspect", "--json", str(rootfs)], capture_output=True,
+    # The console script of the environment running the tests, never another kiln on PATH.
+    kiln = Path(sys.executable).parent / "kiln"
+    assert kiln.is_file(), "the kiln console script is not installed (pip install -e .)"
+    proc = subprocess.run([str(kiln), "inspect", "--json", str(rootfs)], capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == take_inventory(rootfs).to_dict()
