@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 #   zstd              zstd-compressed layers in tests
 #   dpkg apt          apt-get download + dpkg-deb -x for the busybox-static example
 #   debootstrap       the Debian minbase image of tests/test_debian_image.py
-DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap)
+#   libseccomp2       vkernel's seccomp filter (vkernel/seccomp.py)
+#   util-linux        mount/umount/unshare for the native side of differential tests
+DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux)
 
 missing=()
 for p in "${DEBS[@]}"; do
