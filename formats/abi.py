@@ -6,18 +6,32 @@ memories, fills the state before entry and serves the syscall frame.
 Change a number here and both sides follow; bump ``ABI_VERSION`` when a
 change is not backward compatible (the megabinary records it).
 
-Memories (the megabinary's module defines both and exports them by these
-names; vkernel takes them from the instance, so lifted code reaches each base
-with one load that Cranelift can keep in a register):
+Modules (ABI 3): the megabinary holds one small *core* module and one *unit*
+module per recompiled ELF. In each guest process vkernel instantiates the core
+first, then a unit whenever its ELF is mapped executable (the program, its
+interpreter, every library ld.so maps, dlopen), all in one Wasmtime store:
+
+* the core defines and exports the two memories, the dispatch table
+  (:data:`TABLE`, funcref of the guest-function type, grown by vkernel) and
+  the shared call-depth counter (:data:`DEPTH`), and exports ``kiln_run``;
+* a unit imports all of them, plus two immutable i32 globals vkernel gives it
+  at instantiation: :data:`TABLE_BASE` (its first slot in the dispatch table,
+  where its element segment puts its functions) and :data:`ENTRIES_AT` (where
+  in the control memory its data segment puts its sorted dispatch entries).
+  vkernel then writes the unit's row of the directory (:data:`DIRECTORY`).
+
+Memories:
 
 * memory 0, ``"guest"``: the guest's 32-bit address space, 65536 pages
   (4 GiB) reserved up front. Guest address ``a`` is byte ``a & 0xffffffff``
   of this memory. vkernel chooses every mapping inside it.
 * memory 1, ``"ctl"``: the control memory. Lifted code reaches it only
   through code the recompiler emits (state, frame, dispatch), never through
-  a guest load or store, so a guest cannot forge dispatch entries.
+  a guest load or store, so a guest cannot forge dispatch entries. It grows
+  (vkernel grows it) as units are instantiated; it never moves.
 
-Imports (module ``"kiln"``), all cheap because they take no or one parameter:
+Imports of every module (``"kiln"``), all cheap because they take no or one
+parameter:
 
 * ``syscall: [] -> []``: the lifted ``syscall`` stores rax, rdi, rsi, rdx,
   r10, r8, r9 into :data:`SYSCALL_FRAME` and calls this; vkernel writes the
@@ -32,7 +46,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 IMPORT_MODULE = "kiln"
 GUEST_MEMORY = "guest"      # memory 0
@@ -40,6 +54,13 @@ CONTROL_MEMORY = "ctl"      # memory 1
 IMPORT_SYSCALL = "syscall"
 IMPORT_FAULT = "fault"
 IMPORT_RDTSC = "rdtsc"
+TABLE = "table"             # the dispatch table: (ref null (func (param i32))), core's, grows
+DEPTH = "depth"             # (mut i32): nested direct guest calls (MAX_CALL_DEPTH), core's
+TABLE_BASE = "table_base"   # i32: a unit's first dispatch-table slot (given by vkernel)
+ENTRIES_AT = "entries_at"   # i32: where a unit's dispatch entries go in the control memory
+GROW_TABLE = "grow_table"   # core export [i32 n] -> [i32 old size]: add n null slots to TABLE
+CORE_MODULE = "core"
+"""The name of the core module (MODULE and AOT sections of the megabinary)."""
 
 WASM_PAGE = 65536
 GUEST_MEMORY_PAGES = 65536          # 4 GiB, min == max: reserved, never grows
@@ -174,8 +195,26 @@ CODE_REGIONS_GENERATION = CODE_REGIONS + 4
 code keys its cache of dispatch lookups on it, so a lookup made before the table changed is never
 used after (vkernel refuses a change that would wrap it)."""
 CONTROL_DYNAMIC = 0x4000
-"""From here on the control memory belongs to the recompiler's dispatch data."""
+"""From here on the control memory holds the dispatch data (cache, directory, entries)."""
 CONTROL_MEMORY_MIN_PAGES = 1
+
+LOOKUP_CACHE = CONTROL_DYNAMIC
+"""A direct-mapped cache of dispatch lookups (runtime address -> table slot, block), at a fixed
+offset so each indirect call or jump site can test it inline before it calls its lookup."""
+LOOKUP_CACHE_ENTRIES = 4096
+LOOKUP_CACHE_ENTRY = 16
+"""Cache entry: runtime address u32, table slot u32, block u32, and the code-region table's
+generation (:data:`CODE_REGIONS_GENERATION`) when it was filled: a hit is used only while the
+table is unchanged since, so vkernel remapping code never runs a stale translation."""
+UNIT_COUNT = LOOKUP_CACHE + LOOKUP_CACHE_ENTRIES * LOOKUP_CACHE_ENTRY
+"""u32: rows in the directory (the megabinary's unit count); vkernel writes it."""
+DIRECTORY = UNIT_COUNT + 16
+"""One row per unit of the megabinary, in index order (see :data:`DIRECTORY_FIELDS`); a unit
+not instantiated in this process has count 0, so lookups into it miss."""
+DIRECTORY_ENTRY_SIZE = 16
+DISPATCH_ENTRY_SIZE = 12
+"""A unit's dispatch entry: link-time address u32, function number in the unit u32, block u32;
+sorted by address."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +275,18 @@ CODE_REGION_FIELDS: tuple[FrameField, ...] = (
 )
 CODE_REGION_SIZE = 0x10
 """The region table is a count (u32 at CODE_REGIONS) then entries at CODE_REGIONS+16."""
+
+DIRECTORY_FIELDS: tuple[FrameField, ...] = (
+    FrameField("entries", 0x00, 4, "control-memory offset of the unit's sorted dispatch entries"),
+    FrameField("count", 0x04, 4, "number of entries (0: the unit is not instantiated)"),
+    FrameField("table_base", 0x08, 4, "the unit's first dispatch-table slot"),
+    FrameField("reserved", 0x0C, 4, "0"),
+)
+
+
+def entries_area(units: int) -> int:
+    """Where the control memory's unit entry tables start for a megabinary of ``units`` units."""
+    return (DIRECTORY + DIRECTORY_ENTRY_SIZE * units + 15) & ~15
 
 
 # ---------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 The index is the runtime's list of what may run. vkernel hashes a file it is
 asked to execute or map executable and looks the digest up here; no record,
-no execution. Each :class:`UnitRecord` says where that ELF's translated code
-lives in the WebAssembly module (function and dispatch-slot ranges) and which
-guest addresses have a translation (``entries``), so an indirect branch to any
-other address is a fault, never a reason to translate at run time.
+no execution. Each :class:`UnitRecord` names that ELF's own WebAssembly module
+(the MODULE section named by the unit's BLAKE3), how many guest functions it
+puts in the dispatch table, and which guest addresses have a translation
+(``entries``), so an indirect branch to any other address is a fault, never a
+reason to translate at run time.
 
 One validator (:func:`validate_index_obj`) checks the plain CBOR data model in
 both directions: the writer runs it before encoding, the reader after
@@ -25,7 +26,7 @@ import cbor2
 from formats.errors import FormatError
 
 __all__ = [
-    "UnitKind", "Entry", "TrapSite", "IndexRange", "UnitRecord", "Index",
+    "UnitKind", "Entry", "TrapSite", "UnitRecord", "Index",
     "IndexSchemaError", "CborError", "encode_index", "decode_index",
     "validate_index_obj", "canonical_cbor", "decode_canonical_cbor",
     "DIGEST_SIZE", "CBOR_MAX_DEPTH",
@@ -67,7 +68,8 @@ class UnitKind(str, enum.Enum):
 
 
 class Entry(NamedTuple):
-    """A translated entry point: a link-time guest address and its dispatch slot."""
+    """A translated entry point: a link-time guest address and the number of the unit's
+    function that serves it (its slot, counted from the unit's first dispatch-table slot)."""
     guest_addr: int
     slot: int
 
@@ -77,19 +79,6 @@ class TrapSite(NamedTuple):
     guest_addr: int
     mnemonic: str
     reason: str
-
-
-class IndexRange(NamedTuple):
-    """A half-open range ``[first, first + count)`` of function indices or slots."""
-    first: int
-    count: int
-
-    @property
-    def end(self) -> int:
-        return self.first + self.count
-
-    def __contains__(self, value: object) -> bool:  # type: ignore[override]
-        return isinstance(value, int) and self.first <= value < self.first + self.count
 
 
 def _at_address(records: tuple, guest_addr: int):
@@ -107,8 +96,8 @@ class UnitRecord:
     pie: bool
     entry: int
     link_base: int
-    functions: IndexRange
-    slots: IndexRange
+    functions: int
+    """Guest functions in the unit's module: the dispatch-table slots it takes."""
     entries: tuple[Entry, ...] = ()
     trap_sites: tuple[TrapSite, ...] = ()
     stats: Mapping[str, int] = field(default_factory=dict, hash=False)
@@ -121,8 +110,6 @@ class UnitRecord:
                 object.__setattr__(self, "kind", UnitKind(self.kind))
             except ValueError:
                 pass  # reported by the validator
-        object.__setattr__(self, "functions", IndexRange(*self.functions))
-        object.__setattr__(self, "slots", IndexRange(*self.slots))
         if type(self.entries) is not tuple or not all(type(e) is Entry for e in self.entries):
             object.__setattr__(self, "entries", tuple(Entry(*e) for e in self.entries))
         object.__setattr__(self, "trap_sites", tuple(TrapSite(*t) for t in self.trap_sites))
@@ -147,8 +134,7 @@ class UnitRecord:
             "pie": self.pie,
             "entry": self.entry,
             "link_base": self.link_base,
-            "functions": [self.functions.first, self.functions.count],
-            "slots": [self.slots.first, self.slots.count],
+            "functions": self.functions,
             "entries": [[e.guest_addr, e.slot] for e in self.entries],
             "trap_sites": [[t.guest_addr, t.mnemonic, t.reason] for t in self.trap_sites],
             "stats": dict(self.stats),
@@ -157,10 +143,8 @@ class UnitRecord:
 
 @dataclass(frozen=True)
 class Index:
-    """The whole index: ABI version, module sizes and the units sorted by hash."""
+    """The whole index: ABI version and the units sorted by hash."""
     abi_version: int
-    functions: int = 0
-    table_size: int = 0
     units: tuple[UnitRecord, ...] = ()
 
     def __post_init__(self) -> None:
@@ -169,11 +153,6 @@ class Index:
         object.__setattr__(self, "units", units)
         object.__setattr__(self, "_by_hash", {u.blake3: n for n, u in enumerate(units)})
         object.__setattr__(self, "_by_path", {p: n for n, u in enumerate(units) for p in u.paths})
-        starts, total = [], 0
-        for u in units:
-            starts.append(total)
-            total += len(u.trap_sites)
-        object.__setattr__(self, "_trap_starts", tuple(starts))
 
     def lookup(self, blake3_digest: bytes) -> UnitRecord | None:
         """The unit whose file hashes to ``blake3_digest``, or None (not recompiled: refuse)."""
@@ -192,24 +171,10 @@ class Index:
         n = self._by_path.get(guest_path)  # type: ignore[attr-defined]
         return None if n is None else self.units[n]
 
-    def trap_site(self, number: int) -> tuple[UnitRecord, TrapSite] | None:
-        """Module-wide trap-site ``number`` (the fault record's ``detail``)."""
-        if number < 0:
-            return None
-        starts: tuple[int, ...] = self._trap_starts  # type: ignore[attr-defined]
-        for n in range(len(starts) - 1, -1, -1):
-            if number >= starts[n]:
-                unit = self.units[n]
-                k = number - starts[n]
-                return (unit, unit.trap_sites[k]) if k < len(unit.trap_sites) else None
-        return None
-
     def to_obj(self) -> dict[str, Any]:
         """The index as the CBOR data model (docs/formats.md, "Index map")."""
         return {
             "abi_version": self.abi_version,
-            "functions": self.functions,
-            "table_size": self.table_size,
             "units": [u.to_obj() for u in self.units],
         }
 
@@ -305,18 +270,6 @@ def _describe(v: Any) -> str:
     return f"{type(v).__name__} {text}"
 
 
-def _range(ctx: _Ctx, where: str, v: Any, limit: int, limit_name: str) -> IndexRange:
-    arr = _array(ctx, where, v)
-    if len(arr) != 2:
-        raise ctx.fail(where, f"expected [first, count], got {len(arr)} elements")
-    first = _uint(ctx, where + "[0]", arr[0])
-    count = _uint(ctx, where + "[1]", arr[1])
-    if first + count > limit:
-        raise ctx.fail(where, f"range [{first}, {first + count}) lies outside the module's "
-                              f"{limit} {limit_name}")
-    return IndexRange(first, count)
-
-
 def _check_path(ctx: _Ctx, where: str, p: str) -> None:
     if not p.startswith("/") or p == "/" or "\0" in p or p.endswith("/"):
         raise ctx.fail(where, f"{p!r} is not an absolute guest file path")
@@ -325,13 +278,13 @@ def _check_path(ctx: _Ctx, where: str, p: str) -> None:
             raise ctx.fail(where, f"{p!r} is not a normalised guest path")
 
 
-_UNIT_KEYS = ("blake3", "paths", "kind", "pie", "entry", "link_base", "functions", "slots",
+_UNIT_KEYS = ("blake3", "paths", "kind", "pie", "entry", "link_base", "functions",
               "entries", "trap_sites", "stats")
-_INDEX_KEYS = ("abi_version", "functions", "table_size", "units")
+_INDEX_KEYS = ("abi_version", "units")
 _REQUIRED_STATS = ("instructions", "functions")
 
 
-def _unit(ctx: _Ctx, where: str, v: Any, functions: int, table_size: int) -> UnitRecord:
+def _unit(ctx: _Ctx, where: str, v: Any) -> UnitRecord:
     m = _map(ctx, where, v, _UNIT_KEYS)
     digest = m["blake3"]
     if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
@@ -359,10 +312,11 @@ def _unit(ctx: _Ctx, where: str, v: Any, functions: int, table_size: int) -> Uni
     link_base = _uint(ctx, where + ".link_base", m["link_base"])
     if link_base % _GUEST_PAGE:
         raise ctx.fail(where + ".link_base", f"{link_base:#x} is not page-aligned")
-    fn_range = _range(ctx, where + ".functions", m["functions"], functions, "functions")
-    slot_range = _range(ctx, where + ".slots", m["slots"], table_size, "dispatch slots")
+    functions = _uint(ctx, where + ".functions", m["functions"])
+    if functions >= 1 << 32:
+        raise ctx.fail(where + ".functions", f"{functions} functions do not fit a dispatch table")
     raw_entries = _array(ctx, where + ".entries", m["entries"])
-    entries: list[Entry] = _entries_fast(raw_entries, slot_range) or []
+    entries: list[Entry] = _entries_fast(raw_entries, functions) or []
     for i, e in enumerate(raw_entries if not entries else ()):   # to name what is wrong
         w = f"{where}.entries[{i}]"
         pair = _array(ctx, w, e)
@@ -372,9 +326,8 @@ def _unit(ctx: _Ctx, where: str, v: Any, functions: int, table_size: int) -> Uni
         if entries and entries[-1].guest_addr >= addr:
             raise ctx.fail(w, f"entries must be sorted by guest address without duplicates "
                               f"({addr:#x} after {entries[-1].guest_addr:#x})")
-        if slot not in slot_range:
-            raise ctx.fail(w, f"slot {slot} is outside the unit's slots "
-                              f"[{slot_range.first}, {slot_range.end})")
+        if slot >= functions:
+            raise ctx.fail(w, f"slot {slot} is outside the unit's {functions} functions")
         entries.append(Entry(addr, slot))
     traps: list[TrapSite] = []
     for i, t in enumerate(_array(ctx, where + ".trap_sites", m["trap_sites"])):
@@ -394,14 +347,14 @@ def _unit(ctx: _Ctx, where: str, v: Any, functions: int, table_size: int) -> Uni
         _text(ctx, where + ".stats", key)
         stats[key] = _uint(ctx, f"{where}.stats.{key}", value)
     return UnitRecord(blake3=digest, paths=tuple(paths), kind=kind, pie=pie, entry=entry,
-                      link_base=link_base, functions=fn_range, slots=slot_range,
+                      link_base=link_base, functions=functions,
                       entries=tuple(entries), trap_sites=tuple(traps), stats=stats)
 
 
-def _entries_fast(raw: list, slots: IndexRange) -> list[Entry] | None:
+def _entries_fast(raw: list, functions: int) -> list[Entry] | None:
     """The entries when all are well-formed (the same checks as the loop in :func:`_unit`, in
     one quick pass: start-up time); None when any is not, so that the loop names it."""
-    first, end = slots.first, slots.first + slots.count
+    first, end = 0, functions
     prev = -1
     out: list[Entry] = []
     append = out.append
@@ -426,13 +379,11 @@ def validate_index_obj(obj: Any, *, offset: int | None = None, path: str | None 
     ctx = _Ctx(offset, path)
     m = _map(ctx, "index", obj, _INDEX_KEYS)
     abi_version = _uint(ctx, "index.abi_version", m["abi_version"])
-    functions = _uint(ctx, "index.functions", m["functions"])
-    table_size = _uint(ctx, "index.table_size", m["table_size"])
     units: list[UnitRecord] = []
     seen_paths: dict[str, int] = {}
     for i, u in enumerate(_array(ctx, "index.units", m["units"])):
         where = f"units[{i}]"
-        unit = _unit(ctx, where, u, functions, table_size)
+        unit = _unit(ctx, where, u)
         if units and units[-1].blake3 >= unit.blake3:
             raise ctx.fail(where + ".blake3", "units must be sorted by blake3 without duplicates")
         for p in unit.paths:
@@ -440,14 +391,7 @@ def validate_index_obj(obj: Any, *, offset: int | None = None, path: str | None 
                 raise ctx.fail(where + ".paths", f"{p!r} is also a path of units[{seen_paths[p]}]")
             seen_paths[p] = i
         units.append(unit)
-    for what, attr in (("slots", "slots"), ("functions", "functions")):
-        spans = sorted((getattr(u, attr), n) for n, u in enumerate(units) if getattr(u, attr).count)
-        for (a, na), (b, nb) in zip(spans, spans[1:]):
-            if b.first < a.end:
-                raise ctx.fail(f"units[{nb}].{what}", f"[{b.first}, {b.end}) overlaps "
-                                                      f"units[{na}].{what} [{a.first}, {a.end})")
-    return Index(abi_version=abi_version, functions=functions, table_size=table_size,
-                 units=tuple(units))
+    return Index(abi_version=abi_version, units=tuple(units))
 
 
 def encode_index(index: Index) -> bytes:

@@ -1,10 +1,11 @@
-"""The lifter's public façade: lift one ELF, link lifted units into one module, the engine config.
+"""The lifter's public façade: lift one ELF, link it into its unit module, the core module.
 
-The pipeline calls only these three functions::
+The pipeline calls only these::
 
     unit = lift_elf(Path("rootfs/bin/busybox"), name="/bin/busybox")   # cache unit.to_bytes() by BLAKE3
-    mod = link_units([unit, ...])        # unit number = position in the list = megabinary index order
-    engine = wasmtime.Engine(engine_config()); wasmtime.Module(engine, mod.wasm).serialize()
+    linked = link_unit(unit)             # its own WebAssembly module (ABI 3, formats/abi.py)
+    core = core_module()                 # the memories, dispatch table and kiln_run they import
+    engine = wasmtime.Engine(engine_config()); wasmtime.Module(engine, linked.wasm).serialize()
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ from pathlib import Path
 
 from recompiler.aot import engine_config
 from recompiler.wasm.emit import FunctionEmitter
-from recompiler.wasm.module import LinkedModule, LinkedUnit, link
+from recompiler.wasm.module import LinkedUnit, core_module, link_unit
 from recompiler.wasm.unit import LiftedUnit
 from recompiler.x86_64.cfg import Program, discover
 from recompiler.x86_64.elfimage import ElfImage
 from recompiler.x86_64.errors import LiftError, UnsupportedInstruction
 from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_liveness, lift_block
 
-__all__ = ["lift_elf", "link_units", "engine_config", "LiftedUnit", "LinkedModule", "LinkedUnit",
+__all__ = ["lift_elf", "link_unit", "core_module", "engine_config", "LiftedUnit", "LinkedUnit",
            "LiftError", "UnsupportedInstruction"]
 
 
@@ -237,8 +238,3 @@ def _reverse_postorder(entry: int, members: list[int], prog) -> list[int]:
         post.extend(x for x in members if x not in seen)
     return post
 
-
-def link_units(units: list[LiftedUnit], *, jobs: int = 1) -> LinkedModule:
-    """One WebAssembly module for all units; unit n is units[n] (the megabinary index order).
-    ``jobs`` worker processes assemble batches of functions in parallel; the module is the same."""
-    return link(units, jobs=jobs)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from formats import abi
 from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, LAYER_ROLE_MEGABINARY, ANNOTATION_ENGINES,
@@ -23,18 +23,17 @@ from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, 
                                  LABEL_MEGABINARY_DIGEST, LABEL_RECOMPILED, MEGABINARY_PATH,
                                  OCI_BASE_DIGEST, format_engines)
 from formats.errors import KilnError
-from formats.index import Index, IndexRange, UnitKind, UnitRecord, decode_index, encode_index
-from formats.megabinary import (FORMAT_MAJOR, FORMAT_MINOR, Metadata, build_megabinary,
-                                read_megabinary, wasm_function_count)
+from formats.index import Index, UnitKind, UnitRecord
+from formats.megabinary import (CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, build_megabinary,
+                                read_megabinary)
 from recompiler.aot import precompile
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
 from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, Linkage, take_inventory
 
+if TYPE_CHECKING:
+    from recompiler.wasm.unit import LiftedUnit
+
 __all__ = ["RecompileOptions", "RecompileReport", "UnitReport", "recompile_image", "tool_version"]
-
-EMPTY_MODULE = b"\0asm\x01\0\0\0"
-"""A valid WebAssembly module with nothing in it: the megabinary of an image with no units."""
-
 
 def tool_version() -> str:
     """The installed Kiln version (the ``kiln`` distribution)."""
@@ -281,7 +280,7 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
             report.units.append(UnitReport(rec.path, rec.blake3, "skipped",
                                            status.removeprefix("failed: ")))
             continue
-        from recompiler.lift_api import LiftedUnit
+        from recompiler.lift_api import LiftedUnit  # noqa: F811
         try:
             st = LiftedUnit.from_bytes(unit_bytes[rec.blake3]).stats
         except KilnError:
@@ -304,8 +303,9 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
 
 def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_digest: str,
                 opts: RecompileOptions, cache: Path | None, stage: dict[str, float]):
-    """(engine fingerprint, megabinary bytes, its digest): linked, compiled ahead of time and
-    assembled, or the same megabinary made before from the same units, paths, source and engine."""
+    """(engine fingerprint, megabinary bytes, its digest): each unit linked into its own module
+    and compiled ahead of time (both cached per unit), assembled with the core module; or the
+    same megabinary made before from the same units, paths, source and engine."""
     from formats.engine import current_fingerprint
     import blake3
     t = time.monotonic()
@@ -328,12 +328,15 @@ def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_d
                     return fp, blob, about["megabinary_digest"]
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # a damaged cache entry is rebuilt
-    module, index = _cached_link(records, unit_bytes, cache, opts.jobs)
+    modules, index = _link_stage(records, unit_bytes, cache, opts.jobs)
     stage["link"] = time.monotonic() - t
     t = time.monotonic()
-    fingerprint, artifact = _cached_precompile(module, cache)
-    blob = build_megabinary(index=index, module=module, aot={fingerprint: artifact}, metadata=metadata)
-    del module, artifact
+    artifacts: dict[str, bytes] = {}
+    for name, module in modules.items():
+        fingerprint, artifacts[name] = _cached_precompile(module, cache)
+    blob = build_megabinary(index=index, modules=modules, aot={fingerprint: artifacts},
+                            metadata=metadata)
+    del modules, artifacts
     mb_digest = read_megabinary(blob).digest
     stage["aot"] = time.monotonic() - t        # compiling, and assembling the megabinary
     if entry is not None and fingerprint == fp:
@@ -344,7 +347,7 @@ def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_d
 
 
 def _link_key(records: list[ElfRecord]) -> str:
-    """What the linked module depends on: the lifter, and each unit's content, kind, entry and paths."""
+    """What the megabinary depends on: the lifter, and each unit's content, kind, entry and paths."""
     h = hashlib.sha256(_lifter_fingerprint().encode())
     for rec in sorted(records, key=lambda r: r.blake3):
         h.update(f"{rec.blake3}|{rec.kind}|{rec.entry}|{'|'.join(sorted(rec.paths))}\n".encode())
@@ -358,22 +361,19 @@ def _atomic_cache_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _cached_link(records: list[ElfRecord], unit_bytes: dict[str, bytes],
-                 cache: Path | None, jobs: int = 1) -> tuple[bytes, Index]:
-    """The linked module and index, reused when the same units (and paths) were linked before."""
-    if cache is None or not records:
-        return _link_stage(records, unit_bytes, jobs)
-    base = cache / "link" / _link_key(records)[:32]
-    wasm_file, index_file = base.with_suffix(".wasm"), base.with_suffix(".index")
-    if wasm_file.is_file() and index_file.is_file():
-        try:
-            return wasm_file.read_bytes(), decode_index(index_file.read_bytes())
-        except KilnError:
-            pass  # a damaged cache entry is rebuilt
-    module, index = _link_stage(records, unit_bytes, jobs)
-    _atomic_cache_write(wasm_file, module)
-    _atomic_cache_write(index_file, encode_index(index))
-    return module, index
+def _cached_unit_module(digest: str, unit: "LiftedUnit", cache: Path | None, jobs: int) -> bytes:
+    """The unit module of one lifted ELF, reused when that ELF was linked by this lifter before
+    (a module depends only on the unit and the lifter/linker sources)."""
+    from recompiler.lift_api import link_unit
+    path = cache / "link" / _lifter_fingerprint() / f"{digest}.wasm" if cache is not None else None
+    if path is not None and path.is_file():
+        data = path.read_bytes()
+        if data.startswith(b"\0asm"):
+            return data                    # damage is caught by Wasmtime or the hash at run time
+    wasm = link_unit(unit, jobs=jobs).wasm
+    if path is not None:
+        _atomic_cache_write(path, wasm)
+    return wasm
 
 
 def _cached_precompile(module: bytes, cache: Path | None):
@@ -391,27 +391,27 @@ def _cached_precompile(module: bytes, cache: Path | None):
     return fp, artifact
 
 
-def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes], jobs: int = 1) -> tuple[bytes, Index]:
-    if not records:
-        return EMPTY_MODULE, Index(abi_version=abi.ABI_VERSION)
-    from recompiler.lift_api import LiftedUnit, link_units
-    # The index orders units by BLAKE3; the module numbers them the same way.
-    records = sorted(records, key=lambda r: bytes.fromhex(r.blake3))
-    units = [LiftedUnit.from_bytes(unit_bytes[r.blake3]) for r in records]
-    linked = link_units(units, jobs=jobs)
+_UNIT_KINDS = {ElfKind.EXEC: UnitKind.EXEC, ElfKind.PIE: UnitKind.PIE,
+               ElfKind.SHARED: UnitKind.SHARED_LIB}
+
+
+def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes], cache: Path | None,
+                jobs: int = 1) -> tuple[dict[str, bytes], Index]:
+    """The modules (``core`` and one per unit, named by its BLAKE3) and the index."""
+    from recompiler.lift_api import LiftedUnit, core_module
+    modules = {CORE: core_module()}
     recs: list[UnitRecord] = []
-    base = 0   # the linker gives unit n table slots [base, base + len(functions)) in order
-    for rec, lu, unit in zip(records, linked.units, units):
-        slots = IndexRange(base, len(unit.functions))
-        base += len(unit.functions)
-        kind = UnitKind.EXEC if rec.kind == ElfKind.EXEC else UnitKind.PIE
+    for rec in sorted(records, key=lambda r: bytes.fromhex(r.blake3)):
+        unit = LiftedUnit.from_bytes(unit_bytes[rec.blake3])
+        modules[rec.blake3] = _cached_unit_module(rec.blake3, unit, cache, jobs)
+        number = {f: i for i, f in enumerate(unit.functions)}
+        kind = _UNIT_KINDS[rec.kind]
         recs.append(UnitRecord(
             blake3=bytes.fromhex(rec.blake3), paths=tuple(sorted(rec.paths)), kind=kind,
-            pie=rec.kind == ElfKind.PIE, entry=rec.entry or 0,
-            link_base=min((r[0] for r in unit.exec_ranges), default=0),
-            functions=slots, slots=slots,
-            entries=tuple(sorted(lu.entries)), trap_sites=tuple(sorted(set(map(tuple, lu.trap_sites)))),
-            stats={k: v for k, v in lu.stats.items() if isinstance(v, int)}))
-    index = Index(abi_version=abi.ABI_VERSION, functions=wasm_function_count(linked.wasm),
-                  table_size=base, units=tuple(recs))
-    return linked.wasm, index
+            pie=kind is not UnitKind.EXEC, entry=rec.entry or 0,
+            link_base=min((r[0] for r in unit.exec_ranges), default=0) & ~0xFFF,
+            functions=len(unit.functions),
+            entries=tuple(sorted((a, number[f]) for a, f, _ in unit.entries)),
+            trap_sites=tuple(sorted(set(map(tuple, unit.trap_sites)))),
+            stats={k: v for k, v in unit.stats.items() if isinstance(v, int)}))
+    return modules, Index(abi_version=abi.ABI_VERSION, units=tuple(recs))

@@ -62,15 +62,16 @@ def _aot_memfd(mb: "Megabinary", entry: "SectionEntry") -> int:
     return fd
 
 
-def _aot_fd(mb: "Megabinary", fp: "EngineFingerprint", trust: TrustDir | None) -> int | None:
-    """A descriptor of a file that is exactly the megabinary's AOT artifact for ``fp``,
-    checked against its BLAKE3 (now, or by an earlier run when ``trust`` keeps checks:
-    vkernel/verified.py); None when the file has no such section.
+def _aot_fd(mb: "Megabinary", fp: "EngineFingerprint", trust: TrustDir | None,
+            name: str) -> int | None:
+    """A descriptor of a file that is exactly the megabinary's AOT artifact of module ``name``
+    for ``fp``, checked against its BLAKE3 (now, or by an earlier run when ``trust`` keeps
+    checks: vkernel/verified.py); None when the file has no such section.
 
     Wasmtime maps a file it deserializes instead of copying and relocating a buffer; it
     needs a file that is the artifact alone.
     """
-    entry = mb.aot_section(fp)
+    entry = mb.aot_section(fp, name)
     if entry is None or mb.path is None:
         return None
     try:
@@ -82,13 +83,16 @@ def _aot_fd(mb: "Megabinary", fp: "EngineFingerprint", trust: TrustDir | None) -
                            hint="re-run `recompile` to rebuild the megabinary") from None
 
 
-def load_module(engine: wasmtime.Engine, mb: "Megabinary",
-                trust: TrustDir | None = None) -> wasmtime.Module:
-    """The megabinary's AOT artifact for this engine, deserialized (never compiled here).
-    With ``trust``, the checked artifact is kept there for the next run."""
+def load_module(engine: wasmtime.Engine, mb: "Megabinary", trust: TrustDir | None = None,
+                name: str = abi.CORE_MODULE) -> wasmtime.Module:
+    """The AOT artifact of module ``name`` (the core, or a unit's BLAKE3 in hex) for this
+    engine, deserialized (never compiled here). With ``trust``, the checked artifact is kept
+    there for the next run."""
     fp = engine_fingerprint()
     where = mb.path or "the megabinary"
-    fd = _aot_fd(mb, fp, trust)
+    if name != abi.CORE_MODULE:
+        where += f" (unit {name[:16]})"
+    fd = _aot_fd(mb, fp, trust, name)
     if fd is not None:
         try:
             return wasmtime.Module.deserialize_file(engine, f"/proc/self/fd/{fd}")
@@ -97,7 +101,7 @@ def load_module(engine: wasmtime.Engine, mb: "Megabinary",
                                hint="re-run `recompile` to rebuild the AOT artifact") from None
         finally:
             os.close(fd)          # Wasmtime keeps its own mapping
-    blob = mb.aot_for(fp)
+    blob = mb.aot_for(fp, name)
     if blob is None:
         have = ", ".join(str(e) for e in mb.engines()) or "none"
         raise VkernelError(f"{where} has no ahead-of-time code for this engine ({fp}); "

@@ -44,6 +44,8 @@ def _signame(sig: int) -> str:
         return f"SIGRT_{sig - 32}" if sig > 32 else str(sig)
 
 if TYPE_CHECKING:
+    from vkernel.instances import GuestCode
+    from vkernel.policy import UnitInfo
     from vkernel.syscalls.table import SyscallEntry
 
 
@@ -110,6 +112,8 @@ class Kernel:
         self.syscall_count = 0
         self.interruptible = False        # a blocking call is running: a signal may end it (EINTR)
         self.reenter: Any = None          # runs the module's kiln_run again (signal handlers)
+        self.code: "GuestCode" = None     # type: ignore[assignment]   # the store's instances
+        self.unit_module: Any = None      # UnitInfo -> its deserialized wasmtime.Module
         self.signal_depth = 0             # nested handler runs in progress
         self.saved_mask: int | None = None  # rt_sigsuspend/ppoll: the mask the frame restores
         # Which side runs: True while the main thread executes Python (an import, set-up),
@@ -171,7 +175,14 @@ class Kernel:
         base = self.proc.cwd if names[2] == "cwd" else "/"
         return base.rstrip("/") + "/" + rest
 
+    def instantiate(self, unit: "UnitInfo") -> None:
+        """Make ``unit``'s translated code reachable by dispatch in this process (once)."""
+        self.code.add_unit(unit.number, self.unit_module(unit), unit.functions, unit.entries)
+
     def add_regions(self, regions: tuple[CodeRegion, ...] | list[CodeRegion]) -> None:
+        """Code mapped at these ranges: its units are instantiated, then dispatch finds them."""
+        for r in regions:
+            self.instantiate(self.policy.units[r.unit])
         self.regions.extend(regions)
         self.ctl.write_regions(self.regions)
 

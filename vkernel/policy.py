@@ -22,6 +22,14 @@ class UnitInfo:
     blake3: bytes
     paths: tuple[str, ...]
     trap_sites: tuple[Any, ...]
+    functions: int = 0          # guest functions of its module (dispatch-table slots)
+    entries: int = 0            # its dispatch entries
+
+
+def _count(unit: Any) -> int:
+    """A unit's dispatch entries: a count (UnitSummary) or the entries (formats.index)."""
+    entries = getattr(unit, "entries", 0)
+    return len(entries) if isinstance(entries, (tuple, list)) else int(entries)
 
 
 class ExecPolicy:
@@ -31,7 +39,8 @@ class ExecPolicy:
         self.units: list[UnitInfo] = []
         for i, u in enumerate(units):
             self.units.append(UnitInfo(i, bytes(u.blake3), tuple(str(p) for p in (u.paths or ())),
-                                       tuple(getattr(u, "trap_sites", ()) or ())))
+                                       tuple(getattr(u, "trap_sites", ()) or ()),
+                                       int(getattr(u, "functions", 0)), _count(u)))
         self.by_hash = {u.blake3: u for u in self.units}
         self.audit = audit
 

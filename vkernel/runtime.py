@@ -22,6 +22,7 @@ from vkernel import creds, pidns, signals
 from vkernel.audit import AuditLog
 from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
+from vkernel.instances import GuestCode, host_functions
 from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
@@ -105,7 +106,12 @@ class Runtime:
         try:
             units = unit_table(self.mb, trust)
             self.engine = make_engine()
-            self.module = load_module(self.engine, self.mb, trust)
+            # Every module is mapped now: once the run is locked down (vkernel/sandbox.py) no
+            # process may map executable memory, and a library may be dlopen'ed any time.
+            self.modules = {abi.CORE_MODULE: load_module(self.engine, self.mb, trust)}
+            for u in units:
+                self.modules[u.blake3.hex()] = load_module(self.engine, self.mb, trust,
+                                                           u.blake3.hex())
         except BaseException:
             self.mb.close()
             raise
@@ -159,6 +165,10 @@ class Runtime:
             signals.attach(None, None)
             if self.proc.limits is not None and self.proc.limits.lock_fd >= 0:
                 os.close(self.proc.limits.lock_fd)
+
+    def unit_module(self, unit: UnitInfo) -> wasmtime.Module:
+        """The deserialized module of ``unit``."""
+        return self.modules[unit.blake3.hex()]
 
     # -- program lookup -----------------------------------------------------------
     def resolve_command(self, name: str, env: list[bytes]) -> str:
@@ -222,31 +232,18 @@ class Runtime:
         def on_rdtsc() -> int:
             return time.monotonic_ns() & 0x7FFF_FFFF_FFFF_FFFF
 
-        provided = {
-            abi.IMPORT_SYSCALL: wasmtime.Func(store, wasmtime.FuncType([], []), k.on_syscall),
-            abi.IMPORT_FAULT: wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []),
-                                            on_fault),
-            abi.IMPORT_RDTSC: wasmtime.Func(store, wasmtime.FuncType([], [wasmtime.ValType.i64()]),
-                                            on_rdtsc),
-        }
-        imports = []
-        for imp in self.module.imports:
-            if imp.module != abi.IMPORT_MODULE or imp.name not in provided:
-                raise VkernelError(f"the megabinary's module imports {imp.module}.{imp.name}, "
-                                   "which vkernel does not provide",
-                                   hint="the megabinary was built for another ABI; re-run recompile")
-            imports.append(provided[imp.name])
+        host = host_functions(store, k.on_syscall, on_fault, on_rdtsc)
         try:
-            instance = wasmtime.Instance(store, self.module, imports)
-            exports = instance.exports(store)
-            run = exports[abi.EXPORT_RUN]
-            guest, ctl_mem = exports[abi.GUEST_MEMORY], exports[abi.CONTROL_MEMORY]
-        except (wasmtime.WasmtimeError, KeyError) as e:
-            raise VkernelError(f"cannot instantiate the megabinary's module: {e}",
+            code = GuestCode(store, self.modules[abi.CORE_MODULE], host, len(self.policy.units))
+            k.code = code
+            k.unit_module = self.unit_module
+            run, guest, ctl_mem = code.run, code.guest, code.ctl
+            k.instantiate(unit)
+        except (wasmtime.WasmtimeError, TypeError, KeyError) as e:
+            raise VkernelError(f"cannot instantiate the megabinary's modules: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
-        if not isinstance(guest, wasmtime.Memory) or not isinstance(ctl_mem, wasmtime.Memory) or \
-                guest.type(store).limits.min != abi.GUEST_MEMORY_PAGES:
-            raise VkernelError("the megabinary's module does not export the guest and control memories "
+        if guest.type(store).limits.min != abi.GUEST_MEMORY_PAGES:
+            raise VkernelError("the megabinary's core module does not define the guest memory "
                                "the ABI describes", hint="the megabinary was built for another ABI; re-run recompile")
         gview, gbase = _memory_view(guest, store)
         cview, _ = _memory_view(ctl_mem, store)

@@ -42,21 +42,27 @@ if TYPE_CHECKING:
     from formats.megabinary import Megabinary, SectionEntry
 
 _UNITS_MAGIC = b"KILNUNITS1\n"
-_KEEP_ARTIFACT_BYTES = 1 << 30
+_KEEP_ARTIFACT_BYTES = 2 << 30
 """AOT artifacts kept, most recently used first, up to this many bytes in all (one artifact
-is a few KiB for a small program, tens of MB for busybox)."""
-_KEEP_ARTIFACTS = 64
+is a few KiB for a small program, tens of MB for busybox; a dynamic program needs one per
+library it maps)."""
+_KEEP_ARTIFACTS = 1024
 _KEEP_RECORDS = 256
 """Unit tables and file records kept (the most recently written)."""
 
 
 @dataclass(frozen=True)
 class UnitSummary:
-    """What a run needs of one indexed unit up front (vkernel.policy.ExecPolicy)."""
+    """What a run needs of one indexed unit up front (vkernel.policy.ExecPolicy, and the
+    sizes vkernel/instances.py reserves when it instantiates the unit)."""
     blake3: bytes
     paths: tuple[str, ...]
     trap_sites: tuple[tuple[int, str, str], ...] = ()
     """(guest_addr, mnemonic, reason), as formats.index.TrapSite (which compares equal)."""
+    functions: int = 0
+    """Guest functions of the unit's module (its dispatch-table slots)."""
+    entries: int = 0
+    """Its dispatch entries."""
 
 
 def cache_root() -> Path:
@@ -205,8 +211,8 @@ def _checker_tag() -> str:
 
 def _encode_units(units: tuple[UnitSummary, ...]) -> bytes:
     import cbor2
-    body = cbor2.dumps([[u.blake3, list(u.paths), [list(t) for t in u.trap_sites]]
-                        for u in units])
+    body = cbor2.dumps([[u.blake3, list(u.paths), [list(t) for t in u.trap_sites], u.functions,
+                         u.entries] for u in units])
     return _UNITS_MAGIC + blake3.blake3(body).digest() + body
 
 
@@ -219,8 +225,8 @@ def _decode_units(data: bytes) -> tuple[UnitSummary, ...] | None:
         return None
     import cbor2
     try:
-        return tuple(UnitSummary(bytes(h), tuple(paths), tuple(map(tuple, traps)))
-                     for h, paths, traps in cbor2.loads(body))
+        return tuple(UnitSummary(bytes(h), tuple(paths), tuple(map(tuple, traps)), int(f), int(e))
+                     for h, paths, traps, f, e in cbor2.loads(body))
     except Exception:  # a damaged record is only a missed shortcut
         return None
 
@@ -242,7 +248,8 @@ def unit_table(mb: "Megabinary", trust: TrustDir | None) -> tuple[UnitSummary, .
         raise VkernelError(f"{mb.path}: the megabinary's lifted code follows guest ABI version "
                            f"{mb.index.abi_version}; this vkernel implements version {ABI_VERSION}",
                            hint="recompile the image with this Kiln (recompile IMAGE -o OUT)")
-    units = tuple(UnitSummary(bytes(u.blake3), tuple(u.paths), tuple(u.trap_sites))
+    units = tuple(UnitSummary(bytes(u.blake3), tuple(u.paths), tuple(u.trap_sites),
+                              u.functions, len(u.entries))
                   for u in mb.index.units)
     if trust is not None and tag:
         trust.write(name, _encode_units(units))
@@ -279,9 +286,11 @@ def hash_matches(fd: int, entry: "SectionEntry") -> bool:
         return blake3.blake3(mm).digest() == entry.blake3
 
 
-def _file_record(mb: "Megabinary") -> str | None:
+def _file_record(mb: "Megabinary", entry: "SectionEntry") -> str | None:
+    """The record that this file's section ``entry`` (one AOT artifact) was hashed in place."""
     s = mb.file_stat
-    return None if s is None else f"file-{mb.digest.split(':')[-1]}-{s.st_dev}-{s.st_ino}"
+    return None if s is None else \
+        f"file-{mb.digest.split(':')[-1]}-{s.st_dev}-{s.st_ino}-{entry.blake3.hex()[:16]}"
 
 
 def artifact_fd(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> int | None:
@@ -291,7 +300,7 @@ def artifact_fd(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> int
     Raises :class:`ArtifactMismatch` when the megabinary's section is damaged.
     """
     name = entry.blake3.hex()
-    record = _file_record(mb)
+    record = _file_record(mb, entry)
     file_checked = record is not None and mb.file_stat is not None and \
         trust.read(record, 256) == stamp(mb.file_stat).encode()
     fd = trust.open_own(f"aot-{name}.cwasm")

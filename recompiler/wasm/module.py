@@ -1,6 +1,12 @@
-"""Linking lifted units into the one megabinary module: function table, dispatch data, runtime code.
+"""Linking: each lifted unit into a unit module, and the core module they all import from.
 
-The module is assembled in pieces so no step holds the whole image's WebAssembly
+ABI 3 (formats/abi.py): a unit module imports the memories, the dispatch table
+and the call-depth counter from the core, places its functions in the table at
+the slot vkernel gives it (``table_base``) and its sorted dispatch entries in the
+control memory where vkernel says (``entries_at``), and carries its own copy of
+the runtime helpers its code calls.
+
+A unit is assembled in pieces so no step holds all of a large ELF's WebAssembly
 text: a *skeleton* (imports, runtime, tables, data, and a one-instruction stub for
 every guest function) fixes every index, then each batch of guest functions is
 assembled on its own, with stubs standing in for every function outside the batch,
@@ -13,20 +19,22 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import wasmtime
 
-from formats.abi import (CONTROL_DYNAMIC, CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAGES, EXPORT_RUN, GUEST_MEMORY,
-                         GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC, IMPORT_SYSCALL, WASM_PAGE)
+import re
+
+from formats.abi import (CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAGES, DEPTH, ENTRIES_AT, EXPORT_RUN,
+                         GUEST_MEMORY, GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC,
+                         IMPORT_SYSCALL, GROW_TABLE, TABLE, TABLE_BASE)
 from recompiler.x86_64.errors import LiftError
 from .emit import TRACE
-from .runtime_wat import DIRECTORY, UNIT_COUNT, runtime_wat
-from .x87_wat import x87_runtime_wat
+from .runtime_wat import core_wat, unit_runtime_wat
 from .unit import LiftedUnit
 
-__all__ = ["LinkedUnit", "LinkedModule", "link", "BATCH_TEXT"]
+__all__ = ["LinkedUnit", "link_unit", "core_module", "BATCH_TEXT"]
 
 BATCH_TEXT = 4 << 20
 """Guest WebAssembly text assembled per batch (characters, about); at least 8x the stubs' text."""
@@ -37,17 +45,12 @@ _STUB = "(func {} (type $guestfn) unreachable)"
 
 @dataclass(frozen=True)
 class LinkedUnit:
-    entries: list[tuple[int, int]]               # (link-time address, function table index)
+    """One unit module and what the index records of it."""
+    wasm: bytes
+    functions: int                               # guest functions (table slots it takes)
+    entries: list[tuple[int, int]]               # (link-time address, function number in the unit)
     trap_sites: list[tuple[int, str, str]]
     stats: dict
-
-
-@dataclass(frozen=True)
-class LinkedModule:
-    wasm: bytes
-    units: list[LinkedUnit]
-    ctl_pages: int
-    stats: dict = field(default_factory=dict)
 
 
 def _wat_bytes(b: bytes) -> str:
@@ -160,23 +163,21 @@ def _split_functions(wat: str, count: int) -> list[str]:
     return parts
 
 
-def _batches(units: list[LiftedUnit], target: int) -> Iterator[_Batch]:
+def _batches(unit: LiftedUnit, target: int) -> Iterator[_Batch]:
     """Consecutive guest functions in batches of about ``target`` characters of text."""
     pos = 0
-    for n, u in enumerate(units):
-        prefix = f"$u{n}_"
-        texts = _split_functions(u.functions_wat, len(u.functions))
-        lo, acc, size = pos, [], 0
-        for t in texts:
-            acc.append(t)
-            size += len(t)
-            pos += 1
-            if size >= target:
-                yield _Batch(lo, pos, "\n".join(acc).replace("$U.", prefix))
-                lo, acc, size = pos, [], 0
-        if acc:
-            yield _Batch(lo, pos, "\n".join(acc).replace("$U.", prefix))
-        del texts
+    texts = _split_functions(unit.functions_wat, len(unit.functions))
+    lo, acc, size = pos, [], 0
+    for t in texts:
+        acc.append(t)
+        size += len(t)
+        pos += 1
+        if size >= target:
+            yield _Batch(lo, pos, "\n".join(acc))
+            lo, acc, size = pos, [], 0
+    if acc:
+        yield _Batch(lo, pos, "\n".join(acc))
+    del texts
 
 
 @dataclass(frozen=True)
@@ -213,11 +214,11 @@ def _assemble_batch(args: tuple[_Layout | None, _Batch]) -> tuple[int, bytes, by
     return first, secs.get(1, b""), b"".join(bodies[first + batch.lo:first + batch.hi])
 
 
-def _run_batches(layout: _Layout, units: list[LiftedUnit], target: int,
+def _run_batches(layout: _Layout, unit: LiftedUnit, target: int,
                  jobs: int) -> Iterator[tuple[int, bytes, bytes]]:
     """Assemble every batch, in order; at most 2 x jobs batches' text is alive at a time."""
     global _WORKER_LAYOUT
-    batches = _batches(units, target)
+    batches = _batches(unit, target)
     if jobs <= 1:
         for b in batches:
             yield _assemble_batch((layout, b))
@@ -237,55 +238,64 @@ def _run_batches(layout: _Layout, units: list[LiftedUnit], target: int,
         _WORKER_LAYOUT = None
 
 
-def link(units: list[LiftedUnit], *, jobs: int = 1, batch_text: int = BATCH_TEXT) -> LinkedModule:
-    if not units:
-        raise LiftError("nothing to link: no lifted units", hint="recompile an image with at least one ELF")
-    table: list[str] = []
-    linked: list[LinkedUnit] = []
-    nunits = len(units)
-    tables_start = DIRECTORY + 8 * nunits
-    tables_start = (tables_start + 15) & ~15
-    directory = bytearray()
+_CALLED = re.compile(r"call \$([a-z][\w]*)")
+
+
+def _imports() -> list[str]:
+    """The host functions every module imports (formats/abi.py)."""
+    return [f' (import "{IMPORT_MODULE}" "{IMPORT_SYSCALL}" (func $syscall))',
+            f' (import "{IMPORT_MODULE}" "{IMPORT_FAULT}" (func $fault (param i32)))',
+            f' (import "{IMPORT_MODULE}" "{IMPORT_RDTSC}" (func $rdtsc (result i64)))',
+            f' (import "{IMPORT_MODULE}" "trace" (func $trace (param i64)))' if TRACE else ""]
+
+
+def core_module() -> bytes:
+    """The core module: the two memories, the dispatch table, the call-depth counter and
+    ``kiln_run`` (every megabinary of this Kiln has the same one)."""
+    return _assemble("\n".join([
+        "(module",
+        " (type $guestfn (func (param i32)))",
+        *_imports(),
+        # defined here and imported by the units; never moved (formats/abi.py)
+        f' (memory $g (export "{GUEST_MEMORY}") {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES})',
+        f' (memory $c (export "{CONTROL_MEMORY}") {CONTROL_MEMORY_MIN_PAGES})',
+        # typed: every entry is a guest function, so call_indirect needs no signature check
+        f' (table $ft (export "{TABLE}") 0 (ref null $guestfn))',
+        f' (global $depth (export "{DEPTH}") (mut i32) (i32.const 0))',
+        # the host grows the table through this (a typed table has no C-API type to grow with)
+        f' (func (export "{GROW_TABLE}") (param $n i32) (result i32)'
+        " (table.grow $ft (ref.null $guestfn) (local.get $n)))",
+        core_wat().replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),
+        ")"]))
+
+
+def link_unit(unit: LiftedUnit, *, jobs: int = 1, batch_text: int = BATCH_TEXT) -> LinkedUnit:
+    """The unit module of one lifted ELF (see the module docstring)."""
+    table = [f"$U.f{f:x}" for f in unit.functions]
+    index = {f: i for i, f in enumerate(unit.functions)}
     blob = bytearray()
-    total = {"instructions": 0, "functions": 0, "blocks": 0, "unsupported": {}}
-    for n, u in enumerate(units):
-        prefix = f"$u{n}_"
-        base = len(table)
-        index = {f: base + i for i, f in enumerate(u.functions)}
-        table.extend(f"{prefix}f{f:x}" for f in u.functions)
-        off = tables_start + len(blob)
-        for addr, f, blk in u.entries:
-            blob += struct.pack("<III", addr & 0xFFFF_FFFF, index[f], blk)
-        directory += struct.pack("<II", off, len(u.entries))
-        linked.append(LinkedUnit([(a, index[f]) for a, f, _ in u.entries], list(u.trap_sites), dict(u.stats)))
-        for k in ("instructions", "functions", "blocks"):
-            total[k] += u.stats.get(k, 0)
-        for m, c in u.stats.get("unsupported", {}).items():
-            total["unsupported"][m] = total["unsupported"].get(m, 0) + c
-    dyn = struct.pack("<I", nunits) + bytes(12) + directory
-    end = tables_start + len(blob)
-    pages = max(CONTROL_MEMORY_MIN_PAGES, (end + WASM_PAGE - 1) // WASM_PAGE)
+    for addr, f, blk in unit.entries:
+        blob += struct.pack("<III", addr & 0xFFFF_FFFF, index[f], blk)
+    called = set(_CALLED.findall(unit.functions_wat))
     header = "\n".join([
         "(module",
         " (type $guestfn (func (param i32)))",
         "(;types;)",
-        f' (import "{IMPORT_MODULE}" "{IMPORT_SYSCALL}" (func $syscall))',
-        f' (import "{IMPORT_MODULE}" "{IMPORT_FAULT}" (func $fault (param i32)))',
-        f' (import "{IMPORT_MODULE}" "{IMPORT_RDTSC}" (func $rdtsc (result i64)))',
-        f' (import "{IMPORT_MODULE}" "trace" (func $trace (param i64)))' if TRACE else "",
-        # defined here, not imported: Cranelift then reaches each base with one load it may
-        # hoist out of loops (an imported memory's base is two dependent loads, every time)
-        f' (memory $g (export "{GUEST_MEMORY}") {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES})',
-        f' (memory $c (export "{CONTROL_MEMORY}") {pages} {pages})',
-        # typed: every entry is a guest function, so call_indirect needs no signature check
-        f" (table $ft {len(table)} (ref null $guestfn))",
-        runtime_wat(nunits).replace('(export "kiln_run")', f'(export "{EXPORT_RUN}")'),
-        x87_runtime_wat(),
+        *_imports(),
+        f' (import "{IMPORT_MODULE}" "{GUEST_MEMORY}" (memory $g {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES}))',
+        f' (import "{IMPORT_MODULE}" "{CONTROL_MEMORY}" (memory $c {CONTROL_MEMORY_MIN_PAGES}))',
+        f' (import "{IMPORT_MODULE}" "{TABLE}" (table $ft 0 (ref null $guestfn)))',
+        f' (import "{IMPORT_MODULE}" "{DEPTH}" (global $depth (mut i32)))',
+        f' (import "{IMPORT_MODULE}" "{TABLE_BASE}" (global $tbase i32))',
+        f' (import "{IMPORT_MODULE}" "{ENTRIES_AT}" (global $eat i32))',
+        unit_runtime_wat(called),
     ])
-    tail = [" (elem (table $ft) (i32.const 0) (ref null $guestfn) "
-            + " ".join(f"(item ref.func {x})" for x in table) + ")",
-            f' (data (memory $c) (i32.const {UNIT_COUNT}) "{_wat_bytes(dyn)}")',
-            f' (data (memory $c) (i32.const {tables_start}) "{_wat_bytes(bytes(blob))}")']
+    tail = []
+    if table:
+        tail.append(" (elem (table $ft) (offset (global.get $tbase)) (ref null $guestfn) "
+                    + " ".join(f"(item ref.func {x})" for x in table) + ")")
+    if blob:
+        tail.append(f' (data (memory $c) (offset (global.get $eat)) "{_wat_bytes(bytes(blob))}")')
     # the guest text per batch: enough that the stubs are a small part of what is assembled
     target = max(batch_text, 8 * sum(len(_STUB) + len(x) for x in table))
     layout = _Layout(header, table, [])
@@ -294,11 +304,11 @@ def link(units: list[LiftedUnit], *, jobs: int = 1, batch_text: int = BATCH_TEXT
         secs = _sections(skeleton)
         types = dict(secs).get(1, b"")
         ntypes = _count(types)
-        runtime = _code_bodies(dict(secs)[10])
+        runtime = _code_bodies(dict(secs).get(10, b"\0"))
         runtime = runtime[:len(runtime) - len(table)]
         guest: list[bytes] = []
         extra: list[str] = []
-        for first, btypes, bodies in _run_batches(layout, units, target, jobs):
+        for first, btypes, bodies in _run_batches(layout, unit, target, jobs) if table else ():
             if first != len(runtime):
                 raise LiftError(f"internal error: a batch of guest functions defines {first} runtime functions, "
                                 f"the module {len(runtime)}",
@@ -326,4 +336,6 @@ def link(units: list[LiftedUnit], *, jobs: int = 1, batch_text: int = BATCH_TEXT
         out.append(sid)
         out += _uleb(len(payload))
         out += payload
-    return LinkedModule(bytes(out), linked, pages, total)
+    stats = dict(unit.stats)
+    return LinkedUnit(bytes(out), len(table), [(a, index[f]) for a, f, _ in unit.entries],
+                      list(unit.trap_sites), stats)

@@ -1,14 +1,19 @@
-"""Hand-written WebAssembly shared by every megabinary: dispatch, kiln_run, 128-bit arithmetic helpers."""
+"""Hand-written WebAssembly: dispatch (lookup, kiln_run), 128-bit arithmetic and rounding helpers.
+
+The core module (:func:`core_wat`) holds the dispatch loop; every unit module
+carries its own copy of the helpers its code calls (:func:`unit_runtime_wat`),
+since a call into another instance could not be inlined or kept direct.
+"""
 from __future__ import annotations
 
-from formats.abi import (CODE_REGIONS, CODE_REGIONS_GENERATION, CONTROL_DYNAMIC, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
-                         FAULT_RECORD_OFFSETS, FaultCode)
+import re
 
-__all__ = ["runtime_wat", "ENTRY_SIZE", "DIRECTORY", "UNIT_COUNT", "LOOKUP_CACHE", "LOOKUP_CACHE_SIZE",
-           "cache_slot", "cache_hit"]
+from formats.abi import (CODE_REGIONS, CODE_REGIONS_GENERATION, CPU_STATE, CPU_STATE_OFFSETS,
+                         DIRECTORY, DISPATCH_ENTRY_SIZE, FAULT_RECORD, FAULT_RECORD_OFFSETS,
+                         LOOKUP_CACHE, LOOKUP_CACHE_ENTRIES, UNIT_COUNT,
+                         FaultCode)
 
-ENTRY_SIZE = 12
-"""Dispatch table entry: (link-time address u32, function table index u32, block index u32)."""
+__all__ = ["core_wat", "unit_runtime_wat", "cache_slot", "cache_hit"]
 
 _RIP = CPU_STATE + CPU_STATE_OFFSETS["rip"]
 _MXCSR = CPU_STATE + CPU_STATE_OFFSETS["mxcsr"]
@@ -70,22 +75,6 @@ def _rounding_wat() -> str:
     return "".join(out)
 
 
-LOOKUP_CACHE_ENTRIES = 4096
-"""Direct-mapped cache of dispatch lookups (runtime address -> function, block), in the control memory."""
-LOOKUP_CACHE_ENTRY = 16
-"""Cache entry: runtime address u32, function u32, block u32, and the code-region table's generation
-(``formats.abi.CODE_REGIONS_GENERATION``) when it was filled: a hit is used only while the table is
-unchanged since, so vkernel remapping code never runs a stale translation."""
-LOOKUP_CACHE_SIZE = LOOKUP_CACHE_ENTRIES * LOOKUP_CACHE_ENTRY
-LOOKUP_CACHE = CONTROL_DYNAMIC
-"""The cache's offset in the control memory: fixed, so each indirect call or jump site can test
-it inline (``FunctionEmitter._dispatch``) before it calls ``$lookup``."""
-UNIT_COUNT = LOOKUP_CACHE + LOOKUP_CACHE_SIZE
-"""u32 number of units; the directory follows 16 bytes on."""
-DIRECTORY = UNIT_COUNT + 16
-"""Per-unit (table offset u32, entry count u32) pairs; each unit's sorted entry table follows."""
-
-
 def cache_slot(addr32: str) -> str:
     """WAT for the control-memory offset of the cache entry of i32 runtime address ``addr32``."""
     return (f"(i32.add (i32.const {LOOKUP_CACHE}) (i32.shl (i32.and (i32.xor {addr32} (i32.shr_u {addr32} "
@@ -100,17 +89,16 @@ def cache_hit(addr32: str, slot: str) -> str:
             f"(i32.ne {addr32} (i32.const 0)))")
 
 
-def runtime_wat(nunits: int) -> str:
-    """The runtime functions (the lookup cache at :data:`LOOKUP_CACHE` starts zeroed)."""
+def _dispatch_wat() -> str:
+    """``$lookup`` (runtime address -> dispatch-table slot, block in ``$blk``, or -1),
+    ``$no_translation``, ``$dispatch_call``, ``$dispatch_jump`` and ``$kiln_run``: the same text
+    in the core and in each unit (each instance has its own ``$blk``)."""
     fr = FAULT_RECORD
     return f"""
- (global $rem (mut i64) (i64.const 0))
- (global $divfault (mut i32) (i32.const 0))
- (global $blk (mut i32) (i32.const 0))
- (global $depth (mut i32) (i32.const 0))
  (func $lookup (param $a i64) (result i32)
   (local $a32 i32) (local $n i32) (local $i i32) (local $e i32) (local $unit i32) (local $link i32)
   (local $lo i32) (local $hi i32) (local $mid i32) (local $tab i32) (local $k i32) (local $p i32) (local $ce i32)
+  (local $row i32) (local $base i32) (local $f i32)
   (if (i64.gt_u (local.get $a) (i64.const 0xffffffff)) (then (return (i32.const -1))))
   (local.set $a32 (i32.wrap_i64 (local.get $a)))
   (local.set $ce {cache_slot("(local.get $a32)")})
@@ -132,23 +120,26 @@ def runtime_wat(nunits: int) -> str:
       (br $found)))
     (local.set $i (i32.add (local.get $i) (i32.const 1)))
     (br $scan)))
-  (if (i32.ge_u (local.get $unit) (i32.const {nunits})) (then (return (i32.const -1))))
-  (local.set $tab (i32.load $c offset={DIRECTORY} (i32.shl (local.get $unit) (i32.const 3))))
-  (local.set $hi (i32.load $c offset={DIRECTORY + 4} (i32.shl (local.get $unit) (i32.const 3))))
+  (if (i32.ge_u (local.get $unit) (i32.load $c (i32.const {UNIT_COUNT}))) (then (return (i32.const -1))))
+  (local.set $row (i32.add (i32.const {DIRECTORY}) (i32.shl (local.get $unit) (i32.const 4))))
+  (local.set $tab (i32.load $c (local.get $row)))
+  (local.set $hi (i32.load $c offset=4 (local.get $row)))
+  (local.set $base (i32.load $c offset=8 (local.get $row)))
   (block $miss
    (loop $bs
     (br_if $miss (i32.ge_u (local.get $lo) (local.get $hi)))
     (local.set $mid (i32.shr_u (i32.add (local.get $lo) (local.get $hi)) (i32.const 1)))
-    (local.set $p (i32.add (local.get $tab) (i32.mul (local.get $mid) (i32.const {ENTRY_SIZE}))))
+    (local.set $p (i32.add (local.get $tab) (i32.mul (local.get $mid) (i32.const {DISPATCH_ENTRY_SIZE}))))
     (local.set $k (i32.load $c (local.get $p)))
     (if (i32.eq (local.get $k) (local.get $link))
      (then
       (global.set $blk (i32.load $c offset=8 (local.get $p)))
+      (local.set $f (i32.add (local.get $base) (i32.load $c offset=4 (local.get $p))))
       (i32.store $c (local.get $ce) (local.get $a32))
-      (i32.store $c offset=4 (local.get $ce) (i32.load $c offset=4 (local.get $p)))
+      (i32.store $c offset=4 (local.get $ce) (local.get $f))
       (i32.store $c offset=8 (local.get $ce) (global.get $blk))
       (i32.store $c offset=12 (local.get $ce) (i32.load $c (i32.const {CODE_REGIONS_GENERATION})))
-      (return (i32.load $c offset=4 (local.get $p)))))
+      (return (local.get $f))))
     (if (i32.lt_u (local.get $k) (local.get $link))
      (then (local.set $lo (i32.add (local.get $mid) (i32.const 1))))
      (else (local.set $hi (local.get $mid))))
@@ -171,10 +162,13 @@ def runtime_wat(nunits: int) -> str:
   (local.set $f (call $lookup (local.get $a)))
   (if (i32.lt_s (local.get $f) (i32.const 0)) (then (call $no_translation (local.get $a))))
   (return_call_indirect $ft (type $guestfn) (global.get $blk) (local.get $f)))
- (func $kiln_run (export "kiln_run")
+ (func $kiln_run
   (loop $top
    (call $dispatch_call (i64.load $c offset={_RIP} (i32.const 0)))
-   (br $top)))
+   (br $top)))"""
+
+
+_HELPERS = """
  (func $mulhi_u (param $a i64) (param $b i64) (result i64)
   (local $al i64) (local $ah i64) (local $bl i64) (local $bh i64) (local $ll i64) (local $lh i64) (local $hl i64) (local $mid i64)
   (local.set $al (i64.and (local.get $a) (i64.const 0xffffffff)))
@@ -242,4 +236,65 @@ def runtime_wat(nunits: int) -> str:
    (local.set $i (i32.add (local.get $i) (i32.const 1)))
    (br_if $l (i32.lt_u (local.get $i) (i32.const 8))))
   (local.get $r))
-""" + _rounding_wat()
+"""
+
+GLOBALS = """
+ (global $rem (mut i64) (i64.const 0))
+ (global $divfault (mut i32) (i32.const 0))
+ (global $blk (mut i32) (i32.const 0))"""
+"""Each instance's own scratch globals (the call depth is the core's, shared)."""
+
+
+def core_wat() -> str:
+    """The core module's functions and globals: dispatch and ``kiln_run`` (exported by the
+    module text around it, with the memories, the table and ``$depth``)."""
+    return GLOBALS + _dispatch_wat().replace("(func $kiln_run", '(func $kiln_run (export "kiln_run")')
+
+
+_FUNC = re.compile(r"\n \(func \$([\w.]+)")
+_CALL = re.compile(r"call \$([\w.]+)")
+
+
+def _functions(text: str) -> dict[str, str]:
+    """Each top-level ``(func $name ...)`` of ``text`` by name (bracket matched)."""
+    out: dict[str, str] = {}
+    for m in _FUNC.finditer(text):
+        depth, i = 0, m.start() + 2
+        start = i
+        while True:
+            c = text[i]
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif c == ";" and text.startswith(";;", i):
+                i = text.index("\n", i) - 1
+            i += 1
+        out[m.group(1)] = text[start:i + 1]
+    return out
+
+
+_ALL: dict[str, str] | None = None
+_X87_GLOBALS = ""
+
+
+def unit_runtime_wat(called: set[str]) -> str:
+    """The helpers a unit needs: those its code calls (``called``), with what they call in
+    turn; plus the scratch globals. Dispatch is always there (indirect sites and kiln_run)."""
+    global _ALL, _X87_GLOBALS
+    if _ALL is None:
+        from .x87_wat import x87_runtime_wat
+        x87 = x87_runtime_wat()
+        _X87_GLOBALS = "".join(re.findall(r"\n \(global [^\n]*", x87))
+        _ALL = _functions(_dispatch_wat() + _HELPERS + _rounding_wat() + x87)
+    want = {"lookup", "no_translation", "dispatch_call", "dispatch_jump", "kiln_run"}
+    want |= {n for n in called if n in _ALL}
+    todo = list(want)
+    while todo:
+        for n in _CALL.findall(_ALL[todo.pop()]):
+            if n in _ALL and n not in want:
+                want.add(n)
+                todo.append(n)
+    return GLOBALS + _X87_GLOBALS + "\n" + "\n".join(" " + _ALL[n] for n in _ALL if n in want)
