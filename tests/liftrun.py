@@ -17,10 +17,11 @@ from pathlib import Path
 
 import wasmtime
 
-from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CONTROL_MEMORY, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
-                         GUEST_MEMORY, HWCAP, MMAP_BASE, STACK_TOP,
+from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
+                         HWCAP, MMAP_BASE, STACK_TOP,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
-from recompiler.lift_api import LiftedUnit, LinkedModule, engine_config, lift_elf, link_units
+from recompiler.lift_api import LiftedUnit, LinkedUnit, core_module, engine_config, lift_elf, link_unit
+from vkernel.instances import GuestCode, host_functions
 from recompiler.x86_64.elfimage import ElfImage
 
 
@@ -47,6 +48,7 @@ class RunResult:
 
 
 _ENGINE: wasmtime.Engine | None = None
+_CORE: wasmtime.Module | None = None
 
 
 def engine() -> wasmtime.Engine:
@@ -56,27 +58,39 @@ def engine() -> wasmtime.Engine:
     return _ENGINE
 
 
-def compile_unit(unit: LiftedUnit) -> tuple[LinkedModule, wasmtime.Module]:
-    linked = link_units([unit])
+def core() -> wasmtime.Module:
+    """The recompiler's core module (formats/abi.py, ABI 3), compiled once."""
+    global _CORE
+    if _CORE is None:
+        _CORE = wasmtime.Module(engine(), core_module())
+    return _CORE
+
+
+def compile_unit(unit: LiftedUnit) -> tuple[LinkedUnit, wasmtime.Module]:
+    linked = link_unit(unit)
     return linked, wasmtime.Module(engine(), linked.wasm)
 
 
 class Harness:
     def __init__(self, path: Path, unit: LiftedUnit, module: wasmtime.Module,
-                 argv: list[str], env: list[str], stdin: bytes = b"", unit_index: int = 0) -> None:
+                 argv: list[str], env: list[str], stdin: bytes = b"", unit_index: int = 0,
+                 unit_count: int = 1,
+                 first: tuple[tuple[int, wasmtime.Module, LiftedUnit], ...] = ()) -> None:
+        """``first``: other units (number, module, lifted unit) instantiated before this one,
+        so its functions do not start at dispatch-table slot 0."""
         self.img = ElfImage(path)
         self.unit = unit
         self.store = wasmtime.Store(engine())
-        imports = [wasmtime.Func(self.store, wasmtime.FuncType([], []), self.syscall),
-                   wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i32()], []), self.fault),
-                   wasmtime.Func(self.store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), self.rdtsc)]
         self.trace: list[int] = []
-        if any(i.name == "trace" for i in module.imports):
-            imports.append(wasmtime.Func(self.store, wasmtime.FuncType([wasmtime.ValType.i64()], []), self._trace))
-        # the module defines its memories (formats/abi.py): instantiate first, then fill them
-        self.inst = wasmtime.Instance(self.store, module, imports)
-        exports = self.inst.exports(self.store)
-        self.g, self.c = exports[GUEST_MEMORY], exports[CONTROL_MEMORY]
+        tracing = any(i.name == "trace" for i in module.imports)
+        host = host_functions(self.store, self.syscall, self.fault, self.rdtsc,
+                              self._trace if tracing else None)
+        # the core defines the memories (formats/abi.py): instantiate it and the unit, then fill them
+        self.code = GuestCode(self.store, core(), host, unit_count)
+        for n, m, u in first:
+            self.code.add_unit(n, m, len(u.functions), len(u.entries))
+        self.code.add_unit(unit_index, module, len(unit.functions), len(unit.entries))
+        self.g, self.c = self.code.guest, self.code.ctl
         self.out = bytearray()
         self.err = bytearray()
         self.stdin = bytearray(stdin)
@@ -275,7 +289,7 @@ class Harness:
 
     def run(self) -> int:
         try:
-            self.inst.exports(self.store)["kiln_run"](self.store)
+            self.code.run(self.store)
         except GuestExit as e:
             return e.code
         raise GuestFault("kiln_run returned normally (contract violation)")

@@ -78,7 +78,7 @@ class InterruptHarness(Harness):
 
     def run_resuming(self) -> int:
         """kiln_run, re-entered at the CPU state's rip after every interrupt (as vkernel does)."""
-        run = self.inst.exports(self.store)["kiln_run"]
+        run = self.code.run
         for _ in range(100):
             try:
                 run(self.store)

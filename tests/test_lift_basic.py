@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from liftrun import GuestFault, run_lifted
-from recompiler.lift_api import LiftedUnit, lift_elf, link_units
+from recompiler.lift_api import LiftedUnit, lift_elf, link_unit
 
 GPRS = ["rax", "rcx", "rdx", "rbx", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]
 ARITH_FLAGS = 0x8D5          # CF PF AF ZF SF OF
@@ -245,7 +245,7 @@ def test_unit_round_trips_through_bytes(tmp_path: Path) -> None:
     unit = lift_elf(exe, name="/rt")
     again = LiftedUnit.from_bytes(unit.to_bytes())
     assert again == unit
-    assert link_units([again]).wasm == link_units([unit]).wasm
+    assert link_unit(again).wasm == link_unit(unit).wasm
 
 
 def test_unknown_instruction_becomes_trap_site(tmp_path: Path) -> None:

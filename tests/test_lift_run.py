@@ -354,24 +354,19 @@ def test_not_an_elf_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(MUSL is None, reason="musl-gcc not installed")
-def test_two_units_in_one_module(musl_dir: Path) -> None:
-    """Linking: two ELFs in one module; each runs as its own unit number through dispatch."""
-    import wasmtime
-
-    from liftrun import Harness, engine
-    from recompiler.lift_api import lift_elf, link_units
+def test_two_units_in_one_store(musl_dir: Path) -> None:
+    """Linking (ABI 3): two ELFs as two unit modules in one store, each placed in the shared
+    dispatch table after the other; each runs as its own unit number through dispatch."""
+    from liftrun import Harness, compile_unit
+    from recompiler.lift_api import lift_elf
     a, b = _build(musl_dir, "hello", ["musl-gcc", "-static"]), _build(musl_dir, "varargs", ["musl-gcc", "-static"])
     units = [lift_elf(a, name="/bin/a"), lift_elf(b, name="/bin/b")]
-    linked = link_units(units)
-    assert [len(u.entries) for u in linked.units] == [len(u.entries) for u in units]
-    table_indices = [i for u in linked.units for _, i in u.entries]
-    assert len(set(i for u in linked.units[:1] for _, i in u.entries) &
-               set(i for u in linked.units[1:] for _, i in u.entries)) == 0
-    assert max(table_indices) == len(units[0].functions) + len(units[1].functions) - 1
-    module = wasmtime.Module(engine(), linked.wasm)
+    modules = [compile_unit(u)[1] for u in units]
     for n, exe in enumerate((a, b)):
         want = subprocess.run([str(exe)], capture_output=True)
-        h = Harness(exe, units[n], module, [str(exe)], ["PATH=/bin"], unit_index=n)
+        other = 1 - n
+        h = Harness(exe, units[n], modules[n], [str(exe)], ["PATH=/bin"], unit_index=n,
+                    unit_count=2, first=((other, modules[other], units[other]),))
         status = h.run()
         assert (bytes(h.out), bytes(h.err), status) == (want.stdout, want.stderr, want.returncode)
 

@@ -10,7 +10,7 @@ import wasmtime
 
 from formats import abi
 from formats.index import Index, UnitKind, UnitRecord
-from formats.megabinary import Metadata, wasm_function_count, write_megabinary
+from formats.megabinary import Metadata, write_megabinary
 from test_vkernel_support import build_elf, make_rootfs
 from test_vkernel_run import kiln_run
 from vkernel.engine import engine_fingerprint, make_engine
@@ -21,18 +21,19 @@ lift_api = pytest.importorskip("recompiler.lift_api")
 def lifted_megabinary(tmp: Path, elf: Path, guest_path: str, pie: bool) -> Path:
     """Lift and link one ELF as the recompiler does, AOT-compile it, write the megabinary."""
     unit = lift_api.lift_elf(elf, name=guest_path)
-    linked = lift_api.link_units([unit])
-    count = wasm_function_count(linked.wasm)
-    rec = UnitRecord(blake3=blake3.blake3(elf.read_bytes()).digest(), paths=(guest_path,),
+    linked = lift_api.link_unit(unit)
+    digest = blake3.blake3(elf.read_bytes()).digest()
+    rec = UnitRecord(blake3=digest, paths=(guest_path,),
                      kind=UnitKind.PIE if pie else UnitKind.EXEC, pie=pie, entry=unit.entry,
-                     link_base=0, functions=(0, count), slots=(0, 0), entries=(),
-                     trap_sites=tuple(linked.units[0].trap_sites),
-                     stats={"instructions": 0, "functions": count})
-    index = Index(abi_version=abi.ABI_VERSION, functions=count,
-                  table_size=linked.stats.get("table_size", 0), units=(rec,))
-    aot = wasmtime.Module(make_engine(), linked.wasm).serialize()
+                     link_base=0, functions=linked.functions, entries=tuple(sorted(linked.entries)),
+                     trap_sites=tuple(linked.trap_sites),
+                     stats={"instructions": 0, "functions": linked.functions})
+    index = Index(abi_version=abi.ABI_VERSION, units=(rec,))
+    modules = {abi.CORE_MODULE: lift_api.core_module(), digest.hex(): linked.wasm}
+    engine = make_engine()
+    aot = {name: wasmtime.Module(engine, m).serialize() for name, m in modules.items()}
     out = tmp / "lifted.kmb"
-    write_megabinary(out, index=index, module=linked.wasm, aot={engine_fingerprint(): aot},
+    write_megabinary(out, index=index, modules=modules, aot={engine_fingerprint(): aot},
                      metadata=Metadata(tool_version="vkernel-tests"))
     return out
 

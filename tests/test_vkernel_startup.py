@@ -143,14 +143,16 @@ def _with_index(good_mb: Path, edit, out: Path) -> Path:
     """``good_mb`` rewritten to ``out`` with its INDEX map changed by ``edit(obj)``: the same
     module, metadata and AOT code, every hash correct."""
     from formats.index import canonical_cbor
-    from formats.megabinary import Section, SectionKind, assemble
+    from formats.megabinary import Section, SectionKind, aot_name, assemble
     good = read_megabinary(good_mb)
     obj = good.index.to_obj()
     edit(obj)
     sections = [Section(SectionKind.INDEX, "", canonical_cbor(obj)),
-                Section(SectionKind.META, "", canonical_cbor(good.metadata.to_obj())),
-                Section(SectionKind.MODULE, "", good.module_bytes())]
-    sections += [Section(SectionKind.AOT, str(fp), good.aot_for(fp)) for fp in good.engines()]
+                Section(SectionKind.META, "", canonical_cbor(good.metadata.to_obj()))]
+    names = sorted(good.module_names(), key=str.encode)
+    sections += [Section(SectionKind.MODULE, n, good.module_bytes(n)) for n in names]
+    sections += sorted((Section(SectionKind.AOT, aot_name(n, fp), good.aot_for(fp, n))
+                        for fp in good.engines() for n in names), key=lambda s: s.name.encode())
     out.write_bytes(assemble(sections))
     return out
 

@@ -1,9 +1,11 @@
 """Shared builders for the vkernel tests: real static ELFs, contract-following WAT modules, megabinaries.
 
-The WAT modules stand in for the lifter's output and follow the execution
-contract of formats/abi.py exactly: they import kiln.guest, kiln.ctl,
-kiln.syscall, kiln.fault and kiln.rdtsc, export kiln_run, and make syscalls
-by filling the syscall frame in the control memory.
+The WAT modules stand in for the recompiler's core module and follow the
+execution contract of formats/abi.py exactly: they import kiln.syscall,
+kiln.fault and kiln.rdtsc, define and export the memories, the dispatch table,
+the call-depth counter, grow_table and kiln_run, and make syscalls by filling
+the syscall frame in the control memory. Each unit of such a megabinary gets
+an empty unit module (:data:`EMPTY_UNIT`): the WAT's kiln_run does the work.
 """
 from __future__ import annotations
 
@@ -70,8 +72,13 @@ PRELUDE = f"""
   (import "kiln" "syscall" (func $syscall))
   (import "kiln" "fault" (func $fault (param i32)))
   (import "kiln" "rdtsc" (func $rdtsc (result i64)))
+  (type $guestfn (func (param i32)))
   (memory $g (export "guest") 65536 65536)
-  (memory $c (export "ctl") 1 1)
+  (memory $c (export "ctl") 1)
+  (table $ft (export "table") 0 (ref null $guestfn))
+  (global $depth (export "depth") (mut i32) (i32.const 0))
+  (func (export "grow_table") (param $n i32) (result i32)
+    (table.grow $ft (ref.null $guestfn) (local.get $n)))
   ;; the contract's syscall sequence: frame <- args, resume <- 0, call, result <- frame.rax
   (func $sys (param $nr i64) (param $a1 i64) (param $a2 i64) (param $a3 i64)
              (param $a4 i64) (param $a5 i64) (param $a6 i64) (result i64)
@@ -107,6 +114,15 @@ def wat_module(body: str, extra: str = "") -> str:
 """
 
 
+EMPTY_UNIT = """(module (type $guestfn (func (param i32)))
+  (import "kiln" "syscall" (func)) (import "kiln" "fault" (func (param i32)))
+  (import "kiln" "rdtsc" (func (result i64)))
+  (import "kiln" "guest" (memory 65536 65536)) (import "kiln" "ctl" (memory 1))
+  (import "kiln" "table" (table 0 (ref null $guestfn))) (import "kiln" "depth" (global (mut i32)))
+  (import "kiln" "table_base" (global i32)) (import "kiln" "entries_at" (global i32)))"""
+"""A unit module with no code: what each unit of a hand-written megabinary instantiates."""
+
+
 def sys(nr: int, *args: str) -> str:
     """WAT for ``$sys(nr, args...)`` where args are WAT i64 expressions."""
     a = list(args) + ["(i64.const 0)"] * (6 - len(args))
@@ -122,22 +138,22 @@ def unit_for(elf_bytes: bytes, guest_path: str, *, pie: bool = False, entry: int
              trap_sites: tuple = ()) -> UnitRecord:
     return UnitRecord(blake3=blake3.blake3(elf_bytes).digest(), paths=(guest_path,),
                       kind=UnitKind.PIE if pie else UnitKind.EXEC, pie=pie, entry=entry,
-                      link_base=0, functions=(0, 1), slots=(0, 0), entries=(),
-                      trap_sites=trap_sites, stats={"instructions": 0, "functions": 1})
+                      link_base=0, functions=0, entries=(),
+                      trap_sites=trap_sites, stats={"instructions": 0, "functions": 0})
 
 
 def write_mb(path: Path, wat: str, units: list[UnitRecord], *, with_aot: bool = True) -> Path:
-    """A megabinary holding ``wat`` compiled and AOT-serialized for vkernel's engine."""
-    wasm = wasmtime.wat2wasm(wat)
-    module = wasmtime.Module(make_engine(), wasm)
-    aot = {engine_fingerprint(): module.serialize()} if with_aot else {}
-    from dataclasses import replace
-    from formats.megabinary import wasm_function_count
-    count = wasm_function_count(bytes(wasm))
-    # Each unit claims one function of the module (the index requires in-range, disjoint ranges).
-    units = [replace(u, functions=(i, 1)) for i, u in enumerate(sorted(units, key=lambda u: u.blake3))]
-    index = Index(abi_version=abi.ABI_VERSION, functions=count, table_size=0, units=tuple(units))
-    write_megabinary(path, index=index, module=bytes(wasm), aot=aot,
+    """A megabinary whose core module is ``wat`` and whose units have empty modules, compiled
+    and AOT-serialized for vkernel's engine."""
+    engine = make_engine()
+    modules = {abi.CORE_MODULE: bytes(wasmtime.wat2wasm(wat))}
+    empty = bytes(wasmtime.wat2wasm(EMPTY_UNIT))
+    for u in units:
+        modules[u.blake3.hex()] = empty
+    aot = {engine_fingerprint(): {name: wasmtime.Module(engine, m).serialize()
+                                  for name, m in modules.items()}} if with_aot else {}
+    index = Index(abi_version=abi.ABI_VERSION, units=tuple(units))
+    write_megabinary(path, index=index, modules=modules, aot=aot,
                      metadata=Metadata(tool_version="vkernel-tests"))
     return path
 
@@ -172,10 +188,17 @@ def make_kernel(tmp: Path, rootfs: Path, units: list[UnitRecord] = (), audit_pat
     from vkernel.syscalls.table import TABLE
     from vkernel.vfs import Vfs
 
-    store = wasmtime.Store(make_engine())
+    from vkernel.instances import GuestCode, host_functions
+
+    # A real store as vkernel makes it: a core (this file's prelude) and, for every indexed
+    # unit an mmap maps executable, an empty unit module.
+    engine = make_engine()
+    store = wasmtime.Store(engine)
+    host = host_functions(store, lambda: None, lambda code: None, lambda: 0)
+    code = GuestCode(store, wasmtime.Module(engine, wat_module("")), host, len(units))
+    empty = wasmtime.Module(engine, EMPTY_UNIT)
     mems = []
-    for pages in (abi.GUEST_MEMORY_PAGES, 1):
-        m = wasmtime.Memory(store, wasmtime.MemoryType(wasmtime.Limits(pages, pages)))
+    for m in (code.guest, code.ctl):
         base = ctypes.cast(m.data_ptr(store), ctypes.c_void_p).value
         view = memoryview((ctypes.c_ubyte * m.data_len(store)).from_address(base)).cast("B")
         mems.append((m, view, base))
@@ -186,6 +209,7 @@ def make_kernel(tmp: Path, rootfs: Path, units: list[UnitRecord] = (), audit_pat
                vfs=Vfs(rootfs, upper), fds=FdTable.with_stdio(),
                policy=ExecPolicy(sorted(units, key=lambda u: u.blake3), audit), audit=audit,
                proc=ProcessState(cwd="/", exe="/bin/test"), table=TABLE)
+    k.code, k.unit_module = code, lambda unit: empty
     k._keepalive = (store, mems)       # the memories live as long as the kernel
     k.space.brk_start = k.space.brk_cur = 0x0050_0000
     from vkernel.memory import Mapping

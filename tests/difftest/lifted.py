@@ -46,11 +46,12 @@ import wasmtime
 
 from difftest.case import (CODE_BASE, DATA_ADDR, FLAGS_STATE, INSN_ADDR, MAX_INSN_LEN, PAGE_SIZE, STACK_BASE,
                            State)
-from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CONTROL_MEMORY, CPU_STATE, CPU_STATE_OFFSETS,
-                         CPU_STATE_SIZE, FAULT_RECORD, FAULT_RECORD_OFFSETS, GPR_NAMES, GUEST_MEMORY, SYSCALL_FRAME,
+from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS,
+                         CPU_STATE_SIZE, FAULT_RECORD, FAULT_RECORD_OFFSETS, GPR_NAMES, SYSCALL_FRAME,
                          SYSCALL_FRAME_FIELDS, SYSCALL_FRAME_OFFSETS, FaultCode)
 from formats.errors import KilnError
-from recompiler.lift_api import engine_config, lift_elf, link_units
+from recompiler.lift_api import core_module, engine_config, lift_elf, link_unit
+from vkernel.instances import GuestCode, host_functions
 
 __all__ = ["run_lifted_cases", "LiftedInstruction", "LifterRefused", "instruction_elf", "STOP_ADDR",
            "FPU_CW_DEFAULT", "engine"]
@@ -78,6 +79,17 @@ def engine() -> wasmtime.Engine:
     if _ENGINE is None:
         _ENGINE = wasmtime.Engine(engine_config())
     return _ENGINE
+
+
+_CORE: wasmtime.Module | None = None
+
+
+def core() -> wasmtime.Module:
+    """The recompiler's core module (memories, dispatch table, kiln_run), compiled once."""
+    global _CORE
+    if _CORE is None:
+        _CORE = wasmtime.Module(engine(), core_module())
+    return _CORE
 
 
 # ---------------------------------------------------------------------------
@@ -156,9 +168,8 @@ class LiftedInstruction:
             if addr == INSN_ADDR:
                 raise LifterRefused(f"the lifter has no translation for {mnemonic!r} [{self.code.hex(' ')}]: {reason}",
                                     hint="add the form to the lifter's semantics, or drop it from the form table")
-        linked = link_units([unit])
         self.unit = unit
-        self.module = wasmtime.Module(engine(), linked.wasm)
+        self.module = wasmtime.Module(engine(), link_unit(unit).wasm)
         self.notes: list[str] = []
         self._store: wasmtime.Store | None = None
 
@@ -179,17 +190,16 @@ class LiftedInstruction:
             result = self._syscall(frame)
             ctl.write(store, struct.pack("<Q", result & (2 ** 64 - 1)), SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS["rax"])
 
-        imports = [wasmtime.Func(store, wasmtime.FuncType([], []), syscall),
-                   wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []), fault),
-                   wasmtime.Func(store, wasmtime.FuncType([], [wasmtime.ValType.i64()]), lambda: self._rdtsc())]
-        if any(i.name == "trace" for i in self.module.imports):
-            imports.append(wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i64()], []), lambda _a: None))
-        inst = wasmtime.Instance(store, self.module, imports)
-        guest, ctl = inst.exports(store)[GUEST_MEMORY], inst.exports(store)[CONTROL_MEMORY]   # the module's own
+        tracing = any(i.name == "trace" for i in self.module.imports)
+        host = host_functions(store, syscall, fault, lambda: self._rdtsc(),
+                              (lambda _a: None) if tracing else None)
+        code = GuestCode(store, core(), host, 1)             # the core defines the memories
+        code.add_unit(0, self.module, len(self.unit.functions), len(self.unit.entries))
+        guest, ctl = code.guest, code.ctl
         ctl.write(store, struct.pack("<I", 1), CODE_REGIONS)
         ctl.write(store, struct.pack("<IIII", CODE_BASE, CODE_BASE + PAGE_SIZE, 0, 0), CODE_REGIONS + CODE_REGION_SIZE)
         self._store, self._guest, self._ctl = store, guest, ctl
-        self._run = inst.exports(store)["kiln_run"]
+        self._run = code.run
 
     def _cpu_state(self, s: State) -> bytes:
         raw = bytearray(CPU_STATE_SIZE)
