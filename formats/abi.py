@@ -14,11 +14,14 @@ interpreter, every library ld.so maps, dlopen), all in one Wasmtime store:
 * the core defines and exports the two memories, the dispatch table
   (:data:`TABLE`, funcref of the guest-function type, grown by vkernel) and
   the shared call-depth counter (:data:`DEPTH`), and exports ``kiln_run``;
-* a unit imports all of them, plus two immutable i32 globals vkernel gives it
+* a unit imports all of them, plus three immutable globals vkernel gives it
   at instantiation: :data:`TABLE_BASE` (its first slot in the dispatch table,
-  where its element segment puts its functions) and :data:`ENTRIES_AT` (where
-  in the control memory its data segment puts its sorted dispatch entries).
-  vkernel then writes the unit's row of the directory (:data:`DIRECTORY`).
+  where its element segment puts its functions), :data:`ENTRIES_AT` (where
+  in the control memory its data segment puts its sorted dispatch entries)
+  and :data:`BIAS` (where the ELF was mapped: the translation of a PIE or
+  shared object is position-independent). vkernel then writes the instance's
+  row of the directory (:data:`DIRECTORY`). The same ELF mapped at two
+  addresses in one process is two instances, two rows.
 
 Memories:
 
@@ -59,6 +62,8 @@ DEPTH = "depth"             # (mut i32): nested direct guest calls (MAX_CALL_DEP
 TABLE_BASE = "table_base"   # i32: a unit's first dispatch-table slot (given by vkernel)
 ENTRIES_AT = "entries_at"   # i32: where a unit's dispatch entries go in the control memory
 GROW_TABLE = "grow_table"   # core export [i32 n] -> [i32 old size]: add n null slots to TABLE
+BIAS = "bias"               # i64: the unit's load bias (runtime minus link-time address); the
+                            # code of a position-independent ELF adds it to every address
 CORE_MODULE = "core"
 """The name of the core module (MODULE and AOT sections of the megabinary)."""
 
@@ -207,10 +212,11 @@ LOOKUP_CACHE_ENTRY = 16
 generation (:data:`CODE_REGIONS_GENERATION`) when it was filled: a hit is used only while the
 table is unchanged since, so vkernel remapping code never runs a stale translation."""
 UNIT_COUNT = LOOKUP_CACHE + LOOKUP_CACHE_ENTRIES * LOOKUP_CACHE_ENTRY
-"""u32: rows in the directory (the megabinary's unit count); vkernel writes it."""
+"""u32: rows in use in the directory (instances in this store); vkernel writes it."""
 DIRECTORY = UNIT_COUNT + 16
-"""One row per unit of the megabinary, in index order (see :data:`DIRECTORY_FIELDS`); a unit
-not instantiated in this process has count 0, so lookups into it miss."""
+"""One row per unit instance of this store (see :data:`DIRECTORY_FIELDS`), at most
+:data:`DIRECTORY_ROWS`; the code-region table's ``unit`` field is a row number."""
+DIRECTORY_ROWS = 4096
 DIRECTORY_ENTRY_SIZE = 16
 DISPATCH_ENTRY_SIZE = 12
 """A unit's dispatch entry: link-time address u32, function number in the unit u32, block u32;
@@ -270,7 +276,7 @@ FAULT_RECORD_OFFSETS: dict[str, int] = {f.name: f.offset for f in FAULT_RECORD_F
 CODE_REGION_FIELDS: tuple[FrameField, ...] = (
     FrameField("start", 0x00, 4, "guest address where the ELF's image begins (load base)"),
     FrameField("end", 0x04, 4, "exclusive end of its executable range"),
-    FrameField("unit", 0x08, 4, "index of the ELF's lifted unit in the megabinary index"),
+    FrameField("unit", 0x08, 4, "the directory row of the unit instance serving the range"),
     FrameField("bias", 0x0C, 4, "load bias: runtime address minus link-time address"),
 )
 CODE_REGION_SIZE = 0x10
@@ -284,9 +290,8 @@ DIRECTORY_FIELDS: tuple[FrameField, ...] = (
 )
 
 
-def entries_area(units: int) -> int:
-    """Where the control memory's unit entry tables start for a megabinary of ``units`` units."""
-    return (DIRECTORY + DIRECTORY_ENTRY_SIZE * units + 15) & ~15
+ENTRIES_AREA = DIRECTORY + DIRECTORY_ENTRY_SIZE * DIRECTORY_ROWS
+"""Where the control memory's unit entry tables start."""
 
 
 # ---------------------------------------------------------------------------

@@ -64,7 +64,7 @@ class _Part:
 
 def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name: str) -> _Part:
     """Lift and emit ``funcs`` (in order)."""
-    bias = prog.image.bias
+    bias = _bias(prog.image)
     traps = TrapSites()
     block_stats: dict[int, dict] = {}
     # Blocks are lifted when the first function containing them is emitted and dropped after the
@@ -152,7 +152,7 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
     t0 = time.monotonic()
     img = ElfImage(Path(path), name)
     prog = discover(img)
-    bias = img.bias
+    bias = _bias(img)
     funcs = sorted(prog.functions)
     unit_funcs = set(funcs)
     batches = _batches(prog, funcs, 3 * jobs) if jobs > 1 and len(funcs) > 64 else [funcs]
@@ -211,8 +211,14 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
     stats["functions"] = len(funcs)
     stats["blocks"] = nblocks
     stats["lift_seconds"] = round(time.monotonic() - t0, 3)
-    return LiftedUnit(name, bias, img.entry, tuple(img.exec_segments()), "\n".join(texts), tuple(funcs),
-                      entries, sites, stats)
+    return LiftedUnit(name, bias or 0, img.entry, tuple(img.exec_segments()), "\n".join(texts),
+                      tuple(funcs), entries, sites, stats)
+
+
+def _bias(img: ElfImage) -> int | None:
+    """The load bias the lifted code may assume: 0 for a fixed-address ELF (ET_EXEC), None for a
+    position-independent one (PIE, shared object), which learns it when it is mapped."""
+    return None if img.is_pie else 0
 
 
 def _reverse_postorder(entry: int, members: list[int], prog) -> list[int]:

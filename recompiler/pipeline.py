@@ -28,7 +28,7 @@ from formats.megabinary import (CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, buil
                                 read_megabinary)
 from recompiler.aot import precompile
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
-from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, Linkage, take_inventory
+from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, take_inventory
 
 if TYPE_CHECKING:
     from recompiler.wasm.unit import LiftedUnit
@@ -139,11 +139,10 @@ def _cache_root(opts: RecompileOptions) -> Path:
 
 
 def _liftable(rec: ElfRecord) -> str | None:
-    """None if the recompiler takes this ELF now, else why not."""
-    if rec.kind not in (ElfKind.EXEC, ElfKind.PIE):
-        return f"{rec.kind.value if hasattr(rec.kind, 'value') else rec.kind}: shared libraries are not recompiled yet"
-    if rec.linkage != Linkage.STATIC:
-        return "dynamically linked programs are not recompiled yet"
+    """None if the recompiler takes this ELF now, else why not: every x86-64 program and
+    shared object is (ABI 3: each its own module), relocatable objects and core dumps are not."""
+    if rec.kind not in (ElfKind.EXEC, ElfKind.PIE, ElfKind.SHARED):
+        return f"{rec.kind.value if hasattr(rec.kind, 'value') else rec.kind} files are not loadable"
     return None
 
 

@@ -74,7 +74,6 @@ def compile_unit(unit: LiftedUnit) -> tuple[LinkedUnit, wasmtime.Module]:
 class Harness:
     def __init__(self, path: Path, unit: LiftedUnit, module: wasmtime.Module,
                  argv: list[str], env: list[str], stdin: bytes = b"", unit_index: int = 0,
-                 unit_count: int = 1,
                  first: tuple[tuple[int, wasmtime.Module, LiftedUnit], ...] = ()) -> None:
         """``first``: other units (number, module, lifted unit) instantiated before this one,
         so its functions do not start at dispatch-table slot 0."""
@@ -86,10 +85,11 @@ class Harness:
         host = host_functions(self.store, self.syscall, self.fault, self.rdtsc,
                               self._trace if tracing else None)
         # the core defines the memories (formats/abi.py): instantiate it and the unit, then fill them
-        self.code = GuestCode(self.store, core(), host, unit_count)
+        self.code = GuestCode(self.store, core(), host)
         for n, m, u in first:
-            self.code.add_unit(n, m, len(u.functions), len(u.entries))
-        self.code.add_unit(unit_index, module, len(unit.functions), len(unit.entries))
+            self.code.add_unit(n, m, len(u.functions), len(u.entries), 0x2000_0000)
+        self.row = self.code.add_unit(unit_index, module, len(unit.functions), len(unit.entries),
+                                      self.img.bias)
         self.g, self.c = self.code.guest, self.code.ctl
         self.out = bytearray()
         self.err = bytearray()
@@ -107,7 +107,7 @@ class Harness:
         regions = self.img.exec_segments()
         self.c.write(self.store, struct.pack("<I", len(regions)), CODE_REGIONS)
         for i, (a, b) in enumerate(regions):
-            self.c.write(self.store, struct.pack("<IIII", a + bias, b + bias, unit_index, bias & 0xFFFF_FFFF),
+            self.c.write(self.store, struct.pack("<IIII", a + bias, b + bias, self.row, bias & 0xFFFF_FFFF),
                          CODE_REGIONS + 16 + i * CODE_REGION_SIZE)
         sp = self._stack(argv, env)
         self.set_state("rsp", sp)

@@ -366,7 +366,7 @@ def test_two_units_in_one_store(musl_dir: Path) -> None:
         want = subprocess.run([str(exe)], capture_output=True)
         other = 1 - n
         h = Harness(exe, units[n], modules[n], [str(exe)], ["PATH=/bin"], unit_index=n,
-                    unit_count=2, first=((other, modules[other], units[other]),))
+                    first=((other, modules[other], units[other]),))
         status = h.run()
         assert (bytes(h.out), bytes(h.err), status) == (want.stdout, want.stderr, want.returncode)
 

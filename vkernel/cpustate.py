@@ -16,8 +16,9 @@ class CodeRegion:
     """One executable range of a mapped, indexed ELF (a row of the ctl-memory region table)."""
     start: int
     end: int
-    unit: int
-    bias: int
+    unit: int           # the unit's number in the megabinary index
+    bias: int           # runtime minus link-time address
+    row: int = -1       # the directory row of the instance serving it (vkernel/instances.py)
 
 
 class ControlMemory:
@@ -80,11 +81,12 @@ class ControlMemory:
         struct.pack_into("<I", self.view, abi.CODE_REGIONS, len(regions))
         for i, r in enumerate(regions):
             _REGION.pack_into(self.view, abi.CODE_REGIONS + 16 + i * abi.CODE_REGION_SIZE,
-                              r.start & 0xFFFFFFFF, r.end & 0xFFFFFFFF, r.unit, r.bias & 0xFFFFFFFF)
+                              r.start & 0xFFFFFFFF, r.end & 0xFFFFFFFF, r.row, r.bias & 0xFFFFFFFF)
         # last: lifted code drops every cached lookup made against the old table
         struct.pack_into("<I", self.view, abi.CODE_REGIONS_GENERATION, gen + 1)
 
     def read_regions(self) -> list[CodeRegion]:
+        """The table as written (``unit`` and ``row`` both hold the row number)."""
         n = struct.unpack_from("<I", self.view, abi.CODE_REGIONS)[0]
         return [CodeRegion(*_REGION.unpack_from(self.view, abi.CODE_REGIONS + 16 + i * abi.CODE_REGION_SIZE))
                 for i in range(n)]

@@ -12,10 +12,6 @@ class HashRefused(VkernelError):
     """A program's BLAKE3 is not in the megabinary index (tampered or never recompiled)."""
 
 
-class NotSupported(VkernelError):
-    """The guest needs something vkernel does not implement yet (e.g. dynamic linking)."""
-
-
 class BadElf(VkernelError):
     """A program file is not a loadable x86-64 ELF; the message names file and offset."""
 
@@ -45,9 +41,10 @@ class GuestExec(Exception):
 
     def __init__(self, path: str, argv: list[bytes], envp: list[bytes],
                  data: bytes | None = None, execfn: str | None = None,
-                 unit: object | None = None) -> None:
+                 unit: object | None = None, interp: object | None = None) -> None:
         super().__init__(path)
         self.unit = unit
+        self.interp = interp           # vkernel.loader.Interpreter of a dynamic program
         self.path = path
         self.argv = argv
         self.envp = envp

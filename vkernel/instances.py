@@ -1,12 +1,15 @@
 """A guest process's translated code in one Wasmtime store: the core, and a unit per mapped ELF.
 
 ABI 3 (formats/abi.py): the core instance owns the guest and control memories,
-the dispatch table and the call-depth counter. Each unit (one recompiled ELF)
-is instantiated the first time its ELF is mapped executable in the process:
+the dispatch table and the call-depth counter. A unit (one recompiled ELF) is
+instantiated the first time its ELF is mapped executable at a given load bias:
 its functions go to the end of the dispatch table (which grows by that many
 slots), its sorted dispatch entries to the next free bytes of the control
-memory (which grows when needed), and its row of the unit directory is
-written, so lookups from any instance find it.
+memory (which grows when needed), and the instance gets a row of the
+directory, which the code-region table names, so lookups from any instance
+find it. Position-independent code (PIE, shared objects) reads its load bias
+from the instance, so the same ELF mapped at another address is another
+instance of the same module.
 """
 from __future__ import annotations
 
@@ -24,10 +27,9 @@ class GuestCode:
     """The core instance and the unit instances of one store."""
 
     def __init__(self, store: wasmtime.Store, core: wasmtime.Module,
-                 host: list[wasmtime.Func], unit_count: int) -> None:
+                 host: list[wasmtime.Func]) -> None:
         """``host``: the syscall, fault and rdtsc functions (and trace, for a tracing build of
-        the recompiler), in that order, as every instance imports them (:func:`host_functions`);
-        ``unit_count``: units in the megabinary (rows of the directory)."""
+        the recompiler), in that order, as every instance imports them (:func:`host_functions`)."""
         self.store = store
         self.host = host
         self.core = wasmtime.Instance(store, core, host)
@@ -41,11 +43,11 @@ class GuestCode:
         self.guest, self.ctl, self.table, self.depth, self.run = guest, ctl, table, depth, run
         self._grow = grow
         self._slots = 0
-        self.units: dict[int, wasmtime.Instance] = {}
-        self.unit_count = unit_count
-        self._next = abi.entries_area(unit_count)
+        self._rows: dict[tuple[int, int], int] = {}
+        self.row_unit: list[int] = []
+        """The unit number of each directory row (instance)."""
+        self._next = abi.ENTRIES_AREA
         self._reserve(self._next)
-        self.ctl.write(store, struct.pack("<I", unit_count), abi.UNIT_COUNT)
 
     def _reserve(self, end: int) -> None:
         """Grow the control memory to hold ``end`` bytes."""
@@ -53,15 +55,17 @@ class GuestCode:
         if end > have:
             self.ctl.grow(self.store, (end - have + abi.WASM_PAGE - 1) // abi.WASM_PAGE)
 
-    def add_unit(self, number: int, module: wasmtime.Module, functions: int,
-                 entries: int) -> wasmtime.Instance:
-        """Instantiate unit ``number`` (``functions`` guest functions, ``entries`` dispatch
-        entries) unless it already is; its instance."""
-        got = self.units.get(number)
-        if got is not None:
-            return got
-        if not 0 <= number < self.unit_count:
-            raise IndexError(f"unit {number} is not in the megabinary")
+    def add_unit(self, number: int, module: wasmtime.Module, functions: int, entries: int,
+                 bias: int = 0) -> int:
+        """The directory row of unit ``number`` (``functions`` guest functions, ``entries``
+        dispatch entries) loaded with ``bias``: instantiated now unless it already is."""
+        key = (number, bias & 0xFFFF_FFFF_FFFF_FFFF)
+        row = self._rows.get(key)
+        if row is not None:
+            return row
+        row = len(self.row_unit)
+        if row >= abi.DIRECTORY_ROWS:
+            raise MemoryError(f"more than {abi.DIRECTORY_ROWS} ELF images mapped in one process")
         store = self.store
         base = self._slots
         if functions:
@@ -73,15 +77,20 @@ class GuestCode:
         size = abi.DISPATCH_ENTRY_SIZE * entries
         self._reserve(at + size)
         i32 = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
+        i64 = wasmtime.GlobalType(wasmtime.ValType.i64(), False)
+        signed = key[1] - (1 << 64) if key[1] >> 63 else key[1]
         imports: list[object] = [*self.host, self.guest, self.ctl, self.table, self.depth,
                                  wasmtime.Global(store, i32, wasmtime.Val.i32(base)),
-                                 wasmtime.Global(store, i32, wasmtime.Val.i32(at))]
-        inst = wasmtime.Instance(store, module, imports)  # type: ignore[arg-type]
+                                 wasmtime.Global(store, i32, wasmtime.Val.i32(at)),
+                                 wasmtime.Global(store, i64, wasmtime.Val.i64(signed))]
+        wasmtime.Instance(store, module, imports)  # type: ignore[arg-type]
         self.ctl.write(store, _ROW.pack(at, entries, base, 0),
-                       abi.DIRECTORY + abi.DIRECTORY_ENTRY_SIZE * number)
+                       abi.DIRECTORY + abi.DIRECTORY_ENTRY_SIZE * row)
         self._next = (at + size + 15) & ~15
-        self.units[number] = inst
-        return inst
+        self._rows[key] = row
+        self.row_unit.append(number)
+        self.ctl.write(store, struct.pack("<I", row + 1), abi.UNIT_COUNT)
+        return row
 
 
 def host_functions(store: wasmtime.Store, syscall: Callable[[], None],

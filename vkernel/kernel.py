@@ -175,15 +175,16 @@ class Kernel:
         base = self.proc.cwd if names[2] == "cwd" else "/"
         return base.rstrip("/") + "/" + rest
 
-    def instantiate(self, unit: "UnitInfo") -> None:
-        """Make ``unit``'s translated code reachable by dispatch in this process (once)."""
-        self.code.add_unit(unit.number, self.unit_module(unit), unit.functions, unit.entries)
+    def instantiate(self, unit: "UnitInfo", bias: int) -> int:
+        """Make ``unit``'s translated code, loaded with ``bias``, reachable by dispatch in this
+        process; its directory row."""
+        return self.code.add_unit(unit.number, self.unit_module(unit), unit.functions,
+                                  unit.entries, bias)
 
     def add_regions(self, regions: tuple[CodeRegion, ...] | list[CodeRegion]) -> None:
         """Code mapped at these ranges: its units are instantiated, then dispatch finds them."""
         for r in regions:
-            self.instantiate(self.policy.units[r.unit])
-        self.regions.extend(regions)
+            self.regions.append(replace(r, row=self.instantiate(self.policy.units[r.unit], r.bias)))
         self.ctl.write_regions(self.regions)
 
     def remove_regions(self, start: int, end: int) -> None:

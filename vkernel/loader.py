@@ -1,19 +1,56 @@
-"""Map a static or static-pie ELF into guest memory and build its initial stack (SysV ABI)."""
+"""Load a program as Linux's binfmt_elf does: its segments, its PT_INTERP, the initial stack.
+
+A static program (or static-pie) is mapped and entered at its entry point. A
+dynamically linked one is mapped with its interpreter (PT_INTERP, glibc's
+``ld-linux-x86-64.so.2``), which must be indexed like any program; execution
+starts at the interpreter's entry with ``AT_BASE`` pointing at it, and the
+interpreter (itself recompiled) does everything else: it maps the libraries
+(each an indexed file mapped executable, vkernel/syscalls/mm.py), relocates,
+sets up TLS and calls the program. vkernel resolves no symbols itself.
+"""
 from __future__ import annotations
 
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from formats import abi
 from vkernel.cpustate import CodeRegion
 from vkernel.elf import ET_DYN, PF_R, PF_W, PF_X, PT_PHDR, ElfImage, parse_elf
-from vkernel.errors import NotSupported, VkernelError
+from vkernel.errors import BadElf, VkernelError
 from vkernel.memory import AddressSpace, Mapping, page_down, page_up
 
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
 AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
 AT_SECURE, AT_RANDOM, AT_EXECFN = 23, 25, 31
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A program's PT_INTERP, found and checked before the exec goes ahead."""
+    path: str           # canonical guest path (symlinks resolved)
+    data: bytes         # its bytes, as hash-checked (never read again)
+    unit: Any           # its index entry (vkernel.policy.UnitInfo)
+
+
+def find_interpreter(img: ElfImage, open_file: Callable[[str], tuple[str, bytes]],
+                     check: Callable[[str, bytes], Any]) -> Interpreter | None:
+    """The checked interpreter of ``img`` (None for a static program). ``open_file(path)``
+    gives (canonical path, bytes) of a guest file the caller may execute, raising OSError as
+    Linux's exec would (ENOENT for a missing interpreter); ``check(path, data)`` gives its
+    index entry or raises HashRefused."""
+    if img.interp is None:
+        return None
+    canonical, data = open_file(img.interp)
+    unit = check(canonical, data)
+    interp = parse_elf(data, canonical)
+    if interp.interp is not None or interp.type != ET_DYN:
+        raise BadElf(f"{canonical}: the interpreter of {img.path} must be a shared object "
+                     "without an interpreter of its own",
+                     hint="PT_INTERP names the dynamic linker, such as /lib64/ld-linux-x86-64.so.2")
+    check_loadable(interp, canonical, interpreter=True)
+    return Interpreter(canonical, data, unit)
 
 
 @dataclass(frozen=True)
@@ -48,14 +85,18 @@ def exec_args_size(argv: list[bytes], envp: list[bytes], execfn: str) -> int:
     return strings + 8 * words
 
 
-def check_loadable(img: ElfImage, path: str) -> tuple[int, int, int]:
-    """(lowest address, end, bias) where ``img`` will load; NotSupported/VkernelError otherwise."""
-    if img.interp is not None:
-        raise NotSupported(f"dynamically linked programs are not yet supported: {path} needs {img.interp}",
-                           hint="use a statically linked build of the program for now")
+def check_loadable(img: ElfImage, path: str, *, interpreter: bool = False) -> tuple[int, int, int]:
+    """(lowest address, end, bias) where ``img`` will load; VkernelError otherwise.
+
+    A program that is ET_DYN loads at ``PIE_LOAD_BASE``; an interpreter at the top of the
+    mmap area, out of the way of the program's brk and of later mmaps, as Linux does."""
     loads = img.loads
     lo = min(page_down(p.vaddr) for p in loads)
-    bias = abi.PIE_LOAD_BASE - lo if img.type == ET_DYN else 0
+    if interpreter:
+        span = page_up(max(p.vaddr + p.memsz for p in loads)) - lo
+        bias = page_down(abi.MMAP_END - span) - lo
+    else:
+        bias = abi.PIE_LOAD_BASE - lo if img.type == ET_DYN else 0
     hi = max(p.vaddr + p.memsz for p in loads) + bias
     if lo + bias < abi.GUEST_MEMORY_MAP[0].end or hi > abi.MMAP_END:
         raise VkernelError(f"{path}: segments span {lo + bias:#x}-{hi:#x}, outside the guest's "
@@ -63,10 +104,11 @@ def check_loadable(img: ElfImage, path: str) -> tuple[int, int, int]:
     return lo + bias, hi, bias
 
 
-def load_elf(space: AddressSpace, data: bytes, path: str, unit: int) -> LoadedImage:
+def load_elf(space: AddressSpace, data: bytes, path: str, unit: int, *,
+             interpreter: bool = False) -> LoadedImage:
     """Map ``data`` (already hash-checked) into ``space``; returns the load facts."""
     img: ElfImage = parse_elf(data, path)
-    _, hi, bias = check_loadable(img, path)
+    _, hi, bias = check_loadable(img, path, interpreter=interpreter)
     loads = img.loads
     regions = []
     for p in loads:
@@ -89,8 +131,10 @@ def load_elf(space: AddressSpace, data: bytes, path: str, unit: int) -> LoadedIm
 
 
 def build_stack(space: AddressSpace, image: LoadedImage, argv: list[bytes], envp: list[bytes],
-                execfn: str, ids: tuple[int, int, int, int] = (0, 0, 0, 0)) -> int:
-    """Map the main stack below STACK_TOP and lay out argc/argv/envp/auxv; returns rsp."""
+                execfn: str, ids: tuple[int, int, int, int] = (0, 0, 0, 0),
+                interp: LoadedImage | None = None) -> int:
+    """Map the main stack below STACK_TOP and lay out argc/argv/envp/auxv; returns rsp.
+    ``interp``: where the program's interpreter was loaded (AT_BASE)."""
     top = abi.STACK_TOP
     space.add(Mapping(top - abi.STACK_SIZE_DEFAULT, top, 3, "stack", "[stack]"))
     space.zero(top - abi.STACK_SIZE_DEFAULT, abi.STACK_SIZE_DEFAULT)
@@ -110,7 +154,8 @@ def build_stack(space: AddressSpace, image: LoadedImage, argv: list[bytes], envp
     random_p = push_bytes(os.urandom(16))
     uid, euid, gid, egid = ids
     auxv = [(AT_PHDR, image.phdr), (AT_PHENT, image.phent), (AT_PHNUM, image.phnum),
-            (AT_PAGESZ, abi.GUEST_PAGE), (AT_BASE, 0), (AT_FLAGS, 0), (AT_ENTRY, image.entry),
+            (AT_PAGESZ, abi.GUEST_PAGE), (AT_BASE, interp.bias if interp else 0), (AT_FLAGS, 0),
+            (AT_ENTRY, image.entry),
             (AT_UID, uid), (AT_EUID, euid), (AT_GID, gid), (AT_EGID, egid), (AT_SECURE, 0),
             (AT_RANDOM, random_p), (AT_HWCAP, abi.HWCAP), (AT_CLKTCK, 100),
             (AT_PLATFORM, platform_p), (AT_EXECFN, execfn_p), (AT_NULL, 0)]

@@ -27,7 +27,8 @@ from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
 from vkernel.proctree import become_subreaper
-from vkernel.loader import build_stack, load_elf
+from vkernel.elf import parse_elf
+from vkernel.loader import Interpreter, build_stack, find_interpreter, load_elf
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy, UnitInfo
 from vkernel.syscalls.table import TABLE
@@ -166,6 +167,21 @@ class Runtime:
             if self.proc.limits is not None and self.proc.limits.lock_fd >= 0:
                 os.close(self.proc.limits.lock_fd)
 
+    def _interpreter(self, path: str, data: bytes) -> Interpreter | None:
+        """The checked PT_INTERP of the first program, read through the run's file tree."""
+        def open_file(p: str) -> tuple[str, bytes]:
+            h = self.vfs.open(p, os.O_RDONLY)
+            try:
+                return self.vfs.guest_path_of(h), os.pread(h, max(os.fstat(h).st_size, 0), 0)
+            finally:
+                os.close(h)
+        try:
+            return find_interpreter(parse_elf(data, path), open_file, self.policy.check_exec)
+        except OSError as e:
+            raise VkernelError(f"cannot run {path}: its interpreter: {e.strerror}",
+                               hint="the image lacks the dynamic linker the program names "
+                                    "(PT_INTERP)") from None
+
     def unit_module(self, unit: UnitInfo) -> wasmtime.Module:
         """The deserialized module of ``unit``."""
         return self.modules[unit.blake3.hex()]
@@ -190,10 +206,11 @@ class Runtime:
 
     # -- one program ------------------------------------------------------------------
     def _start(self, path: str, argv: list[bytes], envp: list[bytes], data: bytes | None = None,
-               execfn: str | None = None, unit: UnitInfo | None = None) -> int:
-        """Load and run one program. ``data`` (with ``path`` canonical) and ``unit`` come from
-        an execve that already checked everything; without them the file is opened and its
-        hash checked here (first program)."""
+               execfn: str | None = None, unit: UnitInfo | None = None,
+               interp: Interpreter | None = None) -> int:
+        """Load and run one program. ``data`` (with ``path`` canonical), ``unit`` and ``interp``
+        come from an execve that already checked everything; without them the file (and its
+        interpreter) is opened and its hash checked here (first program)."""
         canonical = path
         if data is None:
             try:
@@ -209,6 +226,7 @@ class Runtime:
         execfn = execfn or path
         if unit is None:
             unit = self.policy.check_exec(path, data)
+            interp = self._interpreter(path, data)
         store = wasmtime.Store(self.engine)
         # The kernel serves the module's imports, so it exists first; its memories are the
         # module's own (defined and exported by it, so lifted code addresses them directly).
@@ -234,11 +252,10 @@ class Runtime:
 
         host = host_functions(store, k.on_syscall, on_fault, on_rdtsc)
         try:
-            code = GuestCode(store, self.modules[abi.CORE_MODULE], host, len(self.policy.units))
+            code = GuestCode(store, self.modules[abi.CORE_MODULE], host)
             k.code = code
             k.unit_module = self.unit_module
             run, guest, ctl_mem = code.run, code.guest, code.ctl
-            k.instantiate(unit)
         except (wasmtime.WasmtimeError, TypeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's modules: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
@@ -254,11 +271,13 @@ class Runtime:
         k.space, k.ctl = space, ctl
         image = load_elf(space, data, path, unit.number)
         space.brk_start = space.brk_cur = image.brk_start
+        loaded_interp = None if interp is None else \
+            load_elf(space, interp.data, interp.path, interp.unit.number, interpreter=True)
         ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
-        rsp = build_stack(space, image, argv, envp, execfn, ids)
-        ctl.reset_for_entry(image.entry, rsp)
+        rsp = build_stack(space, image, argv, envp, execfn, ids, loaded_interp)
+        ctl.reset_for_entry(image.entry if loaded_interp is None else loaded_interp.entry, rsp)
         self.proc.exe = canonical
-        k.add_regions(list(image.regions))
+        k.add_regions([*image.regions, *(loaded_interp.regions if loaded_interp else ())])
         self.kernel = k
         signals.attach(self.proc, k)
         if signals._wake_r < 0:
@@ -396,9 +415,10 @@ class Runtime:
         data: bytes | None = None
         execfn: str | None = None
         unit: UnitInfo | None = None
+        interp: Interpreter | None = None
         while True:
             try:
-                return self._start(path, argv, env, data, execfn, unit)
+                return self._start(path, argv, env, data, execfn, unit, interp)
             except GuestExec as ex:
                 self.fds.close_on_exec()
                 for sig, act in list(self.proc.sigactions.items()):
@@ -410,6 +430,7 @@ class Runtime:
                     self.proc.vfork_fd = -1
                 path, argv, env, data, execfn = ex.path, ex.argv, ex.envp, ex.data, ex.execfn
                 unit = ex.unit  # type: ignore[assignment]
+                interp = ex.interp  # type: ignore[assignment]
 
 
 def _die_like(status: int, sig: int) -> None:

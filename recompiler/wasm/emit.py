@@ -24,7 +24,7 @@ import os
 
 from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, INTERRUPT_FLAG,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
-from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const,
+from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const, RtAddr,
                                   Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
                                   StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While, leaves_lifted_code,
                                   stmts_reads, term_exprs, walk_expr)
@@ -117,8 +117,10 @@ class FunctionEmitter:
     """Emits one guest function. Registers live in locals; spills go to the CPU state."""
 
     def __init__(self, entry: int, blocks: list[IRBlock], live_in: dict[int, frozenset[str]],
-                 unit_funcs: set[int], bias: int, entry_blocks: set[int],
+                 unit_funcs: set[int], bias: int | None, entry_blocks: set[int],
                  trap_token: str | None = None) -> None:
+        """``bias``: the ELF's fixed load bias, or None for position-independent code, whose
+        runtime addresses add the unit instance's ``$bias`` (formats/abi.py ``BIAS``)."""
         self.trap_token = trap_token
         """If set, an unsupported-instruction site's number n is written as trap_token.format(n) for
         the caller to replace (the final numbering is known only once the whole unit is lifted)."""
@@ -158,6 +160,12 @@ class FunctionEmitter:
         self.load_flags = flag_exit or bool(live_entry & set(FLAGS))
         self.flag_exit = flag_exit
 
+    def rt(self, link: int) -> str:
+        """WAT for the runtime (i64) address of link-time address ``link``."""
+        if self.bias is None:
+            return f"(i64.add (global.get $bias) (i64.const {_signed64(link)}))"
+        return f"(i64.const {_signed64(link + self.bias)})"
+
     # -- expressions -----------------------------------------------------------------
     def x(self, e: Expr) -> str:
         t = type(e)
@@ -190,6 +198,8 @@ class FunctionEmitter:
         if t is StateGet:
             op = {8: "i64.load", 4: "i64.load32_u", 2: "i64.load16_u", 16: "v128.load"}[e.width]
             return f"({op} $c offset={state_off(e.field)} (i32.const 0))"
+        if t is RtAddr:
+            return self.rt(e.link)
         raise TypeError(f"unknown expression {e!r}")
 
     def addr(self, e: Expr) -> str:
@@ -235,22 +245,23 @@ class FunctionEmitter:
             out.append(self.x(st.value))
         elif t is FaultStmt:
             self.spill(out, flags=True)
-            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {_signed64(st.rip)}))")
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {self.rt(st.rip)})")
             out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['code']} (i32.const 0) (i32.const {st.code}))")
             out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const {self._detail(st)}))")
-            out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) (i64.const {_signed64(st.rip)}))")
+            out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) {self.rt(st.rip)})")
             out.append(f"(call $fault (i32.const {st.code})) unreachable")
         elif t is SyscallStmt:
             self.spill(out, flags=True)
-            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {st.next_rip}))")
+            nxt = self.rt(st.next_rip)
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {nxt})")
             for name in SYSCALL_ARGS:
                 out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS[name]} (i32.const 0) (local.get ${name}))")
-            out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) (i64.const {st.next_rip}))")
+            out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) {nxt})")
             out.append(f"(i32.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0) (i32.const 0))")
             out.append("(call $syscall)")
             out.append(f"(if (i32.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0)) (then (return)))")
             out.append(f"(local.set $rax (i64.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rax']} (i32.const 0)))")
-            out.append(f"(local.set $rcx (i64.const {st.next_rip}))")
+            out.append(f"(local.set $rcx {nxt})")
             out.append(f"(local.set $r11 {self.rflags()})")
             self.dirty.update(SYSCALL_WRITES)
         else:
@@ -307,7 +318,7 @@ class FunctionEmitter:
                 cold: list[str] = []
                 self.spill(cold, flags=False)      # the state lacks only these; $intr does the rest
                 out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then {' '.join(cold)} "
-                           f"(local.set $irip (i64.const {_signed64(self.blocks[i].start + self.bias)})) (br $intr)))")
+                           f"(local.set $irip {self.rt(self.blocks[i].start)}) (br $intr)))")
                 out.append(f"(br $L{i})")
             elif i == cur + 1 and fall and i not in self.tramp:
                 return
@@ -320,7 +331,7 @@ class FunctionEmitter:
             out.append(f"(return_call {func_name(target)} (i32.const 0))")
             return
         self.spill(out, flags=True)
-        out.append(f"(return_call $dispatch_jump (i64.const {_signed64(target + self.bias)}))")
+        out.append(f"(return_call $dispatch_jump {self.rt(target)})")
 
     def depth_guard(self, target: str, out: list[str]) -> None:
         """Bound the wasm call depth: past MAX_CALL_DEPTH, leave with state.rip = callee and let
@@ -331,7 +342,7 @@ class FunctionEmitter:
 
     def after_call(self, ret: int, cur: int, out: list[str]) -> None:
         out.append(f"(if (i64.ne (i64.load $c offset={state_off('rip')} (i32.const 0)) "
-                   f"(i64.const {_signed64(ret + self.bias)})) (then (return)))")
+                   f"{self.rt(ret)}) (then (return)))")
         i = self.index.get(ret)
         self.reload(out, self.live_in_regs[i] if i is not None else frozenset())
         self.dirty = set()
@@ -358,11 +369,11 @@ class FunctionEmitter:
             self.goto(t.fallthrough, cur, out)
         elif tt is CallDirect:
             self.spill(out, flags=False)
-            self.depth_guard(f"(i64.const {_signed64(t.target + self.bias)})", out)
+            self.depth_guard(self.rt(t.target), out)
             if t.target in self.unit_funcs:
                 out.append(f"(call {func_name(t.target)} (i32.const 0))")
             else:
-                out.append(f"(call $dispatch_call (i64.const {_signed64(t.target + self.bias)}))")
+                out.append(f"(call $dispatch_call {self.rt(t.target)})")
             out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is CallIndirect:
@@ -373,10 +384,16 @@ class FunctionEmitter:
             out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is JumpIndirect:
-            local = [(a + self.bias, self.index[a]) for a in t.known if a in self.index]
+            local = [(a, self.index[a]) for a in t.known if a in self.index]
             out.append(f"(local.set $jt {self.x(t.target)})")
             if local:
-                # jump table into this function: a compare tree on the runtime address, no dispatch
+                # jump table into this function: a compare tree on the link-time address (the
+                # runtime one less the load bias), no dispatch
+                if self.bias is None:
+                    out.append("(local.set $jl (i64.sub (local.get $jt) (global.get $bias)))")
+                else:
+                    local = [(a + self.bias, i) for a, i in local]
+                    out.append("(local.set $jl (local.get $jt))")
                 self._jt_tree(local, cur, out)
             self.spill(out, flags=True)
             self._dispatch("return_call_indirect", out)
@@ -410,10 +427,10 @@ class FunctionEmitter:
             for a, i in lst:
                 go: list[str] = []
                 self.goto(self.blocks[i].start, cur, go, fall=False)
-                out.append(f"(if (i64.eq (local.get $jt) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
+                out.append(f"(if (i64.eq (local.get $jl) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
             return
         mid = len(lst) // 2
-        out.append(f"(if (i64.lt_u (local.get $jt) (i64.const {_signed64(lst[mid][0])})) (then")
+        out.append(f"(if (i64.lt_u (local.get $jl) (i64.const {_signed64(lst[mid][0])})) (then")
         self._jt_tree(lst[:mid], cur, out)
         out.append(") (else")
         self._jt_tree(lst[mid:], cur, out)
@@ -629,7 +646,7 @@ class FunctionEmitter:
                                 f"(br_table {labels} $L{i} (i32.sub (local.get $pc) (i32.const {i + 1})))))")
             if TRACE:
                 self.spill(body, flags=True)
-                body.append(f"(call $trace (i64.const {b.start + self.bias}))")
+                body.append(f"(call $trace {self.rt(b.start)})")
             for _, stmts in b.insns:
                 for st in stmts:
                     self.s(st, body)
@@ -637,7 +654,7 @@ class FunctionEmitter:
             for _ in range(self.closing.get(i, 0)):
                 body.append("end")
         head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
-        locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64) (local $fi i32) (local $bi i32) "
+        locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64) (local $jl i64) (local $fi i32) (local $bi i32) "
                 "(local $ce i32)"]
         if self.loop_end:
             locs.append("(local $irip i64)")

@@ -28,7 +28,7 @@ import re
 
 from formats.abi import (CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAGES, DEPTH, ENTRIES_AT, EXPORT_RUN,
                          GUEST_MEMORY, GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC,
-                         IMPORT_SYSCALL, GROW_TABLE, TABLE, TABLE_BASE)
+                         IMPORT_SYSCALL, GROW_TABLE, TABLE, TABLE_BASE, BIAS)
 from recompiler.x86_64.errors import LiftError
 from .emit import TRACE
 from .runtime_wat import core_wat, unit_runtime_wat
@@ -288,6 +288,7 @@ def link_unit(unit: LiftedUnit, *, jobs: int = 1, batch_text: int = BATCH_TEXT) 
         f' (import "{IMPORT_MODULE}" "{DEPTH}" (global $depth (mut i32)))',
         f' (import "{IMPORT_MODULE}" "{TABLE_BASE}" (global $tbase i32))',
         f' (import "{IMPORT_MODULE}" "{ENTRIES_AT}" (global $eat i32))',
+        f' (import "{IMPORT_MODULE}" "{BIAS}" (global $bias i64))',
         unit_runtime_wat(called),
     ])
     tail = []

@@ -10,7 +10,7 @@ from recompiler.x86_64.errors import LiftError
 
 __all__ = ["LiftedUnit", "UNIT_FORMAT"]
 
-UNIT_FORMAT = 2
+UNIT_FORMAT = 3
 """Bumped when the serialised LiftedUnit changes; old cached units are then re-lifted."""
 
 
@@ -21,7 +21,7 @@ class LiftedUnit:
     A unit read from bytes keeps its WebAssembly text compressed until ``functions_wat``
     is asked for (the linker asks one unit at a time), so many units fit in memory."""
     name: str
-    bias: int                                   # runtime minus link-time address assumed when lifting
+    bias: int                                   # 0: code uses link-time addresses (PIE: plus $bias)
     entry: int                                  # link-time entry point
     exec_ranges: tuple[tuple[int, int], ...]    # link-time executable ranges
     wat_source: str | bytes                     # WAT of every guest function, or its zstd compression

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op",
+    "Expr", "Const", "RtAddr", "Reg", "Tmp", "Load", "StateGet", "Op",
     "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FlagThunk", "FaultStmt", "SyscallStmt",
     "Term", "Jump", "Branch", "CallDirect", "CallIndirect", "JumpIndirect", "Return", "Trap", "FallThrough",
     "FLAGS", "SYSCALL_ARGS", "SYSCALL_WRITES", "walk_expr", "stmts_reads", "leaves_lifted_code", "term_exprs",
@@ -32,6 +32,15 @@ class Expr:
 class Const(Expr):
     ty: str
     value: int
+
+
+@dataclass(slots=True)
+class RtAddr(Expr):
+    """The runtime address of link-time guest address ``link``: ``link`` plus the unit's load
+    bias, which a position-independent ELF (PIE, shared object) learns only when it is mapped
+    (the emitter reads it from the instance; for a fixed-address ELF it is a constant)."""
+    ty: str
+    link: int
 
 
 @dataclass(slots=True)
@@ -137,7 +146,8 @@ class Eval(Stmt):
 
 @dataclass(slots=True)
 class FaultStmt(Stmt):
-    """Leave lifted code through the ``fault`` import (never returns)."""
+    """Leave lifted code through the ``fault`` import (never returns); ``rip`` is the link-time
+    address of the faulting instruction (the emitter adds the load bias)."""
     code: int
     detail: int
     rip: int
@@ -145,7 +155,8 @@ class FaultStmt(Stmt):
 
 @dataclass(slots=True)
 class SyscallStmt(Stmt):
-    """The ``syscall`` instruction; ``next_rip`` is the runtime address after it."""
+    """The ``syscall`` instruction; ``next_rip`` is the link-time address after it (the emitter
+    adds the load bias)."""
     next_rip: int
 
 

@@ -65,7 +65,7 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
     if not block.insns:
         reason = prog.invalid.get(block.start, "undecodable bytes")
         i = traps.add(block.start, "(bad)", reason)
-        out.append((block.start, [FaultStmt(int(FaultCode.UNSUPPORTED), i, block.start + bias)]))
+        out.append((block.start, [FaultStmt(int(FaultCode.UNSUPPORTED), i, block.start)]))
         return IRBlock(block.start, out, Trap())
     term: Term | None = None
     fuse: tuple | None = None       # (FlagThunk.fuse, names it reads) of a compare still valid here
@@ -87,7 +87,7 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
             i = traps.add(ins.address, ins.mnemonic, reason)
             stats.setdefault("unsupported", {})
             stats["unsupported"][ins.mnemonic] = stats["unsupported"].get(ins.mnemonic, 0) + 1
-            out.append((ins.address, [FaultStmt(int(FaultCode.UNSUPPORTED), i, ins.address + bias)]))
+            out.append((ins.address, [FaultStmt(int(FaultCode.UNSUPPORTED), i, ins.address)]))
             return IRBlock(block.start, out, Trap())
         stats["instructions"] = stats.get("instructions", 0) + 1
         out.append((ins.address, ctx.stmts))

@@ -193,7 +193,7 @@ class LiftedInstruction:
         tracing = any(i.name == "trace" for i in self.module.imports)
         host = host_functions(store, syscall, fault, lambda: self._rdtsc(),
                               (lambda _a: None) if tracing else None)
-        code = GuestCode(store, core(), host, 1)             # the core defines the memories
+        code = GuestCode(store, core(), host)                # the core defines the memories
         code.add_unit(0, self.module, len(self.unit.functions), len(self.unit.entries))
         guest, ctl = code.guest, code.ctl
         ctl.write(store, struct.pack("<I", 1), CODE_REGIONS)

@@ -401,7 +401,8 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
                  execfn: str | None = None) -> int:
     """Check an exec as Linux does (ENOENT, EACCES, ENOEXEC, E2BIG, ELOOP come back to the
     caller as -errno) and raise GuestExec with the checked bytes when it can go ahead."""
-    from vkernel.loader import MAX_ARG_STRLEN, ARG_MAX, check_loadable, exec_args_size
+    from vkernel.loader import MAX_ARG_STRLEN, ARG_MAX, check_loadable, exec_args_size, \
+        find_interpreter
     execfn = execfn or path
     if any(len(a) >= MAX_ARG_STRLEN for a in args) or any(len(e) >= MAX_ARG_STRLEN for e in env):
         return -errno.E2BIG
@@ -433,18 +434,35 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
         return -errno.ENOEXEC
     try:
         unit = k.policy.check_exec(canonical, data)
-        check_loadable(parse_elf(data, canonical), canonical)
+        img = parse_elf(data, canonical)
+        check_loadable(img, canonical)
+        interp = find_interpreter(img, lambda p: _read_for_exec(k, p), k.policy.check_exec)
     except HashRefused as e:
         print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         return -errno.EACCES
     except VkernelError as e:
         print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         return -errno.ENOEXEC
+    except OSError as e:                       # the interpreter: missing, not executable...
+        return -(e.errno or errno.ENOENT)
     # Linux: exec sets comm to the name the file was executed by (not the resolved path):
     # busybox renames itself after execve("/proc/self/exe") only when it reads "exe".
     k.proc.comm = os.path.basename(execfn).encode("utf-8", "surrogateescape")[:15]
     procfs.publish(k.vfs.skeleton, os.path.basename(execfn), args)
-    raise GuestExec(canonical, args, env, data, execfn, unit)
+    raise GuestExec(canonical, args, env, data, execfn, unit, interp)
+
+
+def _read_for_exec(k: Kernel, path: str) -> tuple[str, bytes]:
+    """(canonical path, bytes) of a file exec may load (execute permission is enough)."""
+    h = _open_for_exec(k, path)
+    try:
+        s = os.fstat(h)
+        if not st.S_ISREG(s.st_mode) or \
+                not os.access(f"/proc/self/fd/{h}", os.X_OK, effective_ids=True):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return k.vfs.guest_path_of(h), os.pread(h, max(s.st_size, 0), 0)
+    finally:
+        os.close(h)
 
 
 def sys_getgroups(k: Kernel, size: int, lst: int) -> int:

@@ -19,7 +19,7 @@ def call(ctx: Ctx) -> None:
     (t,) = ctx.insn.ops
     target = None if t.kind == "i" else ctx.tmp(ctx.get(t))
     nsp = ctx.tmp(op("i64.sub", "i64", Reg("rsp", "i64"), c64(8)))
-    ctx.emit(Store(8, nsp, c64(ctx.next_rt)))
+    ctx.emit(Store(8, nsp, ctx.next_rt))
     ctx.emit(SetReg("rsp", nsp))
     if target is None:
         ctx.term = CallDirect(t.imm, ctx.insn.next)

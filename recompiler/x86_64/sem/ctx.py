@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from formats.abi import SUBREGISTERS
 from ..decode import Insn, Operand
-from ..ir import (Const, Expr, Let, Load, Op, Reg, SetReg, StateGet, Stmt, Store, Term, Tmp)
+from ..ir import (Const, Expr, Let, Load, Op, Reg, RtAddr, SetReg, StateGet, Stmt, Store, Term, Tmp)
 
 __all__ = ["Ctx", "c64", "c32", "MASK", "SUBREG", "NeedsTrap"]
 
@@ -48,7 +48,9 @@ def op(name: str, ty: str, *args: Expr, imm: str = "") -> Op:
 class Ctx:
     """Collects the statements of one instruction; ``term`` is set by control-flow semantics."""
 
-    def __init__(self, insn: Insn, bias: int) -> None:
+    def __init__(self, insn: Insn, bias: int | None) -> None:
+        """``bias``: the fixed load bias of the ELF, or None when it is known only at run time
+        (position-independent code: every address of the ELF is then an :class:`RtAddr`)."""
         self.insn = insn
         self.bias = bias
         self.stmts: list[Stmt] = []
@@ -71,10 +73,16 @@ class Ctx:
         self.stmts.append(Let(t, value))
         return t
 
+    def rt(self, link: int) -> Expr:
+        """The runtime address of link-time address ``link``."""
+        if self.bias is None:
+            return RtAddr("i64", link & MASK[8])
+        return c64(link + self.bias)
+
     @property
-    def next_rt(self) -> int:
+    def next_rt(self) -> Expr:
         """Runtime address of the next instruction."""
-        return self.insn.next + self.bias
+        return self.rt(self.insn.next)
 
     # -- addresses -----------------------------------------------------------
     def addr(self, o: Operand) -> Expr:
@@ -82,7 +90,12 @@ class Ctx:
         parts: list[Expr] = []
         disp = o.disp
         if o.base == "rip":
-            disp += self.insn.next + self.bias
+            rt = self.rt(self.insn.next + disp)
+            if type(rt) is Const:
+                disp = rt.value
+            else:
+                parts.append(rt)
+                disp = 0
         elif o.base:
             parts.append(self.reg_read(o.base, ))
         if o.index:

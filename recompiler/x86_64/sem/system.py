@@ -9,7 +9,7 @@ from .data import pop_value, push_value
 
 
 def syscall(ctx: Ctx) -> None:
-    ctx.emit(SyscallStmt(ctx.next_rt))
+    ctx.emit(SyscallStmt(ctx.insn.next))
 
 
 def cpuid(ctx: Ctx) -> None:
@@ -42,7 +42,7 @@ def nop(ctx: Ctx) -> None:
 
 def _fault(code: FaultCode):
     def f(ctx: Ctx) -> None:
-        ctx.emit(FaultStmt(int(code), 0, ctx.insn.address + ctx.bias))
+        ctx.emit(FaultStmt(int(code), 0, ctx.insn.address))
         ctx.term = Trap()
     return f
 
