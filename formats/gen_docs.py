@@ -2,7 +2,8 @@
 
 docs/formats.md holds blocks between ``<!-- BEGIN GENERATED name -->`` and
 ``<!-- END GENERATED name -->``; their contents are produced here from the
-code (``formats.abi``, ``formats.megabinary``) and must not be edited by hand::
+code (``formats.abi``, ``formats.container``, ``formats.fingerprint``) and must not be edited
+by hand::
 
     python3 -m formats.gen_docs --write    # regenerate the blocks in place
     python3 -m formats.gen_docs --check    # exit 1 if any block is stale
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import formats.annotations as kiln_annotations  # not `from formats import annotations`:
-from formats import abi, megabinary            # that name is the __future__ feature there
+from formats import abi, container, megabinary  # that name is the __future__ feature there
+from formats.fingerprint import EngineFingerprint, aot_name
 
 __all__ = ["render_blocks", "render_abi", "render_container", "render_annotations",
            "update_document",
@@ -66,6 +68,13 @@ def _attribute_docs(module: object) -> dict[str, str]:
     return docs
 
 
+def _comment_docs(module: object) -> dict[str, str]:
+    """Trailing ``# comment`` of module-level ``NAME = value`` lines (short names' meanings)."""
+    source = Path(module.__file__).read_text()  # type: ignore[attr-defined]
+    return {m.group(1): m.group(2).strip()
+            for m in re.finditer(r"^([A-Z][A-Z0-9_]*)\s*=\s*[^#\n]+#\s*(.*)$", source, re.M)}
+
+
 def _member_docs(cls: type[enum.Enum]) -> dict[str, str]:
     """``#:`` comments on enum members, read from the defining source file."""
     import inspect
@@ -73,7 +82,7 @@ def _member_docs(cls: type[enum.Enum]) -> dict[str, str]:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    return {m.group(1): m.group(2).strip()
+    return {m.group(1): m.group(2).strip().replace("``", "`")
             for m in re.finditer(r"^\s+(\w+)\s*=\s*[^#\n]+#:\s*(.*)$", source, re.M)}
 
 
@@ -95,22 +104,39 @@ def _fields_table(fields: Iterable[Any], base: int | None = None) -> str:
 
 
 def render_abi() -> str:
-    """The guest-ABI tables: memory map, control memory, CPU state, frames, enums."""
-    docs = _attribute_docs(abi)
+    """The guest-ABI tables: modules, memory map, control memory, CPU state, frames, directory."""
+    docs = {**_comment_docs(abi), **_attribute_docs(abi)}
     out: list[str] = [f"ABI version **{abi.ABI_VERSION}** (`formats.abi.ABI_VERSION`).", ""]
-    out += ["#### Memories and imports (module `" + abi.IMPORT_MODULE + "`)", ""]
-    out.append(_table(("import", "kind", "value"), (
-        (f"`{abi.GUEST_MEMORY}`", "memory 0", "guest address space, "
-         f"{abi.GUEST_MEMORY_PAGES} pages of {abi.WASM_PAGE} bytes (min = max)"),
-        (f"`{abi.CONTROL_MEMORY}`", "memory 1", f"control memory, at least "
-         f"{abi.CONTROL_MEMORY_MIN_PAGES} page(s); never reachable by guest loads/stores"),
-        (f"`{abi.IMPORT_SYSCALL}`", "func `[] -> []`", "serve the syscall frame"),
-        (f"`{abi.IMPORT_FAULT}`", "func `[i32] -> []`", "a FaultCode; details in the fault record"),
-        (f"`{abi.IMPORT_RDTSC}`", "func `[] -> [i64]`", "time-stamp counter"),
+    out += [f"#### What the core and the unit modules import and export (module `{abi.IMPORT_MODULE}`)",
+            "", "Every import is from module "
+            f"`{abi.IMPORT_MODULE}`, in the order of the rows; exports use the same names.", ""]
+    guestfn = "(ref null (func (param i32)))"
+    out.append(_table(("name", "kind", f"core (`{abi.CORE_MODULE}`)", "unit", "meaning"), (
+        (f"`{abi.IMPORT_SYSCALL}`", "func `[] -> []`", "import", "import",
+         "serve the syscall frame"),
+        (f"`{abi.IMPORT_FAULT}`", "func `[i32] -> []`", "import", "import",
+         "a FaultCode; details in the fault record; never returns normally"),
+        (f"`{abi.IMPORT_RDTSC}`", "func `[] -> [i64]`", "import", "import", "time-stamp counter"),
+        (f"`{abi.GUEST_MEMORY}`", "memory 0", "defines, exports", "import",
+         f"guest address space, {abi.GUEST_MEMORY_PAGES} pages of {abi.WASM_PAGE} bytes "
+         "(min = max)"),
+        (f"`{abi.CONTROL_MEMORY}`", "memory 1", "defines, exports", "import",
+         f"control memory, at least {abi.CONTROL_MEMORY_MIN_PAGES} page(s), grown by vkernel; "
+         "never reachable by guest loads/stores"),
+        (f"`{abi.TABLE}`", f"table `{guestfn}`", "defines (0 slots), exports", "import",
+         docs.get("TABLE", "")),
+        (f"`{abi.DEPTH}`", "global `(mut i32)`", "defines (0), exports", "import",
+         docs.get("DEPTH", "")),
+        (f"`{abi.TABLE_BASE}`", "global `i32`", "", "import", docs.get("TABLE_BASE", "")),
+        (f"`{abi.ENTRIES_AT}`", "global `i32`", "", "import", docs.get("ENTRIES_AT", "")),
+        (f"`{abi.GROW_TABLE}`", "func `[i32] -> [i32]`", "exports", "", docs.get("GROW_TABLE", "")),
+        (f"`{abi.EXPORT_RUN}`", "func `[] -> []`", "exports", "",
+         "run from the CPU state's `rip` (dispatch loop)"),
     )))
-    if hasattr(abi, "EXPORT_RUN"):
-        out += ["", f"The module exports `{abi.EXPORT_RUN}` (`[] -> []`): "
-                "run from the CPU state's `rip`."]
+    out += ["", f"A guest function (a dispatch-table entry) has type `(func (param i32))`: the "
+            "parameter is the block of the function to enter. Nested direct calls between guest "
+            f"functions stop at `MAX_CALL_DEPTH` = {abi.MAX_CALL_DEPTH} (counted in `{abi.DEPTH}`); "
+            "deeper calls return to the dispatch loop."]
     out += ["", "#### Guest memory map (memory 0)", ""]
     out.append(_table(("region", "start", "end (exclusive)", "purpose"),
                       ((f"`{r.name}`", _addr(r.start), _addr(r.end), r.purpose)
@@ -123,9 +149,23 @@ def render_abi() -> str:
     out += ["", "#### Control memory (memory 1)", ""]
     rows = []
     for name in ("CPU_STATE", "SYSCALL_FRAME", "FAULT_RECORD", "INTERRUPT_FLAG", "CODE_REGIONS",
-                 "CODE_REGIONS_GENERATION", "CONTROL_DYNAMIC"):
+                 "CODE_REGIONS_GENERATION", "CONTROL_DYNAMIC", "LOOKUP_CACHE", "UNIT_COUNT",
+                 "DIRECTORY"):
         rows.append((f"`{name}`", _hex(getattr(abi, name)), docs.get(name, "")))
     out.append(_table(("record", "offset", "meaning"), rows))
+    sizes = {"LOOKUP_CACHE_ENTRIES": "entries in the lookup cache, at `LOOKUP_CACHE`",
+             "DIRECTORY_ENTRY_SIZE": "bytes in a row of the unit directory (`DIRECTORY_FIELDS`)"}
+    out += ["", _table(("size", "value", "meaning"), (
+        (f"`{name}`", getattr(abi, name), docs.get(name) or sizes.get(name, ""))
+        for name in ("LOOKUP_CACHE_ENTRIES", "LOOKUP_CACHE_ENTRY", "DIRECTORY_ENTRY_SIZE",
+                     "DISPATCH_ENTRY_SIZE")))]
+    # the formula below is text: make sure it is still the code's
+    assert all(abi.entries_area(n) == (abi.DIRECTORY + abi.DIRECTORY_ENTRY_SIZE * n + 15) & ~15
+               for n in range(64)), "entries_area changed: update its formula in gen_docs"
+    area = " ".join((abi.entries_area.__doc__ or "").split()).replace("``", "`")
+    out += ["", "`entries_area(units)` = `(DIRECTORY + DIRECTORY_ENTRY_SIZE * units + 15) & ~15`: "
+            f"{area} For example: " + ", ".join(f"{_hex(abi.entries_area(n))} for {n}"
+                                                for n in (0, 1, 2, 100)) + " units."]
     out += ["", f"#### CPU state (at `CPU_STATE`, {abi.CPU_STATE_SIZE} bytes, little-endian)", ""]
     out.append(_fields_table(abi.CPU_STATE_FIELDS))
     out += ["", "Sub-registers (name, byte offset within the register, size):", ""]
@@ -142,6 +182,9 @@ def render_abi() -> str:
             f"{abi.CODE_REGION_MAX} entries of {abi.CODE_REGION_SIZE} bytes "
             "from `CODE_REGIONS + 16`)", ""]
     out.append(_fields_table(abi.CODE_REGION_FIELDS))
+    out += ["", f"#### Unit directory (at `DIRECTORY`: `UNIT_COUNT` rows of "
+            f"{abi.DIRECTORY_ENTRY_SIZE} bytes, one per unit in index order)", ""]
+    out.append(_fields_table(abi.DIRECTORY_FIELDS))
     out += ["", f"#### CPU identity (`cpuid`): vendor `{abi.CPU_VENDOR}`, "
             f"brand `{abi.CPU_BRAND}`", ""]
     out.append(_table(("leaf", "subleaf", "eax", "ebx", "ecx", "edx"),
@@ -162,12 +205,19 @@ def render_container() -> str:
     out += ["", f"#### Section table entry ({mb.SECTION_ENTRY_SIZE} bytes each)", "",
             _struct_table(mb.SECTION_FIELDS)]
     out += ["", "#### Section kinds", "", _enum_table(mb.SectionKind)]
+    out += ["", f"Section names: at most {mb.MAX_NAME_LENGTH} bytes of UTF-8. A MODULE section's "
+            f"name matches `{container._RE_MODULE_NAME.pattern}` (`{mb.CORE}`, or a unit's BLAKE3 in "
+            "lowercase hexadecimal). An AOT section's name is a MODULE section's name, `:`, and "
+            f"a canonical engine fingerprint (§4), e.g. `{aot_name(mb.CORE, _EXAMPLE_FP)}`. "
+            "INDEX and META have no name."]
     out += ["", "Python `struct` formats, for reference: header "
             f"`{_struct_format(mb.HEADER_FIELDS)}`, section table entry "
             f"`{_struct_format(mb.SECTION_FIELDS)}`."]
     return "\n".join(out)
 
 
+_EXAMPLE_FP = EngineFingerprint("wasmtime", "50.0.1", "x86_64-unknown-linux-gnu",
+                                (("wasm_simd", "true"), ("wasm_tail_call", "true")))
 _CODES = {"H": "u16", "I": "u32", "Q": "u64"}
 
 

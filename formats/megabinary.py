@@ -378,6 +378,15 @@ def _leb_u(data: bytes, pos: int, limit: int) -> tuple[int, int]:
             return value, pos
 
 
+def _skip_valtype(data: bytes, pos: int, end: int) -> int:
+    """Past one value type: a one-byte type, or ``ref``/``ref null`` (0x64/0x63) and a heap type
+    (function references: the core's typed dispatch table)."""
+    if data[pos] in (0x63, 0x64):
+        _, pos = _leb_u(data, pos + 1, end)      # s33 heap type: same bytes as an unsigned LEB
+        return pos
+    return pos + 1
+
+
 def _skip_limits(data: bytes, pos: int, end: int) -> int:
     flags = data[pos]
     _, pos = _leb_u(data, pos + 1, end)
@@ -416,11 +425,11 @@ def wasm_function_count(module: bytes, *, offset: int | None = None,
                         total += 1
                         _, p = _leb_u(module, p, end)
                     elif kind == 1:                      # table: reftype, limits
-                        p = _skip_limits(module, p + 1, end)
+                        p = _skip_limits(module, _skip_valtype(module, p, end), end)
                     elif kind == 2:                      # memory: limits
                         p = _skip_limits(module, p, end)
                     elif kind == 3:                      # global: valtype, mutability
-                        p += 2
+                        p = _skip_valtype(module, p, end) + 1
                     elif kind == 4:                      # tag: attribute, type index
                         _, p = _leb_u(module, p + 1, end)
                     else:
