@@ -129,6 +129,7 @@ def render_abi() -> str:
          docs.get("DEPTH", "")),
         (f"`{abi.TABLE_BASE}`", "global `i32`", "", "import", docs.get("TABLE_BASE", "")),
         (f"`{abi.ENTRIES_AT}`", "global `i32`", "", "import", docs.get("ENTRIES_AT", "")),
+        (f"`{abi.BIAS}`", "global `i64`", "", "import", docs.get("BIAS", "")),
         (f"`{abi.GROW_TABLE}`", "func `[i32] -> [i32]`", "exports", "", docs.get("GROW_TABLE", "")),
         (f"`{abi.EXPORT_RUN}`", "func `[] -> []`", "exports", "",
          "run from the CPU state's `rip` (dispatch loop)"),
@@ -150,22 +151,21 @@ def render_abi() -> str:
     rows = []
     for name in ("CPU_STATE", "SYSCALL_FRAME", "FAULT_RECORD", "INTERRUPT_FLAG", "CODE_REGIONS",
                  "CODE_REGIONS_GENERATION", "CONTROL_DYNAMIC", "LOOKUP_CACHE", "UNIT_COUNT",
-                 "DIRECTORY"):
+                 "DIRECTORY", "ENTRIES_AREA"):
         rows.append((f"`{name}`", _hex(getattr(abi, name)), docs.get(name, "")))
     out.append(_table(("record", "offset", "meaning"), rows))
     sizes = {"LOOKUP_CACHE_ENTRIES": "entries in the lookup cache, at `LOOKUP_CACHE`",
-             "DIRECTORY_ENTRY_SIZE": "bytes in a row of the unit directory (`DIRECTORY_FIELDS`)"}
+             "DIRECTORY_ENTRY_SIZE": "bytes in a row of the unit directory (`DIRECTORY_FIELDS`)",
+             "DIRECTORY_ROWS": "rows of the unit directory: unit instances one process may hold"}
     out += ["", _table(("size", "value", "meaning"), (
         (f"`{name}`", getattr(abi, name), docs.get(name) or sizes.get(name, ""))
         for name in ("LOOKUP_CACHE_ENTRIES", "LOOKUP_CACHE_ENTRY", "DIRECTORY_ENTRY_SIZE",
-                     "DISPATCH_ENTRY_SIZE")))]
+                     "DIRECTORY_ROWS", "DISPATCH_ENTRY_SIZE")))]
     # the formula below is text: make sure it is still the code's
-    assert all(abi.entries_area(n) == (abi.DIRECTORY + abi.DIRECTORY_ENTRY_SIZE * n + 15) & ~15
-               for n in range(64)), "entries_area changed: update its formula in gen_docs"
-    area = " ".join((abi.entries_area.__doc__ or "").split()).replace("``", "`")
-    out += ["", "`entries_area(units)` = `(DIRECTORY + DIRECTORY_ENTRY_SIZE * units + 15) & ~15`: "
-            f"{area} For example: " + ", ".join(f"{_hex(abi.entries_area(n))} for {n}"
-                                                for n in (0, 1, 2, 100)) + " units."]
+    assert abi.ENTRIES_AREA == abi.DIRECTORY + abi.DIRECTORY_ENTRY_SIZE * abi.DIRECTORY_ROWS, \
+        "ENTRIES_AREA changed: update its formula in gen_docs"
+    out += ["", f"`ENTRIES_AREA` = `DIRECTORY + DIRECTORY_ENTRY_SIZE * DIRECTORY_ROWS` = "
+            f"{_hex(abi.ENTRIES_AREA)}: where the unit instances' dispatch entries start."]
     out += ["", f"#### CPU state (at `CPU_STATE`, {abi.CPU_STATE_SIZE} bytes, little-endian)", ""]
     out.append(_fields_table(abi.CPU_STATE_FIELDS))
     out += ["", "Sub-registers (name, byte offset within the register, size):", ""]
@@ -183,7 +183,7 @@ def render_abi() -> str:
             "from `CODE_REGIONS + 16`)", ""]
     out.append(_fields_table(abi.CODE_REGION_FIELDS))
     out += ["", f"#### Unit directory (at `DIRECTORY`: `UNIT_COUNT` rows of "
-            f"{abi.DIRECTORY_ENTRY_SIZE} bytes, one per unit in index order)", ""]
+            f"{abi.DIRECTORY_ENTRY_SIZE} bytes, one per unit instance of the process)", ""]
     out.append(_fields_table(abi.DIRECTORY_FIELDS))
     out += ["", f"#### CPU identity (`cpuid`): vendor `{abi.CPU_VENDOR}`, "
             f"brand `{abi.CPU_BRAND}`", ""]

@@ -179,7 +179,7 @@ _ARCH_SET_FS, _ENOTTY = 0x1002, 25
 class SpecProcess:
     """One guest process: the core instance, then units placed one by one (§3.3)."""
 
-    def __init__(self, engine: wasmtime.Engine, core_artifact: bytes, unit_count: int) -> None:
+    def __init__(self, engine: wasmtime.Engine, core_artifact: bytes) -> None:
         self.store = store = wasmtime.Store(engine)
         self.engine = engine
         self.stdout = bytearray()
@@ -192,9 +192,10 @@ class SpecProcess:
         ex = core.exports(store)
         self.guest, self.ctl, self.table = ex[abi.GUEST_MEMORY], ex[abi.CONTROL_MEMORY], ex[abi.TABLE]
         self.depth, self.grow_table, self.kiln_run = ex[abi.DEPTH], ex[abi.GROW_TABLE], ex[abi.EXPORT_RUN]
-        self._reserve(abi.entries_area(unit_count))
-        self.ctl.write(store, struct.pack("<I", unit_count), abi.UNIT_COUNT)
-        self.next_entries = abi.entries_area(unit_count)
+        self._reserve(abi.ENTRIES_AREA)
+        self.ctl.write(store, struct.pack("<I", 0), abi.UNIT_COUNT)
+        self.next_entries = abi.ENTRIES_AREA
+        self.rows = 0
         self.regions: list[tuple[int, int, int, int]] = []
 
     def _reserve(self, end: int) -> None:
@@ -202,26 +203,31 @@ class SpecProcess:
         if end > have:
             self.ctl.grow(self.store, (end - have + abi.WASM_PAGE - 1) // abi.WASM_PAGE)
 
-    def place(self, number: int, artifact: bytes, functions: int,
-              entries: int) -> tuple[int, int]:
-        """§3.3 steps 1-4 for unit ``number``; its (table_base, entries_at)."""
+    def place(self, artifact: bytes, functions: int, entries: int,
+              bias: int = 0) -> tuple[int, int, int]:
+        """§3.3 steps 1-4 for one unit instance; its (table_base, entries_at, row)."""
         store = self.store
         table_base = self.grow_table(store, functions)
         entries_at = self.next_entries
         self._reserve(entries_at + abi.DISPATCH_ENTRY_SIZE * entries)
         i32 = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
+        i64 = wasmtime.GlobalType(wasmtime.ValType.i64(), False)
         wasmtime.Instance(store, wasmtime.Module.deserialize(self.engine, artifact),
                           [*self.host, self.guest, self.ctl, self.table, self.depth,
                            wasmtime.Global(store, i32, wasmtime.Val.i32(table_base)),
-                           wasmtime.Global(store, i32, wasmtime.Val.i32(entries_at))])
+                           wasmtime.Global(store, i32, wasmtime.Val.i32(entries_at)),
+                           wasmtime.Global(store, i64, wasmtime.Val.i64(bias))])
+        row = self.rows
         self.ctl.write(store, struct.pack("<4I", entries_at, entries, table_base, 0),
-                       abi.DIRECTORY + abi.DIRECTORY_ENTRY_SIZE * number)
+                       abi.DIRECTORY + abi.DIRECTORY_ENTRY_SIZE * row)
+        self.rows += 1
+        self.ctl.write(store, struct.pack("<I", self.rows), abi.UNIT_COUNT)
         self.next_entries = (entries_at + abi.DISPATCH_ENTRY_SIZE * entries + 15) & ~15
-        return table_base, entries_at
+        return table_base, entries_at, row
 
-    def map_exec(self, elf_path: Path, number: int) -> int:
-        """Load an ET_EXEC's segments at their link addresses and add its code region (§3.3
-        step 5, bias 0); its entry point."""
+    def map_exec(self, elf_path: Path, row: int) -> int:
+        """Load an ET_EXEC's segments at their link addresses and add its code region for the
+        instance in directory row ``row`` (§3.3 step 5, bias 0); its entry point."""
         elf = lief.parse(str(elf_path))
         loads = [s for s in elf.segments if s.type == lief.ELF.Segment.TYPE.LOAD]
         for s in loads:
@@ -229,7 +235,7 @@ class SpecProcess:
         start = min(s.virtual_address for s in loads) & ~(abi.GUEST_PAGE - 1)
         end = max(s.virtual_address + s.virtual_size for s in loads
                   if s.has(lief.ELF.Segment.FLAGS.X))
-        self.regions.append((start, end, number, 0))
+        self.regions.append((start, end, row, 0))
         rows = b"".join(struct.pack("<4I", *r) for r in self.regions)
         generation = struct.unpack("<I", self.ctl.read(self.store, abi.CODE_REGIONS_GENERATION,
                                                       abi.CODE_REGIONS_GENERATION + 4))[0]

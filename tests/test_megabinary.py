@@ -159,16 +159,16 @@ def run_from_file(aot_of, index_units: list, programs) -> tuple:
     """Run "rt" as docs/formats.md §3.3 and §7 say, from the AOT artifacts ``aot_of(module
     name)`` finds and the index's unit maps: the core, then "other" placed, then "rt" placed
     and mapped. Returns (stdout, exit status, placements, process), placements mapping a
-    program to its (table_base, entries_at)."""
+    program to its (table_base, entries_at, directory row)."""
     engine = make_engine(engine_settings())
     numbers = {u["blake3"].hex(): n for n, u in enumerate(index_units)}
-    proc = SpecProcess(engine, aot_of(CORE), len(index_units))
+    proc = SpecProcess(engine, aot_of(CORE))
     placed = {}
     for name in ("other", "rt"):
         h = hex_name(programs[name])
         unit = index_units[numbers[h]]
-        placed[name] = proc.place(numbers[h], aot_of(h), unit["functions"], len(unit["entries"]))
-    entry = proc.map_exec(programs["rt"], numbers[hex_name(programs["rt"])])
+        placed[name] = proc.place(aot_of(h), unit["functions"], len(unit["entries"]))
+    entry = proc.map_exec(programs["rt"], placed["rt"][2])
     status = proc.run(entry, [b"/bin/rt"])
     return bytes(proc.stdout), status, placed, proc
 
@@ -223,15 +223,15 @@ def test_units_are_placed_as_the_spec_says(written, real_index, programs):
     by_name = {n: real_index.lookup(blake3.blake3(programs[n].read_bytes()).digest())
                for n in programs}
     assert placed["other"][0] == 0 and placed["rt"][0] == by_name["other"].functions
-    assert placed["other"][1] == abi.entries_area(len(real_index.units))
+    assert placed["other"][1] == abi.ENTRIES_AREA
+    assert (placed["other"][2], placed["rt"][2]) == (0, 1)
     assert proc.table.size(store) == sum(u.functions for u in real_index.units)
     assert all(proc.table.get(store, i) is not None for i in range(proc.table.size(store)))
-    for name, (base, at) in placed.items():
+    for name, (base, at, number) in placed.items():
         unit = by_name[name]
         raw = proc.ctl.read(store, at, at + abi.DISPATCH_ENTRY_SIZE * len(unit.entries))
         rows = [struct.unpack_from("<III", raw, i * 12) for i in range(len(unit.entries))]
         assert [(a, f) for a, f, _ in rows] == [(a & 0xFFFF_FFFF, s) for a, s in unit.entries]
-        number = real_index.unit_number(unit.blake3)
         row = proc.ctl.read(store, abi.DIRECTORY + 16 * number, abi.DIRECTORY + 16 * number + 16)
         assert struct.unpack("<4I", row) == (at, len(unit.entries), base, 0)
     assert placed["rt"][1] >= placed["other"][1] + 12 * len(by_name["other"].entries)
@@ -807,7 +807,7 @@ def test_independent_spec_reader_reads_what_the_writer_wrote(written, real_index
     assert [(i.module, i.name) for i in module.imports] == [
         ("kiln", n) for n in (abi.IMPORT_SYSCALL, abi.IMPORT_FAULT, abi.IMPORT_RDTSC,
                               abi.GUEST_MEMORY, abi.CONTROL_MEMORY, abi.TABLE, abi.DEPTH,
-                              abi.TABLE_BASE, abi.ENTRIES_AT)]
+                              abi.TABLE_BASE, abi.ENTRIES_AT, abi.BIAS)]
     core = wasmtime.Module(engine, got.modules[CORE])
     assert [(i.module, i.name) for i in core.imports] == [
         ("kiln", n) for n in (abi.IMPORT_SYSCALL, abi.IMPORT_FAULT, abi.IMPORT_RDTSC)]
