@@ -106,13 +106,10 @@ class SignalInterrupt(BaseException):
     """Raised by the forwarding handler out of an interruptible blocking call (EINTR)."""
 
 
-class SigReturn(BaseException):
-    """Raised by rt_sigreturn to end the nested run of a handler (never reaches a user)."""
-
-
-class InterruptReenter(BaseException):
-    """Raised out of ``fault(INTERRUPT)`` once its signals are delivered: the WebAssembly stack
-    unwinds and ``kiln_run`` is entered again at the CPU state's rip (never reaches a user)."""
+class Redispatch(BaseException):
+    """Raised out of the ``fault`` import once the CPU state says where the guest goes on (the
+    interrupted loop's header, or a handler whose frame was pushed): the WebAssembly stack
+    unwinds and ``kiln_run`` is entered again at the state's rip (never reaches a user)."""
 
 
 # -- the host side ----------------------------------------------------------------------
