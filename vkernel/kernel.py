@@ -400,11 +400,10 @@ class Kernel:
         try:
             frame = build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code,
                                 pid, uid, addr)
-        except ValueError:
+        except ValueError as e:
             # Linux cannot write the frame either: the process dies of SIGSEGV.
-            raise GuestExit(128 + SIGSEGV, SIGSEGV,
-                            f"{p.exe}: cannot write the signal frame for signal {sig} "
-                            f"(stack at {self.ctl.get('rsp'):#x})") from None
+            raise GuestExit(128 + SIGSEGV, SIGSEGV, f"{p.exe}: cannot deliver {_signame(sig)} "
+                            f"(stack at {self.ctl.get('rsp'):#x}): {e}") from None
         self.fault_frames.pop(frame, None)         # whatever frame was here is gone
         p.sigmask = (p.sigmask | act.mask | (0 if act.flags & SA_NODEFER else sigbit(sig))) \
             & ~UNBLOCKABLE

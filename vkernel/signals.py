@@ -453,6 +453,14 @@ def _fxrstor(k: "Kernel", data: bytes) -> None:
         v[off:off + 16] = data[160 + 16 * i:176 + 16 * i]
 
 
+def _writable(k: "Kernel", start: int, end: int) -> bool:
+    """Whether guest [start, end) is mapped writable (as a frame needs: Linux's stack ends)."""
+    if not 0 < start < end <= 1 << 32:
+        return False
+    space = k.space
+    return space.fully_mapped(start, end) and all(m.prot & 2 for m in space.covering(start, end))
+
+
 def _on_altstack(p: "ProcessState", sp: int) -> bool:
     base, flags, size = p.altstack
     return not flags & SS_DISABLE and size > 0 and base < sp <= base + size
@@ -463,20 +471,25 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
                 addr: int = 0) -> int:
     """Write an rt_sigframe for ``sig`` from the CPU state and point the state at ``handler``.
 
-    Returns the frame address (the handler's rsp). ValueError when the stack is not
-    writable guest memory (the caller then kills the guest with SIGSEGV, as Linux does).
+    Returns the frame address (the handler's rsp). ValueError when the frame does not fit
+    (the caller then kills the guest with SIGSEGV, as Linux does): the stack is not mapped
+    writable there (WebAssembly enforces no protection, so the mapping table decides), or
+    the frame would run off the alternate stack the handler is on.
     """
     c = k.ctl
     p = k.proc
     rsp = c.get("rsp")
     base, ss_flags, size = p.altstack
-    if flags & SA_ONSTACK and not ss_flags & SS_DISABLE and size and not _on_altstack(p, rsp):
-        sp = base + size
-    else:
-        sp = rsp - _REDZONE
+    on_alt = _on_altstack(p, rsp)
+    entering = bool(flags & SA_ONSTACK and not ss_flags & SS_DISABLE and size and not on_alt)
+    sp = base + size if entering else rsp - _REDZONE
     sp &= 0xFFFF_FFFF_FFFF_FFFF
     fpstate = (sp - _FXSAVE_SIZE) & ~63
     frame = ((fpstate - _FRAME_SIZE) & ~15) - 8
+    if (on_alt or entering) and not _on_altstack(p, frame):
+        raise ValueError(f"the signal frame at {frame:#x} overflows the alternate signal stack")
+    if not _writable(k, frame, fpstate + _FXSAVE_SIZE):
+        raise ValueError(f"the signal frame at {frame:#x} is not on writable guest memory")
     buf = bytearray(_FRAME_SIZE)
     struct.pack_into("<Q", buf, 0, restorer)
     uc = _FRAME_UC
