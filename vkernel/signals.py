@@ -49,6 +49,7 @@ How a signal reaches a guest handler
 """
 from __future__ import annotations
 
+import _signal
 import signal as hsignal
 import os
 import _thread
@@ -343,8 +344,13 @@ def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
 
 
 def sync_host_mask(p: "ProcessState") -> None:
-    blocked = {s for s in MIRRORED if p.sigmask & bit(s)}
-    hsignal.pthread_sigmask(hsignal.SIG_SETMASK, blocked)
+    m = p.sigmask & MIRRORED_MASK
+    blocked = []
+    while m:
+        low = m & -m
+        blocked.append(low.bit_length())
+        m ^= low
+    _signal.pthread_sigmask(hsignal.SIG_SETMASK, blocked)    # no Signals set of the old mask
 
 
 def save_host() -> tuple[dict[int, object], set[int]]:
@@ -415,42 +421,49 @@ UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 0x2, 0x4
 SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
 
 
-def _fxsave(k: "Kernel") -> bytes:
-    c = k.ctl
-    top = c.get("fpu_top") & 7
-    fsw = (c.get("fpu_sw") & ~(7 << 11)) | (top << 11)
+# The CPU state read and written in bulk (formats/abi.py lays these out contiguously).
+_GPR_ORDER = tuple(f.name for f in abi.CPU_STATE_FIELDS[:18])     # rax..r15, rip, rflags
+_GPRS = struct.Struct("<18Q")
+_MCTX_FROM_STATE = tuple(_GPR_ORDER.index(r) for r in _MCTX_REGS)
+_STATE_FROM_MCTX = tuple(_MCTX_REGS.index(r) for r in _GPR_ORDER[:17])
+_RSP, _RIP, _RFLAGS, _RAX, _RDI, _RSI, _RDX = (_GPR_ORDER.index(r) for r in (
+    "rsp", "rip", "rflags", "rax", "rdi", "rsi", "rdx"))
+_FPU = struct.Struct("<IHHHH")                 # mxcsr, fpu_cw, fpu_sw, fpu_tag, fpu_top
+_FPU_AT = abi.CPU_STATE + abi.CPU_STATE_OFFSETS["mxcsr"]
+_XMM_AT = abi.CPU_STATE + abi.CPU_STATE_OFFSETS["xmm0"]
+_ST_AT = abi.CPU_STATE + abi.CPU_STATE_OFFSETS["st0"]
+assert _GPR_ORDER[16:] == ("rip", "rflags") and \
+    [abi.CPU_STATE_OFFSETS[r] for r in _GPR_ORDER] == list(range(0, 144, 8))
+assert [abi.CPU_STATE_OFFSETS[f] - abi.CPU_STATE_OFFSETS["mxcsr"] for f in
+        ("fpu_cw", "fpu_sw", "fpu_tag", "fpu_top")] == [4, 6, 8, 10]
+assert all(abi.CPU_STATE_OFFSETS[f"xmm{i}"] == abi.CPU_STATE_OFFSETS["xmm0"] + 16 * i and
+           abi.CPU_STATE_OFFSETS[f"st{i % 8}"] == abi.CPU_STATE_OFFSETS["st0"] + 16 * (i % 8)
+           for i in range(16))
+
+
+def _fxsave(view: memoryview) -> bytearray:
+    """The FXSAVE image of the CPU state's x87 and SSE registers."""
+    mxcsr, fcw, fsw, ftw, top = _FPU.unpack_from(view, _FPU_AT)
+    top &= 7
     out = bytearray(_FXSAVE_SIZE)
-    struct.pack_into("<HHBxH", out, 0, c.get("fpu_cw"), fsw, c.get("fpu_tag") & 0xFF, 0)
-    struct.pack_into("<II", out, 24, c.get("mxcsr"), 0xFFFF)
-    base = abi.CPU_STATE
-    v = c.view
+    struct.pack_into("<HHBxH", out, 0, fcw, (fsw & ~(7 << 11)) | (top << 11), ftw & 0xFF, 0)
+    struct.pack_into("<II", out, 24, mxcsr, 0xFFFF)
     for i in range(8):                         # ST(i) = physical register (top + i) % 8
-        off = base + abi.CPU_STATE_OFFSETS[f"st{(top + i) & 7}"]
-        out[32 + 16 * i:32 + 16 * i + 10] = v[off:off + 10]
-    for i in range(16):
-        off = base + abi.CPU_STATE_OFFSETS[f"xmm{i}"]
-        out[160 + 16 * i:176 + 16 * i] = v[off:off + 16]
-    return bytes(out)
+        off = _ST_AT + 16 * ((top + i) & 7)
+        out[32 + 16 * i:42 + 16 * i] = view[off:off + 10]
+    out[160:416] = view[_XMM_AT:_XMM_AT + 256]
+    return out
 
 
-def _fxrstor(k: "Kernel", data: bytes) -> None:
-    c = k.ctl
+def _fxrstor(view: memoryview, data: bytes) -> None:
     fcw, fsw, ftw = struct.unpack_from("<HHB", data, 0)
     mxcsr = struct.unpack_from("<I", data, 24)[0]
     top = (fsw >> 11) & 7
-    c.set("fpu_cw", fcw)
-    c.set("fpu_sw", fsw)
-    c.set("fpu_tag", ftw)
-    c.set("fpu_top", top)
-    c.set("mxcsr", mxcsr & 0xFFFF)
-    base = abi.CPU_STATE
-    v = c.view
+    _FPU.pack_into(view, _FPU_AT, mxcsr & 0xFFFF, fcw, fsw, ftw, top)
     for i in range(8):
-        off = base + abi.CPU_STATE_OFFSETS[f"st{(top + i) & 7}"]
-        v[off:off + 10] = data[32 + 16 * i:32 + 16 * i + 10]
-    for i in range(16):
-        off = base + abi.CPU_STATE_OFFSETS[f"xmm{i}"]
-        v[off:off + 16] = data[160 + 16 * i:176 + 16 * i]
+        off = _ST_AT + 16 * ((top + i) & 7)
+        view[off:off + 10] = data[32 + 16 * i:42 + 16 * i]
+    view[_XMM_AT:_XMM_AT + 256] = data[160:416]
 
 
 def _writable(k: "Kernel", start: int, end: int) -> bool:
@@ -480,26 +493,31 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
     p = k.proc
     rsp = c.get("rsp")
     base, ss_flags, size = p.altstack
+    # As Linux's get_sigframe: below the red zone, or at the top of the alternate stack when
+    # SA_ONSTACK and that point is not on it (tested after the red zone, as Linux does).
     on_alt = _on_altstack(p, rsp)
-    entering = bool(flags & SA_ONSTACK and not ss_flags & SS_DISABLE and size and not on_alt)
-    sp = base + size if entering else rsp - _REDZONE
-    sp &= 0xFFFF_FFFF_FFFF_FFFF
+    sp = (rsp - _REDZONE) & 0xFFFF_FFFF_FFFF_FFFF
+    entering = bool(flags & SA_ONSTACK and not ss_flags & SS_DISABLE and size
+                    and not _on_altstack(p, sp))
+    if entering:
+        sp = base + size
     fpstate = (sp - _FXSAVE_SIZE) & ~63
     frame = ((fpstate - _FRAME_SIZE) & ~15) - 8
     if (on_alt or entering) and not _on_altstack(p, frame):
         raise ValueError(f"the signal frame at {frame:#x} overflows the alternate signal stack")
     if not _writable(k, frame, fpstate + _FXSAVE_SIZE):
         raise ValueError(f"the signal frame at {frame:#x} is not on writable guest memory")
-    buf = bytearray(_FRAME_SIZE)
+    buf = bytearray(fpstate + _FXSAVE_SIZE - frame)      # the frame, then the FXSAVE area
     struct.pack_into("<Q", buf, 0, restorer)
     uc = _FRAME_UC
     struct.pack_into("<QQ", buf, uc + _UC_FLAGS, UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0)
     struct.pack_into("<QiiQ", buf, uc + _UC_STACK, base, ss_flags | (SS_ONSTACK if _on_altstack(p, rsp) else 0),
                      0, size)
     m = uc + _UC_MCTX
-    regs = [c.get(r) for r in _MCTX_REGS]
-    struct.pack_into("<17Q", buf, m, *regs)
-    struct.pack_into("<QHHHHQQQQQ", buf, m + 17 * 8, c.get("rflags"), 0x33, 0, 0, 0x2B,
+    view = c.view
+    state = _GPRS.unpack_from(view, abi.CPU_STATE)
+    struct.pack_into("<17Q", buf, m, *[state[i] for i in _MCTX_FROM_STATE])
+    struct.pack_into("<QHHHHQQQQQ", buf, m + 17 * 8, state[_RFLAGS], 0x33, 0, 0, 0x2B,
                      0, 0, old_mask, 0, fpstate)
     struct.pack_into("<Q", buf, uc + _UC_SIGMASK, old_mask)
     info = _FRAME_INFO
@@ -507,15 +525,13 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
         struct.pack_into("<iiiiQ", buf, info, sig, 0, code, 0, addr)
     else:                                      # kill/tgkill: si_pid, si_uid
         struct.pack_into("<iiiiII", buf, info, sig, 0, code, 0, pid, uid)
-    k.space.write(fpstate, _fxsave(k))
-    k.space.write(frame, bytes(buf))
-    c.set("rsp", frame)
-    c.set("rip", handler)
-    c.set("rdi", sig)
-    c.set("rsi", frame + _FRAME_INFO)
-    c.set("rdx", frame + _FRAME_UC)
-    c.set("rax", 0)
-    c.set("rflags", c.get("rflags") & ~(1 << 10))      # DF clear at handler entry (ABI)
+    buf[fpstate - frame:] = _fxsave(view)
+    k.space.write(frame, buf)
+    regs = list(state)
+    regs[_RSP], regs[_RIP], regs[_RAX] = frame, handler & 0xFFFF_FFFF_FFFF_FFFF, 0
+    regs[_RDI], regs[_RSI], regs[_RDX] = sig, frame + _FRAME_INFO, frame + _FRAME_UC
+    regs[_RFLAGS] &= ~(1 << 10)                # DF clear at handler entry (ABI)
+    _GPRS.pack_into(view, abi.CPU_STATE, *regs)
     return frame
 
 
@@ -529,12 +545,12 @@ def restore_frame(k: "Kernel") -> None:
     rflags = struct.unpack_from("<Q", raw, m + 17 * 8)[0]
     fpstate = struct.unpack_from("<Q", raw, m + 23 * 8)[0]
     mask = struct.unpack_from("<Q", raw, _FRAME_UC + _UC_SIGMASK)[0]
-    for name, v in zip(_MCTX_REGS, regs):
-        c.set(name, v)
+    fxsave = k.space.read(fpstate, _FXSAVE_SIZE) if fpstate else None
     # As Linux's FIX_EFLAGS: the arithmetic flags and DF come back, IF stays set.
-    c.set("rflags", (rflags & 0xCD5) | 0x202)
-    if fpstate:
-        _fxrstor(k, k.space.read(fpstate, _FXSAVE_SIZE))
+    _GPRS.pack_into(c.view, abi.CPU_STATE, *[regs[i] for i in _STATE_FROM_MCTX],
+                    (rflags & 0xCD5) | 0x202)
+    if fxsave is not None:
+        _fxrstor(c.view, fxsave)
     k.proc.sigmask = mask & ~UNBLOCKABLE
     sync_host_mask(k.proc)
 
