@@ -11,41 +11,68 @@ How a signal reaches a guest handler
   a busy loop) and a forwarding handler in the first process (whose death must
   still clean the upper layer and print the shell-like message). The guest's
   blocked set is mirrored with ``pthread_sigmask``. Signals vkernel raises
-  itself (SIGPIPE on a closed pipe, faults) are marked pending directly.
-* **Delivery** happens at syscall boundaries: when the syscall's result is
-  known and a pending signal is not blocked, the kernel applies the default
-  action or runs the handler. Blocking syscalls (read, wait4, nanosleep,
-  poll, pause...) run "interruptible": the forwarding handler raises
+  itself (SIGPIPE on a closed pipe) are marked pending directly; a fault's
+  signal goes to its handler at once (below).
+* **Delivery** happens where Linux delivers, on the way back to the guest:
+  after each syscall, at a loop back edge (below) and at a fault. The default
+  action is applied there, or the handler set up (``Kernel.deliver``, one
+  routine for all three). Blocking syscalls (read, wait4, nanosleep, poll,
+  pause...) run "interruptible": the forwarding handler raises
   :class:`SignalInterrupt` out of them and the guest sees ``EINTR``, or the
-  call restarts after the handler when the action has ``SA_RESTART``.
+  call restarts (below) when the action has ``SA_RESTART``.
 * **Busy loops.** A Python handler runs only between Python bytecodes, and
   the main thread runs none while it is in lifted code. A watcher thread
   (:func:`install_wakeup`) reads the signal wakeup pipe instead (Wasmtime
   releases the GIL while WebAssembly runs) and raises the control memory's
   ``INTERRUPT_FLAG``. Lifted code polls it at loop back edges and calls
-  ``fault(INTERRUPT)`` with the CPU state complete; vkernel clears the flag,
-  delivers as at a syscall boundary (``Kernel.on_interrupt``) and re-enters
-  ``kiln_run`` at the state's rip (:class:`InterruptReenter`). A signal whose
-  default action kills the first guest process ends it from the watcher
-  when lifted code does not take it within :data:`FATAL_GRACE` (code without
-  the poll); in forked processes the host's own ``SIG_DFL`` does that.
-* **Frames.** The handler gets a Linux x86-64 ``rt_sigframe`` on the guest
-  stack (or the ``sigaltstack`` with ``SA_ONSTACK``): return address
-  ``sa_restorer``, ``ucontext`` with the saved registers in ``uc_mcontext``,
-  the old blocked set, ``siginfo``, and a 512-byte FXSAVE area that
-  ``fpstate`` points to. ``rdi``/``rsi``/``rdx`` = signal, &siginfo,
-  &ucontext. ``rt_sigreturn`` reads the frame back.
-* **Running the handler.** The lifter does not make the instruction after a
-  ``syscall`` a dispatch entry, so vkernel cannot resume an interrupted
-  function from the CPU state alone. It therefore runs the handler with a
-  nested call of the module's ``kiln_run`` from inside the syscall import;
-  the handler returns to ``sa_restorer``, whose ``rt_sigreturn`` restores the
-  CPU state and unwinds the nested run (:class:`SigReturn`). The interrupted
-  lifted code then continues with the syscall result from the restored
-  ``rax``. If the handler changed the saved ``rip`` (a context switch), the
-  import answers ``resume = RELOAD`` and dispatch restarts at the new rip.
-  A handler that leaves by ``siglongjmp`` keeps its nested run's WebAssembly
-  frames until the process ends (bounded by the 2 MiB wasm stack).
+  ``fault(INTERRUPT)`` with the CPU state complete and rip = the loop header
+  (a dispatch entry); vkernel clears the flag, delivers (``Kernel.on_interrupt``)
+  and re-enters ``kiln_run`` at the state's rip (:class:`Redispatch`). A
+  signal whose default action kills the first guest process ends it from the
+  watcher when lifted code does not take it within :data:`FATAL_GRACE` (code
+  without the poll); in forked processes the host's own ``SIG_DFL`` does that.
+* **Frames.** A handler gets a Linux x86-64 ``rt_sigframe`` on the guest
+  stack (or the ``sigaltstack`` with ``SA_ONSTACK``), placed as Linux's
+  ``get_sigframe`` does: return address ``sa_restorer``, ``ucontext`` with the
+  interrupted registers in ``uc_mcontext``, the old blocked set, ``siginfo``,
+  and a 512-byte FXSAVE area that ``fpstate`` points to. The CPU state then
+  starts the handler: ``rdi``/``rsi``/``rdx`` = signal, &siginfo, &ucontext,
+  rsp = the frame. A frame that does not fit on writable guest memory, or
+  would run off the alternate stack, kills the guest with SIGSEGV, as Linux
+  does (WebAssembly enforces no page protection, so the mapping table decides).
+* **Running the handler: no nesting.** Nothing runs the handler from Python.
+  At a syscall the import answers ``resume = RELOAD``: lifted code returns to
+  ``kiln_run``, whose loop dispatches the state's rip, the handler. After
+  ``fault(INTERRUPT)`` or a fault the import raises :class:`Redispatch`: the
+  WebAssembly stack unwinds and ``kiln_run`` is entered again, in a loop, at
+  the handler. The handler returns to ``sa_restorer``, whose ``rt_sigreturn``
+  restores the context from the frame and answers RELOAD: dispatch resumes at
+  the restored rip. This needs that rip to be a dispatch entry: the lifter
+  makes the instruction after every ``syscall`` one (recompiler/x86_64/cfg.py)
+  and loop headers are (the interrupt poll). A handler that leaves by
+  ``siglongjmp`` or rewrites ``uc_mcontext`` (a context switch) just lands
+  elsewhere through dispatch; any number of handlers, nested or abandoned,
+  costs guest stack only, never Python or WebAssembly stack.
+* **Several signals** deliverable at once each get a frame, as on Linux: the
+  later frame is pushed on top and runs first, "returning" into the start of
+  the earlier handler. The temporary mask of sigsuspend, ppoll and pselect
+  (``Kernel.saved_mask``) is the old mask of the first frame.
+* **SA_RESTART.** Linux restarts an interrupted syscall by saving the context
+  at the ``syscall`` instruction (rip - 2, rax = its number) so that
+  rt_sigreturn re-executes it. vkernel saves the same context and remembers
+  the instruction's address (``Kernel.restart_sites``); that instruction is no
+  dispatch entry, so rt_sigreturn to it runs the syscall from the restored
+  registers itself (``Kernel._restart``): it may block and be interrupted
+  again. Which calls restart is ``kernel._RESTARTABLE``; the others give EINTR.
+* **Faults** (no translation, #DE, ud2...) raise their signal with the
+  faulting context in the frame (``Kernel.fault_to_handler``). The faulting
+  instruction cannot be retried (lifted code cannot resume in the middle of a
+  block), so a handler that returns to it unchanged ends the guest with the
+  fault's message; one that moves rip to a dispatch entry, or leaves by
+  siglongjmp, goes on there. A fault while its signal is blocked (inside its
+  own handler without ``SA_NODEFER``) or ignored kills the guest, as Linux
+  forces it; with ``SA_NODEFER`` the handler re-enters, one frame deeper each
+  time, until the stack is exhausted.
 """
 from __future__ import annotations
 
