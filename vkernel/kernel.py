@@ -430,7 +430,6 @@ class Kernel:
         rip = c.get("rip")
         if fault is not None and rip == fault[1]:
             sig, _, message = fault
-            self.trace_killed(sig)
             raise GuestExit(128 + sig, sig, f"{message} (its {_signame(sig)} handler returned; "
                             "the instruction cannot be retried)")
         if rip in self.restart_sites and c.get("rax") in _RESTARTABLE:
