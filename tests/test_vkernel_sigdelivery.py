@@ -5,10 +5,10 @@ the CPU state pointed at the handler, which dispatch then runs; rt_sigreturn
 restores the context (vkernel/signals.py). These programs stress what a nested
 run could not survive or got wrong: thousands of handlers left by siglongjmp
 (from kill, a timer in pause, a timer in a busy loop, faults), handlers that
-fault again (with and without SA_NODEFER), nested and stacked handlers with
-Linux's masks, SA_RESTART on a blocking read, and handlers that rewrite the
-interrupted context. Each compares stdout and exit status with the native run;
-stderr carries no Python traceback.
+fault again (with and without SA_NODEFER) or move the faulting context's rip,
+nested and stacked handlers with Linux's masks, SA_RESTART on a blocking
+read, and handlers that rewrite the interrupted context. Each compares stdout
+and exit status with the native run; stderr carries no Python traceback.
 """
 from __future__ import annotations
 
@@ -151,6 +151,27 @@ static int refault_main(int argc, char **argv) {
     write(1, "faulting\n", 9);
     rf_fault();
     write(1, "not reached\n", 12);
+    return 0;
+}
+
+/* A fault handler that moves the saved rip: a call to data "returns" through a recovery
+   function the handler points rip at (its ret pops the faulting call's return address). */
+static unsigned char rc_data[16] = {0xc3};
+static volatile int rc_recovered;
+static void rc_recover(void) { rc_recovered++; }
+static void rc_on_segv(int s, siginfo_t *si, void *v) {
+    (void)s; (void)si;
+    ((ucontext_t *)v)->uc_mcontext.gregs[REG_RIP] = (greg_t)rc_recover;
+}
+static int recover_main(int argc, char **argv) {
+    int rounds = argc > 1 ? atoi(argv[1]) : 1000;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = rc_on_segv;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    for (int i = 0; i < rounds; i++) ((void (*)(void))rc_data)();
+    printf("calls to data recovered: %d\n", rc_recovered);
     return 0;
 }
 
@@ -352,10 +373,11 @@ static int ctxswitch_main(int argc, char **argv) {
 int main(int argc, char **argv) {
     static const struct { const char *name; int (*run)(int, char **); } progs[] = {
         {"jumps", jumps_main}, {"faultloop", faultloop_main}, {"refault", refault_main},
+        {"recover", recover_main},
         {"nested", nested_main}, {"restart", restart_main}, {"ctxswitch", ctxswitch_main}};
     for (size_t i = 0; argc > 1 && i < sizeof progs / sizeof progs[0]; i++)
         if (strcmp(argv[1], progs[i].name) == 0) return progs[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "usage: sigdel jumps|faultloop|refault|nested|restart|ctxswitch [ARGS]\n");
+    fprintf(stderr, "usage: sigdel jumps|faultloop|refault|recover|nested|restart|ctxswitch [ARGS]\n");
     return 2;
 }
 """
@@ -408,6 +430,14 @@ def test_fault_handler_that_faults_again_dies_like_native(guest: Guest, args: tu
     assert want.returncode == -(signal.SIGILL if args == ("ill",) else signal.SIGSEGV)
     lines = err.decode().splitlines()
     assert lines[0].startswith("kiln: ") and lines[-1] == signal.strsignal(-want.returncode)
+
+
+def test_fault_handler_that_moves_rip_goes_on_there(guest: Guest) -> None:
+    """A SIGSEGV handler points the saved rip at a recovery function, 1,000 times: each call
+    to data returns through it."""
+    want, err = _same_as_native(guest, "recover", "1000")
+    assert want.stdout == b"calls to data recovered: 1000\n"
+    assert err == b""
 
 
 def test_nested_and_stacked_handlers_see_linux_masks(guest: Guest) -> None:
