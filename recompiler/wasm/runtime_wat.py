@@ -172,6 +172,8 @@ def runtime_wat(nunits: int) -> str:
   (if (i32.lt_s (local.get $f) (i32.const 0)) (then (call $no_translation (local.get $a))))
   (return_call_indirect $ft (type $guestfn) (global.get $blk) (local.get $f)))
  (func $kiln_run (export "kiln_run")
+  ;; entered with no guest frame below: a fault that unwound the wasm stack left $depth high
+  (global.set $depth (i32.const 0))
   (loop $top
    (call $dispatch_call (i64.load $c offset={_RIP} (i32.const 0)))
    (br $top)))
