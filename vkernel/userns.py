@@ -30,7 +30,7 @@ SUBID_NAME = "kiln"
 
 CLONE_NEWUSER = 0x1000_0000
 _NR_OPEN_TREE, _NR_MOVE_MOUNT, _NR_MOUNT_SETATTR = 428, 429, 442
-_OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC, _AT_RECURSIVE, _AT_EMPTY_PATH = 1, 0o2000000, 0x8000, 0x1000
+_OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC, _AT_EMPTY_PATH = 1, 0o2000000, 0x1000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 _MOUNT_ATTR_IDMAP = 0x10_0000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
@@ -130,9 +130,11 @@ def idmapped_mount(source: str, target: str, userns_fd: int | None, *,
                    readonly: bool = False) -> None:
     """Mount a copy of the tree at host path ``source`` on ``target`` (in this process's
     mount namespace), ids shifted by ``userns_fd``'s maps (None: not shifted), nosuid and
-    nodev, read-only if asked. Submounts come along."""
+    nodev, read-only if asked. Only the file system ``source`` is on comes along, not the
+    ones mounted below it (procfs, sysfs and the like cannot be idmapped, and a run has its
+    own /proc and /dev anyway)."""
     tree = _libc.syscall(_NR_OPEN_TREE, _AT_FDCWD, os.fsencode(source),
-                         _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE)
+                         _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC)
     if tree < 0:
         raise _fail(f"open_tree {source}")
     try:
@@ -140,7 +142,7 @@ def idmapped_mount(source: str, target: str, userns_fd: int | None, *,
         if userns_fd is not None:
             flags |= _MOUNT_ATTR_IDMAP
         attr = _MountAttr(flags, 0, 0, userns_fd if userns_fd is not None else 0)
-        if _libc.syscall(_NR_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | _AT_RECURSIVE,
+        if _libc.syscall(_NR_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH,
                          ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
             raise _fail(f"idmapped mount of {source}")
         if _libc.syscall(_NR_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target),
