@@ -7,7 +7,8 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import BlobError, NotAnImageError
+from .errors import BlobError, MalformedImageError, NotAnImageError
+from .tarheaders import HEADER_ERRORS
 
 __all__ = ["FileStore", "DirStore", "TarStore"]
 
@@ -85,15 +86,25 @@ class TarStore(FileStore):
 
     def __init__(self, path: Path) -> None:
         self.name = str(path)
+        tar = None
         try:
-            self._tar = tarfile.open(path, "r:*")
-            members = self._tar.getmembers()
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise NotAnImageError(f"{path}: not a readable tar archive ({err})",
+            tar = tarfile.open(path, "r:*")
+            members = tar.getmembers()
+        except (tarfile.TarError, EOFError, OSError, *HEADER_ERRORS) as err:
+            if tar is not None:
+                tar.close()
+            raise NotAnImageError(f"{path}: not a readable tar archive ({type(err).__name__}: "
+                                  f"{str(err)[:200]})",
                                   hint="give an OCI layout directory, an OCI archive, a "
                                   "docker-archive (docker save) or a rootfs directory") from err
+        self._tar = tar
         self._members: dict[str, tarfile.TarInfo] = {}
         for m in members:
+            if m.size < 0:
+                self._tar.close()
+                raise MalformedImageError(f"{path}: tar member {m.name[:200]!r}: header field "
+                                          f"'size' is {m.size}; a size cannot be negative",
+                                          hint="the archive is corrupt; fetch or save it again")
             norm = _clean(m.name)
             if norm is not None:
                 self._members[norm] = m    # a later duplicate wins, as with tar -x

@@ -13,8 +13,8 @@ import errno
 import gzip
 import hashlib
 import io
+import contextlib
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -28,6 +28,8 @@ from .digest import CHUNK
 from .errors import BlobError, LayerError, LimitExceededError, UnsafeLayerError
 from .mediatypes import layer_compression
 from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
+from .tarheaders import HEADER_ERRORS, header_error, read_members
+from .trees import remove_children, remove_tree_at
 from .zstdframes import ZstdFrameTracker, ZstdFramingError
 
 __all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
@@ -209,7 +211,7 @@ class _LayerApplier:
             # device nodes and fifos exist only in the records
             return self.st.special.pop(path, None) is not None
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(name, dir_fd=parent_fd)
+            remove_tree_at(parent_fd, name)
             prefix = _path_of(parts) + "/"
             for table in (self.st.special, self.st.meta):
                 for key in [k for k in table if k.startswith(prefix)]:
@@ -224,7 +226,7 @@ class _LayerApplier:
 
     # -- members -----------------------------------------------------------
     def apply(self, tf: tarfile.TarFile) -> None:
-        for m in tf:
+        for m in read_members(tf, self.where):
             self.st.files += 1
             if self.st.files > self.st.limits.max_files:
                 raise LimitExceededError(
@@ -386,12 +388,7 @@ class _LayerApplier:
         base = parts[-1]
         dirparts = parts[:-1]
         if base == OPAQUE_WHITEOUT:
-            fd = self._open_dir(dirparts, member, create=False)
-            if fd is not None:
-                try:
-                    self._prune(fd, dirparts)
-                finally:
-                    os.close(fd)
+            self._prune(dirparts, member)
             return
         if base.startswith(OPAQUE_WHITEOUT[:8]):
             return                                  # other .wh..wh. names are reserved
@@ -411,24 +408,32 @@ class _LayerApplier:
         finally:
             os.close(fd)
 
-    def _prune(self, dir_fd: int, dirparts: tuple[str, ...]) -> None:
-        """Opaque whiteout: remove what lower layers put under the directory."""
+    def _prune(self, dirparts: tuple[str, ...], member: str) -> None:
+        """Opaque whiteout: remove what lower layers put under the directory.
+
+        Directories this layer touched are kept and pruned in turn (a stack,
+        not recursion: they can nest thousands deep); each is opened from
+        the root again, as applying the members that touched it did.
+        """
         prefix = _path_of(dirparts) + "/" if dirparts else "/"
         for key in [k for k in self.st.special if k.startswith(prefix)]:
             if tuple(key[1:].split("/")) not in self.touched:
                 del self.st.special[key]
-        for child in os.listdir(dir_fd):
-            cparts = dirparts + (child,)
-            if cparts in self.touched:
-                st = os.stat(child, dir_fd=dir_fd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    sub = os.open(child, _DIR_FLAGS, dir_fd=dir_fd)
-                    try:
-                        self._prune(sub, cparts)
-                    finally:
-                        os.close(sub)
-            else:
-                self._remove(dir_fd, child, cparts)
+        stack = [dirparts]
+        while stack:
+            parts = stack.pop()
+            fd = self._open_dir(parts, member, create=False)
+            if fd is None:
+                continue
+            try:
+                for child in sorted(os.listdir(fd)):
+                    cparts = parts + (child,)
+                    if cparts not in self.touched:
+                        self._remove(fd, child, cparts)
+                    elif stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
+                        stack.append(cparts)
+            finally:
+                os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -438,7 +443,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _check_dest(dest: Path) -> None:
+def _check_dest(dest: Path) -> bool:
+    """Refuse a destination that is a link, a file or a non-empty directory; True if made here."""
     if dest.is_symlink():
         raise LayerError(f"{dest}: the destination is a symbolic link",
                          hint="give a real directory for the unpacked root")
@@ -448,8 +454,20 @@ def _check_dest(dest: Path) -> None:
         if any(dest.iterdir()):
             raise LayerError(f"{dest}: the destination directory is not empty",
                              hint="unpack into a new or empty directory")
-    else:
-        dest.mkdir()
+        return False
+    dest.mkdir()
+    return True
+
+
+def _discard(dest: Path, root_fd: int, created: bool) -> None:
+    """After a failed unpack: remove what it wrote under ``dest`` (and ``dest``, if it made it).
+
+    Errors here are swallowed so the unpack's own error is the one reported.
+    """
+    with contextlib.suppress(OSError):
+        remove_children(root_fd)
+        if created:
+            os.rmdir(dest)
 
 
 def apply_layers(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], dest: Path, *,
@@ -459,52 +477,64 @@ def apply_layers(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], dest
 
     ``dest`` must not exist or be an empty directory. Raises a LayerError
     subclass naming the layer and tar member on anything unsafe or malformed,
-    and BlobError when a layer's uncompressed digest differs from its diff_id.
+    and BlobError when a layer's uncompressed digest differs from its diff_id. When
+    it fails, nothing it wrote is left in ``dest`` (nor ``dest``, if it made it).
     """
     dest = Path(dest)
-    _check_dest(dest)
+    created = _check_dest(dest)
     root_fd = os.open(dest, _DIR_FLAGS)
     st = _State(root_fd, limits, chown)
     try:
-        for ref, opener in layers:
-            where = f"{name}: layer {ref.descriptor.digest}" if name else \
-                f"layer {ref.descriptor.digest}"
-            with opener() as raw:
-                head = raw.read(8)
-                magic = sniff_compression(head)
-                # The magic bytes decide; the media type is only a claim (some Docker tools
-                # label uncompressed layers ".tar.gzip"). A blob whose magic is neither gzip
-                # nor zstd is read as a plain tar, and fails clearly if it is not one.
-                comp = magic
-                stream = _LayerStream(_Prefixed(head, raw), comp, limits, where)
-                try:
-                    tf = tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
-                except tarfile.TarError as err:
-                    declared = layer_compression(ref.descriptor.media_type)
-                    note = ""
-                    if declared not in (None, Compression.NONE) and comp is Compression.NONE:
-                        note = (f"; its media type says {declared.value} but the blob does not "
-                                f"start with {declared.value} magic bytes")
-                    raise LayerError(f"{where}: not a tar archive ({err}){note}", layer=where,
-                                     hint="the layer blob is corrupt or not a layer") from err
-                try:
-                    _LayerApplier(st, where).apply(tf)
-                except tarfile.TarError as err:
-                    raise LayerError(f"{where}: corrupt tar data ({err})", layer=where) from err
-                stream.drain()
-                if ref.diff_id is not None:
-                    got = f"sha256:{stream.hasher.hexdigest()}"
-                    if ref.diff_id.startswith("sha256:") and got != ref.diff_id:
-                        raise BlobError(f"{where}: uncompressed content hashes to {got}, the "
-                                        f"config's diff_id is {ref.diff_id}",
-                                        digest=ref.diff_id,
-                                        hint="the image is corrupt or was tampered with")
-        _apply_dir_attrs(st)
+        _apply_all(layers, st, limits, name)
+    except BaseException:
+        _discard(dest, root_fd, created)
+        raise
     finally:
         os.close(root_fd)
     return UnpackResult(str(dest), st.files, st.bytes_written,
                         tuple(sorted(st.special.values(), key=lambda s: s.path)),
                         dict(sorted(st.meta.items())))
+
+
+def _apply_all(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], st: _State,
+               limits: Limits, name: str) -> None:
+    """Apply every layer in order, then the directory modes and times."""
+    for ref, opener in layers:
+        where = f"{name}: layer {ref.descriptor.digest}" if name else \
+            f"layer {ref.descriptor.digest}"
+        with opener() as raw:
+            head = raw.read(8)
+            magic = sniff_compression(head)
+            # The magic bytes decide; the media type is only a claim (some Docker tools
+            # label uncompressed layers ".tar.gzip"). A blob whose magic is neither gzip
+            # nor zstd is read as a plain tar, and fails clearly if it is not one.
+            comp = magic
+            stream = _LayerStream(_Prefixed(head, raw), comp, limits, where)
+            try:
+                tf = tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
+            except tarfile.TarError as err:
+                declared = layer_compression(ref.descriptor.media_type)
+                note = ""
+                if declared not in (None, Compression.NONE) and comp is Compression.NONE:
+                    note = (f"; its media type says {declared.value} but the blob does not "
+                            f"start with {declared.value} magic bytes")
+                raise LayerError(f"{where}: not a tar archive ({err}){note}", layer=where,
+                                 hint="the layer blob is corrupt or not a layer") from err
+            except HEADER_ERRORS as err:                # tarfile.open reads the first header
+                raise header_error(where, err) from err
+            try:
+                _LayerApplier(st, where).apply(tf)
+            except tarfile.TarError as err:
+                raise LayerError(f"{where}: corrupt tar data ({err})", layer=where) from err
+            stream.drain()
+            if ref.diff_id is not None:
+                got = f"sha256:{stream.hasher.hexdigest()}"
+                if ref.diff_id.startswith("sha256:") and got != ref.diff_id:
+                    raise BlobError(f"{where}: uncompressed content hashes to {got}, the "
+                                    f"config's diff_id is {ref.diff_id}",
+                                    digest=ref.diff_id,
+                                    hint="the image is corrupt or was tampered with")
+    _apply_dir_attrs(st)
 
 
 def _apply_dir_attrs(st: _State) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import OutputError
+from .trees import walk_tree
 
 __all__ = ["LayerEntry", "file_entry", "dir_entry", "symlink_entry", "hardlink_entry",
            "write_layer_tar", "measure_layer_tar", "rootfs_entries", "FIXED_MTIME"]
@@ -203,11 +204,12 @@ def rootfs_entries(root: Path) -> list[LayerEntry]:
 
     Symbolic links are kept as links (never followed); files with several
     links become hard links; device nodes and fifos are kept; sockets skipped.
+    Any depth: the walk does not recurse.
     """
     root = Path(root)
     out: list[LayerEntry] = []
     seen: dict[tuple[int, int], str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk_tree(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
             host = Path(dirpath) / name

@@ -1,0 +1,158 @@
+"""Directory trees of any depth: remove or walk one without recursion, never following links.
+
+An image can hold a directory nested thousands of levels deep. Python's own
+tree functions recurse once per level (``shutil.rmtree`` and ``os.walk``
+raise RecursionError past about a thousand), so every place in Kiln that
+removes or walks an unpacked tree uses these instead. Removal holds one
+directory descriptor at a time whatever the depth (going back up through
+``..``, checked against the directory it came from), never follows a
+symbolic link, and gives itself write and search permission on directories
+it owns when an image's modes (0o555, 0o000) stand in the way.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["remove_tree", "remove_tree_at", "remove_children", "walk_tree",
+           "scratch_directory"]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _open_subdir(parent_fd: int, name: str) -> int:
+    """Open directory ``name`` under ``parent_fd`` (no links), making it readable if need be."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except PermissionError:
+        os.chmod(name, 0o700, dir_fd=parent_fd, follow_symlinks=False)
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+
+
+def _unlink(dir_fd: int, name: str, *, is_dir: bool) -> None:
+    """unlink/rmdir ``name`` in ``dir_fd``, giving the directory write permission if need be."""
+    remove = os.rmdir if is_dir else os.unlink
+    try:
+        remove(name, dir_fd=dir_fd)
+    except PermissionError:
+        os.fchmod(dir_fd, 0o700)
+        remove(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _clear_files(dir_fd: int) -> list[str]:
+    """Unlink every entry of the directory that is not a directory; return the subdirectories."""
+    subdirs = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                _unlink(dir_fd, entry.name, is_dir=False)
+    return subdirs
+
+
+def remove_tree_at(dir_fd: int, name: str) -> None:
+    """Remove ``name`` in the directory ``dir_fd``, whatever it is; a directory with all it holds.
+
+    Missing is not an error. Raises OSError if something cannot be removed.
+    """
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        _unlink(dir_fd, name, is_dir=False)
+        return
+    fd = _open_subdir(dir_fd, name)
+    try:
+        # One frame per directory on the way down: its name, its identity and the
+        # subdirectories still to remove. Only the deepest directory is open.
+        frames: list[tuple[str, tuple[int, int], list[str]]] = [
+            (name, _identity(fd), _clear_files(fd))]
+        while True:
+            pending = frames[-1][2]
+            if pending:
+                child = _open_subdir(fd, pending[-1])
+                os.close(fd)
+                fd = child
+                frames.append((pending.pop(), _identity(fd), _clear_files(fd)))
+                continue
+            done, _, _ = frames.pop()
+            if not frames:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            if _identity(fd) != frames[-1][1]:
+                raise OSError(errno.ESTALE, "directory moved while being removed", done)
+            _unlink(fd, done, is_dir=True)
+    finally:
+        os.close(fd)
+    _unlink(dir_fd, name, is_dir=True)
+
+
+def remove_children(dir_fd: int) -> None:
+    """Remove everything inside the directory ``dir_fd`` (the directory itself stays)."""
+    for name in os.listdir(dir_fd):
+        remove_tree_at(dir_fd, name)
+
+
+def remove_tree(path: Path | str) -> None:
+    """Remove ``path`` and everything under it, at any depth (a link is removed, not followed)."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if not name:
+        raise ValueError("refusing to remove the root directory")
+    parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        remove_tree_at(parent_fd, name)
+    finally:
+        os.close(parent_fd)
+
+
+def walk_tree(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """Like ``os.walk(top)`` (top-down, the caller may prune ``dirnames``), at any depth.
+
+    Symbolic links to directories are listed in ``filenames``, never entered.
+    Unlike ``os.walk``, a directory that cannot be read raises OSError instead
+    of being skipped in silence.
+    """
+    stack = [os.fspath(top)]
+    while stack:
+        dirpath = stack.pop()
+        dirnames: list[str] = []
+        filenames: list[str] = []
+        with os.scandir(dirpath) as entries:
+            for entry in entries:
+                (dirnames if entry.is_dir(follow_symlinks=False) else filenames).append(entry.name)
+        yield dirpath, dirnames, filenames
+        stack.extend(os.path.join(dirpath, d) for d in reversed(dirnames))
+
+
+@contextlib.contextmanager
+def scratch_directory(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new private directory under ``parent``, removed with everything in it afterwards.
+
+    When the block fails, its error is the one raised: a failure to clean up
+    then is not allowed to hide it.
+    """
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    try:
+        yield path
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+        raise
+    remove_tree(path)
