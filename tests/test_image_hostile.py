@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 import zlib
 from pathlib import Path
@@ -19,8 +20,10 @@ import zstandard
 from formats.errors import KilnError
 from recompiler.image import (BlobError, LayerError, LimitExceededError, MalformedImageError,
                               UnsafeLayerError, open_image)
-from tests.ocitools import (Layout, compress, hard, layered_image, reg, single_layer_image,
-                            snapshot, sym, tar_bytes)
+from recompiler.image.trees import remove_tree
+from tests.ocitools import (DOCUMENTS, ImageDocs, Layout, base256, compress, hard, header,
+                            layered_image, pad, pax_block, pax_record, raw_tar, reg,
+                            single_layer_image, snapshot, sym, tar_bytes, write_image_docs)
 
 
 @pytest.fixture
@@ -42,6 +45,7 @@ def attempt(arena: Path, image: Path, error: type[KilnError], *needles: str) -> 
     msg = str(info.value)
     for needle in needles:
         assert needle in msg, f"{needle!r} not in {msg!r}"
+    assert not dest.exists()                    # a failed unpack leaves nothing behind
     assert snapshot(arena, dest) == before
     assert (arena / "secret").read_text() == "do not touch"
     return info.value
@@ -265,3 +269,198 @@ def test_truncated_compressed_layer(arena, how):
     lay.index = []
     lay.add(lay.blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"))
     attempt(arena, lay.root, LayerError, desc["digest"], "compressed data is truncated")
+
+
+# -- hostile JSON documents: refused with the document and the field named ---------
+
+def _with_field(name: str, raw: str, which: str | None = None, key: str = "x"):
+    """An edit putting ``key: <raw JSON text>`` into document ``which`` (``name`` is the one
+    being written; a docker manifest.json gets it in its image entry)."""
+    def edit(doc: str, data: bytes) -> bytes:
+        if doc != (which or name):
+            return data
+        obj = json.loads(data)
+        (obj[0] if isinstance(obj, list) else obj)[key] = "@@RAW@@"
+        return json.dumps(obj).replace('"@@RAW@@"', raw).encode()
+    return edit
+
+
+def _document_image(arena: Path, which: str, raw: str, key: str = "x") -> Path:
+    docs = ImageDocs.of([tar_bytes([reg("f", b"x")])])
+    return write_image_docs(docs, arena / "img", which, _with_field(which, raw, key=key))
+
+
+# How each document is named in errors: by file name, or by digest for blobs.
+NAMED = {"oci-layout": "oci-layout", "index.json": "index.json", "manifest": ": manifest sha256:",
+         "config": ": config sha256:", "manifest.json": "manifest.json"}
+
+
+@pytest.mark.parametrize("which", DOCUMENTS)
+def test_deeply_nested_json_is_refused(arena, which):
+    # issue 13, item 1: ~1000 levels of nesting gave RecursionError
+    img = _document_image(arena, which, "[" * 1000 + "]" * 1000)
+    err = attempt(arena, img, MalformedImageError, NAMED[which], "x[0][0][0]",
+                  "nested more than 100 levels deep")
+    assert err.hint
+
+
+def test_nesting_inside_objects_names_the_keys(arena):
+    img = _document_image(arena, "config", '{"a": ' * 150 + "1" + "}" * 150, key="Labels")
+    attempt(arena, img, MalformedImageError, "Labels.a.a.a", "nested more than 100")
+
+
+@pytest.mark.parametrize("which", DOCUMENTS)
+def test_integer_past_the_digit_limit_is_refused(arena, which):
+    # issue 13, item 2: more than 4,300 digits gave ValueError from int()
+    img = _document_image(arena, which, "9" * 5000)
+    attempt(arena, img, MalformedImageError, NAMED[which],
+            "x: an integer of 5000 digits is out of range")
+
+
+@pytest.mark.parametrize("raw,needle", [
+    (str(1 << 64), "integer 18446744073709551616 is out of range"),
+    ("-1e400", "number -1e400 is too large"),
+    ("NaN", "NaN is not a JSON number"),
+    ("-Infinity", "-Infinity is not a JSON number"),
+])
+def test_numbers_json_cannot_carry_are_refused(arena, raw, needle):
+    attempt(arena, _document_image(arena, "index.json", raw), MalformedImageError,
+            "index.json: x: " + needle)
+
+
+def test_descriptor_size_past_64_bits_names_the_descriptor(arena):
+    docs = ImageDocs.of([tar_bytes([reg("f", b"x")])])
+
+    def edit(doc: str, data: bytes) -> bytes:
+        if doc != "index.json":
+            return data
+        return re.sub(rb'"size": \d+', b'"size": ' + b"1" * 30, data)
+    img = docs.write_oci(arena / "img", edit)
+    attempt(arena, img, MalformedImageError, "index.json: manifests[0].size: an integer of 30")
+
+
+@pytest.mark.parametrize("raw,shown", [("{}", "an object"), ("[]", "an array"), ("7", "a number")])
+@pytest.mark.parametrize("which", ["index.json", "manifest"])
+def test_media_type_that_is_not_a_string(arena, which, raw, shown):
+    # issue 13, item 3: {} or [] gave "TypeError: unhashable type" in parse_index/parse_manifest
+    img = _document_image(arena, which, raw, key="mediaType")
+    attempt(arena, img, MalformedImageError, NAMED[which],
+            f"mediaType must be a string, got {shown}")
+
+
+# -- hostile tar headers: refused with the member and the header field named -------
+
+def _layer_image(arena: Path, *tars: bytes) -> Path:
+    return ImageDocs.of(list(tars)).write_oci(arena / "img")
+
+
+@pytest.mark.parametrize("how", ["base-256", "pax"])
+def test_negative_member_size(arena, how):
+    # issue 13, item 4: ValueError in layers._file
+    if how == "base-256":
+        tar = raw_tar(bytes(header("f", size=base256(-5, 12))), pad(b"hello"))
+    else:
+        tar = raw_tar(pax_block(pax_record("size", "-5")), bytes(header("f", length=5)),
+                      pad(b"hello"))
+    attempt(arena, _layer_image(arena, tar), LayerError, "tar member 'f'",
+            "header field 'size' is -5")
+
+
+@pytest.mark.parametrize("how,shown", [("base-256", "a 81-bit number"), ("pax", "inf")])
+def test_file_mtime_no_time_t_holds(arena, how, shown):
+    # issue 13, item 5: OverflowError in os.utime
+    if how == "base-256":
+        tar = raw_tar(bytes(header("f", length=2, mtime=base256(1 << 80, 12))), pad(b"hi"))
+    else:
+        tar = raw_tar(pax_block(pax_record("mtime", "1e400")), bytes(header("f", length=2)),
+                      pad(b"hi"))
+    attempt(arena, _layer_image(arena, tar), LayerError, "tar member 'f'",
+            f"header field 'mtime' is {shown}, not a time a 64-bit time_t holds")
+
+
+@pytest.mark.parametrize("value,shown", [("1e400", "inf"), ("nan", "nan"), ("-inf", "-inf")])
+def test_directory_mtime_no_time_t_holds(arena, value, shown):
+    # issue 13, item 6: OverflowError/ValueError in _apply_dir_attrs (it caught only OSError)
+    tar = raw_tar(pax_block(pax_record("mtime", value)), bytes(header("d", tarfile.DIRTYPE)))
+    attempt(arena, _layer_image(arena, tar), LayerError, "tar member 'd'",
+            f"header field 'mtime' is {shown}")
+
+
+def test_nul_byte_in_pax_path(arena):
+    # issue 13, item 7: "ValueError: embedded null byte" in _remove
+    tar = raw_tar(pax_block(pax_record("path", "etc/pass\0wd")), bytes(header("f", length=1)),
+                  pad(b"x"))
+    attempt(arena, _layer_image(arena, tar), LayerError, r"tar member 'etc/pass\x00wd'",
+            "header field 'path' contains a NUL byte")
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE], ids=["symlink", "hardlink"])
+def test_nul_byte_in_pax_linkpath(arena, kind):
+    # issue 13, item 8: the same error in _symlink (and for hard links, in _split's stat)
+    tar = raw_tar(bytes(header("f", length=1)), pad(b"x"),
+                  pax_block(pax_record("linkpath", "f\0/../../secret")),
+                  bytes(header("l", kind, target="f")))
+    attempt(arena, _layer_image(arena, tar), LayerError, "tar member 'l'",
+            r"header field 'linkpath' 'f\x00/../../secret' contains a NUL byte")
+
+
+@pytest.mark.parametrize("field,raw,needle", [
+    ("uid", base256(-1, 8), "header field 'uid' is -1, not a Linux id"),
+    ("gid", base256(1 << 40, 8), "header field 'gid' is 1099511627776, not a Linux id"),
+], ids=["uid", "gid"])
+def test_owner_ids_outside_linux_ids(arena, field, raw, needle):
+    tar = raw_tar(bytes(header("f", length=1, **{field: raw})), pad(b"x"))
+    attempt(arena, _layer_image(arena, tar), LayerError, "tar member 'f'", needle)
+
+
+def test_device_number_outside_dev_t(arena):
+    tar = raw_tar(bytes(header("dev/x", tarfile.CHRTYPE, devmajor=base256(1 << 40, 8))))
+    attempt(arena, _layer_image(arena, tar), LayerError, "tar member 'dev/x'",
+            "header field 'devmajor' is 1099511627776, not a device number")
+
+
+def test_pax_record_length_past_the_digit_limit(arena):
+    # tarfile's own int() of the record length raises ValueError from inside tarfile
+    tar = raw_tar(pax_block(b"9" * 5000 + b" comment=x\n"), bytes(header("f")))
+    attempt(arena, _layer_image(arena, tar), LayerError, "a tar header cannot be read",
+            "ValueError")
+
+
+def test_thousands_of_chained_extended_headers(arena):
+    # tarfile reads each extended header by recursing into the next one
+    tar = raw_tar(pax_block(pax_record("comment", "x")) * 3000, bytes(header("f")))
+    attempt(arena, _layer_image(arena, tar), LayerError, "a tar header cannot be read",
+            "RecursionError")
+
+
+def test_a_bad_header_in_a_later_layer_removes_the_earlier_layers(arena):
+    good = tar_bytes([reg("etc/passwd", b"root"), reg("bin/sh", b"#!")])
+    bad = raw_tar(bytes(header("f", size=base256(-5, 12))))
+    attempt(arena, _layer_image(arena, good, bad), LayerError, "header field 'size'")
+
+
+# -- directories thousands deep: unpacked, whited out and removed without recursion -
+
+DEPTH = 1100          # past Python's recursion limit, which shutil.rmtree and os.walk hit
+
+
+def _chain(n: int, name: str = "a") -> str:
+    return "/".join([name] * n)
+
+
+def test_deep_directories_whited_out_and_pruned(arena):
+    # issue 13, item 9, inside unpacking: a whiteout removes a deep tree (was shutil.rmtree)
+    # and an opaque directory is pruned down a deep chain this layer touched (was recursion)
+    a, c = _chain(DEPTH, "a"), _chain(DEPTH, "c")
+    lower = tar_bytes([reg(f"{a}/lower", b"1"), reg(f"{c}/lower", b"2"), reg("top", b"3")])
+    upper = tar_bytes([reg(f"{a}/upper", b"4"), reg(".wh..wh..opq")])
+    dest = arena / "dest"
+    try:
+        with open_image(_layer_image(arena, lower, upper)) as img:
+            img.unpack(dest)
+        assert (dest / a / "upper").read_bytes() == b"4"
+        assert sorted(os.listdir(dest / a)) == ["upper"]       # pruned at the bottom
+        assert sorted(os.listdir(dest)) == ["a"]                # c (deep) and top removed
+    finally:
+        if dest.exists():
+            remove_tree(dest)

@@ -29,7 +29,7 @@ from .errors import BlobError, LayerError, LimitExceededError, UnsafeLayerError
 from .mediatypes import layer_compression
 from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
 from .tarheaders import HEADER_ERRORS, header_error, read_members
-from .trees import remove_children, remove_tree_at
+from .trees import remove_children, remove_tree_at, walk_down
 from .zstdframes import ZstdFrameTracker, ZstdFramingError
 
 __all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
@@ -160,6 +160,12 @@ class _LayerApplier:
                                    "refused", layer=self.where, member=member,
                                    hint="layer entries must be relative to the image root")
         parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        if len(parts) > self.st.limits.max_depth:
+            raise LimitExceededError(
+                f"{self.where}: tar member {member[:200]!r}…: {what} path has {len(parts)} "
+                f"components, more than the {self.st.limits.max_depth} allowed",
+                layer=self.where, member=member,
+                hint="raise Limits.max_depth if this image is trusted")
         if ".." in parts:
             raise UnsafeLayerError(f"{self.where}: tar member {member!r}: {what} path "
                                    f"{name!r} contains '..'", layer=self.where, member=member,
@@ -250,7 +256,9 @@ class _LayerApplier:
         parent = self._open_dir(parts[:-1], m.name, create=True)
         assert parent is not None
         try:
-            for i in range(1, len(parts) + 1):
+            for i in range(len(parts), 0, -1):      # touched holds every prefix of a path
+                if parts[:i] in self.touched:
+                    break
                 self.touched.add(parts[:i])
             if m.isdir():
                 self._dir(parent, parts, m)
@@ -411,29 +419,32 @@ class _LayerApplier:
     def _prune(self, dirparts: tuple[str, ...], member: str) -> None:
         """Opaque whiteout: remove what lower layers put under the directory.
 
-        Directories this layer touched are kept and pruned in turn (a stack,
-        not recursion: they can nest thousands deep); each is opened from
-        the root again, as applying the members that touched it did.
+        Directories this layer touched are kept and pruned in turn, at any
+        depth, with one descriptor open at a time (:func:`walk_down`).
         """
         prefix = _path_of(dirparts) + "/" if dirparts else "/"
         for key in [k for k in self.st.special if k.startswith(prefix)]:
             if tuple(key[1:].split("/")) not in self.touched:
                 del self.st.special[key]
-        stack = [dirparts]
-        while stack:
-            parts = stack.pop()
-            fd = self._open_dir(parts, member, create=False)
-            if fd is None:
-                continue
-            try:
-                for child in sorted(os.listdir(fd)):
-                    cparts = parts + (child,)
-                    if cparts not in self.touched:
-                        self._remove(fd, child, cparts)
-                    elif stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
-                        stack.append(cparts)
-            finally:
-                os.close(fd)
+        fd = self._open_dir(dirparts, member, create=False)
+        if fd is None:
+            return
+
+        def enter(dir_fd: int, rel: list[str]) -> list[str]:
+            keep = []
+            here = dirparts + tuple(rel)
+            for child in sorted(os.listdir(dir_fd)):
+                cparts = here + (child,)
+                if cparts not in self.touched:
+                    self._remove(dir_fd, child, cparts)
+                elif stat.S_ISDIR(os.stat(child, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    keep.append(child)
+            return keep
+
+        try:
+            walk_down(fd, enter)
+        finally:
+            os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

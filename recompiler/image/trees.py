@@ -16,10 +16,10 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["remove_tree", "remove_tree_at", "remove_children", "walk_tree",
+__all__ = ["remove_tree", "remove_tree_at", "remove_children", "walk_tree", "walk_down",
            "scratch_directory"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -63,6 +63,50 @@ def _clear_files(dir_fd: int) -> list[str]:
     return subdirs
 
 
+def walk_down(fd: int, enter: Callable[[int, list[str]], list[str]],
+              leave: Callable[[int, str], None] | None = None) -> None:
+    """Depth-first through the directory ``fd`` and the subdirectories ``enter`` picks.
+
+    ``enter(dir_fd, path)`` is called once per directory (``path``: the names
+    leading to it from the start, ``[]`` for the start; read it, do not keep
+    it) and returns the names of its subdirectories to go into;
+    ``leave(parent_fd, name)`` is called once a subdirectory and all under it
+    are done. Besides ``fd`` (left open), one descriptor is open at a time
+    whatever the depth: the walk climbs back through ``..``, checked to be
+    the directory it came down from.
+    """
+    cur = os.dup(fd)
+    path: list[str] = []
+    try:
+        # One frame per directory on the way down: its identity and the
+        # subdirectories still to visit; ``path`` holds the names.
+        frames: list[tuple[tuple[int, int], list[str]]] = [
+            (_identity(cur), list(reversed(enter(cur, path))))]
+        while True:
+            pending = frames[-1][1]
+            if pending:
+                name = pending.pop()
+                child = _open_subdir(cur, name)
+                os.close(cur)
+                cur = child
+                path.append(name)
+                frames.append((_identity(cur), list(reversed(enter(cur, path)))))
+                continue
+            frames.pop()
+            if not frames:
+                return
+            done = path.pop()
+            parent = os.open("..", _DIR_FLAGS, dir_fd=cur)
+            os.close(cur)
+            cur = parent
+            if _identity(cur) != frames[-1][0]:
+                raise OSError(errno.ESTALE, "directory moved during the walk", done)
+            if leave is not None:
+                leave(cur, done)
+    finally:
+        os.close(cur)
+
+
 def remove_tree_at(dir_fd: int, name: str) -> None:
     """Remove ``name`` in the directory ``dir_fd``, whatever it is; a directory with all it holds.
 
@@ -72,35 +116,14 @@ def remove_tree_at(dir_fd: int, name: str) -> None:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if not stat.S_ISDIR(st.st_mode):
-        _unlink(dir_fd, name, is_dir=False)
-        return
-    fd = _open_subdir(dir_fd, name)
-    try:
-        # One frame per directory on the way down: its name, its identity and the
-        # subdirectories still to remove. Only the deepest directory is open.
-        frames: list[tuple[str, tuple[int, int], list[str]]] = [
-            (name, _identity(fd), _clear_files(fd))]
-        while True:
-            pending = frames[-1][2]
-            if pending:
-                child = _open_subdir(fd, pending[-1])
-                os.close(fd)
-                fd = child
-                frames.append((pending.pop(), _identity(fd), _clear_files(fd)))
-                continue
-            done, _, _ = frames.pop()
-            if not frames:
-                break
-            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    if stat.S_ISDIR(st.st_mode):
+        fd = _open_subdir(dir_fd, name)
+        try:
+            walk_down(fd, lambda sub, _path: _clear_files(sub),
+                      lambda parent, child: _unlink(parent, child, is_dir=True))
+        finally:
             os.close(fd)
-            fd = parent
-            if _identity(fd) != frames[-1][1]:
-                raise OSError(errno.ESTALE, "directory moved while being removed", done)
-            _unlink(fd, done, is_dir=True)
-    finally:
-        os.close(fd)
-    _unlink(dir_fd, name, is_dir=True)
+    _unlink(dir_fd, name, is_dir=stat.S_ISDIR(st.st_mode))
 
 
 def remove_children(dir_fd: int) -> None:
