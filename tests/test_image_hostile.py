@@ -10,18 +10,25 @@ import io
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tarfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import zstandard
 
+from formats.annotations import ANNOTATION_MEGABINARY_DIGEST
 from formats.errors import KilnError
+from recompiler.bundle import BundleError, prepare_bundle
 from recompiler.image import (BlobError, LayerError, LimitExceededError, MalformedImageError,
                               UnsafeLayerError, open_image)
 from recompiler.image.trees import remove_tree
-from tests.ocitools import (DOCUMENTS, ImageDocs, Layout, base256, compress, hard, header,
+from tests.ocitools import (DOCUMENTS, ImageDocs, Layout, base256, compress, dir_, hard, header,
                             layered_image, pad, pax_block, pax_record, raw_tar, reg,
                             single_layer_image, snapshot, sym, tar_bytes, write_image_docs)
 
@@ -448,19 +455,177 @@ def _chain(n: int, name: str = "a") -> str:
     return "/".join([name] * n)
 
 
-def test_deep_directories_whited_out_and_pruned(arena):
+@pytest.fixture
+def deep_tmp(tmp_path):
+    """tmp_path, emptied without recursion afterwards whatever the outcome: pytest removes
+    old temporary directories with shutil.rmtree, which a deep tree left here would break."""
+    yield tmp_path
+    for child in tmp_path.iterdir():
+        remove_tree(child)
+
+
+def test_deep_directories_whited_out_and_pruned(deep_tmp):
     # issue 13, item 9, inside unpacking: a whiteout removes a deep tree (was shutil.rmtree)
     # and an opaque directory is pruned down a deep chain this layer touched (was recursion)
     a, c = _chain(DEPTH, "a"), _chain(DEPTH, "c")
     lower = tar_bytes([reg(f"{a}/lower", b"1"), reg(f"{c}/lower", b"2"), reg("top", b"3")])
     upper = tar_bytes([reg(f"{a}/upper", b"4"), reg(".wh..wh..opq")])
-    dest = arena / "dest"
-    try:
-        with open_image(_layer_image(arena, lower, upper)) as img:
-            img.unpack(dest)
-        assert (dest / a / "upper").read_bytes() == b"4"
-        assert sorted(os.listdir(dest / a)) == ["upper"]       # pruned at the bottom
-        assert sorted(os.listdir(dest)) == ["a"]                # c (deep) and top removed
-    finally:
-        if dest.exists():
-            remove_tree(dest)
+    dest = deep_tmp / "dest"
+    with open_image(_layer_image(deep_tmp, lower, upper)) as img:
+        img.unpack(dest)
+    assert (dest / a / "upper").read_bytes() == b"4"
+    assert sorted(os.listdir(dest / a)) == ["upper"]       # pruned at the bottom
+    assert sorted(os.listdir(dest)) == ["a"]                # c (deep) and top removed
+
+
+def test_member_deeper_than_the_depth_limit(arena):
+    tar = tar_bytes([reg(_chain(5000) + "/f", b"x")])
+    err = attempt(arena, _layer_image(arena, tar), LimitExceededError,
+                  "path has 5001 components, more than the 4096 allowed")
+    assert "Limits.max_depth" in (err.hint or "")
+
+
+def test_failed_bundle_of_a_deep_image_leaves_nothing(deep_tmp):
+    # prepare_bundle removed its partial bundle with shutil.rmtree, which raised RecursionError
+    config = {"architecture": "amd64", "os": "linux",
+              "config": {"Labels": {ANNOTATION_MEGABINARY_DIGEST: "blake3:" + "0" * 64}}}
+    tar = tar_bytes([reg(_chain(DEPTH) + "/f", b"x")])
+    img = ImageDocs.of([tar], config).write_oci(deep_tmp / "img")
+    cache = deep_tmp / "cache"
+    with pytest.raises(BundleError, match="no megabinary"):
+        prepare_bundle(img, cache=cache)
+    assert list((cache / "bundles").iterdir()) == []
+
+
+# -- through the CLIs: `error:` and exit 2, or a JSON error with --json -------------
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile image of issue 13 and what its error must say."""
+
+    name: str
+    build: Callable[[Path], Path]
+    kind: str
+    needles: tuple[str, ...]
+
+
+def _docs(which: str, raw: str, key: str = "x") -> Callable[[Path], Path]:
+    return lambda root: write_image_docs(ImageDocs.of([tar_bytes([reg("f", b"x")])]),
+                                         root / "img", which, _with_field(which, raw, key=key))
+
+
+def _layer(tar: bytes) -> Callable[[Path], Path]:
+    return lambda root: ImageDocs.of([tar]).write_oci(root / "img")
+
+
+HOSTILE = [
+    Hostile("1-nested-json", _docs("index.json", "[" * 1000 + "]" * 1000),
+            "MalformedImageError", ("index.json: x[0][0]", "nested more than 100 levels")),
+    Hostile("2-long-integer", _docs("manifest.json", "9" * 5000), "MalformedImageError",
+            ("manifest.json: [0].x: an integer of 5000 digits",)),
+    Hostile("3-media-type", _docs("manifest", "[]", key="mediaType"), "MalformedImageError",
+            (": manifest sha256:", "mediaType must be a string, got an array")),
+    Hostile("4-negative-size", _layer(raw_tar(bytes(header("f", size=base256(-5, 12))))),
+            "LayerError", ("tar member 'f'", "header field 'size' is -5")),
+    Hostile("5-file-mtime", _layer(raw_tar(bytes(header("f", mtime=base256(1 << 80, 12))))),
+            "LayerError", ("tar member 'f'", "header field 'mtime' is a 81-bit number")),
+    Hostile("6-directory-mtime", _layer(raw_tar(pax_block(pax_record("mtime", "nan")),
+                                                bytes(header("d", tarfile.DIRTYPE)))),
+            "LayerError", ("tar member 'd'", "header field 'mtime' is nan")),
+    Hostile("7-nul-path", _layer(raw_tar(pax_block(pax_record("path", "a\0b")),
+                                         bytes(header("f")))),
+            "LayerError", (r"tar member 'a\x00b'", "header field 'path' contains a NUL")),
+    Hostile("8-nul-linkpath", _layer(raw_tar(pax_block(pax_record("linkpath", "a\0b")),
+                                             bytes(header("l", tarfile.SYMTYPE, target="x")))),
+            "LayerError", ("tar member 'l'", "header field 'linkpath'")),
+]
+
+
+def _cli(cli: str, image: Path, tmp: Path) -> subprocess.CompletedProcess:
+    cache = tmp / "cache"
+    if cli == "recompile":
+        args = [str(BIN / "recompile"), str(image), "-o", str(tmp / "out"),
+                "--cache-dir", str(cache)]
+    else:
+        args = [str(BIN / "kiln"), "inspect", "--json", str(image)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "KILN_CACHE": str(cache)})
+
+
+def _no_work_left(tmp: Path) -> None:
+    """Nothing of the run is left in the cache's work directory, and no output was written."""
+    work = tmp / "cache" / "work"
+    assert not work.exists() or list(work.iterdir()) == []
+    assert not (tmp / "out").exists()
+
+
+@pytest.mark.parametrize("cli", ["kiln inspect --json", "recompile"])
+@pytest.mark.parametrize("case", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_hostile_image_through_the_cli(tmp_path, case, cli):
+    image = case.build(tmp_path)
+    proc = _cli(cli, image, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    if cli == "recompile":
+        first, hint = proc.stderr.splitlines()
+        assert first.startswith(f"error: {image}: ") and hint.startswith("hint: ")
+        message = first
+    else:
+        err = json.loads(proc.stderr)                  # one JSON object, nothing else
+        assert err["kind"] == case.kind and err["hint"]
+        message = err["error"]
+        assert message.startswith(f"{image}: ")
+    for needle in case.needles:
+        assert needle in message
+    _no_work_left(tmp_path)
+
+
+def test_deep_tree_through_kiln_inspect(deep_tmp, busybox_bin):
+    # issue 13, item 9: the unpack succeeded, then removing the tree from ~/.cache/kiln/work
+    # raised RecursionError and left it there. Past PATH_MAX the inventory lists the
+    # directory it cannot read, with the reason.
+    elf = busybox_bin.read_bytes()
+    near, far = _chain(DEPTH, "d"), _chain(2 * DEPTH, "d")
+    tar = tar_bytes([reg(f"{near}/busybox", elf, 0o755), reg(f"{far}/busybox", elf, 0o755),
+                     dir_(far, 0o555), sym("bin/sh", f"../{near}/busybox")])
+    image = ImageDocs.of([tar]).write_oci(deep_tmp / "img")
+    proc = _cli("kiln inspect --json", image, deep_tmp)
+    assert proc.returncode == 0, proc.stderr
+    inv = json.loads(proc.stdout)
+    [rec] = inv["elves"]
+    assert rec["path"] == f"/{near}/busybox" and rec["aliases"] == ["/bin/sh"]
+    [skipped] = inv["skipped"]
+    assert skipped["path"].startswith(f"/{near}/") and skipped["path"] in f"/{far}"
+    assert skipped["reason"] == "directory cannot be read: File name too long"
+    _no_work_left(deep_tmp)
+
+
+def test_failed_unpack_of_a_deep_tree_through_recompile(deep_tmp):
+    deep = tar_bytes([reg(_chain(DEPTH) + "/f", b"x")])
+    bad = raw_tar(bytes(header("g", size=base256(-5, 12))))
+    image = ImageDocs.of([deep, bad]).write_oci(deep_tmp / "img")
+    proc = _cli("recompile", image, deep_tmp)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {image}: layer sha256:")
+    assert "tar member 'g': header field 'size' is -5" in proc.stderr
+    _no_work_left(deep_tmp)
+
+
+def test_unprivileged_cleanup_of_unreadable_directories(tmp_path):
+    # Without capabilities (as any user but root) directories of mode 000 or 555 cannot be
+    # entered or emptied until Kiln gives them back to itself; nothing may be left.
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is missing")
+    tar = tar_bytes([reg("locked/inside/f", b"x"), dir_("locked", 0o000),
+                     reg("ro/f", b"y"), dir_("ro", 0o555)])
+    image = ImageDocs.of([tar]).write_oci(tmp_path / "img")
+    cache = tmp_path / "cache"
+    proc = subprocess.run(["setpriv", "--bounding-set=-all", "--", str(BIN / "kiln"),
+                           "inspect", "--json", str(image)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "KILN_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    assert [s["path"] for s in json.loads(proc.stdout)["skipped"]] == ["/locked"]
+    _no_work_left(tmp_path)
