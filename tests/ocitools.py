@@ -320,9 +320,9 @@ class ImageDocs:
         return cls(list(layers), cfg)
 
     def write_oci(self, root: Path, edit: Edit = _as_is) -> Path:
-        """An OCI image layout directory at ``root`` (layers uncompressed)."""
+        """An OCI image layout directory at ``root`` (layers as given; it may exist)."""
         blobs = root / "blobs" / "sha256"
-        blobs.mkdir(parents=True)
+        blobs.mkdir(parents=True, exist_ok=True)
 
         def blob(data: bytes, media_type: str) -> dict:
             (blobs / sha256(data).split(":")[1]).write_bytes(data)

@@ -16,7 +16,7 @@ from .blobs import FileStore
 from .digest import CHUNK, verify_stream
 from .documents import config_diff_ids, load_json, parse_config
 from .errors import MalformedImageError, PlatformNotFoundError
-from .jsondoc import decode_json
+from .jsondoc import decode_json, listing
 from .layers import sniff_compression
 from .mediatypes import DOCKER_LAYER, DOCKER_LAYER_GZIP, OCI_LAYER_ZSTD
 from .model import Compression, Descriptor, ImageConfig, LayerRef, Limits, Platform
@@ -93,14 +93,14 @@ def read_docker_archive(store: FileStore, *, ref: str | None, platform: Platform
         if not picked:
             avail = sorted(t for e in doc for t in tags_of(e))
             raise PlatformNotFoundError(f"{where}: no image tagged {ref!r}; tags present: "
-                                        f"{', '.join(avail) or 'none'}", available=avail,
+                                        f"{listing(avail)}", available=avail,
                                         hint="pick one of the tags listed")
     else:
         picked = doc
     if len(picked) > 1:
         avail = sorted(t for e in picked for t in tags_of(e)) or [e["Config"] for e in picked]
         raise PlatformNotFoundError(f"{where}: the archive holds {len(picked)} images; "
-                                    f"tags: {', '.join(avail)}", available=avail,
+                                    f"tags: {listing(avail)}", available=avail,
                                     hint="name the tag to use")
     ent = picked[0]
     tag = (tags_of(ent) or [None])[0]
@@ -120,7 +120,7 @@ def read_docker_archive(store: FileStore, *, ref: str | None, platform: Platform
     config = parse_config(cfg_raw, cwhere)
     if not matches(config.platform, platform):
         raise PlatformNotFoundError(
-            f"{cwhere}: the image is {config.platform}, not {platform}",
+            f"{cwhere}: the image is {listing([str(config.platform)])}, not {platform}",
             available=[str(config.platform)], hint="choose the image's platform")
     diff_ids = config_diff_ids(load_json(cfg_raw, cwhere), cwhere)
     if len(diff_ids) != len(ent["Layers"]):

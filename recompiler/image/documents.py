@@ -19,7 +19,7 @@ def load_json(data: bytes, where: str) -> dict:
     """Parse a JSON object (checked by :func:`decode_json`); MalformedImageError otherwise."""
     obj = decode_json(data, where)
     if not isinstance(obj, dict):
-        raise MalformedImageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise MalformedImageError(f"{where}: expected a JSON object, got {_json_type(obj)}")
     return obj
 
 

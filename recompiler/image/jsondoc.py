@@ -2,7 +2,8 @@
 
 Python's decoder recurses once per nesting level (RecursionError near a
 thousand), refuses integers of more than 4,300 digits with a ValueError,
-turns ``1e400`` into infinity and accepts ``NaN``. Every JSON document Kiln
+turns ``1e400`` into infinity, accepts ``NaN`` and lone surrogates
+(``"\\ud800"``, which no UTF-8 encoder takes back). Every JSON document Kiln
 reads from an image (``oci-layout``, ``index.json``, manifests, configs,
 docker ``manifest.json``) goes through :func:`decode_json` instead, which
 refuses all of those with a MalformedImageError naming the document and the
@@ -16,7 +17,7 @@ import re
 
 from .errors import MalformedImageError
 
-__all__ = ["MAX_DEPTH", "decode_json", "field_path", "shown"]
+__all__ = ["MAX_DEPTH", "decode_json", "field_path", "shown", "listing"]
 
 MAX_DEPTH = 100
 """Deepest nesting of arrays and objects accepted (image documents use about five)."""
@@ -26,6 +27,7 @@ _INT_RANGE = (-(1 << 63), (1 << 64) - 1)
 _MAX_INT_DIGITS = 20
 _TOKEN = re.compile(r'["\[\]{},]')
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _HINT = "the image is corrupt or was made to break JSON parsers; fetch or build it again"
 _SYNTAX_HINT = "the image is corrupt; fetch or build it again"
 
@@ -52,6 +54,13 @@ def shown(value: object, limit: int = 80) -> str:
     else:
         text = repr(value if not isinstance(value, str) else value[:limit + 1])
     return text if len(text) <= limit else f"{text[:limit - 1]}…"
+
+
+def listing(names: list[str], limit: int = 20) -> str:
+    """Names an image supplied (tags, platforms), comma-separated, each and all cut short."""
+    cut = [n if len(n) <= 80 else f"{n[:79]}…" for n in names[:limit]]
+    more = f", … ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(cut) + more if cut else "none"
 
 
 class _Refused:
@@ -134,14 +143,25 @@ def _check_nesting(text: str, where: str) -> None:
             want_key = False
 
 
-def _check_numbers(doc: object, where: str) -> None:
-    """MalformedImageError naming the first refused number (the depth is bounded already)."""
+def _check_values(doc: object, where: str) -> None:
+    """MalformedImageError naming the first refused number, or string that is not valid
+    Unicode (a lone surrogate, from ``\\ud800`` or raw bytes); the depth is bounded already."""
     stack: list[tuple[object, tuple[str | int, ...]]] = [(doc, ())]
     while stack:
         value, at = stack.pop()
         if isinstance(value, _Refused):
             raise MalformedImageError(f"{where}: {field_path(at)}: {value.why}", hint=_HINT)
-        if isinstance(value, dict):
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise MalformedImageError(f"{where}: {field_path(at)}: the string holds a lone "
+                                          "UTF-16 surrogate; it is not valid Unicode",
+                                          hint=_HINT)
+        elif isinstance(value, dict):
+            for k in value:
+                if _SURROGATE.search(k):
+                    raise MalformedImageError(f"{where}: {field_path(at)}: a key holds a lone "
+                                              "UTF-16 surrogate; it is not valid Unicode",
+                                              hint=_HINT)
             stack.extend((v, (*at, k)) for k, v in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((v, (*at, i)) for i, v in reversed(list(enumerate(value))))
@@ -152,7 +172,8 @@ def decode_json(data: bytes, where: str) -> object:
 
     Raises MalformedImageError naming ``where``, and the field when there is
     one: not JSON, nesting deeper than MAX_DEPTH, an integer outside 64 bits,
-    a number too large for a double, NaN or Infinity.
+    a number too large for a double, NaN or Infinity, a string that is not
+    valid Unicode (it could not be written out again as UTF-8).
     """
     try:
         text = bytes(data).decode(json.detect_encoding(data), "surrogatepass")
@@ -165,5 +186,5 @@ def decode_json(data: bytes, where: str) -> object:
     except json.JSONDecodeError as err:
         raise MalformedImageError(f"{where}: not valid JSON ({err})",
                                   hint=_SYNTAX_HINT) from err
-    _check_numbers(doc, where)
+    _check_values(doc, where)
     return doc

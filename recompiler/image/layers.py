@@ -248,10 +248,12 @@ class _LayerApplier:
     def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = self._split(m.name, m.name)
         if not parts:
-            return                                  # the root itself ("./")
+            _skip_data(tf, m)                       # the root itself ("./")
+            return
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parts, m.name)
+            _skip_data(tf, m)
             return
         parent = self._open_dir(parts[:-1], m.name, create=True)
         assert parent is not None
@@ -445,6 +447,20 @@ class _LayerApplier:
             walk_down(fd, enter)
         finally:
             os.close(fd)
+
+
+def _skip_data(tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    """Read past the data of a regular member that is not written (a whiteout, the root).
+
+    Left to ``tarfile``, the skip is a loop of 10 KiB reads as long as the size
+    the header claims, which for a base-256 size of 2**80 never ends; read, the
+    data ends where the stream does (ReadError "unexpected end of data").
+    """
+    if m.isreg() and m.size:
+        src = tf.extractfile(m)
+        assert src is not None
+        while src.read(CHUNK):
+            pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
