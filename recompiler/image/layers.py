@@ -9,28 +9,23 @@ recorded, not applied (unless ``chown=True``, which applies owners only).
 """
 from __future__ import annotations
 
-import errno
-import gzip
-import hashlib
-import io
 import contextlib
+import errno
+import io
 import os
 import stat
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-import zstandard
-
 from .digest import CHUNK
 from .errors import BlobError, LayerError, LimitExceededError, UnsafeLayerError
+from .layerstream import LayerStream, Prefixed
 from .mediatypes import layer_compression
 from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
 from .tarheaders import HEADER_ERRORS, header_error, read_members
 from .trees import remove_children, remove_tree_at, walk_down
-from .zstdframes import ZstdFrameTracker, ZstdFramingError
 
 __all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
 
@@ -46,86 +41,6 @@ def sniff_compression(head: bytes) -> Compression:
     if head[:4] == b"\x28\xb5\x2f\xfd":
         return Compression.ZSTD
     return Compression.NONE
-
-
-class _Counting(io.RawIOBase):
-    """Counts the compressed bytes read from a blob."""
-
-    def __init__(self, raw: BinaryIO, tracker: ZstdFrameTracker | None = None) -> None:
-        self._raw = raw
-        self.count = 0
-        self.tracker = tracker
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        # Small reads keep the ratio measurement fine-grained (decompressors ask for more).
-        data = self._raw.read(min(len(b), 1 << 16))
-        n = len(data)
-        if self.tracker is not None:
-            self.tracker.feed(data)
-        b[:n] = data
-        self.count += n
-        return n
-
-
-class _LayerStream(io.RawIOBase):
-    """The uncompressed tar stream of a layer: hashed (diff_id) and ratio-checked."""
-
-    def __init__(self, raw: BinaryIO, compression: Compression, limits: Limits,
-                 where: str) -> None:
-        self.compression = compression
-        self._counted = _Counting(raw, ZstdFrameTracker() if compression is Compression.ZSTD
-                                  else None)
-        self._limits = limits
-        self._where = where
-        self.hasher = hashlib.sha256()
-        self.out = 0
-        src: BinaryIO
-        if compression is Compression.GZIP:
-            src = gzip.GzipFile(fileobj=self._counted, mode="rb")  # type: ignore[arg-type]
-        elif compression is Compression.ZSTD:
-            src = zstandard.ZstdDecompressor().stream_reader(
-                self._counted, read_across_frames=True, closefd=False)
-        else:
-            src = self._counted  # type: ignore[assignment]
-        self._src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        try:
-            data = self._src.read(len(b))
-        except EOFError as err:
-            raise LayerError(f"{self._where}: compressed data is truncated ({err})",
-                             layer=self._where, hint="the layer blob is incomplete; fetch "
-                             "the image again") from err
-        except (OSError, zlib.error, zstandard.ZstdError, ZstdFramingError) as err:
-            raise LayerError(f"{self._where}: corrupt {self.compression.value} data ({err})",
-                             layer=self._where) from err
-        n = len(data)
-        tracker = self._counted.tracker
-        if not n and tracker is not None and not tracker.complete():
-            raise LayerError(f"{self._where}: compressed data is truncated (the zstd stream "
-                             "ends inside a frame)", layer=self._where,
-                             hint="the layer blob is incomplete; fetch the image again")
-        b[:n] = data
-        self.out += n
-        self.hasher.update(data)
-        if (self.compression is not Compression.NONE and self.out > self._limits.ratio_grace_bytes
-                and self.out > self._limits.max_ratio * max(1, self._counted.count)):
-            raise LimitExceededError(
-                f"{self._where}: compression ratio above {self._limits.max_ratio:g}:1 "
-                f"({self.out} bytes from {self._counted.count}): a decompression bomb?",
-                layer=self._where, hint="raise Limits.max_ratio if this image is trusted")
-        return n
-
-    def drain(self) -> None:
-        buf = bytearray(CHUNK)
-        while self.readinto(buf):
-            pass
 
 
 def _path_of(parts: tuple[str, ...]) -> str:
@@ -536,7 +451,7 @@ def _apply_all(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], st: _S
             # label uncompressed layers ".tar.gzip"). A blob whose magic is neither gzip
             # nor zstd is read as a plain tar, and fails clearly if it is not one.
             comp = magic
-            stream = _LayerStream(_Prefixed(head, raw), comp, limits, where)
+            stream = LayerStream(Prefixed(head, raw), comp, limits, where)
             try:
                 tf = tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
             except tarfile.TarError as err:
@@ -579,24 +494,3 @@ def _apply_dir_attrs(st: _State) -> None:
             pass                                    # removed or replaced by a later layer
         finally:
             os.close(fd)
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream with bytes already read put back in front."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(b))
-        b[:len(data)] = data
-        return len(data)
