@@ -346,6 +346,15 @@ def test_descriptor_size_past_64_bits_names_the_descriptor(arena):
     attempt(arena, img, MalformedImageError, "index.json: manifests[0].size: an integer of 30")
 
 
+@pytest.mark.parametrize("raw", ['"\\ud800"', '"ok \\udfff"'])
+def test_string_with_a_lone_surrogate(arena, raw):
+    # found by tests/test_image_fuzz.py: decoded, such a label could not be written out
+    # again as UTF-8, so recompile failed with UnicodeEncodeError writing the output image
+    img = _document_image(arena, "config", "{" + f'"a": {raw}' + "}", key="Labels")
+    attempt(arena, img, MalformedImageError, ": config sha256:",
+            "Labels.a: the string holds a lone UTF-16 surrogate")
+
+
 @pytest.mark.parametrize("raw,shown", [("{}", "an object"), ("[]", "an array"), ("7", "a number")])
 @pytest.mark.parametrize("which", ["index.json", "manifest"])
 def test_media_type_that_is_not_a_string(arena, which, raw, shown):
@@ -438,6 +447,17 @@ def test_thousands_of_chained_extended_headers(arena):
     tar = raw_tar(pax_block(pax_record("comment", "x")) * 3000, bytes(header("f")))
     attempt(arena, _layer_image(arena, tar), LayerError, "a tar header cannot be read",
             "RecursionError")
+
+
+def test_failed_unpack_into_an_empty_directory_empties_it_again(arena):
+    dest = arena / "given"
+    dest.mkdir()
+    good = tar_bytes([reg("etc/passwd", b"root"), reg("bin/sh", b"#!")])
+    bad = raw_tar(bytes(header("f", size=base256(-5, 12))))
+    with pytest.raises(LayerError, match="header field 'size'"):
+        with open_image(_layer_image(arena, good, bad)) as img:
+            img.unpack(dest)
+    assert dest.is_dir() and list(dest.iterdir()) == []       # the user's directory stays
 
 
 @pytest.mark.parametrize("name", [".wh.x", "./"])
@@ -556,9 +576,9 @@ HOSTILE = [
 
 def _cli(cli: str, image: Path, tmp: Path) -> subprocess.CompletedProcess:
     cache = tmp / "cache"
-    if cli == "recompile":
+    if cli.startswith("recompile"):
         args = [str(BIN / "recompile"), str(image), "-o", str(tmp / "out"),
-                "--cache-dir", str(cache)]
+                "--cache-dir", str(cache), *cli.split()[1:]]
     else:
         args = [str(BIN / "kiln"), "inspect", "--json", str(image)]
     return subprocess.run(args, capture_output=True, text=True, timeout=600,
@@ -593,6 +613,17 @@ def test_hostile_image_through_the_cli(tmp_path, case, cli):
     _no_work_left(tmp_path)
 
 
+@pytest.mark.parametrize("case", [HOSTILE[0], HOSTILE[3]], ids=["json", "tar"])
+def test_recompile_json_error(tmp_path, case):
+    image = case.build(tmp_path)
+    proc = _cli("recompile --json", image, tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    err = json.loads(proc.stderr)
+    assert err["kind"] == case.kind and err["hint"] and err["error"].startswith(f"{image}: ")
+    assert all(needle in err["error"] for needle in case.needles)
+    _no_work_left(tmp_path)
+
+
 def test_deep_tree_through_kiln_inspect(deep_tmp, busybox_bin):
     # issue 13, item 9: the unpack succeeded, then removing the tree from ~/.cache/kiln/work
     # raised RecursionError and left it there. Past PATH_MAX the inventory lists the
@@ -622,6 +653,28 @@ def test_failed_unpack_of_a_deep_tree_through_recompile(deep_tmp):
     assert proc.stderr.startswith(f"error: {image}: layer sha256:")
     assert "tar member 'g': header field 'size' is -5" in proc.stderr
     _no_work_left(deep_tmp)
+
+
+def test_deep_rootfs_directory_through_recompile(deep_tmp):
+    # a rootfs directory input is copied and packed into a layer: both walked it with
+    # os.walk, which recursed once per level
+    root = deep_tmp / "rootfs"
+    chain = _chain(DEPTH)
+    here = root
+    here.mkdir()
+    for name in chain.split("/"):                   # os.makedirs recurses too
+        here = here / name
+        here.mkdir()
+    (here / "f").write_bytes(b"deep")
+    proc = _cli("recompile", root, deep_tmp)
+    assert proc.returncode == 0, proc.stderr
+    with open_image(deep_tmp / "out") as img:
+        layer = img.layers[0]
+        with img.open_layer(layer) as blob, tarfile.open(fileobj=blob, mode="r|") as tf:
+            files = {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
+    assert files[chain + "/f"] == b"deep"
+    work = deep_tmp / "cache" / "work"
+    assert list(work.iterdir()) == []
 
 
 def test_unprivileged_cleanup_of_unreadable_directories(tmp_path):

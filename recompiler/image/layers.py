@@ -25,7 +25,7 @@ from .layerstream import LayerStream, Prefixed
 from .mediatypes import layer_compression
 from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
 from .tarheaders import HEADER_ERRORS, header_error, read_members
-from .trees import remove_children, remove_tree_at, walk_down
+from .trees import empty_directory, remove_tree, remove_tree_at, walk_down
 
 __all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
 
@@ -401,17 +401,6 @@ def _check_dest(dest: Path) -> bool:
     return True
 
 
-def _discard(dest: Path, root_fd: int, created: bool) -> None:
-    """After a failed unpack: remove what it wrote under ``dest`` (and ``dest``, if it made it).
-
-    Errors here are swallowed so the unpack's own error is the one reported.
-    """
-    with contextlib.suppress(OSError):
-        remove_children(root_fd)
-        if created:
-            os.rmdir(dest)
-
-
 def apply_layers(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], dest: Path, *,
                  limits: Limits = Limits(), chown: bool = False,
                  name: str = "") -> UnpackResult:
@@ -429,7 +418,11 @@ def apply_layers(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], dest
     try:
         _apply_all(layers, st, limits, name)
     except BaseException:
-        _discard(dest, root_fd, created)
+        with contextlib.suppress(OSError):         # the unpack's own error is reported
+            if created:
+                remove_tree(dest)
+            else:
+                empty_directory(dest)
         raise
     finally:
         os.close(root_fd)

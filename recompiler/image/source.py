@@ -23,7 +23,7 @@ from .mediatypes import is_layer
 from .model import (EntryMeta, ImageConfig, ImageKind, LayerRef, Limits, Platform,
                     SpecialFile, UnpackResult)
 from .platform import DEFAULT_PLATFORM, parse_platform
-from .trees import remove_children, remove_tree, walk_tree
+from .trees import empty_directory, remove_tree, walk_tree
 
 __all__ = ["SourceImage", "open_image", "scratch_image", "DEFAULT_ENV_PATH", "rootfs_config"]
 
@@ -227,15 +227,11 @@ def _copy_rootfs(src: Path, dest: Path, limits: Limits) -> UnpackResult:
     try:
         return _copy_tree(src, dest, limits)
     except BaseException:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):         # the copy's own error is reported
             if created:
                 remove_tree(dest)
             else:
-                fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    remove_children(fd)
-                finally:
-                    os.close(fd)
+                empty_directory(dest)
         raise
 
 

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["remove_tree", "remove_tree_at", "remove_children", "walk_tree", "walk_down",
+__all__ = ["remove_tree", "remove_tree_at", "empty_directory", "walk_tree", "walk_down",
            "scratch_directory"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -126,10 +126,14 @@ def remove_tree_at(dir_fd: int, name: str) -> None:
     _unlink(dir_fd, name, is_dir=stat.S_ISDIR(st.st_mode))
 
 
-def remove_children(dir_fd: int) -> None:
-    """Remove everything inside the directory ``dir_fd`` (the directory itself stays)."""
-    for name in os.listdir(dir_fd):
-        remove_tree_at(dir_fd, name)
+def empty_directory(path: Path | str) -> None:
+    """Remove everything inside the directory ``path`` (not a link); the directory stays."""
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        for name in os.listdir(fd):
+            remove_tree_at(fd, name)
+    finally:
+        os.close(fd)
 
 
 def remove_tree(path: Path | str) -> None:
