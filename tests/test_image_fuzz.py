@@ -76,8 +76,8 @@ def raw_value(rng: random.Random) -> str:
         "1e400", "-1e400", "1e-400", "NaN", "Infinity", "-Infinity", "-0", "1.0", "2",
         "{}", "[]", "null", "true", "false", '""', '"x"', '"\\u0000"', '"\\ud800"',
         '"\\udfff\\ud800"', '"' + "a" * 100000 + '"', "[" + ",".join(["1"] * 2000) + "]",
-        '"sha256:' + "0" * 64 + '"', '"../../etc/passwd"', '"application/vnd.oci.image.index.v1+json"',
-        '{"mediaType": {}, "digest": [], "size": -1}',
+        '"sha256:' + "0" * 64 + '"', '"../../etc/passwd"',
+        '"application/vnd.oci.image.index.v1+json"', '{"mediaType": {}, "digest": [], "size": -1}',
     ])
 
 

@@ -40,10 +40,12 @@ def field_path(parts: list[str | int] | tuple[str | int, ...], limit: int = 8) -
     for i, part in enumerate(parts[:limit]):
         if isinstance(part, int):
             out.append(f"[{part}]")
-        elif _IDENT.fullmatch(part):
-            out.append(part if i == 0 else f".{part}")
+            continue
+        key = part if len(part) <= 40 else f"{part[:39]}…"
+        if _IDENT.fullmatch(part):
+            out.append(key if i == 0 else f".{key}")
         else:
-            out.append(f"[{json.dumps(part)}]")
+            out.append(f"[{json.dumps(key)}]")
     return "".join(out) + ("…" if len(parts) > limit else "")
 
 

@@ -24,7 +24,7 @@ from .errors import BlobError, LayerError, LimitExceededError, UnsafeLayerError
 from .layerstream import LayerStream, Prefixed
 from .mediatypes import layer_compression
 from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
-from .tarheaders import HEADER_ERRORS, header_error, read_members
+from .tarheaders import HEADER_ERRORS, header_error, member_name, read_members
 from .trees import empty_directory, remove_tree, remove_tree_at, walk_down
 
 __all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
@@ -69,21 +69,25 @@ class _LayerApplier:
         self.touched: set[tuple[str, ...]] = set()
 
     # -- names and parents -------------------------------------------------
+    def _at(self, member: str) -> str:
+        """How errors name a member: the layer, then the member name (cut if long)."""
+        return f"{self.where}: tar member {member_name(member)}"
+
     def _split(self, name: str, member: str, what: str = "entry") -> tuple[str, ...]:
         if name.startswith("/"):
-            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: absolute {what} path "
+            raise UnsafeLayerError(f"{self._at(member)}: absolute {what} path "
                                    "refused", layer=self.where, member=member,
                                    hint="layer entries must be relative to the image root")
         parts = tuple(p for p in name.split("/") if p not in ("", "."))
         if len(parts) > self.st.limits.max_depth:
             raise LimitExceededError(
-                f"{self.where}: tar member {member[:200]!r}…: {what} path has {len(parts)} "
+                f"{self._at(member)}: {what} path has {len(parts)} "
                 f"components, more than the {self.st.limits.max_depth} allowed",
                 layer=self.where, member=member,
                 hint="raise Limits.max_depth if this image is trusted")
         if ".." in parts:
-            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: {what} path "
-                                   f"{name!r} contains '..'", layer=self.where, member=member,
+            raise UnsafeLayerError(f"{self._at(member)}: {what} path {member_name(name)} "
+                                   "contains '..'", layer=self.where, member=member,
                                    hint="the layer tries to reach outside the image root; "
                                    "do not use this image")
         return parts
@@ -108,12 +112,12 @@ class _LayerApplier:
                     st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
                     if stat.S_ISLNK(st.st_mode):
                         raise UnsafeLayerError(
-                            f"{self.where}: tar member {member!r}: parent "
+                            f"{self._at(member)}: parent "
                             f"{_path_of(parts[:i + 1])} is a symbolic link; Kiln never "
                             "writes through links (it could escape the image root)",
                             layer=self.where, member=member,
                             hint="the layer is malformed or hostile") from err
-                    raise LayerError(f"{self.where}: tar member {member!r}: parent "
+                    raise LayerError(f"{self._at(member)}: parent "
                                      f"{_path_of(parts[:i + 1])} is not a directory",
                                      layer=self.where, member=member) from err
                 os.close(fd)
@@ -152,12 +156,12 @@ class _LayerApplier:
             if self.st.files > self.st.limits.max_files:
                 raise LimitExceededError(
                     f"{self.where}: more than {self.st.limits.max_files} entries "
-                    f"(at tar member {m.name!r})", layer=self.where, member=m.name,
+                    f"(at tar member {member_name(m.name)})", layer=self.where, member=m.name,
                     hint="raise Limits.max_files if this image is trusted")
             try:
                 self._member(tf, m)
             except OSError as err:
-                raise LayerError(f"{self.where}: tar member {m.name!r}: {err.strerror or err}",
+                raise LayerError(f"{self._at(m.name)}: {err.strerror or err}",
                                  layer=self.where, member=m.name) from err
 
     def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
@@ -193,7 +197,7 @@ class _LayerApplier:
                                                     m.mode & 0o7777, m.uid, m.gid)
                 self.created.add(parts)
             else:
-                raise LayerError(f"{self.where}: tar member {m.name!r} has unsupported type "
+                raise LayerError(f"{self._at(m.name)} has unsupported type "
                                  f"{m.type!r}", layer=self.where, member=m.name)
         finally:
             os.close(parent)
@@ -232,7 +236,7 @@ class _LayerApplier:
         lim = self.st.limits.max_total_bytes
         if self.st.bytes_written + m.size > lim:
             raise LimitExceededError(
-                f"{self.where}: tar member {m.name!r} ({m.size} bytes) takes the unpacked size "
+                f"{self._at(m.name)} ({m.size} bytes) takes the unpacked size "
                 f"past the {lim}-byte limit", layer=self.where, member=m.name,
                 hint="raise Limits.max_total_bytes if this image is trusted")
         self._remove(parent, parts[-1], parts)
@@ -246,7 +250,7 @@ class _LayerApplier:
             while left:
                 chunk = src.read(min(CHUNK, left))
                 if not chunk:
-                    raise LayerError(f"{self.where}: tar member {m.name!r} is truncated",
+                    raise LayerError(f"{self._at(m.name)} is truncated",
                                      layer=self.where, member=m.name)
                 _write_all(fd, chunk)
                 left -= len(chunk)
@@ -259,7 +263,7 @@ class _LayerApplier:
 
     def _symlink(self, parent: int, parts: tuple[str, ...], m: tarfile.TarInfo) -> None:
         if not m.linkname:
-            raise LayerError(f"{self.where}: tar member {m.name!r}: symbolic link with an "
+            raise LayerError(f"{self._at(m.name)}: symbolic link with an "
                              "empty target", layer=self.where, member=m.name)
         self._remove(parent, parts[-1], parts)
         os.symlink(m.linkname, parts[-1], dir_fd=parent)
@@ -270,12 +274,12 @@ class _LayerApplier:
     def _hardlink(self, parent: int, parts: tuple[str, ...], m: tarfile.TarInfo) -> None:
         target = self._split(m.linkname, m.name, "hard link target")
         if not target:
-            raise UnsafeLayerError(f"{self.where}: tar member {m.name!r}: hard link to the "
+            raise UnsafeLayerError(f"{self._at(m.name)}: hard link to the "
                                    "root directory", layer=self.where, member=m.name)
         tparent = self._open_dir(target[:-1], m.name, create=False)
         if tparent is None:
-            raise LayerError(f"{self.where}: tar member {m.name!r}: hard link target "
-                             f"{m.linkname!r} does not exist", layer=self.where, member=m.name)
+            raise LayerError(f"{self._at(m.name)}: hard link target {member_name(m.linkname)} "
+                             "does not exist", layer=self.where, member=m.name)
         try:
             try:
                 st = os.stat(target[-1], dir_fd=tparent, follow_symlinks=False)
@@ -289,12 +293,12 @@ class _LayerApplier:
                                                         special.uid, special.gid)
                     self.created.add(parts)
                     return
-                raise LayerError(f"{self.where}: tar member {m.name!r}: hard link target "
-                                 f"{m.linkname!r} does not exist", layer=self.where,
+                raise LayerError(f"{self._at(m.name)}: hard link target "
+                                 f"{member_name(m.linkname)} does not exist", layer=self.where,
                                  member=m.name) from None
             if stat.S_ISDIR(st.st_mode):
-                raise UnsafeLayerError(f"{self.where}: tar member {m.name!r}: hard link to "
-                                       f"directory {m.linkname!r}", layer=self.where,
+                raise UnsafeLayerError(f"{self._at(m.name)}: hard link to "
+                                       f"directory {member_name(m.linkname)}", layer=self.where,
                                        member=m.name)
             if target == parts:
                 return
@@ -319,8 +323,8 @@ class _LayerApplier:
             return                                  # other .wh..wh. names are reserved
         victim = base[len(WHITEOUT_PREFIX):]
         if victim in ("", ".", ".."):
-            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: whiteout of "
-                                   f"{victim!r} refused", layer=self.where, member=member,
+            raise UnsafeLayerError(f"{self._at(member)}: whiteout of {member_name(victim)} "
+                                   "refused", layer=self.where, member=member,
                                    hint="the layer is malformed or hostile")
         vparts = dirparts + (victim,)
         if vparts in self.created:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 from .errors import LayerError
 
-__all__ = ["check_header", "read_members", "header_error", "HEADER_ERRORS", "MTIME_RANGE",
-           "ID_LIMIT", "DEVICE_LIMIT"]
+__all__ = ["check_header", "read_members", "header_error", "member_name", "HEADER_ERRORS",
+           "MTIME_RANGE", "ID_LIMIT", "DEVICE_LIMIT"]
 
 MTIME_RANGE = (-(1 << 63), 1 << 63)
 """Times (seconds since the epoch) must fit a 64-bit time_t: low bound included, high not."""
@@ -41,11 +41,12 @@ def header_error(where: str, err: BaseException) -> LayerError:
 
 
 def _refuse(where: str, m: tarfile.TarInfo, field: str, why: str) -> LayerError:
-    return LayerError(f"{where}: tar member {_name(m.name)}: header field '{field}' {why}",
+    return LayerError(f"{where}: tar member {member_name(m.name)}: header field '{field}' {why}",
                       layer=where, member=m.name, hint=_HINT)
 
 
-def _name(name: str, limit: int = 200) -> str:
+def member_name(name: str, limit: int = 200) -> str:
+    """``repr`` of a member name or link target for a message, cut to ``limit`` characters."""
     text = repr(name)
     return text if len(text) <= limit else f"{text[:limit - 1]}…"
 
@@ -62,7 +63,7 @@ def check_header(m: tarfile.TarInfo, where: str) -> None:
     if "\0" in m.name:
         raise _refuse(where, m, "path", "contains a NUL byte")
     if "\0" in m.linkname:
-        raise _refuse(where, m, "linkpath", f"{_name(m.linkname)} contains a NUL byte")
+        raise _refuse(where, m, "linkpath", f"{member_name(m.linkname)} contains a NUL byte")
     if m.size < 0:
         raise _refuse(where, m, "size", f"is {_num(m.size)}; a size cannot be negative")
     mtime = m.mtime
