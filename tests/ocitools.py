@@ -14,13 +14,16 @@ import os
 import stat
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import zstandard
 
-from recompiler.image.trees import walk_tree
+from recompiler.image.trees import remove_tree, walk_tree
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -368,6 +371,27 @@ def write_image_docs(docs: ImageDocs, path: Path, which: str, edit: Edit = _as_i
     if which == "manifest.json":
         return write_tar(path.with_suffix(".tar"), docs.docker_members(edit))
     return docs.write_oci(path, edit)
+
+
+# -- scratch space ------------------------------------------------------------
+
+@contextmanager
+def memory_scratch(fallback: Path, prefix: str) -> Iterator[Path]:
+    """A fresh directory on a tmpfs (/dev/shm) when there is one, else ``fallback``; emptied
+    afterwards without recursion, whatever happened. For tests that create and remove
+    thousands of directories: on a disk mounted with ``discard`` each rmdir takes
+    milliseconds, and pytest's own cleanup (shutil.rmtree) breaks on a deep tree left behind."""
+    shm = Path("/dev/shm")
+    own = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+    path = Path(tempfile.mkdtemp(dir=shm, prefix=prefix)) if own else fallback
+    try:
+        yield path
+    finally:
+        if own:
+            remove_tree(path)
+        else:
+            for child in path.iterdir():
+                remove_tree(child)
 
 
 # -- comparing trees --------------------------------------------------------

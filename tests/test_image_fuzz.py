@@ -18,10 +18,9 @@ import json
 import os
 import random
 import tarfile
-import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -30,27 +29,20 @@ from formats.errors import KilnError
 from recompiler.image import FORMATS, open_image, write_image
 from recompiler.image.trees import remove_tree
 from recompiler.inventory import take_inventory
-from tests.ocitools import (DOCUMENTS, FIELDS, ImageDocs, base256, fix_checksum, header, pad,
-                            pax_block, pax_record, raw_tar, sha256, write_tar)
+from tests.ocitools import (DOCUMENTS, FIELDS, ImageDocs, base256, fix_checksum, header,
+                            memory_scratch, pad, pax_block, pax_record, raw_tar, sha256,
+                            write_tar)
 
 JSON_CASES = int(os.environ.get("KILN_FUZZ_JSON", 3000))
 TAR_CASES = int(os.environ.get("KILN_FUZZ_TAR", 2000))
 
 
 @pytest.fixture
-def work(tmp_path) -> Path:
-    """Where mutants are written and unpacked: a tmpfs when there is one (/dev/shm). The
-    mutants are parsed, not stored: on a disk mounted with ``discard`` the thousands of
-    unlink and rmdir calls took most of the time."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(dir=shm, prefix="kiln-fuzz-"))
-    try:
+def work(tmp_path) -> Iterator[Path]:
+    """Where mutants are written and unpacked (see :func:`memory_scratch`): they are parsed,
+    not kept, and on this project's disks unlink and rmdir took most of the time."""
+    with memory_scratch(tmp_path, "kiln-fuzz-") as path:
         yield path
-    finally:
-        remove_tree(path)
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from formats.errors import KilnError
 from recompiler.bundle import BundleError, prepare_bundle
 from recompiler.image import (BlobError, LayerError, LimitExceededError, MalformedImageError,
                               UnsafeLayerError, open_image)
-from recompiler.image.trees import remove_tree
 from tests.ocitools import (DOCUMENTS, ImageDocs, Layout, base256, compress, dir_, hard, header,
-                            layered_image, pad, pax_block, pax_record, raw_tar, reg,
+                            layered_image, memory_scratch, pad, pax_block, pax_record,
+                            raw_tar, reg,
                             single_layer_image, snapshot, sym, tar_bytes, write_image_docs)
 
 
@@ -487,11 +487,9 @@ def _chain(n: int, name: str = "a") -> str:
 
 @pytest.fixture
 def deep_tmp(tmp_path):
-    """tmp_path, emptied without recursion afterwards whatever the outcome: pytest removes
-    old temporary directories with shutil.rmtree, which a deep tree left here would break."""
-    yield tmp_path
-    for child in tmp_path.iterdir():
-        remove_tree(child)
+    """A scratch directory for deep trees (see :func:`memory_scratch`)."""
+    with memory_scratch(tmp_path, "kiln-deep-") as path:
+        yield path
 
 
 def test_deep_directories_whited_out_and_pruned(deep_tmp):

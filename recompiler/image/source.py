@@ -236,19 +236,22 @@ def _copy_rootfs(src: Path, dest: Path, limits: Limits) -> UnpackResult:
 
 
 def _copy_tree(src: Path, dest: Path, limits: Limits) -> UnpackResult:
+    # Paths as strings: pathlib's parsing of every path made deep trees slow.
+    src_s, dest_s = os.fspath(src), os.fspath(dest)
     special: list[SpecialFile] = []
     meta: dict[str, EntryMeta] = {}
     files = 0
     total = 0
-    links: dict[tuple[int, int], Path] = {}
-    dirs: list[Path] = []
-    for dirpath, dirnames, filenames in walk_tree(src):
-        rel_dir = Path(dirpath).relative_to(src)
+    links: dict[tuple[int, int], str] = {}
+    dirs: list[str] = []
+    for dirpath, dirnames, filenames in walk_tree(src_s):
+        rel_dir = dirpath[len(src_s):].lstrip("/")
         dirs.append(rel_dir)
         for name in sorted(dirnames + filenames):
-            s = src / rel_dir / name
-            d = dest / rel_dir / name
-            guest = "/" + str(rel_dir / name).removeprefix("./")
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            s = os.path.join(src_s, rel)
+            d = os.path.join(dest_s, rel)
+            guest = "/" + rel
             st = os.lstat(s)
             files += 1
             if files > limits.max_files:
@@ -258,7 +261,7 @@ def _copy_tree(src: Path, dest: Path, limits: Limits) -> UnpackResult:
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(s), d)
             elif stat.S_ISDIR(st.st_mode):
-                d.mkdir(mode=0o700)
+                os.mkdir(d, 0o700)
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in links:
@@ -277,9 +280,9 @@ def _copy_tree(src: Path, dest: Path, limits: Limits) -> UnpackResult:
                 special.append(SpecialFile(guest, kind, os.major(st.st_rdev),
                                            os.minor(st.st_rdev), stat.S_IMODE(st.st_mode),
                                            st.st_uid, st.st_gid))
-    for rel in reversed(dirs):                      # deepest first
-        st = os.lstat(src / rel)
-        target = dest / rel
+    for rel_dir in reversed(dirs):                  # deepest first
+        st = os.lstat(os.path.join(src_s, rel_dir))
+        target = os.path.join(dest_s, rel_dir)
         os.chmod(target, stat.S_IMODE(st.st_mode) & 0o1777)
         os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns))
     return UnpackResult(str(dest), files, total, tuple(special), meta)

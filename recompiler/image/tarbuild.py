@@ -94,12 +94,17 @@ def _with_parents(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
         by_path[e.path] = e
     for e in list(by_path.values()):
         parts = e.name.split("/")
-        for i in range(1, len(parts)):
+        # Nearest parent first: once one is a directory entry, its own parents are seen
+        # to with it (this loop reaches every entry), so deep trees cost no more than once.
+        for i in range(len(parts) - 1, 0, -1):
             p = "/" + "/".join(parts[:i])
-            if p not in by_path:
+            parent = by_path.get(p)
+            if parent is None:
                 by_path[p] = dir_entry(p)
-            elif by_path[p].kind != "dir":
+            elif parent.kind != "dir":
                 raise OutputError(f"layer entry {e.path!r}: its parent {p!r} is not a directory")
+            else:
+                break
     ordered = sorted(by_path.values(), key=lambda e: e.name.split("/"))
     # A hard link must follow its target in the tar: in each group of links to one
     # file, the first path in sort order carries the content, the others link to it.
