@@ -8,7 +8,7 @@ the inventory, write the output image): it must either work or fail with
 Kiln's own error, naming the image, and a failed unpack must leave nothing.
 
 The seeds are fixed, so a failure names the mutant that reproduces it. For a
-longer run set KILN_FUZZ_JSON and KILN_FUZZ_TAR (default 3000 and 2000).
+longer run set KILN_FUZZ_JSON and KILN_FUZZ_TAR (default 3000 and 1500).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from tests.ocitools import (DOCUMENTS, FIELDS, ImageDocs, base256, fix_checksum,
                             write_tar)
 
 JSON_CASES = int(os.environ.get("KILN_FUZZ_JSON", 3000))
-TAR_CASES = int(os.environ.get("KILN_FUZZ_TAR", 2000))
+TAR_CASES = int(os.environ.get("KILN_FUZZ_TAR", 1500))
 
 
 @pytest.fixture
