@@ -355,13 +355,25 @@ class ImageDocs:
         return files
 
 
-def write_tar(path: Path, files: dict[str, bytes]) -> Path:
-    """A plain tar of ``files`` (name -> bytes) at ``path``."""
-    with tarfile.open(path, "w") as tf:
+def tar_of(files: dict[str, bytes], pax: dict[str, dict[str, str]] | None = None,
+           global_pax: dict[str, str] | None = None) -> bytes:
+    """A tar of ``files`` (name -> bytes); ``pax[name]`` adds pax records to that member,
+    ``global_pax`` a global pax header (for every member) at the start."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers=global_pax) as tf:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
+            info.pax_headers = dict((pax or {}).get(name, {}))
             tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_tar(path: Path, files: dict[str, bytes], pax: dict[str, dict[str, str]] | None = None,
+              global_pax: dict[str, str] | None = None) -> Path:
+    """:func:`tar_of` written to ``path``."""
+    path.write_bytes(tar_of(files, pax, global_pax))
     return path
 
 

@@ -29,7 +29,7 @@ from recompiler.image import (BlobError, LayerError, LimitExceededError, Malform
                               UnsafeLayerError, open_image)
 from tests.ocitools import (DOCUMENTS, ImageDocs, Layout, base256, compress, dir_, hard, header,
                             layered_image, memory_scratch, pad, pax_block, pax_record,
-                            raw_tar, reg,
+                            raw_tar, reg, write_tar,
                             single_layer_image, snapshot, sym, tar_bytes, write_image_docs)
 
 
@@ -447,6 +447,46 @@ def test_thousands_of_chained_extended_headers(arena):
     tar = raw_tar(pax_block(pax_record("comment", "x")) * 3000, bytes(header("f")))
     attempt(arena, _layer_image(arena, tar), LayerError, "a tar header cannot be read",
             "RecursionError")
+
+
+@pytest.mark.parametrize("how", ["pax", "gnu"])
+def test_sparse_member_in_a_layer(arena, how):
+    # tarfile makes up a sparse file's holes: 100 header bytes unpacked into 100 MB of zeros,
+    # past the compression-ratio limit (found by fuzzing the archives around layers)
+    if how == "pax":
+        tar = raw_tar(pax_block(pax_record("GNU.sparse.size", str(100 << 20))
+                                + pax_record("GNU.sparse.map", "0,0")), bytes(header("f")))
+        field = "GNU.sparse"
+    else:
+        tar = raw_tar(bytes(header("f", tarfile.GNUTYPE_SPARSE)))
+        field = "typeflag"
+    attempt(arena, _layer_image(arena, tar), LayerError, "tar member 'f'",
+            f"header field '{field}' makes it a sparse file")
+
+
+def _docker_save(arena: Path, pax: dict[str, dict[str, str]],
+                 global_pax: dict[str, str] | None = None) -> Path:
+    """A docker save of a one-file image, with pax records added to some of its members."""
+    files = ImageDocs.of([tar_bytes([reg("f", b"x")])]).docker_members()
+    layer = next(name for name in files if name.startswith("blobs/"))
+    return write_tar(arena / "save.tar", files,
+                     {layer if k == "LAYER" else k: v for k, v in pax.items()}, global_pax)
+
+
+@pytest.mark.timeout(60)
+def test_sparse_member_in_an_archive(arena):
+    # the layer blob of a docker save, read in place, made up 2**40 bytes of zeros to hash
+    img = _docker_save(arena, {"LAYER": {"GNU.sparse.size": str(1 << 40),
+                                         "GNU.sparse.map": "0,0"}})
+    attempt(arena, img, MalformedImageError, "save.tar: tar member 'blobs/sha256/",
+            "a sparse file")
+
+
+def test_archive_member_running_past_its_end(arena):
+    # tarfile.ReadError escaped from reading manifest.json (a global pax header gives every
+    # member a size of 2**64; tarfile lists them all the same)
+    img = _docker_save(arena, {}, {"size": str(1 << 64)})
+    attempt(arena, img, BlobError, "save.tar: manifest.json: the archive ends inside this file")
 
 
 def test_failed_unpack_into_an_empty_directory_empties_it_again(arena):

@@ -1,6 +1,7 @@
 """Where an input image's files live: a directory, or a tar archive read in place."""
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import tarfile
@@ -100,10 +101,11 @@ class TarStore(FileStore):
         self._tar = tar
         self._members: dict[str, tarfile.TarInfo] = {}
         for m in members:
-            if m.size < 0:
+            if m.size < 0 or m.issparse():
                 self._tar.close()
-                raise MalformedImageError(f"{path}: tar member {m.name[:200]!r}: header field "
-                                          f"'size' is {m.size}; a size cannot be negative",
+                why = (f"header field 'size' is {m.size}; a size cannot be negative"
+                       if m.size < 0 else "a sparse file, which no image archive holds")
+                raise MalformedImageError(f"{path}: tar member {m.name[:200]!r}: {why}",
                                           hint="the archive is corrupt; fetch or save it again")
             norm = _clean(m.name)
             if norm is not None:
@@ -145,7 +147,32 @@ class TarStore(FileStore):
             raise self.missing(rel)
         f = self._tar.extractfile(m)
         assert f is not None
-        return f  # type: ignore[return-value]
+        return io.BufferedReader(_MemberReader(f, f"{self.name}: {rel}"))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._tar.close()
+
+
+class _MemberReader(io.RawIOBase):
+    """A member of an archive read in place; its data ending early is a BlobError."""
+
+    def __init__(self, member: BinaryIO, where: str) -> None:
+        self._member = member
+        self._where = where
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        try:
+            data = self._member.read(len(b))
+        except tarfile.TarError as err:
+            raise BlobError(f"{self._where}: the archive ends inside this file ({err})",
+                            hint="the archive is truncated or corrupt; fetch or save it "
+                            "again") from err
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._member.close()
+        super().close()

@@ -2,8 +2,8 @@
 
 ``tarfile`` takes header fields as they come: a base-256 or pax ``size``
 can be negative, a pax ``mtime`` can be ``1e400`` or ``nan``, a pax
-``path`` or ``linkpath`` can hold a NUL byte, and ids and device numbers
-can have any size. Applied as they are, these end in ValueError or
+``path`` or ``linkpath`` can hold a NUL byte, ids and device numbers can
+have any size, and a sparse file's holes are made up from nothing. Applied as they are, these end in ValueError or
 OverflowError deep in ``os``. :func:`check_header` refuses every such header
 with a LayerError naming the layer, the member and the field, and
 :func:`read_members` turns what ``tarfile`` itself raises on a broken header
@@ -66,6 +66,12 @@ def check_header(m: tarfile.TarInfo, where: str) -> None:
         raise _refuse(where, m, "linkpath", f"{member_name(m.linkname)} contains a NUL byte")
     if m.size < 0:
         raise _refuse(where, m, "size", f"is {_num(m.size)}; a size cannot be negative")
+    if m.issparse():
+        # tarfile makes up the holes of a sparse file: a few header bytes would unpack
+        # into as many zeros as the header claims, past the compression-ratio limit.
+        field = "typeflag" if m.type == tarfile.GNUTYPE_SPARSE else "GNU.sparse"
+        raise _refuse(where, m, field, "makes it a sparse file; image layers should not hold "
+                      "sparse files (OCI image spec) and Kiln does not unpack them")
     mtime = m.mtime
     if not MTIME_RANGE[0] <= mtime < MTIME_RANGE[1]:          # NaN compares false too
         raise _refuse(where, m, "mtime", f"is {_num(mtime)}, not a time a 64-bit time_t holds")
