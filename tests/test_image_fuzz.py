@@ -31,7 +31,7 @@ from recompiler.image.trees import remove_tree
 from recompiler.inventory import take_inventory
 from tests.ocitools import (DOCUMENTS, FIELDS, ImageDocs, base256, fix_checksum, header,
                             memory_scratch, pad, pax_block, pax_record, raw_tar, sha256,
-                            write_tar)
+                            tar_of, write_tar)
 
 JSON_CASES = int(os.environ.get("KILN_FUZZ_JSON", 3000))
 TAR_CASES = int(os.environ.get("KILN_FUZZ_TAR", 1500))
@@ -294,20 +294,32 @@ def test_tar_headers_give_kiln_errors_only(seed_docs, work):
     seed = 7130
     rng = random.Random(seed)
     runs = Mutants(work, "tar", seed)
+    save = ImageDocs.of([seed_layer()], seed_docs.config).docker_members()
     for i in range(TAR_CASES):
-        tar = mutate_tar(rng, seed_layer())
-        layer = gzip.compress(tar, mtime=0) if rng.random() < 0.2 else tar
-        docs = ImageDocs.of([layer], seed_docs.config)
-        docs.config["rootfs"]["diff_ids"] = [sha256(tar)]
-        if rng.random() < 0.15:                         # as a docker save, read in place
-            write = lambda d: write_tar(d.with_suffix(".tar"),  # noqa: E731
-                                        docs.docker_members())
-        else:
-            write = docs.write_oci  # noqa: E731
+        where = rng.random()
+        if where < 0.2:                                 # the headers of a docker save itself
+            data = mutate_tar(rng, tar_of(save))
+            write = lambda d: write_bytes(d.with_suffix(".tar"), data)  # noqa: E731
+        else:                                           # the headers of a layer
+            tar = mutate_tar(rng, seed_layer())
+            layer = gzip.compress(tar, mtime=0) if rng.random() < 0.2 else tar
+            docs = ImageDocs.of([layer], seed_docs.config)
+            docs.config["rootfs"]["diff_ids"] = [sha256(tar)]
+            if where < 0.35:                            # in a docker save, read in place
+                write = lambda d: write_tar(d.with_suffix(".tar"),  # noqa: E731
+                                            docs.docker_members())
+            else:
+                write = docs.write_oci  # noqa: E731
         runs.run(i, write, rng.choice(FORMATS))
     outcomes = runs.report(TAR_CASES)
-    for needed in ("ok", "size", "mtime", "NUL", "id", "tar header", "corrupt tar"):
+    for needed in ("ok", "size", "mtime", "NUL", "id", "sparse", "tar header", "corrupt tar",
+                   "archive"):
         assert outcomes.get(needed, 0) >= 10, outcomes
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def _kind_of(message: str) -> str:
@@ -318,6 +330,8 @@ def _kind_of(message: str) -> str:
                          ("not valid JSON", "not valid JSON"), ("must be", "type"),
                          ("got an", "type"), ("'size'", "size"), ("'mtime'", "mtime"),
                          ("NUL byte", "NUL"), ("Linux id", "id"), ("device number", "device"),
+                         ("sparse file", "sparse"), ("not a readable tar archive", "archive"),
+                         ("the archive ends inside", "archive"),
                          ("a tar header cannot be read", "tar header"),
                          ("corrupt tar", "corrupt tar"), ("not a tar", "not a tar")):
         if needle in message:
