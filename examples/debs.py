@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from formats.errors import KilnError
+from recompiler.image.trees import remove_tree, scratch_directory
 
 
 def cache_dir() -> Path:
@@ -34,13 +35,13 @@ def fetch_deb(package: str) -> Path:
     if shutil.which("apt-get") is None:
         raise KilnError(f"cannot fetch the Debian package {package!r}: apt-get is not installed",
                         hint="run scripts/setup.sh on a Debian machine")
-    with tempfile.TemporaryDirectory(dir=debs) as tmp:
+    with scratch_directory(debs, prefix="download-") as tmp:
         proc = subprocess.run(["apt-get", "download", package], cwd=tmp,
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise KilnError(f"apt-get download {package} failed: {proc.stderr.strip()}",
                             hint="run 'apt-get update' (as root) and try again")
-        got = list(Path(tmp).glob("*.deb"))
+        got = list(tmp.glob("*.deb"))
         if len(got) != 1:
             raise KilnError(f"apt-get download {package} produced {len(got)} files, expected one")
         final = debs / got[0].name.replace("%3a", "_")
@@ -55,7 +56,7 @@ def unpacked_deb(package: str) -> Path:
     if (dest / ".complete").exists():
         return dest
     if dest.exists():
-        shutil.rmtree(dest)
+        remove_tree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent))
     try:
@@ -65,7 +66,7 @@ def unpacked_deb(package: str) -> Path:
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            remove_tree(tmp)
     return dest
 
 

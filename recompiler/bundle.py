@@ -9,9 +9,9 @@ point (it must not import the recompiler).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from formats.annotations import ANNOTATION_MEGABINARY_DIGEST, MEGABINARY_PATH
 from formats.errors import KilnError
 from formats.megabinary import read_megabinary
 from recompiler.image import ImageKind, open_image
+from recompiler.image.trees import remove_tree
 
 __all__ = ["prepare_bundle", "BundleError"]
 
@@ -132,7 +133,8 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
             (tmp / "config.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
             (tmp / COMPLETE).write_text(expected + "\n")
             if dest.exists() and not (dest / COMPLETE).is_file():
-                shutil.rmtree(dest, ignore_errors=True)   # a partial bundle from a crashed run
+                with contextlib.suppress(OSError):        # a partial bundle from a crashed run
+                    remove_tree(dest)
             try:
                 os.replace(tmp, dest)
             except OSError:
@@ -141,5 +143,6 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
                     raise
         finally:
             if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_tree(tmp)
     return dest

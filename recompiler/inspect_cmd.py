@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ def _rootfs_for(image_path: Path, platform: str | None = None) -> Iterator[Path]
     """
     from examples.debs import cache_dir
     from recompiler.image import ImageKind, open_image
+    from recompiler.image.trees import scratch_directory
 
     with open_image(image_path, platform=platform) as img:
         if img.kind == ImageKind.ROOTFS and img.rootfs is not None:
@@ -32,8 +32,8 @@ def _rootfs_for(image_path: Path, platform: str | None = None) -> Iterator[Path]
             return
         work = cache_dir() / "work"
         work.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work, prefix="inspect-") as tmp:
-            root = Path(tmp) / "rootfs"
+        with scratch_directory(work, prefix="inspect-") as tmp:
+            root = tmp / "rootfs"
             img.unpack(root)
             yield root
 

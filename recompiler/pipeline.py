@@ -10,7 +10,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from formats.megabinary import (CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, buil
                                 read_megabinary)
 from recompiler.aot import precompile
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
+from recompiler.image.trees import scratch_directory
 from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, take_inventory
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
     work_parent.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     with open_image(image, platform=opts.platform) as src, \
-            tempfile.TemporaryDirectory(dir=work_parent, prefix="recompile-") as work:
+            scratch_directory(work_parent, prefix="recompile-") as work:
         rootfs = Path(work) / "rootfs"
         src.unpack(rootfs)
         stage["unpack"] = time.monotonic() - t

@@ -14,10 +14,16 @@ import os
 import stat
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import zstandard
+
+from recompiler.image.trees import remove_tree, walk_tree
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -92,6 +98,68 @@ def tar_bytes(members: list[M]) -> bytes:
             info.size = len(m.data) if m.type == tarfile.REGTYPE else 0
             tf.addfile(info, io.BytesIO(m.data) if info.size else None)
     return buf.getvalue()
+
+
+# -- raw tar headers, for hostile layers tarfile would not write ------------
+
+FIELDS = {"name": (0, 100), "mode": (100, 8), "uid": (108, 8), "gid": (116, 8),
+          "size": (124, 12), "mtime": (136, 12), "chksum": (148, 8), "typeflag": (156, 1),
+          "linkname": (157, 100), "magic": (257, 6), "version": (263, 2), "uname": (265, 32),
+          "gname": (297, 32), "devmajor": (329, 8), "devminor": (337, 8), "prefix": (345, 155)}
+"""(offset, width) of each field of a POSIX ustar header block."""
+
+
+def base256(value: int, width: int) -> bytes:
+    """``value`` in the GNU base-256 encoding of a numeric field (negative allowed)."""
+    if value >= 0:
+        return b"\x80" + value.to_bytes(width - 1, "big")
+    return b"\xff" + (256 ** (width - 1) + value).to_bytes(width - 1, "big")
+
+
+def fix_checksum(block: bytearray) -> bytearray:
+    """Recompute a header block's checksum, as a writer would (the field counted as spaces)."""
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return block
+
+
+def header(name: str, kind: bytes = tarfile.REGTYPE, length: int = 0, target: str = "",
+           **fields: bytes) -> bytearray:
+    """A ustar header block (type ``kind``, size ``length``, link ``target``); ``fields``
+    (raw bytes, by FIELDS name) overwrite fields, then the checksum is fixed."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname, info.mtime = kind, length, target, 1_600_000_000
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    for field, raw in fields.items():
+        off, width = FIELDS[field]
+        block[off:off + width] = raw.ljust(width, b"\0")[:width]
+    return fix_checksum(block)
+
+
+def pad(data: bytes) -> bytes:
+    """``data`` padded with NULs to whole 512-byte blocks."""
+    return data + b"\0" * (-len(data) % 512)
+
+
+def pax_record(keyword: str | bytes, value: str | bytes) -> bytes:
+    """One pax extended-header record, ``"<len> <keyword>=<value>\\n"`` with its own length."""
+    kw = keyword.encode() if isinstance(keyword, str) else keyword
+    val = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    body = b" " + kw + b"=" + val + b"\n"
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n += 1
+    return str(n).encode() + body
+
+
+def pax_block(records: bytes, kind: bytes = tarfile.XHDTYPE) -> bytes:
+    """A pax extended header (type x, or g for global) holding ``records``, padded."""
+    return bytes(header("././@PaxHeader", kind, len(records))) + pad(records)
+
+
+def raw_tar(*parts: bytes) -> bytes:
+    """Header blocks and data, in order, then the end-of-archive blocks."""
+    return b"".join(parts) + b"\0" * 1024
 
 
 def compress(data: bytes, how: str) -> bytes:
@@ -221,13 +289,134 @@ def docker_archive(path: Path, layers: list[bytes], *, tag: str = "test/img:late
     return path
 
 
+# -- images whose JSON documents are edited as text --------------------------
+
+DOCUMENTS = ("oci-layout", "index.json", "manifest", "config", "manifest.json")
+"""The JSON documents of an image: an OCI layout's four, and a docker save's manifest.json."""
+
+Edit = Callable[[str, bytes], bytes]
+"""``edit(document, data)``: the bytes to write for one document (``data`` is as generated)."""
+
+
+def _as_is(_name: str, data: bytes) -> bytes:
+    return data
+
+
+@dataclass
+class ImageDocs:
+    """One image's layers and JSON documents (as objects), written out with each document
+    passed through an ``edit`` function as bytes; digests and sizes of what a document
+    refers to are fixed up first, so an edit is what the reader sees, past the blob checks."""
+
+    layers: list[bytes]
+    config: dict
+    manifest: dict = field(default_factory=lambda: {"schemaVersion": 2,
+                                                    "mediaType": OCI_MANIFEST})
+    index: dict = field(default_factory=lambda: {"schemaVersion": 2, "mediaType": OCI_INDEX})
+    layout: dict = field(default_factory=lambda: {"imageLayoutVersion": "1.0.0"})
+
+    @classmethod
+    def of(cls, layers: list[bytes], config: dict | None = None) -> "ImageDocs":
+        cfg = config or {"architecture": "amd64", "os": "linux",
+                         "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]}}
+        cfg = {**cfg, "rootfs": {"type": "layers", "diff_ids": [sha256(t) for t in layers]}}
+        return cls(list(layers), cfg)
+
+    def write_oci(self, root: Path, edit: Edit = _as_is) -> Path:
+        """An OCI image layout directory at ``root`` (layers as given; it may exist)."""
+        blobs = root / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+
+        def blob(data: bytes, media_type: str) -> dict:
+            (blobs / sha256(data).split(":")[1]).write_bytes(data)
+            return {"mediaType": media_type, "digest": sha256(data), "size": len(data)}
+
+        layers = [blob(t, LAYER_TYPES["none"]) for t in self.layers]
+        config = edit("config", json.dumps(self.config).encode())
+        manifest = {**self.manifest, "config": blob(config, OCI_CONFIG), "layers": layers}
+        mdesc = blob(edit("manifest", json.dumps(manifest).encode()), OCI_MANIFEST)
+        mdesc["platform"] = {"architecture": "amd64", "os": "linux"}
+        mdesc["annotations"] = {"org.opencontainers.image.ref.name": "latest"}
+        index = {**self.index, "manifests": [mdesc]}
+        (root / "index.json").write_bytes(edit("index.json", json.dumps(index).encode()))
+        (root / "oci-layout").write_bytes(edit("oci-layout", json.dumps(self.layout).encode()))
+        return root
+
+    def docker_members(self, edit: Edit = _as_is) -> dict[str, bytes]:
+        """The files of a docker save (Docker 25+ names) of this image: name -> bytes."""
+        files = {f"blobs/sha256/{sha256(t).split(':')[1]}": t for t in self.layers}
+        layer_names = list(files)
+        config = edit("config", json.dumps(self.config).encode())
+        config_name = f"blobs/sha256/{sha256(config).split(':')[1]}"
+        files[config_name] = config
+        manifest = [{"Config": config_name, "RepoTags": ["test/img:latest"],
+                     "Layers": layer_names}]
+        files["manifest.json"] = edit("manifest.json", json.dumps(manifest).encode())
+        return files
+
+
+def tar_of(files: dict[str, bytes], pax: dict[str, dict[str, str]] | None = None,
+           global_pax: dict[str, str] | None = None) -> bytes:
+    """A tar of ``files`` (name -> bytes); ``pax[name]`` adds pax records to that member,
+    ``global_pax`` a global pax header (for every member) at the start."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers=global_pax) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.pax_headers = dict((pax or {}).get(name, {}))
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_tar(path: Path, files: dict[str, bytes], pax: dict[str, dict[str, str]] | None = None,
+              global_pax: dict[str, str] | None = None) -> Path:
+    """:func:`tar_of` written to ``path``."""
+    path.write_bytes(tar_of(files, pax, global_pax))
+    return path
+
+
+def write_image_docs(docs: ImageDocs, path: Path, which: str, edit: Edit = _as_is) -> Path:
+    """``docs`` written as the kind of image that holds document ``which``: a docker-archive
+    for manifest.json, an OCI layout directory otherwise."""
+    if which == "manifest.json":
+        return write_tar(path.with_suffix(".tar"), docs.docker_members(edit))
+    return docs.write_oci(path, edit)
+
+
+# -- scratch space ------------------------------------------------------------
+
+@contextmanager
+def memory_scratch(fallback: Path, prefix: str) -> Iterator[Path]:
+    """A fresh directory on a tmpfs (/dev/shm) when there is one, else ``fallback``; emptied
+    afterwards without recursion, whatever happened. For tests that create and remove
+    thousands of directories: on a disk mounted with ``discard`` each rmdir takes
+    milliseconds, and pytest's own cleanup (shutil.rmtree) breaks on a deep tree left behind."""
+    shm = Path("/dev/shm")
+    own = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+    path = Path(tempfile.mkdtemp(dir=shm, prefix=prefix)) if own else fallback
+    try:
+        yield path
+    finally:
+        if own:
+            remove_tree(path)
+        else:
+            for child in path.iterdir():
+                remove_tree(child)
+
+
 # -- comparing trees --------------------------------------------------------
 
-def tree(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root``: type, permission bits, content or link target, mtime."""
+def tree(root: Path, skip: Path | None = None) -> dict[str, tuple]:
+    """Every entry under ``root``: type, permission bits, content or link target, mtime.
+
+    The walk does not recurse (trees can be thousands deep); ``skip`` is left out.
+    """
     out: dict[str, tuple] = {}
     root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk_tree(root):
+        dirnames[:] = [d for d in dirnames if Path(dirpath, d) != skip]
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             rel = "/" + p.relative_to(root).as_posix()
@@ -246,9 +435,7 @@ def tree(root: Path) -> dict[str, tuple]:
 
 def snapshot(root: Path, skip: Path) -> dict[str, tuple]:
     """:func:`tree` of ``root`` without the subtree ``skip`` (the destination)."""
-    skip_rel = "/" + Path(skip).relative_to(root).as_posix()
-    return {k: v for k, v in tree(root).items()
-            if k != skip_rel and not k.startswith(skip_rel + "/")}
+    return tree(root, Path(skip))
 
 
 def umoci_unpack(layout: Path, tag: str, bundle: Path) -> Path:

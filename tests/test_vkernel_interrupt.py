@@ -65,7 +65,7 @@ def _guest(tmp: Path, *, poll: bool, catch: int = 0, ignore: int = 0,
         (i32.store $g (i32.const {DONE}) (i32.const 1))
         (i64.store $c {rsp} (i64.add (i64.load $c {rsp}) (i64.const 8)))   ;; ret to sa_restorer
         (drop {SYS(15)})                                                    ;; its rt_sigreturn
-        unreachable))
+        (local.set $t (i64.load $c {rip}))))       ;; answers RELOAD: go on at the restored rip
       (if (i64.ne (local.get $t) (i64.const {LOOP})) (then {setup}))
       (block $out (loop $l
         (br_if $out (i32.load $g (i32.const {DONE})))

@@ -19,9 +19,9 @@ from vkernel.fdtable import FdTable
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
 from vkernel.signals import (SI_KERNEL, CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
-                             STOP, UNBLOCKABLE, SigReturn, SignalInterrupt, build_frame,
-                             clear_interrupt,
-                             default_action, lowest_deliverable, sync_host, sync_host_mask)
+                             STOP, UNBLOCKABLE, SignalInterrupt, build_frame, clear_interrupt,
+                             default_action, lowest_deliverable, restore_frame, sync_host,
+                             sync_host_mask)
 from vkernel.signals import bit as sigbit
 from vkernel.vfs import Vfs
 
@@ -34,6 +34,11 @@ _RESTARTABLE = frozenset((0, 1, 2, 17, 18, 19, 20, 16, 40, 61, 72, 73, 247, 257)
 """Syscalls Linux restarts after an SA_RESTART handler (ERESTARTSYS): read, write, open,
 pread64, pwrite64, readv, writev, ioctl, sendfile, wait4, fcntl, flock, waitid, openat. Others
 (pause, sigsuspend, nanosleep, poll, select...) return EINTR."""
+_MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+_RESUME = abi.SYSCALL_FRAME + abi.SYSCALL_FRAME_OFFSETS["resume"]
+_SYSCALL_ARGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+_FAULT_FRAMES_KEPT = 256
+"""Fault frames remembered at most (those a handler left by siglongjmp are never returned to)."""
 
 
 def _signame(sig: int) -> str:
@@ -47,6 +52,11 @@ if TYPE_CHECKING:
     from vkernel.instances import GuestCode
     from vkernel.policy import UnitInfo
     from vkernel.syscalls.table import SyscallEntry
+
+
+class _Restart(Exception):
+    """Raised by :meth:`Kernel.sigreturn` when the restored context is at a syscall that a
+    signal frame restarts; ``on_syscall`` traces the rt_sigreturn, then runs it."""
 
 
 @dataclass
@@ -111,11 +121,15 @@ class Kernel:
         self.reported_unknown: set[int] = set()
         self.syscall_count = 0
         self.interruptible = False        # a blocking call is running: a signal may end it (EINTR)
-        self.reenter: Any = None          # runs the module's kiln_run again (signal handlers)
         self.code: "GuestCode" = None     # type: ignore[assignment]   # the store's instances
         self.unit_module: Any = None      # UnitInfo -> its deserialized wasmtime.Module
-        self.signal_depth = 0             # nested handler runs in progress
         self.saved_mask: int | None = None  # rt_sigsuspend/ppoll: the mask the frame restores
+        # Guest addresses of `syscall` instructions a signal frame's context restarts (SA_RESTART):
+        # rt_sigreturn to one runs that syscall (the instruction itself is no dispatch entry).
+        self.restart_sites: set[int] = set()
+        # Frames pushed for a fault: frame address -> (signal, faulting rip, message). A handler
+        # returning to that rip unchanged ends the guest (the instruction cannot be retried).
+        self.fault_frames: dict[int, tuple[int, int, str]] = {}
         # Which side runs: True while the main thread executes Python (an import, set-up),
         # False while it is in lifted code. The signal watcher may end the process only then.
         self.in_host = True
@@ -256,15 +270,19 @@ class Kernel:
                 result = -errno.EINTR
             except (ValueError, IndexError, OverflowError, struct.error):
                 result = -errno.EFAULT
-            except (GuestExit, GuestExec, SigReturn) as e:
+            except (GuestExit, GuestExec) as e:
                 if self.trace:
-                    self._trace(nr, frame, 0 if isinstance(e, GuestExec) else
-                                self.ctl.get("rax") if isinstance(e, SigReturn) else None)
+                    self._trace(nr, frame, 0 if isinstance(e, GuestExec) else None)
                 raise
+            except _Restart:                       # rt_sigreturn to an interrupted syscall
+                if self.trace:
+                    self._trace(nr, frame, self.ctl.get("rax"))
+                self._restart()
+                return
             if self.trace:
                 self._trace(nr, frame, result)
             if self.proc.sigpending:
-                result = self._signals(nr, frame, fast, result)
+                self._signals(nr, frame, result)
             self.ctl.set_result(result)
         finally:
             self.in_host = False
@@ -334,108 +352,149 @@ class Kernel:
                       f"si_code={_SI_CODES.get(code, code)}{who}}} ---", file=self.trace_out, flush=True)
             return sig, act
 
-    def _signals(self, nr: int, frame: tuple[int, ...], fast: Any, result: int) -> int:
-        """Deliver the pending, unblocked signals; the syscall's (possibly new) result."""
+    # -- delivery: frames on the guest stack, no nested run (vkernel/signals.py) ----------
+    def _signals(self, nr: int, frame: tuple[int, ...], result: int) -> None:
+        """The syscall boundary: deliver the pending, unblocked signals. When a handler is to
+        run, the import answers RELOAD and dispatch starts it."""
+        c = self.ctl
+        if struct.unpack_from("<I", c.view, _RESUME)[0] == abi.Resume.RELOAD:
+            self.deliver()                 # rt_sigreturn, clone on a new stack: state = context
+            return
+        # The registers as the guest sees them right after `syscall` returns.
+        nxt = frame[7]
+        c.set("rax", result)
+        c.set("rip", nxt)
+        c.set("rcx", nxt)
+        c.set("r11", c.get("rflags"))
+        if self.deliver((nr, result)):
+            c.set_resume(abi.Resume.RELOAD)
+
+    def deliver(self, syscall: tuple[int, int] | None = None) -> bool:
+        """Deliver the pending, unblocked signals as Linux does on the way back to user mode:
+        default actions here, and for each guest handler an rt_sigframe pushed on the guest
+        stack that saves the CPU state (the complete interrupted context), which then starts
+        the handler. Several handlers stack up: the last one pushed runs first and "returns"
+        into the start of the one before. ``syscall`` = (number, result) of the syscall just
+        made: the first handler decides whether it restarts (SA_RESTART), as Linux's
+        ERESTARTSYS: its frame then saves the context at the `syscall` instruction (rip - 2,
+        rax = number). True when a handler is to run (dispatch restarts at state.rip)."""
+        c = self.ctl
         p = self.proc
+        pushed = False
         while True:
             taken = self._next_handled()
             if taken is None:
-                if self.saved_mask is not None:     # sigsuspend/ppoll: no handler took it
-                    p.sigmask, self.saved_mask = self.saved_mask, None
-                    sync_host_mask(p)
-                clear_interrupt(self.ctl.view)      # taken here: no stop at a back edge
-                return result
+                break
             sig, act = taken
-            restart = (result == -errno.EINTR and bool(act.flags & SA_RESTART) and fast is not None
-                       and nr in _RESTARTABLE)
-            result, reload = self._run_handler(sig, act, frame, result)
-            if reload:
-                return result
-            if restart:
-                result = self._call(fast, frame)
+            if syscall is not None:
+                nr, result = syscall
+                syscall = None
+                if result == -errno.EINTR and act.flags & SA_RESTART and nr in _RESTARTABLE:
+                    site = (c.get("rip") - 2) & _MASK64
+                    self.restart_sites.add(site)
+                    c.set("rip", site)
+                    c.set("rax", nr)
+            old_mask = p.sigmask if self.saved_mask is None else self.saved_mask
+            self.saved_mask = None
+            code, pid, uid = p.siginfo.pop(sig, (SI_KERNEL, 0, 0))
+            self._push_frame(sig, act, old_mask, code, pid, uid, 0)
+            pushed = True
+        if self.saved_mask is not None:            # sigsuspend/ppoll: no handler took it
+            p.sigmask, self.saved_mask = self.saved_mask, None
+            sync_host_mask(p)
+        clear_interrupt(c.view)                    # taken here: no stop at a back edge
+        return pushed
 
-    def _run_handler(self, sig: int, act: SignalAction, frame: tuple[int, ...],
-                     result: int) -> tuple[int, bool]:
-        """Run the guest handler for ``sig`` in a nested kiln_run (vkernel/signals.py);
-        (the syscall's result after the handler, whether dispatch must RELOAD)."""
-        c = self.ctl
-        view = c.view
-        saved_frame = bytes(view[abi.SYSCALL_FRAME:abi.SYSCALL_FRAME + 0x48])
-        saved_fault = bytes(view[abi.FAULT_RECORD:abi.FAULT_RECORD + 16])
-        next_rip = frame[7]
-        # The registers as the guest sees them right after `syscall` returns.
-        c.set("rax", result)
-        c.set("rip", next_rip)
-        c.set("rcx", next_rip)
-        c.set("r11", c.get("rflags"))
-        old_mask = self.proc.sigmask if self.saved_mask is None else self.saved_mask
-        self.saved_mask = None
-        code, pid, uid = self.proc.siginfo.pop(sig, (SI_KERNEL, 0, 0))
-        self._nested_handler(sig, act, old_mask, code, pid, uid, 0)
-        view[abi.SYSCALL_FRAME:abi.SYSCALL_FRAME + 0x48] = saved_frame
-        view[abi.FAULT_RECORD:abi.FAULT_RECORD + 16] = saved_fault
-        if c.get("rip") != next_rip:
-            c.set_resume(abi.Resume.RELOAD)        # the handler changed the context
-            return c.get("rax"), True
-        return c.get("rax"), False
-
-    def _nested_handler(self, sig: int, act: SignalAction, old_mask: int, code: int, pid: int,
-                        uid: int, addr: int) -> None:
-        """Frame, mask, then the handler in a nested kiln_run until its rt_sigreturn."""
-        c = self.ctl
+    def _push_frame(self, sig: int, act: SignalAction, old_mask: int, code: int, pid: int,
+                    uid: int, addr: int) -> int:
+        """One handler's rt_sigframe, then its blocked set and SA_RESETHAND: the frame address."""
         p = self.proc
-        if self.reenter is None:
-            raise GuestExit(128 + sig, sig, f"signal {sig}: no module to run the handler in")
         try:
-            build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code, pid, uid,
-                        addr)
-        except ValueError:
-            raise GuestExit(128 + SIGSEGV, SIGSEGV,
-                            f"{p.exe}: cannot write the signal frame for signal {sig} "
-                            f"(stack at {c.get('rsp'):#x})") from None
+            frame = build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code,
+                                pid, uid, addr)
+        except ValueError as e:
+            # Linux cannot write the frame either: the process dies of SIGSEGV.
+            raise GuestExit(128 + SIGSEGV, SIGSEGV, f"{p.exe}: cannot deliver {_signame(sig)} "
+                            f"(stack at {self.ctl.get('rsp'):#x}): {e}") from None
+        self.fault_frames.pop(frame, None)         # whatever frame was here is gone
         p.sigmask = (p.sigmask | act.mask | (0 if act.flags & SA_NODEFER else sigbit(sig))) \
             & ~UNBLOCKABLE
         sync_host_mask(p)
         if act.flags & SA_RESETHAND:
             p.sigactions[sig] = SignalAction()
             sync_host(p, (sig,))
-        self.signal_depth += 1
+        return frame
+
+    def sigreturn(self) -> int:
+        """rt_sigreturn: the context, blocked set and FPU state back from the frame at rsp - 8;
+        dispatch resumes there (RELOAD). A context at a syscall the frame restarts runs it
+        (through :class:`_Restart`); a fault's handler returning to the faulting instruction
+        unchanged ends the guest of that signal, since lifted code cannot retry it."""
+        c = self.ctl
+        frame = (c.get("rsp") - 8) & _MASK64
+        fault = self.fault_frames.pop(frame, None)
         try:
-            self.reenter()
-        except SigReturn:
-            pass
-        else:
-            raise GuestExit(128 + SIGSEGV, SIGSEGV, "a signal handler's run returned without "
-                            "rt_sigreturn")
-        finally:
-            self.signal_depth -= 1
+            restore_frame(self)
+        except ValueError:
+            raise GuestExit(128 + SIGSEGV, SIGSEGV, f"{self.proc.exe}: rt_sigreturn without a "
+                            f"readable signal frame at {frame:#x}") from None
+        c.set_resume(abi.Resume.RELOAD)
+        rip = c.get("rip")
+        if fault is not None and rip == fault[1]:
+            sig, _, message = fault
+            raise GuestExit(128 + sig, sig, f"{message} (its {_signame(sig)} handler returned; "
+                            "the instruction cannot be retried)")
+        if rip in self.restart_sites and c.get("rax") in _RESTARTABLE:
+            raise _Restart()
+        return c.get("rax")
+
+    def _restart(self) -> None:
+        """Run the syscall at state.rip, as the CPU would on returning there (SA_RESTART): its
+        arguments from the restored registers, then delivery as after any syscall. A handler
+        that is deliverable already runs first; its frame saves the context at the syscall."""
+        c = self.ctl
+        while c.get("rip") in self.restart_sites and c.get("rax") in _RESTARTABLE:
+            if self.proc.sigpending and lowest_deliverable(self.proc) and self.deliver():
+                return
+            nxt = (c.get("rip") + 2) & _MASK64
+            nr = c.get("rax")
+            frame = (nr, *(c.get(r) for r in _SYSCALL_ARGS), nxt)
+            fast = self._fast.get(nr)
+            result = self._unknown(nr) if fast is None else self._call(fast, frame)
+            if self.trace:
+                self._trace(nr, frame, result)
+            c.set("rax", result)
+            c.set("rip", nxt)
+            c.set("rcx", nxt)
+            c.set("r11", c.get("rflags"))
+            if self.proc.sigpending:
+                self.deliver((nr, result))
 
     def on_interrupt(self) -> None:
         """fault(INTERRUPT): lifted code stopped at a loop back edge with the CPU state
-        complete. Deliver the pending, unblocked signals as at a syscall boundary (default
-        action, or the handler in a nested run); the caller then re-enters at state.rip."""
+        complete. Deliver as at a syscall boundary; the caller then re-enters kiln_run at
+        state.rip (the loop header, or the handler that runs first)."""
         clear_interrupt(self.ctl.view)
-        while True:
-            taken = self._next_handled()
-            if taken is None:
-                return
-            sig, act = taken
-            code, pid, uid = self.proc.siginfo.pop(sig, (SI_KERNEL, 0, 0))
-            self._nested_handler(sig, act, self.proc.sigmask, code, pid, uid, 0)
+        self.deliver()
 
-    def fault_to_handler(self, sig: int, addr: int, code: int, message: str) -> GuestExit:
-        """A fault (no translation, #DE, ud2...) raises ``sig``: a guest handler runs first
-        (nested, with si_addr = ``addr``); the guest then dies of the signal, since the
-        faulting instruction cannot be re-executed. Returns the GuestExit to raise."""
+    def fault_to_handler(self, sig: int, addr: int, code: int, message: str) -> GuestExit | None:
+        """A fault (no translation, #DE, ud2...) raises ``sig`` with si_addr = ``addr``, the
+        CPU state holding the faulting context. With a guest handler (and ``sig`` not blocked)
+        its frame is pushed and None returned: the caller re-enters kiln_run at the handler.
+        Otherwise (Linux forces a blocked or ignored fault signal) the GuestExit to raise."""
         p = self.proc
         act = p.sigactions.get(sig)
-        if act is not None and act.handler not in (SIG_DFL, SIG_IGN) and not p.sigmask & sigbit(sig):
-            if self.trace:
-                print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, si_addr={addr:#x}}} ---",
-                      file=self.trace_out, flush=True)
-            self._nested_handler(sig, act, p.sigmask, code, 0, 0, addr)
-            message += f" (its {_signame(sig)} handler returned; the instruction cannot be retried)"
-        return GuestExit(128 + sig, sig, message)
+        if act is None or act.handler in (SIG_DFL, SIG_IGN) or p.sigmask & sigbit(sig):
+            return GuestExit(128 + sig, sig, message)
+        if self.trace:
+            print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, si_addr={addr:#x}}} ---",
+                  file=self.trace_out, flush=True)
+        rip = self.ctl.get("rip")
+        frame = self._push_frame(sig, act, p.sigmask, code, 0, 0, addr)
+        self.fault_frames[frame] = (sig, rip, message)
+        if len(self.fault_frames) > _FAULT_FRAMES_KEPT:
+            del self.fault_frames[next(iter(self.fault_frames))]
+        return None
 
     def _unknown(self, nr: int) -> int:
         from vkernel.syscalls.numbers import SYSCALL_NAMES

@@ -234,17 +234,22 @@ class Runtime:
                    audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
 
         def on_fault(code: int) -> None:
+            # Never returns: the guest dies (GuestExit), or the state says where it goes on
+            # (a handler's frame was pushed) and kiln_run is entered again there (Redispatch).
             k.enter_host()
             if code == abi.FaultCode.INTERRUPT:
-                k.on_interrupt()               # may run a handler, or end the guest
-                raise signals.InterruptReenter()
+                k.on_interrupt()               # may push handler frames, or end the guest
+                raise signals.Redispatch()
             e = self._fault(k, code)
             if e.signal in _FAULT_SI_CODE:
                 addr = k.ctl.read_fault()[2] & 0xFFFFFFFF
                 si_code = _FAULT_SI_CODE[e.signal]
                 if e.signal == hsignal.SIGSEGV and k.space.at(addr) is not None:
                     si_code = 2                 # SEGV_ACCERR: mapped, but not code
-                e = k.fault_to_handler(e.signal, addr, si_code, e.message or "")
+                dead = k.fault_to_handler(e.signal, addr, si_code, e.message or "")
+                if dead is None:
+                    raise signals.Redispatch()
+                e = dead
             raise e
 
         def on_rdtsc() -> int:
@@ -285,18 +290,18 @@ class Runtime:
         signals.sync_host(self.proc)
 
         def run_from_state() -> None:
-            """kiln_run at the CPU state's rip, again after each fault(INTERRUPT)."""
+            """kiln_run at the CPU state's rip; again (a loop, never nested) each time a fault
+            leaves the state somewhere else to go on (an interrupted loop, a signal handler)."""
             while True:
                 k.leave_host()
                 try:
                     run(store)
-                except signals.InterruptReenter:
+                except signals.Redispatch:
                     continue
                 finally:
                     k.enter_host()
                 return
 
-        k.reenter = run_from_state
         if not self.proc.is_forked_child:
             signals.on_fatal = self._die_of
         try:

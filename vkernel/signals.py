@@ -11,44 +11,72 @@ How a signal reaches a guest handler
   a busy loop) and a forwarding handler in the first process (whose death must
   still clean the upper layer and print the shell-like message). The guest's
   blocked set is mirrored with ``pthread_sigmask``. Signals vkernel raises
-  itself (SIGPIPE on a closed pipe, faults) are marked pending directly.
-* **Delivery** happens at syscall boundaries: when the syscall's result is
-  known and a pending signal is not blocked, the kernel applies the default
-  action or runs the handler. Blocking syscalls (read, wait4, nanosleep,
-  poll, pause...) run "interruptible": the forwarding handler raises
+  itself (SIGPIPE on a closed pipe) are marked pending directly; a fault's
+  signal goes to its handler at once (below).
+* **Delivery** happens where Linux delivers, on the way back to the guest:
+  after each syscall, at a loop back edge (below) and at a fault. The default
+  action is applied there, or the handler set up (``Kernel.deliver``, one
+  routine for all three). Blocking syscalls (read, wait4, nanosleep, poll,
+  pause...) run "interruptible": the forwarding handler raises
   :class:`SignalInterrupt` out of them and the guest sees ``EINTR``, or the
-  call restarts after the handler when the action has ``SA_RESTART``.
+  call restarts (below) when the action has ``SA_RESTART``.
 * **Busy loops.** A Python handler runs only between Python bytecodes, and
   the main thread runs none while it is in lifted code. A watcher thread
   (:func:`install_wakeup`) reads the signal wakeup pipe instead (Wasmtime
   releases the GIL while WebAssembly runs) and raises the control memory's
   ``INTERRUPT_FLAG``. Lifted code polls it at loop back edges and calls
-  ``fault(INTERRUPT)`` with the CPU state complete; vkernel clears the flag,
-  delivers as at a syscall boundary (``Kernel.on_interrupt``) and re-enters
-  ``kiln_run`` at the state's rip (:class:`InterruptReenter`). A signal whose
-  default action kills the first guest process ends it from the watcher
-  when lifted code does not take it within :data:`FATAL_GRACE` (code without
-  the poll); in forked processes the host's own ``SIG_DFL`` does that.
-* **Frames.** The handler gets a Linux x86-64 ``rt_sigframe`` on the guest
-  stack (or the ``sigaltstack`` with ``SA_ONSTACK``): return address
-  ``sa_restorer``, ``ucontext`` with the saved registers in ``uc_mcontext``,
-  the old blocked set, ``siginfo``, and a 512-byte FXSAVE area that
-  ``fpstate`` points to. ``rdi``/``rsi``/``rdx`` = signal, &siginfo,
-  &ucontext. ``rt_sigreturn`` reads the frame back.
-* **Running the handler.** The lifter does not make the instruction after a
-  ``syscall`` a dispatch entry, so vkernel cannot resume an interrupted
-  function from the CPU state alone. It therefore runs the handler with a
-  nested call of the module's ``kiln_run`` from inside the syscall import;
-  the handler returns to ``sa_restorer``, whose ``rt_sigreturn`` restores the
-  CPU state and unwinds the nested run (:class:`SigReturn`). The interrupted
-  lifted code then continues with the syscall result from the restored
-  ``rax``. If the handler changed the saved ``rip`` (a context switch), the
-  import answers ``resume = RELOAD`` and dispatch restarts at the new rip.
-  A handler that leaves by ``siglongjmp`` keeps its nested run's WebAssembly
-  frames until the process ends (bounded by the 2 MiB wasm stack).
+  ``fault(INTERRUPT)`` with the CPU state complete and rip = the loop header
+  (a dispatch entry); vkernel clears the flag, delivers (``Kernel.on_interrupt``)
+  and re-enters ``kiln_run`` at the state's rip (:class:`Redispatch`). A
+  signal whose default action kills the first guest process ends it from the
+  watcher when lifted code does not take it within :data:`FATAL_GRACE` (code
+  without the poll); in forked processes the host's own ``SIG_DFL`` does that.
+* **Frames.** A handler gets a Linux x86-64 ``rt_sigframe`` on the guest
+  stack (or the ``sigaltstack`` with ``SA_ONSTACK``), placed as Linux's
+  ``get_sigframe`` does: return address ``sa_restorer``, ``ucontext`` with the
+  interrupted registers in ``uc_mcontext``, the old blocked set, ``siginfo``,
+  and a 512-byte FXSAVE area that ``fpstate`` points to. The CPU state then
+  starts the handler: ``rdi``/``rsi``/``rdx`` = signal, &siginfo, &ucontext,
+  rsp = the frame. A frame that does not fit on writable guest memory, or
+  would run off the alternate stack, kills the guest with SIGSEGV, as Linux
+  does (WebAssembly enforces no page protection, so the mapping table decides).
+* **Running the handler: no nesting.** Nothing runs the handler from Python.
+  At a syscall the import answers ``resume = RELOAD``: lifted code returns to
+  ``kiln_run``, whose loop dispatches the state's rip, the handler. After
+  ``fault(INTERRUPT)`` or a fault the import raises :class:`Redispatch`: the
+  WebAssembly stack unwinds and ``kiln_run`` is entered again, in a loop, at
+  the handler. The handler returns to ``sa_restorer``, whose ``rt_sigreturn``
+  restores the context from the frame and answers RELOAD: dispatch resumes at
+  the restored rip. This needs that rip to be a dispatch entry: the lifter
+  makes the instruction after every ``syscall`` one (recompiler/x86_64/cfg.py)
+  and loop headers are (the interrupt poll). A handler that leaves by
+  ``siglongjmp`` or rewrites ``uc_mcontext`` (a context switch) just lands
+  elsewhere through dispatch; any number of handlers, nested or abandoned,
+  costs guest stack only, never Python or WebAssembly stack.
+* **Several signals** deliverable at once each get a frame, as on Linux: the
+  later frame is pushed on top and runs first, "returning" into the start of
+  the earlier handler. The temporary mask of sigsuspend, ppoll and pselect
+  (``Kernel.saved_mask``) is the old mask of the first frame.
+* **SA_RESTART.** Linux restarts an interrupted syscall by saving the context
+  at the ``syscall`` instruction (rip - 2, rax = its number) so that
+  rt_sigreturn re-executes it. vkernel saves the same context and remembers
+  the instruction's address (``Kernel.restart_sites``); that instruction is no
+  dispatch entry, so rt_sigreturn to it runs the syscall from the restored
+  registers itself (``Kernel._restart``): it may block and be interrupted
+  again. Which calls restart is ``kernel._RESTARTABLE``; the others give EINTR.
+* **Faults** (no translation, #DE, ud2...) raise their signal with the
+  faulting context in the frame (``Kernel.fault_to_handler``). The faulting
+  instruction cannot be retried (lifted code cannot resume in the middle of a
+  block), so a handler that returns to it unchanged ends the guest with the
+  fault's message; one that moves rip to a dispatch entry, or leaves by
+  siglongjmp, goes on there. A fault while its signal is blocked (inside its
+  own handler without ``SA_NODEFER``) or ignored kills the guest, as Linux
+  forces it; with ``SA_NODEFER`` the handler re-enters, one frame deeper each
+  time, until the stack is exhausted.
 """
 from __future__ import annotations
 
+import _signal
 import signal as hsignal
 import os
 import _thread
@@ -106,13 +134,10 @@ class SignalInterrupt(BaseException):
     """Raised by the forwarding handler out of an interruptible blocking call (EINTR)."""
 
 
-class SigReturn(BaseException):
-    """Raised by rt_sigreturn to end the nested run of a handler (never reaches a user)."""
-
-
-class InterruptReenter(BaseException):
-    """Raised out of ``fault(INTERRUPT)`` once its signals are delivered: the WebAssembly stack
-    unwinds and ``kiln_run`` is entered again at the CPU state's rip (never reaches a user)."""
+class Redispatch(BaseException):
+    """Raised out of the ``fault`` import once the CPU state says where the guest goes on (the
+    interrupted loop's header, or a handler whose frame was pushed): the WebAssembly stack
+    unwinds and ``kiln_run`` is entered again at the state's rip (never reaches a user)."""
 
 
 # -- the host side ----------------------------------------------------------------------
@@ -346,8 +371,13 @@ def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
 
 
 def sync_host_mask(p: "ProcessState") -> None:
-    blocked = {s for s in MIRRORED if p.sigmask & bit(s)}
-    hsignal.pthread_sigmask(hsignal.SIG_SETMASK, blocked)
+    m = p.sigmask & MIRRORED_MASK
+    blocked = []
+    while m:
+        low = m & -m
+        blocked.append(low.bit_length())
+        m ^= low
+    _signal.pthread_sigmask(hsignal.SIG_SETMASK, blocked)    # no Signals set of the old mask
 
 
 def save_host() -> tuple[dict[int, object], set[int]]:
@@ -418,42 +448,57 @@ UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 0x2, 0x4
 SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
 
 
-def _fxsave(k: "Kernel") -> bytes:
-    c = k.ctl
-    top = c.get("fpu_top") & 7
-    fsw = (c.get("fpu_sw") & ~(7 << 11)) | (top << 11)
+# The CPU state read and written in bulk (formats/abi.py lays these out contiguously).
+_GPR_ORDER = tuple(f.name for f in abi.CPU_STATE_FIELDS[:18])     # rax..r15, rip, rflags
+_GPRS = struct.Struct("<18Q")
+_MCTX_FROM_STATE = tuple(_GPR_ORDER.index(r) for r in _MCTX_REGS)
+_STATE_FROM_MCTX = tuple(_MCTX_REGS.index(r) for r in _GPR_ORDER[:17])
+_RSP, _RIP, _RFLAGS, _RAX, _RDI, _RSI, _RDX = (_GPR_ORDER.index(r) for r in (
+    "rsp", "rip", "rflags", "rax", "rdi", "rsi", "rdx"))
+_FPU = struct.Struct("<IHHHH")                 # mxcsr, fpu_cw, fpu_sw, fpu_tag, fpu_top
+_FPU_AT = abi.CPU_STATE + abi.CPU_STATE_OFFSETS["mxcsr"]
+_XMM_AT = abi.CPU_STATE + abi.CPU_STATE_OFFSETS["xmm0"]
+_ST_AT = abi.CPU_STATE + abi.CPU_STATE_OFFSETS["st0"]
+assert _GPR_ORDER[16:] == ("rip", "rflags") and \
+    [abi.CPU_STATE_OFFSETS[r] for r in _GPR_ORDER] == list(range(0, 144, 8))
+assert [abi.CPU_STATE_OFFSETS[f] - abi.CPU_STATE_OFFSETS["mxcsr"] for f in
+        ("fpu_cw", "fpu_sw", "fpu_tag", "fpu_top")] == [4, 6, 8, 10]
+assert all(abi.CPU_STATE_OFFSETS[f"xmm{i}"] == abi.CPU_STATE_OFFSETS["xmm0"] + 16 * i and
+           abi.CPU_STATE_OFFSETS[f"st{i % 8}"] == abi.CPU_STATE_OFFSETS["st0"] + 16 * (i % 8)
+           for i in range(16))
+
+
+def _fxsave(view: memoryview) -> bytearray:
+    """The FXSAVE image of the CPU state's x87 and SSE registers."""
+    mxcsr, fcw, fsw, ftw, top = _FPU.unpack_from(view, _FPU_AT)
+    top &= 7
     out = bytearray(_FXSAVE_SIZE)
-    struct.pack_into("<HHBxH", out, 0, c.get("fpu_cw"), fsw, c.get("fpu_tag") & 0xFF, 0)
-    struct.pack_into("<II", out, 24, c.get("mxcsr"), 0xFFFF)
-    base = abi.CPU_STATE
-    v = c.view
+    struct.pack_into("<HHBxH", out, 0, fcw, (fsw & ~(7 << 11)) | (top << 11), ftw & 0xFF, 0)
+    struct.pack_into("<II", out, 24, mxcsr, 0xFFFF)
     for i in range(8):                         # ST(i) = physical register (top + i) % 8
-        off = base + abi.CPU_STATE_OFFSETS[f"st{(top + i) & 7}"]
-        out[32 + 16 * i:32 + 16 * i + 10] = v[off:off + 10]
-    for i in range(16):
-        off = base + abi.CPU_STATE_OFFSETS[f"xmm{i}"]
-        out[160 + 16 * i:176 + 16 * i] = v[off:off + 16]
-    return bytes(out)
+        off = _ST_AT + 16 * ((top + i) & 7)
+        out[32 + 16 * i:42 + 16 * i] = view[off:off + 10]
+    out[160:416] = view[_XMM_AT:_XMM_AT + 256]
+    return out
 
 
-def _fxrstor(k: "Kernel", data: bytes) -> None:
-    c = k.ctl
+def _fxrstor(view: memoryview, data: bytes) -> None:
     fcw, fsw, ftw = struct.unpack_from("<HHB", data, 0)
     mxcsr = struct.unpack_from("<I", data, 24)[0]
     top = (fsw >> 11) & 7
-    c.set("fpu_cw", fcw)
-    c.set("fpu_sw", fsw)
-    c.set("fpu_tag", ftw)
-    c.set("fpu_top", top)
-    c.set("mxcsr", mxcsr & 0xFFFF)
-    base = abi.CPU_STATE
-    v = c.view
+    _FPU.pack_into(view, _FPU_AT, mxcsr & 0xFFFF, fcw, fsw, ftw, top)
     for i in range(8):
-        off = base + abi.CPU_STATE_OFFSETS[f"st{(top + i) & 7}"]
-        v[off:off + 10] = data[32 + 16 * i:32 + 16 * i + 10]
-    for i in range(16):
-        off = base + abi.CPU_STATE_OFFSETS[f"xmm{i}"]
-        v[off:off + 16] = data[160 + 16 * i:176 + 16 * i]
+        off = _ST_AT + 16 * ((top + i) & 7)
+        view[off:off + 10] = data[32 + 16 * i:42 + 16 * i]
+    view[_XMM_AT:_XMM_AT + 256] = data[160:416]
+
+
+def _writable(k: "Kernel", start: int, end: int) -> bool:
+    """Whether guest [start, end) is mapped writable (as a frame needs: Linux's stack ends)."""
+    if not 0 < start < end <= 1 << 32:
+        return False
+    space = k.space
+    return space.fully_mapped(start, end) and all(m.prot & 2 for m in space.covering(start, end))
 
 
 def _on_altstack(p: "ProcessState", sp: int) -> bool:
@@ -466,30 +511,40 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
                 addr: int = 0) -> int:
     """Write an rt_sigframe for ``sig`` from the CPU state and point the state at ``handler``.
 
-    Returns the frame address (the handler's rsp). ValueError when the stack is not
-    writable guest memory (the caller then kills the guest with SIGSEGV, as Linux does).
+    Returns the frame address (the handler's rsp). ValueError when the frame does not fit
+    (the caller then kills the guest with SIGSEGV, as Linux does): the stack is not mapped
+    writable there (WebAssembly enforces no protection, so the mapping table decides), or
+    the frame would run off the alternate stack the handler is on.
     """
     c = k.ctl
     p = k.proc
     rsp = c.get("rsp")
     base, ss_flags, size = p.altstack
-    if flags & SA_ONSTACK and not ss_flags & SS_DISABLE and size and not _on_altstack(p, rsp):
+    # As Linux's get_sigframe: below the red zone, or at the top of the alternate stack when
+    # SA_ONSTACK and that point is not on it (tested after the red zone, as Linux does).
+    on_alt = _on_altstack(p, rsp)
+    sp = (rsp - _REDZONE) & 0xFFFF_FFFF_FFFF_FFFF
+    entering = bool(flags & SA_ONSTACK and not ss_flags & SS_DISABLE and size
+                    and not _on_altstack(p, sp))
+    if entering:
         sp = base + size
-    else:
-        sp = rsp - _REDZONE
-    sp &= 0xFFFF_FFFF_FFFF_FFFF
     fpstate = (sp - _FXSAVE_SIZE) & ~63
     frame = ((fpstate - _FRAME_SIZE) & ~15) - 8
-    buf = bytearray(_FRAME_SIZE)
+    if (on_alt or entering) and not _on_altstack(p, frame):
+        raise ValueError(f"the signal frame at {frame:#x} overflows the alternate signal stack")
+    if not _writable(k, frame, fpstate + _FXSAVE_SIZE):
+        raise ValueError(f"the signal frame at {frame:#x} is not on writable guest memory")
+    buf = bytearray(fpstate + _FXSAVE_SIZE - frame)      # the frame, then the FXSAVE area
     struct.pack_into("<Q", buf, 0, restorer)
     uc = _FRAME_UC
     struct.pack_into("<QQ", buf, uc + _UC_FLAGS, UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0)
     struct.pack_into("<QiiQ", buf, uc + _UC_STACK, base, ss_flags | (SS_ONSTACK if _on_altstack(p, rsp) else 0),
                      0, size)
     m = uc + _UC_MCTX
-    regs = [c.get(r) for r in _MCTX_REGS]
-    struct.pack_into("<17Q", buf, m, *regs)
-    struct.pack_into("<QHHHHQQQQQ", buf, m + 17 * 8, c.get("rflags"), 0x33, 0, 0, 0x2B,
+    view = c.view
+    state = _GPRS.unpack_from(view, abi.CPU_STATE)
+    struct.pack_into("<17Q", buf, m, *[state[i] for i in _MCTX_FROM_STATE])
+    struct.pack_into("<QHHHHQQQQQ", buf, m + 17 * 8, state[_RFLAGS], 0x33, 0, 0, 0x2B,
                      0, 0, old_mask, 0, fpstate)
     struct.pack_into("<Q", buf, uc + _UC_SIGMASK, old_mask)
     info = _FRAME_INFO
@@ -497,15 +552,13 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
         struct.pack_into("<iiiiQ", buf, info, sig, 0, code, 0, addr)
     else:                                      # kill/tgkill: si_pid, si_uid
         struct.pack_into("<iiiiII", buf, info, sig, 0, code, 0, pid, uid)
-    k.space.write(fpstate, _fxsave(k))
-    k.space.write(frame, bytes(buf))
-    c.set("rsp", frame)
-    c.set("rip", handler)
-    c.set("rdi", sig)
-    c.set("rsi", frame + _FRAME_INFO)
-    c.set("rdx", frame + _FRAME_UC)
-    c.set("rax", 0)
-    c.set("rflags", c.get("rflags") & ~(1 << 10))      # DF clear at handler entry (ABI)
+    buf[fpstate - frame:] = _fxsave(view)
+    k.space.write(frame, buf)
+    regs = list(state)
+    regs[_RSP], regs[_RIP], regs[_RAX] = frame, handler & 0xFFFF_FFFF_FFFF_FFFF, 0
+    regs[_RDI], regs[_RSI], regs[_RDX] = sig, frame + _FRAME_INFO, frame + _FRAME_UC
+    regs[_RFLAGS] &= ~(1 << 10)                # DF clear at handler entry (ABI)
+    _GPRS.pack_into(view, abi.CPU_STATE, *regs)
     return frame
 
 
@@ -519,12 +572,12 @@ def restore_frame(k: "Kernel") -> None:
     rflags = struct.unpack_from("<Q", raw, m + 17 * 8)[0]
     fpstate = struct.unpack_from("<Q", raw, m + 23 * 8)[0]
     mask = struct.unpack_from("<Q", raw, _FRAME_UC + _UC_SIGMASK)[0]
-    for name, v in zip(_MCTX_REGS, regs):
-        c.set(name, v)
+    fxsave = k.space.read(fpstate, _FXSAVE_SIZE) if fpstate else None
     # As Linux's FIX_EFLAGS: the arithmetic flags and DF come back, IF stays set.
-    c.set("rflags", (rflags & 0xCD5) | 0x202)
-    if fpstate:
-        _fxrstor(k, k.space.read(fpstate, _FXSAVE_SIZE))
+    _GPRS.pack_into(c.view, abi.CPU_STATE, *[regs[i] for i in _STATE_FROM_MCTX],
+                    (rflags & 0xCD5) | 0x202)
+    if fxsave is not None:
+        _fxrstor(c.view, fxsave)
     k.proc.sigmask = mask & ~UNBLOCKABLE
     sync_host_mask(k.proc)
 

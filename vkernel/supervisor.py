@@ -23,6 +23,7 @@ import signal as hsignal
 import struct
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from formats.errors import KilnError, user_report
 from vkernel import console, pidns
@@ -31,6 +32,9 @@ from vkernel.errors import VkernelError
 from vkernel.kernel import ProcessState
 from vkernel.proctree import become_subreaper, guest_processes
 from vkernel.statedir import RunDir, StateDir
+
+if TYPE_CHECKING:
+    from vkernel.runtime import RunSpec
 
 TIMEOUT_STATUS = 124
 """Exit status of ``kiln run --timeout`` when the time ran out (as timeout(1))."""
@@ -86,7 +90,7 @@ def kill_tree(root: ProcessState) -> None:
         time.sleep(0.01)
 
 
-def supervise(spec: "RunSpec") -> int:  # noqa: F821 (RunSpec: vkernel.runtime)
+def supervise(spec: "RunSpec") -> int:
     """Run the guest in a child process and watch it; the exit status as a shell sees it."""
     state = StateDir.open()
     try:
@@ -99,7 +103,7 @@ def supervise(spec: "RunSpec") -> int:  # noqa: F821 (RunSpec: vkernel.runtime)
         state.close()
 
 
-def _supervise_run(spec: "RunSpec", run: RunDir) -> int:  # noqa: F821
+def _supervise_run(spec: "RunSpec", run: RunDir) -> int:
     from vkernel.runtime import run_guest
     isolated = spec.pid_namespace and pidns.possible()
     me = os.getpid()
@@ -144,7 +148,7 @@ def _supervise_run(spec: "RunSpec", run: RunDir) -> int:  # noqa: F821
             cg.remove()
 
 
-def _first_process(spec: "RunSpec", run: RunDir, cg: RunCgroup | None,  # noqa: F821
+def _first_process(spec: "RunSpec", run: RunDir, cg: RunCgroup | None,
                    pty: "console.Pty | None", held: set, isolated: bool, run_guest) -> None:
     """The run's first process (pid 1 of its namespace when isolated): set up, run, exit."""
     status = 2
@@ -177,7 +181,7 @@ def _first_process(spec: "RunSpec", run: RunDir, cg: RunCgroup | None,  # noqa: 
             os._exit(status)
 
 
-def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",  # noqa: F821
+def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",
            guard: console.TerminalGuard, held: set) -> int:
     """Wait for the first process, passing signals (and the terminal) on; its status."""
     killed_by: list[int] = []

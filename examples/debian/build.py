@@ -40,6 +40,7 @@ from formats.errors import KilnError, user_report
 from recompiler.image import (ExtraLayer, LayerEntry, file_entry, rootfs_entries,
                               scratch_image, write_image)
 from recompiler.image.source import DEFAULT_ENV_PATH
+from recompiler.image.trees import remove_tree
 
 __all__ = ["build_debian_image", "debootstrap_rootfs", "apt_mirror", "apt_sources",
            "base_entries", "site_entries", "WHITEOUTS", "ADDED", "EXCLUDED_PATTERN", "COMPLETE",
@@ -173,7 +174,7 @@ def _remove_tree(path: Path) -> None:
         raise DebianBuildError(
             f"cannot remove {path}: {', '.join(left)} still mounted",
             hint=f"unmount them (umount -R {path}) and run again")
-    shutil.rmtree(path)
+    remove_tree(path)
 
 
 @contextmanager

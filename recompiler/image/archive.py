@@ -9,7 +9,6 @@ sha256 is the diff_id from the config, which is what verifies them.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from .blobs import FileStore
 from .digest import CHUNK, verify_stream
 from .documents import config_diff_ids, load_json, parse_config
 from .errors import MalformedImageError, PlatformNotFoundError
+from .jsondoc import decode_json, listing
 from .layers import sniff_compression
 from .mediatypes import DOCKER_LAYER, DOCKER_LAYER_GZIP, OCI_LAYER_ZSTD
 from .model import Compression, Descriptor, ImageConfig, LayerRef, Limits, Platform
@@ -69,10 +69,9 @@ def read_docker_archive(store: FileStore, *, ref: str | None, platform: Platform
     where = f"{store.name}: manifest.json"
     with store.open("manifest.json") as f:
         raw = f.read(limits.max_json_bytes + 1)
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise MalformedImageError(f"{where}: not valid JSON ({err})") from err
+    if len(raw) > limits.max_json_bytes:
+        raise MalformedImageError(f"{where}: larger than {limits.max_json_bytes} bytes")
+    doc = decode_json(raw, where)
     if not isinstance(doc, list) or not doc:
         raise MalformedImageError(f"{where}: expected a non-empty list of images")
     for i, ent in enumerate(doc):
@@ -94,14 +93,14 @@ def read_docker_archive(store: FileStore, *, ref: str | None, platform: Platform
         if not picked:
             avail = sorted(t for e in doc for t in tags_of(e))
             raise PlatformNotFoundError(f"{where}: no image tagged {ref!r}; tags present: "
-                                        f"{', '.join(avail) or 'none'}", available=avail,
+                                        f"{listing(avail)}", available=avail,
                                         hint="pick one of the tags listed")
     else:
         picked = doc
     if len(picked) > 1:
         avail = sorted(t for e in picked for t in tags_of(e)) or [e["Config"] for e in picked]
         raise PlatformNotFoundError(f"{where}: the archive holds {len(picked)} images; "
-                                    f"tags: {', '.join(avail)}", available=avail,
+                                    f"tags: {listing(avail)}", available=avail,
                                     hint="name the tag to use")
     ent = picked[0]
     tag = (tags_of(ent) or [None])[0]
@@ -121,7 +120,7 @@ def read_docker_archive(store: FileStore, *, ref: str | None, platform: Platform
     config = parse_config(cfg_raw, cwhere)
     if not matches(config.platform, platform):
         raise PlatformNotFoundError(
-            f"{cwhere}: the image is {config.platform}, not {platform}",
+            f"{cwhere}: the image is {listing([str(config.platform)])}, not {platform}",
             available=[str(config.platform)], hint="choose the image's platform")
     diff_ids = config_diff_ids(load_json(cfg_raw, cwhere), cwhere)
     if len(diff_ids) != len(ent["Layers"]):

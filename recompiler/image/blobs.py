@@ -1,13 +1,15 @@
 """Where an input image's files live: a directory, or a tar archive read in place."""
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import BlobError, NotAnImageError
+from .errors import BlobError, MalformedImageError, NotAnImageError
+from .tarheaders import HEADER_ERRORS
 
 __all__ = ["FileStore", "DirStore", "TarStore"]
 
@@ -85,15 +87,26 @@ class TarStore(FileStore):
 
     def __init__(self, path: Path) -> None:
         self.name = str(path)
+        tar = None
         try:
-            self._tar = tarfile.open(path, "r:*")
-            members = self._tar.getmembers()
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise NotAnImageError(f"{path}: not a readable tar archive ({err})",
+            tar = tarfile.open(path, "r:*")
+            members = tar.getmembers()
+        except (tarfile.TarError, EOFError, OSError, *HEADER_ERRORS) as err:
+            if tar is not None:
+                tar.close()
+            raise NotAnImageError(f"{path}: not a readable tar archive ({type(err).__name__}: "
+                                  f"{str(err)[:200]})",
                                   hint="give an OCI layout directory, an OCI archive, a "
                                   "docker-archive (docker save) or a rootfs directory") from err
+        self._tar = tar
         self._members: dict[str, tarfile.TarInfo] = {}
         for m in members:
+            if m.size < 0 or m.issparse():
+                self._tar.close()
+                why = (f"header field 'size' is {m.size}; a size cannot be negative"
+                       if m.size < 0 else "a sparse file, which no image archive holds")
+                raise MalformedImageError(f"{path}: tar member {m.name[:200]!r}: {why}",
+                                          hint="the archive is corrupt; fetch or save it again")
             norm = _clean(m.name)
             if norm is not None:
                 self._members[norm] = m    # a later duplicate wins, as with tar -x
@@ -134,7 +147,32 @@ class TarStore(FileStore):
             raise self.missing(rel)
         f = self._tar.extractfile(m)
         assert f is not None
-        return f  # type: ignore[return-value]
+        return io.BufferedReader(_MemberReader(f, f"{self.name}: {rel}"))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._tar.close()
+
+
+class _MemberReader(io.RawIOBase):
+    """A member of an archive read in place; its data ending early is a BlobError."""
+
+    def __init__(self, member: BinaryIO, where: str) -> None:
+        self._member = member
+        self._where = where
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        try:
+            data = self._member.read(len(b))
+        except tarfile.TarError as err:
+            raise BlobError(f"{self._where}: the archive ends inside this file ({err})",
+                            hint="the archive is truncated or corrupt; fetch or save it "
+                            "again") from err
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._member.close()
+        super().close()

@@ -6,6 +6,7 @@ import re
 from typing import BinaryIO
 
 from .errors import BlobError, MalformedImageError
+from .jsondoc import shown
 
 __all__ = ["ALGORITHMS", "check_digest", "split_digest", "new_hasher", "digest_of_bytes",
            "verify_stream", "CHUNK"]
@@ -28,15 +29,16 @@ def check_digest(value: object, where: str) -> str:
         raise MalformedImageError(f"{where}: digest must be a string, got {type(value).__name__}")
     m = _DIGEST_RE.match(value)
     if not m:
-        raise MalformedImageError(f"{where}: {value!r} is not a digest (expected algorithm:hex)")
+        raise MalformedImageError(f"{where}: {shown(value)} is not a digest "
+                                  "(expected algorithm:hex)")
     algo, hexpart = m.groups()
     if algo not in ALGORITHMS:
         raise MalformedImageError(
-            f"{where}: digest algorithm {algo!r} is not supported ({value})",
+            f"{where}: digest algorithm {shown(algo)} is not supported ({shown(value)})",
             hint="Kiln verifies sha256 and sha512 digests")
     if len(hexpart) != ALGORITHMS[algo] or not re.fullmatch(r"[0-9a-f]+", hexpart):
         raise MalformedImageError(
-            f"{where}: {value!r} is not a valid {algo} digest "
+            f"{where}: {shown(value)} is not a valid {algo} digest "
             f"({ALGORITHMS[algo]} lowercase hex digits expected)")
     return value
 

@@ -1,12 +1,12 @@
 """Strict parsing of the JSON documents of an image: index, manifest, config."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from .digest import check_digest
 from .errors import MalformedImageError
+from .jsondoc import decode_json, shown
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .model import Descriptor, ImageConfig, Platform
 from .platform import platform_from_json
@@ -16,14 +16,10 @@ __all__ = ["load_json", "parse_descriptor", "parse_index", "Manifest", "parse_ma
 
 
 def load_json(data: bytes, where: str) -> dict:
-    """Parse a JSON object; MalformedImageError naming ``where`` otherwise."""
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise MalformedImageError(f"{where}: not valid JSON ({err})",
-                                  hint="the image is corrupt; fetch or build it again") from err
+    """Parse a JSON object (checked by :func:`decode_json`); MalformedImageError otherwise."""
+    obj = decode_json(data, where)
     if not isinstance(obj, dict):
-        raise MalformedImageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise MalformedImageError(f"{where}: expected a JSON object, got {_json_type(obj)}")
     return obj
 
 
@@ -61,19 +57,36 @@ def parse_descriptor(obj: object, where: str) -> Descriptor:
     return Descriptor(mt, digest, size, platform, annotations)
 
 
+def _media_type(doc: dict, where: str, allowed: frozenset[str], what: str) -> None:
+    """A document's own optional ``mediaType``: a string, and one of ``allowed``."""
+    mt = doc.get("mediaType")
+    if mt is None:
+        return
+    if not isinstance(mt, str):
+        raise MalformedImageError(f"{where}: mediaType must be a string, got "
+                                  f"{_json_type(mt)}", hint="the image is corrupt")
+    if mt not in allowed:
+        raise MalformedImageError(f"{where}: mediaType {shown(mt)} is not {what}")
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type (object, array, number...)."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _schema2(doc: dict, where: str) -> None:
     if doc.get("schemaVersion") != 2:
         raise MalformedImageError(f"{where}: schemaVersion must be 2, got "
-                                  f"{doc.get('schemaVersion')!r}")
+                                  f"{shown(doc.get('schemaVersion'))}")
 
 
 def parse_index(data: bytes, where: str) -> list[Descriptor]:
     """An image index (or index.json, or a Docker manifest list) → its manifests."""
     doc = load_json(data, where)
     _schema2(doc, where)
-    mt = doc.get("mediaType")
-    if mt is not None and mt not in INDEX_TYPES:
-        raise MalformedImageError(f"{where}: mediaType {mt!r} is not an image index")
+    _media_type(doc, where, INDEX_TYPES, "an image index")
     items = doc.get("manifests")
     if not isinstance(items, list):
         raise MalformedImageError(f"{where}: 'manifests' must be a list")
@@ -93,9 +106,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     """An OCI image manifest (or Docker schema 2 manifest) → Manifest."""
     doc = load_json(data, where)
     _schema2(doc, where)
-    mt = doc.get("mediaType")
-    if mt is not None and mt not in MANIFEST_TYPES:
-        raise MalformedImageError(f"{where}: mediaType {mt!r} is not an image manifest")
+    _media_type(doc, where, MANIFEST_TYPES, "an image manifest")
     if "config" not in doc:
         raise MalformedImageError(f"{where}: manifest has no 'config'")
     config = parse_descriptor(doc["config"], f"{where}: config")

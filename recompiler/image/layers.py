@@ -9,26 +9,23 @@ recorded, not applied (unless ``chown=True``, which applies owners only).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
-import gzip
-import hashlib
 import io
 import os
-import shutil
 import stat
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-import zstandard
-
 from .digest import CHUNK
 from .errors import BlobError, LayerError, LimitExceededError, UnsafeLayerError
+from .layerstream import LayerStream, Prefixed
 from .mediatypes import layer_compression
 from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
-from .zstdframes import ZstdFrameTracker, ZstdFramingError
+from .tarheaders import HEADER_ERRORS, header_error, member_name, read_members
+from .trees import empty_directory, remove_tree, remove_tree_at, walk_down
 
 __all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
 
@@ -44,86 +41,6 @@ def sniff_compression(head: bytes) -> Compression:
     if head[:4] == b"\x28\xb5\x2f\xfd":
         return Compression.ZSTD
     return Compression.NONE
-
-
-class _Counting(io.RawIOBase):
-    """Counts the compressed bytes read from a blob."""
-
-    def __init__(self, raw: BinaryIO, tracker: ZstdFrameTracker | None = None) -> None:
-        self._raw = raw
-        self.count = 0
-        self.tracker = tracker
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        # Small reads keep the ratio measurement fine-grained (decompressors ask for more).
-        data = self._raw.read(min(len(b), 1 << 16))
-        n = len(data)
-        if self.tracker is not None:
-            self.tracker.feed(data)
-        b[:n] = data
-        self.count += n
-        return n
-
-
-class _LayerStream(io.RawIOBase):
-    """The uncompressed tar stream of a layer: hashed (diff_id) and ratio-checked."""
-
-    def __init__(self, raw: BinaryIO, compression: Compression, limits: Limits,
-                 where: str) -> None:
-        self.compression = compression
-        self._counted = _Counting(raw, ZstdFrameTracker() if compression is Compression.ZSTD
-                                  else None)
-        self._limits = limits
-        self._where = where
-        self.hasher = hashlib.sha256()
-        self.out = 0
-        src: BinaryIO
-        if compression is Compression.GZIP:
-            src = gzip.GzipFile(fileobj=self._counted, mode="rb")  # type: ignore[arg-type]
-        elif compression is Compression.ZSTD:
-            src = zstandard.ZstdDecompressor().stream_reader(
-                self._counted, read_across_frames=True, closefd=False)
-        else:
-            src = self._counted  # type: ignore[assignment]
-        self._src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        try:
-            data = self._src.read(len(b))
-        except EOFError as err:
-            raise LayerError(f"{self._where}: compressed data is truncated ({err})",
-                             layer=self._where, hint="the layer blob is incomplete; fetch "
-                             "the image again") from err
-        except (OSError, zlib.error, zstandard.ZstdError, ZstdFramingError) as err:
-            raise LayerError(f"{self._where}: corrupt {self.compression.value} data ({err})",
-                             layer=self._where) from err
-        n = len(data)
-        tracker = self._counted.tracker
-        if not n and tracker is not None and not tracker.complete():
-            raise LayerError(f"{self._where}: compressed data is truncated (the zstd stream "
-                             "ends inside a frame)", layer=self._where,
-                             hint="the layer blob is incomplete; fetch the image again")
-        b[:n] = data
-        self.out += n
-        self.hasher.update(data)
-        if (self.compression is not Compression.NONE and self.out > self._limits.ratio_grace_bytes
-                and self.out > self._limits.max_ratio * max(1, self._counted.count)):
-            raise LimitExceededError(
-                f"{self._where}: compression ratio above {self._limits.max_ratio:g}:1 "
-                f"({self.out} bytes from {self._counted.count}): a decompression bomb?",
-                layer=self._where, hint="raise Limits.max_ratio if this image is trusted")
-        return n
-
-    def drain(self) -> None:
-        buf = bytearray(CHUNK)
-        while self.readinto(buf):
-            pass
 
 
 def _path_of(parts: tuple[str, ...]) -> str:
@@ -152,15 +69,25 @@ class _LayerApplier:
         self.touched: set[tuple[str, ...]] = set()
 
     # -- names and parents -------------------------------------------------
+    def _at(self, member: str) -> str:
+        """How errors name a member: the layer, then the member name (cut if long)."""
+        return f"{self.where}: tar member {member_name(member)}"
+
     def _split(self, name: str, member: str, what: str = "entry") -> tuple[str, ...]:
         if name.startswith("/"):
-            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: absolute {what} path "
+            raise UnsafeLayerError(f"{self._at(member)}: absolute {what} path "
                                    "refused", layer=self.where, member=member,
                                    hint="layer entries must be relative to the image root")
         parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        if len(parts) > self.st.limits.max_depth:
+            raise LimitExceededError(
+                f"{self._at(member)}: {what} path has {len(parts)} "
+                f"components, more than the {self.st.limits.max_depth} allowed",
+                layer=self.where, member=member,
+                hint="raise Limits.max_depth if this image is trusted")
         if ".." in parts:
-            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: {what} path "
-                                   f"{name!r} contains '..'", layer=self.where, member=member,
+            raise UnsafeLayerError(f"{self._at(member)}: {what} path {member_name(name)} "
+                                   "contains '..'", layer=self.where, member=member,
                                    hint="the layer tries to reach outside the image root; "
                                    "do not use this image")
         return parts
@@ -185,12 +112,12 @@ class _LayerApplier:
                     st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
                     if stat.S_ISLNK(st.st_mode):
                         raise UnsafeLayerError(
-                            f"{self.where}: tar member {member!r}: parent "
+                            f"{self._at(member)}: parent "
                             f"{_path_of(parts[:i + 1])} is a symbolic link; Kiln never "
                             "writes through links (it could escape the image root)",
                             layer=self.where, member=member,
                             hint="the layer is malformed or hostile") from err
-                    raise LayerError(f"{self.where}: tar member {member!r}: parent "
+                    raise LayerError(f"{self._at(member)}: parent "
                                      f"{_path_of(parts[:i + 1])} is not a directory",
                                      layer=self.where, member=member) from err
                 os.close(fd)
@@ -209,7 +136,7 @@ class _LayerApplier:
             # device nodes and fifos exist only in the records
             return self.st.special.pop(path, None) is not None
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(name, dir_fd=parent_fd)
+            remove_tree_at(parent_fd, name)
             prefix = _path_of(parts) + "/"
             for table in (self.st.special, self.st.meta):
                 for key in [k for k in table if k.startswith(prefix)]:
@@ -224,31 +151,35 @@ class _LayerApplier:
 
     # -- members -----------------------------------------------------------
     def apply(self, tf: tarfile.TarFile) -> None:
-        for m in tf:
+        for m in read_members(tf, self.where):
             self.st.files += 1
             if self.st.files > self.st.limits.max_files:
                 raise LimitExceededError(
                     f"{self.where}: more than {self.st.limits.max_files} entries "
-                    f"(at tar member {m.name!r})", layer=self.where, member=m.name,
+                    f"(at tar member {member_name(m.name)})", layer=self.where, member=m.name,
                     hint="raise Limits.max_files if this image is trusted")
             try:
                 self._member(tf, m)
             except OSError as err:
-                raise LayerError(f"{self.where}: tar member {m.name!r}: {err.strerror or err}",
+                raise LayerError(f"{self._at(m.name)}: {err.strerror or err}",
                                  layer=self.where, member=m.name) from err
 
     def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = self._split(m.name, m.name)
         if not parts:
-            return                                  # the root itself ("./")
+            _skip_data(tf, m)                       # the root itself ("./")
+            return
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parts, m.name)
+            _skip_data(tf, m)
             return
         parent = self._open_dir(parts[:-1], m.name, create=True)
         assert parent is not None
         try:
-            for i in range(1, len(parts) + 1):
+            for i in range(len(parts), 0, -1):      # touched holds every prefix of a path
+                if parts[:i] in self.touched:
+                    break
                 self.touched.add(parts[:i])
             if m.isdir():
                 self._dir(parent, parts, m)
@@ -266,7 +197,7 @@ class _LayerApplier:
                                                     m.mode & 0o7777, m.uid, m.gid)
                 self.created.add(parts)
             else:
-                raise LayerError(f"{self.where}: tar member {m.name!r} has unsupported type "
+                raise LayerError(f"{self._at(m.name)} has unsupported type "
                                  f"{m.type!r}", layer=self.where, member=m.name)
         finally:
             os.close(parent)
@@ -305,7 +236,7 @@ class _LayerApplier:
         lim = self.st.limits.max_total_bytes
         if self.st.bytes_written + m.size > lim:
             raise LimitExceededError(
-                f"{self.where}: tar member {m.name!r} ({m.size} bytes) takes the unpacked size "
+                f"{self._at(m.name)} ({m.size} bytes) takes the unpacked size "
                 f"past the {lim}-byte limit", layer=self.where, member=m.name,
                 hint="raise Limits.max_total_bytes if this image is trusted")
         self._remove(parent, parts[-1], parts)
@@ -319,7 +250,7 @@ class _LayerApplier:
             while left:
                 chunk = src.read(min(CHUNK, left))
                 if not chunk:
-                    raise LayerError(f"{self.where}: tar member {m.name!r} is truncated",
+                    raise LayerError(f"{self._at(m.name)} is truncated",
                                      layer=self.where, member=m.name)
                 _write_all(fd, chunk)
                 left -= len(chunk)
@@ -332,7 +263,7 @@ class _LayerApplier:
 
     def _symlink(self, parent: int, parts: tuple[str, ...], m: tarfile.TarInfo) -> None:
         if not m.linkname:
-            raise LayerError(f"{self.where}: tar member {m.name!r}: symbolic link with an "
+            raise LayerError(f"{self._at(m.name)}: symbolic link with an "
                              "empty target", layer=self.where, member=m.name)
         self._remove(parent, parts[-1], parts)
         os.symlink(m.linkname, parts[-1], dir_fd=parent)
@@ -343,12 +274,12 @@ class _LayerApplier:
     def _hardlink(self, parent: int, parts: tuple[str, ...], m: tarfile.TarInfo) -> None:
         target = self._split(m.linkname, m.name, "hard link target")
         if not target:
-            raise UnsafeLayerError(f"{self.where}: tar member {m.name!r}: hard link to the "
+            raise UnsafeLayerError(f"{self._at(m.name)}: hard link to the "
                                    "root directory", layer=self.where, member=m.name)
         tparent = self._open_dir(target[:-1], m.name, create=False)
         if tparent is None:
-            raise LayerError(f"{self.where}: tar member {m.name!r}: hard link target "
-                             f"{m.linkname!r} does not exist", layer=self.where, member=m.name)
+            raise LayerError(f"{self._at(m.name)}: hard link target {member_name(m.linkname)} "
+                             "does not exist", layer=self.where, member=m.name)
         try:
             try:
                 st = os.stat(target[-1], dir_fd=tparent, follow_symlinks=False)
@@ -362,12 +293,12 @@ class _LayerApplier:
                                                         special.uid, special.gid)
                     self.created.add(parts)
                     return
-                raise LayerError(f"{self.where}: tar member {m.name!r}: hard link target "
-                                 f"{m.linkname!r} does not exist", layer=self.where,
+                raise LayerError(f"{self._at(m.name)}: hard link target "
+                                 f"{member_name(m.linkname)} does not exist", layer=self.where,
                                  member=m.name) from None
             if stat.S_ISDIR(st.st_mode):
-                raise UnsafeLayerError(f"{self.where}: tar member {m.name!r}: hard link to "
-                                       f"directory {m.linkname!r}", layer=self.where,
+                raise UnsafeLayerError(f"{self._at(m.name)}: hard link to "
+                                       f"directory {member_name(m.linkname)}", layer=self.where,
                                        member=m.name)
             if target == parts:
                 return
@@ -386,19 +317,14 @@ class _LayerApplier:
         base = parts[-1]
         dirparts = parts[:-1]
         if base == OPAQUE_WHITEOUT:
-            fd = self._open_dir(dirparts, member, create=False)
-            if fd is not None:
-                try:
-                    self._prune(fd, dirparts)
-                finally:
-                    os.close(fd)
+            self._prune(dirparts, member)
             return
         if base.startswith(OPAQUE_WHITEOUT[:8]):
             return                                  # other .wh..wh. names are reserved
         victim = base[len(WHITEOUT_PREFIX):]
         if victim in ("", ".", ".."):
-            raise UnsafeLayerError(f"{self.where}: tar member {member!r}: whiteout of "
-                                   f"{victim!r} refused", layer=self.where, member=member,
+            raise UnsafeLayerError(f"{self._at(member)}: whiteout of {member_name(victim)} "
+                                   "refused", layer=self.where, member=member,
                                    hint="the layer is malformed or hostile")
         vparts = dirparts + (victim,)
         if vparts in self.created:
@@ -411,24 +337,49 @@ class _LayerApplier:
         finally:
             os.close(fd)
 
-    def _prune(self, dir_fd: int, dirparts: tuple[str, ...]) -> None:
-        """Opaque whiteout: remove what lower layers put under the directory."""
+    def _prune(self, dirparts: tuple[str, ...], member: str) -> None:
+        """Opaque whiteout: remove what lower layers put under the directory.
+
+        Directories this layer touched are kept and pruned in turn, at any
+        depth, with one descriptor open at a time (:func:`walk_down`).
+        """
         prefix = _path_of(dirparts) + "/" if dirparts else "/"
         for key in [k for k in self.st.special if k.startswith(prefix)]:
             if tuple(key[1:].split("/")) not in self.touched:
                 del self.st.special[key]
-        for child in os.listdir(dir_fd):
-            cparts = dirparts + (child,)
-            if cparts in self.touched:
-                st = os.stat(child, dir_fd=dir_fd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    sub = os.open(child, _DIR_FLAGS, dir_fd=dir_fd)
-                    try:
-                        self._prune(sub, cparts)
-                    finally:
-                        os.close(sub)
-            else:
-                self._remove(dir_fd, child, cparts)
+        fd = self._open_dir(dirparts, member, create=False)
+        if fd is None:
+            return
+
+        def enter(dir_fd: int, rel: list[str]) -> list[str]:
+            keep = []
+            here = dirparts + tuple(rel)
+            for child in sorted(os.listdir(dir_fd)):
+                cparts = here + (child,)
+                if cparts not in self.touched:
+                    self._remove(dir_fd, child, cparts)
+                elif stat.S_ISDIR(os.stat(child, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    keep.append(child)
+            return keep
+
+        try:
+            walk_down(fd, enter)
+        finally:
+            os.close(fd)
+
+
+def _skip_data(tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    """Read past the data of a regular member that is not written (a whiteout, the root).
+
+    Left to ``tarfile``, the skip is a loop of 10 KiB reads as long as the size
+    the header claims, which for a base-256 size of 2**80 never ends; read, the
+    data ends where the stream does (ReadError "unexpected end of data").
+    """
+    if m.isreg() and m.size:
+        src = tf.extractfile(m)
+        assert src is not None
+        while src.read(CHUNK):
+            pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -438,7 +389,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _check_dest(dest: Path) -> None:
+def _check_dest(dest: Path) -> bool:
+    """Refuse a destination that is a link, a file or a non-empty directory; True if made here."""
     if dest.is_symlink():
         raise LayerError(f"{dest}: the destination is a symbolic link",
                          hint="give a real directory for the unpacked root")
@@ -448,8 +400,9 @@ def _check_dest(dest: Path) -> None:
         if any(dest.iterdir()):
             raise LayerError(f"{dest}: the destination directory is not empty",
                              hint="unpack into a new or empty directory")
-    else:
-        dest.mkdir()
+        return False
+    dest.mkdir()
+    return True
 
 
 def apply_layers(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], dest: Path, *,
@@ -459,52 +412,68 @@ def apply_layers(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], dest
 
     ``dest`` must not exist or be an empty directory. Raises a LayerError
     subclass naming the layer and tar member on anything unsafe or malformed,
-    and BlobError when a layer's uncompressed digest differs from its diff_id.
+    and BlobError when a layer's uncompressed digest differs from its diff_id. When
+    it fails, nothing it wrote is left in ``dest`` (nor ``dest``, if it made it).
     """
     dest = Path(dest)
-    _check_dest(dest)
+    created = _check_dest(dest)
     root_fd = os.open(dest, _DIR_FLAGS)
     st = _State(root_fd, limits, chown)
     try:
-        for ref, opener in layers:
-            where = f"{name}: layer {ref.descriptor.digest}" if name else \
-                f"layer {ref.descriptor.digest}"
-            with opener() as raw:
-                head = raw.read(8)
-                magic = sniff_compression(head)
-                # The magic bytes decide; the media type is only a claim (some Docker tools
-                # label uncompressed layers ".tar.gzip"). A blob whose magic is neither gzip
-                # nor zstd is read as a plain tar, and fails clearly if it is not one.
-                comp = magic
-                stream = _LayerStream(_Prefixed(head, raw), comp, limits, where)
-                try:
-                    tf = tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
-                except tarfile.TarError as err:
-                    declared = layer_compression(ref.descriptor.media_type)
-                    note = ""
-                    if declared not in (None, Compression.NONE) and comp is Compression.NONE:
-                        note = (f"; its media type says {declared.value} but the blob does not "
-                                f"start with {declared.value} magic bytes")
-                    raise LayerError(f"{where}: not a tar archive ({err}){note}", layer=where,
-                                     hint="the layer blob is corrupt or not a layer") from err
-                try:
-                    _LayerApplier(st, where).apply(tf)
-                except tarfile.TarError as err:
-                    raise LayerError(f"{where}: corrupt tar data ({err})", layer=where) from err
-                stream.drain()
-                if ref.diff_id is not None:
-                    got = f"sha256:{stream.hasher.hexdigest()}"
-                    if ref.diff_id.startswith("sha256:") and got != ref.diff_id:
-                        raise BlobError(f"{where}: uncompressed content hashes to {got}, the "
-                                        f"config's diff_id is {ref.diff_id}",
-                                        digest=ref.diff_id,
-                                        hint="the image is corrupt or was tampered with")
-        _apply_dir_attrs(st)
+        _apply_all(layers, st, limits, name)
+    except BaseException:
+        with contextlib.suppress(OSError):         # the unpack's own error is reported
+            if created:
+                remove_tree(dest)
+            else:
+                empty_directory(dest)
+        raise
     finally:
         os.close(root_fd)
     return UnpackResult(str(dest), st.files, st.bytes_written,
                         tuple(sorted(st.special.values(), key=lambda s: s.path)),
                         dict(sorted(st.meta.items())))
+
+
+def _apply_all(layers: Iterable[tuple[LayerRef, Callable[[], BinaryIO]]], st: _State,
+               limits: Limits, name: str) -> None:
+    """Apply every layer in order, then the directory modes and times."""
+    for ref, opener in layers:
+        where = f"{name}: layer {ref.descriptor.digest}" if name else \
+            f"layer {ref.descriptor.digest}"
+        with opener() as raw:
+            head = raw.read(8)
+            magic = sniff_compression(head)
+            # The magic bytes decide; the media type is only a claim (some Docker tools
+            # label uncompressed layers ".tar.gzip"). A blob whose magic is neither gzip
+            # nor zstd is read as a plain tar, and fails clearly if it is not one.
+            comp = magic
+            stream = LayerStream(Prefixed(head, raw), comp, limits, where)
+            try:
+                tf = tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
+            except tarfile.TarError as err:
+                declared = layer_compression(ref.descriptor.media_type)
+                note = ""
+                if declared not in (None, Compression.NONE) and comp is Compression.NONE:
+                    note = (f"; its media type says {declared.value} but the blob does not "
+                            f"start with {declared.value} magic bytes")
+                raise LayerError(f"{where}: not a tar archive ({err}){note}", layer=where,
+                                 hint="the layer blob is corrupt or not a layer") from err
+            except HEADER_ERRORS as err:                # tarfile.open reads the first header
+                raise header_error(where, err) from err
+            try:
+                _LayerApplier(st, where).apply(tf)
+            except tarfile.TarError as err:
+                raise LayerError(f"{where}: corrupt tar data ({err})", layer=where) from err
+            stream.drain()
+            if ref.diff_id is not None:
+                got = f"sha256:{stream.hasher.hexdigest()}"
+                if ref.diff_id.startswith("sha256:") and got != ref.diff_id:
+                    raise BlobError(f"{where}: uncompressed content hashes to {got}, the "
+                                    f"config's diff_id is {ref.diff_id}",
+                                    digest=ref.diff_id,
+                                    hint="the image is corrupt or was tampered with")
+    _apply_dir_attrs(st)
 
 
 def _apply_dir_attrs(st: _State) -> None:
@@ -522,24 +491,3 @@ def _apply_dir_attrs(st: _State) -> None:
             pass                                    # removed or replaced by a later layer
         finally:
             os.close(fd)
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream with bytes already read put back in front."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(b))
-        b[:len(data)] = data
-        return len(data)

@@ -7,6 +7,7 @@ from .blobs import FileStore
 from .digest import split_digest, verify_stream
 from .documents import Manifest, load_json, parse_config, parse_index, parse_manifest
 from .errors import BlobError, MalformedImageError, PlatformNotFoundError
+from .jsondoc import listing
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .model import Descriptor, ImageConfig, Limits, Platform
 from .platform import matches
@@ -91,7 +92,7 @@ def read_oci_layout(store: FileStore, *, ref: str | None, platform: Platform,
         if not named:
             refs = sorted({d.annotations.get(REF_NAME, "") for d in top} - {""})
             raise PlatformNotFoundError(
-                f"{where}: no image tagged {ref!r}; tags present: {', '.join(refs) or 'none'}",
+                f"{where}: no image tagged {ref!r}; tags present: {listing(refs)}",
                 available=refs, hint="pick one of the tags listed")
         top = named
 
@@ -132,15 +133,15 @@ def read_oci_layout(store: FileStore, *, ref: str | None, platform: Platform,
     if not chosen:
         avail = sorted({str(leaf_platform(leaf)) for leaf in leaves})
         raise PlatformNotFoundError(
-            f"{store.name}: no image for platform {platform}; available: "
-            f"{', '.join(avail) or 'none'}", available=avail,
+            f"{store.name}: no image for platform {platform}; available: {listing(avail)}",
+            available=avail,
             hint="choose one of the available platforms (Kiln recompiles linux/amd64)")
     digests = {leaf.desc.digest for leaf in chosen}
     if len(digests) > 1:
         refs = sorted({leaf.ref or "(untagged)" for leaf in chosen})
         raise PlatformNotFoundError(
             f"{store.name}: {len(digests)} different images match {platform}; tags: "
-            f"{', '.join(refs)}", available=refs, hint="name the tag to use")
+            f"{listing(refs)}", available=refs, hint="name the tag to use")
     return load(chosen[0])
 
 

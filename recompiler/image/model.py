@@ -113,6 +113,10 @@ class Limits:
     (tiny layers of zeros legitimately compress very well)."""
     max_json_bytes: int = 4 << 20
     """Largest index, manifest or config blob read into memory."""
+    max_depth: int = 4096
+    """Most components in one tar member's path or hard link target. Deeper trees are
+    removed and walked fine, but bookkeeping per member grows with the square of its
+    depth; Linux's PATH_MAX (4096 bytes) cannot name a file half as deep in one path."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Open any input image (auto-detected) as a SourceImage: config, layers, unpack."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,12 +16,14 @@ from .blobs import DirStore, FileStore, TarStore
 from .digest import digest_of_bytes, verify_stream
 from .documents import config_diff_ids, load_json, parse_config
 from .errors import ImageError, LayerError, MalformedImageError, NotAnImageError
+from .jsondoc import shown
 from .layers import apply_layers
 from .layout import blob_path, read_oci_layout
 from .mediatypes import is_layer
 from .model import (EntryMeta, ImageConfig, ImageKind, LayerRef, Limits, Platform,
                     SpecialFile, UnpackResult)
 from .platform import DEFAULT_PLATFORM, parse_platform
+from .trees import empty_directory, remove_tree, walk_tree
 
 __all__ = ["SourceImage", "open_image", "scratch_image", "DEFAULT_ENV_PATH", "rootfs_config"]
 
@@ -196,7 +199,7 @@ def _open_oci(store: FileStore, path: Path, kind: ImageKind, want: Platform,
     for i, (desc, diff_id) in enumerate(zip(sel.manifest.layers, diff_ids)):
         if not is_layer(desc.media_type):
             raise MalformedImageError(f"{where}: layers[{i}] has media type "
-                                      f"{desc.media_type!r}, which is not a tar layer")
+                                      f"{shown(desc.media_type)}, which is not a tar layer")
         layers.append(LayerRef(desc, diff_id, blob_path(desc.digest)))
     return SourceImage(path, kind, sel.config, sel.manifest.config.digest, tuple(layers),
                        manifest_digest=sel.manifest_descriptor.digest,
@@ -213,21 +216,42 @@ def _open_docker(store: FileStore, path: Path, kind: ImageKind, want: Platform,
 
 
 def _copy_rootfs(src: Path, dest: Path, limits: Limits) -> UnpackResult:
-    """A rootfs directory copied into ``dest``: links kept, specials recorded, setuid dropped."""
+    """A rootfs directory copied into ``dest``: links kept, specials recorded, setuid dropped.
+
+    Walked without recursion (any depth); when it fails, what it copied is removed.
+    """
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise LayerError(f"{dest}: the destination exists and is not an empty directory")
+    created = not dest.exists()
     dest.mkdir(exist_ok=True)
+    try:
+        return _copy_tree(src, dest, limits)
+    except BaseException:
+        with contextlib.suppress(OSError):         # the copy's own error is reported
+            if created:
+                remove_tree(dest)
+            else:
+                empty_directory(dest)
+        raise
+
+
+def _copy_tree(src: Path, dest: Path, limits: Limits) -> UnpackResult:
+    # Paths as strings: pathlib's parsing of every path made deep trees slow.
+    src_s, dest_s = os.fspath(src), os.fspath(dest)
     special: list[SpecialFile] = []
     meta: dict[str, EntryMeta] = {}
     files = 0
     total = 0
-    links: dict[tuple[int, int], Path] = {}
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel_dir = Path(dirpath).relative_to(src)
+    links: dict[tuple[int, int], str] = {}
+    dirs: list[str] = []
+    for dirpath, dirnames, filenames in walk_tree(src_s):
+        rel_dir = dirpath[len(src_s):].lstrip("/")
+        dirs.append(rel_dir)
         for name in sorted(dirnames + filenames):
-            s = src / rel_dir / name
-            d = dest / rel_dir / name
-            guest = "/" + str(rel_dir / name).removeprefix("./")
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            s = os.path.join(src_s, rel)
+            d = os.path.join(dest_s, rel)
+            guest = "/" + rel
             st = os.lstat(s)
             files += 1
             if files > limits.max_files:
@@ -237,7 +261,7 @@ def _copy_rootfs(src: Path, dest: Path, limits: Limits) -> UnpackResult:
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(s), d)
             elif stat.S_ISDIR(st.st_mode):
-                d.mkdir(mode=0o700)
+                os.mkdir(d, 0o700)
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in links:
@@ -256,12 +280,9 @@ def _copy_rootfs(src: Path, dest: Path, limits: Limits) -> UnpackResult:
                 special.append(SpecialFile(guest, kind, os.major(st.st_rdev),
                                            os.minor(st.st_rdev), stat.S_IMODE(st.st_mode),
                                            st.st_uid, st.st_gid))
-        dirnames[:] = [n for n in dirnames if not (src / rel_dir / n).is_symlink()]
-    for dirpath, _dirs, _files in os.walk(src, topdown=False):
-        rel = Path(dirpath).relative_to(src)
-        st = os.lstat(dirpath)
-        target = dest / rel
+    for rel_dir in reversed(dirs):                  # deepest first
+        st = os.lstat(os.path.join(src_s, rel_dir))
+        target = os.path.join(dest_s, rel_dir)
         os.chmod(target, stat.S_IMODE(st.st_mode) & 0o1777)
         os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns))
     return UnpackResult(str(dest), files, total, tuple(special), meta)
-

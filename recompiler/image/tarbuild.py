@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import OutputError
+from .trees import walk_tree
 
 __all__ = ["LayerEntry", "file_entry", "dir_entry", "symlink_entry", "hardlink_entry",
            "write_layer_tar", "measure_layer_tar", "rootfs_entries", "FIXED_MTIME"]
@@ -93,12 +94,17 @@ def _with_parents(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
         by_path[e.path] = e
     for e in list(by_path.values()):
         parts = e.name.split("/")
-        for i in range(1, len(parts)):
+        # Nearest parent first: once one is a directory entry, its own parents are seen
+        # to with it (this loop reaches every entry), so deep trees cost no more than once.
+        for i in range(len(parts) - 1, 0, -1):
             p = "/" + "/".join(parts[:i])
-            if p not in by_path:
+            parent = by_path.get(p)
+            if parent is None:
                 by_path[p] = dir_entry(p)
-            elif by_path[p].kind != "dir":
+            elif parent.kind != "dir":
                 raise OutputError(f"layer entry {e.path!r}: its parent {p!r} is not a directory")
+            else:
+                break
     ordered = sorted(by_path.values(), key=lambda e: e.name.split("/"))
     # A hard link must follow its target in the tar: in each group of links to one
     # file, the first path in sort order carries the content, the others link to it.
@@ -203,11 +209,12 @@ def rootfs_entries(root: Path) -> list[LayerEntry]:
 
     Symbolic links are kept as links (never followed); files with several
     links become hard links; device nodes and fifos are kept; sockets skipped.
+    Any depth: the walk does not recurse.
     """
     root = Path(root)
     out: list[LayerEntry] = []
     seen: dict[tuple[int, int], str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk_tree(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
             host = Path(dirpath) / name

@@ -14,10 +14,10 @@ and registries or ``skopeo copy --dest-compress`` compress on push anyway.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +25,14 @@ from typing import BinaryIO, Callable, Mapping, Sequence
 
 from .digest import CHUNK, split_digest
 from .documents import load_json
-from .errors import BlobError, OutputError
+from .errors import BlobError, ImageError, OutputError
 from .layers import sniff_compression
 from .layout import REF_NAME, blob_path
 from .mediatypes import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, oci_layer_type
 from .model import Compression, Descriptor, ImageKind
 from .source import SourceImage
 from .tarbuild import HashingSink, LayerEntry, measure_layer_tar, rootfs_entries, write_layer_tar
+from .trees import remove_tree
 
 __all__ = ["ExtraLayer", "OutputImage", "write_image", "FORMATS"]
 
@@ -205,7 +206,13 @@ def write_image(source: SourceImage, out: Path | str, *,
 
     if source.kind is ImageKind.ROOTFS:
         assert source.rootfs is not None
-        entries = rootfs_entries(source.rootfs)
+        try:
+            entries = rootfs_entries(source.rootfs)
+        except OSError as err:
+            raise ImageError(f"{source.path}: reading the root filesystem failed: "
+                             f"{err.strerror or err}" + (f" ({err.filename})" if err.filename
+                                                         else ""),
+                             hint="check the directory's permissions") from err
         digest, size = measure_layer_tar(entries)
         desc = Descriptor(oci_layer_type(Compression.NONE), digest, size)
         blobs.append(_Blob(desc, _tar_of(entries)))
@@ -328,12 +335,10 @@ def _cleanup(out: Path, fmt: str, created_dir: bool) -> None:
         if fmt != "oci":
             out.unlink(missing_ok=True)
         elif created_dir:
-            shutil.rmtree(out, ignore_errors=True)
+            remove_tree(out)
         elif out.is_dir():
             for child in out.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    remove_tree(child)
     except OSError:
         pass

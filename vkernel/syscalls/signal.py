@@ -6,12 +6,10 @@ import os
 import signal as hsignal
 import struct
 
-from formats import abi
 from vkernel.kernel import Kernel, SignalAction
 from vkernel.proctree import guest_processes
-from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, wait_interruptibly, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE, SigReturn,
-                             bit, host_pending, raise_in_guest, restore_frame, sync_host,
-                             sync_host_mask)
+from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, wait_interruptibly, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE,
+                             bit, host_pending, raise_in_guest, sync_host, sync_host_mask)
 from vkernel.syscalls.args import s32
 
 SIG_DFL, SIG_IGN = 0, 1
@@ -75,12 +73,9 @@ def sys_rt_sigpending(k: Kernel, set_: int, sigsetsize: int) -> int:
 
 
 def sys_rt_sigreturn(k: Kernel) -> int:
-    """rt_sigreturn(2): registers, mask and FPU state back from the rt_sigframe at rsp - 8"""
-    restore_frame(k)
-    if k.signal_depth:
-        raise SigReturn()          # ends the handler's nested run (Kernel._run_handler)
-    k.ctl.set_resume(abi.Resume.RELOAD)
-    return k.ctl.get("rax")
+    """rt_sigreturn(2): registers, mask and FPU state back from the rt_sigframe at rsp - 8;
+    dispatch resumes at the restored rip (Kernel.sigreturn)"""
+    return k.sigreturn()
 
 
 def sys_sigaltstack(k: Kernel, ss: int, old_ss: int) -> int:

@@ -197,8 +197,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("rt_sigaction", signal.sys_rt_sigaction, "sig,ptr,ptr,int"),
     Supported("rt_sigprocmask", signal.sys_rt_sigprocmask, "int,ptr,ptr,int"),
     Supported("rt_sigpending", signal.sys_rt_sigpending, "ptr,int"),
-    Partial("rt_sigreturn", signal.sys_rt_sigreturn, "handlers run in a nested kiln_run from the "
-            "syscall that delivered them; a changed rip resumes through dispatch (RELOAD)"),
+    Partial("rt_sigreturn", signal.sys_rt_sigreturn, "resumes through dispatch at the restored rip "
+            "(RELOAD); a fault's handler returning to the faulting instruction unchanged ends the "
+            "guest (it cannot be retried)"),
     Supported("sigaltstack", signal.sys_sigaltstack, "ptr,ptr"),
     Partial("kill", signal.sys_kill, "guest processes only (ESRCH for any other pid); -1 and "
             "process groups mean the guest processes in them", "int,sig"),
