@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from formats.errors import KilnError
-from recompiler.image.trees import remove_tree, scratch_directory
+from formats.trees import remove_tree, scratch_directory
 
 
 def cache_dir() -> Path:

@@ -19,7 +19,7 @@ from formats.annotations import ANNOTATION_MEGABINARY_DIGEST, MEGABINARY_PATH
 from formats.errors import KilnError
 from formats.megabinary import read_megabinary
 from recompiler.image import ImageKind, open_image
-from recompiler.image.trees import remove_tree
+from formats.trees import remove_tree
 
 __all__ = ["prepare_bundle", "BundleError"]
 

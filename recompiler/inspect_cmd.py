@@ -24,7 +24,7 @@ def _rootfs_for(image_path: Path, platform: str | None = None) -> Iterator[Path]
     """
     from examples.debs import cache_dir
     from recompiler.image import ImageKind, open_image
-    from recompiler.image.trees import scratch_directory
+    from formats.trees import scratch_directory
 
     with open_image(image_path, platform=platform) as img:
         if img.kind == ImageKind.ROOTFS and img.rootfs is not None:

@@ -27,7 +27,7 @@ from formats.megabinary import (CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, buil
                                 read_megabinary)
 from recompiler.aot import precompile
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
-from recompiler.image.trees import scratch_directory
+from formats.trees import scratch_directory
 from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, take_inventory
 
 if TYPE_CHECKING:

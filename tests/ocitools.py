@@ -23,7 +23,7 @@ from typing import Callable
 
 import zstandard
 
-from recompiler.image.trees import remove_tree, walk_tree
+from formats.trees import remove_tree, walk_tree
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -27,7 +27,7 @@ import pytest
 from examples.busybox.build import build_busybox_image
 from formats.errors import KilnError
 from recompiler.image import FORMATS, open_image, write_image
-from recompiler.image.trees import remove_tree
+from formats.trees import remove_tree
 from recompiler.inventory import take_inventory
 from tests.ocitools import (DOCUMENTS, FIELDS, ImageDocs, base256, fix_checksum, header,
                             memory_scratch, pad, pax_block, pax_record, raw_tar, sha256,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vkernel.errors import VkernelError
-from vkernel.trees import remove_tree
+from formats.trees import remove_tree_at
 
 STATE_ENV = "KILN_STATE"
 
@@ -90,7 +90,7 @@ class RunDir:
         if os.getpid() != self.owner:
             return
         try:
-            remove_tree(self.runs_fd, self.id)
+            remove_tree_at(self.runs_fd, self.id)
         finally:
             for fd in (self.fd, self.lock_fd, self.runs_fd):
                 os.close(fd)
@@ -171,7 +171,7 @@ class StateDir:
             if alive:
                 continue
             try:
-                remove_tree(self.runs_fd, rid)
+                remove_tree_at(self.runs_fd, rid)
                 gone.append(rid)
             except OSError:
                 continue

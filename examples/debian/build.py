@@ -40,7 +40,7 @@ from formats.errors import KilnError, user_report
 from recompiler.image import (ExtraLayer, LayerEntry, file_entry, rootfs_entries,
                               scratch_image, write_image)
 from recompiler.image.source import DEFAULT_ENV_PATH
-from recompiler.image.trees import remove_tree
+from formats.trees import remove_tree
 
 __all__ = ["build_debian_image", "debootstrap_rootfs", "apt_mirror", "apt_sources",
            "base_entries", "site_entries", "WHITEOUTS", "ADDED", "EXCLUDED_PATTERN", "COMPLETE",

@@ -25,7 +25,7 @@ from .layerstream import LayerStream, Prefixed
 from .mediatypes import layer_compression
 from .model import Compression, EntryMeta, LayerRef, Limits, SpecialFile, UnpackResult
 from .tarheaders import HEADER_ERRORS, header_error, member_name, read_members
-from .trees import empty_directory, remove_tree, remove_tree_at, walk_down
+from formats.trees import empty_directory, remove_tree, remove_tree_at, walk_down
 
 __all__ = ["sniff_compression", "apply_layers", "WHITEOUT_PREFIX", "OPAQUE_WHITEOUT"]
 

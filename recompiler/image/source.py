@@ -23,7 +23,7 @@ from .mediatypes import is_layer
 from .model import (EntryMeta, ImageConfig, ImageKind, LayerRef, Limits, Platform,
                     SpecialFile, UnpackResult)
 from .platform import DEFAULT_PLATFORM, parse_platform
-from .trees import empty_directory, remove_tree, walk_tree
+from formats.trees import empty_directory, remove_tree, walk_tree
 
 __all__ = ["SourceImage", "open_image", "scratch_image", "DEFAULT_ENV_PATH", "rootfs_config"]
 

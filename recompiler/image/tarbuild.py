@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import OutputError
-from .trees import walk_tree
+from formats.trees import walk_tree
 
 __all__ = ["LayerEntry", "file_entry", "dir_entry", "symlink_entry", "hardlink_entry",
            "write_layer_tar", "measure_layer_tar", "rootfs_entries", "FIXED_MTIME"]

@@ -32,7 +32,7 @@ from .mediatypes import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, oci_layer_type
 from .model import Compression, Descriptor, ImageKind
 from .source import SourceImage
 from .tarbuild import HashingSink, LayerEntry, measure_layer_tar, rootfs_entries, write_layer_tar
-from .trees import remove_tree
+from formats.trees import remove_tree
 
 __all__ = ["ExtraLayer", "OutputImage", "write_image", "FORMATS"]
 
