@@ -120,13 +120,42 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
                            hint="pass the .key file `kiln keygen` wrote (or `openssl genpkey "
                                 "-algorithm ed25519` output)") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path} holds a {type(key).__name__.removeprefix('_')}, not an "
-                           "Ed25519 key", hint="Kiln signs with Ed25519 only: `kiln keygen`")
+        raise KeyFileError(f"{path} holds a key of type {type(key).__name__.removeprefix('_')}, "
+                           "not Ed25519", hint="Kiln signs with Ed25519 only: `kiln keygen`")
     return SigningKey(key, os.fspath(path))
+
+
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+"""DER of an Ed25519 SubjectPublicKeyInfo up to the key (RFC 8410 §4); DER has one encoding, so
+every such key is these 12 bytes and its 32 raw bytes."""
+
+
+def _raw_from_pem(data: bytes) -> bytes | None:
+    """The raw key of a PEM Ed25519 public key in its one DER form, or None for anything else
+    (left to cryptography's parser and its errors). Reading a policy's key files this way keeps
+    cryptography out of a run that verifies no signature."""
+    try:
+        lines = data.decode("ascii").strip().splitlines()
+    except UnicodeDecodeError:
+        return None
+    lines = [line.strip() for line in lines]
+    if len(lines) < 3 or lines[0] != "-----BEGIN PUBLIC KEY-----" or \
+            lines[-1] != "-----END PUBLIC KEY-----":
+        return None
+    try:
+        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) == len(_SPKI_PREFIX) + PUBLIC_KEY_SIZE and der.startswith(_SPKI_PREFIX):
+        return der[len(_SPKI_PREFIX):]
+    return None
 
 
 def public_key_from_pem(data: bytes, *, source: str, name: str = "") -> PublicKey:
     """The Ed25519 public key in PEM ``data`` (SubjectPublicKeyInfo), named ``source`` in errors."""
+    raw = _raw_from_pem(data)
+    if raw is not None:
+        return PublicKey(raw, name=name, source=source)
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -137,8 +166,8 @@ def public_key_from_pem(data: bytes, *, source: str, name: str = "") -> PublicKe
                            hint="give the .pub file `kiln keygen` wrote (or `openssl pkey "
                                 "-pubout` output)") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{source} holds a {type(key).__name__.removeprefix('_')}, not an "
-                           "Ed25519 public key", hint="Kiln verifies Ed25519 signatures only")
+        raise KeyFileError(f"{source} holds a key of type {type(key).__name__.removeprefix('_')}, "
+                           "not Ed25519", hint="Kiln verifies Ed25519 signatures only")
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return PublicKey(raw, name=name, source=source)
 

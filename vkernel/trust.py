@@ -29,11 +29,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from formats.errors import KilnError
-from formats.keys import KeyFileError, PublicKey, load_public_key_file, public_key_from_text
 from vkernel.audit import AuditLog
+
+if TYPE_CHECKING:
+    from formats.keys import PublicKey
 
 __all__ = ["DEFAULT_POLICY_PATH", "POLICY_ENV", "POLICY_VERSION", "TrustPolicy", "TrustDecision",
            "PolicyError", "TrustRefused", "load_policy", "parse_policy", "check_megabinary"]
@@ -159,6 +161,7 @@ def _digests(path: str, where: str, value: Any) -> frozenset[str]:
 
 
 def _key(path: str, where: str, value: Any) -> PublicKey:
+    from formats.keys import KeyFileError, load_public_key_file, public_key_from_text
     if not isinstance(value, dict):
         raise _fail(path, where, 'expected an object: {"name": ..., "path": FILE} or '
                     '{"name": ..., "public_key": BASE64}')
