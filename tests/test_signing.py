@@ -398,3 +398,23 @@ def test_no_policy_checks_nothing_and_loads_no_cryptography(world, tmp_path):
     # A policy that trusts no key of this image: the signature is not verified either.
     open_policy = world.policy("open2.json", require_signature=False)
     assert not any(m.startswith("cryptography") for m in imported("--policy", str(open_policy)))
+
+
+def test_the_run_opens_only_the_megabinary_the_policy_accepted(world, tmp_path):
+    """check_megabinary (what kiln run and kiln-oci call) gives the digest; a run pinned to it
+    refuses a megabinary that was replaced after the check."""
+    from vkernel.audit import AuditLog
+    from vkernel.errors import VkernelError
+    from vkernel.runtime import RunSpec, Runtime
+    from vkernel.trust import check_megabinary, load_policy
+    mb, _ = _copy(world, "a-signed", tmp_path)
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    decision = check_megabinary(load_policy(world.policy()), mb, audit)
+    audit.close()
+    assert decision.digest == world.digests["a-signed"]
+    assert decision.signed_by == _key_id(world.keys / "trusted.pub") and decision.key_name == "ci"
+    shutil.copyfile(world.bundle("b-signed") / ".kiln/megabinary.kmb", mb)   # swapped after
+    spec = RunSpec(rootfs=world.bundle("a-signed"), megabinary=mb, argv=("/bin/a",),
+                   megabinary_digest=decision.digest)
+    with pytest.raises(VkernelError, match="changed after the trust check"):
+        Runtime(spec)
