@@ -132,10 +132,9 @@ class Signature:
                                    ("source_image", got.source_image, identity.source_image),
                                    ("megabinary_format", got.format, identity.format)):
             if mine != theirs:
-                show = (lambda v: v.hex() if isinstance(v, bytes) else repr(v))
                 raise SignatureMismatch(
                     f"the signature is for another megabinary: its statement's {name} is "
-                    f"{show(mine)}, the megabinary's is {show(theirs)}", path=self.path,
+                    f"{_show(mine)}, the megabinary's is {_show(theirs)}", path=self.path,
                     hint="the signature file was copied from another image, or the megabinary "
                          "changed after signing; " + _HINT_RESIGN)
 
@@ -148,6 +147,10 @@ class Signature:
             raise BadSignature(f"the Ed25519 signature by key {self.key_id} does not verify: "
                                "the signature file was altered", path=self.path,
                                hint=_HINT_RESIGN)
+
+
+def _show(value: str | bytes) -> str:
+    return value.hex() if isinstance(value, bytes) else repr(value)
 
 
 def make_signature(identity: MegabinaryIdentity, key: SigningKey) -> bytes:

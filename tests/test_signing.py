@@ -328,6 +328,11 @@ def test_malformed_policies_are_clear_errors(world, tmp_path):
         assert "\nhint: " in err and "Traceback" not in err, (text, err)
     got = run(world, "a-signed", "/bin/a", policy=tmp_path / "nowhere.json")
     assert got.returncode == 2 and b"does not exist" in got.stderr
+    shared = world.policy("shared.json")
+    shared.chmod(0o666)
+    got = run(world, "a-signed", "/bin/a", policy=shared)
+    assert got.returncode == 2 and b"writable by every user" in got.stderr
+    assert b"hint: chmod o-w" in got.stderr
 
 
 def _c(obj: object) -> bytes:

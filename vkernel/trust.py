@@ -128,6 +128,9 @@ def load_policy(explicit: str | os.PathLike[str] | None = None, *,
                                "running kiln, or fix --policy") from None
     try:
         with os.fdopen(fd, "rb") as f:
+            if os.fstat(f.fileno()).st_mode & 0o002:
+                raise PolicyError(f"the policy file {path} is writable by every user, who could "
+                                  "switch it off", hint=f"chmod o-w {path}")
             data = f.read(_MAX_POLICY + 1)
     except OSError as e:
         raise PolicyError(f"cannot read the policy file {path}: {e.strerror or e}",
@@ -270,7 +273,7 @@ def check_megabinary(policy: TrustPolicy, megabinary: str | os.PathLike[str],
             with read_megabinary(mb_path, check_index=False) as mb:
                 identity = identity_of(mb)
         except KilnError as e:
-            raise refuse("megabinary-damaged", e.message, e.hint) from None
+            raise refuse("bad-megabinary", e.message, e.hint) from None
         facts["digest"] = identity.digest
         if identity.digest in policy.deny:
             raise refuse("denied", f"its megabinary {identity.digest} is on the deny list of "
