@@ -449,6 +449,10 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         if not command:
             raise KilnError(f"{args[0]} has no Entrypoint or Cmd and no command was given",
                             hint=f"kiln run {args[0]} -- CMD ARGS")
+    if audit_log is None and trust_policy.audit_log is not None:
+        audit_log = Path(trust_policy.audit_log)
+    # Before the run leaves any trace (an --upper directory, state, namespaces).
+    digest = _check_trust(trust_policy, megabinary, audit_log, None if rootfs_given else args[0])
     workdir = workdir or image_workdir
     if not workdir.startswith("/"):
         raise KilnError(f"--workdir {workdir!r} must be an absolute path in the guest")
@@ -461,9 +465,6 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         except OSError as e:
             raise KilnError(f"cannot create the upper directory {upper}: {e.strerror}",
                             hint="choose a writable directory for --upper") from None
-    if audit_log is None and trust_policy.audit_log is not None:
-        audit_log = Path(trust_policy.audit_log)
-    digest = _check_trust(trust_policy, megabinary, audit_log, None if rootfs_given else args[0])
     merged: dict[str, str] = {}
     for item in [*image_env, *env]:
         key, _, value = item.partition("=")
