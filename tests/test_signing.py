@@ -385,14 +385,14 @@ def test_signature_reader_errors_are_typed(world):
     assert read_signature(good).statement.megabinary.digest == world.digests["a-signed"]
 
 
-def test_no_policy_checks_nothing_and_loads_no_cryptography(world, tmp_path):
+def test_cryptography_is_loaded_only_to_verify_a_signature_not_seen_before(world, tmp_path):
     if os.path.exists("/etc/kiln/policy.json"):
         pytest.skip("this machine has a policy in /etc/kiln")
     env = {k: v for k, v in os.environ.items() if k != "KILN_POLICY"}
 
-    def imported(*opts: str) -> set[str]:
+    def imported(*opts: str, image: str = "a-stranger") -> set[str]:
         got = subprocess.run([sys.executable, "-X", "importtime", *KILN, "run", *opts,
-                              str(world.images["a-stranger"]), "--", "/bin/a"],
+                              str(world.images[image]), "--", "/bin/a"],
                              capture_output=True, timeout=120, env=env)
         assert got.returncode == 0 and got.stdout == world.native["a"].stdout, got.stderr[-500:]
         return {line.split("|")[-1].strip() for line in got.stderr.decode().splitlines()
@@ -403,6 +403,13 @@ def test_no_policy_checks_nothing_and_loads_no_cryptography(world, tmp_path):
     # A policy that trusts no key of this image: the signature is not verified either.
     open_policy = world.policy("open2.json", require_signature=False)
     assert not any(m.startswith("cryptography") for m in imported("--policy", str(open_policy)))
+    # A signature by a trusted key is verified once; later runs find it in the private cache.
+    env["KILN_CACHE"] = str(tmp_path / "cache")
+    policy = ("--policy", str(world.policy()))
+    assert "cryptography.hazmat.primitives.asymmetric.ed25519" in imported(*policy, image="a-signed")
+    assert not any(m.startswith("cryptography") for m in imported(*policy, image="a-signed"))
+    kept = [p.name for p in (tmp_path / "cache/verified").iterdir() if p.name.startswith("sig-")]
+    assert len(kept) == 1
 
 
 def test_the_run_opens_only_the_megabinary_the_policy_accepted(world, tmp_path):

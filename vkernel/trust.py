@@ -36,6 +36,7 @@ from vkernel.audit import AuditLog
 
 if TYPE_CHECKING:
     from formats.keys import PublicKey
+    from formats.signature import Signature
 
 __all__ = ["DEFAULT_POLICY_PATH", "POLICY_ENV", "POLICY_VERSION", "TrustPolicy", "TrustDecision",
            "PolicyError", "TrustRefused", "load_policy", "parse_policy", "check_megabinary"]
@@ -308,13 +309,30 @@ def check_megabinary(policy: TrustPolicy, megabinary: str | os.PathLike[str],
                              f'"trusted_keys" in {policy.path}')
             return _accepted(log, identity.digest, "", "", policy, facts)
         try:
-            sig.verify(key)
+            _verify(sig, key)
         except SignatureFormatError as e:
             raise refuse("bad-signature", e.message, e.hint) from None
         return _accepted(log, identity.digest, key.key_id, key.name, policy, facts)
     finally:
         if own_audit:
             log.close()
+
+
+def _verify(sig: Signature, key: PublicKey) -> None:
+    """``sig.verify(key)``, unless this very signature verified in an earlier run (the record
+    kept in the private cache of vkernel/verified.py spares importing cryptography)."""
+    from vkernel.verified import TrustDir, keep_signature_verified, signature_verified_before
+    kept = TrustDir.open()
+    try:
+        message = sig.signed_message()
+        if key.key_id == sig.key_id and \
+                signature_verified_before(kept, key.raw, sig.signature, message):
+            return
+        sig.verify(key)
+        keep_signature_verified(kept, key.raw, sig.signature, message)
+    finally:
+        if kept is not None:
+            kept.close()
 
 
 def _accepted(log: AuditLog, digest: str, key_id: str, key_name: str,
