@@ -62,6 +62,7 @@ def _bench(work: Path, rounds: int, warmup: int) -> int:
         ("policy requiring a signature, signed image",
          ["run", "--policy", str(work / "required.json"), str(work / "signed")]),
     ]
+    _breakdown(work, rounds, env)
     if os.path.exists("/etc/kiln/policy.json"):
         print("note: /etc/kiln/policy.json exists, so the first row runs under it")
     times: dict[str, list[float]] = {label: [] for label, _ in configs}
@@ -80,6 +81,52 @@ def _bench(work: Path, rounds: int, warmup: int) -> int:
         print(f"| {label} | {med * 1e3:.1f} | {min(ts) * 1e3:.1f} | "
               f"{(med - base) * 1e3:+.1f} ms |")
     return 0
+
+
+_PROBE = """
+import sys, time
+import vkernel.cli
+vkernel.cli.keep_bytecode()
+import vkernel.runtime                     # what `kiln run` imports (the first two by the
+import formats.megabinary                  # time it checks, the megabinary reader just after)
+t = time.perf_counter()
+from vkernel.audit import AuditLog
+from vkernel.trust import check_megabinary, load_policy
+policy = load_policy(sys.argv[2] or None)
+check_megabinary(policy, sys.argv[1], AuditLog(None))
+print((time.perf_counter() - t) * 1e3)
+"""
+
+
+def _breakdown(work: Path, rounds: int, env: dict[str, str]) -> None:
+    """The check alone, in a process that has imported what `kiln run` imports by then."""
+    from recompiler.bundle import prepare_bundle
+    mb = {name: str(prepare_bundle(work / name) / "rootfs/.kiln/megabinary.kmb")
+          for name in ("unsigned", "signed")}
+    probes = [
+        ("no policy", mb["unsigned"], "", None),
+        ("policy, unsigned image, no signature required", mb["unsigned"],
+         str(work / "open.json"), None),
+        ("policy requiring a signature, signature verified before", mb["signed"],
+         str(work / "required.json"), None),
+        ("policy requiring a signature, signature not seen before", mb["signed"],
+         str(work / "required.json"), "fresh"),
+    ]
+    times: dict[str, list[float]] = {p[0]: [] for p in probes}
+    for r in range(rounds):
+        for label, path, policy, cache in probes:
+            penv = dict(env)
+            if cache:                       # a cache of start-up checks of its own: empty
+                from vkernel.verified import cache_root
+                penv["KILN_CACHE"] = str(work / f"cache-{r}")      # but the byte code kept:
+                penv["PYTHONPYCACHEPREFIX"] = str(cache_root() / "pycache")
+            got = _check([sys.executable, "-c", _PROBE, path, policy], env=penv)
+            times[label].append(float(got.stdout))
+    print("| the check alone (load_policy + check_megabinary) | median ms | min ms |")
+    print("|---|---:|---:|")
+    for label, ts in times.items():
+        print(f"| {label} | {statistics.median(ts):.2f} | {min(ts):.2f} |")
+    print()
 
 
 if __name__ == "__main__":
