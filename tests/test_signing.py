@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import blake3
@@ -42,6 +42,7 @@ class World:
     images: dict[str, Path]     # "a-signed", "a-unsigned", "a-stranger", "b-signed"
     digests: dict[str, str]     # image name -> megabinary digest (recompile --json)
     native: dict[str, subprocess.CompletedProcess]
+    extra_images: list[Path] = field(default_factory=list)   # made by single tests
 
     def policy(self, name: str = "policy.json", **fields) -> Path:
         body = {"version": 1, "require_signature": True,
@@ -58,7 +59,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
+def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("signing")
     keys = base / "keys"
     for name in ("trusted", "stranger"):
@@ -80,7 +81,18 @@ def world(tmp_path_factory) -> World:
             report = json.loads(got.stdout)
             assert report["signed_by"] == (_key_id(keys / f"{key}.pub") if key else None)
             images[name], digests[name] = base / name, report["megabinary_digest"]
-    return World(base, keys, images, digests, native)
+    w = World(base, keys, images, digests, native)
+    yield w
+    _remove_bundles([*images.values(), *w.extra_images])
+
+
+def _remove_bundles(images: list[Path]) -> None:
+    """Keep the cache trimmed: every session signs with new keys, so its images (and the
+    bundles `kiln run IMAGE` unpacked from them) are new each time."""
+    from recompiler.bundle import prepare_bundle
+    for image in images:
+        if image.exists():
+            shutil.rmtree(prepare_bundle(image), ignore_errors=True)
 
 
 def _key_id(pub_pem: Path) -> str:
@@ -181,6 +193,7 @@ def test_an_openssl_key_signs_and_an_inline_key_is_trusted(world: World, tmp_pat
     got = _tool([*RECOMPILE, str(world.base / "root-a"), "-o", str(tmp_path / "img"),
                  "--sign", str(key)])
     assert got.returncode == 0, got.stderr
+    world.extra_images.append(tmp_path / "img")
     der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(pub), "-outform", "DER"],
                          capture_output=True, check=True).stdout
     import base64

@@ -79,7 +79,9 @@ def command_group():  # -> click.Group
 
         Recompile an image first with `recompile IMAGE -o OUT`, then run it with
         `kiln run OUT -- CMD ARGS`. `kiln inspect IMAGE` lists every program and
-        library an image holds.
+        library an image holds. `kiln keygen` makes a key to sign with
+        (`recompile --sign KEY`); a trust policy decides what `kiln run` starts,
+        and `kiln audit verify` checks the audit log's hash chain.
         """
 
     @main.command("run", context_settings={"ignore_unknown_options": True})
