@@ -13,7 +13,7 @@ __all__ = [
     "ANNOTATION_TOOL_VERSION", "ANNOTATION_LAYER_ROLE", "LAYER_ROLE_MEGABINARY",
     "OCI_BASE_DIGEST", "OCI_BASE_NAME", "LABEL_RECOMPILED", "LABEL_MEGABINARY_DIGEST",
     "MEDIA_TYPE_MEGABINARY", "MEDIA_TYPE_MEGABINARY_LAYER", "KILN_DIR", "MEGABINARY_PATH",
-    "MEGABINARY_SUFFIX", "ENGINES_SEPARATOR", "format_engines", "parse_engines",
+    "MEGABINARY_SUFFIX", "SIGNATURE_PATH", "ANNOTATION_SIGNED_BY", "ENGINES_SEPARATOR", "format_engines", "parse_engines",
     "is_kiln_annotation",
 ]
 
@@ -33,6 +33,9 @@ ANNOTATION_SOURCE_DIGEST = "io.kiln.source.digest"
 """Manifest digest of the image that was recompiled (``sha256:<hex>``)."""
 ANNOTATION_TOOL_VERSION = "io.kiln.recompiler.version"
 """Version of the recompiler that produced the image."""
+ANNOTATION_SIGNED_BY = "io.kiln.megabinary.signed-by"
+"""Key id of the key that signed the megabinary (``recompile --sign``); informative only: a
+runtime verifies the signature file at :data:`SIGNATURE_PATH`, never this annotation."""
 
 # --- annotation on the megabinary layer's descriptor only ---
 ANNOTATION_LAYER_ROLE = "io.kiln.layer.role"
@@ -66,6 +69,8 @@ MEGABINARY_SUFFIX = ".kmb"
 """File name extension of a megabinary."""
 MEGABINARY_PATH = "/.kiln/megabinary.kmb"
 """Absolute guest path of the megabinary inside a recompiled image's rootfs."""
+SIGNATURE_PATH = "/.kiln/megabinary.sig"
+"""Absolute guest path of the megabinary's signature file (docs/formats.md §9), when signed."""
 
 ENGINES_SEPARATOR = " "
 """Separator of the fingerprints in an ANNOTATION_ENGINES value (one space)."""

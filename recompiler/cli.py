@@ -42,10 +42,15 @@ __all__ = ["main", "inspect_command"]
               help="Lift every ELF again instead of reusing lifted units cached by BLAKE3.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Cache directory (default $KILN_CACHE or ~/.cache/kiln).")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="KEY",
+              help="Sign the megabinary with this Ed25519 private key (PEM, from `kiln keygen`): "
+                   "the output holds /.kiln/megabinary.sig beside the megabinary, which `kiln run` "
+                   "checks against the trusted keys of its policy.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as one JSON object on stdout (errors as JSON on stderr).")
 def main(image: Path, output: Path, fmt: str, platform: str | None, tag: str, jobs: int | None,
-         no_cache: bool, cache_dir: Path | None, as_json: bool) -> None:
+         no_cache: bool, cache_dir: Path | None, sign_key: Path | None, as_json: bool) -> None:
     """Recompile the x86-64 Linux container image IMAGE into OUT.
 
     IMAGE may be an OCI image layout directory, an OCI archive, a docker-archive
@@ -58,9 +63,17 @@ def main(image: Path, output: Path, fmt: str, platform: str | None, tag: str, jo
     The report lists the ELF files recompiled, functions and instructions lifted,
     instructions the lifter does not support (they become traps that end the
     program with a clear message if reached) and time per stage.
+
+    With --sign KEY the megabinary is signed (Ed25519) and the signature file
+    /.kiln/megabinary.sig goes into the same layer; a `kiln run` whose policy
+    (/etc/kiln/policy.json) trusts the key accepts it.
     """
+    signing_key = None
+    if sign_key is not None:              # read the key first: a bad key must not cost a recompile
+        from formats.keys import load_signing_key
+        signing_key = load_signing_key(sign_key)
     opts = RecompileOptions(fmt=fmt, platform=platform, jobs=jobs or (os.cpu_count() or 1), tag=tag,
-                            cache=cache_dir, use_cache=not no_cache)
+                            cache=cache_dir, use_cache=not no_cache, signing_key=signing_key)
     bar = None
     interactive = sys.stderr.isatty() and not as_json
 

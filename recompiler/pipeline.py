@@ -18,19 +18,21 @@ from typing import TYPE_CHECKING, Callable
 from formats import abi
 from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, LAYER_ROLE_MEGABINARY, ANNOTATION_ENGINES,
                                  ANNOTATION_MEGABINARY_DIGEST, ANNOTATION_MEGABINARY_VERSION,
-                                 ANNOTATION_SOURCE_DIGEST, ANNOTATION_TOOL_VERSION,
-                                 LABEL_MEGABINARY_DIGEST, LABEL_RECOMPILED, MEGABINARY_PATH,
-                                 OCI_BASE_DIGEST, format_engines)
+                                 ANNOTATION_SIGNED_BY, ANNOTATION_SOURCE_DIGEST,
+                                 ANNOTATION_TOOL_VERSION, LABEL_MEGABINARY_DIGEST, LABEL_RECOMPILED,
+                                 MEGABINARY_PATH, OCI_BASE_DIGEST, SIGNATURE_PATH, format_engines)
 from formats.errors import KilnError
 from formats.index import Index, UnitKind, UnitRecord
 from formats.megabinary import (CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, build_megabinary,
                                 read_megabinary)
+from formats.signature import identity_of, make_signature
 from recompiler.aot import precompile
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
 from formats.trees import scratch_directory
 from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, take_inventory
 
 if TYPE_CHECKING:
+    from formats.keys import SigningKey
     from recompiler.wasm.unit import LiftedUnit
 
 __all__ = ["RecompileOptions", "RecompileReport", "UnitReport", "recompile_image", "tool_version"]
@@ -65,6 +67,8 @@ class RecompileOptions:
     tag: str = "latest"
     cache: Path | None = None
     use_cache: bool = True
+    signing_key: "SigningKey | None" = None
+    """Sign the megabinary with this key (a signature file beside it in the layer)."""
 
 
 @dataclass
@@ -88,6 +92,8 @@ class RecompileReport:
     source_digest: str
     megabinary_digest: str = ""
     manifest_digest: str = ""
+    signed_by: str = ""
+    """Key id of the key that signed the megabinary, empty when unsigned."""
     units: list[UnitReport] = field(default_factory=list)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -100,7 +106,7 @@ class RecompileReport:
         return {
             "image": self.image, "output": self.output, "format": self.fmt,
             "source_digest": self.source_digest, "manifest_digest": self.manifest_digest,
-            "megabinary_digest": self.megabinary_digest,
+            "megabinary_digest": self.megabinary_digest, "signed_by": self.signed_by or None,
             "elves_recompiled": sum(u.status in ("recompiled", "cached") for u in self.units),
             "elves_from_cache": sum(u.status == "cached" for u in self.units),
             "elves_skipped": sum(u.status == "skipped" for u in self.units),
@@ -127,6 +133,8 @@ class RecompileReport:
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.stage_seconds.items())
         lines.append(f"  time: {stages}")
         lines.append(f"megabinary {self.megabinary_digest}")
+        if self.signed_by:
+            lines.append(f"signed by key {self.signed_by} ({SIGNATURE_PATH})")
         lines.append(f"wrote {self.fmt} image {self.output} (manifest {self.manifest_digest})")
         return "\n".join(lines)
 
@@ -213,7 +221,13 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
         if src.manifest_digest:
             annotations[ANNOTATION_SOURCE_DIGEST] = src.manifest_digest
             annotations[OCI_BASE_DIGEST] = src.manifest_digest
-        layer = ExtraLayer((file_entry(MEGABINARY_PATH, blob, 0o444),),
+        files = [file_entry(MEGABINARY_PATH, blob, 0o444)]
+        if opts.signing_key is not None:
+            with read_megabinary(blob) as mb:
+                signature = make_signature(identity_of(mb), opts.signing_key)
+            files.append(file_entry(SIGNATURE_PATH, signature, 0o444))
+            report.signed_by = annotations[ANNOTATION_SIGNED_BY] = opts.signing_key.key_id
+        layer = ExtraLayer(tuple(files),
                            created_by=f"kiln recompile {tool_version()}",
                            comment="Kiln megabinary: every ELF recompiled to WebAssembly",
                            annotations={ANNOTATION_LAYER_ROLE: LAYER_ROLE_MEGABINARY})

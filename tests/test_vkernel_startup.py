@@ -208,6 +208,7 @@ FAST_ARGVS = [
     ["run", "--trace", "IMAGE", "-e", "A=1", "--env", "B=2", "--env=C=3", "-w", "/tmp"],
     ["run", "IMAGE", "--timeout", "2.5", "--pids-limit", "7", "--memory", "64m", "-u", "1:2"],
     ["run", "--upper", "/nonexistent/up", "--keep-upper", "/nonexistent/up2", "IMAGE"],
+    ["run", "--policy", "/nonexistent/policy.json", "IMAGE", "--", "/bin/true"],
     ["run", "-v", "/tmp:/data:ro", "--volume=/srv:/srv", "--audit-log", "/nonexistent/a.log",
      "--entrypoint", "/bin/true", "IMAGE", "--", "--help"],
     ["run", "IMAGE", "--trace", "arg", "--", "--", "-x"],

@@ -79,7 +79,9 @@ def command_group():  # -> click.Group
 
         Recompile an image first with `recompile IMAGE -o OUT`, then run it with
         `kiln run OUT -- CMD ARGS`. `kiln inspect IMAGE` lists every program and
-        library an image holds.
+        library an image holds. `kiln keygen` makes a key to sign with
+        (`recompile --sign KEY`); a trust policy decides what `kiln run` starts,
+        and `kiln audit verify` checks the audit log's hash chain.
         """
 
     @main.command("run", context_settings={"ignore_unknown_options": True})
@@ -113,6 +115,33 @@ def command_group():  # -> click.Group
         else:
             click.echo(f"removed {len(gone)} stale run(s) from {state.path}; "
                        f"{len(alive)} run(s) still running")
+
+    @main.group("audit")
+    def audit_group() -> None:
+        """Audit logs: what `kiln run --audit-log` (or the policy's audit_log) records."""
+
+    @audit_group.command("verify")
+    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--head", default=None, metavar="HASH",
+                  help="Also require a record hashing to HASH (the head an earlier verify "
+                       "printed): the log was not cut short or rewritten since.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+    @click.pass_context
+    def audit_verify_command(ctx: click.Context, file: Path, head: str | None,
+                             as_json: bool) -> None:
+        """Check the hash chain of the audit log FILE.
+
+        Each record holds the BLAKE3 of the record before it and a sequence
+        number, so an edited, deleted, inserted or reordered record breaks the
+        chain. Prints "ok, N records" and exits 0, or names the first broken
+        link (line number and what is wrong) and exits 1.
+        """
+        import json
+        from vkernel.audit import verify_chain
+        ctx.meta["kiln.json"] = as_json
+        report = verify_chain(file, head=head)
+        click.echo(json.dumps(report.to_dict(), sort_keys=True) if as_json else report.render())
+        sys.exit(0 if report.ok else 1)
 
     return main
 
@@ -190,7 +219,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "/dev/tty), as `docker run -t`; without it /dev/tty is ENXIO."),
     RunOption(("--trace",), "trace", "flag", "Print each syscall on stderr, strace style."),
     RunOption(("--audit-log",), "audit_log", "file-path",
-              "Append policy decisions (refusals) as JSON lines to this file."),
+              "Append policy decisions (refusals) as hash-chained JSON lines to this file "
+              "(default: the policy's audit_log, else a line on stderr); `kiln audit verify "
+              "FILE` checks the chain."),
+    RunOption(("--policy",), "policy", "file-path",
+              "The trust policy file (default: $KILN_POLICY, else /etc/kiln/policy.json when it "
+              "exists); see below.", "PATH"),
     RunOption(("--upper", "--keep-upper"), "upper", "dir-path",
               "Keep the run's file changes (the upper layer, with whiteouts for deletions) in "
               "this directory (created if missing); default: the run's own, removed when it "
@@ -324,7 +358,7 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         env: tuple[str, ...], workdir: str | None, tty: bool, trace: bool,
         audit_log: Path | None, upper: Path | None, volumes: tuple[str, ...],
         timeout: float | None, pids_limit: int | None, memory: str | None, disk: str | None,
-        user: str | None, args: tuple[str, ...]) -> None:
+        user: str | None, args: tuple[str, ...], policy: Path | None = None) -> None:
     """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
     IMAGE is the output of `recompile` (OCI layout, OCI archive or
@@ -344,8 +378,31 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
     cgroup for --memory, a tmpfs of --disk bytes for its upper layer, and a
     seccomp filter on every process. Its state lives under /var/lib/kiln
     ($KILN_STATE) while it runs; `kiln cleanup` removes what a killed run left.
+
+    Trust policy. Before anything runs, the megabinary is checked against
+    the policy (--policy, $KILN_POLICY, else /etc/kiln/policy.json; without
+    any, every megabinary may run). A refusal is an audit record and exit
+    status 2. The policy is JSON; every key but "version" is optional:
+
+    \b
+      {"version": 1,
+       "require_signature": true,    # only megabinaries signed by a trusted key
+       "trusted_keys": [{"name": "ci", "path": "keys/ci.pub"},
+                        {"name": "rel", "public_key": "<base64 from keygen>"}],
+       "allow": ["blake3:<digest>"], # if given, only these megabinaries
+       "deny": ["blake3:<digest>"],  # never these
+       "kill_switch": false,         # true: refuse every new run
+       "audit_log": "/var/log/kiln/audit.jsonl"}
+
+    Paths are relative to the policy file. A signature is the file
+    /.kiln/megabinary.sig that `recompile --sign KEY` adds (with --megabinary
+    FILE.kmb: FILE.sig beside it); `kiln keygen` makes keys. A signature that
+    is present must be well-formed and name this megabinary, and verify when
+    its key is trusted.
     """
     from vkernel.runtime import RunSpec, run_guest
+    from vkernel.trust import load_policy
+    trust_policy = load_policy(policy)
     vols = tuple(_parse_volume(v) for v in volumes)
     mem = _parse_bytes(memory if memory is not None else DEFAULT_MEMORY, "--memory")
     disk_bytes = _parse_bytes(disk, "--disk") if disk is not None else 0
@@ -361,7 +418,8 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
     image_env: list[str] = []
     image_workdir = "/"
     image_user = ""
-    if rootfs is not None or megabinary is not None:
+    rootfs_given = rootfs is not None or megabinary is not None
+    if rootfs_given:
         if rootfs is None or megabinary is None:
             raise KilnError("--rootfs and --megabinary go together",
                             hint="pass both, or pass a recompiled IMAGE instead")
@@ -393,6 +451,10 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         if not command:
             raise KilnError(f"{args[0]} has no Entrypoint or Cmd and no command was given",
                             hint=f"kiln run {args[0]} -- CMD ARGS")
+    if audit_log is None and trust_policy.audit_log is not None:
+        audit_log = Path(trust_policy.audit_log)
+    # Before the run leaves any trace (an --upper directory, state, namespaces).
+    digest = _check_trust(trust_policy, megabinary, audit_log, None if rootfs_given else args[0])
     workdir = workdir or image_workdir
     if not workdir.startswith("/"):
         raise KilnError(f"--workdir {workdir!r} must be an absolute path in the guest")
@@ -414,7 +476,7 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
                    workdir=workdir, trace=trace, audit_log=audit_log, upper=upper,
                    volumes=vols, timeout=timeout, pids_limit=pids_limit or 0, memory=mem,
                    user=image_user if user is None else user, pid_namespace=True,
-                   disk=disk_bytes, tty=tty, lockdown=True)
+                   disk=disk_bytes, tty=tty, lockdown=True, megabinary_digest=digest)
     try:
         status = run_guest(spec)
     except KilnError:
@@ -423,6 +485,20 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         raise KilnError(f"internal error in vkernel: {type(e).__name__}: {e}",
                         hint="please report this with the command line and the megabinary") from None
     _exit_now(status)
+
+
+def _check_trust(trust_policy, megabinary: Path, audit_log: Path | None,
+                 image: str | None) -> str:
+    """The digest of the megabinary the policy accepts ("" without a policy), or TrustRefused."""
+    if not trust_policy.active:
+        return ""
+    from vkernel.audit import AuditLog
+    from vkernel.trust import check_megabinary
+    audit = AuditLog(audit_log)
+    try:
+        return check_megabinary(trust_policy, megabinary, audit, subject=image).digest
+    finally:
+        audit.close()
 
 
 def _exit_now(status: int) -> None:

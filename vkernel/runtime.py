@@ -66,6 +66,8 @@ class RunSpec:
     isolation: "Isolation | None" = None   # internal: set up by the run's first process
     run_memory: "RunCgroup | None" = None  # internal: the run's cgroup (ENOMEM run-wide)
     supervised: bool = False            # internal: this is the supervisor's child already
+    megabinary_digest: str = ""         # the digest the trust policy accepted (vkernel/trust.py):
+                                        # a megabinary with another one is refused; "" = any
 
 
 _FAULT_SIGNAL = {
@@ -103,6 +105,12 @@ class Runtime:
         # The INDEX is hash-checked here; its decoding and schema check are kept between runs
         # (vkernel/verified.py) like the AOT artifact's hash check.
         self.mb = read_megabinary(spec.megabinary, check_index=False)
+        if spec.megabinary_digest and self.mb.digest != spec.megabinary_digest:
+            self.mb.close()
+            raise VkernelError(f"the megabinary {spec.megabinary} changed after the trust check "
+                               f"(it has digest {self.mb.digest}, the policy accepted "
+                               f"{spec.megabinary_digest})",
+                               hint="the file was replaced while kiln started; run again")
         trust = TrustDir.open()
         try:
             units = unit_table(self.mb, trust)

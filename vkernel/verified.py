@@ -21,6 +21,11 @@ section. What this module lets a run skip, and why that is sound
   identity of a megabinary file whose AOT section was hashed in place, so that
   a damaged file is reported, not silently served from the cache.
 
+- **Verifying a megabinary's signature** (``sig-*``): a record named by the
+  BLAKE3 of (raw public key, signature, signed message), written after that
+  Ed25519 verification succeeded. Verification is a pure function of those
+  bytes, so a run that finds the record need not import ``cryptography``.
+
 Everything lives in ``<cache>/verified``, a directory that must be owned by
 the user running kiln and closed to everyone else (0700); files are opened
 relative to that directory's descriptor and never through symlinks. When the
@@ -255,6 +260,34 @@ def unit_table(mb: "Megabinary", trust: TrustDir | None) -> tuple[UnitSummary, .
         trust.write(name, _encode_units(units))
         trust.prune("units-", _KEEP_RECORDS)
     return units
+
+
+# ---------------------------------------------------------------------------
+# Signatures (vkernel/trust.py)
+# ---------------------------------------------------------------------------
+
+_SIGNATURE_OK = b"ed25519 signature verified\n"
+
+
+def _signature_record(raw_key: bytes, signature: bytes, message: bytes) -> str:
+    # The key (32 bytes) and the signature (64) have fixed sizes: the concatenation is unique.
+    return "sig-" + blake3.blake3(bytes(raw_key) + bytes(signature) + message).hexdigest()
+
+
+def signature_verified_before(trust: TrustDir | None, raw_key: bytes, signature: bytes,
+                              message: bytes) -> bool:
+    """Whether this exact signature of ``message`` by ``raw_key`` verified in an earlier run."""
+    if trust is None:
+        return False
+    return trust.read(_signature_record(raw_key, signature, message), 64) == _SIGNATURE_OK
+
+
+def keep_signature_verified(trust: TrustDir | None, raw_key: bytes, signature: bytes,
+                            message: bytes) -> None:
+    """Remember that the signature verified (after it did)."""
+    if trust is not None:
+        trust.write(_signature_record(raw_key, signature, message), _SIGNATURE_OK)
+        trust.prune("sig-", _KEEP_RECORDS)
 
 
 # ---------------------------------------------------------------------------
