@@ -189,7 +189,7 @@ class FunctionEmitter:
             return f"({_LOAD[(e.ty, e.width, e.signed)]} $g {self.addr(e.addr)})"
         if t is StateGet:
             op = {8: "i64.load", 4: "i64.load32_u", 2: "i64.load16_u", 16: "v128.load"}[e.width]
-            return f"({op} $c offset={state_off(e.field)} (i32.const 0))"
+            return f"({op} $c offset={state_off(e.field) + e.offset} (i32.const 0))"
         raise TypeError(f"unknown expression {e!r}")
 
     def addr(self, e: Expr) -> str:
@@ -212,7 +212,7 @@ class FunctionEmitter:
             out.append(f"({_STORE[(ty, st.width)]} $g {self.addr(st.addr)} {self.x(st.value)})")
         elif t is StateSet:
             op = {8: "i64.store", 4: "i64.store32", 2: "i64.store16", 16: "v128.store"}[st.width]
-            out.append(f"({op} $c offset={state_off(st.field)} (i32.const 0) {self.x(st.value)})")
+            out.append(f"({op} $c offset={state_off(st.field) + st.offset} (i32.const 0) {self.x(st.value)})")
         elif t is If:
             out.append(f"(if {self.x(st.cond)} (then")
             for x in st.then:

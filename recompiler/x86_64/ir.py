@@ -58,10 +58,11 @@ class Load(Expr):
 
 @dataclass(slots=True)
 class StateGet(Expr):
-    """A field of the CPU state in the control memory (fs_base, mxcsr, ...)."""
+    """A field of the CPU state in the control memory (fs_base, mxcsr, ...), ``offset`` bytes into it."""
     ty: str
     field: str
     width: int
+    offset: int = 0
 
 
 @dataclass(slots=True)
@@ -98,9 +99,11 @@ class Store(Stmt):
 
 @dataclass(slots=True)
 class StateSet(Stmt):
+    """Store ``width`` bytes of ``value`` into a CPU-state field, ``offset`` bytes into it."""
     field: str
     width: int
     value: Expr
+    offset: int = 0
 
 
 @dataclass(slots=True)

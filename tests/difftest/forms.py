@@ -34,7 +34,7 @@ LZCNT = FLAG_CF | FLAG_ZF | FLAG_DF                            # lzcnt/tzcnt: CF
 
 GENERATORS = ("random", "shift", "shift16", "div", "divfault", "string", "rep", "ret", "target", "leave",
               "float32", "float64", "cvt32", "cvt64", "xmmcount", "mxcsr", "fpucw", "popf", "rcx", "bitmem",
-              "cmpxchg", "fixed")
+              "cmpxchg", "fixed", "mmxcount", "maskmov")
 """Input generators a form may name (implemented in tests/test_insn_diff.py)."""
 
 _REG_SIZE: dict[str, int] = {}
@@ -402,6 +402,39 @@ _add("sse_float", ["cvttss2si rax, xmm1", "cvttss2si ecx, xmm2", "cvtss2si rdx, 
                    "cvttss2si r9, dword ptr [rbx+8]", "cvtss2si eax, dword ptr [rbx+8]", "cvtss2sd xmm1, xmm2",
                    "cvtss2sd xmm3, dword ptr [rbx+8]"], gen="cvt32")
 
+
+# -- MMX (family "mmx": every input state also gets a random x87 register file, tag word and TOP) ------
+_MMX_LANES = ("paddb paddw paddd paddq psubb psubw psubd psubq paddsb paddsw paddusb paddusw psubsb psubsw "
+              "psubusb psubusw pcmpeqb pcmpeqw pcmpeqd pcmpgtb pcmpgtw pcmpgtd pmullw pmulhw pmulhuw pmaddwd "
+              "pmuludq pand pandn por pxor pminub pmaxub pminsw pmaxsw pavgb pavgw psadbw "
+              "packsswb packssdw packuswb punpckhbw punpckhwd punpckhdq").split()
+for _m in _MMX_LANES:
+    _add("mmx", [f"{_m} mm1, mm2", f"{_m} mm0, qword ptr [rbx]", f"{_m} mm7, mm7"])
+for _m in ("punpcklbw", "punpcklwd", "punpckldq"):
+    _add("mmx", [f"{_m} mm1, mm2", f"{_m} mm0, dword ptr [rbx+4]", f"{_m} mm6, mm6"])
+for _m in ("psllw", "pslld", "psllq", "psrlw", "psrld", "psrlq", "psraw", "psrad"):
+    _add("mmx", [f"{_m} mm1, 0", f"{_m} mm2, 1", f"{_m} mm3, 7", f"{_m} mm4, 15", f"{_m} mm5, 31",
+                 f"{_m} mm6, 63", f"{_m} mm7, 200"])
+    _add("mmx", [f"{_m} mm1, mm2", f"{_m} mm3, qword ptr [rbx]"], gen="mmxcount")
+_add("mmx", ["pshufw mm1, mm2, 0x1b", "pshufw mm3, mm3, 0", "pshufw mm4, mm5, 0xff", "pshufw mm0, qword ptr [rbx], 0x39",
+             "pinsrw mm1, eax, 0", "pinsrw mm2, ecx, 3", "pinsrw mm3, r10d, 6", "pinsrw mm4, word ptr [rbx+2], 1",
+             "pextrw eax, mm1, 0", "pextrw ecx, mm2, 3", "pextrw r9d, mm7, 5",
+             "pmovmskb eax, mm1", "pmovmskb r9d, mm6"])
+_add("mmx", ["movd mm0, eax", "movd mm5, r9d", "movd mm1, dword ptr [rbx+4]", "movd ecx, mm2", "movd dword ptr [rbx], mm3",
+             "movq mm0, rax", "movq rcx, mm5", "movq mm1, mm2", "movq mm3, qword ptr [rbx+8]",
+             "movq qword ptr [rbx], mm4", "movntq qword ptr [rbx+8], mm6", "movq2dq xmm1, mm2", "movdq2q mm1, xmm2",
+             "emms"])
+_add("mmx", ["maskmovq mm1, mm2"], gen="maskmov")
+_add("mmx", ["cvtpi2ps xmm1, mm2", "cvtpi2ps xmm3, qword ptr [rbx]", "cvtpi2pd xmm1, mm2",
+             "cvtpi2pd xmm4, qword ptr [rbx+8]"])
+_add("mmx", ["cvtps2pi mm1, xmm2", "cvttps2pi mm3, xmm4", "cvtps2pi mm5, qword ptr [rbx]",
+             "cvttps2pi mm6, qword ptr [rbx+8]"], gen="cvt32")
+_add("mmx", ["cvtpd2pi mm1, xmm2", "cvttpd2pi mm3, xmm4", "cvtpd2pi mm5, xmmword ptr [rbx]",
+             "cvttpd2pi mm6, xmmword ptr [rbx+0x10]"], gen="cvt64")
+# SSE2 forms of the same operations on xmm
+_add("sse_int", ["pmulhw xmm1, xmm2", "pmulhw xmm3, xmmword ptr [rbx]", "pmulhuw xmm1, xmm2",
+                 "pmulhuw xmm9, xmmword ptr [rbx]", "psadbw xmm1, xmm2", "psadbw xmm10, xmmword ptr [rbx]"])
+_add("sse_int", ["maskmovdqu xmm1, xmm2"], gen="maskmov")
 
 def forms_by_family() -> dict[str, list[Form]]:
     out: dict[str, list[Form]] = {}
