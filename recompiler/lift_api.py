@@ -13,10 +13,11 @@ import gc
 import multiprocessing
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from formats.abi import FaultCode
 from recompiler.aot import engine_config
 from recompiler.wasm.emit import FunctionEmitter
 from recompiler.wasm.module import LinkedModule, LinkedUnit, link
@@ -24,6 +25,7 @@ from recompiler.wasm.unit import LiftedUnit
 from recompiler.x86_64.cfg import Program, discover
 from recompiler.x86_64.elfimage import ElfImage
 from recompiler.x86_64.errors import LiftError, UnsupportedInstruction
+from recompiler.x86_64.ir import FaultStmt, Trap
 from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_liveness, lift_block
 
 __all__ = ["lift_elf", "link_units", "engine_config", "LiftedUnit", "LinkedModule", "LinkedUnit",
@@ -59,6 +61,8 @@ class _Part:
     sites: list[tuple[int, str, str]]              # this batch's trap sites, placeholder numbering
     block_stats: dict[int, dict]                   # block start -> lift_block's counts for that block
     nblocks: int
+    internal: list[tuple[int, str]] = field(default_factory=list)   # (function, why it became trap sites)
+    fallback_home: dict[int, tuple[int, int]] = field(default_factory=dict)   # entries into those functions
 
 
 def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name: str) -> _Part:
@@ -83,38 +87,60 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
         return lb
 
     home: dict[int, tuple[int, int]] = {}
+    fallback_home: dict[int, tuple[int, int]] = {}   # blocks of functions that became trap sites
     texts: list[str] = []
     with_traps: list[int] = []
+    internal: list[tuple[int, str]] = []
     nblocks = 0
     for f in funcs:
         fn = prog.functions[f]
         order = _reverse_postorder(f, fn.blocks, prog)
-        blocks = {}
-        for s in order:
-            lb = get(s)
-            blocks[s] = IRBlock(s, list(lb.insns), lb.term, lb.info, lb.summary)
-        live_in = flag_liveness(blocks, unit_funcs)
-        ordered = [blocks[s] for s in order]
         entry_blocks = {s for s in order if s in prog.indirect}
         entry_blocks.add(f)
         try:
-            em = FunctionEmitter(f, ordered, live_in, unit_funcs, bias, entry_blocks, TRAP_TOKEN)
+            blocks = {}
+            for s in order:
+                lb = get(s)
+                blocks[s] = IRBlock(s, list(lb.insns), lb.term, lb.info, lb.summary)
+            live_in = flag_liveness(blocks, unit_funcs)
+            em = FunctionEmitter(f, [blocks[s] for s in order], live_in, unit_funcs, bias, entry_blocks, TRAP_TOKEN)
             texts.append(em.emit())
-        except (KeyError, TypeError, ValueError) as e:
-            raise LiftError(f"{name}: internal error emitting the function at {f:#x}: {type(e).__name__}: {e}",
-                            hint="this is a lifter bug; report it with the ELF that triggered it") from None
+            homes = home
+        except Exception as e:   # noqa: BLE001 - a lifter bug in one function must not cost the file
+            reason = f"internal error lifting the function at {f:#x}: {type(e).__name__}: {e}"[:400]
+            internal.append((f, reason))
+            em = _trap_function(f, order, prog, bias, traps, unit_funcs, reason)
+            texts.append(em.emit())
+            homes = fallback_home
         if em.trap_tokens:
             with_traps.append(len(texts) - 1)
         for i, s in enumerate(order):
-            if s in prog.indirect and s not in home:
-                home[s] = (f, i)
+            if s in prog.indirect and s not in homes:
+                homes[s] = (f, i)
             refs[s] -= 1
             if not refs[s]:
-                del lifted[s]
+                lifted.pop(s, None)
         for s, i in getattr(em, "loop_entries", ()):   # interrupt polls leave at loop headers: dispatch entries
-            home.setdefault(s, (f, i))
-        nblocks += len(ordered)
-    return _Part(texts, with_traps, home, traps.sites, block_stats, nblocks)
+            homes.setdefault(s, (f, i))
+        nblocks += len(order)
+    return _Part(texts, with_traps, home, traps.sites, block_stats, nblocks, internal, fallback_home)
+
+
+def _trap_function(f: int, order: list[int], prog: Program, bias: int, traps: TrapSites, unit_funcs: set[int],
+                   reason: str) -> FunctionEmitter:
+    """The function at ``f`` with every block a trap site saying ``reason``: what a function the
+    lifter failed on becomes (its blocks keep their places, so every dispatch entry into it traps)."""
+    blocks = []
+    for s in order:
+        insns = prog.blocks[s].insns
+        mnemonic = insns[0].mnemonic if insns else "(bad)"
+        i = traps.add(s, mnemonic, reason)
+        blocks.append(IRBlock(s, [(s, [FaultStmt(int(FaultCode.UNSUPPORTED), i, s + bias)])], Trap()))
+    for b in blocks:
+        compute_info(b)
+    live_in = {b.start: frozenset() for b in blocks}
+    em = FunctionEmitter(f, blocks, live_in, unit_funcs, bias, set(order), TRAP_TOKEN)
+    return em
 
 
 def _batches(prog: Program, funcs: list[int], n: int) -> list[list[int]]:
@@ -171,11 +197,17 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
     in_funcs = {s for f in funcs for s in prog.functions[f].blocks}
     rest = TrapSites()
     rest_stats: dict[int, dict] = {}
+    rest_internal: list[tuple[int, str]] = []
     for start, blk in prog.blocks.items():
         if start not in in_funcs:
             st = rest_stats[start] = {}
-            lift_block(blk, prog, bias, rest, st)
-    parts.append(_Part([], [], {}, rest.sites, rest_stats, 0))
+            try:
+                lift_block(blk, prog, bias, rest, st)
+            except Exception as e:   # noqa: BLE001 - as in _lift_functions: a trap site, not a lost file
+                reason = f"internal error lifting the block at {start:#x}: {type(e).__name__}: {e}"[:400]
+                rest.add(start, blk.insns[0].mnemonic if blk.insns else "(bad)", reason)
+                rest_internal.append((start, reason))
+    parts.append(_Part([], [], {}, rest.sites, rest_stats, 0, rest_internal))
     # merge: trap sites by address (the index's list order; faults carry these indices)
     by_addr: dict[int, tuple[int, str, str]] = {}
     for part in parts:
@@ -197,6 +229,10 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
         for s, st in part.block_stats.items():
             block_stats.setdefault(s, st)
         nblocks += part.nblocks
+    internal = sorted(x for part in parts for x in part.internal)
+    for part in parts:                 # a block in a function that became trap sites: only if no
+        for s, fi in part.fallback_home.items():      # working copy of it exists elsewhere
+            home.setdefault(s, fi)
     del parts
     unsupported: dict[str, int] = {}
     for st in block_stats.values():
@@ -209,6 +245,11 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
     entries = tuple(sorted((a, f, i) for a, (f, i) in home.items()))
     stats["functions"] = len(funcs)
     stats["blocks"] = nblocks
+    by_mnemonic: dict[str, int] = {}
+    for _, mnemonic, _ in sites:
+        by_mnemonic[mnemonic] = by_mnemonic.get(mnemonic, 0) + 1
+    stats["trap_sites"] = dict(sorted(by_mnemonic.items()))
+    stats["internal_errors"] = [[a, why] for a, why in internal]
     stats["lift_seconds"] = round(time.monotonic() - t0, 3)
     return LiftedUnit(name, bias, img.entry, tuple(img.exec_segments()), "\n".join(texts), tuple(funcs),
                       entries, sites, stats)
