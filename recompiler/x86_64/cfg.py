@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .decode import Decoder, Insn
 from .ehframe import fde_ranges
-from .jumptables import TableSpec, data_refs, read_table, table_far, table_near
+from .jumptables import TableSpec, read_table, refs_of, table_far, table_near
 from .elfimage import R_X86_64_IRELATIVE, R_X86_64_RELATIVE, ElfImage
 
 __all__ = ["Block", "Function", "Program", "discover"]
@@ -54,14 +54,14 @@ def _is_code(img: ElfImage, ranges: list[tuple[int, int]], a: int) -> bool:
     return False
 
 
-def _splits(insns: dict[int, Insn], order: list[int], a: int) -> bool:
-    """Whether ``a`` lies strictly inside an instruction already decoded (``order``: the sorted
-    addresses of ``insns``, or of some of them): then it is no code address, only bytes of one."""
-    i = bisect.bisect_right(order, a) - 1
-    if i < 0:
-        return False
-    ins = insns.get(order[i])
-    return ins is not None and ins.address < a < ins.address + ins.size
+def _inside(insns: dict[int, Insn], a: int) -> bool:
+    """Whether ``a`` lies strictly inside an instruction already decoded: then it is no code
+    address, only bytes of one."""
+    for k in range(1, 15):
+        ins = insns.get(a - k)
+        if ins is not None and a < ins.address + ins.size:
+            return True
+    return False
 
 
 def discover(img: ElfImage) -> Program:
@@ -76,6 +76,7 @@ def discover(img: ElfImage) -> Program:
     pred: dict[int, int] = {}          # fallthrough predecessor instruction
     pending: list[Insn] = []           # `jmp reg` whose table base register was loaded further away
     deferred: list[TableSpec] = []     # tables of unknown size: read once the code around is known
+    named: set[int] = set()            # addresses the decoded code refers to in memory operands
 
     def code(a: int) -> bool:
         return _is_code(img, ranges, a)
@@ -129,6 +130,8 @@ def discover(img: ElfImage) -> Program:
                   break
               insns[a] = ins
               m = ins.mnemonic
+              if ins.ops and any(o.kind == "m" for o in ins.ops):
+                  named.update(refs_of(ins))
               # code pointers in immediates (mov $main, %rdi) and rip-relative lea (PIE)
               if m in _PTR_MNEMONICS:
                   for o in ins.ops:
@@ -194,11 +197,23 @@ def discover(img: ElfImage) -> Program:
         else:
             deferred.append(spec)
 
+    def splits(a: int) -> bool:
+        return _inside(insns, a)
+
+    def take_target(t: int) -> None:
+        add_table_target(t)
+        run()
+
+    def add_table_target(t: int) -> None:
+        leaders.add(t)
+        indirect.add(t)
+        work.append(t)
+
     def settle() -> None:
         """Run to a fixed point. Then resolve `jmp reg` whose table base register was set long
-        before (lea rB, [rip + T] above a loop), and read the tables of unknown size, each up to
-        the next address the code refers to; every pass of discovery (data pointers included)
-        can reach new such jumps."""
+        before (lea rB, [rip + T] above a loop), and read the tables of unknown size one entry at
+        a time, each target's code discovered before the next entry is read; every pass of
+        discovery (data pointers included) can reach new such jumps."""
         run()
         for _ in range(16):
             if not pending and not deferred:
@@ -209,14 +224,11 @@ def discover(img: ElfImage) -> Program:
                 spec = table_far(jmp, insns, order, pred)
                 if spec is not None:
                     take(spec)
-            if deferred:
-                refs = data_refs(insns)
-                specs, deferred[:] = list(deferred), []
-                for spec in specs:
-                    k = bisect.bisect_right(refs, spec.table)
-                    add_table(spec.jmp, read_table(img, spec, code, fde_of(spec.jmp),
-                                                   refs[k] if k < len(refs) else None,
-                                                   lambda t: _splits(insns, order, t)))
+            specs, deferred[:] = list(deferred), []
+            for spec in specs:
+                targets = read_table(img, spec, code, fde_of(spec.jmp), named.__contains__, splits, take_target)
+                if targets:
+                    jump_tables[spec.jmp] = targets
             run()
 
     settle()
@@ -224,14 +236,13 @@ def discover(img: ElfImage) -> Program:
     # in code becomes a function entry unless it lands inside a known instruction (an integer that
     # happens to look like an address). Position-independent ELFs name every code pointer in a
     # RELATIVE relocation (above), and their raw words are offsets, so only ET_EXEC is scanned.
-    order = sorted(insns)
     for w in (img.data_words() if not img.is_pie else ()):
         if code(w):
             if w in insns:
                 if w not in funcs:
                     leaders.add(w)
                     indirect.add(w)
-            elif w not in invalid and not _splits(insns, order, w):
+            elif w not in invalid and not _inside(insns, w):
                 add_func(w)
                 work.append(w)
     settle()

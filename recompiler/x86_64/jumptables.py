@@ -5,10 +5,11 @@ Two shapes are recognised: ``jmp [table + idx*8]`` (absolute entries) and
 (32-bit entries relative to the table; the ``lea`` may be far above, before a
 loop). The number of entries comes from the index register's history on the
 fall-through path (:func:`index_bound`). A table whose size that history does
-not give is read until its entries stop being code, leave the jump's
+not give is read one entry at a time, each target's code discovered before the
+next entry is read, until its entries stop being code, leave the jump's
 ``.eh_frame`` FDE (its function), land inside an instruction already known, or
-reach another address the code refers to (the next table, typically):
-:func:`data_refs` lists those.
+reach another address the code refers to (the next table, typically;
+:func:`refs_of` gives an instruction's).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from formats.abi import GPR_NAMES, SUBREGISTERS
 from .decode import Insn
 from .elfimage import ElfImage
 
-__all__ = ["TableSpec", "table_near", "table_far", "read_table", "data_refs", "index_bound"]
+__all__ = ["TableSpec", "table_near", "table_far", "read_table", "refs_of", "index_bound"]
 
 JCC = frozenset({"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp",
                  "jl", "jge", "jle", "jg", "jrcxz", "jecxz"})
@@ -194,18 +195,21 @@ def table_far(jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[in
 
 
 def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None = None,
-               stop: int | None = None, splits=None) -> list[int]:
+               named=None, splits=None, take=None) -> list[int]:
     """The targets of ``spec``'s table. A tight bound reads that many entries, skipping ones that
-    are not code. Otherwise reading also ends at the first entry that is not code, that leaves
-    ``fde`` (the jump's function, when .eh_frame gives it), that ``splits(t)`` says lands inside
-    an instruction already known, or at address ``stop`` (the next address the code refers to
-    after the table)."""
+    are not code. Otherwise reading ends at the first entry that is not code, that leaves ``fde``
+    (the jump's function, when .eh_frame gives it), that ``splits(t)`` says lands inside an
+    instruction already known, or whose own address ``named(a)`` says the code refers to (the
+    next table, typically). ``take(t)``, when given, is called with each target as it is read, so
+    the code it leads to (and what that code refers to) is known before the next entry is read:
+    a switch's cases often hold the reference that ends its table."""
     limit = min(spec.bound, MAX_ENTRIES) if spec.bound else UNBOUNDED_ENTRIES
-    if not spec.tight and stop is not None and stop > spec.table:
-        limit = min(limit, (stop - spec.table + spec.step - 1) // spec.step)
     out: list[int] = []
     for i in range(limit):
-        raw = img.read(spec.table + spec.step * i, spec.step)
+        at = spec.table + spec.step * i
+        if i and not spec.tight and named is not None and named(at):
+            break
+        raw = img.read(at, spec.step)
         if len(raw) < spec.step:
             break
         if spec.base is None:
@@ -218,17 +222,20 @@ def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None
                 continue
             break
         out.append(t)
+        if take is not None:
+            take(t)
     return out
 
 
-def data_refs(insns: dict[int, Insn]) -> list[int]:
-    """Every address the known code names in a memory operand (rip-relative, or absolute), sorted."""
-    refs: set[int] = set()
-    for ins in insns.values():
-        for o in ins.ops:
-            if o.kind == "m":
-                if o.base == "rip":
-                    refs.add(ins.next + o.disp)
-                elif not o.base and not o.seg and o.disp > 0:
-                    refs.add(o.disp)
-    return sorted(refs)
+def refs_of(ins: Insn) -> list[int]:
+    """The addresses ``ins`` names in memory operands (rip-relative, or absolute)."""
+    out = []
+    for o in ins.ops:
+        if o.kind == "m":
+            if o.base == "rip":
+                out.append(ins.next + o.disp)
+            elif not o.base and not o.index and not o.seg and o.disp > 0:
+                out.append(o.disp)
+            elif not o.base and o.index and not o.seg and o.disp > 0:
+                out.append(o.disp)          # jmp [table + idx*8]: the table's address
+    return out
