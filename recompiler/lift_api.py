@@ -37,16 +37,20 @@ TRAP_TOKEN = "@trap{}@"
 (the number is the site's position in the unit's address-sorted trap-site list)."""
 _TRAP_RE = re.compile(r"@trap(\d+)@")
 
-def lift_elf(path: Path, *, name: str, jobs: int = 1) -> LiftedUnit:
+def lift_elf(path: Path, *, name: str, jobs: int = 1, pic: bool | None = None) -> LiftedUnit:
     """Discover, lift and emit every function of one x86-64 ELF (never fails on unknown instructions).
 
     With ``jobs`` > 1 the functions are lifted in that many forked worker processes, in
-    contiguous batches; the unit is the same as with one job."""
+    contiguous batches; the unit is the same as with one job. ``pic``: lift position-independently
+    (the code reads its load bias from the module's ``$U.bias`` global at run time, and the unit's
+    ``position_independent`` says so); by default shared objects, ld.so and dynamically linked PIE
+    programs are, while ET_EXEC programs keep their link addresses and static-pie programs assume
+    vkernel's PIE_LOAD_BASE."""
     # The IR is millions of small acyclic objects: the cyclic collector only costs time here.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _lift_elf(path, name, jobs)
+        return _lift_elf(path, name, jobs, pic)
     finally:
         if was_enabled:
             gc.enable()
@@ -65,9 +69,9 @@ class _Part:
     fallback_home: dict[int, tuple[int, int]] = field(default_factory=dict)   # entries into those functions
 
 
-def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name: str) -> _Part:
+def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name: str, bias: int,
+                    pic: bool) -> _Part:
     """Lift and emit ``funcs`` (in order)."""
-    bias = prog.image.bias
     traps = TrapSites()
     block_stats: dict[int, dict] = {}
     # Blocks are lifted when the first function containing them is emitted and dropped after the
@@ -82,7 +86,7 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
         lb = lifted.get(start)
         if lb is None:
             st = block_stats[start] = {}
-            lb = lifted[start] = lift_block(prog.blocks[start], prog, bias, traps, st)
+            lb = lifted[start] = lift_block(prog.blocks[start], prog, bias, traps, st, pic)
             compute_info(lb)
         return lb
 
@@ -103,13 +107,14 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
                 lb = get(s)
                 blocks[s] = IRBlock(s, list(lb.insns), lb.term, lb.info, lb.summary)
             live_in = flag_liveness(blocks, unit_funcs)
-            em = FunctionEmitter(f, [blocks[s] for s in order], live_in, unit_funcs, bias, entry_blocks, TRAP_TOKEN)
+            em = FunctionEmitter(f, [blocks[s] for s in order], live_in, unit_funcs, bias, entry_blocks, TRAP_TOKEN,
+                                 pic)
             texts.append(em.emit())
             homes = home
         except Exception as e:   # noqa: BLE001 - a lifter bug in one function must not cost the file
             reason = f"internal error lifting the function at {f:#x}: {type(e).__name__}: {e}"[:400]
             internal.append((f, reason))
-            em = _trap_function(f, order, prog, bias, traps, unit_funcs, reason)
+            em = _trap_function(f, order, prog, bias, pic, traps, unit_funcs, reason)
             texts.append(em.emit())
             homes = fallback_home
         if em.trap_tokens:
@@ -126,8 +131,8 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
     return _Part(texts, with_traps, home, traps.sites, block_stats, nblocks, internal, fallback_home)
 
 
-def _trap_function(f: int, order: list[int], prog: Program, bias: int, traps: TrapSites, unit_funcs: set[int],
-                   reason: str) -> FunctionEmitter:
+def _trap_function(f: int, order: list[int], prog: Program, bias: int, pic: bool, traps: TrapSites,
+                   unit_funcs: set[int], reason: str) -> FunctionEmitter:
     """The function at ``f`` with every block a trap site saying ``reason``: what a function the
     lifter failed on becomes (its blocks keep their places, so every dispatch entry into it traps)."""
     blocks = []
@@ -135,11 +140,11 @@ def _trap_function(f: int, order: list[int], prog: Program, bias: int, traps: Tr
         insns = prog.blocks[s].insns
         mnemonic = insns[0].mnemonic if insns else "(bad)"
         i = traps.add(s, mnemonic, reason)
-        blocks.append(IRBlock(s, [(s, [FaultStmt(int(FaultCode.UNSUPPORTED), i, s + bias)])], Trap()))
+        blocks.append(IRBlock(s, [(s, [FaultStmt(int(FaultCode.UNSUPPORTED), i, s)])], Trap()))
     for b in blocks:
         compute_info(b)
     live_in = {b.start: frozenset() for b in blocks}
-    em = FunctionEmitter(f, blocks, live_in, unit_funcs, bias, set(order), TRAP_TOKEN)
+    em = FunctionEmitter(f, blocks, live_in, unit_funcs, bias, set(order), TRAP_TOKEN, pic)
     return em
 
 
@@ -161,28 +166,30 @@ def _batches(prog: Program, funcs: list[int], n: int) -> list[list[int]]:
     return out
 
 
-_WORKER: tuple[Program, list[list[int]], set[int], str] | None = None
+_WORKER: tuple[Program, list[list[int]], set[int], str, int, bool] | None = None
 
 
 def _lift_batch(k: int) -> _Part:
     """Worker (forked after discovery): lift batch ``k``."""
     assert _WORKER is not None
-    prog, batches, unit_funcs, name = _WORKER
+    prog, batches, unit_funcs, name, bias, pic = _WORKER
     gc.disable()
-    return _lift_functions(prog, batches[k], unit_funcs, name)
+    return _lift_functions(prog, batches[k], unit_funcs, name, bias, pic)
 
 
-def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
+def _lift_elf(path: Path, name: str, jobs: int, pic: bool | None) -> LiftedUnit:
     global _WORKER
     t0 = time.monotonic()
     img = ElfImage(Path(path), name)
+    if pic is None:
+        pic = img.is_pie and not img.static_pie
     prog = discover(img)
-    bias = img.bias
+    bias = 0 if pic else img.bias
     funcs = sorted(prog.functions)
     unit_funcs = set(funcs)
     batches = _batches(prog, funcs, 3 * jobs) if jobs > 1 and len(funcs) > 64 else [funcs]
     if len(batches) > 1:
-        _WORKER = (prog, batches, unit_funcs, name)
+        _WORKER = (prog, batches, unit_funcs, name, bias, pic)
         try:
             gc.freeze()              # keep the forked workers' copies of the CFG shared
             ctx = multiprocessing.get_context("fork")
@@ -192,7 +199,7 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
             _WORKER = None
             gc.unfreeze()
     else:
-        parts = [_lift_functions(prog, funcs, unit_funcs, name)]
+        parts = [_lift_functions(prog, funcs, unit_funcs, name, bias, pic)]
     # blocks in no function: still lifted, so counted and their trap sites listed
     in_funcs = {s for f in funcs for s in prog.functions[f].blocks}
     rest = TrapSites()
@@ -202,7 +209,7 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
         if start not in in_funcs:
             st = rest_stats[start] = {}
             try:
-                lift_block(blk, prog, bias, rest, st)
+                lift_block(blk, prog, bias, rest, st, pic)
             except Exception as e:   # noqa: BLE001 - as in _lift_functions: a trap site, not a lost file
                 reason = f"internal error lifting the block at {start:#x}: {type(e).__name__}: {e}"[:400]
                 rest.add(start, blk.insns[0].mnemonic if blk.insns else "(bad)", reason)
@@ -252,7 +259,7 @@ def _lift_elf(path: Path, name: str, jobs: int) -> LiftedUnit:
     stats["internal_errors"] = [[a, why] for a, why in internal]
     stats["lift_seconds"] = round(time.monotonic() - t0, 3)
     return LiftedUnit(name, bias, img.entry, tuple(img.exec_segments()), "\n".join(texts), tuple(funcs),
-                      entries, sites, stats)
+                      entries, sites, stats, pic)
 
 
 def _reverse_postorder(entry: int, members: list[int], prog) -> list[int]:

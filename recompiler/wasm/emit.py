@@ -25,13 +25,18 @@ import os
 from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, INTERRUPT_FLAG,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const,
-                                  Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
+                                  Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, RtAddr,
+                                  SetReg,
                                   StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While, leaves_lifted_code,
                                   stmts_reads, term_exprs, walk_expr)
 from recompiler.wasm.runtime_wat import cache_hit, cache_slot
 from recompiler.x86_64.lift import IRBlock
 
-__all__ = ["FunctionEmitter", "func_name", "ALL_GPRS", "state_off", "TRACE"]
+__all__ = ["FunctionEmitter", "func_name", "ALL_GPRS", "state_off", "TRACE", "BIAS_GLOBAL"]
+
+BIAS_GLOBAL = "$U.bias"
+"""The i64 global a position-independent unit's code reads its load bias from (run-time minus
+link-time address; ``$U.`` is the unit prefix linking gives every name)."""
 
 TRACE = bool(os.environ.get("KILN_LIFT_TRACE"))
 """Debugging aid: every block start calls an extra import ``kiln.trace(rip)`` (not part of the contract)."""
@@ -118,7 +123,7 @@ class FunctionEmitter:
 
     def __init__(self, entry: int, blocks: list[IRBlock], live_in: dict[int, frozenset[str]],
                  unit_funcs: set[int], bias: int, entry_blocks: set[int],
-                 trap_token: str | None = None) -> None:
+                 trap_token: str | None = None, pic: bool = False) -> None:
         self.trap_token = trap_token
         """If set, an unsupported-instruction site's number n is written as trap_token.format(n) for
         the caller to replace (the final numbering is known only once the whole unit is lifted)."""
@@ -128,6 +133,9 @@ class FunctionEmitter:
         self.index = {b.start: i for i, b in enumerate(blocks)}
         self.unit_funcs = unit_funcs
         self.bias = bias
+        self.pic = pic
+        """Position-independent: run-time addresses add the module's ``$U.bias`` global (i64) to
+        link-time ones, instead of the constant ``bias``."""
         self.live_in = live_in
         self.entry_blocks = entry_blocks
         self.tmps: dict[str, str] = {}
@@ -158,6 +166,12 @@ class FunctionEmitter:
         self.load_flags = flag_exit or bool(live_entry & set(FLAGS))
         self.flag_exit = flag_exit
 
+    def rt(self, link: int) -> str:
+        """WAT for the run-time address (i64) of link-time address ``link``."""
+        if self.pic:
+            return f"(i64.add (global.get {BIAS_GLOBAL}) (i64.const {_signed64(link)}))"
+        return f"(i64.const {_signed64(link + self.bias)})"
+
     # -- expressions -----------------------------------------------------------------
     def x(self, e: Expr) -> str:
         t = type(e)
@@ -185,6 +199,8 @@ class FunctionEmitter:
                 v = e.value & 0xFFFF_FFFF
                 return f"(i32.const {v - (1 << 32) if v >> 31 else v})"
             return f"({e.ty}.const {e.value})"
+        if t is RtAddr:
+            return self.rt(e.link)
         if t is Load:
             return f"({_LOAD[(e.ty, e.width, e.signed)]} $g {self.addr(e.addr)})"
         if t is StateGet:
@@ -235,22 +251,22 @@ class FunctionEmitter:
             out.append(self.x(st.value))
         elif t is FaultStmt:
             self.spill(out, flags=True)
-            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {_signed64(st.rip)}))")
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {self.rt(st.rip)})")
             out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['code']} (i32.const 0) (i32.const {st.code}))")
             out.append(f"(i32.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['detail']} (i32.const 0) (i32.const {self._detail(st)}))")
-            out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) (i64.const {_signed64(st.rip)}))")
+            out.append(f"(i64.store $c offset={FAULT_RECORD + FAULT_RECORD_OFFSETS['rip']} (i32.const 0) {self.rt(st.rip)})")
             out.append(f"(call $fault (i32.const {st.code})) unreachable")
         elif t is SyscallStmt:
             self.spill(out, flags=True)
-            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) (i64.const {st.next_rip}))")
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {self.rt(st.next_rip)})")
             for name in SYSCALL_ARGS:
                 out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS[name]} (i32.const 0) (local.get ${name}))")
-            out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) (i64.const {st.next_rip}))")
+            out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) {self.rt(st.next_rip)})")
             out.append(f"(i32.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0) (i32.const 0))")
             out.append("(call $syscall)")
             out.append(f"(if (i32.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0)) (then (return)))")
             out.append(f"(local.set $rax (i64.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rax']} (i32.const 0)))")
-            out.append(f"(local.set $rcx (i64.const {st.next_rip}))")
+            out.append(f"(local.set $rcx {self.rt(st.next_rip)})")
             out.append(f"(local.set $r11 {self.rflags()})")
             self.dirty.update(SYSCALL_WRITES)
         else:
@@ -307,7 +323,7 @@ class FunctionEmitter:
                 cold: list[str] = []
                 self.spill(cold, flags=False)      # the state lacks only these; $intr does the rest
                 out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then {' '.join(cold)} "
-                           f"(local.set $irip (i64.const {_signed64(self.blocks[i].start + self.bias)})) (br $intr)))")
+                           f"(local.set $irip {self.rt(self.blocks[i].start)}) (br $intr)))")
                 out.append(f"(br $L{i})")
             elif i == cur + 1 and fall and i not in self.tramp:
                 return
@@ -320,7 +336,7 @@ class FunctionEmitter:
             out.append(f"(return_call {func_name(target)} (i32.const 0))")
             return
         self.spill(out, flags=True)
-        out.append(f"(return_call $dispatch_jump (i64.const {_signed64(target + self.bias)}))")
+        out.append(f"(return_call $dispatch_jump {self.rt(target)})")
 
     def depth_guard(self, target: str, out: list[str]) -> None:
         """Bound the wasm call depth: past MAX_CALL_DEPTH, leave with state.rip = callee and let
@@ -331,7 +347,7 @@ class FunctionEmitter:
 
     def after_call(self, ret: int, cur: int, out: list[str]) -> None:
         out.append(f"(if (i64.ne (i64.load $c offset={state_off('rip')} (i32.const 0)) "
-                   f"(i64.const {_signed64(ret + self.bias)})) (then (return)))")
+                   f"{self.rt(ret)}) (then (return)))")
         i = self.index.get(ret)
         self.reload(out, self.live_in_regs[i] if i is not None else frozenset())
         self.dirty = set()
@@ -358,11 +374,11 @@ class FunctionEmitter:
             self.goto(t.fallthrough, cur, out)
         elif tt is CallDirect:
             self.spill(out, flags=False)
-            self.depth_guard(f"(i64.const {_signed64(t.target + self.bias)})", out)
+            self.depth_guard(self.rt(t.target), out)
             if t.target in self.unit_funcs:
                 out.append(f"(call {func_name(t.target)} (i32.const 0))")
             else:
-                out.append(f"(call $dispatch_call (i64.const {_signed64(t.target + self.bias)}))")
+                out.append(f"(call $dispatch_call {self.rt(t.target)})")
             out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is CallIndirect:
@@ -373,11 +389,15 @@ class FunctionEmitter:
             out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is JumpIndirect:
-            local = [(a + self.bias, self.index[a]) for a in t.known if a in self.index]
+            local = [(a if self.pic else a + self.bias, self.index[a]) for a in t.known if a in self.index]
             out.append(f"(local.set $jt {self.x(t.target)})")
             if local:
-                # jump table into this function: a compare tree on the runtime address, no dispatch
-                self._jt_tree(local, cur, out)
+                # jump table into this function: a compare tree on the address, no dispatch
+                key = "$jt"
+                if self.pic:            # compare link-time addresses: the run-time ones vary
+                    key = "$jl"
+                    out.append(f"(local.set $jl (i64.sub (local.get $jt) (global.get {BIAS_GLOBAL})))")
+                self._jt_tree(local, cur, out, key)
             self.spill(out, flags=True)
             self._dispatch("return_call_indirect", out)
         elif tt is Return:
@@ -405,18 +425,18 @@ class FunctionEmitter:
                    " (local.set $bi (global.get $blk))))")
         out.append(f"({how} $ft (type $guestfn) (local.get $bi) (local.get $fi))")
 
-    def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str]) -> None:
+    def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str], key: str = "$jt") -> None:
         if len(lst) <= 4:
             for a, i in lst:
                 go: list[str] = []
                 self.goto(self.blocks[i].start, cur, go, fall=False)
-                out.append(f"(if (i64.eq (local.get $jt) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
+                out.append(f"(if (i64.eq (local.get {key}) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
             return
         mid = len(lst) // 2
-        out.append(f"(if (i64.lt_u (local.get $jt) (i64.const {_signed64(lst[mid][0])})) (then")
-        self._jt_tree(lst[:mid], cur, out)
+        out.append(f"(if (i64.lt_u (local.get {key}) (i64.const {_signed64(lst[mid][0])})) (then")
+        self._jt_tree(lst[:mid], cur, out, key)
         out.append(") (else")
-        self._jt_tree(lst[mid:], cur, out)
+        self._jt_tree(lst[mid:], cur, out, key)
         out.append("))")
 
     # -- which cached registers the CPU state lacks ------------------------------------------
@@ -629,7 +649,7 @@ class FunctionEmitter:
                                 f"(br_table {labels} $L{i} (i32.sub (local.get $pc) (i32.const {i + 1})))))")
             if TRACE:
                 self.spill(body, flags=True)
-                body.append(f"(call $trace (i64.const {b.start + self.bias}))")
+                body.append(f"(call $trace {self.rt(b.start)})")
             for _, stmts in b.insns:
                 for st in stmts:
                     self.s(st, body)
@@ -641,6 +661,8 @@ class FunctionEmitter:
                 "(local $ce i32)"]
         if self.loop_end:
             locs.append("(local $irip i64)")
+        if self.pic:
+            locs.append("(local $jl i64)")
         regs = set(self.used) | set(FLAGS)
         for r in sorted(regs):
             locs.append(f"(local ${r} {_ty_of_reg(r)})")

@@ -1,9 +1,11 @@
 """Code discovery and control-flow graph: instructions, basic blocks, guest functions, indirect entries.
 
-Roots: entry point, function symbols, .eh_frame FDEs, .init_array/.fini_array,
-IRELATIVE / RELATIVE relocation addends, direct call targets, jump tables
-(``jmp [table + idx*8]`` and ``movsxd r, [base + idx*4]; add r, base; jmp r``,
-bounded by the preceding ``cmp idx, N; ja``), and code pointers found in data.
+Roots: entry point, function symbols (FUNC and IFUNC, .symtab and .dynsym),
+.eh_frame FDEs, .init_array/.fini_array, DT_INIT/DT_FINI, every PLT stub
+(.plt, .plt.sec, .plt.got), IRELATIVE / RELATIVE relocation addends and
+R_X86_64_64 / GLOB_DAT / JUMP_SLOT targets this object defines, direct call
+targets, jump tables (jumptables.py), and, in ET_EXEC files, code pointers
+found in data.
 """
 from __future__ import annotations
 
@@ -13,13 +15,23 @@ from dataclasses import dataclass, field
 from .decode import Decoder, Insn
 from .ehframe import fde_ranges
 from .jumptables import TableSpec, read_table, refs_of, table_far, table_near
-from .elfimage import R_X86_64_IRELATIVE, R_X86_64_RELATIVE, ElfImage
+from .elfimage import (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_IRELATIVE, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE,
+                       ElfImage)
 
 __all__ = ["Block", "Function", "Program", "discover"]
 
 _JCC = {"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp",
-        "jl", "jge", "jle", "jg", "jrcxz", "jecxz"}
+        "jl", "jge", "jle", "jg", "jrcxz", "jecxz", "loop", "loope", "loopne"}
 _PTR_MNEMONICS = {"mov", "movabs", "lea", "push"}
+NORETURN = frozenset({
+    "abort", "exit", "_exit", "_Exit", "quick_exit", "__stack_chk_fail", "__stack_chk_fail_local",
+    "__assert_fail", "__assert_perror_fail", "__fortify_fail", "__chk_fail", "__libc_fatal",
+    "longjmp", "_longjmp", "siglongjmp", "__longjmp_chk", "pthread_exit", "err", "errx", "verr", "verrx",
+    "__cxa_throw", "__cxa_rethrow", "__cxa_bad_cast", "__cxa_bad_typeid", "__cxa_pure_virtual",
+    "__cxa_throw_bad_array_new_length", "_Unwind_Resume", "_ZSt9terminatev", "OPENSSL_die",
+})
+"""Functions that never return to their caller: a call to one (by symbol or PLT stub) does not
+fall through, so what follows it (padding, or data) is not decoded as code."""
 _STOP = {"ret", "hlt", "ud2", "jmp", "int3", "retf", "iretq"}
 
 
@@ -81,6 +93,8 @@ def discover(img: ElfImage) -> Program:
     def code(a: int) -> bool:
         return _is_code(img, ranges, a)
 
+    pic = img.is_pie
+
     roots: list[int] = []
 
     def add_func(a: int) -> None:
@@ -93,6 +107,8 @@ def discover(img: ElfImage) -> Program:
     add_func(img.entry)
     for a in img.function_symbols():
         add_func(a)
+    noreturn = {s.value for s in img.symbols() if s.defined and s.value and s.name in NORETURN}
+    noreturn |= {a for a, n in img.plt_names().items() if n.split("@", 1)[0] in NORETURN}
     eh = img.section(".eh_frame")
     fdes: list[tuple[int, int]] = []
     if eh is not None and eh.size:
@@ -110,9 +126,20 @@ def discover(img: ElfImage) -> Program:
     for name in (".init_array", ".fini_array", ".preinit_array"):
         for a in img.pointer_array(name):
             add_func(a)
-    for off, rtype, addend in img.relocations():
-        if rtype in (R_X86_64_IRELATIVE, R_X86_64_RELATIVE) and code(addend):
-            add_func(addend)
+    for a in img.plt_stubs() + img.init_fini():
+        add_func(a)
+    values: dict[int, list[int | None]] = {}
+    for rel in img.relocations():
+        if rel.type in (R_X86_64_IRELATIVE, R_X86_64_RELATIVE):
+            add_func(rel.addend)
+        elif rel.type in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and rel.sym:
+            # a pointer to a symbol this object defines (a function, if it is in code)
+            if rel.symtab not in values:
+                values[rel.symtab] = img.symbol_values(rel.symtab)
+            vals = values[rel.symtab]
+            v = vals[rel.sym] if rel.sym < len(vals) else None
+            if v:
+                add_func((v + rel.addend) & 0xFFFF_FFFF_FFFF_FFFF)
     work = list(roots)
 
     def run() -> None:
@@ -132,11 +159,15 @@ def discover(img: ElfImage) -> Program:
               m = ins.mnemonic
               if ins.ops and any(o.kind == "m" for o in ins.ops):
                   named.update(refs_of(ins))
-              # code pointers in immediates (mov $main, %rdi) and rip-relative lea (PIE)
+              # code pointers in immediates (mov $main, %rdi; ET_EXEC only: position-independent
+              # code has no absolute addresses, its immediates are numbers) and rip-relative lea
+              # (in position-independent code with .eh_frame, only into a function an FDE covers:
+              # hand-written assembly keeps constant tables in .text between its functions)
               if m in _PTR_MNEMONICS:
                   for o in ins.ops:
-                      t = o.imm if o.kind == "i" else (ins.next + o.disp if o.kind == "m" and o.base == "rip" and m == "lea" else -1)
-                      if t > 0 and t not in funcs and code(t):
+                      t = (o.imm if not pic else -1) if o.kind == "i" else \
+                          (ins.next + o.disp if o.kind == "m" and o.base == "rip" and m == "lea" else -1)
+                      if t > 0 and t not in funcs and code(t) and (not pic or not fdes or fde_of(t)):
                           add_func(t)
                           work.append(t)
               if m == "call":
@@ -145,6 +176,9 @@ def discover(img: ElfImage) -> Program:
                       if code(o.imm):
                           add_func(o.imm)
                           work.append(o.imm)
+                      if o.imm in noreturn:
+                          leaders.add(ins.next)
+                          break
                   leaders.add(ins.next)
                   indirect.add(ins.next)
                   pred[ins.next] = a
@@ -267,7 +301,9 @@ def discover(img: ElfImage) -> Program:
             body.append(ins)
             m = ins.mnemonic
             if m == "call":
-                succs.append(ins.next)
+                o = ins.ops[0] if ins.ops else None
+                if not (o is not None and o.kind == "i" and o.imm in noreturn):
+                    succs.append(ins.next)
                 break
             if m in _JCC:
                 succs.extend((ins.ops[0].imm, ins.next))

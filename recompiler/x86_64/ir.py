@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op",
+    "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op", "RtAddr",
     "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FlagThunk", "FaultStmt", "SyscallStmt",
     "Term", "Jump", "Branch", "CallDirect", "CallIndirect", "JumpIndirect", "Return", "Trap", "FallThrough",
     "FLAGS", "SYSCALL_ARGS", "SYSCALL_WRITES", "walk_expr", "stmts_reads", "leaves_lifted_code", "term_exprs",
@@ -72,6 +72,15 @@ class Op(Expr):
     ty: str
     args: tuple[Expr, ...]
     imm: str = ""
+
+
+@dataclass(slots=True)
+class RtAddr(Expr):
+    """The run-time address of link-time address ``link`` (i64): ``link`` plus the unit's load
+    bias, a constant when the unit is lifted for a fixed address, the module's ``$U.bias`` global
+    when it is lifted position-independently."""
+    link: int
+    ty: str = "i64"
 
 
 class Stmt:
@@ -140,7 +149,8 @@ class Eval(Stmt):
 
 @dataclass(slots=True)
 class FaultStmt(Stmt):
-    """Leave lifted code through the ``fault`` import (never returns)."""
+    """Leave lifted code through the ``fault`` import (never returns); ``rip`` is the link-time
+    address of the faulting instruction (the emitter adds the bias)."""
     code: int
     detail: int
     rip: int
@@ -148,7 +158,7 @@ class FaultStmt(Stmt):
 
 @dataclass(slots=True)
 class SyscallStmt(Stmt):
-    """The ``syscall`` instruction; ``next_rip`` is the runtime address after it."""
+    """The ``syscall`` instruction; ``next_rip`` is the link-time address after it."""
     next_rip: int
 
 

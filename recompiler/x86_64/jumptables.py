@@ -47,6 +47,7 @@ _IMPLICIT: dict[str, frozenset[str]] = {
     **{m: frozenset(("rdi", "rcx")) for m in ("stosb", "stosw", "stosd", "stosq", "scasb", "scasw", "scasd",
                                                "scasq")},
     "pop": frozenset(("rsp",)), "leave": frozenset(("rsp", "rbp")),
+    **{m: frozenset(("rcx",)) for m in ("loop", "loope", "loopne")},
 }
 """Registers an instruction writes besides its first operand (and, for xchg/xadd, its second)."""
 _BIT_SCAN = frozenset({"bsf", "bsr", "tzcnt", "lzcnt"})

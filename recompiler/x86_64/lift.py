@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from formats.abi import FaultCode
 from .cfg import Block, Program
 from .ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, FlagThunk, Branch, CallDirect, CallIndirect, Const, FallThrough, FaultStmt, If, Jump,
-                 JumpIndirect, Let, Op, Reg, Return, SetReg, Stmt, SyscallStmt, Term, Tmp, Trap, While,
+                 JumpIndirect, Let, Op, Reg, Return, RtAddr, SetReg, Stmt, SyscallStmt, Term, Tmp, Trap, While,
                  leaves_lifted_code, stmts_reads, term_exprs, walk_expr)
 from .sem import SEMANTICS, Ctx, NeedsTrap
 
@@ -60,17 +60,19 @@ class TrapSites:
         return i
 
 
-def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: dict) -> IRBlock:
+def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: dict, pic: bool = False) -> IRBlock:
+    """The IR of one basic block. ``pic``: run-time addresses are ``RtAddr`` (position-independent
+    code), else link-time addresses plus ``bias``."""
     out: list[tuple[int, list[Stmt]]] = []
     if not block.insns:
         reason = prog.invalid.get(block.start, "undecodable bytes")
         i = traps.add(block.start, "(bad)", reason)
-        out.append((block.start, [FaultStmt(int(FaultCode.UNSUPPORTED), i, block.start + bias)]))
+        out.append((block.start, [FaultStmt(int(FaultCode.UNSUPPORTED), i, block.start)]))
         return IRBlock(block.start, out, Trap())
     term: Term | None = None
     fuse: tuple | None = None       # (FlagThunk.fuse, names it reads) of a compare still valid here
     for ins in block.insns:
-        ctx = Ctx(ins, bias)
+        ctx = Ctx(ins, bias, pic)
         ctx.fuse = fuse[0] if fuse is not None else None
         fn = SEMANTICS.get(ins.mnemonic)
         reason = "no semantics"
@@ -87,7 +89,7 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
             i = traps.add(ins.address, ins.mnemonic, reason)
             stats.setdefault("unsupported", {})
             stats["unsupported"][ins.mnemonic] = stats["unsupported"].get(ins.mnemonic, 0) + 1
-            out.append((ins.address, [FaultStmt(int(FaultCode.UNSUPPORTED), i, ins.address + bias)]))
+            out.append((ins.address, [FaultStmt(int(FaultCode.UNSUPPORTED), i, ins.address)]))
             return IRBlock(block.start, out, Trap())
         stats["instructions"] = stats.get("instructions", 0) + 1
         out.append((ins.address, ctx.stmts))
@@ -121,7 +123,7 @@ def _fuse_names(fuse: tuple) -> frozenset[str] | None:
             names.add(x.name)
         elif t is Op:
             stack.extend(x.args)
-        elif t is not Const:
+        elif t is not Const and t is not RtAddr:
             return None
     return frozenset(names)
 

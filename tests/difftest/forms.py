@@ -34,7 +34,7 @@ LZCNT = FLAG_CF | FLAG_ZF | FLAG_DF                            # lzcnt/tzcnt: CF
 
 GENERATORS = ("random", "shift", "shift16", "div", "divfault", "string", "rep", "ret", "target", "leave",
               "float32", "float64", "cvt32", "cvt64", "xmmcount", "mxcsr", "fpucw", "popf", "rcx", "bitmem",
-              "cmpxchg", "fixed", "mmxcount", "maskmov")
+              "cmpxchg", "fixed", "mmxcount", "maskmov", "fxrstor", "cmpxchg8b")
 """Input generators a form may name (implemented in tests/test_insn_diff.py)."""
 
 _REG_SIZE: dict[str, int] = {}
@@ -285,7 +285,8 @@ for _cc in CCS:
 # -- control transfer ------------------------------------------------------------------
 for _cc in CCS:
     _add("control", [f"j{_cc} .+0x30", f"j{_cc} .-0x40", f"j{_cc} .+0x300"])
-_add("control", ["jrcxz .+0x30", "jecxz .+0x30"], gen="rcx")
+_add("control", ["jrcxz .+0x30", "jecxz .+0x30", "loop .+0x30", "loop .-0x40", "loope .+0x30", "loopne .-0x20"],
+     gen="rcx")
 _add("control", ["jmp .+0x30", "jmp .-0x100", "call .+0x40", "call .-0x80"])
 _add("control", ["jmp rax", "call rcx", "jmp qword ptr [rbx+8]", "call qword ptr [rbx]"], gen="target")
 _add("control", ["ret", "ret 0x10"], gen="ret")
@@ -435,6 +436,26 @@ _add("mmx", ["cvtpd2pi mm1, xmm2", "cvttpd2pi mm3, xmm4", "cvtpd2pi mm5, xmmword
 _add("sse_int", ["pmulhw xmm1, xmm2", "pmulhw xmm3, xmmword ptr [rbx]", "pmulhuw xmm1, xmm2",
                  "pmulhuw xmm9, xmmword ptr [rbx]", "psadbw xmm1, xmm2", "psadbw xmm10, xmmword ptr [rbx]"])
 _add("sse_int", ["maskmovdqu xmm1, xmm2"], gen="maskmov")
+
+# -- SSE/SSE2 packed conversions, min/max/sqrt -----------------------------------------------
+_add("sse_float", ["cvtdq2pd xmm1, xmm2", "cvtdq2pd xmm3, qword ptr [rbx+8]", "cvtdq2ps xmm1, xmm2",
+                   "cvtdq2ps xmm9, xmmword ptr [rbx]"])
+_add("sse_float", ["cvtps2dq xmm1, xmm2", "cvttps2dq xmm3, xmm4", "cvtps2dq xmm5, xmmword ptr [rbx]",
+                   "cvttps2dq xmm6, xmmword ptr [rbx]", "cvtps2pd xmm1, xmm2", "cvtps2pd xmm7, qword ptr [rbx+8]"],
+     gen="cvt32")
+_add("sse_float", ["cvtpd2dq xmm1, xmm2", "cvttpd2dq xmm3, xmm4", "cvtpd2dq xmm5, xmmword ptr [rbx]",
+                   "cvttpd2dq xmm6, xmmword ptr [rbx]", "cvtpd2ps xmm1, xmm2", "cvtpd2ps xmm7, xmmword ptr [rbx]"],
+     gen="cvt64")
+for _op in ("min", "max", "sqrt"):
+    _add("sse_float", [f"{_op}ps xmm1, xmm2", f"{_op}ps xmm9, xmmword ptr [rbx]"], gen="float32")
+    _add("sse_float", [f"{_op}pd xmm1, xmm2", f"{_op}pd xmm9, xmmword ptr [rbx]"], gen="float64")
+
+# -- the x87/SSE state area and the rest of the baseline --------------------------------------
+_add("mmx", ["fxsave [rbx]", "fxsave64 [rbx]"])
+_add("mmx", ["fxrstor [rbx]", "fxrstor64 [rbx]"], gen="fxrstor")
+_add("atomic", ["cmpxchg8b qword ptr [rbx+8]", "lock cmpxchg8b qword ptr [rbx]"], gen="cmpxchg8b")
+_add("data", ["movnti dword ptr [rbx+4], eax", "movnti qword ptr [rbx+8], r9"])
+_add("system", ["clflush byte ptr [rbx]"])
 
 def forms_by_family() -> dict[str, list[Form]]:
     out: dict[str, list[Form]] = {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from formats.abi import SUBREGISTERS
 from ..decode import Insn, Operand
-from ..ir import (Const, Expr, Let, Load, Op, Reg, SetReg, StateGet, Stmt, Store, Term, Tmp)
+from ..ir import (Const, Expr, Let, Load, Op, Reg, RtAddr, SetReg, StateGet, Stmt, Store, Term, Tmp)
 
 __all__ = ["Ctx", "c64", "c32", "MASK", "SUBREG", "NeedsTrap"]
 
@@ -48,9 +48,11 @@ def op(name: str, ty: str, *args: Expr, imm: str = "") -> Op:
 class Ctx:
     """Collects the statements of one instruction; ``term`` is set by control-flow semantics."""
 
-    def __init__(self, insn: Insn, bias: int) -> None:
+    def __init__(self, insn: Insn, bias: int, pic: bool = False) -> None:
         self.insn = insn
         self.bias = bias
+        self.pic = pic
+        """Position-independent: run-time addresses are ``RtAddr`` (the bias known only at run time)."""
         self.stmts: list[Stmt] = []
         self.term: Term | None = None
         self._ntmp = 0
@@ -71,10 +73,16 @@ class Ctx:
         self.stmts.append(Let(t, value))
         return t
 
-    @property
-    def next_rt(self) -> int:
-        """Runtime address of the next instruction."""
-        return self.insn.next + self.bias
+    def sub(self, ntmp: int) -> "Ctx":
+        """A context for statements nested in this instruction's (an If or While body), its
+        temporaries numbered from ``ntmp``."""
+        c = Ctx(self.insn, self.bias, self.pic)
+        c._ntmp = ntmp
+        return c
+
+    def rt(self, link: int) -> Expr:
+        """The run-time address of link-time address ``link``."""
+        return RtAddr(link) if self.pic else c64(link + self.bias)
 
     # -- addresses -----------------------------------------------------------
     def addr(self, o: Operand) -> Expr:
@@ -82,7 +90,11 @@ class Ctx:
         parts: list[Expr] = []
         disp = o.disp
         if o.base == "rip":
-            disp += self.insn.next + self.bias
+            if self.pic:
+                parts.append(RtAddr(self.insn.next + disp))
+                disp = 0
+            else:
+                disp += self.insn.next + self.bias
         elif o.base:
             parts.append(self.reg_read(o.base, ))
         if o.index:

@@ -88,7 +88,7 @@ def imul(ctx: Ctx) -> None:
 
 
 def _fault(ctx: Ctx) -> FaultStmt:
-    return FaultStmt(int(FaultCode.DIVIDE_ERROR), 0, ctx.insn.address + ctx.bias)
+    return FaultStmt(int(FaultCode.DIVIDE_ERROR), 0, ctx.insn.address)
 
 
 def div(ctx: Ctx) -> None:
