@@ -65,26 +65,29 @@ _DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 _SYSCALL_ARG_SET = frozenset(SYSCALL_ARGS)
 
 
+def _walk_writes(x, acc: set[str]) -> None:
+    """(Module level, not a recursive closure: that would be a reference cycle per call, and the
+    lifter runs with the cyclic collector off.)"""
+    t = type(x)
+    if t is SetReg:
+        acc.add(x.name)
+    elif t is SyscallStmt:
+        acc.update(SYSCALL_WRITES)
+    elif t is If:
+        for y in x.then:
+            _walk_writes(y, acc)
+        for y in x.else_:
+            _walk_writes(y, acc)
+    elif t is While:
+        for y in x.body:
+            _walk_writes(y, acc)
+
+
 def _stmt_writes(st) -> frozenset[str]:
     """Registers statement ``st`` may write (nested statements included; a syscall writes rax,
     rcx and r11)."""
     acc: set[str] = set()
-
-    def walk(x) -> None:
-        t = type(x)
-        if t is SetReg:
-            acc.add(x.name)
-        elif t is SyscallStmt:
-            acc.update(SYSCALL_WRITES)
-        elif t is If:
-            for y in x.then:
-                walk(y)
-            for y in x.else_:
-                walk(y)
-        elif t is While:
-            for y in x.body:
-                walk(y)
-    walk(st)
+    _walk_writes(st, acc)
     return frozenset(acc)
 
 

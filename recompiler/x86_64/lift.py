@@ -168,28 +168,32 @@ def term_flag_reads(term: Term) -> set[str]:
     return r & _FLAGSET
 
 
+def _writes(stmts, all_reads: set[str], all_writes: set[str], flag_exit: list[bool]) -> None:
+    """Add what ``stmts`` write (and a syscall reads) to the sets; note a syscall or fault.
+    (Module level, not a closure: a recursive closure is a reference cycle per call, and the
+    lifter runs with the cyclic collector off.)"""
+    for s in stmts:
+        t = type(s)
+        if t is SetReg:
+            all_writes.add(s.name)
+        elif t is If:
+            _writes(s.then, all_reads, all_writes, flag_exit)
+            _writes(s.else_, all_reads, all_writes, flag_exit)
+        elif t is While:
+            _writes(s.body, all_reads, all_writes, flag_exit)
+        elif t is SyscallStmt or t is FaultStmt:
+            flag_exit[0] = True
+            if t is SyscallStmt:
+                all_reads.update(SYSCALL_ARGS)
+                all_writes.update(SYSCALL_WRITES)
+
+
 def compute_info(b: IRBlock) -> None:
     """Cache, per instruction of ``b``, the flags it reads and the flags it writes."""
     lst = []
     all_reads: set[str] = set()
     all_writes: set[str] = set()
     flag_exit = [False]
-
-    def writes(stmts) -> None:
-        for s in stmts:
-            t = type(s)
-            if t is SetReg:
-                all_writes.add(s.name)
-            elif t is If:
-                writes(s.then)
-                writes(s.else_)
-            elif t is While:
-                writes(s.body)
-            elif t is SyscallStmt or t is FaultStmt:
-                flag_exit[0] = True
-                if t is SyscallStmt:
-                    all_reads.update(SYSCALL_ARGS)
-                    all_writes.update(SYSCALL_WRITES)
     for _, stmts in b.insns:
         r: set[str] = set()
         stmts_reads(stmts, r)
@@ -197,7 +201,7 @@ def compute_info(b: IRBlock) -> None:
             # a fault hands every flag to the signal frame; syscall copies rflags into r11
             r |= _FLAGSET
         all_reads |= r
-        writes(stmts)
+        _writes(stmts, all_reads, all_writes, flag_exit)
         w: set[str] = set()
         for s in stmts:
             if type(s) is SetReg and s.name in _FLAGSET:
