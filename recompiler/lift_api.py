@@ -28,14 +28,39 @@ from recompiler.x86_64.errors import LiftError, UnsupportedInstruction
 from recompiler.x86_64.ir import FaultStmt, Trap
 from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_liveness, lift_block
 
-__all__ = ["lift_elf", "link_units", "engine_config", "LiftedUnit", "LinkedModule", "LinkedUnit",
-           "LiftError", "UnsupportedInstruction"]
+__all__ = ["lift_elf", "liftable", "lifts_position_independently", "link_units", "engine_config", "LiftedUnit",
+           "LinkedModule", "LinkedUnit", "LiftError", "UnsupportedInstruction"]
 
 
 TRAP_TOKEN = "@trap{}@"
 """Placeholder for an unsupported-instruction site's number, replaced once every block is lifted
 (the number is the site's position in the unit's address-sorted trap-site list)."""
 _TRAP_RE = re.compile(r"@trap(\d+)@")
+
+def liftable(path: Path, *, name: str | None = None) -> str | None:
+    """None if ``lift_elf`` takes the file, else why not, as a sentence naming the file.
+
+    Every x86-64 ELF executable or shared object with code is taken: static and static-pie
+    programs, dynamically linked PIE and non-PIE programs, shared objects and ld.so. Whether a
+    megabinary can load the result yet is the linker's and vkernel's business (the pipeline still
+    skips dynamically linked files)."""
+    try:
+        img = ElfImage(Path(path), name)
+    except LiftError as err:
+        return err.message
+    if not img.exec_ranges():
+        return f"{img.name}: no executable section or segment"
+    return None
+
+
+def lifts_position_independently(path: Path) -> bool:
+    """Whether ``lift_elf`` lifts the file position-independently by default (its unit then
+    needs the module's ``$U.bias`` global, i64, set to the load bias): shared objects, ld.so and
+    dynamically linked PIE programs; not ET_EXEC programs, nor static-pie ones (which vkernel
+    loads at PIE_LOAD_BASE)."""
+    img = ElfImage(Path(path))
+    return img.is_pie and not img.static_pie
+
 
 def lift_elf(path: Path, *, name: str, jobs: int = 1, pic: bool | None = None) -> LiftedUnit:
     """Discover, lift and emit every function of one x86-64 ELF (never fails on unknown instructions).

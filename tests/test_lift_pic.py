@@ -99,3 +99,19 @@ def test_one_translation_runs_at_any_load_address(program: Path, monkeypatch) ->
         assert (bytes(h.out), bytes(h.err), status) == (native.stdout, native.stderr, native.returncode), hex(bias)
         seen.add(bias)
     assert len(seen) == 2
+
+
+def test_liftable_says_what_is_taken_and_why_not(program: Path, tmp_path: Path) -> None:
+    """What the link step asks before lifting: the file is taken, or a sentence why not."""
+    from recompiler.lift_api import liftable, lifts_position_independently
+    assert liftable(program) is None and not lifts_position_independently(program)
+    libz = Path("/usr/lib/x86_64-linux-gnu/libz.so.1")
+    if libz.is_file():
+        assert liftable(libz) is None and lifts_position_independently(libz)
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\necho hi\n")
+    assert liftable(script, name="/bin/script") == "/bin/script: not an ELF file (bad magic at offset 0)"
+    arm = bytearray(program.read_bytes())
+    arm[18:20] = (183).to_bytes(2, "little")                  # e_machine EM_AARCH64
+    (tmp_path / "arm").write_bytes(bytes(arm))
+    assert liftable(tmp_path / "arm", name="/bin/arm") == "/bin/arm: e_machine 183 is not x86-64 (offset 0x12)"

@@ -1,8 +1,9 @@
-"""Real Debian shared objects lift whole: ld.so, libc, libm, libz, libcrypto and a CPython extension module.
+"""Real Debian shared objects and dynamically linked programs lift whole: ld.so, libc, libm, libz, libcrypto, a CPython extension module, dash.
 
 Each is this machine's own file (Debian packages libc6, zlib1g, libssl3,
-libpython3.11-stdlib), lifted position-independently once per session. For
-each:
+libpython3.11-stdlib, dash), lifted position-independently once per session,
+plus a non-PIE dynamically linked program gcc builds here (lifted at its link
+addresses). For each:
 
 * ``lift_elf`` completes, with no function lost to a lifter error;
 * every trap site is an instruction of an extension the virtual CPU does not
@@ -40,6 +41,7 @@ LIBRARIES = {
     "libz": LIB / "libz.so.1",
     "libcrypto": LIB / "libcrypto.so.3",
     "_json": Path("/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so"),
+    "dash": Path("/usr/bin/dash"),
 }
 
 _ECX1, _EDX1, _EBX7, _ECX7, _ECX81 = (1, 0, 2), (1, 0, 3), (7, 0, 1), (7, 0, 2), (0x8000_0001, 0, 2)
@@ -111,11 +113,41 @@ def test_lifts_whole_and_position_independently(units: dict[str, LiftedUnit], na
 
 @pytest.mark.parametrize("name", _params())
 def test_trap_sites_are_only_instructions_the_cpu_does_not_advertise(units: dict[str, LiftedUnit], name: str) -> None:
-    unit = units[name]
-    data = LIBRARIES[name].read_bytes()
+    _check_trap_sites(LIBRARIES[name], units[name])
+
+
+@pytest.mark.parametrize("name", _params())
+def test_every_exported_function_and_plt_stub_is_a_dispatch_entry(units: dict[str, LiftedUnit], name: str) -> None:
+    _check_entries(LIBRARIES[name], units[name])
+
+
+NON_PIE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int twice(int x) { return 2 * x; }
+int main(int argc, char **argv) { printf("%d %zu\n", twice(atoi(argc > 1 ? argv[1] : "21")), strlen(argv[0])); return 0; }
+"""
+
+
+def test_non_pie_dynamic_program(tmp_path: Path) -> None:
+    """A dynamically linked ET_EXEC program keeps its link addresses; its PLT stubs are entries."""
+    src = tmp_path / "np.c"
+    src.write_text(NON_PIE)
+    exe = tmp_path / "np"
+    subprocess.run(["gcc", "-O2", "-no-pie", "-rdynamic", "-o", str(exe), str(src)], check=True, capture_output=True)
+    unit = lift_elf(exe, name="/usr/bin/np")
+    assert not unit.position_independent and unit.bias == 0
+    assert unit.stats["internal_errors"] == []
+    _check_trap_sites(exe, unit)
+    _check_entries(exe, unit)
+
+
+def _check_trap_sites(path: Path, unit: LiftedUnit) -> None:
+    data = path.read_bytes()
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.detail = True
-    offsets = _file_offsets(LIBRARIES[name])
+    offsets = _file_offsets(path)
     wrong = []
     for addr, mnemonic, reason in unit.trap_sites:
         if mnemonic in BY_DESIGN:
@@ -133,30 +165,29 @@ def test_trap_sites_are_only_instructions_the_cpu_does_not_advertise(units: dict
             features.add(encoded)
         if not features or all(advertised(f) for f in features):
             wrong.append((hex(addr), mnemonic, sorted(features), reason))
-    assert wrong == [], f"{name}: trap sites at instructions the virtual CPU advertises: {wrong[:10]}"
+    assert wrong == [], f"{path}: trap sites at instructions the virtual CPU advertises: {wrong[:10]}"
 
 
-@pytest.mark.parametrize("name", _params())
-def test_every_exported_function_and_plt_stub_is_a_dispatch_entry(units: dict[str, LiftedUnit], name: str) -> None:
-    path = LIBRARIES[name]
-    entries = {a for a, _, _ in units[name].entries}
+def _check_entries(path: Path, unit: LiftedUnit) -> None:
+    entries = {a for a, _, _ in unit.entries}
     syms = subprocess.run(["readelf", "--dyn-syms", "-W", str(path)], capture_output=True, text=True, check=True)
     funcs = set()
     for line in syms.stdout.splitlines():
         f = line.split()
         if len(f) >= 8 and f[3] in ("FUNC", "IFUNC") and f[6] != "UND" and int(f[1], 16):
             funcs.add(int(f[1], 16))
-    assert funcs, name
+    assert funcs or path.name == "dash", f"{path}: readelf lists no defined function"   # a PIE exports none
     secs = subprocess.run(["readelf", "-S", "-W", str(path)], capture_output=True, text=True, check=True)
     stubs = set()
     for m in re.finditer(r"\]\s+(\.plt(?:\.sec|\.got)?)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)",
                          secs.stdout):
         addr, size, ent = int(m.group(2), 16), int(m.group(3), 16), int(m.group(4), 16) or 16
         stubs.update(range(addr, addr + size, ent))
+    assert stubs, path
     missing = sorted(funcs - entries)
-    assert missing == [], f"{name}: {len(missing)} exported functions are no dispatch entry: {list(map(hex, missing[:8]))}"
+    assert missing == [], f"{path}: {len(missing)} exported functions are no dispatch entry: {list(map(hex, missing[:8]))}"
     missing = sorted(stubs - entries)
-    assert missing == [], f"{name}: {len(missing)} PLT stubs are no dispatch entry: {list(map(hex, missing[:8]))}"
+    assert missing == [], f"{path}: {len(missing)} PLT stubs are no dispatch entry: {list(map(hex, missing[:8]))}"
 
 
 def _vex_or_evex(code: bytes) -> str | None:
