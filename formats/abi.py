@@ -302,9 +302,9 @@ CPU_VENDOR = "GenuineIntel"
 CPU_BRAND = "Kiln virtual x86-64 (baseline + SSE2)"
 
 # (leaf, subleaf) -> (eax, ebx, ecx, edx). Advertised: x86-64 baseline:
-# FPU, TSC, CX8, CMOV, MMX(off), FXSR, SSE, SSE2; no SSE3+, no AVX, no XSAVE.
+# FPU, TSC, CX8, CMOV, MMX, FXSR, SSE, SSE2; no SSE3+, no AVX, no XSAVE.
 # Features beyond these are added only when the lifter implements them.
-CPUID_LEAF1_EDX = (1 << 0) | (1 << 4) | (1 << 8) | (1 << 15) | (1 << 24) | (1 << 25) | (1 << 26)
+CPUID_LEAF1_EDX = (1 << 0) | (1 << 4) | (1 << 8) | (1 << 15) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26)
 CPUID_LEAF1_ECX = 0
 CPUID_TABLE: dict[tuple[int, int], tuple[int, int, int, int]] = {
     (0, 0): (0x0000_0007, 0x756E_6547, 0x6C65_746E, 0x4965_6E69),   # "GenuineIntel"

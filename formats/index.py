@@ -99,6 +99,10 @@ class UnitRecord:
     functions: int
     """Guest functions in the unit's module: the dispatch-table slots it takes."""
     entries: tuple[Entry, ...] = ()
+    pic: bool = False
+    """The translation reads its load bias at run time (shared objects, ld.so, dynamic PIE
+    programs). When false the code assumes the one load address vkernel gives that kind of
+    program: link-time addresses for ``exec``, ``PIE_LOAD_BASE`` for a static-pie."""
     trap_sites: tuple[TrapSite, ...] = ()
     stats: Mapping[str, int] = field(default_factory=dict, hash=False)
 
@@ -135,6 +139,7 @@ class UnitRecord:
             "entry": self.entry,
             "link_base": self.link_base,
             "functions": self.functions,
+            "pic": self.pic,
             "entries": [[e.guest_addr, e.slot] for e in self.entries],
             "trap_sites": [[t.guest_addr, t.mnemonic, t.reason] for t in self.trap_sites],
             "stats": dict(self.stats),
@@ -346,8 +351,13 @@ def _unit(ctx: _Ctx, where: str, v: Any) -> UnitRecord:
     for key, value in stats_map.items():
         _text(ctx, where + ".stats", key)
         stats[key] = _uint(ctx, f"{where}.stats.{key}", value)
+    pic = m.get("pic", False)
+    if not isinstance(pic, bool):
+        raise ctx.fail(where + ".pic", f"expected a boolean, got {_describe(pic)}")
+    if pic and kind is UnitKind.EXEC:
+        raise ctx.fail(where + ".pic", "an exec unit is never position-independent")
     return UnitRecord(blake3=digest, paths=tuple(paths), kind=kind, pie=pie, entry=entry,
-                      link_base=link_base, functions=functions,
+                      link_base=link_base, functions=functions, pic=pic,
                       entries=tuple(entries), trap_sites=tuple(traps), stats=stats)
 
 

@@ -73,7 +73,12 @@ class RecompileOptions:
 
 @dataclass
 class UnitReport:
-    """One ELF's fate: recompiled (with its numbers) or skipped (with why)."""
+    """One ELF's fate: recompiled (with its numbers) or skipped (with why).
+
+    ``unsupported`` counts the lifted instructions with no semantics by mnemonic; ``trap_sites``
+    counts the unit's trap sites (addresses that fault when reached) by mnemonic, those of
+    functions the lifter failed on included; ``internal_errors`` lists those functions as
+    [address, reason] (a lifter bug each)."""
     path: str
     blake3: str
     status: str                      # "recompiled" | "cached" | "skipped"
@@ -81,6 +86,9 @@ class UnitReport:
     instructions: int = 0
     functions: int = 0
     unsupported: dict[str, int] = field(default_factory=dict)
+    trap_sites: dict[str, int] = field(default_factory=dict)
+    trap_site_count: int = 0
+    internal_errors: list = field(default_factory=list)
 
 
 @dataclass
@@ -100,9 +108,12 @@ class RecompileReport:
 
     def to_dict(self) -> dict:
         unsupported: dict[str, int] = {}
+        traps: dict[str, int] = {}
         for u in self.units:
             for m, n in u.unsupported.items():
                 unsupported[m] = unsupported.get(m, 0) + n
+            for m, n in u.trap_sites.items():
+                traps[m] = traps.get(m, 0) + n
         return {
             "image": self.image, "output": self.output, "format": self.fmt,
             "source_digest": self.source_digest, "manifest_digest": self.manifest_digest,
@@ -113,6 +124,9 @@ class RecompileReport:
             "functions": sum(u.functions for u in self.units),
             "instructions": sum(u.instructions for u in self.units),
             "unsupported_by_mnemonic": dict(sorted(unsupported.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "trap_sites": sum(u.trap_site_count for u in self.units),
+            "trap_sites_by_mnemonic": dict(sorted(traps.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "internal_errors": sum(len(u.internal_errors) for u in self.units),
             "units": [u.__dict__ for u in self.units],
             "other_files_skipped": [{"path": p, "reason": r} for p, r in self.skipped_files],
             "stage_seconds": self.stage_seconds,
@@ -124,12 +138,19 @@ class RecompileReport:
                  f"({d['elves_from_cache']} from cache), skipped {d['elves_skipped']}",
                  f"  functions lifted:    {d['functions']}",
                  f"  instructions lifted: {d['instructions']}"]
-        if d["unsupported_by_mnemonic"]:
-            top = ", ".join(f"{m}×{n}" for m, n in list(d["unsupported_by_mnemonic"].items())[:12])
-            lines.append(f"  unsupported (trap sites): {top}")
+        if d["trap_sites_by_mnemonic"]:
+            top = ", ".join(f"{m}×{n}" for m, n in list(d["trap_sites_by_mnemonic"].items())[:12])
+            lines.append(f"  trap sites:          {d['trap_sites']} ({top})")
+        if d["internal_errors"]:
+            lines.append(f"  lifter errors:       {d['internal_errors']} function(s) became trap sites "
+                         "(a lifter bug each; --json lists them)")
         for u in self.units:
             if u.status == "skipped":
                 lines.append(f"  skipped {u.path}: {u.reason}")
+            else:
+                top = ", ".join(f"{m}×{n}" for m, n in sorted(u.trap_sites.items(), key=lambda kv: -kv[1])[:4])
+                lines.append(f"  {u.path}: {u.functions} functions, {u.instructions} instructions, "
+                             f"{u.trap_site_count} trap sites" + (f" ({top})" if top else ""))
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.stage_seconds.items())
         lines.append(f"  time: {stages}")
         lines.append(f"megabinary {self.megabinary_digest}")
@@ -306,10 +327,13 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
                 report.units.append(UnitReport(rec.path, rec.blake3, "skipped", status.removeprefix("failed: ")))
                 continue
             st = LiftedUnit.from_bytes(unit_bytes[rec.blake3]).stats
+        traps = {str(m): int(n) for m, n in dict(st.get("trap_sites", {})).items()}
         report.units.append(UnitReport(rec.path, rec.blake3, status,
                                        instructions=int(st.get("instructions", 0)),
                                        functions=int(st.get("functions", 0)),
-                                       unsupported=dict(st.get("unsupported", {}))))
+                                       unsupported=dict(st.get("unsupported", {})),
+                                       trap_sites=traps, trap_site_count=sum(traps.values()),
+                                       internal_errors=[list(x) for x in st.get("internal_errors", [])]))
         lifted.append(rec)
     return lifted, unit_bytes, statuses
 
@@ -423,7 +447,7 @@ def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes], cache: P
             blake3=bytes.fromhex(rec.blake3), paths=tuple(sorted(rec.paths)), kind=kind,
             pie=kind is not UnitKind.EXEC, entry=rec.entry or 0,
             link_base=min((r[0] for r in unit.exec_ranges), default=0) & ~0xFFF,
-            functions=len(unit.functions),
+            functions=len(unit.functions), pic=unit.position_independent,
             entries=tuple(sorted((a, number[f]) for a, f, _ in unit.entries)),
             trap_sites=tuple(sorted(set(map(tuple, unit.trap_sites)))),
             stats={k: v for k, v in unit.stats.items() if isinstance(v, int)}))

@@ -74,10 +74,13 @@ def compile_unit(unit: LiftedUnit) -> tuple[LinkedUnit, wasmtime.Module]:
 class Harness:
     def __init__(self, path: Path, unit: LiftedUnit, module: wasmtime.Module,
                  argv: list[str], env: list[str], stdin: bytes = b"", unit_index: int = 0,
-                 first: tuple[tuple[int, wasmtime.Module, LiftedUnit], ...] = ()) -> None:
+                 first: tuple[tuple[int, wasmtime.Module, LiftedUnit], ...] = (),
+                 bias: int | None = None) -> None:
         """``first``: other units (number, module, lifted unit) instantiated before this one,
-        so its functions do not start at dispatch-table slot 0."""
+        so its functions do not start at dispatch-table slot 0. ``bias``: load the ELF there
+        instead of where vkernel puts it (a position-independent unit's instance is given it)."""
         self.img = ElfImage(path)
+        self.bias = self.img.bias if bias is None else bias
         self.unit = unit
         self.store = wasmtime.Store(engine())
         self.trace: list[int] = []
@@ -89,13 +92,13 @@ class Harness:
         for n, m, u in first:
             self.code.add_unit(n, m, len(u.functions), len(u.entries), 0x2000_0000)
         self.row = self.code.add_unit(unit_index, module, len(unit.functions), len(unit.entries),
-                                      self.img.bias)
+                                      self.bias)
         self.g, self.c = self.code.guest, self.code.ctl
         self.out = bytearray()
         self.err = bytearray()
         self.stdin = bytearray(stdin)
         self.calls: list[int] = []
-        bias = self.img.bias
+        bias = self.bias
         top = 0
         for s in self.img.segments:
             self.g.write(self.store, self.img.data[s.offset:s.offset + s.filesz], s.vaddr + bias)
@@ -144,9 +147,9 @@ class Harness:
         self.wr(rnd, os.urandom(16))
         sp &= ~0xF
         img = self.img
-        phdr = img.bias + min(s.vaddr for s in img.segments) + struct.unpack_from("<Q", img.data, 32)[0]
+        phdr = self.bias + min(s.vaddr for s in img.segments) + struct.unpack_from("<Q", img.data, 32)[0]
         phnum = struct.unpack_from("<H", img.data, 56)[0]
-        aux = [(3, phdr), (4, 56), (5, phnum), (6, 4096), (7, 0), (8, 0), (9, img.entry + img.bias),
+        aux = [(3, phdr), (4, 56), (5, phnum), (6, 4096), (7, 0), (8, 0), (9, img.entry + self.bias),
                (11, 0), (12, 0), (13, 0), (14, 0), (16, HWCAP), (17, 100), (23, 0), (25, rnd), (0, 0)]
         words = [len(argv)] + strs[:len(argv)] + [0] + strs[len(argv):] + [0]
         for k, v in aux:

@@ -24,6 +24,7 @@ class UnitInfo:
     trap_sites: tuple[Any, ...]
     functions: int = 0          # guest functions of its module (dispatch-table slots)
     entries: int = 0            # its dispatch entries
+    pic: bool = False           # its translation runs at any load address
 
 
 def _count(unit: Any) -> int:
@@ -40,7 +41,8 @@ class ExecPolicy:
         for i, u in enumerate(units):
             self.units.append(UnitInfo(i, bytes(u.blake3), tuple(str(p) for p in (u.paths or ())),
                                        tuple(getattr(u, "trap_sites", ()) or ()),
-                                       int(getattr(u, "functions", 0)), _count(u)))
+                                       int(getattr(u, "functions", 0)), _count(u),
+                                       bool(getattr(u, "pic", False))))
         self.by_hash = {u.blake3: u for u in self.units}
         self.audit = audit
 

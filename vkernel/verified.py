@@ -46,7 +46,7 @@ import blake3
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary, SectionEntry
 
-_UNITS_MAGIC = b"KILNUNITS1\n"
+_UNITS_MAGIC = b"KILNUNITS3\n"
 _KEEP_ARTIFACT_BYTES = 2 << 30
 """AOT artifacts kept, most recently used first, up to this many bytes in all (one artifact
 is a few KiB for a small program, tens of MB for busybox; a dynamic program needs one per
@@ -68,6 +68,8 @@ class UnitSummary:
     """Guest functions of the unit's module (its dispatch-table slots)."""
     entries: int = 0
     """Its dispatch entries."""
+    pic: bool = False
+    """Its translation reads the load bias at run time (else it needs one fixed address)."""
 
 
 def cache_root() -> Path:
@@ -217,7 +219,7 @@ def _checker_tag() -> str:
 def _encode_units(units: tuple[UnitSummary, ...]) -> bytes:
     import cbor2
     body = cbor2.dumps([[u.blake3, list(u.paths), [list(t) for t in u.trap_sites], u.functions,
-                         u.entries] for u in units])
+                         u.entries, u.pic] for u in units])
     return _UNITS_MAGIC + blake3.blake3(body).digest() + body
 
 
@@ -230,8 +232,9 @@ def _decode_units(data: bytes) -> tuple[UnitSummary, ...] | None:
         return None
     import cbor2
     try:
-        return tuple(UnitSummary(bytes(h), tuple(paths), tuple(map(tuple, traps)), int(f), int(e))
-                     for h, paths, traps, f, e in cbor2.loads(body))
+        return tuple(UnitSummary(bytes(h), tuple(paths), tuple(map(tuple, traps)), int(f), int(e),
+                                 bool(pic))
+                     for h, paths, traps, f, e, pic in cbor2.loads(body))
     except Exception:  # a damaged record is only a missed shortcut
         return None
 
@@ -254,7 +257,7 @@ def unit_table(mb: "Megabinary", trust: TrustDir | None) -> tuple[UnitSummary, .
                            f"{mb.index.abi_version}; this vkernel implements version {ABI_VERSION}",
                            hint="recompile the image with this Kiln (recompile IMAGE -o OUT)")
     units = tuple(UnitSummary(bytes(u.blake3), tuple(u.paths), tuple(u.trap_sites),
-                              u.functions, len(u.entries))
+                              u.functions, len(u.entries), u.pic)
                   for u in mb.index.units)
     if trust is not None and tag:
         trust.write(name, _encode_units(units))

@@ -40,17 +40,28 @@ Design note (code shape of the megabinary module)
   generation is the one it was filled under). Each indirect site tests the
   cache inline and calls ``$lookup`` on a miss. Miss -> ``fault(NO_TRANSLATION)``.
   Only translated code runs.
+* **Addresses.** Run-time addresses in lifted code (rip-relative data, pushed
+  return addresses, dispatch and jump-table targets, fault and syscall rip)
+  are the IR's ``RtAddr``: the link-time address plus the load bias, a
+  constant for units lifted at a fixed address, ``(global.get $U.bias)`` plus
+  the link address for position-independent units (shared objects, ld.so,
+  dynamic PIE), whose module must define that i64 global. Jump tables then
+  compare link-time addresses (``$jl`` = target minus the bias).
+* **MMX and x87.** Both live in the CPU state, not in locals: ``mm<i>`` is the
+  low 64 bits of x87 physical register ``st<i>``; MMX semantics read and
+  write it there and keep the tag word and TOP as the CPU does.
 * **Register caching.** Inside a function the guest registers live in wasm
   locals: on entry the function loads the registers it uses from the CPU
   state; at every exit (call, return, tail call, syscall, fault) it stores the
   registers possibly written since it was entered or last reloaded them after
-  a call (a forward may-analysis, ``FunctionEmitter._dirty_in``): the state
+  a call (a forward may-analysis, ``regsets.RegisterSets._dirty_in``): the state
   already holds the others. On entry and after a call it loads only the
   registers some later read needs before writing them (a backward liveness,
   ``_live_in``, where each of those stores counts as a read), so a local may
   be stale only while the state holds the register's value. Each back edge's
   interrupt poll stores its own possibly-written set. The rule is
-  local to ``emit.FunctionEmitter`` (``spill``/``reload``), so it can be
+  local to ``emit.FunctionEmitter`` (``spill``/``reload``, with the analyses
+  in ``regsets.py``), so it can be
   refined without touching semantics.
 * **Flags.** Each flag is an i32 local. Semantics emit deferred flag
   computations (``FlagThunk``); a backward liveness pass over the function's

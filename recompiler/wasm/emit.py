@@ -24,14 +24,18 @@ import os
 
 from formats.abi import (CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, FAULT_RECORD_OFFSETS, INTERRUPT_FLAG,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
-from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const, RtAddr,
-                                  Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return, SetReg,
-                                  StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While, leaves_lifted_code,
-                                  stmts_reads, term_exprs, walk_expr)
+from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const,
+                                  Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return,
+                                  RtAddr, SetReg, StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
+from recompiler.wasm.regsets import RegisterSets
 from recompiler.wasm.runtime_wat import cache_hit, cache_slot
 from recompiler.x86_64.lift import IRBlock
 
-__all__ = ["FunctionEmitter", "func_name", "ALL_GPRS", "state_off", "TRACE"]
+__all__ = ["FunctionEmitter", "func_name", "ALL_GPRS", "state_off", "TRACE", "BIAS_GLOBAL"]
+
+BIAS_GLOBAL = "$U.bias"
+"""The i64 global a position-independent unit's code reads its load bias from (run-time minus
+link-time address; ``$U.`` is the unit prefix linking gives every name)."""
 
 TRACE = bool(os.environ.get("KILN_LIFT_TRACE"))
 """Debugging aid: every block start calls an extra import ``kiln.trace(rip)`` (not part of the contract)."""
@@ -57,39 +61,6 @@ MAX_CALL_DEPTH = 200
 _DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 
 
-_SYSCALL_ARG_SET = frozenset(SYSCALL_ARGS)
-
-
-def _stmt_writes(st) -> frozenset[str]:
-    """Registers statement ``st`` may write (nested statements included; a syscall writes rax,
-    rcx and r11)."""
-    acc: set[str] = set()
-
-    def walk(x) -> None:
-        t = type(x)
-        if t is SetReg:
-            acc.add(x.name)
-        elif t is SyscallStmt:
-            acc.update(SYSCALL_WRITES)
-        elif t is If:
-            for y in x.then:
-                walk(y)
-            for y in x.else_:
-                walk(y)
-        elif t is While:
-            for y in x.body:
-                walk(y)
-    walk(st)
-    return frozenset(acc)
-
-
-def _block_writes(b: IRBlock) -> frozenset[str]:
-    """Registers the block's statements may write (nested ones included)."""
-    acc: frozenset[str] = frozenset()
-    for _, stmts in b.insns:
-        for st in stmts:
-            acc |= _stmt_writes(st)
-    return acc
 
 
 def func_name(addr: int) -> str:
@@ -113,14 +84,12 @@ def _signed64(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
-class FunctionEmitter:
+class FunctionEmitter(RegisterSets):
     """Emits one guest function. Registers live in locals; spills go to the CPU state."""
 
     def __init__(self, entry: int, blocks: list[IRBlock], live_in: dict[int, frozenset[str]],
-                 unit_funcs: set[int], bias: int | None, entry_blocks: set[int],
-                 trap_token: str | None = None) -> None:
-        """``bias``: the ELF's fixed load bias, or None for position-independent code, whose
-        runtime addresses add the unit instance's ``$bias`` (formats/abi.py ``BIAS``)."""
+                 unit_funcs: set[int], bias: int, entry_blocks: set[int],
+                 trap_token: str | None = None, pic: bool = False) -> None:
         self.trap_token = trap_token
         """If set, an unsupported-instruction site's number n is written as trap_token.format(n) for
         the caller to replace (the final numbering is known only once the whole unit is lifted)."""
@@ -130,6 +99,9 @@ class FunctionEmitter:
         self.index = {b.start: i for i, b in enumerate(blocks)}
         self.unit_funcs = unit_funcs
         self.bias = bias
+        self.pic = pic
+        """Position-independent: run-time addresses add the module's ``$U.bias`` global (i64) to
+        link-time ones, instead of the constant ``bias``."""
         self.live_in = live_in
         self.entry_blocks = entry_blocks
         self.tmps: dict[str, str] = {}
@@ -161,9 +133,9 @@ class FunctionEmitter:
         self.flag_exit = flag_exit
 
     def rt(self, link: int) -> str:
-        """WAT for the runtime (i64) address of link-time address ``link``."""
-        if self.bias is None:
-            return f"(i64.add (global.get $bias) (i64.const {_signed64(link)}))"
+        """WAT for the run-time address (i64) of link-time address ``link``."""
+        if self.pic:
+            return f"(i64.add (global.get {BIAS_GLOBAL}) (i64.const {_signed64(link)}))"
         return f"(i64.const {_signed64(link + self.bias)})"
 
     # -- expressions -----------------------------------------------------------------
@@ -193,13 +165,13 @@ class FunctionEmitter:
                 v = e.value & 0xFFFF_FFFF
                 return f"(i32.const {v - (1 << 32) if v >> 31 else v})"
             return f"({e.ty}.const {e.value})"
+        if t is RtAddr:
+            return self.rt(e.link)
         if t is Load:
             return f"({_LOAD[(e.ty, e.width, e.signed)]} $g {self.addr(e.addr)})"
         if t is StateGet:
             op = {8: "i64.load", 4: "i64.load32_u", 2: "i64.load16_u", 16: "v128.load"}[e.width]
-            return f"({op} $c offset={state_off(e.field)} (i32.const 0))"
-        if t is RtAddr:
-            return self.rt(e.link)
+            return f"({op} $c offset={state_off(e.field) + e.offset} (i32.const 0))"
         raise TypeError(f"unknown expression {e!r}")
 
     def addr(self, e: Expr) -> str:
@@ -222,7 +194,7 @@ class FunctionEmitter:
             out.append(f"({_STORE[(ty, st.width)]} $g {self.addr(st.addr)} {self.x(st.value)})")
         elif t is StateSet:
             op = {8: "i64.store", 4: "i64.store32", 2: "i64.store16", 16: "v128.store"}[st.width]
-            out.append(f"({op} $c offset={state_off(st.field)} (i32.const 0) {self.x(st.value)})")
+            out.append(f"({op} $c offset={state_off(st.field) + st.offset} (i32.const 0) {self.x(st.value)})")
         elif t is If:
             out.append(f"(if {self.x(st.cond)} (then")
             for x in st.then:
@@ -252,16 +224,15 @@ class FunctionEmitter:
             out.append(f"(call $fault (i32.const {st.code})) unreachable")
         elif t is SyscallStmt:
             self.spill(out, flags=True)
-            nxt = self.rt(st.next_rip)
-            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {nxt})")
+            out.append(f"(i64.store $c offset={state_off('rip')} (i32.const 0) {self.rt(st.next_rip)})")
             for name in SYSCALL_ARGS:
                 out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS[name]} (i32.const 0) (local.get ${name}))")
-            out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) {nxt})")
+            out.append(f"(i64.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rip']} (i32.const 0) {self.rt(st.next_rip)})")
             out.append(f"(i32.store $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0) (i32.const 0))")
             out.append("(call $syscall)")
             out.append(f"(if (i32.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['resume']} (i32.const 0)) (then (return)))")
             out.append(f"(local.set $rax (i64.load $c offset={SYSCALL_FRAME + SYSCALL_FRAME_OFFSETS['rax']} (i32.const 0)))")
-            out.append(f"(local.set $rcx {nxt})")
+            out.append(f"(local.set $rcx {self.rt(st.next_rip)})")
             out.append(f"(local.set $r11 {self.rflags()})")
             self.dirty.update(SYSCALL_WRITES)
         else:
@@ -384,17 +355,15 @@ class FunctionEmitter:
             out.append(_DEPTH_DEC)
             self.after_call(t.ret, cur, out)
         elif tt is JumpIndirect:
-            local = [(a, self.index[a]) for a in t.known if a in self.index]
+            local = [(a if self.pic else a + self.bias, self.index[a]) for a in t.known if a in self.index]
             out.append(f"(local.set $jt {self.x(t.target)})")
             if local:
-                # jump table into this function: a compare tree on the link-time address (the
-                # runtime one less the load bias), no dispatch
-                if self.bias is None:
-                    out.append("(local.set $jl (i64.sub (local.get $jt) (global.get $bias)))")
-                else:
-                    local = [(a + self.bias, i) for a, i in local]
-                    out.append("(local.set $jl (local.get $jt))")
-                self._jt_tree(local, cur, out)
+                # jump table into this function: a compare tree on the address, no dispatch
+                key = "$jt"
+                if self.pic:            # compare link-time addresses: the run-time ones vary
+                    key = "$jl"
+                    out.append(f"(local.set $jl (i64.sub (local.get $jt) (global.get {BIAS_GLOBAL})))")
+                self._jt_tree(local, cur, out, key)
             self.spill(out, flags=True)
             self._dispatch("return_call_indirect", out)
         elif tt is Return:
@@ -422,120 +391,19 @@ class FunctionEmitter:
                    " (local.set $bi (global.get $blk))))")
         out.append(f"({how} $ft (type $guestfn) (local.get $bi) (local.get $fi))")
 
-    def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str]) -> None:
+    def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str], key: str = "$jt") -> None:
         if len(lst) <= 4:
             for a, i in lst:
                 go: list[str] = []
                 self.goto(self.blocks[i].start, cur, go, fall=False)
-                out.append(f"(if (i64.eq (local.get $jl) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
+                out.append(f"(if (i64.eq (local.get {key}) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
             return
         mid = len(lst) // 2
-        out.append(f"(if (i64.lt_u (local.get $jl) (i64.const {_signed64(lst[mid][0])})) (then")
-        self._jt_tree(lst[:mid], cur, out)
+        out.append(f"(if (i64.lt_u (local.get {key}) (i64.const {_signed64(lst[mid][0])})) (then")
+        self._jt_tree(lst[:mid], cur, out, key)
         out.append(") (else")
-        self._jt_tree(lst[mid:], cur, out)
+        self._jt_tree(lst[mid:], cur, out, key)
         out.append("))")
-
-    # -- which cached registers the CPU state lacks ------------------------------------------
-    def _dirty_in(self) -> list[frozenset[str]]:
-        """Per block, the registers possibly written since the function was entered or since
-        its last call (after which the state holds every register): a forward may-analysis
-        over the function's blocks. A spill stores only these; the state already holds the
-        others' values (``_live_in`` makes sure their locals are loaded where a spill reads them)."""
-        n = len(self.blocks)
-        gen = [_block_writes(b) for b in self.blocks]
-        out: list[frozenset[str]] = [frozenset()] * n
-        into: list[frozenset[str]] = [frozenset()] * n
-        changed = True
-        while changed:
-            changed = False
-            for i, b in enumerate(self.blocks):
-                o = into[i] | gen[i]
-                if o != out[i]:
-                    out[i] = o
-                    changed = True
-                t = b.term
-                after_call = type(t) is CallDirect or type(t) is CallIndirect
-                for j in self._succ_idx(t):
-                    add = frozenset() if after_call else out[i]
-                    if not add <= into[j]:
-                        into[j] = into[j] | add
-                        changed = True
-        return into
-
-    def _live_in(self, dirty_in: list[frozenset[str]]) -> list[frozenset[str]]:
-        """Per block, the registers whose locals some later read needs before a write: a read in
-        the code, a syscall's arguments, or a spill (calls, returns, tail calls, syscalls,
-        faults and back edges store the registers possibly written, ``_dirty_in``). Only these
-        are loaded at entry and after a call; the state holds the others' values."""
-        n = len(self.blocks)
-        plans: list[tuple[list[tuple[frozenset[str], frozenset[str], bool]], frozenset[str]]] = []
-        for i, b in enumerate(self.blocks):
-            d = set(dirty_in[i])
-            steps: list[tuple[frozenset[str], frozenset[str], bool]] = []
-            for _, stmts in b.insns:
-                for st in stmts:
-                    uses: set[str] = set()
-                    stmts_reads((st,), uses)
-                    t = type(st)
-                    kills: frozenset[str] = frozenset()
-                    stop = False
-                    if t is SetReg:
-                        kills = frozenset((st.name,))
-                    elif t is SyscallStmt:
-                        uses |= d | _SYSCALL_ARG_SET
-                        kills = SYSCALL_WRITES
-                    elif t is FaultStmt:
-                        uses |= d
-                        stop = True                   # never returns: nothing after it is read
-                    elif (t is If or t is While) and leaves_lifted_code((st,)):
-                        uses |= d | _stmt_writes(st) | _SYSCALL_ARG_SET
-                    steps.append((frozenset(uses), kills, stop))
-                    d |= _stmt_writes(st)
-            t = b.term
-            tu: set[str] = set()
-            for e in term_exprs(t):
-                walk_expr(e, tu)
-            if self._term_spills(i, t):
-                tu |= d
-            plans.append((steps, frozenset(tu)))
-        live: list[frozenset[str]] = [frozenset()] * n
-        changed = True
-        while changed:
-            changed = False
-            for i in reversed(range(n)):
-                steps, tu = plans[i]
-                t = self.blocks[i].term
-                acc: set[str] = set(tu)
-                if not (type(t) is CallDirect or type(t) is CallIndirect):
-                    for j in self._succ_idx(t):
-                        acc |= live[j]
-                for uses, kills, stop in reversed(steps):
-                    if stop:
-                        acc = set(uses)
-                    else:
-                        acc -= kills
-                        acc |= uses
-                f = frozenset(acc)
-                if f != live[i]:
-                    live[i] = f
-                    changed = True
-        return live
-
-    def _term_spills(self, i: int, t: Term) -> bool:
-        """Whether block ``i``'s terminator stores the possibly written registers: a call,
-        return, indirect jump, or a jump to another function or back to a loop header."""
-        tt = type(t)
-        if tt is CallDirect or tt is CallIndirect or tt is Return or tt is JumpIndirect:
-            return True
-        if tt is Trap:
-            return False
-        targets = (t.target,) if tt is FallThrough or tt is Jump else (t.target, t.fallthrough)
-        for x in targets:
-            j = self.index.get(x)
-            if j is None or j <= i:
-                return True
-        return False
 
     # -- structured control flow ------------------------------------------------------------
     def _succ_idx(self, t: Term) -> list[int]:
@@ -654,10 +522,12 @@ class FunctionEmitter:
             for _ in range(self.closing.get(i, 0)):
                 body.append("end")
         head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
-        locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64) (local $jl i64) (local $fi i32) (local $bi i32) "
+        locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64) (local $fi i32) (local $bi i32) "
                 "(local $ce i32)"]
         if self.loop_end:
             locs.append("(local $irip i64)")
+        if self.pic:
+            locs.append("(local $jl i64)")
         regs = set(self.used) | set(FLAGS)
         for r in sorted(regs):
             locs.append(f"(local ${r} {_ty_of_reg(r)})")

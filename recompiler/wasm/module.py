@@ -30,7 +30,7 @@ from formats.abi import (CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAGES, DEPTH, ENTRIE
                          GUEST_MEMORY, GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC,
                          IMPORT_SYSCALL, GROW_TABLE, TABLE, TABLE_BASE, BIAS)
 from recompiler.x86_64.errors import LiftError
-from .emit import TRACE
+from .emit import BIAS_GLOBAL, TRACE
 from .runtime_wat import core_wat, unit_runtime_wat
 from .unit import LiftedUnit
 
@@ -288,7 +288,7 @@ def link_unit(unit: LiftedUnit, *, jobs: int = 1, batch_text: int = BATCH_TEXT) 
         f' (import "{IMPORT_MODULE}" "{DEPTH}" (global $depth (mut i32)))',
         f' (import "{IMPORT_MODULE}" "{TABLE_BASE}" (global $tbase i32))',
         f' (import "{IMPORT_MODULE}" "{ENTRIES_AT}" (global $eat i32))',
-        f' (import "{IMPORT_MODULE}" "{BIAS}" (global $bias i64))',
+        f' (import "{IMPORT_MODULE}" "{BIAS}" (global {BIAS_GLOBAL} i64))',
         unit_runtime_wat(called),
     ])
     tail = []

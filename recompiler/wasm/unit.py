@@ -29,15 +29,18 @@ class LiftedUnit:
     entries: tuple[tuple[int, int, int], ...]   # (link address, function entry, block index), sorted
     trap_sites: tuple[tuple[int, str, str], ...]
     stats: dict = field(default_factory=dict)
+    position_independent: bool = False
+    """The code takes its load bias at run time from the module's ``$U.bias`` global (i64) instead
+    of assuming ``bias``: shared objects, ld.so and dynamically linked PIE programs."""
 
     def __eq__(self, other: object) -> bool:
         """Equal units have equal fields, the text compared decompressed."""
         if not isinstance(other, LiftedUnit):
             return NotImplemented
         return ((self.name, self.bias, self.entry, self.exec_ranges, self.functions, self.entries,
-                 self.trap_sites, self.stats) ==
+                 self.trap_sites, self.stats, self.position_independent) ==
                 (other.name, other.bias, other.entry, other.exec_ranges, other.functions, other.entries,
-                 other.trap_sites, other.stats)) and self.functions_wat == other.functions_wat
+                 other.trap_sites, other.stats, other.position_independent)) and self.functions_wat == other.functions_wat
 
     __hash__ = None   # type: ignore[assignment]   # the stats dict makes units unhashable anyway
 
@@ -60,6 +63,7 @@ class LiftedUnit:
                         else zstandard.ZstdCompressor(level=3).compress(self.wat_source.encode())),
             "functions": list(self.functions), "entries": [list(e) for e in self.entries],
             "trap_sites": [list(t) for t in self.trap_sites], "stats": self.stats,
+            "position_independent": self.position_independent,
         })
 
     @classmethod
@@ -71,7 +75,7 @@ class LiftedUnit:
                                 hint="delete the cache entry; it is re-lifted on the next recompile")
             return cls(d["name"], d["bias"], d["entry"], tuple(tuple(r) for r in d["exec_ranges"]),
                        _checked_zst(d["wat_zst"]), tuple(d["functions"]), tuple(tuple(e) for e in d["entries"]),
-                       tuple(tuple(t) for t in d["trap_sites"]), d["stats"])
+                       tuple(tuple(t) for t in d["trap_sites"]), d["stats"], bool(d["position_independent"]))
         except (cbor2.CBORDecodeError, zstandard.ZstdError, UnicodeDecodeError, KeyError, TypeError,
                 AttributeError) as e:
             raise LiftError(f"cached lifted unit is corrupt: {e}",

@@ -1,25 +1,37 @@
 """Code discovery and control-flow graph: instructions, basic blocks, guest functions, indirect entries.
 
-Roots: entry point, function symbols, .eh_frame FDEs, .init_array/.fini_array,
-IRELATIVE / RELATIVE relocation addends, direct call targets, jump tables
-(``jmp [table + idx*8]`` and ``movsxd r, [base + idx*4]; add r, base; jmp r``,
-bounded by the preceding ``cmp idx, N; ja``), and code pointers found in data.
+Roots: entry point, function symbols (FUNC and IFUNC, .symtab and .dynsym),
+.eh_frame FDEs, .init_array/.fini_array, DT_INIT/DT_FINI, every PLT stub
+(.plt, .plt.sec, .plt.got), IRELATIVE / RELATIVE relocation addends and
+R_X86_64_64 / GLOB_DAT / JUMP_SLOT targets this object defines, direct call
+targets, jump tables (jumptables.py), and, in ET_EXEC files, code pointers
+found in data.
 """
 from __future__ import annotations
 
 import bisect
-import struct
 from dataclasses import dataclass, field
 
 from .decode import Decoder, Insn
-from .ehframe import fde_starts
-from .elfimage import R_X86_64_IRELATIVE, R_X86_64_RELATIVE, ElfImage
+from .ehframe import fde_ranges
+from .jumptables import TableSpec, read_table, refs_of, table_far, table_near
+from .elfimage import (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_IRELATIVE, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE,
+                       ElfImage)
 
 __all__ = ["Block", "Function", "Program", "discover"]
 
 _JCC = {"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp",
-        "jl", "jge", "jle", "jg", "jrcxz", "jecxz"}
+        "jl", "jge", "jle", "jg", "jrcxz", "jecxz", "loop", "loope", "loopne"}
 _PTR_MNEMONICS = {"mov", "movabs", "lea", "push"}
+NORETURN = frozenset({
+    "abort", "exit", "_exit", "_Exit", "quick_exit", "__stack_chk_fail", "__stack_chk_fail_local",
+    "__assert_fail", "__assert_perror_fail", "__fortify_fail", "__chk_fail", "__libc_fatal",
+    "longjmp", "_longjmp", "siglongjmp", "__longjmp_chk", "pthread_exit", "err", "errx", "verr", "verrx",
+    "__cxa_throw", "__cxa_rethrow", "__cxa_bad_cast", "__cxa_bad_typeid", "__cxa_pure_virtual",
+    "__cxa_throw_bad_array_new_length", "_Unwind_Resume", "_ZSt9terminatev", "OPENSSL_die",
+})
+"""Functions that never return to their caller: a call to one (by symbol or PLT stub) does not
+fall through, so what follows it (padding, or data) is not decoded as code."""
 _STOP = {"ret", "hlt", "ud2", "jmp", "int3", "retf", "iretq"}
 
 
@@ -54,6 +66,16 @@ def _is_code(img: ElfImage, ranges: list[tuple[int, int]], a: int) -> bool:
     return False
 
 
+def _inside(insns: dict[int, Insn], a: int) -> bool:
+    """Whether ``a`` lies strictly inside an instruction already decoded: then it is no code
+    address, only bytes of one."""
+    for k in range(1, 15):
+        ins = insns.get(a - k)
+        if ins is not None and a < ins.address + ins.size:
+            return True
+    return False
+
+
 def discover(img: ElfImage) -> Program:
     dec = Decoder()
     ranges = img.exec_ranges()
@@ -65,9 +87,13 @@ def discover(img: ElfImage) -> Program:
     jump_tables: dict[int, list[int]] = {}
     pred: dict[int, int] = {}          # fallthrough predecessor instruction
     pending: list[Insn] = []           # `jmp reg` whose table base register was loaded further away
+    deferred: list[TableSpec] = []     # tables of unknown size: read once the code around is known
+    named: set[int] = set()            # addresses the decoded code refers to in memory operands
 
     def code(a: int) -> bool:
         return _is_code(img, ranges, a)
+
+    pic = img.is_pie
 
     roots: list[int] = []
 
@@ -81,16 +107,39 @@ def discover(img: ElfImage) -> Program:
     add_func(img.entry)
     for a in img.function_symbols():
         add_func(a)
+    noreturn = {s.value for s in img.symbols() if s.defined and s.value and s.name in NORETURN}
+    noreturn |= {a for a, n in img.plt_names().items() if n.split("@", 1)[0] in NORETURN}
     eh = img.section(".eh_frame")
+    fdes: list[tuple[int, int]] = []
     if eh is not None and eh.size:
-        for a in fde_starts(img.data[eh.offset:eh.offset + eh.size], eh.addr):
+        fdes = sorted(fde_ranges(img.data[eh.offset:eh.offset + eh.size], eh.addr))
+        for a, _ in fdes:
             add_func(a)
+    fde_begins = [a for a, _ in fdes]
+
+    def fde_of(a: int) -> tuple[int, int] | None:
+        """The .eh_frame FDE range holding ``a``, if any (a function's extent)."""
+        i = bisect.bisect_right(fde_begins, a) - 1
+        if i >= 0 and fdes[i][0] <= a < fdes[i][1]:
+            return fdes[i]
+        return None
     for name in (".init_array", ".fini_array", ".preinit_array"):
         for a in img.pointer_array(name):
             add_func(a)
-    for off, rtype, addend in img.relocations():
-        if rtype in (R_X86_64_IRELATIVE, R_X86_64_RELATIVE) and code(addend):
-            add_func(addend)
+    for a in img.plt_stubs() + img.init_fini():
+        add_func(a)
+    values: dict[int, list[int | None]] = {}
+    for rel in img.relocations():
+        if rel.type in (R_X86_64_IRELATIVE, R_X86_64_RELATIVE):
+            add_func(rel.addend)
+        elif rel.type in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and rel.sym:
+            # a pointer to a symbol this object defines (a function, if it is in code)
+            if rel.symtab not in values:
+                values[rel.symtab] = img.symbol_values(rel.symtab)
+            vals = values[rel.symtab]
+            v = vals[rel.sym] if rel.sym < len(vals) else None
+            if v:
+                add_func((v + rel.addend) & 0xFFFF_FFFF_FFFF_FFFF)
     work = list(roots)
 
     def run() -> None:
@@ -108,11 +157,17 @@ def discover(img: ElfImage) -> Program:
                   break
               insns[a] = ins
               m = ins.mnemonic
-              # code pointers in immediates (mov $main, %rdi) and rip-relative lea (PIE)
+              if ins.ops and any(o.kind == "m" for o in ins.ops):
+                  named.update(refs_of(ins))
+              # code pointers in immediates (mov $main, %rdi; ET_EXEC only: position-independent
+              # code has no absolute addresses, its immediates are numbers) and rip-relative lea
+              # (in position-independent code with .eh_frame, only into a function an FDE covers:
+              # hand-written assembly keeps constant tables in .text between its functions)
               if m in _PTR_MNEMONICS:
                   for o in ins.ops:
-                      t = o.imm if o.kind == "i" else (ins.next + o.disp if o.kind == "m" and o.base == "rip" and m == "lea" else -1)
-                      if t > 0 and t not in funcs and code(t):
+                      t = (o.imm if not pic else -1) if o.kind == "i" else \
+                          (ins.next + o.disp if o.kind == "m" and o.base == "rip" and m == "lea" else -1)
+                      if t > 0 and t not in funcs and code(t) and (not pic or not fdes or fde_of(t)):
                           add_func(t)
                           work.append(t)
               if m == "call":
@@ -121,6 +176,9 @@ def discover(img: ElfImage) -> Program:
                       if code(o.imm):
                           add_func(o.imm)
                           work.append(o.imm)
+                      if o.imm in noreturn:
+                          leaders.add(ins.next)
+                          break
                   leaders.add(ins.next)
                   indirect.add(ins.next)
                   pred[ins.next] = a
@@ -140,15 +198,11 @@ def discover(img: ElfImage) -> Program:
                       leaders.add(o.imm)
                       work.append(o.imm)
                   else:
-                      targets = _jump_table(img, ins, insns, pred, code)
-                      if not targets and o.kind == "r":
+                      spec = table_near(ins, insns, pred)
+                      if spec is None and o.kind == "r":
                           pending.append(ins)
-                      if targets:
-                          jump_tables[a] = targets
-                          for t in targets:
-                              leaders.add(t)
-                              indirect.add(t)
-                              work.append(t)
+                      elif spec is not None:
+                          take(spec)
                   if ins.next not in leaders:
                       leaders.add(ins.next)
                   break
@@ -162,36 +216,67 @@ def discover(img: ElfImage) -> Program:
               pred[ins.next] = a
               a = ins.next
 
+    def add_table(jmp: int, targets: list[int]) -> None:
+        if targets:
+            jump_tables[jmp] = targets
+            for t in targets:
+                leaders.add(t)
+                indirect.add(t)
+                work.append(t)
+
+    def take(spec: TableSpec) -> None:
+        """Read a table now if a range check bounds it, else once discovery has run dry."""
+        if spec.tight:
+            add_table(spec.jmp, read_table(img, spec, code))
+        else:
+            deferred.append(spec)
+
+    def splits(a: int) -> bool:
+        return _inside(insns, a)
+
+    def take_target(t: int) -> None:
+        add_table_target(t)
+        run()
+
+    def add_table_target(t: int) -> None:
+        leaders.add(t)
+        indirect.add(t)
+        work.append(t)
+
     def settle() -> None:
-        """Run to a fixed point, resolving `jmp reg` whose table base register was set long before
-        (lea rB, [rip + T] above a loop) once the code around it is known; every pass of
+        """Run to a fixed point. Then resolve `jmp reg` whose table base register was set long
+        before (lea rB, [rip + T] above a loop), and read the tables of unknown size one entry at
+        a time, each target's code discovered before the next entry is read; every pass of
         discovery (data pointers included) can reach new such jumps."""
         run()
         for _ in range(16):
-            if not pending:
+            if not pending and not deferred:
                 break
             todo, pending[:] = list(pending), []
             order = sorted(insns)
             for jmp in todo:
-                targets = _far_jump_table(img, jmp, insns, order, pred, code)
+                spec = table_far(jmp, insns, order, pred)
+                if spec is not None:
+                    take(spec)
+            specs, deferred[:] = list(deferred), []
+            for spec in specs:
+                targets = read_table(img, spec, code, fde_of(spec.jmp), named.__contains__, splits, take_target)
                 if targets:
-                    jump_tables[jmp.address] = targets
-                    for t in targets:
-                        leaders.add(t)
-                        indirect.add(t)
-                        work.append(t)
+                    jump_tables[spec.jmp] = targets
             run()
 
     settle()
-    # code pointers in data: known instruction starts only need a dispatch entry;
-    # anything else becomes a function entry
-    for w in img.data_words():
+    # code pointers in data: known instruction starts only need a dispatch entry; any other word
+    # in code becomes a function entry unless it lands inside a known instruction (an integer that
+    # happens to look like an address). Position-independent ELFs name every code pointer in a
+    # RELATIVE relocation (above), and their raw words are offsets, so only ET_EXEC is scanned.
+    for w in (img.data_words() if not img.is_pie else ()):
         if code(w):
             if w in insns:
                 if w not in funcs:
                     leaders.add(w)
                     indirect.add(w)
-            elif w not in invalid:
+            elif w not in invalid and not _inside(insns, w):
                 add_func(w)
                 work.append(w)
     settle()
@@ -216,7 +301,9 @@ def discover(img: ElfImage) -> Program:
             body.append(ins)
             m = ins.mnemonic
             if m == "call":
-                succs.append(ins.next)
+                o = ins.ops[0] if ins.ops else None
+                if not (o is not None and o.kind == "i" and o.imm in noreturn):
+                    succs.append(ins.next)
                 break
             if m in _JCC:
                 succs.extend((ins.ops[0].imm, ins.next))
@@ -257,125 +344,3 @@ def discover(img: ElfImage) -> Program:
         functions[f] = Function(f, seen)
     return Program(img, insns, invalid, blocks, functions, indirect, jump_tables)
 
-
-def _jump_table(img: ElfImage, jmp: Insn, insns: dict[int, Insn], pred: dict[int, int], code) -> list[int]:
-    """Targets of a recognised jump table at indirect ``jmp``, else []."""
-    back: list[Insn] = []
-    a = jmp.address
-    for _ in range(12):
-        p = pred.get(a)
-        if p is None or p not in insns:
-            break
-        back.append(insns[p])
-        a = p
-    bound = None
-    for ins in back:
-        if ins.mnemonic == "cmp" and len(ins.ops) == 2 and ins.ops[1].kind == "i":
-            # accept only when followed (somewhere after it) by ja/jae to default
-            bound = ins.ops[1].imm + 1
-            break
-    limit = min(bound, 4096) if bound else 512
-    o = jmp.ops[0]
-    targets: list[int] = []
-    if o.kind == "m" and o.scale == 8 and not o.base and o.index:
-        table = o.disp & 0xFFFF_FFFF_FFFF_FFFF
-        for i in range(limit):
-            raw = img.read(table + 8 * i, 8)
-            if len(raw) < 8:
-                break
-            t = struct.unpack("<Q", raw)[0]
-            if not code(t):
-                if bound:
-                    continue
-                break
-            targets.append(t)
-        return targets
-    if o.kind == "r":
-        # movsxd rX, dword ptr [rB + rI*4] ; add rX, rB ; jmp rX   with  lea rB, [rip + T]
-        base_val = None
-        load = None
-        for ins in back:
-            if ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4:
-                load = ins
-                break
-        if load is None:
-            return []
-        mem = load.ops[1]
-        for ins in back:
-            if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == mem.base \
-                    and ins.ops[1].base == "rip":
-                base_val = ins.next + ins.ops[1].disp
-                break
-        if base_val is None:
-            return []
-        table = base_val + mem.disp
-        for i in range(limit):
-            raw = img.read(table + 4 * i, 4)
-            if len(raw) < 4:
-                break
-            t = (base_val + struct.unpack("<i", raw)[0]) & 0xFFFF_FFFF_FFFF_FFFF
-            if not code(t):
-                if bound:
-                    continue
-                break
-            targets.append(t)
-    return targets
-
-
-def _far_jump_table(img: ElfImage, jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[int, int],
-                    code) -> list[int]:
-    """``movsxd rX, [rB + rI*4]; add rX, rB; jmp rX`` where ``lea rB, [rip + T]`` is up to 4 KiB earlier."""
-    load = None
-    a = jmp.address
-    for _ in range(6):
-        p = pred.get(a)
-        if p is None or p not in insns:
-            break
-        ins = insns[p]
-        if ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4 and ins.ops[1].base:
-            load = ins
-            break
-        a = p
-    if load is None:
-        return []
-    base_reg = load.ops[1].base
-    i = bisect.bisect_left(order, load.address) - 1
-    base_val = None
-    while i >= 0 and load.address - order[i] < 4096:
-        ins = insns[order[i]]
-        if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == base_reg \
-                and ins.ops[1].base == "rip" and not ins.ops[1].index:
-            base_val = ins.next + ins.ops[1].disp
-            break
-        i -= 1
-    if base_val is None:
-        return []
-    table = base_val + load.ops[1].disp
-    bound = _bound(jmp, insns, pred)
-    targets: list[int] = []
-    for k in range(min(bound, 4096) if bound else 256):
-        raw = img.read(table + 4 * k, 4)
-        if len(raw) < 4:
-            break
-        t = (base_val + struct.unpack("<i", raw)[0]) & 0xFFFF_FFFF_FFFF_FFFF
-        if not code(t):
-            if bound:
-                continue
-            break
-        targets.append(t)
-    return targets
-
-
-def _bound(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> int | None:
-    """Entries of the table behind ``jmp``: the ``cmp idx, N`` (+1) of the range check above it, if
-    one is found on the fall-through path (the ``ja default`` branch itself is not followed)."""
-    a = jmp.address
-    for _ in range(12):
-        p = pred.get(a)
-        if p is None or p not in insns:
-            return None
-        ins = insns[p]
-        if ins.mnemonic == "cmp" and len(ins.ops) == 2 and ins.ops[1].kind == "i":
-            return (ins.ops[1].imm & 0xFFFF_FFFF) + 1
-        a = p
-    return None

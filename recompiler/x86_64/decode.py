@@ -64,6 +64,8 @@ for _i in range(8, 16):
     REG_SIZE[f"r{_i}b"] = 1
 for _i in range(16):
     REG_SIZE[f"xmm{_i}"] = 16
+for _i in range(8):
+    REG_SIZE[f"mm{_i}"] = 8
 _SCALE = {"1": 1, "2": 2, "4": 4, "8": 8}
 
 

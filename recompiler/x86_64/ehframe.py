@@ -1,9 +1,9 @@
-"""A small reader for .eh_frame: the start address of every FDE (function starts in stripped binaries)."""
+"""A small reader for .eh_frame: the address range of every FDE (function extents in stripped binaries)."""
 from __future__ import annotations
 
 import struct
 
-__all__ = ["fde_starts"]
+__all__ = ["fde_starts", "fde_ranges"]
 
 
 def _uleb(b: bytes, i: int) -> tuple[int, int]:
@@ -64,7 +64,13 @@ def _enc(b: bytes, i: int, enc: int, field_addr: int) -> tuple[int, int]:
 
 def fde_starts(data: bytes, section_addr: int) -> list[int]:
     """pc_begin of every FDE in an .eh_frame section's bytes (stops quietly at malformed data)."""
-    out: list[int] = []
+    return [a for a, _ in fde_ranges(data, section_addr)]
+
+
+def fde_ranges(data: bytes, section_addr: int) -> list[tuple[int, int]]:
+    """[pc_begin, pc_begin + pc_range) of every FDE in an .eh_frame section's bytes (stops quietly
+    at malformed data)."""
+    out: list[tuple[int, int]] = []
     cie_enc: dict[int, int] = {}
     i = 0
     try:
@@ -115,8 +121,9 @@ def fde_starts(data: bytes, section_addr: int) -> list[int]:
                 cie_off = start - cie_id
                 enc = cie_enc.get(cie_off, 0)
                 j = start + 4
-                pc, _ = _enc(data, j, enc, section_addr + j)
-                out.append(pc)
+                pc, j = _enc(data, j, enc, section_addr + j)
+                size, _ = _enc(data, j, enc & 0x0F, section_addr + j)    # pc_range: same format, absolute
+                out.append((pc, (pc + size) & 0xFFFF_FFFF_FFFF_FFFF))
             i = end
     except (ValueError, struct.error, IndexError):
         pass

@@ -8,15 +8,42 @@ from pathlib import Path
 from formats.abi import PIE_LOAD_BASE
 from .errors import NoCode, NotAnX86Elf
 
-__all__ = ["Section", "Segment", "ElfImage", "R_X86_64_RELATIVE", "R_X86_64_IRELATIVE"]
+__all__ = ["Section", "Segment", "Symbol", "Reloc", "ElfImage", "R_X86_64_64", "R_X86_64_GLOB_DAT",
+           "R_X86_64_JUMP_SLOT", "R_X86_64_RELATIVE", "R_X86_64_IRELATIVE", "STT_FUNC", "STT_GNU_IFUNC"]
 
 ET_EXEC, ET_DYN = 2, 3
-PT_LOAD = 1
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 SHF_EXECINSTR = 4
 SHF_ALLOC = 2
 SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_DYNSYM = 2, 4, 8, 11
-R_X86_64_RELATIVE = 8
+R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE = 1, 6, 7, 8
 R_X86_64_IRELATIVE = 37
+STT_FUNC, STT_GNU_IFUNC = 2, 10
+DT_NULL, DT_INIT, DT_FINI, DT_FLAGS_1 = 0, 12, 13, 0x6FFF_FFFB
+DF_1_PIE = 0x0800_0000
+PLT_SECTIONS = (".plt", ".plt.sec", ".plt.got")
+"""Sections of PLT stubs: every ``sh_entsize`` (16 when unset) bytes is one stub."""
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """An ELF symbol: ``defined`` when its section index is not SHN_UNDEF."""
+    name: str
+    value: int
+    type: int          # STT_*
+    defined: bool
+    dynamic: bool      # from .dynsym (else .symtab)
+
+
+@dataclass(frozen=True)
+class Reloc:
+    """A RELA entry: where, what type, the symbol it names (index into its symbol table, 0: none)
+    and the addend; ``symtab`` is the index of that symbol table's section header."""
+    offset: int
+    type: int
+    sym: int
+    addend: int
+    symtab: int
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,10 @@ class ElfImage:
         if self.e_type not in (ET_EXEC, ET_DYN):
             raise NotAnX86Elf(self.name, f"e_type {self.e_type} is not an executable or shared object (offset 0x10)")
         self.segments: list[Segment] = []
+        self.interp: str | None = None
+        """PT_INTERP: the program interpreter a dynamically linked program names."""
+        self.dynamic: list[tuple[int, int]] = []
+        """PT_DYNAMIC's (tag, value) entries."""
         for i in range(phnum):
             o = phoff + i * phentsize
             if o + 56 > len(data):
@@ -72,6 +103,10 @@ class ElfImage:
                                   f"for a file of {len(data):#x} bytes")
             if p_type == PT_LOAD:
                 self.segments.append(Segment(p_vaddr, p_memsz, p_filesz, p_off, p_flags))
+            elif p_type == PT_INTERP and p_off + p_filesz <= len(data):
+                self.interp = data[p_off:p_off + p_filesz].split(b"\0", 1)[0].decode("latin-1")
+            elif p_type == PT_DYNAMIC and p_off + p_filesz <= len(data):
+                self.dynamic = [struct.unpack_from("<qQ", data, o) for o in range(p_off, p_off + p_filesz - 15, 16)]
         if not self.segments:
             raise NoCode(self.name, "no PT_LOAD segment")
         self.sections: list[Section] = []
@@ -100,8 +135,22 @@ class ElfImage:
         else:
             self._raw_sections = []
         self.is_pie = self.e_type == ET_DYN
+        """Position-independent (ET_DYN): a PIE program, a shared object, ld.so, or static-pie."""
         lowest = min(s.vaddr for s in self.segments) & ~0xFFF
         self.bias = (PIE_LOAD_BASE - lowest) if self.is_pie else 0
+
+    @property
+    def static_pie(self) -> bool:
+        """A static-pie program: ET_DYN, no interpreter, DT_FLAGS_1 has DF_1_PIE (vkernel loads it at
+        PIE_LOAD_BASE itself)."""
+        if not self.is_pie or self.interp is not None:
+            return False
+        return any(tag == DT_FLAGS_1 and val & DF_1_PIE for tag, val in self.dynamic)
+
+    @property
+    def dynamically_linked(self) -> bool:
+        """A program that names an interpreter (PT_INTERP), or a shared object (ET_DYN, not static-pie)."""
+        return self.interp is not None or (self.is_pie and not self.static_pie)
 
     # -- address space --------------------------------------------------------
     def read(self, addr: int, n: int) -> bytes:
@@ -133,20 +182,44 @@ class ElfImage:
         return None
 
     # -- tables ----------------------------------------------------------------
+    def symbols(self) -> list[Symbol]:
+        """Every symbol of .symtab and .dynsym."""
+        out: list[Symbol] = []
+        for r in self._raw_sections:
+            if r[1] not in (SHT_SYMTAB, SHT_DYNSYM) or not r[9]:
+                continue
+            names = self._raw_sections[r[6]] if r[6] < len(self._raw_sections) else None
+            for st_name, info, shndx, value in self._symtab(r):
+                out.append(Symbol(self._str(names, st_name), value, info & 0xF, shndx != 0, r[1] == SHT_DYNSYM))
+        return out
+
+    def _symtab(self, r) -> list[tuple[int, int, int, int]]:
+        """(st_name, st_info, st_shndx, st_value) of each entry of symbol-table section ``r``."""
+        off, size, ent = r[4], r[5], r[9]
+        return [(n, info, shndx, value) for n, info, _, shndx, value, _ in
+                (struct.unpack_from("<IBBHQQ", self.data, off + i * ent) for i in range(size // ent))]
+
+    def _str(self, strtab, off: int) -> str:
+        if strtab is None or strtab[1] == SHT_NOBITS:
+            return ""
+        s = strtab[4] + off
+        e = self.data.find(b"\0", s, strtab[4] + strtab[5])
+        return self.data[s:e].decode("latin-1") if e >= 0 else ""
+
     def function_symbols(self) -> list[int]:
+        """Addresses of the defined function symbols (STT_FUNC and STT_GNU_IFUNC: an IFUNC's value
+        is its resolver)."""
         out = []
         for r in self._raw_sections:
             if r[1] not in (SHT_SYMTAB, SHT_DYNSYM) or not r[9]:
                 continue
-            off, size, ent = r[4], r[5], r[9]
-            for i in range(size // ent):
-                st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", self.data, off + i * ent)
-                if st_info & 0xF == 2 and st_value and st_shndx:     # STT_FUNC, defined
-                    out.append(st_value)
+            for _, info, shndx, value in self._symtab(r):
+                if info & 0xF in (STT_FUNC, STT_GNU_IFUNC) and value and shndx:
+                    out.append(value)
         return out
 
-    def relocations(self) -> list[tuple[int, int, int]]:
-        """(offset, type, addend) of every RELA entry in the file."""
+    def relocations(self) -> list[Reloc]:
+        """Every RELA entry in the file."""
         out = []
         for r in self._raw_sections:
             if r[1] != SHT_RELA or not r[9]:
@@ -154,8 +227,68 @@ class ElfImage:
             off, size, ent = r[4], r[5], r[9]
             for i in range(size // ent):
                 r_off, r_info, r_add = struct.unpack_from("<QQq", self.data, off + i * ent)
-                out.append((r_off, r_info & 0xFFFF_FFFF, r_add))
+                out.append(Reloc(r_off, r_info & 0xFFFF_FFFF, r_info >> 32, r_add, r[6]))
         return out
+
+    def symbol_table(self, symtab: int) -> list[Symbol]:
+        """The symbols of the symbol table in section ``symtab``, by index."""
+        if not 0 < symtab < len(self._raw_sections):
+            return []
+        r = self._raw_sections[symtab]
+        if r[1] not in (SHT_SYMTAB, SHT_DYNSYM) or not r[9]:
+            return []
+        names = self._raw_sections[r[6]] if r[6] < len(self._raw_sections) else None
+        return [Symbol(self._str(names, n), value, info & 0xF, shndx != 0, r[1] == SHT_DYNSYM)
+                for n, info, shndx, value in self._symtab(r)]
+
+    def plt_names(self) -> dict[int, str]:
+        """PLT stub address -> the symbol its GOT slot is bound to (``jmp [rip + d]`` in the stub,
+        the JUMP_SLOT or GLOB_DAT relocation of that slot)."""
+        slots: dict[int, str] = {}
+        tables: dict[int, list[Symbol]] = {}
+        for rel in self.relocations():
+            if rel.type in (R_X86_64_JUMP_SLOT, R_X86_64_GLOB_DAT) and rel.sym:
+                if rel.symtab not in tables:
+                    tables[rel.symtab] = self.symbol_table(rel.symtab)
+                syms = tables[rel.symtab]
+                if rel.sym < len(syms):
+                    slots[rel.offset] = syms[rel.sym].name
+        out: dict[int, str] = {}
+        for s, r in zip(self.sections, self._raw_sections):
+            if s.name not in PLT_SECTIONS or s.type == SHT_NOBITS or not s.size:
+                continue
+            step = r[9] or 16
+            for stub in range(s.addr, s.addr + s.size - step + 1, step):
+                code = self.read(stub, step)
+                k = code.find(b"\xff\x25")
+                if 0 <= k <= len(code) - 6:
+                    got = stub + k + 6 + struct.unpack_from("<i", code, k + 2)[0]
+                    if got in slots:
+                        out[stub] = slots[got]
+        return out
+
+    def symbol_values(self, symtab: int) -> list[int | None]:
+        """Per entry of the symbol table in section ``symtab``: its value if defined, else None."""
+        if not 0 < symtab < len(self._raw_sections):
+            return []
+        r = self._raw_sections[symtab]
+        if r[1] not in (SHT_SYMTAB, SHT_DYNSYM) or not r[9]:
+            return []
+        return [value if shndx else None for _, _, shndx, value in self._symtab(r)]
+
+    def plt_stubs(self) -> list[int]:
+        """The address of every PLT stub (.plt, including its first, lazy-binding entry; .plt.sec;
+        .plt.got)."""
+        out = []
+        for s, r in zip(self.sections, self._raw_sections):
+            if s.name in PLT_SECTIONS and s.type != SHT_NOBITS and s.size:
+                step = r[9] or 16
+                out.extend(range(s.addr, s.addr + s.size - step + 1, step))
+        return out
+
+    def init_fini(self) -> list[int]:
+        """DT_INIT and DT_FINI of the dynamic section."""
+        return [v for tag, v in self.dynamic if tag in (DT_INIT, DT_FINI) and v]
 
     def pointer_array(self, name: str) -> list[int]:
         s = self.section(name)

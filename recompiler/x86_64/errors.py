@@ -27,10 +27,10 @@ class UnsupportedInstruction(LiftError):
 
 
 class NotAnX86Elf(LiftError):
-    """The file is not an x86-64 ELF executable the lifter can take."""
+    """The file is not an x86-64 ELF executable or shared object the lifter can take."""
 
     def __init__(self, file: str, why: str) -> None:
-        super().__init__(f"{file}: {why}", hint="only x86-64 ELF executables (ET_EXEC, static-pie) are lifted")
+        super().__init__(f"{file}: {why}", hint="only x86-64 ELF executables and shared objects (ET_EXEC, ET_DYN) are lifted")
         self.file = file
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Expr", "Const", "RtAddr", "Reg", "Tmp", "Load", "StateGet", "Op",
+    "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op", "RtAddr",
     "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FlagThunk", "FaultStmt", "SyscallStmt",
     "Term", "Jump", "Branch", "CallDirect", "CallIndirect", "JumpIndirect", "Return", "Trap", "FallThrough",
     "FLAGS", "SYSCALL_ARGS", "SYSCALL_WRITES", "walk_expr", "stmts_reads", "leaves_lifted_code", "term_exprs",
@@ -32,15 +32,6 @@ class Expr:
 class Const(Expr):
     ty: str
     value: int
-
-
-@dataclass(slots=True)
-class RtAddr(Expr):
-    """The runtime address of link-time guest address ``link``: ``link`` plus the unit's load
-    bias, which a position-independent ELF (PIE, shared object) learns only when it is mapped
-    (the emitter reads it from the instance; for a fixed-address ELF it is a constant)."""
-    ty: str
-    link: int
 
 
 @dataclass(slots=True)
@@ -67,10 +58,11 @@ class Load(Expr):
 
 @dataclass(slots=True)
 class StateGet(Expr):
-    """A field of the CPU state in the control memory (fs_base, mxcsr, ...)."""
+    """A field of the CPU state in the control memory (fs_base, mxcsr, ...), ``offset`` bytes into it."""
     ty: str
     field: str
     width: int
+    offset: int = 0
 
 
 @dataclass(slots=True)
@@ -80,6 +72,15 @@ class Op(Expr):
     ty: str
     args: tuple[Expr, ...]
     imm: str = ""
+
+
+@dataclass(slots=True)
+class RtAddr(Expr):
+    """The run-time address of link-time address ``link`` (i64): ``link`` plus the unit's load
+    bias, a constant when the unit is lifted for a fixed address, the module's ``$U.bias`` global
+    when it is lifted position-independently."""
+    link: int
+    ty: str = "i64"
 
 
 class Stmt:
@@ -107,9 +108,11 @@ class Store(Stmt):
 
 @dataclass(slots=True)
 class StateSet(Stmt):
+    """Store ``width`` bytes of ``value`` into a CPU-state field, ``offset`` bytes into it."""
     field: str
     width: int
     value: Expr
+    offset: int = 0
 
 
 @dataclass(slots=True)
@@ -147,7 +150,7 @@ class Eval(Stmt):
 @dataclass(slots=True)
 class FaultStmt(Stmt):
     """Leave lifted code through the ``fault`` import (never returns); ``rip`` is the link-time
-    address of the faulting instruction (the emitter adds the load bias)."""
+    address of the faulting instruction (the emitter adds the bias)."""
     code: int
     detail: int
     rip: int
@@ -155,8 +158,7 @@ class FaultStmt(Stmt):
 
 @dataclass(slots=True)
 class SyscallStmt(Stmt):
-    """The ``syscall`` instruction; ``next_rip`` is the link-time address after it (the emitter
-    adds the load bias)."""
+    """The ``syscall`` instruction; ``next_rip`` is the link-time address after it."""
     next_rip: int
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from formats.abi import FaultCode
 from .cfg import Block, Program
 from .ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, FlagThunk, Branch, CallDirect, CallIndirect, Const, FallThrough, FaultStmt, If, Jump,
-                 JumpIndirect, Let, Op, Reg, Return, SetReg, Stmt, SyscallStmt, Term, Tmp, Trap, While,
+                 JumpIndirect, Let, Op, Reg, Return, RtAddr, SetReg, Stmt, SyscallStmt, Term, Tmp, Trap, While,
                  leaves_lifted_code, stmts_reads, term_exprs, walk_expr)
 from .sem import SEMANTICS, Ctx, NeedsTrap
 
@@ -60,7 +60,9 @@ class TrapSites:
         return i
 
 
-def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: dict) -> IRBlock:
+def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: dict, pic: bool = False) -> IRBlock:
+    """The IR of one basic block. ``pic``: run-time addresses are ``RtAddr`` (position-independent
+    code), else link-time addresses plus ``bias``."""
     out: list[tuple[int, list[Stmt]]] = []
     if not block.insns:
         reason = prog.invalid.get(block.start, "undecodable bytes")
@@ -70,7 +72,7 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
     term: Term | None = None
     fuse: tuple | None = None       # (FlagThunk.fuse, names it reads) of a compare still valid here
     for ins in block.insns:
-        ctx = Ctx(ins, bias)
+        ctx = Ctx(ins, bias, pic)
         ctx.fuse = fuse[0] if fuse is not None else None
         fn = SEMANTICS.get(ins.mnemonic)
         reason = "no semantics"
@@ -121,7 +123,7 @@ def _fuse_names(fuse: tuple) -> frozenset[str] | None:
             names.add(x.name)
         elif t is Op:
             stack.extend(x.args)
-        elif t is not Const:
+        elif t is not Const and t is not RtAddr:
             return None
     return frozenset(names)
 
@@ -166,28 +168,32 @@ def term_flag_reads(term: Term) -> set[str]:
     return r & _FLAGSET
 
 
+def _writes(stmts, all_reads: set[str], all_writes: set[str], flag_exit: list[bool]) -> None:
+    """Add what ``stmts`` write (and a syscall reads) to the sets; note a syscall or fault.
+    (Module level, not a closure: a recursive closure is a reference cycle per call, and the
+    lifter runs with the cyclic collector off.)"""
+    for s in stmts:
+        t = type(s)
+        if t is SetReg:
+            all_writes.add(s.name)
+        elif t is If:
+            _writes(s.then, all_reads, all_writes, flag_exit)
+            _writes(s.else_, all_reads, all_writes, flag_exit)
+        elif t is While:
+            _writes(s.body, all_reads, all_writes, flag_exit)
+        elif t is SyscallStmt or t is FaultStmt:
+            flag_exit[0] = True
+            if t is SyscallStmt:
+                all_reads.update(SYSCALL_ARGS)
+                all_writes.update(SYSCALL_WRITES)
+
+
 def compute_info(b: IRBlock) -> None:
     """Cache, per instruction of ``b``, the flags it reads and the flags it writes."""
     lst = []
     all_reads: set[str] = set()
     all_writes: set[str] = set()
     flag_exit = [False]
-
-    def writes(stmts) -> None:
-        for s in stmts:
-            t = type(s)
-            if t is SetReg:
-                all_writes.add(s.name)
-            elif t is If:
-                writes(s.then)
-                writes(s.else_)
-            elif t is While:
-                writes(s.body)
-            elif t is SyscallStmt or t is FaultStmt:
-                flag_exit[0] = True
-                if t is SyscallStmt:
-                    all_reads.update(SYSCALL_ARGS)
-                    all_writes.update(SYSCALL_WRITES)
     for _, stmts in b.insns:
         r: set[str] = set()
         stmts_reads(stmts, r)
@@ -195,7 +201,7 @@ def compute_info(b: IRBlock) -> None:
             # a fault hands every flag to the signal frame; syscall copies rflags into r11
             r |= _FLAGSET
         all_reads |= r
-        writes(stmts)
+        _writes(stmts, all_reads, all_writes, flag_exit)
         w: set[str] = set()
         for s in stmts:
             if type(s) is SetReg and s.name in _FLAGSET:

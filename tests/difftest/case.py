@@ -37,9 +37,13 @@ Flags: only CF PF AF ZF SF OF and DF are state (:data:`FLAGS_STATE`); the
 input is masked to them and so is the output. Some instructions leave flags
 *undefined* (e.g. SF/ZF/AF/PF after ``mul``, OF after a multi-bit shift); the
 CPU still produces a value, so compare those only with a mask per
-instruction. Not part of the state: x87 registers, segment registers (do not
-use ``fs:``/``gs:`` operands), rip-relative data outside the pages above, and
-instructions that enter the kernel (``syscall``, ``int n``: refused).
+instruction. The x87 register file is state as far as MMX needs it: the
+eight physical registers (80 bits each; ``mm<i>`` is the low 64 bits of
+physical register ``i``), the abridged tag word and TOP. Not part of the
+state: the x87 control and status words (other than TOP), segment registers
+(do not use ``fs:``/``gs:`` operands), rip-relative data outside the pages
+above, and instructions that enter the kernel (``syscall``, ``int n``:
+refused).
 """
 from __future__ import annotations
 
@@ -78,6 +82,7 @@ MXCSR_DEFAULT = 0x1F80
 """All SSE exceptions masked, round to nearest: what Linux gives a new process."""
 
 _MASK64 = (1 << 64) - 1
+_MASK80 = (1 << 80) - 1
 _MASK128 = (1 << 128) - 1
 _GPR_INDEX = {name: i for i, name in enumerate(GPR_NAMES)}
 _SUB = {sub: (full, off, size) for full, subs in SUBREGISTERS.items() for sub, off, size in subs}
@@ -91,13 +96,19 @@ class State:
     rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8..r15), unsigned 64-bit. ``xmm``
     holds 16 unsigned 128-bit integers (lane 0 in the low bits). ``data``
     and ``stack`` are the contents of the pages at :data:`DATA_ADDR` and
-    :data:`STACK_BASE`. ``rip``, ``signal`` and ``fault_addr`` are outputs
-    (ignored on input; see the module docstring).
+    :data:`STACK_BASE`. ``st`` holds the x87 *physical* registers R0-R7
+    (80-bit values; ``st(i)`` is ``st[(fpu_top + i) % 8]``), ``fpu_tag`` the
+    abridged tag word (bit i set: R``i`` valid) and ``fpu_top`` TOP; a new
+    Linux process has them all zero. ``rip``, ``signal`` and ``fault_addr``
+    are outputs (ignored on input; see the module docstring).
     """
     gpr: tuple[int, ...] = (0,) * 4 + (DEFAULT_RSP,) + (0,) * 11
     rflags: int = 0
     xmm: tuple[int, ...] = (0,) * 16
     mxcsr: int = MXCSR_DEFAULT
+    st: tuple[int, ...] = (0,) * 8
+    fpu_tag: int = 0
+    fpu_top: int = 0
     data: bytes = bytes(PAGE_SIZE)
     stack: bytes = bytes(PAGE_SIZE)
     rip: int = INSN_ADDR
@@ -115,6 +126,10 @@ class State:
             raise ValueError(f"State.rflags has bits outside CF PF AF ZF SF DF OF: {self.rflags:#x}")
         if not 0 <= self.mxcsr <= 0xFFFF:
             raise ValueError(f"State.mxcsr {self.mxcsr:#x} has reserved bits set")
+        if len(self.st) != 8 or any(not 0 <= v <= _MASK80 for v in self.st):
+            raise ValueError("State.st must be 8 unsigned 80-bit integers")
+        if not 0 <= self.fpu_tag <= 0xFF or not 0 <= self.fpu_top <= 7:
+            raise ValueError(f"State.fpu_tag {self.fpu_tag:#x} / fpu_top {self.fpu_top} out of range")
 
     # --- reading -----------------------------------------------------------
     def reg(self, name: str) -> int:
@@ -126,6 +141,8 @@ class State:
             return (self.gpr[_GPR_INDEX[full]] >> (8 * off)) & ((1 << (8 * size)) - 1)
         if name.startswith("xmm") and name[3:].isdigit():
             return self.xmm[int(name[3:])]
+        if name.startswith("mm") and name[2:].isdigit():
+            return self.st[int(name[2:])] & _MASK64
         raise KeyError(f"unknown register {name!r}")
 
     def flag(self, name: str) -> bool:
@@ -187,6 +204,12 @@ class State:
         for i, (a, b) in enumerate(zip(self.xmm, other.xmm)):
             if a != b:
                 out.append(f"xmm{i}: {a:#034x} != {b:#034x}")
+        for i, (a, b) in enumerate(zip(self.st, other.st)):
+            if a != b:
+                out.append(f"x87 R{i}: {a:#022x} != {b:#022x}")
+        for what in ("fpu_tag", "fpu_top"):
+            if getattr(self, what) != getattr(other, what):
+                out.append(f"{what}: {getattr(self, what):#x} != {getattr(other, what):#x}")
         fa, fb = self.rflags & flags_mask, other.rflags & flags_mask
         if fa != fb:
             names = [n for n, bit in FLAG_BITS.items() if (fa ^ fb) & bit]

@@ -34,7 +34,7 @@ LZCNT = FLAG_CF | FLAG_ZF | FLAG_DF                            # lzcnt/tzcnt: CF
 
 GENERATORS = ("random", "shift", "shift16", "div", "divfault", "string", "rep", "ret", "target", "leave",
               "float32", "float64", "cvt32", "cvt64", "xmmcount", "mxcsr", "fpucw", "popf", "rcx", "bitmem",
-              "cmpxchg", "fixed")
+              "cmpxchg", "fixed", "mmxcount", "maskmov", "fxrstor", "cmpxchg8b")
 """Input generators a form may name (implemented in tests/test_insn_diff.py)."""
 
 _REG_SIZE: dict[str, int] = {}
@@ -285,7 +285,8 @@ for _cc in CCS:
 # -- control transfer ------------------------------------------------------------------
 for _cc in CCS:
     _add("control", [f"j{_cc} .+0x30", f"j{_cc} .-0x40", f"j{_cc} .+0x300"])
-_add("control", ["jrcxz .+0x30", "jecxz .+0x30"], gen="rcx")
+_add("control", ["jrcxz .+0x30", "jecxz .+0x30", "loop .+0x30", "loop .-0x40", "loope .+0x30", "loopne .-0x20"],
+     gen="rcx")
 _add("control", ["jmp .+0x30", "jmp .-0x100", "call .+0x40", "call .-0x80"])
 _add("control", ["jmp rax", "call rcx", "jmp qword ptr [rbx+8]", "call qword ptr [rbx]"], gen="target")
 _add("control", ["ret", "ret 0x10"], gen="ret")
@@ -402,6 +403,59 @@ _add("sse_float", ["cvttss2si rax, xmm1", "cvttss2si ecx, xmm2", "cvtss2si rdx, 
                    "cvttss2si r9, dword ptr [rbx+8]", "cvtss2si eax, dword ptr [rbx+8]", "cvtss2sd xmm1, xmm2",
                    "cvtss2sd xmm3, dword ptr [rbx+8]"], gen="cvt32")
 
+
+# -- MMX (family "mmx": every input state also gets a random x87 register file, tag word and TOP) ------
+_MMX_LANES = ("paddb paddw paddd paddq psubb psubw psubd psubq paddsb paddsw paddusb paddusw psubsb psubsw "
+              "psubusb psubusw pcmpeqb pcmpeqw pcmpeqd pcmpgtb pcmpgtw pcmpgtd pmullw pmulhw pmulhuw pmaddwd "
+              "pmuludq pand pandn por pxor pminub pmaxub pminsw pmaxsw pavgb pavgw psadbw "
+              "packsswb packssdw packuswb punpckhbw punpckhwd punpckhdq").split()
+for _m in _MMX_LANES:
+    _add("mmx", [f"{_m} mm1, mm2", f"{_m} mm0, qword ptr [rbx]", f"{_m} mm7, mm7"])
+for _m in ("punpcklbw", "punpcklwd", "punpckldq"):
+    _add("mmx", [f"{_m} mm1, mm2", f"{_m} mm0, dword ptr [rbx+4]", f"{_m} mm6, mm6"])
+for _m in ("psllw", "pslld", "psllq", "psrlw", "psrld", "psrlq", "psraw", "psrad"):
+    _add("mmx", [f"{_m} mm1, 0", f"{_m} mm2, 1", f"{_m} mm3, 7", f"{_m} mm4, 15", f"{_m} mm5, 31",
+                 f"{_m} mm6, 63", f"{_m} mm7, 200"])
+    _add("mmx", [f"{_m} mm1, mm2", f"{_m} mm3, qword ptr [rbx]"], gen="mmxcount")
+_add("mmx", ["pshufw mm1, mm2, 0x1b", "pshufw mm3, mm3, 0", "pshufw mm4, mm5, 0xff", "pshufw mm0, qword ptr [rbx], 0x39",
+             "pinsrw mm1, eax, 0", "pinsrw mm2, ecx, 3", "pinsrw mm3, r10d, 6", "pinsrw mm4, word ptr [rbx+2], 1",
+             "pextrw eax, mm1, 0", "pextrw ecx, mm2, 3", "pextrw r9d, mm7, 5",
+             "pmovmskb eax, mm1", "pmovmskb r9d, mm6"])
+_add("mmx", ["movd mm0, eax", "movd mm5, r9d", "movd mm1, dword ptr [rbx+4]", "movd ecx, mm2", "movd dword ptr [rbx], mm3",
+             "movq mm0, rax", "movq rcx, mm5", "movq mm1, mm2", "movq mm3, qword ptr [rbx+8]",
+             "movq qword ptr [rbx], mm4", "movntq qword ptr [rbx+8], mm6", "movq2dq xmm1, mm2", "movdq2q mm1, xmm2",
+             "emms"])
+_add("mmx", ["maskmovq mm1, mm2"], gen="maskmov")
+_add("mmx", ["cvtpi2ps xmm1, mm2", "cvtpi2ps xmm3, qword ptr [rbx]", "cvtpi2pd xmm1, mm2",
+             "cvtpi2pd xmm4, qword ptr [rbx+8]"])
+_add("mmx", ["cvtps2pi mm1, xmm2", "cvttps2pi mm3, xmm4", "cvtps2pi mm5, qword ptr [rbx]",
+             "cvttps2pi mm6, qword ptr [rbx+8]"], gen="cvt32")
+_add("mmx", ["cvtpd2pi mm1, xmm2", "cvttpd2pi mm3, xmm4", "cvtpd2pi mm5, xmmword ptr [rbx]",
+             "cvttpd2pi mm6, xmmword ptr [rbx+0x10]"], gen="cvt64")
+# SSE2 forms of the same operations on xmm
+_add("sse_int", ["pmulhw xmm1, xmm2", "pmulhw xmm3, xmmword ptr [rbx]", "pmulhuw xmm1, xmm2",
+                 "pmulhuw xmm9, xmmword ptr [rbx]", "psadbw xmm1, xmm2", "psadbw xmm10, xmmword ptr [rbx]"])
+_add("sse_int", ["maskmovdqu xmm1, xmm2"], gen="maskmov")
+
+# -- SSE/SSE2 packed conversions, min/max/sqrt -----------------------------------------------
+_add("sse_float", ["cvtdq2pd xmm1, xmm2", "cvtdq2pd xmm3, qword ptr [rbx+8]", "cvtdq2ps xmm1, xmm2",
+                   "cvtdq2ps xmm9, xmmword ptr [rbx]"])
+_add("sse_float", ["cvtps2dq xmm1, xmm2", "cvttps2dq xmm3, xmm4", "cvtps2dq xmm5, xmmword ptr [rbx]",
+                   "cvttps2dq xmm6, xmmword ptr [rbx]", "cvtps2pd xmm1, xmm2", "cvtps2pd xmm7, qword ptr [rbx+8]"],
+     gen="cvt32")
+_add("sse_float", ["cvtpd2dq xmm1, xmm2", "cvttpd2dq xmm3, xmm4", "cvtpd2dq xmm5, xmmword ptr [rbx]",
+                   "cvttpd2dq xmm6, xmmword ptr [rbx]", "cvtpd2ps xmm1, xmm2", "cvtpd2ps xmm7, xmmword ptr [rbx]"],
+     gen="cvt64")
+for _op in ("min", "max", "sqrt"):
+    _add("sse_float", [f"{_op}ps xmm1, xmm2", f"{_op}ps xmm9, xmmword ptr [rbx]"], gen="float32")
+    _add("sse_float", [f"{_op}pd xmm1, xmm2", f"{_op}pd xmm9, xmmword ptr [rbx]"], gen="float64")
+
+# -- the x87/SSE state area and the rest of the baseline --------------------------------------
+_add("mmx", ["fxsave [rbx]", "fxsave64 [rbx]"])
+_add("mmx", ["fxrstor [rbx]", "fxrstor64 [rbx]"], gen="fxrstor")
+_add("atomic", ["cmpxchg8b qword ptr [rbx+8]", "lock cmpxchg8b qword ptr [rbx]"], gen="cmpxchg8b")
+_add("data", ["movnti dword ptr [rbx+4], eax", "movnti qword ptr [rbx+8], r9"])
+_add("system", ["clflush byte ptr [rbx]"])
 
 def forms_by_family() -> dict[str, list[Form]]:
     out: dict[str, list[Form]] = {}

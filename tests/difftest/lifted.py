@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import signal as _signal
 import struct
+from dataclasses import replace
 from pathlib import Path
 import tempfile
 from typing import Callable
@@ -212,6 +213,10 @@ class LiftedInstruction:
         struct.pack_into("<H", raw, o["fpu_cw"], FPU_CW_DEFAULT)
         for i, x in enumerate(s.xmm):
             raw[o[f"xmm{i}"]:o[f"xmm{i}"] + 16] = x.to_bytes(16, "little")
+        for i, x in enumerate(s.st):
+            raw[o[f"st{i}"]:o[f"st{i}"] + 10] = x.to_bytes(10, "little")
+        struct.pack_into("<H", raw, o["fpu_tag"], s.fpu_tag)
+        struct.pack_into("<H", raw, o["fpu_top"], s.fpu_top)
         return bytes(raw)
 
     def _read_state(self, code: int, rip: int) -> State:
@@ -222,6 +227,8 @@ class LiftedInstruction:
         rflags = struct.unpack_from("<Q", raw, o["rflags"])[0] & FLAGS_STATE
         mxcsr = struct.unpack_from("<I", raw, o["mxcsr"])[0] & 0xFFFF
         xmm = tuple(int.from_bytes(raw[o[f"xmm{i}"]:o[f"xmm{i}"] + 16], "little") for i in range(16))
+        st = tuple(int.from_bytes(raw[o[f"st{i}"]:o[f"st{i}"] + 10], "little") for i in range(8))
+        tag, top = struct.unpack_from("<H", raw, o["fpu_tag"])[0], struct.unpack_from("<H", raw, o["fpu_top"])[0]
         sig = 0
         out_rip = rip
         in_filler = (CODE_BASE <= rip < CODE_BASE + PAGE_SIZE
@@ -242,7 +249,7 @@ class LiftedInstruction:
         else:
             sig = -1
             self.notes.append(f"lifted code stopped with fault code {code} (syscall if -1) at {rip:#x}")
-        return State(gpr=gpr, rflags=rflags, xmm=xmm, mxcsr=mxcsr,
+        return State(gpr=gpr, rflags=rflags, xmm=xmm, mxcsr=mxcsr, st=st, fpu_tag=tag & 0xFF, fpu_top=top & 7,
                      data=guest.read(store, DATA_ADDR, DATA_ADDR + PAGE_SIZE),
                      stack=guest.read(store, STACK_BASE, STACK_BASE + PAGE_SIZE),
                      rip=out_rip, signal=sig)
@@ -264,8 +271,7 @@ class LiftedInstruction:
         except wasmtime.Trap as trap:
             self.notes.append(f"wasm trap: {str(trap).splitlines()[0]}")
             self._store = None              # start over with a fresh instance
-            return State(gpr=state.gpr, rflags=state.rflags, xmm=state.xmm, mxcsr=state.mxcsr,
-                         data=state.data, stack=state.stack, rip=INSN_ADDR, signal=-1)
+            return replace(state, rip=INSN_ADDR, signal=-1, fault_addr=0)
         raise RuntimeError("kiln_run returned normally (execution contract violated)")
 
     def run(self, states: list[State]) -> list[State]:

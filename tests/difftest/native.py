@@ -26,9 +26,11 @@ __all__ = ["run_native_cases", "assemble", "runner_path", "FORBIDDEN_MNEMONICS"]
 HERE = Path(__file__).resolve().parent
 SOURCES = (HERE / "runner.c", HERE / "runner.S")
 
-_STATE = struct.Struct(f"<16QQQIiQ256s{PAGE_SIZE}s{PAGE_SIZE}s")
+_STATE = struct.Struct(f"<16QQQIiQ256s{PAGE_SIZE}s{PAGE_SIZE}s512s")
 _INPUT_HEAD = struct.Struct("<B15s")
-assert _STATE.size == 416 + 2 * PAGE_SIZE
+assert _STATE.size == 416 + 2 * PAGE_SIZE + 512
+_FCW_DEFAULT = 0x037F
+_MXCSR_DEFAULT = 0x1F80
 
 FORBIDDEN_MNEMONICS = frozenset({"syscall", "sysenter", "int", "into", "sysret", "sysexit"})
 """Instructions that would enter the host kernel from the runner; cases with them are refused."""
@@ -76,19 +78,42 @@ def _check_code(case: Case) -> None:
                              "the instruction runner refuses it")
 
 
+def _fxsave_image(s: State) -> bytes:
+    """The FXSAVE area ``fxrstor`` loads: control word 0x37F, TOP, the abridged tag word and the
+    registers in stack order (the runner then loads MXCSR and the xmm registers itself)."""
+    fx = bytearray(512)
+    struct.pack_into("<HHB", fx, 0, _FCW_DEFAULT, s.fpu_top << 11, s.fpu_tag)
+    struct.pack_into("<I", fx, 24, _MXCSR_DEFAULT)
+    for i in range(8):
+        fx[32 + 16 * i:42 + 16 * i] = s.st[(s.fpu_top + i) & 7].to_bytes(10, "little")
+    for i, x in enumerate(s.xmm):
+        fx[160 + 16 * i:176 + 16 * i] = x.to_bytes(16, "little")
+    return bytes(fx)
+
+
+def _x87_of(fx: bytes) -> tuple[tuple[int, ...], int, int]:
+    """(physical registers, abridged tag word, TOP) from an FXSAVE area."""
+    top = (struct.unpack_from("<H", fx, 2)[0] >> 11) & 7
+    st = [0] * 8
+    for i in range(8):
+        st[(top + i) & 7] = int.from_bytes(fx[32 + 16 * i:42 + 16 * i], "little")
+    return tuple(st), fx[4], top
+
+
 def _encode(case: Case) -> bytes:
     s = case.input_state()
     return (_INPUT_HEAD.pack(len(case.code), case.code.ljust(MAX_INSN_LEN, b"\0"))
             + _STATE.pack(*s.gpr, s.rflags, 0, s.mxcsr, 0, 0, b"".join(x.to_bytes(16, "little") for x in s.xmm),
-                          s.data, s.stack))
+                          s.data, s.stack, _fxsave_image(s)))
 
 
 def _decode(raw: bytes) -> State:
     v = _STATE.unpack(raw)
     xmm = v[21]
+    st, tag, top = _x87_of(v[24])
     return State(gpr=tuple(v[:16]), rflags=v[16], rip=v[17], mxcsr=v[18], signal=v[19], fault_addr=v[20],
                  xmm=tuple(int.from_bytes(xmm[i:i + 16], "little") for i in range(0, 256, 16)),
-                 data=v[22], stack=v[23])
+                 st=st, fpu_tag=tag, fpu_top=top, data=v[22], stack=v[23])
 
 
 def run_native_cases(cases: list[Case], *, timeout: float = 120.0) -> list[State]:

@@ -5,8 +5,9 @@
  * The instruction sits at KILN_INSN_ADDR followed by a stub `jmp [rip+0]; .quad kiln_exit`
  * (written by runner.c). Between popfq and the instruction only `mov`s run, so the
  * flags the instruction sees are exactly the state's; the same holds on the way out
- * until pushfq. rsp is the state's from the instruction's point of view: the host
- * stack pointer is kept in memory, never on the test stack.
+ * until pushfq. The x87/MMX registers, tag word and TOP come and go through fxrstor/fxsave
+ * (the host's x87 state is reset with fninit after). rsp is the state's from the
+ * instruction's point of view: the host stack pointer is kept in memory, never on the test stack.
  */
     .intel_syntax noprefix
 
@@ -14,6 +15,7 @@
 #define ST_RFLAGS   128
 #define ST_MXCSR    144
 #define ST_XMM      160
+#define ST_FX       (416 + 2 * 4096)
 
     .bss
     .balign 16
@@ -39,6 +41,7 @@ kiln_enter:
     mov [rip + kiln_host_rsp], rsp
     mov [rip + kiln_state_ptr], rdi
     stmxcsr [rip + kiln_host_mxcsr]
+    fxrstor [rdi + ST_FX]
     ldmxcsr [rdi + ST_MXCSR]
     movdqu xmm0,  [rdi + ST_XMM + 0*16]
     movdqu xmm1,  [rdi + ST_XMM + 1*16]
@@ -101,6 +104,8 @@ kiln_exit:
     mov rcx, [rip + kiln_tmp_rax]
     mov [rax + ST_GPR + 0*8], rcx
     mov rsp, [rip + kiln_host_rsp]
+    fxsave [rax + ST_FX]
+    fninit
     pushfq
     pop qword ptr [rax + ST_RFLAGS]
     cld

@@ -32,14 +32,17 @@ struct kiln_state {
     uint8_t xmm[16][16];
     uint8_t data[PAGE];
     uint8_t stack[PAGE];
+    _Alignas(16) uint8_t fx[512];   /* FXSAVE area: x87 and MMX registers, tag word, TOP */
 };
 _Static_assert(offsetof(struct kiln_state, rflags) == 128, "layout");
 _Static_assert(offsetof(struct kiln_state, mxcsr) == 144, "layout");
 _Static_assert(offsetof(struct kiln_state, xmm) == 160, "layout");
-_Static_assert(sizeof(struct kiln_state) == 416 + 2 * PAGE, "layout");
+_Static_assert(offsetof(struct kiln_state, fx) == 416 + 2 * PAGE, "layout");
+_Static_assert(sizeof(struct kiln_state) == 416 + 2 * PAGE + 512, "layout");
 
 struct kiln_input { uint8_t code_len; uint8_t code[15]; struct kiln_state st; };
 _Static_assert(sizeof(struct kiln_input) == 16 + sizeof(struct kiln_state), "layout");
+_Static_assert(offsetof(struct kiln_input, st) % 16 == 0, "fxrstor needs the area 16-byte aligned");
 
 void kiln_enter(struct kiln_state *st);
 void kiln_exit(void);
@@ -76,6 +79,7 @@ static void on_signal(int sig, siginfo_t *si, void *ctx) {
     if (uc->uc_mcontext.fpregs) {
         memcpy(st.xmm, uc->uc_mcontext.fpregs->_xmm, sizeof st.xmm);
         st.mxcsr = uc->uc_mcontext.fpregs->mxcsr;
+        memcpy(st.fx, uc->uc_mcontext.fpregs, sizeof st.fx);
     }
     uintptr_t at = (uintptr_t)st.rip - 1;
     int trap_in_filler = sig == SIGTRAP && at >= KILN_CODE_BASE && at < KILN_CODE_BASE + PAGE &&
@@ -137,7 +141,7 @@ int main(void) {
             st.rip = KILN_INSN_ADDR + in.code_len;
         }
         alarm(0);
-        __asm__ volatile("cld");
+        __asm__ volatile("cld; fninit");
         unsigned mx = 0x1F80;
         __asm__ volatile("ldmxcsr %0" : : "m"(mx));
         st.rflags &= FLAGS_STATE;

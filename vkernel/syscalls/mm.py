@@ -8,7 +8,8 @@ from dataclasses import replace
 from formats import abi
 from vkernel.cpustate import CodeRegion
 from vkernel.elf import PT_LOAD, parse_elf
-from vkernel.errors import BadElf
+from vkernel.errors import BadElf, VkernelError
+from vkernel.loader import check_loadable
 from vkernel.kernel import Kernel
 from vkernel.memory import PAGE, PROT_EXEC, Mapping, page_down, page_up
 from vkernel.policy import file_hash
@@ -58,6 +59,15 @@ def _file_bias(data: bytes, path: str, addr: int, offset: int) -> int:
         if p.type == PT_LOAD and page_down(p.offset) == offset:
             return addr - page_down(p.vaddr)
     return addr - offset
+
+
+def _fixed_bias(data: bytes, path: str) -> int | None:
+    """The load bias a translation that is not position-independent assumes (vkernel/loader.py
+    places such a program there), None when the file does not load as a program."""
+    try:
+        return check_loadable(parse_elf(data, path), path)[2]
+    except VkernelError:
+        return None
 
 
 def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
@@ -123,7 +133,12 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
             sp.zero(start + n, size - n)
         if unit >= 0:
             bias = _file_bias(data, of.path, start, offset)
-            k.add_regions([CodeRegion(start, start + size, unit, bias & 0xFFFFFFFF)])
+            if not k.policy.units[unit].pic and bias != _fixed_bias(data, of.path):
+                sp.remove(start, size)
+                return _refuse_exec(k, "mmap", start, length, "this file's translation runs only "
+                                    "at the address a program of its kind is loaded at (it is not "
+                                    "position-independent)", of.path, digest.hex() if digest else None)
+            k.add_regions([CodeRegion(start, start + size, unit, bias)])
     return start
 
 

@@ -1,7 +1,7 @@
 """Atomic read-modify-write forms (single-threaded guest: plain operations): cmpxchg, xadd."""
 from __future__ import annotations
 
-from ..ir import If
+from ..ir import If, Load, SetReg, Store
 from .ctx import MASK, Ctx, NeedsTrap, c64, op
 from .flags import flags_add, flags_sub
 
@@ -16,11 +16,9 @@ def cmpxchg(ctx: Ctx) -> None:
     res = ctx.tmp(op("i64.and", "i64", op("i64.sub", "i64", a, v), c64(MASK[size])))
     flags_sub(ctx, res, a, v, size)
     eq = ctx.tmp(op("i64.eq", "i32", a, v))
-    then = Ctx(ctx.insn, ctx.bias)
-    then._ntmp = 600
+    then = ctx.sub(600)
     then.put(d, ctx.get(s))
-    other = Ctx(ctx.insn, ctx.bias)
-    other._ntmp = 700
+    other = ctx.sub(700)
     other.reg_write(_ACC[size], v)
     ctx.emit(If(eq, tuple(then.stmts), tuple(other.stmts)))
 
@@ -41,4 +39,24 @@ def cmpxchg16b(ctx: Ctx) -> None:
     raise NeedsTrap("cmpxchg16b")
 
 
-SEMANTICS = {"cmpxchg": cmpxchg, "xadd": xadd}
+def cmpxchg8b(ctx: Ctx) -> None:
+    """Compare edx:eax with the 64-bit operand: equal, ZF = 1 and it becomes ecx:ebx; else ZF = 0 and
+    edx:eax get it (32-bit writes: the upper halves are cleared). No other flag changes."""
+    (d,) = ctx.insn.ops
+    if d.kind != "m":
+        raise NeedsTrap("cmpxchg8b operand")
+    addr = ctx.tmp(ctx.addr(d))
+    old = ctx.tmp(Load("i64", 8, addr))
+    want = ctx.tmp(op("i64.or", "i64", ctx.reg_read("eax"), op("i64.shl", "i64", ctx.reg_read("edx"), c64(32))))
+    eq = ctx.tmp(op("i64.eq", "i32", old, want))
+    new = op("i64.or", "i64", ctx.reg_read("ebx"), op("i64.shl", "i64", ctx.reg_read("ecx"), c64(32)))
+    then = ctx.sub(600)
+    then.emit(Store(8, addr, new))
+    other = ctx.sub(700)
+    other.reg_write("eax", old)
+    other.reg_write("edx", op("i64.shr_u", "i64", old, c64(32)))
+    ctx.emit(If(eq, tuple(then.stmts), tuple(other.stmts)))
+    ctx.emit(SetReg("zf", eq))
+
+
+SEMANTICS = {"cmpxchg": cmpxchg, "xadd": xadd, "cmpxchg8b": cmpxchg8b}

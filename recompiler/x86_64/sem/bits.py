@@ -10,8 +10,7 @@ def bsf(ctx: Ctx) -> None:
     v = ctx.tmp(ctx.get(s))
     z = ctx.tmp(op("i64.eqz", "i32", v))
     ctx.emit(SetReg("zf", z))
-    sub = Ctx(ctx.insn, ctx.bias)
-    sub._ntmp = 1000
+    sub = ctx.sub(1000)
     sub.put(d, op("i64.ctz", "i64", v))
     ctx.emit(If(op("i32.eqz", "i32", z), tuple(sub.stmts)))
 
@@ -21,8 +20,7 @@ def bsr(ctx: Ctx) -> None:
     v = ctx.tmp(ctx.get(s))
     z = ctx.tmp(op("i64.eqz", "i32", v))
     ctx.emit(SetReg("zf", z))
-    sub = Ctx(ctx.insn, ctx.bias)
-    sub._ntmp = 1000
+    sub = ctx.sub(1000)
     sub.put(d, op("i64.xor", "i64", op("i64.clz", "i64", v), c64(63)))
     ctx.emit(If(op("i32.eqz", "i32", z), tuple(sub.stmts)))
 

@@ -48,11 +48,11 @@ def op(name: str, ty: str, *args: Expr, imm: str = "") -> Op:
 class Ctx:
     """Collects the statements of one instruction; ``term`` is set by control-flow semantics."""
 
-    def __init__(self, insn: Insn, bias: int | None) -> None:
-        """``bias``: the fixed load bias of the ELF, or None when it is known only at run time
-        (position-independent code: every address of the ELF is then an :class:`RtAddr`)."""
+    def __init__(self, insn: Insn, bias: int, pic: bool = False) -> None:
         self.insn = insn
         self.bias = bias
+        self.pic = pic
+        """Position-independent: run-time addresses are ``RtAddr`` (the bias known only at run time)."""
         self.stmts: list[Stmt] = []
         self.term: Term | None = None
         self._ntmp = 0
@@ -73,16 +73,16 @@ class Ctx:
         self.stmts.append(Let(t, value))
         return t
 
-    def rt(self, link: int) -> Expr:
-        """The runtime address of link-time address ``link``."""
-        if self.bias is None:
-            return RtAddr("i64", link & MASK[8])
-        return c64(link + self.bias)
+    def sub(self, ntmp: int) -> "Ctx":
+        """A context for statements nested in this instruction's (an If or While body), its
+        temporaries numbered from ``ntmp``."""
+        c = Ctx(self.insn, self.bias, self.pic)
+        c._ntmp = ntmp
+        return c
 
-    @property
-    def next_rt(self) -> Expr:
-        """Runtime address of the next instruction."""
-        return self.rt(self.insn.next)
+    def rt(self, link: int) -> Expr:
+        """The run-time address of link-time address ``link``."""
+        return RtAddr(link) if self.pic else c64(link + self.bias)
 
     # -- addresses -----------------------------------------------------------
     def addr(self, o: Operand) -> Expr:
@@ -90,12 +90,11 @@ class Ctx:
         parts: list[Expr] = []
         disp = o.disp
         if o.base == "rip":
-            rt = self.rt(self.insn.next + disp)
-            if type(rt) is Const:
-                disp = rt.value
-            else:
-                parts.append(rt)
+            if self.pic:
+                parts.append(RtAddr(self.insn.next + disp))
                 disp = 0
+            else:
+                disp += self.insn.next + self.bias
         elif o.base:
             parts.append(self.reg_read(o.base, ))
         if o.index:

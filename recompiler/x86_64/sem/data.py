@@ -90,7 +90,7 @@ def _split(src: str, hi: str, size: int):
 
 
 SEMANTICS = {
-    "mov": mov, "movabs": mov, "movzx": movzx, "movsx": movsx, "movsxd": movsx, "lea": lea,
+    "mov": mov, "movabs": mov, "movnti": mov, "movzx": movzx, "movsx": movsx, "movsxd": movsx, "lea": lea,
     "push": push, "pop": pop, "xchg": xchg, "leave": leave,
     "cbw": _widen("al", "ax", 1), "cwde": _widen("ax", "eax", 2), "cdqe": _widen("eax", "rax", 4),
     "cwd": _split("ax", "dx", 2), "cdq": _split("eax", "edx", 4), "cqo": _split("rax", "rdx", 8),

@@ -14,6 +14,8 @@ def _isx(o: Operand) -> bool:
 
 
 def xr(o: Operand) -> Reg:
+    if not _isx(o):
+        raise NeedsTrap(f"register {o.reg or o.kind} where an xmm register was expected")
     return Reg(o.reg, V)
 
 
@@ -246,6 +248,30 @@ def _shift(shape: str, kind: str):
     return f
 
 
+def _mulhi(signed: bool):
+    """pmulhw/pmulhuw: the high 16 bits of each 16x16-bit product."""
+    sfx = "s" if signed else "u"
+    hi = " ".join(str(x) for x in (2, 3, 6, 7, 10, 11, 14, 15))
+
+    def f(ctx: Ctx) -> None:
+        d, s = ctx.insn.ops
+        a = ctx.tmp(xr(d))
+        b = ctx.tmp(xget(ctx, s))
+        lo = op(f"i32x4.extmul_low_i16x8_{sfx}", V, a, b)
+        high = op(f"i32x4.extmul_high_i16x8_{sfx}", V, a, b)
+        ctx.emit(SetReg(d.reg, op("i8x16.shuffle", V, lo, high, imm=hi + " " + " ".join(str(16 + int(x)) for x in hi.split()))))
+    return f
+
+
+def psadbw(ctx: Ctx) -> None:
+    """Per 64-bit half: the sum of the absolute byte differences in its low word, the rest zero."""
+    from .mmx import sad
+    d, s = ctx.insn.ops
+    q = ctx.tmp(sad(xr(d), xget(ctx, s)))
+    pairs = op("i32x4.add", V, q, op("i8x16.shuffle", V, q, q, imm="4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11"))
+    ctx.emit(SetReg(d.reg, op("v128.and", V, pairs, op("v128.const", V, imm="i32x4 0xffff 0 0xffff 0"))))
+
+
 def pmuludq(ctx: Ctx) -> None:
     d, s = ctx.insn.ops
     m = op("v128.const", V, imm="i64x2 0xffffffff 0xffffffff")
@@ -451,6 +477,7 @@ SEMANTICS: dict = {
     "psubsb": _binop("i8x16.sub_sat_s"), "psubsw": _binop("i16x8.sub_sat_s"),
     "pavgb": _binop("i8x16.avgr_u"), "pavgw": _binop("i16x8.avgr_u"),
     "pmullw": _binop("i16x8.mul"), "pmaddwd": _binop("i32x4.dot_i16x8_s"), "pmuludq": pmuludq,
+    "pmulhw": _mulhi(True), "pmulhuw": _mulhi(False), "psadbw": psadbw,
     "packuswb": _binop("i8x16.narrow_i16x8_u"), "packsswb": _binop("i8x16.narrow_i16x8_s"),
     "packssdw": _binop("i16x8.narrow_i32x4_s"),
     "pmovmskb": _mask("i8x16.bitmask"), "movmskps": _mask("i32x4.bitmask"), "movmskpd": _mask("i64x2.bitmask"),

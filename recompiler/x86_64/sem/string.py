@@ -14,8 +14,7 @@ def _step(size: int):
 
 
 def _body(kind: str, size: int, ctx: Ctx) -> list:
-    sub = Ctx(ctx.insn, ctx.bias)
-    sub._ntmp = 500
+    sub = ctx.sub(500)
     rsi, rdi = Reg("rsi", "i64"), Reg("rdi", "i64")
     st = sub.tmp(_step(size))
     if kind == "movs":

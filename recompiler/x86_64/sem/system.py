@@ -117,6 +117,7 @@ SEMANTICS = {
     "syscall": syscall, "cpuid": cpuid, "rdtsc": rdtsc,
     "nop": nop, "endbr64": nop, "pause": nop, "lfence": nop, "mfence": nop, "sfence": nop,
     "prefetcht0": nop, "prefetcht1": nop, "prefetcht2": nop, "prefetchnta": nop, "prefetchw": nop,
+    "clflush": nop,
     "hlt": _fault(FaultCode.HALT), "ud2": _fault(FaultCode.INVALID_OPCODE), "int3": _fault(FaultCode.BREAKPOINT),
     "clc": _setflag("cf", 0), "stc": _setflag("cf", 1), "cld": _setflag("df", 0), "std": _setflag("df", 1),
     "cmc": cmc, "pushfq": pushf, "popfq": popf, "lahf": lahf, "sahf": sahf,

@@ -6,8 +6,8 @@ registers, tags, TOP and status word there and round exactly as the CPU does.
 Capstone names some forms oddly (``faddp`` decodes as ``fadd``, ``fucomip``
 as ``fucompi``), so the mnemonic is taken from the instruction text.
 Transcendental instructions (fsin, fcos, fptan, fpatan, f2xm1, fyl2x, fyl2xp1,
-fsincos) are not implemented: they stay trap sites rather than approximations;
-so are fxsave/fxrstor (glibc uses them only in the dynamic linker's lazy binding).
+fsincos) are not implemented: they stay trap sites rather than approximations.
+fxsave/fxrstor are in sse_packed.py.
 fnstcw and fldcw are in system.py. Stack overflow/underflow is not modelled.
 """
 from __future__ import annotations

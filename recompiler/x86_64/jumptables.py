@@ -1,0 +1,242 @@
+"""Jump tables behind indirect jumps: where the table is, how many entries it has, and its targets.
+
+Two shapes are recognised: ``jmp [table + idx*8]`` (absolute entries) and
+``movsxd rX, dword [rB + idx*4]; add rX, rB; jmp rX`` with ``lea rB, [rip + T]``
+(32-bit entries relative to the table; the ``lea`` may be far above, before a
+loop). The number of entries comes from the index register's history on the
+fall-through path (:func:`index_bound`). A table whose size that history does
+not give is read one entry at a time, each target's code discovered before the
+next entry is read, until its entries stop being code, leave the jump's
+``.eh_frame`` FDE (its function), land inside an instruction already known, or
+reach another address the code refers to (the next table, typically;
+:func:`refs_of` gives an instruction's).
+"""
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass
+
+from formats.abi import GPR_NAMES, SUBREGISTERS
+from .decode import Insn
+from .elfimage import ElfImage
+
+__all__ = ["TableSpec", "table_near", "table_far", "read_table", "refs_of", "index_bound"]
+
+JCC = frozenset({"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp",
+                 "jl", "jge", "jle", "jg", "jrcxz", "jecxz"})
+
+_FAMILY: dict[str, str] = {r: r for r in GPR_NAMES}
+"""Register name -> the 64-bit register it is part of."""
+for _full, _subs in SUBREGISTERS.items():
+    for _n, _, _ in _subs:
+        _FAMILY[_n] = _full
+
+_KEEPS_FLAGS = frozenset({"mov", "movabs", "movzx", "movsx", "movsxd", "lea", "push", "pop", "nop", "xchg", "not",
+                          "bswap", "endbr64", "cdqe", "cdq", "cqo", "cwde"})
+"""Instructions that leave the flags alone (a jcc after them still tests an earlier compare)."""
+_NO_WRITE = frozenset({"cmp", "test", "push", "bt", "nop", "jmp", "call", "ret", "endbr64"}) | JCC
+_IMPLICIT: dict[str, frozenset[str]] = {
+    **{m: frozenset(("rax", "rdx")) for m in ("mul", "div", "idiv", "rdtsc")},
+    **{m: frozenset(("rdx",)) for m in ("cdq", "cqo", "cwd")},
+    **{m: frozenset(("rax",)) for m in ("cdqe", "cwde", "cbw", "lahf", "cmpxchg")},
+    "cpuid": frozenset(("rax", "rbx", "rcx", "rdx")), "syscall": frozenset(("rax", "rcx", "r11")),
+    **{m: frozenset(("rax", "rsi")) for m in ("lodsb", "lodsw", "lodsd", "lodsq")},
+    **{m: frozenset(("rsi", "rdi", "rcx")) for m in ("movsb", "movsw", "movsd", "movsq", "cmpsb", "cmpsw",
+                                                        "cmpsd", "cmpsq")},
+    **{m: frozenset(("rdi", "rcx")) for m in ("stosb", "stosw", "stosd", "stosq", "scasb", "scasw", "scasd",
+                                               "scasq")},
+    "pop": frozenset(("rsp",)), "leave": frozenset(("rsp", "rbp")),
+    **{m: frozenset(("rcx",)) for m in ("loop", "loope", "loopne")},
+}
+"""Registers an instruction writes besides its first operand (and, for xchg/xadd, its second)."""
+_BIT_SCAN = frozenset({"bsf", "bsr", "tzcnt", "lzcnt"})
+
+MAX_ENTRIES = 4096
+"""No table is read past this many entries, whatever its bound says."""
+UNBOUNDED_ENTRIES = 512
+"""Entries read at most from a table whose size is unknown."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A jump table found behind the indirect jump at ``jmp``.
+
+    Entries are ``step`` bytes at ``table``: absolute addresses (``base`` None) or 32-bit
+    offsets from ``base``. ``bound`` is the number of entries when known; ``tight`` says it
+    comes from a range check (``cmp idx, N; ja default``), so every entry is a real target."""
+    jmp: int
+    table: int
+    step: int
+    base: int | None
+    bound: int | None
+    tight: bool
+
+
+def _fallthrough_chain(at: int, insns: dict[int, Insn], pred: dict[int, int], n: int = 12) -> list[Insn]:
+    """Up to ``n`` instructions that run before the one at ``at`` on its fall-through path, nearest first."""
+    out: list[Insn] = []
+    for _ in range(n):
+        p = pred.get(at)
+        if p is None or p not in insns:
+            break
+        out.append(insns[p])
+        at = p
+    return out
+
+
+def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
+    """(entries, tight) of a jump table indexed by register ``index``, from the instructions that
+    run before the table load on its fall-through path (``back``, nearest first).
+
+    The index is followed back through register copies. ``cmp idx, N`` tested by ``ja``/``jae``
+    towards the default case gives a tight bound (other instructions may sit between the compare
+    and the jcc as long as they leave the flags alone). The index loaded by ``movzx`` from a byte
+    or word, made by a bit scan or masked with ``and idx, M`` gives a loose one, unless the byte it
+    came from was compared first (``cmp byte [rax], 0x7a; ja``). A compare of any other operand
+    says nothing about the table (a loop's ``cmp qword [r15], 0`` above it, say). Returns
+    (None, False) when the index's range is unknown."""
+    reg: str | None = _FAMILY.get(index)
+    if reg is None:
+        return None, False
+    loose: int | None = None
+    mem = None                                  # the memory operand the index was loaded from (movzx)
+    jcc: str | None = None                      # the jcc reading the flags of the instruction at hand
+    for ins in back:
+        m = ins.mnemonic
+        ops = ins.ops
+        if m in JCC:
+            jcc = m
+            continue
+        if m == "cmp" and len(ops) == 2 and ops[1].kind == "i" and (
+                (ops[0].kind == "r" and reg is not None and _FAMILY.get(ops[0].reg) == reg)
+                or (mem is not None and ops[0] == mem)):
+            n = ops[1].imm & 0xFFFF_FFFF
+            if jcc == "ja":
+                return n + 1, True
+            if jcc == "jae":
+                return n, True
+        if not (m in _KEEPS_FLAGS or m.startswith(("cmov", "set"))):
+            jcc = None
+        if m in _NO_WRITE:
+            continue
+        if mem is not None and ops and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) in (
+                _FAMILY.get(mem.base), _FAMILY.get(mem.index)):
+            return loose, False                 # the byte's address changes above here
+        if reg is None:
+            continue
+        if reg in _IMPLICIT.get(m, ()) or (m == "imul" and len(ops) == 1 and reg in ("rax", "rdx")) \
+                or (m in ("xchg", "xadd") and any(o.kind == "r" and _FAMILY.get(o.reg) == reg for o in ops)):
+            return loose, False
+        if not ops or ops[0].kind != "r" or _FAMILY.get(ops[0].reg) != reg:
+            continue
+        # this instruction writes the index register
+        src = ops[1] if len(ops) > 1 else None
+        if m in _BIT_SCAN:
+            return 8 * ops[0].size, False
+        if m == "movzx" and src is not None and src.size in (1, 2):
+            loose = 256 if src.size == 1 else 65536
+            if src.kind == "m" and not src.seg and src.base != "rip":
+                mem, reg = src, None            # ``cmp byte [M], N; ja`` above bounds it
+                continue
+        if m in ("mov", "movsxd", "movzx") and src is not None and src.kind == "r" and src.reg in _FAMILY:
+            reg = _FAMILY[src.reg]              # a copy: follow the index into its source
+            continue
+        if m == "and" and src is not None and src.kind == "i" and 0 <= src.imm < 65536:
+            return src.imm + 1, False
+        return loose, False
+    return loose, False
+
+
+def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> TableSpec | None:
+    """The table behind ``jmp`` when its whole pattern is on the jump's fall-through path."""
+    back = _fallthrough_chain(jmp.address, insns, pred)
+    o = jmp.ops[0]
+    if o.kind == "m" and o.scale == 8 and not o.base and o.index:
+        bound, tight = index_bound(o.index, back)
+        return TableSpec(jmp.address, o.disp & 0xFFFF_FFFF_FFFF_FFFF, 8, None, bound, tight)
+    if o.kind != "r":
+        return None
+    load = next((k for k, ins in enumerate(back)
+                 if ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4), None)
+    if load is None:
+        return None
+    mem = back[load].ops[1]
+    base = next((ins.next + ins.ops[1].disp for ins in back
+                 if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == mem.base
+                 and ins.ops[1].base == "rip"), None)
+    if base is None:
+        return None
+    bound, tight = index_bound(mem.index, back[load + 1:])
+    return TableSpec(jmp.address, base + mem.disp, 4, base, bound, tight)
+
+
+def table_far(jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[int, int]) -> TableSpec | None:
+    """``movsxd rX, [rB + rI*4]; add rX, rB; jmp rX`` where ``lea rB, [rip + T]`` is up to 4 KiB
+    above (``order``: every known instruction address, sorted)."""
+    load = next((ins for ins in _fallthrough_chain(jmp.address, insns, pred, 6)
+                 if ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4
+                 and ins.ops[1].base), None)
+    if load is None:
+        return None
+    base_reg = load.ops[1].base
+    i = bisect.bisect_left(order, load.address) - 1
+    base = None
+    while i >= 0 and load.address - order[i] < 4096:
+        ins = insns[order[i]]
+        if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == base_reg \
+                and ins.ops[1].base == "rip" and not ins.ops[1].index:
+            base = ins.next + ins.ops[1].disp
+            break
+        i -= 1
+    if base is None:
+        return None
+    bound, tight = index_bound(load.ops[1].index, _fallthrough_chain(load.address, insns, pred))
+    return TableSpec(jmp.address, base + load.ops[1].disp, 4, base, bound, tight)
+
+
+def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None = None,
+               named=None, splits=None, take=None) -> list[int]:
+    """The targets of ``spec``'s table. A tight bound reads that many entries, skipping ones that
+    are not code. Otherwise reading ends at the first entry that is not code, that leaves ``fde``
+    (the jump's function, when .eh_frame gives it), that ``splits(t)`` says lands inside an
+    instruction already known, or whose own address ``named(a)`` says the code refers to (the
+    next table, typically). ``take(t)``, when given, is called with each target as it is read, so
+    the code it leads to (and what that code refers to) is known before the next entry is read:
+    a switch's cases often hold the reference that ends its table."""
+    limit = min(spec.bound, MAX_ENTRIES) if spec.bound else UNBOUNDED_ENTRIES
+    out: list[int] = []
+    for i in range(limit):
+        at = spec.table + spec.step * i
+        if i and not spec.tight and named is not None and named(at):
+            break
+        raw = img.read(at, spec.step)
+        if len(raw) < spec.step:
+            break
+        if spec.base is None:
+            t = struct.unpack("<Q", raw)[0]
+        else:
+            t = (spec.base + struct.unpack("<i", raw)[0]) & 0xFFFF_FFFF_FFFF_FFFF
+        if not code(t) or (not spec.tight and ((fde is not None and not fde[0] <= t < fde[1])
+                                               or (splits is not None and splits(t)))):
+            if spec.tight:
+                continue
+            break
+        out.append(t)
+        if take is not None:
+            take(t)
+    return out
+
+
+def refs_of(ins: Insn) -> list[int]:
+    """The addresses ``ins`` names in memory operands (rip-relative, or absolute)."""
+    out = []
+    for o in ins.ops:
+        if o.kind == "m":
+            if o.base == "rip":
+                out.append(ins.next + o.disp)
+            elif not o.base and not o.index and not o.seg and o.disp > 0:
+                out.append(o.disp)
+            elif not o.base and o.index and not o.seg and o.disp > 0:
+                out.append(o.disp)          # jmp [table + idx*8]: the table's address
+    return out

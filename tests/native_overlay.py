@@ -1,0 +1,86 @@
+"""Run a program natively as a container runtime would: a fresh overlay of a root filesystem, /dev, own pid namespace.
+
+The overlay's upper layer is a tmpfs (as a root ``kiln run``'s writable layer
+is), so one run never sees another's files and the root filesystem is never
+changed. ``/dev`` gets the nodes and links runc gives every container, and
+the command runs under ``unshare --pid --fork --mount-proc`` with the overlay
+as its root. Root is required.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["run_native", "DEVICES", "DEV_LINKS"]
+
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
+"""Device nodes a container runtime gives every container: (name, major, minor)."""
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2"}
+"""Symbolic links runc creates in a container's /dev."""
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def _dev(upper: Path) -> None:
+    (upper / "proc").mkdir(mode=0o555, exist_ok=True)
+    dev = upper / "dev"
+    dev.mkdir(mode=0o755, exist_ok=True)
+    for name, major, minor in DEVICES:
+        os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(dev / name, 0o666)
+    for name, target in DEV_LINKS.items():
+        os.symlink(target, dev / name)
+
+
+def _inside(root: Path) -> list[int]:
+    """Host pids whose root directory is ``root`` (what a run left behind)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "root") == str(root):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _umount(path: Path, root_of_run: Path | None = None) -> None:
+    for _ in range(50):
+        for pid in _inside(root_of_run) if root_of_run is not None else ():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.05)
+    subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def run_native(root: Path, argv: list[str], *, stdin: bytes = b"", wd: str = "/", env: dict | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``argv`` natively over a fresh overlay of ``root``; stdout, stderr and status as bytes."""
+    with tempfile.TemporaryDirectory(prefix="kiln-native-") as tmp:
+        scratch = Path(tmp)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", str(scratch)], check=True)
+        try:
+            upper, work, merged = scratch / "upper", scratch / "work", scratch / "merged"
+            for d in (upper, work, merged):
+                d.mkdir()
+            _dev(upper)
+            subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)], check=True)
+            try:
+                return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc=/proc", f"--root={merged}",
+                                       f"--wd={wd}", *argv], input=stdin, capture_output=True,
+                                      env=env if env is not None else ENV, cwd="/", timeout=timeout)
+            finally:
+                _umount(merged, merged)
+        finally:
+            _umount(scratch)

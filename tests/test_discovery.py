@@ -1,0 +1,87 @@
+"""Code discovery: how many entries a jump table has, and that no table reads past its end, on real Debian binaries.
+
+Debian's sash died with "no translation for 0x461ee9": the table behind
+``movzx eax, byte [rdx]; movsxd rax, [r14 + rax*4]; add rax, r14; jmp rax``
+was read with one entry, because discovery took the ``cmp qword [r15], 0`` of
+the loop above it for the table's range check. bash-static failed the other
+way: a table of unknown size was read into the next one, whose offsets led
+into the middle of instructions (and to an MMX instruction decoded from the
+bytes of an AVX-512 one). The bound now comes from the index register's own
+history (recompiler/x86_64/jumptables.py); the instruction sequences below are
+assembled by GNU as and decoded by the lifter's decoder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from difftest.native import assemble
+from examples.debs import unpacked_deb
+from recompiler.x86_64.cfg import discover
+from recompiler.x86_64.decode import Decoder
+from recompiler.x86_64.elfimage import ElfImage
+from recompiler.x86_64.jumptables import index_bound
+
+
+def _back(lines: list[str]):
+    """The decoded instructions of ``lines`` (program order), nearest to the table load first."""
+    dec = Decoder()
+    out = []
+    at = 0x401000
+    for code in assemble(lines):
+        ins = dec.decode(code, at)
+        assert ins is not None
+        out.append(ins)
+        at += len(code)
+    return list(reversed(out))
+
+
+BOUNDS = [
+    # (instructions before the table load, index register, (entries, tight))
+    (["cmp eax, 6", "ja .+0x40", "mov eax, eax"], "rax", (7, True)),
+    (["cmp edi, 9", "jae .+0x40", "mov ecx, edi"], "rcx", (9, True)),
+    (["cmp esi, 12", "mov qword ptr [rsp+8], rdx", "lea r13, [rax+1]", "ja .+0x40", "movsxd rsi, esi"], "rsi",
+     (13, True)),
+    # the loop's compare is not the table's range check: the index is a byte, at most 256 entries
+    (["cmp qword ptr [r15], 0", "jne .-0x20", "movzx eax, byte ptr [rdx]"], "rax", (256, False)),
+    # the byte the index is loaded from was compared first
+    (["cmp byte ptr [rax], 0x7a", "mov dword ptr [rsp+0x6c], r15d", "ja .+0x100", "movzx edx, byte ptr [rax]"],
+     "rdx", (123, True)),
+    (["bsf rdx, rdx"], "rdx", (64, False)),
+    (["and ecx, 0xf"], "rcx", (16, False)),
+    # a compare tested by another jcc, or flags clobbered in between, bounds nothing
+    (["cmp eax, 6", "jb .+0x40"], "rax", (None, False)),
+    (["cmp eax, 6", "add ecx, 1", "ja .+0x40"], "rax", (None, False)),
+    (["cmp eax, 6", "ja .+0x40", "add eax, ecx"], "rax", (None, False)),
+]
+
+
+@pytest.mark.parametrize("lines,index,want", BOUNDS, ids=["; ".join(b[0]) for b in BOUNDS])
+def test_table_size_comes_from_the_index_history(lines: list[str], index: str, want: tuple) -> None:
+    assert index_bound(index, _back(lines)) == want
+
+
+@pytest.fixture(scope="module", params=["sash", "busybox-static"])
+def discovered(request):
+    rel = {"sash": "bin/sash", "busybox-static": "bin/busybox"}[request.param]
+    img = ElfImage(unpacked_deb(request.param) / rel)
+    return request.param, discover(img)
+
+
+def _inside(prog, a: int) -> int | None:
+    """The known instruction ``a`` lies strictly inside, if any."""
+    for k in range(1, 15):
+        ins = prog.insns.get(a - k)
+        if ins is not None and a < ins.address + ins.size:
+            return ins.address
+    return None
+
+
+def test_no_jump_table_target_splits_an_instruction(discovered) -> None:
+    name, prog = discovered
+    assert len(prog.jump_tables) > 50
+    bad = [(hex(j), hex(t), hex(_inside(prog, t))) for j, ts in prog.jump_tables.items() for t in ts
+           if _inside(prog, t) is not None]
+    assert bad == [], f"{name}: jump-table targets inside other instructions: {bad[:5]}"
+
