@@ -10,6 +10,7 @@ found in data.
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass, field
 
 from .decode import Decoder, Insn
@@ -132,6 +133,15 @@ def discover(img: ElfImage) -> Program:
     for rel in img.relocations():
         if rel.type in (R_X86_64_IRELATIVE, R_X86_64_RELATIVE):
             add_func(rel.addend)
+        if rel.type == R_X86_64_JUMP_SLOT:
+            # lazy binding: until ld.so resolves the slot, its initial contents (the push after
+            # the stub's jmp, PLT + 6) are where a call through the slot goes
+            try:
+                (lazy,) = struct.unpack("<Q", img.read(rel.offset, 8))
+            except (ValueError, struct.error):
+                lazy = 0
+            if lazy:
+                add_func(lazy)
         elif rel.type in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and rel.sym:
             # a pointer to a symbol this object defines (a function, if it is in code)
             if rel.symtab not in values:

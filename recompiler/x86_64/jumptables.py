@@ -1,9 +1,10 @@
 """Jump tables behind indirect jumps: where the table is, how many entries it has, and its targets.
 
 Two shapes are recognised: ``jmp [table + idx*8]`` (absolute entries) and
-``movsxd rX, dword [rB + idx*4]; add rX, rB; jmp rX`` with ``lea rB, [rip + T]``
-(32-bit entries relative to the table; the ``lea`` may be far above, before a
-loop). The number of entries comes from the index register's history on the
+``movsxd rX, dword [rT + idx*4]; add rX, rB; jmp rX`` with ``lea rT, [rip + T]``
+and ``lea rB, [rip + B]`` (32-bit entries relative to B: the table itself, rB
+being rT, or a code label, gcc's computed goto; the ``lea`` may be far above,
+before a loop). The number of entries comes from the index register's history on the
 fall-through path (:func:`index_bound`). A table whose size that history does
 not give is read one entry at a time, each target's code discovered before the
 next entry is read, until its entries stop being code, leave the jump's
@@ -157,42 +158,69 @@ def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> Table
         return TableSpec(jmp.address, o.disp & 0xFFFF_FFFF_FFFF_FFFF, 8, None, bound, tight)
     if o.kind != "r":
         return None
-    load = next((k for k, ins in enumerate(back)
-                 if ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4), None)
+    load = next((k for k, ins in enumerate(back) if _is_entry_load(ins)), None)
     if load is None:
         return None
     mem = back[load].ops[1]
-    base = next((ins.next + ins.ops[1].disp for ins in back
-                 if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == mem.base
-                 and ins.ops[1].base == "rip"), None)
-    if base is None:
+    base_reg = _added_register(o.reg, back[:load]) or mem.base
+    leas = {r: a for r, a in ((r, _rip_lea(ins, r)) for ins in reversed(back) for r in (base_reg, mem.base))
+            if a is not None}
+    if base_reg not in leas or mem.base not in leas:
         return None
     bound, tight = index_bound(mem.index, back[load + 1:])
-    return TableSpec(jmp.address, base + mem.disp, 4, base, bound, tight)
+    return TableSpec(jmp.address, leas[mem.base] + mem.disp, 4, leas[base_reg], bound, tight)
+
+
+def _is_entry_load(ins: Insn) -> bool:
+    """``movsxd rX, dword [rT + rI*4]``: a 32-bit relative entry read from a table."""
+    return ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4 \
+        and bool(ins.ops[1].base) and bool(ins.ops[1].index)
+
+
+def _added_register(target: str, between: list[Insn]) -> str | None:
+    """The register added to the entry before ``jmp target`` (``add rX, rB``), which holds the
+    address the entries are relative to: the table itself, or a code label (gcc's computed
+    goto, ``goto *(&&label + table[i])``, as in glibc's vfprintf)."""
+    fam = _FAMILY.get(target)
+    for ins in between:
+        if ins.mnemonic == "add" and len(ins.ops) == 2 and ins.ops[0].kind == "r" \
+                and _FAMILY.get(ins.ops[0].reg) == fam and ins.ops[1].kind == "r":
+            return ins.ops[1].reg
+    return None
+
+
+def _rip_lea(ins: Insn, reg: str) -> int | None:
+    """The address ``ins`` puts in ``reg`` when it is ``lea reg, [rip + d]``."""
+    if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == reg \
+            and ins.ops[1].base == "rip" and not ins.ops[1].index:
+        return ins.next + ins.ops[1].disp
+    return None
 
 
 def table_far(jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[int, int]) -> TableSpec | None:
     """``movsxd rX, [rB + rI*4]; add rX, rB; jmp rX`` where ``lea rB, [rip + T]`` is up to 4 KiB
     above (``order``: every known instruction address, sorted)."""
-    load = next((ins for ins in _fallthrough_chain(jmp.address, insns, pred, 6)
-                 if ins.mnemonic == "movsxd" and ins.ops[1].kind == "m" and ins.ops[1].scale == 4
-                 and ins.ops[1].base), None)
-    if load is None:
+    chain = _fallthrough_chain(jmp.address, insns, pred, 6)
+    k = next((k for k, ins in enumerate(chain) if _is_entry_load(ins)), None)
+    if k is None or jmp.ops[0].kind != "r":
         return None
-    base_reg = load.ops[1].base
+    load = chain[k]
+    mem = load.ops[1]
+    base_reg = _added_register(jmp.ops[0].reg, chain[:k]) or mem.base
+    want = {base_reg, mem.base}
+    found: dict[str, int] = {}
     i = bisect.bisect_left(order, load.address) - 1
-    base = None
-    while i >= 0 and load.address - order[i] < 4096:
+    while i >= 0 and load.address - order[i] < 4096 and not want <= found.keys():
         ins = insns[order[i]]
-        if ins.mnemonic == "lea" and ins.ops[0].kind == "r" and ins.ops[0].reg == base_reg \
-                and ins.ops[1].base == "rip" and not ins.ops[1].index:
-            base = ins.next + ins.ops[1].disp
-            break
+        for r in want - found.keys():
+            a = _rip_lea(ins, r)
+            if a is not None:
+                found[r] = a
         i -= 1
-    if base is None:
+    if not want <= found.keys():
         return None
-    bound, tight = index_bound(load.ops[1].index, _fallthrough_chain(load.address, insns, pred))
-    return TableSpec(jmp.address, base + load.ops[1].disp, 4, base, bound, tight)
+    bound, tight = index_bound(mem.index, _fallthrough_chain(load.address, insns, pred))
+    return TableSpec(jmp.address, found[mem.base] + mem.disp, 4, found[base_reg], bound, tight)
 
 
 def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None = None,
