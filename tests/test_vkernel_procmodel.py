@@ -24,6 +24,8 @@ PROCS_C = r"""/* Process-model behaviour compared between Linux and vkernel. */
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc > 1 && strcmp(argv[1], "exit3") == 0)
+        return 3;
     if (argc > 2 && strcmp(argv[1], "kill") == 0) {     /* a host pid outside the sandbox */
         pid_t outside = atoi(argv[2]);
         printf("kill(outside, 0): %s\n", kill(outside, 0) ? strerror(errno) : "ok");
@@ -37,6 +39,24 @@ int main(int argc, char **argv) {
     int st;
     waitpid(c, &st, 0);
     printf("vfork child status %d\n", WEXITSTATUS(st));
+
+    /* vfork: the child's writes are the parent's until it execs or exits (busybox tar z
+       reports a failed exec through a global; glibc's posix_spawn through the parent's stack) */
+    static volatile int shared_global;
+    volatile int on_stack = 0;
+    c = vfork();
+    if (c == 0) {
+        on_stack = 7;
+        execl("/nonexistent/program", "program", (char *)0);
+        shared_global = errno;
+        _exit(127);
+    }
+    waitpid(c, &st, 0);
+    printf("vfork writes: global=%d stack=%d status=%d\n", shared_global, on_stack, WEXITSTATUS(st));
+    c = vfork();
+    if (c == 0) { shared_global = 5; execl("/proc/self/exe", "procs", "exit3", (char *)0); _exit(126); }
+    waitpid(c, &st, 0);
+    printf("vfork then exec: global=%d status=%d\n", shared_global, WEXITSTATUS(st));
 
     /* waitid */
     c = fork();
@@ -97,6 +117,7 @@ def test_process_model_matches_native(guest: Guest) -> None:
     want = native(guest, "/bin/procs")
     got = kiln(guest, "/bin/procs")
     assert want.returncode == 0 and b"vfork child\nvfork parent\n" in want.stdout
+    assert b"vfork writes: global=2 stack=7 status=127\nvfork then exec: global=5 status=3\n" in want.stdout
     assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
 
 

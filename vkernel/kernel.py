@@ -85,6 +85,7 @@ class ProcessState:
     siginfo: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # sig -> (si_code, pid, uid)
     altstack: tuple[int, int, int] = (0, 2, 0)  # sigaltstack: (ss_sp, ss_flags, ss_size); SS_DISABLE
     vfork_fd: int = -1                         # vfork child: closed at exec or exit (wakes the parent)
+    vfork_snapshot: Any = None                 # vfork child: its memory at the start (vkernel/vforkshare.py)
     limits: "GuestLimits | None" = None        # --pids-limit / --memory, shared by the process tree
     tree_root: int = 0                         # host pid whose descendants are the guest processes
     pids_refused: bool = False                 # a fork was refused (audited once per process)

@@ -18,17 +18,20 @@ from vkernel.kernel import Kernel
 from vkernel.proctree import guest_processes
 from vkernel.signals import MIRRORED, install_wakeup, sync_host
 from vkernel.syscalls.args import path_arg, s32
+from vkernel.vforkshare import Snapshot, receive_changes, release_parent
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
 
 
 def sys_exit(k: Kernel, status: int) -> int:
     """exit(2): vkernel runs one thread per process, so this ends the process"""
+    release_parent(k.proc, k.space)
     raise GuestExit(status & 0xFF)
 
 
 def sys_exit_group(k: Kernel, status: int) -> int:
     """exit_group(2)"""
+    release_parent(k.proc, k.space)
     raise GuestExit(status & 0xFF)
 
 
@@ -241,15 +244,16 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
         if k.proc.vfork_fd >= 0:               # our parent is a vfork child: not our wait
             os.close(k.proc.vfork_fd)
             k.proc.vfork_fd = -1
+            k.proc.vfork_snapshot = None
         if vfork:
             os.close(r)
             k.proc.vfork_fd = w
+            k.proc.vfork_snapshot = Snapshot(k.space, k.ctl.get("rsp"))
         return 0
     if vfork:
         os.close(w)
         try:
-            while os.read(r, 64):              # EOF: the child exec'd or ended
-                pass
+            receive_changes(r, k.space)        # until EOF: the child exec'd or ended
         finally:
             os.close(r)
     return pid
@@ -449,6 +453,7 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
     # busybox renames itself after execve("/proc/self/exe") only when it reads "exe".
     k.proc.comm = os.path.basename(execfn).encode("utf-8", "surrogateescape")[:15]
     procfs.publish(k.vfs.skeleton, os.path.basename(execfn), args)
+    release_parent(k.proc, k.space)            # a vfork parent gets our writes and goes on
     raise GuestExec(canonical, args, env, data, execfn, unit, interp)
 
 
