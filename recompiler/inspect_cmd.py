@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +22,14 @@ def _rootfs_for(image_path: Path, platform: str | None = None) -> Iterator[Path]
     image (OCI layout, OCI archive, docker-archive) is verified and unpacked
     into a temporary directory under Kiln's cache, removed afterwards.
     """
-    from examples.debs import cache_dir
+    from formats.cache import cache_root, scratch
     from recompiler.image import ImageKind, open_image
 
     with open_image(image_path, platform=platform) as img:
         if img.kind == ImageKind.ROOTFS and img.rootfs is not None:
             yield img.rootfs
             return
-        work = cache_dir() / "work"
-        work.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work, prefix="inspect-") as tmp:
+        with scratch(cache_root() / "work", "inspect-") as tmp:
             root = Path(tmp) / "rootfs"
             img.unpack(root)
             yield root

@@ -28,7 +28,7 @@ def keep_bytecode() -> None:
     if not sys.dont_write_bytecode:
         return
     if sys.pycache_prefix is None:
-        from vkernel.verified import cache_root
+        from formats.cache import cache_root
         try:
             sys.pycache_prefix = str(cache_root() / "pycache")
         except RuntimeError:                     # no home directory: leave Python as it is
@@ -79,7 +79,7 @@ def command_group():  # -> click.Group
 
         Recompile an image first with `recompile IMAGE -o OUT`, then run it with
         `kiln run OUT -- CMD ARGS`. `kiln inspect IMAGE` lists every program and
-        library an image holds.
+        library an image holds; `kiln cache ls` shows what Kiln keeps in its cache.
         """
 
     @main.command("run", context_settings={"ignore_unknown_options": True})
@@ -114,6 +114,8 @@ def command_group():  # -> click.Group
             click.echo(f"removed {len(gone)} stale run(s) from {state.path}; "
                        f"{len(alive)} run(s) still running")
 
+    from vkernel.cachecmd import cache_group
+    main.add_command(cache_group())
     return main
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vkernel.errors import VkernelError
-from vkernel.trees import remove_tree
+from formats.trees import remove_tree
 
 STATE_ENV = "KILN_STATE"
 

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 
 import blake3
 
+from formats.cache import cache_root
+
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary, SectionEntry
 
@@ -65,14 +67,14 @@ class UnitSummary:
     """Its dispatch entries."""
 
 
-def cache_root() -> Path:
-    """Kiln's cache root, as examples.debs.cache_dir: $KILN_CACHE, else
-    $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
-    env = os.environ.get("KILN_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) / "kiln" if xdg else Path.home() / ".cache" / "kiln"
+def _artifact_bytes() -> int:
+    """Bytes of artifacts kept: :data:`_KEEP_ARTIFACT_BYTES`, or a quarter of the whole
+    cache's budget when that is smaller (formats/cache.py; eviction there counts these too)."""
+    from formats.cache import CacheError, budget
+    try:
+        return min(_KEEP_ARTIFACT_BYTES, budget().bytes // 4)
+    except CacheError:                     # a bad setting is reported by kiln cache, not here
+        return _KEEP_ARTIFACT_BYTES
 
 
 def stamp(s: os.stat_result) -> str:
@@ -359,7 +361,7 @@ def _copy_out(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir, name: st
         os.replace(tmp, f"aot-{name}.cwasm", src_dir_fd=trust.fd, dst_dir_fd=trust.fd)
         tmp = ""
         trust.write(f"aot-{name}.ok", stamp(os.fstat(fd)).encode())
-        trust.prune("aot-", _KEEP_ARTIFACTS, _KEEP_ARTIFACT_BYTES)
+        trust.prune("aot-", _KEEP_ARTIFACTS, _artifact_bytes())
         out, fd = fd, -1
         return out
     except OSError:

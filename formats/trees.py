@@ -1,4 +1,4 @@
-"""Removing a host directory tree a guest wrote: any depth, no recursion, no symlink followed."""
+"""Removing a directory tree (a guest's upper layer, a cache entry): any depth, no recursion, no symlink followed."""
 from __future__ import annotations
 
 import errno
