@@ -311,9 +311,9 @@ def scratch(parent: Path | str, prefix: str) -> Iterator[Path]:
 
 def after_write(root: Path | str | None = None) -> None:
     """Evict least recently used entries if the cache at ``root`` is over its budget; called
-    once a command has written to the cache. Cheap when there is nothing to do, skipped when
-    another process is pruning, and never an error: a cache over budget is no reason to fail
-    the user's command (a bad budget setting is reported by ``kiln cache``)."""
+    once a command has written to the cache (a stat per entry when there is nothing to do),
+    skipped when another process is pruning, and never an error: a cache over budget is no
+    reason to fail the user's command (a bad budget setting is reported by ``kiln cache``)."""
     from formats.cache_prune import prune_opportunistically
     try:
         prune_opportunistically(Path(root) if root is not None else cache_root())

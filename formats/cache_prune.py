@@ -61,14 +61,10 @@ TREE_CACHES = {
 
 SIZES_MEMO = ".kiln-sizes"
 PRUNE_LOCK = ".kiln-prune.lock"
-PRUNE_STAMP = ".kiln-pruned"
 STALE_SECONDS = 3600
 """A hidden temporary unchanged this long, and unlocked, was left by a process that died."""
 MEMO_SECONDS = 3600
 """A directory entry's remembered size is walked again after this long."""
-OPPORTUNISTIC_SHARE = 10
-"""An opportunistic prune is skipped when the last one ended less than this many times its
-own duration ago: it then costs at most about a tenth of the time spent writing."""
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -573,16 +569,6 @@ def _prune_lock(rfd: int, blocking: bool) -> int | None:
     return fd
 
 
-def _stamp(rfd: int, seconds: float) -> None:
-    try:
-        fd = os.open(PRUNE_STAMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=rfd)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{seconds:.6f}\n")
-    except OSError:
-        pass
-
-
 def prune(root: Path, limit: Budget | None = None) -> PruneReport:
     """Remove least recently used entries until the cache at ``root`` holds at most
     ``limit`` (default: :func:`formats.cache.budget`) bytes; leased entries stay. Waits for
@@ -594,10 +580,7 @@ def prune(root: Path, limit: Budget | None = None) -> PruneReport:
     try:
         lock = _prune_lock(rfd, blocking=True)
         try:
-            t = time.monotonic()
-            report = _prune_locked(rfd, root, limit)
-            _stamp(rfd, time.monotonic() - t)
-            return report
+            return _prune_locked(rfd, root, limit)
         finally:
             os.close(lock)                                  # type: ignore[arg-type]
     finally:
@@ -605,30 +588,18 @@ def prune(root: Path, limit: Budget | None = None) -> PruneReport:
 
 
 def prune_opportunistically(root: Path) -> PruneReport | None:
-    """:func:`prune` after a write, unless another process is pruning or the last prune was
-    very recent (:data:`OPPORTUNISTIC_SHARE`); None when skipped."""
+    """:func:`prune` after a write, unless another process is pruning (that one, or the next
+    write, takes care of it: nobody waits behind a long eviction); None when skipped."""
     limit = budget()
     rfd = _open_root(root)
     if rfd is None:
         return None
     try:
-        try:
-            s = os.stat(PRUNE_STAMP, dir_fd=rfd, follow_symlinks=False)
-            with os.fdopen(os.open(PRUNE_STAMP, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                   dir_fd=rfd)) as f:
-                took = float(f.read().strip() or 0)
-            if time.time() - s.st_mtime < OPPORTUNISTIC_SHARE * took:
-                return None
-        except (OSError, ValueError):
-            pass
         lock = _prune_lock(rfd, blocking=False)
         if lock is None:
             return None
         try:
-            t = time.monotonic()
-            report = _prune_locked(rfd, root, limit)
-            _stamp(rfd, time.monotonic() - t)
-            return report
+            return _prune_locked(rfd, root, limit)
         finally:
             os.close(lock)
     finally:

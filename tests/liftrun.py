@@ -326,7 +326,7 @@ def prepare(path: Path, name: str | None = None) -> tuple[LiftedUnit, wasmtime.M
     key = blake3.blake3(data).hexdigest()[:32] + "-" + _FINGERPRINT
     if key in _UNITS:
         return _UNITS[key]
-    from formats.cache import after_write, publish_file, read_entry
+    from formats.cache import publish_file, read_entry
     d = cache_dir() / "lifttest"
     unit_p, mod_p = d / f"{key}.unit", d / f"{key}.cwasm"
     unit_b, mod_b = read_entry(unit_p), read_entry(mod_p)
@@ -338,7 +338,6 @@ def prepare(path: Path, name: str | None = None) -> tuple[LiftedUnit, wasmtime.M
         _, module = compile_unit(unit)
         publish_file(unit_p, unit.to_bytes())
         publish_file(mod_p, module.serialize())
-        after_write()
     _UNITS[key] = (unit, module)
     return unit, module
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import blake3
 
 from examples.debs import cache_dir
-from formats.cache import after_write, lease_dir
+from formats.cache import lease_dir
 from formats.errors import KilnError
 
 CORPUS_DIR = Path(__file__).resolve().parent
@@ -230,7 +230,6 @@ def build_program(program: CorpusProgram, variant: Variant, out_root: Path) -> C
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
-        after_write()
     return CorpusBinary(name=program.name, variant=variant.name, path=out, args=program.args,
                         stdin=program.stdin, env=program.env, expected_status=program.expected_status)
 

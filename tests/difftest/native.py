@@ -19,7 +19,7 @@ import blake3
 from difftest.case import (CODE_BASE, DATA_ADDR, INSN_ADDR, MAX_INSN_LEN, PAGE_SIZE, STACK_BASE, Case,
                            State)
 from examples.debs import cache_dir
-from formats.cache import after_write, scratch, use
+from formats.cache import scratch, use
 from formats.errors import KilnError
 
 __all__ = ["run_native_cases", "assemble", "runner_path", "FORBIDDEN_MNEMONICS"]
@@ -65,7 +65,6 @@ def runner_path() -> Path:
             if proc.returncode != 0:
                 raise KilnError(f"building the native instruction runner failed:\n{proc.stderr.strip()}")
             exe.replace(out)
-        after_write()
     raise KilnError(f"{out} was evicted from the cache as soon as it was built",
                     hint="raise the cache budget (KILN_CACHE_MAX)")
 
