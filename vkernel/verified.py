@@ -72,7 +72,7 @@ def _artifact_bytes() -> int:
     cache's budget when that is smaller (formats/cache.py; eviction there counts these too)."""
     from formats.cache import CacheError, budget
     try:
-        return min(_KEEP_ARTIFACT_BYTES, budget().bytes // 4)
+        return max(1, min(_KEEP_ARTIFACT_BYTES, budget().bytes // 4))   # 0 would mean no limit
     except CacheError:                     # a bad setting is reported by kiln cache, not here
         return _KEEP_ARTIFACT_BYTES
 
