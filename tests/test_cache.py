@@ -192,6 +192,32 @@ def test_budget_settings_and_bad_values(tmp_path: Path) -> None:
     assert bad.returncode == 2 and str(config) in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_eviction_removes_a_tree_of_any_depth(tmp_path: Path) -> None:
+    # An unpacked rootfs may nest directories deeper than Python's recursion allows, and hold
+    # directories nobody may enter: sizing and eviction get through both.
+    env = _env(tmp_path)
+    entry = tmp_path / "cache" / "work" / "rootfs-left-behind"
+    entry.mkdir(parents=True)
+    fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+    for level in range(1200):               # Python's own tree functions give up past ~1000
+        os.mkdir("d", dir_fd=fd)
+        if level % 100 == 0:
+            with open(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+                f.write(b"x" * 5000)
+        nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.mkdir("locked", 0o000, dir_fd=fd)
+    os.close(fd)
+    _kiln_cache(env, "ls")                  # its first scan writes the sizes memo (.kiln-sizes)
+    listing = _kiln_cache(env, "ls")
+    assert listing["total_bytes"] == _du(tmp_path / "cache")
+    report = _kiln_cache(env, "prune", "--max", "0")
+    assert [e["entry"] for e in report["removed"]] == ["work/rootfs-left-behind"]
+    assert report["removed"][0]["bytes"] == listing["caches"][0]["bytes"] - 4096 and report["errors"] == []
+    assert list((tmp_path / "cache" / "work").iterdir()) == []
+
+
 def test_concurrent_recompiles_and_runs_while_a_pruner_empties_the_cache(
         tmp_path: Path, programs: dict[str, CorpusBinary], native: dict[str, tuple[bytes, int]]) -> None:
     # Every write is followed by eviction down to one byte, and a pruner empties the cache in a
