@@ -40,7 +40,7 @@ from formats.errors import KilnError
 from formats.trees import remove_tree
 
 __all__ = ["CACHE_ENV", "MAX_ENV", "DEFAULT_MAX", "USED_MARKER", "Budget", "CacheError", "Lease",
-           "cache_root", "config_path", "budget", "parse_size", "use", "lease_dir", "read_entry",
+           "cache_root", "default_root", "config_path", "budget", "parse_size", "use", "lease_dir", "read_entry",
            "publish_file", "publish_dir", "scratch", "after_write"]
 
 CACHE_ENV = "KILN_CACHE"
@@ -58,10 +58,13 @@ class CacheError(KilnError):
 
 
 def cache_root() -> Path:
-    """Kiln's cache root: $KILN_CACHE, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
+    """Kiln's cache root: $KILN_CACHE, else :func:`default_root`."""
     env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
+    return Path(env) if env else default_root()
+
+
+def default_root() -> Path:
+    """Kiln's cache root when $KILN_CACHE is not set: $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     return Path(xdg) / "kiln" if xdg else Path.home() / ".cache" / "kiln"
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from formats.cache import USED_MARKER, Budget, budget
+from formats.cache import USED_MARKER, Budget, CacheError, budget, default_root
 from formats.trees import remove_tree
 
 __all__ = ["FILE_CACHES", "TREE_CACHES", "Entry", "CacheUsage", "Usage", "PruneReport", "usage",
@@ -59,6 +59,11 @@ TREE_CACHES = {
     "bench": "benchmark inputs and working files",
 }
 
+TAG = "CACHEDIR.TAG"
+TAG_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"
+TAG_TEXT = (f"{TAG_SIGNATURE}\n# This file is a cache directory tag created by Kiln: everything here "
+            "may be evicted.\n# For information about cache directory tags, see "
+            "https://bford.info/cachedir/\n")
 SIZES_MEMO = ".kiln-sizes"
 PRUNE_LOCK = ".kiln-prune.lock"
 STALE_SECONDS = 3600
@@ -569,15 +574,49 @@ def _prune_lock(rfd: int, blocking: bool) -> int | None:
     return fd
 
 
+def _claimed(rfd: int, root: Path) -> bool:
+    """Whether everything under ``root`` is Kiln's to evict: the default location, a root
+    with a cache directory tag, or one that holds nothing but Kiln's caches (tagged now, so
+    that it stays Kiln's). A ``KILN_CACHE`` set by mistake to a directory holding anything
+    else (a home directory) is never pruned."""
+    if root.resolve() == default_root().resolve():
+        names = ()
+    else:
+        try:
+            with os.fdopen(os.open(TAG, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rfd)) as f:
+                if f.read(len(TAG_SIGNATURE)) == TAG_SIGNATURE:
+                    return True
+        except (OSError, ValueError):
+            pass
+        names = os.listdir(rfd)
+        if any(n not in FILE_CACHES and n not in TREE_CACHES and not n.startswith(".kiln-")
+               and n != TAG for n in names):
+            return False
+    try:
+        fd = os.open(TAG, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=rfd)
+        with os.fdopen(fd, "w") as f:
+            f.write(TAG_TEXT)
+    except OSError:
+        pass                          # there already, or a read-only cache
+    return True
+
+
 def prune(root: Path, limit: Budget | None = None) -> PruneReport:
     """Remove least recently used entries until the cache at ``root`` holds at most
     ``limit`` (default: :func:`formats.cache.budget`) bytes; leased entries stay. Waits for
-    a prune already running in another process."""
+    a prune already running in another process. Raises CacheError when ``root`` holds things
+    that are not Kiln's (:func:`_claimed`)."""
     limit = limit or budget()
     rfd = _open_root(root)
     if rfd is None:
         return PruneReport(str(root), limit, 0, 0)
     try:
+        if not _claimed(rfd, root):
+            raise CacheError(f"{root} holds files that are not Kiln's caches: it is not pruned",
+                             hint=f"point KILN_CACHE at a directory of Kiln's own; if everything "
+                                  f"under {root} may be evicted, mark it with a cache directory "
+                                  f"tag: printf '{TAG_SIGNATURE}\\n' > {root / TAG}")
         lock = _prune_lock(rfd, blocking=True)
         try:
             return _prune_locked(rfd, root, limit)
@@ -595,6 +634,8 @@ def prune_opportunistically(root: Path) -> PruneReport | None:
     if rfd is None:
         return None
     try:
+        if not _claimed(rfd, root):
+            return None
         lock = _prune_lock(rfd, blocking=False)
         if lock is None:
             return None

@@ -192,6 +192,25 @@ def test_budget_settings_and_bad_values(tmp_path: Path) -> None:
     assert bad.returncode == 2 and str(config) in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_directory_that_is_not_kilns_is_never_pruned(tmp_path: Path) -> None:
+    # KILN_CACHE set by mistake to a directory holding other things (a home directory).
+    home = tmp_path / "home"
+    for d in ("Documents/thesis", "work/project"):
+        (home / d).mkdir(parents=True)
+        (home / d / "notes.txt").write_text("mine\n")
+    env = dict(_env(tmp_path), KILN_CACHE=str(home))
+    bad = subprocess.run([KILN, "cache", "prune", "--max", "0"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith(f"error: {home} holds files that are not")
+    hint = bad.stderr.split("hint: ", 1)[1]
+    assert (home / "work/project/notes.txt").read_text() == "mine\n"
+    assert not (home / "CACHEDIR.TAG").exists()
+    # Marked as the hint says (the cache directory tag convention), it is Kiln's to prune.
+    subprocess.run(["sh", "-c", hint[hint.index("printf"):].strip()], check=True)
+    removed = _kiln_cache(env, "prune", "--max", "0")["removed"]
+    assert sorted(e["entry"] for e in removed) == ["Documents/thesis", "work/project"]
+
+
 def test_eviction_removes_a_tree_of_any_depth(tmp_path: Path) -> None:
     # An unpacked rootfs may nest directories deeper than Python's recursion allows, and hold
     # directories nobody may enter: sizing and eviction get through both.
@@ -209,13 +228,20 @@ def test_eviction_removes_a_tree_of_any_depth(tmp_path: Path) -> None:
         fd = nxt
     os.mkdir("locked", 0o000, dir_fd=fd)
     os.close(fd)
-    _kiln_cache(env, "ls")                  # its first scan writes the sizes memo (.kiln-sizes)
-    listing = _kiln_cache(env, "ls")
-    assert listing["total_bytes"] == _du(tmp_path / "cache")
-    report = _kiln_cache(env, "prune", "--max", "0")
-    assert [e["entry"] for e in report["removed"]] == ["work/rootfs-left-behind"]
-    assert report["removed"][0]["bytes"] == listing["caches"][0]["bytes"] - 4096 and report["errors"] == []
-    assert list((tmp_path / "cache" / "work").iterdir()) == []
+    try:
+        _kiln_cache(env, "ls")              # its first scan writes the sizes memo (.kiln-sizes)
+        listing = _kiln_cache(env, "ls")
+        assert listing["total_bytes"] == _du(tmp_path / "cache")
+        report = _kiln_cache(env, "prune", "--max", "0")
+        assert [e["entry"] for e in report["removed"]] == ["work/rootfs-left-behind"]
+        assert report["removed"][0]["bytes"] == listing["caches"][0]["bytes"] - 4096
+        assert report["errors"] == []
+        assert list((tmp_path / "cache" / "work").iterdir()) == []
+    finally:                                # pytest's own clean-up cannot remove such a tree
+        from formats.trees import remove_tree
+        parent = os.open(entry.parent, os.O_RDONLY | os.O_DIRECTORY)
+        remove_tree(parent, entry.name)
+        os.close(parent)
 
 
 def test_concurrent_recompiles_and_runs_while_a_pruner_empties_the_cache(
@@ -261,11 +287,11 @@ def test_concurrent_recompiles_and_runs_while_a_pruner_empties_the_cache(
     assert prunes and all(r["errors"] == [] for r in prunes)
     assert sum(len(r["removed"]) for r in prunes) > 0
     # Nothing half made or half removed is left: with nobody using the cache, a prune to zero
-    # leaves only directories, Kiln's own records and locks.
+    # leaves only directories, Kiln's own records, locks and the cache directory tag.
     _kiln_cache(env, "prune", "--max", "0")
     left = [str(f.relative_to(tmp_path / "cache")) for f in (tmp_path / "cache").rglob("*")
             if not f.is_dir() and not f.name.startswith(".kiln-") and not f.name.endswith(".lock")]
-    assert left == []
+    assert left == ["CACHEDIR.TAG"]
 
 
 def test_two_benchmark_runs_at_once_both_succeed() -> None:
