@@ -56,7 +56,7 @@ def cache_group():  # -> click.Group
     def ls_command(as_json: bool) -> None:
         """Each cache with its size, entry count and the last use of its least and most
         recently used entries."""
-        from formats.cache_prune import usage
+        from formats.cache_scan import usage
         click.get_current_context().meta["kiln.json"] = as_json
         u = usage(cache_root())
         if as_json:
