@@ -33,6 +33,9 @@ TAG_TEXT = (f"{TAG_SIGNATURE}\n# This file is a cache directory tag created by K
 PRUNE_LOCK = ".kiln-prune.lock"
 STALE_SECONDS = 3600
 """A hidden temporary unchanged this long, and unlocked, was left by a process that died."""
+OPPORTUNISTIC_SECONDS = 2.0
+"""How long a prune after a write may spend removing entries: a large backlog (after the
+budget was lowered) is worked off over several commands, or at once by ``kiln cache prune``."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,10 @@ def _remove_stale(rfd: int, cache: str, parent: str, name: str) -> bool:
         os.close(pfd)
 
 
-def _prune_locked(rfd: int, root: Path, limit: Budget) -> PruneReport:
+def _prune_locked(rfd: int, root: Path, limit: Budget, seconds: float | None = None) -> PruneReport:
+    """Remove stale temporaries, then least recently used entries until the total fits
+    ``limit``, for at most ``seconds`` of removing (None: until it fits)."""
+    deadline = None if seconds is None else time.monotonic() + seconds
     scan = scan_root(rfd)
     before = total = scan.total
     now = time.time_ns()
@@ -171,7 +177,7 @@ def _prune_locked(rfd: int, root: Path, limit: Budget) -> PruneReport:
                 pass                                # not empty any more, or gone
     if total > limit.bytes:
         for e in sorted(scan.entries, key=lambda e: (e.last_used_ns, -e.bytes)):
-            if total <= limit.bytes:
+            if total <= limit.bytes or deadline is not None and time.monotonic() > deadline:
                 break
             try:
                 outcome = _evict(rfd, e)
@@ -266,7 +272,7 @@ def prune_opportunistically(root: Path) -> PruneReport | None:
         if lock is None:
             return None
         try:
-            return _prune_locked(rfd, root, limit)
+            return _prune_locked(rfd, root, limit, OPPORTUNISTIC_SECONDS)
         finally:
             os.close(lock)
     finally:
