@@ -10,17 +10,17 @@ __all__ = ["cache_group"]
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
+    """Bytes in the largest binary unit that keeps the number below 1024."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
             break
         value /= 1024
-    else:
-        unit = "TiB"
     return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def _age(ns: int | None) -> str:
+    """How long ago the time ``ns`` (nanoseconds since the epoch) was."""
     if ns is None:
         return "-"
     s = max(0.0, time.time() - ns / 1e9)
