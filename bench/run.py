@@ -11,7 +11,9 @@ Each benchmark runs ``--runs`` times per column and the median is reported,
 with ratios against native. Every run's stdout goes to a file and is hashed:
 a column whose output differs from native is flagged, because a fast wrong
 answer is not a result. Inputs are generated deterministically into
-``cache_dir()/bench`` once.
+``cache_dir()/bench`` once; each run's own files (outputs, the recompiled
+benchmark programs) go to a directory of its own there, removed at the end, so
+runs at the same time do not collide.
 
 ``--kiln-cmd`` is a template run through ``shlex.split`` after substitution:
 ``{cmd}`` is the whole native command line (shell-quoted), ``{exe}`` the
@@ -43,6 +45,7 @@ for _p in (REPO, REPO / "tests"):
 import blake3  # noqa: E402
 
 from examples.debs import busybox_static, cache_dir  # noqa: E402
+from formats.cache import after_write, scratch, use  # noqa: E402
 from formats.errors import EXIT_BAD_INPUT, KilnError, user_report  # noqa: E402
 
 NOT_MEASURED = "not yet measured"
@@ -78,18 +81,24 @@ _WORDS = ("the quick brown fox jumps over a lazy dog while kiln recompiles every
 
 
 def _atomic_write(path: Path, produce) -> Path:
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            produce(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """``path``, written by ``produce`` unless it is in the cache already, leased until this
+    run ends (eviction leaves it alone)."""
+    for _ in range(3):
+        lease = use(path)
+        if lease is not None:
+            return lease.keep()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                produce(f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        after_write()
+    raise KilnError(f"{path} was evicted from the cache as soon as it was written",
+                    hint="raise the cache budget (KILN_CACHE_MAX)")
 
 
 def data_file(mib: int) -> Path:
@@ -151,16 +160,14 @@ def kiln_env() -> dict[str, str]:
     return env
 
 
-def _measure(argv: list[str], runs: int, timeout: float, env: dict[str, str] | None = None,
-             warmup: bool = False) -> Column:
+def _measure(argv: list[str], runs: int, timeout: float, out_dir: Path,
+             env: dict[str, str] | None = None, warmup: bool = False) -> Column:
     col = Column()
     if warmup:                      # fills the byte-code cache; not measured
         try:
             subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return Column(status="failed", note=str(exc)[:200])
-    out_dir = cache_dir() / "bench" / "out"
-    out_dir.mkdir(parents=True, exist_ok=True)
     hashes: set[str] = set()
     for _ in range(runs):
         with tempfile.TemporaryFile(dir=out_dir) as out:
@@ -198,22 +205,25 @@ def _kiln_argv(template: str, bench: Benchmark) -> list[str]:
 
 
 def run_all(benches: list[Benchmark], runs: int, kiln_cmd: str | None, qemu: str | None,
-            timeout: float, log=None, qemu_cpu: str | None = None) -> list[dict]:
+            timeout: float, out_dir: Path, log=None, qemu_cpu: str | None = None) -> list[dict]:
+    """Measure every benchmark in every column; outputs are written to files in ``out_dir``."""
     results = []
     for bench in benches:
         if log:
             log(f"{bench.name}: native")
-        native = _measure(list(bench.argv), runs, timeout)
+        native = _measure(list(bench.argv), runs, timeout, out_dir)
         if qemu:
             if log:
                 log(f"{bench.name}: qemu")
-            emu = _measure([qemu, *(["-cpu", qemu_cpu] if qemu_cpu else []), *bench.argv], runs, timeout)
+            emu = _measure([qemu, *(["-cpu", qemu_cpu] if qemu_cpu else []), *bench.argv], runs, timeout,
+                           out_dir)
         else:
             emu = Column(status="unavailable", note="qemu-x86_64 not found")
         if kiln_cmd:
             if log:
                 log(f"{bench.name}: kiln")
-            kiln = _measure(_kiln_argv(kiln_cmd, bench), runs, timeout, env=kiln_env(), warmup=True)
+            kiln = _measure(_kiln_argv(kiln_cmd, bench), runs, timeout, out_dir, env=kiln_env(),
+                            warmup=True)
         else:
             kiln = Column(status=NOT_MEASURED)
         for col in (emu, kiln):
@@ -263,36 +273,27 @@ def _host() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release()}
 
 
-def kiln_template(benches: list[Benchmark], log=None) -> str:
-    """Recompile every benchmark program once (cached) and return the Kiln column's template.
+def kiln_template(benches: list[Benchmark], work: Path, log=None) -> str:
+    """Recompile every benchmark program (cached) and return the Kiln column's template.
 
-    The programs are copied into a small rootfs and recompiled with
-    ``recompile``; the guest then runs with the host's ``/`` as its read-only
-    lower layer, so the native command line (host paths of the programs and
-    their inputs) runs unchanged: only programs whose BLAKE3 is in the
-    megabinary can execute, and these are exactly the benchmark's programs.
+    The programs are copied into a small rootfs in ``work`` (this run's own
+    directory) and recompiled with ``recompile``; the guest then runs with the
+    host's ``/`` as its read-only lower layer, so the native command line (host
+    paths of the programs and their inputs) runs unchanged: only programs whose
+    BLAKE3 is in the megabinary can execute, and these are exactly the
+    benchmark's programs. The bundle made from the image stays leased by this
+    process until it ends.
     """
-    import hashlib
     exes = sorted({b.argv[0] for b in benches})
-    h = hashlib.sha256()
-    for exe in exes:
-        h.update(Path(exe).read_bytes())
-    key = h.hexdigest()[:16]
-    base = cache_dir() / "bench" / f"kiln-{key}"
-    image = base / "image"
-    root = base / "rootfs"
-    if not (base / "rootfs-complete").is_file():
-        if base.exists():
-            shutil.rmtree(base)
-        (root / "bin").mkdir(parents=True)
-        for n, exe in enumerate(exes):
-            shutil.copy2(exe, root / "bin" / f"{n}-{Path(exe).name}")
-        (base / "rootfs-complete").write_text("ok\n")
+    image = work / "image"
+    root = work / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    for n, exe in enumerate(exes):
+        shutil.copy2(exe, root / "bin" / f"{n}-{Path(exe).name}")
     # Always recompile: the recompiler's own caches are keyed by the lifter's source, so an
     # unchanged lifter costs a cached recompile and a changed one is never measured stale.
     if log:
         log(f"recompiling {len(exes)} benchmark program(s) for the kiln column (cached when unchanged)")
-    shutil.rmtree(image, ignore_errors=True)
     proc = subprocess.run([sys.executable, "-m", "recompiler.cli", str(root), "-o", str(image)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
@@ -331,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
                                 hint=f"choose from {', '.join(b.name for b in benches)}")
             benches = [b for b in benches if b.name in wanted]
         log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-        kiln_cmd = opts.kiln_cmd or (kiln_template(benches, log) if opts.kiln else None)
-        results = run_all(benches, opts.runs, kiln_cmd, None if opts.no_qemu else opts.qemu,
-                          opts.timeout, log=log, qemu_cpu=opts.qemu_cpu)
+        with scratch(cache_dir() / "bench", "run-") as work:
+            kiln_cmd = opts.kiln_cmd or (kiln_template(benches, work, log) if opts.kiln else None)
+            results = run_all(benches, opts.runs, kiln_cmd, None if opts.no_qemu else opts.qemu,
+                              opts.timeout, work, log=log, qemu_cpu=opts.qemu_cpu)
     except KilnError as err:
         print(user_report(err), file=sys.stderr)
         return EXIT_BAD_INPUT

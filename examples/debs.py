@@ -2,27 +2,22 @@
 
 ``apt-get download`` fetches the .deb (no root needed, no install);
 ``dpkg-deb -x`` unpacks it. Results are cached under :func:`cache_dir`, keyed by
-package name and version, so repeated runs do no network work.
+package name and version, so repeated runs do no network work. A process that
+asked for an unpacked package holds a lease on it until it ends
+(formats/cache.py), so eviction never removes files it is using.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from formats.cache import after_write, cache_root, publish_dir, scratch, use
 from formats.errors import KilnError
-from formats.trees import remove_tree, scratch_directory
 
-
-def cache_dir() -> Path:
-    """Kiln's cache root: $KILN_CACHE, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
-    env = os.environ.get("KILN_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) / "kiln" if xdg else Path.home() / ".cache" / "kiln"
+cache_dir = cache_root
+"""Kiln's cache root: $KILN_CACHE, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
 
 
 def fetch_deb(package: str) -> Path:
@@ -35,7 +30,7 @@ def fetch_deb(package: str) -> Path:
     if shutil.which("apt-get") is None:
         raise KilnError(f"cannot fetch the Debian package {package!r}: apt-get is not installed",
                         hint="run scripts/setup.sh on a Debian machine")
-    with scratch_directory(debs, prefix="download-") as tmp:
+    with scratch(debs, "download-") as tmp:
         proc = subprocess.run(["apt-get", "download", package], cwd=tmp,
                               capture_output=True, text=True)
         if proc.returncode != 0:
@@ -46,28 +41,34 @@ def fetch_deb(package: str) -> Path:
             raise KilnError(f"apt-get download {package} produced {len(got)} files, expected one")
         final = debs / got[0].name.replace("%3a", "_")
         os.replace(got[0], final)
+    after_write()
     return final
 
 
 def unpacked_deb(package: str) -> Path:
     """The package's files unpacked (``dpkg-deb -x``) in the cache; return the directory."""
-    deb = fetch_deb(package)
-    dest = cache_dir() / "unpacked" / deb.stem
-    if (dest / ".complete").exists():
-        return dest
-    if dest.exists():
-        remove_tree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent))
-    try:
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True,
-                       capture_output=True)
-        (tmp / ".complete").write_text(deb.name + "\n")
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            remove_tree(tmp)
-    return dest
+    for _ in range(10):
+        deb = fetch_deb(package)
+        dest = cache_dir() / "unpacked" / deb.stem
+        lease = use(dest)
+        if lease is not None:
+            if not (dest / ".complete").exists():
+                lease.close()
+                raise KilnError(f"{dest} is not a complete unpacked package",
+                                hint=f"remove it (rm -r {dest}) and run again")
+            return lease.keep()
+        deb_lease = use(deb)
+        if deb_lease is None:
+            continue                          # evicted since it was fetched: fetch again
+        with deb_lease, scratch(dest.parent, "unpack-") as tmp:
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True, capture_output=True)
+            (tmp / ".complete").write_text(deb.name + "\n")
+            lease = publish_dir(tmp, dest)
+        if lease is not None:
+            after_write()
+            return lease.keep()
+    raise KilnError(f"cannot keep {package} in the cache {cache_dir()}: it was evicted each time",
+                    hint="raise the cache budget (KILN_CACHE_MAX)")
 
 
 def busybox_static() -> Path:

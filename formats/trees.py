@@ -11,16 +11,13 @@ it owns when an image's modes (0o555, 0o000) stand in the way.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["remove_tree", "remove_tree_at", "empty_directory", "walk_tree", "walk_down",
-           "scratch_directory"]
+__all__ = ["remove_tree", "remove_tree_at", "empty_directory", "walk_tree", "walk_down"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -166,20 +163,3 @@ def walk_tree(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
                 (dirnames if entry.is_dir(follow_symlinks=False) else filenames).append(entry.name)
         yield dirpath, dirnames, filenames
         stack.extend(os.path.join(dirpath, d) for d in reversed(dirnames))
-
-
-@contextlib.contextmanager
-def scratch_directory(parent: Path, prefix: str) -> Iterator[Path]:
-    """A new private directory under ``parent``, removed with everything in it afterwards.
-
-    When the block fails, its error is the one raised: a failure to clean up
-    then is not allowed to hide it.
-    """
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
-    try:
-        yield path
-    except BaseException:
-        with contextlib.suppress(OSError):
-            remove_tree(path)
-        raise
-    remove_tree(path)

@@ -4,22 +4,22 @@
 root filesystem and a runtime config. This module makes one from a
 recompiled image, once per manifest digest, under the cache
 (``bundles/<digest>/``); the rootfs there is the read-only lower layer of
-every run. vkernel reaches this through the ``kiln.image_bundles`` entry
-point (it must not import the recompiler).
+every run. The process that asked for a bundle holds a lease on it until it
+ends (formats/cache.py), so eviction never removes a bundle a run uses.
+vkernel reaches this through the ``kiln.image_bundles`` entry point (it must
+not import the recompiler).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from formats.annotations import ANNOTATION_MEGABINARY_DIGEST, MEGABINARY_PATH
+from formats.cache import after_write, cache_root, publish_dir, scratch, use
 from formats.errors import KilnError
 from formats.megabinary import read_megabinary
 from recompiler.image import ImageKind, open_image
-from formats.trees import remove_tree
 
 __all__ = ["prepare_bundle", "BundleError"]
 
@@ -30,11 +30,15 @@ class BundleError(KilnError):
     """The image cannot be run: not recompiled, or its megabinary does not match."""
 
 
-def _cache_root(cache: Path | None) -> Path:
-    if cache is not None:
-        return Path(cache)
-    from examples.debs import cache_dir
-    return cache_dir()
+def _complete(dest: Path) -> Path | None:
+    """``dest`` leased until this process ends, if it is a finished bundle."""
+    lease = use(dest)
+    if lease is None:
+        return None
+    if not (dest / COMPLETE).is_file():       # not a bundle Kiln finished: leave it be
+        lease.close()
+        return None
+    return lease.keep()
 
 
 def _lookup_user(rootfs: Path, user: str) -> tuple[int, int]:
@@ -82,7 +86,8 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
 
     The bundle holds ``config.json`` (process args from Entrypoint + Cmd, Env,
     cwd from WorkingDir, user) and ``rootfs/``. It is built once per manifest
-    digest and reused; a partly built bundle is never reused.
+    digest and reused; a partly built bundle is never visible. This process
+    holds a lease on it until it ends: eviction leaves it alone meanwhile.
     """
     image = Path(image)
     with open_image(image, platform=platform) as src:
@@ -95,13 +100,11 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
             raise BundleError(f"{image} has not been recompiled by Kiln (no {ANNOTATION_MEGABINARY_DIGEST})",
                               hint=f"run: recompile {image} -o OUT, then kiln run OUT")
         key = (src.manifest_digest or src.config_digest).replace(":", "-")
-        root = _cache_root(cache) / "bundles"
-        dest = root / key
-        if (dest / COMPLETE).is_file():
+        cache = Path(cache) if cache is not None else cache_root()
+        dest = cache / "bundles" / key
+        if _complete(dest) is not None:
             return dest
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
-        try:
+        with scratch(dest.parent, "partial-") as tmp:
             rootfs = tmp / "rootfs"
             # As root, files keep the image's owners: guest ids are real host ids
             # (vkernel/creds.py), so the host checks permissions as in a container.
@@ -132,17 +135,20 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
             }
             (tmp / "config.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
             (tmp / COMPLETE).write_text(expected + "\n")
-            if dest.exists() and not (dest / COMPLETE).is_file():
-                with contextlib.suppress(OSError):        # a partial bundle from a crashed run
-                    remove_tree(dest)
-            try:
-                os.replace(tmp, dest)
-            except OSError:
-                # Another run finished the same bundle first (it may be in use): keep theirs.
-                if not (dest / COMPLETE).is_file():
-                    raise
-        finally:
-            if tmp.exists():
-                with contextlib.suppress(OSError):
-                    remove_tree(tmp)
+            _publish(tmp, dest)
+    after_write(cache)
     return dest
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Rename the finished bundle ``tmp`` to ``dest``, leased until this process ends; when
+    another process published one there first, lease theirs instead."""
+    for _ in range(10):
+        lease = publish_dir(tmp, dest)
+        if lease is not None:
+            lease.keep()
+            return
+        if _complete(dest) is not None:       # another run finished the same bundle first
+            return
+    raise BundleError(f"{dest} exists but is not a complete bundle",
+                      hint=f"remove it (rm -r {dest}) and run again")

@@ -22,18 +22,15 @@ def _rootfs_for(image_path: Path, platform: str | None = None) -> Iterator[Path]
     image (OCI layout, OCI archive, docker-archive) is verified and unpacked
     into a temporary directory under Kiln's cache, removed afterwards.
     """
-    from examples.debs import cache_dir
+    from formats.cache import cache_root, scratch
     from recompiler.image import ImageKind, open_image
-    from formats.trees import scratch_directory
 
     with open_image(image_path, platform=platform) as img:
         if img.kind == ImageKind.ROOTFS and img.rootfs is not None:
             yield img.rootfs
             return
-        work = cache_dir() / "work"
-        work.mkdir(parents=True, exist_ok=True)
-        with scratch_directory(work, prefix="inspect-") as tmp:
-            root = tmp / "rootfs"
+        with scratch(cache_root() / "work", "inspect-") as tmp:
+            root = Path(tmp) / "rootfs"
             img.unpack(root)
             yield root
 

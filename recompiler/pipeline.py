@@ -9,13 +9,13 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from formats import abi
+from formats.cache import after_write, cache_root, publish_file, read_entry, scratch, use
 from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, LAYER_ROLE_MEGABINARY, ANNOTATION_ENGINES,
                                  ANNOTATION_MEGABINARY_DIGEST, ANNOTATION_MEGABINARY_VERSION,
                                  ANNOTATION_SIGNED_BY, ANNOTATION_SOURCE_DIGEST,
@@ -28,7 +28,6 @@ from formats.megabinary import (CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, buil
 from formats.signature import identity_of, make_signature
 from recompiler.aot import precompile
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
-from formats.trees import scratch_directory
 from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, take_inventory
 
 if TYPE_CHECKING:
@@ -161,10 +160,7 @@ class RecompileReport:
 
 
 def _cache_root(opts: RecompileOptions) -> Path:
-    if opts.cache is not None:
-        return Path(opts.cache)
-    from examples.debs import cache_dir
-    return cache_dir()
+    return Path(opts.cache) if opts.cache is not None else cache_root()
 
 
 def _liftable(rec: ElfRecord) -> str | None:
@@ -179,8 +175,8 @@ def _lift_one(args: tuple[str, str, str, Path | None], jobs: int = 1) -> tuple[s
     """Lift one ELF (or load it from the cache) with ``jobs`` processes; returns (blake3, unit bytes, status)."""
     host_path, guest_path, digest, cache_file = args
     from recompiler.lift_api import lift_elf
-    if cache_file is not None and cache_file.is_file():
-        return digest, cache_file.read_bytes(), "cached"   # parsed (and re-lifted if damaged) by the caller
+    if cache_file is not None and (data := read_entry(cache_file)) is not None:
+        return digest, data, "cached"   # parsed (and re-lifted if damaged) by the caller
     try:
         unit = lift_elf(Path(host_path), name=guest_path, jobs=jobs)
     except KilnError as err:
@@ -189,10 +185,7 @@ def _lift_one(args: tuple[str, str, str, Path | None], jobs: int = 1) -> tuple[s
         return digest, None, f"failed: internal lifter error {type(exc).__name__}: {exc}"[:500]
     data = unit.to_bytes()
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, cache_file)
+        publish_file(cache_file, data)
     return digest, data, "recompiled"
 
 
@@ -208,11 +201,8 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
     image, out = Path(image), Path(out)
     stage: dict[str, float] = {}
     cache = _cache_root(opts)
-    work_parent = cache / "work"
-    work_parent.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
-    with open_image(image, platform=opts.platform) as src, \
-            scratch_directory(work_parent, prefix="recompile-") as work:
+    with open_image(image, platform=opts.platform) as src, scratch(cache / "work", "recompile-") as work:
         rootfs = Path(work) / "rootfs"
         src.unpack(rootfs)
         stage["unpack"] = time.monotonic() - t
@@ -257,6 +247,8 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
                               fmt=opts.fmt, tag=opts.tag)
         report.manifest_digest = written.manifest_digest
         stage["write"] = time.monotonic() - t
+    if opts.use_cache:
+        after_write(cache)                  # keep the cache within its budget (formats/cache.py)
     report.stage_seconds = {k: round(v, 3) for k, v in stage.items()}
     return report
 
@@ -355,16 +347,17 @@ def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_d
         h = hashlib.sha256(f"{_link_key(records)}|{fp.canonical}|"
                            f"{json.dumps(metadata.to_obj(), sort_keys=True)}".encode())
         entry = cache / "megabinary" / h.hexdigest()[:32]
-        blob_file, about_file = entry.with_suffix(".kmb"), entry.with_suffix(".json")
-        if blob_file.is_file() and about_file.is_file():
-            try:
-                about = json.loads(about_file.read_text())
-                blob = blob_file.read_bytes()
-                if blake3.blake3(blob).hexdigest() == about["blake3"]:
-                    stage["link"], stage["aot"] = time.monotonic() - t, 0.0
-                    return fp, blob, about["megabinary_digest"]
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # a damaged cache entry is rebuilt
+        lease = use(entry.with_suffix(".kmb"))
+        if lease is not None:
+            with lease:
+                try:
+                    about = json.loads(entry.with_suffix(".json").read_text())
+                    blob = lease.read()
+                    if blake3.blake3(blob).hexdigest() == about["blake3"]:
+                        stage["link"], stage["aot"] = time.monotonic() - t, 0.0
+                        return fp, blob, about["megabinary_digest"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass  # a missing or damaged half is rebuilt
     modules, index = _link_stage(records, unit_bytes, cache, opts.jobs)
     stage["link"] = time.monotonic() - t
     t = time.monotonic()
@@ -377,8 +370,8 @@ def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_d
     mb_digest = read_megabinary(blob).digest
     stage["aot"] = time.monotonic() - t        # compiling, and assembling the megabinary
     if entry is not None and fingerprint == fp:
-        _atomic_cache_write(entry.with_suffix(".kmb"), blob)
-        _atomic_cache_write(entry.with_suffix(".json"), json.dumps(
+        publish_file(entry.with_suffix(".kmb"), blob)
+        publish_file(entry.with_suffix(".json"), json.dumps(
             {"megabinary_digest": mb_digest, "blake3": blake3.blake3(blob).hexdigest()}).encode())
     return fingerprint, blob, mb_digest
 
@@ -391,25 +384,17 @@ def _link_key(records: list[ElfRecord]) -> str:
     return h.hexdigest()
 
 
-def _atomic_cache_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _cached_unit_module(digest: str, unit: "LiftedUnit", cache: Path | None, jobs: int) -> bytes:
     """The unit module of one lifted ELF, reused when that ELF was linked by this lifter before
     (a module depends only on the unit and the lifter/linker sources)."""
     from recompiler.lift_api import link_unit
     path = cache / "link" / _lifter_fingerprint() / f"{digest}.wasm" if cache is not None else None
-    if path is not None and path.is_file():
-        data = path.read_bytes()
-        if data.startswith(b"\0asm"):
-            return data                    # damage is caught by Wasmtime or the hash at run time
+    data = read_entry(path) if path is not None else None
+    if data is not None and data.startswith(b"\0asm"):
+        return data                        # damage is caught by Wasmtime or the hash at run time
     wasm = link_unit(unit, jobs=jobs).wasm
     if path is not None:
-        _atomic_cache_write(path, wasm)
+        publish_file(path, wasm)
     return wasm
 
 
@@ -421,10 +406,11 @@ def _cached_precompile(module: bytes, cache: Path | None):
     fp = current_fingerprint()
     key = hashlib.sha256(module + fp.canonical.encode()).hexdigest()[:32]
     path = cache / "aot" / f"{key}.cwasm"
-    if path.is_file():
-        return fp, path.read_bytes()
+    data = read_entry(path)
+    if data is not None:
+        return fp, data
     fp, artifact = precompile(module)
-    _atomic_cache_write(path, artifact)
+    publish_file(path, artifact)
     return fp, artifact
 
 

@@ -12,12 +12,16 @@ rm -rf "$DEMO" && mkdir -p "$DEMO"
 
 echo "== building the example image from Debian's busybox-static" >&2
 $BIN/python -m examples.busybox.build "$DEMO/busybox-image"
+# Hold a lease on each output until the demo ends, as Kiln's own commands do, so that
+# cache eviction (docs/architecture.md, "Caches") leaves them alone meanwhile.
+exec {IMAGE_LEASE}<"$DEMO/busybox-image" && flock -s "$IMAGE_LEASE"
 
 echo "== kiln inspect: every ELF in the image" >&2
 $BIN/kiln inspect "$DEMO/busybox-image" | tail -n 3
 
 echo "== recompile: every program to WebAssembly, compiled ahead of time" >&2
 $BIN/recompile "$DEMO/busybox-image" -o "$DEMO/busybox-kiln"
+exec {KILN_LEASE}<"$DEMO/busybox-kiln" && flock -s "$KILN_LEASE"
 
 echo "== the output image, read by skopeo" >&2
 skopeo inspect "oci:$DEMO/busybox-kiln:latest" | $BIN/python -c \

@@ -329,17 +329,18 @@ def prepare(path: Path, name: str | None = None) -> tuple[LiftedUnit, wasmtime.M
     key = blake3.blake3(data).hexdigest()[:32] + "-" + _FINGERPRINT
     if key in _UNITS:
         return _UNITS[key]
+    from formats.cache import publish_file, read_entry
     d = cache_dir() / "lifttest"
     unit_p, mod_p = d / f"{key}.unit", d / f"{key}.cwasm"
-    if unit_p.exists() and mod_p.exists():
-        unit = LiftedUnit.from_bytes(unit_p.read_bytes())
-        module = wasmtime.Module.deserialize(engine(), mod_p.read_bytes())
+    unit_b, mod_b = read_entry(unit_p), read_entry(mod_p)
+    if unit_b is not None and mod_b is not None:
+        unit = LiftedUnit.from_bytes(unit_b)
+        module = wasmtime.Module.deserialize(engine(), mod_b)
     else:
         unit = lift_elf(Path(path), name=name or str(path))
         _, module = compile_unit(unit)
-        d.mkdir(parents=True, exist_ok=True)
-        unit_p.write_bytes(unit.to_bytes())
-        mod_p.write_bytes(module.serialize())
+        publish_file(unit_p, unit.to_bytes())
+        publish_file(mod_p, module.serialize())
     _UNITS[key] = (unit, module)
     return unit, module
 

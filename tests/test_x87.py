@@ -16,6 +16,7 @@ native output, and their x87 instructions must all be lifted.
 from __future__ import annotations
 
 import difflib
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 
 from corpus.build import build_corpus, run_native
 from examples.debs import cache_dir
+from formats.cache import use
 from recompiler.lift_api import lift_elf
 
 HERE = Path(__file__).resolve().parent
@@ -55,12 +57,15 @@ def x87ops() -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     key = blake3.blake3(SOURCE.read_bytes() + " ".join(flags).encode() + version.encode()).hexdigest()[:16]
     out = cache_dir() / "x87" / f"x87ops-{key}"
-    if not out.exists():
+    lease = use(out)
+    if lease is None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         subprocess.run([cc, *flags, "-o", str(tmp), str(SOURCE)], check=True)
         tmp.replace(out)
-    return out
+        lease = use(out)
+        assert lease is not None, f"{out} was evicted as soon as it was built"
+    return lease.keep()           # this process's until it ends: eviction leaves it alone
 
 
 def _recompile(root: Path, out: Path) -> Path:

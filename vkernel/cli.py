@@ -28,7 +28,7 @@ def keep_bytecode() -> None:
     if not sys.dont_write_bytecode:
         return
     if sys.pycache_prefix is None:
-        from vkernel.verified import cache_root
+        from formats.cache import cache_root
         try:
             sys.pycache_prefix = str(cache_root() / "pycache")
         except RuntimeError:                     # no home directory: leave Python as it is
@@ -81,7 +81,8 @@ def command_group():  # -> click.Group
         `kiln run OUT -- CMD ARGS`. `kiln inspect IMAGE` lists every program and
         library an image holds. `kiln keygen` makes a key to sign with
         (`recompile --sign KEY`); a trust policy decides what `kiln run` starts,
-        and `kiln audit verify` checks the audit log's hash chain.
+        and `kiln audit verify` checks the audit log's hash chain. `kiln cache ls`
+        shows what Kiln keeps in its cache.
         """
 
     @main.command("run", context_settings={"ignore_unknown_options": True})
@@ -143,6 +144,8 @@ def command_group():  # -> click.Group
         click.echo(json.dumps(report.to_dict(), sort_keys=True) if as_json else report.render())
         sys.exit(0 if report.ok else 1)
 
+    from vkernel.cachecmd import cache_group
+    main.add_command(cache_group())
     return main
 
 

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING
 
 import blake3
 
+from formats.cache import cache_root
+
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary, SectionEntry
 
@@ -72,14 +74,14 @@ class UnitSummary:
     """Its translation reads the load bias at run time (else it needs one fixed address)."""
 
 
-def cache_root() -> Path:
-    """Kiln's cache root, as examples.debs.cache_dir: $KILN_CACHE, else
-    $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
-    env = os.environ.get("KILN_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) / "kiln" if xdg else Path.home() / ".cache" / "kiln"
+def _artifact_bytes() -> int:
+    """Bytes of artifacts kept: :data:`_KEEP_ARTIFACT_BYTES`, or a quarter of the whole
+    cache's budget when that is smaller (formats/cache.py; eviction there counts these too)."""
+    from formats.cache import CacheError, budget
+    try:
+        return max(1, min(_KEEP_ARTIFACT_BYTES, budget().bytes // 4))   # 0 would mean no limit
+    except CacheError:                     # a bad setting is reported by kiln cache, not here
+        return _KEEP_ARTIFACT_BYTES
 
 
 def stamp(s: os.stat_result) -> str:
@@ -90,15 +92,20 @@ def stamp(s: os.stat_result) -> str:
 class TrustDir:
     """The private directory of kept checks, held open by descriptor."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, cache: Path | None = None) -> None:
         self.fd = fd
+        self.cache = cache
+        """The cache root this directory is in (for its budget, formats/cache.py)."""
+        self.wrote = False
+        """Whether an artifact was kept: the cache is then trimmed to its budget on close."""
 
     @classmethod
     def open(cls, root: Path | None = None) -> "TrustDir | None":
         """The directory (made 0700 if missing), or None when it cannot be made or is not
         owned by this user and closed to others."""
         try:
-            path = (root or cache_root()) / "verified"
+            root = root or cache_root()
+            path = root / "verified"
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (OSError, RuntimeError):          # RuntimeError: no home directory
@@ -107,12 +114,16 @@ class TrustDir:
         if s.st_uid != os.geteuid() or s.st_mode & 0o077:
             os.close(fd)
             return None
-        return cls(fd)
+        return cls(fd, root)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.wrote:
+            self.wrote = False
+            from formats.cache import after_write
+            after_write(self.cache)          # the whole cache's budget counts these too
 
     def __enter__(self) -> "TrustDir":
         return self
@@ -395,7 +406,8 @@ def _copy_out(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir, name: st
         os.replace(tmp, f"aot-{name}.cwasm", src_dir_fd=trust.fd, dst_dir_fd=trust.fd)
         tmp = ""
         trust.write(f"aot-{name}.ok", stamp(os.fstat(fd)).encode())
-        trust.prune("aot-", _KEEP_ARTIFACTS, _KEEP_ARTIFACT_BYTES)
+        trust.prune("aot-", _KEEP_ARTIFACTS, _artifact_bytes())
+        trust.wrote = True
         out, fd = fd, -1
         return out
     except OSError:

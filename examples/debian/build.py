@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from examples.debs import cache_dir
+from formats.cache import after_write, publish_dir, use
 from formats.errors import KilnError, user_report
 from recompiler.image import (ExtraLayer, LayerEntry, file_entry, rootfs_entries,
                               scratch_image, write_image)
@@ -214,11 +215,11 @@ def debootstrap_rootfs(suite: str = "bookworm", *, mirror: str | None = None) ->
                                hint="give a release name such as bookworm or trixie")
     base = cache_dir() / "debootstrap"
     dest = base / suite
-    if (dest / COMPLETE).is_file():
-        return dest / "rootfs"
+    if (done := _leased_if_complete(dest)) is not None:
+        return done
     with _locked(base / f".{suite}.lock"):
-        if (dest / COMPLETE).is_file():           # another process finished it meanwhile
-            return dest / "rootfs"
+        if (done := _leased_if_complete(dest)) is not None:   # another process finished it
+            return done
         exe = _check_can_debootstrap()
         mirror = mirror or apt_mirror(suite)
         _remove_tree(dest)
@@ -254,11 +255,27 @@ def debootstrap_rootfs(suite: str = "bookworm", *, mirror: str | None = None) ->
                 "debootstrap": version, "seconds": round(time.time() - started, 1),
                 "debian_version": (target / "etc/debian_version").read_text().strip(),
             }, indent=2) + "\n")
-            os.replace(work, dest)
+            lease = publish_dir(work, dest)
         finally:
             if work.exists():
                 _remove_tree(work)
-    return dest / "rootfs"
+    if lease is None:
+        raise DebianBuildError(f"{dest} appeared while debootstrap ran, outside the build lock",
+                               hint=f"remove {dest} and run again")
+    after_write()
+    return lease.keep() / "rootfs"
+
+
+def _leased_if_complete(dest: Path) -> Path | None:
+    """``dest/rootfs``, leased until this process ends (eviction leaves it alone), when the
+    tree there is complete."""
+    lease = use(dest)
+    if lease is None:
+        return None
+    if not (dest / COMPLETE).is_file():
+        lease.close()
+        return None
+    return lease.keep() / "rootfs"
 
 
 # -- the two layers -----------------------------------------------------------

@@ -36,6 +36,7 @@ from pathlib import Path
 import blake3
 
 from examples.debs import cache_dir
+from formats.cache import lease_dir
 from formats.errors import KilnError
 
 CORPUS_DIR = Path(__file__).resolve().parent
@@ -260,6 +261,8 @@ def build_corpus(variants: list[str] | None = None, names: list[str] | None = No
             raise KilnError(f"no corpus program named {', '.join(sorted(unknown))} in {CORPUS_DIR}")
         programs = [p for p in programs if p.name in names]
     out_root = cache_dir() / "corpus"
+    for v in usable:          # this process's until it ends: eviction leaves the binaries alone
+        lease_dir(out_root / v.name).keep()
     work = [(p, v) for p in programs for v in usable]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(lambda pv: build_program(pv[0], pv[1], out_root), work))

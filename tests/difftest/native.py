@@ -19,6 +19,7 @@ import blake3
 from difftest.case import (CODE_BASE, DATA_ADDR, INSN_ADDR, MAX_INSN_LEN, PAGE_SIZE, STACK_BASE, Case,
                            State)
 from examples.debs import cache_dir
+from formats.cache import scratch, use
 from formats.errors import KilnError
 
 __all__ = ["run_native_cases", "assemble", "runner_path", "FORBIDDEN_MNEMONICS"]
@@ -55,16 +56,19 @@ def runner_path() -> Path:
     key.update("\0".join([version, *flags]).encode())
     out_dir = cache_dir() / "difftest"
     out = out_dir / f"runner-{key.hexdigest()[:16]}"
-    if out.is_file():
-        return out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        exe = Path(tmp) / "runner"
-        proc = subprocess.run([gcc, *flags, *map(str, SOURCES), "-o", str(exe)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise KilnError(f"building the native instruction runner failed:\n{proc.stderr.strip()}")
-        exe.replace(out)
-    return out
+    for _ in range(3):
+        lease = use(out)
+        if lease is not None:
+            return lease.keep()        # this process's until it ends: eviction leaves it alone
+        with scratch(out_dir, "build-") as tmp:
+            exe = Path(tmp) / "runner"
+            proc = subprocess.run([gcc, *flags, *map(str, SOURCES), "-o", str(exe)], capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                raise KilnError(f"building the native instruction runner failed:\n{proc.stderr.strip()}")
+            exe.replace(out)
+    raise KilnError(f"{out} was evicted from the cache as soon as it was built",
+                    hint="raise the cache budget (KILN_CACHE_MAX)")
 
 
 def _check_code(case: Case) -> None:
