@@ -20,7 +20,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from examples.debian.build import (ADDED, COMPLETE, EXCLUDED_PATTERN, WHITEOUTS,
+from examples.debian.build import (ADDED, COMPLETE, EXCLUDED_PATTERN, PACKAGES, WHITEOUTS, tree_key,
                                    build_debian_image, debootstrap_rootfs)
 from examples.debs import cache_dir
 from formats.annotations import ANNOTATION_LAYER_ROLE, LAYER_ROLE_MEGABINARY, MEGABINARY_PATH
@@ -40,7 +40,7 @@ _ENV = {**os.environ, "LC_ALL": "C"}
 @pytest.fixture(scope="module")
 def source_tree() -> Path:
     """The debootstrap tree the image was made from (built once, then cached)."""
-    if os.geteuid() != 0 and not (cache_dir() / "debootstrap" / SUITE / COMPLETE).is_file():
+    if os.geteuid() != 0 and not (cache_dir() / "debootstrap" / f"{SUITE}-{tree_key(PACKAGES)}" / COMPLETE).is_file():
         pytest.skip("debootstrap needs root to build the Debian tree (none is cached)")
     return debootstrap_rootfs(SUITE)
 

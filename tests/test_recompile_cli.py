@@ -75,8 +75,8 @@ def test_recompile_rootfs_writes_oci_image_with_megabinary(small_rootfs: Path, t
     by_path = {u["path"]: u for u in report["units"]}
     assert by_path["/bin/hello"]["status"] == "recompiled"
     assert by_path["/bin/hello"]["instructions"] > 100
-    assert by_path["/bin/dyn"]["status"] == "skipped"
-    assert "dynamically linked" in by_path["/bin/dyn"]["reason"]
+    assert by_path["/bin/dyn"]["status"] == "recompiled"      # a PIE: lifted position-independently
+    assert by_path["/bin/dyn"]["instructions"] > 10
 
     # A real OCI tool reads the output.
     inspect = _run(["skopeo", "inspect", f"oci:{out}:latest"])
@@ -95,7 +95,8 @@ def test_recompile_rootfs_writes_oci_image_with_megabinary(small_rootfs: Path, t
         assert unit is not None and "/bin/hello" in unit.paths and "/bin/hi" in unit.paths
         assert unit.entries, "a recompiled program has translated entry points"
         dyn_hash = blake3.blake3((small_rootfs / "bin/dyn").read_bytes()).digest()
-        assert mb.index.lookup(dyn_hash) is None
+        dyn = mb.index.lookup(dyn_hash)
+        assert dyn is not None and dyn.pic and not unit.pic
         assert mb.aot_for(current_fingerprint()) is not None
 
 

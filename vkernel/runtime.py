@@ -183,12 +183,13 @@ class Runtime:
                 return self.vfs.guest_path_of(h), os.pread(h, max(os.fstat(h).st_size, 0), 0)
             finally:
                 os.close(h)
+        img = parse_elf(data, path)
         try:
-            return find_interpreter(parse_elf(data, path), open_file, self.policy.check_exec)
+            return find_interpreter(img, open_file, self.policy.check_exec)
         except OSError as e:
-            raise VkernelError(f"cannot run {path}: its interpreter: {e.strerror}",
+            raise VkernelError(f"cannot run {path}: its interpreter {img.interp}: {e.strerror}",
                                hint="the image lacks the dynamic linker the program names "
-                                    "(PT_INTERP)") from None
+                                    "(PT_INTERP): install its C library in the image") from None
 
     def unit_module(self, unit: UnitInfo) -> wasmtime.Module:
         """The deserialized module of ``unit``."""

@@ -1,9 +1,11 @@
-"""Build a real Debian image: ``debootstrap --variant=minbase`` written as a two-layer OCI image.
+"""Build a real Debian image: ``debootstrap --variant=minbase`` plus :data:`PACKAGES`
+(python3 and a handful of tools), written as a two-layer OCI image.
 
 The root filesystem comes from plain ``debootstrap`` (run as root) with the
 mirror this machine's apt already uses (read from ``/etc/apt/sources.list``
 and ``/etc/apt/sources.list.d``; no host name is written in the repository).
-It is cached under ``cache_dir()/debootstrap/SUITE``: ``rootfs/`` holds the
+It is cached under ``cache_dir()/debootstrap/SUITE-KEY`` (KEY: a digest of the
+package list): ``rootfs/`` holds the
 tree, ``complete.json`` marks it complete. The tree is built in a temporary
 sibling directory and renamed into place with the marker already inside, so a
 half-built tree is never taken for a complete one.
@@ -23,6 +25,7 @@ The image has two layers:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -47,6 +50,11 @@ __all__ = ["build_debian_image", "debootstrap_rootfs", "apt_mirror", "apt_source
            "base_entries", "site_entries", "WHITEOUTS", "ADDED", "EXCLUDED_PATTERN", "COMPLETE",
            "DebianBuildError", "main"]
 
+PACKAGES = ("python3", "libpython3.11-testsuite", "perl", "sqlite3", "lua5.4", "jq", "bc", "gawk",
+            "xz-utils", "bzip2", "file")
+"""Installed on top of minbase (``debootstrap --include``): what Kiln's differential tests run
+(CPython and its regression tests, perl with its XS modules, sqlite3, jq, awk, compressors)."""
+
 WHITEOUTS = ("/usr/bin/pinky", "/etc/motd")
 """Paths of the base layer that the second layer deletes with whiteouts (an ELF, a text file)."""
 
@@ -54,7 +62,7 @@ HOSTNAME = b"kiln-debian\n"
 
 ADDED: dict[str, bytes] = {
     "/etc/hostname": HOSTNAME,
-    "/etc/kiln-example": b"Kiln example image: Debian debootstrap --variant=minbase\n",
+    "/etc/kiln-example": b"Kiln example image: Debian debootstrap --variant=minbase with python3\n",
 }
 """Files the second layer writes (``/etc/hostname`` replaces the base layer's)."""
 
@@ -63,6 +71,7 @@ EXCLUDED_PATTERN = re.compile(r"^/var/cache/apt/archives/[^/]+\.deb$")
 
 COMPLETE = "complete.json"
 _SUITE_RE = re.compile(r"^[a-z][a-z0-9.-]{0,31}$")
+_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
 
 
 class DebianBuildError(KilnError):
@@ -203,42 +212,54 @@ def _check_can_debootstrap() -> str:
     return exe
 
 
-def debootstrap_rootfs(suite: str = "bookworm", *, mirror: str | None = None) -> Path:
-    """The ``debootstrap --variant=minbase SUITE`` tree in Kiln's cache, built if needed.
+def tree_key(packages: tuple[str, ...]) -> str:
+    """The cache name's suffix for a tree with ``packages`` on top of minbase."""
+    return hashlib.sha256(" ".join(sorted(packages)).encode()).hexdigest()[:12]
 
-    Returns ``cache_dir()/debootstrap/SUITE/rootfs``. A tree is reused only
+
+def debootstrap_rootfs(suite: str = "bookworm", *, mirror: str | None = None,
+                       packages: tuple[str, ...] = PACKAGES) -> Path:
+    """The ``debootstrap --variant=minbase --include=PACKAGES SUITE`` tree in Kiln's cache,
+    built if needed.
+
+    Returns ``cache_dir()/debootstrap/SUITE-KEY/rootfs``. A tree is reused only
     when ``complete.json`` (written before the tree is moved into place) is
     there; an incomplete one is removed and built again.
     """
     if not _SUITE_RE.match(suite):
         raise DebianBuildError(f"{suite!r} is not a Debian suite name",
                                hint="give a release name such as bookworm or trixie")
+    if not all(_PACKAGE_RE.match(p) for p in packages):
+        raise DebianBuildError(f"{packages!r}: not Debian package names",
+                               hint="give names such as python3 or xz-utils")
     base = cache_dir() / "debootstrap"
-    dest = base / suite
+    name = f"{suite}-{tree_key(packages)}"
+    dest = base / name
     if (done := _leased_if_complete(dest)) is not None:
         return done
-    with _locked(base / f".{suite}.lock"):
+    with _locked(base / f".{name}.lock"):
         if (done := _leased_if_complete(dest)) is not None:   # another process finished it
             return done
         exe = _check_can_debootstrap()
         mirror = mirror or apt_mirror(suite)
         _remove_tree(dest)
-        for stale in base.glob(f".{suite}-build-*"):
+        for stale in base.glob(f".{name}-build-*"):
             _remove_tree(stale)
-        work = Path(tempfile.mkdtemp(dir=base, prefix=f".{suite}-build-"))
-        log = base / f"{suite}-debootstrap.log"
+        work = Path(tempfile.mkdtemp(dir=base, prefix=f".{name}-build-"))
+        log = base / f"{name}-debootstrap.log"
+        include = [f"--include={','.join(packages)}"] if packages else []
         target = work / "rootfs"
         started = time.time()
         try:
             with open(log, "w") as logf:
-                proc = subprocess.run([exe, "--variant=minbase", "--arch=amd64", suite,
-                                       str(target), mirror],
+                proc = subprocess.run([exe, "--variant=minbase", *include, "--arch=amd64",
+                                       suite, str(target), mirror],
                                       stdout=logf, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
             if proc.returncode != 0:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
                 raise DebianBuildError(
-                    f"debootstrap --variant=minbase {suite} {mirror} failed with status "
+                    f"debootstrap --variant=minbase {' '.join(include)} {suite} {mirror} failed with status "
                     f"{proc.returncode}:\n{tail}",
                     hint=f"see {log}; check the network and that {mirror} serves {suite}")
             if _mounts_under(target):
@@ -251,7 +272,8 @@ def debootstrap_rootfs(suite: str = "bookworm", *, mirror: str | None = None) ->
             version = subprocess.run([exe, "--version"], capture_output=True,
                                      text=True).stdout.strip()
             (work / COMPLETE).write_text(json.dumps({
-                "suite": suite, "variant": "minbase", "arch": "amd64", "mirror": mirror,
+                "suite": suite, "variant": "minbase", "include": list(packages),
+                "arch": "amd64", "mirror": mirror,
                 "debootstrap": version, "seconds": round(time.time() - started, 1),
                 "debian_version": (target / "etc/debian_version").read_text().strip(),
             }, indent=2) + "\n")
@@ -326,7 +348,7 @@ def _config(root: Path, suite: str) -> dict:
             "Env": [DEFAULT_ENV_PATH],
             "WorkingDir": "/",
             "Labels": {
-                "org.opencontainers.image.title": f"Debian {suite} (debootstrap minbase)",
+                "org.opencontainers.image.title": f"Debian {suite} (debootstrap minbase, python3)",
                 "org.opencontainers.image.version": version,
                 "org.opencontainers.image.source": "https://wiki.debian.org/Debootstrap",
             },
@@ -336,11 +358,12 @@ def _config(root: Path, suite: str) -> dict:
 
 def build_debian_image(out: Path, *, suite: str = "bookworm", fmt: str = "oci",
                        tag: str = "latest") -> Path:
-    """Write the two-layer Debian ``suite`` minbase image to ``out`` (new); return ``out``."""
+    """Write the two-layer Debian ``suite`` image (minbase and :data:`PACKAGES`) to ``out``
+    (new); return ``out``."""
     root = debootstrap_rootfs(suite)
     layers = [
         ExtraLayer(tuple(base_entries(root)),
-                   created_by=f"debootstrap --variant=minbase {suite}",
+                   created_by=f"debootstrap --variant=minbase --include={','.join(PACKAGES)} {suite}",
                    comment="examples/debian/build.py: base layer"),
         ExtraLayer(tuple(site_entries(root)),
                    created_by="examples/debian/build.py: site layer",
@@ -349,14 +372,14 @@ def build_debian_image(out: Path, *, suite: str = "bookworm", fmt: str = "oci",
     ]
     write_image(scratch_image(_config(root, suite), f"debian-{suite}"), Path(out),
                 extra_layers=layers, fmt=fmt, tag=tag,
-                annotations={"org.opencontainers.image.title": f"debian-{suite}-minbase"})
+                annotations={"org.opencontainers.image.title": f"debian-{suite}-python"})
     return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
     parser = argparse.ArgumentParser(prog="python3 -m examples.debian.build",
-                                     description="Build the Debian minbase example image "
+                                     description="Build the Debian example image (minbase with python3) "
                                                  "(debootstrap, as root; cached).")
     parser.add_argument("out", type=Path, help="output path (new directory or archive file)")
     parser.add_argument("--suite", default="bookworm")
