@@ -68,6 +68,12 @@ class RunSpec:
     supervised: bool = False            # internal: this is the supervisor's child already
     megabinary_digest: str = ""         # the digest the trust policy accepted (vkernel/trust.py):
                                         # a megabinary with another one is refused; "" = any
+    hostname: str = ""                  # the guest's uname nodename; "" = "kiln"
+    rlimits: tuple[tuple[int, int, int], ...] = ()   # (resource, soft, hard) the guest starts with
+    readonly_root: bool = False         # as root: the upper layer is read-only (writes: EROFS)
+    ready_fd: int = -1                  # internal (vkernel/containers.py): the first process
+                                        # reports "ready" or its error here, as a JSON line
+    start_fd: int = -1                  # internal: ... then reads one byte here before the guest
 
 
 _FAULT_SIGNAL = {
@@ -136,6 +142,9 @@ class Runtime:
         self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
+        for res, soft, _ in spec.rlimits:
+            if res == resource.RLIMIT_NOFILE:
+                self.fds.limit = min(soft, 1 << 20)
         # Signals ignored when kiln started stay ignored for the guest, as across execve.
         self._host_signals = signals.save_host()
         ignored = signals.inherited_ignored()
@@ -148,6 +157,10 @@ class Runtime:
         self.proc.rlimits[resource.RLIMIT_CORE] = tuple(  # type: ignore[assignment]
             0xFFFF_FFFF_FFFF_FFFF if v == resource.RLIM_INFINITY else v for v in core)
         resource.setrlimit(resource.RLIMIT_CORE, (0, core[1]))
+        if spec.hostname:
+            self.proc.nodename = spec.hostname
+        for res, soft, hard in spec.rlimits:        # what the guest sees (and the fd table obeys)
+            self.proc.rlimits[res] = (soft, hard)
         self.proc.tree_root = spec.tree_root or os.getpid()
         self.proc.tree_root_is_supervisor = bool(spec.tree_root)
         if not spec.tree_root:
@@ -411,6 +424,20 @@ class Runtime:
         return e.status
 
     # -- the top-level loop -------------------------------------------------------------
+    def preflight(self) -> None:
+        """The errors :meth:`run` would meet before the program loads (no working directory,
+        no such command), raised now: a container reports them when it is created."""
+        env = [e.encode() for e in self.spec.env]
+        if not self.vfs.is_dir(self.proc.cwd):
+            raise VkernelError(f"working directory {self.proc.cwd} does not exist in the rootfs",
+                               hint="pass an existing directory with --workdir")
+        path = self.resolve_command(self.spec.argv[0], env)
+        try:
+            self.vfs.stat(path)
+        except OSError as e:
+            raise VkernelError(f"cannot run {path}: {e.strerror}",
+                               hint="check the path inside the rootfs") from None
+
     def run(self) -> int:
         env = [e.encode() for e in self.spec.env]
         if not any(e.startswith(b"PATH=") for e in env):
@@ -501,6 +528,9 @@ def _run_here(spec: RunSpec) -> int:
             from vkernel import sandbox
             sandbox.lock_down()
         _publish_first(rt)
+        if spec.ready_fd >= 0:
+            rt.preflight()
+            _ready_then_wait(spec)
         status = rt.run()
         sig = rt.last_signal
         return status
@@ -550,8 +580,11 @@ def _take_user(rt: Runtime) -> None:
     # The host checks creates in / against the upper layer's root: make it the image root's
     # (through the idmapped lower layer: the namespace's root, a host id of the run's range).
     low = os.fstat(rt.vfs.lower_fd)
-    os.chown(rt.vfs.upper, low.st_uid, low.st_gid)
-    os.chmod(rt.vfs.upper, st.S_IMODE(low.st_mode))
+    up = os.stat(rt.vfs.upper)
+    if (up.st_uid, up.st_gid) != (low.st_uid, low.st_gid):   # (a process joining a run:
+        os.chown(rt.vfs.upper, low.st_uid, low.st_gid)       # done, maybe read-only now)
+    if st.S_IMODE(up.st_mode) != st.S_IMODE(low.st_mode):
+        os.chmod(rt.vfs.upper, st.S_IMODE(low.st_mode))
     if iso is not None:
         if rt.vfs.skeleton is not None:
             rt.vfs.skeleton.hand_over(low.st_uid, low.st_gid)
@@ -559,6 +592,31 @@ def _take_user(rt: Runtime) -> None:
         sandbox.drop(iso)                 # from here on, root is the namespace's root only
     creds.become(user.creds())
     pidns.die_with_supervisor()
+
+
+ready_sent = False
+"""Whether this (container's first) process has reported ready: later errors go to stderr."""
+
+
+def _ready_then_wait(spec: RunSpec) -> None:
+    """A container's process, set up and locked down (vkernel/containers.py): report ready,
+    then (its first process) wait for ``start``, one byte, before the guest's first
+    instruction."""
+    global ready_sent
+    os.write(spec.ready_fd, b'{"ready": true}\n')
+    os.close(spec.ready_fd)
+    ready_sent = True
+    if spec.start_fd < 0:
+        return
+    while True:
+        try:
+            got = os.read(spec.start_fd, 1)
+            break
+        except InterruptedError:
+            continue
+    os.close(spec.start_fd)
+    if not got:
+        raise VkernelError("the container was deleted before it started")
 
 
 def _publish_first(rt: Runtime) -> None:

@@ -150,6 +150,8 @@ class Volume:
     guest: str
     readonly: bool = False
     idmap: bool = False      # guest ids are host ids in it (as root: an idmapped mount)
+    tmpfs: str = ""          # as root: a new tmpfs of the run with these options (mode=, size=)
+                             # instead of a host directory (``host`` is then unused)
 
 
 @dataclass(frozen=True)
