@@ -168,14 +168,37 @@ def create(ctx: click.Context, bundle: str, pid_file: str | None, console_socket
     spec = oci_bundle.run_spec(path, config, megabinary, digest, audit_log)
     console = _console(spec.tty, console_socket)
     annotations = config.get("annotations") or {}
-    containers = _containers(ctx)
-    from vkernel.containers import ContainerError
-    try:
-        rec = containers.create(container_id, path, spec, dict(annotations), console,
-                                exec_base=_exec_base(spec))
-    except ContainerError:
-        raise
+    rec = _containers(ctx).create(container_id, path, spec, dict(annotations), console,
+                                  exec_base=_exec_base(spec))
     _write_pid_file(pid_file, rec.pid)
+
+
+@main.command()
+@click.option("-b", "--bundle", default=".", help="The bundle directory (config.json, rootfs).")
+@click.option("--pid-file", default=None, help="Write the container's pid here.")
+@click.option("--console-socket", default=None, help="As for create.")
+@click.option("-d", "--detach", is_flag=True, help="Return once the container has started.")
+@click.option("--keep", is_flag=True, help="Do not delete the container when it ends.")
+@click.option("--no-pivot", is_flag=True, help="Accepted.")
+@click.option("--no-new-keyring", is_flag=True, help="Accepted.")
+@click.argument("container_id")
+@click.pass_context
+def run(ctx: click.Context, bundle: str, pid_file: str | None, console_socket: str | None,
+        detach: bool, keep: bool, no_pivot: bool, no_new_keyring: bool,
+        container_id: str) -> None:
+    """Create and start a container, wait for it and delete it; its exit status."""
+    ctx.invoke(create, bundle=bundle, pid_file=pid_file, console_socket=console_socket,
+               no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=0,
+               container_id=container_id)
+    containers = _containers(ctx)
+    rec = containers.start(container_id)
+    if detach:
+        return
+    _, status = os.waitpid(rec.pid, 0)          # the supervisor is our child
+    if not keep:
+        containers.delete(container_id, force=True)
+    code = os.waitstatus_to_exitcode(status)
+    sys.exit(128 - code if code < 0 else code)
 
 
 def _console(tty: bool, console_socket: str | None) -> Callable[[int], None] | None:
