@@ -183,14 +183,15 @@ class Containerd:
 
 
 def make_bundle(base: Path, rootfs: Path, process: dict, **config: object) -> Path:
-    """An OCI bundle at ``base``: ``rootfs`` copied in, config.json from `runc spec`
-    with ``process`` merged into its process and ``config`` into the rest."""
+    """An OCI bundle at ``base``: ``rootfs`` copied in, config.json from `runc spec` (with a
+    writable root) with ``process`` merged into its process and ``config`` into the rest."""
     base.mkdir(parents=True)
     shutil.copytree(rootfs, base / "rootfs", symlinks=True)
     subprocess.run(["runc", "spec", "--bundle", str(base)], check=True)
     spec = json.loads((base / "config.json").read_text())
     spec["process"].update(process)
     spec["process"]["terminal"] = False
+    spec["root"]["readonly"] = False                  # `runc spec` says true
     for key, value in config.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):
             spec[key].update(value)

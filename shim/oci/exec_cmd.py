@@ -14,7 +14,7 @@ from formats.errors import KilnError
 __all__ = ["exec_command"]
 
 
-@click.command("exec", context_settings={"ignore_unknown_options": False})
+@click.command("exec", context_settings={"allow_interspersed_args": False})
 @click.option("-p", "--process", "process_file", default=None,
               help="A JSON file with the process to run (runtime-spec `process`).")
 @click.option("-d", "--detach", is_flag=True, help="Return once the process has started.")
