@@ -213,5 +213,7 @@ def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str
         audit_log=audit_log, volumes=_volumes(config, rootfs), pids_limit=max(pids, 0),
         memory=max(memory, 0), user=proc.user, pid_namespace=True, tty=proc.terminal,
         lockdown=True, megabinary_digest=digest,
-        hostname=_get(config, "hostname", str, "", "config"), rlimits=proc.rlimits,
+        # Without a hostname a new UTS namespace keeps the host's, as under runc.
+        hostname=_get(config, "hostname", str, "", "config") or os.uname().nodename,
+        rlimits=proc.rlimits,
         readonly_root=bool(_get(root, "readonly", bool, False, "root")))
