@@ -54,8 +54,8 @@ def build_probe_image(out: Path) -> Path:
     return out
 
 
-def recompile(src: Path, out: Path) -> Path:
-    proc = subprocess.run([*RECOMPILE, str(src), "-o", str(out), "--format", "oci-archive"],
+def recompile(src: Path, out: Path, fmt: str = "oci-archive") -> Path:
+    proc = subprocess.run([*RECOMPILE, str(src), "-o", str(out), "--format", fmt],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     return out

@@ -74,6 +74,9 @@ class RunSpec:
     ready_fd: int = -1                  # internal (vkernel/containers.py): the first process
                                         # reports "ready" or its error here, as a JSON line
     start_fd: int = -1                  # internal: ... then reads one byte here before the guest
+    files: tuple[tuple[str, bytes, int], ...] = ()   # (guest path, content, mode) copied into
+                                        # the upper layer before the guest runs (kiln-oci's
+                                        # file bind mounts: /etc/hosts, /etc/resolv.conf...)
 
 
 _FAULT_SIGNAL = {
@@ -523,6 +526,7 @@ def _run_here(spec: RunSpec) -> int:
     rt = Runtime(spec)
     status, sig = 2, 0
     try:
+        _place_files(rt)
         _take_user(rt)
         if spec.lockdown and spec.isolation is None:
             from vkernel import sandbox
@@ -552,6 +556,25 @@ def _run_here(spec: RunSpec) -> int:
         rt.close()
         if child:
             _die_like(status, sig)
+
+
+def _place_files(rt: Runtime) -> None:
+    """Write ``spec.files`` into the run's tree (its upper layer), owned by the image's root,
+    before the first process gives up host root (and before a read-only root is sealed)."""
+    low = os.fstat(rt.vfs.lower_fd)
+    for path, data, mode in rt.spec.files:
+        try:
+            fd = rt.vfs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        except OSError as e:
+            raise VkernelError(f"cannot place {path} in the container: {e.strerror}",
+                               hint="its directory must exist in the image") from None
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, mode)
+            if os.geteuid() == 0:
+                os.fchown(fd, low.st_uid, low.st_gid)
+        finally:
+            os.close(fd)
 
 
 def _take_user(rt: Runtime) -> None:

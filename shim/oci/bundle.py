@@ -99,6 +99,11 @@ def process_spec(proc: Any, where: str = "process") -> OciProcess:
         soft = _get(rl, "soft", int, 0, f"{where}.rlimits[{i}]")
         hard = _get(rl, "hard", int, 0, f"{where}.rlimits[{i}]")
         limits.append((_RLIMITS[name], soft, hard))
+    if not any(r[0] == resource.RLIMIT_NOFILE for r in limits):
+        # Limits the config leaves out are the runtime's own, as under runc (vkernel's fd
+        # table would otherwise hold 1024).
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limits.append((resource.RLIMIT_NOFILE, soft, hard))
     cwd = _get(proc, "cwd", str, "/", where) or "/"
     if not cwd.startswith("/"):
         raise BundleError(f"{where}.cwd {cwd!r} must be an absolute path")
@@ -161,11 +166,13 @@ def _volumes(config: dict[str, Any], rootfs: Path) -> tuple[Volume, ...]:
             if unknown:
                 raise BundleError(f"config.json: {where} ({dest}): bind options "
                                   f"{sorted(unknown)} are not supported by kiln-oci")
+            if os.path.isfile(source) and not norm.startswith(("/proc/", "/dev/")):
+                continue                            # a file: copied in (see _files)
             if not os.path.isdir(source):
                 raise BundleError(
-                    f"config.json: {where}: {source} -> {dest} is not a directory; kiln-oci "
-                    "binds directories only (a file bind mount is not supported yet)",
-                    hint="bind the directory that holds the file instead")
+                    f"config.json: {where}: {source} -> {dest}: kiln-oci binds directories, "
+                    "and regular files outside /dev and /proc (as copies)",
+                    hint="bind the directory that holds it instead")
             if norm == "/" or norm.startswith(("/proc/", "/dev/")) or norm in ("/proc", "/dev"):
                 raise BundleError(f"config.json: {where}: cannot bind {source} at {dest}: "
                                   "/, /proc and /dev are vkernel's own")
@@ -174,6 +181,31 @@ def _volumes(config: dict[str, Any], rootfs: Path) -> tuple[Volume, ...]:
         raise BundleError(f"config.json: {where}: mounts of type {kind!r} ({dest}) are not "
                           "supported by kiln-oci",
                           hint="kiln-oci supports bind mounts of directories and tmpfs")
+    return tuple(out)
+
+
+_MAX_FILE = 1 << 20
+
+
+def _files(config: dict[str, Any]) -> tuple[tuple[str, bytes, int], ...]:
+    """Bind mounts of regular files (dockerd's and the kubelet's /etc/hosts, /etc/hostname,
+    /etc/resolv.conf): copied into the container's tree at create time. Later changes of the
+    host file are not seen, and the guest's writes stay in the container."""
+    out = []
+    for m in _get(config, "mounts", list, [], "config"):
+        source, dest = m.get("source", ""), os.path.normpath(m.get("destination", "/"))
+        options = m.get("options") or []
+        if m.get("type") not in ("bind", "none", "", None) or not (
+                m.get("type") == "bind" or {"bind", "rbind"} & set(options)):
+            continue
+        if not os.path.isfile(source) or dest.startswith(("/proc/", "/dev/")):
+            continue
+        st = os.stat(source)
+        if st.st_size > _MAX_FILE:
+            raise BundleError(f"config.json: the file bind mount {source} -> {dest} is larger "
+                              f"than {_MAX_FILE} bytes", hint="bind its directory instead")
+        with open(source, "rb") as f:
+            out.append((dest, f.read(_MAX_FILE), stat.S_IMODE(st.st_mode) & 0o777))
     return tuple(out)
 
 
@@ -216,4 +248,4 @@ def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str
         # Without a hostname a new UTS namespace keeps the host's, as under runc.
         hostname=_get(config, "hostname", str, "", "config") or os.uname().nodename,
         rlimits=proc.rlimits,
-        readonly_root=bool(_get(root, "readonly", bool, False, "root")))
+        readonly_root=bool(_get(root, "readonly", bool, False, "root")), files=_files(config))
