@@ -43,8 +43,8 @@ def _bench(work: Path, rounds: int, warmup: int) -> int:
     from tests.ocirig import Containerd, recompile
     src = build_busybox_image(work / "busybox.tar", fmt="oci-archive")
     image = recompile(src, work / "busybox-kiln.tar")
-    ctd = Containerd(work / "containerd")
     (work / "containerd").mkdir()
+    ctd = Containerd(work / "containerd")
     try:
         ctd.start()
         ctd.ctr("image", "import", "--platform", "linux/amd64", "--index-name",

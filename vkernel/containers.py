@@ -32,14 +32,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from formats.errors import KilnError
 from formats.trees import remove_tree
 from vkernel.cgroup import RunCgroup
-from vkernel.runtime import RunSpec
 from vkernel.statedir import _private_dir
-from vkernel.supervisor import _SUPERVISED, TASKS_PER_PROCESS, Detached
+
+if TYPE_CHECKING:        # the runtime (and Wasmtime) only for what runs a guest: a command
+    from vkernel.runtime import RunSpec     # such as `state` starts in a tenth of the time
 
 __all__ = ["ContainerError", "ContainerRecord", "Containers", "STATUSES"]
 
@@ -158,7 +159,7 @@ class Containers:
         return "running" if rec.started else "created"
 
     # -- create / start ------------------------------------------------------------------
-    def create(self, cid: str, bundle: Path, spec: RunSpec, annotations: dict[str, str],
+    def create(self, cid: str, bundle: Path, spec: "RunSpec", annotations: dict[str, str],
                console: Callable[[int], None] | None = None,
                exec_base: dict | None = None) -> ContainerRecord:
         """Set up the run of ``spec`` (a root run: pid, mount and user namespaces, cgroup)
@@ -179,7 +180,7 @@ class Containers:
             remove_tree(d)
             raise
 
-    def _create(self, cid: str, d: Path, bundle: Path, spec: RunSpec, annotations: dict,
+    def _create(self, cid: str, d: Path, bundle: Path, spec: "RunSpec", annotations: dict,
                 console: Callable[[int], None] | None, exec_base: dict) -> ContainerRecord:
         start_fd = os.open(d / "start", os.O_RDWR | os.O_CLOEXEC)
         r, w = os.pipe2(os.O_CLOEXEC)
@@ -241,6 +242,7 @@ class Containers:
         (a first process that does not catch one is ended by it, as a container's init);
         SIGKILL and the others go to the first process itself. ``all_processes``: to every
         process of the run instead."""
+        from vkernel.supervisor import _SUPERVISED
         rec = self.get(cid)
         status = self.status(rec)
         cg = rec.run_cgroup()
@@ -282,6 +284,7 @@ class Containers:
         cg = rec.run_cgroup()
         if cg is None or self.status(rec) == "stopped":
             raise ContainerError(f"container {cid} not running")
+        from vkernel.supervisor import TASKS_PER_PROCESS
         tasks = None if pids is None else TASKS_PER_PROCESS * pids + 16
         cg.set_limits(memory, tasks)
 
@@ -320,7 +323,7 @@ class Containers:
         remove_tree(d)
 
     # -- exec ---------------------------------------------------------------------------
-    def exec(self, cid: str, spec: RunSpec, console: Callable[[int], None] | None = None,
+    def exec(self, cid: str, spec: "RunSpec", console: Callable[[int], None] | None = None,
              on_ready: Callable[[int], None] | None = None) -> int:
         """Start ``spec``'s command as a new process of the container's run; its host pid
         once it is set up (``on_ready`` is called with it then). The caller may wait for it."""
@@ -388,10 +391,10 @@ def _send(fd: int, msg: dict) -> None:
         pass
 
 
-def _supervisor(spec: RunSpec, state: Path, ready: int,
+def _supervisor(spec: "RunSpec", state: Path, ready: int,
                 console: Callable[[int], None] | None) -> None:
     """The forked supervisor of a new container: never returns."""
-    from vkernel.supervisor import supervise
+    from vkernel.supervisor import Detached, supervise
     status = 2
     try:
         if spec.tty:                 # the guest's terminal is the pty: nothing of ours stays
@@ -416,7 +419,7 @@ def _supervisor(spec: RunSpec, state: Path, ready: int,
         os._exit(status)
 
 
-def _exec_child(spec: RunSpec, target, cg: RunCgroup | None, pty, ready: int) -> None:
+def _exec_child(spec: "RunSpec", target, cg: RunCgroup | None, pty, ready: int) -> None:
     """A process joining a live run (forked in its pid namespace): never returns."""
     from vkernel import console as vconsole, sandbox
     from vkernel.runtime import run_guest

@@ -110,6 +110,15 @@ def _parse_signal(text: str) -> int:
             from None
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The ``kiln-oci`` entry point. containerd's environment may forbid byte code next to the
+    sources (PYTHONDONTWRITEBYTECODE): keep it in Kiln's cache, or every call compiles
+    vkernel afresh."""
+    from vkernel.cli import keep_bytecode
+    keep_bytecode()
+    cli(args=argv, prog_name="kiln-oci")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
              invoke_without_command=True)
 @click.option("--root", default=DEFAULT_ROOT, show_default=True,
@@ -124,7 +133,7 @@ def _parse_signal(text: str) -> int:
 @click.option("--criu", default=None, hidden=True)
 @click.option("-v", "--version", "version", is_flag=True, help="Print the version.")
 @click.pass_context
-def main(ctx: click.Context, root: str, log_path: str | None, log_format: str, debug: bool,
+def cli(ctx: click.Context, root: str, log_path: str | None, log_format: str, debug: bool,
          systemd_cgroup: bool, rootless: str, criu: str | None, version: bool) -> None:
     """kiln-oci: a runc-compatible OCI runtime that runs recompiled images under vkernel.
 
@@ -144,7 +153,7 @@ def main(ctx: click.Context, root: str, log_path: str | None, log_format: str, d
         click.echo(ctx.get_help())
 
 
-@main.command()
+@cli.command()
 @click.option("-b", "--bundle", default=".", help="The bundle directory (config.json, rootfs).")
 @click.option("--pid-file", default=None, help="Write the container's pid here.")
 @click.option("--console-socket", default=None,
@@ -173,7 +182,7 @@ def create(ctx: click.Context, bundle: str, pid_file: str | None, console_socket
     _write_pid_file(pid_file, rec.pid)
 
 
-@main.command()
+@cli.command()
 @click.option("-b", "--bundle", default=".", help="The bundle directory (config.json, rootfs).")
 @click.option("--pid-file", default=None, help="Write the container's pid here.")
 @click.option("--console-socket", default=None, help="As for create.")
@@ -220,7 +229,7 @@ def _exec_base(spec) -> dict:
             "hostname": spec.hostname, "readonly_root": spec.readonly_root}
 
 
-@main.command()
+@cli.command()
 @click.argument("container_id")
 @click.pass_context
 def start(ctx: click.Context, container_id: str) -> None:
@@ -228,7 +237,7 @@ def start(ctx: click.Context, container_id: str) -> None:
     _containers(ctx).start(container_id)
 
 
-@main.command()
+@cli.command()
 @click.argument("container_id")
 @click.pass_context
 def state(ctx: click.Context, container_id: str) -> None:
@@ -242,7 +251,7 @@ def state(ctx: click.Context, container_id: str) -> None:
         "annotations": rec.annotations, "owner": ""}, indent=2))
 
 
-@main.command("list")
+@cli.command("list")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("-q", "--quiet", is_flag=True, help="Only the ids.")
 @click.pass_context
@@ -269,7 +278,7 @@ def list_command(ctx: click.Context, fmt: str, quiet: bool) -> None:
                        f"{r['created']}")
 
 
-@main.command()
+@cli.command()
 @click.option("-a", "--all", "all_processes", is_flag=True,
               help="Send the signal to every process of the container.")
 @click.argument("container_id")
@@ -280,7 +289,7 @@ def kill(ctx: click.Context, all_processes: bool, container_id: str, signal: str
     _containers(ctx).kill(container_id, _parse_signal(signal), all_processes)
 
 
-@main.command()
+@cli.command()
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
 @click.argument("container_id")
 @click.pass_context
@@ -289,7 +298,7 @@ def delete(ctx: click.Context, force: bool, container_id: str) -> None:
     _containers(ctx).delete(container_id, force)
 
 
-@main.command()
+@cli.command()
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.argument("container_id")
 @click.argument("ps_args", nargs=-1)
@@ -305,7 +314,7 @@ def ps(ctx: click.Context, fmt: str, container_id: str, ps_args: tuple[str, ...]
             click.echo(str(p))
 
 
-@main.command()
+@cli.command()
 @click.argument("container_id")
 @click.pass_context
 def pause(ctx: click.Context, container_id: str) -> None:
@@ -313,7 +322,7 @@ def pause(ctx: click.Context, container_id: str) -> None:
     _containers(ctx).pause(container_id, True)
 
 
-@main.command()
+@cli.command()
 @click.argument("container_id")
 @click.pass_context
 def resume(ctx: click.Context, container_id: str) -> None:
@@ -321,7 +330,7 @@ def resume(ctx: click.Context, container_id: str) -> None:
     _containers(ctx).pause(container_id, False)
 
 
-@main.command()
+@cli.command()
 @click.option("-r", "--resources", default=None,
               help="A JSON file of linux.resources ('-': stdin); memory.limit and pids.limit "
                    "are applied.")
@@ -349,7 +358,7 @@ def update(ctx: click.Context, resources: str | None, memory: int | None,
     _containers(ctx).update(container_id, mem, pids)
 
 
-@main.command()
+@cli.command()
 @click.option("--stats", is_flag=True, help="Print the statistics once and exit.")
 @click.option("--interval", default="5s", help="Between two statistics events.")
 @click.argument("container_id")
@@ -372,7 +381,7 @@ def events(ctx: click.Context, stats: bool, interval: str, container_id: str) ->
         time.sleep(seconds)
 
 
-@main.command()
+@cli.command()
 def features() -> None:
     """Print what kiln-oci supports (runc's features JSON)."""
     click.echo(json.dumps({
@@ -389,4 +398,4 @@ def features() -> None:
 
 from shim.oci.exec_cmd import exec_command  # noqa: E402  (registers `exec`)
 
-main.add_command(exec_command)
+cli.add_command(exec_command)
