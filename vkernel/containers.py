@@ -443,8 +443,8 @@ def _exec_child(spec: "RunSpec", target, cg: RunCgroup | None, pty, ready: int) 
 
 
 def _report(ready: int, message: str, hint: str | None) -> None:
-    from vkernel import runtime
-    if runtime.ready_sent:
+    from vkernel import handoff
+    if handoff.ready_sent:
         import sys
         print(f"kiln: {message}", file=sys.stderr, flush=True)
     else:

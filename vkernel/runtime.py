@@ -526,15 +526,18 @@ def _run_here(spec: RunSpec) -> int:
     rt = Runtime(spec)
     status, sig = 2, 0
     try:
-        _place_files(rt)
+        if spec.files:
+            from vkernel import handoff
+            handoff.place_files(rt)
         _take_user(rt)
         if spec.lockdown and spec.isolation is None:
             from vkernel import sandbox
             sandbox.lock_down()
         _publish_first(rt)
         if spec.ready_fd >= 0:
+            from vkernel import handoff
             rt.preflight()
-            _ready_then_wait(spec)
+            handoff.ready_then_wait(spec)
         status = rt.run()
         sig = rt.last_signal
         return status
@@ -556,25 +559,6 @@ def _run_here(spec: RunSpec) -> int:
         rt.close()
         if child:
             _die_like(status, sig)
-
-
-def _place_files(rt: Runtime) -> None:
-    """Write ``spec.files`` into the run's tree (its upper layer), owned by the image's root,
-    before the first process gives up host root (and before a read-only root is sealed)."""
-    low = os.fstat(rt.vfs.lower_fd)
-    for path, data, mode in rt.spec.files:
-        try:
-            fd = rt.vfs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-        except OSError as e:
-            raise VkernelError(f"cannot place {path} in the container: {e.strerror}",
-                               hint="its directory must exist in the image") from None
-        try:
-            os.write(fd, data)
-            os.fchmod(fd, mode)
-            if os.geteuid() == 0:
-                os.fchown(fd, low.st_uid, low.st_gid)
-        finally:
-            os.close(fd)
 
 
 def _take_user(rt: Runtime) -> None:
@@ -615,31 +599,6 @@ def _take_user(rt: Runtime) -> None:
         sandbox.drop(iso)                 # from here on, root is the namespace's root only
     creds.become(user.creds())
     pidns.die_with_supervisor()
-
-
-ready_sent = False
-"""Whether this (container's first) process has reported ready: later errors go to stderr."""
-
-
-def _ready_then_wait(spec: RunSpec) -> None:
-    """A container's process, set up and locked down (vkernel/containers.py): report ready,
-    then (its first process) wait for ``start``, one byte, before the guest's first
-    instruction."""
-    global ready_sent
-    os.write(spec.ready_fd, b'{"ready": true}\n')
-    os.close(spec.ready_fd)
-    ready_sent = True
-    if spec.start_fd < 0:
-        return
-    while True:
-        try:
-            got = os.read(spec.start_fd, 1)
-            break
-        except InterruptedError:
-            continue
-    os.close(spec.start_fd)
-    if not got:
-        raise VkernelError("the container was deleted before it started")
 
 
 def _publish_first(rt: Runtime) -> None:

@@ -21,6 +21,12 @@ into new pid and mount namespaces. That process, still host root, then:
 After that no process of the run holds a host privilege, can reach a host
 path it did not open before, map new executable memory or start a host
 program.
+
+A process that joins a live run later (``kiln-oci exec``, vkernel/containers.py)
+is forked into the run's pid namespace (:func:`enter_pid_namespace`), then
+:func:`join` puts it in the run's cgroup and mount namespace with the run's
+layers and volumes, and :func:`drop` takes it into the run's user namespace and
+locks it down as step 4 does the first process.
 """
 from __future__ import annotations
 

@@ -208,8 +208,8 @@ def _first_process(spec: "RunSpec", run: RunDir, cg: RunCgroup | None,
 def _report(spec: "RunSpec", message: str, hint: str | None, text: str) -> None:
     """Why the first process could not run the guest: on stderr, or to a container's creator
     (``spec.ready_fd``, vkernel/containers.py) as a JSON line."""
-    from vkernel import runtime
-    if spec.ready_fd < 0 or runtime.ready_sent:
+    from vkernel import handoff
+    if spec.ready_fd < 0 or handoff.ready_sent:
         print(text, file=sys.stderr, flush=True)
         return
     import json
