@@ -218,3 +218,15 @@ def test_trust_policy_checked_at_create_and_exec(oci, oci_probe_images, tmp_path
     got = oci("exec", "k1", "/bin/true", check=False, env=env)
     assert got.returncode == 2 and b"kill switch" in got.stderr.lower()
     oci("delete", "--force", "k1")
+
+
+def test_megabinary_symlink_in_the_image_refused(oci, oci_probe_images, tmp_path: Path) -> None:
+    """The image's files are untrusted: a /.kiln/megabinary.kmb that is a symbolic link (to a
+    host file, say) is refused, never opened."""
+    bundle = make_bundle(tmp_path / "bundle", oci_probe_images["rootfs"], {"args": ["/bin/true"]})
+    mb = bundle / "rootfs" / ".kiln" / "megabinary.kmb"
+    mb.unlink()
+    mb.symlink_to("/etc/passwd")
+    got = oci("create", "--bundle", str(bundle), "sym", check=False)
+    assert got.returncode == 2 and b"is a symbolic link" in got.stderr
+    assert not oci.root.exists() or os.listdir(oci.root) == []
