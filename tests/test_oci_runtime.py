@@ -135,6 +135,8 @@ def test_exec_joins_the_container(oci, oci_probe_images, tmp_path: Path) -> None
     rec = json.loads((oci.root / "c2" / "state.json").read_text())
     got = oci("exec", "c2", "/bin/sh", "-c", "until [ -s /tmp/f ]; do sleep 0.1; done; cat /tmp/f; exit 6", check=False)
     assert (got.stdout, got.returncode) == (b"made-by-init\n", 6), got.stderr
+    ps = oci("exec", "c2", "/bin/ps").stdout.decode()
+    assert "sleep 60" in ps and "/bin/ps" in ps, ps      # the run's processes, not the exec's
     oci("exec", "--detach", "--pid-file", str(tmp_path / "epid"), "c2", "/bin/sleep", "30",
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)     # (it keeps them open)
     epid = int((tmp_path / "epid").read_text())

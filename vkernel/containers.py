@@ -432,7 +432,7 @@ def _exec_child(spec: "RunSpec", target, cg: RunCgroup | None, pty, ready: int) 
         joined = sandbox.join(spec, target, cg)
         joined = dataclasses.replace(joined, ready_fd=ready, supervised=True, lockdown=True,
                                      pid_namespace=False, run_memory=cg, memory=0,
-                                     timeout=None)
+                                     timeout=None, tree_root=1)   # the run is pid 1's tree
         status = run_guest(joined)
     except KilnError as e:
         _report(ready, e.message, e.hint)

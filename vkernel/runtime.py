@@ -142,7 +142,8 @@ class Runtime:
         if spec.upper is None:
             raise VkernelError("no upper layer given", hint="run_guest makes one (RunSpec.upper)")
         self.upper = Path(spec.upper)
-        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty)
+        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty,
+                       skeleton=spec.isolation.skeleton or None if spec.isolation else None)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
         for res, soft, _ in spec.rlimits:

@@ -64,6 +64,7 @@ class Isolation:
     id_count: int               # guest ids 0..id_count-1 exist in it
     fs_fd: int                  # O_PATH fd of the run's private tmpfs (kept by every process)
     readonly_upper: str = ""    # the upper layer to make read-only before the drop (root.readonly)
+    skeleton: str = ""          # a joining process: the run's /proc and /dev skeleton, shared
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,13 @@ def join(spec: "RunSpec", target: JoinTarget, cgroup: "RunCgroup | None") -> "Ru
         volumes.append(v)
     uids, gids = userns.id_ranges()
     upper = fs / "upper" if spec.upper is None else spec.upper
-    iso = Isolation(ns, min(uids.count, gids.count), _private_fs(fs, uids.first, gids.first))
+    fs_fd = _private_fs(fs, uids.first, gids.first)
+    # The first process's skeleton (the only one: joining processes share it), so /proc lists
+    # every process of the run.
+    made = sorted(os.scandir(fs / "scratch"), key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    skel = next((e.name for e in made if e.name.startswith("kiln-synth-") and e.is_dir()), "")
+    iso = Isolation(ns, min(uids.count, gids.count), fs_fd,
+                    skeleton=f"{tempfile.gettempdir()}/{skel}" if skel else "")
     return dataclasses.replace(spec, rootfs=fs / "lower", upper=Path(upper),
                                volumes=tuple(volumes), isolation=iso)
 
