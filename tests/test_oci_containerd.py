@@ -122,6 +122,31 @@ def test_task_exec_ps_and_kill(ctd: Containerd) -> None:
             runner.wait(30)
 
 
+def _task_status(ctd: Containerd, tid: str) -> str:
+    for line in ctd.ctr("task", "ls").stdout.decode().splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == tid:
+            return fields[-1]
+    return ""
+
+
+def test_task_pause_resume_and_kill_all(ctd: Containerd) -> None:
+    ctd.ctr("run", "-d", *ctd.run_args("kiln"), KILN_IMAGE, "kiln-pause", "/bin/sleep", "60")
+    try:
+        ctd.ctr("task", "pause", "kiln-pause")
+        assert _task_status(ctd, "kiln-pause") == "PAUSED"
+        ctd.ctr("task", "resume", "kiln-pause")
+        assert _task_status(ctd, "kiln-pause") == "RUNNING"
+        ctd.ctr("task", "kill", "--all", "-s", "KILL", "kiln-pause")
+        deadline = time.monotonic() + 30
+        while _task_status(ctd, "kiln-pause") != "STOPPED" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _task_status(ctd, "kiln-pause") == "STOPPED"
+    finally:
+        ctd.ctr("task", "rm", "-f", "kiln-pause", check=False)
+        ctd.ctr("containers", "rm", "kiln-pause", check=False)
+
+
 def test_plain_image_refused(ctd: Containerd) -> None:
     got = _run(ctd, "kiln", PLAIN_IMAGE, "plain-1", "/bin/echo", "native")
     assert got.returncode != 0 and b"native" not in got.stdout
