@@ -7,6 +7,7 @@ under a runtime root directory (``kiln-oci --root``, 0700)::
     ROOT/ID/state.json   the record (ContainerRecord), replaced atomically under ROOT/ID/lock
     ROOT/ID/start        a FIFO: one byte written there lets the guest's first instruction run
     ROOT/ID/run/         the run's state directory (runs/RID: its private file systems)
+    ROOT/ID/supervisor   the supervisor's pid and start time, from fork until state.json
 
 :func:`Containers.create` forks the run's supervisor, which outlives the caller
 (containerd's shim, a subreaper, adopts it): it makes the namespaces, cgroup
@@ -192,6 +193,8 @@ class Containers:
             _supervisor(spec, d / "run", w, console)
         os.close(w)
         os.close(start_fd)
+        # Until state.json exists: whom a `delete` of a create that died half way must kill.
+        (d / "supervisor").write_text(f"{pid} {_start_time(pid) or 0}\n")
         with os.fdopen(r, "rb") as pipe:
             first, error = None, None
             for line in pipe:
@@ -303,7 +306,14 @@ class Containers:
         ``force`` (it is killed first). A created one is killed without it."""
         d = self._dir(cid)
         if not (d / "state.json").exists():
-            if d.is_dir():                  # a create that died half way
+            if d.is_dir():                  # a create that died half way: its supervisor too
+                try:
+                    pid, start = (int(x) for x in (d / "supervisor").read_text().split())
+                except (OSError, ValueError):
+                    pid, start = 0, 0
+                if _alive(pid, start):
+                    _signal(pid, hsignal.SIGKILL)    # its first process dies with it
+                    _wait_gone(pid, start)
                 remove_tree(d)
                 return
             raise ContainerError(f"container {cid} does not exist")
