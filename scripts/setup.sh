@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 #   debootstrap       the Debian minbase image of tests/test_debian_image.py
 #   libseccomp2       vkernel's seccomp filter (vkernel/seccomp.py)
 #   util-linux        mount/umount/unshare for the native side of differential tests
-DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux)
+#   containerd runc   kiln-oci's end-to-end tests and bench/oci.py: containerd 1.6 drives
+#                     kiln-oci through its own runc shim; runc is the native comparison
+#   docker.io         dockerd --runtime kiln in tests/test_oci_docker.py (not started here)
+DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux containerd runc docker.io)
 
 missing=()
 for p in "${DEBS[@]}"; do

@@ -33,3 +33,16 @@ def busybox_image(tmp_path_factory) -> Path:
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def oci_probe_images(tmp_path_factory) -> dict[str, Path]:
+    """The busybox example image plus tests/oci/probe.c (static): ``plain`` and
+    ``recompiled`` oci-archives and ``rootfs``, the recompiled image unpacked (for bundles)."""
+    from recompiler.bundle import prepare_bundle
+    from tests.ocirig import build_probe_image, recompile
+    base = tmp_path_factory.mktemp("oci-probe")
+    plain = build_probe_image(base / "probe.tar")
+    recompiled = recompile(plain, base / "probe-kiln.tar")
+    return {"plain": plain, "recompiled": recompiled,
+            "rootfs": Path(prepare_bundle(recompiled)) / "rootfs"}

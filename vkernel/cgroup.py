@@ -62,6 +62,7 @@ class RunCgroup:
     dirs: tuple[Path, ...]          # v2: one directory; v1: memory, then pids
     v2: bool
     memory: int
+    freezer: Path | None = None     # v1: the run's freezer cgroup (v2 freezes dirs[0])
     _stat_fd: int = -1              # memory.stat, opened on first use (kept across the drop)
     _unchecked: int = 0             # growth not compared with the cgroup's figures yet
 
@@ -80,9 +81,12 @@ class RunCgroup:
         dirs = [_ROOT / "memory" / mem_own.lstrip("/") / name]
         if pids_own is not None and (_ROOT / "pids").is_dir():
             dirs.append(_ROOT / "pids" / pids_own.lstrip("/") / name)
+        freezer_own = _own_path("freezer")
+        freezer = _ROOT / "freezer" / freezer_own.lstrip("/") / name \
+            if freezer_own is not None and (_ROOT / "freezer").is_dir() else None
         made: list[Path] = []
         try:
-            for d in dirs:
+            for d in (*dirs, *([freezer] if freezer is not None else [])):
                 d.mkdir(mode=0o755)
                 made.append(d)
             _write(dirs[0] / "memory.limit_in_bytes", memory)
@@ -99,7 +103,7 @@ class RunCgroup:
                                f"{e.strerror}",
                                hint="check that the cgroup file systems are writable by root") \
                 from None
-        return cls(tuple(dirs), False, memory)
+        return cls(tuple(dirs), False, memory, freezer)
 
     @classmethod
     def _create_v2(cls, root: Path, name: str, memory: int, tasks: int) -> "RunCgroup":
@@ -132,7 +136,7 @@ class RunCgroup:
 
     def join(self) -> None:
         """Move this process (and so what it forks from now on) into the run's cgroup."""
-        for d in self.dirs:
+        for d in (*self.dirs, *([self.freezer] if self.freezer is not None else [])):
             _write(d / "cgroup.procs", os.getpid())
         self.used()                     # opens memory.stat while every path is reachable
 
@@ -164,8 +168,67 @@ class RunCgroup:
         if self._stat_fd >= 0:
             os.close(self._stat_fd)
             self._stat_fd = -1
-        for d in self.dirs:
+        for d in (*self.dirs, *([self.freezer] if self.freezer is not None else [])):
             _rmdir(d)
+
+    # -- for a container's runtime (vkernel/containers.py), from outside the run ----------
+    def processes(self) -> list[int]:
+        """Host pids of the run's processes."""
+        try:
+            text = (self.dirs[0] / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def freeze(self, frozen: bool) -> None:
+        """Stop (or let go on) every process of the run at once (the freezer)."""
+        try:
+            if self.v2:
+                _write(self.dirs[0] / "cgroup.freeze", int(frozen))
+            elif self.freezer is not None:
+                with open(self.freezer / "freezer.state", "w", encoding="ascii") as f:
+                    f.write("FROZEN\n" if frozen else "THAWED\n")
+            else:
+                raise VkernelError("this host has no cgroup freezer: a run cannot be paused",
+                                   hint="mount the cgroup v1 freezer hierarchy, or use cgroup v2")
+        except OSError as e:
+            raise VkernelError(f"cannot {'pause' if frozen else 'resume'} the run: {e.strerror}")
+
+    def set_limits(self, memory: int | None, tasks: int | None) -> None:
+        """New memory (bytes) and task limits of the live run (None: unchanged)."""
+        try:
+            if memory is not None:
+                _write(self.dirs[0] / ("memory.max" if self.v2 else "memory.limit_in_bytes"),
+                       memory)
+                self.memory = memory
+            if tasks is not None:
+                pids = self.dirs[0] if self.v2 else (self.dirs[1] if len(self.dirs) > 1 else None)
+                if pids is not None:
+                    _write(pids / "pids.max", tasks)
+        except OSError as e:
+            raise VkernelError(f"cannot change the run's limits: {e.strerror}",
+                               hint="a memory limit below what the run uses now is refused") \
+                from None
+
+    def stats(self) -> dict[str, int]:
+        """Memory in use and its limit, and the number of tasks, as the kernel counts them."""
+        out: dict[str, int] = {}
+        d = self.dirs[0]
+        names = (("memory.current", "memory.max") if self.v2 else
+                 ("memory.usage_in_bytes", "memory.limit_in_bytes"))
+        for key, name in zip(("memory_usage", "memory_limit"), names):
+            try:
+                text = (d / name).read_text().strip()
+                out[key] = int(text) if text.isdigit() else 0
+            except OSError:
+                pass
+        pids = d if self.v2 else (self.dirs[1] if len(self.dirs) > 1 else None)
+        if pids is not None:
+            try:
+                out["pids_current"] = int((pids / "pids.current").read_text())
+            except (OSError, ValueError):
+                pass
+        return out
 
 
 def _write(path: Path, value: int) -> None:

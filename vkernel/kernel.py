@@ -81,6 +81,7 @@ class ProcessState:
     is_forked_child: bool = False
     rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)
     comm: bytes = b""                          # PR_SET_NAME
+    nodename: str = "kiln"                     # uname's nodename (the container's hostname)
     sigpending: int = 0                        # bit (sig - 1) set: pending for this process
     siginfo: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # sig -> (si_code, pid, uid)
     altstack: tuple[int, int, int] = (0, 2, 0)  # sigaltstack: (ss_sp, ss_flags, ss_size); SS_DISABLE

@@ -115,7 +115,10 @@ class Skeleton:
     """A private host directory holding ``proc/``, ``dev/`` and two empty directories that
     stand in for /proc/PID and /proc/PID/fd; removed by the process that made it."""
 
-    def __init__(self) -> None:
+    def __init__(self, existing: str | None = None) -> None:
+        if existing is not None:          # a live run's (a process joining it): shared, kept
+            self.root, self._owner = existing, -1
+            return
         self.root = tempfile.mkdtemp(prefix="kiln-synth-")
         os.chmod(self.root, 0o755)        # reachable by a guest that is not root
         self._owner = os.getpid()

@@ -59,7 +59,11 @@ def guest_processes(p: "ProcessState | object") -> dict[int, int]:
         while q and q != root and hops < 1 << 16:
             q = parent.get(q, 0)
             hops += 1
-        if q == root and not (pid == root and supervisor):
+        # In a run's own pid namespace (root is its pid 1) every process there is the run's:
+        # those kiln-oci exec adds have their parent outside (0 here).
+        # (A root of 1 is that pid 1, a guest: never a supervisor.)
+        if (q == root or (root == 1 and q == 0)) and not (pid == root and supervisor
+                                                           and root != 1):
             out[pid] = pgrp[pid]
     return out
 

@@ -68,6 +68,15 @@ class RunSpec:
     supervised: bool = False            # internal: this is the supervisor's child already
     megabinary_digest: str = ""         # the digest the trust policy accepted (vkernel/trust.py):
                                         # a megabinary with another one is refused; "" = any
+    hostname: str = ""                  # the guest's uname nodename; "" = "kiln"
+    rlimits: tuple[tuple[int, int, int], ...] = ()   # (resource, soft, hard) the guest starts with
+    readonly_root: bool = False         # as root: the upper layer is read-only (writes: EROFS)
+    ready_fd: int = -1                  # internal (vkernel/containers.py): the first process
+                                        # reports "ready" or its error here, as a JSON line
+    start_fd: int = -1                  # internal: ... then reads one byte here before the guest
+    files: tuple[tuple[str, bytes, int], ...] = ()   # (guest path, content, mode) copied into
+                                        # the upper layer before the guest runs (kiln-oci's
+                                        # file bind mounts: /etc/hosts, /etc/resolv.conf...)
 
 
 _FAULT_SIGNAL = {
@@ -133,9 +142,13 @@ class Runtime:
         if spec.upper is None:
             raise VkernelError("no upper layer given", hint="run_guest makes one (RunSpec.upper)")
         self.upper = Path(spec.upper)
-        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty)
+        self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty,
+                       skeleton=spec.isolation.skeleton or None if spec.isolation else None)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
+        for res, soft, _ in spec.rlimits:
+            if res == resource.RLIMIT_NOFILE:
+                self.fds.limit = min(soft, 1 << 20)
         # Signals ignored when kiln started stay ignored for the guest, as across execve.
         self._host_signals = signals.save_host()
         ignored = signals.inherited_ignored()
@@ -148,6 +161,10 @@ class Runtime:
         self.proc.rlimits[resource.RLIMIT_CORE] = tuple(  # type: ignore[assignment]
             0xFFFF_FFFF_FFFF_FFFF if v == resource.RLIM_INFINITY else v for v in core)
         resource.setrlimit(resource.RLIMIT_CORE, (0, core[1]))
+        if spec.hostname:
+            self.proc.nodename = spec.hostname
+        for res, soft, hard in spec.rlimits:        # what the guest sees (and the fd table obeys)
+            self.proc.rlimits[res] = (soft, hard)
         self.proc.tree_root = spec.tree_root or os.getpid()
         self.proc.tree_root_is_supervisor = bool(spec.tree_root)
         if not spec.tree_root:
@@ -412,6 +429,20 @@ class Runtime:
         return e.status
 
     # -- the top-level loop -------------------------------------------------------------
+    def preflight(self) -> None:
+        """The errors :meth:`run` would meet before the program loads (no working directory,
+        no such command), raised now: a container reports them when it is created."""
+        env = [e.encode() for e in self.spec.env]
+        if not self.vfs.is_dir(self.proc.cwd):
+            raise VkernelError(f"working directory {self.proc.cwd} does not exist in the rootfs",
+                               hint="pass an existing directory with --workdir")
+        path = self.resolve_command(self.spec.argv[0], env)
+        try:
+            self.vfs.stat(path)
+        except OSError as e:
+            raise VkernelError(f"cannot run {path}: {e.strerror}",
+                               hint="check the path inside the rootfs") from None
+
     def run(self) -> int:
         env = [e.encode() for e in self.spec.env]
         if not any(e.startswith(b"PATH=") for e in env):
@@ -497,11 +528,18 @@ def _run_here(spec: RunSpec) -> int:
     rt = Runtime(spec)
     status, sig = 2, 0
     try:
+        if spec.files:
+            from vkernel import handoff
+            handoff.place_files(rt)
         _take_user(rt)
         if spec.lockdown and spec.isolation is None:
             from vkernel import sandbox
             sandbox.lock_down()
         _publish_first(rt)
+        if spec.ready_fd >= 0:
+            from vkernel import handoff
+            rt.preflight()
+            handoff.ready_then_wait(spec)
         status = rt.run()
         sig = rt.last_signal
         return status
@@ -551,8 +589,11 @@ def _take_user(rt: Runtime) -> None:
     # The host checks creates in / against the upper layer's root: make it the image root's
     # (through the idmapped lower layer: the namespace's root, a host id of the run's range).
     low = os.fstat(rt.vfs.lower_fd)
-    os.chown(rt.vfs.upper, low.st_uid, low.st_gid)
-    os.chmod(rt.vfs.upper, st.S_IMODE(low.st_mode))
+    up = os.stat(rt.vfs.upper)
+    if (up.st_uid, up.st_gid) != (low.st_uid, low.st_gid):   # (a process joining a run:
+        os.chown(rt.vfs.upper, low.st_uid, low.st_gid)       # done, maybe read-only now)
+    if st.S_IMODE(up.st_mode) != st.S_IMODE(low.st_mode):
+        os.chmod(rt.vfs.upper, st.S_IMODE(low.st_mode))
     if iso is not None:
         if rt.vfs.skeleton is not None:
             rt.vfs.skeleton.hand_over(low.st_uid, low.st_gid)

@@ -21,6 +21,12 @@ into new pid and mount namespaces. That process, still host root, then:
 After that no process of the run holds a host privilege, can reach a host
 path it did not open before, map new executable memory or start a host
 program.
+
+A process that joins a live run later (``kiln-oci exec``, vkernel/containers.py)
+is forked into the run's pid namespace (:func:`enter_pid_namespace`), then
+:func:`join` puts it in the run's cgroup and mount namespace with the run's
+layers and volumes, and :func:`drop` takes it into the run's user namespace and
+locks it down as step 4 does the first process.
 """
 from __future__ import annotations
 
@@ -36,13 +42,16 @@ from vkernel import userns
 from vkernel.errors import VkernelError
 
 if TYPE_CHECKING:
+    from vkernel.cgroup import RunCgroup
     from vkernel.runtime import RunSpec
     from vkernel.statedir import RunDir
+    from vkernel.vfs import Volume
 
 SCRATCH_BYTES = 64 << 20
 """Size of the run's scratch tmpfs (the /proc and /dev skeleton, published command lines)."""
 
-_MS_NOSUID, _MS_NODEV = 0x2, 0x4
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND = 0x1, 0x2, 0x4, 0x20, 0x1000
+_CLONE_NEWNS, _CLONE_NEWPID = 0x0002_0000, 0x2000_0000
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_void_p]
@@ -54,6 +63,18 @@ class Isolation:
     userns_fd: int              # the run's user namespace (-1: none, kiln is not root)
     id_count: int               # guest ids 0..id_count-1 exist in it
     fs_fd: int                  # O_PATH fd of the run's private tmpfs (kept by every process)
+    readonly_upper: str = ""    # the upper layer to make read-only before the drop (root.readonly)
+    skeleton: str = ""          # a joining process: the run's /proc and /dev skeleton, shared
+
+
+@dataclass(frozen=True)
+class JoinTarget:
+    """A live run another process joins (``kiln-oci exec``, vkernel/containers.py): its first
+    process's host pid and the host path of its private file system (``runs/ID/fs``)."""
+    first_pid: int
+    fs: Path
+    volumes: tuple["Volume", ...]   # the run's volumes as its RunSpec gave them
+    readonly_root: bool = False
 
 
 def _tmpfs(path: Path, options: str) -> None:
@@ -73,7 +94,7 @@ def build(spec: "RunSpec", run: "RunDir", disk: int) -> "RunSpec":
         os.mkdir(fs / name, 0o755)
     uids, gids = userns.id_ranges()
     ns = userns.make_namespace(uids, gids)
-    userns.idmapped_mount(str(spec.rootfs), str(fs / "lower"), ns, readonly=True)
+    userns.idmapped_rootfs(str(spec.rootfs), str(fs / "lower"), ns, str(fs))
     upper = spec.upper
     if upper is None:
         upper = fs / "upper"
@@ -81,26 +102,97 @@ def build(spec: "RunSpec", run: "RunDir", disk: int) -> "RunSpec":
         _tmpfs(upper, f"mode=0755,size={disk}")
     volumes = []
     for i, v in enumerate(spec.volumes):
-        if v.idmap:
-            at = fs / f"volume-{i}"
+        at = fs / f"volume-{i}"
+        if v.tmpfs:
+            os.mkdir(at, 0o755)
+            _tmpfs(at, v.tmpfs)
+            os.chown(at, uids.first, gids.first)        # the guest's root owns it
+            v = dataclasses.replace(v, host=str(at))
+        elif v.idmap:
             os.mkdir(at, 0o755)
             userns.idmapped_mount(v.host, str(at), ns, readonly=v.readonly)
             v = dataclasses.replace(v, host=str(at))
         volumes.append(v)
-    fs_fd = os.open(fs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    # The skeleton and other scratch files: reached through the descriptor, since the state
-    # directory above it is closed to the run's unprivileged ids.
-    os.chown(fs / "scratch", uids.first, gids.first)
-    tempfile.tempdir = f"/proc/self/fd/{fs_fd}/scratch"
-    iso = Isolation(ns, min(uids.count, gids.count), fs_fd)
+    iso = Isolation(ns, min(uids.count, gids.count), _private_fs(fs, uids.first, gids.first),
+                    str(upper) if spec.readonly_root else "")
     return dataclasses.replace(spec, rootfs=fs / "lower", upper=Path(upper),
                                volumes=tuple(volumes), isolation=iso)
+
+
+def _private_fs(fs: Path, uid: int, gid: int) -> int:
+    """An O_PATH fd of the run's tmpfs, whose ``scratch/`` becomes this process's tempdir
+    (the skeleton and other scratch files): reached through the descriptor, since the state
+    directory above it is closed to the run's unprivileged ids."""
+    fs_fd = os.open(fs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.chown(fs / "scratch", uid, gid)
+    tempfile.tempdir = f"/proc/self/fd/{fs_fd}/scratch"
+    return fs_fd
+
+
+def enter_pid_namespace(first_pid: int) -> None:
+    """Before :func:`join`, as host root: this process's next children are born in the pid
+    namespace of the run whose first process is ``first_pid``."""
+    _setns(first_pid, "pid", _CLONE_NEWPID)
+
+
+def join(spec: "RunSpec", target: JoinTarget, cgroup: "RunCgroup | None") -> "RunSpec":
+    """What :func:`build` gives the first process, for a new process of a live run (host
+    root, forked in the run's pid namespace after :func:`enter_pid_namespace`): it joins the
+    run's cgroup and mount namespace and is given the run's lower and upper layers and
+    volumes as mounted there; :func:`drop` then takes it into the run's user namespace and
+    locks it down exactly as the first process. Nothing of the host stays reachable: the
+    mount namespace is the run's, the user namespace has no host privilege."""
+    if cgroup is not None:
+        cgroup.join()
+    ns = os.open(f"/proc/{target.first_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target.first_pid, "mnt", _CLONE_NEWNS)
+    except BaseException:
+        os.close(ns)
+        raise
+    fs = target.fs
+    volumes = []
+    for i, v in enumerate(target.volumes):
+        if v.tmpfs or v.idmap:
+            v = dataclasses.replace(v, host=str(fs / f"volume-{i}"))
+        volumes.append(v)
+    uids, gids = userns.id_ranges()
+    upper = fs / "upper" if spec.upper is None else spec.upper
+    fs_fd = _private_fs(fs, uids.first, gids.first)
+    # The first process's skeleton (the only one: joining processes share it), so /proc lists
+    # every process of the run.
+    made = sorted(os.scandir(fs / "scratch"), key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    skel = next((e.name for e in made if e.name.startswith("kiln-synth-") and e.is_dir()), "")
+    iso = Isolation(ns, min(uids.count, gids.count), fs_fd,
+                    skeleton=f"{tempfile.gettempdir()}/{skel}" if skel else "")
+    return dataclasses.replace(spec, rootfs=fs / "lower", upper=Path(upper),
+                               volumes=tuple(volumes), isolation=iso)
+
+
+def _setns(pid: int, kind: str, nstype: int) -> None:
+    try:
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise VkernelError(f"cannot join the run of process {pid}: {e.strerror}",
+                           hint="the container is not running") from None
+    try:
+        if _libc.setns(fd, nstype) != 0:
+            e = ctypes.get_errno()
+            raise VkernelError(f"cannot join the {kind} namespace of process {pid}: "
+                               f"{os.strerror(e)}", hint="joining a run needs host root")
+    finally:
+        os.close(fd)
 
 
 def drop(iso: Isolation) -> None:
     """Step 4: into the run's user namespace for good, then lock the process down. Python's
     own files may be in a directory only host root can read: import everything first."""
     preload()
+    if iso.readonly_upper and _libc.mount(
+            None, os.fsencode(iso.readonly_upper), None,
+            _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None) != 0:
+        e = ctypes.get_errno()
+        raise VkernelError(f"cannot make the root filesystem read-only: {os.strerror(e)}")
     userns.enter(iso.userns_fd)
     lock_down()
 

@@ -12,6 +12,11 @@ with ``--timeout`` and with ``-t``. The supervisor
   ended by it instead, as a container's init);
 - ends the whole tree when ``--timeout`` passes (exit 124);
 - with ``-t``, relays the run's pseudo-terminal (vkernel/console.py).
+
+A named container (vkernel/containers.py) is supervised the same way, with
+:class:`Detached` saying what differs: its state directory, whom to tell the
+first process's pid, and where the pseudo-terminal's master goes instead of
+being relayed.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ import signal as hsignal
 import struct
 import sys
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from formats.errors import KilnError, user_report
 from vkernel import console, pidns
@@ -69,6 +76,17 @@ def _read_signal(fd: int) -> int:
     return struct.unpack_from("<I", os.read(fd, 128))[0]
 
 
+@dataclass(frozen=True)
+class Detached:
+    """How a container's supervisor differs from ``kiln run``'s (vkernel/containers.py)."""
+    state: Path
+    """The state directory its run directory goes in (instead of $KILN_STATE's)."""
+    on_first: Callable[[int, RunDir, "RunCgroup | None"], None]
+    """Called once the first process is forked: its host pid, the run directory, the cgroup."""
+    take_console: Callable[[int], None] | None = None
+    """With -t: given the pseudo-terminal's master (the supervisor does not relay it)."""
+
+
 def kill_tree(root: ProcessState) -> None:
     """SIGKILL every guest process below this supervisor and reap them (we are their subreaper)."""
     for _ in range(100):
@@ -90,20 +108,20 @@ def kill_tree(root: ProcessState) -> None:
         time.sleep(0.01)
 
 
-def supervise(spec: "RunSpec") -> int:
+def supervise(spec: "RunSpec", detached: Detached | None = None) -> int:
     """Run the guest in a child process and watch it; the exit status as a shell sees it."""
-    state = StateDir.open()
+    state = StateDir.open(detached.state if detached is not None else None)
     try:
         run = state.new_run()
         try:
-            return _supervise_run(spec, run)
+            return _supervise_run(spec, run, detached)
         finally:
             run.remove()
     finally:
         state.close()
 
 
-def _supervise_run(spec: "RunSpec", run: RunDir) -> int:
+def _supervise_run(spec: "RunSpec", run: RunDir, detached: Detached | None) -> int:
     from vkernel.runtime import run_guest
     isolated = spec.pid_namespace and pidns.possible()
     me = os.getpid()
@@ -139,6 +157,12 @@ def _supervise_run(spec: "RunSpec", run: RunDir) -> int:
     if pty is not None:
         os.close(pty.slave)
     try:
+        if detached is not None:
+            if pty is not None and detached.take_console is not None:
+                detached.take_console(pty.master)
+                os.close(pty.master)
+                pty = None
+            detached.on_first(pid, run, cg)
         return _watch(spec, pid, isolated, pty, guard, held)
     finally:
         guard.restore()
@@ -169,16 +193,30 @@ def _first_process(spec: "RunSpec", run: RunDir, cg: RunCgroup | None,
                 spec = dataclasses.replace(spec, run_memory=cg)
         status = run_guest(spec)
     except KilnError as e:
-        print(user_report(e), file=sys.stderr, flush=True)
+        _report(spec, e.message, e.hint, user_report(e))
     except BaseException as e:  # never a traceback for the user
-        print(f"kiln: internal error in vkernel: {type(e).__name__}: {e}", file=sys.stderr,
-              flush=True)
+        text = f"internal error in vkernel: {type(e).__name__}: {e}"
+        _report(spec, text, None, f"kiln: {text}")
     finally:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
             os._exit(status)
+
+
+def _report(spec: "RunSpec", message: str, hint: str | None, text: str) -> None:
+    """Why the first process could not run the guest: on stderr, or to a container's creator
+    (``spec.ready_fd``, vkernel/containers.py) as a JSON line."""
+    from vkernel import handoff
+    if spec.ready_fd < 0 or handoff.ready_sent:
+        print(text, file=sys.stderr, flush=True)
+        return
+    import json
+    try:
+        os.write(spec.ready_fd, json.dumps({"error": message, "hint": hint}).encode() + b"\n")
+    except OSError:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",

@@ -35,10 +35,13 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 _MOUNT_ATTR_IDMAP = 0x10_0000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _PR_SET_NO_NEW_PRIVS = 38
+MOUNT_ATTR_RDONLY_FLAG, _MS_NOSUID, _MS_NODEV = 0x1, 0x2, 0x4    # mount(2)'s MS_RDONLY...
 _AT_FDCWD = -100
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p]
 
 
 class _MountAttr(ctypes.Structure):
@@ -150,6 +153,66 @@ def idmapped_mount(source: str, target: str, userns_fd: int | None, *,
             raise _fail(f"mount of {source} on {target}")
     finally:
         os.close(tree)
+
+
+OVERLAYFS_MAGIC = 0x794C7630
+
+
+def overlay_layers(path: str) -> list[str] | None:
+    """The layer directories, top first, of the overlay file system mounted at ``path``
+    (upperdir, then lowerdirs), as /proc/self/mountinfo lists them; None when ``path`` is
+    not the root of an overlay mount."""
+    real = os.path.realpath(path)
+    found = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                head, _, tail = line.rstrip("\n").partition(" - ")
+                fields, rest = head.split(" "), tail.split(" ")
+                if len(fields) >= 5 and len(rest) >= 3 and _unescape(fields[4]) == real:
+                    found = (rest[0], rest[2])          # the last mount there is on top
+    except OSError:
+        return None
+    if found is None or found[0] != "overlay":
+        return None
+    opts = dict(o.partition("=")[::2] for o in found[1].split(","))
+    layers = [_unescape(p) for p in opts.get("lowerdir", "").split(":") if p]
+    if opts.get("upperdir"):
+        layers.insert(0, _unescape(opts["upperdir"]))
+    return layers or None
+
+
+def _unescape(text: str) -> str:
+    """A path from mountinfo (space, tab, newline and backslash are octal escapes)."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        text = text.replace(code, chr(int(code[1:], 8)))
+    return text
+
+
+def idmapped_rootfs(source: str, target: str, userns_fd: int, scratch: str) -> None:
+    """The image's root filesystem at ``target``, idmapped, read-only, nosuid and nodev. An
+    overlay mount (containerd's snapshotter) cannot be idmapped itself: each of its layers is
+    (under ``scratch``) and a read-only overlay of them is mounted at ``target``."""
+    layers = overlay_layers(source)
+    if layers is None or len(layers) == 1:
+        idmapped_mount(layers[0] if layers else source, target, userns_fd, readonly=True)
+        return
+    names = []
+    for i, layer in enumerate(layers):
+        name = f"layer-{i}"
+        os.mkdir(os.path.join(scratch, name), 0o700)
+        idmapped_mount(layer, os.path.join(scratch, name), userns_fd, readonly=True)
+        names.append(name)
+    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(scratch)                 # relative layer names keep the options short
+        options = ("lowerdir=" + ":".join(names)).encode()
+        flags = MOUNT_ATTR_RDONLY_FLAG | _MS_NOSUID | _MS_NODEV
+        if _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, options) != 0:
+            raise _fail(f"overlay of the layers of {source}")
+    finally:
+        os.fchdir(here)
+        os.close(here)
 
 
 def enter(userns_fd: int) -> None:

@@ -150,6 +150,8 @@ class Volume:
     guest: str
     readonly: bool = False
     idmap: bool = False      # guest ids are host ids in it (as root: an idmapped mount)
+    tmpfs: str = ""          # as root: a new tmpfs of the run with these options (mode=, size=)
+                             # instead of a host directory (``host`` is then unused)
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ class Vfs:
 
     def __init__(self, rootfs: str | os.PathLike[str], upper: str | os.PathLike[str],
                  volumes: tuple[Volume, ...] | list[Volume] = (), system: bool = False,
-                 tty: bool = False) -> None:
+                 tty: bool = False, skeleton: str | None = None) -> None:
         """``system``: also present /proc and /dev (synthesized, read-only) and a writable
         /tmp, as a container runtime does; without it the tree is the image's alone.
         ``tty``: the run has a terminal of its own (``-t``), which /dev/tty opens."""
@@ -181,7 +183,7 @@ class Vfs:
             fd = os.open(v.host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self.mounts.append(_Mount(normalize(v.guest), fd, _real(fd), v.readonly))
         # /proc and /dev: the synthesized read-only skeleton, unless a volume is bound there.
-        self.skeleton = Skeleton() if system else None
+        self.skeleton = Skeleton(skeleton) if system else None   # (a joined run's, shared)
         for name in ("proc", "dev") if self.skeleton is not None else ():
             if all(m.guest != "/" + name for m in self.mounts):
                 fd = os.open(os.path.join(self.skeleton.root, name),

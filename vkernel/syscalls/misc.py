@@ -19,8 +19,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sys_uname(k: Kernel, buf: int) -> int:
-    """uname(2): fixed identity (release 6.1.0-kiln, machine x86_64)"""
-    fields = (UNAME_SYSNAME, UNAME_NODENAME, UNAME_RELEASE, UNAME_VERSION, UNAME_MACHINE, UNAME_DOMAIN)
+    """uname(2): fixed identity (release 6.1.0-kiln, machine x86_64); the run's hostname"""
+    fields = (UNAME_SYSNAME, k.proc.nodename[:64], UNAME_RELEASE, UNAME_VERSION, UNAME_MACHINE, UNAME_DOMAIN)
     k.space.write(buf, b"".join(f.encode().ljust(65, b"\0") for f in fields))
     return 0
 

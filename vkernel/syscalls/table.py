@@ -219,7 +219,7 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("nanosleep", time.sys_nanosleep, "ptr,ptr"),
     Supported("clock_nanosleep", time.sys_clock_nanosleep, "int,hex,ptr,ptr"),
     # system
-    Partial("uname", misc.sys_uname, "fixed: Linux kiln 6.1.0-kiln x86_64", "ptr"),
+    Partial("uname", misc.sys_uname, "fixed: Linux 6.1.0-kiln x86_64; nodename kiln, or the container's hostname", "ptr"),
     Supported("sysinfo", misc.sys_sysinfo, "ptr"),
     Supported("getrandom", misc.sys_getrandom, "ptr,int,hex"),
     Supported("sched_getaffinity", misc.sys_sched_getaffinity, "int,int,ptr"),
