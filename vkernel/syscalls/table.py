@@ -6,7 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import fs, misc, mm, process, signal, time
+from vkernel.syscalls import fs, futex, misc, mm, process, signal, time, xattr
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -66,6 +66,21 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("stat", fs.sys_stat, "str,ptr"),
     Supported("lstat", fs.sys_lstat, "str,ptr"),
     Supported("newfstatat", fs.sys_newfstatat, "dirfd,str,ptr,hex"),
+    Partial("getxattr", xattr.sys_getxattr, "no file has extended attributes (ENODATA)",
+            "str,str,ptr,int"),
+    Partial("lgetxattr", xattr.sys_lgetxattr, "no file has extended attributes (ENODATA)",
+            "str,str,ptr,int"),
+    Partial("fgetxattr", xattr.sys_fgetxattr, "no file has extended attributes (ENODATA)",
+            "fd,str,ptr,int"),
+    Partial("listxattr", xattr.sys_listxattr, "every list is empty", "str,ptr,int"),
+    Partial("llistxattr", xattr.sys_llistxattr, "every list is empty", "str,ptr,int"),
+    Partial("flistxattr", xattr.sys_flistxattr, "every list is empty", "fd,ptr,int"),
+    Unsupported("setxattr", errno.EOPNOTSUPP, "extended attributes cannot be set"),
+    Unsupported("lsetxattr", errno.EOPNOTSUPP, "extended attributes cannot be set"),
+    Unsupported("fsetxattr", errno.EOPNOTSUPP, "extended attributes cannot be set"),
+    Unsupported("removexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
+    Unsupported("lremovexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
+    Unsupported("fremovexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
     Partial("statx", fs.sys_statx, "basic stats only (no birth time)", "dirfd,str,hex,hex,ptr"),
     Supported("statfs", fs.sys_statfs, "str,ptr"),
     Supported("fstatfs", fs.sys_fstatfs, "fd,ptr"),
@@ -174,6 +189,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
     Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
+    Partial("futex", futex.sys_futex, "one thread per process: WAIT sleeps until a signal or its "
+            "timeout, WAKE wakes nobody; PI and FD forms: ENOSYS", "ptr,hex,int,ptr,ptr,hex"),
     Unsupported("socket", errno.EAFNOSUPPORT, "no networking yet: every address family is "
                 "refused (quietly, as a network-less sandbox)"),
     Unsupported("socketpair", errno.EAFNOSUPPORT, "as socket"),
