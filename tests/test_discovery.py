@@ -48,6 +48,12 @@ BOUNDS = [
     # the byte the index is loaded from was compared first
     (["cmp byte ptr [rax], 0x7a", "mov dword ptr [rsp+0x6c], r15d", "ja .+0x100", "movzx edx, byte ptr [rax]"],
      "rdx", (123, True)),
+    # a global compared, then loaded into the index (diff's option switch): rip-relative
+    # operands of different instructions compared by the address they name
+    (["cmp dword ptr [rip+0x2000], 8", "ja .+0x40", "mov eax, dword ptr [rip+0x1ff8]"], "rax", (9, True)),
+    (["cmp dword ptr [rip+0x2000], 8", "ja .+0x40", "mov eax, dword ptr [rip+0x2000]"], "rax", (None, False)),
+    (["cmp dword ptr [rip+0x2000], 8", "ja .+0x40", "mov dword ptr [rip+0x1ff8], ecx",
+      "mov eax, dword ptr [rip+0x1ff2]"], "rax", (None, False)),
     (["bsf rdx, rdx"], "rdx", (64, False)),
     (["and ecx, 0xf"], "rcx", (16, False)),
     # a compare tested by another jcc, or flags clobbered in between, bounds nothing

@@ -94,14 +94,15 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
     towards the default case gives a tight bound (other instructions may sit between the compare
     and the jcc as long as they leave the flags alone). The index loaded by ``movzx`` from a byte
     or word, made by a bit scan or masked with ``and idx, M`` gives a loose one, unless the byte it
-    came from was compared first (``cmp byte [rax], 0x7a; ja``). A compare of any other operand
+    came from was compared first (``cmp byte [rax], 0x7a; ja``, or ``cmp dword [rip + M], 8; ja``
+    before ``mov eax, [rip + M]``). A compare of any other operand
     says nothing about the table (a loop's ``cmp qword [r15], 0`` above it, say). Returns
     (None, False) when the index's range is unknown."""
     reg: str | None = _FAMILY.get(index)
     if reg is None:
         return None, False
     loose: int | None = None
-    mem = None                                  # the memory operand the index was loaded from (movzx)
+    mem = None                                  # (load, operand): the memory the index was loaded from
     jcc: str | None = None                      # the jcc reading the flags of the instruction at hand
     for ins in back:
         m = ins.mnemonic
@@ -111,7 +112,7 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
             continue
         if m == "cmp" and len(ops) == 2 and ops[1].kind == "i" and (
                 (ops[0].kind == "r" and reg is not None and _FAMILY.get(ops[0].reg) == reg)
-                or (mem is not None and ops[0] == mem)):
+                or (mem is not None and _same_memory(ins, ops[0], mem))):
             n = ops[1].imm & 0xFFFF_FFFF
             if jcc == "ja":
                 return n + 1, True
@@ -121,9 +122,11 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
             jcc = None
         if m in _NO_WRITE:
             continue
-        if mem is not None and ops and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) in (
-                _FAMILY.get(mem.base), _FAMILY.get(mem.index)):
+        if mem is not None and ops and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) is not None \
+                and _FAMILY.get(ops[0].reg) in (_FAMILY.get(mem[1].base), _FAMILY.get(mem[1].index)):
             return loose, False                 # the byte's address changes above here
+        if mem is not None and ops and ops[0].kind == "m" and _same_memory(ins, ops[0], mem):
+            return loose, False                 # stored to between the compare and the load
         if reg is None:
             continue
         if reg in _IMPLICIT.get(m, ()) or (m == "imul" and len(ops) == 1 and reg in ("rax", "rdx")) \
@@ -137,9 +140,9 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
             return 8 * ops[0].size, False
         if m == "movzx" and src is not None and src.size in (1, 2):
             loose = 256 if src.size == 1 else 65536
-            if src.kind == "m" and not src.seg and src.base != "rip":
-                mem, reg = src, None            # ``cmp byte [M], N; ja`` above bounds it
-                continue
+        if m in ("mov", "movzx", "movsxd") and src is not None and src.kind == "m" and not src.seg:
+            mem, reg = (ins, src), None         # ``cmp [M], N; ja`` above bounds it
+            continue
         if m in ("mov", "movsxd", "movzx") and src is not None and src.kind == "r" and src.reg in _FAMILY:
             reg = _FAMILY[src.reg]              # a copy: follow the index into its source
             continue
@@ -147,6 +150,18 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
             return src.imm + 1, False
         return loose, False
     return loose, False
+
+
+def _same_memory(ins: Insn, op, mem: tuple[Insn, object]) -> bool:
+    """Whether operand ``op`` of ``ins`` names the same memory, of the same size, as operand
+    ``mem[1]`` of instruction ``mem[0]`` (rip-relative operands compared by address)."""
+    at, o = mem
+    if op.kind != "m" or op.size != o.size or op.seg != o.seg:
+        return False
+    if op.base == "rip" or o.base == "rip":
+        return op.base == o.base == "rip" and not op.index and not o.index \
+            and ins.next + op.disp == at.next + o.disp
+    return op == o
 
 
 def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> TableSpec | None:
