@@ -173,6 +173,9 @@ def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> Table
         return TableSpec(jmp.address, o.disp & 0xFFFF_FFFF_FFFF_FFFF, 8, None, bound, tight)
     if o.kind != "r":
         return None
+    spec = _absolute_entry_jump(jmp, back)
+    if spec is not None:
+        return spec
     load = next((k for k, ins in enumerate(back) if _is_entry_load(ins)), None)
     if load is None:
         return None
@@ -184,6 +187,35 @@ def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> Table
         return None
     bound, tight = index_bound(mem.index, back[load + 1:])
     return TableSpec(jmp.address, leas[mem.base] + mem.disp, 4, leas[base_reg], bound, tight)
+
+
+def _absolute_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
+    """``mov rX, qword [T + idx*8]; jmp rX`` (or ``lea rB, [rip + T]`` and ``[rB + idx*8]``):
+    a table of absolute addresses read into the jump's register, gcc's computed goto in a
+    non-PIE program (CPython's opcode dispatch). None unless the nearest write of the jump's
+    register is that load."""
+    fam = _FAMILY.get(jmp.ops[0].reg)
+    for k, ins in enumerate(back):
+        ops = ins.ops
+        if fam in _IMPLICIT.get(ins.mnemonic, ()):
+            return None
+        if ins.mnemonic in _NO_WRITE or not ops or ops[0].kind != "r" or _FAMILY.get(ops[0].reg) != fam:
+            continue
+        if ins.mnemonic != "mov" or ops[0].size != 8 or len(ops) != 2 or ops[1].kind != "m":
+            return None
+        mem = ops[1]
+        if mem.scale != 8 or not mem.index or mem.seg:
+            return None
+        if not mem.base:
+            table = mem.disp & 0xFFFF_FFFF_FFFF_FFFF
+        else:
+            lea = next((a for a in (_rip_lea(i, mem.base) for i in back[k + 1:]) if a is not None), None)
+            if lea is None:
+                return None
+            table = lea + mem.disp
+        bound, tight = index_bound(mem.index, back[k + 1:])
+        return TableSpec(jmp.address, table, 8, None, bound, tight)
+    return None
 
 
 def _is_entry_load(ins: Insn) -> bool:
@@ -242,7 +274,7 @@ def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None
                named=None, splits=None, take=None) -> list[int]:
     """The targets of ``spec``'s table. A tight bound reads that many entries, skipping ones that
     are not code. Otherwise reading ends at the first entry that is not code, that leaves ``fde``
-    (the jump's function, when .eh_frame gives it), that ``splits(t)`` says lands inside an
+    (the jump's function, when .eh_frame gives it; relative entries only), that ``splits(t)`` says lands inside an
     instruction already known, or whose own address ``named(a)`` says the code refers to (the
     next table, typically). ``take(t)``, when given, is called with each target as it is read, so
     the code it leads to (and what that code refers to) is known before the next entry is read:
@@ -260,8 +292,10 @@ def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None
             t = struct.unpack("<Q", raw)[0]
         else:
             t = (spec.base + struct.unpack("<i", raw)[0]) & 0xFFFF_FFFF_FFFF_FFFF
-        if not code(t) or (not spec.tight and ((fde is not None and not fde[0] <= t < fde[1])
-                                               or (splits is not None and splits(t)))):
+        # Absolute entries are addresses, never small offsets that happen to land in code, so
+        # they may leave the function's FDE (to its .cold part: CPython's unknown-opcode label).
+        leaves = fde is not None and spec.base is not None and not fde[0] <= t < fde[1]
+        if not code(t) or (not spec.tight and (leaves or (splits is not None and splits(t)))):
             if spec.tight:
                 continue
             break
