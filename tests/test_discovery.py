@@ -21,7 +21,7 @@ from examples.debs import unpacked_deb
 from recompiler.x86_64.cfg import discover
 from recompiler.x86_64.decode import Decoder
 from recompiler.x86_64.elfimage import ElfImage
-from recompiler.x86_64.jumptables import index_bound
+from recompiler.x86_64.jumptables import index_bound, table_near
 
 
 def _back(lines: list[str]):
@@ -66,6 +66,43 @@ BOUNDS = [
 @pytest.mark.parametrize("lines,index,want", BOUNDS, ids=["; ".join(b[0]) for b in BOUNDS])
 def test_table_size_comes_from_the_index_history(lines: list[str], index: str, want: tuple) -> None:
     assert index_bound(index, _back(lines)) == want
+
+
+def _chain(lines: list[str]):
+    """``lines`` decoded at 0x401000: (instructions by address, fall-through predecessors, last)."""
+    dec = Decoder()
+    insns, pred, at, prev = {}, {}, 0x401000, None
+    for code in assemble(lines):
+        ins = dec.decode(code, at)
+        assert ins is not None
+        insns[at] = ins
+        if prev is not None:
+            pred[at] = prev
+        prev, at = at, at + len(code)
+    return insns, pred, insns[prev]
+
+
+COMPUTED_GOTOS = [
+    # CPython 3.11's opcode dispatch in Debian's non-PIE python3.11: absolute entries, a byte index
+    (["add r13, 8", "or esi, eax", "movzx eax, sil", "mov rax, qword ptr [rax*8 + 0x73bf40]", "jmp rax"],
+     (0x73bf40, 8, None, 256, False)),
+    # the same in a PIE: the table's address from a rip-relative lea
+    (["lea rdx, [rip + 0x2000]", "cmp ecx, 5", "ja .+0x40", "mov ecx, ecx", "mov rax, qword ptr [rdx + rcx*8]",
+      "jmp rax"], (0x401007 + 0x2000, 8, None, 6, True)),
+]
+
+
+@pytest.mark.parametrize("lines,want", COMPUTED_GOTOS, ids=["non-PIE", "PIE"])
+def test_computed_goto_through_a_register_is_a_table(lines: list[str], want: tuple) -> None:
+    insns, pred, jmp = _chain(lines)
+    spec = table_near(jmp, insns, pred)
+    assert spec is not None
+    assert (spec.table, spec.step, spec.base, spec.bound, spec.tight) == want
+
+
+def test_a_register_jump_whose_register_was_overwritten_is_no_table() -> None:
+    insns, pred, jmp = _chain(["mov rax, qword ptr [rax*8 + 0x73bf40]", "add rax, rbx", "jmp rax"])
+    assert table_near(jmp, insns, pred) is None
 
 
 @pytest.fixture(scope="module", params=["sash", "busybox-static"])
