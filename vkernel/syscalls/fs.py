@@ -629,8 +629,17 @@ def sys_symlink(k: Kernel, target: int, linkpath: int) -> int:
 
 
 def sys_fchmodat(k: Kernel, dirfd: int, pathname: int, mode: int) -> int:
-    """fchmodat(2): copies a rootfs file up, then changes the copy"""
-    k.vfs.chmod(k.guest_path(s32(dirfd), path_arg(k, pathname)), mode)
+    """fchmodat(2): copies a rootfs file up, then changes the copy. /proc/self/fd/N changes the
+    open file, as Linux follows that link (glibc's fchmodat(AT_SYMLINK_NOFOLLOW) opens the file
+    O_PATH and chmods /proc/self/fd/N: tar -x setting a directory's mode)."""
+    path = k.guest_path(s32(dirfd), path_arg(k, pathname))
+    served = _proc_self(k, path)
+    if served is not None and served[0] == "fd":
+        of = served[1]
+        if _host_object(of):
+            return -errno.EPERM
+        path = of.path
+    k.vfs.chmod(path, mode)
     return 0
 
 
