@@ -100,6 +100,20 @@ def test_computed_goto_through_a_register_is_a_table(lines: list[str], want: tup
     assert (spec.table, spec.step, spec.base, spec.bound, spec.tight) == want
 
 
+def test_an_entry_spilled_to_the_stack_still_names_its_table() -> None:
+    """perl's Perl_newUNOP_AUX: the entry is read before the prologue, kept on the stack, and
+    added to the table's address loaded again just before the jump."""
+    insns, pred, jmp = _chain([
+        "cmp ecx, 9", "ja .+0x80", "lea rax, [rip + 0x2000]", "push rbx", "sub rsp, 0x78",
+        "movsxd rax, dword ptr [rax + rcx*4]", "mov qword ptr [rsp + 0x40], rax", "mov qword ptr [rsp + 0x30], rcx",
+        "mov rsi, qword ptr [rsp + 0x40]", "lea rax, [rip + 0x1ff0]", "add rax, rsi", "jmp rax"])
+    spec = table_near(jmp, insns, pred)
+    lea = [i for i in insns.values() if i.mnemonic == "lea"]
+    assert spec is not None
+    assert (spec.table, spec.step, spec.base, spec.bound, spec.tight) == \
+        (lea[0].next + 0x2000, 4, lea[1].next + 0x1ff0, 10, True)
+
+
 def test_a_register_jump_whose_register_was_overwritten_is_no_table() -> None:
     insns, pred, jmp = _chain(["mov rax, qword ptr [rax*8 + 0x73bf40]", "add rax, rbx", "jmp rax"])
     assert table_near(jmp, insns, pred) is None

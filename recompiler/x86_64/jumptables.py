@@ -173,7 +173,8 @@ def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> Table
         return TableSpec(jmp.address, o.disp & 0xFFFF_FFFF_FFFF_FFFF, 8, None, bound, tight)
     if o.kind != "r":
         return None
-    spec = _absolute_entry_jump(jmp, back)
+    spec = _absolute_entry_jump(jmp, back) or _spilled_entry_jump(
+        jmp, _fallthrough_chain(jmp.address, insns, pred, 32))
     if spec is not None:
         return spec
     load = next((k for k, ins in enumerate(back) if _is_entry_load(ins)), None)
@@ -215,6 +216,83 @@ def _absolute_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
             table = lea + mem.disp
         bound, tight = index_bound(mem.index, back[k + 1:])
         return TableSpec(jmp.address, table, 8, None, bound, tight)
+    return None
+
+
+def _writes(ins: Insn, fam: str) -> bool:
+    """Whether ``ins`` writes (part of) the 64-bit register ``fam``."""
+    if fam in _IMPLICIT.get(ins.mnemonic, ()):
+        return True
+    ops = ins.ops
+    return ins.mnemonic not in _NO_WRITE and bool(ops) and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) == fam
+
+
+def _lea_of(reg: str, before: list[Insn]) -> int | None:
+    """The address the nearest write of ``reg`` in ``before`` puts there, when it is a rip lea."""
+    fam = _FAMILY.get(reg)
+    for ins in before:
+        if _writes(ins, fam):
+            return _rip_lea(ins, ins.ops[0].reg) if ins.ops and ins.ops[0].kind == "r" else None
+    return None
+
+
+def _entry_load_of(reg: str, before: list[Insn]) -> int | None:
+    """Where in ``before`` the value in ``reg`` was read from a table (``movsxd reg, [rT + idx*4]``),
+    followed back through register copies and a spill to the stack and back; None if it was not."""
+    fam = _FAMILY.get(reg)
+    k = 0
+    while k < len(before):
+        ins = before[k]
+        if not _writes(ins, fam):
+            k += 1
+            continue
+        if _is_entry_load(ins):
+            return k
+        ops = ins.ops
+        if ins.mnemonic != "mov" or len(ops) != 2 or ops[0].size != 8:
+            return None
+        if ops[1].kind == "r":
+            fam = _FAMILY.get(ops[1].reg)
+        elif ops[1].kind == "m" and ops[1].base == "rsp" and not ops[1].index and not ops[1].seg:
+            slot = ops[1]
+            for j in range(k + 1, len(before)):
+                st = before[j]
+                if _writes(st, "rsp") or st.mnemonic in ("call", "push", "pop"):
+                    return None
+                if st.mnemonic == "mov" and st.ops[0] == slot and st.ops[1].kind == "r":
+                    fam, k = _FAMILY.get(st.ops[1].reg), j
+                    break
+            else:
+                return None
+        else:
+            return None
+        k += 1
+    return None
+
+
+def _spilled_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
+    """``lea rB, [rip + B]; add rX, rY; jmp rX`` where one of rX and rY holds B and the other an
+    entry read by ``movsxd [rT + idx*4]`` (``lea rT, [rip + T]``) further up, possibly through a
+    stack slot (perl's ``Perl_newUNOP_AUX`` keeps the entry on the stack across its prologue)."""
+    fam = _FAMILY.get(jmp.ops[0].reg)
+    k = next((k for k, ins in enumerate(back) if _writes(ins, fam)), None)
+    if k is None:
+        return None
+    add = back[k]
+    if add.mnemonic != "add" or len(add.ops) != 2 or add.ops[1].kind != "r" or add.ops[0].size != 8:
+        return None
+    before = back[k + 1:]
+    for base_reg, entry_reg in ((add.ops[1].reg, add.ops[0].reg), (add.ops[0].reg, add.ops[1].reg)):
+        base = _lea_of(base_reg, before)
+        load = _entry_load_of(entry_reg, before) if base is not None else None
+        if load is None:
+            continue
+        mem = before[load].ops[1]
+        table = _lea_of(mem.base, before[load + 1:])
+        if table is None:
+            continue
+        bound, tight = index_bound(mem.index, before[load + 1:])
+        return TableSpec(jmp.address, table + mem.disp, 4, base, bound, tight)
     return None
 
 
