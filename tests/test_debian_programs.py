@@ -12,10 +12,9 @@ process substitution, job control, traps), coreutils, grep (-P: PCRE2, whose
 JIT must fall back), sed, gawk, mawk, tar with gzip/xz/bzip2, perl with XS
 modules, sqlite3, jq, bc, lua, file (libmagic), dpkg-query, id/getent (NSS
 modules loaded by dlopen), ldd (ld.so --list) and python3: json, re, hashlib
-(OpenSSL), zlib/bz2/lzma, sqlite3, decimal, ctypes calls into libc (libffi),
-subprocess and os.fork. ctypes *callbacks* are not among them: Debian's libffi
-3.4.4 is built without static trampolines, so a closure needs memory that is
-writable and executable, which Kiln refuses (docs/threat-model.md).
+(OpenSSL), zlib/bz2/lzma, sqlite3, decimal, ctypes calls into libc and a
+callback from qsort (libffi's closure trampoline, vkernel/closures.py),
+subprocess and os.fork.
 """
 from __future__ import annotations
 
@@ -142,7 +141,10 @@ print(struct.pack("<iQd", -1, 2**63, 1.5).hex(), list(itertools.permutations("ab
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 buf = ctypes.create_string_buffer(16)
 libc.snprintf(buf, 16, b"%d-%s", 42, b"kiln")
-print("ctypes:", libc.strlen(b"kiln"), libc.abs(-5), buf.value, ctypes.util.find_library("m"))
+arr = (ctypes.c_int * 6)(5, 3, 9, 1, 7, 2)
+CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+libc.qsort(arr, len(arr), ctypes.sizeof(ctypes.c_int), CMP(lambda a, b: a[0] - b[0]))
+print("ctypes:", list(arr), libc.strlen(b"kiln"), libc.abs(-5), buf.value, ctypes.util.find_library("m"))
 r = subprocess.run(["sh", "-c", "echo from sh; echo to err >&2; exit 3"], capture_output=True, text=True)
 print(r.returncode, repr(r.stdout), repr(r.stderr))
 print(subprocess.check_output(["python3", "-c", "print(6 * 7)"]).decode().strip())

@@ -114,6 +114,24 @@ def test_an_entry_spilled_to_the_stack_still_names_its_table() -> None:
         (lea[0].next + 0x2000, 4, lea[1].next + 0x1ff0, 10, True)
 
 
+STRIDES = [
+    # libffi's ffi_closure_unix64: the range check before the lea of the stub
+    (["cmp cl, 0xf", "movzx r10d, cl", "lea r11, [rip + 0x18]", "ja .+0x80", "lea r10, [r11 + r10*8]",
+      "lea rsi, [rsp - 0x14]", "jmp r10"], 16),
+    # libffi's ffi_call_unix64: the ja after it
+    (["lea r10, [rip + 0x11]", "cmp ecx, 0x12", "lea r10, [r10 + rcx*8]", "ja .+0x80", "jmp r10"], 19),
+]
+
+
+@pytest.mark.parametrize("lines,n", STRIDES, ids=["closure", "call"])
+def test_a_jump_into_equal_stubs_has_every_stub_as_target(lines: list[str], n: int) -> None:
+    insns, pred, jmp = _chain(lines)
+    spec = table_near(jmp, insns, pred)
+    lea = next(i for i in insns.values() if i.mnemonic == "lea" and i.ops[1].base == "rip")
+    assert spec is not None and spec.stride
+    assert (spec.table, spec.step, spec.bound, spec.tight) == (lea.next + lea.ops[1].disp, 8, n, True)
+
+
 def test_a_register_jump_whose_register_was_overwritten_is_no_table() -> None:
     insns, pred, jmp = _chain(["mov rax, qword ptr [rax*8 + 0x73bf40]", "add rax, rbx", "jmp rax"])
     assert table_near(jmp, insns, pred) is None

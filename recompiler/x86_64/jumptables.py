@@ -72,6 +72,9 @@ class TableSpec:
     base: int | None
     bound: int | None
     tight: bool
+    stride: bool = False
+    """No table in memory: the targets are ``table + step*i`` themselves, code stubs of equal
+    size (libffi's ``lea r10, [r11 + r10*8]; jmp r10`` over its return-type cases)."""
 
 
 def _fallthrough_chain(at: int, insns: dict[int, Insn], pred: dict[int, int], n: int = 12) -> list[Insn]:
@@ -173,7 +176,7 @@ def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> Table
         return TableSpec(jmp.address, o.disp & 0xFFFF_FFFF_FFFF_FFFF, 8, None, bound, tight)
     if o.kind != "r":
         return None
-    spec = _absolute_entry_jump(jmp, back) or _spilled_entry_jump(
+    spec = _absolute_entry_jump(jmp, back) or _stride_jump(jmp, back) or _spilled_entry_jump(
         jmp, _fallthrough_chain(jmp.address, insns, pred, 32))
     if spec is not None:
         return spec
@@ -217,6 +220,31 @@ def _absolute_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
         bound, tight = index_bound(mem.index, back[k + 1:])
         return TableSpec(jmp.address, table, 8, None, bound, tight)
     return None
+
+
+def _stride_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
+    """``lea rB, [rip + L]; ...; lea rX, [rB + idx*S]; jmp rX`` with a range check on idx: the
+    targets are L + S*i, stubs of S bytes each (no table in memory)."""
+    fam = _FAMILY.get(jmp.ops[0].reg)
+    k = next((k for k, ins in enumerate(back) if _writes(ins, fam)), None)
+    if k is None:
+        return None
+    lea = back[k]
+    if lea.mnemonic != "lea" or len(lea.ops) != 2:
+        return None
+    mem = lea.ops[1]
+    if not mem.base or mem.base == "rip" or not mem.index or mem.scale not in (2, 4, 8) or mem.seg:
+        return None
+    before = back[k + 1:]
+    base = _lea_of(mem.base, before)
+    if base is None:
+        return None
+    # the range check's jcc may come after the lea (lea leaves the flags alone)
+    jcc = [ins for ins in back[:k] if ins.mnemonic in JCC][-1:]
+    bound, tight = index_bound(mem.index, jcc + before)
+    if not tight:
+        return None
+    return TableSpec(jmp.address, base + mem.disp, mem.scale, None, bound, tight, stride=True)
 
 
 def _writes(ins: Insn, fam: str) -> bool:
@@ -358,6 +386,8 @@ def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None
     the code it leads to (and what that code refers to) is known before the next entry is read:
     a switch's cases often hold the reference that ends its table."""
     limit = min(spec.bound, MAX_ENTRIES) if spec.bound else UNBOUNDED_ENTRIES
+    if spec.stride:
+        return [t for t in (spec.table + spec.step * i for i in range(limit)) if code(t)]
     out: list[int] = []
     for i in range(limit):
         at = spec.table + spec.step * i
