@@ -901,7 +901,7 @@ UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 
 def sys_utimensat(k: Kernel, dirfd: int, pathname: int, times: int, flags: int) -> int:
     """utimensat(2): a rootfs file is copied up first"""
-    if pathname == 0:
+    if pathname == 0 or (flags & AT_EMPTY_PATH and path_arg(k, pathname) == b""):
         path = _file(k, dirfd).path
     else:
         path = k.guest_path(s32(dirfd), path_arg(k, pathname))
