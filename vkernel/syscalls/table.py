@@ -145,8 +145,11 @@ ENTRIES: tuple[SyscallEntry, ...] = (
             "fd,hex,ptr"),
     # memory
     Partial("brk", mm.sys_brk, "fails (returns the old break) beyond kiln run --memory", "hex"),
-    Partial("mmap", mm.sys_mmap, "private copies; MAP_SHARED is private; PROT_EXEC only for indexed "
-            "files (EACCES otherwise); ENOMEM beyond kiln run --memory", "hex,int,int,hex,fd,hex"),
+    Partial("mmap", mm.sys_mmap, "MAP_SHARED of a file opened read-write maps the file's own pages "
+            "(other MAP_SHARED mappings are private copies; anonymous MAP_SHARED is private); "
+            "PROT_EXEC only for indexed files, or a MAP_SHARED view of a writable data file that "
+            "runs nothing but libffi closure trampolines (EACCES otherwise); ENOMEM beyond kiln run "
+            "--memory", "hex,int,int,hex,fd,hex"),
     Supported("munmap", mm.sys_munmap, "hex,int"),
     Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for the executable "
             "segments of indexed files",
