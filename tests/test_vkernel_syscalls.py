@@ -208,6 +208,19 @@ def test_time_calls_agree_with_host(k) -> None:
     assert call(k, NR["nanosleep"], B, 0) == 0 and time.monotonic() - t0 >= 0.02
 
 
+def test_setting_a_clock_is_refused_as_without_cap_sys_time(k) -> None:
+    """Even a root guest may not set the host's clock: EPERM, as a container without
+    CAP_SYS_TIME gets (CPython's test_time skips its settime tests on that); a clock that
+    cannot be set at all is EINVAL, a bad pointer EFAULT, as Linux checks them."""
+    before = time.time()
+    k.space.write(B, struct.pack("<qq", 1, 0))
+    assert call(k, NR["clock_settime"], time.CLOCK_REALTIME, B) == -errno.EPERM
+    assert call(k, NR["clock_settime"], time.CLOCK_MONOTONIC, B) == -errno.EINVAL
+    assert call(k, NR["clock_settime"], time.CLOCK_REALTIME, 8) == -errno.EFAULT
+    assert call(k, NR["settimeofday"], B, 0) == -errno.EPERM
+    assert time.time() >= before
+
+
 def test_identity_calls(k) -> None:
     assert call(k, NR["getpid"]) == os.getpid()
     assert call(k, NR["getppid"]) == os.getppid()
