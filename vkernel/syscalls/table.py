@@ -139,7 +139,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("dup3", fs.sys_dup3, "fd,fd,hex"),
     Supported("pipe", fs.sys_pipe, "ptr"),
     Supported("pipe2", fs.sys_pipe2, "ptr,hex"),
-    Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL; no locks",
+    Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, POSIX and OFD "
+            "record locks (the host's), F_GET/SETPIPE_SZ, F_NOTIFY; no F_SETOWN/F_SETSIG/leases/seals",
             "fd,int,hex"),
     Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; else ENOTTY",
             "fd,hex,ptr"),
