@@ -457,7 +457,7 @@ def sys_readlinkat(k: Kernel, dirfd: int, pathname: int, buf: int, bufsiz: int) 
     path = k.guest_path(s32(dirfd), path_arg(k, pathname))
     special = _proc_self(k, path, follow=False)
     if special is not None and special[0] == "link":
-        target = str(special[1]).encode()
+        target = os.fsencode(str(special[1]))
     elif special is not None:
         return -errno.EINVAL
     else:
@@ -497,7 +497,7 @@ def sys_access(k: Kernel, pathname: int, mode: int) -> int:
 
 def sys_getcwd(k: Kernel, buf: int, size: int) -> int:
     """getcwd(2)"""
-    cwd = k.proc.cwd.encode() + b"\0"
+    cwd = os.fsencode(k.proc.cwd) + b"\0"
     if len(cwd) > size:
         return -errno.ERANGE
     k.space.write(buf, cwd)
