@@ -284,7 +284,8 @@ def test_recompile_reports_every_elf(recompiled: tuple[Path, dict], inventory: d
         assert unit["status"] in ("recompiled", "cached"), unit
     assert report["elves_skipped"] == 0
     kinds = {(r["kind"], r["linkage"]) for r in inventory["elves"]}
-    assert {("SHARED", "dynamic"), ("EXEC", "static")} <= kinds
+    # shared objects, non-PIE dynamic programs (python3.11), PIE ones, static-pie (ldconfig)
+    assert {("SHARED", "dynamic"), ("EXEC", "dynamic"), ("PIE", "dynamic"), ("PIE", "static")} <= kinds
     assert "/usr/lib/x86_64-linux-gnu/libc.so.6" in units and "/usr/bin/python3.11" in units
 
 
