@@ -401,15 +401,32 @@ static int readyread_main(int argc, char **argv) {
     return 0;
 }
 
+/* kill(pid, 0) finds an exited child until it is reaped (zsh checks its command
+   substitution's child that way before waiting for it). */
+static int zombie_main(int argc, char **argv) {
+    (void)argc; (void)argv;
+    pid_t pid = fork();
+    if (pid == 0) _exit(3);
+    struct timespec ts = {0, 500000000};
+    nanosleep(&ts, 0);                       /* the child has exited: a zombie now */
+    int r1 = kill(pid, 0);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    errno = 0;
+    int r2 = kill(pid, 0);
+    printf("unreaped: kill=%d; reaped (status %d): kill=%d %s\n", r1, WEXITSTATUS(st), r2, strerror(errno));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const struct { const char *name; int (*run)(int, char **); } progs[] = {
         {"jumps", jumps_main}, {"faultloop", faultloop_main}, {"refault", refault_main},
         {"recover", recover_main},
         {"nested", nested_main}, {"restart", restart_main}, {"ctxswitch", ctxswitch_main},
-        {"readyread", readyread_main}};
+        {"readyread", readyread_main}, {"zombie", zombie_main}};
     for (size_t i = 0; argc > 1 && i < sizeof progs / sizeof progs[0]; i++)
         if (strcmp(argv[1], progs[i].name) == 0) return progs[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "usage: sigdel jumps|faultloop|refault|recover|nested|restart|ctxswitch|readyread [ARGS]\n");
+    fprintf(stderr, "usage: sigdel jumps|faultloop|refault|recover|nested|restart|ctxswitch|readyread|zombie [ARGS]\n");
     return 2;
 }
 """
@@ -499,6 +516,11 @@ def test_a_read_with_data_ready_is_not_interrupted(guest: Guest) -> None:
     bytes when vkernel answered EINTR here)."""
     want, err = _same_as_native(guest, "readyread", "20000")
     assert want.stdout == b"ready reads interrupted: 0, wrong bytes: 0, handler ran: yes\n"
+
+
+def test_kill_finds_an_exited_child_until_it_is_reaped(guest: Guest) -> None:
+    want, _ = _same_as_native(guest, "zombie")
+    assert want.stdout == b"unreaped: kill=0; reaped (status 3): kill=-1 No such process\n"
 
 
 def test_handler_rewrites_the_interrupted_context(guest: Guest) -> None:

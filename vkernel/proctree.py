@@ -68,5 +68,20 @@ def guest_processes(p: "ProcessState | object") -> dict[int, int]:
     return out
 
 
+def guest_zombie(p: "ProcessState | object", pid: int) -> bool:
+    """Whether ``pid`` is a zombie whose parent is a guest process of this run (an exited
+    child not reaped yet, which kill(2) still finds, as Linux does)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return False
+    rest = raw[raw.rfind(b")") + 2:].split()
+    if len(rest) < 2 or rest[0] != b"Z":
+        return False
+    ppid = int(rest[1])
+    return ppid == os.getpid() or ppid in guest_processes(p)
+
+
 def is_guest(p: "ProcessState", pid: int) -> bool:
     return pid == os.getpid() or pid in guest_processes(p)
