@@ -19,7 +19,6 @@ subprocess and os.fork.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from native_overlay import run_native
+from sessionrun import run_in_session
 
 KILN = [str(Path(sys.executable).with_name("kiln"))]
 TIMEOUT = 300
@@ -176,16 +176,7 @@ CASES: dict[str, tuple[list[str], bytes]] = {
 
 def _kiln(image: Path, argv: list[str], stdin: bytes) -> subprocess.CompletedProcess:
     """``kiln run IMAGE -- argv`` in its own session; whatever it leaves behind is killed."""
-    cmd = [*KILN, "run", str(image), "--", *argv]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(stdin, timeout=TIMEOUT)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        return subprocess.CompletedProcess(cmd, -1, out, err + f"<killed after {TIMEOUT} s>".encode())
+    return run_in_session([*KILN, "run", str(image), "--", *argv], stdin, TIMEOUT)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -169,15 +169,15 @@ def _same_memory(ins: Insn, op, mem: tuple[Insn, object]) -> bool:
 
 def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> TableSpec | None:
     """The table behind ``jmp`` when its whole pattern is on the jump's fall-through path."""
-    back = _fallthrough_chain(jmp.address, insns, pred)
+    chain = _fallthrough_chain(jmp.address, insns, pred, 32)
+    back = chain[:12]
     o = jmp.ops[0]
     if o.kind == "m" and o.scale == 8 and not o.base and o.index:
         bound, tight = index_bound(o.index, back)
         return TableSpec(jmp.address, o.disp & 0xFFFF_FFFF_FFFF_FFFF, 8, None, bound, tight)
     if o.kind != "r":
         return None
-    spec = _absolute_entry_jump(jmp, back) or _stride_jump(jmp, back) or _spilled_entry_jump(
-        jmp, _fallthrough_chain(jmp.address, insns, pred, 32))
+    spec = _absolute_entry_jump(jmp, back) or _stride_jump(jmp, back) or _spilled_entry_jump(jmp, chain)
     if spec is not None:
         return spec
     load = next((k for k, ins in enumerate(back) if _is_entry_load(ins)), None)
@@ -198,35 +198,31 @@ def _absolute_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
     a table of absolute addresses read into the jump's register, gcc's computed goto in a
     non-PIE program (CPython's opcode dispatch). None unless the nearest write of the jump's
     register is that load."""
-    fam = _FAMILY.get(jmp.ops[0].reg)
-    for k, ins in enumerate(back):
-        ops = ins.ops
-        if fam in _IMPLICIT.get(ins.mnemonic, ()):
+    k = _last_write(jmp.ops[0].reg, back)
+    if k is None:
+        return None
+    ops = back[k].ops
+    if back[k].mnemonic != "mov" or ops[0].kind != "r" or ops[0].size != 8 or len(ops) != 2 \
+            or ops[1].kind != "m":
+        return None
+    mem = ops[1]
+    if mem.scale != 8 or not mem.index or mem.seg:
+        return None
+    if not mem.base:
+        table = mem.disp & 0xFFFF_FFFF_FFFF_FFFF
+    else:
+        lea = _lea_of(mem.base, back[k + 1:])
+        if lea is None:
             return None
-        if ins.mnemonic in _NO_WRITE or not ops or ops[0].kind != "r" or _FAMILY.get(ops[0].reg) != fam:
-            continue
-        if ins.mnemonic != "mov" or ops[0].size != 8 or len(ops) != 2 or ops[1].kind != "m":
-            return None
-        mem = ops[1]
-        if mem.scale != 8 or not mem.index or mem.seg:
-            return None
-        if not mem.base:
-            table = mem.disp & 0xFFFF_FFFF_FFFF_FFFF
-        else:
-            lea = next((a for a in (_rip_lea(i, mem.base) for i in back[k + 1:]) if a is not None), None)
-            if lea is None:
-                return None
-            table = lea + mem.disp
-        bound, tight = index_bound(mem.index, back[k + 1:])
-        return TableSpec(jmp.address, table, 8, None, bound, tight)
-    return None
+        table = lea + mem.disp
+    bound, tight = index_bound(mem.index, back[k + 1:])
+    return TableSpec(jmp.address, table, 8, None, bound, tight)
 
 
 def _stride_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
     """``lea rB, [rip + L]; ...; lea rX, [rB + idx*S]; jmp rX`` with a range check on idx: the
     targets are L + S*i, stubs of S bytes each (no table in memory)."""
-    fam = _FAMILY.get(jmp.ops[0].reg)
-    k = next((k for k, ins in enumerate(back) if _writes(ins, fam)), None)
+    k = _last_write(jmp.ops[0].reg, back)
     if k is None:
         return None
     lea = back[k]
@@ -255,13 +251,18 @@ def _writes(ins: Insn, fam: str) -> bool:
     return ins.mnemonic not in _NO_WRITE and bool(ops) and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) == fam
 
 
+def _last_write(reg: str, back: list[Insn]) -> int | None:
+    """Where in ``back`` (nearest first) the value in ``reg`` was last written."""
+    fam = _FAMILY.get(reg)
+    return next((k for k, ins in enumerate(back) if _writes(ins, fam)), None)
+
+
 def _lea_of(reg: str, before: list[Insn]) -> int | None:
     """The address the nearest write of ``reg`` in ``before`` puts there, when it is a rip lea."""
-    fam = _FAMILY.get(reg)
-    for ins in before:
-        if _writes(ins, fam):
-            return _rip_lea(ins, ins.ops[0].reg) if ins.ops and ins.ops[0].kind == "r" else None
-    return None
+    k = _last_write(reg, before)
+    if k is None or not before[k].ops or before[k].ops[0].kind != "r":
+        return None
+    return _rip_lea(before[k], before[k].ops[0].reg)
 
 
 def _entry_load_of(reg: str, before: list[Insn]) -> int | None:
@@ -302,8 +303,7 @@ def _spilled_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
     """``lea rB, [rip + B]; add rX, rY; jmp rX`` where one of rX and rY holds B and the other an
     entry read by ``movsxd [rT + idx*4]`` (``lea rT, [rip + T]``) further up, possibly through a
     stack slot (perl's ``Perl_newUNOP_AUX`` keeps the entry on the stack across its prologue)."""
-    fam = _FAMILY.get(jmp.ops[0].reg)
-    k = next((k for k, ins in enumerate(back) if _writes(ins, fam)), None)
+    k = _last_write(jmp.ops[0].reg, back)
     if k is None:
         return None
     add = back[k]

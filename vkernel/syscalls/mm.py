@@ -94,8 +94,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
         if of.flags & os.O_ACCMODE == os.O_WRONLY:
             return -errno.EACCES
         name = of.path
-        share = bool(flags & MAP_SHARED) and of.flags & os.O_ACCMODE == os.O_RDWR \
-            and st.S_ISREG(os.fstat(of.host_fd).st_mode)
+        hst = os.fstat(of.host_fd) if flags & MAP_SHARED else None
+        share = hst is not None and of.flags & os.O_ACCMODE == os.O_RDWR and st.S_ISREG(hst.st_mode)
         if prot & PROT_EXEC:
             data = os.pread(of.host_fd, 1 << 31, 0)
             digest = file_hash(data)
@@ -142,7 +142,7 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
                    digest.hex() if digest else None, offset if of else 0, unit, share))
     if share:
         # Only the pages the file has: past its end Linux raises SIGBUS, the host would too.
-        shown = min(size, page_up(max(0, os.fstat(of.host_fd).st_size - offset)))
+        shown = min(size, page_up(max(0, hst.st_size - offset)))
         if shown:
             sp.share_file(start, shown, of.host_fd, offset)
         if shown < size:
