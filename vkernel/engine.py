@@ -29,6 +29,9 @@ def engine_config() -> wasmtime.Config:
                                f"wasmtime's limit of {_WASMTIME_MAX_STACK}",
                                hint="this Kiln build is misconfigured; lower the setting")
         setattr(cfg, name, value)
+    profiler = os.environ.get("KILN_PROFILER")
+    if profiler:                        # "perfmap" or "jitdump": for `perf record` of guest code
+        cfg.profiler = profiler
     return cfg
 
 

@@ -111,6 +111,8 @@ class FunctionEmitter(RegisterSets):
         self.tramp: set[int] = set()
         self.closing: dict[int, int] = {}
         self.dirty: set[str] = set()
+        self.hub = False
+        """Some jump table into this function branches to ``$hub``, the function-start ``br_table``."""
         self._scan()
 
     # -- register sets -----------------------------------------------------------
@@ -285,16 +287,14 @@ class FunctionEmitter(RegisterSets):
         i = self.index.get(target)
         if i is not None:
             if i <= cur:
-                # back edge: i heads a loop that encloses cur; poll the interrupt flag first
-                cold: list[str] = []
-                self.spill(cold, flags=False)      # the state lacks only these; $intr does the rest
-                out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then {' '.join(cold)} "
-                           f"(local.set $irip {self.rt(self.blocks[i].start)}) (br $intr)))")
+                # back edge: i heads a loop that encloses cur (its header polls the interrupt flag)
                 out.append(f"(br $L{i})")
             elif i == cur + 1 and fall and i not in self.tramp:
                 return
             else:
                 h = self._route(cur, i)
+                if h is not None:
+                    self._enters(i, h)
                 out.append(f"(br $b{i})" if h is None else f"(local.set $pc (i32.const {i})) (br $t{h})")
             return
         if target in self.unit_funcs:
@@ -358,12 +358,19 @@ class FunctionEmitter(RegisterSets):
             local = [(a if self.pic else a + self.bias, self.index[a]) for a in t.known if a in self.index]
             out.append(f"(local.set $jt {self.x(t.target)})")
             if local:
-                # jump table into this function: a compare tree on the address, no dispatch
+                # jump table into this function: a compare tree turns the address into the
+                # target's block index, which the function-start br_table ($hub) enters
                 key = "$jt"
                 if self.pic:            # compare link-time addresses: the run-time ones vary
                     key = "$jl"
                     out.append(f"(local.set $jl (i64.sub (local.get $jt) (global.get {BIAS_GLOBAL})))")
-                self._jt_tree(local, cur, out, key)
+                out.append(f"(local.set $pc {self._jt_index(sorted(local), key)})")
+                cold: list[str] = []
+                self.spill(cold, flags=False)      # as a loop header's poll: $intr does the rest
+                out.append(f"(if (i32.ge_s (local.get $pc) (i32.const 0)) (then "
+                           f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then {' '.join(cold)} "
+                           f"(local.set $irip (local.get $jt)) (br $intr))) (br $hub)))")
+                self.hub = True
             self.spill(out, flags=True)
             self._dispatch("return_call_indirect", out)
         elif tt is Return:
@@ -391,19 +398,21 @@ class FunctionEmitter(RegisterSets):
                    " (local.set $bi (global.get $blk))))")
         out.append(f"({how} $ft (type $guestfn) (local.get $bi) (local.get $fi))")
 
-    def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str], key: str = "$jt") -> None:
+    @staticmethod
+    def _jt_index(lst: list[tuple[int, int]], key: str) -> str:
+        """An i32 expression: the block index of the address in ``key`` among the (address, index)
+        pairs ``lst`` (sorted), or -1. A compare tree that only computes a number: each jump table
+        then has one edge (to ``$hub``) instead of one per target, which in CPython's opcode
+        dispatch (226 jumps of 256 targets) multiplied Cranelift's register moves per edge."""
         if len(lst) <= 4:
-            for a, i in lst:
-                go: list[str] = []
-                self.goto(self.blocks[i].start, cur, go, fall=False)
-                out.append(f"(if (i64.eq (local.get {key}) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
-            return
+            e = "(i32.const -1)"
+            for a, i in reversed(lst):
+                e = f"(select (i32.const {i}) {e} (i64.eq (local.get {key}) (i64.const {_signed64(a)})))"
+            return e
         mid = len(lst) // 2
-        out.append(f"(if (i64.lt_u (local.get {key}) (i64.const {_signed64(lst[mid][0])})) (then")
-        self._jt_tree(lst[:mid], cur, out, key)
-        out.append(") (else")
-        self._jt_tree(lst[mid:], cur, out, key)
-        out.append("))")
+        return (f"(if (result i32) (i64.lt_u (local.get {key}) (i64.const {_signed64(lst[mid][0])})) "
+                f"(then {FunctionEmitter._jt_index(lst[:mid], key)}) "
+                f"(else {FunctionEmitter._jt_index(lst[mid:], key)}))")
 
     # -- structured control flow ------------------------------------------------------------
     def _succ_idx(self, t: Term) -> list[int]:
@@ -434,6 +443,8 @@ class FunctionEmitter(RegisterSets):
         n = len(self.blocks)
         M: dict[int, int] = {}
         for i, b in enumerate(self.blocks):
+            if type(b.term) is JumpIndirect:
+                continue                        # jump tables go through $hub, never a loop label
             for t in self._succ_idx(b.term):
                 if t <= i and M.get(t, -1) < i:
                     M[t] = i
@@ -468,6 +479,26 @@ class FunctionEmitter(RegisterSets):
                 return h
         return None
 
+    def _enters(self, k: int, h: int) -> None:
+        """Block ``k`` is entered through loop ``h``'s trampoline: every loop from ``h`` inward
+        that spans ``k`` needs ``k`` in its ``br_table``."""
+        ch = self.chains[k]
+        for x in ch[ch.index(h):]:
+            self.needed.setdefault(x, set()).add(k)
+
+    def _loop_table(self, h: int) -> str:
+        """Loop ``h``'s dispatch on ``$pc`` after its trampoline: only the blocks some jump or
+        entry routes through it (a table over every block of a long loop is one edge per block
+        for Cranelift to allocate registers on)."""
+        need = self.needed.get(h)
+        if not need:
+            return ""
+        lo, hi = min(need), max(need)
+        pos = len(self.chains[h])          # this loop's place in its blocks' chains
+        labels = " ".join(self._table_label(pos + 1, k) if k in need else f"$L{h}" for k in range(lo, hi + 1))
+        return (f"(if (local.get $disp) (then (local.set $disp (i32.const 0)) "
+                f"(br_table {labels} $L{h} (i32.sub (local.get $pc) (i32.const {lo})))))")
+
     def _open_labels(self, scope: int | None, ks: range, out: list[str]) -> None:
         parts = []
         for k in reversed(ks):
@@ -498,6 +529,24 @@ class FunctionEmitter(RegisterSets):
             self.load_flags = True
         dirty_in = self._dirty_in()
         self.live_in_regs = self._live_in(dirty_in)
+        # Blocks entered from the function-start br_table: dispatch entries, loop headers (the
+        # interrupt poll's re-entry) and jump-table targets ($hub, whose poll leaves with rip =
+        # the target: its live flags must reach the state too).
+        entered = {self.index[e] for e in self.entry_blocks if e in self.index} | set(self.loop_end) | {0}
+        for b in self.blocks:
+            if type(b.term) is JumpIndirect:
+                for a in b.term.known:
+                    k = self.index.get(a)
+                    if k is not None:
+                        entered.add(k)
+                        intr_flags |= self.live_in.get(a, frozenset()) & set(FLAGS)
+        if intr_flags:
+            self.load_flags = True
+        self.needed: dict[int, set[int]] = {}
+        for k in entered:
+            if self.chains[k]:
+                self._enters(k, self.chains[k][0])
+        tables: list[tuple[int, int]] = []
         for i, b in enumerate(self.blocks):
             self.dirty = set(dirty_in[i])
             if i in self.tramp:
@@ -508,10 +557,10 @@ class FunctionEmitter(RegisterSets):
                 body.append(f"loop $L{i}")
                 self._open_labels(i, range(i + 1, m + 1), body)
                 if m > i:
-                    pos = len(self.chains[i])          # this loop's place in its blocks' chains
-                    labels = " ".join(self._table_label(pos + 1, k) for k in range(i + 1, m + 1))
-                    body.append(f"(if (local.get $disp) (then (local.set $disp (i32.const 0)) "
-                                f"(br_table {labels} $L{i} (i32.sub (local.get $pc) (i32.const {i + 1})))))")
+                    tables.append((len(body), i))      # filled in once every jump is known
+                    body.append("")
+            if m is not None:
+                self._interrupt_poll(i, body)
             if TRACE:
                 self.spill(body, flags=True)
                 body.append(f"(call $trace {self.rt(b.start)})")
@@ -521,10 +570,13 @@ class FunctionEmitter(RegisterSets):
             self.term(b.term, i, body)
             for _ in range(self.closing.get(i, 0)):
                 body.append("end")
+        for at, h in tables:
+            body[at] = self._loop_table(h)
+        has_intr = bool(self.loop_end) or self.hub
         head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
         locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64) (local $fi i32) (local $bi i32) "
                 "(local $ce i32)"]
-        if self.loop_end:
+        if has_intr:
             locs.append("(local $irip i64)")
         if self.pic:
             locs.append("(local $jl i64)")
@@ -535,7 +587,6 @@ class FunctionEmitter(RegisterSets):
             locs.append(f"(local ${name} {ty})")
         head.append(" ".join(locs))
         pro: list[str] = []
-        entered = {self.index[e] for e in self.entry_blocks if e in self.index} | set(self.loop_end) | {0}
         at_entry: set[str] = set()
         for i in entered:
             at_entry |= self.live_in_regs[i]
@@ -543,18 +594,32 @@ class FunctionEmitter(RegisterSets):
         if self.load_flags:
             self.load_flags_code(pro)
         pro.append("(local.set $pc (local.get $entry))")
+        if self.hub:
+            pro.append("loop $hub")                 # jump tables come back here with $pc set
+            body.append("end")
         self._open_labels(None, range(n), pro)
-        table = [self._table_label(0, k) for k in range(n)]
+        top = max(entered)
+        table = [self._table_label(0, k) if k in entered else "$b0" for k in range(top + 1)]
         if any(lab != "$b0" for lab in table):
             # entry 0 (every direct call) takes a predictable branch, not the jump table
             pro.append("(br_if $b0 (i32.eqz (local.get $pc)))")
             pro.append(f"(br_table {' '.join(table)} $b0 (local.get $pc))")
         else:
             pro.append("(br $b0)")
-        if not self.loop_end:
+        if not has_intr:
             return "\n".join(head + pro + body + ["unreachable)"])
         return "\n".join(head + ["block $intr"] + pro + body + ["unreachable", "end"]
                          + self._interrupt_exit(intr_flags) + ["unreachable)"])
+
+    def _interrupt_poll(self, h: int, out: list[str]) -> None:
+        """At the top of loop header ``h`` (each iteration, and the first entry): if the interrupt
+        flag is set, store the registers the state lacks here and leave through ``$intr`` with
+        rip = the header. One poll per loop, not one per back edge: a jump table whose targets
+        are loop headers (CPython's opcode dispatch) would otherwise repeat the spill per target."""
+        cold: list[str] = []
+        self.spill(cold, flags=False)          # the state lacks only these; $intr does the rest
+        out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then {' '.join(cold)} "
+                   f"(local.set $irip {self.rt(self.blocks[h].start)}) (br $intr)))")
 
     def _interrupt_exit(self, live_flags: set[str]) -> list[str]:
         """The shared cold path of every back edge's interrupt poll (formats.abi.INTERRUPT_FLAG).

@@ -92,9 +92,12 @@ class RegisterSets:
         are loaded at entry and after a call; the state holds the others' values."""
         n = len(self.blocks)
         plans: list[tuple[list[tuple[frozenset[str], frozenset[str], bool]], frozenset[str]]] = []
+        headers = getattr(self, "loop_end", {})
         for i, b in enumerate(self.blocks):
             d = set(dirty_in[i])
             steps: list[tuple[frozenset[str], frozenset[str], bool]] = []
+            if i in headers:                          # the loop header's interrupt poll spills
+                steps.append((frozenset(d), frozenset(), False))
             for _, stmts in b.insns:
                 for st in stmts:
                     uses: set[str] = set()
@@ -146,7 +149,8 @@ class RegisterSets:
 
     def _term_spills(self, i: int, t: Term) -> bool:
         """Whether block ``i``'s terminator stores the possibly written registers: a call,
-        return, indirect jump, or a jump to another function or back to a loop header."""
+        return, indirect jump, or a jump to another function. (A back edge does not: the loop
+        header's interrupt poll spills, a read at the header's start in ``_live_in``.)"""
         tt = type(t)
         if tt is CallDirect or tt is CallIndirect or tt is Return or tt is JumpIndirect:
             return True
@@ -154,7 +158,6 @@ class RegisterSets:
             return False
         targets = (t.target,) if tt is FallThrough or tt is Jump else (t.target, t.fallthrough)
         for x in targets:
-            j = self.index.get(x)
-            if j is None or j <= i:
+            if self.index.get(x) is None:
                 return True
         return False
