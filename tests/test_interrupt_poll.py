@@ -154,3 +154,64 @@ def test_loop_headers_are_dispatch_entries(tmp_path: Path) -> None:
     exe = _build(tmp_path)
     unit, _ = prepare(exe)
     assert _loop_address(exe) in {a for a, _, _ in unit.entries}
+
+
+# A loop made only of jumps through a jump table (no direct back edge: CPython's opcode
+# dispatch has this shape): the poll before the table jump stops it at the target.
+GOTO_ASM = r"""
+.globl _start
+.text
+_start:
+    mov $39, %eax          # getpid: the harness raises the interrupt flag here
+    syscall
+    xor %ebx, %ebx
+    mov $0x1234, %r12
+op_a:
+    inc %rbx
+    cmp $3000, %rbx
+    jae done
+    mov %rbx, %rax
+    and $3, %eax
+    jmp *table(,%rax,8)
+op_b:
+    add $2, %r12
+    mov %r12, %rax
+    shr $1, %rax
+    and $3, %eax
+    jmp *table(,%rax,8)
+done:
+    push %r12
+    push %rbx
+    mov $1, %eax           # write(1, rsp, 16)
+    mov $1, %edi
+    mov %rsp, %rsi
+    mov $16, %edx
+    syscall
+    mov $231, %eax
+    xor %edi, %edi
+    syscall
+.section .rodata
+.balign 8
+table:
+    .quad op_a, op_b, op_a, op_b
+"""
+
+
+def test_interrupt_at_a_jump_table_jump_stops_at_its_target_and_resumes(tmp_path: Path) -> None:
+    src = tmp_path / "goto.s"
+    src.write_text(GOTO_ASM)
+    exe = tmp_path / "goto"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", str(exe), str(src)], check=True)
+    native = subprocess.run([str(exe)], capture_output=True, check=True).stdout
+    unit, module = prepare(exe)
+    h = InterruptHarness(exe, unit, module, [str(exe)], [])
+    assert h.run_resuming() == 0
+    assert bytes(h.out) == native
+    syms = {line.split()[2]: int(line.split()[0], 16) + h.img.bias for line in subprocess.run(
+        ["nm", str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()}
+    first, second = h.seen[0], h.seen[1]
+    # rbx = 1 selects table[1]: stopped before op_b ran; entered there, (0x1236 >> 1) & 3 = 3
+    # selects op_b again
+    assert (first["rip"], first["fault_rip"], first["rbx"], first["r12"]) == (syms["op_b"], syms["op_b"], 1, 0x1234)
+    assert (second["rip"], second["rbx"], second["r12"]) == (syms["op_b"], 1, 0x1236)
+    assert len(h.seen) == InterruptHarness.times

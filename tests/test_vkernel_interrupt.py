@@ -170,11 +170,34 @@ int main(int argc, char **argv) {
 }
 """
 
+# A loop made only of jumps through a table (gcc's computed goto, as CPython's opcode
+# dispatch is): no direct back edge, so only the poll before each table jump can stop it.
+GOTO_SPIN_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static volatile sig_atomic_t got;
+static void on(int s) { got = s; }
+int main(int argc, char **argv) {
+    static void *const next[] = { &&a, &&b, &&c, &&a };
+    volatile unsigned long n = 0;
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc > 1) { signal(SIGALRM, on); alarm(1); }
+    printf("spinning\n");
+a:  n += 1; if (got) goto out; goto *next[(n >> 3) & 3];
+b:  n += 2; if (got) goto out; goto *next[n & 3];
+c:  n += 3; if (got) goto out; goto *next[(n >> 1) & 3];
+out:
+    printf("handler ran for signal %d\n", got);
+    return 0;
+}
+"""
+
 
 @pytest.fixture(scope="module")
 def spin_c(tmp_path_factory):
     from test_vkernel_guestc import recompiled
-    return recompiled(tmp_path_factory.mktemp("spin-c"), {"/bin/spin": SPIN_C})
+    return recompiled(tmp_path_factory.mktemp("spin-c"), {"/bin/spin": SPIN_C, "/bin/gotospin": GOTO_SPIN_C})
 
 
 def test_recompiled_busy_loop_dies_of_sigterm(spin_c) -> None:
@@ -194,5 +217,13 @@ def test_recompiled_busy_loop_gets_its_alarm_handler(spin_c) -> None:
     from test_vkernel_guestc import kiln, native
     want = native(spin_c, "/bin/spin", "alarm", timeout=30)
     got = kiln(spin_c, "/bin/spin", "alarm", timeout=30)
+    assert (got.returncode, got.stdout) == (want.returncode, want.stdout), got.stderr
+    assert want.stdout == b"spinning\nhandler ran for signal 14\n"
+
+
+def test_recompiled_computed_goto_loop_gets_its_alarm_handler(spin_c) -> None:
+    from test_vkernel_guestc import kiln, native
+    want = native(spin_c, "/bin/gotospin", "alarm", timeout=30)
+    got = kiln(spin_c, "/bin/gotospin", "alarm", timeout=30)
     assert (got.returncode, got.stdout) == (want.returncode, want.stdout), got.stderr
     assert want.stdout == b"spinning\nhandler ran for signal 14\n"

@@ -112,6 +112,7 @@ class FunctionEmitter(RegisterSets):
         self.closing: dict[int, int] = {}
         self.dirty: set[str] = set()
         self.hub = False
+        self.exit_polls = False
         """Some jump table into this function branches to ``$hub``, the function-start ``br_table``."""
         self._scan()
 
@@ -297,11 +298,11 @@ class FunctionEmitter(RegisterSets):
                     self._enters(i, h)
                 out.append(f"(br $b{i})" if h is None else f"(local.set $pc (i32.const {i})) (br $t{h})")
             return
+        self.spill(out, flags=True)
+        self._exit_poll(self.rt(target), out)
         if target in self.unit_funcs:
-            self.spill(out, flags=True)
             out.append(f"(return_call {func_name(target)} (i32.const 0))")
             return
-        self.spill(out, flags=True)
         out.append(f"(return_call $dispatch_jump {self.rt(target)})")
 
     def depth_guard(self, target: str, out: list[str]) -> None:
@@ -372,6 +373,7 @@ class FunctionEmitter(RegisterSets):
                            f"(local.set $irip (local.get $jt)) (br $intr))) (br $hub)))")
                 self.hub = True
             self.spill(out, flags=True)
+            self._exit_poll("(local.get $jt)", out)
             self._dispatch("return_call_indirect", out)
         elif tt is Return:
             self.spill(out, flags=False)
@@ -572,7 +574,7 @@ class FunctionEmitter(RegisterSets):
                 body.append("end")
         for at, h in tables:
             body[at] = self._loop_table(h)
-        has_intr = bool(self.loop_end) or self.hub
+        has_intr = bool(self.loop_end) or self.hub or self.exit_polls
         head: list[str] = [f"(func {func_name(self.entry)} (type $guestfn) (param $entry i32)"]
         locs = ["(local $pc i32) (local $disp i32) (local $fl i64) (local $jt i64) (local $fi i32) (local $bi i32) "
                 "(local $ce i32)"]
@@ -610,6 +612,14 @@ class FunctionEmitter(RegisterSets):
             return "\n".join(head + pro + body + ["unreachable)"])
         return "\n".join(head + ["block $intr"] + pro + body + ["unreachable", "end"]
                          + self._interrupt_exit(intr_flags) + ["unreachable)"])
+
+    def _exit_poll(self, rip: str, out: list[str]) -> None:
+        """Before a jump out of the function (the state already holds everything): stop at
+        ``rip`` if the interrupt flag is set. A cycle of jumps between functions, or through
+        dispatch, has no loop header of its own to poll at."""
+        self.exit_polls = True
+        out.append(f"(if (i32.load $c offset={INTERRUPT_FLAG} (i32.const 0)) (then "
+                   f"(local.set $irip {rip}) (br $intr)))")
 
     def _interrupt_poll(self, h: int, out: list[str]) -> None:
         """At the top of loop header ``h`` (each iteration, and the first entry): if the interrupt
