@@ -35,6 +35,7 @@ from vkernel.syscalls.table import TABLE
 from vkernel.vfs import Vfs, Volume
 
 if TYPE_CHECKING:
+    from formats.megabinary import Megabinary
     from vkernel.cgroup import RunCgroup
     from vkernel.sandbox import Isolation
 
@@ -99,43 +100,62 @@ def _memory_view(mem: wasmtime.Memory, store: wasmtime.Store) -> tuple[memoryvie
     return memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B"), base
 
 
+@dataclass(frozen=True)
+class LoadedCode:
+    """A megabinary opened and checked, with every module deserialized: what a run loads
+    before anything else. A process that forks runs from it (a sandbox zygote, shim/sandbox)
+    loads it once with :func:`load_code` and gives it to each :class:`Runtime`."""
+    mb: "Megabinary"
+    engine: wasmtime.Engine
+    modules: dict[str, wasmtime.Module]
+    units: tuple
+
+
+def load_code(spec: "RunSpec") -> LoadedCode:
+    """Open ``spec.megabinary`` (its digest pinned by ``spec.megabinary_digest``), check its
+    INDEX and deserialize every module."""
+    from formats.megabinary import read_megabinary
+    from vkernel.verified import TrustDir, unit_table
+    # The INDEX is hash-checked here; its decoding and schema check are kept between runs
+    # (vkernel/verified.py) like the AOT artifact's hash check.
+    mb = read_megabinary(spec.megabinary, check_index=False)
+    if spec.megabinary_digest and mb.digest != spec.megabinary_digest:
+        mb.close()
+        raise VkernelError(f"the megabinary {spec.megabinary} changed after the trust check "
+                           f"(it has digest {mb.digest}, the policy accepted "
+                           f"{spec.megabinary_digest})",
+                           hint="the file was replaced while kiln started; run again")
+    trust = TrustDir.open()
+    try:
+        units = unit_table(mb, trust)
+        engine = make_engine()
+        # Every module is mapped now: once the run is locked down (vkernel/sandbox.py) no
+        # process may map executable memory, and a library may be dlopen'ed any time.
+        modules = {abi.CORE_MODULE: load_module(engine, mb, trust)}
+        for u in units:
+            modules[u.blake3.hex()] = load_module(engine, mb, trust, u.blake3.hex())
+    except BaseException:
+        mb.close()
+        raise
+    finally:
+        if trust is not None:
+            trust.close()
+    return LoadedCode(mb, engine, modules, tuple(units))
+
+
 class Runtime:
     """One guest process tree's top level (a forked child keeps its copy)."""
 
-    def __init__(self, spec: RunSpec) -> None:
-        from formats.megabinary import read_megabinary
-        from vkernel.verified import TrustDir, unit_table
+    def __init__(self, spec: RunSpec, code: LoadedCode | None = None) -> None:
         self.spec = spec
         if not Path(spec.rootfs).is_dir():
             raise VkernelError(f"rootfs {spec.rootfs} is not a directory",
                                hint="pass the unpacked image root with --rootfs")
         if not spec.argv:
             raise VkernelError("no command given", hint="kiln run ... -- CMD ARGS")
-        # The INDEX is hash-checked here; its decoding and schema check are kept between runs
-        # (vkernel/verified.py) like the AOT artifact's hash check.
-        self.mb = read_megabinary(spec.megabinary, check_index=False)
-        if spec.megabinary_digest and self.mb.digest != spec.megabinary_digest:
-            self.mb.close()
-            raise VkernelError(f"the megabinary {spec.megabinary} changed after the trust check "
-                               f"(it has digest {self.mb.digest}, the policy accepted "
-                               f"{spec.megabinary_digest})",
-                               hint="the file was replaced while kiln started; run again")
-        trust = TrustDir.open()
-        try:
-            units = unit_table(self.mb, trust)
-            self.engine = make_engine()
-            # Every module is mapped now: once the run is locked down (vkernel/sandbox.py) no
-            # process may map executable memory, and a library may be dlopen'ed any time.
-            self.modules = {abi.CORE_MODULE: load_module(self.engine, self.mb, trust)}
-            for u in units:
-                self.modules[u.blake3.hex()] = load_module(self.engine, self.mb, trust,
-                                                           u.blake3.hex())
-        except BaseException:
-            self.mb.close()
-            raise
-        finally:
-            if trust is not None:
-                trust.close()
+        code = code or load_code(spec)
+        self.mb, self.engine, self.modules = code.mb, code.engine, code.modules
+        units = list(code.units)
         self.audit = AuditLog(spec.audit_log)
         self.audit.open()                 # now: later the run may not reach the path
         self.policy = ExecPolicy(units, self.audit)
