@@ -284,6 +284,32 @@ class Agent:
                         "exec": pid in self.children})
         return {"processes": sorted(out, key=lambda p: p["pid"])}, []
 
+    def op_which(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """The first of ``names`` found on the image's PATH (absolute), or none."""
+        from vkernel.errors import VkernelError
+        env = [e.encode() for e in self.rt.spec.env]
+        for name in msg.get("names") or ():
+            if not isinstance(name, str) or "/" in name:
+                continue
+            try:
+                return {"path": self.rt.resolve_command(name, env)}, []
+            except VkernelError:
+                continue
+        return {"path": None}, []
+
+    def op_limits(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """New limits for a sandbox taken from the pool (the server set its cgroup's)."""
+        rt = self.rt
+        pids, memory = int(msg["pids"]), int(msg["memory"])
+        rt.spec = dataclasses.replace(rt.spec, pids_limit=pids)
+        if rt.proc.limits is not None:
+            rt.proc.limits = dataclasses.replace(rt.proc.limits, pids=pids)
+        if rt.spec.run_memory is not None:
+            rt.spec.run_memory.memory = memory
+            if rt.proc.limits is not None:
+                rt.proc.limits = dataclasses.replace(rt.proc.limits, memory=memory)
+        return {}, []
+
     # -- files -----------------------------------------------------------------------------
     def op_open(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         path = _guest_path(msg.get("path"))

@@ -227,6 +227,11 @@ class Zygote:
 def main(argv: list[str] | None = None) -> None:
     """``python -m shim.sandbox.zygote FD``: FD is the channel; its first message configures."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1:                    # the server's end is ours (and so every sandbox's)
+        import ctypes
+        ctypes.CDLL(None).prctl(1, int(hsignal.SIGKILL), 0, 0, 0)     # PR_SET_PDEATHSIG
+        if os.getppid() != int(args[1]):
+            return
     sock = socket.socket(fileno=int(args[0]) if args else CHANNEL_FD)
     chan = Channel(sock)
     try:
