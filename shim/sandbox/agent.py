@@ -132,7 +132,19 @@ def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | 
     _preload()
     sandbox.drop(iso)                    # the user namespace for good, seccomp
     procfs.publish(rt.vfs.skeleton, "kiln-sandbox", [b"kiln-sandbox", setup.sid.encode()])
+    _prepare_shell(rt)
     return Agent(rt, chan, user, setup)
+
+
+def _prepare_shell(rt: "Runtime") -> None:
+    """Load the program ``sh`` names (busybox, dash...) once, so that each exec of it (and
+    every ``cmd``, which runs through /bin/sh) starts in a fork without reading, hashing or
+    mapping it again (Runtime.prepare). An image without one just starts every program."""
+    from vkernel.errors import VkernelError
+    try:
+        rt.prepared = rt.prepare(rt.resolve_command("sh", [e.encode() for e in rt.spec.env]))
+    except (VkernelError, OSError):
+        rt.prepared = None
 
 
 def _preload() -> None:

@@ -60,10 +60,13 @@ class ExecRequest:
 
 @dataclass
 class Pipes:
-    """The new process's stdio: (child end, parent end) per stream; -1 for /dev/null."""
+    """The new process's stdio: (child end, parent end) per stream; -1 for /dev/null. The
+    status pipe carries the guest's exit status to the server the moment the guest ends,
+    before the host process's own teardown (which the agent's exit event waits for)."""
     stdin: tuple[int, int]
     stdout: tuple[int, int]
     stderr: tuple[int, int]
+    status: tuple[int, int]
 
     @classmethod
     def make(cls, req: ExecRequest) -> "Pipes":
@@ -74,14 +77,17 @@ class Pipes:
             stdin = (-1, -1)
         o_r, o_w = os.pipe2(os.O_CLOEXEC)
         e_r, e_w = os.pipe2(os.O_CLOEXEC)
-        return cls(stdin, (o_w, o_r), (e_w, e_r))
+        s_r, s_w = os.pipe2(os.O_CLOEXEC)
+        return cls(stdin, (o_w, o_r), (e_w, e_r), (s_w, s_r))
 
     def child_ends(self) -> tuple[int, ...]:
-        return tuple(p[0] for p in (self.stdin, self.stdout, self.stderr) if p[0] >= 0)
+        return tuple(p[0] for p in (self.stdin, self.stdout, self.stderr, self.status)
+                     if p[0] >= 0)
 
     def parent_ends(self) -> list[int]:
-        """stdout, stderr, then stdin's write end when there is one (what the server gets)."""
-        out = [self.stdout[1], self.stderr[1]]
+        """stdout, stderr, status, then stdin's write end when there is one (what the server
+        gets)."""
+        out = [self.stdout[1], self.stderr[1], self.status[1]]
         if self.stdin[1] >= 0:
             out.append(self.stdin[1])
         return out
@@ -102,15 +108,17 @@ def run_in_child(rt: "Runtime", req: ExecRequest, user: "User", pipes: Pipes, ke
                     os.close(fd)
                 except OSError:
                     pass
-        for p in (pipes.stdin, pipes.stdout, pipes.stderr):
+        for p in (pipes.stdin, pipes.stdout, pipes.stderr, pipes.status):
             if p[1] >= 0:
                 os.close(p[1])
+        status_fd = pipes.status[0]
         _stdio(pipes)
         os.setsid()
         hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
         if req.cpu_s:
             resource.setrlimit(resource.RLIMIT_CPU, (req.cpu_s, req.cpu_s + 1))
         status, sig = _run(rt, req, user, session_ctl)
+        _report(rt, status_fd, status, sig)
     except KilnError as e:
         _say(f"kiln: {e.message}")
         status = NOT_FOUND_STATUS
@@ -137,8 +145,28 @@ def _stdio(pipes: Pipes) -> None:
     os.dup2(pipes.stdout[0], 1)
     os.dup2(pipes.stderr[0], 2)
     for fd in pipes.child_ends():
-        if fd > 2:
+        if fd > 2 and fd != pipes.status[0]:
             os.close(fd)
+
+
+def _report(rt: "Runtime", status_fd: int, status: int, sig: int) -> None:
+    """The guest has ended: close its output (the server sees EOF now) and send its status,
+    instead of letting the server wait for this host process's teardown."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    rt.fds.close_all()
+    for fd in (0, 1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.write(status_fd, f"{status} {sig}\n".encode())
+    except OSError:
+        pass
 
 
 def _run(rt: "Runtime", req: ExecRequest, user: "User", session_ctl: int) -> tuple[int, int]:

@@ -95,7 +95,9 @@ class GuestProcess:
         self.t0 = time.perf_counter()
         self.stdout = PipeReader(fds[0], cap)
         self.stderr = PipeReader(fds[1], cap)
-        self.stdin_fd = fds[2] if stdin and len(fds) > 2 else -1
+        self.status_pipe = PipeReader(fds[2], 64)
+        self.status_pipe.listeners.append(self._status)
+        self.stdin_fd = fds[3] if stdin and len(fds) > 3 else -1
         if self.stdin_fd >= 0:
             os.set_blocking(self.stdin_fd, False)
         loop = asyncio.get_running_loop()
@@ -104,6 +106,18 @@ class GuestProcess:
         self.signal = 0
         self.timed_out = False
         self.ended_at: float | None = None
+
+    def _status(self, chunk: bytes | None) -> None:
+        """The guest's own report of its end (shim/sandbox/guest.py), ahead of the exit event."""
+        if chunk is None:
+            return
+        data = bytes(self.status_pipe.data)
+        if data.endswith(b"\n"):
+            try:
+                status, signal = (int(x) for x in data.split())
+            except ValueError:
+                return
+            self.on_exit(status, signal)
 
     @property
     def running(self) -> bool:
@@ -136,6 +150,7 @@ class GuestProcess:
     def close_pipes(self) -> None:
         self.stdout.close()
         self.stderr.close()
+        self.status_pipe.close()
         self.close_stdin()
 
     def close_stdin(self) -> None:
