@@ -151,6 +151,9 @@ class Kernel:
         the directory they name, as Linux resolves them (so ``..`` after them is taken there).
         """
         p = path.decode("utf-8", "surrogateescape")
+        if not p:
+            # Linux: an empty path names nothing (AT_EMPTY_PATH is the caller's business)
+            raise OSError(errno.ENOENT, "empty path")
         if p.startswith("/"):
             return self._through_magic_link(p)
         if dirfd == -100 or (dirfd & 0xFFFFFFFF) == 0xFFFFFF9C:
@@ -162,7 +165,7 @@ class Kernel:
             if not of.is_dir:
                 raise OSError(errno.ENOTDIR, "dirfd is not a directory")
             base = of.path
-        return self._through_magic_link(base.rstrip("/") + "/" + p if p else base)
+        return self._through_magic_link(base.rstrip("/") + "/" + p)
 
     def _open_synthesized(self, path: str, flags: int, mode: int) -> int:
         """The Vfs's way to /proc and /dev through an image symlink (/etc/mtab ->

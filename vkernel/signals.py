@@ -321,6 +321,13 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
     poller = select.poll()
     poller.register(_relay_r if _watcher is not None else _wake_r, select.POLLIN)
     if fd >= 0:
+        # Ready now: the call completes as on Linux, where a pending signal interrupts
+        # only a call that would block (a shell's byte-at-a-time `read` restarts its
+        # whole line on EINTR, losing the bytes it had).
+        probe = select.poll()
+        probe.register(fd, events)
+        if probe.poll(0):
+            return
         poller.register(fd, events)
     while True:
         _drain()
