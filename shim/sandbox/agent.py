@@ -24,9 +24,9 @@ request at a time:
     inside the sandbox's root (openat2 RESOLVE_IN_ROOT), writes copy up and
     deletes leave whiteouts as a guest's would. ``open`` hands the server a
     descriptor of the file; the server streams it.
-``snapshot``, ``restore``
-    shim/sandbox/snapstore.py: the upper layer, and each run_code session's
-    guest process (vkernel/snapshot.py).
+``session``
+    a run_code interpreter: an exec with its stdin kept open
+    (shim/sandbox/sessions.py feeds it the code).
 
 Being pid 1, it reaps every orphan of the sandbox; when it ends, the kernel
 ends everything else in the namespace, and the zygote removes the cgroup and
@@ -155,9 +155,6 @@ def _preload() -> None:
     import socket  # noqa: F401
     import tarfile  # noqa: F401
     import shim.sandbox.guest  # noqa: F401
-    import shim.sandbox.snapstore  # noqa: F401
-    import shim.sandbox.session_hook  # noqa: F401
-    import vkernel.snapshot  # noqa: F401
 
 
 class Agent:
@@ -169,7 +166,6 @@ class Agent:
         self.user = user
         self.setup = setup
         self.children: dict[int, int] = {}        # pid -> the exec request's tag
-        self.sessions: dict[int, int] = {}        # pid -> the session's control socket (ours)
         self.reaped: dict[int, int] = {}
         self._held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, {hsignal.SIGCHLD})
         from vkernel.supervisor import _signalfd
@@ -220,9 +216,6 @@ class Agent:
             if pid == 0:
                 return
             tag = self.children.pop(pid, None)
-            ctl = self.sessions.pop(pid, None)
-            if ctl is not None:
-                _close(ctl)
             if tag is not None:
                 code = os.waitstatus_to_exitcode(status)
                 self.chan.send({"op": "exit", "pid": pid, "tag": tag,
@@ -235,32 +228,21 @@ class Agent:
         req = guest.ExecRequest.from_message(msg, self.home)
         return self._start(req, fds)
 
-    def _start(self, req: "Any", fds: list[int], session_ctl: int = -1) -> tuple[dict, list[int]]:
+    def _start(self, req: "Any", fds: list[int]) -> tuple[dict, list[int]]:
         from shim.sandbox import guest
         pipes = guest.Pipes.make(req)
         pid = os.fork()
         if pid == 0:
-            keep = {*pipes.child_ends(), session_ctl}
-            guest.run_in_child(self.rt, req, self.user, pipes, keep, self._held,
-                               [self.chan.fileno(), self.sigfd, *self.sessions.values()],
-                               session_ctl)
+            guest.run_in_child(self.rt, req, self.user, pipes, set(pipes.child_ends()),
+                               self._held, [self.chan.fileno(), self.sigfd])
         pipes.close_child_ends()
         self.children[pid] = int(req.tag)
         return {"pid": pid}, pipes.parent_ends()
 
     def op_session(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
-        """A run_code interpreter: an exec whose process answers snapshot requests on a
-        socket of its own (shim/sandbox/session_hook.py)."""
-        import socket
+        """A run_code interpreter: an exec whose stdin stays open for the code it is fed."""
         from shim.sandbox import guest
-        req = guest.ExecRequest.from_message({**msg, "stdin": True}, self.home)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            reply, out = self._start(req, fds, theirs.fileno())
-        finally:
-            theirs.close()
-        self.sessions[reply["pid"]] = ours.detach()
-        return reply, out
+        return self._start(guest.ExecRequest.from_message({**msg, "stdin": True}, self.home), fds)
 
     def op_signal(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         pid, sig = int(msg["pid"]), int(msg["sig"])
@@ -425,15 +407,6 @@ class Agent:
         path = _guest_path(msg.get("path"))
         self._mkdirs(path)
         return {"path": path}, []
-
-    # -- snapshots -------------------------------------------------------------------------
-    def op_snapshot(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
-        from shim.sandbox import snapstore
-        return snapstore.take(self, msg, fds)
-
-    def op_restore(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
-        from shim.sandbox import snapstore
-        return snapstore.restore(self, msg, fds)
 
 
 def _guest_path(path: object) -> str:

@@ -98,7 +98,7 @@ class Pipes:
 
 
 def run_in_child(rt: "Runtime", req: ExecRequest, user: "User", pipes: Pipes, keep: set[int],
-                 held: set, agent_fds: list[int], session_ctl: int = -1) -> None:
+                 held: set, agent_fds: list[int]) -> None:
     """The forked child: set up and run the guest. Never returns."""
     status, sig = NOT_FOUND_STATUS, 0
     try:
@@ -117,8 +117,10 @@ def run_in_child(rt: "Runtime", req: ExecRequest, user: "User", pipes: Pipes, ke
         hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
         if req.cpu_s:
             resource.setrlimit(resource.RLIMIT_CPU, (req.cpu_s, req.cpu_s + 1))
-        status, sig = _run(rt, req, user, session_ctl)
-        _report(rt, status_fd, status, sig)
+        me = os.getpid()
+        status, sig = _run(rt, req, user)
+        if os.getpid() == me:        # not a process the guest forked, whose run ends here too
+            _report(rt, status_fd, status, sig)
     except KilnError as e:
         _say(f"kiln: {e.message}")
         status = NOT_FOUND_STATUS
@@ -169,7 +171,7 @@ def _report(rt: "Runtime", status_fd: int, status: int, sig: int) -> None:
         pass
 
 
-def _run(rt: "Runtime", req: ExecRequest, user: "User", session_ctl: int) -> tuple[int, int]:
+def _run(rt: "Runtime", req: ExecRequest, user: "User") -> tuple[int, int]:
     from vkernel import creds, procfs
     from vkernel.fdtable import FdTable
     rt.fds.close_all()
@@ -182,9 +184,6 @@ def _run(rt: "Runtime", req: ExecRequest, user: "User", session_ctl: int) -> tup
     name = os.path.basename(req.argv[0])
     rt.proc.comm = name.encode("utf-8", "surrogateescape")[:15]
     procfs.publish(rt.vfs.skeleton, name, [a.encode("utf-8", "surrogateescape") for a in req.argv])
-    if session_ctl >= 0:
-        from shim.sandbox import session_hook
-        session_hook.install(rt, session_ctl)
     status = rt.run()
     return status, rt.last_signal
 

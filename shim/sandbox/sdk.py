@@ -11,9 +11,7 @@
         sb.run_code("x=41", language="bash")
         print(sb.run_code("echo $((x + 1))", language="bash").stdout)   # 42
         sb.files.write("/tmp/a.txt", b"data")
-        snap = sb.snapshot()
-    with Sandbox.create(snapshot=snap) as copy:                   # a new sandbox from it
-        print(copy.files.read("/tmp/a.txt"))
+        print(sb.files.read("/tmp/a.txt"))                        # b'data'
 
 The server and token come from arguments or ``$KILN_URL`` (default
 ``http://127.0.0.1:8700``) and ``$KILN_TOKEN``. Errors are typed:
@@ -371,8 +369,8 @@ class Sandbox:
 
     # -- snapshots --------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """Write the sandbox's files and interpreters to disk; restore with
-        ``Sandbox.create(snapshot=...)``, as many times as wanted."""
+        """Not implemented by the server yet: raises :class:`ServerError` (501) with its
+        message (docs/sandboxes.md, 'Snapshots')."""
         r = self.client.json("POST", f"{self.path}/snapshot")
         return Snapshot(r["snapshot_id"], r["image"], r["size_bytes"], tuple(r["sessions"]),
                         r["took_ms"])

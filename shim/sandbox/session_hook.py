@@ -1,3 +1,0 @@
-"""placeholder"""
-def install(rt, ctl):
-    pass
