@@ -52,8 +52,9 @@ function cell(row, text, cls) {
 async function refresh() {
   const token = tokenFromHash();
   const status = document.getElementById("status");
-  if (!token) { document.getElementById("login").hidden = false;
-                status.textContent = "a token is needed"; return; }
+  if (!token) { document.getElementById("login").hidden = false;   // a refusal stays shown
+                if (status.className !== "error") status.textContent = "a token is needed";
+                return; }
   try {
     const [list, health] = await Promise.all([
       fetch("/v1/sandboxes", {headers: {"Authorization": "Bearer " + token}}),
