@@ -69,11 +69,13 @@ class Observer:
         if error:
             fields["error"] = error[:500]
         self.audit.record("api", decision, f"{who} {method} {route} -> {status}", **fields)
+        self.audit.records.clear()       # the file keeps them; a long-lived server must not
         self.requests.labels(method, route, str(status)).inc()
 
     def event(self, event: str, decision: str, **fields: Any) -> None:
         text = " ".join(f"{k}={v}" for k, v in fields.items())
         self.audit.record(event, decision, f"{event} {decision} {text}".strip(), **fields)
+        self.audit.records.clear()
 
     def acquired(self, image: str, source: str, ms: float) -> None:
         self.acquire.labels(image, source).observe(ms / 1000)
