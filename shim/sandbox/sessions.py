@@ -22,8 +22,7 @@ and imported modules stay, as in a notebook kernel.
 A cell that times out kills the interpreter (its state is lost; the next call
 starts a fresh one and says ``restarted``). A cell that ends the interpreter
 (``exit``) is answered with the interpreter's status, and the next call
-restarts it too. Snapshots capture each session's interpreter between two
-cells (shim/sandbox/snapstore.py).
+restarts it too.
 """
 from __future__ import annotations
 
