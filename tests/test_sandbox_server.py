@@ -471,3 +471,22 @@ def test_status_page_in_browser(server: Server, tmp_path: Path):
     assert bad.rows == {} and bad.status == "the token was refused"
     for sid in ids:
         api.delete(f"/v1/sandboxes/{sid}")
+
+
+def test_policy_kill_switch(busybox_image: Path, tmp_path: Path):
+    """The trust policy's kill_switch, read at each create, refuses new sandboxes (403 with the
+    policy's message) and leaves running ones alone."""
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": 1, "kill_switch": False}))
+    srv = start_server(busybox_image, tmp_path / "srv", "--policy", str(policy))
+    try:
+        api = srv.client("alice")
+        sid = create(api)
+        policy.write_text(json.dumps({"version": 1, "kill_switch": True}))
+        r = api.post("/v1/sandboxes", json={})
+        assert r.status_code == 403 and "kill" in r.json()["error"], r.text
+        assert run(api, sid, cmd="echo still here")["stdout"] == "still here\n"
+        policy.write_text(json.dumps({"version": 1, "kill_switch": False}))
+        assert api.post("/v1/sandboxes", json={}).status_code == 201
+    finally:
+        assert srv.stop() in (0, -signal.SIGTERM)
