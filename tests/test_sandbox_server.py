@@ -15,6 +15,17 @@ from pathlib import Path
 import pytest
 
 from tests.serverig import TOKENS, Server, descendants, kiln_script, start_server
+from vkernel.containers import _start_time
+
+
+def still_running(pids: dict[int, int | None]) -> list[int]:
+    """Those of ``pids`` (pid -> start time) still running: the same pid and start time, not a
+    zombie (a pid may be reused by then on a busy machine)."""
+    return [p for p, start in pids.items() if start is not None and _start_time(p) == start]
+
+
+def processes_below(pid: int) -> dict[int, int | None]:
+    return {p: _start_time(p) for p in descendants(pid)}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="kiln serve needs root")
 
@@ -25,12 +36,13 @@ def server(busybox_image: Path, tmp_path_factory) -> Server:
     srv = start_server(busybox_image, tmp_path_factory.mktemp("serve"), "--pool", "bb=4",
                        "--disk-mb", "32", "--max-body-mb", "1", "--memory-mb", "256")
     yield srv
-    pids = descendants(srv.proc.pid)
+    pids = processes_below(srv.proc.pid)
     # uvicorn shuts down gracefully on SIGTERM, then ends by the signal it caught
     assert srv.stop() in (0, -signal.SIGTERM), srv.log.read_text()
-    time.sleep(0.2)
-    left = [p for p in pids if os.path.exists(f"/proc/{p}")]
-    assert left == [], f"processes of the server left running: {left}"
+    deadline = time.monotonic() + 10
+    while still_running(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert still_running(pids) == [], "processes of the server left running"
 
 
 @pytest.fixture()
@@ -386,7 +398,7 @@ def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
         ids = [create(api), create(api)]
         records = {sid: json.loads((first.state / "sandboxes" / f"{sid}.json").read_text())
                    for sid in ids}
-        pids = descendants(first.proc.pid)
+        pids = processes_below(first.proc.pid)
     finally:
         first.stop(signal.SIGKILL)                    # a crash: no clean shutdown
     second = start_server(busybox_image, tmp_path, state=first.state)
@@ -398,10 +410,13 @@ def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
             r = api.get(f"/v1/sandboxes/{sid}")
             assert r.status_code == 404 and "restarted" in r.json()["error"]
         for rec in records.values():
-            assert not os.path.exists(f"/proc/{rec['pid']}")
+            assert _start_time(rec["pid"]) != rec["start"]
             for d in rec["cgroup"]:
                 assert not os.path.exists(d)
-        assert [p for p in pids if os.path.exists(f"/proc/{p}")] == []
+        deadline = time.monotonic() + 10
+        while still_running(pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert still_running(pids) == []
         audit = (second.state / "audit.jsonl").read_text()
         assert all(sid in audit for sid in ids)
         assert run(api, create(api), argv=["true"])["exit_code"] == 0
