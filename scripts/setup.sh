@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 #   containerd runc   kiln-oci's end-to-end tests and bench/oci.py: containerd 1.6 drives
 #                     kiln-oci through its own runc shim; runc is the native comparison
 #   docker.io         dockerd --runtime kiln in tests/test_oci_docker.py (not started here)
-DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux containerd runc docker.io)
+#   chromium          a real headless browser for the kiln serve status page (tests/test_sandbox_server.py)
+DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux containerd runc docker.io chromium)
 
 missing=()
 for p in "${DEBS[@]}"; do

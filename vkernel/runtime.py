@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
@@ -36,6 +36,7 @@ from vkernel.syscalls.table import TABLE
 from vkernel.vfs import Vfs, Volume
 
 if TYPE_CHECKING:
+    from formats.megabinary import Megabinary
     from vkernel.cgroup import RunCgroup
     from vkernel.sandbox import Isolation
 
@@ -100,43 +101,82 @@ def _memory_view(mem: wasmtime.Memory, store: wasmtime.Store) -> tuple[memoryvie
     return memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B"), base
 
 
+@dataclass(frozen=True)
+class LoadedCode:
+    """A megabinary opened and checked, with every module deserialized: what a run loads
+    before anything else. A process that forks runs from it (a sandbox zygote, shim/sandbox)
+    loads it once with :func:`load_code` and gives it to each :class:`Runtime`."""
+    mb: "Megabinary"
+    engine: wasmtime.Engine
+    modules: dict[str, wasmtime.Module]
+    units: tuple
+
+
+def load_code(spec: "RunSpec") -> LoadedCode:
+    """Open ``spec.megabinary`` (its digest pinned by ``spec.megabinary_digest``), check its
+    INDEX and deserialize every module."""
+    from formats.megabinary import read_megabinary
+    from vkernel.verified import TrustDir, unit_table
+    # The INDEX is hash-checked here; its decoding and schema check are kept between runs
+    # (vkernel/verified.py) like the AOT artifact's hash check.
+    mb = read_megabinary(spec.megabinary, check_index=False)
+    if spec.megabinary_digest and mb.digest != spec.megabinary_digest:
+        mb.close()
+        raise VkernelError(f"the megabinary {spec.megabinary} changed after the trust check "
+                           f"(it has digest {mb.digest}, the policy accepted "
+                           f"{spec.megabinary_digest})",
+                           hint="the file was replaced while kiln started; run again")
+    trust = TrustDir.open()
+    try:
+        units = unit_table(mb, trust)
+        engine = make_engine()
+        # Every module is mapped now: once the run is locked down (vkernel/sandbox.py) no
+        # process may map executable memory, and a library may be dlopen'ed any time.
+        modules = {abi.CORE_MODULE: load_module(engine, mb, trust)}
+        for u in units:
+            modules[u.blake3.hex()] = load_module(engine, mb, trust, u.blake3.hex())
+    except BaseException:
+        mb.close()
+        raise
+    finally:
+        if trust is not None:
+            trust.close()
+    return LoadedCode(mb, engine, modules, tuple(units))
+
+
+@dataclass(frozen=True)
+class GuestInstance:
+    """A guest process's store: the core instantiated, the kernel serving its imports."""
+    store: wasmtime.Store
+    kernel: Kernel
+    code: GuestCode
+
+
+@dataclass(frozen=True)
+class PreparedProgram:
+    """A program loaded by :meth:`Runtime.prepare`, to be started once in a forked child."""
+    path: str                              # canonical guest path
+    identity: tuple[int, ...]              # (dev, inode, size, mtime_ns, ctime_ns) when checked
+    interp_path: str | None
+    interp_identity: tuple[int, ...] | None
+    instance: GuestInstance
+    image: Any                             # vkernel.loader's loaded image
+    interp: Any
+
+
 class Runtime:
     """One guest process tree's top level (a forked child keeps its copy)."""
 
-    def __init__(self, spec: RunSpec) -> None:
-        from formats.megabinary import read_megabinary
-        from vkernel.verified import TrustDir, unit_table
+    def __init__(self, spec: RunSpec, code: LoadedCode | None = None) -> None:
         self.spec = spec
         if not Path(spec.rootfs).is_dir():
             raise VkernelError(f"rootfs {spec.rootfs} is not a directory",
                                hint="pass the unpacked image root with --rootfs")
         if not spec.argv:
             raise VkernelError("no command given", hint="kiln run ... -- CMD ARGS")
-        # The INDEX is hash-checked here; its decoding and schema check are kept between runs
-        # (vkernel/verified.py) like the AOT artifact's hash check.
-        self.mb = read_megabinary(spec.megabinary, check_index=False)
-        if spec.megabinary_digest and self.mb.digest != spec.megabinary_digest:
-            self.mb.close()
-            raise VkernelError(f"the megabinary {spec.megabinary} changed after the trust check "
-                               f"(it has digest {self.mb.digest}, the policy accepted "
-                               f"{spec.megabinary_digest})",
-                               hint="the file was replaced while kiln started; run again")
-        trust = TrustDir.open()
-        try:
-            units = unit_table(self.mb, trust)
-            self.engine = make_engine()
-            # Every module is mapped now: once the run is locked down (vkernel/sandbox.py) no
-            # process may map executable memory, and a library may be dlopen'ed any time.
-            self.modules = {abi.CORE_MODULE: load_module(self.engine, self.mb, trust)}
-            for u in units:
-                self.modules[u.blake3.hex()] = load_module(self.engine, self.mb, trust,
-                                                           u.blake3.hex())
-        except BaseException:
-            self.mb.close()
-            raise
-        finally:
-            if trust is not None:
-                trust.close()
+        code = code or load_code(spec)
+        self.mb, self.engine, self.modules = code.mb, code.engine, code.modules
+        units = list(code.units)
         self.audit = AuditLog(spec.audit_log)
         self.audit.open()                 # now: later the run may not reach the path
         self.policy = ExecPolicy(units, self.audit)
@@ -178,6 +218,8 @@ class Runtime:
                                            lock_fd=lock_fd)
         self.kernel: Kernel | None = None
         self.last_signal = 0
+        self.prepared: PreparedProgram | None = None
+        """A program :meth:`prepare` loaded; the first program run uses it if it is that file."""
 
     def close(self) -> None:
         self.fds.close_all()
@@ -232,28 +274,9 @@ class Runtime:
                            hint="give the program's absolute path inside the rootfs")
 
     # -- one program ------------------------------------------------------------------
-    def _start(self, path: str, argv: list[bytes], envp: list[bytes], data: bytes | None = None,
-               execfn: str | None = None, unit: UnitInfo | None = None,
-               interp: Interpreter | None = None) -> int:
-        """Load and run one program. ``data`` (with ``path`` canonical), ``unit`` and ``interp``
-        come from an execve that already checked everything; without them the file (and its
-        interpreter) is opened and its hash checked here (first program)."""
-        canonical = path
-        if data is None:
-            try:
-                h = self.vfs.open(path, os.O_RDONLY)
-                try:
-                    data = os.pread(h, max(os.fstat(h).st_size, 0), 0)
-                    canonical = self.vfs.guest_path_of(h)      # /proc/self/exe: symlinks resolved
-                finally:
-                    os.close(h)
-            except OSError as e:
-                raise VkernelError(f"cannot run {path}: {e.strerror}",
-                                   hint="check the path inside the rootfs") from None
-        execfn = execfn or path
-        if unit is None:
-            unit = self.policy.check_exec(path, data)
-            interp = self._interpreter(path, data)
+    def _instance(self) -> "GuestInstance":
+        """A fresh store with the core module instantiated and the kernel serving its imports:
+        a guest process with nothing loaded yet."""
         store = wasmtime.Store(self.engine)
         # The kernel serves the module's imports, so it exists first; its memories are the
         # module's own (defined and exported by it, so lifted code addresses them directly).
@@ -293,7 +316,7 @@ class Runtime:
             code = GuestCode(store, self.modules[abi.CORE_MODULE], host)
             k.code = code
             k.unit_module = self.unit_module
-            run, guest, ctl_mem = code.run, code.guest, code.ctl
+            guest, ctl_mem = code.guest, code.ctl
         except (wasmtime.WasmtimeError, TypeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's modules: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
@@ -305,17 +328,109 @@ class Runtime:
         space = AddressSpace(gview, gbase)
         space.limit = self.spec.memory
         space.run_budget = self.spec.run_memory
-        ctl = ControlMemory(cview)
-        k.space, k.ctl = space, ctl
+        k.space, k.ctl = space, ControlMemory(cview)
+        return GuestInstance(store, k, code)
+
+    def _load(self, inst: "GuestInstance", path: str, data: bytes, unit: UnitInfo,
+              interp: Interpreter | None) -> tuple[Any, Any]:
+        """Map the program (and its interpreter) into a fresh instance's memory, their code
+        reachable by dispatch: the loaded images."""
+        space = inst.kernel.space
         image = load_elf(space, data, path, unit.number)
         space.brk_start = space.brk_cur = image.brk_start
         loaded_interp = None if interp is None else \
             load_elf(space, interp.data, interp.path, interp.unit.number, interpreter=True)
+        inst.kernel.add_regions([*image.regions,
+                                 *(loaded_interp.regions if loaded_interp else ())])
+        return image, loaded_interp
+
+    def _file_identity(self, path: str) -> tuple[str, tuple[int, ...]]:
+        """(canonical guest path, (dev, inode, size, mtime, ctime)) of a program file."""
+        h = self.vfs.open(path, os.O_RDONLY)
+        try:
+            s = os.fstat(h)
+            return self.vfs.guest_path_of(h), (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns,
+                                               s.st_ctime_ns)
+        finally:
+            os.close(h)
+
+    def prepare(self, path: str) -> "PreparedProgram":
+        """The program at guest ``path`` loaded, hash-checked and instantiated up to its first
+        instruction, without argv: a process that forks from here (a sandbox's first process)
+        starts that program in each child without reading, checking or mapping it again, when
+        the file the child names is still the same file (device, inode, size, mtime, ctime:
+        the stamp rule of vkernel/verified.py). The bytes that run are the ones checked here."""
+        canonical, ident = self._file_identity(path)
+        h = self.vfs.open(path, os.O_RDONLY)
+        try:
+            data = os.pread(h, max(os.fstat(h).st_size, 0), 0)
+        finally:
+            os.close(h)
+        unit = self.policy.check_exec(path, data)
+        interp = self._interpreter(path, data)
+        interp_ident = None if interp is None else self._file_identity(interp.path)[1]
+        if self._file_identity(path)[1] != ident:
+            raise VkernelError(f"{path} changed while it was being prepared")
+        inst = self._instance()
+        image, loaded_interp = self._load(inst, canonical, data, unit, interp)
+        return PreparedProgram(canonical, ident, None if interp is None else interp.path,
+                               interp_ident, inst, image, loaded_interp)
+
+    def _prepared_for(self, path: str) -> "PreparedProgram | None":
+        """The prepared program (then forgotten: it is used once) if ``path`` is its file."""
+        prep, self.prepared = self.prepared, None
+        if prep is None:
+            return None
+        try:
+            canonical, ident = self._file_identity(path)
+            if (canonical, ident) != (prep.path, prep.identity):
+                return None
+            if prep.interp_path is not None and \
+                    self._file_identity(prep.interp_path)[1] != prep.interp_identity:
+                return None
+        except OSError:
+            return None
+        k = prep.instance.kernel            # what the process has now (its own stdio...)
+        k.vfs, k.fds, k.proc, k.audit, k.policy = self.vfs, self.fds, self.proc, self.audit, \
+            self.policy
+        k.trace = self.spec.trace
+        return prep
+
+    def _start(self, path: str, argv: list[bytes], envp: list[bytes], data: bytes | None = None,
+               execfn: str | None = None, unit: UnitInfo | None = None,
+               interp: Interpreter | None = None, prepared: "PreparedProgram | None" = None) -> int:
+        """Load and run one program. ``data`` (with ``path`` canonical), ``unit`` and ``interp``
+        come from an execve that already checked everything; without them the file (and its
+        interpreter) is opened and its hash checked here (first program), unless ``prepared``
+        has it loaded already."""
+        canonical = path
+        execfn = execfn or path
+        if prepared is not None:
+            inst, image, loaded_interp = prepared.instance, prepared.image, prepared.interp
+            canonical = prepared.path
+        else:
+            if data is None:
+                try:
+                    h = self.vfs.open(path, os.O_RDONLY)
+                    try:
+                        data = os.pread(h, max(os.fstat(h).st_size, 0), 0)
+                        canonical = self.vfs.guest_path_of(h)  # /proc/self/exe: symlinks resolved
+                    finally:
+                        os.close(h)
+                except OSError as e:
+                    raise VkernelError(f"cannot run {path}: {e.strerror}",
+                                       hint="check the path inside the rootfs") from None
+            if unit is None:
+                unit = self.policy.check_exec(path, data)
+                interp = self._interpreter(path, data)
+            inst = self._instance()
+            image, loaded_interp = self._load(inst, path, data, unit, interp)
+        store, k, run = inst.store, inst.kernel, inst.code.run
+        space, ctl = k.space, k.ctl
         ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
         rsp = build_stack(space, image, argv, envp, execfn, ids, loaded_interp)
         ctl.reset_for_entry(image.entry if loaded_interp is None else loaded_interp.entry, rsp)
         self.proc.exe = canonical
-        k.add_regions([*image.regions, *(loaded_interp.regions if loaded_interp else ())])
         self.kernel = k
         signals.attach(self.proc, k)
         if signals._wake_r < 0:
@@ -468,9 +583,10 @@ class Runtime:
         execfn: str | None = None
         unit: UnitInfo | None = None
         interp: Interpreter | None = None
+        prepared = self._prepared_for(path)
         while True:
             try:
-                return self._start(path, argv, env, data, execfn, unit, interp)
+                return self._start(path, argv, env, data, execfn, unit, interp, prepared)
             except GuestExec as ex:
                 self.fds.close_on_exec()
                 for sig, act in list(self.proc.sigactions.items()):
@@ -481,6 +597,7 @@ class Runtime:
                     os.close(self.proc.vfork_fd)
                     self.proc.vfork_fd = -1
                 path, argv, env, data, execfn = ex.path, ex.argv, ex.envp, ex.data, ex.execfn
+                prepared = None
                 unit = ex.unit  # type: ignore[assignment]
                 interp = ex.interp  # type: ignore[assignment]
 

@@ -119,9 +119,11 @@ class StateDir:
         for fd in (self.runs_fd, self.fd):
             os.close(fd)
 
-    def new_run(self) -> RunDir:
-        """A new locked ``runs/ID`` (stale runs are removed first)."""
-        self.sweep()
+    def new_run(self, sweep: bool = True) -> RunDir:
+        """A new locked ``runs/ID`` (stale runs are removed first, unless ``sweep`` is false:
+        a sandbox zygote sweeps once when it starts, not for each of its many runs)."""
+        if sweep:
+            self.sweep()
         # Made under a hidden name, locked, then renamed: a sweep never sees it unlocked.
         rid = secrets.token_hex(6)
         tmp = f".new-{rid}"
