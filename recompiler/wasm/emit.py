@@ -63,6 +63,13 @@ _DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 
 
 
+HUB_TARGETS = 16
+"""A jump table with more targets in its function than this enters them through ``$hub``: one
+edge instead of one per target (Cranelift allocates registers per edge; CPython's 226 opcode
+jumps of 256 targets made 37 MB of code). Smaller ones branch to each target directly, which a
+switch in a hot loop needs (measured: a 9-case switch VM ran 40% slower through ``$hub``)."""
+
+
 def func_name(addr: int) -> str:
     return f"$U.f{addr:x}"
 
@@ -358,13 +365,16 @@ class FunctionEmitter(RegisterSets):
         elif tt is JumpIndirect:
             local = [(a if self.pic else a + self.bias, self.index[a]) for a in t.known if a in self.index]
             out.append(f"(local.set $jt {self.x(t.target)})")
-            if local:
-                # jump table into this function: a compare tree turns the address into the
-                # target's block index, which the function-start br_table ($hub) enters
-                key = "$jt"
-                if self.pic:            # compare link-time addresses: the run-time ones vary
-                    key = "$jl"
-                    out.append(f"(local.set $jl (i64.sub (local.get $jt) (global.get {BIAS_GLOBAL})))")
+            key = "$jt"
+            if local and self.pic:      # compare link-time addresses: the run-time ones vary
+                key = "$jl"
+                out.append(f"(local.set $jl (i64.sub (local.get $jt) (global.get {BIAS_GLOBAL})))")
+            if local and not self._via_hub(t):
+                # a small jump table into this function: a compare tree branching to each target
+                self._jt_tree(sorted(local), cur, out, key)
+            elif local:
+                # a large one: a compare tree turns the address into the target's block index,
+                # which the function-start br_table ($hub) enters
                 out.append(f"(local.set $pc {self._jt_index(sorted(local), key)})")
                 cold: list[str] = []
                 self.spill(cold, flags=False)      # as a loop header's poll: $intr does the rest
@@ -399,6 +409,25 @@ class FunctionEmitter(RegisterSets):
                    " (if (i32.lt_s (local.get $fi) (i32.const 0)) (then (call $no_translation (local.get $jt))))"
                    " (local.set $bi (global.get $blk))))")
         out.append(f"({how} $ft (type $guestfn) (local.get $bi) (local.get $fi))")
+
+    def _via_hub(self, t: Term) -> bool:
+        """Whether jump ``t`` enters its targets through ``$hub`` (more than ``HUB_TARGETS``
+        of them in this function), not by a branch to each."""
+        return type(t) is JumpIndirect and sum(a in self.index for a in t.known) > HUB_TARGETS
+
+    def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str], key: str) -> None:
+        if len(lst) <= 4:
+            for a, i in lst:
+                go: list[str] = []
+                self.goto(self.blocks[i].start, cur, go, fall=False)
+                out.append(f"(if (i64.eq (local.get {key}) (i64.const {_signed64(a)})) (then {' '.join(go)}))")
+            return
+        mid = len(lst) // 2
+        out.append(f"(if (i64.lt_u (local.get {key}) (i64.const {_signed64(lst[mid][0])})) (then")
+        self._jt_tree(lst[:mid], cur, out, key)
+        out.append(") (else")
+        self._jt_tree(lst[mid:], cur, out, key)
+        out.append("))")
 
     @staticmethod
     def _jt_index(lst: list[tuple[int, int]], key: str) -> str:
@@ -445,8 +474,8 @@ class FunctionEmitter(RegisterSets):
         n = len(self.blocks)
         M: dict[int, int] = {}
         for i, b in enumerate(self.blocks):
-            if type(b.term) is JumpIndirect:
-                continue                        # jump tables go through $hub, never a loop label
+            if self._via_hub(b.term):
+                continue                        # these go through $hub, never a loop label
             for t in self._succ_idx(b.term):
                 if t <= i and M.get(t, -1) < i:
                     M[t] = i
@@ -536,7 +565,7 @@ class FunctionEmitter(RegisterSets):
         # the target: its live flags must reach the state too).
         entered = {self.index[e] for e in self.entry_blocks if e in self.index} | set(self.loop_end) | {0}
         for b in self.blocks:
-            if type(b.term) is JumpIndirect:
+            if self._via_hub(b.term):
                 for a in b.term.known:
                     k = self.index.get(a)
                     if k is not None:
