@@ -156,9 +156,11 @@ def test_loop_headers_are_dispatch_entries(tmp_path: Path) -> None:
     assert _loop_address(exe) in {a for a, _, _ in unit.entries}
 
 
-# A loop made only of jumps through a jump table (no direct back edge: CPython's opcode
-# dispatch has this shape): the poll before the table jump stops it at the target.
-GOTO_ASM = r"""
+# Loops made only of jumps through a jump table (no direct back edge). A small table branches
+# to each target, and its back edges make loops whose headers poll; a large one (CPython's
+# opcode dispatch has this shape) goes through the function's $hub, and the poll before the
+# jump stops at the target.
+SMALL_TABLE_ASM = r"""
 .globl _start
 .text
 _start:
@@ -166,19 +168,50 @@ _start:
     syscall
     xor %ebx, %ebx
     mov $0x1234, %r12
-op_a:
+op_0:
     inc %rbx
     cmp $3000, %rbx
     jae done
     mov %rbx, %rax
     and $3, %eax
     jmp *table(,%rax,8)
-op_b:
+op_1:
     add $2, %r12
     mov %r12, %rax
     shr $1, %rax
     and $3, %eax
     jmp *table(,%rax,8)
+"""
+
+
+def _big_table_asm(n: int = 32) -> str:
+    """op_0 counts; op_k adds k to r12 and jumps to table[r12 % n] (doubling mod n: op_0 within
+    five jumps)."""
+    ops = "".join(f"""op_{k}:
+    add ${k}, %r12
+    mov %r12, %rax
+    and ${n - 1}, %eax
+    jmp *table(,%rax,8)
+""" for k in range(1, n))
+    return f"""
+.globl _start
+.text
+_start:
+    mov $39, %eax
+    syscall
+    xor %ebx, %ebx
+    mov $0x1234, %r12
+op_0:
+    inc %rbx
+    cmp $3000, %rbx
+    jae done
+    mov %rbx, %rax
+    and ${n - 1}, %eax
+    jmp *table(,%rax,8)
+{ops}"""
+
+
+_TAIL = r"""
 done:
     push %r12
     push %rbx
@@ -193,25 +226,41 @@ done:
 .section .rodata
 .balign 8
 table:
-    .quad op_a, op_b, op_a, op_b
 """
 
 
-def test_interrupt_at_a_jump_table_jump_stops_at_its_target_and_resumes(tmp_path: Path) -> None:
-    src = tmp_path / "goto.s"
-    src.write_text(GOTO_ASM)
-    exe = tmp_path / "goto"
+def _table_program(tmp: Path, body: str, entries: list[str]) -> Path:
+    src = tmp / "goto.s"
+    src.write_text(body + _TAIL + "".join(f"    .quad {e}\n" for e in entries))
+    exe = tmp / "goto"
     subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def _run_interrupted(exe: Path) -> tuple[InterruptHarness, dict[str, int]]:
     native = subprocess.run([str(exe)], capture_output=True, check=True).stdout
     unit, module = prepare(exe)
     h = InterruptHarness(exe, unit, module, [str(exe)], [])
     assert h.run_resuming() == 0
-    assert bytes(h.out) == native
+    assert bytes(h.out) == native                 # resumed after each stop, as the CPU ran it
+    assert len(h.seen) == InterruptHarness.times
     syms = {line.split()[2]: int(line.split()[0], 16) + h.img.bias for line in subprocess.run(
         ["nm", str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()}
+    return h, syms
+
+
+def test_a_small_jump_table_loop_stops_at_its_loop_header(tmp_path: Path) -> None:
+    exe = _table_program(tmp_path, SMALL_TABLE_ASM, ["op_0", "op_1", "op_0", "op_1"])
+    h, syms = _run_interrupted(exe)
+    first = h.seen[0]
+    assert (first["rip"], first["fault_rip"], first["rbx"], first["r12"]) == (syms["op_0"], syms["op_0"], 0, 0x1234)
+    assert all(s == first for s in h.seen)
+
+
+def test_a_large_jump_table_loop_stops_at_each_jumps_target(tmp_path: Path) -> None:
+    exe = _table_program(tmp_path, _big_table_asm(32), [f"op_{k}" for k in range(32)])
+    h, syms = _run_interrupted(exe)
     first, second = h.seen[0], h.seen[1]
-    # rbx = 1 selects table[1]: stopped before op_b ran; entered there, (0x1236 >> 1) & 3 = 3
-    # selects op_b again
-    assert (first["rip"], first["fault_rip"], first["rbx"], first["r12"]) == (syms["op_b"], syms["op_b"], 1, 0x1234)
-    assert (second["rip"], second["rbx"], second["r12"]) == (syms["op_b"], 1, 0x1236)
-    assert len(h.seen) == InterruptHarness.times
+    # rbx = 1 selects op_1: stopped before it ran; entered there, r12 = 0x1235 selects op_21
+    assert (first["rip"], first["fault_rip"], first["rbx"], first["r12"]) == (syms["op_1"], syms["op_1"], 1, 0x1234)
+    assert (second["rip"], second["rbx"], second["r12"]) == (syms["op_21"], 1, 0x1235)
