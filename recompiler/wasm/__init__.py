@@ -7,7 +7,7 @@ Design note (code shape of the megabinary module)
   wasm function ``(param $entry i32)``; its blocks are laid out in reverse
   postorder (``lift_api._reverse_postorder``), so every jump to an earlier
   block is a loop back edge. Structured control flow (``emit._structure``): a
-  back-edge target ``h`` heads a wasm ``loop $Lh`` spanning blocks h..M (M: the
+  back-edge target ``h`` (except of a jump through ``$hub``, below) heads a wasm ``loop $Lh`` spanning blocks h..M (M: the
   last block jumping back; spans widened until they nest); the code of block
   k follows the ``end`` of ``block $bk``, opened at the top of the innermost
   loop spanning k, so forward jumps are plain ``br $bk`` and back edges
@@ -59,7 +59,7 @@ Design note (code shape of the megabinary module)
   registers some later read needs before writing them (a backward liveness,
   ``_live_in``, where each of those stores counts as a read), so a local may
   be stale only while the state holds the register's value. Each back edge's
-  interrupt poll stores its own possibly-written set. The rule is
+  loop header's and each exit's interrupt poll stores its own possibly-written set. The rule is
   local to ``emit.FunctionEmitter`` (``spill``/``reload``, with the analyses
   in ``regsets.py``), so it can be
   refined without touching semantics.
@@ -75,16 +75,31 @@ Design note (code shape of the megabinary module)
   runtime_wat that re-round the round-to-nearest result by one ulp); SSE
   arithmetic always rounds to nearest (wasm has no other mode), exception flags
   are never set and FTZ/DAZ are ignored.
-* **Interrupt poll.** Every loop back edge first loads the u32 at
-  ``formats.abi.INTERRUPT_FLAG`` (one load, one predictable branch). When it is
-  set, the code jumps to the function's one shared exit (``block $intr``): it
-  stores every register the function wrote and the flags live at its loop
-  headers (the other rflags bits keep the state's value), rip = the loop
-  header's runtime address, the fault record (``INTERRUPT``), resets the call
-  depth (vkernel unwinds the wasm stack and re-enters ``kiln_run``) and calls
-  ``fault``. Loop headers are therefore dispatch entries
-  (``FunctionEmitter.loop_entries``), and a function whose loop headers have
-  live flags loads the flags from the state at entry.
+* **Interrupt poll.** The top of every loop header (each iteration, and the
+  first entry), every jump through ``$hub`` and every jump out of the function
+  (tail calls, dispatch) first loads the u32 at ``formats.abi.INTERRUPT_FLAG``
+  (one load, one predictable branch): a cycle of guest code always passes one.
+  When it is set, the code stores the registers the state lacks there and
+  jumps to the function's one shared exit (``block $intr``): it stores the
+  flags live at its loop headers and jump-table targets (the other rflags bits
+  keep the state's value), rip = ``$irip`` (the header, the table's target or
+  the jump's target: each a dispatch entry), the fault record (``INTERRUPT``),
+  resets the call depth (vkernel unwinds the wasm stack and re-enters
+  ``kiln_run``) and calls ``fault``. Loop headers are therefore dispatch
+  entries (``FunctionEmitter.loop_entries``), and a function whose loop
+  headers have live flags loads the flags from the state at entry.
+* **Jump tables.** An indirect jump with at most ``emit.HUB_TARGETS`` (16)
+  known targets in the function is a compare tree branching to each (its
+  back edges make loops like any other). One with more turns the address
+  into the target's block index with a compare tree that only computes a
+  number, then branches to ``$hub``: a ``loop``
+  around the function-start ``br_table``, which routes to any block as
+  dispatch entry does (through the trampolines of the loops it is in). One
+  edge per jump, not one per target: CPython's opcode dispatch (226 jumps of
+  256 targets each) had made Cranelift emit 37 MB of register moves for one
+  function (now 3.7 MB), and these edges make no loops. Each loop's
+  ``br_table`` lists only the blocks some jump or entry really routes
+  through it.
 * **32-bit values.** An ``i64.and`` with 0xffffffff is emitted as
   ``i64.extend_i32_u (i32.wrap_i64 ..)``: Cranelift then uses 32-bit
   instructions, where the AND (not an x86 imm32) would be a memory operand.
