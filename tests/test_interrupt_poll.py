@@ -257,6 +257,29 @@ def test_a_small_jump_table_loop_stops_at_its_loop_header(tmp_path: Path) -> Non
     assert all(s == first for s in h.seen)
 
 
+def _far_back_edge_asm(n: int = 128) -> str:
+    """As _big_table_asm, but odd counts jump forward to ``far_end``, past every op, which adds
+    1000 and jumps straight back to op_0: a back edge spanning more blocks than LOOP_SPAN."""
+    return _big_table_asm(n).replace("""    jae done
+    mov %rbx, %rax""", """    jae done
+    test $1, %bl
+    jnz far_end
+    mov %r12, %rax""") + """far_end:
+    add $1000, %r12
+    jmp op_0
+"""
+
+
+def test_a_long_back_edge_in_a_function_with_a_large_table_stops_at_its_target(tmp_path: Path) -> None:
+    exe = _table_program(tmp_path, _far_back_edge_asm(128), [f"op_{k}" for k in range(128)])
+    h, syms = _run_interrupted(exe)
+    first, second = h.seen[0], h.seen[1]
+    # rbx = 1: far_end, back to op_0 (stopped there); entered there, rbx = 2 jumps through the
+    # table: (0x1234 + 1000) & 127 = 28
+    assert (first["rip"], first["rbx"], first["r12"]) == (syms["op_0"], 1, 0x1234 + 1000)
+    assert (second["rip"], second["rbx"], second["r12"]) == (syms["op_28"], 2, 0x1234 + 1000)
+
+
 def test_a_large_jump_table_loop_stops_at_each_jumps_target(tmp_path: Path) -> None:
     exe = _table_program(tmp_path, _big_table_asm(32), [f"op_{k}" for k in range(32)])
     h, syms = _run_interrupted(exe)

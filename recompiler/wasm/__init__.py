@@ -6,7 +6,7 @@ Design note (code shape of the megabinary module)
 * **Functions.** Each guest function (entry point found by discovery) is one
   wasm function ``(param $entry i32)``; its blocks are laid out in reverse
   postorder (``lift_api._reverse_postorder``), so every jump to an earlier
-  block is a loop back edge. Structured control flow (``emit._structure``): a
+  block is a loop back edge. Structured control flow (``control.py``): a
   back-edge target ``h`` (except of a jump through ``$hub``, below) heads a wasm ``loop $Lh`` spanning blocks h..M (M: the
   last block jumping back; spans widened until they nest); the code of block
   k follows the ``end`` of ``block $bk``, opened at the top of the innermost
@@ -88,7 +88,7 @@ Design note (code shape of the megabinary module)
   ``kiln_run``) and calls ``fault``. Loop headers are therefore dispatch
   entries (``FunctionEmitter.loop_entries``), and a function whose loop
   headers have live flags loads the flags from the state at entry.
-* **Jump tables.** An indirect jump with at most ``emit.HUB_TARGETS`` (16)
+* **Jump tables.** An indirect jump with at most ``control.HUB_TARGETS`` (16)
   known targets in the function is a compare tree branching to each (its
   back edges make loops like any other). One with more turns the address
   into the target's block index with a compare tree that only computes a
@@ -97,7 +97,11 @@ Design note (code shape of the megabinary module)
   dispatch entry does (through the trampolines of the loops it is in). One
   edge per jump, not one per target: CPython's opcode dispatch (226 jumps of
   256 targets each) had made Cranelift emit 37 MB of register moves for one
-  function (now 3.7 MB), and these edges make no loops. Each loop's
+  function (now 3.7 MB), and these edges make no loops. In a function with
+  ``$hub``, a back edge spanning more than ``control.LOOP_SPAN`` (64) blocks
+  also goes through it (polling first) instead of making a loop: loops
+  widened to nest had put CPython's opcode blocks 8-13 loops deep, each
+  level a trampoline ``br_table`` per opcode dispatch. Each loop's
   ``br_table`` lists only the blocks some jump or entry really routes
   through it.
 * **32-bit values.** An ``i64.and`` with 0xffffffff is emitted as

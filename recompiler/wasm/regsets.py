@@ -149,15 +149,18 @@ class RegisterSets:
 
     def _term_spills(self, i: int, t: Term) -> bool:
         """Whether block ``i``'s terminator stores the possibly written registers: a call,
-        return, indirect jump, or a jump to another function. (A back edge does not: the loop
-        header's interrupt poll spills, a read at the header's start in ``_live_in``.)"""
+        return, indirect jump, a jump to another function, or a back edge through ``$hub``
+        (control.LOOP_SPAN: its poll spills). (A loop's back edge does not: the loop header's
+        interrupt poll spills, a read at the header's start in ``_live_in``.)"""
         tt = type(t)
         if tt is CallDirect or tt is CallIndirect or tt is Return or tt is JumpIndirect:
             return True
         if tt is Trap:
             return False
         targets = (t.target,) if tt is FallThrough or tt is Jump else (t.target, t.fallthrough)
+        far = getattr(self, "far", ())
         for x in targets:
-            if self.index.get(x) is None:
+            j = self.index.get(x)
+            if j is None or (i, j) in far:          # out of the function, or through $hub
                 return True
         return False
