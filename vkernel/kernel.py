@@ -50,6 +50,7 @@ def _signame(sig: int) -> str:
 
 if TYPE_CHECKING:
     from vkernel.instances import GuestCode
+    from vkernel.netrun import RunNetwork
     from vkernel.policy import UnitInfo
     from vkernel.syscalls.table import SyscallEntry
 
@@ -126,6 +127,7 @@ class Kernel:
         self.code: "GuestCode" = None     # type: ignore[assignment]   # the store's instances
         self.unit_module: Any = None      # UnitInfo -> its deserialized wasmtime.Module
         self.saved_mask: int | None = None  # rt_sigsuspend/ppoll: the mask the frame restores
+        self.net: "RunNetwork | None" = None   # the run's network (vkernel/netrun.py)
         # Guest addresses of `syscall` instructions a signal frame's context restarts (SA_RESTART):
         # rt_sigreturn to one runs that syscall (the instruction itself is no dispatch entry).
         self.restart_sites: set[int] = set()

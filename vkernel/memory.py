@@ -138,6 +138,13 @@ class AddressSpace:
         addr = self._check(addr, n)
         return self.view[addr:addr + n]
 
+    def host_address(self, addr: int, n: int) -> int:
+        """The host address of guest bytes [addr, addr+n), for host calls that read or write
+        guest memory in place (a zero-length range needs no valid address, as in Linux)."""
+        if n <= 0:
+            return self.host_base
+        return self.host_base + self._check(addr, n)
+
     def u64(self, addr: int) -> int:
         return struct.unpack_from("<Q", self.view, self._check(addr, 8))[0]
 

@@ -30,12 +30,14 @@ from vkernel.proctree import become_subreaper
 from vkernel.elf import parse_elf
 from vkernel.loader import Interpreter, build_stack, find_interpreter, load_elf
 from vkernel.memory import AddressSpace
+from vkernel.netpolicy import ISOLATED, NONE, NetPolicy
 from vkernel.policy import ExecPolicy, UnitInfo
 from vkernel.syscalls.table import TABLE
 from vkernel.vfs import Vfs, Volume
 
 if TYPE_CHECKING:
     from vkernel.cgroup import RunCgroup
+    from vkernel.netns import PublishedSocket
     from vkernel.sandbox import Isolation
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -77,6 +79,11 @@ class RunSpec:
     files: tuple[tuple[str, bytes, int], ...] = ()   # (guest path, content, mode) copied into
                                         # the upper layer before the guest runs (kiln-oci's
                                         # file bind mounts: /etc/hosts, /etc/resolv.conf...)
+    net: NetPolicy = NetPolicy(NONE)    # the run's network (vkernel/netpolicy.py): kiln run
+                                        # asks for its own loopback (as root) or the host's
+    net_namespace: bool = False         # internal: the first process made the run's network
+    net_broker_fd: int = -1             # internal: the supervisor's --allow-net broker socket
+    net_published: tuple["PublishedSocket", ...] = ()   # internal: bound --publish sockets
 
 
 _FAULT_SIGNAL = {
@@ -146,6 +153,12 @@ class Runtime:
                        skeleton=spec.isolation.skeleton or None if spec.isolation else None)
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/")
+        from vkernel import netrun
+        policy = spec.net
+        if policy.mode == ISOLATED and not spec.net_namespace:
+            policy = netrun.without_namespace(policy)
+        self.net = netrun.make(policy, spec.isolation is not None, spec.net_broker_fd,
+                               spec.net_published)
         for res, soft, _ in spec.rlimits:
             if res == resource.RLIMIT_NOFILE:
                 self.fds.limit = min(soft, 1 << 20)
@@ -180,6 +193,8 @@ class Runtime:
 
     def close(self) -> None:
         self.fds.close_all()
+        if not self.proc.is_forked_child:
+            self.net.close()
         self.vfs.close()
         self.audit.close()
         self.mb.close()
@@ -258,6 +273,7 @@ class Runtime:
         # module's own (defined and exported by it, so lifted code addresses them directly).
         k = Kernel(space=None, ctl=None, vfs=self.vfs, fds=self.fds, policy=self.policy,
                    audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
+        k.net = self.net
 
         def on_fault(code: int) -> None:
             # Never returns: the guest dies (GuestExit), or the state says where it goes on

@@ -310,27 +310,30 @@ def _drain() -> None:
 
 
 def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
-                       events: int = 0) -> None:
-    """Block until ``timeout`` (None: forever) passes or ``fd`` has ``events``; a deliverable
-    signal raises :class:`SignalInterrupt` (EINTR) instead, with no lost-wakeup window."""
+                       events: int = 0, also: tuple[int, ...] = ()) -> bool:
+    """Block until ``timeout`` (None: forever) passes or ``fd`` (or one of the fds ``also``)
+    has ``events``; a deliverable signal raises :class:`SignalInterrupt` (EINTR) instead,
+    with no lost-wakeup window. True when a descriptor is ready, False on the timeout."""
     import select
     import time
     if _wake_r < 0:
         install_wakeup()
     end = None if timeout is None else time.monotonic() + timeout
     poller = select.poll()
-    poller.register(_relay_r if _watcher is not None else _wake_r, select.POLLIN)
-    if fd >= 0:
-        poller.register(fd, events)
+    wake = _relay_r if _watcher is not None else _wake_r
+    poller.register(wake, select.POLLIN)
+    for f in (fd, *also):
+        if f >= 0:
+            poller.register(f, events)
     while True:
         _drain()
         with k.waiting():                  # EINTR now if one is already deliverable
             left = None if end is None else max(0.0, end - time.monotonic())
             ready = poller.poll(None if left is None else left * 1000)
-        if any(f == fd for f, _ in ready):
-            return
+        if any(f != wake for f, _ in ready):
+            return True
         if end is not None and time.monotonic() >= end:
-            return
+            return False
         # a signal arrived but is not deliverable: wait on
 
 

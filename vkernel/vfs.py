@@ -718,6 +718,14 @@ class Vfs:
         self._may_create(canon)
         return self._upper_dir_fd(os.path.dirname(canon))
 
+    def new_entry_dir(self, path: str) -> tuple[int, str]:
+        """(O_PATH fd of the directory, canonical path) for a new entry at guest ``path`` that
+        the caller creates itself (a socket's bind); EEXIST when the name is taken."""
+        canon, _, s = self.resolve(path, follow=False)
+        if s is not None:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        return self._new_entry_dir(canon, path), canon
+
     def mkdir(self, path: str, mode: int) -> None:
         canon, _, s = self.resolve(path, follow=False)
         if s is not None:

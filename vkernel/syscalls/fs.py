@@ -16,6 +16,8 @@ from vkernel.syscalls.args import AT_FDCWD, path_arg, s32, s64
 from vkernel import procfs
 from vkernel.proctree import guest_processes
 from vkernel.vfs import chown_fd, normalize
+from vkernel.syscalls.net import also_ready
+from vkernel.syscalls.sockopt import guest_flags, ioctl as sock_ioctl, set_guest_flags
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -742,7 +744,8 @@ def sys_fdatasync(k: Kernel, fd: int) -> int:
 # -- fd plumbing ---------------------------------------------------------------------
 def _dup_to(k: Kernel, of: OpenFile, at: int | None, cloexec: bool, start: int = 0) -> int:
     h = os.dup(of.host_fd)
-    new = OpenFile(h, of.path, of.flags, cloexec, of.is_dir, inherited=of.inherited)
+    new = OpenFile(h, of.path, of.flags, cloexec, of.is_dir, inherited=of.inherited,
+                   state=of.state)
     try:
         return k.fds.install(new, at=at, start=start)
     except OSError:
@@ -811,9 +814,9 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
         of.cloexec = bool(arg & FD_CLOEXEC)
         return 0
     if cmd == F_GETFL:
-        return hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL) & ~os.O_CLOEXEC
+        return guest_flags(of, hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL)) & ~os.O_CLOEXEC
     if cmd == F_SETFL:
-        hfcntl.fcntl(of.host_fd, hfcntl.F_SETFL, s32(arg))
+        hfcntl.fcntl(of.host_fd, hfcntl.F_SETFL, set_guest_flags(of, s32(arg)))
         return 0
     return -errno.EINVAL
 
@@ -828,6 +831,9 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
     """ioctl(2): terminal requests pass through to a host tty; everything else is ENOTTY"""
     of = _file(k, fd)
     request &= 0xFFFFFFFF
+    handled = sock_ioctl(k, of, request, arg)
+    if handled is not None:
+        return handled
     size = _IOCTL_SIZES.get(request)
     if size is None or not os.isatty(of.host_fd):
         return -errno.ENOTTY
@@ -935,8 +941,9 @@ def _poll(k: Kernel, fds: int, nfds: int, timeout_ms: float | None) -> int:
             struct.pack_into("<h", raw, 8 * i + 6, _POLLNVAL)
             ready += 1
             continue
-        poller.register(of.host_fd, events & 0xFFFF)
-        host_to_idx.setdefault(of.host_fd, []).append(i)
+        for h in (of.host_fd, *also_ready(of)):
+            poller.register(h, events & 0xFFFF)
+            host_to_idx.setdefault(h, []).append(i)
     if ready:
         timeout_ms = 0
     wait = None if timeout_ms is None or timeout_ms < 0 else timeout_ms
@@ -950,8 +957,9 @@ def _poll(k: Kernel, fds: int, nfds: int, timeout_ms: float | None) -> int:
             _, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
             got = rev & (events | 0x38)         # POLLERR, POLLHUP, POLLNVAL always reported
             if got:
-                struct.pack_into("<h", raw, 8 * i + 6, got)
-                ready += 1
+                before = struct.unpack_from("<h", raw, 8 * i + 6)[0]
+                struct.pack_into("<h", raw, 8 * i + 6, before | got)
+                ready += not before
     if nfds:
         k.space.write(fds, bytes(raw))
     return ready
@@ -1014,12 +1022,14 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float |
                     fds.append(fd)
         wanted.append(fds)
     host = [[k.fds.files[fd].host_fd for fd in w] for w in wanted]
+    extra = {k.fds.files[fd].host_fd: also_ready(k.fds.files[fd]) for w in wanted for fd in w}
     # Through poll, as Linux's own select works: host descriptors may pass FD_SETSIZE even
     # when the guest's are small, and the host's select(2) cannot take those.
     interest: dict[int, int] = {}
     for hfds, ev in zip(host, (select.POLLIN, select.POLLOUT, select.POLLPRI)):
         for h in hfds:
-            interest[h] = interest.get(h, 0) | ev
+            for one in (h, *extra[h]):
+                interest[one] = interest.get(one, 0) | ev
     poller = select.poll()
     for h, ev in interest.items():
         poller.register(h, ev)
@@ -1034,7 +1044,7 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float |
             continue
         bits = 0
         for fd, h in zip(fds, hfds):
-            if ready.get(h, 0) & mask:
+            if (ready.get(h, 0) | sum(ready.get(e, 0) for e in extra[h])) & mask:
                 bits |= 1 << fd
                 count += 1
         k.space.write(addr, bits.to_bytes(nbytes, "little"))

@@ -6,7 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import fs, misc, mm, process, signal, time
+from vkernel.syscalls import fs, misc, mm, net, netmsg, process, signal, sockopt, time
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -126,7 +126,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("pipe2", fs.sys_pipe2, "ptr,hex"),
     Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL; no locks",
             "fd,int,hex"),
-    Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; else ENOTTY",
+    Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; "
+            "FIONREAD, FIONBIO; on sockets SIOCATMARK, TIOCOUTQ, SIOCGIFCONF and the "
+            "SIOCGIF* queries; else ENOTTY",
             "fd,hex,ptr"),
     # memory
     Partial("brk", mm.sys_brk, "fails (returns the old break) beyond kiln run --memory", "hex"),
@@ -174,9 +176,6 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
     Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
-    Unsupported("socket", errno.EAFNOSUPPORT, "no networking yet: every address family is "
-                "refused (quietly, as a network-less sandbox)"),
-    Unsupported("socketpair", errno.EAFNOSUPPORT, "as socket"),
     Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
     Partial("prlimit64", process.sys_prlimit64, "RLIMIT_NOFILE and RLIMIT_FSIZE are enforced; "
             "other new limits are recorded only",
@@ -193,6 +192,31 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("waitid", process.sys_waitid, "P_ALL, P_PID, P_PGID; no P_PIDFD", "int,int,ptr,hex,ptr"),
     Partial("execve", process.sys_execve, "static ELFs and #! scripts; the file's BLAKE3 must be "
             "indexed (EACCES otherwise)", "str,ptr,ptr"),
+    # sockets (vkernel/netpolicy.py: the run's network)
+    Partial("socket", net.sys_socket, "AF_UNIX; AF_INET, AF_INET6 (stream, datagram) and "
+            "NETLINK_ROUTE in a run with a network (as root, its own loopback; else "
+            "EAFNOSUPPORT unless --network host)", "int,hex,int"),
+    Partial("socketpair", net.sys_socketpair, "AF_UNIX", "int,hex,int,ptr"),
+    Partial("bind", net.sys_bind, "AF_UNIX paths are made in the guest's tree", "fd,ptr,int"),
+    Partial("listen", net.sys_listen, "a --publish GUEST_PORT also listens on the host's "
+            "published address", "fd,int"),
+    Supported("accept", net.sys_accept, "fd,ptr,ptr"),
+    Supported("accept4", net.sys_accept4, "fd,ptr,ptr,hex"),
+    Partial("connect", net.sys_connect, "outside the run's loopback only what --allow-net "
+            "permits (else ENETUNREACH, audited)", "fd,ptr,int"),
+    Supported("getsockname", net.sys_getsockname, "fd,ptr,ptr"),
+    Supported("getpeername", net.sys_getpeername, "fd,ptr,ptr"),
+    Supported("shutdown", net.sys_shutdown, "fd,int"),
+    Partial("setsockopt", sockopt.sys_setsockopt, "the options servers set, by value; filters, "
+            "repair and zero-copy options are ENOPROTOOPT", "fd,int,int,ptr,int"),
+    Partial("getsockopt", sockopt.sys_getsockopt, "as setsockopt", "fd,int,int,ptr,ptr"),
+    Partial("sendto", netmsg.sys_sendto, "destinations as connect", "fd,buf,int,hex,ptr,int"),
+    Supported("recvfrom", netmsg.sys_recvfrom, "fd,ptr,int,hex,ptr,ptr"),
+    Partial("sendmsg", netmsg.sys_sendmsg, "destinations as connect; SCM_RIGHTS, "
+            "SCM_CREDENTIALS", "fd,ptr,hex"),
+    Supported("recvmsg", netmsg.sys_recvmsg, "fd,ptr,hex"),
+    Partial("sendmmsg", netmsg.sys_sendmmsg, "as sendmsg", "fd,ptr,int,hex"),
+    Supported("recvmmsg", netmsg.sys_recvmmsg, "fd,ptr,int,hex,ptr"),
     # signals
     Supported("rt_sigaction", signal.sys_rt_sigaction, "sig,ptr,ptr,int"),
     Supported("rt_sigprocmask", signal.sys_rt_sigprocmask, "int,ptr,ptr,int"),
