@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from formats import abi
 from vkernel.audit import AuditLog
 from vkernel.cpustate import CodeRegion, ControlMemory
-from vkernel.errors import GuestExec, GuestExit
+from vkernel.errors import GuestExec, GuestExit, GuestFault, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
@@ -270,7 +270,7 @@ class Kernel:
                 result = -(e.errno or errno.EIO)
             except SignalInterrupt:                # waiting() has cleared interruptible
                 result = -errno.EINTR
-            except (ValueError, IndexError, OverflowError, struct.error):
+            except GuestFault:
                 result = -errno.EFAULT
             except (GuestExit, GuestExec) as e:
                 if self.trace:
@@ -281,6 +281,10 @@ class Kernel:
                     self._trace(nr, frame, self.ctl.get("rax"))
                 self._restart()
                 return
+            except VkernelError:
+                raise
+            except Exception as e:                 # a bug in vkernel: never a guest errno
+                raise self.internal_error(nr, e) from e
             if self.trace:
                 self._trace(nr, frame, result)
             if self.proc.sigpending:
@@ -298,8 +302,22 @@ class Kernel:
             return -(e.errno or errno.EIO)
         except SignalInterrupt:
             return -errno.EINTR
-        except (ValueError, IndexError, OverflowError, struct.error):
+        except GuestFault:
             return -errno.EFAULT
+        except (GuestExit, GuestExec, VkernelError):
+            raise
+        except Exception as e:                     # a bug in vkernel: never a guest errno
+            raise self.internal_error(frame[0], e) from e
+
+    def internal_error(self, nr: int, e: Exception) -> VkernelError:
+        """A handler failed with an exception that is no guest error (a vkernel bug): the run
+        ends with this error naming the syscall, instead of the guest seeing an errno."""
+        from vkernel.syscalls.numbers import SYSCALL_NAMES
+        name = SYSCALL_NAMES.get(nr, f"syscall {nr}")
+        return VkernelError(f"internal error in vkernel serving {name} for "
+                            f"{self.proc.exe or 'the guest'}: {type(e).__name__}: {e}",
+                            hint="this is a vkernel bug; please report it with the command line "
+                                 "and the megabinary")
 
     # -- signals at the syscall boundary ------------------------------------------
     @contextmanager
@@ -414,7 +432,7 @@ class Kernel:
         try:
             frame = build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code,
                                 pid, uid, addr)
-        except ValueError as e:
+        except GuestFault as e:
             # Linux cannot write the frame either: the process dies of SIGSEGV.
             raise GuestExit(128 + SIGSEGV, SIGSEGV, f"{p.exe}: cannot deliver {_signame(sig)} "
                             f"(stack at {self.ctl.get('rsp'):#x}): {e}") from None
@@ -437,7 +455,7 @@ class Kernel:
         fault = self.fault_frames.pop(frame, None)
         try:
             restore_frame(self)
-        except ValueError:
+        except GuestFault:
             raise GuestExit(128 + SIGSEGV, SIGSEGV, f"{self.proc.exe}: rt_sigreturn without a "
                             f"readable signal frame at {frame:#x}") from None
         c.set_resume(abi.Resume.RELOAD)

@@ -85,6 +85,7 @@ import threading
 from typing import TYPE_CHECKING, Callable
 
 from formats import abi
+from vkernel.errors import GuestFault
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel, ProcessState
@@ -511,7 +512,7 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
                 addr: int = 0) -> int:
     """Write an rt_sigframe for ``sig`` from the CPU state and point the state at ``handler``.
 
-    Returns the frame address (the handler's rsp). ValueError when the frame does not fit
+    Returns the frame address (the handler's rsp). GuestFault when the frame does not fit
     (the caller then kills the guest with SIGSEGV, as Linux does): the stack is not mapped
     writable there (WebAssembly enforces no protection, so the mapping table decides), or
     the frame would run off the alternate stack the handler is on.
@@ -531,9 +532,10 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
     fpstate = (sp - _FXSAVE_SIZE) & ~63
     frame = ((fpstate - _FRAME_SIZE) & ~15) - 8
     if (on_alt or entering) and not _on_altstack(p, frame):
-        raise ValueError(f"the signal frame at {frame:#x} overflows the alternate signal stack")
+        raise GuestFault(f"the signal frame at {frame:#x} overflows the alternate signal stack",
+                         frame)
     if not _writable(k, frame, fpstate + _FXSAVE_SIZE):
-        raise ValueError(f"the signal frame at {frame:#x} is not on writable guest memory")
+        raise GuestFault(f"the signal frame at {frame:#x} is not on writable guest memory", frame)
     buf = bytearray(fpstate + _FXSAVE_SIZE - frame)      # the frame, then the FXSAVE area
     struct.pack_into("<Q", buf, 0, restorer)
     uc = _FRAME_UC

@@ -15,6 +15,7 @@ from vkernel import creds, procfs
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
+from vkernel.memory import StringTooLong
 from vkernel.proctree import guest_processes
 from vkernel.signals import MIRRORED, install_wakeup, sync_host
 from vkernel.syscalls.args import path_arg, s32
@@ -375,8 +376,11 @@ def sys_execve(k: Kernel, pathname: int, argv: int, envp: int) -> int:
     """execve(2): every check happens here, before the point of no return; then the
     runtime replaces the instance in this host process"""
     path = k.guest_path(-100, path_arg(k, pathname))
-    args = k.space.cstring_array(argv)
-    env = k.space.cstring_array(envp)
+    try:
+        args = k.space.cstring_array(argv)
+        env = k.space.cstring_array(envp)
+    except StringTooLong:
+        return -errno.E2BIG                    # a string past MAX_ARG_STRLEN, as Linux
     return prepare_exec(k, path, args, env)
 
 
