@@ -26,6 +26,7 @@ from vkernel.instances import GuestCode, host_functions
 from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
+from vkernel.thread import ThreadState
 from vkernel.proctree import become_subreaper
 from vkernel.elf import parse_elf
 from vkernel.loader import Interpreter, build_stack, find_interpreter, load_elf
@@ -152,7 +153,8 @@ class Runtime:
         self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty,
                        skeleton=spec.isolation.skeleton or None if spec.isolation else None)
         self.fds = FdTable.with_stdio()
-        self.proc = ProcessState(cwd=spec.workdir or "/")
+        self.proc = ProcessState(cwd=spec.workdir or "/", fds=self.fds)
+        self.thread = ThreadState(tid=os.getpid())     # the first thread (its mask survives exec)
         from vkernel import netrun
         policy = spec.net
         if policy.mode == ISOLATED and not spec.net_namespace:
@@ -272,7 +274,8 @@ class Runtime:
         # The kernel serves the module's imports, so it exists first; its memories are the
         # module's own (defined and exported by it, so lifted code addresses them directly).
         k = Kernel(space=None, ctl=None, vfs=self.vfs, fds=self.fds, policy=self.policy,
-                   audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
+                   audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace,
+                   thread=self.thread)
         k.net = self.net
 
         def on_fault(code: int) -> None:
@@ -324,12 +327,16 @@ class Runtime:
         rsp = build_stack(space, image, argv, envp, execfn, ids, loaded_interp)
         ctl.reset_for_entry(image.entry if loaded_interp is None else loaded_interp.entry, rsp)
         self.proc.exe = canonical
+        with self.proc.lock:                   # a new program: nothing of the old one runs
+            self.proc.code_regions = []
+            self.proc.code_generation += 1
         k.add_regions([*image.regions, *(loaded_interp.regions if loaded_interp else ())])
         self.kernel = k
         signals.attach(self.proc, k)
         if signals._wake_r < 0:
             signals.install_wakeup()
         signals.sync_host(self.proc)
+        signals.sync_host_mask(k.thread, self.proc)
 
         def run_from_state() -> None:
             """kiln_run at the CPU state's rip; again (a loop, never nested) each time a fault
@@ -485,7 +492,7 @@ class Runtime:
                 for sig, act in list(self.proc.sigactions.items()):
                     if act.handler not in (0, 1):
                         self.proc.sigactions[sig] = SignalAction()
-                self.proc.altstack = (0, signals.SS_DISABLE, 0)
+                self.thread.exec_reset()
                 if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
                     os.close(self.proc.vfork_fd)
                     self.proc.vfork_fd = -1

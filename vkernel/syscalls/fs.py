@@ -984,23 +984,24 @@ def _with_sigmask(k: Kernel, sigmask: int, sigsetsize: int, wait) -> int:
         return wait()
     if sigsetsize != 8:
         return -errno.EINVAL
-    old = k.proc.sigmask
-    k.proc.sigmask = k.space.u64(sigmask) & ~UNBLOCKABLE
-    sync_host_mask(k.proc)
+    t = k.thread
+    old = t.sigmask
+    t.sigmask = k.space.u64(sigmask) & ~UNBLOCKABLE
+    sync_host_mask(t, k.proc)
     try:
         result = wait()
     except SignalInterrupt:
-        k.saved_mask = old                     # restored by rt_sigreturn (or after delivery)
+        t.saved_mask = old                     # restored by rt_sigreturn (or after delivery)
         raise
     except BaseException:
-        k.proc.sigmask = old
-        sync_host_mask(k.proc)
+        t.sigmask = old
+        sync_host_mask(t, k.proc)
         raise
-    if k.proc.sigpending and k.proc.sigpending & ~k.proc.sigmask:
-        k.saved_mask = old
+    if (t.sigpending | k.proc.sigpending) & ~t.sigmask:
+        t.saved_mask = old
     else:
-        k.proc.sigmask = old
-        sync_host_mask(k.proc)
+        t.sigmask = old
+        sync_host_mask(t, k.proc)
     return result
 
 
