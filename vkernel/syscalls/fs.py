@@ -1082,12 +1082,15 @@ def sys_pselect6(k: Kernel, nfds: int, readfds: int, writefds: int, exceptfds: i
 def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) -> int:
     """sendfile(2)"""
     o, i = _file(k, out_fd), _file(k, in_fd)
-    if offset:
-        off = k.space.u64(offset)
-        n = os.sendfile(o.host_fd, i.host_fd, off, count)
-        k.space.put_u64(offset, off + n)
-        return n
-    return os.sendfile(o.host_fd, i.host_fd, None, count)
+    try:
+        if offset:
+            off = k.space.u64(offset)
+            n = os.sendfile(o.host_fd, i.host_fd, off, count)
+            k.space.put_u64(offset, off + n)
+            return n
+        return os.sendfile(o.host_fd, i.host_fd, None, count)
+    except BrokenPipeError:
+        return _broken_pipe(k)
 
 
 def sys_fadvise64(k: Kernel, fd: int, offset: int, length: int, advice: int) -> int:

@@ -6,7 +6,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import fs, misc, mm, net, netmsg, process, signal, sockopt, time
+from vkernel.syscalls import (events, fs, misc, mm, net, netmsg, process, signal, sockopt, time,
+                              xfer)
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -217,6 +218,28 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("recvmsg", netmsg.sys_recvmsg, "fd,ptr,hex"),
     Partial("sendmmsg", netmsg.sys_sendmmsg, "as sendmsg", "fd,ptr,int,hex"),
     Supported("recvmmsg", netmsg.sys_recvmmsg, "fd,ptr,int,hex,ptr"),
+    # event loops
+    Supported("epoll_create", events.sys_epoll_create, "int"),
+    Supported("epoll_create1", events.sys_epoll_create1, "hex"),
+    Supported("epoll_ctl", events.sys_epoll_ctl, "fd,int,fd,ptr"),
+    Supported("epoll_wait", events.sys_epoll_wait, "fd,ptr,int,int"),
+    Supported("epoll_pwait", events.sys_epoll_pwait, "fd,ptr,int,int,ptr,int"),
+    Supported("epoll_pwait2", events.sys_epoll_pwait2, "fd,ptr,int,ptr,ptr,int"),
+    Supported("eventfd", events.sys_eventfd, "int"),
+    Supported("eventfd2", events.sys_eventfd2, "int,hex"),
+    Partial("timerfd_create", events.sys_timerfd_create, "the *_ALARM clocks are EPERM",
+            "int,hex"),
+    Supported("timerfd_settime", events.sys_timerfd_settime, "fd,hex,ptr,ptr"),
+    Supported("timerfd_gettime", events.sys_timerfd_gettime, "fd,ptr"),
+    Partial("signalfd", events.sys_signalfd, "reads the signals blocked in the guest that the "
+            "host holds pending (every signal sent to the process; SIGPIPE vkernel raises "
+            "itself is not seen)", "fd,ptr,int"),
+    Partial("signalfd4", events.sys_signalfd4, "as signalfd", "fd,ptr,int,hex"),
+    Supported("splice", xfer.sys_splice, "fd,ptr,fd,ptr,int,hex"),
+    Supported("tee", xfer.sys_tee, "fd,fd,int,hex"),
+    Partial("vmsplice", xfer.sys_vmsplice, "copies (SPLICE_F_GIFT is advice only)",
+            "fd,ptr,int,hex"),
+    Supported("copy_file_range", xfer.sys_copy_file_range, "fd,ptr,fd,ptr,int,hex"),
     # signals
     Supported("rt_sigaction", signal.sys_rt_sigaction, "sig,ptr,ptr,int"),
     Supported("rt_sigprocmask", signal.sys_rt_sigprocmask, "int,ptr,ptr,int"),
