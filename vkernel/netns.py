@@ -11,7 +11,8 @@ outside the guest:
   (vkernel/syscalls/net.py), so a host client's connection reaches the guest
   with no relay in between, and the guest sees the client's real address;
 - the run's **first process**, still host root, moves into a new network
-  namespace and brings its loopback up (:func:`enter_own_network`); the guest
+  namespace, brings its loopback up and lets every user of the run listen on
+  any port there, as a container runtime does (:func:`enter_own_network`); the guest
   processes it forks share that namespace and nothing else does. The
   namespace belongs to the host's user namespace, so the guest, whose root is
   an unprivileged user namespace's, cannot change its configuration.
@@ -57,6 +58,13 @@ def enter_own_network() -> None:
                            hint="run kiln as root, or pass --network host") from None
     finally:
         s.close()
+    # Every guest user may listen on any port of the run's own loopback, as in a container
+    # (a guest's root is unprivileged on the host: without this, nginx could not listen on 80).
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
+            f.write("0")
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
