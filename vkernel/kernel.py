@@ -9,7 +9,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from formats import abi
 from vkernel.audit import AuditLog
@@ -69,11 +69,15 @@ class Kernel:
 
     def __init__(self, *, space: AddressSpace | None, ctl: ControlMemory | None, vfs: Vfs, fds: FdTable,
                  policy: ExecPolicy, audit: AuditLog, proc: ProcessState,
-                 table: dict[int, "SyscallEntry"], trace: bool = False,
-                 trace_out: Any = None, thread: ThreadState | None = None) -> None:
+                 table: dict[int, "SyscallEntry"],
+                 trace: "Callable[[Kernel, int, tuple[int, ...], int | None], str] | None" = None,
+                 trace_out: Any = None, thread: ThreadState | None = None,
+                 dispatch: dict[int, tuple[Callable[..., int], int]] | None = None) -> None:
         """One thread's view of a process: ``proc`` (shared by its threads, with ``space`` and
         ``fds``) and ``thread`` (its own; the process's first thread when None). ``space`` and
-        ``ctl`` are None only until the module is instantiated."""
+        ``ctl`` are None only until the module is instantiated. ``table`` serves the syscalls
+        (``dispatch``, its hot-path view, is computed when not given); ``trace`` formats each
+        call for --trace (vkernel/syscalls/trace.py) when given."""
         self.proc = proc
         self.thread = thread or ThreadState(tid=os.getpid(), ctl=ctl)
         if space is not None:
@@ -99,11 +103,9 @@ class Kernel:
         # False while it is in lifted code. The signal watcher may end the process only then.
         self.in_host = True
         self.dying = False                # the watcher is ending the process of a fatal signal
-        vfs.synthesized_open = self._open_synthesized
-        vfs.synthesized_readlink = self._readlink_synthesized
+        vfs.procfs.attach(proc)           # /proc/self is this process
         # The hot path: number -> (handler, argument count).
-        from vkernel.syscalls.table import DISPATCH, TABLE
-        self._fast = DISPATCH if table is TABLE else {
+        self._fast = dispatch if dispatch is not None else {
             n: (e.handler, e.nargs) for n, e in table.items() if e.handler is not None}
 
     # -- the process's and the thread's parts ---------------------------------------
@@ -151,8 +153,9 @@ class Kernel:
         the directory they name, as Linux resolves them (so ``..`` after them is taken there).
         """
         p = path.decode("utf-8", "surrogateescape")
+        through = self.vfs.procfs.through_magic_link
         if p.startswith("/"):
-            return self._through_magic_link(p)
+            return through(p)
         if dirfd == -100 or (dirfd & 0xFFFFFFFF) == 0xFFFFFF9C:
             base = self.proc.cwd
         else:
@@ -162,34 +165,7 @@ class Kernel:
             if not of.is_dir:
                 raise OSError(errno.ENOTDIR, "dirfd is not a directory")
             base = of.path
-        return self._through_magic_link(base.rstrip("/") + "/" + p if p else base)
-
-    def _open_synthesized(self, path: str, flags: int, mode: int) -> int:
-        """The Vfs's way to /proc and /dev through an image symlink (/etc/mtab ->
-        ../proc/self/mounts): served as if the guest had named ``path`` itself."""
-        from vkernel.syscalls.fs import open_guest
-        return open_guest(self, self._through_magic_link(path), flags, mode)
-
-    def _readlink_synthesized(self, path: str) -> bytes:
-        """readlink through an image symlink into /proc or /dev (see _open_synthesized)."""
-        from vkernel.syscalls.fs import _proc_self
-        path = self._through_magic_link(path)
-        special = _proc_self(self, path, follow=False)
-        if special is None:
-            return self.vfs.readlink(path)
-        if special[0] != "link":
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
-        return str(special[1]).encode("utf-8", "surrogateescape")
-
-    def _through_magic_link(self, p: str) -> str:
-        parts = p.split("/")                    # "", "proc", who, link, rest...
-        names = [c for c in parts if c]
-        if len(names) < 4 or names[0] != "proc" or names[2] not in ("cwd", "root") or \
-                names[1] not in ("self", "thread-self", str(os.getpid())):
-            return p
-        rest = p.split(names[2], 1)[1].lstrip("/")
-        base = self.proc.cwd if names[2] == "cwd" else "/"
-        return base.rstrip("/") + "/" + rest
+        return through(base.rstrip("/") + "/" + p if p else base)
 
     def instantiate(self, unit: "UnitInfo", bias: int) -> int:
         """Make ``unit``'s translated code, loaded with ``bias``, reachable by dispatch in this
@@ -557,6 +533,6 @@ class Kernel:
                 print(f"kiln: {text}", file=sys.stderr, flush=True)
         return -errno.ENOSYS
 
-    def _trace(self, nr: int, frame: tuple[int, ...], result: int) -> None:
-        from vkernel.syscalls.trace import format_call
-        print(format_call(self, nr, frame[1:7], result), file=self.trace_out, flush=True)
+    def _trace(self, nr: int, frame: tuple[int, ...], result: int | None) -> None:
+        if self.trace:
+            print(self.trace(self, nr, frame[1:7], result), file=self.trace_out, flush=True)

@@ -33,7 +33,8 @@ from vkernel.loader import Interpreter, build_stack, find_interpreter, load_elf
 from vkernel.memory import AddressSpace
 from vkernel.netpolicy import ISOLATED, NONE, NetPolicy
 from vkernel.policy import ExecPolicy, UnitInfo
-from vkernel.syscalls.table import TABLE
+from vkernel.syscalls.table import DISPATCH, TABLE
+from vkernel.syscalls.trace import format_call
 from vkernel.vfs import Vfs, Volume
 
 if TYPE_CHECKING:
@@ -274,7 +275,8 @@ class Runtime:
         # The kernel serves the module's imports, so it exists first; its memories are the
         # module's own (defined and exported by it, so lifted code addresses them directly).
         k = Kernel(space=None, ctl=None, vfs=self.vfs, fds=self.fds, policy=self.policy,
-                   audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace,
+                   audit=self.audit, proc=self.proc, table=TABLE, dispatch=DISPATCH,
+                   trace=format_call if self.spec.trace else None,
                    thread=self.thread)
         k.net = self.net
 

@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vkernel.vfs import normalize
+from vkernel.procfs import normalize
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel

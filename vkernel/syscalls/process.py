@@ -178,7 +178,10 @@ def sys_prlimit64(k: Kernel, pid: int, resource_id: int, new_limit: int, old_lim
         if hard > old[1] and os.geteuid() != 0:
             return -errno.EPERM                # only root raises a hard limit
         if resource_id == RLIMIT_FSIZE:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (_host_limit(soft), _host_limit(hard)))
+            try:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (_host_limit(soft), _host_limit(hard)))
+            except ValueError as e:            # Python's word for the host's EPERM / EINVAL
+                return -errno.EPERM if "not allowed" in str(e) else -errno.EINVAL
         elif resource_id == RLIMIT_NOFILE:
             k.fds.limit = min(soft, 1 << 20)
         k.proc.rlimits[resource_id] = (soft, hard)
