@@ -46,3 +46,40 @@ def oci_probe_images(tmp_path_factory) -> dict[str, Path]:
     recompiled = recompile(plain, base / "probe-kiln.tar")
     return {"plain": plain, "recompiled": recompiled,
             "rootfs": Path(prepare_bundle(recompiled)) / "rootfs"}
+
+
+@pytest.fixture(scope="session")
+def debian_tree() -> Path:
+    """The Debian example's debootstrap tree (minbase with python3 and the rest of
+    examples.debian.build.PACKAGES), built once (as root) and cached."""
+    import os
+    from examples.debian.build import COMPLETE, PACKAGES, debootstrap_rootfs, tree_key
+    from examples.debs import cache_dir
+    if os.geteuid() != 0 and not (cache_dir() / "debootstrap" / f"bookworm-{tree_key(PACKAGES)}"
+                                  / COMPLETE).is_file():
+        pytest.skip("debootstrap needs root to build the Debian tree (none is cached)")
+    return debootstrap_rootfs("bookworm")
+
+
+@pytest.fixture(scope="session")
+def debian_image(debian_tree: Path, tmp_path_factory) -> Path:
+    """The Debian example image (two layers, OCI layout), written once per session."""
+    from examples.debian.build import build_debian_image
+    return build_debian_image(tmp_path_factory.mktemp("debian") / "img", suite="bookworm")
+
+
+@pytest.fixture(scope="session")
+def debian_recompiled(debian_image: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """(the recompiled Debian image, recompile's --json report), made once per session: every
+    ELF of the image (about 860, 44 MB of code) is lifted and compiled here, or taken from
+    Kiln's cache."""
+    import json
+    import os
+    import subprocess
+    import sys
+    out = tmp_path_factory.mktemp("debian-recompiled") / "out"
+    proc = subprocess.run([sys.executable, "-m", "recompiler.cli", str(debian_image), "-o", str(out),
+                           "--json"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"},
+                          timeout=3600)
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads(proc.stdout)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 
 from examples.debs import unpacked_deb
 from native_overlay import run_native
+from sessionrun import run_in_session
 
 KILN = [sys.executable, "-m", "vkernel.cli"]
 RECOMPILE = [sys.executable, "-m", "recompiler.cli"]
@@ -68,21 +68,7 @@ def shells_image(shells_root: Path) -> tuple[Path, dict]:
 
 def _kiln(image: Path, argv: list[str], stdin: bytes) -> subprocess.CompletedProcess:
     """``kiln run IMAGE -- argv`` in its own session; whatever it leaves behind is killed."""
-    cmd = [*KILN, "run", str(image), "--", *argv]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(stdin, timeout=TIMEOUT)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        return subprocess.CompletedProcess(cmd, -1, out, err + f"<killed after {TIMEOUT} s>".encode())
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    return run_in_session([*KILN, "run", str(image), "--", *argv], stdin, TIMEOUT)
 
 
 CASES: list[tuple[str, list[str], bytes]] = [

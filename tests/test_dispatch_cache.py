@@ -2,12 +2,14 @@
 
 Lifted code caches each indirect call's lookup (address -> translation) in the
 control memory, keyed on the code-region table's generation. A program maps
-its own file a second time with PROT_EXEC and calls a function there through a
-pointer (vkernel adds a code region, the lookup is cached), unmaps it and calls
+a shared object with PROT_EXEC and calls a function there through a pointer
+(vkernel adds a code region, the lookup is cached), unmaps it and calls
 the same address again (Linux: SIGSEGV; a stale cache entry would run the old
 translation), then maps it elsewhere. The output must be the native run's.
 """
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -20,11 +22,11 @@ REMAP_C = r"""
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-__attribute__((noinline)) int triple_plus_one(int x) { return x * 3 + 1; }
 
 static sigjmp_buf back;
 static void on_segv(int sig) { (void)sig; siglongjmp(back, 1); }
@@ -34,7 +36,7 @@ static int call(int (*g)(int), int x) {
     return g(x);
 }
 
-/* file offset of link-time address a (a non-PIE static program) */
+/* file offset of link-time address a */
 static long file_offset(int fd, uintptr_t a) {
     Elf64_Ehdr eh;
     if (pread(fd, &eh, sizeof eh, 0) != sizeof eh) return -1;
@@ -50,10 +52,17 @@ static long file_offset(int fd, uintptr_t a) {
 int main(int argc, char **argv) {
     (void)argc;
     signal(SIGSEGV, on_segv);
-    int fd = open(argv[0], O_RDONLY);
+    /* next to the program's own directory: /bin/../lib in the guest, the rootfs natively */
+    char lib[4096];
+    snprintf(lib, sizeof lib, "%s", argv[0]);
+    char *slash = strrchr(lib, '/');
+    snprintf(slash ? slash : lib, sizeof lib - (size_t)((slash ? slash : lib) - lib), "/../lib/triple.so");
+    int fd = open(lib, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st)) { perror("open"); return 1; }
-    long off = file_offset(fd, (uintptr_t)triple_plus_one);
+    Elf64_Ehdr eh;
+    if (pread(fd, &eh, sizeof eh, 0) != sizeof eh) return 1;
+    long off = file_offset(fd, eh.e_entry);   /* the library's entry point is the function */
     if (off < 0) { puts("no offset"); return 1; }
     char *keep = 0;
     for (int round = 0; round < 3; round++) {
@@ -81,10 +90,20 @@ int main(int argc, char **argv) {
 """
 
 
+TRIPLE_C = "int triple_plus_one(int x) { return x * 3 + 1; }\n"
+"""A shared object without libc whose entry point is the function: its translation is
+position-independent, so each mapping (anywhere) is a code region of its own."""
+
+
 @pytest.fixture(scope="module", params=["glibc", "musl"])
 def guest(request, tmp_path_factory) -> Guest:
-    return recompiled(tmp_path_factory.mktemp(f"remap-{request.param}"), {"/bin/remap": REMAP_C},
-                      libc=request.param)
+    tmp = tmp_path_factory.mktemp(f"remap-{request.param}")
+    src, so = tmp / "triple.c", tmp / "triple.so"
+    src.write_text(TRIPLE_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-nostdlib", "-O2", "-Wl,-e,triple_plus_one", "-o", str(so),
+                    str(src)], check=True, capture_output=True)
+    return recompiled(tmp, {"/bin/remap": REMAP_C}, libc=request.param,
+                      files={"/lib/triple.so": so.read_bytes()})
 
 
 def test_a_cached_lookup_dies_with_its_code_mapping(guest: Guest) -> None:

@@ -315,11 +315,11 @@ def test_exec_of_a_binary_modified_after_recompile_is_refused(world, untouched, 
 
 def test_fork_bomb_is_bounded_by_pids_limit(world, untouched) -> None:
     g, _ = world
-    got = kiln(g, "/bin/forkbomb", opts=("--pids-limit", "6"))
+    got = kiln(g, "/bin/forkbomb", opts=("--pids-limit", "6", "--audit-log", "-"))
     assert got.returncode == 0, got.stderr
     assert got.stdout == (b"fork failed after 5 children: Resource temporarily unavailable\n"
                           b"cleaned up\n")
-    assert "--pids-limit 6" in got.stderr.decode()
+    assert "--pids-limit 6" in got.stderr.decode()          # the audit record, on stderr with "-"
 
 
 def test_memory_bomb_is_bounded_by_memory(world, untouched) -> None:

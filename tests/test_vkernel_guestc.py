@@ -32,21 +32,24 @@ class Guest:
         return self.rootfs / guest_path.lstrip("/")
 
 
-def compile_c(source: str, out: Path, *, libc: str = "musl", flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``source`` statically; skip the test when the compiler is missing."""
+def compile_c(source: str, out: Path, *, libc: str = "musl", flags: tuple[str, ...] = (),
+              pie: bool = False) -> Path:
+    """Compile ``source`` statically (``pie``: static-pie, glibc only); skip the test when the
+    compiler is missing."""
     cc = {"musl": "musl-gcc", "glibc": "gcc"}[libc]
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} is not installed (scripts/setup.sh installs it)")
     src = out.with_suffix(".c")
     src.write_text(source)
-    subprocess.run([cc, "-static", "-O2", *flags, "-o", str(out), str(src)], check=True,
+    subprocess.run([cc, "-static-pie" if pie else "-static", "-O2", *flags, "-o", str(out), str(src)], check=True,
                    capture_output=True)
     src.unlink()
     return out
 
 
 def recompiled(tmp: Path, programs: dict[str, str], *, libc: str = "musl",
-               files: dict[str, bytes] | None = None, links: dict[str, str] | None = None) -> Guest:
+               files: dict[str, bytes] | None = None, links: dict[str, str] | None = None,
+               pie: bool = False) -> Guest:
     """A rootfs with each C program compiled at its guest path (plus ``files`` and symlinks
     ``links``: guest path -> target), recompiled into an image."""
     root = tmp / "rootfs"
@@ -55,7 +58,7 @@ def recompiled(tmp: Path, programs: dict[str, str], *, libc: str = "musl",
     for guest, source in programs.items():
         dst = root / guest.lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        compile_c(source, dst, libc=libc)
+        compile_c(source, dst, libc=libc, pie=pie)
     for guest, data in (files or {}).items():
         dst = root / guest.lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ def test_cpuinfo_describes_the_virtual_cpu(image: Path) -> None:
         assert fields["vendor_id"] == abi.CPU_VENDOR
         assert fields["model name"] == abi.CPU_BRAND
         # The leaf-1 / 0x8000_0001 bits abi.cpuid sets, by Linux's names and in Linux's order.
-        assert fields["flags"] == "fpu tsc cx8 cmov fxsr sse sse2 syscall lm lahf_lm"
+        assert fields["flags"] == "fpu tsc cx8 cmov mmx fxsr sse sse2 syscall lm lahf_lm"
     host = Path("/proc/cpuinfo").read_text()
     host_flags = set(next(l for l in host.splitlines() if l.startswith("flags")).split(":")[1].split())
     assert set(fields["flags"].split()) <= host_flags     # the names Linux uses for the same bits

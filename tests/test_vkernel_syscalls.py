@@ -208,6 +208,19 @@ def test_time_calls_agree_with_host(k) -> None:
     assert call(k, NR["nanosleep"], B, 0) == 0 and time.monotonic() - t0 >= 0.02
 
 
+def test_setting_a_clock_is_refused_as_without_cap_sys_time(k) -> None:
+    """Even a root guest may not set the host's clock: EPERM, as a container without
+    CAP_SYS_TIME gets (CPython's test_time skips its settime tests on that); a clock that
+    cannot be set at all is EINVAL, a bad pointer EFAULT, as Linux checks them."""
+    before = time.time()
+    k.space.write(B, struct.pack("<qq", 1, 0))
+    assert call(k, NR["clock_settime"], time.CLOCK_REALTIME, B) == -errno.EPERM
+    assert call(k, NR["clock_settime"], time.CLOCK_MONOTONIC, B) == -errno.EINVAL
+    assert call(k, NR["clock_settime"], time.CLOCK_REALTIME, 8) == -errno.EFAULT
+    assert call(k, NR["settimeofday"], B, 0) == -errno.EPERM
+    assert time.time() >= before
+
+
 def test_identity_calls(k) -> None:
     assert call(k, NR["getpid"]) == os.getpid()
     assert call(k, NR["getppid"]) == os.getppid()
@@ -403,3 +416,30 @@ def test_hostile_requests_fail_cleanly(k, root: Path) -> None:
     fds = [open_(k, "/etc/passwd") for _ in range(1100)]
     assert fds[-1] == -errno.EMFILE and max(fds) == 1023
     assert call(k, NR["dup2"], 0, 5000) == -errno.EBADF
+
+
+def test_record_locks_are_the_hosts(k) -> None:
+    """fcntl record locks go to the host file: another process's lock makes F_SETLK fail with
+    EAGAIN and F_GETLK name it (type, range, pid); once it is gone the guest takes the lock."""
+    import subprocess
+    import sys
+    fd = call(k, NR["open"], put_str(k, SCRATCH, "/tmp/locked"), os.O_RDWR | os.O_CREAT, 0o644)
+    assert fd >= 0
+    host = k.fds.get(fd).host_fd
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fcntl.lockf(int(sys.argv[1]), fcntl.LOCK_EX, 10, 0);"
+         " print('held', flush=True); time.sleep(30)", str(host)],
+        pass_fds=(host,), stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        want = struct.pack("<hh4xqqi4x", 1, 0, 0, 10, 0)          # F_WRLCK over bytes 0..9
+        k.space.write(B, want)
+        assert call(k, NR["fcntl"], fd, 6, B) == -errno.EAGAIN   # F_SETLK
+        assert call(k, NR["fcntl"], fd, 5, B) == 0               # F_GETLK
+        typ, whence, start, length, pid = struct.unpack("<hh4xqqi4x", k.space.read(B, 32))
+        assert (typ, start, length, pid) == (1, 0, 10, holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    k.space.write(B, want)
+    assert call(k, NR["fcntl"], fd, 7, B) == 0                   # F_SETLKW: free now

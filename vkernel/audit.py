@@ -42,8 +42,9 @@ def line_hash(line: bytes) -> str:
 
 
 class AuditLog:
-    """Where policy decisions go: a chained JSON-lines file if one was named, else a summary
-    on stderr.
+    """Where policy decisions go: a chained JSON-lines file if one was named, a summary line
+    on stderr for ``-``, else nowhere (the guest's own output stays what it is natively: a
+    refused PROT_EXEC is an errno the program handles, as PCRE2's JIT falls back).
 
     Each record has at least ``time``, ``pid``, ``event``, ``decision``, ``seq`` and
     ``prev`` keys (the last two only in a file).
@@ -51,6 +52,9 @@ class AuditLog:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = None if path is None else os.fspath(path)
+        self.to_stderr = self.path == "-"
+        if self.to_stderr:
+            self.path = None
         self._fd = -1
         self._lock = threading.Lock()          # threads of one process (POSIX locks do not)
         self.records: list[dict[str, Any]] = []
@@ -74,7 +78,8 @@ class AuditLog:
         rec.update(fields)
         self.records.append(rec)
         if self.path is None:
-            print(f"kiln: audit: {summary}", file=sys.stderr, flush=True)
+            if self.to_stderr:
+                print(f"kiln: audit: {summary}", file=sys.stderr, flush=True)
             return rec
         self.open()
         with self._lock:

@@ -223,8 +223,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(("--trace",), "trace", "flag", "Print each syscall on stderr, strace style."),
     RunOption(("--audit-log",), "audit_log", "file-path",
               "Append policy decisions (refusals) as hash-chained JSON lines to this file "
-              "(default: the policy's audit_log, else a line on stderr); `kiln audit verify "
-              "FILE` checks the chain."),
+              "(default: the policy's audit_log, else none; `-`: one line each on stderr); "
+              "`kiln audit verify FILE` checks the chain."),
     RunOption(("--policy",), "policy", "file-path",
               "The trust policy file (default: $KILN_POLICY, else /etc/kiln/policy.json when it "
               "exists); see below.", "PATH"),

@@ -153,6 +153,9 @@ class Kernel:
         the directory they name, as Linux resolves them (so ``..`` after them is taken there).
         """
         p = path.decode("utf-8", "surrogateescape")
+        if not p:
+            # Linux: an empty path names nothing (AT_EMPTY_PATH is the caller's business)
+            raise OSError(errno.ENOENT, "empty path")
         through = self.vfs.procfs.through_magic_link
         if p.startswith("/"):
             return through(p)
@@ -165,7 +168,7 @@ class Kernel:
             if not of.is_dir:
                 raise OSError(errno.ENOTDIR, "dirfd is not a directory")
             base = of.path
-        return through(base.rstrip("/") + "/" + p if p else base)
+        return through(base.rstrip("/") + "/" + p)
 
     def instantiate(self, unit: "UnitInfo", bias: int) -> int:
         """Make ``unit``'s translated code, loaded with ``bias``, reachable by dispatch in this

@@ -80,7 +80,7 @@ MAX_ARG_STRLEN = 32 * abi.GUEST_PAGE
 def exec_args_size(argv: list[bytes], envp: list[bytes], execfn: str) -> int:
     """Bytes :func:`build_stack` needs for these arguments (the E2BIG check uses it)."""
     strings = sum(len(a) + 1 for a in argv) + sum(len(e) + 1 for e in envp)
-    strings += len(execfn.encode()) + 1 + len(b"x86_64\0") + 16 + 32
+    strings += len(os.fsencode(execfn)) + 1 + len(b"x86_64\0") + 16 + 32
     words = 1 + len(argv) + 1 + len(envp) + 1 + 2 * 18
     return strings + 8 * words
 
@@ -146,7 +146,7 @@ def build_stack(space: AddressSpace, image: LoadedImage, argv: list[bytes], envp
         space.write(pos, b)
         return pos
 
-    execfn_p = push_bytes(execfn.encode() + b"\0")
+    execfn_p = push_bytes(os.fsencode(execfn) + b"\0")
     env_ps = [push_bytes(e + b"\0") for e in reversed(envp)][::-1]
     arg_ps = [push_bytes(a + b"\0") for a in reversed(argv)][::-1]
     platform_p = push_bytes(b"x86_64\0")

@@ -20,6 +20,10 @@ _libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctyp
                          ctypes.c_void_p]
 _libc.mremap.restype = ctypes.c_void_p
 _MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_long]
+_libc.mmap.restype = ctypes.c_void_p
+_HOST_MAP_SHARED, _HOST_MAP_PRIVATE, _HOST_MAP_FIXED, _HOST_MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 _MOVE_PAGES_MIN = 64 * 1024
 """Moves this large or larger hand the host pages over instead of copying the bytes."""
 
@@ -58,12 +62,13 @@ class Mapping:
     blake3: str | None = None
     offset: int = 0
     unit: int = -1             # megabinary unit when the backing file is indexed
+    shared: bool = False       # MAP_SHARED of a file: the host file's own pages are mapped here
 
     def part(self, start: int, end: int) -> Mapping:
         """The same backing and protection over [start, end) (which may reach past this
         mapping's ends), the file offset following ``start``."""
         return Mapping(start, end, self.prot, self.kind, self.name, self.blake3,
-                       self.offset + (start - self.start), self.unit)
+                       self.offset + (start - self.start), self.unit, self.shared)
 
     def prot_text(self) -> str:
         return "".join(c if self.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
@@ -84,7 +89,7 @@ def _joinable(a: Mapping, b: Mapping) -> bool:
     """Whether ``b`` continues ``a`` as one Linux VMA would: adjacent, same protection and
     backing, and (for a file) the file offset continuing."""
     return (a.end == b.start and a.prot == b.prot and a.kind == b.kind and a.name == b.name
-            and a.blake3 == b.blake3 and a.unit == b.unit
+            and a.blake3 == b.blake3 and a.unit == b.unit and a.shared == b.shared
             and (a.kind not in _FILE_KINDS or a.offset + (a.end - a.start) == b.offset))
 
 
@@ -281,7 +286,9 @@ class AddressSpace:
 
     def add(self, m: Mapping) -> None:
         """Record a mapping, replacing whatever overlapped it (MAP_FIXED semantics)."""
-        self._cut(m.start, m.end)
+        for gone in self._cut(m.start, m.end):
+            if gone.shared:
+                self._unshare(gone.start, gone.end)
         self._insert(m)
 
     def remove(self, start: int, length: int) -> list[Mapping]:
@@ -289,8 +296,31 @@ class AddressSpace:
         end = page_up(start + length)
         removed = self._cut(start, end)
         for m in removed:
-            self.zero(m.start, m.end - m.start)
+            if m.shared:
+                self._unshare(m.start, m.end)
+            else:
+                self.zero(m.start, m.end - m.start)
         return removed
+
+    # -- MAP_SHARED files ------------------------------------------------------
+    def share_file(self, start: int, size: int, host_fd: int, offset: int) -> None:
+        """Map the host file's own pages [offset, offset+size) at guest [start, start+size)
+        (MAP_SHARED: writes reach the file and every other shared mapping of it, across fork
+        too). Call after recording the mapping with ``shared=True``. OSError if the host
+        refuses."""
+        host = self.host_base + self._check(start, size)
+        r = _libc.mmap(host, size, 3, _HOST_MAP_SHARED | _HOST_MAP_FIXED, host_fd, offset)
+        if r != host:
+            err = ctypes.get_errno()
+            self._unshare(start, start + size)
+            raise OSError(err, "host mmap of a shared file mapping failed")
+
+    def _unshare(self, start: int, end: int) -> None:
+        """Give [start, end) fresh private zero pages again (a shared file mapping ends)."""
+        host = self.host_base + start
+        if _libc.mmap(host, end - start, 3, _HOST_MAP_PRIVATE | _HOST_MAP_FIXED | _HOST_MAP_ANONYMOUS,
+                      -1, 0) != host:
+            raise MemoryError("cannot replace a shared file mapping with anonymous memory")
 
     def covering(self, start: int, end: int) -> list[Mapping]:
         i, j = self._span(start, end)
@@ -338,6 +368,6 @@ class AddressSpace:
             if m.kind == "stack":
                 name = "[stack]"
             offset = m.offset if m.kind in _FILE_KINDS else 0     # as Linux shows anonymous memory
-            lines.append(f"{m.start:08x}-{m.end:08x} {m.prot_text()}p {offset:08x} 00:00 0"
+            lines.append(f"{m.start:08x}-{m.end:08x} {m.prot_text()}{'s' if m.shared else 'p'} {offset:08x} 00:00 0"
                          + (f"          {name}" if name else ""))
         return "\n".join(lines) + ("\n" if lines else "")

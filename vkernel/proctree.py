@@ -34,17 +34,22 @@ def _table() -> tuple[dict[int, int], dict[int, int]]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(b")") + 2:].split()
+        rest = _stat(int(name))
         if not rest or rest[0] in (b"Z", b"X"):
             continue
         parent[int(name)] = int(rest[1])
         pgrp[int(name)] = int(rest[2])
     return parent, pgrp
+
+
+def _stat(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp...); [] if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return raw[raw.rfind(b")") + 2:].split()
 
 
 def guest_processes(p: "ProcessState | object") -> dict[int, int]:
@@ -66,6 +71,16 @@ def guest_processes(p: "ProcessState | object") -> dict[int, int]:
                                                            and root != 1):
             out[pid] = pgrp[pid]
     return out
+
+
+def guest_zombie(p: "ProcessState | object", pid: int) -> bool:
+    """Whether ``pid`` is a zombie whose parent is a guest process of this run (an exited
+    child not reaped yet, which kill(2) still finds, as Linux does)."""
+    rest = _stat(pid)
+    if len(rest) < 2 or rest[0] != b"Z":
+        return False
+    ppid = int(rest[1])
+    return ppid == os.getpid() or ppid in guest_processes(p)
 
 
 def is_guest(p: "ProcessState", pid: int) -> bool:

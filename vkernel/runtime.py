@@ -20,6 +20,7 @@ from formats import abi
 from formats.errors import KilnError
 from vkernel import creds, pidns, signals
 from vkernel.audit import AuditLog
+from vkernel.closures import trampoline_jump
 from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
 from vkernel.instances import GuestCode, host_functions
@@ -287,6 +288,12 @@ class Runtime:
             if code == abi.FaultCode.INTERRUPT:
                 k.on_interrupt()               # may push handler frames, or end the guest
                 raise signals.Redispatch()
+            if code == abi.FaultCode.NO_TRANSLATION:
+                hop = trampoline_jump(k.space, k.ctl.read_fault()[2] & 0xFFFFFFFF)
+                if hop is not None:            # a libffi closure: its two instructions' effect
+                    k.ctl.set("r10", hop[0])
+                    k.ctl.set("rip", hop[1])
+                    raise signals.Redispatch()
             e = self._fault(k, code)
             if e.signal in _FAULT_SI_CODE:
                 addr = k.ctl.read_fault()[2] & 0xFFFFFFFF

@@ -325,8 +325,17 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
     poller = select.poll()
     wake = _relay_r if _watcher is not None else _wake_r
     poller.register(wake, select.POLLIN)
-    for f in (fd, *also):
-        if f >= 0:
+    watched = [f for f in (fd, *also) if f >= 0]
+    if watched:
+        # Ready now: the call completes as on Linux, where a pending signal interrupts
+        # only a call that would block (a shell's byte-at-a-time `read` restarts its
+        # whole line on EINTR, losing the bytes it had).
+        probe = select.poll()
+        for f in watched:
+            probe.register(f, events)
+        if probe.poll(0):
+            return True
+        for f in watched:
             poller.register(f, events)
     while True:
         _drain()

@@ -17,9 +17,11 @@ section. What this module lets a run skip, and why that is sound
   (dev, inode, size, mtime_ns, ctime_ns) at that moment. A write to the file
   changes its mtime and ctime, and ctime cannot be set back from user space,
   so a matching record means the bytes are those that were hashed.
-- **Hashing the megabinary's own AOT section** (``file-*``): the same
-  identity of a megabinary file whose AOT section was hashed in place, so that
-  a damaged file is reported, not silently served from the cache.
+- **Hashing the megabinary's own AOT sections** (``file-*``): one record per
+  megabinary file, holding the same identity of the file and the BLAKE3 of
+  each AOT section hashed in place in it, so that a damaged file is reported,
+  not silently served from the cache. A run reads it once and writes it once,
+  at the end, if it hashed more sections (a Debian image has hundreds).
 
 - **Verifying a megabinary's signature** (``sig-*``): a record named by the
   BLAKE3 of (raw public key, signature, signed message), written after that
@@ -53,7 +55,7 @@ _KEEP_ARTIFACT_BYTES = 2 << 30
 """AOT artifacts kept, most recently used first, up to this many bytes in all (one artifact
 is a few KiB for a small program, tens of MB for busybox; a dynamic program needs one per
 library it maps)."""
-_KEEP_ARTIFACTS = 1024
+_KEEP_ARTIFACTS = 8192
 _KEEP_RECORDS = 256
 """Unit tables and file records kept (the most recently written)."""
 
@@ -98,6 +100,10 @@ class TrustDir:
         """The cache root this directory is in (for its budget, formats/cache.py)."""
         self.wrote = False
         """Whether an artifact was kept: the cache is then trimmed to its budget on close."""
+        self.checked: dict[str, tuple[str, set[str]]] = {}
+        """File record name -> (the file's stamp, BLAKE3s in hex of its sections hashed)."""
+        self.dirty: set[str] = set()
+        """File records with sections added by this run (written on close)."""
 
     @classmethod
     def open(cls, root: Path | None = None) -> "TrustDir | None":
@@ -118,6 +124,14 @@ class TrustDir:
 
     def close(self) -> None:
         if self.fd >= 0:
+            for name in sorted(self.dirty):
+                file_stamp, hashes = self.checked[name]
+                self.write(name, "\n".join([file_stamp, *sorted(hashes)]).encode() + b"\n")
+            if self.dirty:
+                self.prune("file-", _KEEP_RECORDS)
+            self.dirty.clear()
+            if self.wrote:
+                self.prune("aot-", _KEEP_ARTIFACTS, _artifact_bytes())
             os.close(self.fd)
             self.fd = -1
         if self.wrote:
@@ -333,11 +347,36 @@ def hash_matches(fd: int, entry: "SectionEntry") -> bool:
         return blake3.blake3(mm).digest() == entry.blake3
 
 
-def _file_record(mb: "Megabinary", entry: "SectionEntry") -> str | None:
-    """The record that this file's section ``entry`` (one AOT artifact) was hashed in place."""
+def _file_record(mb: "Megabinary") -> str | None:
+    """The record of the AOT sections of this megabinary file that were hashed in place."""
     s = mb.file_stat
-    return None if s is None else \
-        f"file-{mb.digest.split(':')[-1]}-{s.st_dev}-{s.st_ino}-{entry.blake3.hex()[:16]}"
+    return None if s is None else f"file-{mb.digest.split(':')[-1]}-{s.st_dev}-{s.st_ino}"
+
+
+def _checked_in_file(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> bool:
+    """Whether ``entry`` of this file (as it is now) was hashed in place by an earlier run."""
+    record = _file_record(mb)
+    if record is None or mb.file_stat is None:
+        return False
+    if record not in trust.checked:
+        raw = trust.read(record) or b""
+        lines = raw.decode("ascii", "replace").splitlines()
+        trust.checked[record] = (lines[0], set(lines[1:])) if lines else ("", set())
+    file_stamp, hashes = trust.checked[record]
+    return file_stamp == stamp(mb.file_stat) and entry.blake3.hex() in hashes
+
+
+def _mark_checked(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> None:
+    record = _file_record(mb)
+    if record is None or mb.file_stat is None:
+        return
+    now = stamp(mb.file_stat)
+    file_stamp, hashes = trust.checked.get(record, (now, set()))
+    if file_stamp != now:
+        hashes = set()
+    hashes.add(entry.blake3.hex())
+    trust.checked[record] = (now, hashes)
+    trust.dirty.add(record)
 
 
 def artifact_fd(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> int | None:
@@ -347,15 +386,12 @@ def artifact_fd(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> int
     Raises :class:`ArtifactMismatch` when the megabinary's section is damaged.
     """
     name = entry.blake3.hex()
-    record = _file_record(mb, entry)
-    file_checked = record is not None and mb.file_stat is not None and \
-        trust.read(record, 256) == stamp(mb.file_stat).encode()
     fd = trust.open_own(f"aot-{name}.cwasm")
     if fd is not None:
         if trust.read(f"aot-{name}.ok", 256) == stamp(os.fstat(fd)).encode():
-            if not file_checked:
+            if not _checked_in_file(mb, entry, trust):
                 try:
-                    _check_in_file(mb, entry, record, trust)
+                    _check_in_file(mb, entry, trust)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -366,14 +402,12 @@ def artifact_fd(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> int
             return fd
         os.close(fd)
     fd = _copy_out(mb, entry, trust, name)
-    if fd is not None and record is not None and mb.file_stat is not None:
-        trust.write(record, stamp(mb.file_stat).encode())
-        trust.prune("file-", _KEEP_RECORDS)
+    if fd is not None:
+        _mark_checked(mb, entry, trust)
     return fd
 
 
-def _check_in_file(mb: "Megabinary", entry: "SectionEntry", record: str | None,
-                   trust: TrustDir) -> None:
+def _check_in_file(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> None:
     """Hash the megabinary's own AOT section (mapped, not copied); remember that this file
     was checked."""
     from formats.megabinary import CorruptSection
@@ -381,9 +415,7 @@ def _check_in_file(mb: "Megabinary", entry: "SectionEntry", record: str | None,
         mb.verify_section(entry)
     except CorruptSection:
         raise ArtifactMismatch() from None
-    if record is not None and mb.file_stat is not None:
-        trust.write(record, stamp(mb.file_stat).encode())
-        trust.prune("file-", _KEEP_RECORDS)
+    _mark_checked(mb, entry, trust)
 
 
 def _copy_out(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir, name: str) -> int | None:
@@ -406,8 +438,7 @@ def _copy_out(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir, name: st
         os.replace(tmp, f"aot-{name}.cwasm", src_dir_fd=trust.fd, dst_dir_fd=trust.fd)
         tmp = ""
         trust.write(f"aot-{name}.ok", stamp(os.fstat(fd)).encode())
-        trust.prune("aot-", _KEEP_ARTIFACTS, _artifact_bytes())
-        trust.wrote = True
+        trust.wrote = True                     # trimmed to the budget on close
         out, fd = fd, -1
         return out
     except OSError:

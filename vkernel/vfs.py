@@ -50,7 +50,7 @@ def openat2_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0,
                     resolve: int = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS) -> int:
     """openat2(root_fd, path, {flags, mode, RESOLVE_IN_ROOT|NO_MAGICLINKS}); OSError on failure."""
     if isinstance(path, str):
-        path = path.encode()
+        path = os.fsencode(path)        # a guest path keeps its bytes (surrogateescape)
     path = path.lstrip(b"/") or b"."
     creates = flags & os.O_CREAT or (flags & os.O_TMPFILE) == os.O_TMPFILE
     how = _OpenHow(flags | os.O_CLOEXEC, mode if creates else 0, resolve)

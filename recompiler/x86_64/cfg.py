@@ -142,7 +142,7 @@ def discover(img: ElfImage) -> Program:
                 lazy = 0
             if lazy:
                 add_func(lazy)
-        elif rel.type in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and rel.sym:
+        if rel.type in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and rel.sym:
             # a pointer to a symbol this object defines (a function, if it is in code)
             if rel.symtab not in values:
                 values[rel.symtab] = img.symbol_values(rel.symtab)

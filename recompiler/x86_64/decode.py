@@ -1,7 +1,7 @@
 """Decoding x86-64 machine code with Capstone into small, picklable instruction records."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import capstone
@@ -149,7 +149,18 @@ def parse_lite(address: int, size: int, mnemonic: str, op_str: str) -> Insn:
         ops = [Operand("i", other if other <= 8 else 8, imm=o.imm) if o.kind == "i" else
                (Operand("m", other, seg=o.seg, base=o.base, index=o.index, scale=o.scale, disp=o.disp)
                 if o.kind == "m" and o.size == 0 else o) for o in ops]
-    return Insn(address, size, name, f"{mnemonic} {op_str}".strip(), tuple(ops), rep, lock)
+    return Insn(address, size, name, f"{mnemonic} {op_str}".strip(), _targets(name, ops), rep, lock)
+
+
+def _targets(name: str, ops: list[Operand]) -> tuple[Operand, ...]:
+    """The operands, a direct branch's target as an unsigned address (a rel32 from code near
+    address 0 wraps, in bytes that are not really code, and would read as negative)."""
+    if ops and ops[0].kind == "i" and ops[0].imm < 0 and (name[0] == "j" or name in _BRANCHES):
+        return (replace(ops[0], imm=ops[0].imm & 0xFFFF_FFFF_FFFF_FFFF), *ops[1:])
+    return tuple(ops)
+
+
+_BRANCHES = frozenset({"call", "loop", "loope", "loopne", "xbegin"})
 
 
 class Decoder:
@@ -251,4 +262,4 @@ class Decoder:
                 rep = 0xF2 if ci.mnemonic.startswith(("repne", "repnz")) else 0xF3
         lock = pfx[0] == 0xF0
         return Insn(ci.address, ci.size, name, f"{ci.mnemonic} {ci.op_str}".strip(),
-                    tuple(ops), rep, lock)
+                    _targets(name, ops), rep, lock)

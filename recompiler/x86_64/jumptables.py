@@ -72,6 +72,9 @@ class TableSpec:
     base: int | None
     bound: int | None
     tight: bool
+    stride: bool = False
+    """No table in memory: the targets are ``table + step*i`` themselves, code stubs of equal
+    size (libffi's ``lea r10, [r11 + r10*8]; jmp r10`` over its return-type cases)."""
 
 
 def _fallthrough_chain(at: int, insns: dict[int, Insn], pred: dict[int, int], n: int = 12) -> list[Insn]:
@@ -94,14 +97,15 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
     towards the default case gives a tight bound (other instructions may sit between the compare
     and the jcc as long as they leave the flags alone). The index loaded by ``movzx`` from a byte
     or word, made by a bit scan or masked with ``and idx, M`` gives a loose one, unless the byte it
-    came from was compared first (``cmp byte [rax], 0x7a; ja``). A compare of any other operand
+    came from was compared first (``cmp byte [rax], 0x7a; ja``, or ``cmp dword [rip + M], 8; ja``
+    before ``mov eax, [rip + M]``). A compare of any other operand
     says nothing about the table (a loop's ``cmp qword [r15], 0`` above it, say). Returns
     (None, False) when the index's range is unknown."""
     reg: str | None = _FAMILY.get(index)
     if reg is None:
         return None, False
     loose: int | None = None
-    mem = None                                  # the memory operand the index was loaded from (movzx)
+    mem = None                                  # (load, operand): the memory the index was loaded from
     jcc: str | None = None                      # the jcc reading the flags of the instruction at hand
     for ins in back:
         m = ins.mnemonic
@@ -111,7 +115,7 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
             continue
         if m == "cmp" and len(ops) == 2 and ops[1].kind == "i" and (
                 (ops[0].kind == "r" and reg is not None and _FAMILY.get(ops[0].reg) == reg)
-                or (mem is not None and ops[0] == mem)):
+                or (mem is not None and _same_memory(ins, ops[0], mem))):
             n = ops[1].imm & 0xFFFF_FFFF
             if jcc == "ja":
                 return n + 1, True
@@ -121,9 +125,11 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
             jcc = None
         if m in _NO_WRITE:
             continue
-        if mem is not None and ops and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) in (
-                _FAMILY.get(mem.base), _FAMILY.get(mem.index)):
+        if mem is not None and ops and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) is not None \
+                and _FAMILY.get(ops[0].reg) in (_FAMILY.get(mem[1].base), _FAMILY.get(mem[1].index)):
             return loose, False                 # the byte's address changes above here
+        if mem is not None and ops and ops[0].kind == "m" and _same_memory(ins, ops[0], mem):
+            return loose, False                 # stored to between the compare and the load
         if reg is None:
             continue
         if reg in _IMPLICIT.get(m, ()) or (m == "imul" and len(ops) == 1 and reg in ("rax", "rdx")) \
@@ -137,9 +143,9 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
             return 8 * ops[0].size, False
         if m == "movzx" and src is not None and src.size in (1, 2):
             loose = 256 if src.size == 1 else 65536
-            if src.kind == "m" and not src.seg and src.base != "rip":
-                mem, reg = src, None            # ``cmp byte [M], N; ja`` above bounds it
-                continue
+        if m in ("mov", "movzx", "movsxd") and src is not None and src.kind == "m" and not src.seg:
+            mem, reg = (ins, src), None         # ``cmp [M], N; ja`` above bounds it
+            continue
         if m in ("mov", "movsxd", "movzx") and src is not None and src.kind == "r" and src.reg in _FAMILY:
             reg = _FAMILY[src.reg]              # a copy: follow the index into its source
             continue
@@ -149,15 +155,31 @@ def index_bound(index: str, back: list[Insn]) -> tuple[int | None, bool]:
     return loose, False
 
 
+def _same_memory(ins: Insn, op, mem: tuple[Insn, object]) -> bool:
+    """Whether operand ``op`` of ``ins`` names the same memory, of the same size, as operand
+    ``mem[1]`` of instruction ``mem[0]`` (rip-relative operands compared by address)."""
+    at, o = mem
+    if op.kind != "m" or op.size != o.size or op.seg != o.seg:
+        return False
+    if op.base == "rip" or o.base == "rip":
+        return op.base == o.base == "rip" and not op.index and not o.index \
+            and ins.next + op.disp == at.next + o.disp
+    return op == o
+
+
 def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> TableSpec | None:
     """The table behind ``jmp`` when its whole pattern is on the jump's fall-through path."""
-    back = _fallthrough_chain(jmp.address, insns, pred)
+    chain = _fallthrough_chain(jmp.address, insns, pred, 32)
+    back = chain[:12]
     o = jmp.ops[0]
     if o.kind == "m" and o.scale == 8 and not o.base and o.index:
         bound, tight = index_bound(o.index, back)
         return TableSpec(jmp.address, o.disp & 0xFFFF_FFFF_FFFF_FFFF, 8, None, bound, tight)
     if o.kind != "r":
         return None
+    spec = _absolute_entry_jump(jmp, back) or _stride_jump(jmp, back) or _spilled_entry_jump(jmp, chain)
+    if spec is not None:
+        return spec
     load = next((k for k, ins in enumerate(back) if _is_entry_load(ins)), None)
     if load is None:
         return None
@@ -169,6 +191,137 @@ def table_near(jmp: Insn, insns: dict[int, Insn], pred: dict[int, int]) -> Table
         return None
     bound, tight = index_bound(mem.index, back[load + 1:])
     return TableSpec(jmp.address, leas[mem.base] + mem.disp, 4, leas[base_reg], bound, tight)
+
+
+def _absolute_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
+    """``mov rX, qword [T + idx*8]; jmp rX`` (or ``lea rB, [rip + T]`` and ``[rB + idx*8]``):
+    a table of absolute addresses read into the jump's register, gcc's computed goto in a
+    non-PIE program (CPython's opcode dispatch). None unless the nearest write of the jump's
+    register is that load."""
+    k = _last_write(jmp.ops[0].reg, back)
+    if k is None:
+        return None
+    ops = back[k].ops
+    if back[k].mnemonic != "mov" or ops[0].kind != "r" or ops[0].size != 8 or len(ops) != 2 \
+            or ops[1].kind != "m":
+        return None
+    mem = ops[1]
+    if mem.scale != 8 or not mem.index or mem.seg:
+        return None
+    if not mem.base:
+        table = mem.disp & 0xFFFF_FFFF_FFFF_FFFF
+    else:
+        lea = _lea_of(mem.base, back[k + 1:])
+        if lea is None:
+            return None
+        table = lea + mem.disp
+    bound, tight = index_bound(mem.index, back[k + 1:])
+    return TableSpec(jmp.address, table, 8, None, bound, tight)
+
+
+def _stride_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
+    """``lea rB, [rip + L]; ...; lea rX, [rB + idx*S]; jmp rX`` with a range check on idx: the
+    targets are L + S*i, stubs of S bytes each (no table in memory)."""
+    k = _last_write(jmp.ops[0].reg, back)
+    if k is None:
+        return None
+    lea = back[k]
+    if lea.mnemonic != "lea" or len(lea.ops) != 2:
+        return None
+    mem = lea.ops[1]
+    if not mem.base or mem.base == "rip" or not mem.index or mem.scale not in (2, 4, 8) or mem.seg:
+        return None
+    before = back[k + 1:]
+    base = _lea_of(mem.base, before)
+    if base is None:
+        return None
+    # the range check's jcc may come after the lea (lea leaves the flags alone)
+    jcc = [ins for ins in back[:k] if ins.mnemonic in JCC][-1:]
+    bound, tight = index_bound(mem.index, jcc + before)
+    if not tight:
+        return None
+    return TableSpec(jmp.address, base + mem.disp, mem.scale, None, bound, tight, stride=True)
+
+
+def _writes(ins: Insn, fam: str) -> bool:
+    """Whether ``ins`` writes (part of) the 64-bit register ``fam``."""
+    if fam in _IMPLICIT.get(ins.mnemonic, ()):
+        return True
+    ops = ins.ops
+    return ins.mnemonic not in _NO_WRITE and bool(ops) and ops[0].kind == "r" and _FAMILY.get(ops[0].reg) == fam
+
+
+def _last_write(reg: str, back: list[Insn]) -> int | None:
+    """Where in ``back`` (nearest first) the value in ``reg`` was last written."""
+    fam = _FAMILY.get(reg)
+    return next((k for k, ins in enumerate(back) if _writes(ins, fam)), None)
+
+
+def _lea_of(reg: str, before: list[Insn]) -> int | None:
+    """The address the nearest write of ``reg`` in ``before`` puts there, when it is a rip lea."""
+    k = _last_write(reg, before)
+    if k is None or not before[k].ops or before[k].ops[0].kind != "r":
+        return None
+    return _rip_lea(before[k], before[k].ops[0].reg)
+
+
+def _entry_load_of(reg: str, before: list[Insn]) -> int | None:
+    """Where in ``before`` the value in ``reg`` was read from a table (``movsxd reg, [rT + idx*4]``),
+    followed back through register copies and a spill to the stack and back; None if it was not."""
+    fam = _FAMILY.get(reg)
+    k = 0
+    while k < len(before):
+        ins = before[k]
+        if not _writes(ins, fam):
+            k += 1
+            continue
+        if _is_entry_load(ins):
+            return k
+        ops = ins.ops
+        if ins.mnemonic != "mov" or len(ops) != 2 or ops[0].size != 8:
+            return None
+        if ops[1].kind == "r":
+            fam = _FAMILY.get(ops[1].reg)
+        elif ops[1].kind == "m" and ops[1].base == "rsp" and not ops[1].index and not ops[1].seg:
+            slot = ops[1]
+            for j in range(k + 1, len(before)):
+                st = before[j]
+                if _writes(st, "rsp") or st.mnemonic in ("call", "push", "pop"):
+                    return None
+                if st.mnemonic == "mov" and st.ops[0] == slot and st.ops[1].kind == "r":
+                    fam, k = _FAMILY.get(st.ops[1].reg), j
+                    break
+            else:
+                return None
+        else:
+            return None
+        k += 1
+    return None
+
+
+def _spilled_entry_jump(jmp: Insn, back: list[Insn]) -> TableSpec | None:
+    """``lea rB, [rip + B]; add rX, rY; jmp rX`` where one of rX and rY holds B and the other an
+    entry read by ``movsxd [rT + idx*4]`` (``lea rT, [rip + T]``) further up, possibly through a
+    stack slot (perl's ``Perl_newUNOP_AUX`` keeps the entry on the stack across its prologue)."""
+    k = _last_write(jmp.ops[0].reg, back)
+    if k is None:
+        return None
+    add = back[k]
+    if add.mnemonic != "add" or len(add.ops) != 2 or add.ops[1].kind != "r" or add.ops[0].size != 8:
+        return None
+    before = back[k + 1:]
+    for base_reg, entry_reg in ((add.ops[1].reg, add.ops[0].reg), (add.ops[0].reg, add.ops[1].reg)):
+        base = _lea_of(base_reg, before)
+        load = _entry_load_of(entry_reg, before) if base is not None else None
+        if load is None:
+            continue
+        mem = before[load].ops[1]
+        table = _lea_of(mem.base, before[load + 1:])
+        if table is None:
+            continue
+        bound, tight = index_bound(mem.index, before[load + 1:])
+        return TableSpec(jmp.address, table + mem.disp, 4, base, bound, tight)
+    return None
 
 
 def _is_entry_load(ins: Insn) -> bool:
@@ -227,12 +380,14 @@ def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None
                named=None, splits=None, take=None) -> list[int]:
     """The targets of ``spec``'s table. A tight bound reads that many entries, skipping ones that
     are not code. Otherwise reading ends at the first entry that is not code, that leaves ``fde``
-    (the jump's function, when .eh_frame gives it), that ``splits(t)`` says lands inside an
+    (the jump's function, when .eh_frame gives it; relative entries only), that ``splits(t)`` says lands inside an
     instruction already known, or whose own address ``named(a)`` says the code refers to (the
     next table, typically). ``take(t)``, when given, is called with each target as it is read, so
     the code it leads to (and what that code refers to) is known before the next entry is read:
     a switch's cases often hold the reference that ends its table."""
     limit = min(spec.bound, MAX_ENTRIES) if spec.bound else UNBOUNDED_ENTRIES
+    if spec.stride:
+        return [t for t in (spec.table + spec.step * i for i in range(limit)) if code(t)]
     out: list[int] = []
     for i in range(limit):
         at = spec.table + spec.step * i
@@ -245,8 +400,10 @@ def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None
             t = struct.unpack("<Q", raw)[0]
         else:
             t = (spec.base + struct.unpack("<i", raw)[0]) & 0xFFFF_FFFF_FFFF_FFFF
-        if not code(t) or (not spec.tight and ((fde is not None and not fde[0] <= t < fde[1])
-                                               or (splits is not None and splits(t)))):
+        # Absolute entries are addresses, never small offsets that happen to land in code, so
+        # they may leave the function's FDE (to its .cold part: CPython's unknown-opcode label).
+        leaves = fde is not None and spec.base is not None and not fde[0] <= t < fde[1]
+        if not code(t) or (not spec.tight and (leaves or (splits is not None and splits(t)))):
             if spec.tight:
                 continue
             break

@@ -317,7 +317,7 @@ def sys_access(k: Kernel, pathname: int, mode: int) -> int:
 
 def sys_getcwd(k: Kernel, buf: int, size: int) -> int:
     """getcwd(2)"""
-    cwd = k.proc.cwd.encode() + b"\0"
+    cwd = os.fsencode(k.proc.cwd) + b"\0"
     if len(cwd) > size:
         return -errno.ERANGE
     k.space.write(buf, cwd)
@@ -449,8 +449,17 @@ def sys_symlink(k: Kernel, target: int, linkpath: int) -> int:
 
 
 def sys_fchmodat(k: Kernel, dirfd: int, pathname: int, mode: int) -> int:
-    """fchmodat(2): copies a rootfs file up, then changes the copy"""
-    k.vfs.chmod(k.guest_path(s32(dirfd), path_arg(k, pathname)), mode)
+    """fchmodat(2): copies a rootfs file up, then changes the copy. /proc/self/fd/N changes the
+    open file, as Linux follows that link (glibc's fchmodat(AT_SYMLINK_NOFOLLOW) opens the file
+    O_PATH and chmods /proc/self/fd/N: tar -x setting a directory's mode)."""
+    path = k.guest_path(s32(dirfd), path_arg(k, pathname))
+    served = k.vfs.procfs.lookup(path)
+    if served is not None and served[0] == "fd":
+        of = served[1]
+        if _host_object(of):
+            return -errno.EPERM
+        path = of.path
+    k.vfs.chmod(path, mode)
     return 0
 
 
@@ -616,10 +625,29 @@ def sys_pipe(k: Kernel, pipefd: int) -> int:
 
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
 FD_CLOEXEC = 1
+F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 5, 6, 7, 36, 37, 38
+F_SETPIPE_SZ, F_GETPIPE_SZ, F_NOTIFY = 1031, 1032, 1026
+_FLOCK_SIZE = 32
+"""struct flock on x86-64 (the host's layout too): type, whence, start, len, pid."""
+
+
+def _record_lock(k: Kernel, of: OpenFile, cmd: int, arg: int) -> int:
+    """POSIX and open-file-description record locks: the host's own, on the host file (guest
+    processes are host processes, so locks between them and their pids are Linux's)."""
+    req = k.space.read(arg, _FLOCK_SIZE)
+    if cmd in (F_SETLKW, F_OFD_SETLKW):
+        with k.waiting():                      # a signal ends the wait (EINTR)
+            got = hfcntl.fcntl(of.host_fd, cmd, req)
+    else:
+        got = hfcntl.fcntl(of.host_fd, cmd, req)
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        k.space.write(arg, got)
+    return 0
 
 
 def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
-    """fcntl(2): F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL; locks are not supported"""
+    """fcntl(2): F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, record locks (the host's),
+    the pipe size and F_NOTIFY"""
     of = _file(k, fd)
     cmd = s32(cmd)
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
@@ -636,6 +664,14 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
     if cmd == F_SETFL:
         hfcntl.fcntl(of.host_fd, hfcntl.F_SETFL, set_guest_flags(of, s32(arg)))
         return 0
+    if cmd in (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW):
+        return _record_lock(k, of, cmd, arg)
+    if cmd == F_GETPIPE_SZ:
+        return hfcntl.fcntl(of.host_fd, F_GETPIPE_SZ)
+    if cmd == F_SETPIPE_SZ:
+        return hfcntl.fcntl(of.host_fd, F_SETPIPE_SZ, s32(arg))
+    if cmd == F_NOTIFY:                        # dnotify on the directory (signals the process)
+        return hfcntl.fcntl(of.host_fd, F_NOTIFY, arg & 0xFFFFFFFF)
     return -errno.EINVAL
 
 
@@ -716,7 +752,7 @@ UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 
 def sys_utimensat(k: Kernel, dirfd: int, pathname: int, times: int, flags: int) -> int:
     """utimensat(2): a rootfs file is copied up first"""
-    if pathname == 0:
+    if pathname == 0 or (flags & AT_EMPTY_PATH and path_arg(k, pathname) == b""):
         path = _file(k, dirfd).path
     else:
         path = k.guest_path(s32(dirfd), path_arg(k, pathname))

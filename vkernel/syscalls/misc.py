@@ -86,7 +86,7 @@ def sys_prctl(k: Kernel, option: int, arg2: int, arg3: int, arg4: int, arg5: int
         procfs.republish(k.vfs.skeleton, k.proc.comm.decode("utf-8", "replace"))
         return 0
     if option == PR_GET_NAME:
-        name = k.proc.comm or os.path.basename(k.proc.exe).encode()[:15]
+        name = k.proc.comm or os.fsencode(os.path.basename(k.proc.exe))[:15]
         k.space.write(arg2, name.ljust(16, b"\0"))
         return 0
     if option == PR_SET_NO_NEW_PRIVS:

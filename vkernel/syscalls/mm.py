@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as st
 from dataclasses import replace
 
 from formats import abi
@@ -85,6 +86,7 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
     digest = None
     unit = -1
     name = ""
+    share = False
     if not anon:
         of = k.fds.get(s32(fd))
         if of is None:
@@ -92,14 +94,25 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
         if of.flags & os.O_ACCMODE == os.O_WRONLY:
             return -errno.EACCES
         name = of.path
+        hst = os.fstat(of.host_fd) if flags & MAP_SHARED else None
+        share = hst is not None and of.flags & os.O_ACCMODE == os.O_RDWR and st.S_ISREG(hst.st_mode)
         if prot & PROT_EXEC:
             data = os.pread(of.host_fd, 1 << 31, 0)
             digest = file_hash(data)
             u = k.policy.by_hash.get(digest)
-            if u is None:
+            if u is None and not share:
                 return _refuse_exec(k, "mmap", addr, length, "file BLAKE3 is not in the index",
                                     of.path, digest.hex())
-            unit = u.number
+            if u is None:
+                # An executable view of a shared data file (libffi's closures): nothing from it
+                # becomes a code region; only closure trampolines run there (vkernel/closures.py).
+                k.audit.record("mmap", "allowed", f"executable view of the data file {of.path} at "
+                               f"{addr:#x}: only closure trampolines run from it", address=addr,
+                               length=length, path=of.path, blake3=digest.hex(), reason="closure view")
+                digest = None
+            else:
+                unit = u.number
+                share = False
     elif prot & PROT_EXEC:
         return _refuse_exec(k, "mmap", addr, length, "anonymous executable memory (no-JIT rule)")
     fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
@@ -126,8 +139,15 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
             start = found
             sp.zero(start, size)
     sp.add(Mapping(start, start + size, prot, "file" if of else "anon", name,
-                   digest.hex() if digest else None, offset if of else 0, unit))
-    if of is not None:
+                   digest.hex() if digest else None, offset if of else 0, unit, share))
+    if share:
+        # Only the pages the file has: past its end Linux raises SIGBUS, the host would too.
+        shown = min(size, page_up(max(0, hst.st_size - offset)))
+        if shown:
+            sp.share_file(start, shown, of.host_fd, offset)
+        if shown < size:
+            sp.zero(start + shown, size - shown)
+    elif of is not None:
         n = os.preadv(of.host_fd, [sp.window(start, length)], offset)
         if n < size:
             sp.zero(start + n, size - n)
@@ -195,6 +215,8 @@ def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags:
     m = sp.at(old_address)
     if m is None:
         return -errno.EFAULT
+    if m.shared:
+        return -errno.EINVAL   # moving a shared file mapping's host pages: not yet
     if flags & MREMAP_FIXED:
         return _mremap_fixed(k, m, old_address, old, new, new_address)
     if new <= old:

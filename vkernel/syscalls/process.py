@@ -444,7 +444,7 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
         if not line:
             return -errno.ENOEXEC
         interp, _, arg = line.replace(b"\t", b" ").partition(b" ")
-        new_args = [interp] + ([arg.strip()] if arg.strip() else []) + [path.encode()] + args[1:]
+        new_args = [interp] + ([arg.strip()] if arg.strip() else []) + [os.fsencode(path)] + args[1:]
         return prepare_exec(k, interp.decode("utf-8", "surrogateescape"), new_args, env, depth + 1,
                             execfn)
     if not data.startswith(b"\x7fELF"):

@@ -7,7 +7,7 @@ import signal as hsignal
 import struct
 
 from vkernel.kernel import Kernel, SignalAction
-from vkernel.proctree import guest_processes
+from vkernel.proctree import guest_processes, guest_zombie
 from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, wait_interruptibly, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE,
                              bit, host_pending, raise_in_guest, sync_host, sync_host_mask)
 from vkernel.syscalls.args import s32
@@ -150,7 +150,8 @@ def sys_kill(k: Kernel, pid: int, sig: int) -> int:
     else:
         targets = [p for p, g in procs.items() if g == -pid]
     if not targets:
-        return -errno.ESRCH
+        # an exited child its parent has not reaped is still there for kill (no effect)
+        return 0 if pid > 0 and guest_zombie(k, pid) else -errno.ESRCH
     sent = 0
     for t in sorted(targets, key=lambda t: t == me):     # ourselves last
         try:

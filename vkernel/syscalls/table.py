@@ -6,8 +6,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import (events, fs, misc, mm, net, netmsg, process, signal, sockopt, time,
-                              xfer)
+from vkernel.syscalls import (events, fs, futex, misc, mm, net, netmsg, process, signal,
+                              sockopt, time, xattr, xfer)
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -67,6 +67,21 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("stat", fs.sys_stat, "str,ptr"),
     Supported("lstat", fs.sys_lstat, "str,ptr"),
     Supported("newfstatat", fs.sys_newfstatat, "dirfd,str,ptr,hex"),
+    Partial("getxattr", xattr.sys_getxattr, "no file has extended attributes (ENODATA)",
+            "str,str,ptr,int"),
+    Partial("lgetxattr", xattr.sys_lgetxattr, "no file has extended attributes (ENODATA)",
+            "str,str,ptr,int"),
+    Partial("fgetxattr", xattr.sys_fgetxattr, "no file has extended attributes (ENODATA)",
+            "fd,str,ptr,int"),
+    Partial("listxattr", xattr.sys_listxattr, "every list is empty", "str,ptr,int"),
+    Partial("llistxattr", xattr.sys_llistxattr, "every list is empty", "str,ptr,int"),
+    Partial("flistxattr", xattr.sys_flistxattr, "every list is empty", "fd,ptr,int"),
+    Unsupported("setxattr", errno.EOPNOTSUPP, "extended attributes cannot be set"),
+    Unsupported("lsetxattr", errno.EOPNOTSUPP, "extended attributes cannot be set"),
+    Unsupported("fsetxattr", errno.EOPNOTSUPP, "extended attributes cannot be set"),
+    Unsupported("removexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
+    Unsupported("lremovexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
+    Unsupported("fremovexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
     Partial("statx", fs.sys_statx, "basic stats only (no birth time)", "dirfd,str,hex,hex,ptr"),
     Supported("statfs", fs.sys_statfs, "str,ptr"),
     Supported("fstatfs", fs.sys_fstatfs, "fd,ptr"),
@@ -125,7 +140,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("dup3", fs.sys_dup3, "fd,fd,hex"),
     Supported("pipe", fs.sys_pipe, "ptr"),
     Supported("pipe2", fs.sys_pipe2, "ptr,hex"),
-    Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL; no locks",
+    Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, POSIX and OFD "
+            "record locks (the host's), F_GET/SETPIPE_SZ, F_NOTIFY; no F_SETOWN/F_SETSIG/leases/seals",
             "fd,int,hex"),
     Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; "
             "FIONREAD, FIONBIO; on sockets SIOCATMARK, TIOCOUTQ, SIOCGIFCONF and the "
@@ -133,8 +149,11 @@ ENTRIES: tuple[SyscallEntry, ...] = (
             "fd,hex,ptr"),
     # memory
     Partial("brk", mm.sys_brk, "fails (returns the old break) beyond kiln run --memory", "hex"),
-    Partial("mmap", mm.sys_mmap, "private copies; MAP_SHARED is private; PROT_EXEC only for indexed "
-            "files (EACCES otherwise); ENOMEM beyond kiln run --memory", "hex,int,int,hex,fd,hex"),
+    Partial("mmap", mm.sys_mmap, "MAP_SHARED of a file opened read-write maps the file's own pages "
+            "(other MAP_SHARED mappings are private copies; anonymous MAP_SHARED is private); "
+            "PROT_EXEC only for indexed files, or a MAP_SHARED view of a writable data file that "
+            "runs nothing but libffi closure trampolines (EACCES otherwise); ENOMEM beyond kiln run "
+            "--memory", "hex,int,int,hex,fd,hex"),
     Supported("munmap", mm.sys_munmap, "hex,int"),
     Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for the executable "
             "segments of indexed files",
@@ -177,6 +196,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
     Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
+    Partial("futex", futex.sys_futex, "one thread per process: WAIT sleeps until a signal or its "
+            "timeout, WAKE wakes nobody; PI and FD forms: ENOSYS", "ptr,hex,int,ptr,ptr,hex"),
     Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
     Partial("prlimit64", process.sys_prlimit64, "RLIMIT_NOFILE and RLIMIT_FSIZE are enforced; "
             "other new limits are recorded only",
@@ -262,6 +283,10 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("clock_gettime", time.sys_clock_gettime, "int,ptr"),
     Supported("clock_getres", time.sys_clock_getres, "int,ptr"),
     Supported("gettimeofday", time.sys_gettimeofday, "ptr,ptr"),
+    Partial("clock_settime", time.sys_clock_settime, "EPERM: a guest never sets the host's clock",
+            "int,ptr"),
+    Partial("settimeofday", time.sys_settimeofday, "EPERM: a guest never sets the host's clock",
+            "ptr,ptr"),
     Supported("time", time.sys_time, "ptr"),
     Supported("nanosleep", time.sys_nanosleep, "ptr,ptr"),
     Supported("clock_nanosleep", time.sys_clock_nanosleep, "int,hex,ptr,ptr"),

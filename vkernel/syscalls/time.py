@@ -1,5 +1,8 @@
-"""Time syscalls: clock_gettime, gettimeofday, time, clock_getres, nanosleep, clock_nanosleep."""
+"""Time syscalls: clock_gettime, gettimeofday, time, clock_getres, nanosleep, clock_nanosleep;
+setting a clock is refused (EPERM), as for a process without CAP_SYS_TIME."""
 from __future__ import annotations
+
+import errno
 
 import struct
 import time as htime
@@ -22,6 +25,20 @@ def sys_clock_getres(k: Kernel, clockid: int, res: int) -> int:
     if res:
         put_timespec(k, res, round(r * 1e9))
     return 0
+
+
+def sys_clock_settime(k: Kernel, clockid: int, tp: int) -> int:
+    """clock_settime(2): EPERM (a guest never sets the host's clock; EINVAL for a clock that
+    cannot be set at all, as Linux)"""
+    if s32(clockid) not in (htime.CLOCK_REALTIME, getattr(htime, "CLOCK_TAI", 11)):
+        return -errno.EINVAL
+    get_timespec_ns(k, tp)                    # EFAULT first, as Linux copies the time in
+    return -errno.EPERM
+
+
+def sys_settimeofday(k: Kernel, tv: int, tz: int) -> int:
+    """settimeofday(2): EPERM, as without CAP_SYS_TIME"""
+    return -errno.EPERM
 
 
 def sys_gettimeofday(k: Kernel, tv: int, tz: int) -> int:

@@ -1,10 +1,11 @@
 #!/bin/sh
-# File names with spaces, newlines, unicode, a leading dash, 255 bytes; too long names and deep paths.
+# File names with spaces, newlines, unicode, bytes that are not UTF-8, a leading dash, 255 bytes; too long names and deep paths.
 set -e
 : > 'with space'
 : > "$(printf 'new\nline')"
 : > 'ünïcödé-名前'
 : > -dash
+mkdir "$(printf 'not\347utf8\360')" && cd "$(printf 'not\347utf8\360')" && pwd | od -c | head -n 2 && cd ..
 : > ./-dash2
 long=$(printf '%0255d' 0)
 : > "$long"

@@ -1,8 +1,12 @@
 #!/bin/sh
-# The error each failing file operation reports: ENOENT, ENOTDIR, EISDIR, EEXIST, ENOTEMPTY, EINVAL, ELOOP.
+# The error each failing file operation reports: ENOENT (an empty path too), ENOTDIR, EISDIR, EEXIST, ENOTEMPTY, EINVAL, ELOOP.
 mkdir -p d/sub; : > f; : > d/sub/x
 try() { "$@" 2>&1 | sed 's/^[^:]*: //'; }
 try cat nosuch
+try cat ''
+try mkdir ''
+try stat ''
+(cd '') 2>&1 | sed 's/^.*: //'
 try cat f/child
 try cat d
 try mkdir f
