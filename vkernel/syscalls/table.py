@@ -295,6 +295,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("sysinfo", misc.sys_sysinfo, "ptr"),
     Supported("getrandom", misc.sys_getrandom, "ptr,int,hex"),
     Supported("sched_getaffinity", misc.sys_sched_getaffinity, "int,int,ptr"),
+    Supported("sched_setaffinity", misc.sys_sched_setaffinity, "int,int,ptr"),
+    Supported("membarrier", misc.sys_membarrier, "int,hex,int"),
     Supported("sched_yield", misc.sys_sched_yield),
     Partial("getcpu", misc.sys_getcpu, "always CPU 0", "ptr,ptr,ptr"),
     Partial("prctl", misc.sys_prctl, "PR_SET_NAME, PR_GET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_DUMPABLE",
