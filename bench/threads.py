@@ -11,6 +11,9 @@ that design rests on, with vkernel's own engine settings plus
   ``ctypes.CDLL``), so 2 threads should take about as long as 1. The same
   work in 2 forked processes is the control: it shows what the machine gives
   two runnable tasks at that moment (the machine is shared).
+- **GIL**: a pure-Python loop's speed while another thread is inside a long
+  WebAssembly call, against its speed alone (0 would mean the call holds the
+  GIL; with a free core it is near 1).
 - **wake**: futex wake-to-run latency as vkernel would serve it, a guest
   thread blocked in a host wait (``threading.Condition``) and woken by another
   thread's syscall handler, round trip over two threads.
@@ -99,6 +102,38 @@ def scaling(iterations: int) -> dict[str, float]:
     return out
 
 
+def gil_released(iterations: int) -> float:
+    """How fast a pure-Python loop in another thread runs while one thread is inside a long
+    WebAssembly call, as a fraction of its speed alone: near 0 if the call held the GIL, and
+    (on a machine with a free core) near 1 when it does not."""
+    wasmtime.SharedMemory._as_extern = _shared_as_extern  # type: ignore[method-assign]
+    cfg = engine_config()
+    cfg.wasm_threads = True
+    cfg.shared_memory = True
+    engine = wasmtime.Engine(cfg)
+    module = wasmtime.Module(engine, _SPIN)
+    pages = abi.GUEST_MEMORY_PAGES
+    shared = wasmtime.SharedMemory(engine, wasmtime.MemoryType(wasmtime.Limits(pages, pages),
+                                                               shared=True))
+    store = wasmtime.Store(engine)
+    spin = wasmtime.Instance(store, module, [shared]).exports(store)["spin"]
+    assert isinstance(spin, wasmtime.Func)
+
+    def count(seconds: float) -> int:
+        n, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            n += 1
+        return n
+
+    alone = count(0.3)
+    busy = threading.Thread(target=lambda: spin(store, iterations, 64))
+    busy.start()
+    time.sleep(0.01)                      # the other thread is inside the call now
+    during = count(0.3)
+    busy.join()
+    return during / alone
+
+
 def wake_latency(rounds: int) -> float:
     """Median microseconds from one thread's wake to the other's running, over ``rounds``
     ping-pongs (each round is two wakes)."""
@@ -142,6 +177,8 @@ def main() -> None:
     print(f"| 2 processes (control) | {s['processes_2_s']:.3f} s | |")
     print(f"speed-up of 2 threads over 1 (twice the work): {2 * one / two:.2f}x; "
           f"of 2 processes: {2 * one / s['processes_2_s']:.2f}x")
+    print(f"a Python thread's speed while another is in WebAssembly: "
+          f"{gil_released(a.iterations):.2f} of its speed alone (0: the call holds the GIL)")
     print(f"wake-to-run latency between two host threads (median of {a.rounds}): "
           f"{wake_latency(a.rounds):.1f} us")
 
