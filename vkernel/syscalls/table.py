@@ -150,7 +150,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     # memory
     Partial("brk", mm.sys_brk, "fails (returns the old break) beyond kiln run --memory", "hex"),
     Partial("mmap", mm.sys_mmap, "MAP_SHARED of a file opened read-write maps the file's own pages "
-            "(other MAP_SHARED mappings are private copies; anonymous MAP_SHARED is private); "
+            "and anonymous MAP_SHARED a memfd's, both shared across fork (other MAP_SHARED file "
+            "mappings are private copies); "
             "PROT_EXEC only for indexed files, or a MAP_SHARED view of a writable data file that "
             "runs nothing but libffi closure trampolines (EACCES otherwise); ENOMEM beyond kiln run "
             "--memory", "hex,int,int,hex,fd,hex"),
@@ -158,6 +159,7 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for the executable "
             "segments of indexed files",
             "hex,int,int"),
+    Supported("memfd_create", mm.sys_memfd_create, "str,hex"),
     Partial("mremap", mm.sys_mremap, "no MREMAP_DONTUNMAP; code mappings cannot move", "hex,int,int,hex,hex"),
     Partial("madvise", mm.sys_madvise, "MADV_DONTNEED zeroes (also for file mappings)", "hex,int,int"),
     Supported("msync", mm.sys_msync, "hex,int,hex"),
