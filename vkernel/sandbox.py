@@ -146,8 +146,14 @@ def join(spec: "RunSpec", target: JoinTarget, cgroup: "RunCgroup | None") -> "Ru
         cgroup.join()
     ns = os.open(f"/proc/{target.first_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(target.first_pid, "mnt", _CLONE_NEWNS)
-        _setns(target.first_pid, "net", _CLONE_NEWNET)     # the run's loopback, if it has one
+        # Opened before joining the mount namespace, whose /proc is the run's pid namespace's
+        # (where the first process has another number).
+        net = _ns_fd(target.first_pid, "net")
+        try:
+            _setns(target.first_pid, "mnt", _CLONE_NEWNS)
+            _setns_fd(net, target.first_pid, "net", _CLONE_NEWNET)   # the run's loopback
+        finally:
+            os.close(net)
     except BaseException:
         os.close(ns)
         raise
@@ -170,17 +176,25 @@ def join(spec: "RunSpec", target: JoinTarget, cgroup: "RunCgroup | None") -> "Ru
                                volumes=tuple(volumes), isolation=iso, net_namespace=True)
 
 
-def _setns(pid: int, kind: str, nstype: int) -> None:
+def _ns_fd(pid: int, kind: str) -> int:
     try:
-        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise VkernelError(f"cannot join the run of process {pid}: {e.strerror}",
                            hint="the container is not running") from None
+
+
+def _setns_fd(fd: int, pid: int, kind: str, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise VkernelError(f"cannot join the {kind} namespace of process {pid}: "
+                           f"{os.strerror(e)}", hint="joining a run needs host root")
+
+
+def _setns(pid: int, kind: str, nstype: int) -> None:
+    fd = _ns_fd(pid, kind)
     try:
-        if _libc.setns(fd, nstype) != 0:
-            e = ctypes.get_errno()
-            raise VkernelError(f"cannot join the {kind} namespace of process {pid}: "
-                               f"{os.strerror(e)}", hint="joining a run needs host root")
+        _setns_fd(fd, pid, kind, nstype)
     finally:
         os.close(fd)
 
