@@ -1,4 +1,4 @@
-"""Memory shared between processes (tests/shared/shm.c), natively and under vkernel.
+"""Memory shared between processes (tests/shared/shm.c, futex.c), natively and under vkernel.
 
 Anonymous MAP_SHARED pages stay shared with the children fork makes (and
 MAP_PRIVATE ones do not); a memfd agrees with its shared mapping both ways,
@@ -32,3 +32,19 @@ def test_shared_memory_as_native(tmp_path: Path, libc: str) -> None:
     refused = kiln(g, "/bin/shm", "exec")
     assert refused.stdout.decode() == \
         f"exec mapping of a memfd: -1 {os.strerror(NO_JIT_ERRNO)}\n", refused.stderr
+
+
+FUTEX = (Path(__file__).resolve().parent / "shared" / "futex.c").read_text()
+
+
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_futexes_across_processes_as_native(tmp_path: Path, libc: str) -> None:
+    """futex(2) on MAP_SHARED words: EAGAIN, timeouts (relative and absolute), EINTR from a
+    handler, a wake and a requeue from another process, a private futex that another process
+    cannot wake, WAKE_OP, and libc's process-shared semaphore, mutex and condition variable."""
+    g = recompiled(tmp_path, {"/bin/futex": FUTEX}, libc=libc)
+    want = native(g, "/bin/futex")
+    got = kiln(g, "/bin/futex")
+    assert want.returncode == 0, want.stdout
+    assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
+    assert got.returncode == want.returncode

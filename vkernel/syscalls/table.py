@@ -198,8 +198,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
     Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
-    Partial("futex", futex.sys_futex, "one thread per process: WAIT sleeps until a signal or its "
-            "timeout, WAKE wakes nobody; PI and FD forms: ENOSYS", "ptr,hex,int,ptr,ptr,hex"),
+    Partial("futex", futex.sys_futex, "the host's futex on the word's host address: WAIT, WAKE, "
+            "their BITSET forms, REQUEUE, CMP_REQUEUE, WAKE_OP, shared across processes through "
+            "MAP_SHARED pages; PI and FD forms: ENOSYS; one thread per process", "ptr,hex,int,ptr,ptr,hex"),
     Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
     Partial("prlimit64", process.sys_prlimit64, "RLIMIT_NOFILE and RLIMIT_FSIZE are enforced; "
             "other new limits are recorded only",
