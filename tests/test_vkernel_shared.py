@@ -1,4 +1,4 @@
-"""Memory shared between processes (tests/shared/shm.c, futex.c), natively and under vkernel.
+"""Memory shared between processes (tests/shared/*.c), natively and under vkernel.
 
 Anonymous MAP_SHARED pages stay shared with the children fork makes (and
 MAP_PRIVATE ones do not); a memfd agrees with its shared mapping both ways,
@@ -45,6 +45,22 @@ def test_futexes_across_processes_as_native(tmp_path: Path, libc: str) -> None:
     g = recompiled(tmp_path, {"/bin/futex": FUTEX}, libc=libc)
     want = native(g, "/bin/futex")
     got = kiln(g, "/bin/futex")
+    assert want.returncode == 0, want.stdout
+    assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
+    assert got.returncode == want.returncode
+
+
+POSIX_SHM = (Path(__file__).resolve().parent / "shared" / "posixshm.c").read_text()
+
+
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_dev_shm_as_native(tmp_path: Path, libc: str) -> None:
+    """shm_open and named semaphores in the run's /dev/shm, opened by name from a forked
+    child; O_EXCL, unlink."""
+    g = recompiled(tmp_path, {"/bin/posixshm": POSIX_SHM}, libc=libc)
+    names = (f"/kiln-test-{os.getpid()}-{libc}", f"/kiln-test-sem-{os.getpid()}-{libc}")
+    want = native(g, "/bin/posixshm", *names)
+    got = kiln(g, "/bin/posixshm", *names)
     assert want.returncode == 0, want.stdout
     assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
     assert got.returncode == want.returncode

@@ -88,6 +88,8 @@ class ProcFs:
         """Whether /proc is the synthesized one (the Vfs says: a volume may be bound there)."""
         self.volumes: Callable[[], list[tuple[str, bool]]] = list
         """(guest path, read-only) of the run's volumes, for /proc/mounts (the Vfs says)."""
+        self.shm = False
+        """Whether the Vfs mounted the run's /dev/shm (the skeleton's shm/)."""
         self.open_path: Callable[[str, int, int], int] = _no_vfs
         """The Vfs's own open of a guest path (a link's target, a re-opened file)."""
 
@@ -149,7 +151,7 @@ class ProcFs:
             if p == "/proc/meminfo":
                 lim = self._p().limits
                 return ("data", proctext.meminfo_text(lim.memory if lim else 0))
-            return ("data", proctext.mounts_text(self.volumes()))
+            return ("data", proctext.mounts_text(self.volumes(), shm=self.shm))
         skel = self.skeleton
         if p == f"/proc/{pid}" and skel is not None:
             return ("dir", (pid_dir(skel, int(pid)), p))

@@ -79,11 +79,13 @@ def meminfo_text(limit_bytes: int = 0) -> str:
     return "".join(f"{k + ':':<16}{v:>8} kB\n" for k, v in lines)
 
 
-def mounts_text(volumes: list[tuple[str, bool]]) -> str:
-    """/proc/mounts: the image root (overlay), /proc, /dev, /tmp, then each (guest path, ro) volume."""
+def mounts_text(volumes: list[tuple[str, bool]], shm: bool = False) -> str:
+    """/proc/mounts: the image root (overlay), /proc, /dev (and /dev/shm when ``shm``), /tmp,
+    then each (guest path, ro) volume."""
     lines = ["overlay / overlay rw,relatime,lowerdir=image:ro,upperdir=run,workdir=run 0 0",
              "proc /proc proc ro,nosuid,nodev,noexec,relatime 0 0",
              "tmpfs /dev tmpfs ro,nosuid,size=65536k,mode=755 0 0",
+             *(["shm /dev/shm tmpfs rw,nosuid,nodev,noexec,relatime,size=65536k 0 0"] if shm else []),
              "tmpfs /tmp overlay rw,nosuid,nodev,relatime 0 0"]
     for guest, ro in volumes:
         g = guest.replace(" ", "\\040")

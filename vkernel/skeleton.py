@@ -18,8 +18,10 @@ DEV_LINKS = {"stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
 
 
 class Skeleton:
-    """A private host directory holding ``proc/``, ``dev/`` and two empty directories that
-    stand in for /proc/PID and /proc/PID/fd; removed by the process that made it."""
+    """A private host directory holding ``proc/``, ``dev/``, two empty directories that
+    stand in for /proc/PID and /proc/PID/fd, and ``shm/``, the run's writable /dev/shm (in
+    a root run the skeleton is on the run's 64 MiB scratch tmpfs, Docker's /dev/shm size);
+    removed by the process that made it."""
 
     def __init__(self, existing: str | None = None) -> None:
         if existing is not None:          # a live run's (a process joining it): shared, kept
@@ -30,8 +32,10 @@ class Skeleton:
         self._owner = os.getpid()
         proc = os.path.join(self.root, "proc")
         dev = os.path.join(self.root, "dev")
-        for d in (proc, dev, self.piddir, self.fddir, self.psdir):
+        for d in (proc, dev, self.piddir, self.fddir, self.psdir, self.shmdir,
+                  os.path.join(dev, "shm")):
             os.mkdir(d)
+        os.chmod(self.shmdir, 0o1777)         # as /dev/shm: everyone's, sticky
         for name in PROC_FILES:
             open(os.path.join(proc, name), "x").close()
             os.chmod(os.path.join(proc, name), 0o444)
@@ -61,6 +65,11 @@ class Skeleton:
     @property
     def fddir(self) -> str:
         return os.path.join(self.root, "fd")
+
+    @property
+    def shmdir(self) -> str:
+        """What the guest's /dev/shm is (shm_open, POSIX semaphores): shared by the run."""
+        return os.path.join(self.root, "shm")
 
     @property
     def psdir(self) -> str:

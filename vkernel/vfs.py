@@ -147,6 +147,7 @@ class _Mount:
     host: str           # its real host path
     readonly: bool
     synthesized: bool = False   # /proc or /dev (not a user's --volume)
+    shm: bool = False           # the run's /dev/shm (the skeleton's shm/, writable)
 
 
 class Vfs:
@@ -181,12 +182,18 @@ class Vfs:
                 fd = os.open(os.path.join(self.skeleton.root, name),
                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 self.mounts.append(_Mount("/" + name, fd, _real(fd), True, synthesized=True))
+        if self.skeleton is not None and os.path.isdir(self.skeleton.shmdir) and \
+                any(m.guest == "/dev" and m.synthesized for m in self.mounts) and \
+                all(m.guest != "/dev/shm" for m in self.mounts):
+            fd = os.open(self.skeleton.shmdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.mounts.append(_Mount("/dev/shm", fd, _real(fd), False, shm=True))
         self.mounts.sort(key=lambda m: -len(m.guest))
         self._mount_fds = {m.fd: m for m in self.mounts}
         self._synthesized = tuple(m.guest for m in self.mounts if m.synthesized)
         procfs.mounted = lambda: "/proc" in self._synthesized
         procfs.volumes = lambda: [(m.guest, m.readonly) for m in reversed(self.mounts)
-                                  if not m.synthesized]
+                                  if not m.synthesized and not m.shm]
+        procfs.shm = any(m.shm for m in self.mounts)
         procfs.open_path = self.open
         self._depth = threading.local()         # nesting of /proc and /dev redirections
         for m in self.mounts:           # the mount point's parents exist, as a runtime makes them
