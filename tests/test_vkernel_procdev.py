@@ -111,12 +111,12 @@ def test_meminfo_follows_the_memory_limit(image: Path) -> None:
     assert default.stdout.decode().splitlines()[0].split() == ["MemTotal:", want, "kB"]
 
 
-def test_mounts_lists_root_proc_dev_tmp_and_volumes(image: Path, tmp_path: Path) -> None:
+def test_mounts_lists_root_proc_dev_shm_tmp_and_volumes(image: Path, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     got = _run(image, "cat /proc/mounts", "--volume", f"{tmp_path / 'data'}:/data:ro")
     assert got.returncode == 0, got.stderr
     points = [l.split()[1] for l in got.stdout.decode().splitlines()]
-    assert points == ["/", "/proc", "/dev", "/tmp", "/data"]
+    assert points == ["/", "/proc", "/dev", "/dev/shm", "/tmp", "/data"]
     data = got.stdout.decode().splitlines()[-1].split()
     assert data[3].split(",")[0] == "ro"
 
@@ -126,6 +126,8 @@ def test_proc_and_dev_are_read_only_but_devices_work(image: Path) -> None:
                " echo y > /proc/cpuinfo; echo rc=$?")
     assert got.stdout.split(b"\n")[:2] == [b" 00 00 00 00", b"16"], got.stderr
     assert got.stdout.endswith(b"rc=1\n")
+    shm = _run(image, "echo kept > /dev/shm/x && cat /dev/shm/x && ls /dev | grep -x shm")
+    assert shm.stdout == b"kept\nshm\n", shm.stderr       # /dev/shm is the one writable place
     full = _run(image, "echo x > /dev/full; echo rc=$?")
     assert full.stdout == b"rc=1\n" and b"No space left on device" in full.stderr
 

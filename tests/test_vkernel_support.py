@@ -176,7 +176,8 @@ def make_rootfs(tmp: Path, files: dict[str, Path | bytes]) -> Path:
 
 
 # -- a kernel without a module, for calling syscalls directly ---------------------------------
-def make_kernel(tmp: Path, rootfs: Path, units: list[UnitRecord] = (), audit_path: Path | None = None):
+def make_kernel(tmp: Path, rootfs: Path, units: list[UnitRecord] = (), audit_path: Path | None = None,
+                table: dict | None = None):
     """A Kernel over real Wasmtime memories (4 GiB guest, 1-page control), stdio and a fresh upper."""
     import ctypes
 
@@ -209,7 +210,7 @@ def make_kernel(tmp: Path, rootfs: Path, units: list[UnitRecord] = (), audit_pat
     k = Kernel(space=AddressSpace(mems[0][1], mems[0][2]), ctl=ControlMemory(mems[1][1]),
                vfs=Vfs(rootfs, upper), fds=FdTable.with_stdio(),
                policy=ExecPolicy(sorted(units, key=lambda u: u.blake3), audit), audit=audit,
-               proc=ProcessState(cwd="/", exe="/bin/test"), table=TABLE)
+               proc=ProcessState(cwd="/", exe="/bin/test"), table=TABLE if table is None else table)
     k.code, k.unit_module = code, lambda unit: empty
     k._keepalive = (store, mems)       # the memories live as long as the kernel
     k.space.brk_start = k.space.brk_cur = 0x0050_0000

@@ -250,6 +250,21 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(("--disk",), "disk", "str",
               "Bytes the run's upper layer may hold (as root; default 1g); writes beyond fail "
               "with ENOSPC. The layer lives in memory and counts toward --memory.", "BYTES"),
+    RunOption(("-p", "--publish"), "publish", "multi",
+              "Expose the guest's TCP port GUEST_PORT at HOST_IP:HOST_PORT of the host "
+              "(repeatable; HOST_IP defaults to 127.0.0.1, an IPv6 one goes in brackets). "
+              "Host clients reach the guest directly; the guest sees their addresses.",
+              "[HOST_IP:]HOST_PORT:GUEST_PORT"),
+    RunOption(("--allow-net",), "allow_net", "multi",
+              "Let guests connect out to DEST through the host's network (repeatable): a host "
+              "name (resolved when the run starts), an IP address or a CIDR, with an optional "
+              "port (an IPv6 one in brackets). Any other destination fails as an unreachable "
+              "network (ENETUNREACH), with an audit record.", "DEST[:PORT]"),
+    RunOption(("--network",), "network", "str",
+              "'host': the guest uses the host's network as it is (no isolation, the explicit "
+              "opt-out). Default: each run has a network of its own whose only interface is "
+              "its loopback, shared by its processes alone (as root; without root a run has "
+              "no internet sockets).", "MODE"),
     RunOption(("-u", "--user"), "user", "str",
               "Run as this user (uid, uid:gid, name or name:group, names from the image's "
               "/etc/passwd and /etc/group), replacing the image's User; default: the image's "
@@ -361,7 +376,9 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         env: tuple[str, ...], workdir: str | None, tty: bool, trace: bool,
         audit_log: Path | None, upper: Path | None, volumes: tuple[str, ...],
         timeout: float | None, pids_limit: int | None, memory: str | None, disk: str | None,
-        user: str | None, args: tuple[str, ...], policy: Path | None = None) -> None:
+        user: str | None, args: tuple[str, ...], policy: Path | None = None,
+        publish: tuple[str, ...] = (), allow_net: tuple[str, ...] = (),
+        network: str | None = None) -> None:
     """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
     IMAGE is the output of `recompile` (OCI layout, OCI archive or
@@ -406,6 +423,7 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
     from vkernel.runtime import RunSpec, run_guest
     from vkernel.trust import load_policy
     trust_policy = load_policy(policy)
+    net = _network_policy(network, publish, allow_net)
     vols = tuple(_parse_volume(v) for v in volumes)
     mem = _parse_bytes(memory if memory is not None else DEFAULT_MEMORY, "--memory")
     disk_bytes = _parse_bytes(disk, "--disk") if disk is not None else 0
@@ -479,7 +497,7 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
                    workdir=workdir, trace=trace, audit_log=audit_log, upper=upper,
                    volumes=vols, timeout=timeout, pids_limit=pids_limit or 0, memory=mem,
                    user=image_user if user is None else user, pid_namespace=True,
-                   disk=disk_bytes, tty=tty, lockdown=True, megabinary_digest=digest)
+                   disk=disk_bytes, tty=tty, lockdown=True, megabinary_digest=digest, net=net)
     try:
         status = run_guest(spec)
     except KilnError:
@@ -488,6 +506,18 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         raise KilnError(f"internal error in vkernel: {type(e).__name__}: {e}",
                         hint="please report this with the command line and the megabinary") from None
     _exit_now(status)
+
+
+def _network_policy(network: str | None, publish: tuple[str, ...], allow_net: tuple[str, ...]):
+    """The run's NetPolicy (vkernel/netpolicy.py); --publish and --allow-net need the run's
+    own network namespace, so root."""
+    from vkernel import netpolicy, pidns
+    net = netpolicy.parse(network, publish, allow_net)
+    if (publish or allow_net) and not pidns.possible():
+        raise KilnError("--publish and --allow-net need kiln to run as root: a run's network "
+                        "is a network namespace of its own",
+                        hint="run kiln as root, or pass --network host to use the host's network")
+    return net
 
 
 def _check_trust(trust_policy, megabinary: Path, audit_log: Path | None,

@@ -16,6 +16,19 @@ class BadElf(VkernelError):
     """A program file is not a loadable x86-64 ELF; the message names file and offset."""
 
 
+class GuestFault(Exception):
+    """A guest address (range) vkernel cannot access: outside the guest's memory, in the null
+    guard page, or a string or array running past its limit. Syscall handlers let it propagate;
+    the syscall then returns EFAULT, as Linux's copy_from_user/copy_to_user failures do.
+
+    Only guest-memory accessors raise it, so any other exception out of a handler (ValueError,
+    IndexError...) is a vkernel bug, reported as an internal error, never a guest errno."""
+
+    def __init__(self, message: str, address: int = 0) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 class GuestExit(Exception):
     """Raised from a syscall handler to end the guest: exit, exit_group or a fatal signal.
 

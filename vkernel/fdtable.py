@@ -19,6 +19,9 @@ class OpenFile:
     dir_pos: int = 0
     may_block: bool | None = None   # a pipe, tty or socket (reads wait interruptibly); lazily known
     inherited: bool = False    # one of the host's stdio descriptors kiln was started with
+    state: object = field(default=None, repr=False)
+    """What vkernel keeps of this open file description beyond the host fd (a socket's
+    vkernel.syscalls.net.SockState, a signalfd's mask), shared by its duplicates."""
 
 
 class FdTable:

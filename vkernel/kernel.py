@@ -8,20 +8,22 @@ import struct
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from formats import abi
 from vkernel.audit import AuditLog
 from vkernel.cpustate import CodeRegion, ControlMemory
-from vkernel.errors import GuestExec, GuestExit
+from vkernel.errors import GuestExec, GuestExit, GuestFault, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
+from vkernel.process import GuestLimits, ProcessState, SignalAction
+from vkernel.thread import ThreadState
 from vkernel.signals import (SI_KERNEL, CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
                              STOP, UNBLOCKABLE, SignalInterrupt, build_frame, clear_interrupt,
                              default_action, lowest_deliverable, restore_frame, sync_host,
-                             sync_host_mask)
+                             sync_host_mask, take_pending)
 from vkernel.signals import bit as sigbit
 from vkernel.vfs import Vfs
 
@@ -48,8 +50,11 @@ def _signame(sig: int) -> str:
     except ValueError:
         return f"SIGRT_{sig - 32}" if sig > 32 else str(sig)
 
+__all__ = ["Kernel", "ProcessState", "SignalAction", "GuestLimits", "ThreadState"]
+
 if TYPE_CHECKING:
     from vkernel.instances import GuestCode
+    from vkernel.netrun import RunNetwork
     from vkernel.policy import UnitInfo
     from vkernel.syscalls.table import SyscallEntry
 
@@ -59,89 +64,86 @@ class _Restart(Exception):
     signal frame restarts; ``on_syscall`` traces the rt_sigreturn, then runs it."""
 
 
-@dataclass
-class SignalAction:
-    """A guest sigaction, recorded as the guest set it."""
-    handler: int = 0           # SIG_DFL = 0, SIG_IGN = 1, else a guest address
-    flags: int = 0
-    restorer: int = 0
-    mask: int = 0
-
-
-@dataclass
-class ProcessState:
-    """What survives execve (fds, cwd, signal mask) and what fork copies."""
-    cwd: str = "/"
-    umask: int = 0o022
-    exe: str = ""                              # guest path of the running program
-    sigactions: dict[int, SignalAction] = field(default_factory=dict)
-    sigmask: int = 0
-    clear_child_tid: int = 0
-    robust_list: tuple[int, int] = (0, 0)
-    is_forked_child: bool = False
-    rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)
-    comm: bytes = b""                          # PR_SET_NAME
-    nodename: str = "kiln"                     # uname's nodename (the container's hostname)
-    sigpending: int = 0                        # bit (sig - 1) set: pending for this process
-    siginfo: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # sig -> (si_code, pid, uid)
-    altstack: tuple[int, int, int] = (0, 2, 0)  # sigaltstack: (ss_sp, ss_flags, ss_size); SS_DISABLE
-    vfork_fd: int = -1                         # vfork child: closed at exec or exit (wakes the parent)
-    vfork_snapshot: Any = None                 # vfork child: its memory at the start (vkernel/vforkshare.py)
-    limits: "GuestLimits | None" = None        # --pids-limit / --memory, shared by the process tree
-    tree_root: int = 0                         # host pid whose descendants are the guest processes
-    pids_refused: bool = False                 # a fork was refused (audited once per process)
-    tree_root_is_supervisor: bool = False      # the root only supervises (not a guest process)
-
-
-@dataclass(frozen=True)
-class GuestLimits:
-    """Resource bounds of one ``kiln run`` (process tree), from its options."""
-    pids: int = 0               # live guest processes at most (0: unlimited); fork gets EAGAIN
-    memory: int = 0             # mapped bytes per guest process at most (0: unlimited); ENOMEM
-    lock_fd: int = -1           # a shared file locked (lockf) around the pid count and fork
-
-
 class Kernel:
     """The state syscall handlers act on: ``k`` in every ``sys_*(k, ...)``."""
 
     def __init__(self, *, space: AddressSpace | None, ctl: ControlMemory | None, vfs: Vfs, fds: FdTable,
                  policy: ExecPolicy, audit: AuditLog, proc: ProcessState,
-                 table: dict[int, "SyscallEntry"], trace: bool = False,
-                 trace_out: Any = None) -> None:
-        # None only until the module is instantiated (its memories are the module's own)
-        self.space: AddressSpace = space        # type: ignore[assignment]
-        self.ctl: ControlMemory = ctl           # type: ignore[assignment]
+                 table: dict[int, "SyscallEntry"],
+                 trace: "Callable[[Kernel, int, tuple[int, ...], int | None], str] | None" = None,
+                 trace_out: Any = None, thread: ThreadState | None = None,
+                 dispatch: dict[int, tuple[Callable[..., int], int]] | None = None) -> None:
+        """One thread's view of a process: ``proc`` (shared by its threads, with ``space`` and
+        ``fds``) and ``thread`` (its own; the process's first thread when None). ``space`` and
+        ``ctl`` are None only until the module is instantiated. ``table`` serves the syscalls
+        (``dispatch``, its hot-path view, is computed when not given); ``trace`` formats each
+        call for --trace (vkernel/syscalls/trace.py) when given."""
+        self.proc = proc
+        self.thread = thread or ThreadState(tid=os.getpid(), ctl=ctl)
+        if space is not None:
+            proc.space = space
+        proc.fds = fds
+        if ctl is not None:
+            self.thread.ctl = ctl
+        proc.threads.setdefault(self.thread.tid, self.thread)
         self.vfs = vfs
-        self.fds = fds
         self.policy = policy
         self.audit = audit
-        self.proc = proc
         self.table = table
         self.trace = trace
         self.trace_out = trace_out or sys.stderr
-        self.regions: list[CodeRegion] = []
+        self.rows: list[CodeRegion] = []
+        """This store's code-region table: the process's regions with this store's rows."""
         self.reported_unknown: set[int] = set()
         self.syscall_count = 0
-        self.interruptible = False        # a blocking call is running: a signal may end it (EINTR)
         self.code: "GuestCode" = None     # type: ignore[assignment]   # the store's instances
         self.unit_module: Any = None      # UnitInfo -> its deserialized wasmtime.Module
-        self.saved_mask: int | None = None  # rt_sigsuspend/ppoll: the mask the frame restores
-        # Guest addresses of `syscall` instructions a signal frame's context restarts (SA_RESTART):
-        # rt_sigreturn to one runs that syscall (the instruction itself is no dispatch entry).
-        self.restart_sites: set[int] = set()
-        # Frames pushed for a fault: frame address -> (signal, faulting rip, message). A handler
-        # returning to that rip unchanged ends the guest (the instruction cannot be retried).
-        self.fault_frames: dict[int, tuple[int, int, str]] = {}
+        self.net: "RunNetwork | None" = None   # the run's network (vkernel/netrun.py)
         # Which side runs: True while the main thread executes Python (an import, set-up),
         # False while it is in lifted code. The signal watcher may end the process only then.
         self.in_host = True
         self.dying = False                # the watcher is ending the process of a fatal signal
-        vfs.synthesized_open = self._open_synthesized
-        vfs.synthesized_readlink = self._readlink_synthesized
+        vfs.procfs.attach(proc)           # /proc/self is this process
         # The hot path: number -> (handler, argument count).
-        from vkernel.syscalls.table import DISPATCH, TABLE
-        self._fast = DISPATCH if table is TABLE else {
+        self._fast = dispatch if dispatch is not None else {
             n: (e.handler, e.nargs) for n, e in table.items() if e.handler is not None}
+
+    # -- the process's and the thread's parts ---------------------------------------
+    @property
+    def space(self) -> AddressSpace:
+        """The process's memory map (shared by its threads)."""
+        return self.proc.space  # type: ignore[return-value]
+
+    @space.setter
+    def space(self, value: AddressSpace) -> None:
+        self.proc.space = value
+
+    @property
+    def fds(self) -> FdTable:
+        """The process's fd table (shared by its threads)."""
+        return self.proc.fds  # type: ignore[return-value]
+
+    @property
+    def ctl(self) -> ControlMemory:
+        """This thread's control memory (its registers, syscall frame, fault record)."""
+        return self.thread.ctl  # type: ignore[return-value]
+
+    @ctl.setter
+    def ctl(self, value: ControlMemory) -> None:
+        self.thread.ctl = value
+
+    @property
+    def regions(self) -> list[CodeRegion]:
+        """What the process has mapped executable (unit and bias of each range)."""
+        return self.proc.code_regions
+
+    @property
+    def interruptible(self) -> bool:
+        return self.thread.interruptible
+
+    @interruptible.setter
+    def interruptible(self, value: bool) -> None:
+        self.thread.interruptible = value
 
     # -- helpers for handlers ------------------------------------------------
     def guest_path(self, dirfd: int, path: bytes) -> str:
@@ -154,8 +156,9 @@ class Kernel:
         if not p:
             # Linux: an empty path names nothing (AT_EMPTY_PATH is the caller's business)
             raise OSError(errno.ENOENT, "empty path")
+        through = self.vfs.procfs.through_magic_link
         if p.startswith("/"):
-            return self._through_magic_link(p)
+            return through(p)
         if dirfd == -100 or (dirfd & 0xFFFFFFFF) == 0xFFFFFF9C:
             base = self.proc.cwd
         else:
@@ -165,34 +168,7 @@ class Kernel:
             if not of.is_dir:
                 raise OSError(errno.ENOTDIR, "dirfd is not a directory")
             base = of.path
-        return self._through_magic_link(base.rstrip("/") + "/" + p)
-
-    def _open_synthesized(self, path: str, flags: int, mode: int) -> int:
-        """The Vfs's way to /proc and /dev through an image symlink (/etc/mtab ->
-        ../proc/self/mounts): served as if the guest had named ``path`` itself."""
-        from vkernel.syscalls.fs import open_guest
-        return open_guest(self, self._through_magic_link(path), flags, mode)
-
-    def _readlink_synthesized(self, path: str) -> bytes:
-        """readlink through an image symlink into /proc or /dev (see _open_synthesized)."""
-        from vkernel.syscalls.fs import _proc_self
-        path = self._through_magic_link(path)
-        special = _proc_self(self, path, follow=False)
-        if special is None:
-            return self.vfs.readlink(path)
-        if special[0] != "link":
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
-        return str(special[1]).encode("utf-8", "surrogateescape")
-
-    def _through_magic_link(self, p: str) -> str:
-        parts = p.split("/")                    # "", "proc", who, link, rest...
-        names = [c for c in parts if c]
-        if len(names) < 4 or names[0] != "proc" or names[2] not in ("cwd", "root") or \
-                names[1] not in ("self", "thread-self", str(os.getpid())):
-            return p
-        rest = p.split(names[2], 1)[1].lstrip("/")
-        base = self.proc.cwd if names[2] == "cwd" else "/"
-        return base.rstrip("/") + "/" + rest
+        return through(base.rstrip("/") + "/" + p)
 
     def instantiate(self, unit: "UnitInfo", bias: int) -> int:
         """Make ``unit``'s translated code, loaded with ``bias``, reachable by dispatch in this
@@ -202,25 +178,44 @@ class Kernel:
 
     def add_regions(self, regions: tuple[CodeRegion, ...] | list[CodeRegion]) -> None:
         """Code mapped at these ranges: its units are instantiated, then dispatch finds them."""
-        for r in regions:
-            self.regions.append(replace(r, row=self.instantiate(self.policy.units[r.unit], r.bias)))
-        self.ctl.write_regions(self.regions)
+        with self.proc.lock:
+            self.proc.code_regions.extend(replace(r, row=-1) for r in regions)
+            self.proc.code_generation += 1
+        self.sync_code()
 
     def remove_regions(self, start: int, end: int) -> None:
         """[start, end) holds no code any more (munmap, mprotect without PROT_EXEC, a mapping
         placed over it): what regions keep outside the range stays runnable."""
-        keep: list[CodeRegion] = []
-        for r in self.regions:
-            if r.end <= start or r.start >= end:
-                keep.append(r)
-                continue
-            if r.start < start:
-                keep.append(replace(r, end=start))
-            if r.end > end:
-                keep.append(replace(r, start=end))
-        if keep != self.regions:
-            self.regions = keep
-            self.ctl.write_regions(self.regions)
+        with self.proc.lock:
+            keep: list[CodeRegion] = []
+            for r in self.proc.code_regions:
+                if r.end <= start or r.start >= end:
+                    keep.append(r)
+                    continue
+                if r.start < start:
+                    keep.append(replace(r, end=start))
+                if r.end > end:
+                    keep.append(replace(r, start=end))
+            if keep == self.proc.code_regions:
+                return
+            self.proc.code_regions = keep
+            self.proc.code_generation += 1
+        self.sync_code()
+
+    def sync_code(self) -> bool:
+        """Make this thread's store serve the process's code map (another thread may have
+        mapped or unmapped code since): units instantiated, the region table rewritten.
+        False when it already did."""
+        proc, t = self.proc, self.thread
+        if t.code_generation == proc.code_generation:
+            return False
+        with proc.lock:
+            regions, gen = list(proc.code_regions), proc.code_generation
+        self.rows = [replace(r, row=self.instantiate(self.policy.units[r.unit], r.bias))
+                     for r in regions]
+        self.ctl.write_regions(self.rows)
+        t.code_generation = gen
+        return True
 
     # -- host or lifted code ------------------------------------------------------
     # The main thread and the signal watcher agree on who may end the process without a lock
@@ -273,7 +268,7 @@ class Kernel:
                 result = -(e.errno or errno.EIO)
             except SignalInterrupt:                # waiting() has cleared interruptible
                 result = -errno.EINTR
-            except (ValueError, IndexError, OverflowError, struct.error):
+            except GuestFault:
                 result = -errno.EFAULT
             except (GuestExit, GuestExec) as e:
                 if self.trace:
@@ -284,9 +279,13 @@ class Kernel:
                     self._trace(nr, frame, self.ctl.get("rax"))
                 self._restart()
                 return
+            except VkernelError:
+                raise
+            except Exception as e:                 # a bug in vkernel: never a guest errno
+                raise self.internal_error(nr, e) from e
             if self.trace:
                 self._trace(nr, frame, result)
-            if self.proc.sigpending:
+            if self.thread.sigpending or self.proc.sigpending:
                 self._signals(nr, frame, result)
             self.ctl.set_result(result)
         finally:
@@ -301,8 +300,22 @@ class Kernel:
             return -(e.errno or errno.EIO)
         except SignalInterrupt:
             return -errno.EINTR
-        except (ValueError, IndexError, OverflowError, struct.error):
+        except GuestFault:
             return -errno.EFAULT
+        except (GuestExit, GuestExec, VkernelError):
+            raise
+        except Exception as e:                     # a bug in vkernel: never a guest errno
+            raise self.internal_error(frame[0], e) from e
+
+    def internal_error(self, nr: int, e: Exception) -> VkernelError:
+        """A handler failed with an exception that is no guest error (a vkernel bug): the run
+        ends with this error naming the syscall, instead of the guest seeing an errno."""
+        from vkernel.syscalls.numbers import SYSCALL_NAMES
+        name = SYSCALL_NAMES.get(nr, f"syscall {nr}")
+        return VkernelError(f"internal error in vkernel serving {name} for "
+                            f"{self.proc.exe or 'the guest'}: {type(e).__name__}: {e}",
+                            hint="this is a vkernel bug; please report it with the command line "
+                                 "and the megabinary")
 
     # -- signals at the syscall boundary ------------------------------------------
     @contextmanager
@@ -311,7 +324,7 @@ class Kernel:
         is deliverable, else the forwarding handler raises it out of the wait. The cyclic
         garbage collector is off meanwhile, so the handler never fires inside a finaliser
         (where Python would print the exception on the guest's stderr and drop it)."""
-        if self.proc.sigpending and lowest_deliverable(self.proc):
+        if lowest_deliverable(self.thread, self.proc):
             raise SignalInterrupt()
         collecting = gc.isenabled()
         gc.disable()
@@ -328,16 +341,17 @@ class Kernel:
         if self.trace:
             print(f"+++ killed by {_signame(sig)} +++", file=self.trace_out, flush=True)
 
-    def _next_handled(self) -> tuple[int, SignalAction] | None:
-        """Take the pending, unblocked signals in order, applying ignore and default actions
-        (a fatal one raises GuestExit), until one has a guest handler: (signal, action), or
-        None when none is left. Shared by syscall boundaries and interrupted loops."""
-        p = self.proc
+    def _next_handled(self) -> tuple[int, SignalAction, tuple[int, int, int]] | None:
+        """Take the pending, unblocked signals in order (this thread's, then the process's),
+        applying ignore and default actions (a fatal one raises GuestExit), until one has a
+        guest handler: (signal, action, (si_code, si_pid, si_uid)), or None when none is left.
+        Shared by syscall boundaries and interrupted loops."""
+        p, t = self.proc, self.thread
         while True:
-            sig = lowest_deliverable(p)
+            sig = lowest_deliverable(t, p)
             if not sig:
                 return None
-            p.sigpending &= ~sigbit(sig)
+            info = take_pending(t, p, sig)
             act = p.sigactions.get(sig) or SignalAction()
             if act.handler == SIG_IGN:
                 continue
@@ -351,11 +365,11 @@ class Kernel:
                 self.trace_killed(sig)
                 raise GuestExit(128 + sig, sig)
             if self.trace:
-                code, pid, uid = p.siginfo.get(sig, (SI_KERNEL, 0, 0))
+                code, pid, uid = info
                 who = f", si_pid={pid}, si_uid={uid}" if code != SI_KERNEL else ""
                 print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, "
                       f"si_code={_SI_CODES.get(code, code)}{who}}} ---", file=self.trace_out, flush=True)
-            return sig, act
+            return sig, act, info
 
     # -- delivery: frames on the guest stack, no nested run (vkernel/signals.py) ----------
     def _signals(self, nr: int, frame: tuple[int, ...], result: int) -> None:
@@ -384,47 +398,46 @@ class Kernel:
         ERESTARTSYS: its frame then saves the context at the `syscall` instruction (rip - 2,
         rax = number). True when a handler is to run (dispatch restarts at state.rip)."""
         c = self.ctl
-        p = self.proc
+        t = self.thread
         pushed = False
         while True:
             taken = self._next_handled()
             if taken is None:
                 break
-            sig, act = taken
+            sig, act, (code, pid, uid) = taken
             if syscall is not None:
                 nr, result = syscall
                 syscall = None
                 if result == -errno.EINTR and act.flags & SA_RESTART and nr in _RESTARTABLE:
                     site = (c.get("rip") - 2) & _MASK64
-                    self.restart_sites.add(site)
+                    t.restart_sites.add(site)
                     c.set("rip", site)
                     c.set("rax", nr)
-            old_mask = p.sigmask if self.saved_mask is None else self.saved_mask
-            self.saved_mask = None
-            code, pid, uid = p.siginfo.pop(sig, (SI_KERNEL, 0, 0))
+            old_mask = t.sigmask if t.saved_mask is None else t.saved_mask
+            t.saved_mask = None
             self._push_frame(sig, act, old_mask, code, pid, uid, 0)
             pushed = True
-        if self.saved_mask is not None:            # sigsuspend/ppoll: no handler took it
-            p.sigmask, self.saved_mask = self.saved_mask, None
-            sync_host_mask(p)
+        if t.saved_mask is not None:               # sigsuspend/ppoll: no handler took it
+            t.sigmask, t.saved_mask = t.saved_mask, None
+            sync_host_mask(t, self.proc)
         clear_interrupt(c.view)                    # taken here: no stop at a back edge
         return pushed
 
     def _push_frame(self, sig: int, act: SignalAction, old_mask: int, code: int, pid: int,
                     uid: int, addr: int) -> int:
         """One handler's rt_sigframe, then its blocked set and SA_RESETHAND: the frame address."""
-        p = self.proc
+        p, t = self.proc, self.thread
         try:
             frame = build_frame(self, sig, act.handler, act.flags, act.restorer, old_mask, code,
                                 pid, uid, addr)
-        except ValueError as e:
+        except GuestFault as e:
             # Linux cannot write the frame either: the process dies of SIGSEGV.
             raise GuestExit(128 + SIGSEGV, SIGSEGV, f"{p.exe}: cannot deliver {_signame(sig)} "
                             f"(stack at {self.ctl.get('rsp'):#x}): {e}") from None
-        self.fault_frames.pop(frame, None)         # whatever frame was here is gone
-        p.sigmask = (p.sigmask | act.mask | (0 if act.flags & SA_NODEFER else sigbit(sig))) \
+        t.fault_frames.pop(frame, None)            # whatever frame was here is gone
+        t.sigmask = (t.sigmask | act.mask | (0 if act.flags & SA_NODEFER else sigbit(sig))) \
             & ~UNBLOCKABLE
-        sync_host_mask(p)
+        sync_host_mask(t, p)
         if act.flags & SA_RESETHAND:
             p.sigactions[sig] = SignalAction()
             sync_host(p, (sig,))
@@ -437,10 +450,10 @@ class Kernel:
         unchanged ends the guest of that signal, since lifted code cannot retry it."""
         c = self.ctl
         frame = (c.get("rsp") - 8) & _MASK64
-        fault = self.fault_frames.pop(frame, None)
+        fault = self.thread.fault_frames.pop(frame, None)
         try:
             restore_frame(self)
-        except ValueError:
+        except GuestFault:
             raise GuestExit(128 + SIGSEGV, SIGSEGV, f"{self.proc.exe}: rt_sigreturn without a "
                             f"readable signal frame at {frame:#x}") from None
         c.set_resume(abi.Resume.RELOAD)
@@ -449,7 +462,7 @@ class Kernel:
             sig, _, message = fault
             raise GuestExit(128 + sig, sig, f"{message} (its {_signame(sig)} handler returned; "
                             "the instruction cannot be retried)")
-        if rip in self.restart_sites and c.get("rax") in _RESTARTABLE:
+        if rip in self.thread.restart_sites and c.get("rax") in _RESTARTABLE:
             raise _Restart()
         return c.get("rax")
 
@@ -457,9 +470,9 @@ class Kernel:
         """Run the syscall at state.rip, as the CPU would on returning there (SA_RESTART): its
         arguments from the restored registers, then delivery as after any syscall. A handler
         that is deliverable already runs first; its frame saves the context at the syscall."""
-        c = self.ctl
-        while c.get("rip") in self.restart_sites and c.get("rax") in _RESTARTABLE:
-            if self.proc.sigpending and lowest_deliverable(self.proc) and self.deliver():
+        c, t = self.ctl, self.thread
+        while c.get("rip") in t.restart_sites and c.get("rax") in _RESTARTABLE:
+            if lowest_deliverable(t, self.proc) and self.deliver():
                 return
             nxt = (c.get("rip") + 2) & _MASK64
             nr = c.get("rax")
@@ -472,7 +485,7 @@ class Kernel:
             c.set("rip", nxt)
             c.set("rcx", nxt)
             c.set("r11", c.get("rflags"))
-            if self.proc.sigpending:
+            if t.sigpending or self.proc.sigpending:
                 self.deliver((nr, result))
 
     def on_interrupt(self) -> None:
@@ -487,18 +500,18 @@ class Kernel:
         CPU state holding the faulting context. With a guest handler (and ``sig`` not blocked)
         its frame is pushed and None returned: the caller re-enters kiln_run at the handler.
         Otherwise (Linux forces a blocked or ignored fault signal) the GuestExit to raise."""
-        p = self.proc
+        p, t = self.proc, self.thread
         act = p.sigactions.get(sig)
-        if act is None or act.handler in (SIG_DFL, SIG_IGN) or p.sigmask & sigbit(sig):
+        if act is None or act.handler in (SIG_DFL, SIG_IGN) or t.sigmask & sigbit(sig):
             return GuestExit(128 + sig, sig, message)
         if self.trace:
             print(f"--- {_signame(sig)} {{si_signo={_signame(sig)}, si_addr={addr:#x}}} ---",
                   file=self.trace_out, flush=True)
         rip = self.ctl.get("rip")
-        frame = self._push_frame(sig, act, p.sigmask, code, 0, 0, addr)
-        self.fault_frames[frame] = (sig, rip, message)
-        if len(self.fault_frames) > _FAULT_FRAMES_KEPT:
-            del self.fault_frames[next(iter(self.fault_frames))]
+        frame = self._push_frame(sig, act, t.sigmask, code, 0, 0, addr)
+        t.fault_frames[frame] = (sig, rip, message)
+        if len(t.fault_frames) > _FAULT_FRAMES_KEPT:
+            del t.fault_frames[next(iter(t.fault_frames))]
         return None
 
     def _unknown(self, nr: int) -> int:
@@ -523,6 +536,6 @@ class Kernel:
                 print(f"kiln: {text}", file=sys.stderr, flush=True)
         return -errno.ENOSYS
 
-    def _trace(self, nr: int, frame: tuple[int, ...], result: int) -> None:
-        from vkernel.syscalls.trace import format_call
-        print(format_call(self, nr, frame[1:7], result), file=self.trace_out, flush=True)
+    def _trace(self, nr: int, frame: tuple[int, ...], result: int | None) -> None:
+        if self.trace:
+            print(self.trace(self, nr, frame[1:7], result), file=self.trace_out, flush=True)

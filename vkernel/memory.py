@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from formats import abi
+from vkernel.errors import GuestFault
 
 PAGE = abi.GUEST_PAGE
 _NULL_GUARD_END = abi.GUEST_MEMORY_MAP[0].end
@@ -30,6 +31,11 @@ _MOVE_PAGES_MIN = 64 * 1024
 class RunBudget(Protocol):
     """The memory of a whole run (vkernel.cgroup.RunCgroup), shared by its processes."""
     def would_exceed(self, new_bytes: int) -> bool: ...
+
+
+class StringTooLong(GuestFault):
+    """A guest string (or pointer array) without its terminator within the caller's limit.
+    EFAULT unless the caller says otherwise (a path: ENAMETOOLONG; execve: E2BIG)."""
 
 
 def page_down(a: int) -> int:
@@ -122,12 +128,12 @@ class AddressSpace:
         return grow > 0 and self.run_budget is not None and self.run_budget.would_exceed(grow)
 
     # -- raw access ------------------------------------------------------------
-    # Every accessor raises ValueError (the syscall layer's EFAULT) for a range in the
+    # Every accessor raises GuestFault (the syscall layer's EFAULT) for a range in the
     # null guard page or past the end of the 4 GiB space.
     def _check(self, addr: int, n: int) -> int:
         addr &= 0xFFFFFFFF
-        if addr < _NULL_GUARD_END or addr + n > self.size:
-            raise ValueError(f"bad guest address {addr:#x}")
+        if addr < _NULL_GUARD_END or addr + n > self.size or n < 0:
+            raise GuestFault(f"bad guest address {addr:#x} ({n} bytes)", addr)
         return addr
 
     def read(self, addr: int, n: int) -> bytes:
@@ -143,6 +149,13 @@ class AddressSpace:
         addr = self._check(addr, n)
         return self.view[addr:addr + n]
 
+    def host_address(self, addr: int, n: int) -> int:
+        """The host address of guest bytes [addr, addr+n), for host calls that read or write
+        guest memory in place (a zero-length range needs no valid address, as in Linux)."""
+        if n <= 0:
+            return self.host_base
+        return self.host_base + self._check(addr, n)
+
     def u64(self, addr: int) -> int:
         return struct.unpack_from("<Q", self.view, self._check(addr, 8))[0]
 
@@ -156,13 +169,14 @@ class AddressSpace:
         struct.pack_into("<I", self.view, self._check(addr, 4), value & 0xFFFFFFFF)
 
     def cstring(self, addr: int, limit: int = 4096) -> bytes:
-        """The NUL-terminated string at ``addr`` (at most ``limit`` bytes, else ValueError)."""
+        """The NUL-terminated string at ``addr`` (at most ``limit`` bytes, else
+        :class:`StringTooLong`)."""
         addr = self._check(addr, 1)
         end = min(addr + limit + 1, self.size)
         chunk = self.view[addr:end].tobytes()
         i = chunk.find(b"\0")
         if i < 0:
-            raise ValueError("string too long")
+            raise StringTooLong(f"no NUL within {limit} bytes at {addr:#x}", addr)
         return chunk[:i]
 
     def cstring_array(self, addr: int, limit: int = 1 << 16) -> list[bytes]:
@@ -175,7 +189,7 @@ class AddressSpace:
             out.append(self.cstring(p, 1 << 17))
             addr += 8
             if len(out) > limit:
-                raise ValueError("array too long")
+                raise StringTooLong(f"more than {limit} pointers at {addr:#x}", addr)
         return out
 
     def zero(self, addr: int, n: int) -> None:

@@ -1,301 +1,326 @@
-"""Synthesized /proc and /dev: the read-only skeleton tree and the text of its files."""
+"""The synthesized /proc and /dev of a run: ProcFs, the one owner of every path vkernel makes up.
+
+The Vfs is given a ProcFs (vkernel/vfs.py) and asks it first about any guest
+path: ``/proc/self`` and ``/proc/thread-self`` (links), this process's
+``/proc/PID`` (its files, ``fd/``, ``task/``, ``maps``, the ``exe``, ``cwd``
+and ``root`` links), other guest processes' ``/proc/PID``, the text files of
+``/proc`` (vkernel/proctext.py), the device files of ``/dev`` (the host
+device is opened in their place) and its links to ``/proc/self/fd``. A
+symlink of the image that leads into ``/proc`` or ``/dev`` comes back here
+too. The read-only directories a guest can list or stat live in the run's
+skeleton on the host (vkernel/skeleton.py).
+
+A ProcFs serves one process: the runtime attaches its :class:`ProcessState`
+(the fd table, memory map, cwd, threads), and each forked child keeps its
+copy with its own state.
+"""
 from __future__ import annotations
 
-import json
+import errno
+import fcntl as hfcntl
 import os
-import shutil
-import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from formats import abi
+from vkernel import proctext
+from vkernel.fdtable import OpenFile
+from vkernel.proctree import guest_processes
+from vkernel.skeleton import (DEV_LINKS, DEV_NODES, PROC_FILES, Skeleton, pid_dir, publish,
+                              published, republish)
 
 if TYPE_CHECKING:
-    from vkernel.kernel import Kernel
+    from vkernel.process import ProcessState
 
-PROC_FILES = ("cpuinfo", "meminfo", "mounts")
-"""Regular files of /proc whose text is made at each open (see :func:`proc_text`)."""
+__all__ = ["ProcFs", "normalize", "DEVICES", "PROC_SELF_ENTRIES", "PROC_PID_FILES", "PROC_FILES",
+           "DEV_NODES", "DEV_LINKS", "Skeleton", "publish", "republish", "published", "pid_dir"]
 
 PROC_SELF_ENTRIES = ("cmdline", "comm", "cwd", "exe", "fd", "maps", "mounts", "root", "stat",
-                     "status")
-"""What ``ls /proc/self`` shows (each is served by the kernel, not by the skeleton)."""
+                     "status", "task")
+"""What ``ls /proc/self`` shows (each is served here, not by the skeleton)."""
 
 PROC_PID_FILES = ("cmdline", "comm", "stat", "status")
-"""Files of /proc/PID served for every guest process of the run (:func:`pid_file`)."""
+"""Files of /proc/PID served for every guest process of the run (:func:`proctext.pid_file`)."""
 
-DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-"""Device files of /dev; the Vfs opens the host device in their place."""
+TASK_FILES = ("comm", "stat", "status")
+"""Files of /proc/PID/task/TID (a thread of this process)."""
 
-DEV_LINKS = {"stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-             "stderr": "/proc/self/fd/2", "fd": "/proc/self/fd"}
-"""Symlinks of /dev, as a container runtime creates them."""
+DEVICES = {
+    "/dev/null": "/dev/null", "/dev/zero": "/dev/zero", "/dev/full": "/dev/full",
+    "/dev/random": "/dev/urandom", "/dev/urandom": "/dev/urandom", "/dev/tty": "/dev/tty",
+}
+"""Synthesized device files: guest path -> host device opened in their place. /dev/tty is the
+process's controlling terminal, which is the run's own pseudo-terminal with -t; without one,
+/dev/tty is ENXIO (vkernel/console.py)."""
 
-# Leaf-1 edx / ecx and 0x8000_0001 edx / ecx bits, by the names Linux gives them in cpuinfo.
-_EDX1 = {0: "fpu", 1: "vme", 2: "de", 3: "pse", 4: "tsc", 5: "msr", 6: "pae", 7: "mce",
-         8: "cx8", 9: "apic", 11: "sep", 12: "mtrr", 13: "pge", 14: "mca", 15: "cmov",
-         16: "pat", 17: "pse36", 19: "clflush", 23: "mmx", 24: "fxsr", 25: "sse", 26: "sse2",
-         28: "ht"}
-_ECX1 = {0: "pni", 1: "pclmulqdq", 9: "ssse3", 12: "fma", 13: "cx16", 19: "sse4_1",
-         20: "sse4_2", 22: "movbe", 23: "popcnt", 25: "aes", 26: "xsave", 28: "avx"}
-_EDX81 = {11: "syscall", 20: "nx", 27: "rdtscp", 29: "lm"}
-_ECX81 = {0: "lahf_lm", 5: "abm"}
+_ALIASES = (("/dev/fd/", "/proc/self/fd/"), ("/proc/thread-self/", "/proc/self/"))
+_FINAL_ALIASES = {"/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
+                  "/dev/stderr": "/proc/self/fd/2", "/dev/fd": "/proc/self/fd"}
+_WRITE_ACC = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+INHERITED_PATHS = frozenset(("/dev/stdin", "/dev/stdout", "/dev/stderr"))
+"""What FdTable.with_stdio names the host's stdio; only those descriptors carry these paths."""
 
-
-def cpu_flags() -> list[str]:
-    """The cpuinfo ``flags`` of Kiln's virtual CPU: exactly the bits its cpuid sets."""
-    _, _, ecx1, edx1 = abi.cpuid(1)
-    _, _, ecx81, edx81 = abi.cpuid(0x8000_0001)
-    out: list[str] = []
-    for reg, names in ((edx1, _EDX1), (edx81, _EDX81), (ecx1, _ECX1), (ecx81, _ECX81)):
-        out += [name for bit, name in sorted(names.items()) if reg >> bit & 1]
-    # Linux lists edx1 bits, then the 0x8000_0001 edx bits, then ecx1, then 0x8000_0001 ecx.
-    return out
+Special = tuple[str, object]
+"""What ProcFs serves at a path: ("link", target), ("data", text), ("dir", (host dir, guest
+path)) or ("fd", OpenFile)."""
 
 
-def cpuinfo_text(ncpus: int | None = None) -> str:
-    """/proc/cpuinfo: one block per host CPU, each describing the virtual CPU."""
-    n = ncpus or len(os.sched_getaffinity(0)) or 1
-    eax = abi.cpuid(1)[0]
-    family = (eax >> 8) & 0xF
-    model = ((eax >> 4) & 0xF) | (((eax >> 16) & 0xF) << 4 if family in (6, 15) else 0)
-    stepping = eax & 0xF
-    flags = " ".join(cpu_flags())
-    blocks = []
-    for i in range(n):
-        blocks.append(
-            f"processor\t: {i}\nvendor_id\t: {abi.CPU_VENDOR}\ncpu family\t: {family}\n"
-            f"model\t\t: {model}\nmodel name\t: {abi.CPU_BRAND}\nstepping\t: {stepping}\n"
-            f"physical id\t: 0\nsiblings\t: {n}\ncore id\t\t: {i}\ncpu cores\t: {n}\n"
-            f"fpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: {abi.cpuid(0)[0]}\n"
-            f"wp\t\t: yes\nflags\t\t: {flags}\nclflush size\t: 64\ncache_alignment\t: 64\n"
-            f"address sizes\t: 48 bits physical, 48 bits virtual\npower management:\n\n")
-    return "".join(blocks)
+def normalize(path: str) -> str:
+    """Lexically normalized absolute guest path (used for synthesized names only)."""
+    p = os.path.normpath("/" + path)
+    return "/" + p.lstrip("/")
 
 
-def _host_meminfo() -> dict[str, int]:
-    out: dict[str, int] = {}
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                parts = rest.split()
-                if parts and parts[0].isdigit():
-                    out[key] = int(parts[0])
-    except OSError:
-        pass
-    return out
+def _enoent(path: str) -> OSError:
+    return OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
 
-def meminfo_text(limit_bytes: int = 0) -> str:
-    """/proc/meminfo: MemTotal/MemFree/MemAvailable (kB) from ``limit_bytes``, else the host's."""
-    host = _host_meminfo()
-    total = host.get("MemTotal", 0)
-    free = host.get("MemFree", 0)
-    avail = host.get("MemAvailable", free)
-    if limit_bytes:
-        total = limit_bytes // 1024
-        free, avail = min(free, total), min(avail, total)
-    lines = [("MemTotal", total), ("MemFree", free), ("MemAvailable", avail),
-             ("Buffers", 0), ("Cached", 0), ("SwapCached", 0), ("SwapTotal", 0), ("SwapFree", 0)]
-    return "".join(f"{k + ':':<16}{v:>8} kB\n" for k, v in lines)
+class ProcFs:
+    """Every synthesized path of one run, as one process sees it."""
 
+    def __init__(self, skeleton: Skeleton | None = None, tty: bool = False) -> None:
+        """``skeleton``: the run's /proc and /dev directories on the host (None: no /proc or
+        /dev mounts, the image's own tree; /proc/self still answers). ``tty``: the run has a
+        terminal of its own (``-t``), which /dev/tty opens."""
+        self.skeleton = skeleton
+        self.tty = tty
+        self.proc: "ProcessState | None" = None
+        """The process this view is of (attached by the runtime)."""
+        self.mounted: Callable[[], bool] = lambda: skeleton is not None
+        """Whether /proc is the synthesized one (the Vfs says: a volume may be bound there)."""
+        self.volumes: Callable[[], list[tuple[str, bool]]] = list
+        """(guest path, read-only) of the run's volumes, for /proc/mounts (the Vfs says)."""
+        self.shm = False
+        """Whether the Vfs mounted the run's /dev/shm (the skeleton's shm/)."""
+        self.open_path: Callable[[str, int, int], int] = _no_vfs
+        """The Vfs's own open of a guest path (a link's target, a re-opened file)."""
 
-def mounts_text(volumes: list[tuple[str, bool]]) -> str:
-    """/proc/mounts: the image root (overlay), /proc, /dev, /tmp, then each (guest path, ro) volume."""
-    lines = ["overlay / overlay rw,relatime,lowerdir=image:ro,upperdir=run,workdir=run 0 0",
-             "proc /proc proc ro,nosuid,nodev,noexec,relatime 0 0",
-             "tmpfs /dev tmpfs ro,nosuid,size=65536k,mode=755 0 0",
-             "tmpfs /tmp overlay rw,nosuid,nodev,relatime 0 0"]
-    for guest, ro in volumes:
-        g = guest.replace(" ", "\\040")
-        lines.append(f"volume {g} bind {'ro' if ro else 'rw'},relatime 0 0")
-    return "\n".join(lines) + "\n"
+    def attach(self, proc: "ProcessState") -> None:
+        self.proc = proc
 
+    def _p(self) -> "ProcessState":
+        if self.proc is None:
+            raise OSError(errno.ENOENT, "no guest process attached to /proc")
+        return self.proc
 
-class Skeleton:
-    """A private host directory holding ``proc/``, ``dev/`` and two empty directories that
-    stand in for /proc/PID and /proc/PID/fd; removed by the process that made it."""
+    # -- /dev -------------------------------------------------------------------------
+    def device(self, path: str, opening: bool = True) -> str | None:
+        """The host device opened (or, not ``opening``, stat'ed) in place of guest ``path``,
+        None when it is none. Opening /dev/tty without a terminal of the run's is ENXIO."""
+        dev = DEVICES.get(normalize(path))
+        if opening and dev == "/dev/tty" and not self.tty:
+            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path)
+        return dev
 
-    def __init__(self, existing: str | None = None) -> None:
-        if existing is not None:          # a live run's (a process joining it): shared, kept
-            self.root, self._owner = existing, -1
-            return
-        self.root = tempfile.mkdtemp(prefix="kiln-synth-")
-        os.chmod(self.root, 0o755)        # reachable by a guest that is not root
-        self._owner = os.getpid()
-        proc = os.path.join(self.root, "proc")
-        dev = os.path.join(self.root, "dev")
-        for d in (proc, dev, self.piddir, self.fddir, self.psdir):
-            os.mkdir(d)
-        for name in PROC_FILES:
-            open(os.path.join(proc, name), "x").close()
-            os.chmod(os.path.join(proc, name), 0o444)
-        for name in ("self", "thread-self"):
-            os.symlink("self", os.path.join(proc, name))     # served by the kernel
-        for name in DEV_NODES:
-            open(os.path.join(dev, name), "x").close()        # opened as the host device
-        for name, target in DEV_LINKS.items():
-            os.symlink(target, os.path.join(dev, name))
-        for d in (proc, self.piddir, self.fddir):
-            os.chmod(d, 0o555)
-        os.chmod(self.psdir, 0o711)          # guests' command lines: not for other host users
-        os.chmod(dev, 0o755)
+    # -- magic links ----------------------------------------------------------------
+    def through_magic_link(self, p: str) -> str:
+        """``p`` with a leading /proc/self/cwd/ or /proc/self/root/ (or /proc/PID/..., this
+        process's) replaced by the directory it names, as Linux follows those links (so a
+        ``..`` after them is taken there)."""
+        parts = p.split("/")                    # "", "proc", who, link, rest...
+        names = [c for c in parts if c]
+        if len(names) < 4 or names[0] != "proc" or names[2] not in ("cwd", "root") or \
+                names[1] not in ("self", "thread-self", str(os.getpid())):
+            return p
+        rest = p.split(names[2], 1)[1].lstrip("/")
+        base = self._p().cwd if names[2] == "cwd" else "/"
+        return base.rstrip("/") + "/" + rest
 
-    def hand_over(self, uid: int, gid: int) -> None:
-        """Make the skeleton the run's namespace root's (host ids ``uid``/``gid``), before the
-        run's first process gives up host root: vkernel keeps writing ``ps/`` as that root."""
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            for name in (*dirnames, *filenames):
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
-        os.chown(self.root, uid, gid)
+    # -- what is served where -------------------------------------------------------------
+    def lookup(self, path: str, follow: bool = True) -> Special | None:
+        """What ProcFs serves at ``path`` (:data:`Special`), or None for the Vfs's tree."""
+        p = normalize(path)
+        if not (p.startswith("/proc") or p.startswith("/dev/")):
+            return None
+        pid = str(os.getpid())
+        follow = follow or path.endswith("/")      # "name/" names what the link points to
+        if follow and p in _FINAL_ALIASES:
+            p = _FINAL_ALIASES[p]
+        for prefix, to in _ALIASES:
+            if p.startswith(prefix):
+                p = to + p[len(prefix):]
+        if p in ("/proc/self", "/proc/thread-self"):
+            if not follow:
+                return ("link", pid if p == "/proc/self" else f"{pid}/task/{self._tid()}")
+            p = "/proc/" + pid
+        elif p.startswith("/proc/self/"):
+            p = f"/proc/{pid}/" + p[len("/proc/self/"):]
+        if p == f"/proc/{pid}/mounts":
+            p = "/proc/mounts"
+        if p in ("/proc/cpuinfo", "/proc/meminfo", "/proc/mounts") and self.mounted():
+            if p == "/proc/cpuinfo":
+                return ("data", proctext.cpuinfo_text())
+            if p == "/proc/meminfo":
+                lim = self._p().limits
+                return ("data", proctext.meminfo_text(lim.memory if lim else 0))
+            return ("data", proctext.mounts_text(self.volumes(), shm=self.shm))
+        skel = self.skeleton
+        if p == f"/proc/{pid}" and skel is not None:
+            return ("dir", (pid_dir(skel, int(pid)), p))
+        other = self._other_guest_pid(p, pid)
+        if other is not None:
+            return other
+        if not p.startswith(f"/proc/{pid}/"):
+            return None
+        return self._own(p, p[len(f"/proc/{pid}/"):], pid, follow)
 
-    @property
-    def piddir(self) -> str:
-        return os.path.join(self.root, "pid")
+    def _tid(self) -> int:
+        from threading import get_native_id
+        tid = get_native_id()
+        return tid if self.proc is None or tid in self.proc.threads else os.getpid()
 
-    @property
-    def fddir(self) -> str:
-        return os.path.join(self.root, "fd")
+    def _own(self, p: str, rest: str, pid: str, follow: bool) -> Special:
+        proc = self._p()
+        skel = self.skeleton
+        if rest in PROC_PID_FILES:
+            return ("data", proctext.pid_file(skel, proc, int(pid), rest))
+        if rest == "exe":
+            return ("link", proc.exe)
+        if rest == "cwd":
+            return ("link", proc.cwd)
+        if rest == "root":
+            return ("link", "/")
+        if rest in ("fd", "task") and skel is not None:
+            return ("dir", (skel.fddir, p))
+        if rest.startswith("fd/") and rest[3:].isdigit():
+            of = proc.fds.get(int(rest[3:])) if proc.fds is not None else None
+            if of is None:
+                raise OSError(errno.ENOENT, "no such fd")
+            return ("fd", of) if follow else ("link", fd_link(of))
+        if rest == "maps" and proc.space is not None:
+            return ("data", proc.space.maps_text())
+        if rest.startswith("task/"):
+            tid, _, name = rest[5:].partition("/")
+            if not tid.isdigit() or int(tid) not in proc.threads:
+                raise _enoent(p)
+            if not name and skel is not None:
+                return ("dir", (skel.piddir, p))
+            if name in TASK_FILES:
+                return ("data", proctext.pid_file(skel, proc, int(pid), name, int(tid)))
+        raise _enoent(p)
 
-    @property
-    def psdir(self) -> str:
-        """``PID.json`` (what each guest process runs, published by itself) and ``PID/`` (an
-        empty directory owned by its effective ids, standing in for /proc/PID)."""
-        return os.path.join(self.root, "ps")
+    def _other_guest_pid(self, p: str, pid: str) -> Special | None:
+        """/proc/PID and its files for another guest process of this run (ENOENT for any
+        other host pid: only the sandbox's processes are visible)."""
+        parts = p.split("/")
+        if len(parts) < 3 or parts[1] != "proc" or not parts[2].isdigit() or parts[2] == pid:
+            return None
+        skel = self.skeleton
+        if skel is None or not self.mounted():
+            return None
+        other = int(parts[2])
+        if other not in guest_processes(self._p()):
+            raise _enoent(p)
+        rest = "/".join(parts[3:])
+        if not rest:
+            return ("dir", (pid_dir(skel, other), p))
+        if rest in PROC_PID_FILES:
+            return ("data", proctext.pid_file(skel, self._p(), other, rest))
+        raise _enoent(p)
 
-    def remove(self) -> None:
-        if os.getpid() != self._owner:
-            return
-        for d in ("proc", "pid", "fd", "ps"):
-            try:
-                os.chmod(os.path.join(self.root, d), 0o755)
-            except OSError:
-                pass
-        shutil.rmtree(self.root, ignore_errors=True)
+    # -- operations ------------------------------------------------------------------
+    def open(self, path: str, special: Special, flags: int, mode: int) -> tuple[int, str]:
+        """(host fd, guest path to record) for ``path``, which ProcFs serves as ``special``
+        (from :meth:`lookup`). A re-opened inherited stdio descriptor records its path
+        (/dev/stdin, ...), which keeps it inherited."""
+        host_flags = flags & ~os.O_CLOEXEC
+        kind, val = special
+        if kind == "link" and flags & os.O_NOFOLLOW:
+            if not flags & os.O_PATH:
+                raise OSError(errno.ELOOP, "symlink")
+            if self.skeleton is None:        # no /proc skeleton: stat the target instead
+                return self.open_path(str(val), host_flags & ~os.O_NOFOLLOW, mode), \
+                    normalize(path)
+            return os.open(os.path.join(self.skeleton.root, "proc", "self"),
+                           os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC), normalize(path)
+        if kind == "link":
+            assert isinstance(val, str)
+            return self.open_path(val, host_flags, mode), val
+        if kind == "fd":
+            assert isinstance(val, OpenFile)
+            return self._reopen(val, host_flags, mode), val.path
+        if kind == "dir":
+            host, guest = val  # type: ignore[misc]
+            if flags & _WRITE_ACC:
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            return os.open(host, (host_flags & (os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW))
+                           | os.O_RDONLY | os.O_CLOEXEC), guest
+        if flags & _WRITE_ACC:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+        if flags & os.O_DIRECTORY:
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+        fd = os.memfd_create("kiln-proc", os.MFD_CLOEXEC)
+        os.fchmod(fd, 0o444)                       # as procfs shows its files: r--r--r--
+        os.write(fd, val if isinstance(val, bytes) else str(val).encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd, normalize(path)
 
+    def readlink(self, path: str, special: Special) -> bytes:
+        if special[0] != "link":
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+        return str(special[1]).encode("utf-8", "surrogateescape")
 
-# -- /proc/PID of guest processes ---------------------------------------------------------
-_last: tuple[str, tuple[bytes, ...]] = ("", ())
-"""What this process last published (a fork child inherits its parent's)."""
+    def _reopen(self, of: OpenFile, flags: int, mode: int) -> int:
+        """open(/proc/self/fd/N): a new open file of what fd N refers to, as Linux does.
 
+        An inherited stdio descriptor is the exception: the guest gets the same open file
+        again when it asks for no more access than the descriptor has (EACCES otherwise), and
+        O_TRUNC has no effect (as on the pipe a container runtime would have given): the host
+        file behind it is never opened by path."""
+        if of.inherited:
+            have = hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL) & os.O_ACCMODE
+            want = flags & os.O_ACCMODE
+            if want != have and have != os.O_RDWR:
+                raise OSError(errno.EACCES, os.strerror(errno.EACCES), of.path)
+            return os.dup(of.host_fd)
+        if of.path.startswith("/") and not of.path.startswith("/dev/std"):
+            return self.open_path(of.path, flags, mode)
+        # A pipe or socket the guest made: reopen the host's object itself.
+        return os.open(f"/proc/self/fd/{of.host_fd}",
+                       (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
 
-def publish(skel: Skeleton | None, comm: str, argv: list[bytes]) -> None:
-    """Record what this guest process runs (at its start, fork, execve and id changes) so the
-    other guest processes of the run see it in /proc/PID; written as vkernel, not the guest."""
-    from vkernel import creds
-    global _last
-    _last = (comm, tuple(argv))
-    if skel is None:
-        return
-    c = creds.current()
-    pid = os.getpid()
-    info = {"comm": comm[:15], "argv": [a.decode("utf-8", "surrogateescape") for a in argv],
-            "uid": [c.ruid, c.euid, c.suid], "gid": [c.rgid, c.egid, c.sgid],
-            "groups": list(c.groups)}
-    path = os.path.join(skel.psdir, str(pid))
-    try:
-        with creds.privileged():
-            tmp = f"{path}.json.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "w", encoding="utf-8") as f:
-                json.dump(info, f)
-            os.replace(tmp, path + ".json")
-            try:
-                os.mkdir(path, 0o555)
-            except FileExistsError:
-                pass
-            if os.geteuid() == 0:
-                os.chown(path, c.euid, c.egid)
-    except OSError:
-        pass                                   # /proc/PID then shows the host's view only
-
-
-def republish(skel: Skeleton | None, comm: str | None = None) -> None:
-    """Publish this process again as last published (in this process or, for a fork child,
-    its parent): after a fork, an id change, or PR_SET_NAME with the new ``comm``."""
-    last_comm, argv = _last
-    publish(skel, last_comm if comm is None else comm, list(argv))
-
-
-def published(skel: Skeleton | None, pid: int) -> dict | None:
-    """What guest process ``pid`` published (read as vkernel: the files are 0600)."""
-    from vkernel import creds
-    if skel is None:
+    def list_dir(self, path: str, own: os.stat_result) -> list[tuple[bytes, int, int]] | None:
+        """The entries (name, inode, d_type) of a directory ProcFs serves ("." and ".." not
+        included), None for one the Vfs lists (``/proc`` itself gets the guest processes
+        added by :meth:`extra_entries`)."""
+        pid = str(os.getpid())
+        proc = self._p()
+        if path == f"/proc/{pid}":
+            kinds = {"fd": 4, "task": 4, "cwd": 10, "exe": 10, "root": 10}
+            return [(n.encode(), own.st_ino + 1 + i, kinds.get(n, 8))
+                    for i, n in enumerate(PROC_SELF_ENTRIES)]
+        if path == f"/proc/{pid}/fd":
+            return [(str(n).encode(), own.st_ino + 1 + n, 10) for n in sorted(proc.fds.files)]
+        if path == f"/proc/{pid}/task":
+            return [(str(t).encode(), own.st_ino + 1 + i, 4)
+                    for i, t in enumerate(sorted(proc.threads or {os.getpid(): None}))]
+        if path.startswith(f"/proc/{pid}/task/"):
+            return [(n.encode(), own.st_ino + 1 + i, 8) for i, n in enumerate(TASK_FILES)]
+        if path.startswith("/proc/") and path[6:].isdigit() and self.skeleton is not None:
+            return [(n.encode(), own.st_ino + 1 + i, 8) for i, n in enumerate(PROC_PID_FILES)]
         return None
-    try:
-        with creds.privileged():
-            with open(os.path.join(skel.psdir, f"{pid}.json"), encoding="utf-8") as f:
-                return json.load(f)
-    except (OSError, ValueError):
-        return None
+
+    def extra_entries(self, path: str) -> list[tuple[bytes, int, int]]:
+        """Entries ProcFs adds to a directory the Vfs lists: the guest processes in /proc."""
+        if path != "/proc" or self.skeleton is None or not self.mounted():
+            return []
+        out = []
+        for g in sorted({os.getpid(), *guest_processes(self._p())}):   # guest processes only
+            out.append((str(g).encode(), os.stat(pid_dir(self.skeleton, g)).st_ino, 4))
+        return out
 
 
-def pid_dir(skel: Skeleton, pid: int) -> str:
-    """The host directory standing in for /proc/PID (owned by that process's euid/egid)."""
-    d = os.path.join(skel.psdir, str(pid))
-    return d if os.path.isdir(d) else skel.piddir
+def _no_vfs(path: str, flags: int, mode: int) -> int:
+    raise OSError(errno.ENOENT, "ProcFs is not attached to a Vfs", path)
 
 
-def guest_ppid(k: "Kernel", pid: int, host_ppid: int) -> int:
-    """A guest's parent as the guest sees it: the kernel's answer. In the run's pid namespace
-    pid 1's parent is outside it, so 0, as for a container's pid 1 (vkernel/pidns.py)."""
-    return host_ppid
+def fd_link(of: OpenFile) -> str:
+    """What readlink(/proc/self/fd/N) gives: the guest path, or the host's name of a pipe
+    or socket (``pipe:[ino]``) for the fds kiln was started with."""
+    if of.path in INHERITED_PATHS:
+        try:
+            host = os.readlink(f"/proc/self/fd/{of.host_fd}")
+        except OSError:
+            return of.path
+        if host.split(":", 1)[0] in ("pipe", "socket", "anon_inode") or host == "/dev/null":
+            return host
+    return of.path
 
-
-def _host(pid: int, name: str) -> bytes:
-    with open(f"/proc/{pid}/{name}", "rb") as f:
-        return f.read()
-
-
-def pid_file(k: "Kernel", pid: int, name: str) -> str | bytes:
-    """/proc/PID/{status,stat,cmdline,comm} of guest process ``pid``: the host's view of that
-    process with the guest's own name, command line, ids and parent (OSError ENOENT when gone)."""
-    me = pid == os.getpid()
-    info = published(k.vfs.skeleton, pid) or {}
-    comm = info.get("comm") or os.path.basename(k.proc.exe if me else "") or "?"
-    if me and k.proc.comm:
-        comm = k.proc.comm.decode("utf-8", "replace")
-    argv = info.get("argv", [])
-    if name == "comm":
-        return comm + "\n"
-    if name == "cmdline":
-        return b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv)
-    try:
-        raw = _host(pid, "stat")
-    except OSError:
-        raise OSError(2, "no such guest process") from None
-    fields = raw[raw.rfind(b")") + 2:].decode().split()
-    ppid = guest_ppid(k, pid, int(fields[1]))
-    if name == "stat":
-        fields[1] = str(ppid)
-        return f"{pid} ({comm}) " + " ".join(fields) + "\n"
-    from vkernel import creds
-    if me:
-        c = creds.current()
-        uids, gids, groups = [c.ruid, c.euid, c.suid], [c.rgid, c.egid, c.sgid], list(c.groups)
-    else:
-        uids = info.get("uid", [0, 0, 0])
-        gids = info.get("gid", [0, 0, 0])
-        groups = info.get("groups", [])
-    try:
-        host = _host(pid, "status").decode("utf-8", "replace").splitlines()
-    except OSError:
-        raise OSError(2, "no such guest process") from None
-    out = []
-    for line in host:
-        key = line.split(":", 1)[0]
-        if key == "Name":
-            line = f"Name:\t{comm}"
-        elif key == "Umask" and me:
-            line = f"Umask:\t{k.proc.umask:04o}"
-        elif key == "PPid":
-            line = f"PPid:\t{ppid}"
-        elif key == "Uid":
-            line = "Uid:\t" + "\t".join(str(u) for u in (*uids, uids[1]))
-        elif key == "Gid":
-            line = "Gid:\t" + "\t".join(str(g) for g in (*gids, gids[1]))
-        elif key == "Groups":
-            line = "Groups:\t" + "".join(f"{g} " for g in groups)
-        elif key in ("NSpid", "NStgid", "NSpgid", "NSsid"):
-            line = f"{key}:\t" + line.split(":", 1)[1].split()[0]
-        out.append(line)
-    return "\n".join(out) + "\n"

@@ -27,17 +27,21 @@ from vkernel.instances import GuestCode, host_functions
 from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
+from vkernel.thread import ThreadState
 from vkernel.proctree import become_subreaper
 from vkernel.elf import parse_elf
 from vkernel.loader import Interpreter, build_stack, find_interpreter, load_elf
 from vkernel.memory import AddressSpace
+from vkernel.netpolicy import ISOLATED, NONE, NetPolicy
 from vkernel.policy import ExecPolicy, UnitInfo
-from vkernel.syscalls.table import TABLE
+from vkernel.syscalls.table import DISPATCH, TABLE
+from vkernel.syscalls.trace import format_call
 from vkernel.vfs import Vfs, Volume
 
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary
     from vkernel.cgroup import RunCgroup
+    from vkernel.netns import PublishedSocket
     from vkernel.sandbox import Isolation
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -79,6 +83,11 @@ class RunSpec:
     files: tuple[tuple[str, bytes, int], ...] = ()   # (guest path, content, mode) copied into
                                         # the upper layer before the guest runs (kiln-oci's
                                         # file bind mounts: /etc/hosts, /etc/resolv.conf...)
+    net: NetPolicy = NetPolicy(NONE)    # the run's network (vkernel/netpolicy.py): kiln run
+                                        # asks for its own loopback (as root) or the host's
+    net_namespace: bool = False         # internal: the first process made the run's network
+    net_broker_fd: int = -1             # internal: the supervisor's --allow-net broker socket
+    net_published: tuple["PublishedSocket", ...] = ()   # internal: bound --publish sockets
 
 
 _FAULT_SIGNAL = {
@@ -186,7 +195,14 @@ class Runtime:
         self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty,
                        skeleton=spec.isolation.skeleton or None if spec.isolation else None)
         self.fds = FdTable.with_stdio()
-        self.proc = ProcessState(cwd=spec.workdir or "/")
+        self.proc = ProcessState(cwd=spec.workdir or "/", fds=self.fds)
+        self.thread = ThreadState(tid=os.getpid())     # the first thread (its mask survives exec)
+        from vkernel import netrun
+        policy = spec.net
+        if policy.mode == ISOLATED and not spec.net_namespace:
+            policy = netrun.without_namespace(policy)
+        self.net = netrun.make(policy, spec.isolation is not None, spec.net_broker_fd,
+                               spec.net_published)
         for res, soft, _ in spec.rlimits:
             if res == resource.RLIMIT_NOFILE:
                 self.fds.limit = min(soft, 1 << 20)
@@ -223,6 +239,8 @@ class Runtime:
 
     def close(self) -> None:
         self.fds.close_all()
+        if not self.proc.is_forked_child:
+            self.net.close()
         self.vfs.close()
         self.audit.close()
         self.mb.close()
@@ -281,7 +299,10 @@ class Runtime:
         # The kernel serves the module's imports, so it exists first; its memories are the
         # module's own (defined and exported by it, so lifted code addresses them directly).
         k = Kernel(space=None, ctl=None, vfs=self.vfs, fds=self.fds, policy=self.policy,
-                   audit=self.audit, proc=self.proc, table=TABLE, trace=self.spec.trace)
+                   audit=self.audit, proc=self.proc, table=TABLE, dispatch=DISPATCH,
+                   trace=format_call if self.spec.trace else None,
+                   thread=self.thread)
+        k.net = self.net
 
         def on_fault(code: int) -> None:
             # Never returns: the guest dies (GuestExit), or the state says where it goes on
@@ -340,6 +361,9 @@ class Runtime:
         space.brk_start = space.brk_cur = image.brk_start
         loaded_interp = None if interp is None else \
             load_elf(space, interp.data, interp.path, interp.unit.number, interpreter=True)
+        with self.proc.lock:                   # a new program: nothing of the old one runs
+            self.proc.code_regions = []
+            self.proc.code_generation += 1
         inst.kernel.add_regions([*image.regions,
                                  *(loaded_interp.regions if loaded_interp else ())])
         return image, loaded_interp
@@ -436,6 +460,7 @@ class Runtime:
         if signals._wake_r < 0:
             signals.install_wakeup()
         signals.sync_host(self.proc)
+        signals.sync_host_mask(k.thread, self.proc)
 
         def run_from_state() -> None:
             """kiln_run at the CPU state's rip; again (a loop, never nested) each time a fault
@@ -592,7 +617,7 @@ class Runtime:
                 for sig, act in list(self.proc.sigactions.items()):
                     if act.handler not in (0, 1):
                         self.proc.sigactions[sig] = SignalAction()
-                self.proc.altstack = (0, signals.SS_DISABLE, 0)
+                self.thread.exec_reset()
                 if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
                     os.close(self.proc.vfork_fd)
                     self.proc.vfork_fd = -1

@@ -51,7 +51,7 @@ SCRATCH_BYTES = 64 << 20
 """Size of the run's scratch tmpfs (the /proc and /dev skeleton, published command lines)."""
 
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND = 0x1, 0x2, 0x4, 0x20, 0x1000
-_CLONE_NEWNS, _CLONE_NEWPID = 0x0002_0000, 0x2000_0000
+_CLONE_NEWNS, _CLONE_NEWPID, _CLONE_NEWNET = 0x0002_0000, 0x2000_0000, 0x4000_0000
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_void_p]
@@ -146,7 +146,14 @@ def join(spec: "RunSpec", target: JoinTarget, cgroup: "RunCgroup | None") -> "Ru
         cgroup.join()
     ns = os.open(f"/proc/{target.first_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(target.first_pid, "mnt", _CLONE_NEWNS)
+        # Opened before joining the mount namespace, whose /proc is the run's pid namespace's
+        # (where the first process has another number).
+        net = _ns_fd(target.first_pid, "net")
+        try:
+            _setns(target.first_pid, "mnt", _CLONE_NEWNS)
+            _setns_fd(net, target.first_pid, "net", _CLONE_NEWNET)   # the run's loopback
+        finally:
+            os.close(net)
     except BaseException:
         os.close(ns)
         raise
@@ -166,20 +173,28 @@ def join(spec: "RunSpec", target: JoinTarget, cgroup: "RunCgroup | None") -> "Ru
     iso = Isolation(ns, min(uids.count, gids.count), fs_fd,
                     skeleton=f"{tempfile.gettempdir()}/{skel}" if skel else "")
     return dataclasses.replace(spec, rootfs=fs / "lower", upper=Path(upper),
-                               volumes=tuple(volumes), isolation=iso)
+                               volumes=tuple(volumes), isolation=iso, net_namespace=True)
 
 
-def _setns(pid: int, kind: str, nstype: int) -> None:
+def _ns_fd(pid: int, kind: str) -> int:
     try:
-        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise VkernelError(f"cannot join the run of process {pid}: {e.strerror}",
                            hint="the container is not running") from None
+
+
+def _setns_fd(fd: int, pid: int, kind: str, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise VkernelError(f"cannot join the {kind} namespace of process {pid}: "
+                           f"{os.strerror(e)}", hint="joining a run needs host root")
+
+
+def _setns(pid: int, kind: str, nstype: int) -> None:
+    fd = _ns_fd(pid, kind)
     try:
-        if _libc.setns(fd, nstype) != 0:
-            e = ctypes.get_errno()
-            raise VkernelError(f"cannot join the {kind} namespace of process {pid}: "
-                               f"{os.strerror(e)}", hint="joining a run needs host root")
+        _setns_fd(fd, pid, kind, nstype)
     finally:
         os.close(fd)
 

@@ -85,9 +85,12 @@ import threading
 from typing import TYPE_CHECKING, Callable
 
 from formats import abi
+from vkernel.errors import GuestFault
 
 if TYPE_CHECKING:
-    from vkernel.kernel import Kernel, ProcessState
+    from vkernel.kernel import Kernel
+    from vkernel.process import ProcessState
+    from vkernel.thread import ThreadState
 
 SIG_DFL, SIG_IGN = 0, 1
 NSIG = 64
@@ -160,7 +163,7 @@ def _forward(signum: int, _frame: object) -> None:
         return
     p.sigpending |= bit(signum)
     k = _kernel
-    if k is not None and k.interruptible and deliverable(p, signum):
+    if k is not None and k.interruptible and deliverable(k.thread, p, signum):
         k.interruptible = False
         raise SignalInterrupt()
 
@@ -260,7 +263,7 @@ def _interrupt(sig: int) -> None:
     dies of it and does not stop in time (no poll), end the first process from here."""
     with _lock:
         k, p = _kernel, _proc
-        if k is None or p is None or not deliverable(p, sig):
+        if k is None or p is None or not deliverable(k.thread, p, sig):
             return
         set_interrupt(k.ctl.view)
         act = p.sigactions.get(sig)
@@ -310,40 +313,46 @@ def _drain() -> None:
 
 
 def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
-                       events: int = 0) -> None:
-    """Block until ``timeout`` (None: forever) passes or ``fd`` has ``events``; a deliverable
-    signal raises :class:`SignalInterrupt` (EINTR) instead, with no lost-wakeup window."""
+                       events: int = 0, also: tuple[int, ...] = ()) -> bool:
+    """Block until ``timeout`` (None: forever) passes or ``fd`` (or one of the fds ``also``)
+    has ``events``; a deliverable signal raises :class:`SignalInterrupt` (EINTR) instead,
+    with no lost-wakeup window. True when a descriptor is ready, False on the timeout."""
     import select
     import time
     if _wake_r < 0:
         install_wakeup()
     end = None if timeout is None else time.monotonic() + timeout
     poller = select.poll()
-    poller.register(_relay_r if _watcher is not None else _wake_r, select.POLLIN)
-    if fd >= 0:
+    wake = _relay_r if _watcher is not None else _wake_r
+    poller.register(wake, select.POLLIN)
+    watched = [f for f in (fd, *also) if f >= 0]
+    if watched:
         # Ready now: the call completes as on Linux, where a pending signal interrupts
         # only a call that would block (a shell's byte-at-a-time `read` restarts its
         # whole line on EINTR, losing the bytes it had).
         probe = select.poll()
-        probe.register(fd, events)
+        for f in watched:
+            probe.register(f, events)
         if probe.poll(0):
-            return
-        poller.register(fd, events)
+            return True
+        for f in watched:
+            poller.register(f, events)
     while True:
         _drain()
         with k.waiting():                  # EINTR now if one is already deliverable
             left = None if end is None else max(0.0, end - time.monotonic())
             ready = poller.poll(None if left is None else left * 1000)
-        if any(f == fd for f, _ in ready):
-            return
+        if any(f != wake for f, _ in ready):
+            return True
         if end is not None and time.monotonic() >= end:
-            return
+            return False
         # a signal arrived but is not deliverable: wait on
 
 
-def deliverable(p: "ProcessState", sig: int) -> bool:
-    """Whether pending ``sig`` would do something now (not blocked, not ignored)."""
-    if p.sigmask & bit(sig) and not UNBLOCKABLE & bit(sig):
+def deliverable(t: "ThreadState", p: "ProcessState", sig: int) -> bool:
+    """Whether pending ``sig`` would do something now in thread ``t`` (not blocked there,
+    not ignored)."""
+    if t.sigmask & bit(sig) and not UNBLOCKABLE & bit(sig):
         return False
     act = p.sigactions.get(sig)
     h = act.handler if act is not None else SIG_DFL
@@ -367,18 +376,22 @@ def host_disposition(p: "ProcessState", sig: int) -> object:
 
 
 def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
-    """Mirror the guest's dispositions (of ``sigs``, default all) and blocked set on the host."""
+    """Mirror the guest's dispositions (of ``sigs``, default all) on the host (the blocked set
+    is a thread's: :func:`sync_host_mask`)."""
     for s in sigs if sigs is not None else MIRRORED:
         if s in MIRRORED:
             try:
                 hsignal.signal(s, host_disposition(p, s))
             except (OSError, ValueError):
                 pass
-    sync_host_mask(p)
 
 
-def sync_host_mask(p: "ProcessState") -> None:
-    m = p.sigmask & MIRRORED_MASK
+def sync_host_mask(t: "ThreadState", p: "ProcessState") -> None:
+    """Mirror thread ``t``'s blocked set on the host, when ``t`` runs on the host's main
+    thread (where host signals are handled). Other host threads block every signal."""
+    if not t.host_main:
+        return
+    m = t.sigmask & MIRRORED_MASK
     blocked = []
     while m:
         low = m & -m
@@ -426,9 +439,10 @@ def inherited_ignored() -> int:
     return out
 
 
-def raise_in_guest(p: "ProcessState", sig: int) -> None:
-    """Make ``sig`` pending for the calling process (delivered at the end of the syscall)."""
-    p.sigpending |= bit(sig)
+def raise_in_guest(t: "ThreadState", sig: int) -> None:
+    """Make ``sig`` pending for the calling thread (delivered at the end of the syscall), as
+    Linux sends SIGPIPE, SIGXFSZ and faults to the thread that caused them."""
+    t.sigpending |= bit(sig)
 
 
 def host_pending(p: "ProcessState") -> None:
@@ -508,8 +522,8 @@ def _writable(k: "Kernel", start: int, end: int) -> bool:
     return space.fully_mapped(start, end) and all(m.prot & 2 for m in space.covering(start, end))
 
 
-def _on_altstack(p: "ProcessState", sp: int) -> bool:
-    base, flags, size = p.altstack
+def _on_altstack(t: "ThreadState", sp: int) -> bool:
+    base, flags, size = t.altstack
     return not flags & SS_DISABLE and size > 0 and base < sp <= base + size
 
 
@@ -518,13 +532,13 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
                 addr: int = 0) -> int:
     """Write an rt_sigframe for ``sig`` from the CPU state and point the state at ``handler``.
 
-    Returns the frame address (the handler's rsp). ValueError when the frame does not fit
+    Returns the frame address (the handler's rsp). GuestFault when the frame does not fit
     (the caller then kills the guest with SIGSEGV, as Linux does): the stack is not mapped
     writable there (WebAssembly enforces no protection, so the mapping table decides), or
     the frame would run off the alternate stack the handler is on.
     """
     c = k.ctl
-    p = k.proc
+    p = k.thread
     rsp = c.get("rsp")
     base, ss_flags, size = p.altstack
     # As Linux's get_sigframe: below the red zone, or at the top of the alternate stack when
@@ -538,9 +552,10 @@ def build_frame(k: "Kernel", sig: int, handler: int, flags: int, restorer: int,
     fpstate = (sp - _FXSAVE_SIZE) & ~63
     frame = ((fpstate - _FRAME_SIZE) & ~15) - 8
     if (on_alt or entering) and not _on_altstack(p, frame):
-        raise ValueError(f"the signal frame at {frame:#x} overflows the alternate signal stack")
+        raise GuestFault(f"the signal frame at {frame:#x} overflows the alternate signal stack",
+                         frame)
     if not _writable(k, frame, fpstate + _FXSAVE_SIZE):
-        raise ValueError(f"the signal frame at {frame:#x} is not on writable guest memory")
+        raise GuestFault(f"the signal frame at {frame:#x} is not on writable guest memory", frame)
     buf = bytearray(fpstate + _FXSAVE_SIZE - frame)      # the frame, then the FXSAVE area
     struct.pack_into("<Q", buf, 0, restorer)
     uc = _FRAME_UC
@@ -585,14 +600,29 @@ def restore_frame(k: "Kernel") -> None:
                     (rflags & 0xCD5) | 0x202)
     if fxsave is not None:
         _fxrstor(c.view, fxsave)
-    k.proc.sigmask = mask & ~UNBLOCKABLE
-    sync_host_mask(k.proc)
+    k.thread.sigmask = mask & ~UNBLOCKABLE
+    sync_host_mask(k.thread, k.proc)
 
 
-def lowest_deliverable(p: "ProcessState") -> int:
-    """The lowest-numbered pending, unblocked signal (0 when none)."""
-    ready = p.sigpending & ~(p.sigmask & ~UNBLOCKABLE)
+def lowest_deliverable(t: "ThreadState", p: "ProcessState") -> int:
+    """The lowest-numbered signal pending for thread ``t`` or its process and not blocked by
+    ``t`` (0 when none)."""
+    pending = t.sigpending | p.sigpending
+    if not pending:
+        return 0
+    ready = pending & ~(t.sigmask & ~UNBLOCKABLE)
     if not ready:
         return 0
     return (ready & -ready).bit_length()
 
+
+
+def take_pending(t: "ThreadState", p: "ProcessState", sig: int) -> tuple[int, int, int]:
+    """Dequeue pending ``sig``, the thread's own first, then the process's: its
+    (si_code, si_pid, si_uid)."""
+    b = bit(sig)
+    if t.sigpending & b:
+        t.sigpending &= ~b
+        return t.siginfo.pop(sig, (SI_KERNEL, 0, 0))
+    p.sigpending &= ~b
+    return p.siginfo.pop(sig, (SI_KERNEL, 0, 0))

@@ -37,10 +37,13 @@ from vkernel import console, pidns
 from vkernel.cgroup import RunCgroup
 from vkernel.errors import VkernelError
 from vkernel.kernel import ProcessState
+from vkernel.netpolicy import ISOLATED
 from vkernel.proctree import become_subreaper, guest_processes
 from vkernel.statedir import RunDir, StateDir
 
 if TYPE_CHECKING:
+    import socket
+
     from vkernel.runtime import RunSpec
 
 TIMEOUT_STATUS = 124
@@ -136,10 +139,17 @@ def _supervise_run(spec: "RunSpec", run: RunDir, detached: Detached | None) -> i
     upper = spec.upper
     if upper is None and not isolated:
         upper = run.mkdir("upper", 0o755)
+    try:
+        network = _Network.open(spec, isolated)
+    except BaseException:
+        if cg is not None:
+            cg.remove()
+        raise
     child_spec = dataclasses.replace(
         spec, timeout=None, supervised=True, upper=upper, pid_namespace=False, lockdown=True,
         tree_root=0 if isolated else me,
-        memory=0 if cg is not None else spec.memory)     # the cgroup bounds the run instead
+        memory=0 if cg is not None else spec.memory,     # the cgroup bounds the run instead
+        net_broker_fd=network.guest_end, net_published=network.published)
     pty = console.Pty.open() if spec.tty else None
     guard = console.TerminalGuard()
     become_subreaper()
@@ -153,7 +163,9 @@ def _supervise_run(spec: "RunSpec", run: RunDir, detached: Detached | None) -> i
         if back is not None and os.getpid() == me:
             pidns.restore_for_children(back)
     if pid == 0:
+        network.in_first_process()
         _first_process(child_spec, run, cg, pty, held, isolated, run_guest)
+    network.started()
     if pty is not None:
         os.close(pty.slave)
     try:
@@ -163,8 +175,9 @@ def _supervise_run(spec: "RunSpec", run: RunDir, detached: Detached | None) -> i
                 os.close(pty.master)
                 pty = None
             detached.on_first(pid, run, cg)
-        return _watch(spec, pid, isolated, pty, guard, held)
+        return _watch(spec, pid, isolated, pty, guard, held, network)
     finally:
+        network.close()
         guard.restore()
         if pty is not None:
             os.close(pty.master)
@@ -188,6 +201,10 @@ def _first_process(spec: "RunSpec", run: RunDir, cg: RunCgroup | None,
             if cg is not None:
                 cg.join()
             pidns.mount_own_proc()
+            if spec.net.mode == ISOLATED:
+                from vkernel.netns import enter_own_network
+                enter_own_network()
+                spec = dataclasses.replace(spec, net_namespace=True)
             spec = sandbox.build(spec, run, spec.disk or DEFAULT_DISK)
             if cg is not None:
                 spec = dataclasses.replace(spec, run_memory=cg)
@@ -220,7 +237,7 @@ def _report(spec: "RunSpec", message: str, hint: str | None, text: str) -> None:
 
 
 def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",
-           guard: console.TerminalGuard, held: set) -> int:
+           guard: console.TerminalGuard, held: set, network: "_Network") -> int:
     """Wait for the first process, passing signals (and the terminal) on; its status."""
     killed_by: list[int] = []
     try:
@@ -241,7 +258,7 @@ def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",
             if left is not None and left <= 0:
                 timed_out = True
                 break
-            watched = [pidfd, sfd]
+            watched = [pidfd, sfd, *network.watched()]
             if pty is not None:
                 watched.append(pty.master)
                 if stdin_open:
@@ -254,6 +271,7 @@ def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",
                 console.relay(pty.master, 1)
             if 0 in ready and pty is not None and not console.relay(0, pty.master):
                 stdin_open = False
+            network.serve(ready)
             if sfd in ready:
                 signo = _read_signal(sfd)
                 if pty is not None and signo == hsignal.SIGWINCH:
@@ -289,3 +307,67 @@ def _watch(spec: "RunSpec", pid: int, isolated: bool, pty: "console.Pty | None",
     finally:
         os.close(sfd)
         hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+
+
+class _Network:
+    """The supervisor's part of the run's network: the bound --publish sockets (handed to
+    the first process, then closed here) and the --allow-net broker (vkernel/netbroker.py)."""
+
+    def __init__(self, spec: "RunSpec", published: tuple, broker: "socket.socket | None",
+                 guest_end: int) -> None:
+        self.spec = spec
+        self.published = published
+        self.broker = broker
+        self.guest_end = guest_end
+        self.audit = None
+
+    @classmethod
+    def open(cls, spec: "RunSpec", isolated: bool) -> "_Network":
+        if not isolated or spec.net.mode != ISOLATED:
+            return cls(spec, (), None, -1)
+        from vkernel.netns import bind_published
+        published = bind_published(spec.net.publish)
+        broker, guest_end = None, -1
+        if spec.net.allow:
+            import socket
+            broker, theirs = socket.socketpair(socket.AF_UNIX,
+                                               socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            guest_end = theirs.detach()
+        return cls(spec, published, broker, guest_end)
+
+    def started(self) -> None:
+        """The first process has its copies: the supervisor keeps the broker only."""
+        from vkernel.netns import close_published
+        close_published(self.published)
+        self.published = ()
+        if self.guest_end >= 0:
+            os.close(self.guest_end)
+            self.guest_end = -1
+
+    def watched(self) -> list[int]:
+        return [self.broker.fileno()] if self.broker is not None else []
+
+    def serve(self, ready: list[int]) -> None:
+        if self.broker is None or self.broker.fileno() not in ready:
+            return
+        from vkernel import netbroker
+        if self.audit is None:
+            from vkernel.audit import AuditLog
+            self.audit = AuditLog(self.spec.audit_log)
+        if not netbroker.serve_one(self.broker, self.spec.net, self.audit):
+            self.broker.close()                   # no guest process holds the other end
+            self.broker = None
+
+    def in_first_process(self) -> None:
+        """The first process keeps the guests' ends only."""
+        if self.broker is not None:
+            self.broker.close()
+            self.broker = None
+
+    def close(self) -> None:
+        self.started()
+        if self.broker is not None:
+            self.broker.close()
+            self.broker = None
+        if self.audit is not None:
+            self.audit.close()

@@ -15,11 +15,12 @@ import ctypes
 import errno
 import os
 import stat as st
+import threading
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from vkernel.creds import privileged
-from vkernel.procfs import Skeleton
+from vkernel.procfs import DEVICES, ProcFs, Skeleton, normalize
 
 T = TypeVar("T")
 _NR_OPENAT2 = 437
@@ -73,15 +74,6 @@ _SET_ID = st.S_ISUID | st.S_ISGID
 """Mode bits never stored in a volume (host users could run such a file)."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
-# Synthesized device files: guest path -> host device opened in their place. /dev/tty is the
-# process's controlling terminal, which is the run's own pseudo-terminal with -t; without
-# one, /dev/tty is ENXIO (vkernel/console.py).
-DEVICES = {
-    "/dev/null": "/dev/null", "/dev/zero": "/dev/zero", "/dev/full": "/dev/full",
-    "/dev/random": "/dev/urandom", "/dev/urandom": "/dev/urandom", "/dev/tty": "/dev/tty",
-}
-
-
 WHITEOUT_PREFIX = ".wh."
 """Names with this prefix are the upper layer's own (whiteouts, as in OCI layers): a guest can
 neither see nor create one (EPERM)."""
@@ -128,12 +120,6 @@ def _real(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
-def normalize(path: str) -> str:
-    """Lexically normalized absolute guest path (used for synthesized names only)."""
-    p = os.path.normpath("/" + path)
-    return "/" + p.lstrip("/")
-
-
 @dataclass(frozen=True)
 class Volume:
     """A host directory bound at a guest path (``kiln run --volume HOST:GUEST[:ro]``).
@@ -161,6 +147,7 @@ class _Mount:
     host: str           # its real host path
     readonly: bool
     synthesized: bool = False   # /proc or /dev (not a user's --volume)
+    shm: bool = False           # the run's /dev/shm (the skeleton's shm/, writable)
 
 
 class Vfs:
@@ -168,9 +155,12 @@ class Vfs:
 
     def __init__(self, rootfs: str | os.PathLike[str], upper: str | os.PathLike[str],
                  volumes: tuple[Volume, ...] | list[Volume] = (), system: bool = False,
-                 tty: bool = False, skeleton: str | None = None) -> None:
+                 tty: bool = False, skeleton: str | None = None,
+                 procfs: ProcFs | None = None) -> None:
         """``system``: also present /proc and /dev (synthesized, read-only) and a writable
         /tmp, as a container runtime does; without it the tree is the image's alone.
+        ``procfs`` serves every synthesized path (by default one over a new skeleton with
+        ``system``, the live run's at ``skeleton`` when joining one, none without);
         ``tty``: the run has a terminal of its own (``-t``), which /dev/tty opens."""
         self.lower_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.upper_fd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -183,20 +173,29 @@ class Vfs:
             fd = os.open(v.host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self.mounts.append(_Mount(normalize(v.guest), fd, _real(fd), v.readonly))
         # /proc and /dev: the synthesized read-only skeleton, unless a volume is bound there.
-        self.skeleton = Skeleton(skeleton) if system else None   # (a joined run's, shared)
+        if procfs is None:
+            procfs = ProcFs(Skeleton(skeleton) if system else None, tty)   # (a joined run's, shared)
+        self.procfs = procfs
+        self.skeleton = procfs.skeleton
         for name in ("proc", "dev") if self.skeleton is not None else ():
             if all(m.guest != "/" + name for m in self.mounts):
                 fd = os.open(os.path.join(self.skeleton.root, name),
                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 self.mounts.append(_Mount("/" + name, fd, _real(fd), True, synthesized=True))
+        if self.skeleton is not None and os.path.isdir(self.skeleton.shmdir) and \
+                any(m.guest == "/dev" and m.synthesized for m in self.mounts) and \
+                all(m.guest != "/dev/shm" for m in self.mounts):
+            fd = os.open(self.skeleton.shmdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.mounts.append(_Mount("/dev/shm", fd, _real(fd), False, shm=True))
         self.mounts.sort(key=lambda m: -len(m.guest))
         self._mount_fds = {m.fd: m for m in self.mounts}
         self._synthesized = tuple(m.guest for m in self.mounts if m.synthesized)
-        self.synthesized_open: "Callable[[str, int, int], int] | None" = None
-        """Set by the kernel: open a guest path it serves itself (/proc/self/..., /dev/...);
-        a symlink of the image that leads into /proc or /dev is opened through it."""
-        self.synthesized_readlink: "Callable[[str], bytes] | None" = None
-        self._redirects = 0
+        procfs.mounted = lambda: "/proc" in self._synthesized
+        procfs.volumes = lambda: [(m.guest, m.readonly) for m in reversed(self.mounts)
+                                  if not m.synthesized and not m.shm]
+        procfs.shm = any(m.shm for m in self.mounts)
+        procfs.open_path = self.open
+        self._depth = threading.local()         # nesting of /proc and /dev redirections
         for m in self.mounts:           # the mount point's parents exist, as a runtime makes them
             parent = os.path.dirname(m.guest)
             if self._mount_of(parent) is None and not self.is_dir(parent):
@@ -369,29 +368,46 @@ class Vfs:
         if rest and "/" + rest[0] in self._synthesized:
             raise SynthesizedPath("/" + "/".join(rest + todo[::-1]), path)
 
-    def _synthesized_call(self, e: "SynthesizedPath", fn: "Callable[[str], T]") -> "T":
-        if self.synthesized_open is None or self.synthesized_readlink is None or \
-                self._redirects >= 8:
+    def _redirect(self, e: "SynthesizedPath", fn: "Callable[[str], T]") -> "T":
+        """Serve the rest of a walk that an image symlink led into /proc or /dev."""
+        depth = getattr(self._depth, "n", 0)
+        if depth >= 8:
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), e.filename)
-        self._redirects += 1
+        self._depth.n = depth + 1
         try:
-            return fn(e.target)
+            return fn(self.procfs.through_magic_link(e.target))
         finally:
-            self._redirects -= 1
+            self._depth.n = depth
 
     # -- lookups ------------------------------------------------------------------
+    def open_named(self, path: str, flags: int, mode: int = 0o666) -> tuple[int, str | None]:
+        """(host fd, guest path to record for it) for guest absolute ``path``: the path
+        ProcFs records for what it serves (a link's target, a re-opened fd's path), None for
+        the file tree's own files. OSError with the host errno on failure."""
+        special = self.procfs.lookup(path, follow=not flags & os.O_NOFOLLOW)
+        if special is not None:
+            depth = getattr(self._depth, "n", 0)
+            if depth >= 8:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            self._depth.n = depth + 1
+            try:
+                return self.procfs.open(path, special, flags, mode)
+            finally:
+                self._depth.n = depth
+        return self._open_tree(path, flags, mode), None
+
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
         """A host fd for guest absolute ``path`` (OSError with the host errno on failure)."""
-        dev = DEVICES.get(normalize(path))
+        return self.open_named(path, flags, mode)[0]
+
+    def _open_tree(self, path: str, flags: int, mode: int = 0o666) -> int:
+        dev = self.procfs.device(path)
         if dev is not None:
-            if dev == "/dev/tty" and not self.tty:
-                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path)
             return os.open(dev, (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
         try:
             canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
         except SynthesizedPath as e:
-            opener = self.synthesized_open
-            return self._synthesized_call(e, lambda t: opener(t, flags, mode))  # type: ignore[misc]
+            return self._redirect(e, lambda t: self.open(t, flags, mode))
         if self.mounts:
             got = self._mount_of(canon)
             if got is not None:
@@ -419,28 +435,32 @@ class Vfs:
         return openat2_in_root(layer, canon, flags, mode)
 
     def stat(self, path: str, follow: bool = True) -> os.stat_result:
-        dev = DEVICES.get(normalize(path))
+        special = self.procfs.lookup(path, follow)
+        if special is not None:
+            h = self.open(path, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
+            try:
+                return os.fstat(h)
+            finally:
+                os.close(h)
+        dev = self.procfs.device(path, opening=False)
         if dev is not None:
             return os.stat(dev)
         try:
             _, _, s = self.resolve(path, follow)
         except SynthesizedPath as e:
-            opener = self.synthesized_open
-            h = self._synthesized_call(e, lambda t: opener(t, os.O_PATH, 0))  # type: ignore[misc]
-            try:
-                return os.fstat(h)
-            finally:
-                os.close(h)
+            return self._redirect(e, lambda t: self.stat(t, follow))
         if s is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         return s
 
     def readlink(self, path: str) -> bytes:
+        special = self.procfs.lookup(path, follow=False)
+        if special is not None:
+            return self.procfs.readlink(path, special)
         try:
             canon, layer, s = self.resolve(path, follow=False)
         except SynthesizedPath as e:
-            reader = self.synthesized_readlink
-            return self._synthesized_call(e, reader)  # type: ignore[arg-type]
+            return self._redirect(e, self.readlink)
         if s is None or layer is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         if not st.S_ISLNK(s.st_mode):
@@ -513,7 +533,7 @@ class Vfs:
 
     @staticmethod
     def _entry_stat(canon: str, ent: os.DirEntry[str]) -> os.stat_result:
-        dev = DEVICES.get(canon.rstrip("/") + "/" + ent.name)
+        dev = DEVICES.get(canon.rstrip("/") + "/" + ent.name)     # as /dev lists its devices
         return os.stat(dev) if dev is not None else _listed_stat(ent)
 
     # -- writes ---------------------------------------------------------------------
@@ -717,6 +737,14 @@ class Vfs:
             return self._mount_parent(*got)
         self._may_create(canon)
         return self._upper_dir_fd(os.path.dirname(canon))
+
+    def new_entry_dir(self, path: str) -> tuple[int, str]:
+        """(O_PATH fd of the directory, canonical path) for a new entry at guest ``path`` that
+        the caller creates itself (a socket's bind); EEXIST when the name is taken."""
+        canon, _, s = self.resolve(path, follow=False)
+        if s is not None:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        return self._new_entry_dir(canon, path), canon
 
     def mkdir(self, path: str, mode: int) -> None:
         canon, _, s = self.resolve(path, follow=False)

@@ -25,6 +25,7 @@ from typing import Any
 
 from formats.annotations import MEGABINARY_PATH
 from formats.errors import KilnError
+from vkernel.netpolicy import ISOLATED, NetPolicy
 from vkernel.runtime import RunSpec
 from vkernel.vfs import Volume
 
@@ -248,4 +249,5 @@ def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str
         # Without a hostname a new UTS namespace keeps the host's, as under runc.
         hostname=_get(config, "hostname", str, "", "config") or os.uname().nodename,
         rlimits=proc.rlimits,
-        readonly_root=bool(_get(root, "readonly", bool, False, "root")), files=_files(config))
+        readonly_root=bool(_get(root, "readonly", bool, False, "root")), files=_files(config),
+        net=NetPolicy(ISOLATED))          # a loopback of its own (docs/threat-model.md)

@@ -36,6 +36,7 @@ def exec_command(ctx: click.Context, process_file: str | None, detach: bool,
     """Run a new process in container CONTAINER_ID (from --process, or COMMAND)."""
     from shim.oci import bundle as oci_bundle
     from shim.oci.cli import _check_trust, _console, _containers, _write_pid_file
+    from vkernel.netpolicy import ISOLATED, NetPolicy
     from vkernel.runtime import RunSpec
     from vkernel.vfs import Volume
     if preserve_fds:
@@ -62,7 +63,8 @@ def exec_command(ctx: click.Context, process_file: str | None, detach: bool,
                                                          if base.get("audit_log") else None),
         volumes=tuple(Volume(**v) for v in base.get("volumes", ())),
         user=user if user is not None else proc.user, tty=proc.terminal or tty,
-        megabinary_digest=digest, hostname=base.get("hostname", ""), rlimits=proc.rlimits)
+        megabinary_digest=digest, hostname=base.get("hostname", ""), rlimits=proc.rlimits,
+        net=NetPolicy(ISOLATED))                  # joins the container's own loopback
     console = _console(spec.tty, console_socket)
     written: list[int] = []
 

@@ -5,6 +5,7 @@ import errno
 import struct
 
 from vkernel.kernel import Kernel
+from vkernel.memory import StringTooLong
 
 AT_FDCWD = -100
 
@@ -25,7 +26,7 @@ def path_arg(k: Kernel, addr: int) -> bytes:
         raise OSError(errno.EFAULT, "NULL path")
     try:
         return k.space.cstring(addr, 4096)
-    except ValueError:
+    except StringTooLong:
         raise OSError(errno.ENAMETOOLONG, "path too long") from None
 
 

@@ -13,9 +13,10 @@ import time as htime
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import AT_FDCWD, path_arg, s32, s64
-from vkernel import procfs
-from vkernel.proctree import guest_processes
-from vkernel.vfs import chown_fd, normalize
+from vkernel.procfs import INHERITED_PATHS, normalize
+from vkernel.vfs import chown_fd
+from vkernel.syscalls.net import also_ready
+from vkernel.syscalls.sockopt import guest_flags, ioctl as sock_ioctl, set_guest_flags
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -140,175 +141,17 @@ def sys_lseek(k: Kernel, fd: int, offset: int, whence: int) -> int:
 
 
 # -- open / close ---------------------------------------------------------------
-_ALIASES = (("/dev/fd/", "/proc/self/fd/"), ("/proc/thread-self/", "/proc/self/"))
-_FINAL_ALIASES = {"/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
-                  "/dev/stderr": "/proc/self/fd/2", "/dev/fd": "/proc/self/fd"}
-
-
-def _proc_self(k: Kernel, path: str, follow: bool = True) -> tuple[str, object] | None:
-    """What the kernel itself serves at ``path`` (under /proc/PID, /proc/self, the /dev
-    links to them, and the /proc text files), or None for the Vfs:
-    ("link", target), ("data", text), ("dir", (host dir, guest path)) or ("fd", OpenFile).
-    """
-    p = normalize(path)
-    pid = str(os.getpid())
-    follow = follow or path.endswith("/")      # "name/" names what the link points to
-    if follow and p in _FINAL_ALIASES:
-        p = _FINAL_ALIASES[p]
-    for prefix, to in _ALIASES:
-        if p.startswith(prefix):
-            p = to + p[len(prefix):]
-    if p in ("/proc/self", "/proc/thread-self"):
-        if not follow:
-            return ("link", pid if p == "/proc/self" else f"{pid}/task/{pid}")
-        p = "/proc/" + pid
-    elif p.startswith("/proc/self/"):
-        p = f"/proc/{pid}/" + p[len("/proc/self/"):]
-    if p == f"/proc/{pid}/mounts":
-        p = "/proc/mounts"
-    if p in ("/proc/cpuinfo", "/proc/meminfo", "/proc/mounts") and \
-            any(m.guest == "/proc" and m.synthesized for m in k.vfs.mounts):
-        if p == "/proc/cpuinfo":
-            return ("data", procfs.cpuinfo_text())
-        if p == "/proc/meminfo":
-            return ("data", procfs.meminfo_text(k.proc.limits.memory if k.proc.limits else 0))
-        return ("data", procfs.mounts_text([(m.guest, m.readonly) for m in reversed(k.vfs.mounts)
-                                            if not m.synthesized]))
-    skel = k.vfs.skeleton
-    if p == f"/proc/{pid}" and skel is not None:
-        return ("dir", (procfs.pid_dir(skel, int(pid)), p))
-    other = _other_guest_pid(k, p, pid)
-    if other is not None:
-        return other
-    if not p.startswith(f"/proc/{pid}/"):
-        return None
-    rest = p[len(f"/proc/{pid}/"):]
-    if rest in procfs.PROC_PID_FILES:
-        return ("data", procfs.pid_file(k, int(pid), rest))
-    if rest == "exe":
-        return ("link", k.proc.exe)
-    if rest == "cwd":
-        return ("link", k.proc.cwd)
-    if rest == "root":
-        return ("link", "/")
-    if rest == "fd" and skel is not None:
-        return ("dir", (skel.fddir, p))
-    if rest.startswith("fd/") and rest[3:].isdigit():
-        of = k.fds.get(int(rest[3:]))
-        if of is None:
-            raise OSError(errno.ENOENT, "no such fd")
-        return ("fd", of) if follow else ("link", fd_link(of))
-    if rest == "maps":
-        return ("data", k.space.maps_text())
-    raise OSError(errno.ENOENT, "not synthesized")
-
-
-def _other_guest_pid(k: Kernel, p: str, pid: str) -> tuple[str, object] | None:
-    """/proc/PID and its files for another guest process of this run (ENOENT for any other
-    host pid: only the sandbox's processes are visible)."""
-    parts = p.split("/")
-    if len(parts) < 3 or parts[1] != "proc" or not parts[2].isdigit() or parts[2] == pid:
-        return None
-    skel = k.vfs.skeleton
-    if skel is None or not any(m.guest == "/proc" and m.synthesized for m in k.vfs.mounts):
-        return None
-    other = int(parts[2])
-    if other not in guest_processes(k.proc):
-        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), p)
-    rest = "/".join(parts[3:])
-    if not rest:
-        return ("dir", (procfs.pid_dir(skel, other), p))
-    if rest in procfs.PROC_PID_FILES:
-        return ("data", procfs.pid_file(k, other, rest))
-    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), p)
-
-
-def fd_link(of: OpenFile) -> str:
-    """What readlink(/proc/self/fd/N) gives: the guest path, or the host's name of a pipe
-    or socket (``pipe:[ino]``) for the fds kiln was started with."""
-    if of.path in _INHERITED_PATHS:
-        try:
-            host = os.readlink(f"/proc/self/fd/{of.host_fd}")
-        except OSError:
-            return of.path
-        if host.split(":", 1)[0] in ("pipe", "socket", "anon_inode") or host == "/dev/null":
-            return host
-    return of.path
-
-
-def _reopen(k: Kernel, of: OpenFile, flags: int, mode: int) -> int:
-    """open(/proc/self/fd/N): a new open file of what fd N refers to, as Linux does.
-
-    An inherited stdio descriptor is the exception: the guest gets the same open file
-    again when it asks for no more access than the descriptor has (EACCES otherwise), and
-    O_TRUNC has no effect (as on the pipe a container runtime would have given): the host
-    file behind it is never opened by path."""
-    if of.inherited:
-        have = hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL) & os.O_ACCMODE
-        want = flags & os.O_ACCMODE
-        if want != have and have != os.O_RDWR:
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES), of.path)
-        return os.dup(of.host_fd)
-    if of.path.startswith("/") and not of.path.startswith("/dev/std"):
-        return k.vfs.open(of.path, flags, mode)
-    # A pipe or socket the guest made: reopen the host's object itself.
-    return os.open(f"/proc/self/fd/{of.host_fd}", (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
-
-
 def open_guest(k: Kernel, path: str, flags: int, mode: int = 0o666) -> int:
-    """A host fd for guest ``path`` (O_CLOEXEC stripped: the guest fd table tracks it)."""
-    return _open_special(k, path, flags, mode)[0]
-
-
-def _open_special(k: Kernel, path: str, flags: int, mode: int = 0o666) -> tuple[int, str | None]:
-    """(host fd, guest path to record or None) for ``path``; see :func:`open_guest`. A
-    re-opened inherited stdio descriptor records its path (/dev/stdin, ...), which keeps it
-    inherited (sys_openat)."""
-    host_flags = flags & ~os.O_CLOEXEC
-    special = _proc_self(k, path, follow=not flags & os.O_NOFOLLOW)
-    if special is None:
-        return k.vfs.open(path, host_flags, mode & ~k.proc.umask), None
-    kind, val = special
-    if kind == "link" and flags & os.O_NOFOLLOW:
-        if not flags & os.O_PATH:
-            raise OSError(errno.ELOOP, "symlink")
-        if k.vfs.skeleton is None:      # no /proc skeleton: stat the target instead
-            return open_guest(k, str(val), flags & ~os.O_NOFOLLOW, mode), normalize(path)
-        return os.open(os.path.join(k.vfs.skeleton.root, "proc", "self"),
-                       os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC), normalize(path)
-    if kind == "link":
-        assert isinstance(val, str)
-        return k.vfs.open(val, host_flags, mode), val
-    if kind == "fd":
-        assert isinstance(val, OpenFile)
-        return _reopen(k, val, host_flags, mode), val.path
-    if kind == "dir":
-        host, guest = val  # type: ignore[misc]
-        if flags & _WRITE_ACC:
-            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        return os.open(host, (host_flags & (os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW))
-                       | os.O_RDONLY | os.O_CLOEXEC), guest
-    if flags & _WRITE_ACC:
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
-    if flags & os.O_DIRECTORY:
-        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-    fd = os.memfd_create("kiln-proc", os.MFD_CLOEXEC)
-    os.fchmod(fd, 0o444)                       # as procfs shows its files: r--r--r--
-    os.write(fd, val if isinstance(val, bytes) else str(val).encode())
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd, normalize(path)
-
-
-_WRITE_ACC = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
-_INHERITED_PATHS = frozenset(("/dev/stdin", "/dev/stdout", "/dev/stderr"))
-"""What FdTable.with_stdio names the host's stdio; only those descriptors carry these paths."""
+    """A host fd for guest ``path`` (O_CLOEXEC stripped: the guest fd table tracks it); what
+    /proc and /dev hold comes from the run's ProcFs (vkernel/procfs.py)."""
+    return k.vfs.open_named(path, flags & ~os.O_CLOEXEC, mode & ~k.proc.umask)[0]
 
 
 def sys_openat(k: Kernel, dirfd: int, pathname: int, flags: int, mode: int) -> int:
     """openat(2)"""
     flags = s32(flags)
     path = k.guest_path(s32(dirfd), path_arg(k, pathname))
-    h, special = _open_special(k, path, flags, mode & 0o7777)
+    h, special = k.vfs.open_named(path, flags & ~os.O_CLOEXEC, mode & 0o7777 & ~k.proc.umask)
     try:
         is_dir = st.S_ISDIR(os.fstat(h).st_mode)
         if special is not None:
@@ -316,7 +159,7 @@ def sys_openat(k: Kernel, dirfd: int, pathname: int, flags: int, mode: int) -> i
         else:
             gp = k.vfs.guest_path_of(h) if is_dir else normalize(path)
         return k.fds.install(OpenFile(h, gp, flags & ~os.O_CLOEXEC, bool(flags & os.O_CLOEXEC),
-                                      is_dir, inherited=gp in _INHERITED_PATHS))
+                                      is_dir, inherited=gp in INHERITED_PATHS))
     except OSError:
         os.close(h)
         raise
@@ -347,14 +190,7 @@ def pack_stat(s: os.stat_result) -> bytes:
 
 
 def stat_guest(k: Kernel, path: str, follow: bool) -> os.stat_result:
-    special = _proc_self(k, path, follow)
-    if special is None:
-        return k.vfs.stat(path, follow)
-    h = open_guest(k, path, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
-    try:
-        return os.fstat(h)
-    finally:
-        os.close(h)
+    return k.vfs.stat(path, follow)
 
 
 def sys_fstat(k: Kernel, fd: int, statbuf: int) -> int:
@@ -409,20 +245,10 @@ def _list_dir(k: Kernel, of: OpenFile) -> list[tuple[bytes, int, int]]:
     except OSError:
         parent = own.st_ino
     out = [(b".", own.st_ino, 4), (b"..", parent, 4)]
-    pid = str(os.getpid())
-    if of.path == f"/proc/{pid}":
-        return out + [(n.encode(), own.st_ino + 1 + i, 4 if n == "fd" else 10 if n in ("cwd", "exe", "root") else 8)
-                      for i, n in enumerate(procfs.PROC_SELF_ENTRIES)]
-    if of.path == f"/proc/{pid}/fd":
-        return out + [(str(n).encode(), own.st_ino + 1 + n, 10) for n in sorted(k.fds.files)]
-    if of.path == "/proc" and k.vfs.skeleton is not None and \
-            any(m.guest == "/proc" and m.synthesized for m in k.vfs.mounts):
-        for g in sorted({int(pid), *guest_processes(k.proc)}):   # guest processes only
-            d = procfs.pid_dir(k.vfs.skeleton, g)
-            out.append((str(g).encode(), os.stat(d).st_ino, 4))
-    elif of.path.startswith("/proc/") and of.path[6:].isdigit() and k.vfs.skeleton is not None:
-        return out + [(n.encode(), own.st_ino + 1 + i, 8)
-                      for i, n in enumerate(procfs.PROC_PID_FILES)]
+    served = k.vfs.procfs.list_dir(of.path, own)
+    if served is not None:
+        return out + served
+    out += k.vfs.procfs.extra_entries(of.path)
     for name, s in k.vfs.list_dir(of.path):
         out.append((os.fsencode(name), s.st_ino, _DT.get(st.S_IFMT(s.st_mode), 0)))
     return out
@@ -455,13 +281,7 @@ def sys_readlinkat(k: Kernel, dirfd: int, pathname: int, buf: int, bufsiz: int) 
     if s32(bufsiz) <= 0:
         return -errno.EINVAL
     path = k.guest_path(s32(dirfd), path_arg(k, pathname))
-    special = _proc_self(k, path, follow=False)
-    if special is not None and special[0] == "link":
-        target = os.fsencode(str(special[1]))
-    elif special is not None:
-        return -errno.EINVAL
-    else:
-        target = k.vfs.readlink(path)
+    target = k.vfs.readlink(path)
     target = target[:bufsiz]
     k.space.write(buf, target)
     return len(target)
@@ -633,7 +453,7 @@ def sys_fchmodat(k: Kernel, dirfd: int, pathname: int, mode: int) -> int:
     open file, as Linux follows that link (glibc's fchmodat(AT_SYMLINK_NOFOLLOW) opens the file
     O_PATH and chmods /proc/self/fd/N: tar -x setting a directory's mode)."""
     path = k.guest_path(s32(dirfd), path_arg(k, pathname))
-    served = _proc_self(k, path)
+    served = k.vfs.procfs.lookup(path)
     if served is not None and served[0] == "fd":
         of = served[1]
         if _host_object(of):
@@ -751,7 +571,8 @@ def sys_fdatasync(k: Kernel, fd: int) -> int:
 # -- fd plumbing ---------------------------------------------------------------------
 def _dup_to(k: Kernel, of: OpenFile, at: int | None, cloexec: bool, start: int = 0) -> int:
     h = os.dup(of.host_fd)
-    new = OpenFile(h, of.path, of.flags, cloexec, of.is_dir, inherited=of.inherited)
+    new = OpenFile(h, of.path, of.flags, cloexec, of.is_dir, inherited=of.inherited,
+                   state=of.state)
     try:
         return k.fds.install(new, at=at, start=start)
     except OSError:
@@ -839,9 +660,9 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
         of.cloexec = bool(arg & FD_CLOEXEC)
         return 0
     if cmd == F_GETFL:
-        return hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL) & ~os.O_CLOEXEC
+        return guest_flags(of, hfcntl.fcntl(of.host_fd, hfcntl.F_GETFL)) & ~os.O_CLOEXEC
     if cmd == F_SETFL:
-        hfcntl.fcntl(of.host_fd, hfcntl.F_SETFL, s32(arg))
+        hfcntl.fcntl(of.host_fd, hfcntl.F_SETFL, set_guest_flags(of, s32(arg)))
         return 0
     if cmd in (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW):
         return _record_lock(k, of, cmd, arg)
@@ -864,6 +685,9 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
     """ioctl(2): terminal requests pass through to a host tty; everything else is ENOTTY"""
     of = _file(k, fd)
     request &= 0xFFFFFFFF
+    handled = sock_ioctl(k, of, request, arg)
+    if handled is not None:
+        return handled
     size = _IOCTL_SIZES.get(request)
     if size is None or not os.isatty(of.host_fd):
         return -errno.ENOTTY
@@ -971,8 +795,9 @@ def _poll(k: Kernel, fds: int, nfds: int, timeout_ms: float | None) -> int:
             struct.pack_into("<h", raw, 8 * i + 6, _POLLNVAL)
             ready += 1
             continue
-        poller.register(of.host_fd, events & 0xFFFF)
-        host_to_idx.setdefault(of.host_fd, []).append(i)
+        for h in (of.host_fd, *also_ready(of)):
+            poller.register(h, events & 0xFFFF)
+            host_to_idx.setdefault(h, []).append(i)
     if ready:
         timeout_ms = 0
     wait = None if timeout_ms is None or timeout_ms < 0 else timeout_ms
@@ -986,8 +811,9 @@ def _poll(k: Kernel, fds: int, nfds: int, timeout_ms: float | None) -> int:
             _, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
             got = rev & (events | 0x38)         # POLLERR, POLLHUP, POLLNVAL always reported
             if got:
-                struct.pack_into("<h", raw, 8 * i + 6, got)
-                ready += 1
+                before = struct.unpack_from("<h", raw, 8 * i + 6)[0]
+                struct.pack_into("<h", raw, 8 * i + 6, before | got)
+                ready += not before
     if nfds:
         k.space.write(fds, bytes(raw))
     return ready
@@ -1012,23 +838,24 @@ def _with_sigmask(k: Kernel, sigmask: int, sigsetsize: int, wait) -> int:
         return wait()
     if sigsetsize != 8:
         return -errno.EINVAL
-    old = k.proc.sigmask
-    k.proc.sigmask = k.space.u64(sigmask) & ~UNBLOCKABLE
-    sync_host_mask(k.proc)
+    t = k.thread
+    old = t.sigmask
+    t.sigmask = k.space.u64(sigmask) & ~UNBLOCKABLE
+    sync_host_mask(t, k.proc)
     try:
         result = wait()
     except SignalInterrupt:
-        k.saved_mask = old                     # restored by rt_sigreturn (or after delivery)
+        t.saved_mask = old                     # restored by rt_sigreturn (or after delivery)
         raise
     except BaseException:
-        k.proc.sigmask = old
-        sync_host_mask(k.proc)
+        t.sigmask = old
+        sync_host_mask(t, k.proc)
         raise
-    if k.proc.sigpending and k.proc.sigpending & ~k.proc.sigmask:
-        k.saved_mask = old
+    if (t.sigpending | k.proc.sigpending) & ~t.sigmask:
+        t.saved_mask = old
     else:
-        k.proc.sigmask = old
-        sync_host_mask(k.proc)
+        t.sigmask = old
+        sync_host_mask(t, k.proc)
     return result
 
 
@@ -1050,12 +877,14 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float |
                     fds.append(fd)
         wanted.append(fds)
     host = [[k.fds.files[fd].host_fd for fd in w] for w in wanted]
+    extra = {k.fds.files[fd].host_fd: also_ready(k.fds.files[fd]) for w in wanted for fd in w}
     # Through poll, as Linux's own select works: host descriptors may pass FD_SETSIZE even
     # when the guest's are small, and the host's select(2) cannot take those.
     interest: dict[int, int] = {}
     for hfds, ev in zip(host, (select.POLLIN, select.POLLOUT, select.POLLPRI)):
         for h in hfds:
-            interest[h] = interest.get(h, 0) | ev
+            for one in (h, *extra[h]):
+                interest[one] = interest.get(one, 0) | ev
     poller = select.poll()
     for h, ev in interest.items():
         poller.register(h, ev)
@@ -1070,7 +899,7 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout_s: float |
             continue
         bits = 0
         for fd, h in zip(fds, hfds):
-            if ready.get(h, 0) & mask:
+            if (ready.get(h, 0) | sum(ready.get(e, 0) for e in extra[h])) & mask:
                 bits |= 1 << fd
                 count += 1
         k.space.write(addr, bits.to_bytes(nbytes, "little"))
@@ -1107,12 +936,15 @@ def sys_pselect6(k: Kernel, nfds: int, readfds: int, writefds: int, exceptfds: i
 def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) -> int:
     """sendfile(2)"""
     o, i = _file(k, out_fd), _file(k, in_fd)
-    if offset:
-        off = k.space.u64(offset)
-        n = os.sendfile(o.host_fd, i.host_fd, off, count)
-        k.space.put_u64(offset, off + n)
-        return n
-    return os.sendfile(o.host_fd, i.host_fd, None, count)
+    try:
+        if offset:
+            off = k.space.u64(offset)
+            n = os.sendfile(o.host_fd, i.host_fd, off, count)
+            k.space.put_u64(offset, off + n)
+            return n
+        return os.sendfile(o.host_fd, i.host_fd, None, count)
+    except BrokenPipeError:
+        return _broken_pipe(k)
 
 
 def sys_fadvise64(k: Kernel, fd: int, offset: int, length: int, advice: int) -> int:

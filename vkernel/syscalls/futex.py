@@ -1,63 +1,121 @@
-"""futex(2) for single-threaded processes: waits that only a signal or a timeout can end.
+"""futex(2) as the host's futex on the guest word's host address.
 
-vkernel runs one thread per guest process and guest memory is private to it,
-so no other thread can wake a futex. glibc still calls futex without threads
-(its locks' slow paths, ``pthread_once``, the locale and gconv loaders), and a
-mutex it finds contended must see Linux's answers: WAIT returns EAGAIN when
-the word has changed, blocks otherwise until a signal (EINTR) or its timeout
-(ETIMEDOUT); WAKE wakes nobody; WAKE_OP does its operation on the second word.
+Guest memory is host memory: a guest address is ``host_base + addr`` in the
+host process, and a MAP_SHARED mapping (a file's or an anonymous one's memfd)
+is the same host pages in every process that shares it. So the host kernel's
+futex, called on the host address with the guest's operation, gives Linux's
+answers itself: WAIT compares and sleeps atomically, a WAKE from another
+process sharing the page wakes it (process-shared semaphores, mutexes and
+condition variables across fork), PRIVATE futexes stay within one process,
+WAKE_OP does its operation atomically, REQUEUE and CMP_REQUEUE move waiters.
+With one thread per guest process a private futex has nobody else to wake it,
+as before; once guest threads are host threads of one process the same calls
+serve them.
+
+A guest signal ends a wait with EINTR: a private wait sleeps in slices
+(:data:`SLICE`), each under ``k.waiting()``, so the signal is seen whichever
+host thread the host delivered it to (no other process can requeue a private
+waiter, and no other thread exists yet). A shared wait sleeps in one host call,
+because a waiter another process requeues to another word must stay asleep in
+the host for the wake there to reach it; the host signal itself interrupts it
+(vkernel's handlers have no SA_RESTART). The gap: a signal that arrives
+between ``k.waiting()``'s check and the host call is seen only when the wait
+ends otherwise.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import time as htime
 
 from vkernel.kernel import Kernel
-from vkernel.signals import wait_interruptibly
 from vkernel.syscalls.args import get_timespec_ns, s32
 
 FUTEX_WAIT, FUTEX_WAKE, FUTEX_FD, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP = 0, 1, 2, 3, 4, 5
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
 FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
+FUTEX_BITSET_MATCH_ANY = 0xFFFF_FFFF
+SLICE = 0.02
+"""Seconds a wait sleeps in the host before it looks for a deliverable guest signal again."""
 
-_OPS = {0: lambda old, arg: arg, 1: lambda old, arg: old + arg, 2: lambda old, arg: old | arg,
-        3: lambda old, arg: old & ~arg, 4: lambda old, arg: old ^ arg}
-"""FUTEX_OP_SET, ADD, OR, ANDN, XOR."""
+_NR_FUTEX = 202
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _host_futex(addr: int, op: int, val: int, timeout: object, addr2: int, val3: int) -> int:
+    """The host's futex: its result, or -errno."""
+    r = _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.c_void_p(addr), ctypes.c_long(op),
+                      ctypes.c_long(val & 0xFFFF_FFFF), timeout, ctypes.c_void_p(addr2),
+                      ctypes.c_long(val3 & 0xFFFF_FFFF))
+    return r if r >= 0 else -ctypes.get_errno()
+
+
+def _wait(k: Kernel, host: int, op: int, val: int, bitset: int, deadline: int | None) -> int:
+    """WAIT until woken, the word differs (EAGAIN), ``deadline`` (CLOCK_MONOTONIC ns; None:
+    never) passes (ETIMEDOUT) or a guest signal is deliverable (EINTR, by SignalInterrupt)."""
+    private = op & FUTEX_PRIVATE_FLAG
+    first = True
+    while True:
+        now = htime.clock_gettime_ns(htime.CLOCK_MONOTONIC)
+        if deadline is not None and now >= deadline:
+            return -errno.ETIMEDOUT
+        end = deadline
+        if private:
+            end = now + int(SLICE * 1e9) if deadline is None else min(now + int(SLICE * 1e9), deadline)
+        ts = None if end is None else _Timespec(end // 1_000_000_000, end % 1_000_000_000)
+        with k.waiting():                       # absolute, on CLOCK_MONOTONIC
+            r = _host_futex(host, FUTEX_WAIT_BITSET | private, val,
+                            None if ts is None else ctypes.byref(ts), 0, bitset)
+        if r == 0:
+            return 0
+        if r == -errno.EAGAIN:
+            # The word changed: before sleeping, Linux's answer; after a slice, a wake that
+            # came between two slices (a spurious wake-up, which futex callers allow).
+            return -errno.EAGAIN if first else 0
+        if r not in (-errno.ETIMEDOUT, -errno.EINTR):
+            return r
+        first = False
 
 
 def sys_futex(k: Kernel, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int:
-    """futex(2): WAIT/WAIT_BITSET (EAGAIN, or sleep until a signal or the timeout), WAKE and
-    REQUEUE (nobody to wake: one thread per process), WAKE_OP (its operation is done)"""
-    cmd = s32(op) & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+    """futex(2): the host's futex on the word's host address (WAIT and WAKE, their BITSET
+    forms, REQUEUE, CMP_REQUEUE, WAKE_OP; shared across processes through MAP_SHARED pages);
+    the PI and FD forms: ENOSYS"""
+    op = s32(op)
+    cmd = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+    if op & FUTEX_CLOCK_REALTIME and cmd not in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+        return -errno.ENOSYS                    # as Linux
+    private = op & FUTEX_PRIVATE_FLAG
+    if uaddr & 3:
+        return -errno.EINVAL
+    host = k.space.host_address(uaddr, 4)       # GuestFault: EFAULT
     if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
-        if cmd == FUTEX_WAIT_BITSET and val3 & 0xFFFF_FFFF == 0:
+        bitset = val3 & 0xFFFF_FFFF if cmd == FUTEX_WAIT_BITSET else FUTEX_BITSET_MATCH_ANY
+        if bitset == 0:
             return -errno.EINVAL
-        if k.space.u32(uaddr) != val & 0xFFFF_FFFF:
-            return -errno.EAGAIN
-        seconds = None
+        deadline = None
         if timeout:
             ns = get_timespec_ns(k, timeout)
-            if cmd == FUTEX_WAIT_BITSET:        # absolute, on CLOCK_MONOTONIC or REALTIME
-                clock = htime.CLOCK_REALTIME if s32(op) & FUTEX_CLOCK_REALTIME else htime.CLOCK_MONOTONIC
-                ns -= htime.clock_gettime_ns(clock)
-            seconds = max(0, ns) / 1e9
-        wait_interruptibly(k, seconds)
-        return -errno.ETIMEDOUT
-    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET, FUTEX_REQUEUE):
-        if cmd == FUTEX_WAKE_BITSET and val3 & 0xFFFF_FFFF == 0:
+            now = htime.clock_gettime_ns(htime.CLOCK_MONOTONIC)
+            if cmd == FUTEX_WAIT:               # relative
+                deadline = now + ns
+            elif op & FUTEX_CLOCK_REALTIME:     # absolute, on CLOCK_REALTIME
+                deadline = now + ns - htime.clock_gettime_ns(htime.CLOCK_REALTIME)
+            else:                               # absolute, on CLOCK_MONOTONIC
+                deadline = ns
+        return _wait(k, host, op, val, bitset, deadline)
+    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
+        return _host_futex(host, op & ~FUTEX_CLOCK_REALTIME, val, None, 0, val3)
+    if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP):
+        if uaddr2 & 3:
             return -errno.EINVAL
-        return 0
-    if cmd == FUTEX_CMP_REQUEUE:
-        return -errno.EAGAIN if k.space.u32(uaddr) != val3 & 0xFFFF_FFFF else 0
-    if cmd == FUTEX_WAKE_OP:
-        encoded = val3 & 0xFFFF_FFFF
-        kind, cmp = (encoded >> 28) & 7, (encoded >> 24) & 15
-        oparg, cmparg = (encoded >> 12) & 0xFFF, encoded & 0xFFF
-        if encoded >> 31:                       # FUTEX_OP_OPARG_SHIFT
-            oparg = 1 << oparg if oparg < 32 else 0
-        if kind not in _OPS or cmp > 5:
-            return -errno.ENOSYS
-        old = k.space.u32(uaddr2)
-        k.space.put_u32(uaddr2, _OPS[kind](old, oparg) & 0xFFFF_FFFF)
-        return 0                                # nobody waits on either word
+        host2 = k.space.host_address(uaddr2, 4)
+        # val2 (how many to requeue, or to wake on uaddr2) travels in the timeout argument
+        return _host_futex(host, cmd | private, val, ctypes.c_void_p(timeout & 0xFFFF_FFFF),
+                           host2, val3)
     return -errno.ENOSYS

@@ -1,4 +1,4 @@
-"""System information syscalls: uname, sysinfo, getrandom, sched_*, rseq, prctl."""
+"""System information syscalls: uname, sysinfo, getrandom, sched_*, membarrier, rseq, prctl."""
 from __future__ import annotations
 
 import ctypes
@@ -6,6 +6,7 @@ import errno
 import os
 
 from vkernel.kernel import Kernel
+from vkernel.proctree import guest_processes
 from vkernel.syscalls.args import s32
 
 UNAME_SYSNAME = "Linux"
@@ -46,9 +47,23 @@ def sys_getrandom(k: Kernel, buf: int, buflen: int, flags: int) -> int:
     return n
 
 
+def _affinity_target(k: Kernel, pid: int) -> int | None:
+    """The host pid sched_*affinity acts on for guest ``pid`` (0: the caller), None when it
+    names no process of this run (ESRCH: the host's other processes are not the guest's)."""
+    pid = s32(pid)
+    if pid == 0 or pid == os.getpid():
+        return 0
+    if pid > 0 and pid in guest_processes(k.proc):
+        return pid
+    return None
+
+
 def sys_sched_getaffinity(k: Kernel, pid: int, cpusetsize: int, mask: int) -> int:
-    """sched_getaffinity(2): the host CPUs this process may use"""
-    cpus = os.sched_getaffinity(0)
+    """sched_getaffinity(2): the host CPUs the process may use (a process of this run)"""
+    target = _affinity_target(k, pid)
+    if target is None:
+        return -errno.ESRCH
+    cpus = os.sched_getaffinity(target)
     size = max(8, (max(cpus) // 64 + 1) * 8)
     if cpusetsize < size or cpusetsize % 8:
         return -errno.EINVAL
@@ -57,6 +72,34 @@ def sys_sched_getaffinity(k: Kernel, pid: int, cpusetsize: int, mask: int) -> in
         bits |= 1 << c
     k.space.write(mask, bits.to_bytes(size, "little"))
     return size
+
+
+def sys_sched_setaffinity(k: Kernel, pid: int, cpusetsize: int, mask: int) -> int:
+    """sched_setaffinity(2): the host's, on the host process that is the guest's (a process of
+    this run); CPUs past the host's are ignored, as Linux ignores them; none left is EINVAL"""
+    target = _affinity_target(k, pid)
+    if target is None:
+        return -errno.ESRCH
+    size = min(cpusetsize & 0xFFFF_FFFF, 1024)       # CONFIG_NR_CPUS is at most 8192
+    bits = int.from_bytes(k.space.read(mask, size), "little")
+    cpus = {c for c in range(size * 8) if bits >> c & 1}
+    if not cpus:
+        return -errno.EINVAL
+    os.sched_setaffinity(target, cpus)                # OSError: the host's errno
+    return 0
+
+
+_NR_MEMBARRIER = 324
+
+
+def sys_membarrier(k: Kernel, cmd: int, flags: int, cpu_id: int) -> int:
+    """membarrier(2): the host's, for the host process that is this guest process (its
+    registrations and barriers are the host kernel's)"""
+    r = _libc.syscall(_NR_MEMBARRIER, ctypes.c_int(s32(cmd)), ctypes.c_uint(flags & 0xFFFF_FFFF),
+                      ctypes.c_int(s32(cpu_id)))
+    if r < 0:
+        return -ctypes.get_errno()
+    return r
 
 
 def sys_sched_yield(k: Kernel) -> int:

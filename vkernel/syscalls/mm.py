@@ -10,9 +10,10 @@ from formats import abi
 from vkernel.cpustate import CodeRegion
 from vkernel.elf import PT_LOAD, parse_elf
 from vkernel.errors import BadElf, VkernelError
+from vkernel.fdtable import OpenFile
 from vkernel.loader import check_loadable
 from vkernel.kernel import Kernel
-from vkernel.memory import PAGE, PROT_EXEC, Mapping, page_down, page_up
+from vkernel.memory import PAGE, PROT_EXEC, Mapping, StringTooLong, page_down, page_up
 from vkernel.policy import file_hash
 from vkernel.syscalls.args import s32, s64
 
@@ -72,7 +73,9 @@ def _fixed_bias(data: bytes, path: str) -> int | None:
 
 
 def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
-    """mmap(2): anonymous and private file mappings (file bytes are copied in)"""
+    """mmap(2): private mappings (file bytes are copied in); MAP_SHARED of a regular file opened
+    read-write maps the host file's pages, MAP_SHARED|MAP_ANONYMOUS the pages of a memfd of its
+    own, so both are shared with the processes fork makes"""
     sp = k.space
     flags, prot = s32(flags), s32(prot)
     if length == 0 or offset % PAGE or s64(offset) < 0 or not flags & (MAP_SHARED | MAP_PRIVATE):
@@ -115,6 +118,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
                 share = False
     elif prot & PROT_EXEC:
         return _refuse_exec(k, "mmap", addr, length, "anonymous executable memory (no-JIT rule)")
+    else:
+        share = bool(flags & MAP_SHARED)
     fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
     if sp.would_exceed(size, addr if fixed else 0, addr + size if fixed else 0):
         return -errno.ENOMEM                   # kiln run --memory
@@ -140,7 +145,15 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
             sp.zero(start, size)
     sp.add(Mapping(start, start + size, prot, "file" if of else "anon", name,
                    digest.hex() if digest else None, offset if of else 0, unit, share))
-    if share:
+    if share and of is None:
+        # MAP_SHARED|MAP_ANONYMOUS: a memfd's pages, which fork leaves shared as Linux does.
+        mfd = os.memfd_create("kiln-shared-anon", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(mfd, size)
+            sp.share_file(start, size, mfd, 0)
+        finally:
+            os.close(mfd)
+    elif share:
         # Only the pages the file has: past its end Linux raises SIGBUS, the host would too.
         shown = min(size, page_up(max(0, hst.st_size - offset)))
         if shown:
@@ -160,6 +173,31 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
                                     "position-independent)", of.path, digest.hex() if digest else None)
             k.add_regions([CodeRegion(start, start + size, unit, bias)])
     return start
+
+
+MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_NOEXEC_SEAL, MFD_EXEC = 1, 2, 4, 8, 0x10
+_MFD_NAME_MAX = 249
+
+
+def sys_memfd_create(k: Kernel, name: int, flags: int) -> int:
+    """memfd_create(2): the host's memfd; an executable mapping of it is allowed only if its
+    bytes hash to an indexed file, as for any file (MFD_EXEC grants nothing more)"""
+    flags &= 0xFFFF_FFFF
+    if flags & ~(MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL | MFD_EXEC) or \
+            flags & MFD_NOEXEC_SEAL and flags & MFD_EXEC:
+        return -errno.EINVAL                   # MFD_HUGETLB: no huge pages for guests
+    try:
+        raw = k.space.cstring(name, _MFD_NAME_MAX + 1)
+    except StringTooLong:
+        return -errno.EINVAL                   # a name past 249 bytes, as Linux
+    h = os.memfd_create(os.fsdecode(raw), os.MFD_CLOEXEC | (flags & MFD_ALLOW_SEALING))
+    # No leading "/": re-opening /proc/self/fd/N reaches the host's memfd, not a guest path.
+    path = "memfd:" + raw.decode("utf-8", "surrogateescape") + " (deleted)"
+    try:
+        return k.fds.install(OpenFile(h, path, os.O_RDWR, bool(flags & MFD_CLOEXEC), False))
+    except BaseException:
+        os.close(h)
+        raise
 
 
 def sys_munmap(k: Kernel, addr: int, length: int) -> int:

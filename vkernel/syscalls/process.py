@@ -15,8 +15,9 @@ from vkernel import creds, procfs
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
+from vkernel.memory import StringTooLong
 from vkernel.proctree import guest_processes
-from vkernel.signals import MIRRORED, install_wakeup, sync_host
+from vkernel.signals import MIRRORED, install_wakeup, sync_host, sync_host_mask
 from vkernel.syscalls.args import path_arg, s32
 from vkernel.vforkshare import Snapshot, receive_changes, release_parent
 
@@ -126,7 +127,7 @@ def sys_arch_prctl(k: Kernel, code: int, addr: int) -> int:
 
 def sys_set_tid_address(k: Kernel, tidptr: int) -> int:
     """set_tid_address(2)"""
-    k.proc.clear_child_tid = tidptr
+    k.thread.clear_child_tid = tidptr
     return os.getpid()
 
 
@@ -134,7 +135,7 @@ def sys_set_robust_list(k: Kernel, head: int, length: int) -> int:
     """set_robust_list(2): recorded (one thread per process, nothing to clean up)"""
     if length != 24:
         return -errno.EINVAL
-    k.proc.robust_list = (head, length)
+    k.thread.robust_list = (head, length)
     return 0
 
 
@@ -177,7 +178,10 @@ def sys_prlimit64(k: Kernel, pid: int, resource_id: int, new_limit: int, old_lim
         if hard > old[1] and os.geteuid() != 0:
             return -errno.EPERM                # only root raises a hard limit
         if resource_id == RLIMIT_FSIZE:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (_host_limit(soft), _host_limit(hard)))
+            try:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (_host_limit(soft), _host_limit(hard)))
+            except ValueError as e:            # Python's word for the host's EPERM / EINVAL
+                return -errno.EPERM if "not allowed" in str(e) else -errno.EINVAL
         elif resource_id == RLIMIT_NOFILE:
             k.fds.limit = min(soft, 1 << 20)
         k.proc.rlimits[resource_id] = (soft, hard)
@@ -235,12 +239,18 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
         hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
     if pid == 0:
         k.proc.is_forked_child = True
+        me = os.getpid()                       # the child is one thread, the caller's
+        k.thread.tid = me
+        k.proc.threads = {me: k.thread}
         k.proc.sigpending = 0                  # Linux: the child starts with none pending
         k.proc.siginfo.clear()
+        k.thread.sigpending = 0
+        k.thread.siginfo.clear()
         k.proc.pids_refused = False
         install_wakeup()                       # our own, not the parent's wakeup pipe
         procfs.republish(k.vfs.skeleton)   # /proc/PID for the other guests
         sync_host(k.proc)                      # guest SIG_DFL is now the host's SIG_DFL
+        sync_host_mask(k.thread, k.proc)
         if k.proc.vfork_fd >= 0:               # our parent is a vfork child: not our wait
             os.close(k.proc.vfork_fd)
             k.proc.vfork_fd = -1
@@ -284,7 +294,7 @@ def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int
     if flags & CLONE_CHILD_SETTID:
         k.space.put_u32(child_tid, me)
     if flags & CLONE_CHILD_CLEARTID:
-        k.proc.clear_child_tid = child_tid
+        k.thread.clear_child_tid = child_tid
     if flags & CLONE_SETTLS:
         k.ctl.set("fs_base", tls)
     if stack:
@@ -375,8 +385,11 @@ def sys_execve(k: Kernel, pathname: int, argv: int, envp: int) -> int:
     """execve(2): every check happens here, before the point of no return; then the
     runtime replaces the instance in this host process"""
     path = k.guest_path(-100, path_arg(k, pathname))
-    args = k.space.cstring_array(argv)
-    env = k.space.cstring_array(envp)
+    try:
+        args = k.space.cstring_array(argv)
+        env = k.space.cstring_array(envp)
+    except StringTooLong:
+        return -errno.E2BIG                    # a string past MAX_ARG_STRLEN, as Linux
     return prepare_exec(k, path, args, env)
 
 

@@ -34,6 +34,8 @@ def sys_rt_sigaction(k: Kernel, sig: int, act: int, oact: int, sigsetsize: int) 
         k.proc.sigactions[sig] = SignalAction(h, fl, rest, mask & ~_UNBLOCKABLE)
         if h == SIG_IGN:                        # POSIX: setting SIG_IGN discards a pending one
             k.proc.sigpending &= ~bit(sig)
+            for t in list(k.proc.threads.values()):
+                t.sigpending &= ~bit(sig)
         if sig in MIRRORED:
             sync_host(k.proc, (sig,))
     return 0
@@ -43,7 +45,8 @@ def sys_rt_sigprocmask(k: Kernel, how: int, set_: int, oldset: int, sigsetsize: 
     """rt_sigprocmask(2): the blocked set, mirrored on the host"""
     if sigsetsize != 8:
         return -errno.EINVAL
-    old = k.proc.sigmask
+    t = k.thread
+    old = t.sigmask
     if set_:
         new = k.space.u64(set_)
         how = s32(how)
@@ -55,9 +58,9 @@ def sys_rt_sigprocmask(k: Kernel, how: int, set_: int, oldset: int, sigsetsize: 
             mask = new
         else:
             return -errno.EINVAL
-        k.proc.sigmask = mask & ~_UNBLOCKABLE
-        if k.proc.sigmask != old:
-            sync_host_mask(k.proc)
+        t.sigmask = mask & ~_UNBLOCKABLE
+        if t.sigmask != old:
+            sync_host_mask(t, k.proc)
     if oldset:
         k.space.put_u64(oldset, old)
     return 0
@@ -68,7 +71,7 @@ def sys_rt_sigpending(k: Kernel, set_: int, sigsetsize: int) -> int:
     if sigsetsize > 8:
         return -errno.EINVAL
     host_pending(k.proc)
-    k.space.put_u64(set_, k.proc.sigpending & k.proc.sigmask)
+    k.space.put_u64(set_, (k.thread.sigpending | k.proc.sigpending) & k.thread.sigmask)
     return 0
 
 
@@ -80,7 +83,7 @@ def sys_rt_sigreturn(k: Kernel) -> int:
 
 def sys_sigaltstack(k: Kernel, ss: int, old_ss: int) -> int:
     """sigaltstack(2): the alternate stack SA_ONSTACK handlers run on"""
-    base, flags, size = k.proc.altstack
+    base, flags, size = k.thread.altstack
     rsp = k.ctl.get("rsp")
     on = not flags & SS_DISABLE and size and base < rsp <= base + size
     if ss:
@@ -99,7 +102,7 @@ def sys_sigaltstack(k: Kernel, ss: int, old_ss: int) -> int:
     if old_ss:
         k.space.write(old_ss, struct.pack("<QiiQ", base, flags | (SS_ONSTACK if on else 0), 0, size))
     if ss:
-        k.proc.altstack = new
+        k.thread.altstack = new
     return 0
 
 
@@ -107,8 +110,8 @@ def deliver_to_self(k: Kernel, sig: int) -> int:
     """A signal vkernel raises for the calling process (SIGPIPE...): pending, delivered at the
     end of this syscall with the guest's disposition."""
     if sig:
-        k.proc.siginfo[sig] = (SI_USER, os.getpid(), os.getuid())
-        raise_in_guest(k.proc, sig)
+        k.thread.siginfo[sig] = (SI_USER, os.getpid(), os.getuid())
+        raise_in_guest(k.thread, sig)
     return 0
 
 
@@ -121,7 +124,7 @@ def _send(k: Kernel, pid: int, sig: int, code: int = SI_USER) -> None:
         if sig in MIRRORED or sig in (hsignal.SIGKILL, hsignal.SIGSTOP):
             os.kill(pid, sig)          # the host disposition mirrors the guest's
         else:
-            raise_in_guest(k.proc, sig)
+            k.proc.sigpending |= bit(sig)
         return
     os.kill(pid, sig)
 
@@ -193,9 +196,9 @@ def sys_rt_sigsuspend(k: Kernel, mask: int, sigsetsize: int) -> int:
     if sigsetsize != 8:
         return -errno.EINVAL
     new = k.space.u64(mask) & ~_UNBLOCKABLE
-    k.saved_mask = k.proc.sigmask
-    k.proc.sigmask = new
-    sync_host_mask(k.proc)
+    k.thread.saved_mask = k.thread.sigmask
+    k.thread.sigmask = new
+    sync_host_mask(k.thread, k.proc)
     return _wait_forever(k)
 
 

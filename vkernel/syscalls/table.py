@@ -6,7 +6,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import fs, futex, misc, mm, process, signal, time, xattr
+from vkernel.syscalls import (events, fs, futex, misc, mm, net, netmsg, process, signal,
+                              sockopt, time, xattr, xfer)
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -142,12 +143,15 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, POSIX and OFD "
             "record locks (the host's), F_GET/SETPIPE_SZ, F_NOTIFY; no F_SETOWN/F_SETSIG/leases/seals",
             "fd,int,hex"),
-    Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; else ENOTTY",
+    Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; "
+            "FIONREAD, FIONBIO; on sockets SIOCATMARK, TIOCOUTQ, SIOCGIFCONF and the "
+            "SIOCGIF* queries; else ENOTTY",
             "fd,hex,ptr"),
     # memory
     Partial("brk", mm.sys_brk, "fails (returns the old break) beyond kiln run --memory", "hex"),
     Partial("mmap", mm.sys_mmap, "MAP_SHARED of a file opened read-write maps the file's own pages "
-            "(other MAP_SHARED mappings are private copies; anonymous MAP_SHARED is private); "
+            "and anonymous MAP_SHARED a memfd's, both shared across fork (other MAP_SHARED file "
+            "mappings are private copies); "
             "PROT_EXEC only for indexed files, or a MAP_SHARED view of a writable data file that "
             "runs nothing but libffi closure trampolines (EACCES otherwise); ENOMEM beyond kiln run "
             "--memory", "hex,int,int,hex,fd,hex"),
@@ -155,6 +159,7 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("mprotect", mm.sys_mprotect, "recorded, not enforced; PROT_EXEC only for the executable "
             "segments of indexed files",
             "hex,int,int"),
+    Supported("memfd_create", mm.sys_memfd_create, "str,hex"),
     Partial("mremap", mm.sys_mremap, "no MREMAP_DONTUNMAP; code mappings cannot move", "hex,int,int,hex,hex"),
     Partial("madvise", mm.sys_madvise, "MADV_DONTNEED zeroes (also for file mappings)", "hex,int,int"),
     Supported("msync", mm.sys_msync, "hex,int,hex"),
@@ -193,11 +198,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
     Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
-    Partial("futex", futex.sys_futex, "one thread per process: WAIT sleeps until a signal or its "
-            "timeout, WAKE wakes nobody; PI and FD forms: ENOSYS", "ptr,hex,int,ptr,ptr,hex"),
-    Unsupported("socket", errno.EAFNOSUPPORT, "no networking yet: every address family is "
-                "refused (quietly, as a network-less sandbox)"),
-    Unsupported("socketpair", errno.EAFNOSUPPORT, "as socket"),
+    Partial("futex", futex.sys_futex, "the host's futex on the word's host address: WAIT, WAKE, "
+            "their BITSET forms, REQUEUE, CMP_REQUEUE, WAKE_OP, shared across processes through "
+            "MAP_SHARED pages; PI and FD forms: ENOSYS; one thread per process", "ptr,hex,int,ptr,ptr,hex"),
     Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
     Partial("prlimit64", process.sys_prlimit64, "RLIMIT_NOFILE and RLIMIT_FSIZE are enforced; "
             "other new limits are recorded only",
@@ -214,6 +217,53 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("waitid", process.sys_waitid, "P_ALL, P_PID, P_PGID; no P_PIDFD", "int,int,ptr,hex,ptr"),
     Partial("execve", process.sys_execve, "static ELFs and #! scripts; the file's BLAKE3 must be "
             "indexed (EACCES otherwise)", "str,ptr,ptr"),
+    # sockets (vkernel/netpolicy.py: the run's network)
+    Partial("socket", net.sys_socket, "AF_UNIX; AF_INET, AF_INET6 (stream, datagram) and "
+            "NETLINK_ROUTE in a run with a network (as root, its own loopback; else "
+            "EAFNOSUPPORT unless --network host)", "int,hex,int"),
+    Partial("socketpair", net.sys_socketpair, "AF_UNIX", "int,hex,int,ptr"),
+    Partial("bind", net.sys_bind, "AF_UNIX paths are made in the guest's tree", "fd,ptr,int"),
+    Partial("listen", net.sys_listen, "a --publish GUEST_PORT also listens on the host's "
+            "published address", "fd,int"),
+    Supported("accept", net.sys_accept, "fd,ptr,ptr"),
+    Supported("accept4", net.sys_accept4, "fd,ptr,ptr,hex"),
+    Partial("connect", net.sys_connect, "outside the run's loopback only what --allow-net "
+            "permits (else ENETUNREACH, audited)", "fd,ptr,int"),
+    Supported("getsockname", net.sys_getsockname, "fd,ptr,ptr"),
+    Supported("getpeername", net.sys_getpeername, "fd,ptr,ptr"),
+    Supported("shutdown", net.sys_shutdown, "fd,int"),
+    Partial("setsockopt", sockopt.sys_setsockopt, "the options servers set, by value; filters, "
+            "repair and zero-copy options are ENOPROTOOPT", "fd,int,int,ptr,int"),
+    Partial("getsockopt", sockopt.sys_getsockopt, "as setsockopt", "fd,int,int,ptr,ptr"),
+    Partial("sendto", netmsg.sys_sendto, "destinations as connect", "fd,buf,int,hex,ptr,int"),
+    Supported("recvfrom", netmsg.sys_recvfrom, "fd,ptr,int,hex,ptr,ptr"),
+    Partial("sendmsg", netmsg.sys_sendmsg, "destinations as connect; SCM_RIGHTS, "
+            "SCM_CREDENTIALS", "fd,ptr,hex"),
+    Supported("recvmsg", netmsg.sys_recvmsg, "fd,ptr,hex"),
+    Partial("sendmmsg", netmsg.sys_sendmmsg, "as sendmsg", "fd,ptr,int,hex"),
+    Supported("recvmmsg", netmsg.sys_recvmmsg, "fd,ptr,int,hex,ptr"),
+    # event loops
+    Supported("epoll_create", events.sys_epoll_create, "int"),
+    Supported("epoll_create1", events.sys_epoll_create1, "hex"),
+    Supported("epoll_ctl", events.sys_epoll_ctl, "fd,int,fd,ptr"),
+    Supported("epoll_wait", events.sys_epoll_wait, "fd,ptr,int,int"),
+    Supported("epoll_pwait", events.sys_epoll_pwait, "fd,ptr,int,int,ptr,int"),
+    Supported("epoll_pwait2", events.sys_epoll_pwait2, "fd,ptr,int,ptr,ptr,int"),
+    Supported("eventfd", events.sys_eventfd, "int"),
+    Supported("eventfd2", events.sys_eventfd2, "int,hex"),
+    Partial("timerfd_create", events.sys_timerfd_create, "the *_ALARM clocks are EPERM",
+            "int,hex"),
+    Supported("timerfd_settime", events.sys_timerfd_settime, "fd,hex,ptr,ptr"),
+    Supported("timerfd_gettime", events.sys_timerfd_gettime, "fd,ptr"),
+    Partial("signalfd", events.sys_signalfd, "reads the signals blocked in the guest that the "
+            "host holds pending (every signal sent to the process; SIGPIPE vkernel raises "
+            "itself is not seen)", "fd,ptr,int"),
+    Partial("signalfd4", events.sys_signalfd4, "as signalfd", "fd,ptr,int,hex"),
+    Supported("splice", xfer.sys_splice, "fd,ptr,fd,ptr,int,hex"),
+    Supported("tee", xfer.sys_tee, "fd,fd,int,hex"),
+    Partial("vmsplice", xfer.sys_vmsplice, "copies (SPLICE_F_GIFT is advice only)",
+            "fd,ptr,int,hex"),
+    Supported("copy_file_range", xfer.sys_copy_file_range, "fd,ptr,fd,ptr,int,hex"),
     # signals
     Supported("rt_sigaction", signal.sys_rt_sigaction, "sig,ptr,ptr,int"),
     Supported("rt_sigprocmask", signal.sys_rt_sigprocmask, "int,ptr,ptr,int"),
@@ -248,6 +298,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("sysinfo", misc.sys_sysinfo, "ptr"),
     Supported("getrandom", misc.sys_getrandom, "ptr,int,hex"),
     Supported("sched_getaffinity", misc.sys_sched_getaffinity, "int,int,ptr"),
+    Supported("sched_setaffinity", misc.sys_sched_setaffinity, "int,int,ptr"),
+    Supported("membarrier", misc.sys_membarrier, "int,hex,int"),
     Supported("sched_yield", misc.sys_sched_yield),
     Partial("getcpu", misc.sys_getcpu, "always CPU 0", "ptr,ptr,ptr"),
     Partial("prctl", misc.sys_prctl, "PR_SET_NAME, PR_GET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_DUMPABLE",

@@ -5,6 +5,7 @@ import errno
 import os
 import signal as hsignal
 
+from vkernel.errors import GuestFault
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import s32, s64
 from vkernel.syscalls.numbers import SYSCALL_NAMES
@@ -28,7 +29,7 @@ def _str(k: Kernel, addr: int, limit: int = 64) -> str:
         return "NULL"
     try:
         b = k.space.cstring(addr, 4096)
-    except ValueError:
+    except GuestFault:
         return hex(addr)
     text = b[:limit].decode("utf-8", "backslashreplace").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"' + ("..." if len(b) > limit else "")
@@ -37,7 +38,10 @@ def _str(k: Kernel, addr: int, limit: int = 64) -> str:
 def _buf(k: Kernel, addr: int, n: int) -> str:
     if addr == 0:
         return "NULL"
-    b = k.space.read(addr, min(n, 32))
+    try:
+        b = k.space.read(addr, min(n, 32))
+    except GuestFault:
+        return hex(addr)
     text = b.decode("utf-8", "backslashreplace").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"' + ("..." if n > 32 else "")
 
