@@ -415,9 +415,9 @@ class Runtime:
         except OSError:
             return None
         k = prep.instance.kernel            # what the process has now (its own stdio...)
-        k.vfs, k.fds, k.proc, k.audit, k.policy = self.vfs, self.fds, self.proc, self.audit, \
-            self.policy
-        k.trace = self.spec.trace
+        self.proc.fds = self.fds            # the kernel's fd table is its process's
+        k.vfs, k.proc, k.audit, k.policy = self.vfs, self.proc, self.audit, self.policy
+        k.trace = format_call if self.spec.trace else None
         return prep
 
     def _start(self, path: str, argv: list[bytes], envp: list[bytes], data: bytes | None = None,
