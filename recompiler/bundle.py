@@ -16,29 +16,16 @@ import os
 from pathlib import Path
 
 from formats.annotations import ANNOTATION_MEGABINARY_DIGEST, MEGABINARY_PATH
-from formats.cache import after_write, cache_root, publish_dir, scratch, use
+from formats.bundles import COMPLETE, bundle_dir, finished_bundle
+from formats.cache import after_write, cache_root, publish_dir, scratch
 from formats.errors import KilnError
 from formats.megabinary import read_megabinary
 from recompiler.image import ImageKind, open_image
 
 __all__ = ["prepare_bundle", "BundleError"]
 
-COMPLETE = ".kiln-bundle-complete"
-
-
 class BundleError(KilnError):
     """The image cannot be run: not recompiled, or its megabinary does not match."""
-
-
-def _complete(dest: Path) -> Path | None:
-    """``dest`` leased until this process ends, if it is a finished bundle."""
-    lease = use(dest)
-    if lease is None:
-        return None
-    if not (dest / COMPLETE).is_file():       # not a bundle Kiln finished: leave it be
-        lease.close()
-        return None
-    return lease.keep()
 
 
 def _lookup_user(rootfs: Path, user: str) -> tuple[int, int]:
@@ -99,10 +86,9 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
         if not expected:
             raise BundleError(f"{image} has not been recompiled by Kiln (no {ANNOTATION_MEGABINARY_DIGEST})",
                               hint=f"run: recompile {image} -o OUT, then kiln run OUT")
-        key = (src.manifest_digest or src.config_digest).replace(":", "-")
         cache = Path(cache) if cache is not None else cache_root()
-        dest = cache / "bundles" / key
-        if _complete(dest) is not None:
+        dest = bundle_dir(cache, src.manifest_digest or src.config_digest)
+        if finished_bundle(dest) is not None:
             return dest
         with scratch(dest.parent, "partial-") as tmp:
             rootfs = tmp / "rootfs"
@@ -148,7 +134,7 @@ def _publish(tmp: Path, dest: Path) -> None:
         if lease is not None:
             lease.keep()
             return
-        if _complete(dest) is not None:       # another run finished the same bundle first
+        if finished_bundle(dest) is not None:   # another run finished the same bundle first
             return
     raise BundleError(f"{dest} exists but is not a complete bundle",
                       hint=f"remove it (rm -r {dest}) and run again")

@@ -351,7 +351,14 @@ def fast_run_params(args: list[str]) -> dict[str, object] | None:
 
 
 def _image_bundle(image: str) -> Path:
-    """The OCI runtime bundle for a recompiled image, from the recompiler's plugin."""
+    """The OCI runtime bundle for a recompiled image: the cached one of an OCI layout found
+    from its index alone, else the recompiler's plugin (which reads and checks the image and
+    builds the bundle if needed)."""
+    from formats.bundles import cached_layout_bundle
+    from formats.cache import cache_root
+    cached = cached_layout_bundle(Path(image), cache_root())
+    if cached is not None:
+        return cached
     eps = [ep for ep in entry_points(group="kiln.image_bundles") if ep.name == "prepare"]
     if not eps:
         raise KilnError("running an image needs Kiln's recompiler package (kiln.image_bundles)",
