@@ -188,8 +188,11 @@ FAULT_RECORD = 0x0900
 INTERRUPT_FLAG = 0x0A00
 """u32 in the control memory. vkernel sets it non-zero (from any thread) when a
 signal is pending for a guest that may be running without making syscalls.
-Lifted code reads it at every loop back edge; when non-zero it stores every
-cached register into the CPU state with rip = the loop header's address and
+Lifted code reads it at the top of every loop header, before every jump
+through a function's ``$hub`` (large jump tables, long back edges) and before
+every jump out of a function, so every cycle of guest code passes a read; when
+non-zero it stores every cached register into the CPU state with rip = where
+it stopped (the loop header or the jump's target, each a dispatch entry) and
 calls ``fault(INTERRUPT)``. vkernel clears the flag, delivers the signal and
 re-enters ``kiln_run`` at the CPU state's rip."""
 CODE_REGIONS = 0x1000

@@ -420,7 +420,7 @@ class Kernel:
         if t.saved_mask is not None:               # sigsuspend/ppoll: no handler took it
             t.sigmask, t.saved_mask = t.saved_mask, None
             sync_host_mask(t, self.proc)
-        clear_interrupt(c.view)                    # taken here: no stop at a back edge
+        clear_interrupt(c.view)                    # taken here: no stop at an interrupt poll
         return pushed
 
     def _push_frame(self, sig: int, act: SignalAction, old_mask: int, code: int, pid: int,
@@ -489,7 +489,7 @@ class Kernel:
                 self.deliver((nr, result))
 
     def on_interrupt(self) -> None:
-        """fault(INTERRUPT): lifted code stopped at a loop back edge with the CPU state
+        """fault(INTERRUPT): lifted code stopped at an interrupt poll with the CPU state
         complete. Deliver as at a syscall boundary; the caller then re-enters kiln_run at
         state.rip (the loop header, or the handler that runs first)."""
         clear_interrupt(self.ctl.view)

@@ -14,7 +14,7 @@ How a signal reaches a guest handler
   itself (SIGPIPE on a closed pipe) are marked pending directly; a fault's
   signal goes to its handler at once (below).
 * **Delivery** happens where Linux delivers, on the way back to the guest:
-  after each syscall, at a loop back edge (below) and at a fault. The default
+  after each syscall, at an interrupt poll (below) and at a fault. The default
   action is applied there, or the handler set up (``Kernel.deliver``, one
   routine for all three). Blocking syscalls (read, wait4, nanosleep, poll,
   pause...) run "interruptible": the forwarding handler raises
@@ -24,8 +24,9 @@ How a signal reaches a guest handler
   the main thread runs none while it is in lifted code. A watcher thread
   (:func:`install_wakeup`) reads the signal wakeup pipe instead (Wasmtime
   releases the GIL while WebAssembly runs) and raises the control memory's
-  ``INTERRUPT_FLAG``. Lifted code polls it at loop back edges and calls
-  ``fault(INTERRUPT)`` with the CPU state complete and rip = the loop header
+  ``INTERRUPT_FLAG``. Lifted code polls it at loop headers, before jumps
+  through a function's ``$hub`` and before jumps out of a function, and calls
+  ``fault(INTERRUPT)`` with the CPU state complete and rip = where it stopped
   (a dispatch entry); vkernel clears the flag, delivers (``Kernel.on_interrupt``)
   and re-enters ``kiln_run`` at the state's rip (:class:`Redispatch`). A
   signal whose default action kills the first guest process ends it from the
@@ -171,7 +172,7 @@ def _forward(signum: int, _frame: object) -> None:
 # The wakeup pipe: Python's C-level handler writes the signal's number to it the moment a
 # signal arrives, even when the Python-level handler cannot run yet (the main thread is in
 # lifted code, which holds no GIL). A watcher thread reads it: it raises the control memory's
-# INTERRUPT_FLAG so lifted code stops at its next loop back edge, ends a busy first process
+# INTERRUPT_FLAG so lifted code stops at its next interrupt poll, ends a busy first process
 # that a default-action signal kills, and relays the byte to a second pipe that blocking
 # waits poll, so a signal landing between a wait's last check and its poll is never lost.
 # One set per host process (a forked child makes its own: threads do not survive fork).
@@ -185,7 +186,7 @@ _lock = threading.Lock()            # _kernel's control memory is alive while he
 on_fatal: "Callable[[int], None] | None" = None
 """Set by the runtime of the first guest process: end it now of signal N (from the watcher)."""
 FATAL_GRACE = 0.02
-"""Seconds lifted code gets to take a fatal signal at a loop back edge before the watcher ends
+"""Seconds lifted code gets to take a fatal signal at an interrupt poll before the watcher ends
 the process itself (lifted code without the back-edge poll never takes it)."""
 
 
@@ -259,7 +260,7 @@ def _watch_loop(wake_r: int, relay_w: int) -> None:
 
 
 def _interrupt(sig: int) -> None:
-    """Signal ``sig`` arrived: make lifted code stop at its next back edge; when the guest
+    """Signal ``sig`` arrived: make lifted code stop at its next interrupt poll; when the guest
     dies of it and does not stop in time (no poll), end the first process from here."""
     with _lock:
         k, p = _kernel, _proc
@@ -291,7 +292,7 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def set_interrupt(ctl: memoryview) -> None:
-    """Raise the control memory's INTERRUPT_FLAG (lifted code stops at its next back edge)."""
+    """Raise the control memory's INTERRUPT_FLAG (lifted code stops at its next interrupt poll)."""
     struct.pack_into("<I", ctl, abi.INTERRUPT_FLAG, 1)
 
 
