@@ -23,9 +23,18 @@ def engine_config() -> wasmtime.Config:
     return config
 
 
+SERIAL_ABOVE = 16 << 20
+"""Modules larger than this (bytes of WebAssembly) are compiled one function at a time. Measured
+on CPython's 30 MB module: peak memory 3.7 GB in parallel against 2.6 GB serially (48 s against
+63 s on the shared 2-core machine); the recompile's peak had been that compile."""
+
+
 def precompile(module: bytes) -> tuple[EngineFingerprint, bytes]:
     """Compile ``module`` with Cranelift for this host; return (fingerprint, artifact)."""
-    engine = wasmtime.Engine(engine_config())
+    config = engine_config()
+    if len(module) > SERIAL_ABOVE:
+        config.parallel_compilation = False    # the same code, a lower peak (SERIAL_ABOVE)
+    engine = wasmtime.Engine(config)
     try:
         compiled = wasmtime.Module(engine, module)
     except wasmtime.WasmtimeError as exc:
