@@ -14,7 +14,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from formats.abi import CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, INTERRUPT_FLAG, FaultCode
+from formats.abi import FAULT_RECORD, INTERRUPT_FLAG, FaultCode
 from liftrun import Harness, GuestExit, prepare
 
 # The loop's carry chain makes CF live at the loop header: resuming with a wrong CF changes the sum.
@@ -160,39 +160,9 @@ def test_loop_headers_are_dispatch_entries(tmp_path: Path) -> None:
 # to each target, and its back edges make loops whose headers poll; a large one (CPython's
 # opcode dispatch has this shape) goes through the function's $hub, and the poll before the
 # jump stops at the target.
-SMALL_TABLE_ASM = r"""
-.globl _start
-.text
-_start:
-    mov $39, %eax          # getpid: the harness raises the interrupt flag here
-    syscall
-    xor %ebx, %ebx
-    mov $0x1234, %r12
-op_0:
-    inc %rbx
-    cmp $3000, %rbx
-    jae done
-    mov %rbx, %rax
-    and $3, %eax
-    jmp *table(,%rax,8)
-op_1:
-    add $2, %r12
-    mov %r12, %rax
-    shr $1, %rax
-    and $3, %eax
-    jmp *table(,%rax,8)
-"""
-
-
-def _big_table_asm(n: int = 32) -> str:
-    """op_0 counts; op_k adds k to r12 and jumps to table[r12 % n] (doubling mod n: op_0 within
-    five jumps)."""
-    ops = "".join(f"""op_{k}:
-    add ${k}, %r12
-    mov %r12, %rax
-    and ${n - 1}, %eax
-    jmp *table(,%rax,8)
-""" for k in range(1, n))
+def _counting_start(mask: int) -> str:
+    """_start (the harness raises the interrupt flag at its getpid), then op_0: count in rbx up
+    to 3000, jumping through table[rbx & mask]."""
     return f"""
 .globl _start
 .text
@@ -206,9 +176,29 @@ op_0:
     cmp $3000, %rbx
     jae done
     mov %rbx, %rax
+    and ${mask}, %eax
+    jmp *table(,%rax,8)
+"""
+
+
+SMALL_TABLE_ASM = _counting_start(3) + """op_1:
+    add $2, %r12
+    mov %r12, %rax
+    shr $1, %rax
+    and $3, %eax
+    jmp *table(,%rax,8)
+"""
+
+
+def _big_table_asm(n: int = 32) -> str:
+    """op_0 counts; op_k adds k to r12 and jumps to table[r12 % n] (doubling mod n: op_0 within
+    five jumps)."""
+    return _counting_start(n - 1) + "".join(f"""op_{k}:
+    add ${k}, %r12
+    mov %r12, %rax
     and ${n - 1}, %eax
     jmp *table(,%rax,8)
-{ops}"""
+""" for k in range(1, n))
 
 
 _TAIL = r"""

@@ -106,9 +106,10 @@ class ControlFlow:
         function-start br_table on ``$entry`` is the only other dispatch."""
         n = len(self.blocks)
         M: dict[int, int] = {}
-        uses_hub = any(self._via_hub(b.term) for b in self.blocks)
+        self.hub_jumps = {i for i, b in enumerate(self.blocks) if self._via_hub(b.term)}
+        uses_hub = bool(self.hub_jumps)
         for i, b in enumerate(self.blocks):
-            if self._via_hub(b.term):
+            if i in self.hub_jumps:
                 continue                        # these go through $hub, never a loop label
             for t in self._succ_idx(b.term):
                 if t <= i and uses_hub and i - t > LOOP_SPAN:

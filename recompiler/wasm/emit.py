@@ -101,6 +101,8 @@ class FunctionEmitter(RegisterSets, ControlFlow):
         self.closing: dict[int, int] = {}
         self.dirty: set[str] = set()
         self.hub = False
+        self.hub_jumps: set[int] = set()
+        """Blocks whose jump table goes through ``$hub`` (control.HUB_TARGETS)."""
         self.far: set[tuple[int, int]] = set()
         """Back edges (from, to) that go through ``$hub`` (LOOP_SPAN)."""
         self.exit_polls = False
@@ -356,7 +358,7 @@ class FunctionEmitter(RegisterSets, ControlFlow):
             if local and self.pic:      # compare link-time addresses: the run-time ones vary
                 key = "$jl"
                 out.append(f"(local.set $jl (i64.sub (local.get $jt) (global.get {BIAS_GLOBAL})))")
-            if local and not self._via_hub(t):
+            if local and cur not in self.hub_jumps:
                 # a small jump table into this function: a compare tree branching to each target
                 self._jt_tree(sorted(local), cur, out, key)
             elif local:
@@ -406,26 +408,20 @@ class FunctionEmitter(RegisterSets, ControlFlow):
         intr_flags: set[str] = set()
         for start, _ in self.loop_entries:
             intr_flags |= self.live_in.get(start, frozenset()) & set(FLAGS)
-        if intr_flags:
-            self.load_flags = True
         dirty_in = self._dirty_in()
         self.live_in_regs = self._live_in(dirty_in)
         # Blocks entered from the function-start br_table: dispatch entries, loop headers (the
         # interrupt poll's re-entry) and jump-table targets ($hub, whose poll leaves with rip =
         # the target: its live flags must reach the state too).
         entered = {self.index[e] for e in self.entry_blocks if e in self.index} | set(self.loop_end) | {0}
-        for _, t in sorted(self.far):
-            if t not in entered:
-                entered.add(t)
-                self.loop_entries.append((self.blocks[t].start, t))   # the poll's stop: an entry
+        via_hub = {t for _, t in self.far}
+        for i in self.hub_jumps:
+            via_hub.update(self.index[a] for a in self.blocks[i].term.known if a in self.index)
+        for t in sorted(via_hub - entered):         # the hub poll's stop must be a dispatch entry
+            self.loop_entries.append((self.blocks[t].start, t))
+        for t in via_hub:
             intr_flags |= self.live_in.get(self.blocks[t].start, frozenset()) & set(FLAGS)
-        for b in self.blocks:
-            if self._via_hub(b.term):
-                for a in b.term.known:
-                    k = self.index.get(a)
-                    if k is not None:
-                        entered.add(k)
-                        intr_flags |= self.live_in.get(a, frozenset()) & set(FLAGS)
+        entered |= via_hub
         if intr_flags:
             self.load_flags = True
         self.needed: dict[int, set[int]] = {}
@@ -445,7 +441,6 @@ class FunctionEmitter(RegisterSets, ControlFlow):
                 if m > i:
                     tables.append((len(body), i))      # filled in once every jump is known
                     body.append("")
-            if m is not None:
                 self._interrupt_poll(i, body)
             if TRACE:
                 self.spill(body, flags=True)
