@@ -17,9 +17,11 @@ cd "$(dirname "$0")/.."
 #   util-linux        mount/umount/unshare for the native side of differential tests
 #   containerd runc   kiln-oci's end-to-end tests and bench/oci.py: containerd 1.6 drives
 #                     kiln-oci through its own runc shim; runc is the native comparison
+#   containernetworking-plugins iproute2
+#                     the pod network (bridge, host-local) of the CRI test, tests/test_oci_cri.py
 #   docker.io         dockerd --runtime kiln in tests/test_oci_docker.py (not started here)
 #   chromium          a real headless browser for the kiln serve status page (tests/test_sandbox_server.py)
-DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux containerd runc docker.io chromium)
+DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux containerd runc containernetworking-plugins iproute2 docker.io chromium)
 
 missing=()
 for p in "${DEBS[@]}"; do

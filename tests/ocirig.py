@@ -26,17 +26,36 @@ KILN_OCI = str(Path(sys.executable).with_name("kiln-oci"))
 RECOMPILE = [sys.executable, "-m", "recompiler.cli"]
 PROBE_SRC = Path(__file__).resolve().parent / "oci" / "probe.c"
 PROBE_PATH = "/usr/local/bin/oci-probe"
+PAUSE_SRC = PROBE_SRC.with_name("pause.c")
+
+
+def static_binary(src: Path) -> Path:
+    """A C file of tests/oci, compiled static (glibc) into the cache, keyed by its source."""
+    key = blake3.blake3(src.read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "oci" / f"{src.stem}-{key}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        subprocess.run(["gcc", "-static", "-O1", "-o", str(tmp), str(src)], check=True)
+        tmp.rename(out)
+    return out
 
 
 def probe_binary() -> Path:
-    """tests/oci/probe.c, compiled static (glibc) into the cache, keyed by its source."""
-    key = blake3.blake3(PROBE_SRC.read_bytes()).hexdigest()[:16]
-    out = cache_dir() / "oci" / f"probe-{key}"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        subprocess.run(["gcc", "-static", "-O1", "-o", str(tmp), str(PROBE_SRC)], check=True)
-        tmp.rename(out)
+    """tests/oci/probe.c, compiled static (glibc)."""
+    return static_binary(PROBE_SRC)
+
+
+def build_pause_image(out: Path) -> Path:
+    """A pod sandbox image as Kubernetes' pause image is made: one static program, /pause,
+    its entry point (tests/oci/pause.c), as an oci-archive."""
+    from recompiler.image import ExtraLayer, file_entry, scratch_image, write_image
+    config = {"created": "1970-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
+              "config": {"Entrypoint": ["/pause"], "WorkingDir": "/"}}
+    write_image(scratch_image(config, "pause"), out,
+                extra_layers=[ExtraLayer((file_entry("/pause", static_binary(PAUSE_SRC), 0o755),),
+                                         created_by="tests/ocirig.py")],
+                fmt="oci-archive")
     return out
 
 

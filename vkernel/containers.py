@@ -252,12 +252,14 @@ class Containers:
         if all_processes:
             pids = cg.processes() if cg is not None else []
             if not pids and status == "stopped":
-                raise ContainerError(f"container {cid} not running")
+                raise ContainerError(f"container not running: {cid}")
             for p in pids:
                 _signal(p, sig)
             return
         if status == "stopped":
-            raise ContainerError(f"container {cid} not running",
+            # runc's words: containerd's runc shim reads "container not running" in a failed
+            # kill as "already finished" (a pod's sandbox is killed after it exits).
+            raise ContainerError(f"container not running: {cid}",
                                  hint="its first process has ended")
         if sig in _SUPERVISED:
             _signal(rec.pid, sig)
@@ -286,7 +288,7 @@ class Containers:
         rec = self.get(cid)
         cg = rec.run_cgroup()
         if cg is None or self.status(rec) == "stopped":
-            raise ContainerError(f"container {cid} not running")
+            raise ContainerError(f"container not running: {cid}")
         from vkernel.supervisor import TASKS_PER_PROCESS
         tasks = None if pids is None else TASKS_PER_PROCESS * pids + 16
         cg.set_limits(memory, tasks)

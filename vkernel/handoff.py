@@ -24,6 +24,7 @@ def place_files(rt: "Runtime") -> None:
     low = os.fstat(rt.vfs.lower_fd)
     for path, data, mode in rt.spec.files:
         try:
+            _make_parents(rt, path)
             fd = rt.vfs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         except OSError as e:
             raise VkernelError(f"cannot place {path} in the container: {e.strerror}",
@@ -35,6 +36,16 @@ def place_files(rt: "Runtime") -> None:
                 os.fchown(fd, low.st_uid, low.st_gid)
         finally:
             os.close(fd)
+
+
+def _make_parents(rt: "Runtime", path: str) -> None:
+    """The directories above a bound file that the image lacks (a pause image has no /etc),
+    made as runc makes a mount point's: mode 0755, in the upper layer."""
+    parts = [p for p in os.path.dirname(path).split("/") if p]
+    for i in range(1, len(parts) + 1):
+        d = "/" + "/".join(parts[:i])
+        if not rt.vfs.is_dir(d):
+            rt.vfs.mkdir(d, 0o755)
 
 
 ready_sent = False

@@ -25,11 +25,11 @@ from typing import Any
 
 from formats.annotations import MEGABINARY_PATH
 from formats.errors import KilnError
-from vkernel.netpolicy import ISOLATED, NetPolicy
+from vkernel.netpolicy import HOST, ISOLATED, NetPolicy
 from vkernel.runtime import RunSpec
 from vkernel.vfs import Volume
 
-__all__ = ["BundleError", "OciProcess", "load_config", "megabinary_of", "run_spec",
+__all__ = ["BundleError", "OciProcess", "check_linux", "load_config", "megabinary_of", "run_spec",
            "process_spec"]
 
 _VKERNEL_OWN = {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"}
@@ -174,9 +174,11 @@ def _volumes(config: dict[str, Any], rootfs: Path) -> tuple[Volume, ...]:
                     f"config.json: {where}: {source} -> {dest}: kiln-oci binds directories, "
                     "and regular files outside /dev and /proc (as copies)",
                     hint="bind the directory that holds it instead")
-            if norm == "/" or norm.startswith(("/proc/", "/dev/")) or norm in ("/proc", "/dev"):
+            if norm == "/" or (norm.startswith(("/proc/", "/dev/")) and norm != "/dev/shm") \
+                    or norm in ("/proc", "/dev"):
+                # /dev/shm may be bound: a pod's containers share the sandbox's (CRI does it).
                 raise BundleError(f"config.json: {where}: cannot bind {source} at {dest}: "
-                                  "/, /proc and /dev are vkernel's own")
+                                  "/, /proc and /dev (but for /dev/shm) are vkernel's own")
             out.append(Volume(os.path.realpath(source), norm, "ro" in options, True))
             continue
         raise BundleError(f"config.json: {where}: mounts of type {kind!r} ({dest}) are not "
@@ -210,7 +212,9 @@ def _files(config: dict[str, Any]) -> tuple[tuple[str, bytes, int], ...]:
     return tuple(out)
 
 
-def _check_linux(linux: dict[str, Any]) -> None:
+def check_linux(config: dict[str, Any]) -> None:
+    """Refuse what of ``linux`` kiln-oci cannot honour (before anything is joined or made)."""
+    linux = _get(config, "linux", dict, {}, "config")
     for i, ns in enumerate(_get(linux, "namespaces", list, [], "linux")):
         kind = _get(ns, "type", str, "", f"linux.namespaces[{i}]")
         path = _get(ns, "path", str, "", f"linux.namespaces[{i}]")
@@ -229,12 +233,13 @@ def _check_linux(linux: dict[str, Any]) -> None:
 
 
 def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str,
-             audit_log: Path | None) -> RunSpec:
-    """The vkernel run config.json describes."""
+             audit_log: Path | None, network_joined: bool = False) -> RunSpec:
+    """The vkernel run config.json describes. ``network_joined``: this process has joined the
+    network config.json names (a pod's: shim/oci/podns.py), which the guest then uses."""
     rootfs = rootfs_of(bundle, config)
     proc = process_spec(config.get("process"))
+    check_linux(config)
     linux = _get(config, "linux", dict, {}, "config")
-    _check_linux(linux)
     res = _get(linux, "resources", dict, {}, "linux")
     memory = _get(_get(res, "memory", dict, {}, "linux.resources"), "limit", int, 0,
                   "linux.resources.memory")
@@ -250,4 +255,5 @@ def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str
         hostname=_get(config, "hostname", str, "", "config") or os.uname().nodename,
         rlimits=proc.rlimits,
         readonly_root=bool(_get(root, "readonly", bool, False, "root")), files=_files(config),
-        net=NetPolicy(ISOLATED))          # a loopback of its own (docs/threat-model.md)
+        # A loopback of its own (docs/threat-model.md), or the pod's network it joined.
+        net=NetPolicy(HOST if network_joined else ISOLATED))

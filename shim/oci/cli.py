@@ -167,6 +167,7 @@ def create(ctx: click.Context, bundle: str, pid_file: str | None, console_socket
            no_pivot: bool, no_new_keyring: bool, preserve_fds: int, container_id: str) -> None:
     """Set up container CONTAINER_ID from a bundle; `start` runs it."""
     from shim.oci import bundle as oci_bundle
+    from shim.oci import podns
     if preserve_fds:
         raise KilnError("--preserve-fds is not supported by kiln-oci")
     path = Path(bundle).resolve()
@@ -174,7 +175,10 @@ def create(ctx: click.Context, bundle: str, pid_file: str | None, console_socket
     rootfs = oci_bundle.rootfs_of(path, config)
     megabinary = oci_bundle.megabinary_of(rootfs)
     digest, audit_log = _check_trust(megabinary, f"container {container_id}")
-    spec = oci_bundle.run_spec(path, config, megabinary, digest, audit_log)
+    oci_bundle.check_linux(config)
+    pod = podns.enter(config)               # a pod's network and UTS namespace, by path
+    spec = oci_bundle.run_spec(path, config, megabinary, digest, audit_log,
+                               network_joined=pod.network_joined)
     console = _console(spec.tty, console_socket)
     annotations = config.get("annotations") or {}
     rec = _containers(ctx).create(container_id, path, spec, dict(annotations), console,
@@ -370,7 +374,7 @@ def events(ctx: click.Context, stats: bool, interval: str, container_id: str) ->
     while True:
         rec = containers.get(container_id)
         if containers.status(rec) == "stopped":
-            raise KilnError(f"container {container_id} not running")
+            raise KilnError(f"container not running: {container_id}")
         s = containers.stats(container_id)
         click.echo(json.dumps({"type": "stats", "id": container_id, "data": {
             "memory": {"usage": {"usage": s.get("memory_usage", 0),
