@@ -2,7 +2,7 @@
 
 tests/net/sockets.c and tests/net/events.c print what a server relies on
 (AF_UNIX pairs, names and fd passing, TCP and UDP over loopback, epoll's
-triggers, eventfd, timerfd, signalfd, sendfile/splice). The same static
+triggers, eventfd, SIGIO, timerfd, signalfd, sendfile/splice). The same static
 binaries run on the host and under ``kiln run``; stdout and exit status must be
 byte-identical. The network model (docs/threat-model.md) is checked from the
 host's side: a guest's connection to the host's loopback never arrives, a
@@ -45,7 +45,7 @@ def test_sockets_as_native(net_guest: Guest, case: str) -> None:
     _same(net_guest, "/bin/sockets", case)
 
 
-@pytest.mark.parametrize("case", ["triggers", "exclusive", "interrupted", "eventfd", "timerfd",
+@pytest.mark.parametrize("case", ["triggers", "exclusive", "interrupted", "eventfd", "sigio", "timerfd",
                                   "signalfd", "transfers", "accept"])
 def test_event_loops_as_native(net_guest: Guest, case: str) -> None:
     _same(net_guest, "/bin/events", case)

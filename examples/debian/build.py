@@ -51,9 +51,10 @@ __all__ = ["build_debian_image", "debootstrap_rootfs", "apt_mirror", "apt_source
            "DebianBuildError", "main"]
 
 PACKAGES = ("python3", "libpython3.11-testsuite", "perl", "sqlite3", "lua5.4", "jq", "bc", "gawk",
-            "xz-utils", "bzip2", "file")
+            "xz-utils", "bzip2", "file", "nginx", "redis-server", "python3-flask")
 """Installed on top of minbase (``debootstrap --include``): what Kiln's differential tests run
-(CPython and its regression tests, perl with its XS modules, sqlite3, jq, awk, compressors)."""
+(CPython and its regression tests, perl with its XS modules, sqlite3, jq, awk, compressors, and
+the servers of tests/test_debian_servers.py: nginx, redis, a Flask app)."""
 
 WHITEOUTS = ("/usr/bin/pinky", "/etc/motd")
 """Paths of the base layer that the second layer deletes with whiteouts (an ELF, a text file)."""

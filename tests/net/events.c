@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
@@ -136,6 +137,38 @@ static int interrupted(void) {
     setitimer(ITIMER_REAL, &it, NULL);
     SHOW("epoll_wait with SIGALRM blocked", epoll_wait(ep, &e, 1, 200));
     SHOW("epoll_pwait unblocking it", epoll_pwait(ep, &e, 1, 5000, &none));
+    return 0;
+}
+
+static volatile sig_atomic_t sigios;
+static void on_sigio(int s) { (void)s; sigios++; }
+
+static int sigio(void) {
+    /* Signal-driven I/O as nginx's master sets it on each worker's channel: FIOASYNC and
+       F_SETOWN on one end of a socketpair; data arriving there raises SIGIO in the owner. */
+    struct sigaction sa = {.sa_handler = on_sigio};
+    sigaction(SIGIO, &sa, NULL);
+    int sv[2]; CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+    int on = 1;
+    SHOW("ioctl FIOASYNC", ioctl(sv[0], FIOASYNC, &on));
+    SHOW("F_SETOWN self", fcntl(sv[0], F_SETOWN, getpid()));
+    printf("F_GETOWN is self: %d\n", fcntl(sv[0], F_GETOWN) == getpid());
+    printf("O_ASYNC in F_GETFL: %d\n", !!(fcntl(sv[0], F_GETFL) & O_ASYNC));
+    sigset_t io, old; sigemptyset(&io); sigaddset(&io, SIGIO);
+    sigprocmask(SIG_BLOCK, &io, &old);
+    CHECK(write(sv[1], "x", 1));
+    sigsuspend(&old);                       /* returns once SIGIO has been handled */
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    printf("SIGIO handled: %d\n", sigios >= 1);
+    on = 0;
+    SHOW("ioctl FIOASYNC off", ioctl(sv[0], FIOASYNC, &on));
+    printf("O_ASYNC in F_GETFL: %d\n", !!(fcntl(sv[0], F_GETFL) & O_ASYNC));
+    SHOW("F_SETOWN 0", fcntl(sv[0], F_SETOWN, 0));
+    pid_t child = fork();
+    if (child == 0) { pause(); _exit(0); }
+    SHOW("F_SETOWN a child", fcntl(sv[0], F_SETOWN, child));
+    printf("F_GETOWN is the child: %d\n", fcntl(sv[0], F_GETOWN) == child);
+    kill(child, SIGKILL); waitpid(child, NULL, 0);
     return 0;
 }
 
@@ -291,6 +324,7 @@ int main(int argc, char **argv) {
     if (!strcmp(w, "exclusive")) return exclusive();
     if (!strcmp(w, "interrupted")) return interrupted();
     if (!strcmp(w, "eventfd")) return eventfds();
+    if (!strcmp(w, "sigio")) return sigio();
     if (!strcmp(w, "timerfd")) return timers();
     if (!strcmp(w, "signalfd")) return signalfds();
     if (!strcmp(w, "transfers")) return transfers();

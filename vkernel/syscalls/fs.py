@@ -16,6 +16,7 @@ from vkernel.syscalls.args import AT_FDCWD, path_arg, s32, s64
 from vkernel.procfs import INHERITED_PATHS, normalize
 from vkernel.vfs import chown_fd
 from vkernel.syscalls.net import also_ready
+from vkernel.syscalls import sigio
 from vkernel.syscalls.sockopt import guest_flags, ioctl as sock_ioctl, set_guest_flags
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -647,7 +648,7 @@ def _record_lock(k: Kernel, of: OpenFile, cmd: int, arg: int) -> int:
 
 def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
     """fcntl(2): F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, record locks (the host's),
-    the pipe size and F_NOTIFY"""
+    the pipe size, F_SETOWN/F_GETOWN (vkernel/syscalls/sigio.py) and F_NOTIFY"""
     of = _file(k, fd)
     cmd = s32(cmd)
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
@@ -670,6 +671,10 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
         return hfcntl.fcntl(of.host_fd, F_GETPIPE_SZ)
     if cmd == F_SETPIPE_SZ:
         return hfcntl.fcntl(of.host_fd, F_SETPIPE_SZ, s32(arg))
+    if cmd == sigio.F_SETOWN:
+        return sigio.set_owner(k, of, arg)
+    if cmd == sigio.F_GETOWN:
+        return sigio.get_owner(k, of)
     if cmd == F_NOTIFY:                        # dnotify on the directory (signals the process)
         return hfcntl.fcntl(of.host_fd, F_NOTIFY, arg & 0xFFFFFFFF)
     return -errno.EINVAL
@@ -685,6 +690,8 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
     """ioctl(2): terminal requests pass through to a host tty; everything else is ENOTTY"""
     of = _file(k, fd)
     request &= 0xFFFFFFFF
+    if request == sigio.FIOASYNC:
+        return sigio.set_async(k, of, arg)
     handled = sock_ioctl(k, of, request, arg)
     if handled is not None:
         return handled

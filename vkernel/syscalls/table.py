@@ -141,10 +141,11 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("pipe", fs.sys_pipe, "ptr"),
     Supported("pipe2", fs.sys_pipe2, "ptr,hex"),
     Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, POSIX and OFD "
-            "record locks (the host's), F_GET/SETPIPE_SZ, F_NOTIFY; no F_SETOWN/F_SETSIG/leases/seals",
+            "record locks (the host's), F_GET/SETPIPE_SZ, F_NOTIFY, F_SETOWN/F_GETOWN (a guest process "
+            "or group; SIGIO from the host); no F_SETSIG/F_SETOWN_EX/leases/seals",
             "fd,int,hex"),
     Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; "
-            "FIONREAD, FIONBIO; on sockets SIOCATMARK, TIOCOUTQ, SIOCGIFCONF and the "
+            "FIONREAD, FIONBIO, FIOASYNC; on sockets SIOCATMARK, TIOCOUTQ, SIOCGIFCONF and the "
             "SIOCGIF* queries; else ENOTTY",
             "fd,hex,ptr"),
     # memory
