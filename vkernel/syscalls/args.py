@@ -4,10 +4,14 @@ from __future__ import annotations
 import errno
 import struct
 
+from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.memory import StringTooLong
 
 AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+_IOVEC = struct.Struct("<QQ")
 
 
 def s32(x: int) -> int:
@@ -39,3 +43,24 @@ def get_timespec_ns(k: Kernel, addr: int) -> int:
     if sec < 0 or not 0 <= nsec < 1_000_000_000:
         raise OSError(errno.EINVAL, "bad timespec")
     return sec * 1_000_000_000 + nsec
+
+
+def file_arg(k: Kernel, fd: int) -> OpenFile:
+    """The open file a guest fd names (EBADF if none)."""
+    of = k.fds.get(s32(fd))
+    if of is None:
+        raise OSError(errno.EBADF, "bad fd")
+    return of
+
+
+def iovecs(k: Kernel, iov: int, iovcnt: int) -> list[memoryview]:
+    """A guest iovec array as windows on guest memory (empty entries left out)."""
+    if iovcnt > 1024:
+        raise OSError(errno.EINVAL, "iovcnt")
+    raw = k.space.read(iov, 16 * iovcnt)
+    out = []
+    for i in range(iovcnt):
+        base, length = _IOVEC.unpack_from(raw, 16 * i)
+        if length:
+            out.append(k.space.window(base, length))
+    return out

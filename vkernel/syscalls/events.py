@@ -166,17 +166,17 @@ def sys_epoll_wait(k: Kernel, epfd: int, events: int, maxevents: int, timeout: i
 def sys_epoll_pwait(k: Kernel, epfd: int, events: int, maxevents: int, timeout: int,
                     sigmask: int, sigsetsize: int) -> int:
     """epoll_pwait(2): with a temporary signal mask, as ppoll"""
-    from vkernel.syscalls.fs import _with_sigmask
-    return _with_sigmask(k, sigmask, sigsetsize,
+    from vkernel.syscalls.poll import with_sigmask
+    return with_sigmask(k, sigmask, sigsetsize,
                          lambda: _epoll_wait(k, epfd, events, maxevents, _ms(timeout)))
 
 
 def sys_epoll_pwait2(k: Kernel, epfd: int, events: int, maxevents: int, timeout: int,
                      sigmask: int, sigsetsize: int) -> int:
     """epoll_pwait2(2): a timespec timeout"""
-    from vkernel.syscalls.fs import _with_sigmask
+    from vkernel.syscalls.poll import with_sigmask
     t = None if timeout == 0 else get_timespec_ns(k, timeout) / 1e9
-    return _with_sigmask(k, sigmask, sigsetsize,
+    return with_sigmask(k, sigmask, sigsetsize,
                          lambda: _epoll_wait(k, epfd, events, maxevents, t))
 
 

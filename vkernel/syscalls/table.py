@@ -6,8 +6,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import (events, fs, futex, misc, mm, net, netmsg, process, signal,
-                              sockopt, time, xattr, xfer)
+from vkernel.syscalls import (events, fdops, fs, futex, misc, mm, net, netmsg, poll, process,
+                              signal, sockopt, statinfo, time, xattr, xfer)
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -63,10 +63,10 @@ ENTRIES: tuple[SyscallEntry, ...] = (
             "dirfd,str,oflags,mode"),
     Partial("creat", fs.sys_creat, "writes go to the run's upper layer", "str,mode"),
     Supported("close", fs.sys_close, "fd"),
-    Supported("fstat", fs.sys_fstat, "fd,ptr"),
-    Supported("stat", fs.sys_stat, "str,ptr"),
-    Supported("lstat", fs.sys_lstat, "str,ptr"),
-    Supported("newfstatat", fs.sys_newfstatat, "dirfd,str,ptr,hex"),
+    Supported("fstat", statinfo.sys_fstat, "fd,ptr"),
+    Supported("stat", statinfo.sys_stat, "str,ptr"),
+    Supported("lstat", statinfo.sys_lstat, "str,ptr"),
+    Supported("newfstatat", statinfo.sys_newfstatat, "dirfd,str,ptr,hex"),
     Partial("getxattr", xattr.sys_getxattr, "no file has extended attributes (ENODATA)",
             "str,str,ptr,int"),
     Partial("lgetxattr", xattr.sys_lgetxattr, "no file has extended attributes (ENODATA)",
@@ -82,18 +82,18 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Unsupported("removexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
     Unsupported("lremovexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
     Unsupported("fremovexattr", errno.EOPNOTSUPP, "extended attributes cannot be removed"),
-    Partial("statx", fs.sys_statx, "basic stats only (no birth time)", "dirfd,str,hex,hex,ptr"),
-    Supported("statfs", fs.sys_statfs, "str,ptr"),
-    Supported("fstatfs", fs.sys_fstatfs, "fd,ptr"),
-    Partial("utimensat", fs.sys_utimensat, "a rootfs file is copied up first", "dirfd,str,ptr,hex"),
-    Supported("poll", fs.sys_poll, "ptr,int,int"),
-    Supported("ppoll", fs.sys_ppoll, "ptr,int,ptr,ptr,int"),
-    Partial("select", fs.sys_select, "the remaining time is not written back", "int,ptr,ptr,ptr,ptr"),
-    Partial("pselect6", fs.sys_pselect6, "the remaining time is not written back",
+    Partial("statx", statinfo.sys_statx, "basic stats only (no birth time)", "dirfd,str,hex,hex,ptr"),
+    Supported("statfs", statinfo.sys_statfs, "str,ptr"),
+    Supported("fstatfs", statinfo.sys_fstatfs, "fd,ptr"),
+    Partial("utimensat", statinfo.sys_utimensat, "a rootfs file is copied up first", "dirfd,str,ptr,hex"),
+    Supported("poll", poll.sys_poll, "ptr,int,int"),
+    Supported("ppoll", poll.sys_ppoll, "ptr,int,ptr,ptr,int"),
+    Partial("select", poll.sys_select, "the remaining time is not written back", "int,ptr,ptr,ptr,ptr"),
+    Partial("pselect6", poll.sys_pselect6, "the remaining time is not written back",
             "int,ptr,ptr,ptr,ptr,ptr"),
-    Supported("sendfile", fs.sys_sendfile, "fd,fd,ptr,int"),
-    Partial("fadvise64", fs.sys_fadvise64, "accepted, no effect", "fd,int,int,int"),
-    Supported("flock", fs.sys_flock, "fd,int"),
+    Supported("sendfile", fdops.sys_sendfile, "fd,fd,ptr,int"),
+    Partial("fadvise64", fdops.sys_fadvise64, "accepted, no effect", "fd,int,int,int"),
+    Supported("flock", fdops.sys_flock, "fd,int"),
     Supported("getdents64", fs.sys_getdents64,
             "fd,ptr,int"),
     Supported("readlink", fs.sys_readlink, "str,ptr,int"),
@@ -135,16 +135,16 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("ftruncate", fs.sys_ftruncate, "fd,int"),
     Supported("fsync", fs.sys_fsync, "fd"),
     Supported("fdatasync", fs.sys_fdatasync, "fd"),
-    Supported("dup", fs.sys_dup, "fd"),
-    Supported("dup2", fs.sys_dup2, "fd,fd"),
-    Supported("dup3", fs.sys_dup3, "fd,fd,hex"),
-    Supported("pipe", fs.sys_pipe, "ptr"),
-    Supported("pipe2", fs.sys_pipe2, "ptr,hex"),
-    Partial("fcntl", fs.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, POSIX and OFD "
+    Supported("dup", fdops.sys_dup, "fd"),
+    Supported("dup2", fdops.sys_dup2, "fd,fd"),
+    Supported("dup3", fdops.sys_dup3, "fd,fd,hex"),
+    Supported("pipe", fdops.sys_pipe, "ptr"),
+    Supported("pipe2", fdops.sys_pipe2, "ptr,hex"),
+    Partial("fcntl", fdops.sys_fcntl, "F_DUPFD[_CLOEXEC], F_GETFD/SETFD, F_GETFL/SETFL, POSIX and OFD "
             "record locks (the host's), F_GET/SETPIPE_SZ, F_NOTIFY, F_SETOWN/F_GETOWN (a guest process "
             "or group; SIGIO from the host); no F_SETSIG/F_SETOWN_EX/leases/seals",
             "fd,int,hex"),
-    Partial("ioctl", fs.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; "
+    Partial("ioctl", fdops.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; "
             "FIONREAD, FIONBIO, FIOASYNC; on sockets SIOCATMARK, TIOCOUTQ, SIOCGIFCONF and the "
             "SIOCGIF* queries; else ENOTTY",
             "fd,hex,ptr"),

@@ -12,7 +12,7 @@ import errno
 
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import AT_FDCWD, path_arg, s32
-from vkernel.syscalls.fs import stat_guest
+from vkernel.syscalls.statinfo import stat_guest
 
 _NAME_MAX = 255
 

@@ -86,7 +86,7 @@ def sys_tee(k: Kernel, fd_in: int, fd_out: int, len: int, flags: int) -> int:
 
 def sys_vmsplice(k: Kernel, fd: int, iov: int, nr_segs: int, flags: int) -> int:
     """vmsplice(2): the bytes are copied into (or out of) the pipe; SPLICE_F_GIFT is advice"""
-    from vkernel.syscalls.fs import _iovecs
+    from vkernel.syscalls.args import iovecs as _iovecs
     of = _file(k, fd)
     bufs = _iovecs(k, iov, s32(nr_segs))
     writing = of.flags & os.O_ACCMODE != os.O_RDONLY
