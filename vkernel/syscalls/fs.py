@@ -16,7 +16,7 @@ from vkernel.kernel import Kernel
 from vkernel.syscalls.args import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, file_arg as _file,
                                    iovecs as _iovecs, path_arg, s32, s64)
 from vkernel.procfs import INHERITED_PATHS, normalize
-from vkernel.vfs import chown_fd
+from vkernel.hostfs import chown_fd
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
