@@ -154,7 +154,10 @@ def _preload() -> None:
     import json  # noqa: F401
     import socket  # noqa: F401
     import tarfile  # noqa: F401
+    import blake3  # noqa: F401
+    import shim.sandbox.freeze  # noqa: F401
     import shim.sandbox.guest  # noqa: F401
+    import vkernel.checkpoint  # noqa: F401
 
 
 class Agent:
@@ -171,6 +174,7 @@ class Agent:
         from vkernel.supervisor import _signalfd
         self.sigfd = _signalfd((hsignal.SIGCHLD,))
         self.home = user.home
+        self.controls: dict[int, Any] = {}        # pid -> checkpoint socket of a session
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -216,6 +220,9 @@ class Agent:
             if pid == 0:
                 return
             tag = self.children.pop(pid, None)
+            control = self.controls.pop(pid, None)
+            if control is not None:
+                control.close()
             if tag is not None:
                 code = os.waitstatus_to_exitcode(status)
                 self.chan.send({"op": "exit", "pid": pid, "tag": tag,
@@ -228,21 +235,64 @@ class Agent:
         req = guest.ExecRequest.from_message(msg, self.home)
         return self._start(req, fds)
 
-    def _start(self, req: "Any", fds: list[int]) -> tuple[dict, list[int]]:
+    def _start(self, req: "Any", fds: list[int], session: bool = False,
+               image: int = -1) -> tuple[dict, list[int]]:
         from shim.sandbox import guest
+        from shim.sandbox.channel import pair
         pipes = guest.Pipes.make(req)
+        ours, theirs = pair() if session else (None, None)
+        keep = set(pipes.child_ends())
+        if theirs is not None:
+            keep.add(theirs.fileno())
+        if image >= 0:
+            keep.add(image)
         pid = os.fork()
         if pid == 0:
-            guest.run_in_child(self.rt, req, self.user, pipes, set(pipes.child_ends()),
-                               self._held, [self.chan.fileno(), self.sigfd])
+            agent_fds = [self.chan.fileno(), self.sigfd, *fds,
+                         *(c.fileno() for c in self.controls.values())]
+            if ours is not None:
+                agent_fds.append(ours.fileno())
+            guest.run_in_child(self.rt, req, self.user, pipes, keep, self._held, agent_fds,
+                               theirs.fileno() if theirs is not None else -1, image)
         pipes.close_child_ends()
+        if theirs is not None:
+            theirs.close()
+            self.controls[pid] = ours
         self.children[pid] = int(req.tag)
         return {"pid": pid}, pipes.parent_ends()
 
     def op_session(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         """A run_code interpreter: an exec whose stdin stays open for the code it is fed."""
         from shim.sandbox import guest
-        return self._start(guest.ExecRequest.from_message({**msg, "stdin": True}, self.home), fds)
+        return self._start(guest.ExecRequest.from_message({**msg, "stdin": True}, self.home), fds,
+                           session=True)
+
+    # -- snapshots (shim/sandbox/snapshots.py) ---------------------------------------------
+    def op_snapshot(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """Save the sandbox: ``fds`` are the files to write, its upper layer's archive first,
+        then one image per run_code interpreter (``pids``, in the same order)."""
+        from shim.sandbox import freeze
+        return freeze.snapshot(self, [int(p) for p in msg.get("pids") or ()], fds), []
+
+    def op_restore_files(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """The upper layer of a snapshot (its archive in ``fds[0]``) into this new sandbox."""
+        from shim.sandbox import freeze
+        return freeze.restore_files(self, fds[0]), []
+
+    def op_restore_session(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """A run_code interpreter of a snapshot (its image in ``fds[0]``), restored with the pid
+        it had."""
+        from shim.sandbox import freeze, guest
+        req = guest.ExecRequest.from_message({**msg, "stdin": True}, self.home)
+        freeze.reach_pid(int(msg["pid"]))
+        reply, out = self._start(req, [], session=True, image=fds[0])
+        try:
+            freeze.wait_restored(self.controls[reply["pid"]], reply["pid"])
+        except BaseException:
+            for fd in out:
+                _close(fd)
+            raise
+        return reply, out
 
     def op_signal(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         pid, sig = int(msg["pid"]), int(msg["sig"])

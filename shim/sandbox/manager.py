@@ -231,8 +231,9 @@ class Manager:
         try:
             t0 = time.perf_counter()
             sp, source = await self._acquire(image_name, memory_mb, pids)
+            env = {**(snap.env if snap is not None else {}), **(body.env or {})}
             sb = Sandbox(sp, image_name, token.name, timeout, memory_mb, pids, body.cpu_s,
-                         body.allow_net, dict(body.metadata or {}), dict(body.env or {}),
+                         body.allow_net, dict(body.metadata or {}), env,
                          self.cfg.output_cap_mb * MiB)
             self.sandboxes[sb.id] = sb
             self._record(sb)
