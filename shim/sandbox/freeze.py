@@ -45,8 +45,9 @@ def _busy(message: str) -> OSError:
     return OSError(errno.EBUSY, message)
 
 
-def _processes() -> dict[int, tuple[str, str]]:
-    """pid -> (state, command) of every process of the sandbox but its first."""
+def _processes(agent: "Agent") -> dict[int, tuple[str, str]]:
+    """pid -> (state, command line) of every process of the sandbox but its first."""
+    from vkernel import procfs
     out = {}
     for name in os.listdir("/proc"):
         if not name.isdigit() or name == "1":
@@ -56,10 +57,11 @@ def _processes() -> dict[int, tuple[str, str]]:
                 raw = f.read()
         except OSError:
             continue
-        comm = raw[raw.index(b"(") + 1:raw.rindex(b")")].decode("utf-8", "replace")
         state = raw[raw.rindex(b")") + 2:].split()[0].decode()
+        info = procfs.published(agent.rt.vfs.skeleton, int(name)) or {}
+        command = " ".join(info.get("argv") or ()) or info.get("comm") or "?"
         if state not in ("Z", "X"):
-            out[int(name)] = (state, comm)
+            out[int(name)] = (state, command[:200])
     return out
 
 
@@ -67,7 +69,7 @@ def snapshot(agent: "Agent", pids: list[int], fds: list[int]) -> dict[str, Any]:
     if len(fds) != len(pids) + 1:
         raise KilnError("a snapshot needs one file for the upper layer and one per interpreter")
     agent._reap()
-    running = _processes()
+    running = _processes(agent)
     for pid, (state, comm) in sorted(running.items()):
         if pid not in pids or pid not in agent.controls:
             raise _busy(f"process {pid} ({comm}) is running in the sandbox; a snapshot holds "
