@@ -47,7 +47,7 @@ class CreateSandbox(_Strict):
                                         "network yet: only false is accepted.")
     metadata: dict[str, str] | None = Field(None, description="Free-form labels, returned as given.")
     from_snapshot: str | None = Field(None, description="Restore this snapshot into the new "
-                                      "sandbox (not implemented yet: 501).", max_length=100)
+                                      "sandbox: it starts as the saved sandbox was.", max_length=100)
 
     _env = field_validator("env")(classmethod(lambda cls, v: _check_env(v)))
 
