@@ -128,6 +128,12 @@ def test_snapshot_keeps_python_and_bash_state(deb_server: Server):
         assert "only a" in _cells(api, a, "python", [look_py])
         assert _cells(api, b, "bash", ["echo $n"]) == _cells(api, sid, "bash", ["echo $n"])
         assert _cells(api, a, "bash", ["echo $n"]) == "99\n"
+        # what cannot be saved honestly is refused, named, and the sandbox goes on
+        _cells(api, a, "python", ["import socket; s = socket.socket(socket.AF_UNIX)"])
+        r = api.post(f"/v1/sandboxes/{a}/snapshot")
+        assert r.status_code == 409 and "is a socket" in r.json()["error"], r.text
+        assert "(/usr/bin/python3)" in r.json()["error"]
+        assert "only a" in _cells(api, a, "python", [look_py])
     finally:
         for x in made:
             api.delete(f"/v1/sandboxes/{x}")

@@ -525,6 +525,8 @@ def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
     try:
         api = first.client("alice")
         ids = [create(api), create(api)]
+        cell(api, ids[0], "kept=yes")
+        snap = snapshot(api, ids[0])
         records = {sid: json.loads((first.state / "sandboxes" / f"{sid}.json").read_text())
                    for sid in ids}
         pids = processes_below(first.proc.pid)
@@ -549,6 +551,8 @@ def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
         audit = (second.state / "audit.jsonl").read_text()
         assert all(sid in audit for sid in ids)
         assert run(api, create(api), argv=["true"])["exit_code"] == 0
+        # snapshots are on disk: they outlive the server
+        assert cell(api, restore(api, snap), "echo $kept") == "yes\n"
     finally:
         assert second.stop() in (0, -signal.SIGTERM)
 

@@ -78,7 +78,8 @@ def snapshot(agent: "Agent", pids: list[int], fds: list[int]) -> dict[str, Any]:
     for pid, out in zip(pids, fds[1:]):
         if pid not in running:
             raise _busy(f"run_code interpreter {pid} has ended")
-        state, comm = running[pid]
+        state, command = running[pid]
+        comm = command.split(" ", 1)[0]           # the interpreter (its argv is the driver)
         if state == "R":
             raise _busy(f"run_code interpreter {pid} ({comm}) is running, not waiting for its "
                         "next cell")
