@@ -78,11 +78,9 @@ def snapshot(agent: "Agent", pids: list[int], fds: list[int]) -> dict[str, Any]:
     for pid, out in zip(pids, fds[1:]):
         if pid not in running:
             raise _busy(f"run_code interpreter {pid} has ended")
-        state, command = running[pid]
-        comm = command.split(" ", 1)[0]           # the interpreter (its argv is the driver)
-        if state == "R":
-            raise _busy(f"run_code interpreter {pid} ({comm}) is running, not waiting for its "
-                        "next cell")
+        comm = running[pid][1].split(" ", 1)[0]   # the interpreter (its argv is the driver)
+        # (one that has just answered a cell may still be on its way back to its read: the
+        # request waits for it, SAVE_WAIT at most)
         sessions.append({"pid": pid, **_save_one(agent, pid, comm, out)})
     upper = fds[0]
     root = _upper_root(agent)
