@@ -398,6 +398,26 @@ def test_kill_switch(server: Server):
     assert api.post("/v1/sandboxes", json={}).status_code == 201
 
 
+def test_network_closed_by_default(api, server: Server):
+    """A sandbox has no network unless asked (and kiln serve cannot open one yet): a guest
+    cannot reach the host, not even kiln serve's own API on the host's loopback, which the
+    test itself reaches; asking for allow_net is a clear 400."""
+    from urllib.parse import urlsplit
+    port = urlsplit(server.url).port
+    assert server.client(None).get("/healthz").status_code == 200
+    sid = create(api)
+    for argv in (["wget", "-q", "-T", "3", "-O", "-", f"http://127.0.0.1:{port}/healthz"],
+                 ["nc", "-w", "3", "127.0.0.1", str(port)]):
+        r = run(api, sid, argv=argv, stdin="GET /healthz HTTP/1.0\r\n\r\n")
+        assert r["exit_code"] != 0 and r["stdout"] == "", (argv, r)
+        assert "socket" in r["stderr"], r                # refused at socket(), not elsewhere
+    for allow in (True, ["127.0.0.1"], ["example.com:443"]):
+        r = api.post("/v1/sandboxes", json={"allow_net": allow})
+        assert r.status_code == 400 and "allow_net" in r.json()["error"], r.text
+    assert api.post("/v1/sandboxes", json={"allow_net": False}).status_code == 201
+    api.delete(f"/v1/sandboxes/{sid}")
+
+
 # -- snapshots ------------------------------------------------------------------------------
 SH_SETUP = ["y=7; cd /etc; exec 5</etc/passwd; read first <&5; echo $first",
             "add() { y=$((y + $1)); }; add 5; echo $y $$"]
