@@ -210,7 +210,8 @@ class Manager:
                               hint="an administrator must POST /v1/admin/accept")
         if body.allow_net not in (False, [], None):
             raise bad_request("sandboxes have no network yet: allow_net must be false",
-                              hint="vkernel has no sockets yet (docs/sandboxes.md, 'Network')")
+                              hint="kiln serve does not give sandboxes kiln run's --allow-net "
+                                   "yet (docs/sandboxes.md, 'Network')")
         snap = None
         if body.from_snapshot:
             snap = self.snapshots.get(body.from_snapshot, token)
