@@ -208,14 +208,15 @@ def install_wakeup() -> None:
     # handlers interrupt blocking calls); a new thread inherits the mask it is started with.
     # Started without waiting for it to run (threading.Thread.start would wait for the new
     # thread to be scheduled, which every fork of a busy machine would pay for).
-    held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, hsignal.valid_signals())
+    # (_signal's calls take and give plain numbers: no Signals enum made per signal)
+    held = _signal.pthread_sigmask(hsignal.SIG_BLOCK, _signal.valid_signals())
     try:
         done = _thread.allocate_lock()
         done.acquire()
         _thread.start_new_thread(_watch, (_wake_r, _relay_w, done))
         _watcher = done
     finally:
-        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+        _signal.pthread_sigmask(hsignal.SIG_SETMASK, held)
 
 
 def remove_wakeup() -> None:

@@ -105,7 +105,8 @@ def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | 
     if cg is not None:
         cg.join()
     pidns.mount_own_proc()
-    spec = dataclasses.replace(base, pids_limit=setup.pids, memory=0, tree_root=1,
+    from shim.sandbox.spare import PIDS_TAKEN
+    spec = dataclasses.replace(base, pids_limit=setup.pids + PIDS_TAKEN, memory=0, tree_root=1,
                                supervised=True, lockdown=True)
     spec = sandbox.build(spec, run, setup.disk)
     if cg is not None:
@@ -157,6 +158,7 @@ def _preload() -> None:
     import blake3  # noqa: F401
     import shim.sandbox.freeze  # noqa: F401
     import shim.sandbox.guest  # noqa: F401
+    import shim.sandbox.spare  # noqa: F401
     import vkernel.checkpoint  # noqa: F401
 
 
@@ -175,6 +177,8 @@ class Agent:
         self.sigfd = _signalfd((hsignal.SIGCHLD,))
         self.home = user.home
         self.controls: dict[int, Any] = {}        # pid -> checkpoint socket of a session
+        self.spare: Any = None                    # shim/sandbox/spare.py: the next exec's process
+        self.spares = True
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -189,6 +193,8 @@ class Agent:
             if self.chan.fileno() in ready:
                 msg, fds = self.chan.recv()
                 self._handle(msg, fds)
+                from shim.sandbox import spare
+                spare.requested(self, msg.get("op"))     # after the reply: the next exec's
 
     def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg.get("op")
@@ -219,6 +225,8 @@ class Agent:
                 return
             if pid == 0:
                 return
+            from shim.sandbox import spare
+            spare.forget(self, pid)
             tag = self.children.pop(pid, None)
             control = self.controls.pop(pid, None)
             if control is not None:
@@ -237,10 +245,25 @@ class Agent:
 
     def _start(self, req: "Any", fds: list[int], session: bool = False,
                image: int = -1) -> tuple[dict, list[int]]:
-        from shim.sandbox import guest
+        from shim.sandbox import guest, spare
         from shim.sandbox.channel import pair
         pipes = guest.Pipes.make(req)
         ours, theirs = pair() if session else (None, None)
+        ready = spare.take(self) if image < 0 else None
+        if ready is not None:                    # the spare becomes the process: no fork
+            try:
+                ready.hand(req, pipes, theirs.fileno() if theirs is not None else -1)
+            except BaseException:
+                ready.discard()
+                raise
+            finally:
+                pipes.close_child_ends()
+                if theirs is not None:
+                    theirs.close()
+            if ours is not None:
+                self.controls[ready.pid] = ours
+            self.children[ready.pid] = int(req.tag)
+            return {"pid": ready.pid}, pipes.parent_ends()
         keep = set(pipes.child_ends())
         if theirs is not None:
             keep.add(theirs.fileno())
@@ -313,6 +336,8 @@ class Agent:
             if not name.isdigit() or name == "1":
                 continue
             pid = int(name)
+            if self.spare is not None and pid == self.spare.pid:
+                continue                              # not a process of the sandbox's yet
             info = procfs.published(self.rt.vfs.skeleton, pid) or {}
             try:
                 with open(f"/proc/{pid}/stat", "rb") as f:
@@ -344,7 +369,12 @@ class Agent:
     def op_limits(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         """New limits for a sandbox taken from the pool (the server set its cgroup's)."""
         rt = self.rt
+        if self.spare is not None:                    # forked with the old limits
+            self.spare.discard()
+            self.spare = None
         pids, memory = int(msg["pids"]), int(msg["memory"])
+        from shim.sandbox.spare import PIDS_TAKEN
+        pids += PIDS_TAKEN
         rt.spec = dataclasses.replace(rt.spec, pids_limit=pids)
         if rt.proc.limits is not None:
             rt.proc.limits = dataclasses.replace(rt.proc.limits, pids=pids)

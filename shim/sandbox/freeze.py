@@ -52,6 +52,8 @@ def _processes(agent: "Agent") -> dict[int, tuple[str, str]]:
     for name in os.listdir("/proc"):
         if not name.isdigit() or name == "1":
             continue
+        if agent.spare is not None and int(name) == agent.spare.pid:
+            continue                              # shim/sandbox/spare.py: nothing of the guest's
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 raw = f.read()

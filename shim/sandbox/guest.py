@@ -11,6 +11,7 @@ directory, and RLIMIT_CPU when the sandbox has a CPU budget.
 """
 from __future__ import annotations
 
+import _signal
 import dataclasses
 import os
 import resource
@@ -116,7 +117,7 @@ def run_in_child(rt: "Runtime", req: ExecRequest, user: "User", pipes: Pipes, ke
         status_fd = pipes.status[0]
         _stdio(pipes)
         os.setsid()
-        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+        _signal.pthread_sigmask(hsignal.SIG_SETMASK, held)     # (numbers: no enums made)
         if req.cpu_s:
             resource.setrlimit(resource.RLIMIT_CPU, (req.cpu_s, req.cpu_s + 1))
         me = os.getpid()
