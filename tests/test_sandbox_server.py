@@ -564,6 +564,7 @@ def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
             assert _start_time(rec["pid"]) != rec["start"]
             for d in rec["cgroup"]:
                 assert not os.path.exists(d)
+            assert not (second.state / "runs" / rec["run"]).exists()      # its files too
         deadline = time.monotonic() + 10
         while still_running(pids) and time.monotonic() < deadline:
             time.sleep(0.1)

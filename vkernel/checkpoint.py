@@ -386,8 +386,8 @@ def _announce(reply: dict[str, Any]) -> None:
 def restore(rt: "Runtime", fd: int) -> int:
     """Run the process saved in image ``fd`` in this (forked, fresh) process of the sandbox
     until it ends; its status as :meth:`Runtime.run` gives it. The control socket (when
-    :func:`enable` named one) hears {"restored": true} before the guest goes on, or
-    {"failed": why}."""
+    :func:`enable` named one) hears {"restored": true}, or {"failed": why}; the guest goes on
+    when it answers ``G``."""
     try:
         inst, first = _rebuild(rt, fd)
     except KilnError as e:
@@ -399,6 +399,11 @@ def restore(rt: "Runtime", fd: int) -> int:
         raise err from None
     os.close(fd)
     _announce({"restored": True})
+    if _control is not None:
+        # Nothing of this process may take a pid before the other processes of the image are
+        # restored with theirs (the signal watcher is a thread: it takes one): wait for "go".
+        if _control.recv(16) != b"G":
+            raise CheckpointError("the sandbox ended while it was being restored")
     return rt.resume(inst, first)
 
 

@@ -290,6 +290,15 @@ class Agent:
         return self._start(guest.ExecRequest.from_message({**msg, "stdin": True}, self.home), fds,
                            session=True)
 
+    def op_restore_go(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """Every interpreter of the snapshot has its pid: they go on (and start their threads,
+        which take pids of their own)."""
+        for pid in msg.get("pids") or ():
+            control = self.controls.get(int(pid))
+            if control is not None:
+                control.send(b"G")
+        return {}, []
+
     # -- snapshots (shim/sandbox/snapshots.py) ---------------------------------------------
     def op_snapshot(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         """Save the sandbox: ``fds`` are the files to write, its upper layer's archive first,

@@ -243,3 +243,5 @@ class Snapshots:
             session = Session(sb, s.language)
             session.attach(proc, s.interpreter)
             sb.sessions[s.language] = session
+        await sb.request({"op": "restore_go",
+                          "pids": [s.proc.pid for s in sb.sessions.values() if s.proc]})
