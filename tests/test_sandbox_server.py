@@ -489,6 +489,19 @@ def test_snapshot_refusals_and_damage(api, server: Server):
         time.sleep(0.1)
     snaps = api.get("/v1/snapshots").json()["snapshots"]
     snap = next(s for s in snaps if s["sandbox_id"] == sid)
+    # an interpreter in the middle of a cell is not saved either
+    import threading
+    slow = threading.Thread(target=lambda: server.client("alice").post(
+        f"/v1/sandboxes/{sid}/code", json={"language": "bash", "code": "sleep 2"}))
+    slow.start()
+    deadline = time.monotonic() + 10
+    while not any(p["argv"][:1] == ["sleep"] for p in
+                  api.get(f"/v1/sandboxes/{sid}/processes").json()["processes"]):
+        assert time.monotonic() < deadline, "the cell never started its sleep"
+        time.sleep(0.02)
+    r = api.post(f"/v1/sandboxes/{sid}/snapshot")
+    slow.join()
+    assert r.status_code == 409 and "running bash code" in r.json()["error"], r.text
     snap_id = snap["snapshot_id"]
     # another token's snapshot does not exist for bob
     bob = server.client("bob")
