@@ -468,8 +468,15 @@ def test_snapshot_restores_files_and_shell_state(api):
     # and the snapshot itself is unchanged: a third restore starts where it was taken
     c = restore(api, snap)
     assert cell(api, c, SH_AFTER) == want
-    for x in (sid, a, b, c):
+    # a restored sandbox is saved again like any other (here with an exec's spare waiting)
+    assert run(api, c, argv=["true"])["exit_code"] == 0
+    again = snapshot(api, c)
+    d = restore(api, again)
+    look = "add 1; echo $y $$ $(pwd); cat /data/note"
+    assert cell(api, d, look) == cell(api, c, look)
+    for x in (sid, a, b, c, d):
         api.delete(f"/v1/sandboxes/{x}")
+    assert api.delete(f"/v1/snapshots/{again['snapshot_id']}").status_code == 200
     assert api.delete(f"/v1/snapshots/{snap['snapshot_id']}").status_code == 200
     assert api.get(f"/v1/snapshots/{snap['snapshot_id']}").status_code == 404
 
