@@ -177,6 +177,7 @@ class Agent:
         self.sigfd = _signalfd((hsignal.SIGCHLD,))
         self.home = user.home
         self.controls: dict[int, Any] = {}        # pid -> checkpoint socket of a session
+        self.commands: dict[int, list[str]] = {}  # pid -> the argv it was started with
         self.spare: Any = None                    # shim/sandbox/spare.py: the next exec's process
         self.spares = True
 
@@ -228,6 +229,7 @@ class Agent:
             from shim.sandbox import spare
             spare.forget(self, pid)
             tag = self.children.pop(pid, None)
+            self.commands.pop(pid, None)
             control = self.controls.pop(pid, None)
             if control is not None:
                 control.close()
@@ -263,6 +265,7 @@ class Agent:
             if ours is not None:
                 self.controls[ready.pid] = ours
             self.children[ready.pid] = int(req.tag)
+            self.commands[ready.pid] = list(req.argv)
             return {"pid": ready.pid}, pipes.parent_ends()
         keep = set(pipes.child_ends())
         if theirs is not None:
@@ -282,6 +285,7 @@ class Agent:
             theirs.close()
             self.controls[pid] = ours
         self.children[pid] = int(req.tag)
+        self.commands[pid] = list(req.argv)
         return {"pid": pid}, pipes.parent_ends()
 
     def op_session(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
@@ -357,7 +361,8 @@ class Agent:
                 continue
             fields = raw[raw.rindex(b")") + 2:].split()
             out.append({"pid": pid, "ppid": int(fields[1]), "state": fields[0].decode(),
-                        "argv": info.get("argv", []), "comm": info.get("comm", ""),
+                        "argv": info.get("argv") or self.commands.get(pid, []),
+                        "comm": info.get("comm", ""),
                         "rss_kb": rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024,
                         "exec": pid in self.children})
         return {"processes": sorted(out, key=lambda p: p["pid"])}, []

@@ -61,7 +61,8 @@ def _processes(agent: "Agent") -> dict[int, tuple[str, str]]:
             continue
         state = raw[raw.rindex(b")") + 2:].split()[0].decode()
         info = procfs.published(agent.rt.vfs.skeleton, int(name)) or {}
-        command = " ".join(info.get("argv") or ()) or info.get("comm") or "?"
+        command = " ".join(info.get("argv") or agent.commands.get(int(name)) or ()) \
+            or info.get("comm") or "?"
         if state not in ("Z", "X"):
             out[int(name)] = (state, command[:200])
     return out
@@ -162,5 +163,8 @@ def wait_restored(control: socket.socket, pid: int) -> None:
     except ValueError:
         reply = {}
     if not reply.get("restored"):
-        raise KilnError(reply.get("failed") or f"process {pid} ended while it was restored",
-                        hint=reply.get("hint"))
+        if reply.get("failed"):
+            raise KilnError(reply["failed"], hint=reply.get("hint"))
+        raise KilnError(f"process {pid} ended while it was restored",
+                        hint="it may have run out of memory: give the new sandbox at least "
+                             "the memory_mb of the one that was saved")

@@ -173,10 +173,11 @@ class Manager:
             path.unlink(missing_ok=True)
 
     # -- create -----------------------------------------------------------------------------
-    def _limits(self, token: Token, body: Any) -> tuple[int, int, float]:
+    def _limits(self, token: Token, body: Any, snap: Any = None) -> tuple[int, int, float]:
+        """The limits a create asks for; a restore's default to its snapshot's sandbox's."""
         cfg = self.cfg
-        memory_mb = body.memory_mb or cfg.default_memory_mb
-        pids = body.pids or cfg.default_pids
+        memory_mb = body.memory_mb or (snap.memory_mb if snap else 0) or cfg.default_memory_mb
+        pids = body.pids or (snap.pids if snap else 0) or cfg.default_pids
         timeout = body.timeout_s or cfg.default_timeout_s
         if memory_mb > cfg.max_memory_mb:
             raise bad_request(f"memory_mb {memory_mb} is more than this server allows "
@@ -226,7 +227,7 @@ class Manager:
             self.trust_check(image)
         except KilnError as e:
             raise ApiError(403, e.message, e.hint) from None
-        memory_mb, pids, timeout = self._limits(token, body)
+        memory_mb, pids, timeout = self._limits(token, body, snap)
         self._check_quota(token, memory_mb)
         self._starting[token.name] = self._starting.get(token.name, 0) + 1
         try:

@@ -74,6 +74,8 @@ class Snapshot:
     upper: SavedFile
     sessions: tuple[SavedSession, ...]
     env: dict[str, str]
+    memory_mb: int = 0                  # the saved sandbox's limits: a restore's defaults
+    pids: int = 0
 
     @property
     def size_bytes(self) -> int:
@@ -95,7 +97,8 @@ class Snapshot:
                          for s in data["sessions"])
         return cls(str(data["id"]), str(data["owner"]), str(data["image"]),
                    str(data["sandbox_id"]), float(data["created"]), float(data["took_ms"]),
-                   SavedFile(**data["upper"]), sessions, dict(data.get("env") or {}))
+                   SavedFile(**data["upper"]), sessions, dict(data.get("env") or {}),
+                   int(data.get("memory_mb") or 0), int(data.get("pids") or 0))
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -193,7 +196,7 @@ class Snapshots:
                           for s, f in zip(sessions, files[1:]))
             snap = Snapshot(snap_id, token.name, sb.image, sb.id, time.time(),
                             round((time.perf_counter() - t0) * 1000, 2), files[0], saved,
-                            dict(sb.env))
+                            dict(sb.env), sb.memory_mb, sb.pids)
             (work / _MANIFEST).write_text(json.dumps(snap.to_json(), indent=1))
             os.replace(work, self.root / snap_id)
         except BaseException:
