@@ -134,7 +134,11 @@ def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | 
     sandbox.drop(iso)                    # the user namespace for good, seccomp
     procfs.publish(rt.vfs.skeleton, "kiln-sandbox", [b"kiln-sandbox", setup.sid.encode()])
     _prepare_shell(rt)
-    return Agent(rt, chan, user, setup)
+    agent = Agent(rt, chan, user, setup)
+    import gc
+    gc.collect()
+    gc.freeze()        # what the sandbox holds now is shared with every process it forks
+    return agent
 
 
 def _prepare_shell(rt: "Runtime") -> None:
