@@ -48,6 +48,7 @@ which answers one JSON line, and the wait goes on.
 from __future__ import annotations
 
 import array
+import bisect
 import ctypes
 import json
 import os
@@ -126,7 +127,7 @@ def _serve(k: "Kernel") -> None:
     out = fds[0]
     try:
         reply: dict[str, Any] = {"ok": True, **save(k, out)}
-    except Refused as e:
+    except KilnError as e:                    # Refused, or a guest address it cannot read
         reply = {"refused": e.message}
     except OSError as e:
         reply = {"refused": f"the image could not be written: {e.strerror or e}"}
@@ -327,20 +328,22 @@ def _check_tables(rt: "Runtime", meta: dict) -> None:
     blobs = meta["blobs"]
     if not blobs or blobs[0] != ["cpu", 0, abi.CPU_STATE_SIZE]:
         raise CheckpointError("the process image has no CPU state of this ABI")
+    spans = _joined(maps)
+    starts = [a for a, _ in spans]
     for kind, addr, n in blobs[1:]:
-        if kind != "mem" or not any(m.start <= addr and addr + n <= m.end for m in
-                                    _joined(maps)):
+        i = bisect.bisect_right(starts, addr) - 1
+        if kind != "mem" or n <= 0 or i < 0 or addr + n > spans[i][1]:
             raise CheckpointError(f"the process image has memory at {addr:#x} that is not mapped")
 
 
-def _joined(maps: list) -> list:
-    from vkernel.memory import Mapping
-    out: list = []
+def _joined(maps: list) -> list[tuple[int, int]]:
+    """The mapped ranges as (start, end), adjacent mappings joined."""
+    out: list[tuple[int, int]] = []
     for m in maps:
-        if out and out[-1].end == m.start:
-            out[-1] = Mapping(out[-1].start, m.end, 0, "span")
+        if out and out[-1][1] == m.start:
+            out[-1] = (out[-1][0], m.end)
         else:
-            out.append(Mapping(m.start, m.end, 0, "span"))
+            out.append((m.start, m.end))
     return out
 
 
