@@ -27,6 +27,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
+from formats.errors import KilnError
 from shim.sandbox.channel import Channel, ChannelClosed, pair
 
 if TYPE_CHECKING:
@@ -122,8 +123,11 @@ def _wait(agent: "Agent", sock: socket.socket) -> None:
         keep = set(pipes.child_ends()) | ({control} if control >= 0 else set())
         guest.run_in_child(agent.rt, req, agent.user, pipes, keep, agent._held,
                            [chan.fileno()], control)
-    except BaseException:                   # never a traceback: the exec's status says it
-        pass
+    except (KilnError, OSError, ValueError) as e:   # before the process had its stdio
+        try:
+            os.write(2, f"kiln serve: spare process: {e}\n".encode())      # the server's log
+        except OSError:
+            pass
     os._exit(status)
 
 
