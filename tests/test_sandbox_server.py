@@ -399,9 +399,9 @@ def test_kill_switch(server: Server):
 
 
 def test_network_closed_by_default(api, server: Server):
-    """A sandbox has no network unless asked (and kiln serve cannot open one yet): a guest
-    cannot reach the host, not even kiln serve's own API on the host's loopback, which the
-    test itself reaches; asking for allow_net is a clear 400."""
+    """A sandbox has no network unless asked: a guest cannot reach the host, not even kiln
+    serve's own API on the host's loopback, which the test itself reaches; allow_net must
+    name where to."""
     from urllib.parse import urlsplit
     port = urlsplit(server.url).port
     assert server.client(None).get("/healthz").status_code == 200
@@ -411,11 +411,65 @@ def test_network_closed_by_default(api, server: Server):
         r = run(api, sid, argv=argv, stdin="GET /healthz HTTP/1.0\r\n\r\n")
         assert r["exit_code"] != 0 and r["stdout"] == "", (argv, r)
         assert "socket" in r["stderr"], r                # refused at socket(), not elsewhere
-    for allow in (True, ["127.0.0.1"], ["example.com:443"]):
+    for allow in (True, ["no such host!"], ["10.0.0.1:99999"]):
         r = api.post("/v1/sandboxes", json={"allow_net": allow})
         assert r.status_code == 400 and "allow_net" in r.json()["error"], r.text
     assert api.post("/v1/sandboxes", json={"allow_net": False}).status_code == 201
     api.delete(f"/v1/sandboxes/{sid}")
+
+
+def _host_address() -> str:
+    """The host's address on its default route (no packet is sent)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+        except OSError:
+            pytest.skip("the host has no IPv4 route outside its loopback")
+        ip = s.getsockname()[0]
+    if ip.startswith("127."):
+        pytest.skip("the host has no IPv4 address outside its loopback")
+    return ip
+
+
+def test_allow_net_opens_exactly_its_destinations(api):
+    """allow_net [IP:PORT] lets the sandbox's guests reach that host service (through the
+    zygote, as kiln run --allow-net goes through its supervisor); another port of the same
+    host stays closed (ENETUNREACH) and sees no connection; other sandboxes stay closed."""
+    import http.server
+    import threading
+    ip = _host_address()
+    seen: dict[int, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen[self.server.server_address[1]] = seen.get(self.server.server_address[1], 0) + 1
+            body = b"host service\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+    servers = [http.server.HTTPServer((ip, 0), Handler) for _ in range(2)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    allowed, other = (srv.server_address[1] for srv in servers)
+    try:
+        sid = create(api, allow_net=[f"{ip}:{allowed}"])
+        request = "GET / HTTP/1.0\r\n\r\n"
+        got = run(api, sid, argv=["nc", ip, str(allowed)], stdin=request)
+        assert got["exit_code"] == 0 and got["stdout"].endswith("\r\n\r\nhost service\n"), got
+        denied = run(api, sid, argv=["nc", ip, str(other)], stdin=request)
+        assert denied["exit_code"] != 0 and "unreachable" in denied["stderr"], denied
+        closed = run(api, create(api), argv=["nc", ip, str(allowed)], stdin=request)
+        assert closed["exit_code"] != 0 and "socket" in closed["stderr"], closed
+        assert seen == {allowed: 1}
+    finally:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
 
 
 # -- snapshots ------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class SandboxSetup:
     pids: int                   # guest processes at most
     disk: int                   # bytes of its upper layer (tmpfs)
     user: str = ""              # the image's User ("" root)
+    net: Any = None             # allow_net's NetPolicy (vkernel/netpolicy.py); None: no network
+    broker_fd: int = -1         # its end of the zygote's broker (vkernel/netbroker.py)
 
 
 def become_sandbox(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | None",
@@ -108,6 +110,11 @@ def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | 
     from shim.sandbox.spare import PIDS_TAKEN
     spec = dataclasses.replace(base, pids_limit=setup.pids + PIDS_TAKEN, memory=0, tree_root=1,
                                supervised=True, lockdown=True)
+    if setup.net is not None:             # a loopback of its own; allowed connections go out
+        from vkernel import netns         # through the zygote (vkernel/netbroker.py)
+        netns.enter_own_network()
+        spec = dataclasses.replace(spec, net=setup.net, net_namespace=True,
+                                   net_broker_fd=setup.broker_fd)
     spec = sandbox.build(spec, run, setup.disk)
     if cg is not None:
         spec = dataclasses.replace(spec, run_memory=cg)
