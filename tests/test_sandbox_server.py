@@ -375,6 +375,16 @@ def test_cli(server: Server):
     p = subprocess.run([kiln, "sandbox", "ls", "--json"], env=env, capture_output=True,
                        text=True, check=True)
     assert sid in [s["id"] for s in json.loads(p.stdout)]
+    assert subprocess.run([kiln, "sandbox", "exec", sid, "sh", "-c", "echo kept > /tmp/k"],
+                          env=env).returncode == 0
+    snap = subprocess.run([kiln, "sandbox", "snapshot", sid], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    again = subprocess.run([kiln, "sandbox", "create", "--snapshot", snap], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    p = subprocess.run([kiln, "sandbox", "exec", again, "cat", "/tmp/k"], env=env,
+                       capture_output=True, text=True)
+    assert (p.returncode, p.stdout) == (0, "kept\n")
+    subprocess.run([kiln, "sandbox", "rm", again], env=env, capture_output=True)
     assert subprocess.run([kiln, "sandbox", "rm", sid], env=env,
                           capture_output=True).returncode == 0
     p = subprocess.run([kiln, "sandbox", "exec", sid, "true"], env=env, capture_output=True,
