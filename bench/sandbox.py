@@ -1,5 +1,5 @@
 """``kiln serve`` sandboxes: acquire (warm pool and zygote fork), exec round trip, run_code
-round trip, and idle sandboxes counted by PSS.
+round trip, idle sandboxes counted by PSS, and snapshot and restore times.
 
 Usage (from the repository root, as root: sandboxes get namespaces and cgroups)::
 
@@ -24,6 +24,11 @@ pages fairly between the sandboxes forked from it. The zygote's own PSS is
 counted once, apart. The count that fits in 24 GiB is 24 GiB / mean PSS.
 The cgroup's own figure (``memory_used_bytes``, which also counts page cache
 and kernel memory of the sandbox) is given next to it.
+
+Snapshots (``--snapshots N``): a sandbox with one run_code interpreter (busybox
+sh; python3 too with ``--python-image``) is saved N times, and each snapshot
+restored into a new sandbox (the busybox one into a pooled sandbox); every
+restore must print what the original prints for the same cell.
 """
 from __future__ import annotations
 
@@ -133,7 +138,59 @@ def bench_exec(srv: Server, runs: int) -> dict:
     return out
 
 
-def bench_python(image: Path, work: Path, runs: int) -> dict:
+def bench_snapshot(srv: Server, image: str, runs: int, language: str, setup: str, check: str,
+                   pool: int = 0) -> dict:
+    """Snapshot of a sandbox holding one ``language`` interpreter (after ``setup``), and its
+    restore into a new sandbox (from the pool when ``pool``), each ``runs`` times; ``check``
+    is a cell whose output must be the same after every restore as in the original."""
+    api = srv.client("alice", timeout=300)
+    sid = api.post("/v1/sandboxes", json={"image": image}).json()["id"]
+    snap_ms, snap_server, restore_ms, restore_server, sizes = [], [], [], [], []
+    try:
+        r = api.post(f"/v1/sandboxes/{sid}/code", json={"language": language, "code": setup})
+        if r.status_code != 200 or r.json()["exit_code"] != 0:
+            raise KilnError(f"run_code failed: {r.text}")
+        snaps = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            r = api.post(f"/v1/sandboxes/{sid}/snapshot")
+            snap_ms.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 201:
+                raise KilnError(f"snapshot failed: {r.text}")
+            snap_server.append(r.json()["took_ms"])
+            sizes.append(r.json()["size_bytes"])
+            snaps.append(r.json()["snapshot_id"])
+        # what the original prints for ``check`` after the snapshots: each restore must too
+        want = api.post(f"/v1/sandboxes/{sid}/code", json={"language": language,
+                                                            "code": check}).json()["stdout"]
+        for snap in snaps:
+            if pool:
+                wait_pool(srv, image, pool)
+            t0 = time.perf_counter()
+            r = api.post("/v1/sandboxes", json={"image": image, "from_snapshot": snap})
+            restore_ms.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 201:
+                raise KilnError(f"restore failed: {r.text}")
+            restore_server.append(r.json()["acquire_ms"])
+            new = r.json()["id"]
+            got = api.post(f"/v1/sandboxes/{new}/code", json={"language": language,
+                                                               "code": check}).json()
+            if got.get("stdout") != want:
+                raise KilnError(f"a restore printed {got!r}, the original {want!r}")
+            api.delete(f"/v1/sandboxes/{new}")
+            api.delete(f"/v1/snapshots/{snap}")
+    finally:
+        api.delete(f"/v1/sandboxes/{sid}")
+    return {"snapshot": {"http": summary(snap_ms), "server": summary(snap_server)},
+            "restore": {"http": summary(restore_ms), "server": summary(restore_server)},
+            "size_bytes": round(statistics.median(sizes)), "from_pool": bool(pool)}
+
+
+PY_SNAP_SETUP = "import json, hashlib\nrows = [{'n': i} for i in range(1000)]\nn = 0"
+PY_SNAP_CHECK = "n += 1\nprint(n, hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:8])"
+
+
+def bench_python(image: Path, work: Path, runs: int, snapshots: int = 0) -> dict:
     """run_code in Python on an image with python3 (the Debian example): the first cell
     (the interpreter starts) and the round trip of a small cell after it."""
     srv = start_server(image, work / "serve-python", name="python")
@@ -153,7 +210,11 @@ def bench_python(image: Path, work: Path, runs: int) -> dict:
             ms.append((time.perf_counter() - t0) * 1000)
             if r.status_code != 200 or r.json()["stdout"] != f"{i + 1}\n":
                 raise KilnError(f"python run_code gave {r.text}, expected {i + 1}")
-        return {"first_cell_ms": round(first, 1), "cell": summary(ms)}
+        out = {"first_cell_ms": round(first, 1), "cell": summary(ms)}
+        if snapshots:
+            out["snapshot"] = bench_snapshot(srv, "python", snapshots, "python", PY_SNAP_SETUP,
+                                             PY_SNAP_CHECK)
+        return out
     finally:
         srv.stop()
 
@@ -246,8 +307,23 @@ def markdown(res: dict) -> str:
     rows += [f"| the server process's own PSS | {i['server_pss_bytes'] / 1048576:.1f} MiB |",
              f"| the zygotes' PSS (counted once) | {i['zygote_pss_bytes'] / 1048576:.1f} MiB |", "",
              f"{res['runs']} runs per latency; host: {res['host']['cpu']}, "
-             f"{res['host']['cpus']} CPUs; load average at the end {res['load']}. "
-             "Snapshots: not implemented (the API answers 501), so no snapshot or restore time."]
+             f"{res['host']['cpus']} CPUs; load average at the end {res['load']}."]
+    snaps = [("busybox sh, one variable", res.get("snapshot"))]
+    if res.get("python"):
+        snaps.append(("python3 of the Debian image, json and hashlib imported",
+                      res["python"].get("snapshot")))
+    if any(x for _, x in snaps):
+        rows += ["", "| snapshot of a sandbox with one run_code interpreter | size | "
+                 "snapshot p50 (p99) ms | restore p50 (p99) ms | restore, server's acquire_ms "
+                 "p50 |", "|---|---:|---:|---:|---:|"]
+        for name, x in snaps:
+            if not x:
+                continue
+            sn, rs = x["snapshot"]["http"], x["restore"]["http"]
+            rows.append(f"| {name} ({'restored into a pooled sandbox' if x['from_pool'] else 'restored into a zygote fork'}) | "
+                        f"{x['size_bytes'] / 1048576:.1f} MiB | {sn['p50']:.1f} ({sn['p99']:.1f}) | "
+                        f"{rs['p50']:.1f} ({rs['p99']:.1f}) | "
+                        f"{x['restore']['server']['p50']:.1f} |")
     return "\n".join(rows)
 
 
@@ -259,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=int, default=200, help="idle sandboxes to measure")
     ap.add_argument("--python-image", type=Path, help="a recompiled image with python3 (e.g. "
                     "the Debian example) for run_code in Python")
+    ap.add_argument("--snapshots", type=int, default=20, help="snapshots taken and restored "
+                    "per interpreter (0: none)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -274,10 +352,13 @@ def main(argv: list[str] | None = None) -> int:
                        "acquire": {"pooled": bench_acquire(srv, "pooled", a.runs, a.pool),
                                    "cold": bench_acquire(srv, "cold", a.runs, 0)},
                        "exec": bench_exec(srv, a.runs), "idle": bench_idle(srv, a.idle)}
+                if a.snapshots:
+                    res["snapshot"] = bench_snapshot(srv, "pooled", a.snapshots, "bash", "n=41",
+                                                     "n=$((n + 1)); echo $n", pool=a.pool)
             finally:
                 srv.stop()
             if a.python_image:
-                res["python"] = bench_python(a.python_image, work, a.runs)
+                res["python"] = bench_python(a.python_image, work, a.runs, a.snapshots)
         res["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except KilnError as e:
         print(user_report(e), file=sys.stderr)

@@ -235,7 +235,9 @@ def test_bad_input_gets_clear_4xx(api, server: Server):
         ("GET", "/v1/nowhere", {}, 404),
         ("PATCH", "/v1/sandboxes", {}, 405),
         ("GET", f"/v1/sandboxes/{sid}/files", {}, 422),
-        ("POST", f"/v1/sandboxes/{sid}/snapshot", {}, 501),
+        ("GET", "/v1/snapshots/snap-0000000000000000", {}, 404),
+        ("DELETE", "/v1/snapshots/snap-0000000000000000", {}, 404),
+        ("POST", "/v1/sandboxes", {"json": {"from_snapshot": "snap-0000000000000000"}}, 404),
     ]
     for method, path, kw, want in cases:
         r = api.request(method, path, **kw)
@@ -326,7 +328,7 @@ def test_two_hundred_sandboxes(api):
 
 # -- SDK and CLI ----------------------------------------------------------------------------
 def test_sdk(server: Server):
-    from shim.sandbox.sdk import NotFound, QuotaExceeded, Sandbox, ServerError
+    from shim.sandbox.sdk import Client, NotFound, QuotaExceeded, Sandbox
     streamed = []
     with Sandbox.create(timeout=60, url=server.url, token=TOKENS["alice"]) as sb:
         r = sb.exec(["sh", "-c", "echo hi; echo oops >&2; exit 3"])
@@ -341,10 +343,16 @@ def test_sdk(server: Server):
         sb.files.remove("/tmp/s.txt")
         with pytest.raises(NotFound):
             sb.files.read("/tmp/s.txt")
-        with pytest.raises(ServerError) as e:
-            sb.snapshot()
-        assert e.value.status == 501
+        snap = sb.snapshot()
+        assert snap.sessions == ("bash",) and snap.size_bytes > 0
         sid = sb.id
+    with Sandbox.create(snapshot=snap, url=server.url, token=TOKENS["alice"]) as again:
+        assert again.run_code("echo $((n + 2))", language="bash").stdout == "22\n"
+    client = Client(server.url, TOKENS["alice"])
+    assert snap.id in [s.id for s in client.snapshots()]
+    client.delete_snapshot(snap)
+    with pytest.raises(NotFound):
+        Sandbox.create(snapshot=snap, url=server.url, token=TOKENS["alice"])
     with pytest.raises(NotFound):
         Sandbox.connect(sid, url=server.url, token=TOKENS["alice"])
     bob = [Sandbox.create(url=server.url, token=TOKENS["bob"]) for _ in range(2)]
@@ -367,6 +375,16 @@ def test_cli(server: Server):
     p = subprocess.run([kiln, "sandbox", "ls", "--json"], env=env, capture_output=True,
                        text=True, check=True)
     assert sid in [s["id"] for s in json.loads(p.stdout)]
+    assert subprocess.run([kiln, "sandbox", "exec", sid, "sh", "-c", "echo kept > /tmp/k"],
+                          env=env).returncode == 0
+    snap = subprocess.run([kiln, "sandbox", "snapshot", sid], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    again = subprocess.run([kiln, "sandbox", "create", "--snapshot", snap], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    p = subprocess.run([kiln, "sandbox", "exec", again, "cat", "/tmp/k"], env=env,
+                       capture_output=True, text=True)
+    assert (p.returncode, p.stdout) == (0, "kept\n")
+    subprocess.run([kiln, "sandbox", "rm", again], env=env, capture_output=True)
     assert subprocess.run([kiln, "sandbox", "rm", sid], env=env,
                           capture_output=True).returncode == 0
     p = subprocess.run([kiln, "sandbox", "exec", sid, "true"], env=env, capture_output=True,
@@ -390,12 +408,234 @@ def test_kill_switch(server: Server):
     assert api.post("/v1/sandboxes", json={}).status_code == 201
 
 
+def test_network_closed_by_default(api, server: Server):
+    """A sandbox has no network unless asked: a guest cannot reach the host, not even kiln
+    serve's own API on the host's loopback, which the test itself reaches; allow_net must
+    name where to."""
+    from urllib.parse import urlsplit
+    port = urlsplit(server.url).port
+    assert server.client(None).get("/healthz").status_code == 200
+    sid = create(api)
+    for argv in (["wget", "-q", "-T", "3", "-O", "-", f"http://127.0.0.1:{port}/healthz"],
+                 ["nc", "-w", "3", "127.0.0.1", str(port)]):
+        r = run(api, sid, argv=argv, stdin="GET /healthz HTTP/1.0\r\n\r\n")
+        assert r["exit_code"] != 0 and r["stdout"] == "", (argv, r)
+        assert "socket" in r["stderr"], r                # refused at socket(), not elsewhere
+    for allow in (True, ["no such host!"], ["10.0.0.1:99999"]):
+        r = api.post("/v1/sandboxes", json={"allow_net": allow})
+        assert r.status_code == 400 and "allow_net" in r.json()["error"], r.text
+    assert api.post("/v1/sandboxes", json={"allow_net": False}).status_code == 201
+    api.delete(f"/v1/sandboxes/{sid}")
+
+
+def _host_address() -> str:
+    """The host's address on its default route (no packet is sent)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+        except OSError:
+            pytest.skip("the host has no IPv4 route outside its loopback")
+        ip = s.getsockname()[0]
+    if ip.startswith("127."):
+        pytest.skip("the host has no IPv4 address outside its loopback")
+    return ip
+
+
+def test_allow_net_opens_exactly_its_destinations(api):
+    """allow_net [IP:PORT] lets the sandbox's guests reach that host service (through the
+    zygote, as kiln run --allow-net goes through its supervisor); another port of the same
+    host stays closed (ENETUNREACH) and sees no connection; other sandboxes stay closed."""
+    import http.server
+    import threading
+    ip = _host_address()
+    seen: dict[int, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen[self.server.server_address[1]] = seen.get(self.server.server_address[1], 0) + 1
+            body = b"host service\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+    servers = [http.server.HTTPServer((ip, 0), Handler) for _ in range(2)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    allowed, other = (srv.server_address[1] for srv in servers)
+    try:
+        sid = create(api, allow_net=[f"{ip}:{allowed}"])
+        request = "GET / HTTP/1.0\r\n\r\n"
+        got = run(api, sid, argv=["nc", ip, str(allowed)], stdin=request)
+        assert got["exit_code"] == 0 and got["stdout"].endswith("\r\n\r\nhost service\n"), got
+        # busybox wget reads the response with a blocking read: the socket vkernel got from
+        # the broker must be blocking again (it was left non-blocking: EAGAIN, now and then)
+        for _ in range(3):
+            got = run(api, sid, argv=["wget", "-q", "-O", "-", f"http://{ip}:{allowed}/"])
+            assert (got["exit_code"], got["stdout"]) == (0, "host service\n"), got
+        denied = run(api, sid, argv=["nc", ip, str(other)], stdin=request)
+        assert denied["exit_code"] != 0 and "unreachable" in denied["stderr"], denied
+        closed = run(api, create(api), argv=["nc", ip, str(allowed)], stdin=request)
+        assert closed["exit_code"] != 0 and "socket" in closed["stderr"], closed
+        assert seen == {allowed: 4}
+    finally:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+
+
+# -- snapshots ------------------------------------------------------------------------------
+SH_SETUP = ["y=7; cd /etc; exec 5</etc/passwd; read first <&5; echo $first",
+            "add() { y=$((y + $1)); }; add 5; echo $y $$"]
+SH_AFTER = "read next <&5; echo $y $$ $(pwd) $next; cat /data/note; ls /data"
+
+
+def cell(api, sid: str, code: str, language: str = "bash") -> str:
+    r = api.post(f"/v1/sandboxes/{sid}/code", json={"language": language, "code": code})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert (res["exit_code"], res["stderr"], res["restarted"]) == (0, "", False), res
+    return res["stdout"]
+
+
+def snapshot(api, sid: str) -> dict:
+    r = api.post(f"/v1/sandboxes/{sid}/snapshot")
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def restore(api, snap: dict) -> str:
+    r = api.post("/v1/sandboxes", json={"from_snapshot": snap["snapshot_id"]})
+    assert r.status_code == 201, r.text
+    assert r.json()["from_snapshot"] == snap["snapshot_id"]
+    return r.json()["id"]
+
+
+def test_snapshot_restores_files_and_shell_state(api):
+    sid = create(api)
+    assert api.put(f"/v1/sandboxes/{sid}/files", params={"path": "/data/note"},
+                   content=b"saved\n").status_code == 200
+    for code in SH_SETUP:
+        cell(api, sid, code)
+    snap = snapshot(api, sid)
+    assert snap["sessions"] == ["bash"] and snap["size_bytes"] > 0
+    a, b = restore(api, snap), restore(api, snap)
+    # the original goes on as it would have: each restore must print exactly what it prints
+    want = cell(api, sid, SH_AFTER)
+    assert want.split()[:2] == ["12", want.split()[1]] and "saved" in want
+    assert cell(api, a, SH_AFTER) == want
+    assert cell(api, b, SH_AFTER) == want
+    # two restores of one snapshot are two sandboxes: what one does, the other does not see
+    cell(api, a, "add 100; echo changed > /data/note; touch /data/only-a")
+    assert cell(api, a, "echo $y; cat /data/note") == "112\nchanged\n"
+    assert cell(api, b, "echo $y; cat /data/note; ls /data") == "12\nsaved\nnote\n"
+    assert api.get(f"/v1/sandboxes/{sid}/files", params={"path": "/data/note"}).content == \
+        b"saved\n"
+    # and the snapshot itself is unchanged: a third restore starts where it was taken
+    c = restore(api, snap)
+    assert cell(api, c, SH_AFTER) == want
+    # a restored sandbox is saved again like any other (here with an exec's spare waiting)
+    assert run(api, c, argv=["true"])["exit_code"] == 0
+    again = snapshot(api, c)
+    d = restore(api, again)
+    look = "add 1; echo $y $$ $(pwd); cat /data/note"
+    assert cell(api, d, look) == cell(api, c, look)
+    for x in (sid, a, b, c, d):
+        api.delete(f"/v1/sandboxes/{x}")
+    assert api.delete(f"/v1/snapshots/{again['snapshot_id']}").status_code == 200
+    assert api.delete(f"/v1/snapshots/{snap['snapshot_id']}").status_code == 200
+    assert api.get(f"/v1/snapshots/{snap['snapshot_id']}").status_code == 404
+
+
+def test_snapshot_refusals_and_damage(api, server: Server):
+    sid = create(api)
+    cell(api, sid, "v=1")
+    r = api.post(f"/v1/sandboxes/{sid}/exec", json={"argv": ["sleep", "60"], "background": True})
+    assert r.status_code == 202, r.text
+    pid = r.json()["pid"]
+    r = api.post(f"/v1/sandboxes/{sid}/snapshot")
+    assert r.status_code == 409 and f"process {pid} (sleep 60)" in r.json()["error"], r.text
+    api.post(f"/v1/sandboxes/{sid}/processes/{pid}/signal", json={"signal": "KILL"})
+    deadline = time.monotonic() + 10
+    while api.post(f"/v1/sandboxes/{sid}/snapshot").status_code != 201:
+        assert time.monotonic() < deadline, "the sandbox never became snapshottable"
+        time.sleep(0.1)
+    snaps = api.get("/v1/snapshots").json()["snapshots"]
+    snap = next(s for s in snaps if s["sandbox_id"] == sid)
+    # an interpreter in the middle of a cell is not saved either
+    import threading
+    slow = threading.Thread(target=lambda: server.client("alice").post(
+        f"/v1/sandboxes/{sid}/code", json={"language": "bash", "code": "sleep 2"}))
+    slow.start()
+    deadline = time.monotonic() + 10
+    while not any(p["argv"][:1] == ["sleep"] for p in
+                  api.get(f"/v1/sandboxes/{sid}/processes").json()["processes"]):
+        assert time.monotonic() < deadline, "the cell never started its sleep"
+        time.sleep(0.02)
+    r = api.post(f"/v1/sandboxes/{sid}/snapshot")
+    slow.join()
+    assert r.status_code == 409 and "running bash code" in r.json()["error"], r.text
+    snap_id = snap["snapshot_id"]
+    # another token's snapshot does not exist for bob
+    bob = server.client("bob")
+    assert bob.get(f"/v1/snapshots/{snap_id}").status_code == 404
+    assert bob.delete(f"/v1/snapshots/{snap_id}").status_code == 404
+    assert bob.post("/v1/sandboxes", json={"from_snapshot": snap_id}).status_code == 404
+    assert snap_id not in [s["snapshot_id"] for s in bob.get("/v1/snapshots").json()["snapshots"]]
+    # a damaged snapshot is refused, clearly, and leaves no sandbox behind
+    d = server.state / "snapshots" / snap_id
+    image = next(d.glob("proc-*.img"))
+    data = image.read_bytes()
+    before = len(api.get("/v1/sandboxes").json()["sandboxes"])
+    for broken in (data[:len(data) // 2], data[:100] + bytes([data[100] ^ 1]) + data[101:]):
+        image.write_bytes(broken)
+        r = api.post("/v1/sandboxes", json={"from_snapshot": snap_id})
+        assert r.status_code == 409 and "damaged" in r.json()["error"], r.text
+        assert image.name in r.json()["error"] and "Traceback" not in r.text
+    image.write_bytes(data)
+    (d / "upper.tar").write_bytes((d / "upper.tar").read_bytes()[:-512])
+    r = api.post("/v1/sandboxes", json={"from_snapshot": snap_id})
+    assert r.status_code == 409 and "upper.tar" in r.json()["error"], r.text
+    assert len(api.get("/v1/sandboxes").json()["sandboxes"]) == before
+    assert server.client(None).get("/healthz").json()["status"] == "ok"
+    assert run(api, sid, argv=["true"])["exit_code"] == 0
+    api.delete(f"/v1/snapshots/{snap_id}")
+    api.delete(f"/v1/sandboxes/{sid}")
+
+
+def test_process_image_checks_itself(api, server: Server, tmp_path: Path):
+    """vkernel refuses a damaged process image on its own (without the server's manifest)."""
+    from vkernel.checkpoint import CheckpointError, read_image
+    sid = create(api)
+    cell(api, sid, "w=3")
+    snap = snapshot(api, sid)
+    image = next((server.state / "snapshots" / snap["snapshot_id"]).glob("proc-*.img"))
+    data = image.read_bytes()
+    with open(image, "rb") as f:
+        meta, _ = read_image(f.fileno())
+    assert meta["exe"] == "/bin/busybox" and meta["frame"][0] == 0      # waiting in read(0)
+    for broken, why in ((data[:-1], "BLAKE3"), (data[:20], "truncated"),
+                        (data[:40] + b"X" + data[41:], "BLAKE3")):
+        bad = tmp_path / "bad.img"
+        bad.write_bytes(broken)
+        with open(bad, "rb") as f, pytest.raises(CheckpointError) as e:
+            read_image(f.fileno())
+        assert why in e.value.message
+    api.delete(f"/v1/snapshots/{snap['snapshot_id']}")
+    api.delete(f"/v1/sandboxes/{sid}")
+
+
 # -- restart --------------------------------------------------------------------------------
 def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
     first = start_server(busybox_image, tmp_path)
     try:
         api = first.client("alice")
         ids = [create(api), create(api)]
+        cell(api, ids[0], "kept=yes")
+        snap = snapshot(api, ids[0])
         records = {sid: json.loads((first.state / "sandboxes" / f"{sid}.json").read_text())
                    for sid in ids}
         pids = processes_below(first.proc.pid)
@@ -413,6 +653,7 @@ def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
             assert _start_time(rec["pid"]) != rec["start"]
             for d in rec["cgroup"]:
                 assert not os.path.exists(d)
+            assert not (second.state / "runs" / rec["run"]).exists()      # its files too
         deadline = time.monotonic() + 10
         while still_running(pids) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -420,6 +661,8 @@ def test_restart_reports_lost_sandboxes(busybox_image: Path, tmp_path: Path):
         audit = (second.state / "audit.jsonl").read_text()
         assert all(sid in audit for sid in ids)
         assert run(api, create(api), argv=["true"])["exit_code"] == 0
+        # snapshots are on disk: they outlive the server
+        assert cell(api, restore(api, snap), "echo $kept") == "yes\n"
     finally:
         assert second.stop() in (0, -signal.SIGTERM)
 

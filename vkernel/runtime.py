@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import os
 import resource
 import signal as hsignal
@@ -12,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import wasmtime
 
@@ -449,12 +450,19 @@ class Runtime:
                 interp = self._interpreter(path, data)
             inst = self._instance()
             image, loaded_interp = self._load(inst, path, data, unit, interp)
-        store, k, run = inst.store, inst.kernel, inst.code.run
-        space, ctl = k.space, k.ctl
+        k = inst.kernel
         ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
-        rsp = build_stack(space, image, argv, envp, execfn, ids, loaded_interp)
-        ctl.reset_for_entry(image.entry if loaded_interp is None else loaded_interp.entry, rsp)
+        rsp = build_stack(k.space, image, argv, envp, execfn, ids, loaded_interp)
+        k.ctl.reset_for_entry(image.entry if loaded_interp is None else loaded_interp.entry, rsp)
         self.proc.exe = canonical
+        return self._enter(inst, path)
+
+    def _enter(self, inst: "GuestInstance", path: str,
+               first: "Callable[[], None] | None" = None) -> int:
+        """Run the process's lifted code from the CPU state until the guest exits (its status)
+        or execs (GuestExec); ``first`` runs before, with signals attached (a restored
+        process's pending syscall, vkernel/checkpoint.py)."""
+        store, k, run = inst.store, inst.kernel, inst.code.run
         self.kernel = k
         signals.attach(self.proc, k)
         if signals._wake_r < 0:
@@ -478,6 +486,8 @@ class Runtime:
         if not self.proc.is_forked_child:
             signals.on_fatal = self._die_of
         try:
+            if first is not None:
+                first()
             run_from_state()
         except GuestExit as e:
             return self._exit_status(e)
@@ -604,14 +614,19 @@ class Runtime:
             os.close(h)
         argv = [a.encode() for a in self.spec.argv]
         path = self.resolve_command(self.spec.argv[0], env)
-        data: bytes | None = None
-        execfn: str | None = None
-        unit: UnitInfo | None = None
-        interp: Interpreter | None = None
         prepared = self._prepared_for(path)
+        return self._until_exit(lambda: self._start(path, argv, env, prepared=prepared))
+
+    def resume(self, inst: "GuestInstance", first: "Callable[[], None]") -> int:
+        """Run a process restored into ``inst`` (vkernel/checkpoint.py) as :meth:`run` runs a
+        program: from its CPU state, after ``first`` (its pending syscall)."""
+        return self._until_exit(lambda: self._enter(inst, self.proc.exe, first))
+
+    def _until_exit(self, step: "Callable[[], int]") -> int:
+        """``step`` (a program), then each program it execs, until one exits: its status."""
         while True:
             try:
-                return self._start(path, argv, env, data, execfn, unit, interp, prepared)
+                return step()
             except GuestExec as ex:
                 self.fds.close_on_exec()
                 for sig, act in list(self.proc.sigactions.items()):
@@ -621,10 +636,8 @@ class Runtime:
                 if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
                     os.close(self.proc.vfork_fd)
                     self.proc.vfork_fd = -1
-                path, argv, env, data, execfn = ex.path, ex.argv, ex.envp, ex.data, ex.execfn
-                prepared = None
-                unit = ex.unit  # type: ignore[assignment]
-                interp = ex.interp  # type: ignore[assignment]
+                step = functools.partial(self._start, ex.path, ex.argv, ex.envp, ex.data,
+                                         ex.execfn, ex.unit, ex.interp)  # type: ignore[arg-type]
 
 
 def _die_like(status: int, sig: int) -> None:

@@ -183,6 +183,10 @@ _relay_w = -1
 _watcher: "_thread.LockType | None" = None     # held while the watcher thread runs
 _watcher_ident = 0
 _lock = threading.Lock()            # _kernel's control memory is alive while held
+checkpoint_fd = -1
+"""A host socket every interruptible wait also watches (vkernel/checkpoint.py): a request
+there runs :data:`checkpoint_hook` inside the wait, which then goes on."""
+checkpoint_hook: "Callable[[Kernel], None] | None" = None
 on_fatal: "Callable[[int], None] | None" = None
 """Set by the runtime of the first guest process: end it now of signal N (from the watcher)."""
 FATAL_GRACE = 0.02
@@ -204,14 +208,15 @@ def install_wakeup() -> None:
     # handlers interrupt blocking calls); a new thread inherits the mask it is started with.
     # Started without waiting for it to run (threading.Thread.start would wait for the new
     # thread to be scheduled, which every fork of a busy machine would pay for).
-    held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, hsignal.valid_signals())
+    # (_signal's calls take and give plain numbers: no Signals enum made per signal)
+    held = _signal.pthread_sigmask(hsignal.SIG_BLOCK, _signal.valid_signals())
     try:
         done = _thread.allocate_lock()
         done.acquire()
         _thread.start_new_thread(_watch, (_wake_r, _relay_w, done))
         _watcher = done
     finally:
-        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+        _signal.pthread_sigmask(hsignal.SIG_SETMASK, held)
 
 
 def remove_wakeup() -> None:
@@ -338,12 +343,22 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
             return True
         for f in watched:
             poller.register(f, events)
+    control = checkpoint_fd
+    if control >= 0:
+        poller.register(control, select.POLLIN)
     while True:
         _drain()
         with k.waiting():                  # EINTR now if one is already deliverable
             left = None if end is None else max(0.0, end - time.monotonic())
             ready = poller.poll(None if left is None else left * 1000)
-        if any(f != wake for f, _ in ready):
+        if control >= 0 and any(f == control for f, _ in ready):
+            ready = [r for r in ready if r[0] != control]
+            if checkpoint_hook is not None:
+                checkpoint_hook(k)         # a checkpoint of this process, taken in the wait
+            if checkpoint_fd < 0:
+                poller.unregister(control)
+                control = -1
+        if any(f != wake and f != control for f, _ in ready):
             return True
         if end is not None and time.monotonic() >= end:
             return False

@@ -67,6 +67,8 @@ class SandboxSetup:
     pids: int                   # guest processes at most
     disk: int                   # bytes of its upper layer (tmpfs)
     user: str = ""              # the image's User ("" root)
+    net: Any = None             # allow_net's NetPolicy (vkernel/netpolicy.py); None: no network
+    broker_fd: int = -1         # its end of the zygote's broker (vkernel/netbroker.py)
 
 
 def become_sandbox(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | None",
@@ -105,8 +107,14 @@ def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | 
     if cg is not None:
         cg.join()
     pidns.mount_own_proc()
-    spec = dataclasses.replace(base, pids_limit=setup.pids, memory=0, tree_root=1,
+    from shim.sandbox.spare import PIDS_TAKEN
+    spec = dataclasses.replace(base, pids_limit=setup.pids + PIDS_TAKEN, memory=0, tree_root=1,
                                supervised=True, lockdown=True)
+    if setup.net is not None:             # a loopback of its own; allowed connections go out
+        from vkernel import netns         # through the zygote (vkernel/netbroker.py)
+        netns.enter_own_network()
+        spec = dataclasses.replace(spec, net=setup.net, net_namespace=True,
+                                   net_broker_fd=setup.broker_fd)
     spec = sandbox.build(spec, run, setup.disk)
     if cg is not None:
         spec = dataclasses.replace(spec, run_memory=cg)
@@ -133,7 +141,11 @@ def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | 
     sandbox.drop(iso)                    # the user namespace for good, seccomp
     procfs.publish(rt.vfs.skeleton, "kiln-sandbox", [b"kiln-sandbox", setup.sid.encode()])
     _prepare_shell(rt)
-    return Agent(rt, chan, user, setup)
+    agent = Agent(rt, chan, user, setup)
+    import gc
+    gc.collect()
+    gc.freeze()        # what the sandbox holds now is shared with every process it forks
+    return agent
 
 
 def _prepare_shell(rt: "Runtime") -> None:
@@ -154,7 +166,11 @@ def _preload() -> None:
     import json  # noqa: F401
     import socket  # noqa: F401
     import tarfile  # noqa: F401
+    import blake3  # noqa: F401
+    import shim.sandbox.freeze  # noqa: F401
     import shim.sandbox.guest  # noqa: F401
+    import shim.sandbox.spare  # noqa: F401
+    import vkernel.checkpoint  # noqa: F401
 
 
 class Agent:
@@ -171,6 +187,10 @@ class Agent:
         from vkernel.supervisor import _signalfd
         self.sigfd = _signalfd((hsignal.SIGCHLD,))
         self.home = user.home
+        self.controls: dict[int, Any] = {}        # pid -> checkpoint socket of a session
+        self.commands: dict[int, list[str]] = {}  # pid -> the argv it was started with
+        self.spare: Any = None                    # shim/sandbox/spare.py: the next exec's process
+        self.spares = True
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -185,6 +205,8 @@ class Agent:
             if self.chan.fileno() in ready:
                 msg, fds = self.chan.recv()
                 self._handle(msg, fds)
+                from shim.sandbox import spare
+                spare.requested(self, msg.get("op"))     # after the reply: the next exec's
 
     def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg.get("op")
@@ -215,7 +237,13 @@ class Agent:
                 return
             if pid == 0:
                 return
+            from shim.sandbox import spare
+            spare.forget(self, pid)
             tag = self.children.pop(pid, None)
+            self.commands.pop(pid, None)
+            control = self.controls.pop(pid, None)
+            if control is not None:
+                control.close()
             if tag is not None:
                 code = os.waitstatus_to_exitcode(status)
                 self.chan.send({"op": "exit", "pid": pid, "tag": tag,
@@ -228,21 +256,90 @@ class Agent:
         req = guest.ExecRequest.from_message(msg, self.home)
         return self._start(req, fds)
 
-    def _start(self, req: "Any", fds: list[int]) -> tuple[dict, list[int]]:
-        from shim.sandbox import guest
+    def _start(self, req: "Any", fds: list[int], session: bool = False,
+               image: int = -1) -> tuple[dict, list[int]]:
+        from shim.sandbox import guest, spare
+        from shim.sandbox.channel import pair
         pipes = guest.Pipes.make(req)
+        ours, theirs = pair() if session else (None, None)
+        ready = spare.take(self) if image < 0 else None
+        if ready is not None:                    # the spare becomes the process: no fork
+            try:
+                ready.hand(req, pipes, theirs.fileno() if theirs is not None else -1)
+            except BaseException:
+                ready.discard()
+                raise
+            finally:
+                pipes.close_child_ends()
+                if theirs is not None:
+                    theirs.close()
+            if ours is not None:
+                self.controls[ready.pid] = ours
+            self.children[ready.pid] = int(req.tag)
+            self.commands[ready.pid] = list(req.argv)
+            return {"pid": ready.pid}, pipes.parent_ends()
+        keep = set(pipes.child_ends())
+        if theirs is not None:
+            keep.add(theirs.fileno())
+        if image >= 0:
+            keep.add(image)
         pid = os.fork()
         if pid == 0:
-            guest.run_in_child(self.rt, req, self.user, pipes, set(pipes.child_ends()),
-                               self._held, [self.chan.fileno(), self.sigfd])
+            agent_fds = [self.chan.fileno(), self.sigfd, *fds,
+                         *(c.fileno() for c in self.controls.values())]
+            if ours is not None:
+                agent_fds.append(ours.fileno())
+            guest.run_in_child(self.rt, req, self.user, pipes, keep, self._held, agent_fds,
+                               theirs.fileno() if theirs is not None else -1, image)
         pipes.close_child_ends()
+        if theirs is not None:
+            theirs.close()
+            self.controls[pid] = ours
         self.children[pid] = int(req.tag)
+        self.commands[pid] = list(req.argv)
         return {"pid": pid}, pipes.parent_ends()
 
     def op_session(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         """A run_code interpreter: an exec whose stdin stays open for the code it is fed."""
         from shim.sandbox import guest
-        return self._start(guest.ExecRequest.from_message({**msg, "stdin": True}, self.home), fds)
+        return self._start(guest.ExecRequest.from_message({**msg, "stdin": True}, self.home), fds,
+                           session=True)
+
+    def op_restore_go(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """Every interpreter of the snapshot has its pid: they go on (and start their threads,
+        which take pids of their own)."""
+        for pid in msg.get("pids") or ():
+            control = self.controls.get(int(pid))
+            if control is not None:
+                control.send(b"G")
+        return {}, []
+
+    # -- snapshots (shim/sandbox/snapshots.py) ---------------------------------------------
+    def op_snapshot(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """Save the sandbox: ``fds`` are the files to write, its upper layer's archive first,
+        then one image per run_code interpreter (``pids``, in the same order)."""
+        from shim.sandbox import freeze
+        return freeze.snapshot(self, [int(p) for p in msg.get("pids") or ()], fds), []
+
+    def op_restore_files(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """The upper layer of a snapshot (its archive in ``fds[0]``) into this new sandbox."""
+        from shim.sandbox import freeze
+        return freeze.restore_files(self, fds[0]), []
+
+    def op_restore_session(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """A run_code interpreter of a snapshot (its image in ``fds[0]``), restored with the pid
+        it had."""
+        from shim.sandbox import freeze, guest
+        req = guest.ExecRequest.from_message({**msg, "stdin": True}, self.home)
+        freeze.reach_pid(int(msg["pid"]))
+        reply, out = self._start(req, [], session=True, image=fds[0])
+        try:
+            freeze.wait_restored(self.controls[reply["pid"]], reply["pid"])
+        except BaseException:
+            for fd in out:
+                _close(fd)
+            raise
+        return reply, out
 
     def op_signal(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         pid, sig = int(msg["pid"]), int(msg["sig"])
@@ -263,6 +360,8 @@ class Agent:
             if not name.isdigit() or name == "1":
                 continue
             pid = int(name)
+            if self.spare is not None and pid == self.spare.pid:
+                continue                              # not a process of the sandbox's yet
             info = procfs.published(self.rt.vfs.skeleton, pid) or {}
             try:
                 with open(f"/proc/{pid}/stat", "rb") as f:
@@ -273,7 +372,8 @@ class Agent:
                 continue
             fields = raw[raw.rindex(b")") + 2:].split()
             out.append({"pid": pid, "ppid": int(fields[1]), "state": fields[0].decode(),
-                        "argv": info.get("argv", []), "comm": info.get("comm", ""),
+                        "argv": info.get("argv") or self.commands.get(pid, []),
+                        "comm": info.get("comm", ""),
                         "rss_kb": rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024,
                         "exec": pid in self.children})
         return {"processes": sorted(out, key=lambda p: p["pid"])}, []
@@ -294,7 +394,12 @@ class Agent:
     def op_limits(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         """New limits for a sandbox taken from the pool (the server set its cgroup's)."""
         rt = self.rt
+        if self.spare is not None:                    # forked with the old limits
+            self.spare.discard()
+            self.spare = None
         pids, memory = int(msg["pids"]), int(msg["memory"])
+        from shim.sandbox.spare import PIDS_TAKEN
+        pids += PIDS_TAKEN
         rt.spec = dataclasses.replace(rt.spec, pids_limit=pids)
         if rt.proc.limits is not None:
             rt.proc.limits = dataclasses.replace(rt.proc.limits, pids=pids)

@@ -282,7 +282,7 @@ def io_routes(v1: APIRouter, manager: Manager, cfg: ServerConfig,
 
     # -- snapshots --------------------------------------------------------------------------
     @v1.post("/sandboxes/{sid}/snapshot", response_model=SnapshotInfo, status_code=201,
-             summary="Not implemented yet: answers 501 (docs/sandboxes.md, 'Snapshots')")
+             summary="Save the sandbox: files, run_code interpreters (409: something else runs)")
     async def snapshot(sid: str, token: Token = Depends(auth)) -> dict:
         sb = sandbox(sid, token)
         snap = await manager.snapshots.take(sb, token)

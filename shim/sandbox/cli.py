@@ -212,3 +212,13 @@ def rm_command(ctx: click.Context, sandbox_ids: tuple[str, ...]) -> None:
     for sid in sandbox_ids:
         c.json("DELETE", f"/v1/sandboxes/{sid}")
         click.echo(sid)
+
+
+@sandbox_group.command("snapshot")
+@click.argument("sandbox_id")
+@click.pass_context
+def snapshot_command(ctx: click.Context, sandbox_id: str) -> None:
+    """Save the sandbox (its files and run_code interpreters); print the snapshot's id, which
+    `kiln sandbox create --snapshot ID` restores."""
+    from shim.sandbox.sdk import Sandbox
+    click.echo(Sandbox(_client(ctx), sandbox_id).snapshot().id)

@@ -11,6 +11,7 @@ directory, and RLIMIT_CPU when the sandbox has a CPU budget.
 """
 from __future__ import annotations
 
+import _signal
 import dataclasses
 import os
 import resource
@@ -98,8 +99,10 @@ class Pipes:
 
 
 def run_in_child(rt: "Runtime", req: ExecRequest, user: "User", pipes: Pipes, keep: set[int],
-                 held: set, agent_fds: list[int]) -> None:
-    """The forked child: set up and run the guest. Never returns."""
+                 held: set, agent_fds: list[int], control: int = -1, image: int = -1) -> None:
+    """The forked child: set up and run the guest. Never returns. A run_code interpreter has a
+    ``control`` socket on which the sandbox's first process asks for its checkpoint
+    (vkernel/checkpoint.py); with ``image``, the process is the one that image saved."""
     status, sig = NOT_FOUND_STATUS, 0
     try:
         for fd in agent_fds:
@@ -114,11 +117,14 @@ def run_in_child(rt: "Runtime", req: ExecRequest, user: "User", pipes: Pipes, ke
         status_fd = pipes.status[0]
         _stdio(pipes)
         os.setsid()
-        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
+        _signal.pthread_sigmask(hsignal.SIG_SETMASK, held)     # (numbers: no enums made)
         if req.cpu_s:
             resource.setrlimit(resource.RLIMIT_CPU, (req.cpu_s, req.cpu_s + 1))
         me = os.getpid()
-        status, sig = _run(rt, req, user)
+        if control >= 0:
+            from vkernel import checkpoint
+            checkpoint.enable(control)
+        status, sig = _run(rt, req, user) if image < 0 else _resume(rt, req, image)
         if os.getpid() == me:        # not a process the guest forked, whose run ends here too
             _report(rt, status_fd, status, sig)
     except KilnError as e:
@@ -185,6 +191,22 @@ def _run(rt: "Runtime", req: ExecRequest, user: "User") -> tuple[int, int]:
     rt.proc.comm = name.encode("utf-8", "surrogateescape")[:15]
     procfs.publish(rt.vfs.skeleton, name, [a.encode("utf-8", "surrogateescape") for a in req.argv])
     status = rt.run()
+    return status, rt.last_signal
+
+
+def _resume(rt: "Runtime", req: ExecRequest, image: int) -> tuple[int, int]:
+    """The process a snapshot saved, restored here (its credentials, files and memory are the
+    image's; its stdio the new pipes)."""
+    from vkernel import checkpoint, procfs
+    from vkernel.fdtable import FdTable
+    rt.fds.close_all()
+    rt.fds = FdTable.with_stdio()
+    rt.proc.fds = rt.fds
+    rt.proc.is_forked_child = True
+    rt.spec = dataclasses.replace(rt.spec, argv=req.argv, env=req.env, workdir=req.cwd)
+    name = os.path.basename(req.argv[0])
+    procfs.publish(rt.vfs.skeleton, name, [a.encode("utf-8", "surrogateescape") for a in req.argv])
+    status = checkpoint.restore(rt, image)
     return status, rt.last_signal
 
 

@@ -173,10 +173,11 @@ class Manager:
             path.unlink(missing_ok=True)
 
     # -- create -----------------------------------------------------------------------------
-    def _limits(self, token: Token, body: Any) -> tuple[int, int, float]:
+    def _limits(self, token: Token, body: Any, snap: Any = None) -> tuple[int, int, float]:
+        """The limits a create asks for; a restore's default to its snapshot's sandbox's."""
         cfg = self.cfg
-        memory_mb = body.memory_mb or cfg.default_memory_mb
-        pids = body.pids or cfg.default_pids
+        memory_mb = body.memory_mb or (snap.memory_mb if snap else 0) or cfg.default_memory_mb
+        pids = body.pids or (snap.pids if snap else 0) or cfg.default_pids
         timeout = body.timeout_s or cfg.default_timeout_s
         if memory_mb > cfg.max_memory_mb:
             raise bad_request(f"memory_mb {memory_mb} is more than this server allows "
@@ -208,9 +209,7 @@ class Manager:
         if self.refuse_new:
             raise unavailable("the server refuses new sandboxes (kill switch)",
                               hint="an administrator must POST /v1/admin/accept")
-        if body.allow_net not in (False, [], None):
-            raise bad_request("sandboxes have no network yet: allow_net must be false",
-                              hint="vkernel has no sockets yet (docs/sandboxes.md, 'Network')")
+        allow = self._allow_net(body.allow_net)
         snap = None
         if body.from_snapshot:
             snap = self.snapshots.get(body.from_snapshot, token)
@@ -225,14 +224,15 @@ class Manager:
             self.trust_check(image)
         except KilnError as e:
             raise ApiError(403, e.message, e.hint) from None
-        memory_mb, pids, timeout = self._limits(token, body)
+        memory_mb, pids, timeout = self._limits(token, body, snap)
         self._check_quota(token, memory_mb)
         self._starting[token.name] = self._starting.get(token.name, 0) + 1
         try:
             t0 = time.perf_counter()
-            sp, source = await self._acquire(image_name, memory_mb, pids)
+            sp, source = await self._acquire(image_name, memory_mb, pids, allow)
+            env = {**(snap.env if snap is not None else {}), **(body.env or {})}
             sb = Sandbox(sp, image_name, token.name, timeout, memory_mb, pids, body.cpu_s,
-                         body.allow_net, dict(body.metadata or {}), dict(body.env or {}),
+                         body.allow_net, dict(body.metadata or {}), env,
                          self.cfg.output_cap_mb * MiB)
             self.sandboxes[sb.id] = sb
             self._record(sb)
@@ -251,16 +251,35 @@ class Manager:
         finally:
             self._starting[token.name] -= 1
 
-    async def _acquire(self, image: str, memory_mb: int, pids: int) -> tuple[Spawned, str]:
+    @staticmethod
+    def _allow_net(value: Any) -> tuple[str, ...]:
+        """``allow_net`` as the destinations it lets the sandbox reach (``kiln run
+        --allow-net``'s DEST[:PORT], checked now); () for a sandbox with no network."""
+        from vkernel.netpolicy import parse_allow
+        if value in (False, None, []):
+            return ()
+        if value is True:
+            raise bad_request("allow_net: true does not say where to: give a list of "
+                              "destinations", hint='"allow_net": ["pypi.org:443", '
+                              '"10.0.0.0/8"] (DEST[:PORT], as kiln run --allow-net)')
+        for text in value:
+            try:
+                parse_allow(text)
+            except KilnError as e:
+                raise bad_request(f"allow_net: {e.message}", hint=e.hint) from None
+        return tuple(value)
+
+    async def _acquire(self, image: str, memory_mb: int, pids: int,
+                       allow: tuple[str, ...] = ()) -> tuple[Spawned, str]:
         pool = self.pools.get(image)
-        sp = pool.take() if pool is not None else None
+        sp = pool.take() if pool is not None and not allow else None   # pools have no network
         if sp is not None:
             if sp.memory != memory_mb * MiB or sp.pids != pids:
                 await self._set_limits(sp, memory_mb, pids)
             return sp, "pool"
         try:
             sp = await self.zygotes[image].spawn(new_sandbox_id(), memory_mb * MiB, pids,
-                                                 self.cfg.disk_mb * MiB)
+                                                 self.cfg.disk_mb * MiB, allow)
         except SandboxError as e:
             raise unavailable(e.message, e.hint) from None
         return sp, "zygote"

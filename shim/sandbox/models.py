@@ -43,11 +43,13 @@ class CreateSandbox(_Strict):
     memory_mb: int | None = Field(None, gt=0, description="Memory of the whole sandbox (MiB).")
     pids: int | None = Field(None, gt=0, description="Processes the sandbox may have at once.")
     cpu_s: float | None = Field(None, gt=0, description="CPU seconds the sandbox may use in all.")
-    allow_net: bool | list[str] = Field(False, description="Network policy. Sandboxes have no "
-                                        "network yet: only false is accepted.")
+    allow_net: bool | list[str] = Field(False, description="Network policy: false (default) "
+                                        "for none; a list of DEST[:PORT] (host name, address or "
+                                        "CIDR, as kiln run --allow-net) the sandbox may connect "
+                                        "to, through a loopback of its own.")
     metadata: dict[str, str] | None = Field(None, description="Free-form labels, returned as given.")
     from_snapshot: str | None = Field(None, description="Restore this snapshot into the new "
-                                      "sandbox (not implemented yet: 501).", max_length=100)
+                                      "sandbox: it starts as the saved sandbox was.", max_length=100)
 
     _env = field_validator("env")(classmethod(lambda cls, v: _check_env(v)))
 

@@ -30,7 +30,7 @@ __all__ = ["Sandbox", "signal_number"]
 _ERRNO_STATUS = {errno.ENOENT: 404, errno.ENOTDIR: 400, errno.EISDIR: 400, errno.EACCES: 403,
                  errno.EPERM: 403, errno.EEXIST: 409, errno.ENOTEMPTY: 409, errno.ENOSPC: 507,
                  errno.EROFS: 403, errno.ENAMETOOLONG: 400, errno.ELOOP: 400, errno.EINVAL: 400,
-                 errno.EXDEV: 400}
+                 errno.EXDEV: 400, errno.EBUSY: 409}
 _BACKGROUND_KEPT = 256
 """Ended background processes remembered per sandbox (the oldest are forgotten)."""
 
@@ -155,6 +155,19 @@ class Sandbox:
         self._by_tag[tag] = p
         self.procs[p.pid] = p
         self._forget_old()
+        return p
+
+    async def restore_process(self, argv: list[str], pid: int, image_fd: int) -> GuestProcess:
+        """A run_code interpreter of a snapshot, restored from its image with pid ``pid``
+        (shim/sandbox/snapshots.py)."""
+        tag = next(self._tags)
+        reply, fds = await self.request({
+            "op": "restore_session", "argv": argv, "env": [f"{k}={v}" for k, v in self.env.items()],
+            "cwd": "/", "stdin": True, "tag": tag, "pid": pid,
+            "cpu_s": int(self.cpu_s) + 1 if self.cpu_s else 0}, [image_fd], timeout=120)
+        p = GuestProcess(tag, int(reply["pid"]), argv, fds, 0, stdin=True)
+        self._by_tag[tag] = p
+        self.procs[p.pid] = p
         return p
 
     def _forget_old(self) -> None:

@@ -109,6 +109,15 @@ class Client:
     def json(self, method: str, path: str, **kw: Any) -> Any:
         return self.call(method, path, **kw).json()
 
+    def snapshots(self) -> list[Snapshot]:
+        """The token's snapshots."""
+        return [Snapshot(r["snapshot_id"], r["image"], r["size_bytes"], tuple(r["sessions"]),
+                         r["took_ms"]) for r in self.json("GET", "/v1/snapshots")["snapshots"]]
+
+    def delete_snapshot(self, snapshot: "Snapshot | str") -> None:
+        sid = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+        self.json("DELETE", f"/v1/snapshots/{sid}")
+
     def stream(self, method: str, path: str, **kw: Any) -> Iterator[tuple[str, dict]]:
         """Server-sent events of a request: (event, data) pairs."""
         try:
@@ -369,8 +378,9 @@ class Sandbox:
 
     # -- snapshots --------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """Not implemented by the server yet: raises :class:`ServerError` (501) with its
-        message (docs/sandboxes.md, 'Snapshots')."""
+        """Save the sandbox: its files and its run_code interpreters' state, restorable any
+        number of times with ``Sandbox.create(snapshot=...)``. :class:`Conflict` (409) when
+        something else runs in it, with what (docs/sandboxes.md, 'Snapshots')."""
         r = self.client.json("POST", f"{self.path}/snapshot")
         return Snapshot(r["snapshot_id"], r["image"], r["size_bytes"], tuple(r["sessions"]),
                         r["took_ms"])

@@ -80,6 +80,8 @@ class Zygote:
         self.state = StateDir.open(Path(cfg.state))
         self.state.sweep()
         self.sandboxes: dict[int, _Sandbox] = {}
+        self.brokers: dict[int, tuple[socket.socket, Any]] = {}   # pid -> allow_net broker
+        self.net_audit: Any = None
         self._held = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, {hsignal.SIGCHLD})
         from vkernel.supervisor import _signalfd
         self.sigfd = _signalfd((hsignal.SIGCHLD,))
@@ -94,7 +96,11 @@ class Zygote:
         self.chan.send({"op": "loaded", "load_ms": self.load_ms, "pid": os.getpid(),
                         "units": len(self.code.units)})
         while True:
-            ready, _, _ = select.select([self.chan.fileno(), self.sigfd], [], [])
+            brokers = {b.fileno(): pid for pid, (b, _) in self.brokers.items()}
+            ready, _, _ = select.select([self.chan.fileno(), self.sigfd, *brokers], [], [])
+            for fd in ready:
+                if fd in brokers:
+                    self._broker(brokers[fd])
             if self.sigfd in ready:
                 os.read(self.sigfd, 1024)
                 self._reap()
@@ -128,8 +134,17 @@ class Zygote:
         from vkernel.cgroup import RunCgroup
         from vkernel.supervisor import TASKS_PER_PROCESS
         t0 = time.perf_counter()
+        allow = tuple(str(a) for a in msg.get("allow") or ())
+        net, broker, guest_end = None, None, -1
+        if allow:                     # its own network; the zygote connects out for it
+            from vkernel import netpolicy
+            net = netpolicy.parse(None, (), allow)
+            broker, theirs = socket.socketpair(socket.AF_UNIX,
+                                               socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            guest_end = theirs.detach()
         setup = SandboxSetup(sid=str(msg["sid"]), memory=int(msg["memory"]),
-                             pids=int(msg["pids"]), disk=int(msg["disk"]), user=self.cfg.user)
+                             pids=int(msg["pids"]), disk=int(msg["disk"]), user=self.cfg.user,
+                             net=net, broker_fd=guest_end)
         run = self.state.new_run(sweep=False)
         cg = cpu = None
         try:
@@ -151,6 +166,9 @@ class Zygote:
             if cpu is not None:
                 cpu.remove()
             run.remove()
+            if broker is not None:
+                broker.close()
+                os.close(guest_end)
             raise
         if pid == 0:
             try:
@@ -158,12 +176,19 @@ class Zygote:
                 os.close(self.sigfd)
                 self.chan.close()
                 ours.close()
+                if broker is not None:
+                    broker.close()
+                for b, _ in self.brokers.values():
+                    b.close()
                 if cpu is not None:
                     cpu.join()
                 become_sandbox(self.code, self.base, run, cg, setup, Channel(theirs))
             finally:
                 os._exit(2)
         theirs.close()
+        if broker is not None:
+            os.close(guest_end)
+            self.brokers[pid] = (broker, net)
         self.sandboxes[pid] = _Sandbox(setup.sid, pid, run, cg, cpu)
         from vkernel.containers import _start_time
         self.chan.send({"id": msg.get("id"), "op": "spawned", "sid": setup.sid, "pid": pid,
@@ -173,6 +198,18 @@ class Zygote:
                         "fork_ms": (time.perf_counter() - t0) * 1000},
                        [ours.fileno()])
         ours.close()
+
+    def _broker(self, pid: int) -> None:
+        """A connection a guest of sandbox ``pid`` asks for (vkernel/netbroker.py: the policy
+        is checked again here, and the socket made in the host's network)."""
+        from vkernel import netbroker
+        from vkernel.audit import AuditLog
+        broker, net = self.brokers[pid]
+        if self.net_audit is None:
+            self.net_audit = AuditLog(Path(self.cfg.audit_log) if self.cfg.audit_log else None)
+        if not netbroker.serve_one(broker, net, self.net_audit):
+            broker.close()                   # no process of that sandbox holds the other end
+            del self.brokers[pid]
 
     def _kill(self, pid: object) -> None:
         if isinstance(pid, int) and pid in self.sandboxes:
@@ -192,6 +229,9 @@ class Zygote:
             sb = self.sandboxes.pop(pid, None)
             if sb is None:
                 continue
+            gone = self.brokers.pop(pid, None)
+            if gone is not None:
+                gone[0].close()
             self._tidy(sb)
             code = os.waitstatus_to_exitcode(status)
             try:

@@ -105,14 +105,16 @@ class ZygoteHandle:
         if self._loaded is not None and not self._loaded.done():
             self._loaded.set_result({"op": "failed", "error": "the zygote ended while loading"})
 
-    async def spawn(self, sid: str, memory: int, pids: int, disk: int) -> Spawned:
+    async def spawn(self, sid: str, memory: int, pids: int, disk: int,
+                    allow: tuple[str, ...] = ()) -> Spawned:
         if self.chan is None or self.dead:
             raise SandboxError(f"image {self.image.name}: its zygote is not running",
                                hint="restart kiln serve")
         t = time.perf_counter()
         try:
             reply, fds = await self.chan.request({"op": "spawn", "sid": sid, "memory": memory,
-                                                  "pids": pids, "disk": disk}, timeout=60)
+                                                  "pids": pids, "disk": disk,
+                                                  "allow": list(allow)}, timeout=60)
         except (ChannelClosed, asyncio.TimeoutError):
             raise SandboxError(f"image {self.image.name}: its zygote did not answer") from None
         if "error" in reply:

@@ -366,7 +366,7 @@ def _go_outside(k: Kernel, of: OpenFile, state: SockState, req: OutsideRequest) 
     try:
         for (level, name), value in state.options.items():
             _libc.setsockopt(h, level, name, value, len(value))
-        os.set_blocking(h, nonblock)
+        os.set_blocking(h, not nonblock)        # (the broker's socket comes non-blocking)
         for other in k.fds.files.values():
             if other.state is state:
                 os.dup2(h, other.host_fd, inheritable=False)
