@@ -1,7 +1,9 @@
-"""A guest process's translated code in one Wasmtime store: the core, and a unit per mapped ELF.
+"""A guest thread's translated code in one Wasmtime store: the core, and a unit per mapped ELF.
 
-ABI 3 (formats/abi.py): the core instance owns the guest and control memories,
-the dispatch table and the call-depth counter. A unit (one recompiled ELF) is
+ABI 4 (formats/abi.py): the guest memory is one WebAssembly shared memory per
+guest process (:class:`GuestMemory`), imported by the core of every thread's
+store; the core instance owns the thread's control memory, the dispatch table
+and the call-depth counter. A unit (one recompiled ELF) is
 instantiated the first time its ELF is mapped executable at a given load bias:
 its functions go to the end of the dispatch table (which grows by that many
 slots), its sorted dispatch entries to the next free bytes of the control
@@ -13,34 +15,85 @@ instance of the same module.
 """
 from __future__ import annotations
 
+import ctypes
 import struct
 from typing import Callable
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 from formats import abi
 
 _ROW = struct.Struct("<4I")
 
 
+def _shared_as_extern(self: wasmtime.SharedMemory) -> object:
+    """wasmtime-py 50's ``SharedMemory._as_extern`` wraps its pointer twice (a TypeError at
+    any instantiation that imports a shared memory); this passes it once."""
+    return ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY,
+                                 ffi.wasmtime_extern_union(sharedmemory=self.ptr()))
+
+
+wasmtime.SharedMemory._as_extern = _shared_as_extern  # type: ignore[method-assign]
+
+
+class GuestMemory:
+    """The guest memory of one guest process (memory 0): a shared memory of
+    ``GUEST_MEMORY_PAGES`` pages reserved up front, which never moves, so its host address is
+    fixed for the life of the process image. ``read`` and ``write`` take a store argument they
+    ignore, like ``wasmtime.Memory``'s (the memory belongs to no store)."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        pages = abi.GUEST_MEMORY_PAGES
+        self.shared = wasmtime.SharedMemory(
+            engine, wasmtime.MemoryType(wasmtime.Limits(pages, pages), shared=True))
+        self.base = ctypes.cast(self.shared.data_ptr(), ctypes.c_void_p).value or 0
+        self.size = self.shared.data_len()
+
+    def view(self) -> memoryview:
+        """A writable view of all of it."""
+        return memoryview((ctypes.c_ubyte * self.size).from_address(self.base)).cast("B")
+
+    def data_ptr(self, _store: object = None) -> int:
+        return self.base
+
+    def data_len(self, _store: object = None) -> int:
+        return self.size
+
+    def read(self, _store: object, start: int, stop: int) -> bytes:
+        if not 0 <= start <= stop <= self.size:
+            raise IndexError(f"guest memory read [{start:#x}, {stop:#x}) out of range")
+        return ctypes.string_at(self.base + start, stop - start)
+
+    def write(self, _store: object, data: bytes, offset: int) -> None:
+        if not 0 <= offset <= offset + len(data) <= self.size:
+            raise IndexError(f"guest memory write at {offset:#x} out of range")
+        ctypes.memmove(self.base + offset, bytes(data), len(data))
+
+
 class GuestCode:
     """The core instance and the unit instances of one store."""
 
     def __init__(self, store: wasmtime.Store, core: wasmtime.Module,
-                 host: list[wasmtime.Func]) -> None:
+                 host: list[wasmtime.Func], guest: GuestMemory | None = None) -> None:
         """``host``: the syscall, fault and rdtsc functions (and trace, for a tracing build of
-        the recompiler), in that order, as every instance imports them (:func:`host_functions`)."""
+        the recompiler), in that order, as every instance imports them (:func:`host_functions`).
+        ``guest``: the process's guest memory (another thread's store has it); None: a new one
+        (a new process image)."""
         self.store = store
         self.host = host
-        self.core = wasmtime.Instance(store, core, host)
+        if guest is None:
+            guest = GuestMemory(store.engine)
+        self.guest = guest
+        self.core = wasmtime.Instance(store, core, [*host, guest.shared])
         ex = self.core.exports(store)
-        guest, ctl, table = ex[abi.GUEST_MEMORY], ex[abi.CONTROL_MEMORY], ex[abi.TABLE]
+        ctl, table = ex[abi.CONTROL_MEMORY], ex[abi.TABLE]
         depth, run, grow = ex[abi.DEPTH], ex[abi.EXPORT_RUN], ex[abi.GROW_TABLE]
-        if not (isinstance(guest, wasmtime.Memory) and isinstance(ctl, wasmtime.Memory)
+        if not (isinstance(ctl, wasmtime.Memory)
                 and isinstance(table, wasmtime.Table) and isinstance(depth, wasmtime.Global)
                 and isinstance(run, wasmtime.Func) and isinstance(grow, wasmtime.Func)):
-            raise TypeError("the core module does not export what ABI 3 says")
-        self.guest, self.ctl, self.table, self.depth, self.run = guest, ctl, table, depth, run
+            raise TypeError("the core module does not export what ABI 4 says")
+        self.ctl, self.table, self.depth, self.run = ctl, table, depth, run
         self._grow = grow
         self._slots = 0
         self._rows: dict[tuple[int, int], int] = {}
@@ -79,7 +132,7 @@ class GuestCode:
         i32 = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
         i64 = wasmtime.GlobalType(wasmtime.ValType.i64(), False)
         signed = key[1] - (1 << 64) if key[1] >> 63 else key[1]
-        imports: list[object] = [*self.host, self.guest, self.ctl, self.table, self.depth,
+        imports: list[object] = [*self.host, self.guest.shared, self.ctl, self.table, self.depth,
                                  wasmtime.Global(store, i32, wasmtime.Val.i32(base)),
                                  wasmtime.Global(store, i32, wasmtime.Val.i32(at)),
                                  wasmtime.Global(store, i64, wasmtime.Val.i64(signed))]

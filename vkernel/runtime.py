@@ -341,12 +341,8 @@ class Runtime:
         except (wasmtime.WasmtimeError, TypeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's modules: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
-        if guest.type(store).limits.min != abi.GUEST_MEMORY_PAGES:
-            raise VkernelError("the megabinary's core module does not define the guest memory "
-                               "the ABI describes", hint="the megabinary was built for another ABI; re-run recompile")
-        gview, gbase = _memory_view(guest, store)
         cview, _ = _memory_view(ctl_mem, store)
-        space = AddressSpace(gview, gbase)
+        space = AddressSpace(guest.view(), guest.base)
         space.limit = self.spec.memory
         space.run_budget = self.spec.run_memory
         k.space, k.ctl = space, ControlMemory(cview)
