@@ -264,7 +264,15 @@ def _interrupt(sig: int) -> None:
     dies of it and does not stop in time (no poll), end the first process from here."""
     with _lock:
         k, p = _kernel, _proc
-        if k is None or p is None or not deliverable(k.thread, p, sig):
+        if k is None or p is None:
+            return
+        if not deliverable(k.thread, p, sig):
+            # the first thread blocks it: another thread of the process takes it
+            for t in list(p.threads.values()):
+                if t is not k.thread and t.ctl is not None and deliverable(t, p, sig):
+                    set_interrupt(t.ctl.view)
+                    t.wake()
+                    break
             return
         set_interrupt(k.ctl.view)
         act = p.sigactions.get(sig)
@@ -289,6 +297,31 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def wake_waits() -> None:
+    """Make the first thread's blocking wait (:func:`wait_interruptibly`) look again (another
+    thread ended the process)."""
+    fd = _relay_w if _watcher is not None else _wake_w
+    if fd >= 0:
+        try:
+            os.write(fd, bytes((NSIG_WAKE,)))
+        except OSError:
+            pass
+
+
+NSIG_WAKE = 65
+"""The byte :func:`wake_waits` writes: no signal number (the watcher passes it on, no more)."""
+
+
+def signal_thread(t: "ThreadState", sig: int, code: int, pid: int, uid: int) -> None:
+    """Make ``sig`` pending for thread ``t`` of this process (tgkill) and have it look: at its
+    next interrupt poll, syscall or wait slice."""
+    t.siginfo[sig] = (code, pid, uid)
+    t.sigpending |= bit(sig)
+    if t.ctl is not None:
+        set_interrupt(t.ctl.view)
+    t.wake()
 
 
 def set_interrupt(ctl: memoryview) -> None:

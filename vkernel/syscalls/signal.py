@@ -9,7 +9,7 @@ import struct
 from vkernel.kernel import Kernel, SignalAction
 from vkernel.proctree import guest_processes, guest_zombie
 from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, wait_interruptibly, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE,
-                             bit, host_pending, raise_in_guest, sync_host, sync_host_mask)
+                             bit, host_pending, raise_in_guest, signal_thread, sync_host, sync_host_mask)
 from vkernel.syscalls.args import s32
 
 SIG_DFL, SIG_IGN = 0, 1
@@ -163,10 +163,17 @@ def sys_kill(k: Kernel, pid: int, sig: int) -> int:
 
 
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
-    """tgkill(2): one thread per process, so tgid and tid name the same process"""
+    """tgkill(2): a thread of this process gets it directed at it (its pending set); in another
+    guest process, tid must be that process's first thread"""
     tgid, tid, sig = s32(tgid), s32(tid), s32(sig)
     if tgid <= 0 or tid <= 0 or not 0 <= sig <= 64:
         return -errno.EINVAL
+    me = os.getpid()
+    target = k.proc.threads.get(tid) if tgid == me else None
+    if target is not None and (k.proc.multithreaded or not target.host_main):
+        if sig:
+            signal_thread(target, sig, SI_TKILL, me, os.getuid())
+        return 0
     if tgid != tid:
         return -errno.ESRCH
     if tid != os.getpid() and tid not in guest_processes(k):
