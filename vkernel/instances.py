@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 from typing import Callable
 
 import wasmtime
@@ -35,6 +36,40 @@ def _shared_as_extern(self: wasmtime.SharedMemory) -> object:
 
 
 wasmtime.SharedMemory._as_extern = _shared_as_extern  # type: ignore[method-assign]
+
+# wasmtime-py 50 passes an exception raised by a host function to the caller of the
+# WebAssembly call through one module-wide variable, which another thread's call can take or
+# overwrite. The exception is also kept per thread here, and the guest call raises that one.
+_raised = threading.local()
+
+
+def _guarded(fn: Callable[..., object]) -> Callable[..., object]:
+    def call(*args: object) -> object:
+        try:
+            return fn(*args)
+        except BaseException as e:
+            _raised.exc = e
+            raise
+    return call
+
+
+class GuestCall:
+    """An exported function of lifted code, called as ``f(store)``: what a host function
+    raised in this thread comes out of it (not another thread's, see :func:`_guarded`)."""
+
+    def __init__(self, func: wasmtime.Func) -> None:
+        self.func = func
+
+    def __call__(self, store: wasmtime.Store) -> object:
+        _raised.exc = None
+        try:
+            return self.func(store)
+        except BaseException:
+            exc = _raised.exc
+            if exc is None:
+                raise
+            _raised.exc = None
+            raise exc from None
 
 
 class GuestMemory:
@@ -93,7 +128,8 @@ class GuestCode:
                 and isinstance(table, wasmtime.Table) and isinstance(depth, wasmtime.Global)
                 and isinstance(run, wasmtime.Func) and isinstance(grow, wasmtime.Func)):
             raise TypeError("the core module does not export what ABI 4 says")
-        self.ctl, self.table, self.depth, self.run = ctl, table, depth, run
+        self.ctl, self.table, self.depth = ctl, table, depth
+        self.run = GuestCall(run)
         self._grow = grow
         self._slots = 0
         self._rows: dict[tuple[int, int], int] = {}
@@ -151,9 +187,9 @@ def host_functions(store: wasmtime.Store, syscall: Callable[[], None],
                    trace: Callable[[int], None] | None = None) -> list[wasmtime.Func]:
     """The host functions of the ABI, as every instance imports them."""
     i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
-    out = [wasmtime.Func(store, wasmtime.FuncType([], []), syscall),
-           wasmtime.Func(store, wasmtime.FuncType([i32], []), fault),
+    out = [wasmtime.Func(store, wasmtime.FuncType([], []), _guarded(syscall)),
+           wasmtime.Func(store, wasmtime.FuncType([i32], []), _guarded(fault)),
            wasmtime.Func(store, wasmtime.FuncType([], [i64]), rdtsc)]
     if trace is not None:
-        out.append(wasmtime.Func(store, wasmtime.FuncType([i64], []), trace))
+        out.append(wasmtime.Func(store, wasmtime.FuncType([i64], []), _guarded(trace)))
     return out
