@@ -359,6 +359,10 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
     poller = select.poll()
     wake = _relay_r if _watcher is not None else _wake_r
     poller.register(wake, select.POLLIN)
+    mine = -1
+    if not k.thread.host_main:                 # a thread's own wake pipe (tgkill, exit_group)
+        mine = k.thread.wake_fd()
+        poller.register(mine, select.POLLIN)
     watched = [f for f in (fd, *also) if f >= 0]
     if watched:
         # Ready now: the call completes as on Linux, where a pending signal interrupts
@@ -376,7 +380,9 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
         with k.waiting():                  # EINTR now if one is already deliverable
             left = None if end is None else max(0.0, end - time.monotonic())
             ready = poller.poll(None if left is None else left * 1000)
-        if any(f != wake for f, _ in ready):
+        if mine >= 0:
+            k.thread.drain_wake()
+        if any(f != wake and f != mine for f, _ in ready):
             return True
         if end is not None and time.monotonic() >= end:
             return False

@@ -33,6 +33,7 @@ Robust futex lists are recorded, not walked at thread exit.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import signal as hsignal
 import sys
@@ -56,6 +57,16 @@ CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x2000
 STOP_WAIT = 2.0
 """Seconds the first thread waits for the others to stop before an exit or exec goes on."""
 _FUTEX_WAKE = 1
+_NR_FUTEX = 202
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _wake_one(host_addr: int) -> None:
+    """FUTEX_WAKE one waiter on the host word (the guest word's host address), as Linux does
+    on a thread's clear_child_tid at its exit."""
+    _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.c_void_p(host_addr),
+                  ctypes.c_long(_FUTEX_WAKE), ctypes.c_long(1), None, None, ctypes.c_long(0))
 
 
 def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid: int,
@@ -145,16 +156,15 @@ def thread_gone(k: "Kernel") -> None:
     """A thread's last steps: its clear_child_tid word zeroed and woken (pthread_join), its
     entry removed from the thread group."""
     t, p = k.thread, k.proc
+    with p.lock:                               # gone from /proc/self/task before the join returns
+        if p.threads.get(t.tid) is t:
+            del p.threads[t.tid]
     if t.clear_child_tid and p.end is None:
         try:
             k.space.put_u32(t.clear_child_tid, 0)
-            from vkernel.syscalls.futex import _host_futex
-            _host_futex(k.space.host_address(t.clear_child_tid, 4), _FUTEX_WAKE, 1, None, 0, 0)
+            _wake_one(k.space.host_address(t.clear_child_tid, 4))
         except GuestFault:
             pass
-    with p.lock:
-        if p.threads.get(t.tid) is t:
-            del p.threads[t.tid]
     t.finished.set()
     t.close()
 
@@ -207,8 +217,7 @@ def exit_thread(k: "Kernel", status: int) -> None:
     if t.clear_child_tid:
         try:
             k.space.put_u32(t.clear_child_tid, 0)
-            from vkernel.syscalls.futex import _host_futex
-            _host_futex(k.space.host_address(t.clear_child_tid, 4), _FUTEX_WAKE, 1, None, 0, 0)
+            _wake_one(k.space.host_address(t.clear_child_tid, 4))
         except GuestFault:
             pass
         t.clear_child_tid = 0

@@ -183,7 +183,9 @@ def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
 
 
 def sys_tkill(k: Kernel, tid: int, sig: int) -> int:
-    """tkill(2)"""
+    """tkill(2): as tgkill in the thread group ``tid`` belongs to"""
+    if s32(tid) in k.proc.threads:
+        return sys_tgkill(k, os.getpid(), tid, sig)
     return sys_tgkill(k, tid, tid, sig)
 
 
