@@ -252,6 +252,60 @@ static int after_exec(void) {
     return 4;
 }
 
+/* futex timeouts (a timed wait that expires, one signalled in time) and pthread_once */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int once_runs;
+static void once_fn(void) { once_runs++; }
+static int signalled;
+static void *once_worker(void *arg) {
+    pthread_once(&once, once_fn);
+    if (arg) {
+        usleep(20000);
+        pthread_mutex_lock(&mu);
+        signalled = 1;
+        pthread_cond_signal(&cv);
+        pthread_mutex_unlock(&mu);
+    }
+    return 0;
+}
+static void *timed_locker(void *arg) {
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 30000000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    return (void *)(long)pthread_mutex_timedlock(&mu, &ts);
+}
+static int timed(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 60000000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    pthread_mutex_lock(&mu);
+    int r = pthread_cond_timedwait(&cv, &mu, &ts);
+    pthread_mutex_unlock(&mu);
+    printf("nobody signals: %s\n", r == ETIMEDOUT ? "ETIMEDOUT" : "woken");
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, once_worker, (void *)(long)(i == 0));
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 20;
+    pthread_mutex_lock(&mu);
+    r = 0;
+    while (!signalled && r == 0) r = pthread_cond_timedwait(&cv, &mu, &ts);
+    pthread_mutex_unlock(&mu);
+    printf("signalled in time: %d (%s)\n", signalled, r == 0 ? "no timeout" : "timeout");
+    for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
+    printf("pthread_once ran %d time(s)\n", once_runs);
+    pthread_mutex_lock(&mu);               /* held: another thread's timed lock expires */
+    pthread_t h;
+    void *r2;
+    pthread_create(&h, 0, timed_locker, 0);
+    pthread_join(h, &r2);
+    pthread_mutex_unlock(&mu);
+    printf("timed lock of a held mutex: %s\n", (long)r2 == ETIMEDOUT ? "ETIMEDOUT" : "other");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     self_path = argv[0];
     pthread_barrier_init(&bar, 0, 3);
@@ -262,7 +316,8 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "signals")) return signals();
     if (!strcmp(what, "forks")) return forks();
     if (!strcmp(what, "execs")) return execs();
+    if (!strcmp(what, "timed")) return timed();
     if (!strcmp(what, "after-exec")) return after_exec();
-    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs\n");
+    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed\n");
     return 2;
 }
