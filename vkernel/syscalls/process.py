@@ -296,7 +296,7 @@ def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int
     if flags & CLONE_THREAD:
         return threads.clone_thread(k, flags, stack, parent_tid, child_tid, tls)
     if flags & CLONE_VM and not flags & CLONE_VFORK:
-        return -errno.EINVAL if flags & CLONE_SIGHAND else -errno.ENOSYS
+        return -errno.ENOSYS                   # a process sharing memory: not supported
     pid = _fork(k, vfork=bool(flags & CLONE_VFORK))
     if pid < 0:
         return pid
