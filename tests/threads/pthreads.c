@@ -306,6 +306,43 @@ static int timed(void) {
     return 0;
 }
 
+/* sigwait in a thread: a directed signal, then a process-directed one every thread blocks */
+static void *waiter(void *arg) {
+    (void)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    int sig, got = 0;
+    for (int i = 0; i < 2; i++)
+        if (sigwait(&set, &sig) == 0 && sig == SIGUSR2) got++;
+    return (void *)(long)got;
+}
+static int sigwaits(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &set, 0);   /* the waiter inherits it */
+    pthread_t t;
+    pthread_create(&t, 0, waiter, 0);
+    usleep(20000);
+    pthread_kill(t, SIGUSR2);
+    usleep(20000);
+    kill(getpid(), SIGUSR2);
+    void *r;
+    pthread_join(t, &r);
+    printf("sigwait in a thread took %ld signal(s)\n", (long)r);
+    struct timespec ts = {0, 30000000};
+    siginfo_t si;
+    int rr = sigtimedwait(&set, &si, &ts);
+    printf("sigtimedwait with nothing pending: %s\n",
+           rr == -1 && errno == EAGAIN ? "EAGAIN" : "other");
+    kill(getpid(), SIGUSR2);
+    rr = sigtimedwait(&set, &si, &ts);
+    printf("sigtimedwait: SIGUSR2 %d, si_pid is ours %d, si_code SI_USER %d\n", rr == SIGUSR2,
+           si.si_pid == getpid(), si.si_code == SI_USER);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     self_path = argv[0];
     pthread_barrier_init(&bar, 0, 3);
@@ -317,7 +354,8 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "forks")) return forks();
     if (!strcmp(what, "execs")) return execs();
     if (!strcmp(what, "timed")) return timed();
+    if (!strcmp(what, "sigwaits")) return sigwaits();
     if (!strcmp(what, "after-exec")) return after_exec();
-    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed\n");
+    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits\n");
     return 2;
 }

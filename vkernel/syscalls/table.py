@@ -271,6 +271,7 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("rt_sigaction", signal.sys_rt_sigaction, "sig,ptr,ptr,int"),
     Supported("rt_sigprocmask", signal.sys_rt_sigprocmask, "int,ptr,ptr,int"),
     Supported("rt_sigpending", signal.sys_rt_sigpending, "ptr,int"),
+    Supported("rt_sigtimedwait", signal.sys_rt_sigtimedwait, "ptr,ptr,ptr,int"),
     Partial("rt_sigreturn", signal.sys_rt_sigreturn, "resumes through dispatch at the restored rip "
             "(RELOAD); a fault's handler returning to the faulting instruction unchanged ends the "
             "guest (it cannot be retried)"),
