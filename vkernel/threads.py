@@ -80,7 +80,10 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
         return -errno.EINVAL                   # a thread on its parent's stack cannot work
     if k.spawn is None:
         return -errno.ENOSYS
-    child = k.spawn(k)
+    try:
+        child = k.spawn(k)
+    except (wasmtime.WasmtimeError, MemoryError):
+        return -errno.EAGAIN                   # no store for it (Linux: EAGAIN, out of resources)
     c, frame = child.ctl, k.ctl.read_frame()
     c.set("rsp", stack)
     c.set("rax", 0)
@@ -96,7 +99,10 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
     ready, go = threading.Event(), threading.Event()
     host = threading.Thread(target=_thread_main, args=(child, ready, go), daemon=True,
                             name="guest-thread")
-    host.start()
+    try:
+        host.start()
+    except RuntimeError:                       # "can't start new thread"
+        return -errno.EAGAIN
     ready.wait()
     try:
         if flags & CLONE_PARENT_SETTID:
@@ -110,13 +116,15 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
 
 def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> None:
     """The host thread of a guest thread: run lifted code until the thread ends."""
-    hsignal.pthread_sigmask(hsignal.SIG_BLOCK, hsignal.valid_signals())
     t, p = k.thread, k.proc
-    t.host_main = False
-    t.tid = threading.get_native_id()
-    with p.lock:
-        p.threads[t.tid] = t
-    ready.set()
+    try:
+        hsignal.pthread_sigmask(hsignal.SIG_BLOCK, hsignal.valid_signals())
+        t.host_main = False
+        t.tid = threading.get_native_id()
+        with p.lock:
+            p.threads[t.tid] = t
+    finally:
+        ready.set()
     go.wait()
     store, run = k.code.store, k.code.run
     try:
@@ -144,6 +152,12 @@ def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> No
         end_process(k, end)
     except KilnError as e:
         print(f"kiln: {e.message}", file=sys.stderr, flush=True)
+        if t.host_main:
+            k.finish_forked(GuestExit(127))
+        end_process(k, GuestExit(127))
+    except Exception as e:                     # a vkernel bug: the run ends saying so
+        print(f"kiln: internal error in vkernel (guest thread {t.tid} of {p.exe}): "
+              f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
         if t.host_main:
             k.finish_forked(GuestExit(127))
         end_process(k, GuestExit(127))

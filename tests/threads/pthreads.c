@@ -343,6 +343,20 @@ static int sigwaits(void) {
     return 0;
 }
 
+/* the main thread leaves by pthread_exit: the process lives until its last thread ends */
+static void *last_one(void *arg) {
+    (void)arg;
+    usleep(50000);
+    printf("the last thread runs after main's pthread_exit: %d task(s)\n", tasks());
+    fflush(stdout);
+    return 0;
+}
+static int main_exits(void) {
+    pthread_t t;
+    pthread_create(&t, 0, last_one, 0);
+    pthread_exit(0);
+}
+
 int main(int argc, char **argv) {
     self_path = argv[0];
     pthread_barrier_init(&bar, 0, 3);
@@ -355,7 +369,8 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "execs")) return execs();
     if (!strcmp(what, "timed")) return timed();
     if (!strcmp(what, "sigwaits")) return sigwaits();
+    if (!strcmp(what, "main-exits")) return main_exits();
     if (!strcmp(what, "after-exec")) return after_exec();
-    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits\n");
+    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits|main-exits\n");
     return 2;
 }
