@@ -9,6 +9,7 @@ import signal as hsignal
 import stat as st
 import struct
 import sys
+import threading
 
 from formats import abi
 from vkernel import creds, procfs, signals, threads
@@ -248,6 +249,7 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
         me = os.getpid()                       # the child is one thread, the caller's
         k.thread.tid = me
         k.proc.threads = {me: k.thread}
+        k.proc.lock = threading.RLock()       # another thread may have held it at the fork
         k.proc.end = None
         k.thread.exiting = False
         if not k.thread.host_main:             # forked in a thread: its host thread is the
