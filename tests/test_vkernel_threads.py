@@ -5,7 +5,8 @@ scenario on the host and recompiled: mutex and condition-variable counters,
 lock-prefixed atomics and a compare-exchange spin lock across threads,
 pthread_exit values, a detached thread, exit() in a thread, a signal directed
 at a busy thread and at one blocked in pause() (with the main thread's own
-mask), /proc/self/task, fork from the main thread and from another thread,
+mask), a signal sent to the process while the main thread blocks it (the
+thread that does not block it runs the handler), /proc/self/task, fork from the main thread and from another thread,
 execve from a thread, timed waits that expire or are signalled in time,
 pthread_once, the main thread leaving by pthread_exit before the last one,
 and sigwait in a thread for a directed and a process-directed signal (then
@@ -24,8 +25,8 @@ from tests.test_vkernel_guestc import Guest, kiln, native, recompiled
 SOURCE = (Path(__file__).resolve().parent / "threads" / "pthreads.c").read_text()
 LOCKED = (Path(__file__).resolve().parent / "threads" / "locked.c").read_text()
 SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
-             "main-exits")
-REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2}
+             "main-exits", "process-signal")
+REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2, "process-signal": 2}
 """Runs per scenario whose outcome a race could change."""
 
 

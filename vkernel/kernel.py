@@ -264,7 +264,7 @@ class Kernel:
         self.in_host = True
         if self.dying:
             self._wait_out_death()
-        if self.proc.end is not None or self.thread.exiting:
+        if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:
             self.in_host = False
             self.check_end()
         try:
@@ -333,7 +333,7 @@ class Kernel:
         is deliverable, else the forwarding handler raises it out of the wait. The cyclic
         garbage collector is off meanwhile, so the handler never fires inside a finaliser
         (where Python would print the exception on the guest's stderr and drop it)."""
-        if self.proc.end is not None or self.thread.exiting:
+        if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:
             self.check_end()
         if lowest_deliverable(self.thread, self.proc):
             raise SignalInterrupt()
@@ -504,7 +504,7 @@ class Kernel:
         complete. Deliver as at a syscall boundary; the caller then re-enters kiln_run at
         state.rip (the loop header, or the handler that runs first)."""
         clear_interrupt(self.ctl.view)
-        if self.proc.end is not None or self.thread.exiting:
+        if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:
             self.check_end()
         self.deliver()
 
@@ -514,6 +514,8 @@ class Kernel:
         other thread, stop this one (vkernel/threads.py)."""
         from vkernel.threads import stop_others
         e = self.proc.end
+        if self.thread.mask_stale and self.thread.host_main:
+            sync_host_mask(self.thread, self.proc)
         if not self.thread.host_main:
             if e is not None or self.thread.exiting:
                 raise ThreadExit(0)

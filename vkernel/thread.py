@@ -50,6 +50,8 @@ class ThreadState:
     finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     """Set when the thread's host thread has left lifted code for good (vkernel/threads.py)."""
     exit_status: int = 0                        # what exit(2) gave (the last thread's is the process's)
+    mask_stale: bool = False                    # first thread: re-mirror the blocked sets (another
+                                                # thread's mask or the thread list changed)
 
     def exec_reset(self) -> None:
         """What execve resets of the thread that survives it (the mask and pending set stay)."""

@@ -173,6 +173,8 @@ def thread_gone(k: "Kernel") -> None:
     with p.lock:                               # gone from /proc/self/task before the join returns
         if p.threads.get(t.tid) is t:
             del p.threads[t.tid]
+    if p.end is None:
+        signals.sync_host_mask(t, p)           # the first thread re-mirrors the others' masks
     if t.clear_child_tid and p.end is None:
         try:
             k.space.put_u32(t.clear_child_tid, 0)

@@ -306,6 +306,41 @@ static int timed(void) {
     return 0;
 }
 
+/* a signal sent to the process while the main thread blocks it: a thread that does not block
+   it runs the handler */
+static volatile sig_atomic_t proc_handled;
+static volatile long proc_handler_tid;
+static void on_usr1_proc(int sig) {
+    (void)sig;
+    proc_handler_tid = tid();
+    proc_handled = 1;
+}
+static void *taker(void *arg) {
+    (void)arg;
+    target_tid = tid();
+    __atomic_store_n(&arrived, 3, __ATOMIC_SEQ_CST);
+    while (!proc_handled) { }
+    return 0;
+}
+static int process_signal(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1_proc;
+    sigaction(SIGUSR1, &sa, 0);
+    pthread_t t;
+    pthread_create(&t, 0, taker, 0);
+    while (__atomic_load_n(&arrived, __ATOMIC_SEQ_CST) != 3) sched_yield();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, 0);
+    kill(getpid(), SIGUSR1);
+    pthread_join(t, 0);
+    printf("process-directed signal handled in the thread that does not block it: %d\n",
+           proc_handler_tid == target_tid);
+    return 0;
+}
+
 /* sigwait in a thread: a directed signal, then a process-directed one every thread blocks */
 static void *waiter(void *arg) {
     (void)arg;
@@ -370,7 +405,8 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "timed")) return timed();
     if (!strcmp(what, "sigwaits")) return sigwaits();
     if (!strcmp(what, "main-exits")) return main_exits();
+    if (!strcmp(what, "process-signal")) return process_signal();
     if (!strcmp(what, "after-exec")) return after_exec();
-    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits|main-exits\n");
+    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits|main-exits|process-signal\n");
     return 2;
 }
