@@ -6,12 +6,14 @@ memories, fills the state before entry and serves the syscall frame.
 Change a number here and both sides follow; bump ``ABI_VERSION`` when a
 change is not backward compatible (the megabinary records it).
 
-Modules (ABI 3): the megabinary holds one small *core* module and one *unit*
-module per recompiled ELF. In each guest process vkernel instantiates the core
-first, then a unit whenever its ELF is mapped executable (the program, its
-interpreter, every library ld.so maps, dlopen), all in one Wasmtime store:
+Modules (ABI 4): the megabinary holds one small *core* module and one *unit*
+module per recompiled ELF. Each guest *thread* has its own Wasmtime store; in
+it vkernel instantiates the core first, then a unit whenever its ELF is mapped
+executable (the program, its interpreter, every library ld.so maps, dlopen):
 
-* the core defines and exports the two memories, the dispatch table
+* the core imports the guest memory (one WebAssembly *shared* memory per guest
+  process, which vkernel creates and every thread's store imports: ABI 4),
+  defines and exports the control memory (one per thread), the dispatch table
   (:data:`TABLE`, funcref of the guest-function type, grown by vkernel) and
   the shared call-depth counter (:data:`DEPTH`), and exports ``kiln_run``;
 * a unit imports all of them, plus three immutable globals vkernel gives it
@@ -26,7 +28,11 @@ interpreter, every library ld.so maps, dlopen), all in one Wasmtime store:
 Memories:
 
 * memory 0, ``"guest"``: the guest's 32-bit address space, 65536 pages
-  (4 GiB) reserved up front. Guest address ``a`` is byte ``a & 0xffffffff``
+  (4 GiB) reserved up front, declared ``shared`` (minimum = maximum) in every
+  module so that all threads of a guest process run over the same bytes
+  (``Config.wasm_threads``). Locked x86 instructions are WebAssembly atomics
+  on it; plain loads and stores are plain accesses (docs/architecture.md,
+  "Memory ordering"). Guest address ``a`` is byte ``a & 0xffffffff``
   of this memory. vkernel chooses every mapping inside it.
 * memory 1, ``"ctl"``: the control memory. Lifted code reaches it only
   through code the recompiler emits (state, frame, dispatch), never through
@@ -49,7 +55,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 IMPORT_MODULE = "kiln"
 GUEST_MEMORY = "guest"      # memory 0
@@ -348,6 +354,8 @@ ENGINE_SETTINGS: tuple[tuple[str, object], ...] = (
     ("wasm_multi_value", True),
     ("wasm_reference_types", True),
     ("wasm_function_references", True),   # a typed dispatch table: call_indirect skips the type check
+    ("wasm_threads", True),           # the shared guest memory and atomics (ABI 4)
+    ("shared_memory", True),          # vkernel creates that memory (wasmtime.SharedMemory)
     ("cranelift_opt_level", "speed"),
     ("max_wasm_stack", 2 * 1024 * 1024),   # wasmtime-py caps it at its async stack size (2 MiB)
 )

@@ -187,10 +187,13 @@ class SpecProcess:
         self.host = [wasmtime.Func(store, wasmtime.FuncType([], []), self._syscall),
                      wasmtime.Func(store, wasmtime.FuncType([i32], []), self._fault),
                      wasmtime.Func(store, wasmtime.FuncType([], [i64]), lambda: 0)]
+        # the guest memory is the process's, shared by its threads' stores (ABI 4)
+        from vkernel.instances import GuestMemory
+        self.guest = GuestMemory(engine)
         core = wasmtime.Instance(store, wasmtime.Module.deserialize(engine, core_artifact),
-                                 self.host)
+                                 [*self.host, self.guest.shared])
         ex = core.exports(store)
-        self.guest, self.ctl, self.table = ex[abi.GUEST_MEMORY], ex[abi.CONTROL_MEMORY], ex[abi.TABLE]
+        self.ctl, self.table = ex[abi.CONTROL_MEMORY], ex[abi.TABLE]
         self.depth, self.grow_table, self.kiln_run = ex[abi.DEPTH], ex[abi.GROW_TABLE], ex[abi.EXPORT_RUN]
         self._reserve(abi.ENTRIES_AREA)
         self.ctl.write(store, struct.pack("<I", 0), abi.UNIT_COUNT)
@@ -213,7 +216,7 @@ class SpecProcess:
         i32 = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
         i64 = wasmtime.GlobalType(wasmtime.ValType.i64(), False)
         wasmtime.Instance(store, wasmtime.Module.deserialize(self.engine, artifact),
-                          [*self.host, self.guest, self.ctl, self.table, self.depth,
+                          [*self.host, self.guest.shared, self.ctl, self.table, self.depth,
                            wasmtime.Global(store, i32, wasmtime.Val.i32(table_base)),
                            wasmtime.Global(store, i32, wasmtime.Val.i32(entries_at)),
                            wasmtime.Global(store, i64, wasmtime.Val.i64(bias))])

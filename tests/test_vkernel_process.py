@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from formats import abi
-from test_vkernel_support import build_elf, c, make_rootfs, sys as S, unit_for, wat_module, write_mb
+from test_vkernel_support import build_elf, c, make_rootfs, poke, sys as S, unit_for, wat_module, write_mb
 from test_vkernel_run import kiln_run
 from vkernel.runtime import RunSpec, run_guest
 
@@ -63,7 +63,7 @@ def _two_programs(tmp_path: Path, tamper_second: bool = False) -> tuple[Path, Pa
     import subprocess as sp
     entry2 = int(sp.run(["readelf", "-h", str(second.path)], capture_output=True, text=True)
                  .stdout.split("Entry point address:")[1].split()[0], 16)
-    strings = '(data (memory $g) (i32.const 0xFF800100) "/bin/second\\00second\\00x\\00")'
+    strings = ""
     # argv array at 0xFF800200: ["second", "x", NULL]
     body = f"""
       (if (i64.eq (call $reg (i32.const {RIP})) (i64.const {abi.PIE_LOAD_BASE + entry2}))
@@ -77,6 +77,7 @@ def _two_programs(tmp_path: Path, tamper_second: bool = False) -> tuple[Path, Pa
       ;; execve returned: exit with -errno
       (drop {S(231, '(i64.sub (i64.const 0) (local.get $t))')})
     """
+    body = poke(0xFF800100, b"/bin/second\0second\0x\0") + body
     data2 = second.path.read_bytes()
     root = make_rootfs(tmp_path, {"/bin/first": first.path, "/bin/second": second.path})
     if tamper_second:
@@ -106,7 +107,8 @@ def test_trace_prints_strace_lines(tmp_path: Path) -> None:
     elf = build_elf(tmp_path, "hello")
     body = (f"(drop {S(257, c(-100 & (2**64 - 1)), c(0xFF800100), c(0o2000000), c(0))})"
             f"(drop {S(1, c(1), c(elf.msg_addr), c(elf.msg_len))})(drop {S(231, c(0))})")
-    extra = '(data (memory $g) (i32.const 0xFF800100) "/etc/passwd\\00")'
+    extra = ""
+    body = poke(0xFF800100, b"/etc/passwd\0") + body
     root = make_rootfs(tmp_path, {"/bin/hello": elf.path, "/etc/passwd": b"root:x:0:0::/:/bin/sh\n"})
     mb = write_mb(tmp_path / "mb.kiln", wat_module(body, extra),
                   [unit_for(elf.path.read_bytes(), "/bin/hello")])

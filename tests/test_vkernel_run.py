@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from formats import abi
-from test_vkernel_support import build_elf, c, make_rootfs, sys as S, unit_for, wat_module, write_mb
+from test_vkernel_support import build_elf, c, make_rootfs, poke, sys as S, unit_for, wat_module, write_mb
 
 KILN = [sys.executable, "-m", "vkernel.cli"]
 
@@ -127,7 +127,8 @@ def test_argv_env_and_auxv_reach_the_guest(tmp_path: Path) -> None:
         (br $l2)))
       (drop {S(231, '(i64.extend_i32_u (local.get $n))')})
     """
-    extra = '(data (memory $g) (i32.const 0xFF800000) "\\n")'
+    extra = ""
+    body = poke(0xFF800000, b"\n") + body
     root = make_rootfs(tmp_path, {"/bin/echoargs": elf.path})
     mb = write_mb(tmp_path / "mb.kiln", wat_module(body, extra),
                   [unit_for(elf.path.read_bytes(), "/bin/echoargs")])
@@ -208,7 +209,8 @@ def test_upper_directory_keeps_the_runs_writes(tmp_path: Path) -> None:
     # openat("/tmp/out", O_WRONLY|O_CREAT, 0644); write(fd=3, msg, len); exit_group(0)
     body = (f"(drop {S(257, c(-100 & (2**64 - 1)), c(0xFF800100), c(0o101), c(0o644))})"
             f"(drop {S(1, c(3), c(elf.msg_addr), c(elf.msg_len))})")
-    extra = '(data (memory $g) (i32.const 0xFF800100) "/tmp/out\\00")'
+    extra = ""
+    body = poke(0xFF800100, b"/tmp/out\0") + body
     root = make_rootfs(tmp_path, {"/bin/hello": elf.path})
     mb = write_mb(tmp_path / "mb.kiln", wat_module(body, extra), [unit_for(elf.path.read_bytes(), "/bin/hello")])
     upper = tmp_path / "changes"

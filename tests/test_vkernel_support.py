@@ -72,8 +72,8 @@ PRELUDE = f"""
   (import "kiln" "syscall" (func $syscall))
   (import "kiln" "fault" (func $fault (param i32)))
   (import "kiln" "rdtsc" (func $rdtsc (result i64)))
+  (import "kiln" "guest" (memory $g 65536 65536 shared))
   (type $guestfn (func (param i32)))
-  (memory $g (export "guest") 65536 65536)
   (memory $c (export "ctl") 1)
   (table $ft (export "table") 0 (ref null $guestfn))
   (global $depth (export "depth") (mut i32) (i32.const 0))
@@ -117,11 +117,18 @@ def wat_module(body: str, extra: str = "") -> str:
 EMPTY_UNIT = """(module (type $guestfn (func (param i32)))
   (import "kiln" "syscall" (func)) (import "kiln" "fault" (func (param i32)))
   (import "kiln" "rdtsc" (func (result i64)))
-  (import "kiln" "guest" (memory 65536 65536)) (import "kiln" "ctl" (memory 1))
+  (import "kiln" "guest" (memory 65536 65536 shared)) (import "kiln" "ctl" (memory 1))
   (import "kiln" "table" (table 0 (ref null $guestfn))) (import "kiln" "depth" (global (mut i32)))
   (import "kiln" "table_base" (global i32)) (import "kiln" "entries_at" (global i32))
   (import "kiln" "bias" (global i64)))"""
 """A unit module with no code: what each unit of a hand-written megabinary instantiates."""
+
+
+def poke(addr: int, data: bytes) -> str:
+    """WAT storing ``data`` at guest ``addr`` at run time (a data segment would be zeroed when
+    vkernel maps the memory it lands in)."""
+    return "".join(f"(i32.store8 $g (i32.const {addr + i}) (i32.const {b}))"
+                   for i, b in enumerate(data))
 
 
 def sys(nr: int, *args: str) -> str:

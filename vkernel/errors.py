@@ -63,3 +63,13 @@ class GuestExec(Exception):
         self.envp = envp
         self.data = data
         self.execfn = execfn or path
+
+
+class ThreadExit(Exception):
+    """Raised in a guest thread that ends alone: exit(2) in a thread of a multithreaded
+    process, or any thread but the first when another one ends the process (exit_group, a
+    fatal signal, execve). The thread's host thread stops; the process goes on."""
+
+    def __init__(self, status: int = 0) -> None:
+        super().__init__(status)
+        self.status = status

@@ -1,7 +1,9 @@
-"""A guest process's translated code in one Wasmtime store: the core, and a unit per mapped ELF.
+"""A guest thread's translated code in one Wasmtime store: the core, and a unit per mapped ELF.
 
-ABI 3 (formats/abi.py): the core instance owns the guest and control memories,
-the dispatch table and the call-depth counter. A unit (one recompiled ELF) is
+ABI 4 (formats/abi.py): the guest memory is one WebAssembly shared memory per
+guest process (:class:`GuestMemory`), imported by the core of every thread's
+store; the core instance owns the thread's control memory, the dispatch table
+and the call-depth counter. A unit (one recompiled ELF) is
 instantiated the first time its ELF is mapped executable at a given load bias:
 its functions go to the end of the dispatch table (which grows by that many
 slots), its sorted dispatch entries to the next free bytes of the control
@@ -13,34 +15,121 @@ instance of the same module.
 """
 from __future__ import annotations
 
+import ctypes
 import struct
+import threading
 from typing import Callable
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 from formats import abi
 
 _ROW = struct.Struct("<4I")
 
 
+def _shared_as_extern(self: wasmtime.SharedMemory) -> object:
+    """wasmtime-py 50's ``SharedMemory._as_extern`` wraps its pointer twice (a TypeError at
+    any instantiation that imports a shared memory); this passes it once."""
+    return ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY,
+                                 ffi.wasmtime_extern_union(sharedmemory=self.ptr()))
+
+
+wasmtime.SharedMemory._as_extern = _shared_as_extern  # type: ignore[method-assign]
+
+# wasmtime-py 50 passes an exception raised by a host function to the caller of the
+# WebAssembly call through one module-wide variable, which another thread's call can take or
+# overwrite. The exception is also kept per thread here, and the guest call raises that one.
+_raised = threading.local()
+
+
+def _guarded(fn: Callable[..., object]) -> Callable[..., object]:
+    def call(*args: object) -> object:
+        try:
+            return fn(*args)
+        except BaseException as e:
+            _raised.exc = e
+            raise
+    return call
+
+
+class GuestCall:
+    """An exported function of lifted code, called as ``f(store)``: what a host function
+    raised in this thread comes out of it (not another thread's, see :func:`_guarded`)."""
+
+    def __init__(self, func: wasmtime.Func) -> None:
+        self.func = func
+
+    def __call__(self, store: wasmtime.Store) -> object:
+        _raised.exc = None
+        try:
+            return self.func(store)
+        except BaseException:
+            exc = _raised.exc
+            if exc is None:
+                raise
+            _raised.exc = None
+            raise exc from None
+
+
+class GuestMemory:
+    """The guest memory of one guest process (memory 0): a shared memory of
+    ``GUEST_MEMORY_PAGES`` pages reserved up front, which never moves, so its host address is
+    fixed for the life of the process image. ``read`` and ``write`` take a store argument they
+    ignore, like ``wasmtime.Memory``'s (the memory belongs to no store)."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        pages = abi.GUEST_MEMORY_PAGES
+        self.shared = wasmtime.SharedMemory(
+            engine, wasmtime.MemoryType(wasmtime.Limits(pages, pages), shared=True))
+        self.base = ctypes.cast(self.shared.data_ptr(), ctypes.c_void_p).value or 0
+        self.size = self.shared.data_len()
+
+    def view(self) -> memoryview:
+        """A writable view of all of it."""
+        return memoryview((ctypes.c_ubyte * self.size).from_address(self.base)).cast("B")
+
+    def data_ptr(self, _store: object = None) -> int:
+        return self.base
+
+    def data_len(self, _store: object = None) -> int:
+        return self.size
+
+    def read(self, _store: object, start: int, stop: int) -> bytes:
+        if not 0 <= start <= stop <= self.size:
+            raise IndexError(f"guest memory read [{start:#x}, {stop:#x}) out of range")
+        return ctypes.string_at(self.base + start, stop - start)
+
+    def write(self, _store: object, data: bytes, offset: int) -> None:
+        if not 0 <= offset <= offset + len(data) <= self.size:
+            raise IndexError(f"guest memory write at {offset:#x} out of range")
+        ctypes.memmove(self.base + offset, bytes(data), len(data))
+
+
 class GuestCode:
     """The core instance and the unit instances of one store."""
 
     def __init__(self, store: wasmtime.Store, core: wasmtime.Module,
-                 host: list[wasmtime.Func]) -> None:
+                 host: list[wasmtime.Func], guest: GuestMemory | None = None) -> None:
         """``host``: the syscall, fault and rdtsc functions (and trace, for a tracing build of
-        the recompiler), in that order, as every instance imports them (:func:`host_functions`)."""
+        the recompiler), in that order, as every instance imports them (:func:`host_functions`).
+        ``guest``: the process's guest memory (another thread's store has it); None: a new one
+        (a new process image)."""
         self.store = store
         self.host = host
-        self.core = wasmtime.Instance(store, core, host)
+        if guest is None:
+            guest = GuestMemory(store.engine)
+        self.guest = guest
+        self.core = wasmtime.Instance(store, core, [*host, guest.shared])
         ex = self.core.exports(store)
-        guest, ctl, table = ex[abi.GUEST_MEMORY], ex[abi.CONTROL_MEMORY], ex[abi.TABLE]
+        ctl, table = ex[abi.CONTROL_MEMORY], ex[abi.TABLE]
         depth, run, grow = ex[abi.DEPTH], ex[abi.EXPORT_RUN], ex[abi.GROW_TABLE]
-        if not (isinstance(guest, wasmtime.Memory) and isinstance(ctl, wasmtime.Memory)
+        if not (isinstance(ctl, wasmtime.Memory)
                 and isinstance(table, wasmtime.Table) and isinstance(depth, wasmtime.Global)
                 and isinstance(run, wasmtime.Func) and isinstance(grow, wasmtime.Func)):
-            raise TypeError("the core module does not export what ABI 3 says")
-        self.guest, self.ctl, self.table, self.depth, self.run = guest, ctl, table, depth, run
+            raise TypeError("the core module does not export what ABI 4 says")
+        self.ctl, self.table, self.depth = ctl, table, depth
+        self.run = GuestCall(run)
         self._grow = grow
         self._slots = 0
         self._rows: dict[tuple[int, int], int] = {}
@@ -79,7 +168,7 @@ class GuestCode:
         i32 = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
         i64 = wasmtime.GlobalType(wasmtime.ValType.i64(), False)
         signed = key[1] - (1 << 64) if key[1] >> 63 else key[1]
-        imports: list[object] = [*self.host, self.guest, self.ctl, self.table, self.depth,
+        imports: list[object] = [*self.host, self.guest.shared, self.ctl, self.table, self.depth,
                                  wasmtime.Global(store, i32, wasmtime.Val.i32(base)),
                                  wasmtime.Global(store, i32, wasmtime.Val.i32(at)),
                                  wasmtime.Global(store, i64, wasmtime.Val.i64(signed))]
@@ -98,9 +187,9 @@ def host_functions(store: wasmtime.Store, syscall: Callable[[], None],
                    trace: Callable[[int], None] | None = None) -> list[wasmtime.Func]:
     """The host functions of the ABI, as every instance imports them."""
     i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
-    out = [wasmtime.Func(store, wasmtime.FuncType([], []), syscall),
-           wasmtime.Func(store, wasmtime.FuncType([i32], []), fault),
+    out = [wasmtime.Func(store, wasmtime.FuncType([], []), _guarded(syscall)),
+           wasmtime.Func(store, wasmtime.FuncType([i32], []), _guarded(fault)),
            wasmtime.Func(store, wasmtime.FuncType([], [i64]), rdtsc)]
     if trace is not None:
-        out.append(wasmtime.Func(store, wasmtime.FuncType([i64], []), trace))
+        out.append(wasmtime.Func(store, wasmtime.FuncType([i64], []), _guarded(trace)))
     return out

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from formats import abi
 from vkernel.audit import AuditLog
 from vkernel.cpustate import CodeRegion, ControlMemory
-from vkernel.errors import GuestExec, GuestExit, GuestFault, VkernelError
+from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.memory import AddressSpace
 from vkernel.policy import ExecPolicy
@@ -85,7 +85,8 @@ class Kernel:
         proc.fds = fds
         if ctl is not None:
             self.thread.ctl = ctl
-        proc.threads.setdefault(self.thread.tid, self.thread)
+        if self.thread.tid:                   # a new thread's is known once its host thread runs
+            proc.threads.setdefault(self.thread.tid, self.thread)
         self.vfs = vfs
         self.policy = policy
         self.audit = audit
@@ -99,6 +100,11 @@ class Kernel:
         self.code: "GuestCode" = None     # type: ignore[assignment]   # the store's instances
         self.unit_module: Any = None      # UnitInfo -> its deserialized wasmtime.Module
         self.net: "RunNetwork | None" = None   # the run's network (vkernel/netrun.py)
+        self.spawn: "Callable[[Kernel], Kernel] | None" = None
+        """The runtime's: a new thread's kernel and store, its CPU state the caller's (clone)."""
+        self.finish_forked: "Callable[[BaseException], None] | None" = None
+        """The runtime's: end (or exec) a forked child whose only thread is not the host's
+        first (vkernel/threads.py); never returns."""
         # Which side runs: True while the main thread executes Python (an import, set-up),
         # False while it is in lifted code. The signal watcher may end the process only then.
         self.in_host = True
@@ -258,6 +264,9 @@ class Kernel:
         self.in_host = True
         if self.dying:
             self._wait_out_death()
+        if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:
+            self.in_host = False
+            self.check_end()
         try:
             frame = self.ctl.read_frame()
             nr = frame[0]
@@ -270,7 +279,7 @@ class Kernel:
                 result = -errno.EINTR
             except GuestFault:
                 result = -errno.EFAULT
-            except (GuestExit, GuestExec) as e:
+            except (GuestExit, GuestExec, ThreadExit) as e:
                 if self.trace:
                     self._trace(nr, frame, 0 if isinstance(e, GuestExec) else None)
                 raise
@@ -302,7 +311,7 @@ class Kernel:
             return -errno.EINTR
         except GuestFault:
             return -errno.EFAULT
-        except (GuestExit, GuestExec, VkernelError):
+        except (GuestExit, GuestExec, ThreadExit, VkernelError):
             raise
         except Exception as e:                     # a bug in vkernel: never a guest errno
             raise self.internal_error(frame[0], e) from e
@@ -324,6 +333,8 @@ class Kernel:
         is deliverable, else the forwarding handler raises it out of the wait. The cyclic
         garbage collector is off meanwhile, so the handler never fires inside a finaliser
         (where Python would print the exception on the guest's stderr and drop it)."""
+        if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:
+            self.check_end()
         if lowest_deliverable(self.thread, self.proc):
             raise SignalInterrupt()
         collecting = gc.isenabled()
@@ -493,7 +504,26 @@ class Kernel:
         complete. Deliver as at a syscall boundary; the caller then re-enters kiln_run at
         state.rip (the loop header, or the handler that runs first)."""
         clear_interrupt(self.ctl.view)
+        if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:
+            self.check_end()
         self.deliver()
+
+    def check_end(self) -> None:
+        """Another thread ended or exec'd the process (or this thread is told to stop): in
+        the first thread, wait for the others to stop, then raise what ended it; in any
+        other thread, stop this one (vkernel/threads.py)."""
+        from vkernel.threads import stop_others
+        e = self.proc.end
+        if self.thread.mask_stale and self.thread.host_main:
+            sync_host_mask(self.thread, self.proc)
+        if not self.thread.host_main:
+            if e is not None or self.thread.exiting:
+                raise ThreadExit(0)
+            return
+        if e is None:
+            return
+        stop_others(self)
+        raise e
 
     def fault_to_handler(self, sig: int, addr: int, code: int, message: str) -> GuestExit | None:
         """A fault (no translation, #DE, ud2...) raises ``sig`` with si_addr = ``addr``, the

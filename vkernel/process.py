@@ -71,6 +71,9 @@ class ProcessState:
     instances (``row`` is not used here: rows are per store)."""
     code_generation: int = 0                   # bumped at each change of ``code_regions``
     exit_status: "tuple[int, int] | None" = None   # exit_group: (status, signal) ending every thread
+    end: BaseException | None = None           # set when one thread ends the whole process (exit_group,
+                                               # a fatal signal: GuestExit) or execs (GuestExec) while
+                                               # others run: the first thread raises it, the others stop
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property

@@ -24,7 +24,7 @@ from vkernel.audit import AuditLog
 from vkernel.closures import trampoline_jump
 from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
-from vkernel.instances import GuestCode, host_functions
+from vkernel.instances import GuestCode, GuestMemory, host_functions
 from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
@@ -293,17 +293,21 @@ class Runtime:
                            hint="give the program's absolute path inside the rootfs")
 
     # -- one program ------------------------------------------------------------------
-    def _instance(self) -> "GuestInstance":
+    def _instance(self, thread: ThreadState | None = None,
+                  guest: GuestMemory | None = None) -> "GuestInstance":
         """A fresh store with the core module instantiated and the kernel serving its imports:
-        a guest process with nothing loaded yet."""
+        a guest process with nothing loaded yet; with ``guest`` (the process's guest memory),
+        a new ``thread`` of the process instead."""
         store = wasmtime.Store(self.engine)
         # The kernel serves the module's imports, so it exists first; its memories are the
         # module's own (defined and exported by it, so lifted code addresses them directly).
         k = Kernel(space=None, ctl=None, vfs=self.vfs, fds=self.fds, policy=self.policy,
                    audit=self.audit, proc=self.proc, table=TABLE, dispatch=DISPATCH,
                    trace=format_call if self.spec.trace else None,
-                   thread=self.thread)
+                   thread=thread or self.thread)
         k.net = self.net
+        k.spawn = self._spawn_thread
+        k.finish_forked = functools.partial(self._finish_forked, k)
 
         def on_fault(code: int) -> None:
             # Never returns: the guest dies (GuestExit), or the state says where it goes on
@@ -335,23 +339,50 @@ class Runtime:
 
         host = host_functions(store, k.on_syscall, on_fault, on_rdtsc)
         try:
-            code = GuestCode(store, self.modules[abi.CORE_MODULE], host)
+            code = GuestCode(store, self.modules[abi.CORE_MODULE], host, guest)
             k.code = code
             k.unit_module = self.unit_module
-            guest, ctl_mem = code.guest, code.ctl
+            ctl_mem = code.ctl
         except (wasmtime.WasmtimeError, TypeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's modules: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
-        if guest.type(store).limits.min != abi.GUEST_MEMORY_PAGES:
-            raise VkernelError("the megabinary's core module does not define the guest memory "
-                               "the ABI describes", hint="the megabinary was built for another ABI; re-run recompile")
-        gview, gbase = _memory_view(guest, store)
         cview, _ = _memory_view(ctl_mem, store)
-        space = AddressSpace(gview, gbase)
-        space.limit = self.spec.memory
-        space.run_budget = self.spec.run_memory
-        k.space, k.ctl = space, ControlMemory(cview)
+        if guest is None:
+            space = AddressSpace(code.guest.view(), code.guest.base)
+            space.limit = self.spec.memory
+            space.run_budget = self.spec.run_memory
+            k.space = space
+        k.ctl = ControlMemory(cview)
         return GuestInstance(store, k, code)
+
+    def _spawn_thread(self, parent: Kernel) -> Kernel:
+        """A new thread of ``parent``'s process (clone, vkernel/threads.py): its own store over
+        the process's guest memory, the process's code instantiated, the CPU state the
+        parent's."""
+        inst = self._instance(ThreadState(tid=0, host_main=False), parent.code.guest)
+        k = inst.kernel
+        lo, hi = abi.CPU_STATE, abi.CPU_STATE + abi.CPU_STATE_SIZE
+        k.ctl.view[lo:hi] = parent.ctl.view[lo:hi]
+        k.sync_code()
+        return k
+
+    def _finish_forked(self, k: Kernel, e: BaseException) -> None:
+        """The end of a forked child whose only thread was not the parent's first one (it
+        forked in a thread): exit like the guest, or exec and run on first. Never returns."""
+        self.thread, self.kernel = k.thread, k
+        status, sig = 2, 0
+        try:
+            if isinstance(e, GuestExec):
+                status = self._exec_loop(e)
+            else:
+                status = self._exit_status(e)  # type: ignore[arg-type]
+            sig = self.last_signal
+        except KilnError as err:
+            print(f"kiln: {err.message}", file=sys.stderr, flush=True)
+            status = 127
+        finally:
+            self.close()
+            _die_like(status, sig)
 
     def _load(self, inst: "GuestInstance", path: str, data: bytes, unit: UnitInfo,
               interp: Interpreter | None) -> tuple[Any, Any]:
@@ -490,6 +521,9 @@ class Runtime:
                 first()
             run_from_state()
         except GuestExit as e:
+            if self.proc.multithreaded:
+                from vkernel.threads import stop_others
+                stop_others(k)
             return self._exit_status(e)
         except KeyboardInterrupt:
             # Ctrl-C reaches the host process: the guest dies of SIGINT, as it would natively.
@@ -628,6 +662,9 @@ class Runtime:
             try:
                 return step()
             except GuestExec as ex:
+                if self.proc.multithreaded and self.kernel is not None:
+                    from vkernel.threads import stop_others
+                    stop_others(self.kernel)   # Linux: execve ends the other threads
                 self.fds.close_on_exec()
                 for sig, act in list(self.proc.sigactions.items()):
                     if act.handler not in (0, 1):

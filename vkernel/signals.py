@@ -158,15 +158,30 @@ def attach(proc: "ProcessState | None", kernel: "Kernel | None") -> None:
 
 
 def _forward(signum: int, _frame: object) -> None:
-    """Host handler: the guest signal becomes pending; interrupt a blocking call if deliverable."""
+    """Host handler: the guest signal becomes pending; interrupt a blocking call if deliverable
+    (in the first thread; another thread that does not block it is told when the first does)."""
     p = _proc
     if p is None:
         return
     p.sigpending |= bit(signum)
     k = _kernel
+    if k is not None and not deliverable(k.thread, p, signum):
+        _route(p, k.thread, signum)
+        return
     if k is not None and k.interruptible and deliverable(k.thread, p, signum):
         k.interruptible = False
         raise SignalInterrupt()
+
+
+def _route(p: "ProcessState", first: "ThreadState", sig: int) -> bool:
+    """Tell a thread other than ``first`` that may take ``sig`` to look (interrupt flag, wake
+    pipe); False when none may."""
+    for t in list(p.threads.values()):
+        if t is not first and t.ctl is not None and deliverable(t, p, sig):
+            set_interrupt(t.ctl.view)
+            t.wake()
+            return True
+    return False
 
 
 # The wakeup pipe: Python's C-level handler writes the signal's number to it the moment a
@@ -269,7 +284,14 @@ def _interrupt(sig: int) -> None:
     dies of it and does not stop in time (no poll), end the first process from here."""
     with _lock:
         k, p = _kernel, _proc
-        if k is None or p is None or not deliverable(k.thread, p, sig):
+        if k is None or p is None:
+            return
+        if not deliverable(k.thread, p, sig):
+            # The first thread blocks it, another thread may take it: the Python handler
+            # (_forward) marks it pending and tells that thread, once the first thread runs
+            # Python, which it does at its next interrupt poll.
+            if _route(p, k.thread, sig):
+                set_interrupt(k.ctl.view)
             return
         set_interrupt(k.ctl.view)
         act = p.sigactions.get(sig)
@@ -294,6 +316,31 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def wake_waits() -> None:
+    """Make the first thread's blocking wait (:func:`wait_interruptibly`) look again (another
+    thread ended the process)."""
+    fd = _relay_w if _watcher is not None else _wake_w
+    if fd >= 0:
+        try:
+            os.write(fd, bytes((NSIG_WAKE,)))
+        except OSError:
+            pass
+
+
+NSIG_WAKE = 65
+"""The byte :func:`wake_waits` writes: no signal number (the watcher passes it on, no more)."""
+
+
+def signal_thread(t: "ThreadState", sig: int, code: int, pid: int, uid: int) -> None:
+    """Make ``sig`` pending for thread ``t`` of this process (tgkill) and have it look: at its
+    next interrupt poll, syscall or wait slice."""
+    t.siginfo[sig] = (code, pid, uid)
+    t.sigpending |= bit(sig)
+    if t.ctl is not None:
+        set_interrupt(t.ctl.view)
+    t.wake()
 
 
 def set_interrupt(ctl: memoryview) -> None:
@@ -331,6 +378,8 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
     poller = select.poll()
     wake = _relay_r if _watcher is not None else _wake_r
     poller.register(wake, select.POLLIN)
+    mine = k.thread.wake_fd()                  # the thread's own wake pipe (tgkill, exit_group,
+    poller.register(mine, select.POLLIN)       # another thread's mask change)
     watched = [f for f in (fd, *also) if f >= 0]
     if watched:
         # Ready now: the call completes as on Linux, where a pending signal interrupts
@@ -351,6 +400,7 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
         with k.waiting():                  # EINTR now if one is already deliverable
             left = None if end is None else max(0.0, end - time.monotonic())
             ready = poller.poll(None if left is None else left * 1000)
+        k.thread.drain_wake()
         if control >= 0 and any(f == control for f, _ in ready):
             ready = [r for r in ready if r[0] != control]
             if checkpoint_hook is not None:
@@ -358,7 +408,7 @@ def wait_interruptibly(k: "Kernel", timeout: float | None = None, fd: int = -1,
             if checkpoint_fd < 0:
                 poller.unregister(control)
                 control = -1
-        if any(f != wake and f != control for f, _ in ready):
+        if any(f != wake and f != mine and f != control for f, _ in ready):
             return True
         if end is not None and time.monotonic() >= end:
             return False
@@ -403,11 +453,24 @@ def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
 
 
 def sync_host_mask(t: "ThreadState", p: "ProcessState") -> None:
-    """Mirror thread ``t``'s blocked set on the host, when ``t`` runs on the host's main
-    thread (where host signals are handled). Other host threads block every signal."""
+    """Mirror the guest's blocked sets on the host's main thread (where host signals are
+    handled; other host threads block every signal): what every guest thread blocks, so a
+    signal some thread may take reaches the host. Called for another thread, the first one is
+    told to do it (only a host thread can set its own mask)."""
     if not t.host_main:
+        for x in list(p.threads.values()):
+            if x.host_main:
+                x.mask_stale = True
+                if x.ctl is not None:
+                    set_interrupt(x.ctl.view)
+                x.wake()
         return
-    m = t.sigmask & MIRRORED_MASK
+    t.mask_stale = False
+    m = t.sigmask
+    for x in list(p.threads.values()):
+        if x is not t:
+            m &= x.sigmask
+    m &= MIRRORED_MASK
     blocked = []
     while m:
         low = m & -m

@@ -12,6 +12,7 @@ futex wake, exit_group) without host signals. A leaf module.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,11 @@ class ThreadState:
     wake_w: int = -1
     futex_key: tuple[int, int] | None = None    # (address, bitset) while in FUTEX_WAIT
     exiting: bool = False                       # exit_group or execve elsewhere: end this thread
+    finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    """Set when the thread's host thread has left lifted code for good (vkernel/threads.py)."""
+    exit_status: int = 0                        # what exit(2) gave (the last thread's is the process's)
+    mask_stale: bool = False                    # first thread: re-mirror the blocked sets (another
+                                                # thread's mask or the thread list changed)
 
     def exec_reset(self) -> None:
         """What execve resets of the thread that survives it (the mask and pending set stay)."""

@@ -24,7 +24,7 @@ import os
 
 from formats.abi import FAULT_RECORD, FAULT_RECORD_OFFSETS, SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode
 from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const,
-                                  Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return,
+                                  AtomicCmpxchg, AtomicRmw, Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return,
                                   RtAddr, SetReg, StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
 from recompiler.wasm.control import ControlFlow
 from recompiler.wasm.cpustate import FLAG_BITS as _FLAG_BITS, signed64 as _signed64, state_off
@@ -54,6 +54,11 @@ _LOAD = {("i64", 1, False): "i64.load8_u", ("i64", 1, True): "i64.load8_s",
 _STORE = {("i64", 1): "i64.store8", ("i64", 2): "i64.store16", ("i64", 4): "i64.store32", ("i64", 8): "i64.store",
           ("v128", 16): "v128.store", ("i32", 4): "i32.store", ("i32", 1): "i32.store8", ("i32", 2): "i32.store16",
           ("f32", 4): "f32.store", ("f64", 8): "f64.store"}
+
+
+def _atomic(width: int, name: str) -> str:
+    """The i64 atomic read-modify-write instruction ``name`` on ``width`` bytes."""
+    return f"i64.atomic.rmw.{name}" if width == 8 else f"i64.atomic.rmw{width * 8}.{name}_u"
 
 
 MAX_CALL_DEPTH = 200
@@ -165,6 +170,11 @@ class FunctionEmitter(RegisterSets, ControlFlow):
             return self.rt(e.link)
         if t is Load:
             return f"({_LOAD[(e.ty, e.width, e.signed)]} $g {self.addr(e.addr)})"
+        if t is AtomicRmw:
+            return f"({_atomic(e.width, e.op)} $g {self.addr(e.addr)} {self.x(e.value)})"
+        if t is AtomicCmpxchg:
+            return (f"({_atomic(e.width, 'cmpxchg')} $g {self.addr(e.addr)} {self.x(e.expect)} "
+                    f"{self.x(e.replace)})")
         if t is StateGet:
             op = {8: "i64.load", 4: "i64.load32_u", 2: "i64.load16_u", 16: "v128.load"}[e.width]
             return f"({op} $c offset={state_off(e.field) + e.offset} (i32.const 0))"

@@ -1,7 +1,8 @@
 """Linking: each lifted unit into a unit module, and the core module they all import from.
 
-ABI 3 (formats/abi.py): a unit module imports the memories, the dispatch table
-and the call-depth counter from the core, places its functions in the table at
+ABI 4 (formats/abi.py): a unit module imports the process's shared guest memory
+(vkernel's), and the control memory, the dispatch table and the call-depth
+counter of its thread's core, places its functions in the table at
 the slot vkernel gives it (``table_base``) and its sorted dispatch entries in the
 control memory where vkernel says (``entries_at``), and carries its own copy of
 the runtime helpers its code calls.
@@ -249,15 +250,21 @@ def _imports() -> list[str]:
             f' (import "{IMPORT_MODULE}" "trace" (func $trace (param i64)))' if TRACE else ""]
 
 
+_GUEST_IMPORT = (f' (import "{IMPORT_MODULE}" "{GUEST_MEMORY}" '
+                 f'(memory $g {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES} shared))')
+"""Every module imports the guest memory, shared by the threads of a guest process (ABI 4)."""
+
+
 def core_module() -> bytes:
-    """The core module: the two memories, the dispatch table, the call-depth counter and
-    ``kiln_run`` (every megabinary of this Kiln has the same one)."""
+    """The core module: the guest memory imported, the control memory, the dispatch table, the
+    call-depth counter and ``kiln_run`` (every megabinary of this Kiln has the same one)."""
     return _assemble("\n".join([
         "(module",
         " (type $guestfn (func (param i32)))",
         *_imports(),
-        # defined here and imported by the units; never moved (formats/abi.py)
-        f' (memory $g (export "{GUEST_MEMORY}") {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES})',
+        # the process's shared guest memory, vkernel's (ABI 4); the control memory is this
+        # thread's, defined here and imported by the units; neither ever moves (formats/abi.py)
+        _GUEST_IMPORT,
         f' (memory $c (export "{CONTROL_MEMORY}") {CONTROL_MEMORY_MIN_PAGES})',
         # typed: every entry is a guest function, so call_indirect needs no signature check
         f' (table $ft (export "{TABLE}") 0 (ref null $guestfn))',
@@ -282,7 +289,7 @@ def link_unit(unit: LiftedUnit, *, jobs: int = 1, batch_text: int = BATCH_TEXT) 
         " (type $guestfn (func (param i32)))",
         "(;types;)",
         *_imports(),
-        f' (import "{IMPORT_MODULE}" "{GUEST_MEMORY}" (memory $g {GUEST_MEMORY_PAGES} {GUEST_MEMORY_PAGES}))',
+        _GUEST_IMPORT,
         f' (import "{IMPORT_MODULE}" "{CONTROL_MEMORY}" (memory $c {CONTROL_MEMORY_MIN_PAGES}))',
         f' (import "{IMPORT_MODULE}" "{TABLE}" (table $ft 0 (ref null $guestfn)))',
         f' (import "{IMPORT_MODULE}" "{DEPTH}" (global $depth (mut i32)))',

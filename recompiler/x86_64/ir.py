@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op", "RtAddr",
+    "Expr", "Const", "Reg", "Tmp", "Load", "StateGet", "Op", "RtAddr", "AtomicRmw", "AtomicCmpxchg",
     "Stmt", "SetReg", "Let", "Store", "StateSet", "If", "While", "Eval", "FlagThunk", "FaultStmt", "SyscallStmt",
     "Term", "Jump", "Branch", "CallDirect", "CallIndirect", "JumpIndirect", "Return", "Trap", "FallThrough",
     "FLAGS", "SYSCALL_ARGS", "SYSCALL_WRITES", "walk_expr", "stmts_reads", "leaves_lifted_code", "term_exprs",
@@ -54,6 +54,30 @@ class Load(Expr):
     width: int
     addr: Expr
     signed: bool = False
+
+
+@dataclass(slots=True)
+class AtomicRmw(Expr):
+    """Atomic read-modify-write of the ``width`` bytes at i64 address ``addr`` (naturally aligned:
+    WebAssembly traps otherwise), sequentially consistent: ``op`` (add, sub, and, or, xor, xchg)
+    of the old value and ``value``; the old value, zero-extended to i64."""
+    ty: str
+    op: str
+    width: int
+    addr: Expr
+    value: Expr
+
+
+@dataclass(slots=True)
+class AtomicCmpxchg(Expr):
+    """Atomic compare-and-exchange of the ``width`` bytes at i64 address ``addr`` (naturally
+    aligned): ``replace`` is stored if they equal ``expect`` (wrapped to ``width``); the old
+    value, zero-extended to i64."""
+    ty: str
+    width: int
+    addr: Expr
+    expect: Expr
+    replace: Expr
 
 
 @dataclass(slots=True)
@@ -224,6 +248,11 @@ def walk_expr(e: Expr, out_regs: set[str]) -> None:
             stack.extend(x.args)
         elif t is Load:
             stack.append(x.addr)
+        elif t is AtomicRmw:
+            stack.append(x.addr)
+            stack.append(x.value)
+        elif t is AtomicCmpxchg:
+            stack.extend((x.addr, x.expect, x.replace))
 
 
 def stmts_reads(stmts, out_regs: set[str]) -> None:

@@ -9,6 +9,7 @@ from .ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, FlagThunk, Branch, CallDir
                  JumpIndirect, Let, Op, Reg, Return, RtAddr, SetReg, Stmt, SyscallStmt, Term, Tmp, Trap, While,
                  leaves_lifted_code, stmts_reads, term_exprs, walk_expr)
 from .sem import SEMANTICS, Ctx, NeedsTrap
+from .sem.locked import locked_semantics
 
 __all__ = ["IRBlock", "TrapSites", "lift_block", "flag_liveness"]
 
@@ -74,7 +75,10 @@ def lift_block(block: Block, prog: Program, bias: int, traps: TrapSites, stats: 
     for ins in block.insns:
         ctx = Ctx(ins, bias, pic)
         ctx.fuse = fuse[0] if fuse is not None else None
-        fn = SEMANTICS.get(ins.mnemonic)
+        if ins.lock or (ins.mnemonic == "xchg" and any(o.kind == "m" for o in ins.ops)):
+            fn = locked_semantics(ins.mnemonic)     # atomic on the shared guest memory
+        else:
+            fn = SEMANTICS.get(ins.mnemonic)
         reason = "no semantics"
         if fn is not None:
             try:

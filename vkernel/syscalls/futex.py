@@ -8,14 +8,18 @@ answers itself: WAIT compares and sleeps atomically, a WAKE from another
 process sharing the page wakes it (process-shared semaphores, mutexes and
 condition variables across fork), PRIVATE futexes stay within one process,
 WAKE_OP does its operation atomically, REQUEUE and CMP_REQUEUE move waiters.
-With one thread per guest process a private futex has nobody else to wake it,
-as before; once guest threads are host threads of one process the same calls
-serve them.
+Guest threads are host threads of one process (vkernel/threads.py), so the
+same calls serve them: a private futex word is one host address for all of
+them.
 
 A guest signal ends a wait with EINTR: a private wait sleeps in slices
 (:data:`SLICE`), each under ``k.waiting()``, so the signal is seen whichever
 host thread the host delivered it to (no other process can requeue a private
-waiter, and no other thread exists yet). A shared wait sleeps in one host call,
+waiter). In a multithreaded process every wait sleeps one slice at most and
+then returns 0 (a spurious wake-up, which every futex caller allows): another
+thread may have requeued it to another word meanwhile, and a thread signal
+(tgkill), exit_group or execve elsewhere is seen within a slice. Otherwise a
+shared wait sleeps in one host call,
 because a waiter another process requeues to another word must stay asleep in
 the host for the wake there to reach it; the host signal itself interrupts it
 (vkernel's handlers have no SA_RESTART). The gap: a signal that arrives
@@ -59,13 +63,14 @@ def _wait(k: Kernel, host: int, op: int, val: int, bitset: int, deadline: int | 
     """WAIT until woken, the word differs (EAGAIN), ``deadline`` (CLOCK_MONOTONIC ns; None:
     never) passes (ETIMEDOUT) or a guest signal is deliverable (EINTR, by SignalInterrupt)."""
     private = op & FUTEX_PRIVATE_FLAG
+    threaded = k.proc.multithreaded
     first = True
     while True:
         now = htime.clock_gettime_ns(htime.CLOCK_MONOTONIC)
         if deadline is not None and now >= deadline:
             return -errno.ETIMEDOUT
         end = deadline
-        if private:
+        if private or threaded:
             end = now + int(SLICE * 1e9) if deadline is None else min(now + int(SLICE * 1e9), deadline)
         ts = None if end is None else _Timespec(end // 1_000_000_000, end % 1_000_000_000)
         with k.waiting():                       # absolute, on CLOCK_MONOTONIC
@@ -79,6 +84,11 @@ def _wait(k: Kernel, host: int, op: int, val: int, bitset: int, deadline: int | 
             return -errno.EAGAIN if first else 0
         if r not in (-errno.ETIMEDOUT, -errno.EINTR):
             return r
+        if threaded and r == -errno.ETIMEDOUT and (deadline is None or end < deadline):
+            # Another thread may have requeued this waiter to another word meanwhile
+            # (REQUEUE, CMP_REQUEUE), where a wait again on this one would miss its wake: a
+            # spurious wake-up instead, after which the caller checks its word and waits again.
+            return 0
         first = False
 
 

@@ -48,11 +48,14 @@ def sys_getrandom(k: Kernel, buf: int, buflen: int, flags: int) -> int:
 
 
 def _affinity_target(k: Kernel, pid: int) -> int | None:
-    """The host pid sched_*affinity acts on for guest ``pid`` (0: the caller), None when it
-    names no process of this run (ESRCH: the host's other processes are not the guest's)."""
+    """The host pid or tid sched_*affinity acts on for guest ``pid`` (0: the calling thread; a
+    thread of this process: that thread), None when it names no process of this run (ESRCH:
+    the host's other processes are not the guest's)."""
     pid = s32(pid)
-    if pid == 0 or pid == os.getpid():
-        return 0
+    if pid == 0:
+        return 0                                      # the calling thread (its host thread)
+    if pid == os.getpid() or pid in k.proc.threads:   # a thread of ours: its host thread's id
+        return pid
     if pid > 0 and pid in guest_processes(k.proc):
         return pid
     return None

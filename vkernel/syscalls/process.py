@@ -9,9 +9,10 @@ import signal as hsignal
 import stat as st
 import struct
 import sys
+import threading
 
 from formats import abi
-from vkernel import creds, procfs
+from vkernel import creds, procfs, signals, threads
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
@@ -25,15 +26,21 @@ ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1
 
 
 def sys_exit(k: Kernel, status: int) -> int:
-    """exit(2): vkernel runs one thread per process, so this ends the process"""
+    """exit(2): ends the calling thread; the process when it is the last one"""
+    if k.proc.multithreaded:
+        threads.exit_thread(k, status & 0xFF)
     release_parent(k.proc, k.space)
     raise GuestExit(status & 0xFF)
 
 
 def sys_exit_group(k: Kernel, status: int) -> int:
-    """exit_group(2)"""
+    """exit_group(2): every thread ends"""
     release_parent(k.proc, k.space)
-    raise GuestExit(status & 0xFF)
+    e = GuestExit(status & 0xFF)
+    if k.proc.multithreaded:
+        threads.end_process(k, e)
+        k.check_end()                          # the first thread raises e, another stops
+    raise e
 
 
 def sys_getpid(k: Kernel) -> int:
@@ -42,8 +49,8 @@ def sys_getpid(k: Kernel) -> int:
 
 
 def sys_gettid(k: Kernel) -> int:
-    """gettid(2)"""
-    return os.getpid()
+    """gettid(2): the first thread's is the pid; another's, its host thread's id"""
+    return k.thread.tid if k.thread.tid and not k.thread.host_main else os.getpid()
 
 
 def sys_getppid(k: Kernel) -> int:
@@ -128,11 +135,11 @@ def sys_arch_prctl(k: Kernel, code: int, addr: int) -> int:
 def sys_set_tid_address(k: Kernel, tidptr: int) -> int:
     """set_tid_address(2)"""
     k.thread.clear_child_tid = tidptr
-    return os.getpid()
+    return sys_gettid(k)
 
 
 def sys_set_robust_list(k: Kernel, head: int, length: int) -> int:
-    """set_robust_list(2): recorded (one thread per process, nothing to clean up)"""
+    """set_robust_list(2): recorded (the list is not walked when a thread dies)"""
     if length != 24:
         return -errno.EINVAL
     k.thread.robust_list = (head, length)
@@ -242,6 +249,12 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
         me = os.getpid()                       # the child is one thread, the caller's
         k.thread.tid = me
         k.proc.threads = {me: k.thread}
+        k.proc.lock = threading.RLock()       # another thread may have held it at the fork
+        k.proc.end = None
+        k.thread.exiting = False
+        if not k.thread.host_main:             # forked in a thread: its host thread is the
+            k.thread.host_main = True          # child's main one now, where signals land
+            signals.attach(k.proc, k)
         k.proc.sigpending = 0                  # Linux: the child starts with none pending
         k.proc.siginfo.clear()
         k.thread.sigpending = 0
@@ -280,9 +293,12 @@ def sys_vfork(k: Kernel) -> int:
 
 
 def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
-    """clone(2): process-like clones (fork, vfork, posix_spawn); threads are not supported yet"""
-    if flags & CLONE_THREAD or (flags & CLONE_VM and not flags & CLONE_VFORK):
-        return -errno.ENOSYS
+    """clone(2): threads (CLONE_THREAD: a host thread over the shared guest memory,
+    vkernel/threads.py) and process-like clones (fork, vfork, posix_spawn)"""
+    if flags & CLONE_THREAD:
+        return threads.clone_thread(k, flags, stack, parent_tid, child_tid, tls)
+    if flags & CLONE_VM and not flags & CLONE_VFORK:
+        return -errno.ENOSYS                   # a process sharing memory: not supported
     pid = _fork(k, vfork=bool(flags & CLONE_VFORK))
     if pid < 0:
         return pid
@@ -307,6 +323,25 @@ def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int
         k.ctl.set("r11", k.ctl.get("rflags"))
         k.ctl.set_resume(abi.Resume.RELOAD)
     return 0
+
+
+_CLONE_ARGS = struct.Struct("<8Q")         # flags pidfd child_tid parent_tid exit_signal stack
+                                           # stack_size tls (clone_args, CLONE_ARGS_SIZE_VER0)
+
+
+def sys_clone3(k: Kernel, args: int, size: int) -> int:
+    """clone3(2): threads (CLONE_THREAD, as clone); other clones answer ENOSYS, on which
+    libc falls back to clone"""
+    if size < _CLONE_ARGS.size:
+        return -errno.EINVAL
+    flags, _pidfd, child_tid, parent_tid, _sig, stack, stack_size, tls = \
+        _CLONE_ARGS.unpack(k.space.read(args, _CLONE_ARGS.size))
+    if not flags & CLONE_THREAD:
+        return -errno.ENOSYS
+    if not stack or not stack_size:
+        return -errno.EINVAL
+    return threads.clone_thread(k, flags, (stack + stack_size) & 0xFFFF_FFFF_FFFF_FFFF,
+                                parent_tid, child_tid, tls)
 
 
 def _rusage_bytes(ru: object) -> bytes:

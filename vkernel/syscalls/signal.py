@@ -5,11 +5,13 @@ import errno
 import os
 import signal as hsignal
 import struct
+import time
 
 from vkernel.kernel import Kernel, SignalAction
 from vkernel.proctree import guest_processes, guest_zombie
 from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, wait_interruptibly, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE,
-                             bit, host_pending, raise_in_guest, sync_host, sync_host_mask)
+                             bit, host_pending, raise_in_guest, signal_thread, sync_host, sync_host_mask,
+                             take_pending)
 from vkernel.syscalls.args import s32
 
 SIG_DFL, SIG_IGN = 0, 1
@@ -73,6 +75,52 @@ def sys_rt_sigpending(k: Kernel, set_: int, sigsetsize: int) -> int:
     host_pending(k.proc)
     k.space.put_u64(set_, (k.thread.sigpending | k.proc.sigpending) & k.thread.sigmask)
     return 0
+
+
+_SIGWAIT_SLICE = 0.02
+"""Seconds rt_sigtimedwait sleeps before it looks at the host's pending set again (a signal the
+whole process blocks stays pending in the host, where no wakeup reports it)."""
+
+
+def _take_host(sig: int) -> None:
+    """Consume ``sig`` from the host's pending set if it is there (this host thread blocks it:
+    it is one the guest waits for, or a thread's host thread blocks every signal)."""
+    try:
+        hsignal.sigtimedwait([sig], 0)
+    except (OSError, ValueError):
+        pass
+
+
+def sys_rt_sigtimedwait(k: Kernel, uthese: int, uinfo: int, uts: int, sigsetsize: int) -> int:
+    """rt_sigtimedwait(2): the lowest pending signal of the set, for the calling thread (its own
+    first, then the process's, including ones the host holds blocked); EAGAIN after the
+    timeout; EINTR when another, deliverable signal comes"""
+    if sigsetsize != 8:
+        return -errno.EINVAL
+    want = k.space.u64(uthese) & ~_UNBLOCKABLE
+    deadline = None
+    if uts:
+        sec, nsec = struct.unpack("<qq", k.space.read(uts, 16))
+        if sec < 0 or not 0 <= nsec < 1_000_000_000:
+            return -errno.EINVAL
+        deadline = time.monotonic() + sec + nsec / 1e9
+    t, p = k.thread, k.proc
+    while True:
+        host_pending(p)
+        ready = (t.sigpending | p.sigpending) & want
+        if ready:
+            sig = (ready & -ready).bit_length()
+            mine = bool(t.sigpending & bit(sig))
+            code, pid, uid = take_pending(t, p, sig)
+            if not mine:
+                _take_host(sig)
+            if uinfo:
+                k.space.write(uinfo, struct.pack("<iiiiII", sig, 0, code, 0, pid, uid).ljust(128, b"\0"))
+            return sig
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return -errno.EAGAIN
+        wait_interruptibly(k, _SIGWAIT_SLICE if left is None else min(left, _SIGWAIT_SLICE))
 
 
 def sys_rt_sigreturn(k: Kernel) -> int:
@@ -163,10 +211,17 @@ def sys_kill(k: Kernel, pid: int, sig: int) -> int:
 
 
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
-    """tgkill(2): one thread per process, so tgid and tid name the same process"""
+    """tgkill(2): a thread of this process gets it directed at it (its pending set); in another
+    guest process, tid must be that process's first thread"""
     tgid, tid, sig = s32(tgid), s32(tid), s32(sig)
     if tgid <= 0 or tid <= 0 or not 0 <= sig <= 64:
         return -errno.EINVAL
+    me = os.getpid()
+    target = k.proc.threads.get(tid) if tgid == me else None
+    if target is not None and (k.proc.multithreaded or not target.host_main):
+        if sig:
+            signal_thread(target, sig, SI_TKILL, me, os.getuid())
+        return 0
     if tgid != tid:
         return -errno.ESRCH
     if tid != os.getpid() and tid not in guest_processes(k):
@@ -176,7 +231,9 @@ def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
 
 
 def sys_tkill(k: Kernel, tid: int, sig: int) -> int:
-    """tkill(2)"""
+    """tkill(2): as tgkill in the thread group ``tid`` belongs to"""
+    if s32(tid) in k.proc.threads:
+        return sys_tgkill(k, os.getpid(), tid, sig)
     return sys_tgkill(k, tid, tid, sig)
 
 

@@ -165,7 +165,7 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("madvise", mm.sys_madvise, "MADV_DONTNEED zeroes (also for file mappings)", "hex,int,int"),
     Supported("msync", mm.sys_msync, "hex,int,hex"),
     # process
-    Supported("exit", process.sys_exit, "int"),
+    Supported("exit", process.sys_exit, "int"),   # the thread; the process with its last thread
     Supported("exit_group", process.sys_exit_group, "int"),
     Partial("getpid", process.sys_getpid, "kiln run (as root): pids of the run's own pid "
             "namespace, the first guest is 1; otherwise host pids (vkernel/pidns.py)"),
@@ -198,10 +198,11 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("times", process.sys_times, "ptr"),
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
-    Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
+    Partial("set_robust_list", process.sys_set_robust_list, "recorded; the list is not walked "
+            "when a thread dies", "ptr,int"),
     Partial("futex", futex.sys_futex, "the host's futex on the word's host address: WAIT, WAKE, "
             "their BITSET forms, REQUEUE, CMP_REQUEUE, WAKE_OP, shared across processes through "
-            "MAP_SHARED pages; PI and FD forms: ENOSYS; one thread per process", "ptr,hex,int,ptr,ptr,hex"),
+            "MAP_SHARED pages and between the guest's threads; PI and FD forms: ENOSYS", "ptr,hex,int,ptr,ptr,hex"),
     Unsupported("rseq", errno.ENOSYS, "restartable sequences: glibc continues without them"),
     Partial("prlimit64", process.sys_prlimit64, "RLIMIT_NOFILE and RLIMIT_FSIZE are enforced; "
             "other new limits are recorded only",
@@ -211,9 +212,11 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("fork", process.sys_fork, "EAGAIN beyond kiln run --pids-limit"),
     Partial("vfork", process.sys_vfork, "the parent waits for the child's exec or exit; memory is "
             "a copy, not shared"),
-    Partial("clone", process.sys_clone, "process-like clones only; CLONE_THREAD returns ENOSYS",
-            "hex,ptr,ptr,ptr,hex"),
-    Unsupported("clone3", errno.ENOSYS, "libc falls back to clone"),
+    Partial("clone", process.sys_clone, "threads (CLONE_THREAD: a host thread over the shared "
+            "guest memory) and fork-like clones; CLONE_VM without CLONE_THREAD or CLONE_VFORK "
+            "returns ENOSYS", "hex,ptr,ptr,ptr,hex"),
+    Partial("clone3", process.sys_clone3, "threads (CLONE_THREAD); other clones return ENOSYS "
+            "(libc falls back to clone)", "ptr,int"),
     Supported("wait4", process.sys_wait4, "int,ptr,hex,ptr"),
     Partial("waitid", process.sys_waitid, "P_ALL, P_PID, P_PGID; no P_PIDFD", "int,int,ptr,hex,ptr"),
     Partial("execve", process.sys_execve, "static ELFs and #! scripts; the file's BLAKE3 must be "
@@ -269,13 +272,15 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("rt_sigaction", signal.sys_rt_sigaction, "sig,ptr,ptr,int"),
     Supported("rt_sigprocmask", signal.sys_rt_sigprocmask, "int,ptr,ptr,int"),
     Supported("rt_sigpending", signal.sys_rt_sigpending, "ptr,int"),
+    Supported("rt_sigtimedwait", signal.sys_rt_sigtimedwait, "ptr,ptr,ptr,int"),
     Partial("rt_sigreturn", signal.sys_rt_sigreturn, "resumes through dispatch at the restored rip "
             "(RELOAD); a fault's handler returning to the faulting instruction unchanged ends the "
             "guest (it cannot be retried)"),
     Supported("sigaltstack", signal.sys_sigaltstack, "ptr,ptr"),
     Partial("kill", signal.sys_kill, "guest processes only (ESRCH for any other pid); -1 and "
             "process groups mean the guest processes in them", "int,sig"),
-    Partial("tgkill", signal.sys_tgkill, "one thread per process: tgid must equal tid", "int,int,sig"),
+    Partial("tgkill", signal.sys_tgkill, "any thread of the caller's process; in another guest "
+            "process only its first thread", "int,int,sig"),
     Partial("tkill", signal.sys_tkill, "as tgkill", "int,sig"),
     Supported("pause", signal.sys_pause),
     Supported("rt_sigsuspend", signal.sys_rt_sigsuspend, "ptr,int"),

@@ -1,4 +1,5 @@
-"""Atomic read-modify-write forms (single-threaded guest: plain operations): cmpxchg, xadd."""
+"""cmpxchg, xadd and cmpxchg8b without a lock prefix (not atomic on x86 either: plain operations);
+the locked forms are sem/locked.py's."""
 from __future__ import annotations
 
 from ..ir import If, Load, SetReg, Store

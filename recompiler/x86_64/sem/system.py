@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from formats.abi import FaultCode, cpuid as abi_cpuid, CPUID_TABLE
-from ..ir import FaultStmt, Reg, SetReg, StateGet, StateSet, SyscallStmt, Trap
+from ..ir import Eval, FaultStmt, Reg, SetReg, StateGet, StateSet, SyscallStmt, Trap
 from .ctx import Ctx, NeedsTrap, c32, c64, op
 from .flags import F
 from .data import pop_value, push_value
@@ -38,6 +38,12 @@ def rdtsc(ctx: Ctx) -> None:
 
 def nop(ctx: Ctx) -> None:
     pass
+
+
+def mfence(ctx: Ctx) -> None:
+    """The one x86 fence TSO needs (store-load order): a WebAssembly fence (an mfence again on an
+    x86-64 host). lfence and sfence order nothing a TSO guest can observe: nops."""
+    ctx.emit(Eval(op("atomic.fence", "")))
 
 
 def _fault(code: FaultCode):
@@ -115,7 +121,7 @@ def xgetbv(ctx: Ctx) -> None:
 
 SEMANTICS = {
     "syscall": syscall, "cpuid": cpuid, "rdtsc": rdtsc,
-    "nop": nop, "endbr64": nop, "pause": nop, "lfence": nop, "mfence": nop, "sfence": nop,
+    "nop": nop, "endbr64": nop, "pause": nop, "lfence": nop, "mfence": mfence, "sfence": nop,
     "prefetcht0": nop, "prefetcht1": nop, "prefetcht2": nop, "prefetchnta": nop, "prefetchw": nop,
     "clflush": nop,
     "hlt": _fault(FaultCode.HALT), "ud2": _fault(FaultCode.INVALID_OPCODE), "int3": _fault(FaultCode.BREAKPOINT),

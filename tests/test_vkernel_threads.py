@@ -1,0 +1,64 @@
+"""Guest threads (tests/threads/pthreads.c), natively and under vkernel.
+
+The same static pthread program, built with musl and with glibc, runs each
+scenario on the host and recompiled: mutex and condition-variable counters,
+lock-prefixed atomics and a compare-exchange spin lock across threads,
+pthread_exit values, a detached thread, exit() in a thread, a signal directed
+at a busy thread and at one blocked in pause() (with the main thread's own
+mask), a signal sent to the process while the main thread blocks it (the
+thread that does not block it runs the handler), /proc/self/task, fork from the main thread and from another thread,
+execve from a thread, timed waits that expire or are signalled in time,
+pthread_once, the main thread leaving by pthread_exit before the last one,
+and sigwait in a thread for a directed and a process-directed signal (then
+sigtimedwait's timeout and siginfo). Output and exit status must be
+byte-identical. The racy scenarios run a few times each (a fixed count, not
+a sweep).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_vkernel_guestc import Guest, kiln, native, recompiled
+
+SOURCE = (Path(__file__).resolve().parent / "threads" / "pthreads.c").read_text()
+LOCKED = (Path(__file__).resolve().parent / "threads" / "locked.c").read_text()
+SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
+             "main-exits", "process-signal")
+REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2, "process-signal": 2}
+"""Runs per scenario whose outcome a race could change."""
+
+
+@pytest.fixture(scope="session")
+def pthread_guests(tmp_path_factory) -> dict[str, Guest]:
+    """tests/threads/pthreads.c built statically with each libc and recompiled, once."""
+    out = {}
+    for libc in ("musl", "glibc"):
+        out[libc] = recompiled(tmp_path_factory.mktemp(f"pthreads-{libc}"),
+                               {"/bin/pthreads": SOURCE, "/bin/locked": LOCKED}, libc=libc)
+    return out
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_pthread_scenario_as_native(pthread_guests: dict[str, Guest], libc: str,
+                                    scenario: str) -> None:
+    g = pthread_guests[libc]
+    want = native(g, "/bin/pthreads", scenario)
+    assert want.stderr == b"", want.stderr
+    for _ in range(REPEAT.get(scenario, 1)):
+        got = kiln(g, "/bin/pthreads", scenario)
+        assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
+        assert got.returncode == want.returncode, got.stderr.decode()[-2000:]
+        assert got.stderr == b""
+
+
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_locked_instructions_as_native(pthread_guests: dict[str, Guest], libc: str) -> None:
+    """lock add/sub/or/and/inc/dec/bts/neg/not, xadd, xchg, cmpxchg: results and flags."""
+    g = pthread_guests[libc]
+    want = native(g, "/bin/locked")
+    got = kiln(g, "/bin/locked")
+    assert want.returncode == 0 and want.stdout.count(b"\n") == 15
+    assert (got.stdout, got.returncode) == (want.stdout, want.returncode), got.stderr.decode()

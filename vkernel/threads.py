@@ -1,0 +1,250 @@
+"""Guest threads: clone(CLONE_THREAD) as a host thread with its own Wasmtime store, and their ends.
+
+A guest thread is a host thread of the guest's host process. It runs its own
+store: the core and unit instances, with its own control memory (CPU state,
+syscall frame, fault record, interrupt flag), over the process's one shared
+guest memory (formats/abi.py, ABI 4). A call into WebAssembly releases the
+GIL, so guest threads run in parallel; syscall handlers take it.
+
+The first thread stays on the host's main thread, where host signals are
+handled and where the runtime's loop runs (exec, exit status, clean-up).
+Every other host thread blocks all host signals; a signal reaches one of those
+threads as a pending bit plus its control memory's interrupt flag and its wake
+pipe (vkernel/thread.py), and a blocking futex wait there looks every
+``futex.SLICE`` seconds.
+
+How a thread ends:
+
+* ``exit`` in a thread that is not the last: :class:`~vkernel.errors.ThreadExit`
+  stops its host thread; its ``clear_child_tid`` word is zeroed and woken
+  (pthread_join's wait). In the first thread it waits for the others (the
+  process lives while any thread does) and then ends the process with the
+  last thread's status.
+* ``exit_group``, a fatal signal or fault, or ``execve`` in any thread: the
+  process's ``end`` is set to the GuestExit (or GuestExec); every other thread
+  is interrupted (flag, wake pipe) and stops at its next interrupt poll,
+  syscall or wait slice; the first thread raises it, so the runtime exits or
+  execs as for a single-threaded guest, once the others have stopped.
+* ``fork`` in any thread leaves the child one thread (the caller's), as on
+  Linux; if that was not the first thread, its host thread carries on as the
+  child's first (vkernel/syscalls/process.py).
+
+Robust futex lists are recorded, not walked at thread exit.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import signal as hsignal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import wasmtime
+
+from formats import abi
+from formats.errors import KilnError
+from vkernel import signals
+from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit
+
+if TYPE_CHECKING:
+    from vkernel.kernel import Kernel
+
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_THREAD, CLONE_SETTLS = 0x10000, 0x80000
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+STOP_WAIT = 2.0
+"""Seconds the first thread waits for the others to stop before an exit or exec goes on."""
+_FUTEX_WAKE = 1
+_NR_FUTEX = 202
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _wake_one(host_addr: int) -> None:
+    """FUTEX_WAKE one waiter on the host word (the guest word's host address), as Linux does
+    on a thread's clear_child_tid at its exit."""
+    _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.c_void_p(host_addr),
+                  ctypes.c_long(_FUTEX_WAKE), ctypes.c_long(1), None, None, ctypes.c_long(0))
+
+
+def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid: int,
+                 tls: int) -> int:
+    """clone(CLONE_THREAD...): a new guest thread starting after the syscall with rax = 0 on
+    ``stack``; its tid."""
+    need = CLONE_VM | CLONE_SIGHAND
+    if flags & need != need:
+        return -errno.EINVAL                   # Linux: THREAD needs SIGHAND, SIGHAND needs VM
+    if not stack:
+        return -errno.EINVAL                   # a thread on its parent's stack cannot work
+    if k.spawn is None:
+        return -errno.ENOSYS
+    try:
+        child = k.spawn(k)
+    except (wasmtime.WasmtimeError, MemoryError):
+        return -errno.EAGAIN                   # no store for it (Linux: EAGAIN, out of resources)
+    c, frame = child.ctl, k.ctl.read_frame()
+    c.set("rsp", stack)
+    c.set("rax", 0)
+    c.set("rip", frame[7])
+    c.set("rcx", frame[7])
+    c.set("r11", k.ctl.get("rflags"))
+    if flags & CLONE_SETTLS:
+        c.set("fs_base", tls)
+    t = child.thread
+    t.sigmask = k.thread.sigmask
+    if flags & CLONE_CHILD_CLEARTID:
+        t.clear_child_tid = child_tid
+    ready, go = threading.Event(), threading.Event()
+    host = threading.Thread(target=_thread_main, args=(child, ready, go), daemon=True,
+                            name="guest-thread")
+    try:
+        host.start()
+    except RuntimeError:                       # "can't start new thread"
+        return -errno.EAGAIN
+    ready.wait()
+    try:
+        if flags & CLONE_PARENT_SETTID:
+            k.space.put_u32(parent_tid, t.tid)
+        if flags & CLONE_CHILD_SETTID:
+            k.space.put_u32(child_tid, t.tid)
+    finally:
+        go.set()
+    return t.tid
+
+
+def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> None:
+    """The host thread of a guest thread: run lifted code until the thread ends."""
+    t, p = k.thread, k.proc
+    try:
+        hsignal.pthread_sigmask(hsignal.SIG_BLOCK, hsignal.valid_signals())
+        t.host_main = False
+        t.tid = threading.get_native_id()
+        with p.lock:
+            p.threads[t.tid] = t
+    finally:
+        ready.set()
+    go.wait()
+    store, run = k.code.store, k.code.run
+    try:
+        while True:
+            k.leave_host()
+            try:
+                run(store)
+            except signals.Redispatch:
+                continue
+            finally:
+                k.enter_host()
+            raise GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
+                            f"{p.exe}: lifted code returned from {abi.EXPORT_RUN} in a thread")
+    except ThreadExit as e:
+        t.exit_status = e.status
+    except (GuestExit, GuestExec) as e:
+        if t.host_main:                        # it forked: this is the child's only thread
+            k.finish_forked(e)                 # never returns
+        end_process(k, e)
+    except wasmtime.Trap as e:
+        end = GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
+                        f"{p.exe}: lifted code trapped: {str(e).splitlines()[0]}")
+        if t.host_main:
+            k.finish_forked(end)
+        end_process(k, end)
+    except KilnError as e:
+        print(f"kiln: {e.message}", file=sys.stderr, flush=True)
+        if t.host_main:
+            k.finish_forked(GuestExit(127))
+        end_process(k, GuestExit(127))
+    except Exception as e:                     # a vkernel bug: the run ends saying so
+        print(f"kiln: internal error in vkernel (guest thread {t.tid} of {p.exe}): "
+              f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        if t.host_main:
+            k.finish_forked(GuestExit(127))
+        end_process(k, GuestExit(127))
+    finally:
+        if not t.host_main:
+            thread_gone(k)
+
+
+def thread_gone(k: "Kernel") -> None:
+    """A thread's last steps: its clear_child_tid word zeroed and woken (pthread_join), its
+    entry removed from the thread group."""
+    t, p = k.thread, k.proc
+    with p.lock:                               # gone from /proc/self/task before the join returns
+        if p.threads.get(t.tid) is t:
+            del p.threads[t.tid]
+    if p.end is None:
+        signals.sync_host_mask(t, p)           # the first thread re-mirrors the others' masks
+    if t.clear_child_tid and p.end is None:
+        try:
+            k.space.put_u32(t.clear_child_tid, 0)
+            _wake_one(k.space.host_address(t.clear_child_tid, 4))
+        except GuestFault:
+            pass
+    t.finished.set()
+    t.close()
+
+
+def end_process(k: "Kernel", e: BaseException) -> None:
+    """Thread ``k`` ends the whole process with ``e`` (a GuestExit or GuestExec): the other
+    threads are told to stop, and the first thread raises ``e`` (it may be ``k`` itself)."""
+    p = k.proc
+    with p.lock:
+        if p.end is None:
+            p.end = e
+        others = [t for t in p.threads.values() if t is not k.thread]
+    for t in others:
+        t.exiting = True
+        if t.ctl is not None:
+            signals.set_interrupt(t.ctl.view)
+        t.wake()
+    signals.wake_waits()
+
+
+def stop_others(k: "Kernel", timeout: float = STOP_WAIT) -> None:
+    """In the first thread: wait (at most ``timeout`` seconds) until every other thread has
+    stopped, then make the process single-threaded again (execve; exit)."""
+    p = k.proc
+    end = time.monotonic() + timeout
+    with p.lock:
+        others = [t for t in p.threads.values() if t is not k.thread]
+    for t in others:
+        t.exiting = True
+        if t.ctl is not None:
+            signals.set_interrupt(t.ctl.view)
+        t.wake()
+        t.finished.wait(max(0.0, end - time.monotonic()))
+    with p.lock:
+        p.threads = {k.thread.tid: k.thread}
+        p.end = None
+
+
+def exit_thread(k: "Kernel", status: int) -> None:
+    """exit(2): the calling thread ends; the process with it only when it is the last."""
+    p, t = k.proc, k.thread
+    if not t.host_main:
+        raise ThreadExit(status)
+    with p.lock:
+        alone = len(p.threads) <= 1
+    if alone:
+        raise GuestExit(status)
+    # The first thread: the process lives on while another thread does (Linux keeps the
+    # leader as a zombie); its tid word is cleared now, as Linux does at its exit.
+    if t.clear_child_tid:
+        try:
+            k.space.put_u32(t.clear_child_tid, 0)
+            _wake_one(k.space.host_address(t.clear_child_tid, 4))
+        except GuestFault:
+            pass
+        t.clear_child_tid = 0
+    last = status
+    while True:
+        with p.lock:
+            others = [x for x in p.threads.values() if x is not t]
+        if p.end is not None:
+            raise p.end
+        if not others:
+            raise GuestExit(last & 0xFF)
+        for x in others:
+            if x.finished.wait(0.05):
+                last = x.exit_status
