@@ -1,9 +1,11 @@
 """The thread model's building blocks, measured: parallel WebAssembly over one shared guest memory.
 
-Guest threads are to be host threads, each with its own Wasmtime store over
-one shared guest memory (docs/architecture.md, "Threads"). This measures what
-that design rests on, with vkernel's own engine settings plus
-``wasm_threads``:
+Guest threads are host threads, each with its own Wasmtime store over one
+shared guest memory (docs/architecture.md, "Threads"). This measures what
+that design rests on, with vkernel's own engine settings (``wasm_threads``
+included) and its fix of wasmtime-py's shared-memory import
+(vkernel/instances.py); bench/thread_scaling.py measures guest threads
+themselves:
 
 - **scaling**: a CPU-bound WebAssembly loop that stores into the shared
   memory, run by 1 and by 2 host threads (a store and an instance each). The
@@ -33,10 +35,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import wasmtime  # noqa: E402
-from wasmtime import _ffi as ffi  # noqa: E402
 
 from formats import abi  # noqa: E402
 from vkernel.engine import engine_config  # noqa: E402
+import vkernel.instances  # noqa: E402,F401  (fixes wasmtime-py 50's SharedMemory import)
 
 _SPIN = f"""(module
  (import "k" "g" (memory $g {abi.GUEST_MEMORY_PAGES} {abi.GUEST_MEMORY_PAGES} shared))
@@ -53,15 +55,7 @@ _SPIN = f"""(module
    (local.get $acc)))"""
 
 
-def _shared_as_extern(self: wasmtime.SharedMemory) -> object:
-    """wasmtime-py 50's SharedMemory._as_extern wraps its pointer twice (a TypeError at any
-    instantiation that imports a shared memory); this passes it once."""
-    return ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY,
-                                 ffi.wasmtime_extern_union(sharedmemory=self.ptr()))
-
-
 def scaling(iterations: int) -> dict[str, float]:
-    wasmtime.SharedMemory._as_extern = _shared_as_extern  # type: ignore[method-assign]
     cfg = engine_config()
     cfg.wasm_threads = True
     cfg.shared_memory = True
@@ -106,7 +100,6 @@ def gil_released(iterations: int) -> float:
     """How fast a pure-Python loop in another thread runs while one thread is inside a long
     WebAssembly call, as a fraction of its speed alone: near 0 if the call held the GIL, and
     (on a machine with a free core) near 1 when it does not."""
-    wasmtime.SharedMemory._as_extern = _shared_as_extern  # type: ignore[method-assign]
     cfg = engine_config()
     cfg.wasm_threads = True
     cfg.shared_memory = True

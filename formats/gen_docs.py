@@ -117,9 +117,10 @@ def render_abi() -> str:
         (f"`{abi.IMPORT_FAULT}`", "func `[i32] -> []`", "import", "import",
          "a FaultCode; details in the fault record; never returns normally"),
         (f"`{abi.IMPORT_RDTSC}`", "func `[] -> [i64]`", "import", "import", "time-stamp counter"),
-        (f"`{abi.GUEST_MEMORY}`", "memory 0", "defines, exports", "import",
+        (f"`{abi.GUEST_MEMORY}`", "memory 0, `shared`", "import", "import",
          f"guest address space, {abi.GUEST_MEMORY_PAGES} pages of {abi.WASM_PAGE} bytes "
-         "(min = max)"),
+         "(min = max); one per guest process, created by vkernel, imported by every "
+         "thread's core and units"),
         (f"`{abi.CONTROL_MEMORY}`", "memory 1", "defines, exports", "import",
          f"control memory, at least {abi.CONTROL_MEMORY_MIN_PAGES} page(s), grown by vkernel; "
          "never reachable by guest loads/stores"),

@@ -16,6 +16,7 @@ a sweep).
 """
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ from tests.test_vkernel_guestc import Guest, kiln, native, recompiled
 
 SOURCE = (Path(__file__).resolve().parent / "threads" / "pthreads.c").read_text()
 LOCKED = (Path(__file__).resolve().parent / "threads" / "locked.c").read_text()
+REMAP = (Path(__file__).resolve().parent / "threads" / "remap.c").read_text()
+SQUARE = "int sq(int x) { return x * x + 1; }\n"
+"""The shared object remap.c maps: one function, no libc."""
 SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
              "main-exits", "process-signal")
 REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2, "process-signal": 2}
@@ -33,10 +37,16 @@ REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2, "process-sig
 @pytest.fixture(scope="session")
 def pthread_guests(tmp_path_factory) -> dict[str, Guest]:
     """tests/threads/pthreads.c built statically with each libc and recompiled, once."""
+    lib = tmp_path_factory.mktemp("libsq")
+    (lib / "sq.c").write_text(SQUARE)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-nostdlib", "-o", str(lib / "libsq.so"),
+                    str(lib / "sq.c")], check=True, capture_output=True)
     out = {}
     for libc in ("musl", "glibc"):
         out[libc] = recompiled(tmp_path_factory.mktemp(f"pthreads-{libc}"),
-                               {"/bin/pthreads": SOURCE, "/bin/locked": LOCKED}, libc=libc)
+                               {"/bin/pthreads": SOURCE, "/bin/locked": LOCKED,
+                                "/bin/remap": REMAP}, libc=libc,
+                               files={"/lib/libsq.so": (lib / "libsq.so").read_bytes()})
     return out
 
 
@@ -61,4 +71,17 @@ def test_locked_instructions_as_native(pthread_guests: dict[str, Guest], libc: s
     want = native(g, "/bin/locked")
     got = kiln(g, "/bin/locked")
     assert want.returncode == 0 and want.stdout.count(b"\n") == 15
+    assert (got.stdout, got.returncode) == (want.stdout, want.returncode), got.stderr.decode()
+
+
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_code_mapped_by_one_thread_runs_in_another(pthread_guests: dict[str, Guest],
+                                                   libc: str) -> None:
+    g = pthread_guests[libc]
+    nm = subprocess.run(["nm", str(g.host("/lib/libsq.so"))], check=True, capture_output=True,
+                        text=True).stdout
+    offset = next(line.split()[0] for line in nm.splitlines() if line.endswith(" sq"))
+    want = native(g, "/bin/remap", "lib/libsq.so", offset)
+    got = kiln(g, "/bin/remap", "/lib/libsq.so", offset)
+    assert want.returncode == 0 and b"37" in want.stdout
     assert (got.stdout, got.returncode) == (want.stdout, want.returncode), got.stderr.decode()

@@ -317,6 +317,9 @@ class Runtime:
                 k.on_interrupt()               # may push handler frames, or end the guest
                 raise signals.Redispatch()
             if code == abi.FaultCode.NO_TRANSLATION:
+                if k.sync_code():              # another thread mapped code since: look again
+                    k.ctl.set("rip", k.ctl.read_fault()[2])
+                    raise signals.Redispatch()
                 hop = trampoline_jump(k.space, k.ctl.read_fault()[2] & 0xFFFFFFFF)
                 if hop is not None:            # a libffi closure: its two instructions' effect
                     k.ctl.set("r10", hop[0])

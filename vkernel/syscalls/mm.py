@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat as st
 from dataclasses import replace
+from typing import Callable
 
 from formats import abi
 from vkernel.cpustate import CodeRegion
@@ -25,6 +27,19 @@ NO_JIT_ERRNO = errno.EACCES
 """The errno for a refused PROT_EXEC request (mmap/mprotect), as Linux's noexec mounts use."""
 
 
+def _map_change(handler: Callable[..., int]) -> Callable[..., int]:
+    """Run a memory-map syscall under the process lock, whole: another thread must not map a
+    range this one has taken out of the map but is still zeroing (ctypes calls release the
+    GIL), or see a map between two steps of a change (as Linux's mmap_lock)."""
+    @functools.wraps(handler)
+    def locked(k: Kernel, *args: int) -> int:
+        with k.proc.lock:
+            return handler(k, *args)
+    return locked
+
+
+
+@_map_change
 def sys_brk(k: Kernel, addr: int) -> int:
     """brk(2)"""
     sp = k.space
@@ -72,6 +87,7 @@ def _fixed_bias(data: bytes, path: str) -> int | None:
         return None
 
 
+@_map_change
 def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
     """mmap(2): private mappings (file bytes are copied in); MAP_SHARED of a regular file opened
     read-write maps the host file's pages, MAP_SHARED|MAP_ANONYMOUS the pages of a memfd of its
@@ -200,6 +216,7 @@ def sys_memfd_create(k: Kernel, name: int, flags: int) -> int:
         raise
 
 
+@_map_change
 def sys_munmap(k: Kernel, addr: int, length: int) -> int:
     """munmap(2): the pages are forgotten and zeroed"""
     if addr % PAGE or length == 0:
@@ -209,6 +226,7 @@ def sys_munmap(k: Kernel, addr: int, length: int) -> int:
     return 0
 
 
+@_map_change
 def sys_mprotect(k: Kernel, addr: int, length: int, prot: int) -> int:
     """mprotect(2): protections are recorded (WebAssembly cannot enforce them); PROT_EXEC is checked"""
     sp = k.space
@@ -237,6 +255,7 @@ def sys_mprotect(k: Kernel, addr: int, length: int, prot: int) -> int:
     return 0
 
 
+@_map_change
 def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags: int,
                new_address: int) -> int:
     """mremap(2): grows in place when the pages above are free, else moves (MREMAP_MAYMOVE,
@@ -317,6 +336,7 @@ def _mremap_fixed(k: Kernel, m: Mapping, src: int, old: int, new: int, dest: int
     return dest
 
 
+@_map_change
 def sys_madvise(k: Kernel, addr: int, length: int, advice: int) -> int:
     """madvise(2): MADV_DONTNEED zeroes the pages; other advice is accepted and ignored"""
     if addr % PAGE:
