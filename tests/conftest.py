@@ -1,11 +1,23 @@
 """Shared fixtures: real Debian binaries fetched into Kiln's cache."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from examples.debs import busybox_static, unpacked_deb
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Programs the tests start, natively and under Kiln, get SIGINT and SIGQUIT with their
+    default actions, whoever started the suite: a shell starts a background job (``cmd &``)
+    with both ignored, and an ignored signal stays ignored across exec, so the tests of what a
+    signal does would test the launcher's shell instead."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 This is the kubelet's path to a runtime, driven without a kubelet (Debian
 bookworm has neither kubelet nor crictl): a private containerd with its CRI
-plugin on, the runtime handlers ``kiln`` (containerd's runc shim driving
-kiln-oci, as docs/integration/containerd-kiln.toml defines it) and ``runc``;
+plugin on, configured with docs/integration/containerd-kiln.toml (the runtime
+handlers ``kiln``, containerd's runc shim driving kiln-oci, and ``runc``);
 a pod network from Debian's CNI plugins (a bridge of the rig's own and
 host-local addresses, no NAT: pods reach each other and nothing else); and
 a CRI client over gRPC (the messages of runtime.v1 this suite uses are in
@@ -33,8 +33,13 @@ PAUSE_IMAGE = "kiln.test/pause:latest"
 NETNS_DIR = Path("/var/run/netns")
 
 
+DOCS_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "integration" / "containerd-kiln.toml"
+
+
 def _cri_config(base: Path, bridge: str, subnet: str) -> str:
-    """containerd's CRI section: the pause image, the CNI network, the two handlers."""
+    """containerd's CRI section: docs/integration/containerd-kiln.toml itself (the runtimes
+    ``kiln`` and ``runc``, with this venv's kiln-oci and a runtime root of the rig's), plus what
+    a node adds: the pause image, the CNI network and runc's root."""
     cni = base / "cni"
     cni.mkdir(parents=True)
     (cni / "10-kiln-test.conflist").write_text(json.dumps({
@@ -42,28 +47,22 @@ def _cri_config(base: Path, bridge: str, subnet: str) -> str:
         "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False,
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
                               "dataDir": str(base / "cni-ipam")}}]}))
-    cri = '[plugins."io.containerd.grpc.v1.cri"]'
-    runtimes = '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes'
-    return f"""
-{cri}
+    documented = "\n".join(
+        line for line in DOCS_CONFIG.read_text().splitlines() if not line.startswith("version"))
+    documented = documented.replace("/usr/local/bin/kiln-oci", KILN_OCI) \
+        .replace("/run/containerd/kiln-oci", str(base / "kiln-oci"))
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""{documented}
+
+[{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
   disable_apparmor = true
   restrict_oom_score_adj = true   # this host lacks CAP_SYS_RESOURCE for the pause oom score
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    {runtimes}.runc]
-      runtime_type = "io.containerd.runc.v2"
-      {runtimes}.runc.options]
-        Root = "{base}/runc"
-    {runtimes}.kiln]
-      runtime_type = "io.containerd.runc.v2"
-      pod_annotations = ["io.kiln.*"]
-      {runtimes}.kiln.options]
-        BinaryName = "{KILN_OCI}"
-        Root = "{base}/kiln-oci"
+[{cri}.cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{cni}"
+[{cri}.containerd.runtimes.runc.options]
+  Root = "{base}/runc"
 """
 
 
