@@ -23,10 +23,9 @@ from __future__ import annotations
 import os
 
 from formats.abi import FAULT_RECORD, FAULT_RECORD_OFFSETS, SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode
-from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, AtomicCmpxchg, AtomicRmw, Branch,
-                                  CallDirect, CallIndirect, Const, Eval, Expr, FallThrough, FaultStmt, If,
-                                  Jump, JumpIndirect, Let, Load, Op, Reg, Return, RtAddr, SetReg, StateGet,
-                                  StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
+from recompiler.x86_64.ir import (FLAGS, SYSCALL_ARGS, SYSCALL_WRITES, Branch, CallDirect, CallIndirect, Const,
+                                  AtomicCmpxchg, AtomicRmw, Eval, Expr, FallThrough, FaultStmt, If, Jump, JumpIndirect, Let, Load, Op, Reg, Return,
+                                  RtAddr, SetReg, StateGet, StateSet, Store, SyscallStmt, Term, Tmp, Trap, While)
 from recompiler.wasm.control import ControlFlow
 from recompiler.wasm.cpustate import FLAG_BITS as _FLAG_BITS, signed64 as _signed64, state_off
 from recompiler.wasm.regsets import RegisterSets
