@@ -145,10 +145,8 @@ printf 'SET piped 1\r\nINCR piped\r\nGET piped\r\n' | cli --pipe 2>&1 | tail -1
 cli shutdown nosave; wait $srv; echo "redis exited: $?"
 """
 
-CASES = {"nginx": NGINX, "flask": FLASK,
-         "redis": pytest.param(REDIS, marks=pytest.mark.xfail(
-             strict=True, reason="redis-server starts background threads at start-up; "
-                                 "vkernel has no clone(CLONE_THREAD) yet (issue 9)"))}
+CASES = {"nginx": NGINX, "flask": FLASK, "redis": REDIS}
+"""redis-server starts its background threads (bio, lazy free) at start-up: guest threads."""
 
 
 def _free_port() -> int:
