@@ -29,8 +29,9 @@ REMAP = (Path(__file__).resolve().parent / "threads" / "remap.c").read_text()
 SQUARE = "int sq(int x) { return x * x + 1; }\n"
 """The shared object remap.c maps: one function, no libc."""
 SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
-             "main-exits", "process-signal")
-REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2, "process-signal": 2}
+             "main-exits", "process-signal", "robust")
+REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2, "process-signal": 2,
+          "robust": 3}
 """Runs per scenario whose outcome a race could change."""
 
 

@@ -19,7 +19,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
-from vkernel import creds, pidns, signals
+from vkernel import creds, pidns, robust, signals
 from vkernel.audit import AuditLog
 from vkernel.closures import trampoline_jump
 from vkernel.cpustate import ControlMemory
@@ -527,6 +527,7 @@ class Runtime:
             if self.proc.multithreaded:
                 from vkernel.threads import stop_others
                 stop_others(k)
+            robust.release(k)       # a process-shared robust mutex it held: EOWNERDEAD
             return self._exit_status(e)
         except KeyboardInterrupt:
             # Ctrl-C reaches the host process: the guest dies of SIGINT, as it would natively.

@@ -45,7 +45,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
-from vkernel import signals
+from vkernel import robust, signals
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit
 
 if TYPE_CHECKING:
@@ -175,6 +175,7 @@ def thread_gone(k: "Kernel") -> None:
             del p.threads[t.tid]
     if p.end is None:
         signals.sync_host_mask(t, p)           # the first thread re-mirrors the others' masks
+    robust.release(k)                          # its robust mutexes: EOWNERDEAD for the next
     if t.clear_child_tid and p.end is None:
         try:
             k.space.put_u32(t.clear_child_tid, 0)
@@ -229,7 +230,9 @@ def exit_thread(k: "Kernel", status: int) -> None:
     if alone:
         raise GuestExit(status)
     # The first thread: the process lives on while another thread does (Linux keeps the
-    # leader as a zombie); its tid word is cleared now, as Linux does at its exit.
+    # leader as a zombie); its robust list is walked and its tid word cleared now, as Linux
+    # does at its exit.
+    robust.release(k)
     if t.clear_child_tid:
         try:
             k.space.put_u32(t.clear_child_tid, 0)

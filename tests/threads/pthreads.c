@@ -386,6 +386,52 @@ static void *last_one(void *arg) {
     fflush(stdout);
     return 0;
 }
+/* robust mutex: a thread that dies holding one leaves it to the next locker with EOWNERDEAD
+   (the kernel walks the dead thread's robust list), who makes it consistent */
+static pthread_mutex_t robust_mu;
+static void *die_holding(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&robust_mu);
+    return 0;                                  /* ends without unlocking */
+}
+
+static void *wait_then_lock(void *arg) {
+    (void)arg;
+    int r = pthread_mutex_lock(&robust_mu);    /* blocks until the holder dies */
+    if (r == EOWNERDEAD)
+        pthread_mutex_consistent(&robust_mu);
+    pthread_mutex_unlock(&robust_mu);
+    return (void *)(long)r;
+}
+
+static int robust(void) {
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&robust_mu, &a);
+    pthread_t t, w;
+    pthread_create(&t, 0, die_holding, 0);
+    pthread_join(t, 0);
+    int r = pthread_mutex_lock(&robust_mu);
+    printf("lock after the holder died: %s\n", r == EOWNERDEAD ? "EOWNERDEAD" : strerror(r));
+    printf("consistent: %d\n", pthread_mutex_consistent(&robust_mu));
+    printf("unlock: %d\n", pthread_mutex_unlock(&robust_mu));
+    printf("lock again: %d\n", pthread_mutex_lock(&robust_mu));
+    pthread_mutex_unlock(&robust_mu);
+    /* a waiter already blocked when the holder dies is woken with EOWNERDEAD */
+    pthread_mutex_lock(&robust_mu);
+    pthread_create(&w, 0, wait_then_lock, 0);
+    usleep(100000);
+    pthread_create(&t, 0, die_holding, 0);    /* blocks behind main; main hands over below */
+    pthread_mutex_unlock(&robust_mu);
+    void *rv;
+    pthread_join(t, 0);
+    pthread_join(w, &rv);
+    printf("second round: the holder and the waiter ended, waiter saw %s\n",
+           (long)rv == EOWNERDEAD || (long)rv == 0 ? "a usable lock" : strerror((int)(long)rv));
+    return 0;
+}
+
 static int main_exits(void) {
     pthread_t t;
     pthread_create(&t, 0, last_one, 0);
@@ -407,6 +453,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "main-exits")) return main_exits();
     if (!strcmp(what, "process-signal")) return process_signal();
     if (!strcmp(what, "after-exec")) return after_exec();
+    if (!strcmp(what, "robust")) return robust();
     fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits|main-exits|process-signal\n");
     return 2;
 }

@@ -139,10 +139,27 @@ def sys_set_tid_address(k: Kernel, tidptr: int) -> int:
 
 
 def sys_set_robust_list(k: Kernel, head: int, length: int) -> int:
-    """set_robust_list(2): recorded (the list is not walked when a thread dies)"""
+    """set_robust_list(2): walked when the thread ends (vkernel/robust.py)"""
     if length != 24:
         return -errno.EINVAL
     k.thread.robust_list = (head, length)
+    return 0
+
+
+def sys_get_robust_list(k: Kernel, pid: int, head_ptr: int, len_ptr: int) -> int:
+    """get_robust_list(2): of the calling thread (pid 0) or another thread of its process
+    (musl asks once, to learn robust mutexes are supported)"""
+    pid = s32(pid)
+    if pid == 0 or pid == k.thread.tid:
+        t = k.thread
+    else:
+        with k.proc.lock:
+            t = k.proc.threads.get(pid)
+        if t is None:
+            return -errno.ESRCH
+    head, _ = t.robust_list
+    k.space.put_u64(head_ptr, head)
+    k.space.put_u64(len_ptr, 24)
     return 0
 
 

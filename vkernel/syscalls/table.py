@@ -198,8 +198,8 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("times", process.sys_times, "ptr"),
     Supported("arch_prctl", process.sys_arch_prctl, "hex,hex"),
     Supported("set_tid_address", process.sys_set_tid_address, "ptr"),
-    Partial("set_robust_list", process.sys_set_robust_list, "recorded; the list is not walked "
-            "when a thread dies", "ptr,int"),
+    Supported("set_robust_list", process.sys_set_robust_list, "ptr,int"),
+    Supported("get_robust_list", process.sys_get_robust_list, "int,ptr,ptr"),
     Partial("futex", futex.sys_futex, "the host's futex on the word's host address: WAIT, WAKE, "
             "their BITSET forms, REQUEUE, CMP_REQUEUE, WAKE_OP, shared across processes through "
             "MAP_SHARED pages and between the guest's threads; PI and FD forms: ENOSYS", "ptr,hex,int,ptr,ptr,hex"),

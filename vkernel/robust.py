@@ -1,0 +1,98 @@
+"""Robust futex lists: what Linux does for a thread that ends holding a robust mutex.
+
+A thread registers the head of its list of held robust mutexes with
+``set_robust_list``. When the thread ends, Linux walks that list (and the
+``list_op_pending`` entry, a lock or unlock in progress): each futex word the
+dead thread owns (its tid in the low 30 bits) becomes ``FUTEX_OWNER_DIED``,
+keeping the ``FUTEX_WAITERS`` bit, and one waiter is woken. The next
+``pthread_mutex_lock`` then returns ``EOWNERDEAD`` instead of waiting
+forever. vkernel does the same, in guest memory, when a guest thread ends
+(:func:`vkernel.threads.thread_gone`, :func:`vkernel.threads.exit_thread`):
+the word is changed with a compare-and-swap (libatomic's, the one C's
+``__atomic`` builtins call), since other threads may be setting the waiters
+bit at the same time, and the wake is the host's futex.
+
+The layout is x86-64 Linux's: ``struct robust_list_head { struct robust_list
+*next; long futex_offset; struct robust_list *list_op_pending; }``, each entry
+a ``next`` pointer, the futex word at entry + ``futex_offset``. At most
+:data:`LIMIT` entries are walked (Linux's ROBUST_LIST_LIMIT), so a looping
+list costs a bounded walk.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import struct
+from typing import TYPE_CHECKING
+
+from vkernel.errors import GuestFault
+
+if TYPE_CHECKING:
+    from vkernel.kernel import Kernel
+
+__all__ = ["release"]
+
+FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK = 0x8000_0000, 0x4000_0000, 0x3FFF_FFFF
+LIMIT = 2048
+_HEAD = struct.Struct("<QqQ")
+_FUTEX_WAKE, _NR_FUTEX = 1, 202
+_SEQ_CST = 5
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_atomic_name = ctypes.util.find_library("atomic")
+_atomic = ctypes.CDLL(_atomic_name) if _atomic_name else None
+if _atomic is not None:
+    _cas = _atomic.__atomic_compare_exchange_4
+    _cas.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32,
+                     ctypes.c_int, ctypes.c_int]
+    _cas.restype = ctypes.c_bool
+
+
+def _owner_died(k: "Kernel", addr: int, tid: int, pending: bool) -> None:
+    """Linux's handle_futex_death for the guest word at ``addr``."""
+    host = k.space.host_address(addr, 4)
+    while True:
+        old = k.space.u32(addr)
+        if old & FUTEX_TID_MASK != tid:
+            # A lock in progress may not have stored the tid yet: Linux wakes a waiter of an
+            # unowned pending futex, so that it does not sleep on a lock nobody will release.
+            if pending and old == 0:
+                _wake(host)
+            return
+        new = (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED
+        if _atomic is None:               # no libatomic on this host: a plain store
+            k.space.put_u32(addr, new)
+            break
+        expected = ctypes.c_uint32(old)
+        if _cas(ctypes.c_void_p(host), ctypes.byref(expected), new, _SEQ_CST, _SEQ_CST):
+            break
+    if old & FUTEX_WAITERS:
+        _wake(host)
+
+
+def _wake(host: int) -> None:
+    _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.c_void_p(host), ctypes.c_long(_FUTEX_WAKE),
+                  ctypes.c_long(1), None, None, ctypes.c_long(0))
+
+
+def release(k: "Kernel") -> None:
+    """Walk the calling (ending) thread's robust list, if it registered one."""
+    head, length = k.thread.robust_list
+    if not head or length != _HEAD.size:
+        return
+    tid = k.thread.tid
+    try:
+        entry, offset, pending = _HEAD.unpack(k.space.read(head, _HEAD.size))
+        seen = 0
+        while entry != head and entry and seen < LIMIT:
+            nxt = struct.unpack("<Q", k.space.read(entry, 8))[0]
+            if entry != pending:
+                # Bit 0 of an entry marks a PI futex; the word is found the same way.
+                _owner_died(k, (entry & ~1) + offset, tid, False)
+            entry = nxt
+            seen += 1
+        if pending:
+            _owner_died(k, (pending & ~1) + offset, tid, True)
+    except GuestFault:
+        pass                                 # a damaged list ends the walk, as on Linux
+    k.thread.robust_list = (0, 0)
