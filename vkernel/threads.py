@@ -50,6 +50,7 @@ from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel
+    from vkernel.thread import ThreadState
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_THREAD, CLONE_SETTLS = 0x10000, 0x80000
@@ -195,11 +196,17 @@ def end_process(k: "Kernel", e: BaseException) -> None:
             p.end = e
         others = [t for t in p.threads.values() if t is not k.thread]
     for t in others:
-        t.exiting = True
-        if t.ctl is not None:
-            signals.set_interrupt(t.ctl.view)
-        t.wake()
+        _tell_to_stop(t)
     signals.wake_waits()
+
+
+def _tell_to_stop(t: "ThreadState") -> None:
+    """Make thread ``t`` stop at its next poll or wait: out of lifted code (the interrupt
+    flag), out of a blocking call (its wake pipe)."""
+    t.exiting = True
+    if t.ctl is not None:
+        signals.set_interrupt(t.ctl.view)
+    t.wake()
 
 
 def stop_others(k: "Kernel", timeout: float = STOP_WAIT) -> None:
@@ -210,10 +217,7 @@ def stop_others(k: "Kernel", timeout: float = STOP_WAIT) -> None:
     with p.lock:
         others = [t for t in p.threads.values() if t is not k.thread]
     for t in others:
-        t.exiting = True
-        if t.ctl is not None:
-            signals.set_interrupt(t.ctl.view)
-        t.wake()
+        _tell_to_stop(t)
         t.finished.wait(max(0.0, end - time.monotonic()))
     with p.lock:
         p.threads = {k.thread.tid: k.thread}
