@@ -21,9 +21,10 @@ from vkernel.policy import ExecPolicy
 from vkernel.process import GuestLimits, ProcessState, SignalAction
 from vkernel.thread import ThreadState
 from vkernel.signals import (SI_KERNEL, CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
-                             STOP, UNBLOCKABLE, SignalInterrupt, build_frame, clear_interrupt,
-                             default_action, lowest_deliverable, restore_frame, sync_host,
+                             STOP, UNBLOCKABLE, SignalInterrupt, clear_interrupt,
+                             default_action, lowest_deliverable, sync_host,
                              sync_host_mask, take_pending)
+from vkernel.sigframe import build_frame, restore_frame
 from vkernel.signals import bit as sigbit
 from vkernel.vfs import Vfs
 
