@@ -220,7 +220,8 @@ def test_an_in_process_run_gives_the_callers_ids_back(app: tuple[Path, Path], tm
     """run_guest in the caller's process (an agent host, a test) drops to the guest user for the
     run and restores the caller's own ids, groups included, afterwards."""
     from recompiler.bundle import prepare_bundle
-    from vkernel.runtime import RunSpec, run_guest
+    from vkernel.launch import run_guest
+    from vkernel.runtime import RunSpec
     image, _ = app
     rootfs = prepare_bundle(image) / "rootfs"
     before = (os.getresuid(), os.getresgid(), sorted(os.getgroups()))

@@ -8,7 +8,8 @@ from pathlib import Path
 from formats import abi
 from test_vkernel_support import build_elf, c, make_rootfs, poke, sys as S, unit_for, wat_module, write_mb
 from test_vkernel_run import kiln_run
-from vkernel.runtime import RunSpec, run_guest
+from vkernel.launch import run_guest
+from vkernel.runtime import RunSpec
 
 SCR = 0xFF80_0000          # inside the main stack mapping, far below the initial rsp
 RIP = abi.CPU_STATE_OFFSETS["rip"]

@@ -60,7 +60,7 @@ def test_damaged_aot_code_is_refused_before_it_runs(tmp_path: Path) -> None:
 def test_many_runs_in_one_process_share_nothing_stale(tmp_path: Path) -> None:
     """Runs one after another in the same host process (an agent host) each start clean."""
     root, mb = _hello(tmp_path)
-    code = ("import sys\nfrom pathlib import Path\nfrom vkernel.runtime import RunSpec, run_guest\n"
+    code = ("import sys\nfrom pathlib import Path\nfrom vkernel.launch import run_guest\nfrom vkernel.runtime import RunSpec\n"
             f"spec = RunSpec(rootfs=Path({str(root)!r}), megabinary=Path({str(mb)!r}), "
             "argv=('/bin/hello',))\n"
             "print([run_guest(spec) for _ in range(3)], file=sys.stderr)\n")

@@ -427,7 +427,8 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
     is present must be well-formed and name this megabinary, and verify when
     its key is trusted.
     """
-    from vkernel.runtime import RunSpec, run_guest
+    from vkernel.launch import run_guest
+    from vkernel.runtime import RunSpec
     from vkernel.trust import load_policy
     trust_policy = load_policy(policy)
     net = _network_policy(network, publish, allow_net)

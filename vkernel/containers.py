@@ -434,7 +434,7 @@ def _supervisor(spec: "RunSpec", state: Path, ready: int,
 def _exec_child(spec: "RunSpec", target, cg: RunCgroup | None, pty, ready: int) -> None:
     """A process joining a live run (forked in its pid namespace): never returns."""
     from vkernel import console as vconsole, sandbox
-    from vkernel.runtime import run_guest
+    from vkernel.launch import run_guest
     status = 2
     try:
         if pty is not None:

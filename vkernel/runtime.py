@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 import os
 import resource
 import signal as hsignal
-import stat as st
 import sys
 import tempfile
 import time
@@ -19,7 +17,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
-from vkernel import creds, pidns, robust, signals
+from vkernel import creds, robust, signals
 from vkernel.audit import AuditLog
 from vkernel.closures import trampoline_jump
 from vkernel.cpustate import ControlMemory
@@ -33,62 +31,16 @@ from vkernel.proctree import become_subreaper
 from vkernel.elf import parse_elf
 from vkernel.loader import Interpreter, build_stack, find_interpreter, load_elf
 from vkernel.memory import AddressSpace
-from vkernel.netpolicy import ISOLATED, NONE, NetPolicy
+from vkernel.netpolicy import ISOLATED
 from vkernel.policy import ExecPolicy, UnitInfo
 from vkernel.syscalls.table import DISPATCH, TABLE
 from vkernel.syscalls.trace import format_call
-from vkernel.vfs import Vfs, Volume
+from vkernel.vfs import Vfs
+
+from vkernel.runspec import DEFAULT_PATH, RunSpec  # noqa: F401  (RunSpec: its long-time home)
 
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary
-    from vkernel.cgroup import RunCgroup
-    from vkernel.netns import PublishedSocket
-    from vkernel.sandbox import Isolation
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything needed to start a guest."""
-    rootfs: Path                        # read-only lower layer
-    megabinary: Path
-    argv: tuple[str, ...]               # argv[0] is looked up on PATH when it has no "/"
-    env: tuple[str, ...] = ()           # "KEY=VALUE"; PATH defaults to DEFAULT_PATH
-    workdir: str = "/"
-    trace: bool = False
-    audit_log: Path | None = None       # JSON lines; None: a summary on stderr
-    upper: Path | None = None           # writable upper layer; None: a temporary one per run
-    volumes: tuple["Volume", ...] = ()  # host directories bound into the guest tree
-    timeout: float | None = None        # seconds; then the whole guest tree is killed (exit 124)
-    pids_limit: int = 0                 # live guest processes at most (fork: EAGAIN); 0 = no limit
-    memory: int = 0                     # bytes: the run's memory (a cgroup when supervised as
-                                        # root), else mapped bytes per guest process; 0 = none
-    tree_root: int = 0                  # internal: the --timeout supervisor's pid
-    user: str = ""                      # image User / --user: uid, uid:gid, name, name:group; "" = root
-    pid_namespace: bool = False         # isolate as root: pid, mount and user namespaces, cgroup
-    disk: int = 0                       # bytes the upper layer may hold (root: its tmpfs size)
-    tty: bool = False                   # -t: the run gets a pseudo-terminal of its own
-    lockdown: bool = False              # seccomp-lock the guest's host process (kiln run itself)
-    isolation: "Isolation | None" = None   # internal: set up by the run's first process
-    run_memory: "RunCgroup | None" = None  # internal: the run's cgroup (ENOMEM run-wide)
-    supervised: bool = False            # internal: this is the supervisor's child already
-    megabinary_digest: str = ""         # the digest the trust policy accepted (vkernel/trust.py):
-                                        # a megabinary with another one is refused; "" = any
-    hostname: str = ""                  # the guest's uname nodename; "" = "kiln"
-    rlimits: tuple[tuple[int, int, int], ...] = ()   # (resource, soft, hard) the guest starts with
-    readonly_root: bool = False         # as root: the upper layer is read-only (writes: EROFS)
-    ready_fd: int = -1                  # internal (vkernel/containers.py): the first process
-                                        # reports "ready" or its error here, as a JSON line
-    start_fd: int = -1                  # internal: ... then reads one byte here before the guest
-    files: tuple[tuple[str, bytes, int], ...] = ()   # (guest path, content, mode) copied into
-                                        # the upper layer before the guest runs (kiln-oci's
-                                        # file bind mounts: /etc/hosts, /etc/resolv.conf...)
-    net: NetPolicy = NetPolicy(NONE)    # the run's network (vkernel/netpolicy.py): kiln run
-                                        # asks for its own loopback (as root) or the host's
-    net_namespace: bool = False         # internal: the first process made the run's network
-    net_broker_fd: int = -1             # internal: the supervisor's --allow-net broker socket
-    net_published: tuple["PublishedSocket", ...] = ()   # internal: bound --publish sockets
 
 
 _FAULT_SIGNAL = {
@@ -385,7 +337,7 @@ class Runtime:
             status = 127
         finally:
             self.close()
-            _die_like(status, sig)
+            die_like(status, sig)
 
     def _load(self, inst: "GuestInstance", path: str, data: bytes, unit: UnitInfo,
               interp: Interpreter | None) -> tuple[Any, Any]:
@@ -680,8 +632,7 @@ class Runtime:
                 step = functools.partial(self._start, ex.path, ex.argv, ex.envp, ex.data,
                                          ex.execfn, ex.unit, ex.interp)  # type: ignore[arg-type]
 
-
-def _die_like(status: int, sig: int) -> None:
+def die_like(status: int, sig: int) -> None:
     """End a forked child the way its guest ended, so the parent's wait4 sees the same status."""
     if sig:
         try:
@@ -691,123 +642,3 @@ def _die_like(status: int, sig: int) -> None:
         except OSError:
             pass
     os._exit(status & 0xFF)
-
-
-def run_guest(spec: RunSpec) -> int:
-    """Run the guest to completion; the exit status as a shell sees it (128+N for signal N).
-
-    Raises KilnError when the run cannot start (bad megabinary, hash refused,
-    dynamically linked program...). Forked guest processes never return here:
-    they end with the guest's status. With ``spec.timeout``, ``spec.tty`` or,
-    as root, ``spec.pid_namespace`` this process becomes a supervisor and the
-    guest runs in an isolated child (vkernel/supervisor.py).
-    """
-    if not spec.supervised and (spec.timeout is not None or spec.tty or
-                                (spec.pid_namespace and pidns.possible())):
-        from vkernel.supervisor import supervise
-        return supervise(spec)
-    run = None
-    if spec.upper is None:                  # the run's own upper layer, in the state directory
-        from vkernel.statedir import StateDir
-        state = StateDir.open()
-        try:
-            run = state.new_run()
-        finally:
-            state.close()
-        spec = dataclasses.replace(spec, upper=run.mkdir("upper", 0o755))
-    try:
-        return _run_here(spec)
-    finally:
-        if run is not None:
-            run.remove()
-
-
-def _run_here(spec: RunSpec) -> int:
-    """The guest in this process (the supervisor's first process, or an unsupervised run)."""
-    guard = None
-    if spec.lockdown and spec.isolation is None:
-        from vkernel.console import TerminalGuard
-        guard = TerminalGuard()            # a guest must not leave the user's terminal changed
-    rt = Runtime(spec)
-    status, sig = 2, 0
-    try:
-        if spec.files:
-            from vkernel import handoff
-            handoff.place_files(rt)
-        _take_user(rt)
-        if spec.lockdown and spec.isolation is None:
-            from vkernel import sandbox
-            sandbox.lock_down()
-        _publish_first(rt)
-        if spec.ready_fd >= 0:
-            from vkernel import handoff
-            rt.preflight()
-            handoff.ready_then_wait(spec)
-        status = rt.run()
-        sig = rt.last_signal
-        return status
-    except BaseException as e:
-        if rt.proc.is_forked_child:      # nobody above us to report it: say it and end
-            if isinstance(e, KilnError):
-                print(f"kiln: {e.message}", file=sys.stderr, flush=True)
-                status = 127
-            else:
-                print(f"kiln: internal error in vkernel: {type(e).__name__}: {e}",
-                      file=sys.stderr, flush=True)
-        raise
-    finally:
-        child = rt.proc.is_forked_child
-        if not child:
-            creds.restore_host()         # vkernel tidies up (skeleton) as itself
-            if guard is not None:
-                guard.restore()
-        rt.close()
-        if child:
-            _die_like(status, sig)
-
-
-def _take_user(rt: Runtime) -> None:
-    """Give this (first guest) process the credentials of ``spec.user`` resolved in the image:
-    real host ids when kiln runs as root (vkernel/creds.py), inside the run's user namespace
-    when it has one (vkernel/sandbox.py); HOME from passwd unless set."""
-    def read(path: str) -> bytes | None:
-        try:
-            return rt.vfs.read_file(path, 1 << 20)
-        except OSError:
-            return None
-    iso = rt.spec.isolation
-    if not rt.spec.user and os.geteuid() != 0:
-        return                           # not root: the guest runs with the host user's ids
-    user = creds.resolve_user(rt.spec.user or "0", read)
-    creds.check_possible(user)
-    if iso is not None and max(user.uid, user.gid, *user.groups) >= iso.id_count:
-        raise VkernelError(f"cannot run the guest as uid {user.uid} gid {user.gid}: the run's "
-                           f"user namespace maps ids 0..{iso.id_count - 1} only",
-                           hint="give a smaller --user, or a larger 'kiln' range in /etc/subuid "
-                                "and /etc/subgid")
-    if not any(e.startswith("HOME=") for e in rt.spec.env):
-        rt.spec = dataclasses.replace(rt.spec, env=(*rt.spec.env, f"HOME={user.home}"))
-    if os.geteuid() != 0:
-        return                           # the host user's ids, which check_possible accepted
-    # The host checks creates in / against the upper layer's root: make it the image root's
-    # (through the idmapped lower layer: the namespace's root, a host id of the run's range).
-    low = os.fstat(rt.vfs.lower_fd)
-    up = os.stat(rt.vfs.upper)
-    if (up.st_uid, up.st_gid) != (low.st_uid, low.st_gid):   # (a process joining a run:
-        os.chown(rt.vfs.upper, low.st_uid, low.st_gid)       # done, maybe read-only now)
-    if st.S_IMODE(up.st_mode) != st.S_IMODE(low.st_mode):
-        os.chmod(rt.vfs.upper, st.S_IMODE(low.st_mode))
-    if iso is not None:
-        if rt.vfs.skeleton is not None:
-            rt.vfs.skeleton.hand_over(low.st_uid, low.st_gid)
-        from vkernel import sandbox
-        sandbox.drop(iso)                 # from here on, root is the namespace's root only
-    creds.become(user.creds())
-    pidns.die_with_supervisor()
-
-
-def _publish_first(rt: Runtime) -> None:
-    from vkernel import procfs
-    rt.proc.comm = os.path.basename(rt.spec.argv[0]).encode("utf-8", "surrogateescape")[:15]
-    procfs.publish(rt.vfs.skeleton, os.path.basename(rt.spec.argv[0]),
-                   [a.encode() for a in rt.spec.argv])

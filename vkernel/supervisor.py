@@ -125,7 +125,7 @@ def supervise(spec: "RunSpec", detached: Detached | None = None) -> int:
 
 
 def _supervise_run(spec: "RunSpec", run: RunDir, detached: Detached | None) -> int:
-    from vkernel.runtime import run_guest
+    from vkernel.launch import run_guest
     isolated = spec.pid_namespace and pidns.possible()
     me = os.getpid()
     cg = None

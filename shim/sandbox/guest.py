@@ -134,13 +134,13 @@ def run_in_child(rt: "Runtime", req: ExecRequest, user: "User", pipes: Pipes, ke
         _say(f"kiln: internal error in vkernel: {type(e).__name__}: {e}")
         status = 2
     finally:
-        from vkernel.runtime import _die_like
+        from vkernel.runtime import die_like
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        _die_like(status, sig)
+        die_like(status, sig)
 
 
 def _stdio(pipes: Pipes) -> None:
