@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from tests.ocirig import KILN_OCI, Containerd
+from tests.ocirig import Containerd, documented_config
 
 _PROTO_DIR = Path(__file__).resolve().parent / "cri"
 if str(_PROTO_DIR) not in sys.path:
@@ -31,9 +31,6 @@ pb, _services = grpc.protos_and_services("api.proto")
 
 PAUSE_IMAGE = "kiln.test/pause:latest"
 NETNS_DIR = Path("/var/run/netns")
-
-
-DOCS_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "integration" / "containerd-kiln.toml"
 
 
 def _cri_config(base: Path, bridge: str, subnet: str) -> str:
@@ -47,12 +44,8 @@ def _cri_config(base: Path, bridge: str, subnet: str) -> str:
         "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False,
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
                               "dataDir": str(base / "cni-ipam")}}]}))
-    documented = "\n".join(
-        line for line in DOCS_CONFIG.read_text().splitlines() if not line.startswith("version"))
-    documented = documented.replace("/usr/local/bin/kiln-oci", KILN_OCI) \
-        .replace("/run/containerd/kiln-oci", str(base / "kiln-oci"))
     cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""{documented}
+    return f"""{documented_config(base)}
 
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"

@@ -201,6 +201,18 @@ class Containerd:
                 remove_tree(self.base / d)
 
 
+DOCUMENTED_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "integration" / \
+    "containerd-kiln.toml"
+
+
+def documented_config(base: Path) -> str:
+    """docs/integration/containerd-kiln.toml as a section of a test's containerd config: this
+    venv's kiln-oci, a runtime root under ``base``, no ``version`` line (the rig writes one)."""
+    text = DOCUMENTED_CONFIG.read_text().replace("/usr/local/bin/kiln-oci", KILN_OCI) \
+        .replace("/run/containerd/kiln-oci", str(base / "kiln-oci"))
+    return "\n".join(line for line in text.splitlines() if not line.startswith("version"))
+
+
 def make_bundle(base: Path, rootfs: Path, process: dict, **config: object) -> Path:
     """An OCI bundle at ``base``: ``rootfs`` copied in, config.json from `runc spec` (with a
     writable root) with ``process`` merged into its process and ``config`` into the rest."""

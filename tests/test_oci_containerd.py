@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ocirig import KILN_OCI, PROBE_PATH, Containerd
+from tests.ocirig import KILN_OCI, PROBE_PATH, Containerd, documented_config
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containerd and kiln-oci run as root"),
@@ -168,18 +168,10 @@ def test_nothing_left_behind(ctd: Containerd) -> None:
         assert str(ctd.kiln_root).encode() not in cmd, cmd
 
 
-def _with_test_paths(text: str, base: Path) -> str:
-    return text.replace("/usr/local/bin/kiln-oci", KILN_OCI) \
-        .replace("/run/containerd/kiln-oci", str(base / "kiln-oci"))
-
-
 def test_cri_runtime_config_loads(tmp_path: Path) -> None:
     """docs/integration/containerd-kiln.toml: containerd with its CRI plugin loads the
     `kiln` runtime (its dump of the effective config has it, the CRI plugin is up)."""
-    doc = (DOCS / "containerd-kiln.toml").read_text()
-    extra = "\n".join(line for line in _with_test_paths(doc, tmp_path).splitlines()
-                      if not line.startswith("version"))
-    c = Containerd(tmp_path, cri=True, extra=extra)
+    c = Containerd(tmp_path, cri=True, extra=documented_config(tmp_path))
     try:
         c.start()
         plugins = c.ctr("plugins", "ls").stdout.decode()

@@ -21,7 +21,7 @@ from vkernel.policy import ExecPolicy
 from vkernel.process import GuestLimits, ProcessState, SignalAction
 from vkernel.thread import ThreadState
 from vkernel.signals import (SI_KERNEL, CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
-                             STOP, UNBLOCKABLE, SignalInterrupt, clear_interrupt,
+                             STOP, UNBLOCKABLE, Redispatch, SignalInterrupt, clear_interrupt,
                              default_action, lowest_deliverable, sync_host,
                              sync_host_mask, take_pending)
 from vkernel.sigframe import build_frame, restore_frame
@@ -240,6 +240,20 @@ class Kernel:
     def _wait_out_death(self) -> None:
         while self.dying:                 # the watcher ends the process, or backs off
             time.sleep(0.001)
+
+    def run_lifted(self, run: "Callable[[object], object]", store: object) -> None:
+        """``kiln_run`` at the CPU state's rip until it returns; again (a loop, never nested)
+        each time a fault leaves the state somewhere else to go on (an interrupted loop, a
+        signal handler: :class:`vkernel.signals.Redispatch`)."""
+        while True:
+            self.leave_host()
+            try:
+                run(store)
+            except Redispatch:
+                continue
+            finally:
+                self.enter_host()
+            return
 
     def leave_host(self) -> None:
         """The main thread is about to run lifted code."""

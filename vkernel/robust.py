@@ -26,6 +26,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from vkernel.errors import GuestFault
+from vkernel.hostfutex import wake_host
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel
@@ -35,10 +36,7 @@ __all__ = ["release"]
 FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK = 0x8000_0000, 0x4000_0000, 0x3FFF_FFFF
 LIMIT = 2048
 _HEAD = struct.Struct("<QqQ")
-_FUTEX_WAKE, _NR_FUTEX = 1, 202
 _SEQ_CST = 5
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 _atomic_name = ctypes.util.find_library("atomic")
 _atomic = ctypes.CDLL(_atomic_name) if _atomic_name else None
 if _atomic is not None:
@@ -57,7 +55,7 @@ def _owner_died(k: "Kernel", addr: int, tid: int, pending: bool) -> None:
             # A lock in progress may not have stored the tid yet: Linux wakes a waiter of an
             # unowned pending futex, so that it does not sleep on a lock nobody will release.
             if pending and old == 0:
-                _wake(host)
+                wake_host(host)
             return
         new = (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED
         if _atomic is None:               # no libatomic on this host: a plain store
@@ -67,12 +65,7 @@ def _owner_died(k: "Kernel", addr: int, tid: int, pending: bool) -> None:
         if _cas(ctypes.c_void_p(host), ctypes.byref(expected), new, _SEQ_CST, _SEQ_CST):
             break
     if old & FUTEX_WAITERS:
-        _wake(host)
-
-
-def _wake(host: int) -> None:
-    _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.c_void_p(host), ctypes.c_long(_FUTEX_WAKE),
-                  ctypes.c_long(1), None, None, ctypes.c_long(0))
+        wake_host(host)
 
 
 def release(k: "Kernel") -> None:

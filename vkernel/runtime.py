@@ -457,17 +457,7 @@ class Runtime:
         signals.sync_host_mask(k.thread, self.proc)
 
         def run_from_state() -> None:
-            """kiln_run at the CPU state's rip; again (a loop, never nested) each time a fault
-            leaves the state somewhere else to go on (an interrupted loop, a signal handler)."""
-            while True:
-                k.leave_host()
-                try:
-                    run(store)
-                except signals.Redispatch:
-                    continue
-                finally:
-                    k.enter_host()
-                return
+            k.run_lifted(run, store)
 
         if not self.proc.is_forked_child:
             signals.on_fatal = self._die_of

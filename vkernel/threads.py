@@ -33,7 +33,6 @@ Robust futex lists are recorded, not walked at thread exit.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import signal as hsignal
 import sys
@@ -47,6 +46,7 @@ from formats import abi
 from formats.errors import KilnError
 from vkernel import robust, signals
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit
+from vkernel.hostfutex import wake_host
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel
@@ -57,17 +57,19 @@ CLONE_THREAD, CLONE_SETTLS = 0x10000, 0x80000
 CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
 STOP_WAIT = 2.0
 """Seconds the first thread waits for the others to stop before an exit or exec goes on."""
-_FUTEX_WAKE = 1
-_NR_FUTEX = 202
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
-def _wake_one(host_addr: int) -> None:
-    """FUTEX_WAKE one waiter on the host word (the guest word's host address), as Linux does
-    on a thread's clear_child_tid at its exit."""
-    _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.c_void_p(host_addr),
-                  ctypes.c_long(_FUTEX_WAKE), ctypes.c_long(1), None, None, ctypes.c_long(0))
+def _clear_tid(k: "Kernel") -> None:
+    """Linux at a thread's exit: its clear_child_tid word zeroed and one waiter woken (what
+    pthread_join waits on)."""
+    t = k.thread
+    if t.clear_child_tid:
+        try:
+            k.space.put_u32(t.clear_child_tid, 0)
+            wake_host(k.space.host_address(t.clear_child_tid, 4))
+        except GuestFault:
+            pass
+        t.clear_child_tid = 0
 
 
 def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid: int,
@@ -127,18 +129,10 @@ def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> No
     finally:
         ready.set()
     go.wait()
-    store, run = k.code.store, k.code.run
     try:
-        while True:
-            k.leave_host()
-            try:
-                run(store)
-            except signals.Redispatch:
-                continue
-            finally:
-                k.enter_host()
-            raise GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
-                            f"{p.exe}: lifted code returned from {abi.EXPORT_RUN} in a thread")
+        k.run_lifted(k.code.run, k.code.store)
+        raise GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
+                        f"{p.exe}: lifted code returned from {abi.EXPORT_RUN} in a thread")
     except ThreadExit as e:
         t.exit_status = e.status
     except (GuestExit, GuestExec) as e:
@@ -177,12 +171,8 @@ def thread_gone(k: "Kernel") -> None:
     if p.end is None:
         signals.sync_host_mask(t, p)           # the first thread re-mirrors the others' masks
     robust.release(k)                          # its robust mutexes: EOWNERDEAD for the next
-    if t.clear_child_tid and p.end is None:
-        try:
-            k.space.put_u32(t.clear_child_tid, 0)
-            _wake_one(k.space.host_address(t.clear_child_tid, 4))
-        except GuestFault:
-            pass
+    if p.end is None:
+        _clear_tid(k)
     t.finished.set()
     t.close()
 
@@ -237,13 +227,7 @@ def exit_thread(k: "Kernel", status: int) -> None:
     # leader as a zombie); its robust list is walked and its tid word cleared now, as Linux
     # does at its exit.
     robust.release(k)
-    if t.clear_child_tid:
-        try:
-            k.space.put_u32(t.clear_child_tid, 0)
-            _wake_one(k.space.host_address(t.clear_child_tid, 4))
-        except GuestFault:
-            pass
-        t.clear_child_tid = 0
+    _clear_tid(k)
     last = status
     while True:
         with p.lock:

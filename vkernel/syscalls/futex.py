@@ -32,6 +32,7 @@ import ctypes
 import errno
 import time as htime
 
+from vkernel.hostfutex import Timespec as _Timespec, host_futex as _host_futex
 from vkernel.kernel import Kernel
 from vkernel.syscalls.args import get_timespec_ns, s32
 
@@ -41,23 +42,6 @@ FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 FUTEX_BITSET_MATCH_ANY = 0xFFFF_FFFF
 SLICE = 0.02
 """Seconds a wait sleeps in the host before it looks for a deliverable guest signal again."""
-
-_NR_FUTEX = 202
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-def _host_futex(addr: int, op: int, val: int, timeout: object, addr2: int, val3: int) -> int:
-    """The host's futex: its result, or -errno."""
-    r = _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.c_void_p(addr), ctypes.c_long(op),
-                      ctypes.c_long(val & 0xFFFF_FFFF), timeout, ctypes.c_void_p(addr2),
-                      ctypes.c_long(val3 & 0xFFFF_FFFF))
-    return r if r >= 0 else -ctypes.get_errno()
-
 
 def _wait(k: Kernel, host: int, op: int, val: int, bitset: int, deadline: int | None) -> int:
     """WAIT until woken, the word differs (EAGAIN), ``deadline`` (CLOCK_MONOTONIC ns; None:
