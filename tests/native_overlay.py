@@ -8,6 +8,7 @@ as its root. Root is required.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -15,8 +16,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["run_native", "DEVICES", "DEV_LINKS"]
+__all__ = ["run_native", "overlay", "inside", "DEVICES", "DEV_LINKS"]
 
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
 """Device nodes a container runtime gives every container: (name, major, minor)."""
@@ -63,9 +65,10 @@ def _umount(path: Path, root_of_run: Path | None = None) -> None:
     subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
-def run_native(root: Path, argv: list[str], *, stdin: bytes = b"", wd: str = "/", env: dict | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``argv`` natively over a fresh overlay of ``root``; stdout, stderr and status as bytes."""
+@contextlib.contextmanager
+def overlay(root: Path) -> Iterator[Path]:
+    """A fresh overlay of ``root`` (upper layer on a tmpfs, /dev populated): its merged
+    directory, unmounted (and anything still running inside it killed) on exit."""
     with tempfile.TemporaryDirectory(prefix="kiln-native-") as tmp:
         scratch = Path(tmp)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", str(scratch)], check=True)
@@ -77,10 +80,23 @@ def run_native(root: Path, argv: list[str], *, stdin: bytes = b"", wd: str = "/"
             subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
                             f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)], check=True)
             try:
-                return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc=/proc", f"--root={merged}",
-                                       f"--wd={wd}", *argv], input=stdin, capture_output=True,
-                                      env=env if env is not None else ENV, cwd="/", timeout=timeout)
+                yield merged
             finally:
                 _umount(merged, merged)
         finally:
             _umount(scratch)
+
+
+def inside(merged: Path, argv: list[str], *, wd: str = "/") -> list[str]:
+    """The command line that runs ``argv`` in ``merged`` (from :func:`overlay`) as a
+    container would: its own pid namespace and /proc, ``merged`` as its root."""
+    return ["unshare", "--pid", "--fork", "--mount-proc=/proc", f"--root={merged}", f"--wd={wd}",
+            *argv]
+
+
+def run_native(root: Path, argv: list[str], *, stdin: bytes = b"", wd: str = "/", env: dict | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``argv`` natively over a fresh overlay of ``root``; stdout, stderr and status as bytes."""
+    with overlay(root) as merged:
+        return subprocess.run(inside(merged, argv, wd=wd), input=stdin, capture_output=True,
+                              env=env if env is not None else ENV, cwd="/", timeout=timeout)

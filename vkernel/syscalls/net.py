@@ -249,6 +249,7 @@ def sys_listen(k: Kernel, sockfd: int, backlog: int) -> int:
         if socks:
             for ps in socks:
                 check(_libc.listen(ps.fd, backlog))
+                os.set_blocking(ps.fd, False)   # accept4 tries each in turn, never blocking
             state.nonblock = guest_nonblocking(of, state)
             os.set_blocking(of.host_fd, False)
             state.published = tuple(ps.fd for ps in socks)
