@@ -1,12 +1,15 @@
-"""Servers from Debian's packages, recompiled, serving clients: nginx, redis and a Flask app.
+"""Servers from Debian's packages, recompiled, serving clients: nginx, redis, python3 -m http.server and Flask.
 
 Each case is one shell script run in the Debian example image, natively
 (tests/native_overlay.py, on the host's network) and under ``kiln run`` (the
 run's own network): it starts the server in the background, waits until it
 accepts connections, drives it with a client from the image (python3's
 http.client, redis-cli) and stops it. Everything the client prints must be
-identical on both sides, and so must the exit status. A last test reaches a
-recompiled nginx from the host, through ``kiln run --publish``.
+identical on both sides, and so must the exit status. The last tests reach
+the recompiled servers from the host, through ``kiln run --publish``: nginx
+from Python's http.client, redis from the image's own redis-cli and
+redis-benchmark (run on the host, in a chroot of the image's tree) with the
+same replies as a native redis-server.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from native_overlay import run_native
+from native_overlay import inside, overlay, run_native
 from sessionrun import run_in_session
 
 KILN = str(Path(sys.executable).with_name("kiln"))
@@ -145,7 +148,18 @@ printf 'SET piped 1\r\nINCR piped\r\nGET piped\r\n' | cli --pipe 2>&1 | tail -1
 cli shutdown nosave; wait $srv; echo "redis exited: $?"
 """
 
-CASES = {"nginx": NGINX, "flask": FLASK, "redis": REDIS}
+HTTP_SERVER = WAIT_FOR_PORT + HTTP_CLIENT + r"""
+mkdir -p /srv/files/sub && printf 'plain text\n' > /srv/files/a.txt
+printf '{"k": 1}\n' > /srv/files/sub/b.json && head -c 100000 /bin/bash > /srv/files/c.bin
+python3 -m http.server $PORT --bind 127.0.0.1 --directory /srv/files > /tmp/http.log 2>&1 & srv=$!
+wait_port $PORT
+python3 /tmp/client.py $PORT "GET /" "GET /a.txt" "GET /sub/" "GET /sub/b.json" "GET /c.bin" \
+    "GET /missing" "HEAD /a.txt"
+kill $srv; wait $srv; echo "http.server exited: $?"
+echo "logged requests: $(grep -c '"GET /' /tmp/http.log)"
+"""
+
+CASES = {"nginx": NGINX, "flask": FLASK, "redis": REDIS, "http.server": HTTP_SERVER}
 """redis-server starts its background threads (bio, lazy free) at start-up: guest threads."""
 
 
@@ -206,3 +220,77 @@ def test_nginx_reached_from_the_host_through_publish(debian_recompiled) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+REDIS_SESSION = (b"SET greeting hello\r\nGET greeting\r\nINCRBY counter 5\r\nINCRBY counter 37\r\n"
+                 b"RPUSH list a b c\r\nLRANGE list 0 -1\r\nHSET h f v\r\nHGETALL h\r\n"
+                 b"SADD s x y z x\r\nSCARD s\r\nDBSIZE\r\nGET nothing\r\nBOGUS 1\r\n")
+REDIS_ARGS = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+              "--logfile", ""]
+
+
+def _redis_cli(tree: Path, port: int, *args: str, stdin: bytes = b"") -> bytes:
+    """The image's own redis-cli, run natively on the host (a chroot of the image's tree)."""
+    p = subprocess.run(["chroot", str(tree), "/usr/bin/redis-cli", "-p", str(port), *args],
+                       input=stdin, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def _serve_redis(argv: list[str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16) == b"+PONG\r\n":
+                    return proc
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "redis never answered"
+        time.sleep(0.2)
+
+
+def _drive_redis(tree: Path, port: int) -> bytes:
+    """A session of redis-cli commands, then redis-benchmark's SET and GET (checked for
+    completing; its rates differ run to run), then the keys the benchmark left."""
+    out = _redis_cli(tree, port, stdin=REDIS_SESSION)
+    bench = subprocess.run(["chroot", str(tree), "/usr/bin/redis-benchmark", "-p", str(port),
+                            "-t", "set,get", "-n", "3000", "-c", "20", "-q", "--csv"],
+                           capture_output=True, timeout=300)
+    tests = [line.split(b",")[0] for line in bench.stdout.splitlines()[1:]]
+    return out + b"benchmark: %d %r\n" % (bench.returncode, tests) + \
+        _redis_cli(tree, port, "DBSIZE") + _redis_cli(tree, port, "SHUTDOWN", "NOSAVE")
+
+
+def test_redis_driven_from_the_host_through_publish(debian_tree: Path,
+                                                    debian_recompiled: tuple[Path, dict]) -> None:
+    """redis-server under kiln run --publish, driven by the image's redis-cli and
+    redis-benchmark on the host: the same replies as a native redis-server."""
+    port = _free_port()
+    with overlay(debian_tree) as merged:
+        native = _serve_redis(inside(merged, ["/usr/bin/redis-server", "--port", str(port),
+                                              *REDIS_ARGS]), port)
+        try:
+            want = _drive_redis(debian_tree, port)
+            assert native.wait(timeout=60) == 0
+        finally:
+            if native.poll() is None:
+                os.killpg(native.pid, signal.SIGKILL)
+                native.wait()
+    assert b"benchmark: 0 [b'\"SET\"', b'\"GET\"']" in want, want
+    port = _free_port()
+    kiln = _serve_redis([KILN, "run", "--publish", f"127.0.0.1:{port}:6379",
+                         str(debian_recompiled[0]), "--", "/usr/bin/redis-server", *REDIS_ARGS],
+                        port)
+    try:
+        got = _drive_redis(debian_tree, port)
+        assert kiln.wait(timeout=60) == 0, kiln.stderr.read().decode(errors="replace")
+    finally:
+        if kiln.poll() is None:
+            os.killpg(kiln.pid, signal.SIGKILL)
+            kiln.wait()
+    assert got == want
