@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 #   binutils          as/objdump for instruction tests
 #   skopeo umoci      read our output images with real OCI tools in tests
 #   qemu-user         qemu-x86_64, the comparison point in bench/
+#   apache2-utils     ab, the HTTP load generator of bench/servers.py
 #   zstd              zstd-compressed layers in tests
 #   dpkg apt          apt-get download + dpkg-deb -x for the busybox-static example
 #   debootstrap       the Debian minbase image of tests/test_debian_image.py
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 #                     the pod network (bridge, host-local) of the CRI test, tests/test_oci_cri.py
 #   docker.io         dockerd --runtime kiln in tests/test_oci_docker.py (not started here)
 #   chromium          a real headless browser for the kiln serve status page (tests/test_sandbox_server.py)
-DEBS=(python3 python3-venv python3-pip gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux containerd runc containernetworking-plugins iproute2 docker.io chromium)
+DEBS=(python3 python3-venv python3-pip apache2-utils gcc libc6-dev musl-tools binutils skopeo umoci qemu-user zstd dpkg apt ca-certificates debootstrap libseccomp2 util-linux containerd runc containernetworking-plugins iproute2 docker.io chromium)
 
 missing=()
 for p in "${DEBS[@]}"; do
