@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import signal as hsignal
+import _signal
 import sys
 import threading
 import time
@@ -121,7 +122,7 @@ def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> No
     """The host thread of a guest thread: run lifted code until the thread ends."""
     t, p = k.thread, k.proc
     try:
-        hsignal.pthread_sigmask(hsignal.SIG_BLOCK, hsignal.valid_signals())
+        _signal.pthread_sigmask(hsignal.SIG_BLOCK, _signal.valid_signals())   # (no enums)
         t.host_main = False
         t.tid = threading.get_native_id()
         with p.lock:

@@ -20,6 +20,7 @@ import errno
 import math
 import os
 import signal as hsignal
+import _signal
 import time
 
 from vkernel.fdtable import OpenFile
@@ -139,17 +140,17 @@ def _pwait(k: Kernel, h: int, ptr: int, maxevents: int, timeout_ms: int) -> int:
     waiter, as on Linux), that a signal for the guest ends with -EINTR: the mirrored signals
     are blocked while the guest's pending set is checked, and epoll_pwait unblocks them
     atomically for the wait (no signal can slip in between)."""
-    old = hsignal.pthread_sigmask(hsignal.SIG_BLOCK, MIRRORED)
+    old = _signal.pthread_sigmask(hsignal.SIG_BLOCK, MIRRORED)   # numbers, not Signals
     try:
         if lowest_deliverable(k.thread, k.proc):   # (a handler that was due has run by now)
             return -errno.EINTR
         mask = ctypes.create_string_buffer(
-            sum(1 << (int(s) - 1) for s in old).to_bytes(8, "little"), 128)   # a sigset_t
+            sum(1 << (s - 1) for s in old).to_bytes(8, "little"), 128)   # a sigset_t
         n = _libc.epoll_pwait(h, ptr, maxevents, timeout_ms, mask)
         if n < 0:
             n = -ctypes.get_errno()
     finally:
-        hsignal.pthread_sigmask(hsignal.SIG_SETMASK, old)
+        _signal.pthread_sigmask(hsignal.SIG_SETMASK, old)
     return n
 
 
