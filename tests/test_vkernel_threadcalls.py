@@ -1,7 +1,8 @@
 """Thread-identity and scheduling calls (tests/threads/tcalls.c), natively and under vkernel.
 
 gettid, set_tid_address, tgkill/tkill to the caller, sched_{get,set}affinity on
-the caller and on a child, and membarrier's registration and barriers: the
+the caller and on a child, membarrier's registration and barriers, and
+get/setpriority (the raw call's 20 - nice, a child inheriting it, ESRCH, EINVAL): the
 same static program, built with musl and with glibc, must print the same lines
 and exit the same way on the host and recompiled.
 """

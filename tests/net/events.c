@@ -254,6 +254,15 @@ static int transfers(void) {
     ssize_t n = sendfile(sv[0], f, &off, 50);
     char buf[8192]; ssize_t r = read(sv[1], buf, sizeof buf);
     printf("sendfile %zd off %ld: %.20s\n", n, (long)off, buf);
+    off = -1;
+    errno = 0;
+    n = sendfile(sv[0], f, &off, 50);
+    printf("sendfile from offset -1: %zd %s\n", n, strerror(errno));
+    off = 0;
+    n = sendfile(sv[0], f, &off, (size_t)-1 / 2);     /* a count past MAX_RW_COUNT */
+    ssize_t got = 0;
+    while (n > 0 && got < n && (r = read(sv[1], buf, sizeof buf)) > 0) got += r;
+    printf("sendfile of a huge count: %zd off %ld read %zd\n", n, (long)off, got);
     lseek(f, 0, SEEK_SET);
     int p[2]; pipe(p);
     loff_t in = 20;

@@ -1,11 +1,13 @@
 /* The thread-identity and scheduling calls of a single-threaded process, compared between Linux
-   and vkernel: gettid, set_tid_address, tgkill/tkill, sched_{get,set}affinity, membarrier. */
+   and vkernel: gettid, set_tid_address, tgkill/tkill, sched_{get,set}affinity, membarrier,
+   get/setpriority. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,5 +68,23 @@ int main(void) {
     SHOW("register private expedited", syscall(SYS_membarrier, 16, 0, 0));
     SHOW("private expedited", syscall(SYS_membarrier, 8, 0, 0));
     SHOW("bad command", syscall(SYS_membarrier, 1 << 20, 0, 0));
+
+    errno = 0;
+    int nice0 = getpriority(PRIO_PROCESS, 0);
+    printf("getpriority: errno %d\n", errno);
+    printf("the raw call gives 20 - nice: %d\n",
+           syscall(SYS_getpriority, PRIO_PROCESS, 0) == 20 - nice0);
+    printf("by own pid: %d\n", getpriority(PRIO_PROCESS, getpid()) == nice0);
+    SHOW("setpriority nicer by 3", setpriority(PRIO_PROCESS, 0, nice0 + 3));
+    printf("now nicer by 3: %d\n", getpriority(PRIO_PROCESS, 0) == nice0 + 3);
+    pid_t kid = fork();
+    if (kid == 0) {
+        printf("child inherits it: %d\n", getpriority(PRIO_PROCESS, 0) == nice0 + 3);
+        _exit(0);
+    }
+    waitpid(kid, NULL, 0);
+    SHOW("getpriority of nobody", getpriority(PRIO_PROCESS, 999999));
+    SHOW("setpriority of nobody", setpriority(PRIO_PROCESS, 999999, 5));
+    SHOW("getpriority bad which", getpriority(7, 0));
     return 0;
 }

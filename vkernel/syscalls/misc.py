@@ -5,6 +5,7 @@ import ctypes
 import errno
 import os
 
+from vkernel import creds
 from vkernel.kernel import Kernel
 from vkernel.proctree import guest_processes
 from vkernel.syscalls.args import s32
@@ -140,3 +141,46 @@ def sys_prctl(k: Kernel, option: int, arg2: int, arg3: int, arg4: int, arg5: int
     if option == PR_GET_DUMPABLE:
         return 1
     return -errno.EINVAL
+
+
+_PRIO_PROCESS, _PRIO_PGRP, _PRIO_USER = 0, 1, 2
+
+
+def _priority_target(k: Kernel, which: int, who: int) -> tuple[int, int] | None:
+    """(which, who) for the host's get/setpriority, acting on this run's processes only; None
+    when ``who`` names none of them (ESRCH). Guest pids and process groups are the run's pid
+    namespace's own. PRIO_USER acts on the calling process alone: the host's uid of a guest
+    user is shared with other runs, whose processes are not this guest's to renice."""
+    which, who = s32(which), s32(who)
+    if which == _PRIO_PROCESS:
+        if who == 0 or who == os.getpid() or who in k.proc.threads:
+            return which, who
+        return (which, who) if who > 0 and who in guest_processes(k.proc) else None
+    if which == _PRIO_PGRP:
+        mine = os.getpgid(0)
+        if who == 0 or who == mine:
+            return which, 0
+        return (which, who) if who in guest_processes(k.proc).values() else None
+    if which == _PRIO_USER:
+        ids = creds.current()
+        return (_PRIO_PROCESS, 0) if who == 0 or who in (ids.ruid, ids.euid) else None
+    raise OSError(errno.EINVAL, "which")
+
+
+def sys_getpriority(k: Kernel, which: int, who: int) -> int:
+    """getpriority(2): the host's nice value of this run's processes, as the syscall gives it
+    (20 - nice, 1..40)"""
+    target = _priority_target(k, which, who)
+    if target is None:
+        return -errno.ESRCH
+    return 20 - os.getpriority(*target)
+
+
+def sys_setpriority(k: Kernel, which: int, who: int, prio: int) -> int:
+    """setpriority(2): the host's, on this run's processes (raising priority needs what the host
+    process lacks: EACCES, as for an unprivileged user)"""
+    target = _priority_target(k, which, who)
+    if target is None:
+        return -errno.ESRCH
+    os.setpriority(*target, min(max(s32(prio), -20), 19))
+    return 0
