@@ -13,6 +13,11 @@ and sigwait in a thread for a directed and a process-directed signal (then
 sigtimedwait's timeout and siginfo). Output and exit status must be
 byte-identical. The racy scenarios run a few times each (a fixed count, not
 a sweep).
+
+Sibling programs in tests/threads/: cancel.c (pthread_cancel, deferred at
+cancellation points and asynchronous in a busy loop, with cleanup handlers)
+and spawn.c (posix_spawn, vfork + exec and fork + exec from a thread that is
+not the main one, which waits for the child while the main thread works on).
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from tests.test_vkernel_guestc import Guest, kiln, native, recompiled
 SOURCE = (Path(__file__).resolve().parent / "threads" / "pthreads.c").read_text()
 LOCKED = (Path(__file__).resolve().parent / "threads" / "locked.c").read_text()
 REMAP = (Path(__file__).resolve().parent / "threads" / "remap.c").read_text()
+CANCEL = (Path(__file__).resolve().parent / "threads" / "cancel.c").read_text()
+SPAWN = (Path(__file__).resolve().parent / "threads" / "spawn.c").read_text()
 SQUARE = "int sq(int x) { return x * x + 1; }\n"
 """The shared object remap.c maps: one function, no libc."""
 SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
@@ -46,7 +53,8 @@ def pthread_guests(tmp_path_factory) -> dict[str, Guest]:
     for libc in ("musl", "glibc"):
         out[libc] = recompiled(tmp_path_factory.mktemp(f"pthreads-{libc}"),
                                {"/bin/pthreads": SOURCE, "/bin/locked": LOCKED,
-                                "/bin/remap": REMAP}, libc=libc,
+                                "/bin/remap": REMAP, "/bin/cancel": CANCEL,
+                                "/bin/spawn": SPAWN}, libc=libc,
                                files={"/lib/libsq.so": (lib / "libsq.so").read_bytes()})
     return out
 
@@ -63,6 +71,34 @@ def test_pthread_scenario_as_native(pthread_guests: dict[str, Guest], libc: str,
         assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
         assert got.returncode == want.returncode, got.stderr.decode()[-2000:]
         assert got.stderr == b""
+
+
+def _as_native(g: Guest, program: str, arg: str, runs: int) -> None:
+    """``program arg`` natively, then ``runs`` times recompiled: the same output and status."""
+    want = native(g, program, arg)
+    assert want.stderr == b"", want.stderr
+    for _ in range(runs):
+        got = kiln(g, program, arg)
+        assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
+        assert got.returncode == want.returncode, got.stderr.decode()[-2000:]
+        assert got.stderr == b""
+
+
+@pytest.mark.parametrize("scenario", ["deferred", "async"])
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_cancellation_as_native(pthread_guests: dict[str, Guest], libc: str,
+                                scenario: str) -> None:
+    """pthread_cancel of a thread blocked in read, pthread_cond_wait, sleep and nanosleep, of
+    one that had cancellation disabled, and (async) of one spinning: cleanup handlers run and
+    pthread_join gives PTHREAD_CANCELED. Both libcs send their SIGCANCEL with tgkill."""
+    _as_native(pthread_guests[libc], "/bin/cancel", scenario, 3)
+
+
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_spawn_from_a_thread_as_native(pthread_guests: dict[str, Guest], libc: str) -> None:
+    """posix_spawn (CLONE_VM|CLONE_VFORK), vfork + exec and fork + exec called by a second
+    thread, which waits for the child while the main thread keeps running."""
+    _as_native(pthread_guests[libc], "/bin/spawn", "all", 2)
 
 
 @pytest.mark.parametrize("libc", ["musl", "glibc"])

@@ -328,13 +328,20 @@ class Runtime:
         status, sig = 2, 0
         try:
             if isinstance(e, GuestExec):
-                status = self._exec_loop(e)
+                status = self._until_exit(self._exec_step(e))
             else:
+                if self.proc.multithreaded:
+                    from vkernel.threads import stop_others
+                    stop_others(k)
+                robust.release(k)
                 status = self._exit_status(e)  # type: ignore[arg-type]
             sig = self.last_signal
         except KilnError as err:
             print(f"kiln: {err.message}", file=sys.stderr, flush=True)
             status = 127
+        except Exception as err:               # a vkernel bug: said, not a silent status 2
+            print(f"kiln: internal error in vkernel (forked process {self.proc.exe}): "
+                  f"{type(err).__name__}: {err}", file=sys.stderr, flush=True)
         finally:
             self.close()
             die_like(status, sig)
@@ -608,19 +615,26 @@ class Runtime:
             try:
                 return step()
             except GuestExec as ex:
-                if self.proc.multithreaded and self.kernel is not None:
-                    from vkernel.threads import stop_others
-                    stop_others(self.kernel)   # Linux: execve ends the other threads
-                self.fds.close_on_exec()
-                for sig, act in list(self.proc.sigactions.items()):
-                    if act.handler not in (0, 1):
-                        self.proc.sigactions[sig] = SignalAction()
-                self.thread.exec_reset()
-                if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
-                    os.close(self.proc.vfork_fd)
-                    self.proc.vfork_fd = -1
-                step = functools.partial(self._start, ex.path, ex.argv, ex.envp, ex.data,
-                                         ex.execfn, ex.unit, ex.interp)  # type: ignore[arg-type]
+                step = self._exec_step(ex)
+
+    def _exec_step(self, ex: GuestExec) -> "Callable[[], int]":
+        """What execve does to the process before the new program runs (other threads ended,
+        close-on-exec fds closed, handlers reset, a vfork parent woken); the step that runs it."""
+        if self.proc.multithreaded and self.kernel is not None:
+            from vkernel.threads import stop_others
+            stop_others(self.kernel)           # Linux: execve ends the other threads
+        if self.kernel is not None:
+            robust.release(self.kernel)        # Linux walks the robust list at exec too
+        self.fds.close_on_exec()
+        for sig, act in list(self.proc.sigactions.items()):
+            if act.handler not in (0, 1):
+                self.proc.sigactions[sig] = SignalAction()
+        self.thread.exec_reset()
+        if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
+            os.close(self.proc.vfork_fd)
+            self.proc.vfork_fd = -1
+        return functools.partial(self._start, ex.path, ex.argv, ex.envp, ex.data,
+                                 ex.execfn, ex.unit, ex.interp)  # type: ignore[arg-type]
 
 def die_like(status: int, sig: int) -> None:
     """End a forked child the way its guest ended, so the parent's wait4 sees the same status."""
