@@ -17,7 +17,10 @@ a sweep).
 Sibling programs in tests/threads/: cancel.c (pthread_cancel, deferred at
 cancellation points and asynchronous in a busy loop, with cleanup handlers)
 and spawn.c (posix_spawn, vfork + exec and fork + exec from a thread that is
-not the main one, which waits for the child while the main thread works on).
+not the main one, which waits for the child while the main thread works on),
+robustdeath.c (a forked child holding a process-shared robust mutex in
+MAP_SHARED memory dies of a signal or execs: the parent's lock returns
+EOWNERDEAD).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ LOCKED = (Path(__file__).resolve().parent / "threads" / "locked.c").read_text()
 REMAP = (Path(__file__).resolve().parent / "threads" / "remap.c").read_text()
 CANCEL = (Path(__file__).resolve().parent / "threads" / "cancel.c").read_text()
 SPAWN = (Path(__file__).resolve().parent / "threads" / "spawn.c").read_text()
+ROBUST_DEATH = (Path(__file__).resolve().parent / "threads" / "robustdeath.c").read_text()
 SQUARE = "int sq(int x) { return x * x + 1; }\n"
 """The shared object remap.c maps: one function, no libc."""
 SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
@@ -54,7 +58,8 @@ def pthread_guests(tmp_path_factory) -> dict[str, Guest]:
         out[libc] = recompiled(tmp_path_factory.mktemp(f"pthreads-{libc}"),
                                {"/bin/pthreads": SOURCE, "/bin/locked": LOCKED,
                                 "/bin/remap": REMAP, "/bin/cancel": CANCEL,
-                                "/bin/spawn": SPAWN}, libc=libc,
+                                "/bin/spawn": SPAWN, "/bin/robustdeath": ROBUST_DEATH},
+                               libc=libc,
                                files={"/lib/libsq.so": (lib / "libsq.so").read_bytes()})
     return out
 
@@ -99,6 +104,18 @@ def test_spawn_from_a_thread_as_native(pthread_guests: dict[str, Guest], libc: s
     """posix_spawn (CLONE_VM|CLONE_VFORK), vfork + exec and fork + exec called by a second
     thread, which waits for the child while the main thread keeps running."""
     _as_native(pthread_guests[libc], "/bin/spawn", "all", 2)
+
+
+@pytest.mark.parametrize("scenario", ["term", "abort", "busy", "thread", "exec"])
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_robust_mutex_of_a_dead_process_as_native(pthread_guests: dict[str, Guest], libc: str,
+                                                  scenario: str) -> None:
+    """A forked child holds a process-shared robust mutex and is killed by SIGTERM (in pause(),
+    in a busy loop, or while a second thread of it holds the mutex), calls abort(), or execs:
+    vkernel walks the child's robust lists before it goes, so the parent's lock returns
+    EOWNERDEAD (without the walk it waits forever). SIGKILL is left out: the host kills the
+    process and nothing walks its lists (docs/architecture.md, Threads)."""
+    _as_native(pthread_guests[libc], "/bin/robustdeath", scenario, 2)
 
 
 @pytest.mark.parametrize("libc", ["musl", "glibc"])

@@ -8,6 +8,7 @@ import resource
 import signal as hsignal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,11 +331,7 @@ class Runtime:
             if isinstance(e, GuestExec):
                 status = self._until_exit(self._exec_step(e))
             else:
-                if self.proc.multithreaded:
-                    from vkernel.threads import stop_others
-                    stop_others(k)
-                robust.release(k)
-                status = self._exit_status(e)  # type: ignore[arg-type]
+                status = self._end(k, e)  # type: ignore[arg-type]
             sig = self.last_signal
         except KilnError as err:
             print(f"kiln: {err.message}", file=sys.stderr, flush=True)
@@ -473,29 +470,37 @@ class Runtime:
                 first()
             run_from_state()
         except GuestExit as e:
-            if self.proc.multithreaded:
-                from vkernel.threads import stop_others
-                stop_others(k)
-            robust.release(k)       # a process-shared robust mutex it held: EOWNERDEAD
-            return self._exit_status(e)
+            return self._end(k, e)
         except KeyboardInterrupt:
             # Ctrl-C reaches the host process: the guest dies of SIGINT, as it would natively.
-            return self._exit_status(GuestExit(128 + hsignal.SIGINT, hsignal.SIGINT))
+            return self._end(k, GuestExit(128 + hsignal.SIGINT, hsignal.SIGINT))
         except wasmtime.Trap as e:
-            return self._exit_status(GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
-                                               f"{path}: lifted code trapped: {str(e).splitlines()[0]}"))
+            return self._end(k, GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
+                                          f"{path}: lifted code trapped: {str(e).splitlines()[0]}"))
         finally:
             signals.attach(self.proc, None)        # the watcher must not touch a freed store
         raise VkernelError(f"{path}: lifted code returned from {abi.EXPORT_RUN} (it must leave "
                            "only through exit, exec or a fault)",
                            hint="this is a recompiler bug; please report it with the megabinary")
 
+    def _end(self, k: Kernel, e: GuestExit) -> int:
+        """The process ends with ``e`` in its first thread ``k``: the other threads stopped,
+        every robust list walked (a process-shared robust mutex it held: EOWNERDEAD for the
+        next locker, as Linux), the status to exit with."""
+        if self.proc.multithreaded:
+            from vkernel.threads import stop_others
+            stop_others(k)
+        robust.release(k)
+        return self._exit_status(e)
+
     def _die_of(self, sig: int) -> None:
-        """The signal watcher's end of the first guest process: a default-action signal
-        arrived while lifted code runs without reaching a back-edge poll or a syscall."""
+        """The signal watcher's end of a guest process whose deaths vkernel carries out (the
+        first one; a forked one holding robust lists in shared memory): a default-action
+        signal arrived while lifted code runs without reaching a back-edge poll or a syscall."""
         try:
             if self.kernel is not None:
                 self.kernel.trace_killed(sig)
+            robust.release_all(self.proc)      # its threads still run: walked from here
             self._exit_status(GuestExit(128 + sig, sig))
             if not self.proc.is_forked_child:
                 creds.restore_host()           # tidy up as vkernel itself, as run_guest does
@@ -503,6 +508,8 @@ class Runtime:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
+            if self.proc.is_forked_child:
+                die_like(128 + sig, sig)       # its parent's wait sees the signal
             os._exit(128 + sig)
 
     def _fault(self, k: Kernel, code: int) -> GuestExit:
@@ -637,12 +644,18 @@ class Runtime:
                                  ex.execfn, ex.unit, ex.interp)  # type: ignore[arg-type]
 
 def die_like(status: int, sig: int) -> None:
-    """End a forked child the way its guest ended, so the parent's wait4 sees the same status."""
+    """End a forked child the way its guest ended, so the parent's wait4 sees the same status.
+    Any host thread may call it (the signal watcher ends a busy guest): the signal's default
+    action is set through libc (Python's signal.signal is the main thread's only) and sent to
+    this very thread, unblocked, so no mask elsewhere holds it back."""
     if sig:
         try:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            hsignal.signal(sig, hsignal.SIG_DFL)
-            os.kill(os.getpid(), sig)
+            libc = ctypes.CDLL(None)
+            libc.signal.restype = ctypes.c_void_p
+            libc.signal(ctypes.c_int(sig), ctypes.c_void_p(0))          # SIG_DFL
+            hsignal.pthread_sigmask(hsignal.SIG_UNBLOCK, (sig,))
+            hsignal.pthread_kill(threading.get_ident(), sig)
         except OSError:
             pass
     os._exit(status & 0xFF)
