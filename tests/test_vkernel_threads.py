@@ -9,8 +9,9 @@ mask), a signal sent to the process while the main thread blocks it (the
 thread that does not block it runs the handler), /proc/self/task, fork from the main thread and from another thread,
 execve from a thread, timed waits that expire or are signalled in time,
 pthread_once, the main thread leaving by pthread_exit before the last one,
-and sigwait in a thread for a directed and a process-directed signal (then
-sigtimedwait's timeout and siginfo). Output and exit status must be
+sigwait in a thread for a directed and a process-directed signal (then
+sigtimedwait's timeout and siginfo), robust mutexes of a thread that ended,
+and a handler installed by a second thread of a forked child. Output and exit status must be
 byte-identical. The racy scenarios run a few times each (a fixed count, not
 a sweep).
 
@@ -40,7 +41,7 @@ ROBUST_DEATH = (Path(__file__).resolve().parent / "threads" / "robustdeath.c").r
 SQUARE = "int sq(int x) { return x * x + 1; }\n"
 """The shared object remap.c maps: one function, no libc."""
 SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
-             "main-exits", "process-signal", "robust")
+             "main-exits", "process-signal", "robust", "thread-handler")
 REPEAT = {"counting": 3, "atomics": 3, "signals": 2, "sigwaits": 2, "process-signal": 2,
           "robust": 3}
 """Runs per scenario whose outcome a race could change."""

@@ -75,7 +75,7 @@ class ProcessState:
                                                # a fatal signal: GuestExit) or execs (GuestExec) while
                                                # others run: the first thread raises it, the others stop
     vkernel_deaths: bool = False               # forked: vkernel carries out default-action deaths
-                                               # itself (robust lists in shared memory: robust.py)
+                                               # itself (signals.carry_deaths)
     dispositions_stale: bool = False           # a thread changed a disposition the host's main
                                                # thread has yet to mirror (signals.sync_host)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)

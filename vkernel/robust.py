@@ -18,10 +18,11 @@ it wherever it ends a thread or a process, which covers every death vkernel
 carries out itself; the host kernel knows nothing of guest lists, so a
 process the host kills is not walked. The first guest process always lets
 vkernel carry out its default-action deaths (vkernel/signals.py); a forked
-one does from the moment both a thread registered a list and it maps memory
-shared with other processes (:func:`update_deaths`), the only case where a
-mutex it holds may have a waiter elsewhere. Before that the host's SIG_DFL
-ends it, which needs no vkernel code in a busy loop. SIGKILL is always the
+one does once it has a second thread, or once a thread registered a list
+while it maps memory shared with other processes (:func:`update_deaths`),
+the only case where a mutex it holds may have a waiter elsewhere. Before
+that the host's SIG_DFL ends it, which needs no vkernel code in a busy loop
+(``signals.carry_deaths``). SIGKILL is always the
 host's: no guest process is walked when it dies of SIGKILL, and nothing
 outside it can walk its lists, since their heads live in its private memory,
 gone by then (docs/architecture.md, Threads).
@@ -133,5 +134,4 @@ def update_deaths(p: "ProcessState") -> None:
         return
     if not any(m.shared for m in p.space.maps):
         return
-    p.vkernel_deaths = True
-    signals.sync_host(p, signals.FATAL)
+    signals.carry_deaths(p)

@@ -637,6 +637,7 @@ class Runtime:
             if act.handler not in (0, 1):
                 self.proc.sigactions[sig] = SignalAction()
         self.thread.exec_reset()
+        self.proc.vkernel_deaths = False       # one thread, no robust list: _enter re-mirrors
         if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
             os.close(self.proc.vfork_fd)
             self.proc.vfork_fd = -1

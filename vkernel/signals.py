@@ -468,6 +468,17 @@ def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
                 pass
 
 
+def carry_deaths(p: "ProcessState") -> None:
+    """From now on vkernel carries out this forked process's default-action deaths itself
+    (``vkernel_deaths``): its fatal signals are forwarded instead of the host's SIG_DFL. Set
+    when it may hold a robust mutex another process waits for (vkernel/robust.py) and when it
+    starts a second thread (whose sigaction must not race the host's SIG_DFL, since only the
+    first thread may change a host disposition). Fork and exec start afresh."""
+    if p.is_forked_child and not p.vkernel_deaths:
+        p.vkernel_deaths = True
+        sync_host(p, FATAL)
+
+
 def sync_host_mask(t: "ThreadState", p: "ProcessState") -> None:
     """Mirror the guest's blocked sets on the host's main thread (where host signals are
     handled; other host threads block every signal): what every guest thread blocks, so a

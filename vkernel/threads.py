@@ -86,6 +86,7 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
         return -errno.EINVAL                   # a thread on its parent's stack cannot work
     if k.spawn is None:
         return -errno.ENOSYS
+    signals.carry_deaths(k.proc)               # a forked process: before a second thread runs
     try:
         child = k.spawn(k)
     except (wasmtime.WasmtimeError, MemoryError):
