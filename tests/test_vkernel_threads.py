@@ -22,6 +22,10 @@ not the main one, which waits for the child while the main thread works on),
 robustdeath.c (a forked child holding a process-shared robust mutex in
 MAP_SHARED memory dies of a signal or execs: the parent's lock returns
 EOWNERDEAD).
+
+pthreads.c and cancel.c also run dynamically linked with the host's glibc
+(the same as the Debian example image's), with ld.so, libc.so.6 and the
+libgcc_s.so.1 that glibc's pthread_cancel loads to unwind, each scenario once.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ from pathlib import Path
 import pytest
 
 from tests.test_vkernel_guestc import Guest, kiln, native, recompiled
+
+LIBGCC_S = Path("/lib/x86_64-linux-gnu/libgcc_s.so.1")
+"""What glibc's pthread_cancel dlopens to unwind the cancelled thread (ldd does not list it)."""
 
 SOURCE = (Path(__file__).resolve().parent / "threads" / "pthreads.c").read_text()
 LOCKED = (Path(__file__).resolve().parent / "threads" / "locked.c").read_text()
@@ -65,18 +72,15 @@ def pthread_guests(tmp_path_factory) -> dict[str, Guest]:
     return out
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-@pytest.mark.parametrize("libc", ["musl", "glibc"])
-def test_pthread_scenario_as_native(pthread_guests: dict[str, Guest], libc: str,
-                                    scenario: str) -> None:
-    g = pthread_guests[libc]
-    want = native(g, "/bin/pthreads", scenario)
-    assert want.stderr == b"", want.stderr
-    for _ in range(REPEAT.get(scenario, 1)):
-        got = kiln(g, "/bin/pthreads", scenario)
-        assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
-        assert got.returncode == want.returncode, got.stderr.decode()[-2000:]
-        assert got.stderr == b""
+@pytest.fixture(scope="session")
+def dynamic_pthreads(tmp_path_factory) -> Guest:
+    """pthreads.c and cancel.c linked dynamically with the host's glibc, with the libraries
+    they load, recompiled once (lifting libc.so.6 is slow the first time: it is cached)."""
+    if not LIBGCC_S.is_file():
+        pytest.skip(f"{LIBGCC_S} is not on this host (Debian's libgcc-s1)")
+    return recompiled(tmp_path_factory.mktemp("pthreads-dynamic"),
+                      {"/bin/pthreads": SOURCE, "/bin/cancel": CANCEL}, libc="glibc-dynamic",
+                      files={str(LIBGCC_S): LIBGCC_S.read_bytes()})
 
 
 def _as_native(g: Guest, program: str, arg: str, runs: int) -> None:
@@ -88,6 +92,22 @@ def _as_native(g: Guest, program: str, arg: str, runs: int) -> None:
         assert got.stdout.decode() == want.stdout.decode(), got.stderr.decode()[-2000:]
         assert got.returncode == want.returncode, got.stderr.decode()[-2000:]
         assert got.stderr == b""
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_pthread_scenario_as_native(pthread_guests: dict[str, Guest], libc: str,
+                                    scenario: str) -> None:
+    _as_native(pthread_guests[libc], "/bin/pthreads", scenario, REPEAT.get(scenario, 1))
+
+
+@pytest.mark.parametrize("program,scenario", [*(("/bin/pthreads", s) for s in SCENARIOS),
+                                              ("/bin/cancel", "deferred"),
+                                              ("/bin/cancel", "async")])
+def test_dynamic_glibc_scenario_as_native(dynamic_pthreads: Guest, program: str,
+                                          scenario: str) -> None:
+    """The same scenarios, the program and ld.so, libc.so.6, libgcc_s.so.1 all recompiled."""
+    _as_native(dynamic_pthreads, program, scenario, 1)
 
 
 @pytest.mark.parametrize("scenario", ["deferred", "async"])
