@@ -117,7 +117,7 @@ def test_cancellation_as_native(pthread_guests: dict[str, Guest], libc: str,
     """pthread_cancel of a thread blocked in read, pthread_cond_wait, sleep and nanosleep, of
     one that had cancellation disabled, and (async) of one spinning: cleanup handlers run and
     pthread_join gives PTHREAD_CANCELED. Both libcs send their SIGCANCEL with tgkill."""
-    _as_native(pthread_guests[libc], "/bin/cancel", scenario, 3)
+    _as_native(pthread_guests[libc], "/bin/cancel", scenario, 2)
 
 
 @pytest.mark.parametrize("libc", ["musl", "glibc"])
