@@ -25,6 +25,7 @@ from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
 from vkernel.instances import GuestCode, GuestMemory, host_functions
 from vkernel.errors import GuestExec, GuestExit, VkernelError
+from vkernel.faults import FAULT_SI_CODE, fault_exit
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
 from vkernel.thread import ThreadState
@@ -42,20 +43,6 @@ from vkernel.runspec import DEFAULT_PATH, RunSpec  # noqa: F401  (RunSpec: its l
 
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary
-
-
-_FAULT_SIGNAL = {
-    abi.FaultCode.NO_TRANSLATION: hsignal.SIGSEGV,
-    abi.FaultCode.UNSUPPORTED: hsignal.SIGILL,
-    abi.FaultCode.DIVIDE_ERROR: hsignal.SIGFPE,
-    abi.FaultCode.INVALID_OPCODE: hsignal.SIGILL,
-    abi.FaultCode.BREAKPOINT: hsignal.SIGTRAP,
-    abi.FaultCode.HALT: hsignal.SIGSEGV,
-}
-
-
-_FAULT_SI_CODE = {hsignal.SIGSEGV: 1, hsignal.SIGILL: 2, hsignal.SIGFPE: 1, hsignal.SIGTRAP: 1}
-"""si_code of a fault signal: SEGV_MAPERR, ILL_ILLOPN, FPE_INTDIV, TRAP_BRKPT."""
 
 
 def _memory_view(mem: wasmtime.Memory, store: wasmtime.Store) -> tuple[memoryview, int]:
@@ -278,10 +265,10 @@ class Runtime:
                     k.ctl.set("r10", hop[0])
                     k.ctl.set("rip", hop[1])
                     raise signals.Redispatch()
-            e = self._fault(k, code)
-            if e.signal in _FAULT_SI_CODE:
+            e = fault_exit(self.mb.index, k)
+            if e.signal in FAULT_SI_CODE:
                 addr = k.ctl.read_fault()[2] & 0xFFFFFFFF
-                si_code = _FAULT_SI_CODE[e.signal]
+                si_code = FAULT_SI_CODE[e.signal]
                 if e.signal == hsignal.SIGSEGV and k.space.at(addr) is not None:
                     si_code = 2                 # SEGV_ACCERR: mapped, but not code
                 dead = k.fault_to_handler(e.signal, addr, si_code, e.message or "")
@@ -463,8 +450,7 @@ class Runtime:
         def run_from_state() -> None:
             k.run_lifted(run, store)
 
-        if not self.proc.is_forked_child:
-            signals.on_fatal = self._die_of
+        signals.on_fatal = self._die_of        # used in a forked process once it carries deaths
         try:
             if first is not None:
                 first()
@@ -511,58 +497,6 @@ class Runtime:
             if self.proc.is_forked_child:
                 die_like(128 + sig, sig)       # its parent's wait sees the signal
             os._exit(128 + sig)
-
-    def _fault(self, k: Kernel, code: int) -> GuestExit:
-        fcode, detail, rip = k.ctl.read_fault()
-        try:
-            fc = abi.FaultCode(fcode)
-        except ValueError:
-            return GuestExit(128 + hsignal.SIGILL, hsignal.SIGILL,
-                             f"unknown fault code {fcode} at {rip:#x} in {k.proc.exe}")
-        sig = _FAULT_SIGNAL.get(fc, hsignal.SIGILL)
-        where = self._file_at(k, rip)
-        if fc == abi.FaultCode.UNSUPPORTED:
-            site = self._trap_site_at(k, rip)
-            if site is not None:
-                unit, ts = site
-                msg = (f"unsupported instruction '{ts.mnemonic}' at {ts.guest_addr:#x} in "
-                       f"{self._path_of_unit(k, unit)}")
-                if ts.reason:
-                    msg += f" ({ts.reason})"
-            else:
-                msg = f"unsupported instruction at {rip:#x} in {where} (trap site {detail})"
-        elif fc == abi.FaultCode.NO_TRANSLATION:
-            msg = f"no translation for {rip:#x} in {where}"
-        else:
-            msg = f"{fc.name.lower().replace('_', ' ')} at {rip:#x} in {where}"
-        return GuestExit(128 + sig, sig, msg)
-
-    def _trap_site_at(self, k: Kernel, rip: int) -> tuple[object, object] | None:
-        """The indexed trap site at runtime address ``rip`` (docs/formats.md §3.1 "Trap sites")."""
-        addr = rip & 0xFFFFFFFF
-        for r in k.regions:
-            if r.start <= addr < r.end and 0 <= r.unit < len(self.mb.index.units):
-                unit = self.mb.index.units[r.unit]
-                ts = unit.trap_site_at((addr - r.bias) & 0xFFFFFFFF)
-                if ts is not None:
-                    return unit, ts
-        return None
-
-    def _path_of_unit(self, k: Kernel, unit: object) -> str:
-        """The guest path the unit is mapped from in this process (else its indexed path)."""
-        number = self.mb.index.unit_number(unit.blake3)  # type: ignore[attr-defined]
-        for r in k.regions:
-            m = k.space.at(r.start)
-            if r.unit == number and m is not None and m.name:
-                return m.name
-        paths = getattr(unit, "paths", ())
-        return paths[0] if paths else "an unmapped program"
-
-    def _file_at(self, k: Kernel, rip: int) -> str:
-        m = k.space.at(rip & 0xFFFFFFFF)
-        if m is not None and m.name:
-            return m.name
-        return f"{k.proc.exe} (outside any mapped program)"
 
     def _exit_status(self, e: GuestExit) -> int:
         if e.message:
