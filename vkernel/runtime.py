@@ -481,8 +481,8 @@ class Runtime:
 
     def _die_of(self, sig: int) -> None:
         """The signal watcher's end of a guest process whose deaths vkernel carries out (the
-        first one; a forked one holding robust lists in shared memory): a default-action
-        signal arrived while lifted code runs without reaching a back-edge poll or a syscall."""
+        first one; a forked one once ``signals.carry_deaths``): a default-action signal
+        arrived while lifted code runs without reaching a back-edge poll or a syscall."""
         try:
             if self.kernel is not None:
                 self.kernel.trace_killed(sig)

@@ -10,8 +10,9 @@ How a signal reaches a guest handler
   processes (so they stop, die or ignore exactly as Linux would, even inside
   a busy loop) and a forwarding handler in the first process (whose death must
   still clean the upper layer and print the shell-like message) and in a
-  forked one that may hold a robust mutex another process waits for (its
-  lists must be walked before it dies: vkernel/robust.py). The guest's
+  forked one that has a second thread or may hold a robust mutex another
+  process waits for (:func:`carry_deaths`; its lists must be walked before it
+  dies: vkernel/robust.py). The guest's
   blocked set is mirrored with ``pthread_sigmask``. Signals vkernel raises
   itself (SIGPIPE on a closed pipe) are marked pending directly; a fault's
   signal goes to its handler at once (below).
