@@ -6,6 +6,12 @@ A test hands C sources (kept as strings in the test files) to
 real recompiler (``python3 -m recompiler.cli ROOTFS -o OUT``) over it. The
 same binaries then run natively on the host and under ``kiln run``; the tests
 compare what a user would see.
+
+``libc="glibc-dynamic"`` links with the host's glibc dynamically instead and
+copies what ``ldd`` lists for each program (its interpreter, libc.so.6...)
+from the host into the rootfs at the same paths, so the program runs on the
+host and recompiled with the very same libraries. Lifting libc.so.6 is slow
+the first time; its unit is cached by hash like any other.
 """
 from __future__ import annotations
 
@@ -32,33 +38,60 @@ class Guest:
         return self.rootfs / guest_path.lstrip("/")
 
 
+LIBCS = {"musl": "musl-gcc", "glibc": "gcc", "glibc-dynamic": "gcc"}
+"""The C libraries a test program can be built with, and the compiler of each."""
+
+
 def compile_c(source: str, out: Path, *, libc: str = "musl", flags: tuple[str, ...] = (),
               pie: bool = False) -> Path:
-    """Compile ``source`` statically (``pie``: static-pie, glibc only); skip the test when the
-    compiler is missing."""
-    cc = {"musl": "musl-gcc", "glibc": "gcc"}[libc]
+    """Compile ``source`` statically (``pie``: static-pie, glibc only), or dynamically linked
+    with ``libc="glibc-dynamic"``; skip the test when the compiler is missing."""
+    cc = LIBCS[libc]
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} is not installed (scripts/setup.sh installs it)")
     src = out.with_suffix(".c")
     src.write_text(source)
-    subprocess.run([cc, "-static-pie" if pie else "-static", "-O2", *flags, "-o", str(out), str(src)], check=True,
+    link = [] if libc == "glibc-dynamic" else ["-static-pie" if pie else "-static"]
+    subprocess.run([cc, *link, "-O2", *flags, "-o", str(out), str(src)], check=True,
                    capture_output=True)
     src.unlink()
     return out
+
+
+def host_libraries(program: Path) -> list[str]:
+    """The host paths of the interpreter and shared libraries a dynamically linked program
+    loads, as ``ldd`` lists them (the vDSO, which has no file, left out)."""
+    out = subprocess.run(["ldd", str(program)], check=True, capture_output=True,
+                         text=True).stdout
+    paths = []
+    for line in out.splitlines():
+        words = line.split()
+        path = words[2] if len(words) > 2 and words[1] == "=>" else words[0] if words else ""
+        if path.startswith("/"):
+            paths.append(path)
+    return paths
 
 
 def recompiled(tmp: Path, programs: dict[str, str], *, libc: str = "musl",
                files: dict[str, bytes] | None = None, links: dict[str, str] | None = None,
                pie: bool = False) -> Guest:
     """A rootfs with each C program compiled at its guest path (plus ``files`` and symlinks
-    ``links``: guest path -> target), recompiled into an image."""
+    ``links``: guest path -> target), recompiled into an image. Dynamically linked programs
+    get the host's libraries they load at the same paths."""
     root = tmp / "rootfs"
     for d in ("bin", "tmp", "etc", "data"):
         (root / d).mkdir(parents=True, exist_ok=True)
+    libraries: set[str] = set()
     for guest, source in programs.items():
         dst = root / guest.lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
         compile_c(source, dst, libc=libc, pie=pie)
+        if libc == "glibc-dynamic":
+            libraries.update(host_libraries(dst))
+    for lib in sorted(libraries - set(files or {})):
+        dst = root / lib.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lib, dst)            # what a symlink names, as a file; its mode (ld.so: x)
     for guest, data in (files or {}).items():
         dst = root / guest.lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -530,6 +530,9 @@ class Kernel:
         from vkernel.threads import stop_others
         e = self.proc.end
         if self.thread.mask_stale and self.thread.host_main:
+            if self.proc.dispositions_stale:   # another thread set one (sigaction, robust.py)
+                self.proc.dispositions_stale = False
+                sync_host(self.proc)
             sync_host_mask(self.thread, self.proc)
         if not self.thread.host_main:
             if e is not None or self.thread.exiting:

@@ -74,6 +74,10 @@ class ProcessState:
     end: BaseException | None = None           # set when one thread ends the whole process (exit_group,
                                                # a fatal signal: GuestExit) or execs (GuestExec) while
                                                # others run: the first thread raises it, the others stop
+    vkernel_deaths: bool = False               # forked: vkernel carries out default-action deaths
+                                               # itself (signals.carry_deaths)
+    dispositions_stale: bool = False           # a thread changed a disposition the host's main
+                                               # thread has yet to mirror (signals.sync_host)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property

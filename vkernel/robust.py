@@ -12,6 +12,21 @@ the word is changed with a compare-and-swap (libatomic's, the one C's
 ``__atomic`` builtins call), since other threads may be setting the waiters
 bit at the same time, and the wake is the host's futex.
 
+Linux walks a thread's list however it ends: exit, exit_group, execve
+(``futex_exec_release``) or a signal that kills the process. vkernel walks
+it wherever it ends a thread or a process, which covers every death vkernel
+carries out itself; the host kernel knows nothing of guest lists, so a
+process the host kills is not walked. The first guest process always lets
+vkernel carry out its default-action deaths (vkernel/signals.py); a forked
+one does once it has a second thread, or once a thread registered a list
+while it maps memory shared with other processes (:func:`update_deaths`),
+the only case where a mutex it holds may have a waiter elsewhere. Before
+that the host's SIG_DFL ends it, which needs no vkernel code in a busy loop
+(``signals.carry_deaths``). SIGKILL is always the
+host's: no guest process is walked when it dies of SIGKILL, and nothing
+outside it can walk its lists, since their heads live in its private memory,
+gone by then (docs/architecture.md, Threads).
+
 The layout is x86-64 Linux's: ``struct robust_list_head { struct robust_list
 *next; long futex_offset; struct robust_list *list_op_pending; }``, each entry
 a ``next`` pointer, the futex word at entry + ``futex_offset``. At most
@@ -25,13 +40,17 @@ import ctypes.util
 import struct
 from typing import TYPE_CHECKING
 
+from vkernel import signals
 from vkernel.errors import GuestFault
 from vkernel.hostfutex import wake_host
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel
+    from vkernel.memory import AddressSpace
+    from vkernel.process import ProcessState
+    from vkernel.thread import ThreadState
 
-__all__ = ["release"]
+__all__ = ["release", "release_all", "update_deaths"]
 
 FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK = 0x8000_0000, 0x4000_0000, 0x3FFF_FFFF
 LIMIT = 2048
@@ -46,11 +65,11 @@ if _atomic is not None:
     _cas.restype = ctypes.c_bool
 
 
-def _owner_died(k: "Kernel", addr: int, tid: int, pending: bool) -> None:
+def _owner_died(space: "AddressSpace", addr: int, tid: int, pending: bool) -> None:
     """Linux's handle_futex_death for the guest word at ``addr``."""
-    host = k.space.host_address(addr, 4)
+    host = space.host_address(addr, 4)
     while True:
-        old = k.space.u32(addr)
+        old = space.u32(addr)
         if old & FUTEX_TID_MASK != tid:
             # A lock in progress may not have stored the tid yet: Linux wakes a waiter of an
             # unowned pending futex, so that it does not sleep on a lock nobody will release.
@@ -59,7 +78,7 @@ def _owner_died(k: "Kernel", addr: int, tid: int, pending: bool) -> None:
             return
         new = (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED
         if _atomic is None:               # no libatomic on this host: a plain store
-            k.space.put_u32(addr, new)
+            space.put_u32(addr, new)
             break
         expected = ctypes.c_uint32(old)
         if _cas(ctypes.c_void_p(host), ctypes.byref(expected), new, _SEQ_CST, _SEQ_CST):
@@ -70,22 +89,49 @@ def _owner_died(k: "Kernel", addr: int, tid: int, pending: bool) -> None:
 
 def release(k: "Kernel") -> None:
     """Walk the calling (ending) thread's robust list, if it registered one."""
-    head, length = k.thread.robust_list
+    walk(k.space, k.thread)
+
+
+def release_all(p: "ProcessState") -> None:
+    """Walk the robust list of every thread of ``p``, which dies now without them stopping
+    first (the signal watcher ends it while lifted code runs)."""
+    if p.space is None:
+        return
+    for t in list(p.threads.values()):
+        walk(p.space, t)
+
+
+def walk(space: "AddressSpace", t: "ThreadState") -> None:
+    """Linux's exit_robust_list for thread ``t`` (whose tid owns the words it holds)."""
+    head, length = t.robust_list
     if not head or length != _HEAD.size:
         return
-    tid = k.thread.tid
+    t.robust_list = (0, 0)                   # walked once, whoever walks it
+    tid = t.tid
     try:
-        entry, offset, pending = _HEAD.unpack(k.space.read(head, _HEAD.size))
+        entry, offset, pending = _HEAD.unpack(space.read(head, _HEAD.size))
         seen = 0
         while entry != head and entry and seen < LIMIT:
-            nxt = struct.unpack("<Q", k.space.read(entry, 8))[0]
+            nxt = struct.unpack("<Q", space.read(entry, 8))[0]
             if entry != pending:
                 # Bit 0 of an entry marks a PI futex; the word is found the same way.
-                _owner_died(k, (entry & ~1) + offset, tid, False)
+                _owner_died(space, (entry & ~1) + offset, tid, False)
             entry = nxt
             seen += 1
         if pending:
-            _owner_died(k, (pending & ~1) + offset, tid, True)
+            _owner_died(space, (pending & ~1) + offset, tid, True)
     except GuestFault:
         pass                                 # a damaged list ends the walk, as on Linux
-    k.thread.robust_list = (0, 0)
+
+
+def update_deaths(p: "ProcessState") -> None:
+    """After set_robust_list or a MAP_SHARED mapping: a forked process that now has both lets
+    vkernel carry out its default-action deaths (so its lists are walked first), mirroring
+    those signals as forwarded on the host. It stays so until exec or fork starts afresh."""
+    if p.vkernel_deaths or not p.is_forked_child or p.space is None:
+        return
+    if not any(t.robust_list[0] for t in list(p.threads.values())):
+        return
+    if not any(m.shared for m in p.space.maps):
+        return
+    signals.carry_deaths(p)

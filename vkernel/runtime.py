@@ -8,6 +8,7 @@ import resource
 import signal as hsignal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
 from vkernel.instances import GuestCode, GuestMemory, host_functions
 from vkernel.errors import GuestExec, GuestExit, VkernelError
+from vkernel.faults import FAULT_SI_CODE, fault_exit
 from vkernel.fdtable import FdTable
 from vkernel.kernel import GuestLimits, Kernel, ProcessState, SignalAction
 from vkernel.thread import ThreadState
@@ -41,20 +43,6 @@ from vkernel.runspec import DEFAULT_PATH, RunSpec  # noqa: F401  (RunSpec: its l
 
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary
-
-
-_FAULT_SIGNAL = {
-    abi.FaultCode.NO_TRANSLATION: hsignal.SIGSEGV,
-    abi.FaultCode.UNSUPPORTED: hsignal.SIGILL,
-    abi.FaultCode.DIVIDE_ERROR: hsignal.SIGFPE,
-    abi.FaultCode.INVALID_OPCODE: hsignal.SIGILL,
-    abi.FaultCode.BREAKPOINT: hsignal.SIGTRAP,
-    abi.FaultCode.HALT: hsignal.SIGSEGV,
-}
-
-
-_FAULT_SI_CODE = {hsignal.SIGSEGV: 1, hsignal.SIGILL: 2, hsignal.SIGFPE: 1, hsignal.SIGTRAP: 1}
-"""si_code of a fault signal: SEGV_MAPERR, ILL_ILLOPN, FPE_INTDIV, TRAP_BRKPT."""
 
 
 def _memory_view(mem: wasmtime.Memory, store: wasmtime.Store) -> tuple[memoryview, int]:
@@ -277,10 +265,10 @@ class Runtime:
                     k.ctl.set("r10", hop[0])
                     k.ctl.set("rip", hop[1])
                     raise signals.Redispatch()
-            e = self._fault(k, code)
-            if e.signal in _FAULT_SI_CODE:
+            e = fault_exit(self.mb.index, k)
+            if e.signal in FAULT_SI_CODE:
                 addr = k.ctl.read_fault()[2] & 0xFFFFFFFF
-                si_code = _FAULT_SI_CODE[e.signal]
+                si_code = FAULT_SI_CODE[e.signal]
                 if e.signal == hsignal.SIGSEGV and k.space.at(addr) is not None:
                     si_code = 2                 # SEGV_ACCERR: mapped, but not code
                 dead = k.fault_to_handler(e.signal, addr, si_code, e.message or "")
@@ -328,13 +316,16 @@ class Runtime:
         status, sig = 2, 0
         try:
             if isinstance(e, GuestExec):
-                status = self._exec_loop(e)
+                status = self._until_exit(self._exec_step(e))
             else:
-                status = self._exit_status(e)  # type: ignore[arg-type]
+                status = self._end(k, e)  # type: ignore[arg-type]
             sig = self.last_signal
         except KilnError as err:
             print(f"kiln: {err.message}", file=sys.stderr, flush=True)
             status = 127
+        except Exception as err:               # a vkernel bug: said, not a silent status 2
+            print(f"kiln: internal error in vkernel (forked process {self.proc.exe}): "
+                  f"{type(err).__name__}: {err}", file=sys.stderr, flush=True)
         finally:
             self.close()
             die_like(status, sig)
@@ -459,36 +450,43 @@ class Runtime:
         def run_from_state() -> None:
             k.run_lifted(run, store)
 
-        if not self.proc.is_forked_child:
-            signals.on_fatal = self._die_of
+        signals.on_fatal = self._die_of        # used in a forked process once it carries deaths
         try:
             if first is not None:
                 first()
             run_from_state()
         except GuestExit as e:
-            if self.proc.multithreaded:
-                from vkernel.threads import stop_others
-                stop_others(k)
-            robust.release(k)       # a process-shared robust mutex it held: EOWNERDEAD
-            return self._exit_status(e)
+            return self._end(k, e)
         except KeyboardInterrupt:
             # Ctrl-C reaches the host process: the guest dies of SIGINT, as it would natively.
-            return self._exit_status(GuestExit(128 + hsignal.SIGINT, hsignal.SIGINT))
+            return self._end(k, GuestExit(128 + hsignal.SIGINT, hsignal.SIGINT))
         except wasmtime.Trap as e:
-            return self._exit_status(GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
-                                               f"{path}: lifted code trapped: {str(e).splitlines()[0]}"))
+            return self._end(k, GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
+                                          f"{path}: lifted code trapped: {str(e).splitlines()[0]}"))
         finally:
             signals.attach(self.proc, None)        # the watcher must not touch a freed store
         raise VkernelError(f"{path}: lifted code returned from {abi.EXPORT_RUN} (it must leave "
                            "only through exit, exec or a fault)",
                            hint="this is a recompiler bug; please report it with the megabinary")
 
+    def _end(self, k: Kernel, e: GuestExit) -> int:
+        """The process ends with ``e`` in its first thread ``k``: the other threads stopped,
+        every robust list walked (a process-shared robust mutex it held: EOWNERDEAD for the
+        next locker, as Linux), the status to exit with."""
+        if self.proc.multithreaded:
+            from vkernel.threads import stop_others
+            stop_others(k)
+        robust.release(k)
+        return self._exit_status(e)
+
     def _die_of(self, sig: int) -> None:
-        """The signal watcher's end of the first guest process: a default-action signal
+        """The signal watcher's end of a guest process whose deaths vkernel carries out (the
+        first one; a forked one once ``signals.carry_deaths``): a default-action signal
         arrived while lifted code runs without reaching a back-edge poll or a syscall."""
         try:
             if self.kernel is not None:
                 self.kernel.trace_killed(sig)
+            robust.release_all(self.proc)      # its threads still run: walked from here
             self._exit_status(GuestExit(128 + sig, sig))
             if not self.proc.is_forked_child:
                 creds.restore_host()           # tidy up as vkernel itself, as run_guest does
@@ -496,59 +494,9 @@ class Runtime:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
+            if self.proc.is_forked_child:
+                die_like(128 + sig, sig)       # its parent's wait sees the signal
             os._exit(128 + sig)
-
-    def _fault(self, k: Kernel, code: int) -> GuestExit:
-        fcode, detail, rip = k.ctl.read_fault()
-        try:
-            fc = abi.FaultCode(fcode)
-        except ValueError:
-            return GuestExit(128 + hsignal.SIGILL, hsignal.SIGILL,
-                             f"unknown fault code {fcode} at {rip:#x} in {k.proc.exe}")
-        sig = _FAULT_SIGNAL.get(fc, hsignal.SIGILL)
-        where = self._file_at(k, rip)
-        if fc == abi.FaultCode.UNSUPPORTED:
-            site = self._trap_site_at(k, rip)
-            if site is not None:
-                unit, ts = site
-                msg = (f"unsupported instruction '{ts.mnemonic}' at {ts.guest_addr:#x} in "
-                       f"{self._path_of_unit(k, unit)}")
-                if ts.reason:
-                    msg += f" ({ts.reason})"
-            else:
-                msg = f"unsupported instruction at {rip:#x} in {where} (trap site {detail})"
-        elif fc == abi.FaultCode.NO_TRANSLATION:
-            msg = f"no translation for {rip:#x} in {where}"
-        else:
-            msg = f"{fc.name.lower().replace('_', ' ')} at {rip:#x} in {where}"
-        return GuestExit(128 + sig, sig, msg)
-
-    def _trap_site_at(self, k: Kernel, rip: int) -> tuple[object, object] | None:
-        """The indexed trap site at runtime address ``rip`` (docs/formats.md §3.1 "Trap sites")."""
-        addr = rip & 0xFFFFFFFF
-        for r in k.regions:
-            if r.start <= addr < r.end and 0 <= r.unit < len(self.mb.index.units):
-                unit = self.mb.index.units[r.unit]
-                ts = unit.trap_site_at((addr - r.bias) & 0xFFFFFFFF)
-                if ts is not None:
-                    return unit, ts
-        return None
-
-    def _path_of_unit(self, k: Kernel, unit: object) -> str:
-        """The guest path the unit is mapped from in this process (else its indexed path)."""
-        number = self.mb.index.unit_number(unit.blake3)  # type: ignore[attr-defined]
-        for r in k.regions:
-            m = k.space.at(r.start)
-            if r.unit == number and m is not None and m.name:
-                return m.name
-        paths = getattr(unit, "paths", ())
-        return paths[0] if paths else "an unmapped program"
-
-    def _file_at(self, k: Kernel, rip: int) -> str:
-        m = k.space.at(rip & 0xFFFFFFFF)
-        if m is not None and m.name:
-            return m.name
-        return f"{k.proc.exe} (outside any mapped program)"
 
     def _exit_status(self, e: GuestExit) -> int:
         if e.message:
@@ -608,27 +556,41 @@ class Runtime:
             try:
                 return step()
             except GuestExec as ex:
-                if self.proc.multithreaded and self.kernel is not None:
-                    from vkernel.threads import stop_others
-                    stop_others(self.kernel)   # Linux: execve ends the other threads
-                self.fds.close_on_exec()
-                for sig, act in list(self.proc.sigactions.items()):
-                    if act.handler not in (0, 1):
-                        self.proc.sigactions[sig] = SignalAction()
-                self.thread.exec_reset()
-                if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
-                    os.close(self.proc.vfork_fd)
-                    self.proc.vfork_fd = -1
-                step = functools.partial(self._start, ex.path, ex.argv, ex.envp, ex.data,
-                                         ex.execfn, ex.unit, ex.interp)  # type: ignore[arg-type]
+                step = self._exec_step(ex)
+
+    def _exec_step(self, ex: GuestExec) -> "Callable[[], int]":
+        """What execve does to the process before the new program runs (other threads ended,
+        close-on-exec fds closed, handlers reset, a vfork parent woken); the step that runs it."""
+        if self.proc.multithreaded and self.kernel is not None:
+            from vkernel.threads import stop_others
+            stop_others(self.kernel)           # Linux: execve ends the other threads
+        if self.kernel is not None:
+            robust.release(self.kernel)        # Linux walks the robust list at exec too
+        self.fds.close_on_exec()
+        for sig, act in list(self.proc.sigactions.items()):
+            if act.handler not in (0, 1):
+                self.proc.sigactions[sig] = SignalAction()
+        self.thread.exec_reset()
+        self.proc.vkernel_deaths = False       # one thread, no robust list: _enter re-mirrors
+        if self.proc.vfork_fd >= 0:            # wake a vfork parent: we have exec'd
+            os.close(self.proc.vfork_fd)
+            self.proc.vfork_fd = -1
+        return functools.partial(self._start, ex.path, ex.argv, ex.envp, ex.data,
+                                 ex.execfn, ex.unit, ex.interp)  # type: ignore[arg-type]
 
 def die_like(status: int, sig: int) -> None:
-    """End a forked child the way its guest ended, so the parent's wait4 sees the same status."""
+    """End a forked child the way its guest ended, so the parent's wait4 sees the same status.
+    Any host thread may call it (the signal watcher ends a busy guest): the signal's default
+    action is set through libc (Python's signal.signal is the main thread's only) and sent to
+    this very thread, unblocked, so no mask elsewhere holds it back."""
     if sig:
         try:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            hsignal.signal(sig, hsignal.SIG_DFL)
-            os.kill(os.getpid(), sig)
+            libc = ctypes.CDLL(None)
+            libc.signal.restype = ctypes.c_void_p
+            libc.signal(ctypes.c_int(sig), ctypes.c_void_p(0))          # SIG_DFL
+            hsignal.pthread_sigmask(hsignal.SIG_UNBLOCK, (sig,))
+            hsignal.pthread_kill(threading.get_ident(), sig)
         except OSError:
             pass
     os._exit(status & 0xFF)

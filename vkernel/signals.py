@@ -9,7 +9,10 @@ How a signal reaches a guest handler
   ``SIG_IGN``, and a guest ``SIG_DFL`` is the host's ``SIG_DFL`` in forked
   processes (so they stop, die or ignore exactly as Linux would, even inside
   a busy loop) and a forwarding handler in the first process (whose death must
-  still clean the upper layer and print the shell-like message). The guest's
+  still clean the upper layer and print the shell-like message) and in a
+  forked one that has a second thread or may hold a robust mutex another
+  process waits for (:func:`carry_deaths`; its lists must be walked before it
+  dies: vkernel/robust.py). The guest's
   blocked set is mirrored with ``pthread_sigmask``. Signals vkernel raises
   itself (SIGPIPE on a closed pipe) are marked pending directly; a fault's
   signal goes to its handler at once (below).
@@ -31,7 +34,8 @@ How a signal reaches a guest handler
   and re-enters ``kiln_run`` at the state's rip (:class:`Redispatch`). A
   signal whose default action kills the first guest process ends it from the
   watcher when lifted code does not take it within :data:`FATAL_GRACE` (code
-  without the poll); in forked processes the host's own ``SIG_DFL`` does that.
+  without the poll), and so does a forked one whose deaths vkernel carries
+  out; in other forked processes the host's own ``SIG_DFL`` does that.
 * **Frames** (vkernel/sigframe.py). A handler gets a Linux x86-64 ``rt_sigframe`` on the guest
   stack (or the ``sigaltstack`` with ``SA_ONSTACK``), placed as Linux's
   ``get_sigframe`` does: return address ``sa_restorer``, ``ucontext`` with the
@@ -131,6 +135,8 @@ MIRRORED: tuple[int, ...] = tuple(
     if s not in (hsignal.SIGKILL, hsignal.SIGSTOP, hsignal.SIGSEGV, hsignal.SIGBUS, hsignal.SIGILL,
                  hsignal.SIGFPE, hsignal.SIGTRAP, hsignal.SIGPIPE, 32, 33))
 MIRRORED_MASK = sum(bit(s) for s in MIRRORED)
+FATAL: tuple[int, ...] = tuple(s for s in MIRRORED if default_action(s) in (TERMINATE, CORE))
+"""Mirrored signals whose default action ends the process."""
 
 
 class SignalInterrupt(BaseException):
@@ -295,7 +301,7 @@ def _interrupt(sig: int) -> None:
         set_interrupt(k.ctl.view)
         act = p.sigactions.get(sig)
         fatal = ((act is None or act.handler == SIG_DFL) and default_action(sig) in (TERMINATE, CORE)
-                 and not p.is_forked_child and on_fatal is not None)
+                 and (not p.is_forked_child or p.vkernel_deaths) and on_fatal is not None)
     if not fatal:
         return
     import time
@@ -434,21 +440,44 @@ def host_disposition(p: "ProcessState", sig: int) -> object:
     if h == SIG_IGN:
         return hsignal.SIG_IGN
     if h == SIG_DFL:
-        if p.is_forked_child or default_action(sig) in (IGNORE, STOP, CONTINUE):
+        if default_action(sig) in (IGNORE, STOP, CONTINUE):
             return hsignal.SIG_DFL
-        return _forward
+        if p.is_forked_child and not p.vkernel_deaths:
+            return hsignal.SIG_DFL             # the host ends it, even in a busy loop
+        return _forward                        # vkernel ends it (robust lists walked first)
     return _forward
 
 
 def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
     """Mirror the guest's dispositions (of ``sigs``, default all) on the host (the blocked set
-    is a thread's: :func:`sync_host_mask`)."""
+    is a thread's: :func:`sync_host_mask`). Only the host's main thread may set one: called in
+    another, the first guest thread is told to mirror them all (``dispositions_stale``)."""
+    if threading.current_thread() is not threading.main_thread():
+        p.dispositions_stale = True
+        for x in list(p.threads.values()):
+            if x.host_main:
+                x.mask_stale = True
+                if x.ctl is not None:
+                    set_interrupt(x.ctl.view)
+                x.wake()
+        return
     for s in sigs if sigs is not None else MIRRORED:
         if s in MIRRORED:
             try:
                 hsignal.signal(s, host_disposition(p, s))
             except (OSError, ValueError):
                 pass
+
+
+def carry_deaths(p: "ProcessState") -> None:
+    """From now on vkernel carries out this forked process's default-action deaths itself
+    (``vkernel_deaths``): its fatal signals are forwarded instead of the host's SIG_DFL. Set
+    when it may hold a robust mutex another process waits for (vkernel/robust.py) and when it
+    starts a second thread (whose sigaction must not race the host's SIG_DFL, since only the
+    first thread may change a host disposition). Fork and exec start afresh."""
+    if p.is_forked_child and not p.vkernel_deaths:
+        p.vkernel_deaths = True
+        sync_host(p, FATAL)
 
 
 def sync_host_mask(t: "ThreadState", p: "ProcessState") -> None:

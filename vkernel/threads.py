@@ -29,7 +29,10 @@ How a thread ends:
   Linux; if that was not the first thread, its host thread carries on as the
   child's first (vkernel/syscalls/process.py).
 
-Robust futex lists are recorded, not walked at thread exit.
+A thread's robust futex list is walked however it ends (vkernel/robust.py): in
+``thread_gone`` or ``exit_thread`` by the thread itself, by the first thread
+for one that did not stop within :data:`STOP_WAIT`, and by the signal watcher
+for every thread of a process it ends.
 """
 from __future__ import annotations
 
@@ -84,6 +87,7 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
         return -errno.EINVAL                   # a thread on its parent's stack cannot work
     if k.spawn is None:
         return -errno.ENOSYS
+    signals.carry_deaths(k.proc)               # a forked process: before a second thread runs
     try:
         child = k.spawn(k)
     except (wasmtime.WasmtimeError, MemoryError):
@@ -209,7 +213,8 @@ def stop_others(k: "Kernel", timeout: float = STOP_WAIT) -> None:
         others = [t for t in p.threads.values() if t is not k.thread]
     for t in others:
         _tell_to_stop(t)
-        t.finished.wait(max(0.0, end - time.monotonic()))
+        if not t.finished.wait(max(0.0, end - time.monotonic())):
+            robust.walk(k.space, t)            # still in lifted code: its list walked from here
     with p.lock:
         p.threads = {k.thread.tid: k.thread}
         p.end = None

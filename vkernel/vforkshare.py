@@ -4,21 +4,26 @@ A vfork child shares its parent's memory until it calls execve or exits, and
 programs rely on that: busybox's ``tar z`` stores the failed exec's errno in a
 global for the parent to report, glibc's ``posix_spawn`` the child's error in a
 structure on the parent's stack. vkernel forks the whole host process, so the
-child's writes land in its own copy. While the parent is suspended nothing
-else changes its memory, so giving it the child's writes at the child's exec
-or exit makes the end state the one real vfork leaves.
+child's writes land in its own copy; giving the parent the child's writes at
+the child's exec or exit makes the end state the one real vfork leaves.
+
+Only the bytes the child changed go back, never whole pages: the calling
+thread is suspended, but the parent's other threads run on meanwhile and may
+write elsewhere in the same pages (musl's pthread_create links a new thread
+into the thread list while that thread already runs and may posix_spawn; a
+page written back whole undid the link).
 
 The child snapshots its writable guest memory when it starts (the stack only
 from the parent's stack pointer up: below it is free space the parent will
-overwrite anyway), and at exec or exit sends the pages that differ through the
-pipe its parent waits on. Records are ``<QI`` (address, length) followed by
-the bytes; end of file ends them.
+overwrite anyway), and at exec or exit sends each run of bytes that differs
+through the pipe its parent waits on. Records are ``<QI`` (address, length)
+followed by the bytes; end of file ends them.
 """
 from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from vkernel.memory import PAGE, PROT_WRITE, AddressSpace, page_down
 
@@ -51,8 +56,8 @@ class Snapshot:
         self.ranges = [(s, e) for s, e, _ in ranges]
         self.copies = [space.read(s, e - s) for s, e in self.ranges]
 
-    def changes(self, space: AddressSpace):
-        """(address, bytes) of the pages that differ now, still mapped writable."""
+    def changes(self, space: AddressSpace) -> Iterator[tuple[int, bytes]]:
+        """(address, bytes) of each run of bytes that differs now, still mapped writable."""
         for (s, e), old in zip(self.ranges, self.copies):
             if not space.fully_mapped(s, e):
                 continue
@@ -61,12 +66,34 @@ class Snapshot:
                 if view[c:c + CHUNK] == old[c:c + CHUNK]:
                     continue
                 for p in range(c, min(c + CHUNK, e - s), PAGE):
-                    if view[p:p + PAGE] != old[p:p + PAGE]:
-                        yield s + p, bytes(view[p:p + PAGE])
+                    now = bytes(view[p:p + PAGE])
+                    if now != old[p:p + PAGE]:
+                        for lo, hi in _differing(now, old[p:p + PAGE]):
+                            yield s + p + lo, now[lo:hi]
+
+
+def _differing(new: bytes, old: bytes) -> Iterator[tuple[int, int]]:
+    """[lo, hi) of each run of bytes where ``new`` and ``old`` (a page each) differ, found word
+    by word, then byte by byte inside the words that differ."""
+    nw, ow = memoryview(new).cast("Q"), memoryview(old).cast("Q")
+    lo = hi = -1
+    for w in range(len(nw)):
+        if nw[w] == ow[w]:
+            continue
+        for b in range(w * 8, w * 8 + 8):
+            if new[b] == old[b]:
+                continue
+            if b != hi:                        # not next to the run so far: a new run
+                if lo >= 0:
+                    yield lo, hi
+                lo = b
+            hi = b + 1
+    if lo >= 0:
+        yield lo, hi
 
 
 def release_parent(proc: "ProcessState", space: AddressSpace) -> None:
-    """At a vfork child's exec or exit: send the pages it changed and wake its parent."""
+    """At a vfork child's exec or exit: send the bytes it changed and wake its parent."""
     if proc.vfork_fd < 0:
         return
     try:

@@ -432,6 +432,48 @@ static int robust(void) {
     return 0;
 }
 
+/* in a forked child, a thread that is not the main one installs a handler; the signal the
+   parent then sends runs it (the main thread blocked it until sigsuspend) */
+static volatile sig_atomic_t child_handled;
+static int handoff[2];
+static void on_usr1_child(int sig) { (void)sig; child_handled = 1; }
+static void *installer(void *arg) {
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1_child;
+    sigaction(SIGUSR1, &sa, 0);
+    write(handoff[1], "x", 1);
+    return 0;
+}
+static int thread_handler(void) {
+    pipe(handoff);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t set, none;
+        sigemptyset(&set);
+        sigaddset(&set, SIGUSR1);
+        sigemptyset(&none);
+        pthread_sigmask(SIG_BLOCK, &set, 0);
+        pthread_t t;
+        pthread_create(&t, 0, installer, 0);
+        pthread_join(t, 0);
+        while (!child_handled) sigsuspend(&none);
+        printf("child: the handler another thread installed ran\n");
+        fflush(stdout);
+        _exit(0);
+    }
+    char c;
+    read(handoff[0], &c, 1);
+    kill(pid, SIGUSR1);
+    int st;
+    waitpid(pid, &st, 0);
+    if (WIFSIGNALED(st)) printf("child killed by signal %d\n", WTERMSIG(st));
+    else printf("child exited %d\n", WEXITSTATUS(st));
+    return 0;
+}
+
 static int main_exits(void) {
     pthread_t t;
     pthread_create(&t, 0, last_one, 0);
@@ -454,6 +496,8 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "process-signal")) return process_signal();
     if (!strcmp(what, "after-exec")) return after_exec();
     if (!strcmp(what, "robust")) return robust();
-    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits|main-exits|process-signal\n");
+    if (!strcmp(what, "thread-handler")) return thread_handler();
+    fprintf(stderr, "usage: pthreads counting|atomics|exits|signals|forks|execs|timed|sigwaits|"
+            "main-exits|process-signal|robust|thread-handler\n");
     return 2;
 }

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Callable
 
 from formats import abi
+from vkernel import robust
 from vkernel.cpustate import CodeRegion
 from vkernel.elf import PT_LOAD, parse_elf
 from vkernel.errors import BadElf, VkernelError
@@ -161,6 +162,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
             sp.zero(start, size)
     sp.add(Mapping(start, start + size, prot, "file" if of else "anon", name,
                    digest.hex() if digest else None, offset if of else 0, unit, share))
+    if share:
+        robust.update_deaths(k.proc)           # a robust mutex here may be another's to wait on
     if share and of is None:
         # MAP_SHARED|MAP_ANONYMOUS: a memfd's pages, which fork leaves shared as Linux does.
         mfd = os.memfd_create("kiln-shared-anon", os.MFD_CLOEXEC)

@@ -12,7 +12,7 @@ import sys
 import threading
 
 from formats import abi
-from vkernel import creds, procfs, signals, threads
+from vkernel import creds, procfs, robust, signals, threads
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
@@ -139,10 +139,12 @@ def sys_set_tid_address(k: Kernel, tidptr: int) -> int:
 
 
 def sys_set_robust_list(k: Kernel, head: int, length: int) -> int:
-    """set_robust_list(2): walked when the thread ends (vkernel/robust.py)"""
+    """set_robust_list(2): walked when the thread ends, execs or dies with its process
+    (vkernel/robust.py)"""
     if length != 24:
         return -errno.EINVAL
     k.thread.robust_list = (head, length)
+    robust.update_deaths(k.proc)
     return 0
 
 
@@ -277,6 +279,8 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
         k.thread.sigpending = 0
         k.thread.siginfo.clear()
         k.proc.pids_refused = False
+        k.thread.robust_list = (0, 0)          # Linux: a new process registers its own list
+        k.proc.vkernel_deaths = False          # (robust.update_deaths), before sync_host below
         install_wakeup()                       # our own, not the parent's wakeup pipe
         procfs.republish(k.vfs.skeleton)   # /proc/PID for the other guests
         sync_host(k.proc)                      # guest SIG_DFL is now the host's SIG_DFL
