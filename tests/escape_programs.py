@@ -16,6 +16,7 @@ HOSTILE_C = r"""/* Attacks on the host from inside a run: argv[1] names one, the
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -79,6 +80,27 @@ int main(int argc, char **argv) {
         int n = open("/dev/null", O_RDWR);
         report("fchown /dev/null", fchown(n, 1234, 1234));
         report("fchmod /dev/null", fchmod(n, 0600));
+    } else if (!strcmp(a, "xattrs")) {
+        /* user.* attributes aimed at host files: argv[2] is a host directory of decoys; stdout
+           is one of them. Links to host paths, /proc/self/fd of an inherited descriptor, the
+           descriptor itself, and the image's own file (copied up, never changed in place). */
+        char target[4096];
+        snprintf(target, sizeof target, "%s/secret", argv[2]);
+        report("symlink to the host decoy", symlink(target, "/tmp/evil"));
+        report("setxattr through it", setxattr("/tmp/evil", "user.pwned", "1", 1, 0));
+        report("lsetxattr on it", lsetxattr("/tmp/evil", "user.pwned", "1", 1, 0));
+        report("setxattr host path", setxattr(target, "user.pwned", "1", 1, 0));
+        report("setxattr ../ out", setxattr("/../../../../../../../../../../../..", "user.pwned",
+                                            "1", 1, 0));
+        report("fsetxattr stdout", fsetxattr(1, "user.pwned", "1", 1, 0));
+        report("setxattr /proc/self/fd/1", setxattr("/proc/self/fd/1", "user.pwned", "1", 1, 0));
+        report("setxattr /dev/stdout", setxattr("/dev/stdout", "user.pwned", "1", 1, 0));
+        report("image's file before", getxattr("/etc/passwd", "user.guest", target, 8));
+        report("trusted on the image's file", setxattr("/etc/passwd", "trusted.x", "1", 1, 0));
+        report("user on the image's file", setxattr("/etc/passwd", "user.guest", "1", 1, 0));
+        char v[8];
+        long n = getxattr("/etc/passwd", "user.guest", v, sizeof v);
+        report("read back", n == 1 && v[0] == '1' ? 0 : -1);
     } else if (!strcmp(a, "reopen")) {
         /* open argv[2] for argv[3] (r, w = write+truncate, a = append) and write to it */
         int flags = argv[3][0] == 'w' ? O_WRONLY | O_TRUNC : argv[3][0] == 'a'

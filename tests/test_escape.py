@@ -816,3 +816,31 @@ main(["run", {str(host_world.image)!r}, "--", "/bin/hostile", "getpid"])
     else:
         assert got.returncode == 128 + 31, (got.returncode, got.stderr)     # SIGSYS
         assert got.stdout == b""
+
+
+@as_root
+@pytest.mark.parametrize("user", ["0", str(NOBODY)], ids=["root", "nobody"])
+def test_user_xattrs_never_reach_host_files(host_world, state, decoys, user: str) -> None:
+    """A guest's user.* attributes land on its own files only: not on a host file named by a
+    link, a host path, /proc/self/fd or /dev/stdout of an inherited descriptor, or that
+    descriptor; the image's file gets them on its copy, and no other namespace is accepted."""
+    for _ in range(2):                         # the second run: the image's file as it was
+        with open(decoys / "log", "ab") as log:
+            got = subprocess.run([*KILN, "run", "-u", user, str(host_world.image), "--",
+                                  "/bin/hostile", "xattrs", str(decoys), "--report-on-stderr"],
+                                 stdout=log, stderr=subprocess.PIPE, timeout=60)
+        r = _lines(got, "stderr")
+        assert r["image's file before"] == "No data available", r
+    assert r["symlink to the host decoy"] == "done", r
+    for what in ("setxattr through it", "setxattr host path"):
+        assert r[what] == "No such file or directory", (what, r)
+    for what in ("lsetxattr on it", "fsetxattr stdout", "setxattr /proc/self/fd/1",
+                 "setxattr /dev/stdout"):
+        assert r[what] == "Operation not permitted", (what, r)
+    assert r["trusted on the image's file"] == "Not supported", r          # (musl's EOPNOTSUPP)
+    if user == "0":
+        assert r["user on the image's file"] == r["read back"] == "done", r
+    else:                                      # nobody may not change root's /etc/passwd
+        assert r["user on the image's file"] == "Permission denied", r
+    for p in [decoys, *decoys.iterdir()]:
+        assert os.listxattr(p, follow_symlinks=False) == [], p

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,31 @@ def test_fs_calls_match_native(guest: Guest, tmp_path) -> None:
     assert want.returncode == 0 and b"file/: Not a directory" in want.stdout
     assert (got.stdout.decode(), got.stderr, got.returncode) == \
         (want.stdout.decode(), want.stderr, want.returncode)
+
+
+XATTRS_C = (Path(__file__).resolve().parent / "fs" / "xattrs.c").read_text()
+SHIPPED = b"shipped content\n"
+
+
+@pytest.fixture(scope="module")
+def xattr_guest(tmp_path_factory) -> Guest:
+    return recompiled(tmp_path_factory.mktemp("xattrs"), {"/bin/xattrs": XATTRS_C},
+                      files={"/etc/shipped.txt": SHIPPED})
+
+
+def test_user_xattrs_match_native(xattr_guest: Guest, tmp_path) -> None:
+    """user.* attributes on files, directories, links, FIFOs and fds, natively (a fresh
+    directory of the host's /tmp) and under kiln run (its writable layer; the image's own
+    file is copied up). A second run sees the image's file as it was: without the attribute
+    the first run set."""
+    shipped = tmp_path / "shipped.txt"
+    shipped.write_bytes(SHIPPED)
+    work = tmp_path / "work"
+    work.mkdir()
+    want = subprocess.run([str(xattr_guest.host("/bin/xattrs")), str(shipped)], cwd=work,
+                          capture_output=True, timeout=60)
+    assert want.returncode == 0 and b"set f user.a: 0" in want.stdout, want.stdout
+    for _ in range(2):
+        got = kiln(xattr_guest, "/bin/xattrs", "/etc/shipped.txt", opts=("-w", "/tmp"))
+        assert (got.stdout.decode(), got.stderr, got.returncode) == \
+            (want.stdout.decode(), want.stderr, want.returncode)
