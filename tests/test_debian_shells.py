@@ -93,9 +93,9 @@ def test_shell_matches_native(shells_root: Path, shells_image: tuple[Path, dict]
         (want.stdout.decode(errors="replace"), want.stderr.decode(errors="replace"), want.returncode)
 
 
-@pytest.mark.xfail(strict=True, reason="vkernel: setpriority (nice) is not implemented (ENOSYS), so every zsh "
-                                       "background job under BG_NICE prints 'nice(5) failed: function not implemented'")
 def test_zsh_background_job_under_bg_nice(shells_root: Path, shells_image: tuple[Path, dict]) -> None:
+    """zsh lowers a background job's priority (BG_NICE: nice(5), setpriority); it printed
+    'nice(5) failed: function not implemented' while vkernel had no setpriority."""
     argv = ["/bin/zsh-static", "-fc", "{ print in-background } & wait $!; print done"]
     want = run_native(shells_root, argv, timeout=TIMEOUT)
     got = _kiln(shells_image[0], argv, b"")
