@@ -454,12 +454,7 @@ def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
     another, the first guest thread is told to mirror them all (``dispositions_stale``)."""
     if threading.current_thread() is not threading.main_thread():
         p.dispositions_stale = True
-        for x in list(p.threads.values()):
-            if x.host_main:
-                x.mask_stale = True
-                if x.ctl is not None:
-                    set_interrupt(x.ctl.view)
-                x.wake()
+        _tell_first_thread(p)
         return
     for s in sigs if sigs is not None else MIRRORED:
         if s in MIRRORED:
@@ -467,6 +462,17 @@ def sync_host(p: "ProcessState", sigs: tuple[int, ...] | None = None) -> None:
                 hsignal.signal(s, host_disposition(p, s))
             except (OSError, ValueError):
                 pass
+
+
+def _tell_first_thread(p: "ProcessState") -> None:
+    """Have the process's first thread (the host's main thread, the only one that may set the
+    host's dispositions and mask) re-mirror them at its next syscall, poll or wait slice."""
+    for x in list(p.threads.values()):
+        if x.host_main:
+            x.mask_stale = True
+            if x.ctl is not None:
+                set_interrupt(x.ctl.view)
+            x.wake()
 
 
 def carry_deaths(p: "ProcessState") -> None:
@@ -486,12 +492,7 @@ def sync_host_mask(t: "ThreadState", p: "ProcessState") -> None:
     signal some thread may take reaches the host. Called for another thread, the first one is
     told to do it (only a host thread can set its own mask)."""
     if not t.host_main:
-        for x in list(p.threads.values()):
-            if x.host_main:
-                x.mask_stale = True
-                if x.ctl is not None:
-                    set_interrupt(x.ctl.view)
-                x.wake()
+        _tell_first_thread(p)
         return
     t.mask_stale = False
     m = t.sigmask
