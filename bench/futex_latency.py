@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from muslprog import build
+
 SOURCE = r"""
 #include <pthread.h>
 #include <stdatomic.h>
@@ -81,23 +83,6 @@ int main(int argc, char **argv) {
 """
 
 
-def build(work: Path) -> Path:
-    """The program compiled and recompiled: the recompiled OCI image's path."""
-    root = work / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    src = work / "pingpong.c"
-    src.write_text(SOURCE)
-    cc = shutil.which("musl-gcc")
-    if cc is None:
-        sys.exit("musl-gcc is not installed (scripts/setup.sh installs it)")
-    subprocess.run([cc, "-static", "-O2", "-pthread", "-o", str(root / "bin" / "pingpong"),
-                    str(src)], check=True)
-    image = work / "image"
-    subprocess.run([sys.executable, "-m", "recompiler.cli", str(root), "-o", str(image)],
-                   check=True, capture_output=True)
-    return image
-
-
 def once(argv: list[str]) -> tuple[float, float, bytes]:
     """(wake-to-run seconds, create+join seconds, stdout) of one run."""
     p = subprocess.run(argv, capture_output=True, timeout=600)
@@ -118,7 +103,7 @@ def main() -> None:
         sys.exit("qemu-x86_64 is not installed (scripts/setup.sh installs qemu-user)")
     work = Path(tempfile.mkdtemp(prefix="kiln-futex-latency-"))
     try:
-        image = build(work)
+        image = build(work, "pingpong", SOURCE)
         prog = str(work / "rootfs" / "bin" / "pingpong")
         columns = {"native": [prog], "qemu": [qemu, prog],
                    "kiln": [sys.executable, "-m", "vkernel.cli", "run", str(image), "--",

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from muslprog import build
+
 SOURCE = r"""
 #include <pthread.h>
 #include <stdio.h>
@@ -59,23 +61,6 @@ int main(int argc, char **argv) {
 """
 
 
-def build(work: Path) -> Path:
-    """The program compiled and recompiled: the recompiled OCI image's path."""
-    root = work / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    src = work / "spin.c"
-    src.write_text(SOURCE)
-    cc = shutil.which("musl-gcc")
-    if cc is None:
-        sys.exit("musl-gcc is not installed (scripts/setup.sh installs it)")
-    subprocess.run([cc, "-static", "-O2", "-pthread", "-o", str(root / "bin" / "spin"), str(src)],
-                   check=True)
-    image = work / "image"
-    subprocess.run([sys.executable, "-m", "recompiler.cli", str(root), "-o", str(image)],
-                   check=True, capture_output=True)
-    return image
-
-
 def once(argv: list[str]) -> tuple[float, float, bytes]:
     """(wall seconds, compute-phase seconds, stdout) of one run."""
     t0 = time.perf_counter()
@@ -93,7 +78,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kiln-thread-scaling-"))
     try:
-        image = build(work)
+        image = build(work, "spin", SOURCE)
         spin = str(work / "rootfs" / "bin" / "spin")
         kiln = [sys.executable, "-m", "vkernel.cli", "run", str(image), "--", "/bin/spin"]
         qemu = shutil.which("qemu-x86_64")
