@@ -19,6 +19,7 @@ from vkernel.kernel import Kernel
 from vkernel.memory import StringTooLong
 from vkernel.proctree import guest_processes
 from vkernel.signals import MIRRORED, install_wakeup, sync_host, sync_host_mask
+from vkernel.syscalls import pidfd
 from vkernel.syscalls.args import path_arg, s32
 from vkernel.vforkshare import Snapshot, receive_changes, release_parent
 
@@ -397,8 +398,10 @@ CLD_EXITED, CLD_KILLED, CLD_DUMPED, CLD_TRAPPED, CLD_STOPPED, CLD_CONTINUED = 1,
 
 
 def sys_waitid(k: Kernel, idtype: int, id_: int, infop: int, options: int, rusage: int) -> int:
-    """waitid(2): P_ALL, P_PID, P_PGID (not P_PIDFD); the siginfo Linux writes"""
+    """waitid(2): P_ALL, P_PID, P_PGID, P_PIDFD; the siginfo Linux writes"""
     idtype, options = s32(idtype), s32(options)
+    if idtype == P_PIDFD:
+        idtype, id_ = P_PID, pidfd.pid_of(k, id_)
     if idtype not in (P_ALL, P_PID, P_PGID):
         return -errno.EINVAL
     if not options & WNOHANG:

@@ -164,7 +164,9 @@ def deliver_to_self(k: Kernel, sig: int) -> int:
 
 
 # -- sending ------------------------------------------------------------------------------
-def _send(k: Kernel, pid: int, sig: int, code: int = SI_USER) -> None:
+def send_to(k: Kernel, pid: int, sig: int, code: int = SI_USER) -> None:
+    """Signal ``sig`` to guest process ``pid`` (this one: through its own pending set or the
+    host disposition that mirrors the guest's); kill, tkill and pidfd_send_signal's last step."""
     if pid == os.getpid():
         if sig == 0:
             return
@@ -185,7 +187,7 @@ def sys_kill(k: Kernel, pid: int, sig: int) -> int:
         return -errno.EINVAL
     me = os.getpid()
     if pid == me:
-        _send(k, me, sig)
+        send_to(k, me, sig)
         return 0
     procs = guest_processes(k)
     if pid > 0:
@@ -203,7 +205,7 @@ def sys_kill(k: Kernel, pid: int, sig: int) -> int:
     sent = 0
     for t in sorted(targets, key=lambda t: t == me):     # ourselves last
         try:
-            _send(k, t, sig)
+            send_to(k, t, sig)
             sent += 1
         except ProcessLookupError:
             pass
@@ -226,7 +228,7 @@ def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
         return -errno.ESRCH
     if tid != os.getpid() and tid not in guest_processes(k):
         return -errno.ESRCH
-    _send(k, tid, sig, SI_TKILL)
+    send_to(k, tid, sig, SI_TKILL)
     return 0
 
 

@@ -6,8 +6,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import (events, fdops, fs, futex, ids, misc, mm, net, netmsg, poll, process,
-                              signal, sockopt, statinfo, time, xattr, xfer)
+from vkernel.syscalls import (events, fdops, fs, futex, ids, misc, mm, net, netmsg, pidfd, poll,
+                              process, signal, sockopt, statinfo, time, xattr, xfer)
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -220,7 +220,10 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("clone3", process.sys_clone3, "threads (CLONE_THREAD); other clones return ENOSYS "
             "(libc falls back to clone)", "ptr,int"),
     Supported("wait4", process.sys_wait4, "int,ptr,hex,ptr"),
-    Partial("waitid", process.sys_waitid, "P_ALL, P_PID, P_PGID; no P_PIDFD", "int,int,ptr,hex,ptr"),
+    Supported("waitid", process.sys_waitid, "int,int,ptr,hex,ptr"),
+    Supported("pidfd_open", pidfd.sys_pidfd_open, "int,hex"),
+    Partial("pidfd_send_signal", pidfd.sys_pidfd_send_signal,
+            "no siginfo and no flags (EINVAL); also through a /proc/PID directory fd", "fd,int,ptr,hex"),
     Partial("execve", process.sys_execve, "static ELFs and #! scripts; the file's BLAKE3 must be "
             "indexed (EACCES otherwise)", "str,ptr,ptr"),
     # sockets (vkernel/netpolicy.py: the run's network)
