@@ -1,7 +1,7 @@
 """Process descriptors (tests/process/pidfd.c), natively and under vkernel: pidfd_open, poll
-until the child ends, waitid(P_PIDFD), pidfd_send_signal to a child, to oneself and through a
-/proc/self directory descriptor, and the errors. Built with musl and with glibc; the output
-and exit status must be identical."""
+until the child ends, waitid(P_PIDFD), clone's CLONE_PIDFD, pidfd_send_signal to a child, to
+oneself and through a /proc/self directory descriptor, and the errors. Built with musl and
+with glibc; the output and exit status must be identical."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,5 @@
 /* Process descriptors as a user checks them: pidfd_open, poll until the child ends,
-   waitid(P_PIDFD), pidfd_send_signal to a child and to oneself (also through a /proc/self
+   waitid(P_PIDFD), clone's CLONE_PIDFD, pidfd_send_signal to a child and to oneself (also through a /proc/self
    directory descriptor), and the errors. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -55,6 +55,18 @@ int main(void) {
     waitpid(kid, &status, 0);
     printf("child killed by %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : -1);
     close(fd);
+
+    int cfd = -1;
+    long c = syscall(SYS_clone, SIGCHLD | 0x1000 /* CLONE_PIDFD */, 0, &cfd, 0, 0);
+    if (c == 0) _exit(3);
+    said("clone with CLONE_PIDFD", c > 0 ? 0 : -1);
+    printf("its pidfd is close-on-exec: %d\n", (fcntl(cfd, F_GETFD) & FD_CLOEXEC) != 0);
+    siginfo_t ci = {0};
+    said("waitid on it", waitid(P_PIDFD, cfd, &ci, WEXITED));
+    printf("clone child: status %d pid matches %d\n", ci.si_status, ci.si_pid == c);
+    close(cfd);
+    said("CLONE_PIDFD with CLONE_PARENT_SETTID",
+         syscall(SYS_clone, SIGCHLD | 0x1000 | 0x100000, 0, &cfd, 0, 0));
 
     signal(SIGUSR1, on_usr1);
     int self = pidfd_open(getpid(), 0);

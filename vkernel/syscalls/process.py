@@ -211,6 +211,7 @@ def sys_setrlimit(k: Kernel, resource_id: int, rlim: int) -> int:
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_VFORK, CLONE_THREAD, CLONE_SETTLS = 0x4000, 0x10000, 0x80000
 CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+CLONE_PIDFD = 0x1000
 
 
 def _fork(k: Kernel, vfork: bool = False) -> int:
@@ -296,7 +297,9 @@ def sys_vfork(k: Kernel) -> int:
 
 def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int) -> int:
     """clone(2): threads (CLONE_THREAD: a host thread over the shared guest memory,
-    vkernel/threads.py) and process-like clones (fork, vfork, posix_spawn)"""
+    vkernel/threads.py) and process-like clones (fork, vfork, posix_spawn; CLONE_PIDFD)"""
+    if flags & CLONE_PIDFD and flags & (CLONE_THREAD | CLONE_PARENT_SETTID):
+        return -errno.EINVAL                   # both would use parent_tid (Linux: EINVAL)
     if flags & CLONE_THREAD:
         return threads.clone_thread(k, flags, stack, parent_tid, child_tid, tls)
     if flags & CLONE_VM and not flags & CLONE_VFORK:
@@ -307,6 +310,8 @@ def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int
     if pid:
         if flags & CLONE_PARENT_SETTID:
             k.space.put_u32(parent_tid, pid)
+        if flags & CLONE_PIDFD:                # the child's pidfd (close-on-exec) at parent_tid
+            k.space.put_u32(parent_tid, pidfd.sys_pidfd_open(k, pid, 0))
         return pid
     me = os.getpid()
     if flags & CLONE_CHILD_SETTID:
