@@ -11,6 +11,8 @@ from vkernel.memory import StringTooLong
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
+MAX_RW_COUNT = 0x7FFFF000
+"""The most one read, write or transfer moves (Linux's MAX_RW_COUNT); larger counts are cut."""
 _IOVEC = struct.Struct("<QQ")
 
 

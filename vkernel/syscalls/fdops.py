@@ -10,7 +10,7 @@ import struct
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.syscalls import sigio
-from vkernel.syscalls.args import file_arg as _file, s32, s64
+from vkernel.syscalls.args import MAX_RW_COUNT, file_arg as _file, s32, s64
 from vkernel.syscalls.fs import broken_pipe
 from vkernel.syscalls.sockopt import guest_flags, ioctl as sock_ioctl, set_guest_flags
 
@@ -155,7 +155,7 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
 def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) -> int:
     """sendfile(2)"""
     o, i = _file(k, out_fd), _file(k, in_fd)
-    count = min(count, 0x7FFFF000)              # Linux's MAX_RW_COUNT
+    count = min(count, MAX_RW_COUNT)
     try:
         if offset:
             off = s64(k.space.u64(offset))     # a loff_t

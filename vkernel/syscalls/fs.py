@@ -13,8 +13,8 @@ import struct
 
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
-from vkernel.syscalls.args import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, file_arg as _file,
-                                   iovecs as _iovecs, path_arg, s32, s64)
+from vkernel.syscalls.args import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, MAX_RW_COUNT,
+                                   file_arg as _file, iovecs as _iovecs, path_arg, s32, s64)
 from vkernel.procfs import INHERITED_PATHS, normalize
 from vkernel.hostfs import chown_fd
 
@@ -47,7 +47,7 @@ def sys_read(k: Kernel, fd: int, buf: int, count: int) -> int:
     if of.may_block is not False:
         _wait_readable(k, of)
     # Linux faults only on bytes it actually stores: clamp to the end of the address space.
-    n = min(count, 0x7FFFF000, 0x1_0000_0000 - (buf & 0xFFFFFFFF))
+    n = min(count, MAX_RW_COUNT, 0x1_0000_0000 - (buf & 0xFFFFFFFF))
     return os.readv(of.host_fd, [k.space.window(buf, n)])
 
 
@@ -64,7 +64,7 @@ def sys_write(k: Kernel, fd: int, buf: int, count: int) -> int:
     if count == 0:
         return 0
     try:
-        return os.write(of.host_fd, k.space.window(buf, min(count, 0x7FFFF000)))
+        return os.write(of.host_fd, k.space.window(buf, min(count, MAX_RW_COUNT)))
     except BrokenPipeError:
         return broken_pipe(k)
 

@@ -7,7 +7,7 @@ import os
 
 from vkernel import creds
 from vkernel.kernel import Kernel
-from vkernel.proctree import guest_processes
+from vkernel.proctree import guest_processes, is_guest
 from vkernel.syscalls.args import s32
 
 UNAME_SYSNAME = "Linux"
@@ -153,9 +153,8 @@ def _priority_target(k: Kernel, which: int, who: int) -> tuple[int, int] | None:
     user is shared with other runs, whose processes are not this guest's to renice."""
     which, who = s32(which), s32(who)
     if which == _PRIO_PROCESS:
-        if who == 0 or who == os.getpid() or who in k.proc.threads:
-            return which, who
-        return (which, who) if who > 0 and who in guest_processes(k.proc) else None
+        ours = who == 0 or who in k.proc.threads or who > 0 and is_guest(k.proc, who)
+        return (which, who) if ours else None
     if which == _PRIO_PGRP:
         mine = os.getpgid(0)
         if who == 0 or who == mine:

@@ -24,7 +24,7 @@ from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.signals import SignalInterrupt, wait_interruptibly
 from vkernel.sockaddr import AF_UNIX, SOCKADDR_MAX, family, parse_inet, read_raw
-from vkernel.syscalls.args import get_timespec_ns, s32
+from vkernel.syscalls.args import MAX_RW_COUNT, get_timespec_ns, s32
 from vkernel.syscalls.net import (SO_RCVTIMEO, SO_SNDTIMEO, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET,
                                   SockState, _libc, destination, guest_nonblocking, sock_of,
                                   to_guest_name, write_name)
@@ -152,7 +152,7 @@ def sys_sendto(k: Kernel, sockfd: int, buf: int, len: int, flags: int, dest_addr
     """sendto(2)"""
     of, state = sock_of(k, sockfd)
     flags = s32(flags)
-    n = min(len, 0x7FFFF000)
+    n = min(len, MAX_RW_COUNT)
 
     def use(target: bytes) -> int:
         return _move(k, of, state, flags, True, _Buffer(k, of.host_fd, buf, n, True, target))
@@ -176,7 +176,7 @@ def sys_recvfrom(k: Kernel, sockfd: int, buf: int, len: int, flags: int, src_add
         return -errno.EINVAL
     name = ctypes.create_string_buffer(SOCKADDR_MAX)
     namelen = ctypes.c_uint(SOCKADDR_MAX)
-    call = _Buffer(k, of.host_fd, buf, min(len, 0x7FFFF000), False, b"", name, namelen)
+    call = _Buffer(k, of.host_fd, buf, min(len, MAX_RW_COUNT), False, b"", name, namelen)
     while True:
         r = _move(k, of, state, flags, False, call)
         raw = name.raw[:min(namelen.value, SOCKADDR_MAX)] if r >= 0 else b""

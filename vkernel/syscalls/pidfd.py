@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
-from vkernel.proctree import guest_processes
+from vkernel.proctree import is_guest
 from vkernel.syscalls.args import s32
 from vkernel.syscalls.signal import send_to
 
@@ -48,7 +48,7 @@ def sys_pidfd_open(k: Kernel, pid: int, flags: int) -> int:
     pid, flags = s32(pid), s32(flags)
     if flags & ~PIDFD_NONBLOCK or pid <= 0:
         return -errno.EINVAL
-    if pid != os.getpid() and pid not in guest_processes(k):
+    if not is_guest(k.proc, pid):
         return -errno.ESRCH
     h = os.pidfd_open(pid, flags)
     of = OpenFile(h, "anon_inode:[pidfd]", os.O_RDWR | (flags & os.O_NONBLOCK), True,
@@ -66,7 +66,7 @@ def sys_pidfd_send_signal(k: Kernel, pidfd: int, sig: int, info: int, flags: int
     sig = s32(sig)
     if flags or info or not 0 <= sig <= 64:
         return -errno.EINVAL
-    if pid != os.getpid() and pid not in guest_processes(k):
+    if not is_guest(k.proc, pid):
         return -errno.ESRCH                    # it has ended (or was never this run's)
     send_to(k, pid, sig)
     return 0

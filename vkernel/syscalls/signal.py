@@ -8,7 +8,7 @@ import struct
 import time
 
 from vkernel.kernel import Kernel, SignalAction
-from vkernel.proctree import guest_processes, guest_zombie
+from vkernel.proctree import guest_processes, guest_zombie, is_guest
 from vkernel.signals import (SI_TKILL, SI_USER, MINSIGSTKSZ, wait_interruptibly, MIRRORED, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE,
                              bit, host_pending, raise_in_guest, signal_thread, sync_host, sync_host_mask,
                              take_pending)
@@ -226,7 +226,7 @@ def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
         return 0
     if tgid != tid:
         return -errno.ESRCH
-    if tid != os.getpid() and tid not in guest_processes(k):
+    if not is_guest(k.proc, tid):
         return -errno.ESRCH
     send_to(k, tid, sig, SI_TKILL)
     return 0

@@ -15,9 +15,11 @@ XATTR_CREATE and XATTR_REPLACE).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from typing import Iterator
 
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
@@ -76,9 +78,16 @@ def _fd_path(k: Kernel, fd: int) -> str | None:
     return _of_path(file_arg(k, fd))
 
 
-def _read_fd(k: Kernel, path: str, follow: bool) -> int:
-    """An O_PATH host fd of what the guest sees at ``path``."""
-    return k.vfs.open(path, os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+@contextlib.contextmanager
+def _inode(k: Kernel, path: str, follow: bool, *, writable: bool = False) -> Iterator[str | None]:
+    """:func:`_via` of what the guest sees at ``path`` (an O_PATH descriptor, closed after);
+    ``writable``: of its upper-layer copy, a rootfs file being copied up first."""
+    h = k.vfs.upper_fd_for(path, follow) if writable else \
+        k.vfs.open(path, os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    try:
+        yield _via(h)
+    finally:
+        os.close(h)
 
 
 def _reply(k: Kernel, data: bytes, buf: int, size: int) -> int:
@@ -96,29 +105,20 @@ def _get(k: Kernel, path: str | None, follow: bool, name: int, value: int, size:
     key = _name(k, name)
     if path is None or not key.startswith(_USER):
         return -errno.ENODATA
-    h = _read_fd(k, path, follow)
-    try:
-        via = _via(h)
+    with _inode(k, path, follow) as via:
         if via is None:
             return -errno.ENODATA
         data = os.getxattr(via, key)
-    finally:
-        os.close(h)
-    return _reply(k, data, value, size & 0xFFFF_FFFF_FFFF_FFFF)
+    return _reply(k, data, value, size)
 
 
 def _list(k: Kernel, path: str | None, follow: bool, lst: int, size: int) -> int:
-    if path is None:
-        return 0
-    h = _read_fd(k, path, follow)
-    try:
-        via = _via(h)
-        names = [] if via is None else \
-            [n for n in os.listxattr(via) if os.fsencode(n).startswith(_USER)]
-    finally:
-        os.close(h)
-    return _reply(k, b"".join(os.fsencode(n) + b"\0" for n in names), lst,
-                  size & 0xFFFF_FFFF_FFFF_FFFF)
+    names: list[bytes] = []
+    if path is not None:
+        with _inode(k, path, follow) as via:
+            if via is not None:
+                names = [os.fsencode(n) for n in os.listxattr(via)]
+    return _reply(k, b"".join(n + b"\0" for n in names if n.startswith(_USER)), lst, size)
 
 
 def _set(k: Kernel, path: str | None, follow: bool, name: int, value: int, size: int,
@@ -127,7 +127,6 @@ def _set(k: Kernel, path: str | None, follow: bool, name: int, value: int, size:
     flags = s32(flags)
     if flags & ~(_XATTR_CREATE | _XATTR_REPLACE):
         return -errno.EINVAL
-    size &= 0xFFFF_FFFF_FFFF_FFFF
     if size > _SIZE_MAX:
         return -errno.E2BIG
     data = k.space.read(value, size) if size else b""
@@ -135,20 +134,13 @@ def _set(k: Kernel, path: str | None, follow: bool, name: int, value: int, size:
         return -errno.EPERM
     if not key.startswith(_USER):
         return -errno.EOPNOTSUPP
-    h = _read_fd(k, path, follow)              # EPERM without copying up for nothing
-    try:
-        if _via(h) is None:
+    with _inode(k, path, follow) as via:       # EPERM without copying up for nothing
+        if via is None:
             return -errno.EPERM
-    finally:
-        os.close(h)
-    h = k.vfs.upper_fd_for(path, follow)       # a rootfs file is copied up first
-    try:
-        via = _via(h)
+    with _inode(k, path, follow, writable=True) as via:
         if via is None:
             return -errno.EPERM
         os.setxattr(via, key, data, flags)
-    finally:
-        os.close(h)
     return 0
 
 
@@ -158,23 +150,15 @@ def _remove(k: Kernel, path: str | None, follow: bool, name: int) -> int:
         return -errno.EPERM
     if not key.startswith(_USER):
         return -errno.EOPNOTSUPP
-    h = _read_fd(k, path, follow)              # no copy-up for nothing to remove
-    try:
-        via = _via(h)
+    with _inode(k, path, follow) as via:       # no copy-up for nothing to remove
         if via is None:
             return -errno.EPERM
         if os.fsdecode(key) not in os.listxattr(via):
             return -errno.ENODATA
-    finally:
-        os.close(h)
-    h = k.vfs.upper_fd_for(path, follow)
-    try:
-        via = _via(h)
+    with _inode(k, path, follow, writable=True) as via:
         if via is None:
             return -errno.EPERM
         os.removexattr(via, key)
-    finally:
-        os.close(h)
     return 0
 
 

@@ -15,7 +15,7 @@ import select
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 from vkernel.signals import wait_interruptibly
-from vkernel.syscalls.args import s32, s64
+from vkernel.syscalls.args import MAX_RW_COUNT, s32, s64
 
 SPLICE_F_MOVE, SPLICE_F_NONBLOCK, SPLICE_F_MORE, SPLICE_F_GIFT = 1, 2, 4, 8
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -65,7 +65,7 @@ def sys_splice(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out: int, le
         return -errno.EINVAL
     oi, oo = _offset(k, off_in), _offset(k, off_out)
     _wait_both(k, src, dst, flags)
-    n = os.splice(src.host_fd, dst.host_fd, min(len, 0x7FFFF000), oi, oo, flags)
+    n = os.splice(src.host_fd, dst.host_fd, min(len, MAX_RW_COUNT), oi, oo, flags)
     if oi is not None:
         k.space.put_u64(off_in, oi + n)
     if oo is not None:
@@ -77,7 +77,7 @@ def sys_tee(k: Kernel, fd_in: int, fd_out: int, len: int, flags: int) -> int:
     """tee(2)"""
     src, dst = _file(k, fd_in), _file(k, fd_out)
     _wait_both(k, src, dst, flags & 0xFFFFFFFF)
-    n = _libc.tee(src.host_fd, dst.host_fd, min(len, 0x7FFFF000), flags & 0xFFFFFFFF)
+    n = _libc.tee(src.host_fd, dst.host_fd, min(len, MAX_RW_COUNT), flags & 0xFFFFFFFF)
     if n < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
@@ -104,7 +104,7 @@ def sys_copy_file_range(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out
     if flags:
         return -errno.EINVAL
     oi, oo = _offset(k, off_in), _offset(k, off_out)
-    n = os.copy_file_range(src.host_fd, dst.host_fd, min(len, 0x7FFFF000), oi, oo)
+    n = os.copy_file_range(src.host_fd, dst.host_fd, min(len, MAX_RW_COUNT), oi, oo)
     if oi is not None:
         k.space.put_u64(off_in, oi + n)
     if oo is not None:
