@@ -154,14 +154,14 @@ def test_tmp_is_made_in_the_upper_layer_when_the_image_lacks_it(tmp_path: Path) 
     try:
         assert vfs.stat("/tmp").st_mode == 0o41777
         assert (upper / "tmp").is_dir() and not (rootfs / "tmp").exists()
-        assert {"proc", "dev", "tmp", "etc"} <= {n for n, _ in vfs.list_dir("/")}
+        assert {"proc", "dev", "tmp", "etc"} <= {n for n, *_ in vfs.list_dir("/")}
     finally:
         vfs.close()
     assert vfs.skeleton is not None and not os.path.exists(vfs.skeleton.root)
     (tmp_path / "upper2").mkdir()
     plain = Vfs(rootfs, tmp_path / "upper2")           # without system=True: the image's tree alone
     try:
-        assert {n for n, _ in plain.list_dir("/")} == {"etc"}
+        assert {n for n, *_ in plain.list_dir("/")} == {"etc"}
     finally:
         plain.close()
 

@@ -7,6 +7,7 @@ guest controls (or changes under our feet) never leaves the layer it names.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import stat as st
 
@@ -15,12 +16,27 @@ _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 _RESOLVE_IN_ROOT = 0x10
+PLAIN_LOOKUP = _RESOLVE_IN_ROOT | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
+"""openat2 resolve flags of a lookup that stays in its layer and meets no symlink (ELOOP if it
+would follow one)."""
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_HOW_SIZE = ctypes.sizeof(_OpenHow)
+# syscall(2) with openat2's argument types fixed once: ctypes then converts nothing per call.
+_openat2 = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_void_p, ctypes.c_size_t, use_errno=True)(("syscall", _libc))
+
+
+@functools.lru_cache(maxsize=128)
+def _how(flags: int, mode: int, resolve: int) -> tuple[_OpenHow, int]:
+    """A struct open_how (kept alive here) and its address; the kernel only reads it."""
+    how = _OpenHow(flags, mode, resolve)
+    return how, ctypes.addressof(how)
 
 
 def openat2_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0,
@@ -30,9 +46,8 @@ def openat2_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0,
         path = os.fsencode(path)        # a guest path keeps its bytes (surrogateescape)
     path = path.lstrip(b"/") or b"."
     creates = flags & os.O_CREAT or (flags & os.O_TMPFILE) == os.O_TMPFILE
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if creates else 0, resolve)
-    fd = _libc.syscall(_NR_OPENAT2, ctypes.c_int(root_fd), ctypes.c_char_p(path),
-                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    how, at = _how(flags | os.O_CLOEXEC, mode if creates else 0, resolve)  # held for the call
+    fd = _openat2(_NR_OPENAT2, root_fd, path, at, _HOW_SIZE)
     if fd < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e), path.decode("utf-8", "replace"))
@@ -68,15 +83,20 @@ def creating(fn, *args, **kw):  # type: ignore[no-untyped-def]
         os.umask(old)
 
 
-def listed_stat(ent: os.DirEntry[str]) -> os.stat_result:
-    """An entry's lstat; in a directory the caller may read but not search (no x), only its
-    inode and type, as getdents gives them (Linux lists such a directory, stat then fails)."""
+def entry_kind(ent: os.DirEntry[str]) -> tuple[int, int]:
+    """A directory entry's inode and file type bits (``st.S_IFMT``) as getdents gives them
+    (d_ino, d_type): no stat of the entry, which Linux's getdents does not make either (and
+    which fails in a directory the caller may read but not search)."""
     try:
-        return ent.stat(follow_symlinks=False)
-    except PermissionError:
-        kind = st.S_IFLNK if ent.is_symlink() else st.S_IFDIR if ent.is_dir(follow_symlinks=False) \
-            else st.S_IFREG
-        return os.stat_result((kind, ent.inode(), 0, 0, 0, 0, 0, 0, 0, 0))
+        if ent.is_dir(follow_symlinks=False):
+            return ent.inode(), st.S_IFDIR
+        if ent.is_file(follow_symlinks=False):
+            return ent.inode(), st.S_IFREG
+        if ent.is_symlink():
+            return ent.inode(), st.S_IFLNK
+        return ent.inode(), st.S_IFMT(ent.stat(follow_symlinks=False).st_mode)
+    except PermissionError:            # d_type unknown and no search permission: DT_UNKNOWN
+        return ent.inode(), 0
 
 
 _AT_EMPTY_PATH = 0x1000

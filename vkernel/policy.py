@@ -21,7 +21,6 @@ class UnitInfo:
     number: int
     blake3: bytes
     paths: tuple[str, ...]
-    trap_sites: tuple[Any, ...]
     functions: int = 0          # guest functions of its module (dispatch-table slots)
     entries: int = 0            # its dispatch entries
     pic: bool = False           # its translation runs at any load address
@@ -40,7 +39,6 @@ class ExecPolicy:
         self.units: list[UnitInfo] = []
         for i, u in enumerate(units):
             self.units.append(UnitInfo(i, bytes(u.blake3), tuple(str(p) for p in (u.paths or ())),
-                                       tuple(getattr(u, "trap_sites", ()) or ()),
                                        int(getattr(u, "functions", 0)), _count(u),
                                        bool(getattr(u, "pic", False))))
         self.by_hash = {u.blake3: u for u in self.units}

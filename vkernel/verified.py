@@ -6,7 +6,7 @@ section. What this module lets a run skip, and why that is sound
 (docs/threat-model.md, "Start-up checks kept between runs"):
 
 - **Decoding and schema-checking the INDEX** (``units-*``): the unit table
-  (hash, guest paths, trap sites of each unit) of an INDEX section whose
+  (hash, guest paths and sizes of each unit) of an INDEX section whose
   BLAKE3 is H, stored after a full :func:`formats.index.decode_index` of
   bytes hashing to H. Decoding is a pure function of the bytes, so the record
   is keyed by H and by the hash of the checker's source; it carries a BLAKE3
@@ -50,7 +50,7 @@ from formats.cache import cache_root
 if TYPE_CHECKING:
     from formats.megabinary import Megabinary, SectionEntry
 
-_UNITS_MAGIC = b"KILNUNITS3\n"
+_UNITS_MAGIC = b"KILNUNITS4\n"
 _KEEP_ARTIFACT_BYTES = 2 << 30
 """AOT artifacts kept, most recently used first, up to this many bytes in all (one artifact
 is a few KiB for a small program, tens of MB for busybox; a dynamic program needs one per
@@ -66,8 +66,6 @@ class UnitSummary:
     sizes vkernel/instances.py reserves when it instantiates the unit)."""
     blake3: bytes
     paths: tuple[str, ...]
-    trap_sites: tuple[tuple[int, str, str], ...] = ()
-    """(guest_addr, mnemonic, reason), as formats.index.TrapSite (which compares equal)."""
     functions: int = 0
     """Guest functions of the unit's module (its dispatch-table slots)."""
     entries: int = 0
@@ -243,8 +241,7 @@ def _checker_tag() -> str:
 
 def _encode_units(units: tuple[UnitSummary, ...]) -> bytes:
     import cbor2
-    body = cbor2.dumps([[u.blake3, list(u.paths), [list(t) for t in u.trap_sites], u.functions,
-                         u.entries, u.pic] for u in units])
+    body = cbor2.dumps([[u.blake3, list(u.paths), u.functions, u.entries, u.pic] for u in units])
     return _UNITS_MAGIC + blake3.blake3(body).digest() + body
 
 
@@ -257,9 +254,8 @@ def _decode_units(data: bytes) -> tuple[UnitSummary, ...] | None:
         return None
     import cbor2
     try:
-        return tuple(UnitSummary(bytes(h), tuple(paths), tuple(map(tuple, traps)), int(f), int(e),
-                                 bool(pic))
-                     for h, paths, traps, f, e, pic in cbor2.loads(body))
+        return tuple(UnitSummary(bytes(h), tuple(paths), int(f), int(e), bool(pic))
+                     for h, paths, f, e, pic in cbor2.loads(body))
     except Exception:  # a damaged record is only a missed shortcut
         return None
 
@@ -281,8 +277,8 @@ def unit_table(mb: "Megabinary", trust: TrustDir | None) -> tuple[UnitSummary, .
         raise VkernelError(f"{mb.path}: the megabinary's lifted code follows guest ABI version "
                            f"{mb.index.abi_version}; this vkernel implements version {ABI_VERSION}",
                            hint="recompile the image with this Kiln (recompile IMAGE -o OUT)")
-    units = tuple(UnitSummary(bytes(u.blake3), tuple(u.paths), tuple(u.trap_sites),
-                              u.functions, len(u.entries), u.pic)
+    units = tuple(UnitSummary(bytes(u.blake3), tuple(u.paths), u.functions, len(u.entries),
+                              u.pic)
                   for u in mb.index.units)
     if trust is not None and tag:
         trust.write(name, _encode_units(units))

@@ -18,12 +18,14 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from vkernel.hostfs import (SET_ID, WHITEOUT_MARKER, WHITEOUT_PREFIX, WRITE_FLAGS,
-                            creating, listed_stat, open_beneath, openat2_in_root, real_path)
+from vkernel.hostfs import (PLAIN_LOOKUP, SET_ID, WHITEOUT_MARKER, WHITEOUT_PREFIX, WRITE_FLAGS,
+                            creating, entry_kind, open_beneath, openat2_in_root, real_path)
 from vkernel.overlay import OverlayWrites
 from vkernel.procfs import DEVICES, ProcFs, Skeleton, normalize
 
 T = TypeVar("T")
+_DIR_STEP = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LAST_STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class SynthesizedPath(OSError):
@@ -112,6 +114,8 @@ class Vfs(OverlayWrites):
         procfs.shm = any(m.shm for m in self.mounts)
         procfs.open_path = self.open
         self._depth = threading.local()         # nesting of /proc and /dev redirections
+        self._whiteouts_seen = False            # the upper layer has a whiteout (kept: never undone)
+        self._top_links: dict[str, str | None] = {}   # rootfs /NAME -> its symlink target
         for m in self.mounts:           # the mount point's parents exist, as a runtime makes them
             parent = os.path.dirname(m.guest)
             if self._mount_of(parent) is None and not self.is_dir(parent):
@@ -178,7 +182,13 @@ class Vfs(OverlayWrites):
             os.close(fd)
 
     def _has_whiteouts(self) -> bool:
-        return self._lstat_in(self.upper_fd, "/" + WHITEOUT_MARKER) is not None
+        if not self._whiteouts_seen:    # (another process of the run may make the first)
+            try:
+                os.stat(WHITEOUT_MARKER, dir_fd=self.upper_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            self._whiteouts_seen = True
+        return True
 
     def hidden(self, canon: str) -> bool:
         """Whether the rootfs entry at canonical ``canon`` (or a parent) was deleted in this run."""
@@ -218,6 +228,136 @@ class Vfs(OverlayWrites):
     def resolve(self, path: str, follow: bool = True) -> tuple[str, int | None, os.stat_result | None]:
         """Canonical guest path, layer fd and lstat of ``path``; (canon, None, None) when only
         the last component is missing. OSError ENOENT/ENOTDIR/ELOOP otherwise, as Linux."""
+        got = self._direct(path, follow)
+        return got if got is not None else self._walk(path, follow)
+
+    def _direct(self, path: str, follow: bool, links: int = 0
+                ) -> tuple[str, int | None, os.stat_result | None] | None:
+        """:meth:`resolve`'s answer in a few host calls when the merged view of ``path`` is
+        plain, else None (then :meth:`_walk` decides, one component at a time).
+
+        Plain means: an absolute path of ordinary names (no ``.``, ``..``, empty or
+        whiteout-named component, no trailing slash), outside every mount, in a run that
+        has no whiteouts, whose lookup meets no symlink before its last component in either
+        layer. The merged view of such a path is then the upper layer's entry when the
+        upper layer holds every component (all but the last as real directories), else the
+        rootfs's. The kernel walks each layer (openat2 RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS,
+        which fails on any symlink it would follow), so a name changed under our feet can
+        only send the lookup to the walk, never out of the layer. A final symlink that is
+        to be followed is read and its target looked up the same way."""
+        comps = path.split("/")
+        if comps[0] or len(comps) < 2:
+            return None
+        del comps[0]
+        for c in comps:
+            if not c or c == "." or c == ".." or c.startswith(WHITEOUT_PREFIX):
+                return None
+        if self.mounts and self._mount_of(path) is not None:
+            return None
+        if self._has_whiteouts():
+            return None
+        last = len(comps) - 1
+        found, depth = self._upper_part(comps)
+        if depth < 0:
+            return None
+        if found is None and depth == 0 and last:
+            link = self._lower_top_link(comps[0])     # /lib -> usr/lib in a merged-/usr image
+            if link is not None:
+                if links >= 40:
+                    return None
+                return self._direct("/" + link.lstrip("/") + "/" + "/".join(comps[1:]), follow,
+                                    links + 1)
+        if found is None:
+            try:
+                fd = openat2_in_root(self.lower_fd, path, os.O_PATH | os.O_NOFOLLOW,
+                                     resolve=PLAIN_LOOKUP)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    return None
+                if depth < last:      # is the last component the only one missing?
+                    err = self._plain_dir_errno(self.lower_fd, comps[:last])
+                    if err == errno.ENOENT:
+                        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+                    if err:
+                        return None
+                return path, None, None
+            try:
+                found = self.lower_fd, os.fstat(fd)
+            finally:
+                os.close(fd)
+        layer, s = found
+        if not follow or not st.S_ISLNK(s.st_mode):
+            return path, layer, s
+        if links >= 40:
+            return None
+        target = self._readlink_in(layer, path)
+        if not target.startswith("/"):
+            target = "/" + "/".join(comps[:last] + [target])
+        return self._direct(target, follow, links + 1)
+
+    def _upper_part(self, comps: list[str]) -> tuple[tuple[int, os.stat_result] | None, int]:
+        """How far the upper layer follows the plain path ``comps``: (its entry for the whole
+        path or None, how many leading components it has as directories); depth -1 when it
+        has a non-directory (or a symlink) before the last component, which the walk must
+        handle. One component at a time beneath the last directory's descriptor, never
+        following a symlink; a path the upper layer lacks costs one stat."""
+        last = len(comps) - 1
+        try:
+            s = os.stat(comps[0], dir_fd=self.upper_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None, 0
+        if last == 0:
+            return (self.upper_fd, s), 0
+        if not st.S_ISDIR(s.st_mode):
+            return None, -1
+        # One plain name at a time, never following a symlink (O_NOFOLLOW: a symlink there
+        # fails, or with O_PATH is the link itself), so nothing leads out of the layer.
+        fd = -1
+        try:
+            fd = os.open(comps[0], _DIR_STEP, dir_fd=self.upper_fd)
+            for i in range(1, last + 1):
+                try:
+                    nfd = os.open(comps[i], _LAST_STEP if i == last else _DIR_STEP, dir_fd=fd)
+                except FileNotFoundError:
+                    return None, i
+                os.close(fd)
+                fd = nfd
+            return (self.upper_fd, os.fstat(fd)), last
+        except OSError:
+            return None, -1          # ENOTDIR, ELOOP: a file or symlink on the way
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    @staticmethod
+    def _plain_dir_errno(root_fd: int, comps: list[str]) -> int:
+        """0 when ``comps`` is a directory in the layer reached without a symlink, else the
+        errno of that lookup (ENOENT: a component is missing, and none before it is a
+        symlink)."""
+        try:
+            os.close(openat2_in_root(root_fd, "/".join(comps), os.O_PATH | os.O_DIRECTORY,
+                                     resolve=PLAIN_LOOKUP))
+        except OSError as e:
+            return e.errno or errno.EIO
+        return 0
+
+    def _lower_top_link(self, name: str) -> str | None:
+        """The target of rootfs entry ``/name`` when it is a symlink, else None; kept, as the
+        rootfs never changes."""
+        try:
+            return self._top_links[name]
+        except KeyError:
+            pass
+        try:
+            s = os.stat(name, dir_fd=self.lower_fd, follow_symlinks=False)
+            target = os.readlink(name, dir_fd=self.lower_fd) if st.S_ISLNK(s.st_mode) else None
+        except FileNotFoundError:
+            target = None
+        self._top_links[name] = target
+        return target
+
+    def _walk(self, path: str, follow: bool = True) -> tuple[str, int | None, os.stat_result | None]:
+        """:meth:`resolve` one component at a time over the merged view (any path)."""
         pending = [c for c in path.split("/") if c][::-1]
         if path.endswith("/") and pending:
             # "name/" names a directory: follow a final symlink, ENOTDIR for anything else.
@@ -414,21 +554,25 @@ class Vfs(OverlayWrites):
         except OSError:
             return False
 
-    def list_dir(self, canon: str) -> list[tuple[str, os.stat_result]]:
-        """Merged entries of directory ``canon`` (no "." or ".."), upper first, whiteouts applied."""
-        out: dict[str, os.stat_result] = {}
+    def list_dir(self, canon: str) -> list[tuple[str, int, int]]:
+        """Merged entries of directory ``canon`` as (name, inode, file type bits of st_mode),
+        no "." or "..", upper first, whiteouts applied: what getdents gives, without a stat
+        of each entry."""
+        out: dict[str, tuple[int, int]] = {}
         got = self._mount_of(canon) if self.mounts else None
         if got is not None:
             dfd = openat2_in_root(got[0].fd, got[1], os.O_RDONLY | os.O_DIRECTORY)
             try:
-                return [(e.name, self._entry_stat(canon, e)) for e in os.scandir(dfd)]
+                return [(e.name, *self._entry_kind(canon, e)) for e in os.scandir(dfd)]
             finally:
                 os.close(dfd)
         for m in self.mounts:           # a mount point shows in its parent's listing
             if os.path.dirname(m.guest) == canon and m.guest != "/":
-                out[os.path.basename(m.guest)] = os.fstat(m.fd)
+                s = os.fstat(m.fd)
+                out[os.path.basename(m.guest)] = s.st_ino, st.S_IFMT(s.st_mode)
+        whiteouts = self._has_whiteouts()
         for root_fd in (self.upper_fd, self.lower_fd):
-            if root_fd == self.lower_fd and self.hidden(canon):
+            if root_fd == self.lower_fd and whiteouts and self.hidden(canon):
                 continue
             try:
                 dfd = openat2_in_root(root_fd, canon, os.O_RDONLY | os.O_DIRECTORY)
@@ -439,15 +583,18 @@ class Vfs(OverlayWrites):
                     name = ent.name
                     if name in out or name.startswith(WHITEOUT_PREFIX):
                         continue
-                    if root_fd == self.lower_fd and self._lstat_in(
+                    if root_fd == self.lower_fd and whiteouts and self._lstat_in(
                             self.upper_fd, canon.rstrip("/") + "/" + WHITEOUT_PREFIX + name):
                         continue
-                    out[name] = listed_stat(ent)
+                    out[name] = entry_kind(ent)
             finally:
                 os.close(dfd)
-        return list(out.items())
+        return [(name, ino, kind) for name, (ino, kind) in out.items()]
 
     @staticmethod
-    def _entry_stat(canon: str, ent: os.DirEntry[str]) -> os.stat_result:
+    def _entry_kind(canon: str, ent: os.DirEntry[str]) -> tuple[int, int]:
         dev = DEVICES.get(canon.rstrip("/") + "/" + ent.name)     # as /dev lists its devices
-        return os.stat(dev) if dev is not None else listed_stat(ent)
+        if dev is None:
+            return entry_kind(ent)
+        s = os.stat(dev)
+        return s.st_ino, st.S_IFMT(s.st_mode)

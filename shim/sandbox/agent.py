@@ -470,7 +470,11 @@ class Agent:
             raise OSError(errno.ENOTDIR, "not a directory", path)
         entries = []
         listed = vfs.list_dir(canon)
-        for name, s in listed[:LIST_MAX]:
+        for name, _, _ in listed[:LIST_MAX]:
+            try:
+                s = vfs.stat(canon.rstrip("/") + "/" + name, follow=False)
+            except FileNotFoundError:         # removed since the listing
+                continue
             kind = ("dir" if st.S_ISDIR(s.st_mode) else "file" if st.S_ISREG(s.st_mode) else
                     "symlink" if st.S_ISLNK(s.st_mode) else "other")
             entries.append({"name": name, "type": kind, "size": s.st_size,
@@ -501,9 +505,9 @@ class Agent:
                 continue
             stack.append((at, True))
             canon, _, _ = self.rt.vfs.resolve(at, follow=False)
-            for name, s in self.rt.vfs.list_dir(canon):
+            for name, _, kind in self.rt.vfs.list_dir(canon):
                 child = canon.rstrip("/") + "/" + name
-                if st.S_ISDIR(s.st_mode):
+                if kind == st.S_IFDIR:
                     stack.append((child, False))
                 else:
                     self.rt.vfs.unlink(child)

@@ -181,8 +181,8 @@ def _list_dir(k: Kernel, of: OpenFile) -> list[tuple[bytes, int, int]]:
     if served is not None:
         return out + served
     out += k.vfs.procfs.extra_entries(of.path)
-    for name, s in k.vfs.list_dir(of.path):
-        out.append((os.fsencode(name), s.st_ino, _DT.get(st.S_IFMT(s.st_mode), 0)))
+    for name, ino, kind in k.vfs.list_dir(of.path):
+        out.append((os.fsencode(name), ino, _DT.get(kind, 0)))
     return out
 
 
