@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from vkernel.hostfs import openat2_in_root
 from vkernel.vfs import Vfs, Volume
 
 NAMES = ["a", "b", "c", "usr", "lib", "bin", "etc", "x"]
@@ -55,6 +56,26 @@ def _outcome(fn, path: str, follow: bool):
     return ("ok", canon, layer, None if s is None else (s.st_dev, s.st_ino, s.st_mode))
 
 
+OPEN_FLAGS = (os.O_RDONLY, os.O_RDONLY | os.O_NOFOLLOW, os.O_PATH | os.O_NOFOLLOW,
+              os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _walk_open(vfs: Vfs, path: str, flags: int):
+    """What a read-only open finds by the walk: (dev, inode) of the file, or the errno."""
+    try:
+        canon, layer, s = vfs._walk(path, follow=not flags & os.O_NOFOLLOW)
+        if s is None or layer is None:
+            return ("error", errno.ENOENT)
+        fd = openat2_in_root(layer, canon, flags)
+    except OSError as e:
+        return ("error", e.errno)
+    try:
+        s = os.fstat(fd)
+        return ("ok", s.st_dev, s.st_ino)
+    finally:
+        os.close(fd)
+
+
 def _paths(rng: random.Random, known: list[str], n: int) -> list[str]:
     out = ["/", "/usr/lib", "/lib/a", "/bin/x/", "/a/../b", "/a//b", "/./a"]
     out += known
@@ -93,7 +114,7 @@ def test_quick_lookup_agrees_with_the_walk(tmp_path: Path, seed: int) -> None:
             if victims:
                 vfs.unlink(rng.choice(victims))
                 assert vfs._has_whiteouts()
-        checked = quick = 0
+        checked = quick = opened = 0
         for path in _paths(rng, known, 300):
             for follow in (True, False):
                 want = _outcome(vfs._walk, path, follow)
@@ -104,9 +125,21 @@ def test_quick_lookup_agrees_with_the_walk(tmp_path: Path, seed: int) -> None:
                     quick += vfs._direct(path, follow) is not None
                 except OSError:
                     quick += 1
+            for flags in OPEN_FLAGS:
+                fd = vfs._open_direct(path, flags)
+                if fd is None:
+                    continue
+                try:
+                    s = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                assert ("ok", s.st_dev, s.st_ino) == _walk_open(vfs, path, flags), \
+                    f"seed {seed}: open({path!r}, {flags:#o})"
+                opened += 1
         assert checked > 600
         if seed % 3 != 2:        # without whiteouts most lookups take the quick path
             assert quick > checked // 10, (quick, checked)
+            assert opened > 50, opened
     finally:
         vfs.close()
 

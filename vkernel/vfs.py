@@ -245,16 +245,8 @@ class Vfs(OverlayWrites):
         which fails on any symlink it would follow), so a name changed under our feet can
         only send the lookup to the walk, never out of the layer. A final symlink that is
         to be followed is read and its target looked up the same way."""
-        comps = path.split("/")
-        if comps[0] or len(comps) < 2:
-            return None
-        del comps[0]
-        for c in comps:
-            if not c or c == "." or c == ".." or c.startswith(WHITEOUT_PREFIX):
-                return None
-        if self.mounts and self._mount_of(path) is not None:
-            return None
-        if self._has_whiteouts():
+        comps = self._plain(path)
+        if comps is None or self._has_whiteouts():
             return None
         last = len(comps) - 1
         found, depth = self._upper_part(comps)
@@ -294,6 +286,58 @@ class Vfs(OverlayWrites):
         if not target.startswith("/"):
             target = "/" + "/".join(comps[:last] + [target])
         return self._direct(target, follow, links + 1)
+
+    def _plain(self, path: str) -> list[str] | None:
+        """The components of ``path`` when it is plain (see :meth:`_direct`) and lies outside
+        every mount, else None."""
+        comps = path.split("/")
+        if comps[0] or len(comps) < 2:
+            return None
+        del comps[0]
+        for c in comps:
+            if not c or c == "." or c == ".." or c.startswith(WHITEOUT_PREFIX):
+                return None
+        if self.mounts and self._mount_of(path) is not None:
+            return None
+        return comps
+
+    def _open_direct(self, path: str, flags: int, links: int = 0) -> int | None:
+        """A read-only open of a plain ``path`` in one host call per layer, or None (then the
+        lookup decides). An upper-layer file reached through directories only is what the
+        merged view shows there, whiteouts or not; a rootfs file is, when the upper layer
+        lacks the path from some component on and has directories before it, and the run
+        has no whiteouts (as in :meth:`_direct`)."""
+        comps = self._plain(path)
+        if comps is None:
+            return None
+        try:
+            os.stat(comps[0], dir_fd=self.upper_fd, follow_symlinks=False)
+            in_upper = True
+        except FileNotFoundError:
+            in_upper = False
+        if in_upper:
+            try:
+                return openat2_in_root(self.upper_fd, path, flags, resolve=PLAIN_LOOKUP)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    return None           # a symlink, a file on the way, no permission: walk
+        if self._has_whiteouts():
+            return None
+        if in_upper:
+            found, depth = self._upper_part(comps)
+            if found is not None or depth < 0:
+                return None
+        elif len(comps) > 1:
+            link = self._lower_top_link(comps[0])
+            if link is not None:
+                if links >= 40:
+                    return None
+                return self._open_direct("/" + link.lstrip("/") + "/" + "/".join(comps[1:]),
+                                         flags, links + 1)
+        try:
+            return openat2_in_root(self.lower_fd, path, flags, resolve=PLAIN_LOOKUP)
+        except OSError:
+            return None
 
     def _upper_part(self, comps: list[str]) -> tuple[tuple[int, os.stat_result] | None, int]:
         """How far the upper layer follows the plain path ``comps``: (its entry for the whole
@@ -460,6 +504,10 @@ class Vfs(OverlayWrites):
         dev = self.procfs.device(path)
         if dev is not None:
             return os.open(dev, (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_CLOEXEC)
+        if not flags & WRITE_FLAGS:          # (O_TMPFILE needs O_WRONLY or O_RDWR)
+            fd = self._open_direct(path, flags)
+            if fd is not None:
+                return fd
         try:
             canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
         except SynthesizedPath as e:
