@@ -87,17 +87,20 @@ class CriNode:
 
     # -- pods ------------------------------------------------------------------------------
 
-    def pod_config(self, name: str, handler_dir: str) -> Any:
+    def pod_config(self, name: str, handler_dir: str, network: int | None = None) -> Any:
         """A pod as the kubelet describes one: its own pid namespace per container (v1 pods),
-        the pod network, a host name, a log directory."""
+        the pod network (``network=pb.NODE``: the node's, as for ``hostNetwork: true``), a
+        host name, a log directory."""
         logdir = self.logs / handler_dir / name
         logdir.mkdir(parents=True)
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}-{handler_dir}",
                                            namespace="default"),
-            hostname=name, log_directory=str(logdir),
+            hostname=name if network is None else "",   # a node-network pod has the node's
+            log_directory=str(logdir),
             linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=pb.NamespaceOption(pid=pb.CONTAINER))))
+                namespace_options=pb.NamespaceOption(
+                    pid=pb.CONTAINER, network=pb.POD if network is None else network))))
 
     def run_pod(self, config: Any, handler: str) -> str:
         return self.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=config,
@@ -110,8 +113,9 @@ class CriNode:
 
     def start_container(self, pod: str, pod_config: Any, name: str, image: str,
                         command: list[str], env: dict[str, str] | None = None,
-                        pid_mode: int | None = None) -> str:
-        ns = pb.NamespaceOption(pid=pb.CONTAINER if pid_mode is None else pid_mode)
+                        pid_mode: int | None = None, network: int | None = None) -> str:
+        ns = pb.NamespaceOption(pid=pb.CONTAINER if pid_mode is None else pid_mode,
+                                network=pb.POD if network is None else network)
         config = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=image),
             command=command, envs=[pb.KeyValue(key=k, value=v) for k, v in (env or {}).items()],

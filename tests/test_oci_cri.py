@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -93,6 +95,48 @@ def test_pod_containers_share_the_pod_network_and_host_name(node: CriNode) -> No
         assert log_streams(logs / "client.log")["stdout"] == "net-pod\n"
     finally:
         node.remove_pod(pod)
+
+
+def _accept_line(server: socket.socket) -> bytes:
+    conn, _ = server.accept()
+    with conn:
+        conn.settimeout(60)
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = conn.recv(256)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_host_network_pod_shares_the_node_network_as_under_runc(node: CriNode) -> None:
+    """A pod with ``hostNetwork: true`` (network mode NODE): config.json lists no network
+    namespace, so the containers keep the node's network, as runc's do: they reach a service
+    on the node's own 127.0.0.1, from the container's process and from ExecSync."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(120)
+        port = server.getsockname()[1]
+        for handler in ("runc", "kiln"):
+            config = node.pod_config(f"hostnet-{handler}", handler, network=pb.NODE)
+            pod = node.run_pod(config, handler)
+            try:
+                cid = node.start_container(
+                    pod, config, "client", PROBE,
+                    ["/bin/sh", "-c", f"echo from-{handler} | nc 127.0.0.1 {port}; sleep 120"],
+                    network=pb.NODE)
+                assert _accept_line(server) == f"from-{handler}\n".encode()
+                node.wait_running(cid)
+                with ThreadPoolExecutor(1) as pool:     # ExecSync returns once nc has ended
+                    line = pool.submit(_accept_line, server)
+                    got = node.exec_sync(cid, ["/bin/sh", "-c",
+                                               f"echo exec-{handler} | nc 127.0.0.1 {port}"])
+                    assert line.result() == f"exec-{handler}\n".encode(), got.stderr
+                assert got.exit_code == 0, got.stderr
+            finally:
+                node.remove_pod(pod)
 
 
 def test_shared_pid_namespace_is_refused(node: CriNode) -> None:

@@ -232,3 +232,59 @@ def test_megabinary_symlink_in_the_image_refused(oci, oci_probe_images, tmp_path
     got = oci("create", "--bundle", str(bundle), "sym", check=False)
     assert got.returncode == 2 and b"is a symbolic link" in got.stderr
     assert not oci.root.exists() or os.listdir(oci.root) == []
+
+
+def _accept_line(server, seconds: float = 60) -> bytes:
+    server.settimeout(seconds)
+    conn, _ = server.accept()
+    with conn:
+        conn.settimeout(seconds)
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = conn.recv(256)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_no_network_namespace_keeps_the_host_network_as_runc(oci, oci_probe_images,
+                                                              tmp_path: Path) -> None:
+    """A config.json without a network namespace keeps the runtime's network (the runtime
+    spec; `docker run --network host`, the sandbox of a hostNetwork pod): the container reaches
+    a service on the host's 127.0.0.1, under runc and under kiln-oci alike. With a network
+    namespace it has a loopback of its own and does not."""
+    import socket
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        for shared in (True, False):
+            bundle = make_bundle(tmp_path / f"bundle-{shared}", oci_probe_images["rootfs"],
+                                 {"args": ["/bin/sh", "-c", f"echo hello | nc 127.0.0.1 {port}"]})
+            spec = json.loads((bundle / "config.json").read_text())
+            if shared:
+                spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"]
+                                               if n["type"] != "network"]
+            else:
+                assert {"type": "network"} in spec["linux"]["namespaces"]
+            (bundle / "config.json").write_text(json.dumps(spec))
+            for runtime in ("runc", "kiln-oci"):
+                argv = (["runc", "--root", str(tmp_path / "runc-root")] if runtime == "runc" else
+                        [KILN_OCI, "--root", str(oci.root)])
+                proc = subprocess.Popen([*argv, "run", "--bundle", str(bundle), f"c-{shared}"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                try:
+                    if shared:
+                        assert _accept_line(server) == b"hello\n", runtime
+                        _, err = proc.communicate(timeout=60)
+                        assert proc.returncode == 0, (runtime, err)
+                    else:
+                        _, err = proc.communicate(timeout=60)
+                        assert proc.returncode != 0, (runtime, err)     # nobody there
+                        with pytest.raises(TimeoutError):
+                            _accept_line(server, seconds=0.5)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()

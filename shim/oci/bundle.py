@@ -233,9 +233,10 @@ def check_linux(config: dict[str, Any]) -> None:
 
 
 def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str,
-             audit_log: Path | None, network_joined: bool = False) -> RunSpec:
-    """The vkernel run config.json describes. ``network_joined``: this process has joined the
-    network config.json names (a pod's: shim/oci/podns.py), which the guest then uses."""
+             audit_log: Path | None, network_shared: bool = False) -> RunSpec:
+    """The vkernel run config.json describes. ``network_shared``: the guest uses the network
+    this process is in: a pod's it joined, or the host's when config.json has no network
+    namespace (shim/oci/podns.py)."""
     rootfs = rootfs_of(bundle, config)
     proc = process_spec(config.get("process"))
     check_linux(config)
@@ -255,5 +256,5 @@ def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str
         hostname=_get(config, "hostname", str, "", "config") or os.uname().nodename,
         rlimits=proc.rlimits,
         readonly_root=bool(_get(root, "readonly", bool, False, "root")), files=_files(config),
-        # A loopback of its own (docs/threat-model.md), or the pod's network it joined.
-        net=NetPolicy(HOST if network_joined else ISOLATED))
+        # A loopback of its own (docs/threat-model.md), or the network it shares.
+        net=NetPolicy(HOST if network_shared else ISOLATED))

@@ -178,7 +178,7 @@ def create(ctx: click.Context, bundle: str, pid_file: str | None, console_socket
     oci_bundle.check_linux(config)
     pod = podns.enter(config)               # a pod's network and UTS namespace, by path
     spec = oci_bundle.run_spec(path, config, megabinary, digest, audit_log,
-                               network_joined=pod.network_joined)
+                               network_shared=pod.network_shared)
     console = _console(spec.tty, console_socket)
     annotations = config.get("annotations") or {}
     rec = _containers(ctx).create(container_id, path, spec, dict(annotations), console,
@@ -230,7 +230,8 @@ def _exec_base(spec) -> dict:
     import dataclasses
     return {"volumes": [dataclasses.asdict(v) for v in spec.volumes],
             "megabinary": str(spec.megabinary), "audit_log": str(spec.audit_log or ""),
-            "hostname": spec.hostname, "readonly_root": spec.readonly_root}
+            "hostname": spec.hostname, "readonly_root": spec.readonly_root,
+            "network": spec.net.mode}
 
 
 @cli.command()

@@ -36,7 +36,7 @@ def exec_command(ctx: click.Context, process_file: str | None, detach: bool,
     """Run a new process in container CONTAINER_ID (from --process, or COMMAND)."""
     from shim.oci import bundle as oci_bundle
     from shim.oci.cli import _check_trust, _console, _containers, _write_pid_file
-    from vkernel.netpolicy import ISOLATED, NetPolicy
+    from vkernel.netpolicy import HOST, ISOLATED, NetPolicy
     from vkernel.runtime import RunSpec
     from vkernel.vfs import Volume
     if preserve_fds:
@@ -64,7 +64,9 @@ def exec_command(ctx: click.Context, process_file: str | None, detach: bool,
         volumes=tuple(Volume(**v) for v in base.get("volumes", ())),
         user=user if user is not None else proc.user, tty=proc.terminal or tty,
         megabinary_digest=digest, hostname=base.get("hostname", ""), rlimits=proc.rlimits,
-        net=NetPolicy(ISOLATED))                  # joins the container's own loopback
+        # The container's network (its own loopback, or the one it shares), as its first
+        # process has it.
+        net=NetPolicy(HOST if base.get("network") == HOST else ISOLATED))
     console = _console(spec.tty, console_socket)
     written: list[int] = []
 

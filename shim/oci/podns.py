@@ -13,8 +13,10 @@ inherits them:
   network, shared with the pod's other containers (they meet on its
   127.0.0.1) and configured by CNI, instead of a loopback of the run's own;
   every guest user may listen on any port there, as in a runc container.
-  Without a path (and with no entry at all), the run has a loopback of its
-  own, as under ``kiln run``.
+  Without a path, the run has a loopback of its own, as under ``kiln run``.
+  With no entry at all the container keeps the runtime's network, as the
+  runtime spec says and runc does: the host's (a pod with ``hostNetwork:
+  true``, ``docker run --network host``), as ``kiln run --network host``.
 - **uts**: with a path, joined, and its host name is the guest's; without
   one, a new one is made and the config's ``hostname`` set in it, so that
   the containers joining it later (and the pod's ``/etc/hostname``) agree.
@@ -47,8 +49,9 @@ class PodNamespaceError(KilnError):
 
 @dataclass(frozen=True)
 class PodNamespaces:
-    """What :func:`enter` did: whether the container now uses a network it joined."""
-    network_joined: bool
+    """What :func:`enter` did: whether the container uses the network this process is in
+    (the pod's, joined; or the host's, which config.json does not ask to leave)."""
+    network_shared: bool
 
 
 def _entries(config: dict[str, Any]) -> dict[str, str | None]:
@@ -116,4 +119,4 @@ def enter(config: dict[str, Any]) -> PodNamespaces:
     if net_path is not None:
         _setns(net_path, CLONE_NEWNET, "network")
         _unprivileged_ports()
-    return PodNamespaces(network_joined=net_path is not None)
+    return PodNamespaces(network_shared=net_path is not None or "network" not in entries)
