@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -230,3 +231,19 @@ def make_bundle(base: Path, rootfs: Path, process: dict, **config: object) -> Pa
             spec[key] = value
     (base / "config.json").write_text(json.dumps(spec, indent=1))
     return base
+
+
+def accept_line(server: socket.socket, seconds: float = 60) -> bytes:
+    """One connection to listening ``server``: what it sends up to a newline (or its end);
+    TimeoutError when nobody connects within ``seconds``."""
+    server.settimeout(seconds)
+    conn, _ = server.accept()
+    with conn:
+        conn.settimeout(seconds)
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = conn.recv(256)
+            if not chunk:
+                break
+            got += chunk
+        return got

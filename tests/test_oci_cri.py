@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from tests.cririg import NETNS_DIR, CriNode, log_streams, pb
-from tests.ocirig import PROBE_PATH, build_pause_image, recompile
+from tests.ocirig import PROBE_PATH, accept_line, build_pause_image, recompile
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containerd and kiln-oci run as root"),
@@ -97,19 +97,6 @@ def test_pod_containers_share_the_pod_network_and_host_name(node: CriNode) -> No
         node.remove_pod(pod)
 
 
-def _accept_line(server: socket.socket) -> bytes:
-    conn, _ = server.accept()
-    with conn:
-        conn.settimeout(60)
-        got = b""
-        while not got.endswith(b"\n"):
-            chunk = conn.recv(256)
-            if not chunk:
-                break
-            got += chunk
-        return got
-
-
 def test_host_network_pod_shares_the_node_network_as_under_runc(node: CriNode) -> None:
     """A pod with ``hostNetwork: true`` (network mode NODE): config.json lists no network
     namespace, so the containers keep the node's network, as runc's do: they reach a service
@@ -117,7 +104,6 @@ def test_host_network_pod_shares_the_node_network_as_under_runc(node: CriNode) -
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(8)
-        server.settimeout(120)
         port = server.getsockname()[1]
         for handler in ("runc", "kiln"):
             config = node.pod_config(f"hostnet-{handler}", handler, network=pb.NODE)
@@ -127,10 +113,10 @@ def test_host_network_pod_shares_the_node_network_as_under_runc(node: CriNode) -
                     pod, config, "client", PROBE,
                     ["/bin/sh", "-c", f"echo from-{handler} | nc 127.0.0.1 {port}; sleep 120"],
                     network=pb.NODE)
-                assert _accept_line(server) == f"from-{handler}\n".encode()
+                assert accept_line(server) == f"from-{handler}\n".encode()
                 node.wait_running(cid)
                 with ThreadPoolExecutor(1) as pool:     # ExecSync returns once nc has ended
-                    line = pool.submit(_accept_line, server)
+                    line = pool.submit(accept_line, server)
                     got = node.exec_sync(cid, ["/bin/sh", "-c",
                                                f"echo exec-{handler} | nc 127.0.0.1 {port}"])
                     assert line.result() == f"exec-{handler}\n".encode(), got.stderr

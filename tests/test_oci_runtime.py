@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ocirig import KILN_OCI, PROBE_PATH, kill_processes_under, make_bundle, \
-    remove_kiln_cgroups
+from tests.ocirig import KILN_OCI, PROBE_PATH, accept_line, kill_processes_under, \
+    make_bundle, remove_kiln_cgroups
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kiln-oci runs containers as root"),
@@ -234,20 +234,6 @@ def test_megabinary_symlink_in_the_image_refused(oci, oci_probe_images, tmp_path
     assert not oci.root.exists() or os.listdir(oci.root) == []
 
 
-def _accept_line(server, seconds: float = 60) -> bytes:
-    server.settimeout(seconds)
-    conn, _ = server.accept()
-    with conn:
-        conn.settimeout(seconds)
-        got = b""
-        while not got.endswith(b"\n"):
-            chunk = conn.recv(256)
-            if not chunk:
-                break
-            got += chunk
-        return got
-
-
 def test_no_network_namespace_keeps_the_host_network_as_runc(oci, oci_probe_images,
                                                               tmp_path: Path) -> None:
     """A config.json without a network namespace keeps the runtime's network (the runtime
@@ -276,14 +262,14 @@ def test_no_network_namespace_keeps_the_host_network_as_runc(oci, oci_probe_imag
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 try:
                     if shared:
-                        assert _accept_line(server) == b"hello\n", runtime
+                        assert accept_line(server) == b"hello\n", runtime
                         _, err = proc.communicate(timeout=60)
                         assert proc.returncode == 0, (runtime, err)
                     else:
                         _, err = proc.communicate(timeout=60)
                         assert proc.returncode != 0, (runtime, err)     # nobody there
                         with pytest.raises(TimeoutError):
-                            _accept_line(server, seconds=0.5)
+                            accept_line(server, seconds=0.5)
                 finally:
                     if proc.poll() is None:
                         proc.kill()
