@@ -8,10 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import pytest
 
 from formats.megabinary import read_megabinary
 from test_vkernel_support import build_elf, make_rootfs, unit_for, wat_module, write_mb
@@ -329,24 +326,3 @@ def test_a_megabinary_of_another_guest_abi_is_refused(tmp_path: Path) -> None:
         assert got.returncode == 2 and got.stdout == b"", err
         assert f"guest ABI version {abi.ABI_VERSION - 1}" in err and "recompile" in err
         assert "Traceback" not in err
-
-
-def test_a_run_ages_only_the_artifact_records_it_uses_that_are_not_fresh(tmp_path: Path) -> None:
-    """Each run keeps its artifacts from being pruned first (their records' age), without
-    rewriting every record on every run: a record touched in the last minutes is left alone."""
-    root, mb = _hello(tmp_path)
-    env = {**os.environ, "KILN_CACHE": str(tmp_path / "cache")}
-    cmd = [*KILN, "run", "--rootfs", str(root), "--megabinary", str(mb), "--", "/bin/hello"]
-    first = subprocess.run(cmd, capture_output=True, timeout=60, env=env)
-    assert first.returncode == 0 and first.stdout == b"hello from a real ELF\n", first.stderr
-    records = sorted((tmp_path / "cache").rglob("aot-*.ok"))
-    assert len(records) >= 2                        # the core and the program's unit
-    old, fresh = records[0], records[1]
-    two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
-    recent = time.time() - 60
-    os.utime(fresh, (recent, recent))
-    again = subprocess.run(cmd, capture_output=True, timeout=60, env=env)
-    assert again.returncode == 0 and again.stdout == first.stdout, again.stderr
-    assert old.stat().st_mtime > time.time() - 600                   # used: young again
-    assert fresh.stat().st_mtime == pytest.approx(recent, abs=1e-3)  # not rewritten

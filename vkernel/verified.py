@@ -51,9 +51,6 @@ if TYPE_CHECKING:
     from formats.megabinary import Megabinary, SectionEntry
 
 _UNITS_MAGIC = b"KILNUNITS4\n"
-_TOUCH_AFTER = 600.0
-"""A kept artifact's record is touched when used if older than this many seconds (its age
-orders what :meth:`TrustDir.prune` drops): not once per artifact on every run."""
 _KEEP_ARTIFACT_BYTES = 2 << 30
 """AOT artifacts kept, most recently used first, up to this many bytes in all (one artifact
 is a few KiB for a small program, tens of MB for busybox; a dynamic program needs one per
@@ -161,16 +158,11 @@ class TrustDir:
         return fd
 
     def read(self, name: str, limit: int = 1 << 24) -> bytes | None:
-        got = self.read_aged(name, limit)
-        return None if got is None else got[0]
-
-    def read_aged(self, name: str, limit: int = 1 << 24) -> tuple[bytes, float] | None:
-        """The contents of our file ``name`` and its modification time."""
         fd = self.open_own(name)
         if fd is None:
             return None
         try:
-            return os.read(fd, limit), os.fstat(fd).st_mtime
+            return os.read(fd, limit)
         except OSError:
             return None
         finally:
@@ -392,19 +384,17 @@ def artifact_fd(mb: "Megabinary", entry: "SectionEntry", trust: TrustDir) -> int
     name = entry.blake3.hex()
     fd = trust.open_own(f"aot-{name}.cwasm")
     if fd is not None:
-        record = trust.read_aged(f"aot-{name}.ok", 256)
-        if record is not None and record[0] == stamp(os.fstat(fd)).encode():
+        if trust.read(f"aot-{name}.ok", 256) == stamp(os.fstat(fd)).encode():
             if not _checked_in_file(mb, entry, trust):
                 try:
                     _check_in_file(mb, entry, trust)
                 except BaseException:
                     os.close(fd)
                     raise
-            if time.time() - record[1] > _TOUCH_AFTER:   # its age: when prune drops it
-                try:
-                    os.utime(f"aot-{name}.ok", dir_fd=trust.fd, follow_symlinks=False)
-                except OSError:
-                    pass
+            try:
+                os.utime(f"aot-{name}.ok", dir_fd=trust.fd, follow_symlinks=False)
+            except OSError:
+                pass
             return fd
         os.close(fd)
     fd = _copy_out(mb, entry, trust, name)
