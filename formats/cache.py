@@ -32,7 +32,7 @@ import errno
 import fcntl
 import os
 import stat as st
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from formats.trees import remove_tree_at
 
 __all__ = ["CACHE_ENV", "MAX_ENV", "DEFAULT_MAX", "USED_MARKER", "Budget", "CacheError", "Lease",
            "cache_root", "default_root", "config_path", "budget", "parse_size", "use", "lease_dir", "read_entry",
-           "publish_file", "publish_dir", "scratch", "after_write"]
+           "publish_file", "publish_copy", "copy_leased", "publish_dir", "scratch", "after_write"]
 
 CACHE_ENV = "KILN_CACHE"
 MAX_ENV = "KILN_CACHE_MAX"
@@ -246,25 +246,90 @@ def read_entry(path: Path | str) -> bytes | None:
 # Publishing an entry
 # ---------------------------------------------------------------------------
 
-def publish_file(path: Path | str, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` whole: into a hidden temporary beside it, then renamed."""
+def _publish(path: Path | str, make: Callable[[Path], None]) -> None:
+    """Make the entry ``path`` whole: ``make`` writes a hidden temporary beside it (raising
+    FileNotFoundError when the directory was pruned meanwhile: made again), then renamed."""
     path = Path(path)
     for _ in range(10):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+            make(tmp)
         except FileNotFoundError:
-            continue                      # the (empty) directory was pruned meanwhile: again
+            tmp.unlink(missing_ok=True)
+            continue
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
             os.replace(tmp, path)
             return
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
     raise OSError(errno.EAGAIN, "the cache directory was removed each time it was made", str(path.parent))
+
+
+def _new_file(tmp: Path, mode: int) -> int:
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def publish_file(path: Path | str, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` whole: into a hidden temporary beside it, then renamed."""
+    def make(tmp: Path) -> None:
+        fd = _new_file(tmp, mode)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    _publish(path, make)
+
+
+def _copy_fd(src: int, dst: int) -> None:
+    """All of file ``src`` into new file ``dst``, by the kernel (no copy in this process)."""
+    size, offset = os.fstat(src).st_size, 0
+    while offset < size:
+        sent = os.sendfile(dst, src, offset, min(size - offset, 1 << 30))
+        if sent == 0:
+            raise OSError(errno.EIO, "the file shrank while it was copied")
+        offset += sent
+
+
+def copy_leased(lease: Lease, dest: Path | str) -> None:
+    """Copy the file entry ``lease`` holds to ``dest``, which must not exist."""
+    fd = _new_file(Path(dest), 0o644)
+    try:
+        _copy_fd(lease.fd, fd)
+    finally:
+        os.close(fd)
+
+
+def publish_copy(path: Path | str, source: Path | str, mode: int = 0o644) -> None:
+    """:func:`publish_file` of the contents of file ``source`` (a hard link when it is on the
+    cache's file system and never changes after, else a copy), without reading it into
+    memory."""
+    source = Path(source)
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)     # FileNotFoundError: the caller's
+
+    def make(tmp: Path) -> None:
+        try:
+            os.link(source, tmp, follow_symlinks=False)
+            os.chmod(tmp, mode)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+        dst = _new_file(tmp, mode)
+        try:
+            _copy_fd(src, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(dst)
+    try:
+        _publish(path, make)
+    finally:
+        os.close(src)
 
 
 def publish_dir(tmp: Path | str, dest: Path | str) -> Lease | None:

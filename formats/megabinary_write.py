@@ -16,10 +16,39 @@ from formats.index import Index, encode_index
 from formats.metadata import Metadata, encode_metadata
 
 class Section(NamedTuple):
-    """A section to write: kind, name (MODULE: module name; AOT: :func:`aot_name`), contents."""
+    """A section to write: kind, name (MODULE: module name; AOT: :func:`aot_name`), contents:
+    bytes, or a file holding them (read when written, never held whole in memory)."""
     kind: int
     name: str
-    payload: bytes
+    payload: bytes | Path
+
+
+_CHUNK = 1 << 22
+
+
+def _size(payload: bytes | Path) -> int:
+    return payload.stat().st_size if isinstance(payload, Path) else len(payload)
+
+
+def _chunks(payload: bytes | Path) -> Iterable[bytes]:
+    if not isinstance(payload, Path):
+        yield payload
+        return
+    with open(payload, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
+def _digest(payload: bytes | Path) -> bytes:
+    h = blake3.blake3()
+    for chunk in _chunks(payload):
+        h.update(chunk)
+    return h.digest()
+
+
+def file_blake3(path: Path) -> bytes:
+    """BLAKE3 of a file's contents, read in pieces (a megabinary may be gigabytes)."""
+    return _digest(path)
 
 
 def _align(n: int) -> int:
@@ -36,13 +65,14 @@ def _layout(sections: list[Section]) -> tuple[bytes, list[int], int]:
         names += raw
     table_end = HEADER_SIZE + SECTION_ENTRY_SIZE * len(sections) + len(names)
     offsets, pos = [], _align(table_end)
-    for s in sections:
+    sizes = [_size(s.payload) for s in sections]
+    for size in sizes:
         offsets.append(pos)
-        pos = _align(pos + len(s.payload))
-    file_size = offsets[-1] + len(sections[-1].payload) if sections else table_end
+        pos = _align(pos + size)
+    file_size = offsets[-1] + sizes[-1] if sections else table_end
     table = b"".join(
-        _ENTRY.pack(int(s.kind), 0, off, len(s.payload), no, nl, blake3.blake3(s.payload).digest())
-        for s, off, (no, nl) in zip(sections, offsets, name_spans))
+        _ENTRY.pack(int(s.kind), 0, off, size, no, nl, _digest(s.payload))
+        for s, off, size, (no, nl) in zip(sections, offsets, sizes, name_spans))
     header = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, HEADER_SIZE, 0, len(sections),
                           len(names), 0, file_size, bytes(32))
     unsealed = header + table + names
@@ -57,8 +87,10 @@ def _emit(out: BinaryIO, sections: list[Section]) -> str:
     pos = len(head)
     for s, off in zip(sections, offsets):
         out.write(bytes(off - pos))
-        out.write(s.payload)
-        pos = off + len(s.payload)
+        pos = off
+        for chunk in _chunks(s.payload):
+            out.write(chunk)
+            pos += len(chunk)
     return "blake3:" + head[_CHECKSUM_AT:_CHECKSUM_AT + 32].hex()
 
 
@@ -74,10 +106,12 @@ def assemble(sections: Iterable[Section]) -> bytes:
     return buf.getvalue()
 
 
-Modules = Mapping[str, bytes]
-"""Module name (``core``, or a unit's BLAKE3 in hex) -> portable WebAssembly module."""
-Artifacts = Mapping["EngineFingerprint | str", Mapping[str, bytes]]
-"""Engine fingerprint -> module name -> the AOT artifact of that module for that engine."""
+Modules = Mapping[str, "bytes | Path"]
+"""Module name (``core``, or a unit's BLAKE3 in hex) -> portable WebAssembly module (or a file
+holding it)."""
+Artifacts = Mapping["EngineFingerprint | str", Mapping[str, "bytes | Path"]]
+"""Engine fingerprint -> module name -> the AOT artifact of that module for that engine (or a
+file holding it)."""
 
 
 def _sections(index: Index, modules: Modules, aot: Artifacts, metadata: Metadata) -> list[Section]:
@@ -94,13 +128,15 @@ def _sections(index: Index, modules: Modules, aot: Artifacts, metadata: Metadata
     out = [Section(SectionKind.INDEX, "", encode_index(index)),
            Section(SectionKind.META, "", encode_metadata(metadata))]
     for name in sorted(modules, key=str.encode):
-        module = bytes(modules[name])
-        if not module.startswith(WASM_HEADER):
+        module = modules[name]
+        if not isinstance(module, Path):
+            module = bytes(module)
+        if not next(iter(_chunks(module)), b"").startswith(WASM_HEADER):
             raise MegabinaryWriteError(f"module {name} is not a WebAssembly binary module "
                                        "(it must start with \\0asm and version 1)",
                                        hint="this is a bug in the recompiler's module emitter")
         out.append(Section(SectionKind.MODULE, name, module))
-    artifacts: dict[str, bytes] = {}
+    artifacts: dict[str, bytes | Path] = {}
     for fp, blobs in aot.items():
         for name, blob in blobs.items():
             if name not in modules:
@@ -109,9 +145,9 @@ def _sections(index: Index, modules: Modules, aot: Artifacts, metadata: Metadata
             key = aot_name(name, fp)
             if key in artifacts:
                 raise MegabinaryWriteError(f"two AOT artifacts {key}")
-            if not blob:
+            if not _size(blob):
                 raise MegabinaryWriteError(f"the AOT artifact {key} is empty")
-            artifacts[key] = bytes(blob)
+            artifacts[key] = blob if isinstance(blob, Path) else bytes(blob)
     for key in sorted(artifacts, key=str.encode):
         out.append(Section(SectionKind.AOT, key, artifacts[key]))
     return out

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from formats import abi
-from formats.cache import after_write, cache_root, publish_file, read_entry, scratch, use
+from formats.cache import (after_write, cache_root, copy_leased, publish_copy, publish_file,
+                           read_entry, scratch, use)
 from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, LAYER_ROLE_MEGABINARY, ANNOTATION_ENGINES,
                                  ANNOTATION_MEGABINARY_DIGEST, ANNOTATION_MEGABINARY_VERSION,
                                  ANNOTATION_SIGNED_BY, ANNOTATION_SOURCE_DIGEST,
@@ -23,8 +24,8 @@ from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, 
                                  MEGABINARY_PATH, OCI_BASE_DIGEST, SIGNATURE_PATH, format_engines)
 from formats.errors import KilnError
 from formats.index import Index, UnitKind, UnitRecord
-from formats.megabinary import (CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, build_megabinary,
-                                read_megabinary)
+from formats.megabinary import CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, read_megabinary
+from formats.megabinary_write import file_blake3, write_megabinary
 from formats.signature import identity_of, make_signature
 from recompiler.aot import precompile
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
@@ -218,8 +219,9 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
         records, unit_bytes, statuses = _lift_stage(inv, rootfs, cache, opts, report, progress)
         stage["lift"] = time.monotonic() - t
 
-        fingerprint, blob, mb_digest = _megabinary(records, unit_bytes, report.source_digest, opts,
-                                                   cache if opts.use_cache else None, stage)
+        fingerprint, mb_file, mb_digest = _megabinary(records, unit_bytes, report.source_digest,
+                                                      opts, cache if opts.use_cache else None,
+                                                      stage, Path(work) / "megabinary")
         report.megabinary_digest = mb_digest
         t = time.monotonic()
         annotations = {
@@ -232,9 +234,9 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
         if src.manifest_digest:
             annotations[ANNOTATION_SOURCE_DIGEST] = src.manifest_digest
             annotations[OCI_BASE_DIGEST] = src.manifest_digest
-        files = [file_entry(MEGABINARY_PATH, blob, 0o444)]
+        files = [file_entry(MEGABINARY_PATH, mb_file, 0o444)]
         if opts.signing_key is not None:
-            with read_megabinary(blob) as mb:
+            with read_megabinary(mb_file) as mb:
                 signature = make_signature(identity_of(mb), opts.signing_key)
             files.append(file_entry(SIGNATURE_PATH, signature, 0o444))
             report.signed_by = annotations[ANNOTATION_SIGNED_BY] = opts.signing_key.key_id
@@ -331,12 +333,16 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
 
 
 def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_digest: str,
-                opts: RecompileOptions, cache: Path | None, stage: dict[str, float]):
-    """(engine fingerprint, megabinary bytes, its digest): each unit linked into its own module
-    and compiled ahead of time (both cached per unit), assembled with the core module; or the
-    same megabinary made before from the same units, paths, source and engine."""
+                opts: RecompileOptions, cache: Path | None, stage: dict[str, float], work: Path):
+    """(engine fingerprint, the megabinary's file under ``work``, its digest): each unit linked
+    into its own module and compiled ahead of time (both cached per unit), assembled with the
+    core module; or the same megabinary made before from the same units, paths, source and
+    engine. The megabinary (a gigabyte or more for a whole distribution) is written and
+    copied as a file, its sections streamed from files under ``work``: never held whole in
+    memory, nor every module and artifact at once."""
     from formats.engine import current_fingerprint
-    import blake3
+    work.mkdir()
+    target = work / "megabinary.kmb"
     t = time.monotonic()
     fp = current_fingerprint()
     metadata = Metadata(tool_version=tool_version(), source_image=source_digest,
@@ -352,28 +358,35 @@ def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_d
             with lease:
                 try:
                     about = json.loads(entry.with_suffix(".json").read_text())
-                    blob = lease.read()
-                    if blake3.blake3(blob).hexdigest() == about["blake3"]:
+                    copy_leased(lease, target)
+                    if file_blake3(target).hex() == about["blake3"]:
                         stage["link"], stage["aot"] = time.monotonic() - t, 0.0
-                        return fp, blob, about["megabinary_digest"]
+                        return fp, target, about["megabinary_digest"]
                 except (OSError, ValueError, KeyError, TypeError):
                     pass  # a missing or damaged half is rebuilt
     modules, index = _link_stage(records, unit_bytes, cache, opts.jobs)
     stage["link"] = time.monotonic() - t
     t = time.monotonic()
-    artifacts: dict[str, bytes] = {}
-    for name, module in modules.items():
-        fingerprint, artifacts[name] = _cached_precompile(module, cache)
-    blob = build_megabinary(index=index, modules=modules, aot={fingerprint: artifacts},
-                            metadata=metadata)
-    del modules, artifacts
-    mb_digest = read_megabinary(blob).digest
+    module_files: dict[str, Path] = {}
+    artifacts: dict[str, Path] = {}
+    for n, name in enumerate(sorted(modules)):
+        module = modules.pop(name)           # each one held only until it is on disk
+        fingerprint, artifact = _cached_precompile(module, cache)
+        module_files[name] = work / f"{n}.wasm"
+        module_files[name].write_bytes(module)
+        artifacts[name] = work / f"{n}.cwasm"
+        artifacts[name].write_bytes(artifact)
+        del module, artifact
+    mb_digest = write_megabinary(target, index=index, modules=module_files,
+                                 aot={fingerprint: artifacts}, metadata=metadata)
+    for f in (*module_files.values(), *artifacts.values()):
+        f.unlink()
     stage["aot"] = time.monotonic() - t        # compiling, and assembling the megabinary
     if entry is not None and fingerprint == fp:
-        publish_file(entry.with_suffix(".kmb"), blob)
+        publish_copy(entry.with_suffix(".kmb"), target)
         publish_file(entry.with_suffix(".json"), json.dumps(
-            {"megabinary_digest": mb_digest, "blake3": blake3.blake3(blob).hexdigest()}).encode())
-    return fingerprint, blob, mb_digest
+            {"megabinary_digest": mb_digest, "blake3": file_blake3(target).hex()}).encode())
+    return fingerprint, target, mb_digest
 
 
 def _link_key(records: list[ElfRecord]) -> str:

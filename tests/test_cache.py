@@ -315,3 +315,33 @@ def test_two_benchmark_runs_at_once_both_succeed() -> None:
             continue
         assert run.returncode == 0 and kiln["status"] == "ok", kiln
         assert kiln["output_blake3"] == result["native"]["output_blake3"]
+
+
+def test_a_file_is_published_and_copied_out_whole_without_being_read_in(tmp_path: Path) -> None:
+    """How the recompiler keeps a megabinary (gigabytes for a distribution): published from
+    its file (a hard link on the cache's file system, a kernel copy across file systems) and,
+    on a hit, copied out of the cache under a lease."""
+    from formats.cache import copy_leased, publish_copy, use
+    src = tmp_path / "cache" / "work" / "mb.kmb"
+    src.parent.mkdir(parents=True)
+    data = os.urandom(3 << 20) + b"tail"
+    src.write_bytes(data)
+    entry = tmp_path / "cache" / "megabinary" / "x.kmb"
+    publish_copy(entry, src)
+    assert entry.read_bytes() == data and entry.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["x.kmb"]      # no temporary left
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
+        across = shm / f"kiln-test-{os.getpid()}" / "x.kmb"
+        try:
+            publish_copy(across, src)                 # no hard link across file systems
+            assert across.read_bytes() == data and across.stat().st_nlink == 1
+        finally:
+            shutil.rmtree(across.parent, ignore_errors=True)
+    lease = use(entry)
+    assert lease is not None
+    with lease:
+        copy_leased(lease, tmp_path / "out.kmb")
+        with pytest.raises(FileExistsError):
+            copy_leased(lease, tmp_path / "out.kmb")
+    assert (tmp_path / "out.kmb").read_bytes() == data

@@ -26,6 +26,7 @@ from formats.megabinary import (
     CorruptHeader, CorruptSection, EngineFingerprint, InvalidFingerprint, Metadata,
     MegabinaryWriteError, Section, SectionKind, Truncated, UnsupportedVersion, assemble,
     build_megabinary, read_megabinary, wasm_function_count, write_megabinary)
+from formats.megabinary_write import file_blake3
 from megabinary_spec import GuestFault, Reject, SpecProcess, spec_reader
 from recompiler.lift_api import core_module, lift_elf, link_unit
 
@@ -265,6 +266,37 @@ def test_identical_input_gives_identical_bytes(tmp_path, real_index, real_module
                          aot=real_aot,
                          metadata=Metadata(meta.tool_version, meta.source_image, {"opt": "size"}))
     assert c != a
+
+
+def test_sections_read_from_files_give_the_same_megabinary(tmp_path, real_index, real_modules,
+                                                          real_aot, meta):
+    """The recompiler hands the writer files, not bytes, for a whole image's modules and
+    artifacts: the megabinary is byte for byte the one made from the same bytes."""
+    def on_disk(name: str, blob: bytes) -> Path:
+        path = tmp_path / "parts" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(blob)
+        return path
+    modules = {name: on_disk(f"{name}.wasm", m) for name, m in real_modules.items()}
+    aot = {fp: {name: on_disk(f"{name}.{n}.cwasm", a) for name, a in arts.items()}
+           for n, (fp, arts) in enumerate(real_aot.items())}
+    digest = write_megabinary(tmp_path / "files.kmb", index=real_index, modules=modules,
+                              aot=aot, metadata=meta)
+    want = build_megabinary(index=real_index, modules=real_modules, aot=real_aot, metadata=meta)
+    assert (tmp_path / "files.kmb").read_bytes() == want
+    assert digest == read_megabinary(want).digest
+    assert file_blake3(tmp_path / "files.kmb") == blake3.blake3(want).digest()
+    unit = real_index.units[0].blake3.hex()
+    for what, bad in {"not wasm": {**modules, unit: on_disk("elf", b"\x7fELF")},
+                      "empty artifact": None}.items():
+        with pytest.raises(MegabinaryWriteError):
+            if bad is None:
+                write_megabinary(tmp_path / "bad.kmb", index=real_index, modules=modules,
+                                 aot={next(iter(aot)): {CORE: on_disk("empty", b"")}},
+                                 metadata=meta)
+            else:
+                write_megabinary(tmp_path / "bad.kmb", index=real_index, modules=bad,
+                                 metadata=meta)
 
 
 def test_megabinary_without_units_holds_the_core_alone(tmp_path):
