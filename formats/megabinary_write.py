@@ -39,6 +39,13 @@ def _chunks(payload: bytes | Path) -> Iterable[bytes]:
             yield chunk
 
 
+def _head(payload: bytes | Path, n: int) -> bytes:
+    if not isinstance(payload, Path):
+        return payload[:n]
+    with open(payload, "rb") as f:
+        return f.read(n)
+
+
 def _digest(payload: bytes | Path) -> bytes:
     h = blake3.blake3()
     for chunk in _chunks(payload):
@@ -131,7 +138,7 @@ def _sections(index: Index, modules: Modules, aot: Artifacts, metadata: Metadata
         module = modules[name]
         if not isinstance(module, Path):
             module = bytes(module)
-        if not next(iter(_chunks(module)), b"").startswith(WASM_HEADER):
+        if not _head(module, len(WASM_HEADER)).startswith(WASM_HEADER):
             raise MegabinaryWriteError(f"module {name} is not a WebAssembly binary module "
                                        "(it must start with \\0asm and version 1)",
                                        hint="this is a bug in the recompiler's module emitter")

@@ -111,11 +111,11 @@ class QuickLookups:
         if comps is None:
             return None
         try:
-            os.stat(comps[0], dir_fd=self.upper_fd, follow_symlinks=False)
-            in_upper = True
+            first: os.stat_result | None = os.stat(comps[0], dir_fd=self.upper_fd,
+                                                   follow_symlinks=False)
         except FileNotFoundError:
-            in_upper = False
-        if in_upper:
+            first = None
+        if first is not None:
             try:
                 return openat2_in_root(self.upper_fd, path, flags, resolve=PLAIN_LOOKUP)
             except OSError as e:
@@ -123,8 +123,8 @@ class QuickLookups:
                     return None           # a symlink, a file on the way, no permission: walk
         if self._has_whiteouts():
             return None
-        if in_upper:
-            found, depth = self._upper_part(comps)
+        if first is not None:
+            found, depth = self._upper_part(comps, first)
             if found is not None or depth < 0:
                 return None
         elif len(comps) > 1:
@@ -139,17 +139,21 @@ class QuickLookups:
         except OSError:
             return None
 
-    def _upper_part(self, comps: list[str]) -> tuple[tuple[int, os.stat_result] | None, int]:
+    def _upper_part(self, comps: list[str], first: os.stat_result | None = None
+                    ) -> tuple[tuple[int, os.stat_result] | None, int]:
         """How far the upper layer follows the plain path ``comps``: (its entry for the whole
         path or None, how many leading components it has as directories); depth -1 when it
         has a non-directory (or a symlink) before the last component, which the walk must
         handle. One component at a time beneath the last directory's descriptor, never
-        following a symlink; a path the upper layer lacks costs one stat."""
+        following a symlink; a path the upper layer lacks costs one stat (none when the
+        caller has ``first``, the upper layer's lstat of the first component)."""
         last = len(comps) - 1
-        try:
-            s = os.stat(comps[0], dir_fd=self.upper_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None, 0
+        s = first
+        if s is None:
+            try:
+                s = os.stat(comps[0], dir_fd=self.upper_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None, 0
         if last == 0:
             return (self.upper_fd, s), 0
         if not st.S_ISDIR(s.st_mode):

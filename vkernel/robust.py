@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from vkernel.process import ProcessState
     from vkernel.thread import ThreadState
 
-__all__ = ["release", "release_all", "update_deaths"]
+__all__ = ["release", "release_all", "walk", "update_deaths"]
 
 FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK = 0x8000_0000, 0x4000_0000, 0x3FFF_FFFF
 LIMIT = 2048

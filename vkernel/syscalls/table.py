@@ -47,6 +47,10 @@ def Unsupported(name: str, err: int, note: str) -> SyscallEntry:
     return SyscallEntry(SYSCALL_NUMBERS[name], name, None, UNSUPPORTED, note, err)
 
 
+_XATTR_READ = "user.* only: other namespaces read as absent"
+_XATTR_LIST = "lists user.* only"
+_XATTR_WRITE = "user.* only (others EOPNOTSUPP)"
+
 ENTRIES: tuple[SyscallEntry, ...] = (
     # files: read and write
     Supported("read", fs.sys_read, "fd,buf,int"),
@@ -67,23 +71,18 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("stat", statinfo.sys_stat, "str,ptr"),
     Supported("lstat", statinfo.sys_lstat, "str,ptr"),
     Supported("newfstatat", statinfo.sys_newfstatat, "dirfd,str,ptr,hex"),
-    Partial("getxattr", xattr.sys_getxattr, "user.* only: other namespaces read as absent", "str,str,ptr,int"),
-    Partial("lgetxattr", xattr.sys_lgetxattr, "user.* only: other namespaces read as absent", "str,str,ptr,int"),
-    Partial("fgetxattr", xattr.sys_fgetxattr, "user.* only: other namespaces read as absent", "fd,str,ptr,int"),
-    Partial("listxattr", xattr.sys_listxattr, "lists user.* only", "str,ptr,int"),
-    Partial("llistxattr", xattr.sys_llistxattr, "lists user.* only", "str,ptr,int"),
-    Partial("flistxattr", xattr.sys_flistxattr, "lists user.* only", "fd,ptr,int"),
-    Partial("setxattr", xattr.sys_setxattr, "user.* only (others EOPNOTSUPP)",
-            "str,str,ptr,int,hex"),
-    Partial("lsetxattr", xattr.sys_lsetxattr, "user.* only (others EOPNOTSUPP)",
-            "str,str,ptr,int,hex"),
-    Partial("fsetxattr", xattr.sys_fsetxattr, "user.* only (others EOPNOTSUPP)",
-            "fd,str,ptr,int,hex"),
-    Partial("removexattr", xattr.sys_removexattr, "user.* only (others EOPNOTSUPP)", "str,str"),
-    Partial("lremovexattr", xattr.sys_lremovexattr, "user.* only (others EOPNOTSUPP)",
-            "str,str"),
-    Partial("fremovexattr", xattr.sys_fremovexattr, "user.* only (others EOPNOTSUPP)",
-            "fd,str"),
+    Partial("getxattr", xattr.sys_getxattr, _XATTR_READ, "str,str,ptr,int"),
+    Partial("lgetxattr", xattr.sys_lgetxattr, _XATTR_READ, "str,str,ptr,int"),
+    Partial("fgetxattr", xattr.sys_fgetxattr, _XATTR_READ, "fd,str,ptr,int"),
+    Partial("listxattr", xattr.sys_listxattr, _XATTR_LIST, "str,ptr,int"),
+    Partial("llistxattr", xattr.sys_llistxattr, _XATTR_LIST, "str,ptr,int"),
+    Partial("flistxattr", xattr.sys_flistxattr, _XATTR_LIST, "fd,ptr,int"),
+    Partial("setxattr", xattr.sys_setxattr, _XATTR_WRITE, "str,str,ptr,int,hex"),
+    Partial("lsetxattr", xattr.sys_lsetxattr, _XATTR_WRITE, "str,str,ptr,int,hex"),
+    Partial("fsetxattr", xattr.sys_fsetxattr, _XATTR_WRITE, "fd,str,ptr,int,hex"),
+    Partial("removexattr", xattr.sys_removexattr, _XATTR_WRITE, "str,str"),
+    Partial("lremovexattr", xattr.sys_lremovexattr, _XATTR_WRITE, "str,str"),
+    Partial("fremovexattr", xattr.sys_fremovexattr, _XATTR_WRITE, "fd,str"),
     Partial("statx", statinfo.sys_statx, "basic stats only (no birth time)", "dirfd,str,hex,hex,ptr"),
     Supported("statfs", statinfo.sys_statfs, "str,ptr"),
     Supported("fstatfs", statinfo.sys_fstatfs, "fd,ptr"),
