@@ -29,10 +29,12 @@ on CPython's 30 MB module: peak memory 3.7 GB in parallel against 2.6 GB seriall
 63 s on the shared 2-core machine); the recompile's peak had been that compile."""
 
 
-def precompile(module: bytes) -> tuple[EngineFingerprint, bytes]:
-    """Compile ``module`` with Cranelift for this host; return (fingerprint, artifact)."""
+def precompile(module: bytes, *, threads: bool = True) -> tuple[EngineFingerprint, bytes]:
+    """Compile ``module`` with Cranelift for this host; return (fingerprint, artifact). With
+    ``threads`` False on the calling thread only (a forked worker process must: Wasmtime's
+    thread pool, once started in the parent, does not exist in the child)."""
     config = engine_config()
-    if len(module) > SERIAL_ABOVE:
+    if not threads or len(module) > SERIAL_ABOVE:
         config.parallel_compilation = False    # the same code, a lower peak (SERIAL_ABOVE)
     engine = wasmtime.Engine(config)
     try:

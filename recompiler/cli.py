@@ -35,8 +35,8 @@ __all__ = ["main", "inspect_command"]
 @click.option("--tag", default="latest", show_default=True,
               help="Tag recorded in the output (org.opencontainers.image.ref.name).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
-              help="Worker processes for lifting and linking: ELF files are lifted in parallel, a "
-                   "large one in batches of functions, and the module is assembled in batches "
+              help="Worker processes: ELF files are lifted, linked and compiled in parallel, a "
+                   "large one in batches of functions by all of them "
                    "(default: the number of CPUs). The output does not depend on it.")
 @click.option("--no-cache", is_flag=True,
               help="Lift every ELF again instead of reusing lifted units cached by BLAKE3.")
@@ -54,10 +54,10 @@ def main(image: Path, output: Path, fmt: str, platform: str | None, tag: str, jo
     """Recompile the x86-64 Linux container image IMAGE into OUT.
 
     IMAGE may be an OCI image layout directory, an OCI archive, a docker-archive
-    (`docker save` output) or a plain root filesystem directory. Every statically
-    linked x86-64 program in it is lifted to WebAssembly, compiled ahead of time
-    for this machine by Wasmtime, and stored with a BLAKE3-keyed index in one
-    megabinary. OUT holds the original layers untouched plus one layer with the
+    (`docker save` output) or a plain root filesystem directory. Every x86-64
+    program and shared library in it (static, PIE and dynamic programs, every .so,
+    ld.so itself) is lifted to WebAssembly, compiled ahead of time for this machine
+    by Wasmtime, and stored with a BLAKE3-keyed index in one megabinary. OUT holds the original layers untouched plus one layer with the
     megabinary at /.kiln/megabinary.kmb. Run it with `kiln run OUT -- CMD`.
 
     The report lists the ELF files recompiled, functions and instructions lifted,
@@ -74,15 +74,16 @@ def main(image: Path, output: Path, fmt: str, platform: str | None, tag: str, jo
         signing_key = load_signing_key(sign_key)
     opts = RecompileOptions(fmt=fmt, platform=platform, jobs=jobs or (os.cpu_count() or 1), tag=tag,
                             cache=cache_dir, use_cache=not no_cache, signing_key=signing_key)
-    bar = None
+    bars: dict[str, object] = {}
     interactive = sys.stderr.isatty() and not as_json
 
     def progress(stage: str, done: int, total: int) -> None:
-        nonlocal bar
+        """One bar per stage ("lift", then "compile"), each closed when its stage is done."""
         if not interactive:
             return
+        bar = bars.get(stage)
         if bar is None:
-            bar = click.progressbar(length=total, label=f"{stage}", file=sys.stderr)
+            bar = bars[stage] = click.progressbar(length=total, label=stage, file=sys.stderr)
             bar.__enter__()
         bar.update(1)
         if done == total:

@@ -8,32 +8,27 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from formats import abi
-from formats.cache import (after_write, cache_root, copy_leased, publish_copy, publish_file,
-                           read_entry, scratch, use)
+from formats.cache import after_write, cache_root, publish_file, read_entry, scratch
 from formats.annotations import (ANNOTATION_ABI_VERSION, ANNOTATION_LAYER_ROLE, LAYER_ROLE_MEGABINARY, ANNOTATION_ENGINES,
                                  ANNOTATION_MEGABINARY_DIGEST, ANNOTATION_MEGABINARY_VERSION,
                                  ANNOTATION_SIGNED_BY, ANNOTATION_SOURCE_DIGEST,
                                  ANNOTATION_TOOL_VERSION, LABEL_MEGABINARY_DIGEST, LABEL_RECOMPILED,
                                  MEGABINARY_PATH, OCI_BASE_DIGEST, SIGNATURE_PATH, format_engines)
 from formats.errors import KilnError
-from formats.index import Index, UnitKind, UnitRecord
-from formats.megabinary import CORE, FORMAT_MAJOR, FORMAT_MINOR, Metadata, read_megabinary
-from formats.megabinary_write import file_blake3, write_megabinary
+from formats.megabinary import FORMAT_MAJOR, FORMAT_MINOR, Metadata, read_megabinary
 from formats.signature import identity_of, make_signature
-from recompiler.aot import precompile
+from recompiler.assemble import Build, build_megabinary
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
 from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, take_inventory
 
 if TYPE_CHECKING:
     from formats.keys import SigningKey
-    from recompiler.wasm.unit import LiftedUnit
 
 __all__ = ["RecompileOptions", "RecompileReport", "UnitReport", "recompile_image", "tool_version"]
 
@@ -219,9 +214,13 @@ def recompile_image(image: Path | str, out: Path | str, opts: RecompileOptions =
         records, unit_bytes, statuses = _lift_stage(inv, rootfs, cache, opts, report, progress)
         stage["lift"] = time.monotonic() - t
 
-        fingerprint, mb_file, mb_digest = _megabinary(records, unit_bytes, report.source_digest,
-                                                      opts, cache if opts.use_cache else None,
-                                                      stage, Path(work) / "megabinary")
+        metadata = Metadata(tool_version=tool_version(), source_image=report.source_digest,
+                            parameters={"platform": opts.platform or "linux/amd64",
+                                        "lifter": _lifter_fingerprint()})
+        build = Build(_lifter_fingerprint(), cache if opts.use_cache else None,
+                      Path(work) / "megabinary", opts.jobs)
+        fingerprint, mb_file, mb_digest = build_megabinary(records, unit_bytes, metadata, build,
+                                                           stage, progress)
         report.megabinary_digest = mb_digest
         t = time.monotonic()
         annotations = {
@@ -308,7 +307,7 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
             report.units.append(UnitReport(rec.path, rec.blake3, "skipped",
                                            status.removeprefix("failed: ")))
             continue
-        from recompiler.lift_api import LiftedUnit  # noqa: F811
+        from recompiler.lift_api import LiftedUnit
         try:
             st = LiftedUnit.from_bytes(unit_bytes[rec.blake3]).stats
         except KilnError:
@@ -330,124 +329,3 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
                                        internal_errors=[list(x) for x in st.get("internal_errors", [])]))
         lifted.append(rec)
     return lifted, unit_bytes, statuses
-
-
-def _megabinary(records: list[ElfRecord], unit_bytes: dict[str, bytes], source_digest: str,
-                opts: RecompileOptions, cache: Path | None, stage: dict[str, float], work: Path):
-    """(engine fingerprint, the megabinary's file under ``work``, its digest): each unit linked
-    into its own module and compiled ahead of time (both cached per unit), assembled with the
-    core module; or the same megabinary made before from the same units, paths, source and
-    engine. The megabinary (a gigabyte or more for a whole distribution) is written and
-    copied as a file, its sections streamed from files under ``work``: never held whole in
-    memory, nor every module and artifact at once."""
-    from formats.engine import current_fingerprint
-    work.mkdir()
-    target = work / "megabinary.kmb"
-    t = time.monotonic()
-    fp = current_fingerprint()
-    metadata = Metadata(tool_version=tool_version(), source_image=source_digest,
-                        parameters={"platform": opts.platform or "linux/amd64",
-                                    "lifter": _lifter_fingerprint()})
-    entry = None
-    if cache is not None:
-        h = hashlib.sha256(f"{_link_key(records)}|{fp.canonical}|"
-                           f"{json.dumps(metadata.to_obj(), sort_keys=True)}".encode())
-        entry = cache / "megabinary" / h.hexdigest()[:32]
-        lease = use(entry.with_suffix(".kmb"))
-        if lease is not None:
-            with lease:
-                try:
-                    about = json.loads(entry.with_suffix(".json").read_text())
-                    copy_leased(lease, target)
-                    if file_blake3(target).hex() == about["blake3"]:
-                        stage["link"], stage["aot"] = time.monotonic() - t, 0.0
-                        return fp, target, about["megabinary_digest"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    pass  # a missing or damaged half is rebuilt
-    modules, index = _link_stage(records, unit_bytes, cache, opts.jobs)
-    stage["link"] = time.monotonic() - t
-    t = time.monotonic()
-    module_files: dict[str, Path] = {}
-    artifacts: dict[str, Path] = {}
-    for n, name in enumerate(sorted(modules)):
-        module = modules.pop(name)           # each one held only until it is on disk
-        fingerprint, artifact = _cached_precompile(module, cache)
-        module_files[name] = work / f"{n}.wasm"
-        module_files[name].write_bytes(module)
-        artifacts[name] = work / f"{n}.cwasm"
-        artifacts[name].write_bytes(artifact)
-        del module, artifact
-    mb_digest = write_megabinary(target, index=index, modules=module_files,
-                                 aot={fingerprint: artifacts}, metadata=metadata)
-    for f in (*module_files.values(), *artifacts.values()):
-        f.unlink()
-    stage["aot"] = time.monotonic() - t        # compiling, and assembling the megabinary
-    if entry is not None and fingerprint == fp:
-        publish_copy(entry.with_suffix(".kmb"), target)
-        publish_file(entry.with_suffix(".json"), json.dumps(
-            {"megabinary_digest": mb_digest, "blake3": file_blake3(target).hex()}).encode())
-    return fingerprint, target, mb_digest
-
-
-def _link_key(records: list[ElfRecord]) -> str:
-    """What the megabinary depends on: the lifter, and each unit's content, kind, entry and paths."""
-    h = hashlib.sha256(_lifter_fingerprint().encode())
-    for rec in sorted(records, key=lambda r: r.blake3):
-        h.update(f"{rec.blake3}|{rec.kind}|{rec.entry}|{'|'.join(sorted(rec.paths))}\n".encode())
-    return h.hexdigest()
-
-
-def _cached_unit_module(digest: str, unit: "LiftedUnit", cache: Path | None, jobs: int) -> bytes:
-    """The unit module of one lifted ELF, reused when that ELF was linked by this lifter before
-    (a module depends only on the unit and the lifter/linker sources)."""
-    from recompiler.lift_api import link_unit
-    path = cache / "link" / _lifter_fingerprint() / f"{digest}.wasm" if cache is not None else None
-    data = read_entry(path) if path is not None else None
-    if data is not None and data.startswith(b"\0asm"):
-        return data                        # damage is caught by Wasmtime or the hash at run time
-    wasm = link_unit(unit, jobs=jobs).wasm
-    if path is not None:
-        publish_file(path, wasm)
-    return wasm
-
-
-def _cached_precompile(module: bytes, cache: Path | None):
-    """``precompile`` with the artifact cached by (module hash, engine fingerprint)."""
-    from formats.engine import current_fingerprint
-    if cache is None:
-        return precompile(module)
-    fp = current_fingerprint()
-    key = hashlib.sha256(module + fp.canonical.encode()).hexdigest()[:32]
-    path = cache / "aot" / f"{key}.cwasm"
-    data = read_entry(path)
-    if data is not None:
-        return fp, data
-    fp, artifact = precompile(module)
-    publish_file(path, artifact)
-    return fp, artifact
-
-
-_UNIT_KINDS = {ElfKind.EXEC: UnitKind.EXEC, ElfKind.PIE: UnitKind.PIE,
-               ElfKind.SHARED: UnitKind.SHARED_LIB}
-
-
-def _link_stage(records: list[ElfRecord], unit_bytes: dict[str, bytes], cache: Path | None,
-                jobs: int = 1) -> tuple[dict[str, bytes], Index]:
-    """The modules (``core`` and one per unit, named by its BLAKE3) and the index."""
-    from recompiler.lift_api import LiftedUnit, core_module
-    modules = {CORE: core_module()}
-    recs: list[UnitRecord] = []
-    for rec in sorted(records, key=lambda r: bytes.fromhex(r.blake3)):
-        unit = LiftedUnit.from_bytes(unit_bytes[rec.blake3])
-        modules[rec.blake3] = _cached_unit_module(rec.blake3, unit, cache, jobs)
-        number = {f: i for i, f in enumerate(unit.functions)}
-        kind = _UNIT_KINDS[rec.kind]
-        recs.append(UnitRecord(
-            blake3=bytes.fromhex(rec.blake3), paths=tuple(sorted(rec.paths)), kind=kind,
-            pie=kind is not UnitKind.EXEC, entry=rec.entry or 0,
-            link_base=min((r[0] for r in unit.exec_ranges), default=0) & ~0xFFF,
-            functions=len(unit.functions), pic=unit.position_independent,
-            entries=tuple(sorted((a, number[f]) for a, f, _ in unit.entries)),
-            trap_sites=tuple(sorted(set(map(tuple, unit.trap_sites)))),
-            stats={k: v for k, v in unit.stats.items() if isinstance(v, int)}))
-    return modules, Index(abi_version=abi.ABI_VERSION, units=tuple(recs))

@@ -7,6 +7,7 @@ tests lift and link real static binaries both ways and compare the bytes.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,3 +74,28 @@ def test_batched_link_equals_one_text_assembly(glibc_units, monkeypatch) -> None
     # and Wasmtime accepts the merged module
     from recompiler.aot import engine_config
     wasmtime.Module(wasmtime.Engine(engine_config()), batched)
+
+
+def test_modules_built_in_workers_and_alone_give_the_same_megabinary(tmp_path, monkeypatch) -> None:
+    """Units are linked and compiled one per worker process, or alone here with every thread
+    (recompiler/assemble.py): whichever way each unit goes, the megabinary is the same bytes."""
+    from recompiler import assemble
+    from recompiler.pipeline import RecompileOptions, recompile_image
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    for b in [b for b in build_corpus() if b.variant == "musl-static"][:3]:
+        shutil.copy(b.path, root / "bin" / b.name)
+    sizes = sorted(len(lift_elf(p, name=p.name).to_bytes()) for p in (root / "bin").iterdir())
+    assert len(sizes) >= 2, "the corpus has too few programs to split"
+
+    def digest(jobs: int, alone: int) -> str:
+        monkeypatch.setattr(assemble, "ALONE_UNIT_BYTES", alone)
+        out = tmp_path / f"out-{jobs}-{alone}"
+        report = recompile_image(root, out, RecompileOptions(jobs=jobs, cache=tmp_path / "cache",
+                                                             use_cache=False))
+        assert report.stage_seconds["modules"] > 0
+        return report.megabinary_digest
+
+    one = digest(1, 1 << 40)                 # this process, one unit after another
+    assert digest(2, 1 << 40) == one         # every unit in a worker, one thread each
+    assert digest(2, sizes[-1]) == one       # the largest alone with every thread, the rest in workers
