@@ -42,11 +42,18 @@ MODULES = (
 
 ENV = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "LC_ALL=C.UTF-8"]
 TIMEOUT = 900
-CONTAINER = ["setpriv", "--bounding-set", "-sys_time", "prlimit", "--nofile=1024:1024"]
+RUNC_CAPABILITIES = ("chown", "dac_override", "fsetid", "fowner", "mknod", "net_raw", "setgid",
+                     "setuid", "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill",
+                     "audit_write")
+"""The capabilities runc's default spec (``runc spec``) gives a container's root."""
+CONTAINER = ["setpriv", "--bounding-set", ",".join(["-all", *(f"+{c}" for c in RUNC_CAPABILITIES)]),
+             "prlimit", "--nofile=1024:1024"]
 """The native side as runc's default spec runs a container (and as ``kiln run`` runs the
-guest): without CAP_SYS_TIME (test_time would otherwise really set the host's clock back an
-hour) and with 1024 open files (test_subprocess's test_no_leaking needs to reach the limit;
-the host's may be higher). The image's own util-linux does both."""
+guest): root with runc's default capabilities only, and 1024 open files. Without CAP_SYS_TIME
+(test_time would otherwise really set the host's clock back an hour) and CAP_SYS_ADMIN (a
+guest sets ``user.*`` extended attributes, not ``trusted.*``: test_shutil's copyxattr tests);
+test_subprocess's test_no_leaking needs to reach the file limit, and the host's may be higher.
+The image's own util-linux does both."""
 _RAN = re.compile(rb"^Ran (\d+) tests? in ", re.M)
 _RESULT = re.compile(rb"^(OK|FAILED)(?: \(([^)]*)\))?\s*$", re.M)
 _SUMMARY = re.compile(rb"^== Tests result: ([A-Z ,]+) ==", re.M)

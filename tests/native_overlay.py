@@ -2,8 +2,12 @@
 
 The overlay's upper layer is a tmpfs (as a root ``kiln run``'s writable layer
 is), so one run never sees another's files and the root filesystem is never
-changed. ``/dev`` gets the nodes and links runc gives every container, and
-the command runs under ``unshare --pid --fork --mount-proc`` with the overlay
+changed. ``xino=on`` keeps a directory's inode number the same in ``stat`` and
+``readdir``, as Docker's overlay2 does with every layer on one filesystem:
+without it a tmpfs upper over a lower on another filesystem gives directories
+one number in ``stat`` and another in ``readdir`` (test_os's
+``TestScandir.test_attributes`` catches it). ``/dev`` gets the nodes and links
+runc gives every container, and the command runs under ``unshare --pid --fork --mount-proc`` with the overlay
 as its root. Root is required.
 """
 from __future__ import annotations
@@ -77,8 +81,10 @@ def overlay(root: Path) -> Iterator[Path]:
             for d in (upper, work, merged):
                 d.mkdir()
             _dev(upper)
-            subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                            f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)], check=True)
+            layers = f"lowerdir={root},upperdir={upper},workdir={work}"
+            if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"{layers},xino=on", str(merged)],
+                              capture_output=True).returncode != 0:     # a kernel without xino
+                subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(merged)], check=True)
             try:
                 yield merged
             finally:

@@ -14,9 +14,9 @@ import pytest
 from cpython_compat import kiln, native
 
 SAMPLE = ("test_binascii", "test_bisect", "test_cmath", "test_csv")
-"""C extension modules (binascii, _bisect, cmath, _csv) whose runs take seconds under Kiln;
-test_json (about a minute: it starts interpreters) is left to the full comparison, and so are
-modules that start threads (test_hashlib, test_decimal: threads are not there yet)."""
+"""C extension modules (binascii, _bisect, cmath, _csv) whose runs take seconds under Kiln.
+test_json (about a minute: it starts interpreters) and the modules that start threads or many
+processes are left to the full comparison (tests/cpython_compat.py, docs/compat.md)."""
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the native side needs root (overlay, unshare)")]
