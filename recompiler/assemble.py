@@ -28,9 +28,9 @@ from formats.megabinary import CORE, Metadata
 from formats.megabinary_write import file_blake3, write_megabinary
 from recompiler.aot import precompile
 from recompiler.inventory import ElfKind, ElfRecord
+from recompiler.x86_64.errors import WorkerDied
 
 __all__ = ["ALONE_UNIT_BYTES", "Build", "build_megabinary", "link_key"]
-
 ALONE_UNIT_BYTES = 4 << 20
 """Lifted units at least this large (bytes of the unit file) are built one at a time with every
 thread; smaller ones one per worker process. In the Debian example image about a dozen of its
@@ -120,9 +120,12 @@ def _build_modules(records: list[ElfRecord], unit_bytes: dict[str, bytes], build
 
     if small:
         ctx = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=build.jobs, mp_context=ctx) as pool:
-            for result in pool.map(_build_unit, [(build, j, False) for j in small]):
-                finished(*result)
+        try:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=build.jobs, mp_context=ctx) as pool:
+                for result in pool.map(_build_unit, [(build, j, False) for j in small]):
+                    finished(*result)
+        except concurrent.futures.process.BrokenProcessPool:
+            raise WorkerDied("linking and compiling modules") from None
     for j in alone:
         finished(*_build_unit((build, j, True)))
     core = _module_files(build, 0, core_module(), None)

@@ -25,7 +25,7 @@ from recompiler.wasm.module import LinkedUnit, core_module, link_unit
 from recompiler.wasm.unit import LiftedUnit
 from recompiler.x86_64.cfg import Program, discover
 from recompiler.x86_64.elfimage import ElfImage
-from recompiler.x86_64.errors import LiftError, UnsupportedInstruction
+from recompiler.x86_64.errors import LiftError, UnsupportedInstruction, WorkerDied
 from recompiler.x86_64.ir import FaultStmt, Trap
 from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_liveness, lift_block
 
@@ -221,6 +221,8 @@ def _lift_elf(path: Path, name: str, jobs: int, pic: bool | None) -> LiftedUnit:
             ctx = multiprocessing.get_context("fork")
             with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
                 parts = list(pool.map(_lift_batch, range(len(batches))))
+        except concurrent.futures.process.BrokenProcessPool:
+            raise WorkerDied(f"lifting {name}") from None
         finally:
             _WORKER = None
             gc.unfreeze()

@@ -26,6 +26,7 @@ from formats.signature import identity_of, make_signature
 from recompiler.assemble import Build, build_megabinary
 from recompiler.image import ExtraLayer, file_entry, open_image, write_image
 from recompiler.inventory import ElfInventory, ElfKind, ElfRecord, take_inventory
+from recompiler.x86_64.errors import WorkerDied
 
 if TYPE_CHECKING:
     from formats.keys import SigningKey
@@ -175,6 +176,8 @@ def _lift_one(args: tuple[str, str, str, Path | None], jobs: int = 1) -> tuple[s
         return digest, data, "cached"   # parsed (and re-lifted if damaged) by the caller
     try:
         unit = lift_elf(Path(host_path), name=guest_path, jobs=jobs)
+    except WorkerDied:
+        raise                              # not this ELF's fault: the recompile stops
     except KilnError as err:
         return digest, None, f"failed: {err.message}"
     except Exception as exc:  # a lifter bug must not sink the other ELFs of the image
@@ -294,9 +297,12 @@ def _lift_stage(inv: ElfInventory, rootfs: Path, cache: Path, opts: RecompileOpt
         finished(*_lift_one(job, opts.jobs))
     if opts.jobs > 1 and len(small) > 1:
         ctx = __import__("multiprocessing").get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
-            for result in pool.map(_lift_one, small):
-                finished(*result)
+        try:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
+                for result in pool.map(_lift_one, small):
+                    finished(*result)
+        except concurrent.futures.process.BrokenProcessPool:
+            raise WorkerDied("lifting ELF files") from None
     else:
         for job in small:
             finished(*_lift_one(job))

@@ -7,6 +7,7 @@ tests lift and link real static binaries both ways and compare the bytes.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -99,3 +100,28 @@ def test_modules_built_in_workers_and_alone_give_the_same_megabinary(tmp_path, m
     one = digest(1, 1 << 40)                 # this process, one unit after another
     assert digest(2, 1 << 40) == one         # every unit in a worker, one thread each
     assert digest(2, sizes[-1]) == one       # the largest alone with every thread, the rest in workers
+
+
+def _die(args) -> None:
+    os._exit(9)                              # as a worker the OOM killer ends does
+
+
+@pytest.mark.parametrize("stage", ["lift", "compile"])
+def test_a_worker_that_dies_is_a_clear_error(stage: str, tmp_path, monkeypatch) -> None:
+    """A worker killed while it lifts or compiles (the OOM killer, say) ends the recompile
+    with what happened and what to do, and nothing is written."""
+    from formats.errors import KilnError
+    from recompiler import assemble, pipeline
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    for b in [b for b in build_corpus() if b.variant == "musl-static"][:2]:
+        shutil.copy(b.path, root / "bin" / b.name)
+    if stage == "lift":
+        monkeypatch.setattr(pipeline, "_lift_one", _die)
+    else:
+        monkeypatch.setattr(assemble, "_build_unit", _die)
+    with pytest.raises(KilnError) as err:
+        pipeline.recompile_image(root, tmp_path / "out",
+                                 pipeline.RecompileOptions(jobs=2, cache=tmp_path / "cache"))
+    assert "worker process" in err.value.message and "--jobs 1" in (err.value.hint or "")
+    assert not (tmp_path / "out").exists()

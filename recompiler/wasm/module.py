@@ -30,7 +30,7 @@ import re
 from formats.abi import (CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAGES, DEPTH, ENTRIES_AT, EXPORT_RUN,
                          GUEST_MEMORY, GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC,
                          IMPORT_SYSCALL, GROW_TABLE, TABLE, TABLE_BASE, BIAS)
-from recompiler.x86_64.errors import LiftError
+from recompiler.x86_64.errors import LiftError, WorkerDied
 from .emit import BIAS_GLOBAL, TRACE
 from .runtime_wat import core_wat, unit_runtime_wat
 from .unit import LiftedUnit
@@ -235,6 +235,8 @@ def _run_batches(layout: _Layout, unit: LiftedUnit, target: int,
                     yield window.pop(0).result()
             for fut in window:
                 yield fut.result()
+    except concurrent.futures.process.BrokenProcessPool:
+        raise WorkerDied(f"linking {unit.name}") from None
     finally:
         _WORKER_LAYOUT = None
 

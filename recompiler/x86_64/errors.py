@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from formats.errors import KilnError
 
-__all__ = ["LiftError", "UnsupportedInstruction", "NotAnX86Elf", "NoCode"]
+__all__ = ["LiftError", "UnsupportedInstruction", "NotAnX86Elf", "NoCode", "WorkerDied"]
 
 
 class LiftError(KilnError):
@@ -40,3 +40,13 @@ class NoCode(LiftError):
     def __init__(self, file: str, why: str) -> None:
         super().__init__(f"{file}: {why}", hint="check that the file is a complete, unstripped-or-stripped executable")
         self.file = file
+
+
+class WorkerDied(KilnError):
+    """A worker process of the recompiler (lifting, linking or compiling) ended before it
+    answered: killed, or out of memory. Not about one ELF: the recompile stops."""
+
+    def __init__(self, doing: str) -> None:
+        super().__init__(f"a worker process {doing} ended abruptly (killed, or out of memory)",
+                         hint="run recompile again (what was done so far is cached); "
+                              "--jobs 1 uses the least memory")
