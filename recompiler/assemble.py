@@ -110,7 +110,7 @@ def _build_modules(records: list[ElfRecord], unit_bytes: dict[str, bytes], build
     jobs = [(rec.blake3, unit_bytes[rec.blake3], _UNIT_KINDS[rec.kind], rec.entry or 0,
              tuple(sorted(rec.paths)), n) for n, rec in enumerate(order, start=1)]
     small = [j for j in jobs if len(j[1]) < ALONE_UNIT_BYTES] if build.jobs > 1 else []
-    alone = [j for j in jobs if j not in small]
+    alone = [j for j in jobs if len(j[1]) >= ALONE_UNIT_BYTES] if small else jobs
     built: dict[str, tuple[UnitRecord, Path, Path]] = {}
 
     def finished(name: str, fields: dict, module: Path, artifact: Path) -> None:
