@@ -1,5 +1,5 @@
 """File-system calls under vkernel against Linux: umask, mkfifo/mknod, chown family, trailing
-slashes, hard links. The same static program runs natively in an empty directory and under
+slashes (on names looked up, created, renamed and removed), hard links. The same static program runs natively in an empty directory and under
 `kiln run -w /tmp`; the lines it prints must agree.
 """
 from __future__ import annotations
@@ -28,6 +28,11 @@ static void st(const char *what, const char *path, int follow) {
                   : S_ISLNK(s.st_mode) ? "link" : S_ISSOCK(s.st_mode) ? "sock" : "other";
     printf("%s: %s %03o uid=%d gid=%d nlink=%d\n", what, t, s.st_mode & 0777, (int)s.st_uid,
            (int)s.st_gid, (int)s.st_nlink);
+}
+
+static void res(const char *what, int r) {
+    printf("%s: %s\n", what, r < 0 ? strerror(errno) : "ok");
+    if (r > 2) close(r);
 }
 
 int main(void) {
@@ -61,6 +66,39 @@ int main(void) {
     printf("link: %s\n", link("f", "g") ? strerror(errno) : "ok");
     st("hard link", "g", 1);
     printf("unlink file/: %s\n", unlink("g/") ? strerror(errno) : "ok");
+    /* a trailing slash on a name being created, renamed or removed: no file named "n1" may
+       appear, no symlink's target may be removed */
+    mkdir("e", 0777);
+    symlink("e", "le");
+    symlink("nowhere", "dangling");
+    res("creat new/", open("n1/", O_CREAT | O_WRONLY, 0644));
+    res("creat excl new/", open("n2/", O_CREAT | O_EXCL | O_WRONLY, 0644));
+    res("creat file/", open("f/", O_CREAT | O_WRONLY, 0644));
+    res("creat dangling/", open("dangling/", O_CREAT | O_WRONLY, 0644));
+    res("creat missing/new/", open("nothere/n/", O_CREAT | O_WRONLY, 0644));
+    res("creat file/new", open("f/n", O_CREAT | O_WRONLY, 0644));
+    res("mkdir new/", mkdir("n3/", 0755));
+    res("mkdir link/", mkdir("le/", 0755));
+    res("mknod new/", mknod("n4/", S_IFREG | 0600, 0));
+    res("mkfifo new/", mkfifo("n5/", 0600));
+    res("symlink to new/", symlink("f", "n6/"));
+    res("symlink to file/", symlink("f", "f/"));
+    res("link to new/", link("f", "n7/"));
+    res("link from file/", link("f/", "n8"));
+    res("rename file to new/", rename("f", "n9/"));
+    res("rename file/ to new", rename("f/", "n10"));
+    res("rename link/ to new", rename("le/", "n11"));
+    res("unlink dir/", unlink("e/"));
+    res("unlink link/", unlink("le/"));
+    res("rmdir link/", rmdir("le/"));
+    res("rmdir file/", rmdir("f/"));
+    res("rename dir to new/", rename("n3", "n12/"));
+    res("rmdir dir/", rmdir("n12/"));
+    st("link still there", "le", 0);
+    st("its target still there", "e", 1);
+    for (const char *const *n = (const char *const[]){"n1", "n2", "n4", "n5", "n6", "n7", "n8",
+                                                       "n9", "n10", "n11", 0}; *n; n++)
+        if (access(*n, F_OK) == 0) printf("%s exists\n", *n);
     return 0;
 }
 """

@@ -142,13 +142,29 @@ class OverlayWrites:
         if os.path.basename(canon).startswith(WHITEOUT_PREFIX):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM), canon)
 
+    def _new_name(self, path: str, want_dir: bool = False) -> str:
+        """The canonical path of a name about to be created at ``path`` (mkdir, mknod, symlink,
+        link, bind): EEXIST when the name is taken, whatever it is (the name itself, never a
+        symlink's target), ENOENT for a new name with a trailing slash unless it is a directory
+        being made, as Linux's filename_create."""
+        bare, slash = _unslashed(path)
+        canon, _, s = self.resolve(bare, follow=False)
+        if s is not None:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        if slash and not want_dir:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return canon
+
     def _in_lower(self, canon: str) -> os.stat_result | None:
         return None if self.hidden(canon) else self._lstat_in(self.lower_fd, canon)
 
     def _remove(self, path: str, want_dir: bool) -> None:
-        canon, layer, s = self.resolve(path, follow=False)
+        bare, slash = _unslashed(path)     # "name/" is the name itself: a symlink is not followed
+        canon, layer, s = self.resolve(bare, follow=False)
         if s is None or canon == "/":
             raise OSError(errno.ENOENT if s is None else errno.EBUSY, "remove", path)
+        if slash and not st.S_ISDIR(s.st_mode):
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
         got = self._writable_mount(canon, path) if self.mounts else None
         if got is not None:
             m, rel = got
@@ -223,15 +239,11 @@ class OverlayWrites:
     def new_entry_dir(self, path: str) -> tuple[int, str]:
         """(O_PATH fd of the directory, canonical path) for a new entry at guest ``path`` that
         the caller creates itself (a socket's bind); EEXIST when the name is taken."""
-        canon, _, s = self.resolve(path, follow=False)
-        if s is not None:
-            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        canon = self._new_name(path)
         return self._new_entry_dir(canon, path), canon
 
     def mkdir(self, path: str, mode: int) -> None:
-        canon, _, s = self.resolve(path, follow=False)
-        if s is not None:
-            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        canon = self._new_name(path, want_dir=True)
         pfd = self._new_entry_dir(canon, path)
         try:
             creating(os.mkdir, os.path.basename(canon), mode, dir_fd=pfd)
@@ -243,9 +255,7 @@ class OverlayWrites:
         kind = st.S_IFMT(mode) or st.S_IFREG
         if kind not in (st.S_IFIFO, st.S_IFSOCK, st.S_IFREG):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM), path)
-        canon, _, s = self.resolve(path, follow=False)
-        if s is not None:
-            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        canon = self._new_name(path)
         pfd = self._new_entry_dir(canon, path)
         if self.mounts and self._mount_of(canon) is not None:
             mode &= ~SET_ID
@@ -255,9 +265,7 @@ class OverlayWrites:
             os.close(pfd)
 
     def symlink(self, target: str, path: str) -> None:
-        canon, _, s = self.resolve(path, follow=False)
-        if s is not None:
-            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        canon = self._new_name(path)
         pfd = self._new_entry_dir(canon, path)
         try:
             os.symlink(target, os.path.basename(canon), dir_fd=pfd)
@@ -278,10 +286,13 @@ class OverlayWrites:
             os.close(h)
 
     def rename(self, old: str, new: str) -> None:
-        ocanon, olayer, os_ = self.resolve(old, follow=False)
+        (obare, oslash), (nbare, nslash) = _unslashed(old), _unslashed(new)
+        ocanon, olayer, os_ = self.resolve(obare, follow=False)
         if os_ is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), old)
-        ncanon, _, ns = self.resolve(new, follow=False)
+        if (oslash or nslash) and not st.S_ISDIR(os_.st_mode):   # "name/" must be a directory
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), old if oslash else new)
+        ncanon, _, ns = self.resolve(nbare, follow=False)
         if ocanon == ncanon:
             return
         if self.mounts:
@@ -332,9 +343,7 @@ class OverlayWrites:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), old)
         if st.S_ISDIR(os_.st_mode):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM), old)
-        ncanon, _, ns = self.resolve(new, follow=False)
-        if ns is not None:
-            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+        ncanon = self._new_name(new)
         og = self._writable_mount(ocanon, old) if self.mounts else None
         ng = self._writable_mount(ncanon, new) if self.mounts else None
         if og is not None or ng is not None:
@@ -365,3 +374,10 @@ class OverlayWrites:
         if layer == self.lower_fd:
             self._copy_up(canon, s)
         return openat2_in_root(self.upper_fd, canon, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
+
+
+def _unslashed(path: str) -> tuple[str, bool]:
+    """(``path`` without its trailing slashes, whether it had any): Linux looks such a name
+    up as itself, then asks for a directory (the root keeps its slash)."""
+    bare = path.rstrip("/")
+    return (bare or "/"), bare != path and bool(bare)

@@ -340,6 +340,12 @@ class Vfs(QuickLookups, OverlayWrites):
             if fd is not None:
                 return fd
         try:
+            if flags & os.O_CREAT and path.endswith("/"):
+                # Linux: once the parent is found, O_CREAT of "name/" is EISDIR, whatever name is
+                parent = path.rstrip("/").rpartition("/")[0]
+                if self.resolve(parent + "/")[2] is None:
+                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
             canon, layer, s = self.resolve(path, follow=not flags & os.O_NOFOLLOW)
         except SynthesizedPath as e:
             return self._redirect(e, lambda t: self.open(t, flags, mode))
