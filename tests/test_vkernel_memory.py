@@ -523,3 +523,71 @@ def test_shared_file_mappings_match_linux(tmp_path: Path) -> None:
     assert b"data file: refused" in got.stdout
     assert b"exec view reads: written through the write view" in got.stdout
     assert b"after fork the parent reads: from the child" in got.stdout
+
+
+MREMAP_SHARED_C = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#define PG 4096
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    /* shared anonymous memory (CPython's mmap.mmap(-1, n)): shrink, grow, still shared */
+    char *a = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    strcpy(a, "anonymous");
+    strcpy(a + 3 * PG, "last page");
+    char *s = mremap(a, 4 * PG, 2 * PG, 0);
+    printf("shrunk in place: %s, %s\n", s == a ? "yes" : "no", s);
+    char *g = mremap(s, 2 * PG, 3 * PG, MREMAP_MAYMOVE);
+    printf("grown: %s\n", g == MAP_FAILED ? "failed" : g);
+    if (fork() == 0) { strcpy(g + PG, "from the child"); _exit(0); }
+    wait(NULL);
+    printf("after fork the parent reads: %s\n", g + PG);
+    /* a shared file mapping grown into the file's next pages, then moved elsewhere */
+    char path[] = "/tmp/mremapXXXXXX";
+    int fd = mkstemp(path);
+    unlink(path);
+    char page[PG];
+    for (int i = 0; i < 4; i++) {
+        memset(page, 'a' + i, PG);
+        pwrite(fd, page, PG, (off_t)i * PG);
+    }
+    /* three pages: the file's first two, then a neighbour the mapping cannot grow over */
+    char *f = mmap(NULL, 3 * PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    f = mmap(f, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+    char *f2 = mremap(f, 2 * PG, 4 * PG, MREMAP_MAYMOVE);
+    printf("grown past a neighbour: %s, page 3 reads %c\n", f2 == f ? "in place" : "moved",
+           f2[3 * PG]);
+    f2[3 * PG + 1] = 'W';
+    char c = 0;
+    pread(fd, &c, 1, 3 * PG + 1);
+    printf("read(2) sees the write through the grown mapping: %c\n", c);
+    pwrite(fd, "X", 1, PG);
+    printf("the mapping sees write(2): %c\n", f2[PG]);
+    char *spot = mmap(NULL, 8 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *f3 = mremap(f2, 4 * PG, 4 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, spot + 2 * PG);
+    printf("moved to a fixed address: %s, reads %c%c\n", f3 == spot + 2 * PG ? "yes" : "no", f3[0], f3[PG]);
+    pwrite(fd, "Y", 1, 0);
+    printf("still shared: %c\n", f3[0]);
+    printf("the old address is unmapped: %s\n", msync(f2, PG, MS_ASYNC) ? "yes" : "no");
+    return 0;
+}
+"""
+
+
+def test_mremap_of_shared_mappings_matches_linux(tmp_path: Path) -> None:
+    """mremap shrinks, grows and moves MAP_SHARED mappings (CPython's mmap.resize): anonymous
+    ones stay shared with a forked child, file ones map the file's next pages and still see
+    write(2) and are seen by read(2) (it answered EINVAL: test_mmap's resize tests)."""
+    g = recompiled(tmp_path, {"/bin/mremap": MREMAP_SHARED_C}, libc="glibc")
+    want = native(g, "/bin/mremap")
+    assert want.returncode == 0, want.stderr
+    assert b"after fork the parent reads: from the child" in want.stdout
+    got = kiln(g, "/bin/mremap", timeout=300)
+    assert (got.stdout.decode(), got.returncode) == (want.stdout.decode(), 0), got.stderr

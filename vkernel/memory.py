@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
@@ -20,9 +21,12 @@ _libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctyp
                          ctypes.c_void_p]
 _libc.mremap.restype = ctypes.c_void_p
 _MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
+_MAP_FAILED = (1 << 64) - 1
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                        ctypes.c_long]
 _libc.mmap.restype = ctypes.c_void_p
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _HOST_MAP_SHARED, _HOST_MAP_PRIVATE, _HOST_MAP_FIXED, _HOST_MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 _MOVE_PAGES_MIN = 64 * 1024
 """Moves this large or larger hand the host pages over instead of copying the bytes."""
@@ -314,6 +318,37 @@ class AddressSpace:
             err = ctypes.get_errno()
             self._unshare(start, start + size)
             raise OSError(err, "host mmap of a shared file mapping failed")
+
+    def move_shared(self, src: int, old: int, dest: int, new: int) -> Mapping:
+        """mremap of the MAP_SHARED mapping at [src, src+old) to [dest, dest+new) (``dest``
+        may be ``src``: grown in place): the host moves its own shared mapping, grown from the
+        same file or memfd as Linux grows it; [src, src+old) gets private zero pages again and
+        whatever was at [dest, dest+new) is unmapped. Returns the moved mapping, recorded."""
+        host_src = self.host_base + self._check(src, old)
+        host_dest = self.host_base + self._check(dest, new)
+        # out of guest memory first (the two ranges may overlap), then to its place; the
+        # first move has a fixed target, as mremap leaves a mapping of unchanged size in place
+        tmp = _libc.mmap(None, new, 0, _HOST_MAP_PRIVATE | _HOST_MAP_ANONYMOUS, -1, 0)
+        if tmp in (None, _MAP_FAILED):
+            raise OSError(ctypes.get_errno(), "no host address space to move a shared mapping")
+        if _libc.mremap(host_src, old, new, _MREMAP_MAYMOVE | _MREMAP_FIXED, tmp) != tmp:
+            err = ctypes.get_errno()
+            _libc.munmap(tmp, new)
+            raise OSError(err, "host mremap of a shared mapping failed")
+        (moved,) = self._cut(src, src + old)
+        self._unshare(src, src + old)
+        self.remove(dest, new)
+        if _libc.mremap(tmp, new, new, _MREMAP_MAYMOVE | _MREMAP_FIXED, host_dest) != host_dest:
+            raise MemoryError("cannot put a moved shared mapping back into guest memory")
+        m = replace(moved, start=dest, end=dest + new)
+        self._insert(m)
+        return m
+
+    def sync_shared(self, start: int, end: int) -> None:
+        """msync(MS_SYNC) of a MAP_SHARED file mapping's pages in [start, end)."""
+        if _libc.msync(self.host_base + self._check(start, end - start), end - start, 4) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
 
     def _unshare(self, start: int, end: int) -> None:
         """Give [start, end) fresh private zero pages again (a shared file mapping ends)."""

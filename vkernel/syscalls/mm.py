@@ -262,7 +262,8 @@ def sys_mprotect(k: Kernel, addr: int, length: int, prot: int) -> int:
 def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags: int,
                new_address: int) -> int:
     """mremap(2): grows in place when the pages above are free, else moves (MREMAP_MAYMOVE,
-    or to MREMAP_FIXED's address) by moving the host pages, as Linux moves page tables"""
+    or to MREMAP_FIXED's address) by moving the host pages, as Linux moves page tables; a
+    MAP_SHARED mapping grows from its file or memfd and stays shared"""
     sp = k.space
     flags = s32(flags)
     if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED) or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE):
@@ -275,8 +276,6 @@ def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags:
     m = sp.at(old_address)
     if m is None:
         return -errno.EFAULT
-    if m.shared:
-        return -errno.EINVAL   # moving a shared file mapping's host pages: not yet
     if flags & MREMAP_FIXED:
         return _mremap_fixed(k, m, old_address, old, new, new_address)
     if new <= old:
@@ -292,6 +291,9 @@ def sys_mremap(k: Kernel, old_address: int, old_size: int, new_size: int, flags:
         return -errno.ENOMEM                   # kiln run --memory
     if old_address + old == m.end and old_address + new <= abi.MMAP_END and \
             not sp.covering(old_address + old, old_address + new):
+        if m.shared:                           # the file's (or memfd's) next pages
+            sp.move_shared(old_address, old, old_address, new)
+            return old_address
         sp.zero(old_address + old, new - old)
         sp.add(m.part(old_address + old, old_address + new))
         return old_address
@@ -308,6 +310,9 @@ def _move(k: Kernel, m: Mapping, src: int, old: int, dest: int, new: int) -> Non
     """Move the mapping piece [src, src+old) of ``m`` to [dest, dest+new): the bytes move with
     the host pages, the grown tail reads as zero, the old range is unmapped."""
     sp = k.space
+    if m.shared:                               # the host's shared pages move with it
+        sp.move_shared(src, old, dest, new)
+        return
     moved = m.part(src, src + old)
     sp.remove(dest, new)
     sp.move_pages(dest, src, old)
@@ -339,6 +344,9 @@ def _mremap_fixed(k: Kernel, m: Mapping, src: int, old: int, new: int, dest: int
     return dest
 
 
+MS_ASYNC, MS_INVALIDATE, MS_SYNC = 1, 2, 4
+
+
 @_map_change
 def sys_madvise(k: Kernel, addr: int, length: int, advice: int) -> int:
     """madvise(2): MADV_DONTNEED zeroes the pages; other advice is accepted and ignored"""
@@ -350,5 +358,18 @@ def sys_madvise(k: Kernel, addr: int, length: int, advice: int) -> int:
 
 
 def sys_msync(k: Kernel, addr: int, length: int, flags: int) -> int:
-    """msync(2): private copies have nothing to write back"""
-    return -errno.EINVAL if addr % PAGE else 0
+    """msync(2): ENOMEM over unmapped pages, as Linux; MS_SYNC writes a shared file mapping's
+    pages back through the host (private copies have nothing to write back)"""
+    flags = s32(flags)
+    if addr % PAGE or flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) or \
+            flags & MS_ASYNC and flags & MS_SYNC:
+        return -errno.EINVAL
+    end = page_up(addr + length)
+    maps = k.space.covering(addr, end)
+    if sum(min(m.end, end) - max(m.start, addr) for m in maps) < end - addr:
+        return -errno.ENOMEM
+    if flags & MS_SYNC:
+        for m in maps:
+            if m.shared:
+                k.space.sync_shared(max(m.start, addr), min(m.end, end))
+    return 0
