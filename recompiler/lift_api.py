@@ -27,10 +27,24 @@ from recompiler.x86_64.cfg import Program, discover
 from recompiler.x86_64.elfimage import ElfImage
 from recompiler.x86_64.errors import LiftError, UnsupportedInstruction, WorkerDied
 from recompiler.x86_64.ir import FaultStmt, Trap
-from recompiler.x86_64.lift import IRBlock, TrapSites, compute_info, flag_liveness, lift_block
+from recompiler.x86_64.ir import FLAGS, Branch, FallThrough, Jump, Term
+from recompiler.x86_64.lift import (IRBlock, TrapSites, compute_info, entry_flag_reads, flag_liveness,
+                                    lift_block)
 
 __all__ = ["lift_elf", "liftable", "lifts_position_independently", "link_unit", "core_module",
            "engine_config", "LiftedUnit", "LinkedUnit", "LiftError", "UnsupportedInstruction"]
+
+
+_ALL_FLAGS = frozenset(FLAGS)
+
+
+def _jump_targets(t: Term) -> tuple[int, ...]:
+    """Where a block's terminator jumps directly (a call's callee is not among them)."""
+    if isinstance(t, (FallThrough, Jump)):
+        return (t.target,)
+    if isinstance(t, Branch):
+        return (t.target, t.fallthrough)
+    return ()
 
 
 TRAP_TOKEN = "@trap{}@"
@@ -116,6 +130,31 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
             compute_info(lb)
         return lb
 
+    entry_reads: dict[int, frozenset[str]] = {}
+
+    def reads_at_entry(target: int) -> frozenset[str]:
+        """The flags another function reads at its entry before writing them (its blocks
+        lifted on their own, trap sites and statistics thrown away: its own lift records
+        them)."""
+        got = entry_reads.get(target)
+        if got is None:
+            if target not in prog.blocks:
+                got = frozenset()
+            else:
+                try:
+                    got = entry_flag_reads(target, succs, lift_alone, unit_funcs)
+                except Exception:  # noqa: BLE001 - that function's own lift reports its errors;
+                    got = _ALL_FLAGS   # here every flag is handed over, which is always right
+            entry_reads[target] = got
+        return got
+
+    def succs(a: int) -> list[int] | None:
+        blk = prog.blocks.get(a)
+        return None if blk is None else blk.succs
+
+    def lift_alone(a: int) -> IRBlock:
+        return lift_block(prog.blocks[a], prog, bias, TrapSites(), {}, pic)
+
     home: dict[int, tuple[int, int]] = {}
     fallback_home: dict[int, tuple[int, int]] = {}   # blocks of functions that became trap sites
     texts: list[str] = []
@@ -132,7 +171,12 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
             for s in order:
                 lb = get(s)
                 blocks[s] = IRBlock(s, list(lb.insns), lb.term, lb.info, lb.summary)
-            live_in = flag_liveness(blocks, unit_funcs)
+            live_in = flag_liveness(blocks, unit_funcs, reads_at_entry)
+            for b in blocks.values():
+                # a jump handing flags to another function stores them in the CPU state
+                if not b.summary[2] and any(t not in blocks and reads_at_entry(t)
+                                            for t in _jump_targets(b.term)):
+                    b.summary = (*b.summary[:2], True)
             em = FunctionEmitter(f, [blocks[s] for s in order], live_in, unit_funcs, bias, entry_blocks, TRAP_TOKEN,
                                  pic)
             texts.append(em.emit())

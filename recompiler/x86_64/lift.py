@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from formats.abi import FaultCode
 from .cfg import Block, Program
@@ -224,8 +225,45 @@ def compute_info(b: IRBlock) -> None:
     b.summary = (frozenset(all_reads - _FLAGSET), frozenset(all_writes - _FLAGSET), flag_exit[0])
 
 
-def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int]) -> dict[int, frozenset[str]]:
-    """Prune dead flag writes in place; return the flags live on entry to each block."""
+_ARITH_FLAGS = _FLAGSET - {"df"}
+_ENTRY_SCAN_BLOCKS = 16
+
+
+def entry_flag_reads(entry: int, succs: Callable[[int], list[int] | None],
+                     lift: Callable[[int], IRBlock], func_entries: set[int]) -> frozenset[str]:
+    """The arithmetic flags a function reads at ``entry`` before writing them: what a jump
+    into it from another function must hand over (DF always goes over). A function called by the ABI's rules reads none; GCC's
+    cold parts (``.text.unlikely``, an entry and an FDE of their own) go on with the flags of
+    the compare the hot part jumped on. ``succs`` gives a block's successors in its function
+    (None: no such block), ``lift`` its IR. The blocks within ``_ENTRY_SCAN_BLOCKS`` of the
+    entry are analysed; a path leaving them counts as reading every flag."""
+    first = lift(entry)
+    if first.info is None:
+        compute_info(first)
+    if set().union(*(w for _, w in first.info)) >= _ARITH_FLAGS:
+        sub = {entry: first}             # the entry block sets every flag: it alone decides
+    else:
+        sub, todo = {}, [entry]
+        while todo and len(sub) < _ENTRY_SCAN_BLOCKS:
+            x = todo.pop(0)
+            if x in sub or succs(x) is None:
+                continue
+            sub[x] = first if x == entry else lift(x)
+            todo.extend(succs(x) or ())
+
+    def beyond(x: int) -> frozenset[str]:
+        # another function's entry: a tail call (DF only); a block not analysed: all of them
+        return frozenset() if x in func_entries or succs(x) is None else _FLAGSET
+
+    return flag_liveness(sub, func_entries, beyond)[entry] - {"df"}   # DF goes over as before
+
+
+def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int],
+                  entry_reads: Callable[[int], frozenset[str]] | None = None
+                  ) -> dict[int, frozenset[str]]:
+    """Prune dead flag writes in place; return the flags live on entry to each block. A jump
+    to another function hands over DF and what ``entry_reads`` says that function's entry
+    reads (:func:`entry_flag_reads`); the caller stores those flags in the CPU state there."""
     # per instruction: reads and (top-level) writes
     info: dict[int, list[tuple[frozenset[str], frozenset[str]]]] = {}
     for b in blocks.values():
@@ -247,7 +285,9 @@ def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int]) -> dict[in
             if x in blocks:
                 acc |= live_in.get(x, frozenset())
             else:
-                acc.add("df")      # tail call: flags dead by the ABI except DF
+                acc.add("df")      # tail call: flags dead by the ABI except DF,
+                if entry_reads is not None:    # unless the target reads them (a cold part)
+                    acc |= entry_reads(x)
         return frozenset(acc | term_flag_reads(t))
 
     live_in: dict[int, frozenset[str]] = {k: frozenset() for k in blocks}
