@@ -64,6 +64,7 @@ ls -l --time-style=+%Y /etc/debian_version | cut -d' ' -f1,3-
 mkdir -p /tmp/d/e && touch /tmp/d/e/f && ln -s e/f /tmp/d/link && ls -R /tmp/d && readlink -f /tmp/d/link
 split -l 2 <(seq 5) /tmp/part. && ls /tmp/part.* && cat /tmp/part.ab
 od -An -tx1 -N8 /bin/true; base64 /etc/debian_version | base64 -d; numfmt --to=iec 1048576
+for p in /etc/passwd /usr/lib /bin/true /tmp; do [ -w $p ] && echo "writable $p" || echo "not writable $p"; done
 sort -t: -k3,3n /etc/group | head -3; nl -ba /etc/debian_version; rev <<< abc; tac <(seq 3)
 """
 
@@ -160,6 +161,16 @@ os.close(w)
 print(os.read(r, 100), os.waitpid(pid, 0)[1] >> 8)
 print(collections.Counter("mississippi").most_common(2), datetime.datetime(2000, 1, 1) + datetime.timedelta(days=1000))
 print(sorted(os.listdir("/usr/lib/python3.11/json")))
+print(b"a b".split(), b"".split(), b"x,y".split(b","))      # (a cold part of bytes.split)
+probe = [("/etc/passwd", os.W_OK), ("/usr/lib", os.W_OK), ("/tmp", os.W_OK), ("/etc/shadow", os.R_OK),
+         ("/usr/bin/ls", os.X_OK)]
+print("root:", [os.access(p, m) for p, m in probe], flush=True)   # rootfs files: as after copy-up
+pid = os.fork()
+if pid == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    print("nobody:", [os.access(p, m) for p, m in probe], flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
 """
 
 CASES: dict[str, tuple[list[str], bytes]] = {

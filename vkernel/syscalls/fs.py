@@ -225,16 +225,49 @@ def sys_readlink(k: Kernel, pathname: int, buf: int, bufsiz: int) -> int:
 
 
 def sys_faccessat2(k: Kernel, dirfd: int, pathname: int, mode: int, flags: int) -> int:
-    """faccessat2(2)"""
+    """faccessat2(2): the host checks; W_OK of a rootfs file is what it would be after the
+    copy-up a write makes (the rootfs itself is never writable)"""
+    flags = s32(flags)
+    if flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) or mode & ~7:
+        return -errno.EINVAL
     path = k.guest_path(s32(dirfd), path_arg(k, pathname))
-    h = open_guest(k, path, os.O_PATH | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0))
+    follow = not flags & AT_SYMLINK_NOFOLLOW
+    h = open_guest(k, path, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
     try:
-        mode &= 7
-        if mode and not os.access(f"/proc/self/fd/{h}", mode):
-            return -errno.EACCES
-        return 0
+        effective = bool(flags & AT_EACCESS)
+        proc = f"/proc/self/fd/{h}"
+        if not mode or os.access(proc, mode, effective_ids=effective):
+            return 0
+        if mode & os.W_OK and (mode == os.W_OK or os.access(proc, mode & ~os.W_OK,
+                                                            effective_ids=effective)):
+            if _copied_up_writable(k, path, follow, os.fstat(h), effective):
+                return 0
+        return -errno.EACCES
     finally:
         os.close(h)
+
+
+def _copied_up_writable(k: Kernel, path: str, follow: bool, s: os.stat_result, effective: bool) -> bool:
+    """Whether the caller may write rootfs file ``path`` (stat ``s``) once it is copied up, as
+    Linux decides on an overlay: root always, else the owner, group and other write bits. A
+    file of the upper layer or a volume has had its answer from the host already."""
+    try:
+        _, layer, _ = k.vfs.resolve(path, follow)
+    except OSError:
+        return False
+    if layer is None or layer != k.vfs.lower_fd:
+        return False
+    if os.statvfs(f"/proc/self/fd/{k.vfs.upper_fd}").f_flag & os.ST_RDONLY:
+        return False                              # a read-only run: nothing is written
+    uid = os.geteuid() if effective else os.getuid()
+    gid = os.getegid() if effective else os.getgid()
+    if uid == 0:
+        return True
+    if s.st_uid == uid:
+        return bool(s.st_mode & st.S_IWUSR)
+    if s.st_gid == gid or s.st_gid in os.getgroups():
+        return bool(s.st_mode & st.S_IWGRP)
+    return bool(s.st_mode & st.S_IWOTH)
 
 
 def sys_faccessat(k: Kernel, dirfd: int, pathname: int, mode: int) -> int:
