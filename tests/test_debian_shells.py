@@ -14,7 +14,10 @@ arrays, parameter expansion, arithmetic (zsh's in floating point), functions
 and recursion, subshells, pipes, here-documents, redirections to files and
 descriptors, a child shell through fork and exec, background jobs with wait
 and kill (a busy child killed by SIGTERM), traps (USR1 to itself, ERR/ZERR,
-RETURN, EXIT), and sash's built-in file commands.
+RETURN, EXIT), and sash's built-in file commands. Nothing they print may
+follow a directory's own (readdir) order, which is the filesystem's: Kiln's
+writable layer is a tmpfs, the native side's upper layer is on disk as
+Docker's is (``tar cf`` names its members).
 """
 from __future__ import annotations
 
