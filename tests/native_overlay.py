@@ -1,15 +1,19 @@
 """Run a program natively as a container runtime would: a fresh overlay of a root filesystem, /dev, own pid namespace.
 
-The overlay's upper layer is a fresh directory beside the root filesystem,
-removed afterwards, so one run never sees another's files and the root
-filesystem is never changed. Every layer is on one filesystem, as Docker's
-overlay2 keeps them: a directory has the same inode number in ``stat`` and
-``readdir`` (a tmpfs upper over a lower elsewhere gives two: test_os's
-``TestScandir.test_attributes``), and ``statfs`` of the root is the disk's
-(an empty tmpfs says nothing is used: test_shutil's ``test_disk_usage``).
+The overlay's upper layer is a tmpfs, as a root ``kiln run``'s writable layer
+is, so one run never sees another's files, the root filesystem is never
+changed, and a directory lists its new entries in the order Kiln's does
+(readdir order is the filesystem's: an upper layer on disk orders them by
+its hash seed, which differs from machine to machine). ``xino=on`` keeps a
+directory's inode number the same in ``stat`` and ``readdir``, as Docker's
+overlay2 does with every layer on one filesystem; without it a tmpfs upper
+over a lower on another filesystem gives a directory one number in ``stat``
+and another in ``readdir`` (test_os's ``TestScandir.test_attributes``).
+What still differs from Docker: ``statfs`` of the root is the tmpfs's, empty
+(test_shutil's ``test_disk_usage``), where Docker's and Kiln's are the disk's.
 ``/dev`` gets the nodes and links runc gives every container, and the command
-runs under ``unshare --pid --fork --mount-proc`` with the overlay as its
-root. Root is required.
+runs under ``unshare --pid --fork --mount-proc`` with the overlay as its root.
+Root is required.
 """
 from __future__ import annotations
 
@@ -72,20 +76,26 @@ def _umount(path: Path, root_of_run: Path | None = None) -> None:
 
 @contextlib.contextmanager
 def overlay(root: Path) -> Iterator[Path]:
-    """A fresh overlay of ``root`` (upper layer beside it, /dev populated): its merged
-    directory, unmounted (and anything still running inside it killed) and removed on exit."""
-    with tempfile.TemporaryDirectory(prefix=".kiln-native-", dir=Path(root).parent) as tmp:
+    """A fresh overlay of ``root`` (upper layer on a tmpfs, /dev populated): its merged
+    directory, unmounted (and anything still running inside it killed) on exit."""
+    with tempfile.TemporaryDirectory(prefix="kiln-native-") as tmp:
         scratch = Path(tmp)
-        upper, work, merged = scratch / "upper", scratch / "work", scratch / "merged"
-        for d in (upper, work, merged):
-            d.mkdir()
-        _dev(upper)
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", str(scratch)], check=True)
         try:
-            yield merged
+            upper, work, merged = scratch / "upper", scratch / "work", scratch / "merged"
+            for d in (upper, work, merged):
+                d.mkdir()
+            _dev(upper)
+            layers = f"lowerdir={root},upperdir={upper},workdir={work}"
+            if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"{layers},xino=on", str(merged)],
+                              capture_output=True).returncode != 0:     # a kernel without xino
+                subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(merged)], check=True)
+            try:
+                yield merged
+            finally:
+                _umount(merged, merged)
         finally:
-            _umount(merged, merged)
+            _umount(scratch)
 
 
 def inside(merged: Path, argv: list[str], *, wd: str = "/") -> list[str]:
