@@ -73,10 +73,13 @@ def snapshot(agent: "Agent", pids: list[int], fds: list[int]) -> dict[str, Any]:
         raise KilnError("a snapshot needs one file for the upper layer and one per interpreter")
     agent._reap()
     running = _processes(agent)
-    for pid, (state, comm) in sorted(running.items()):
-        if pid not in pids or pid not in agent.controls:
-            raise _busy(f"process {pid} ({comm}) is running in the sandbox; a snapshot holds "
-                        "run_code interpreters waiting for their next cell, nothing else")
+    others = [f"{pid} ({comm})" for pid, (_, comm) in sorted(running.items())
+              if pid not in pids or pid not in agent.controls]
+    if others:                                # every one named: a user stops each of them
+        what = f"process {others[0]} is" if len(others) == 1 else \
+            f"processes {', '.join(others[:8])}{', ...' if len(others) > 8 else ''} are"
+        raise _busy(f"{what} running in the sandbox; a snapshot holds run_code interpreters "
+                    "waiting for their next cell, nothing else")
     sessions = []
     for pid, out in zip(pids, fds[1:]):
         if pid not in running:
