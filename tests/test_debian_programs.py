@@ -162,6 +162,13 @@ print(os.read(r, 100), os.waitpid(pid, 0)[1] >> 8)
 print(collections.Counter("mississippi").most_common(2), datetime.datetime(2000, 1, 1) + datetime.timedelta(days=1000))
 print(sorted(os.listdir("/usr/lib/python3.11/json")))
 print(b"a b".split(), b"".split(), b"x,y".split(b","))      # (a cold part of bytes.split)
+import resource
+for who in (-1, 999999):
+    try:
+        resource.prlimit(who, resource.RLIMIT_AS)
+    except ProcessLookupError:
+        print("prlimit of no such process: ESRCH")
+print(resource.prlimit(0, resource.RLIMIT_NOFILE) == resource.getrlimit(resource.RLIMIT_NOFILE))
 probe = [("/etc/passwd", os.W_OK), ("/usr/lib", os.W_OK), ("/tmp", os.W_OK), ("/etc/shadow", os.R_OK),
          ("/usr/bin/ls", os.X_OK)]
 print("root:", [os.access(p, m) for p, m in probe], flush=True)   # rootfs files: as after copy-up

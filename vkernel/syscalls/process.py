@@ -173,7 +173,16 @@ def _host_limit(v: int) -> int:
 def sys_prlimit64(k: Kernel, pid: int, resource_id: int, new_limit: int, old_limit: int) -> int:
     """prlimit64(2): limits of the calling process. RLIMIT_NOFILE bounds the guest fd table,
     RLIMIT_FSIZE is the host's (writes past it get EFBIG and SIGXFSZ); others are recorded"""
-    if s32(pid) not in (0, os.getpid()):
+    pid = s32(pid)
+    if pid not in (0, os.getpid()) and pid not in k.proc.threads:
+        if pid <= 0:
+            return -errno.ESRCH
+        try:
+            os.kill(pid, 0)                    # another process of the run: its limits are
+        except ProcessLookupError:             # its own vkernel's, out of reach (EPERM, as
+            return -errno.ESRCH                # Linux says to a caller without the right)
+        except PermissionError:
+            pass
         return -errno.EPERM
     if not 0 <= resource_id < 16:
         return -errno.EINVAL
