@@ -139,13 +139,6 @@ class GuestCode:
         self._next = abi.ENTRIES_AREA
         self._reserve(self._next)
 
-
-    def close(self) -> None:
-        """Free the store (a guest thread's, once it has ended): its instances, its control
-        memory and its host functions, whose Python callables (the syscall's is kept by
-        :data:`_LEAN` until Wasmtime drops the function) keep the thread's kernel alive. The
-        process's guest memory stays with the other threads' stores."""
-        self.store.close()
     def _reserve(self, end: int) -> None:
         """Grow the control memory to hold ``end`` bytes."""
         have = self.ctl.data_len(self.store)

@@ -180,7 +180,6 @@ def thread_gone(k: "Kernel") -> None:
         _clear_tid(k)
     t.finished.set()
     t.close()
-    k.code.close()                             # ~2 MiB of host memory per thread otherwise
 
 
 def end_process(k: "Kernel", e: BaseException) -> None:
