@@ -66,8 +66,10 @@ Design note (code shape of the megabinary module)
 * **Flags.** Each flag is an i32 local. Semantics emit deferred flag
   computations (``FlagThunk``); a backward liveness pass over the function's
   blocks expands only the flags some later instruction reads. Flags are
-  assumed dead across ``call``/``ret`` and at direct tail calls (SysV ABI),
-  live at indirect jumps (materialised into ``state.rflags``).
+  assumed dead across ``call``/``ret`` (SysV ABI), live at indirect jumps
+  (materialised into ``state.rflags``); a direct jump to another function
+  hands over (in ``state.rflags``) the flags that function reads at its
+  entry, GCC's cold parts (``x86_64.lift.entry_flag_reads``).
 * **Flags at exits.** A fault site or a syscall reads every flag (a signal
   frame and sigreturn see rflags; Linux copies rflags into r11 on syscall).
 * **MXCSR.** Rounding control is honoured exactly by the conversions
