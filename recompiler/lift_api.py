@@ -26,25 +26,14 @@ from recompiler.wasm.unit import LiftedUnit
 from recompiler.x86_64.cfg import Program, discover
 from recompiler.x86_64.elfimage import ElfImage
 from recompiler.x86_64.errors import LiftError, UnsupportedInstruction, WorkerDied
-from recompiler.x86_64.ir import FaultStmt, Trap
-from recompiler.x86_64.ir import FLAGS, Branch, FallThrough, Jump, Term
-from recompiler.x86_64.lift import (IRBlock, TrapSites, compute_info, entry_flag_reads, flag_liveness,
-                                    lift_block)
-
-__all__ = ["lift_elf", "liftable", "lifts_position_independently", "link_unit", "core_module",
-           "engine_config", "LiftedUnit", "LinkedUnit", "LiftError", "UnsupportedInstruction"]
-
+from recompiler.x86_64.ir import FLAGS, FaultStmt, Trap
+from recompiler.x86_64.lift import (IRBlock, TrapSites, compute_info, direct_targets, entry_flag_reads,
+                                    flag_liveness, lift_block)
 
 _ALL_FLAGS = frozenset(FLAGS)
 
-
-def _jump_targets(t: Term) -> tuple[int, ...]:
-    """Where a block's terminator jumps directly (a call's callee is not among them)."""
-    if isinstance(t, (FallThrough, Jump)):
-        return (t.target,)
-    if isinstance(t, Branch):
-        return (t.target, t.fallthrough)
-    return ()
+__all__ = ["lift_elf", "liftable", "lifts_position_independently", "link_unit", "core_module",
+           "engine_config", "LiftedUnit", "LinkedUnit", "LiftError", "UnsupportedInstruction"]
 
 
 TRAP_TOKEN = "@trap{}@"
@@ -175,7 +164,7 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
             for b in blocks.values():
                 # a jump handing flags to another function stores them in the CPU state
                 if not b.summary[2] and any(t not in blocks and reads_at_entry(t)
-                                            for t in _jump_targets(b.term)):
+                                            for t in direct_targets(b.term)):
                     b.summary = (*b.summary[:2], True)
             em = FunctionEmitter(f, [blocks[s] for s in order], live_in, unit_funcs, bias, entry_blocks, TRAP_TOKEN,
                                  pic)

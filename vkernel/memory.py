@@ -124,8 +124,7 @@ class AddressSpace:
         process's limit or the run's memory (--memory)."""
         if not self.limit and self.run_budget is None:
             return False
-        covered = sum(min(m.end, end) - max(m.start, start) for m in self.covering(start, end)) \
-            if end > start else 0
+        covered = self.covered(start, end) if end > start else 0
         grow = new_bytes - covered
         if self.limit and self.mapped_bytes() + grow > self.limit:
             return True
@@ -356,6 +355,10 @@ class AddressSpace:
         if _libc.mmap(host, end - start, 3, _HOST_MAP_PRIVATE | _HOST_MAP_FIXED | _HOST_MAP_ANONYMOUS,
                       -1, 0) != host:
             raise MemoryError("cannot replace a shared file mapping with anonymous memory")
+
+    def covered(self, start: int, end: int) -> int:
+        """How many bytes of [start, end) are mapped."""
+        return sum(min(m.end, end) - max(m.start, start) for m in self.covering(start, end))
 
     def covering(self, start: int, end: int) -> list[Mapping]:
         i, j = self._span(start, end)

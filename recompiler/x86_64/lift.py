@@ -229,12 +229,21 @@ _ARITH_FLAGS = _FLAGSET - {"df"}
 _ENTRY_SCAN_BLOCKS = 16
 
 
+def direct_targets(t: Term) -> tuple[int, ...]:
+    """Where a block's terminator jumps directly (a call's callee is not among them)."""
+    if isinstance(t, (FallThrough, Jump)):
+        return (t.target,)
+    if isinstance(t, Branch):
+        return (t.target, t.fallthrough)
+    return ()
+
+
 def entry_flag_reads(entry: int, succs: Callable[[int], list[int] | None],
                      lift: Callable[[int], IRBlock], func_entries: set[int]) -> frozenset[str]:
     """The arithmetic flags a function reads at ``entry`` before writing them: what a jump
-    into it from another function must hand over (DF always goes over). A function called by the ABI's rules reads none; GCC's
-    cold parts (``.text.unlikely``, an entry and an FDE of their own) go on with the flags of
-    the compare the hot part jumped on. ``succs`` gives a block's successors in its function
+    into it from another function must hand over (DF always goes over). A function called by
+    the ABI's rules reads none; GCC's cold parts (``.text.unlikely``, an entry and an FDE of
+    their own) go on with the flags of the compare the hot part jumped on. ``succs`` gives a block's successors in its function
     (None: no such block), ``lift`` its IR. The blocks within ``_ENTRY_SCAN_BLOCKS`` of the
     entry are analysed; a path leaving them counts as reading every flag."""
     first = lift(entry)
@@ -273,15 +282,10 @@ def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int],
 
     def out_of(b: IRBlock, live_in: dict[int, frozenset[str]]) -> frozenset[str]:
         t = b.term
-        targets: list[int] = []
-        if isinstance(t, (FallThrough, Jump)):
-            targets = [t.target]
-        elif isinstance(t, Branch):
-            targets = [t.target, t.fallthrough]
-        elif isinstance(t, JumpIndirect):
+        if isinstance(t, JumpIndirect):
             return _FLAGSET
         acc: set[str] = set()
-        for x in targets:
+        for x in direct_targets(t):
             if x in blocks:
                 acc |= live_in.get(x, frozenset())
             else:

@@ -365,11 +365,10 @@ def sys_msync(k: Kernel, addr: int, length: int, flags: int) -> int:
             flags & MS_ASYNC and flags & MS_SYNC:
         return -errno.EINVAL
     end = page_up(addr + length)
-    maps = k.space.covering(addr, end)
-    if sum(min(m.end, end) - max(m.start, addr) for m in maps) < end - addr:
+    if k.space.covered(addr, end) < end - addr:
         return -errno.ENOMEM
     if flags & MS_SYNC:
-        for m in maps:
+        for m in k.space.covering(addr, end):
             if m.shared:
                 k.space.sync_shared(max(m.start, addr), min(m.end, end))
     return 0
