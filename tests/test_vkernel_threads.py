@@ -21,7 +21,8 @@ and spawn.c (posix_spawn, vfork + exec and fork + exec from a thread that is
 not the main one, which waits for the child while the main thread works on),
 robustdeath.c (a forked child holding a process-shared robust mutex in
 MAP_SHARED memory dies of a signal or execs: the parent's lock returns
-EOWNERDEAD).
+EOWNERDEAD), churn.c (3000 short-lived threads, then a large mapping under a
+memory limit: an ended thread's store is freed).
 
 pthreads.c and cancel.c also run dynamically linked with the host's glibc
 (the same as the Debian example image's), with ld.so, libc.so.6 and the
@@ -46,6 +47,7 @@ REMAP = (Path(__file__).resolve().parent / "threads" / "remap.c").read_text()
 CANCEL = (Path(__file__).resolve().parent / "threads" / "cancel.c").read_text()
 SPAWN = (Path(__file__).resolve().parent / "threads" / "spawn.c").read_text()
 ROBUST_DEATH = (Path(__file__).resolve().parent / "threads" / "robustdeath.c").read_text()
+CHURN = (Path(__file__).resolve().parent / "threads" / "churn.c").read_text()
 SQUARE = "int sq(int x) { return x * x + 1; }\n"
 """The shared object remap.c maps: one function, no libc."""
 SCENARIOS = ("counting", "atomics", "exits", "signals", "forks", "execs", "timed", "sigwaits",
@@ -67,7 +69,8 @@ def pthread_guests(tmp_path_factory) -> dict[str, Guest]:
         out[libc] = recompiled(tmp_path_factory.mktemp(f"pthreads-{libc}"),
                                {"/bin/pthreads": SOURCE, "/bin/locked": LOCKED,
                                 "/bin/remap": REMAP, "/bin/cancel": CANCEL,
-                                "/bin/spawn": SPAWN, "/bin/robustdeath": ROBUST_DEATH},
+                                "/bin/spawn": SPAWN, "/bin/robustdeath": ROBUST_DEATH,
+                                "/bin/churn": CHURN},
                                libc=libc,
                                files={"/lib/libsq.so": (lib / "libsq.so").read_bytes()})
     return out
@@ -166,3 +169,17 @@ def test_code_mapped_by_one_thread_runs_in_another(pthread_guests: dict[str, Gue
     got = kiln(g, "/bin/remap", "/lib/libsq.so", offset)
     assert want.returncode == 0 and b"37" in want.stdout
     assert (got.stdout, got.returncode) == (want.stdout, want.returncode), got.stderr.decode()
+
+
+@pytest.mark.parametrize("libc", ["musl", "glibc"])
+def test_ended_threads_give_their_memory_back(pthread_guests: dict[str, Guest],
+                                              libc: str) -> None:
+    """3000 threads, at most 8 alive at a time, then 384 MiB mapped and touched under
+    ``--memory 600m``. Each thread's store (instances, control memory) is freed when it ends;
+    when ended threads kept theirs (about 2 MiB each), the mmap failed with ENOMEM."""
+    g = pthread_guests[libc]
+    want = native(g, "/bin/churn", "3000", "384")
+    assert want.stdout == b"sum 4501500 joined 4501500\nmapped 384 MiB\n", want.stderr
+    got = kiln(g, "/bin/churn", "3000", "384", opts=("--memory", "600m"), timeout=300)
+    assert (got.stdout, got.returncode) == (want.stdout, want.returncode), got.stderr.decode()
+    assert got.stderr == b""

@@ -183,8 +183,7 @@ def _route(p: "ProcessState", first: "ThreadState", sig: int) -> bool:
     pipe); False when none may."""
     for t in list(p.threads.values()):
         if t is not first and t.ctl is not None and deliverable(t, p, sig):
-            set_interrupt(t.ctl.view)
-            t.wake()
+            t.poke()
             return True
     return False
 
@@ -343,9 +342,7 @@ def signal_thread(t: "ThreadState", sig: int, code: int, pid: int, uid: int) -> 
     next interrupt poll, syscall or wait slice."""
     t.siginfo[sig] = (code, pid, uid)
     t.sigpending |= bit(sig)
-    if t.ctl is not None:
-        set_interrupt(t.ctl.view)
-    t.wake()
+    t.poke()
 
 
 def set_interrupt(ctl: memoryview) -> None:
@@ -470,9 +467,7 @@ def _tell_first_thread(p: "ProcessState") -> None:
     for x in list(p.threads.values()):
         if x.host_main:
             x.mask_stale = True
-            if x.ctl is not None:
-                set_interrupt(x.ctl.view)
-            x.wake()
+            x.poke()
 
 
 def carry_deaths(p: "ProcessState") -> None:

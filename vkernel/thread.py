@@ -7,14 +7,20 @@ Wasmtime store; guest memory is the process's (vkernel/process.py).
 
 A thread blocked in vkernel (futex, sleep, a pipe read) waits on its ``wake``
 descriptor too, so another thread can end the wait (a directed signal, a
-futex wake, exit_group) without host signals. A leaf module.
+futex wake, exit_group) without host signals. Other threads reach a thread
+only through :meth:`ThreadState.poke`, which does nothing once the thread has
+retired: an ended thread's store (its control memory) is freed and its wake
+pipe closed, so a late poke must not write into either. A leaf module.
 """
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from formats import abi
 
 if TYPE_CHECKING:
     from vkernel.cpustate import ControlMemory
@@ -52,6 +58,10 @@ class ThreadState:
     exit_status: int = 0                        # what exit(2) gave (the last thread's is the process's)
     mask_stale: bool = False                    # first thread: re-mirror the blocked sets (another
                                                 # thread's mask or the thread list changed)
+    retired: bool = False                       # ended: no control memory, no wake pipe
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    """Orders :meth:`poke` by another thread against :meth:`retire` by this one. Reentrant: a
+    Python signal handler on the main thread may poke while that thread is inside either."""
 
     def exec_reset(self) -> None:
         """What execve resets of the thread that survives it (the mask and pending set stay)."""
@@ -70,8 +80,21 @@ class ThreadState:
             self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         return self.wake_r
 
+    def poke(self) -> None:
+        """Have this thread look at its state soon (from another thread or a signal handler):
+        out of lifted code at its next interrupt poll (its control memory's INTERRUPT_FLAG),
+        out of a blocking wait (its wake pipe). Nothing once it has retired."""
+        with self.lock:
+            if self.retired:
+                return
+            if self.ctl is not None:
+                struct.pack_into("<I", self.ctl.view, abi.INTERRUPT_FLAG, 1)
+            self.wake()
+
     def wake(self) -> None:
         """End this thread's current (or next) blocking wait in vkernel."""
+        if self.retired:
+            return
         if self.wake_w < 0:
             self.wake_fd()
         try:
@@ -87,6 +110,14 @@ class ThreadState:
                 pass
         except BlockingIOError:
             pass
+
+    def retire(self) -> None:
+        """The thread has ended for good: no more pokes reach its control memory (whose store
+        the caller frees next) or its wake pipe (closed here, so its numbers may be reused)."""
+        with self.lock:
+            self.retired = True
+            self.ctl = None
+            self.close()
 
     def close(self) -> None:
         for fd in (self.wake_r, self.wake_w):

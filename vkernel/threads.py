@@ -168,7 +168,9 @@ def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> No
 
 def thread_gone(k: "Kernel") -> None:
     """A thread's last steps: its clear_child_tid word zeroed and woken (pthread_join), its
-    entry removed from the thread group."""
+    entry removed from the thread group, its store freed. The store must be closed, not left
+    to the garbage collector: its host functions hold the kernel, which holds the store, through
+    registries the collector does not see (each ended thread kept about 2 MiB)."""
     t, p = k.thread, k.proc
     with p.lock:                               # gone from /proc/self/task before the join returns
         if p.threads.get(t.tid) is t:
@@ -179,7 +181,9 @@ def thread_gone(k: "Kernel") -> None:
     if p.end is None:
         _clear_tid(k)
     t.finished.set()
-    t.close()
+    t.retire()                                 # no other thread writes into its store now
+    k.code.store.close()                       # its instances, control memory and host
+                                               # functions: the kernel they hold is then freed
 
 
 def end_process(k: "Kernel", e: BaseException) -> None:
@@ -199,9 +203,7 @@ def _tell_to_stop(t: "ThreadState") -> None:
     """Make thread ``t`` stop at its next poll or wait: out of lifted code (the interrupt
     flag), out of a blocking call (its wake pipe)."""
     t.exiting = True
-    if t.ctl is not None:
-        signals.set_interrupt(t.ctl.view)
-    t.wake()
+    t.poke()
 
 
 def stop_others(k: "Kernel", timeout: float = STOP_WAIT) -> None:
