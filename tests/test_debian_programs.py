@@ -14,7 +14,8 @@ modules, sqlite3, jq, bc, lua, file (libmagic), dpkg-query, id/getent (NSS
 modules loaded by dlopen), ldd (ld.so --list) and python3: json, re, hashlib
 (OpenSSL), zlib/bz2/lzma, sqlite3, decimal, ctypes calls into libc and a
 callback from qsort (libffi's closure trampoline, vkernel/closures.py),
-subprocess and os.fork.
+subprocess and os.fork; setpriv and capsh (capabilities, securebits, no_new_privs:
+the native side holds a container's capabilities for that case).
 """
 from __future__ import annotations
 
@@ -115,6 +116,26 @@ id; id -un nobody; getent passwd root nobody; getent group root adm; getent host
 ldd /usr/bin/python3.11 | sed -e 's/ (0x[0-9a-f]*)//' | grep -v linux-vdso   # no vDSO under vkernel
 """
 
+RUNC_CAPABILITIES = ("chown", "dac_override", "fsetid", "fowner", "mknod", "net_raw", "setgid",
+                     "setuid", "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill",
+                     "audit_write")
+"""The capabilities runc's default spec gives a container's root (what a guest starts with)."""
+AS_CONTAINER = ["setpriv", "--bounding-set", ",".join(["-all", *(f"+{c}" for c in RUNC_CAPABILITIES)]),
+                "--inh-caps=-all", "--clear-groups"]
+"""Natively: root with a container's capabilities (under Kiln the same call changes nothing)."""
+
+CAPABILITIES = r"""
+setpriv -d
+setpriv --reuid=nobody --regid=nogroup --clear-groups -- id
+setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=+net_bind_service \
+    --ambient-caps=+net_bind_service -- grep -E '^(Cap|NoNewPrivs)' /proc/self/status
+setpriv --reuid=nobody --regid=nogroup --clear-groups --no-new-privs -- setpriv -d
+capsh --print | grep -v '^Current IAB'
+capsh --drop=cap_chown -- -c 'touch /tmp/f; chown nobody /tmp/f; echo "chown without CAP_CHOWN: $?"'
+capsh --caps=cap_setuid,cap_setgid+ep -- -c 'grep CapEff /proc/self/status'
+setpriv --bounding-set=-net_raw -- grep CapBnd /proc/self/status
+"""
+
 PYTHON = r"""
 import bz2, ctypes, ctypes.util, decimal, fractions, hashlib, itertools, json, lzma, math, os, re, sqlite3
 import statistics, struct, subprocess, sys, zlib, collections, datetime
@@ -188,6 +209,7 @@ CASES: dict[str, tuple[list[str], bytes]] = {
     "perl": (["perl", "-"], PERL.encode()),
     "sqlite-jq-bc-lua-file-nss-ldd": (["bash", "-c", OTHERS], b""),
     "python3": (["python3", "-"], PYTHON.encode()),
+    "setpriv-capsh": ([*AS_CONTAINER, "bash", "-c", CAPABILITIES], b""),
 }
 """Case -> (argv after ``env -i ...``, stdin)."""
 

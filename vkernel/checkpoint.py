@@ -242,7 +242,7 @@ def save(k: "Kernel", out: int) -> dict[str, Any]:
                    "clear_child_tid": t.clear_child_tid, "robust_list": list(t.robust_list),
                    "restart_sites": sorted(t.restart_sites),
                    "fault_frames": [[f, *v] for f, v in t.fault_frames.items()]},
-        "creds": asdict(creds.current()),
+        "creds": asdict(creds.current()), "caps": asdict(creds.capabilities()),
         "maps": [asdict(m) for m in space.maps], "brk": [space.brk_start, space.brk_cur],
         "regions": [[r.start, r.end, r.unit, r.bias, units[r.unit].blake3.hex()]
                     for r in p.code_regions],
@@ -411,7 +411,7 @@ def restore(rt: "Runtime", fd: int) -> int:
 
 
 def _rebuild(rt: "Runtime", fd: int) -> tuple[Any, Any]:
-    from vkernel import creds
+    from vkernel import caps, creds
     from vkernel.cpustate import CodeRegion
     from vkernel.memory import Mapping
     from vkernel.process import SignalAction
@@ -462,8 +462,9 @@ def _rebuild(rt: "Runtime", fd: int) -> tuple[Any, Any]:
         k.ctl.set(name, value)
     _open_fds(rt, meta["fds"])
     c = creds.Creds(**{**meta["creds"], "groups": tuple(meta["creds"]["groups"])})
-    if c != creds.current():
-        creds.become(c)
+    sets = caps.Caps(**meta["caps"]) if "caps" in meta else None
+    if c != creds.current() or sets is not None and sets != creds.capabilities():
+        creds.become(c, sets)
     for res in (resource.RLIMIT_NOFILE,):
         if res in p.rlimits:
             rt.fds.limit = min(p.rlimits[res][0], 1 << 20)

@@ -17,6 +17,13 @@ process's are never shown.
 When kiln does not run as root, nothing can change: the guest runs with the
 host user's ids, id changes to other ids are EPERM, and asking for another
 user is an error (see :func:`check_possible`).
+
+The guest's capabilities (vkernel/caps.py computes Linux's rules) are kept
+here with its ids, and the host process's effective set follows the guest's
+(:func:`_mirror`): a capability the guest dropped, or never had (runc's
+default set leaves out CAP_SYS_ADMIN, CAP_SYS_RESOURCE, CAP_NET_ADMIN...), is
+refused by the host kernel as well. The host's permitted set stays whole
+(the saved uid 0), so :func:`privileged` can raise it for vkernel's own work.
 """
 from __future__ import annotations
 
@@ -28,13 +35,14 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from formats.errors import KilnError
+from vkernel import caps as capsets
 
 NGROUPS_MAX = 65536
 _MAX_ID = 0xFFFFFFFE
 UNCHANGED = 0xFFFFFFFF
 """-1 as an unsigned 32-bit id: "leave this one as it is"."""
 
-_PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -48,11 +56,6 @@ class Creds:
     egid: int = 0
     sgid: int = 0
     groups: tuple[int, ...] = ()
-
-    @property
-    def privileged(self) -> bool:
-        """CAP_SETUID/CAP_SETGID/CAP_CHOWN...: a guest has them exactly when its euid is 0."""
-        return self.euid == 0
 
 
 @dataclass(frozen=True)
@@ -86,44 +89,200 @@ def current() -> Creds:
     return Creds(r, e, s, rg, eg, sg, tuple(os.getgroups()))
 
 
+_caps: capsets.Caps | None = None
+"""This process's guest capabilities (None: not set yet, a container's for its euid)."""
+_no_new_privs = False
+"""PR_SET_NO_NEW_PRIVS: execve grants nothing (set-user-ID bits are ignored); never unset."""
+_secure_exec = False
+"""Whether the last execve changed ids or granted capabilities (AT_SECURE)."""
+_host_permitted = 0
+"""The host process's permitted set once managed: what :func:`privileged` raises."""
+_host_effective: int | None = None
+"""The host process's effective set as last set here (None: unknown)."""
+
+
+def capabilities() -> capsets.Caps:
+    global _caps
+    if _caps is None:
+        _caps = capsets.initial(current().euid)
+    return _caps
+
+
+def capable(cap: int) -> bool:
+    """Whether the guest holds capability ``cap`` (in its effective set), as the kernel's
+    ``capable()`` asks."""
+    return capabilities().has(cap)
+
+
+def set_capabilities(new: capsets.Caps) -> None:
+    """The guest's sets change (capset, prctl): the host's effective set follows."""
+    global _caps
+    _caps = new
+    _mirror()
+
+
+def no_new_privs() -> bool:
+    return _no_new_privs
+
+
+def set_no_new_privs() -> None:
+    global _no_new_privs
+    _no_new_privs = True
+
+
+def secure_exec() -> bool:
+    return _secure_exec
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+_CAP_V3 = 0x20080522
+
+
+def _host_caps() -> tuple[int, int, int]:
+    """The host process's (effective, permitted, inheritable) sets."""
+    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
+    if _libc.capget(ctypes.byref(hdr), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32
+                 for f in ("effective", "permitted", "inheritable"))  # type: ignore[return-value]
+
+
+def _set_host_effective(effective: int) -> None:
+    global _host_effective
+    _, permitted, inheritable = _host_caps()
+    hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
+    for i in (0, 1):
+        data[i].effective = effective >> 32 * i & 0xFFFFFFFF
+        data[i].permitted = permitted >> 32 * i & 0xFFFFFFFF
+        data[i].inheritable = inheritable >> 32 * i & 0xFFFFFFFF
+    if _libc.capset(ctypes.byref(hdr), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    _host_effective = effective
+
+
+def _mirror() -> None:
+    """Make the host process's effective set the guest's (kiln runs as root)."""
+    if _current is None:
+        return
+    want = capabilities().effective & _host_permitted
+    if want != _host_effective:
+        _set_host_effective(want)
+
+
 @contextmanager
 def privileged() -> Iterator[None]:
-    """Run the body as root (the run's namespace root when it has one): only vkernel's own
-    work, copy-up, whiteouts, cleanup."""
-    if _current is None or os.geteuid() == 0:
+    """Run the body as root (the run's namespace root when it has one) with every capability
+    the host process may hold: only vkernel's own work, copy-up, whiteouts, cleanup."""
+    global _host_effective
+    if _current is None:
         yield
         return
     euid = os.geteuid()
-    os.seteuid(0)
+    if euid != 0:
+        os.seteuid(0)                          # Linux: the effective set becomes the permitted
+        _host_effective = _host_permitted
+    elif _host_effective != _host_permitted:
+        _set_host_effective(_host_permitted)
     try:
         yield
     finally:
-        os.seteuid(euid)
+        if euid != 0:
+            os.seteuid(euid)                   # Linux: the effective set is cleared
+            _host_effective = 0
+            _after_euid_change()
+        _mirror()
+
+
+_pdeathsig = 0
+"""The parent-death signal the host process must have (:func:`hold_pdeathsig`)."""
+_own_pdeathsig = False
+"""Whether that is vkernel's own (pid 1 dies with the supervisor), which the guest's does not
+replace."""
+_guest_pdeathsig = 0
+"""The guest's PR_SET_PDEATHSIG."""
+
+
+def hold_pdeathsig(sig: int, own: bool = True) -> None:
+    """Set the host process's parent-death signal and keep it: Linux clears it whenever the
+    effective ids change, which vkernel's own work (:func:`privileged`) does too."""
+    global _pdeathsig, _own_pdeathsig
+    _pdeathsig, _own_pdeathsig = sig, own
+    _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def guest_pdeathsig() -> int:
+    return _guest_pdeathsig
+
+
+def set_guest_pdeathsig(sig: int) -> None:
+    """PR_SET_PDEATHSIG: the host process gets it (its parent is the guest's parent), unless it
+    holds vkernel's own (the run's first process: its parent is outside the run)."""
+    global _guest_pdeathsig
+    _guest_pdeathsig = sig
+    if not _own_pdeathsig:
+        hold_pdeathsig(sig, own=False)
+
+
+def forked() -> None:
+    """In a fork child: Linux gives it no parent-death signal."""
+    global _pdeathsig, _own_pdeathsig, _guest_pdeathsig
+    _pdeathsig, _own_pdeathsig, _guest_pdeathsig = 0, False, 0
+
+
+def _ids_took_effect(old: Creds, new: Creds) -> None:
+    """Linux clears the parent-death signal when the effective ids change."""
+    if (old.euid, old.egid) != (new.euid, new.egid) and _guest_pdeathsig:
+        set_guest_pdeathsig(0)
+
+
+def _after_euid_change() -> None:
+    """What Linux resets when the host's effective ids change, set again: the process stays
+    dumpable (a guest process is as inspectable by its own user as any other process) and
+    keeps its parent-death signal."""
+    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    if _pdeathsig:
+        _libc.prctl(_PR_SET_PDEATHSIG, _pdeathsig, 0, 0, 0)
 
 
 def _apply(c: Creds) -> None:
     """Make the host process's credentials ``c`` (saved uid 0 kept for :func:`privileged`)."""
+    global _host_effective
     if os.geteuid() != 0:
-        os.seteuid(0)
+        os.seteuid(0)                          # Linux: the effective set becomes the permitted
+    elif _host_effective != _host_permitted:
+        _set_host_effective(_host_permitted)   # CAP_SETUID and CAP_SETGID for the changes
+    _host_effective = None                     # Linux's own fixups change it: set it again
     os.setgroups(list(c.groups))
     os.setresgid(c.rgid, c.egid, c.sgid)
     os.setresuid(c.ruid, c.euid, 0)
-    # Changing euid makes Linux mark the process non-dumpable (its /proc files become
-    # root's); a guest process is as inspectable by its own user as any other process.
-    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    _after_euid_change()
 
 
 _host: tuple[tuple[int, ...], tuple[int, ...], list[int]] | None = None
 """The host process's own ids before :func:`become`, for :func:`restore_host`."""
 
 
-def become(c: Creds) -> None:
-    """Take guest credentials ``c`` for this process (kiln runs as root)."""
-    global _current, _host
+def become(c: Creds, sets: capsets.Caps | None = None,
+           bounding: int = capsets.CONTAINER_DEFAULT) -> None:
+    """Take guest credentials ``c`` for this process (kiln runs as root), with capability
+    ``sets`` (default: a container's first process's for ``c.euid``, within ``bounding``)."""
+    global _current, _host, _caps, _host_permitted, _host_effective
     if _host is None:
         _host = (os.getresuid(), os.getresgid(), os.getgroups())
+        _host_permitted = _host_caps()[1]
     _current = c = replace(c, groups=tuple(sorted(c.groups)))    # Linux keeps them sorted
+    _caps = sets if sets is not None else capsets.initial(c.euid, bounding)
+    _host_effective = None
     _apply(c)
+    _mirror()
 
 
 def restore_host() -> None:
@@ -135,6 +294,8 @@ def restore_host() -> None:
     _current = _host = None
     if os.geteuid() != 0:
         os.seteuid(0)
+    if _host_effective != _host_permitted:
+        _set_host_effective(_host_permitted)
     os.setgroups(groups)
     os.setresgid(*gids)
     os.setresuid(ruid, euid, suid)
@@ -154,12 +315,22 @@ def check_possible(user: User) -> None:
 
 # -- id changes, with Linux's rules (kernel/sys.c) ---------------------------------------
 def _change(new: Creds) -> int:
-    global _current
+    """An id change: the capability sets follow Linux's setuid rules."""
+    global _current, _caps
     if _current is None:
         return -errno.EPERM if new != current() else 0
+    old = _current
+    _caps = capsets.after_setuid(capabilities(), (old.ruid, old.euid, old.suid),
+                                 (new.ruid, new.euid, new.suid))
     _current = new
     _apply(new)
+    _mirror()
+    _ids_took_effect(old, new)
     return 0
+
+
+_CAP = {"u": capsets.SETUID, "g": capsets.SETGID}
+"""The capability that lets a process change its user ("u") or group ("g") ids freely."""
 
 
 def _ids(*vals: int) -> list[int]:
@@ -178,7 +349,7 @@ def _set_id(kind: str, value: int) -> int:
     if v == UNCHANGED:
         return -errno.EINVAL
     r, e, s = _fields(kind)
-    if c.privileged:
+    if capable(_CAP[kind]):
         return _change(replace(c, **{r: v, e: v, s: v}))
     if v in (getattr(c, r), getattr(c, s)):
         return _change(replace(c, **{e: v}))
@@ -191,7 +362,7 @@ def _set_re(kind: str, real: int, eff: int) -> int:
     real, eff = _ids(real, eff)
     r, e, s = _fields(kind)
     old_r, old_e, old_s = getattr(c, r), getattr(c, e), getattr(c, s)
-    if not c.privileged:
+    if not capable(_CAP[kind]):
         if real != UNCHANGED and real not in (old_r, old_e):
             return -errno.EPERM
         if eff != UNCHANGED and eff not in (old_r, old_e, old_s):
@@ -208,7 +379,7 @@ def _set_res(kind: str, *want: int) -> int:
     want_ids = _ids(*want)
     names = _fields(kind)
     old = tuple(getattr(c, n) for n in names)
-    if not c.privileged and any(w != UNCHANGED and w not in old for w in want_ids):
+    if not capable(_CAP[kind]) and any(w != UNCHANGED and w not in old for w in want_ids):
         return -errno.EPERM
     return _change(replace(c, **{n: o if w == UNCHANGED else w
                                  for n, o, w in zip(names, old, want_ids)}))
@@ -242,9 +413,39 @@ def setgroups(groups: list[int]) -> int:
     c = current()
     if len(groups) > NGROUPS_MAX:
         return -errno.EINVAL
-    if not c.privileged:
+    if not capable(capsets.SETGID):
         return -errno.EPERM
     return _change(replace(c, groups=tuple(sorted(g & 0xFFFFFFFF for g in groups))))
+
+
+def exec_transition(mode: int, file_uid: int, file_gid: int) -> None:
+    """execve of a file with ``mode`` owned by (``file_uid``, ``file_gid``), past the point of
+    no return: its set-user-ID and set-group-ID bits (ignored under no_new_privs), then the
+    saved ids follow the effective ones and the capability sets are recomputed."""
+    global _current, _caps, _secure_exec
+    c = current()
+    euid, egid = c.euid, c.egid
+    if not _no_new_privs and _current is not None:   # (kiln not root: ids cannot change)
+        if mode & 0o4000:
+            euid = file_uid
+        if mode & 0o2010 == 0o2010:            # set-group-ID with group execute (else: locking)
+            egid = file_gid
+    setid = euid != c.ruid or egid != c.rgid
+    old = capabilities()
+    if setid and _no_new_privs:                # Linux: no more than it had, maybe less
+        euid, egid = c.ruid, c.rgid
+    _caps, _secure_exec = capsets.after_exec(old, c.ruid, euid, setid)
+    if _no_new_privs:
+        _caps = replace(_caps, permitted=_caps.permitted & old.permitted,
+                        effective=_caps.effective & old.permitted)
+    new = replace(c, euid=euid, suid=euid, egid=egid, sgid=egid)
+    if _current is not None:
+        if new != c:
+            _current = new
+            _apply(new)
+        _mirror()
+    if _secure_exec and _guest_pdeathsig:
+        set_guest_pdeathsig(0)                 # Linux: a set-user-ID exec clears it
 
 
 # -- resolving an image User ----------------------------------------------------------------

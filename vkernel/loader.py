@@ -132,9 +132,10 @@ def load_elf(space: AddressSpace, data: bytes, path: str, unit: int, *,
 
 def build_stack(space: AddressSpace, image: LoadedImage, argv: list[bytes], envp: list[bytes],
                 execfn: str, ids: tuple[int, int, int, int] = (0, 0, 0, 0),
-                interp: LoadedImage | None = None) -> int:
+                interp: LoadedImage | None = None, secure: bool = False) -> int:
     """Map the main stack below STACK_TOP and lay out argc/argv/envp/auxv; returns rsp.
-    ``interp``: where the program's interpreter was loaded (AT_BASE)."""
+    ``interp``: where the program's interpreter was loaded (AT_BASE); ``secure``: AT_SECURE
+    (the exec changed ids or granted capabilities)."""
     top = abi.STACK_TOP
     space.add(Mapping(top - abi.STACK_SIZE_DEFAULT, top, 3, "stack", "[stack]"))
     space.zero(top - abi.STACK_SIZE_DEFAULT, abi.STACK_SIZE_DEFAULT)
@@ -156,7 +157,7 @@ def build_stack(space: AddressSpace, image: LoadedImage, argv: list[bytes], envp
     auxv = [(AT_PHDR, image.phdr), (AT_PHENT, image.phent), (AT_PHNUM, image.phnum),
             (AT_PAGESZ, abi.GUEST_PAGE), (AT_BASE, interp.bias if interp else 0), (AT_FLAGS, 0),
             (AT_ENTRY, image.entry),
-            (AT_UID, uid), (AT_EUID, euid), (AT_GID, gid), (AT_EGID, egid), (AT_SECURE, 0),
+            (AT_UID, uid), (AT_EUID, euid), (AT_GID, gid), (AT_EGID, egid), (AT_SECURE, int(secure)),
             (AT_RANDOM, random_p), (AT_HWCAP, abi.HWCAP), (AT_CLKTCK, 100),
             (AT_PLATFORM, platform_p), (AT_EXECFN, execfn_p), (AT_NULL, 0)]
     words = [len(argv), *arg_ps, 0, *env_ps, 0]

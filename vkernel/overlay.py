@@ -10,7 +10,8 @@ import errno
 import os
 import stat as st
 
-from vkernel.creds import privileged
+from vkernel.caps import FOWNER
+from vkernel.creds import capable, privileged
 from vkernel.hostfs import (SET_ID, WHITEOUT_MARKER, WHITEOUT_PREFIX, chown_fd, creating, open_beneath,
                             openat2_in_root)
 
@@ -214,7 +215,8 @@ class OverlayWrites:
                 raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
             parent = os.fstat(pfd)
             euid = os.geteuid()
-            if parent.st_mode & st.S_ISVTX and euid != 0 and euid not in (s.st_uid, parent.st_uid):
+            if parent.st_mode & st.S_ISVTX and not capable(FOWNER) and \
+                    euid not in (s.st_uid, parent.st_uid):
                 raise OSError(errno.EPERM, os.strerror(errno.EPERM), path)
         finally:
             os.close(pfd)

@@ -16,7 +16,6 @@ from vkernel.errors import VkernelError
 
 CLONE_NEWNS = 0x0002_0000
 CLONE_NEWPID = 0x2000_0000
-_PR_SET_PDEATHSIG = 1
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x4_0000
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -72,9 +71,10 @@ def mount_scratch(path: str) -> bool:
 
 def die_with_supervisor() -> None:
     """In pid 1: SIGKILL when the supervisor dies (then the kernel ends the whole namespace).
-    Linux clears this when credentials change, so it is set again after the image User."""
+    Linux clears this when credentials change: vkernel/creds.py sets it again each time."""
     if os.getpid() == 1:
-        _libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        from vkernel import creds
+        creds.hold_pdeathsig(9)
 
 
 def catches(pid: int, sig: int) -> bool:

@@ -129,14 +129,16 @@ def pid_file(skel: Skeleton | None, proc: "ProcessState", pid: int, name: str,
     if name == "stat":
         fields[1] = str(ppid)
         return f"{tid or pid} ({comm}) " + " ".join(fields) + "\n"
-    from vkernel import creds
+    from vkernel import caps, creds
     if me:
         c = creds.current()
         uids, gids, groups = [c.ruid, c.euid, c.suid], [c.rgid, c.egid, c.sgid], list(c.groups)
+        held = caps.status_lines(creds.capabilities())
     else:
         uids = info.get("uid", [0, 0, 0])
         gids = info.get("gid", [0, 0, 0])
         groups = info.get("groups", [])
+        held = caps.status_lines(caps.Caps(*info["caps"])) if "caps" in info else {}
     try:
         host = _host(pid, "status", tid).decode("utf-8", "replace").splitlines()
     except OSError:
@@ -156,6 +158,10 @@ def pid_file(skel: Skeleton | None, proc: "ProcessState", pid: int, name: str,
             line = "Gid:\t" + "\t".join(str(g) for g in (*gids, gids[1]))
         elif key == "Groups":
             line = "Groups:\t" + "".join(f"{g} " for g in groups)
+        elif key in held:
+            line = f"{key}:\t{held[key]}"
+        elif key == "NoNewPrivs" and me:
+            line = f"NoNewPrivs:\t{int(creds.no_new_privs())}"
         elif key in ("NSpid", "NStgid", "NSpgid", "NSsid"):
             line = f"{key}:\t" + line.split(":", 1)[1].split()[0]
         out.append(line)

@@ -429,7 +429,8 @@ class Runtime:
             image, loaded_interp = self._load(inst, path, data, unit, interp)
         k = inst.kernel
         ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
-        rsp = build_stack(k.space, image, argv, envp, execfn, ids, loaded_interp)
+        rsp = build_stack(k.space, image, argv, envp, execfn, ids, loaded_interp,
+                          secure=creds.secure_exec())
         k.ctl.reset_for_entry(image.entry if loaded_interp is None else loaded_interp.entry, rsp)
         self.proc.exe = canonical
         return self._enter(inst, path)

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import astuple
 
 PROC_FILES = ("cpuinfo", "meminfo", "mounts")
 """Regular files of /proc whose text is made at each open (vkernel/proctext.py)."""
@@ -105,7 +106,7 @@ def publish(skel: Skeleton | None, comm: str, argv: list[bytes]) -> None:
     pid = os.getpid()
     info = {"comm": comm[:15], "argv": [a.decode("utf-8", "surrogateescape") for a in argv],
             "uid": [c.ruid, c.euid, c.suid], "gid": [c.rgid, c.egid, c.sgid],
-            "groups": list(c.groups)}
+            "groups": list(c.groups), "caps": list(astuple(creds.capabilities()))}
     path = os.path.join(skel.psdir, str(pid))
     try:
         with creds.privileged():

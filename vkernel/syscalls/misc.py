@@ -8,6 +8,7 @@ import os
 from vkernel import creds
 from vkernel.kernel import Kernel
 from vkernel.proctree import guest_processes, is_guest
+from vkernel.syscalls import capability
 from vkernel.syscalls.args import s32
 
 UNAME_SYSNAME = "Linux"
@@ -121,12 +122,16 @@ def sys_getcpu(k: Kernel, cpu: int, node: int, tcache: int) -> int:
     return 0
 
 
-PR_SET_NAME, PR_GET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_DUMPABLE = 15, 16, 38, 3
+PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE = 15, 16, 3
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
 
 
 def sys_prctl(k: Kernel, option: int, arg2: int, arg3: int, arg4: int, arg5: int) -> int:
-    """prctl(2): PR_SET_NAME/PR_GET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_DUMPABLE"""
+    """prctl(2): PR_SET_NAME/PR_GET_NAME, PR_GET_DUMPABLE, PR_SET/GET_PDEATHSIG; capabilities,
+    securebits and no_new_privs (vkernel/syscalls/capability.py)"""
     option = s32(option)
+    if option in capability.OPTIONS:
+        return capability.prctl(k, option, arg2, arg3, arg4, arg5)
     if option == PR_SET_NAME:
         k.proc.comm = k.space.window(arg2, 16).tobytes().split(b"\0")[0][:15]
         from vkernel import procfs
@@ -136,7 +141,13 @@ def sys_prctl(k: Kernel, option: int, arg2: int, arg3: int, arg4: int, arg5: int
         name = k.proc.comm or os.fsencode(os.path.basename(k.proc.exe))[:15]
         k.space.write(arg2, name.ljust(16, b"\0"))
         return 0
-    if option == PR_SET_NO_NEW_PRIVS:
+    if option == PR_SET_PDEATHSIG:
+        if not 0 <= arg2 <= 64:
+            return -errno.EINVAL
+        creds.set_guest_pdeathsig(arg2)
+        return 0
+    if option == PR_GET_PDEATHSIG:
+        k.space.put_u32(arg2, creds.guest_pdeathsig())
         return 0
     if option == PR_GET_DUMPABLE:
         return 1

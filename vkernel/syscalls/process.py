@@ -12,7 +12,7 @@ import sys
 import threading
 
 from formats import abi
-from vkernel import creds, procfs, robust, signals, threads
+from vkernel import caps, creds, procfs, robust, signals, threads
 from vkernel.elf import parse_elf
 from vkernel.errors import GuestExec, GuestExit, HashRefused, VkernelError
 from vkernel.kernel import Kernel
@@ -191,8 +191,8 @@ def sys_prlimit64(k: Kernel, pid: int, resource_id: int, new_limit: int, old_lim
         soft, hard = struct.unpack("<QQ", k.space.read(new_limit, 16))
         if soft > hard:
             return -errno.EINVAL
-        if hard > old[1] and os.geteuid() != 0:
-            return -errno.EPERM                # only root raises a hard limit
+        if hard > old[1] and not creds.capable(caps.SYS_RESOURCE):
+            return -errno.EPERM                # raising a hard limit needs CAP_SYS_RESOURCE
         if resource_id == RLIMIT_FSIZE:
             try:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (_host_limit(soft), _host_limit(hard)))
@@ -255,6 +255,7 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
     if pid:
         hsignal.pthread_sigmask(hsignal.SIG_SETMASK, held)
     if pid == 0:
+        creds.forked()
         k.proc.is_forked_child = True
         me = os.getpid()                       # the child is one thread, the caller's
         k.thread.tid = me
@@ -515,6 +516,7 @@ def prepare_exec(k: Kernel, path: str, args: list[bytes], env: list[bytes], dept
         return -errno.ENOEXEC
     except OSError as e:                       # the interpreter: missing, not executable...
         return -(e.errno or errno.ENOENT)
+    creds.exec_transition(s.st_mode, s.st_uid, s.st_gid)   # set-user-ID bits, capabilities
     # Linux: exec sets comm to the name the file was executed by (not the resolved path):
     # busybox renames itself after execve("/proc/self/exe") only when it reads "exe".
     k.proc.comm = os.path.basename(execfn).encode("utf-8", "surrogateescape")[:15]

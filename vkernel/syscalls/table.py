@@ -6,8 +6,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from vkernel.syscalls import (events, fdops, fs, futex, ids, misc, mm, net, netmsg, pidfd, poll,
-                              process, signal, sockopt, statinfo, time, xattr, xfer)
+from vkernel.syscalls import (capability, events, fdops, fs, futex, ids, misc, mm, net,
+                              netmsg, pidfd, poll, process, signal, sockopt, statinfo, time,
+                              xattr, xfer)
 from vkernel.syscalls.numbers import SYSCALL_NUMBERS
 
 SUPPORTED, PARTIAL, UNSUPPORTED = "supported", "partial", "unsupported"
@@ -316,8 +317,12 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Supported("membarrier", misc.sys_membarrier, "int,hex,int"),
     Supported("sched_yield", misc.sys_sched_yield),
     Partial("getcpu", misc.sys_getcpu, "always CPU 0", "ptr,ptr,ptr"),
-    Partial("prctl", misc.sys_prctl, "PR_SET_NAME, PR_GET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_DUMPABLE",
+    Partial("prctl", misc.sys_prctl, "PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE, PR_SET/GET_PDEATHSIG, PR_CAPBSET_READ/DROP, "
+            "PR_GET/SET_KEEPCAPS, PR_GET/SET_SECUREBITS, PR_CAP_AMBIENT, PR_GET/SET_NO_NEW_PRIVS",
             "int,hex,hex,hex,hex"),
+    Partial("capget", capability.sys_capget, "a process's sets, not a thread's", "ptr,ptr"),
+    Partial("capset", capability.sys_capset, "the process's sets, not the thread's; runc's default "
+            "set to start with; file capabilities are not read", "ptr,ptr"),
 )
 
 TABLE: dict[int, SyscallEntry] = {e.number: e for e in ENTRIES}
