@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
@@ -89,23 +90,46 @@ def current() -> Creds:
     return Creds(r, e, s, rg, eg, sg, tuple(os.getgroups()))
 
 
-_caps: capsets.Caps | None = None
-"""This process's guest capabilities (None: not set yet, a container's for its euid)."""
+class _PerThread(threading.local):
+    """What Linux keeps per thread: the capability sets (with the uids they were last fixed up
+    for) and, on the host, the thread's own effective set."""
+    sets: capsets.Caps | None = None
+    ids: tuple[int, int, int] = (0, 0, 0)
+    host_effective: int | None = None          # as last set here (None: unknown)
+    host_epoch: int = -1                       # the _euid_epoch host_effective was set in
+    depth: int = 0                             # privileged() blocks this thread is in
+
+
+_t = _PerThread()
+_euid_epoch = 0
+"""Counts the host's effective-uid changes: each resets every thread's effective set (glibc
+makes the change in all threads), so a thread's remembered host_effective is then unknown."""
 _no_new_privs = False
-"""PR_SET_NO_NEW_PRIVS: execve grants nothing (set-user-ID bits are ignored); never unset."""
+"""PR_SET_NO_NEW_PRIVS: execve grants nothing (set-user-ID bits are ignored); never unset.
+Kept for the process (Linux keeps it per thread and it is inherited by new ones)."""
 _secure_exec = False
 """Whether the last execve changed ids or granted capabilities (AT_SECURE)."""
 _host_permitted = 0
 """The host process's permitted set once managed: what :func:`privileged` raises."""
-_host_effective: int | None = None
-"""The host process's effective set as last set here (None: unknown)."""
+
+
+def _uids() -> tuple[int, int, int]:
+    c = current()
+    return c.ruid, c.euid, c.suid
 
 
 def capabilities() -> capsets.Caps:
-    global _caps
-    if _caps is None:
-        _caps = capsets.initial(current().euid)
-    return _caps
+    """The calling thread's capability sets. Ids are the process's and capabilities each
+    thread's, as on Linux: an id change made by another thread (glibc has every thread make
+    it) applies Linux's setuid rules to this thread's sets when it next looks."""
+    ids = _uids()
+    c = _t.sets
+    if c is None:
+        c = capsets.initial(ids[1])
+    elif _t.ids != ids:
+        c = capsets.after_setuid(c, _t.ids, ids)
+    _t.sets, _t.ids = c, ids
+    return c
 
 
 def capable(cap: int) -> bool:
@@ -115,9 +139,20 @@ def capable(cap: int) -> bool:
 
 
 def set_capabilities(new: capsets.Caps) -> None:
-    """The guest's sets change (capset, prctl): the host's effective set follows."""
-    global _caps
-    _caps = new
+    """The calling thread's sets change (capset, prctl): its host effective set follows."""
+    capabilities()                             # (the ids it was computed for: current)
+    _t.sets = new
+    _mirror()
+
+
+def thread_state() -> tuple[capsets.Caps, tuple[int, int, int]]:
+    """What a new thread (clone) takes from the calling one."""
+    return capabilities(), _t.ids
+
+
+def adopt(state: tuple[capsets.Caps, tuple[int, int, int]]) -> None:
+    """In a new guest thread: the creating thread's sets (Linux copies them at clone)."""
+    _t.sets, _t.ids = state
     _mirror()
 
 
@@ -156,24 +191,35 @@ def _host_caps() -> tuple[int, int, int]:
 
 
 def _set_host_effective(effective: int) -> None:
-    global _host_effective
     _, permitted, inheritable = _host_caps()
     hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
     for i in (0, 1):
         data[i].effective = effective >> 32 * i & 0xFFFFFFFF
         data[i].permitted = permitted >> 32 * i & 0xFFFFFFFF
         data[i].inheritable = inheritable >> 32 * i & 0xFFFFFFFF
-    if _libc.capset(ctypes.byref(hdr), data) != 0:
+    if _libc.capset(ctypes.byref(hdr), data) != 0:  # this thread's own, as on Linux
         raise OSError(ctypes.get_errno(), "capset")
-    _host_effective = effective
+    _t.host_effective, _t.host_epoch = effective, _euid_epoch
+
+
+def _host_effective() -> int | None:
+    return _t.host_effective if _t.host_epoch == _euid_epoch else None
+
+
+def _seteuid(euid: int) -> None:
+    """Change the host's effective uid (in every thread); Linux's fixups change each thread's
+    effective set."""
+    global _euid_epoch
+    os.seteuid(euid)
+    _euid_epoch += 1
 
 
 def _mirror() -> None:
-    """Make the host process's effective set the guest's (kiln runs as root)."""
+    """Make the calling thread's host effective set its guest sets' (kiln runs as root)."""
     if _current is None:
         return
     want = capabilities().effective & _host_permitted
-    if want != _host_effective:
+    if want != _host_effective():
         _set_host_effective(want)
 
 
@@ -181,22 +227,21 @@ def _mirror() -> None:
 def privileged() -> Iterator[None]:
     """Run the body as root (the run's namespace root when it has one) with every capability
     the host process may hold: only vkernel's own work, copy-up, whiteouts, cleanup."""
-    global _host_effective
-    if _current is None:
-        yield
+    if _current is None or _t.depth:
+        yield                                  # (nested: the outermost one restores)
         return
     euid = os.geteuid()
     if euid != 0:
-        os.seteuid(0)                          # Linux: the effective set becomes the permitted
-        _host_effective = _host_permitted
-    elif _host_effective != _host_permitted:
+        _seteuid(0)                            # Linux: the effective set becomes the permitted
+    if _host_effective() != _host_permitted:
         _set_host_effective(_host_permitted)
+    _t.depth += 1
     try:
         yield
     finally:
+        _t.depth -= 1
         if euid != 0:
-            os.seteuid(euid)                   # Linux: the effective set is cleared
-            _host_effective = 0
+            _seteuid(euid)                     # Linux: the effective set is cleared
             _after_euid_change()
         _mirror()
 
@@ -254,12 +299,12 @@ def _after_euid_change() -> None:
 
 def _apply(c: Creds) -> None:
     """Make the host process's credentials ``c`` (saved uid 0 kept for :func:`privileged`)."""
-    global _host_effective
+    global _euid_epoch
     if os.geteuid() != 0:
-        os.seteuid(0)                          # Linux: the effective set becomes the permitted
-    elif _host_effective != _host_permitted:
+        _seteuid(0)                            # Linux: the effective set becomes the permitted
+    if _host_effective() != _host_permitted:
         _set_host_effective(_host_permitted)   # CAP_SETUID and CAP_SETGID for the changes
-    _host_effective = None                     # Linux's own fixups change it: set it again
+    _euid_epoch += 1                           # Linux's own fixups change it: set it again
     os.setgroups(list(c.groups))
     os.setresgid(c.rgid, c.egid, c.sgid)
     os.setresuid(c.ruid, c.euid, 0)
@@ -274,13 +319,13 @@ def become(c: Creds, sets: capsets.Caps | None = None,
            bounding: int = capsets.CONTAINER_DEFAULT) -> None:
     """Take guest credentials ``c`` for this process (kiln runs as root), with capability
     ``sets`` (default: a container's first process's for ``c.euid``, within ``bounding``)."""
-    global _current, _host, _caps, _host_permitted, _host_effective
+    global _current, _host, _host_permitted
     if _host is None:
         _host = (os.getresuid(), os.getresgid(), os.getgroups())
         _host_permitted = _host_caps()[1]
     _current = c = replace(c, groups=tuple(sorted(c.groups)))    # Linux keeps them sorted
-    _caps = sets if sets is not None else capsets.initial(c.euid, bounding)
-    _host_effective = None
+    _t.sets = sets if sets is not None else capsets.initial(c.euid, bounding)
+    _t.ids = (c.ruid, c.euid, c.suid)
     _apply(c)
     _mirror()
 
@@ -293,8 +338,8 @@ def restore_host() -> None:
     (ruid, euid, suid), gids, groups = _host
     _current = _host = None
     if os.geteuid() != 0:
-        os.seteuid(0)
-    if _host_effective != _host_permitted:
+        _seteuid(0)
+    if _host_effective() != _host_permitted:
         _set_host_effective(_host_permitted)
     os.setgroups(groups)
     os.setresgid(*gids)
@@ -315,13 +360,12 @@ def check_possible(user: User) -> None:
 
 # -- id changes, with Linux's rules (kernel/sys.c) ---------------------------------------
 def _change(new: Creds) -> int:
-    """An id change: the capability sets follow Linux's setuid rules."""
-    global _current, _caps
+    """An id change: the capability sets follow Linux's setuid rules (:func:`capabilities`)."""
+    global _current
     if _current is None:
         return -errno.EPERM if new != current() else 0
     old = _current
-    _caps = capsets.after_setuid(capabilities(), (old.ruid, old.euid, old.suid),
-                                 (new.ruid, new.euid, new.suid))
+    capabilities()                             # this thread's sets: for the old ids
     _current = new
     _apply(new)
     _mirror()
@@ -422,7 +466,7 @@ def exec_transition(mode: int, file_uid: int, file_gid: int) -> None:
     """execve of a file with ``mode`` owned by (``file_uid``, ``file_gid``), past the point of
     no return: its set-user-ID and set-group-ID bits (ignored under no_new_privs), then the
     saved ids follow the effective ones and the capability sets are recomputed."""
-    global _current, _caps, _secure_exec
+    global _current, _secure_exec
     c = current()
     euid, egid = c.euid, c.egid
     if not _no_new_privs and _current is not None:   # (kiln not root: ids cannot change)
@@ -434,11 +478,12 @@ def exec_transition(mode: int, file_uid: int, file_gid: int) -> None:
     old = capabilities()
     if setid and _no_new_privs:                # Linux: no more than it had, maybe less
         euid, egid = c.ruid, c.rgid
-    _caps, _secure_exec = capsets.after_exec(old, c.ruid, euid, setid)
+    sets, _secure_exec = capsets.after_exec(old, c.ruid, euid, setid)
     if _no_new_privs:
-        _caps = replace(_caps, permitted=_caps.permitted & old.permitted,
-                        effective=_caps.effective & old.permitted)
+        sets = replace(sets, permitted=sets.permitted & old.permitted,
+                       effective=sets.effective & old.permitted)
     new = replace(c, euid=euid, suid=euid, egid=egid, sgid=egid)
+    _t.sets, _t.ids = sets, (new.ruid, new.euid, new.suid)
     if _current is not None:
         if new != c:
             _current = new

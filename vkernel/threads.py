@@ -48,7 +48,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
-from vkernel import robust, signals
+from vkernel import caps, creds, robust, signals
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit
 from vkernel.hostfutex import wake_host
 
@@ -105,8 +105,8 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
     if flags & CLONE_CHILD_CLEARTID:
         t.clear_child_tid = child_tid
     ready, go = threading.Event(), threading.Event()
-    host = threading.Thread(target=_thread_main, args=(child, ready, go), daemon=True,
-                            name="guest-thread")
+    host = threading.Thread(target=_thread_main, args=(child, ready, go, creds.thread_state()),
+                            daemon=True, name="guest-thread")
     try:
         host.start()
     except RuntimeError:                       # "can't start new thread"
@@ -122,8 +122,10 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
     return t.tid
 
 
-def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> None:
-    """The host thread of a guest thread: run lifted code until the thread ends."""
+def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event,
+                 sets: tuple[caps.Caps, tuple[int, int, int]]) -> None:
+    """The host thread of a guest thread: run lifted code until the thread ends; ``sets``:
+    the capabilities of the thread that made it."""
     t, p = k.thread, k.proc
     try:
         _signal.pthread_sigmask(hsignal.SIG_BLOCK, _signal.valid_signals())   # (no enums)
@@ -135,6 +137,7 @@ def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event) -> No
         ready.set()
     go.wait()
     try:
+        creds.adopt(sets)
         k.run_lifted(k.code.run, k.code.store)
         raise GuestExit(128 + hsignal.SIGSEGV, hsignal.SIGSEGV,
                         f"{p.exe}: lifted code returned from {abi.EXPORT_RUN} in a thread")

@@ -17,6 +17,8 @@
  *   exec-user   setresuid to 1000 and exec: nothing
  *   suid        a set-user-ID root copy of this program, run by uid 1000:
  *               euid 0, the bounding set, AT_SECURE; under no_new_privs not
+ *   threads     capabilities are each thread's: one thread's capset leaves the
+ *               other's; an id change clears them in every thread
  *   pdeathsig   PR_SET_PDEATHSIG: SIGUSR1 when the parent dies; an id change
  *               clears it
  *   errors      capset growing permitted, another pid, bad versions, ranges
@@ -24,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <linux/capability.h>
 #include <stdio.h>
@@ -110,6 +113,38 @@ static void again(const char *scenario)
 }
 
 #define BIT(c) (1ULL << (c))
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int stage;
+
+static void *dropper(void *arg)
+{
+    unsigned long long eff, prm, inh;
+    get(&eff, &prm, &inh);
+    printf("thread capset eff without dac: %d\n",
+           set(eff & ~(BIT(CAP_DAC_OVERRIDE) | BIT(CAP_DAC_READ_SEARCH)), prm, inh));
+    get(&eff, &prm, &inh);
+    printf("thread eff %llx\n", eff);
+    try_read("capfile");
+    return arg;
+}
+
+static void *waiter(void *arg)
+{
+    unsigned long long eff, prm, inh;
+    pthread_mutex_lock(&mu);
+    get(&eff, &prm, &inh);
+    printf("waiter before: eff %llx prm %llx\n", eff, prm);
+    stage = 1;
+    pthread_cond_broadcast(&cv);
+    while (stage < 2)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    get(&eff, &prm, &inh);
+    printf("waiter after: eff %llx prm %llx\n", eff, prm);
+    return arg;
+}
 
 static volatile sig_atomic_t got;
 static void on_usr1(int sig) { got = sig; }
@@ -198,6 +233,28 @@ int main(int argc, char **argv)
         waitpid(pid, &status, 0);
         printf("child: %d\n", WEXITSTATUS(status));
         unlink("caps-suid");
+    } else if (!strcmp(what, "threads")) {
+        int fd = open("capfile", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || fchown(fd, 1000, 1000) != 0)
+            return 1;
+        close(fd);
+        pthread_t t;
+        pthread_create(&t, NULL, dropper, NULL);
+        pthread_join(t, NULL);
+        get(&eff, &prm, &inh);
+        printf("main eff %llx\n", eff);
+        try_read("capfile");
+        pthread_mutex_lock(&mu);
+        pthread_create(&t, NULL, waiter, NULL);
+        while (stage < 1)
+            pthread_cond_wait(&cv, &mu);
+        printf("setresuid 1000: %d\n", setresuid(1000, 1000, 1000));
+        stage = 2;
+        pthread_cond_broadcast(&cv);
+        pthread_mutex_unlock(&mu);
+        pthread_join(t, NULL);
+        show("main after");
+        unlink("capfile");
     } else if (!strcmp(what, "pdeathsig")) {
         int out[2], ready[2];
         if (pipe(out) || pipe(ready))
