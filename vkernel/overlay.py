@@ -86,33 +86,55 @@ class OverlayWrites:
         pfd = self._upper_dir_fd(os.path.dirname(canon))
         owned = os.geteuid() == 0
         name = os.path.basename(canon)
+        # Made under a name the guest never sees and renamed into place once whole, as
+        # overlayfs copies up through its work directory: a copy that fails half-way (a full
+        # disk, a refused chown) leaves the rootfs file showing, not an empty or wrong one.
+        tmp = f"{WHITEOUT_PREFIX}{WHITEOUT_PREFIX}copy-up.{name}"[:255]
         try:
-            if st.S_ISLNK(s.st_mode):
-                os.symlink(self._readlink_in(self.lower_fd, canon), name, dir_fd=pfd)
-                if owned:
-                    lfd = open_beneath(pfd, name, os.O_PATH)
-                    try:
-                        chown_fd(lfd, s.st_uid, s.st_gid)
-                    finally:
-                        os.close(lfd)
-                return
-            src = openat2_in_root(self.lower_fd, canon, os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                dst = open_beneath(pfd, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.unlink(tmp, dir_fd=pfd)     # (left by a copy-up that was killed)
+            except FileNotFoundError:
+                pass
+            try:
+                self._copy_to(canon, s, truncate, pfd, tmp, owned)
+                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+            except BaseException:
                 try:
-                    if owned:
-                        os.fchown(dst, s.st_uid, s.st_gid)
-                    os.fchmod(dst, st.S_IMODE(s.st_mode))
-                    if not truncate:
-                        while os.sendfile(dst, src, None, 1 << 24) > 0:
-                            pass
-                    os.utime(dst, ns=(s.st_atime_ns, s.st_mtime_ns))
-                finally:
-                    os.close(dst)
-            finally:
-                os.close(src)
+                    os.unlink(tmp, dir_fd=pfd)
+                except FileNotFoundError:
+                    pass
+                raise
         finally:
             os.close(pfd)
+
+    def _copy_to(self, canon: str, s: os.stat_result, truncate: bool, pfd: int, name: str,
+                 owned: bool) -> None:
+        """The rootfs entry ``canon`` (a file or symlink) copied to ``name`` in upper directory
+        ``pfd``, with its owner (``owned``: vkernel may set it), mode and times."""
+        if st.S_ISLNK(s.st_mode):
+            os.symlink(self._readlink_in(self.lower_fd, canon), name, dir_fd=pfd)
+            if owned:
+                lfd = open_beneath(pfd, name, os.O_PATH)
+                try:
+                    chown_fd(lfd, s.st_uid, s.st_gid)
+                finally:
+                    os.close(lfd)
+            return
+        src = openat2_in_root(self.lower_fd, canon, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            dst = open_beneath(pfd, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if owned:
+                    os.fchown(dst, s.st_uid, s.st_gid)
+                os.fchmod(dst, st.S_IMODE(s.st_mode))
+                if not truncate:
+                    while os.sendfile(dst, src, None, 1 << 24) > 0:
+                        pass
+                os.utime(dst, ns=(s.st_atime_ns, s.st_mtime_ns))
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
 
     def _whiteout(self, canon: str) -> None:
         with privileged():
