@@ -59,16 +59,30 @@ def _probe_bundle(base: Path, rootfs: Path, data: Path, **process: object) -> Pa
     return bundle
 
 
-@pytest.mark.parametrize("variant", ["root-readonly", "user-1000"])
+CAPABILITIES = {"bounding": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_CHOWN", "CAP_KILL"],
+                "permitted": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL"],
+                "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]}
+"""Sets of a container whose process.capabilities are not the default (ambient within both
+permitted and inheritable, as runc requires)."""
+
+
+@pytest.mark.parametrize("variant", ["root-readonly", "user-1000", "capabilities"])
 def test_same_bundle_same_output_as_runc(oci, oci_probe_images, tmp_path: Path,
                                          variant: str) -> None:
     """One bundle of a static program: natively under runc, recompiled under kiln-oci. The
     probe prints its arguments, environment, working directory, ids, hostname, RLIMIT_NOFILE,
-    whether / and a tmpfs /run are writable and what a read-only bind mount holds."""
+    its capability sets and no_new_privs (`runc spec`'s, or ``CAPABILITIES`` without
+    noNewPrivileges), whether / and a tmpfs /run are writable and what a read-only bind
+    mount holds."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "hello.txt").write_text("hi from the host\n")
-    process = {"user": {"uid": 1000, "gid": 1000}} if variant == "user-1000" else {}
+    process: dict[str, object] = {}
+    if variant == "user-1000":
+        process = {"user": {"uid": 1000, "gid": 1000}}
+    elif variant == "capabilities":
+        process = {"capabilities": CAPABILITIES, "noNewPrivileges": False}
     bundle = _probe_bundle(tmp_path / "bundle", oci_probe_images["rootfs"], data, **process)
     if variant == "root-readonly":
         spec = json.loads((bundle / "config.json").read_text())
@@ -79,7 +93,7 @@ def test_same_bundle_same_output_as_runc(oci, oci_probe_images, tmp_path: Path,
     kiln = oci("run", "--bundle", str(bundle), "probe", check=False)
     assert native.returncode == 5, native.stderr
     assert b"hostname=probe-host" in native.stdout and b"/data/hello.txt: hi" in native.stdout
-    assert (kiln.stdout, kiln.returncode) == (native.stdout, native.returncode), kiln.stderr
+    assert (kiln.stdout, kiln.returncode) == (native.stdout, native.returncode), (native.stdout, kiln.stderr)
     assert os.listdir(oci.root) == []                      # run deletes the container
 
 

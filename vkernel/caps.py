@@ -83,6 +83,15 @@ def initial(euid: int, bounding: int = CONTAINER_DEFAULT) -> Caps:
     return Caps(held, held, 0, bounding)
 
 
+def from_runtime(c: Caps, ruid: int, euid: int) -> Caps:
+    """The sets of a container's first program when its runtime set ``c`` before executing it,
+    as runc does: an ambient capability that is not both permitted and inheritable cannot be
+    raised, and the exec then recomputes the rest (root's programs get the bounding set)."""
+    c = replace(c, effective=c.effective & c.permitted,
+                ambient=c.ambient & c.permitted & c.inheritable)
+    return after_exec(c, ruid, euid, False)[0]
+
+
 def after_setuid(c: Caps, old: tuple[int, int, int], new: tuple[int, int, int]) -> Caps:
     """The sets after the (real, effective, saved) uids changed from ``old`` to ``new``."""
     if c.securebits & NO_SETUID_FIXUP:

@@ -265,6 +265,15 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "opt-out). Default: each run has a network of its own whose only interface is "
               "its loopback, shared by its processes alone (as root; without root a run has "
               "no internet sockets).", "MODE"),
+    RunOption(("--cap-add",), "cap_add", "multi",
+              "Give the run's root this capability too (repeatable; a name as `docker run "
+              "--cap-add` takes it: NET_ADMIN, CAP_SYS_PTRACE, ALL). Guests start with runc's "
+              "default set: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP "
+              "SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE; a non-root user holds none "
+              "of them. They act on the run's own namespaces only.", "CAP"),
+    RunOption(("--cap-drop",), "cap_drop", "multi",
+              "Take this capability away from the run (repeatable; ALL drops every one).",
+              "CAP"),
     RunOption(("-u", "--user"), "user", "str",
               "Run as this user (uid, uid:gid, name or name:group, names from the image's "
               "/etc/passwd and /etc/group), replacing the image's User; default: the image's "
@@ -385,7 +394,8 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         timeout: float | None, pids_limit: int | None, memory: str | None, disk: str | None,
         user: str | None, args: tuple[str, ...], policy: Path | None = None,
         publish: tuple[str, ...] = (), allow_net: tuple[str, ...] = (),
-        network: str | None = None) -> None:
+        network: str | None = None, cap_add: tuple[str, ...] = (),
+        cap_drop: tuple[str, ...] = ()) -> None:
     """Run a program of a recompiled image: kiln run IMAGE [-- CMD ARGS...].
 
     IMAGE is the output of `recompile` (OCI layout, OCI archive or
@@ -432,6 +442,7 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
     from vkernel.trust import load_policy
     trust_policy = load_policy(policy)
     net = _network_policy(network, publish, allow_net)
+    bounding = _capabilities(cap_add, cap_drop)
     vols = tuple(_parse_volume(v) for v in volumes)
     mem = _parse_bytes(memory if memory is not None else DEFAULT_MEMORY, "--memory")
     disk_bytes = _parse_bytes(disk, "--disk") if disk is not None else 0
@@ -505,7 +516,8 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
                    workdir=workdir, trace=trace, audit_log=audit_log, upper=upper,
                    volumes=vols, timeout=timeout, pids_limit=pids_limit or 0, memory=mem,
                    user=image_user if user is None else user, pid_namespace=True,
-                   disk=disk_bytes, tty=tty, lockdown=True, megabinary_digest=digest, net=net)
+                   disk=disk_bytes, tty=tty, lockdown=True, megabinary_digest=digest, net=net,
+                   cap_bounding=bounding)
     try:
         status = run_guest(spec)
     except KilnError:
@@ -514,6 +526,25 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
         raise KilnError(f"internal error in vkernel: {type(e).__name__}: {e}",
                         hint="please report this with the command line and the megabinary") from None
     _exit_now(status)
+
+
+def _capabilities(add: tuple[str, ...], drop: tuple[str, ...]) -> int:
+    """The run's bounding set as docker run makes it: runc's default with ``add``, without
+    ``drop``; ``--cap-drop ALL`` starts from none, so what ``--cap-add`` names is all there is."""
+    import os
+    from vkernel import caps
+    everything = any(d.strip().upper() == "ALL" for d in drop)
+    try:
+        added = caps.parse(add, "--cap-add")
+        dropped = caps.parse([d for d in drop if d.strip().upper() != "ALL"], "--cap-drop")
+    except ValueError as e:
+        raise KilnError(str(e), hint="names as in capabilities(7), with or without CAP_: "
+                                     "NET_ADMIN, SYS_PTRACE, ALL") from None
+    if (add or drop) and os.geteuid() != 0:
+        raise KilnError("--cap-add and --cap-drop need kiln to run as root",
+                        hint="without root the guest runs as your user and holds no "
+                             "capabilities")
+    return ((0 if everything else caps.CONTAINER_DEFAULT) | added) & ~dropped
 
 
 def _network_policy(network: str | None, publish: tuple[str, ...], allow_net: tuple[str, ...]):

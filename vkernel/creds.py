@@ -20,9 +20,10 @@ user is an error (see :func:`check_possible`).
 
 The guest's capabilities (vkernel/caps.py computes Linux's rules) are kept
 here with its ids, and the host process's effective set follows the guest's
-(:func:`_mirror`): a capability the guest dropped, or never had (runc's
-default set leaves out CAP_SYS_ADMIN, CAP_SYS_RESOURCE, CAP_NET_ADMIN...), is
-refused by the host kernel as well. The host's permitted set stays whole
+(:func:`_mirror`; CAP_SETUID and CAP_SETGID excepted, see :data:`_VKERNEL_OWN`):
+a capability the guest dropped, or never had (runc's default set leaves out
+CAP_SYS_ADMIN, CAP_SYS_RESOURCE, CAP_NET_ADMIN...), is refused by the host
+kernel as well. The host's permitted set stays whole
 (the saved uid 0), so :func:`privileged` can raise it for vkernel's own work.
 """
 from __future__ import annotations
@@ -214,11 +215,18 @@ def _seteuid(euid: int) -> None:
     _euid_epoch += 1
 
 
+_VKERNEL_OWN = 1 << capsets.SETUID | 1 << capsets.SETGID
+"""Kept in every host thread's effective set whatever the guest holds: vkernel changes the
+process's ids through glibc, which makes the change in all threads and aborts the process
+if one of them is refused. The guest never reaches them: it makes no host system call, and
+vkernel checks each of its id changes against the guest's own sets first."""
+
+
 def _mirror() -> None:
     """Make the calling thread's host effective set its guest sets' (kiln runs as root)."""
     if _current is None:
         return
-    want = capabilities().effective & _host_permitted
+    want = (capabilities().effective | _VKERNEL_OWN) & _host_permitted
     if want != _host_effective():
         _set_host_effective(want)
 

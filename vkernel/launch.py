@@ -8,7 +8,7 @@ import stat as st
 import sys
 
 from formats.errors import KilnError
-from vkernel import creds, pidns
+from vkernel import caps, creds, pidns
 from vkernel.errors import VkernelError
 from vkernel.runspec import RunSpec
 from vkernel.runtime import Runtime, die_like
@@ -124,7 +124,12 @@ def _take_user(rt: Runtime) -> None:
             rt.vfs.skeleton.hand_over(low.st_uid, low.st_gid)
         from vkernel import sandbox
         sandbox.drop(iso)                 # from here on, root is the namespace's root only
-    creds.become(user.creds())
+    spec = rt.spec
+    given = caps.from_runtime(caps.Caps(*spec.cap_sets), user.uid, user.uid) \
+        if spec.cap_sets else None
+    creds.become(user.creds(), given, spec.cap_bounding)
+    if spec.no_new_privs:
+        creds.set_no_new_privs()
     pidns.die_with_supervisor()
 
 

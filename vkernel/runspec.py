@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vkernel.caps import CONTAINER_DEFAULT
 from vkernel.netpolicy import NONE, NetPolicy
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ class RunSpec:
                                         # root), else mapped bytes per guest process; 0 = none
     tree_root: int = 0                  # internal: the --timeout supervisor's pid
     user: str = ""                      # image User / --user: uid, uid:gid, name, name:group; "" = root
+    cap_bounding: int = CONTAINER_DEFAULT   # --cap-add/--cap-drop: root holds these, others none
+    cap_sets: tuple[int, ...] = ()      # (effective, permitted, inheritable, bounding, ambient)
+                                        # as given (OCI process.capabilities); () = as above
+    no_new_privs: bool = False          # the guest starts with no_new_privs (OCI noNewPrivileges)
     pid_namespace: bool = False         # isolate as root: pid, mount and user namespaces, cgroup
     disk: int = 0                       # bytes the upper layer may hold (root: its tmpfs size)
     tty: bool = False                   # -t: the run gets a pseudo-terminal of its own

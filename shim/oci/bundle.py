@@ -25,6 +25,7 @@ from typing import Any
 
 from formats.annotations import MEGABINARY_PATH
 from formats.errors import KilnError
+from vkernel import caps
 from vkernel.netpolicy import HOST, ISOLATED, NetPolicy
 from vkernel.runtime import RunSpec
 from vkernel.vfs import Volume
@@ -53,6 +54,9 @@ class OciProcess:
     user: str                    # "uid:gid" ("" when absent)
     terminal: bool
     rlimits: tuple[tuple[int, int, int], ...]
+    capabilities: tuple[int, ...] = ()   # (effective, permitted, inheritable, bounding,
+                                         # ambient); () when absent: a container's default
+    no_new_privs: bool = False           # noNewPrivileges: set-user-ID bits do nothing
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -109,7 +113,31 @@ def process_spec(proc: Any, where: str = "process") -> OciProcess:
     if not cwd.startswith("/"):
         raise BundleError(f"{where}.cwd {cwd!r} must be an absolute path")
     return OciProcess(tuple(args), tuple(str(e) for e in env), cwd, f"{uid}:{gid}",
-                      bool(_get(proc, "terminal", bool, False, where)), tuple(limits))
+                      bool(_get(proc, "terminal", bool, False, where)), tuple(limits),
+                      _capabilities(proc, where),
+                      bool(_get(proc, "noNewPrivileges", bool, False, where)))
+
+
+_CAP_SETS = ("effective", "permitted", "inheritable", "bounding", "ambient")
+
+
+def _capabilities(proc: Any, where: str) -> tuple[int, ...]:
+    """``process.capabilities`` as the five sets, given as runc applies them (a set left out
+    is empty); () without the object."""
+    given = _get(proc, "capabilities", dict, None, where)
+    if given is None:
+        return ()
+    out = []
+    for name in _CAP_SETS:
+        names = _get(given, name, list, [], f"{where}.capabilities")
+        if not all(isinstance(n, str) for n in names):
+            raise BundleError(f"{where}.capabilities.{name} must be a list of strings")
+        try:
+            out.append(caps.parse(names, f"{where}.capabilities.{name}"))
+        except ValueError as e:
+            raise BundleError(str(e), hint="capability names as in capabilities(7): "
+                                           "CAP_NET_BIND_SERVICE, ...") from None
+    return tuple(out)
 
 
 def rootfs_of(bundle: Path, config: dict[str, Any]) -> Path:
@@ -254,7 +282,7 @@ def run_spec(bundle: Path, config: dict[str, Any], megabinary: Path, digest: str
         lockdown=True, megabinary_digest=digest,
         # Without a hostname a new UTS namespace keeps the host's, as under runc.
         hostname=_get(config, "hostname", str, "", "config") or os.uname().nodename,
-        rlimits=proc.rlimits,
+        rlimits=proc.rlimits, cap_sets=proc.capabilities, no_new_privs=proc.no_new_privs,
         readonly_root=bool(_get(root, "readonly", bool, False, "root")), files=_files(config),
         # A loopback of its own (docs/threat-model.md), or the network it shares.
         net=NetPolicy(HOST if network_shared else ISOLATED))

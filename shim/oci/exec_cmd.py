@@ -64,6 +64,7 @@ def exec_command(ctx: click.Context, process_file: str | None, detach: bool,
         volumes=tuple(Volume(**v) for v in base.get("volumes", ())),
         user=user if user is not None else proc.user, tty=proc.terminal or tty,
         megabinary_digest=digest, hostname=base.get("hostname", ""), rlimits=proc.rlimits,
+        cap_sets=proc.capabilities, no_new_privs=proc.no_new_privs,
         # The container's network (its own loopback, or the one it shares), as its first
         # process has it.
         net=NetPolicy(HOST if base.get("network") == HOST else ISOLATED))

@@ -1,6 +1,7 @@
 /* What an OCI runtime gave this process, printed the same way under runc and kiln-oci:
  * arguments, chosen environment variables, working directory, ids, hostname, the
- * RLIMIT_NOFILE limits, whether / and /run are writable, what a bound directory holds.
+ * RLIMIT_NOFILE limits, the capability sets and no_new_privs, whether / and /run are
+ * writable, what a bound directory holds.
  * Exits with the number given by $PROBE_EXIT (default 0). */
 #include <dirent.h>
 #include <errno.h>
@@ -40,6 +41,13 @@ int main(int argc, char **argv) {
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
     printf("nofile=%llu/%llu\n", (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+    FILE *st = fopen("/proc/self/status", "r");
+    char sline[256];
+    while (st && fgets(sline, sizeof sline, st))
+        if (!strncmp(sline, "Cap", 3) || !strncmp(sline, "NoNewPrivs", 10))
+            printf("%s", sline);
+    if (st)
+        fclose(st);
     try_write("/probe-root-file");
     try_write("/run/probe-run-file");
     DIR *d = opendir("/data");
