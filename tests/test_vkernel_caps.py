@@ -31,7 +31,7 @@ RUNC_CAPABILITIES = ("chown", "dac_override", "fsetid", "fowner", "mknod", "net_
 AS_CONTAINER = ["setpriv", "--bounding-set", ",".join(["-all", *(f"+{c}" for c in RUNC_CAPABILITIES)]),
                 "--inh-caps=-all"]
 SCENARIOS = ("show", "drop", "setuid", "keepcaps", "ambient", "bounding", "exec-user", "suid",
-             "suid-nnp", "threads", "pdeathsig", "errors")
+             "suid-nnp", "threads", "race", "pdeathsig", "errors")
 
 
 @pytest.fixture(scope="module")

@@ -207,6 +207,18 @@ def _host_effective() -> int | None:
     return _t.host_effective if _t.host_epoch == _euid_epoch else None
 
 
+_SYS_SETRESUID = 117
+
+
+def _thread_seteuid(euid: int) -> None:
+    """Change the calling thread's effective uid alone (the raw system call: glibc's wrapper
+    would change every thread's). Linux's fixups change this thread's effective set only."""
+    if _libc.syscall(_SYS_SETRESUID, -1, ctypes.c_uint(euid), -1) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    _t.host_epoch = -1                         # (its effective set: unknown now)
+
+
 def _seteuid(euid: int) -> None:
     """Change the host's effective uid (in every thread); Linux's fixups change each thread's
     effective set."""
@@ -240,7 +252,8 @@ def privileged() -> Iterator[None]:
         return
     euid = os.geteuid()
     if euid != 0:
-        _seteuid(0)                            # Linux: the effective set becomes the permitted
+        _thread_seteuid(0)                     # this thread only: the guest's other threads
+                                               # keep the guest's ids meanwhile
     if _host_effective() != _host_permitted:
         _set_host_effective(_host_permitted)
     _t.depth += 1
@@ -249,7 +262,7 @@ def privileged() -> Iterator[None]:
     finally:
         _t.depth -= 1
         if euid != 0:
-            _seteuid(euid)                     # Linux: the effective set is cleared
+            _thread_seteuid(euid)
             _after_euid_change()
         _mirror()
 
@@ -301,8 +314,8 @@ def _after_euid_change() -> None:
     dumpable (a guest process is as inspectable by its own user as any other process) and
     keeps its parent-death signal."""
     _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
-    if _pdeathsig:
-        _libc.prctl(_PR_SET_PDEATHSIG, _pdeathsig, 0, 0, 0)
+    if _pdeathsig and threading.current_thread() is threading.main_thread():
+        _libc.prctl(_PR_SET_PDEATHSIG, _pdeathsig, 0, 0, 0)   # (the main thread's: held there)
 
 
 def _apply(c: Creds) -> None:

@@ -19,6 +19,8 @@
  *               euid 0, the bounding set, AT_SECURE; under no_new_privs not
  *   threads     capabilities are each thread's: one thread's capset leaves the
  *               other's; an id change clears them in every thread
+ *   race        uid 1000 tries to open root's 0600 file while another thread
+ *               makes vkernel work as root (/proc reads): never allowed
  *   pdeathsig   PR_SET_PDEATHSIG: SIGUSR1 when the parent dies; an id change
  *               clears it
  *   errors      capset growing permitted, another pid, bad versions, ranges
@@ -146,6 +148,23 @@ static void *waiter(void *arg)
     return arg;
 }
 
+static volatile int reader_done;
+
+static void *status_reader(void *arg)
+{
+    char buf[4096];
+    for (int i = 0; i < 3000; i++) {
+        int fd = open("/proc/self/status", O_RDONLY);
+        if (fd >= 0) {
+            while (read(fd, buf, sizeof buf) > 0)
+                ;
+            close(fd);
+        }
+    }
+    reader_done = 1;
+    return arg;
+}
+
 static volatile sig_atomic_t got;
 static void on_usr1(int sig) { got = sig; }
 
@@ -255,6 +274,27 @@ int main(int argc, char **argv)
         pthread_join(t, NULL);
         show("main after");
         unlink("capfile");
+    } else if (!strcmp(what, "race")) {
+        int fd = open("secret", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || write(fd, "s\n", 2) != 2)
+            return 1;
+        close(fd);
+        printf("setresuid 1000: %d\n", setresuid(1000, 1000, 1000));
+        pthread_t t;
+        pthread_create(&t, NULL, status_reader, NULL);
+        long opened = 0, tries = 0;
+        while (!reader_done) {
+            int f = open("secret", O_RDONLY);
+            tries++;
+            if (f >= 0) {
+                opened++;
+                close(f);
+            }
+        }
+        pthread_join(t, NULL);
+        printf("secret opened by uid 1000: %ld times (%s)\n", opened, tries > 0 ? "tried" : "not tried");
+        if (setresuid(0, 0, 0) == 0)
+            unlink("secret");
     } else if (!strcmp(what, "pdeathsig")) {
         int out[2], ready[2];
         if (pipe(out) || pipe(ready))
