@@ -36,7 +36,7 @@ MODULES = (
     "test_string", "test_textwrap", "test_difflib", "test_csv", "test_pickle", "test_copy",
     "test_enum", "test_dataclasses", "test_array", "test_ctypes", "test_subprocess", "test_os",
     "test_signal", "test_select", "test_fcntl", "test_tempfile", "test_shutil", "test_glob",
-    "test_posixpath", "test_unicodedata", "test_long", "test_float", "test_threading",
+    "test_posixpath", "test_unicodedata", "test_long", "test_float", "test_threading", "test_pty",
 )
 """The modules compared (the issue's list and more: pure Python, C extensions, processes).
 Debian's libpython3.11-testsuite has no test_sqlite3 (regrtest finds no such module natively

@@ -11,7 +11,8 @@ over a lower on another filesystem gives a directory one number in ``stat``
 and another in ``readdir`` (test_os's ``TestScandir.test_attributes``).
 What still differs from Docker: ``statfs`` of the root is the tmpfs's, empty
 (test_shutil's ``test_disk_usage``), where Docker's and Kiln's are the disk's.
-``/dev`` gets the nodes and links runc gives every container, and the command
+``/dev`` gets the nodes and links runc gives every container (and a devpts
+instance of its own at ``/dev/pts``), and the command
 runs under ``unshare --pid --fork --mount-proc`` with the overlay as its root.
 Root is required.
 """
@@ -29,10 +30,11 @@ from typing import Iterator
 
 __all__ = ["run_native", "overlay", "inside", "DEVICES", "DEV_LINKS"]
 
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+           ("tty", 5, 0))
 """Device nodes a container runtime gives every container: (name, major, minor)."""
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-             "stderr": "/proc/self/fd/2"}
+             "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 """Symbolic links runc creates in a container's /dev."""
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -46,6 +48,7 @@ def _dev(upper: Path) -> None:
         os.chmod(dev / name, 0o666)
     for name, target in DEV_LINKS.items():
         os.symlink(target, dev / name)
+    (dev / "pts").mkdir(mode=0o755)
 
 
 def _inside(root: Path) -> list[int]:
@@ -90,9 +93,13 @@ def overlay(root: Path) -> Iterator[Path]:
             if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"{layers},xino=on", str(merged)],
                               capture_output=True).returncode != 0:     # a kernel without xino
                 subprocess.run(["mount", "-t", "overlay", "overlay", "-o", layers, str(merged)], check=True)
+            pts = merged / "dev" / "pts"       # a devpts of its own, as runc mounts one
+            subprocess.run(["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620",
+                            "devpts", str(pts)], check=True)
             try:
                 yield merged
             finally:
+                _umount(pts, merged)
                 _umount(merged, merged)
         finally:
             _umount(scratch)

@@ -14,7 +14,7 @@ modules, sqlite3, jq, bc, lua, file (libmagic), dpkg-query, id/getent (NSS
 modules loaded by dlopen), ldd (ld.so --list) and python3: json, re, hashlib
 (OpenSSL), zlib/bz2/lzma, sqlite3, decimal, ctypes calls into libc and a
 callback from qsort (libffi's closure trampoline, vkernel/closures.py),
-subprocess and os.fork; setpriv and capsh (capabilities, securebits, no_new_privs:
+subprocess and os.fork; script and python3's pty (a devpts of the run's own); setpriv and capsh (capabilities, securebits, no_new_privs:
 the native side holds a container's capabilities for that case).
 """
 from __future__ import annotations
@@ -136,6 +136,29 @@ capsh --caps=cap_setuid,cap_setgid+ep -- -c 'grep CapEff /proc/self/status'
 setpriv --bounding-set=-net_raw -- grep CapBnd /proc/self/status
 """
 
+TERMINALS = r"""
+script -qec 'tty; stty size; stty -a | head -1 | cut -d";" -f1; echo in script' /dev/null | tr -d '\r'
+python3 - <<'PY'
+import os, pty, termios
+pid, fd = pty.fork()
+if pid == 0:
+    print("child:", os.ttyname(0), os.isatty(1), os.getsid(0) == os.getpid(), flush=True)
+    os._exit(5)
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+print(out, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+m, s = os.openpty()
+print(os.ttyname(s), termios.tcgetattr(s)[3] & termios.ECHO != 0)
+PY
+"""
+
 PYTHON = r"""
 import bz2, ctypes, ctypes.util, decimal, fractions, hashlib, itertools, json, lzma, math, os, re, sqlite3
 import statistics, struct, subprocess, sys, zlib, collections, datetime
@@ -210,6 +233,7 @@ CASES: dict[str, tuple[list[str], bytes]] = {
     "sqlite-jq-bc-lua-file-nss-ldd": (["bash", "-c", OTHERS], b""),
     "python3": (["python3", "-"], PYTHON.encode()),
     "setpriv-capsh": ([*AS_CONTAINER, "bash", "-c", CAPABILITIES], b""),
+    "script-pty": (["bash", "-c", TERMINALS], b""),
 }
 """Case -> (argv after ``env -i ...``, stdin)."""
 

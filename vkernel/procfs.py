@@ -48,8 +48,9 @@ DEVICES = {
     "/dev/random": "/dev/urandom", "/dev/urandom": "/dev/urandom", "/dev/tty": "/dev/tty",
 }
 """Synthesized device files: guest path -> host device opened in their place. /dev/tty is the
-process's controlling terminal, which is the run's own pseudo-terminal with -t; without one,
-/dev/tty is ENXIO (vkernel/console.py)."""
+process's controlling terminal: the run's own pseudo-terminal with -t, or one of the run's
+devpts that the guest made its controlling terminal; without either, ENXIO
+(vkernel/console.py)."""
 
 _ALIASES = (("/dev/fd/", "/proc/self/fd/"), ("/proc/thread-self/", "/proc/self/"))
 _FINAL_ALIASES = {"/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
@@ -90,6 +91,10 @@ class ProcFs:
         """(guest path, read-only) of the run's volumes, for /proc/mounts (the Vfs says)."""
         self.shm = False
         """Whether the Vfs mounted the run's /dev/shm (the skeleton's shm/)."""
+        self.ptys = False
+        """Whether the run has its own devpts (then /dev/tty is whatever terminal the process
+        made its controlling one, the host saying ENXIO when none: a run's first process
+        starts a session without one, so it can only be one of the run's)."""
         self.open_path: Callable[[str, int, int], int] = _no_vfs
         """The Vfs's own open of a guest path (a link's target, a re-opened file)."""
 
@@ -106,7 +111,7 @@ class ProcFs:
         """The host device opened (or, not ``opening``, stat'ed) in place of guest ``path``,
         None when it is none. Opening /dev/tty without a terminal of the run's is ENXIO."""
         dev = DEVICES.get(normalize(path))
-        if opening and dev == "/dev/tty" and not self.tty:
+        if opening and dev == "/dev/tty" and not self.tty and not self.ptys:
             raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path)
         return dev
 

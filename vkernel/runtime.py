@@ -133,8 +133,10 @@ class Runtime:
         if spec.upper is None:
             raise VkernelError("no upper layer given", hint="run_guest makes one (RunSpec.upper)")
         self.upper = Path(spec.upper)
+        from vkernel.sandbox import devpts_of
         self.vfs = Vfs(spec.rootfs, self.upper, spec.volumes, system=True, tty=spec.tty,
-                       skeleton=spec.isolation.skeleton or None if spec.isolation else None)
+                       skeleton=spec.isolation.skeleton or None if spec.isolation else None,
+                       devpts=devpts_of(spec.isolation))
         self.fds = FdTable.with_stdio()
         self.proc = ProcessState(cwd=spec.workdir or "/", fds=self.fds)
         self.thread = ThreadState(tid=os.getpid())     # the first thread (its mask survives exec)

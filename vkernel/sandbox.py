@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 SCRATCH_BYTES = 64 << 20
 """Size of the run's scratch tmpfs (the /proc and /dev skeleton, published command lines)."""
 
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND = 0x1, 0x2, 0x4, 0x20, 0x1000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND = 0x1, 0x2, 0x4, 0x8, 0x20, 0x1000
 _CLONE_NEWNS, _CLONE_NEWPID, _CLONE_NEWNET = 0x0002_0000, 0x2000_0000, 0x4000_0000
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -92,6 +92,7 @@ def build(spec: "RunSpec", run: "RunDir", disk: int) -> "RunSpec":
     _tmpfs(fs, f"mode=0711,size={SCRATCH_BYTES}")
     for name in ("scratch", "lower"):
         os.mkdir(fs / name, 0o755)
+    _devpts(fs / "pts")
     uids, gids = userns.id_ranges()
     ns = userns.make_namespace(uids, gids)
     userns.idmapped_rootfs(str(spec.rootfs), str(fs / "lower"), ns, str(fs))
@@ -117,6 +118,24 @@ def build(spec: "RunSpec", run: "RunDir", disk: int) -> "RunSpec":
                     str(upper) if spec.readonly_root else "")
     return dataclasses.replace(spec, rootfs=fs / "lower", upper=Path(upper),
                                volumes=tuple(volumes), isolation=iso)
+
+
+def _devpts(path: Path) -> None:
+    """The run's own instance of devpts (its /dev/pts, /dev/ptmx: pseudo-terminals numbered
+    from 0, none of the host's), as a container runtime mounts one. Left out when the kernel
+    refuses: the guest then has no pseudo-terminals (ENOENT), nothing else changes."""
+    os.mkdir(path, 0o755)
+    if _libc.mount(b"devpts", os.fsencode(path), b"devpts", _MS_NOSUID | _MS_NOEXEC,
+                   b"newinstance,ptmxmode=0666,mode=0620") != 0:
+        os.rmdir(path)
+
+
+def devpts_of(iso: "Isolation | None") -> str | None:
+    """The run's devpts instance as the guest's processes reach it, None without one."""
+    if iso is None or iso.fs_fd < 0:
+        return None
+    path = f"/proc/self/fd/{iso.fs_fd}/pts"
+    return path if os.path.exists(f"{path}/ptmx") else None
 
 
 def _private_fs(fs: Path, uid: int, gid: int) -> int:

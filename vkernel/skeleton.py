@@ -14,7 +14,7 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 """Device files of /dev; the Vfs opens the host device in their place."""
 
 DEV_LINKS = {"stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-             "stderr": "/proc/self/fd/2", "fd": "/proc/self/fd"}
+             "stderr": "/proc/self/fd/2", "fd": "/proc/self/fd", "ptmx": "pts/ptmx"}
 """Symlinks of /dev, as a container runtime creates them."""
 
 
@@ -34,7 +34,7 @@ class Skeleton:
         proc = os.path.join(self.root, "proc")
         dev = os.path.join(self.root, "dev")
         for d in (proc, dev, self.piddir, self.fddir, self.psdir, self.shmdir,
-                  os.path.join(dev, "shm")):
+                  os.path.join(dev, "shm"), os.path.join(dev, "pts")):
             os.mkdir(d)
         os.chmod(self.shmdir, 0o1777)         # as /dev/shm: everyone's, sticky
         for name in PROC_FILES:

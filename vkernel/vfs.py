@@ -66,6 +66,7 @@ class _Mount:
     readonly: bool
     synthesized: bool = False   # /proc or /dev (not a user's --volume)
     shm: bool = False           # the run's /dev/shm (the skeleton's shm/, writable)
+    pts: bool = False           # the run's /dev/pts (its own devpts instance)
 
 
 class Vfs(QuickLookups, OverlayWrites):
@@ -74,12 +75,13 @@ class Vfs(QuickLookups, OverlayWrites):
     def __init__(self, rootfs: str | os.PathLike[str], upper: str | os.PathLike[str],
                  volumes: tuple[Volume, ...] | list[Volume] = (), system: bool = False,
                  tty: bool = False, skeleton: str | None = None,
-                 procfs: ProcFs | None = None) -> None:
+                 procfs: ProcFs | None = None, devpts: str | None = None) -> None:
         """``system``: also present /proc and /dev (synthesized, read-only) and a writable
         /tmp, as a container runtime does; without it the tree is the image's alone.
         ``procfs`` serves every synthesized path (by default one over a new skeleton with
         ``system``, the live run's at ``skeleton`` when joining one, none without);
-        ``tty``: the run has a terminal of its own (``-t``), which /dev/tty opens."""
+        ``tty``: the run has a terminal of its own (``-t``), which /dev/tty opens; ``devpts``:
+        the run's devpts instance, its /dev/pts (/dev/ptmx links to its ptmx)."""
         self.lower_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.upper_fd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         # Host paths as the kernel names them (guest_path_of compares with readlink's answers).
@@ -105,13 +107,17 @@ class Vfs(QuickLookups, OverlayWrites):
                 all(m.guest != "/dev/shm" for m in self.mounts):
             fd = os.open(self.skeleton.shmdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self.mounts.append(_Mount("/dev/shm", fd, real_path(fd), False, shm=True))
+        if devpts is not None and any(m.guest == "/dev" and m.synthesized for m in self.mounts):
+            fd = os.open(devpts, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.mounts.append(_Mount("/dev/pts", fd, real_path(fd), False, pts=True))
         self.mounts.sort(key=lambda m: -len(m.guest))
         self._mount_fds = {m.fd: m for m in self.mounts}
         self._synthesized = tuple(m.guest for m in self.mounts if m.synthesized)
         procfs.mounted = lambda: "/proc" in self._synthesized
         procfs.volumes = lambda: [(m.guest, m.readonly) for m in reversed(self.mounts)
-                                  if not m.synthesized and not m.shm]
+                                  if not m.synthesized and not m.shm and not m.pts]
         procfs.shm = any(m.shm for m in self.mounts)
+        procfs.ptys = any(m.pts for m in self.mounts)
         procfs.open_path = self.open
         self._depth = threading.local()         # nesting of /proc and /dev redirections
         self._whiteouts_seen = False            # the upper layer has a whiteout (kept: never undone)

@@ -9,7 +9,7 @@ import struct
 
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
-from vkernel.syscalls import sigio
+from vkernel.syscalls import sigio, ttyio
 from vkernel.syscalls.args import MAX_RW_COUNT, file_arg as _file, s32, s64
 from vkernel.syscalls.fs import broken_pipe
 from vkernel.syscalls.sockopt import guest_flags, ioctl as sock_ioctl, set_guest_flags
@@ -127,29 +127,17 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
     return -errno.EINVAL
 
 
-TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ = (
-    0x5401, 0x5402, 0x5403, 0x5404, 0x540F, 0x5410, 0x5413)
-_IOCTL_SIZES = {TCGETS: 36, TCSETS: 36, TCSETSW: 36, TCSETSF: 36, TIOCGPGRP: 4, TIOCSPGRP: 4,
-                TIOCGWINSZ: 8}
-
-
 def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
-    """ioctl(2): terminal requests pass through to a host tty; everything else is ENOTTY"""
+    """ioctl(2): terminal requests pass through to a host tty (vkernel/syscalls/ttyio.py);
+    everything else is ENOTTY"""
     of = _file(k, fd)
     request &= 0xFFFFFFFF
     if request == sigio.FIOASYNC:
         return sigio.set_async(k, of, arg)
     handled = sock_ioctl(k, of, request, arg)
-    if handled is not None:
-        return handled
-    size = _IOCTL_SIZES.get(request)
-    if size is None or not os.isatty(of.host_fd):
-        return -errno.ENOTTY
-    buf = bytearray(k.space.read(arg, size)) + bytearray(64)
-    hfcntl.ioctl(of.host_fd, request, buf, True)
-    if request in (TCGETS, TIOCGPGRP, TIOCGWINSZ):
-        k.space.write(arg, bytes(buf[:size]))
-    return 0
+    if handled is None:
+        handled = ttyio.ioctl(k, of, request, arg)
+    return -errno.ENOTTY if handled is None else handled
 
 
 def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) -> int:

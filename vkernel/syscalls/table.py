@@ -146,9 +146,10 @@ ENTRIES: tuple[SyscallEntry, ...] = (
             "record locks (the host's), F_GET/SETPIPE_SZ, F_NOTIFY, F_SETOWN/F_GETOWN (a guest process "
             "or group; SIGIO from the host); no F_SETSIG/F_SETOWN_EX/leases/seals",
             "fd,int,hex"),
-    Partial("ioctl", fdops.sys_ioctl, "TCGETS/TCSETS*/TIOCGWINSZ/TIOC[GS]PGRP on a host tty; "
-            "FIONREAD, FIONBIO, FIOASYNC; on sockets SIOCATMARK, TIOCOUTQ, SIOCGIFCONF and the "
-            "SIOCGIF* queries; else ENOTTY",
+    Partial("ioctl", fdops.sys_ioctl, "terminals (the run's own ptys, or -t's): termios, window "
+            "size, process groups, TIOCSCTTY/TIOCNOTTY, TIOCGPTN/TIOCSPTLCK/TIOCGPTPEER, flush "
+            "and break; TIOCSTI EPERM; FIONREAD, FIONBIO, FIOASYNC; on sockets SIOCATMARK, "
+            "TIOCOUTQ, SIOCGIFCONF and the SIOCGIF* queries; else ENOTTY",
             "fd,hex,ptr"),
     # memory
     Partial("brk", mm.sys_brk, "fails (returns the old break) beyond kiln run --memory", "hex"),
