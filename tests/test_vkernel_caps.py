@@ -59,3 +59,27 @@ def test_a_dropped_capability_is_refused_by_the_host(caps_guest: Guest) -> None:
     opens = [line for line in got.stdout.decode().splitlines() if line.startswith("open ")]
     assert opens == ["open capfile: ok", "open capfile: Permission denied", "open capfile: ok",
                      "open capfile: Permission denied"], got.stdout.decode()
+
+
+@pytest.mark.parametrize("opts,bounding", [
+    (("--cap-drop", "ALL", "--cap-add", "NET_RAW"), "-all,+net_raw"),
+    (("--cap-add", "sys_ptrace", "--cap-drop", "CAP_CHOWN"),
+     ",".join(["-all", *(f"+{c}" for c in RUNC_CAPABILITIES if c != "chown"), "+sys_ptrace"])),
+], ids=["drop-all-add-one", "add-and-drop"])
+def test_cap_add_and_cap_drop_as_docker(caps_guest: Guest, opts: tuple[str, ...],
+                                        bounding: str) -> None:
+    """``kiln run --cap-add/--cap-drop`` give the run's root what docker run's do: natively,
+    the same program under that bounding set."""
+    g = caps_guest
+    want = subprocess.run(["setpriv", "--bounding-set", bounding, "--inh-caps=-all",
+                           str(g.host("/bin/caps")), "show"], capture_output=True, timeout=60)
+    assert want.returncode == 0, want
+    got = kiln(g, "/bin/caps", "show", opts=opts)
+    assert (got.stdout.decode(), got.returncode) == (want.stdout.decode(), 0), got.stderr.decode()
+
+
+def test_an_unknown_capability_is_a_clear_error(caps_guest: Guest) -> None:
+    got = kiln(caps_guest, "/bin/caps", "show", opts=("--cap-add", "CAP_FLY"))
+    assert got.returncode == 2 and got.stdout == b""
+    assert b"--cap-add: unknown capability 'CAP_FLY'" in got.stderr
+    assert b"Traceback" not in got.stderr
