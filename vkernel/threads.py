@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_THREAD, CLONE_SETTLS = 0x10000, 0x80000
 CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+SPARE_THREADS = 4
+"""Stores of ended threads a process keeps for new ones (the rest are freed)."""
 STOP_WAIT = 2.0
 """Seconds the first thread waits for the others to stop before an exit or exec goes on."""
 
@@ -104,14 +106,16 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
     t.sigmask = k.thread.sigmask
     if flags & CLONE_CHILD_CLEARTID:
         t.clear_child_tid = child_tid
-    ready, go = threading.Event(), threading.Event()
-    host = threading.Thread(target=_thread_main, args=(child, ready, go, creds.thread_state()),
+    go = threading.Event()
+    host = threading.Thread(target=_thread_main, args=(child, go, creds.thread_state()),
                             daemon=True, name="guest-thread")
     try:
-        host.start()
+        host.start()                           # (returns once it runs: its native id is set)
     except RuntimeError:                       # "can't start new thread"
         return -errno.EAGAIN
-    ready.wait()
+    t.tid = host.native_id or 0
+    with k.proc.lock:
+        k.proc.threads[t.tid] = t
     try:
         if flags & CLONE_PARENT_SETTID:
             k.space.put_u32(parent_tid, t.tid)
@@ -122,19 +126,13 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
     return t.tid
 
 
-def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event,
+def _thread_main(k: "Kernel", go: threading.Event,
                  sets: tuple[caps.Caps, tuple[int, int, int]]) -> None:
-    """The host thread of a guest thread: run lifted code until the thread ends; ``sets``:
-    the capabilities of the thread that made it."""
+    """The host thread of a guest thread: run lifted code (once the creating thread has
+    registered it, ``go``) until the thread ends; ``sets``: the capabilities of the thread that
+    made it."""
     t, p = k.thread, k.proc
-    try:
-        _signal.pthread_sigmask(hsignal.SIG_BLOCK, _signal.valid_signals())   # (no enums)
-        t.host_main = False
-        t.tid = threading.get_native_id()
-        with p.lock:
-            p.threads[t.tid] = t
-    finally:
-        ready.set()
+    _signal.pthread_sigmask(hsignal.SIG_BLOCK, _signal.valid_signals())   # (no enums)
     go.wait()
     try:
         creds.adopt(sets)
@@ -171,9 +169,10 @@ def _thread_main(k: "Kernel", ready: threading.Event, go: threading.Event,
 
 def thread_gone(k: "Kernel") -> None:
     """A thread's last steps: its clear_child_tid word zeroed and woken (pthread_join), its
-    entry removed from the thread group, its store freed. The store must be closed, not left
-    to the garbage collector: its host functions hold the kernel, which holds the store, through
-    registries the collector does not see (each ended thread kept about 2 MiB)."""
+    entry removed from the thread group, its store kept for the next new thread (at most
+    :data:`SPARE_THREADS`) or freed. A store must be closed, not left to the garbage
+    collector: its host functions hold the kernel, which holds the store, through registries
+    the collector does not see (each ended thread kept about 2 MiB)."""
     t, p = k.thread, k.proc
     with p.lock:                               # gone from /proc/self/task before the join returns
         if p.threads.get(t.tid) is t:
@@ -184,8 +183,14 @@ def thread_gone(k: "Kernel") -> None:
     if p.end is None:
         _clear_tid(k)
     t.finished.set()
+    ctl = t.ctl
     t.retire()                                 # no other thread writes into its store now
-    k.code.store.close()                       # its instances, control memory and host
+    with p.lock:
+        keep = p.end is None and ctl is not None and len(p.spare_threads) < SPARE_THREADS
+        if keep:
+            p.spare_threads.append((k, ctl))   # for the next clone (runtime._spawn_thread)
+    if not keep:
+        k.code.store.close()                   # its instances, control memory and host
                                                # functions: the kernel they hold is then freed
 
 

@@ -260,6 +260,7 @@ def _fork(k: Kernel, vfork: bool = False) -> int:
         me = os.getpid()                       # the child is one thread, the caller's
         k.thread.tid = me
         k.proc.threads = {me: k.thread}
+        k.proc.spare_threads = []              # (the parent's ended threads' stores)
         k.proc.lock = threading.RLock()       # another thread may have held it at the fork
         k.proc.end = None
         k.thread.exiting = False
