@@ -126,11 +126,34 @@ def capabilities() -> capsets.Caps:
     ids = _uids()
     c = _t.sets
     if c is None:
-        c = capsets.initial(ids[1])
+        _keep(capsets.initial(ids[1]), ids)
     elif _t.ids != ids:
-        c = capsets.after_setuid(c, _t.ids, ids)
-    _t.sets, _t.ids = c, ids
-    return c
+        _keep(capsets.after_setuid(c, _t.ids, ids), ids)
+    return _t.sets  # type: ignore[return-value]
+
+
+_of_thread: dict[int, tuple[capsets.Caps, tuple[int, int, int]]] = {}
+"""Each thread's sets (and the uids they are for) by its host thread id: capget of another
+thread of the process."""
+
+
+def _keep(sets: capsets.Caps, ids: tuple[int, int, int]) -> None:
+    _t.sets, _t.ids = sets, ids
+    _of_thread[threading.get_native_id()] = (sets, ids)
+
+
+def capabilities_of(tid: int) -> capsets.Caps | None:
+    """Thread ``tid``'s sets (another thread of this process), None when unknown."""
+    got = _of_thread.get(tid)
+    if got is None:
+        return None
+    sets, ids = got
+    now = _uids()
+    return sets if ids == now else capsets.after_setuid(sets, ids, now)
+
+
+def thread_ended() -> None:
+    _of_thread.pop(threading.get_native_id(), None)
 
 
 def capable(cap: int) -> bool:
@@ -141,8 +164,7 @@ def capable(cap: int) -> bool:
 
 def set_capabilities(new: capsets.Caps) -> None:
     """The calling thread's sets change (capset, prctl): its host effective set follows."""
-    capabilities()                             # (the ids it was computed for: current)
-    _t.sets = new
+    _keep(new, _uids())
     _mirror()
 
 
@@ -153,7 +175,7 @@ def thread_state() -> tuple[capsets.Caps, tuple[int, int, int]]:
 
 def adopt(state: tuple[capsets.Caps, tuple[int, int, int]]) -> None:
     """In a new guest thread: the creating thread's sets (Linux copies them at clone)."""
-    _t.sets, _t.ids = state
+    _keep(*state)
     _mirror()
 
 
@@ -298,9 +320,12 @@ def set_guest_pdeathsig(sig: int) -> None:
 
 
 def forked() -> None:
-    """In a fork child: Linux gives it no parent-death signal."""
+    """In a fork child: Linux gives it no parent-death signal; its one thread is the caller."""
     global _pdeathsig, _own_pdeathsig, _guest_pdeathsig
     _pdeathsig, _own_pdeathsig, _guest_pdeathsig = 0, False, 0
+    _of_thread.clear()
+    if _t.sets is not None:
+        _keep(_t.sets, _t.ids)
 
 
 def _ids_took_effect(old: Creds, new: Creds) -> None:
@@ -345,8 +370,8 @@ def become(c: Creds, sets: capsets.Caps | None = None,
         _host = (os.getresuid(), os.getresgid(), os.getgroups())
         _host_permitted = _host_caps()[1]
     _current = c = replace(c, groups=tuple(sorted(c.groups)))    # Linux keeps them sorted
-    _t.sets = sets if sets is not None else capsets.initial(c.euid, bounding)
-    _t.ids = (c.ruid, c.euid, c.suid)
+    _keep(sets if sets is not None else capsets.initial(c.euid, bounding),
+          (c.ruid, c.euid, c.suid))
     _apply(c)
     _mirror()
 
@@ -504,7 +529,7 @@ def exec_transition(mode: int, file_uid: int, file_gid: int) -> None:
         sets = replace(sets, permitted=sets.permitted & old.permitted,
                        effective=sets.effective & old.permitted)
     new = replace(c, euid=euid, suid=euid, egid=egid, sgid=egid)
-    _t.sets, _t.ids = sets, (new.ruid, new.euid, new.suid)
+    _keep(sets, (new.ruid, new.euid, new.suid))
     if _current is not None:
         if new != c:
             _current = new

@@ -183,6 +183,7 @@ def thread_gone(k: "Kernel") -> None:
     if p.end is None:
         _clear_tid(k)
     t.finished.set()
+    creds.thread_ended()
     ctl = t.ctl
     t.retire()                                 # no other thread writes into its store now
     with p.lock:

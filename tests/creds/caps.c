@@ -128,6 +128,13 @@ static void *dropper(void *arg)
            set(eff & ~(BIT(CAP_DAC_OVERRIDE) | BIT(CAP_DAC_READ_SEARCH)), prm, inh));
     get(&eff, &prm, &inh);
     printf("thread eff %llx\n", eff);
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, getpid()};
+    struct __user_cap_data_struct d[2];
+    int r = capget_(&h, d);
+    printf("capget of the main thread: %d eff %x\n", r, d[0].effective);
+    h.pid = getpid();
+    r = capset_(&h, d);
+    printf("capset of the main thread: %d %s\n", r, r ? strerror(errno) : "");
     try_read("capfile");
     return arg;
 }

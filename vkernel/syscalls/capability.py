@@ -1,8 +1,7 @@
 """Capabilities: capget, capset and prctl's capability, securebits and no_new_privs options.
 
-The sets and Linux's rules are vkernel/caps.py's; the process's own are kept
-by vkernel/creds.py, which makes the host process's effective set follow them.
-Linux keeps capabilities per thread; here they are the process's.
+The sets and Linux's rules are vkernel/caps.py's; each thread's are kept by
+vkernel/creds.py, which makes the host thread's effective set follow them.
 """
 from __future__ import annotations
 
@@ -32,10 +31,12 @@ def _version(k: Kernel, hdr: int) -> tuple[int, int] | int:
 
 
 def _sets_of(k: Kernel, pid: int) -> caps.Caps | None:
-    """The capability sets of guest process (or thread) ``pid``: this one's, or what another
-    guest process published; None when there is no such process."""
-    if pid in (0, os.getpid()) or pid in k.proc.threads:
+    """The capability sets of guest thread or process ``pid``: the caller's, another thread's
+    of this process, or what another guest process published; None when there is none."""
+    if pid in (0, k.thread.tid):
         return creds.capabilities()
+    if pid == os.getpid() or pid in k.proc.threads:
+        return creds.capabilities_of(pid)
     info = procfs.published(k.vfs.skeleton, pid)
     if info is None or "caps" not in info:
         return None
@@ -63,12 +64,12 @@ def sys_capget(k: Kernel, hdr: int, data: int) -> int:
 
 
 def sys_capset(k: Kernel, hdr: int, data: int) -> int:
-    """capset(2): the caller's own sets only (another pid: EPERM, as Linux since 2.6.25)"""
+    """capset(2): the calling thread's own sets only (another: EPERM, as Linux since 2.6.25)"""
     got = _version(k, hdr)
     if isinstance(got, int):
         return got
     words, pid = got
-    if pid not in (0, os.getpid()) and pid not in k.proc.threads:
+    if pid not in (0, k.thread.tid):
         return -errno.EPERM
     raw = k.space.read(data, _DATA.size * words)
     eff = prm = inh = 0

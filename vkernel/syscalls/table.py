@@ -321,9 +321,9 @@ ENTRIES: tuple[SyscallEntry, ...] = (
     Partial("prctl", misc.sys_prctl, "PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE, PR_SET/GET_PDEATHSIG, PR_CAPBSET_READ/DROP, "
             "PR_GET/SET_KEEPCAPS, PR_GET/SET_SECUREBITS, PR_CAP_AMBIENT, PR_GET/SET_NO_NEW_PRIVS",
             "int,hex,hex,hex,hex"),
-    Partial("capget", capability.sys_capget, "a process's sets, not a thread's", "ptr,ptr"),
-    Partial("capset", capability.sys_capset, "the process's sets, not the thread's; runc's default "
-            "set to start with; file capabilities are not read", "ptr,ptr"),
+    Supported("capget", capability.sys_capget, "ptr,ptr"),
+    Partial("capset", capability.sys_capset, "runc's default set to start with; file "
+            "capabilities are not read", "ptr,ptr"),
 )
 
 TABLE: dict[int, SyscallEntry] = {e.number: e for e in ENTRIES}
