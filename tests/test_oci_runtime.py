@@ -288,3 +288,11 @@ def test_no_network_namespace_keeps_the_host_network_as_runc(oci, oci_probe_imag
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
+
+
+def test_features_name_the_capabilities_runc_names(oci) -> None:
+    """``features`` lists the capabilities kiln-oci applies: the ones this host's runc knows."""
+    ours = json.loads(oci("features").stdout)["linux"]["capabilities"]
+    runc = json.loads(subprocess.run(["runc", "features"], capture_output=True, check=True,
+                                     timeout=60).stdout)["linux"]["capabilities"]
+    assert set(runc) <= set(ours), set(runc) - set(ours)

@@ -389,12 +389,14 @@ def events(ctx: click.Context, stats: bool, interval: str, container_id: str) ->
 @cli.command()
 def features() -> None:
     """Print what kiln-oci supports (runc's features JSON)."""
+    from vkernel import caps
     click.echo(json.dumps({
         "ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
         "hooks": [],
         "mountOptions": sorted(["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec",
                                 "mode", "size"]),
-        "linux": {"namespaces": ["mount", "pid", "user"], "capabilities": [],
+        "linux": {"namespaces": ["mount", "pid", "user"],
+                  "capabilities": [f"CAP_{n.upper()}" for n in caps.NAMES],
                   "cgroup": {"v1": True, "v2": True, "systemd": False},
                   "seccomp": {"enabled": True}, "apparmor": {"enabled": False},
                   "selinux": {"enabled": False}},
