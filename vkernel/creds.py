@@ -250,17 +250,20 @@ def _seteuid(euid: int) -> None:
 
 
 _VKERNEL_OWN = 1 << capsets.SETUID | 1 << capsets.SETGID
-"""Kept in every host thread's effective set whatever the guest holds: vkernel changes the
-process's ids through glibc, which makes the change in all threads and aborts the process
-if one of them is refused. The guest never reaches them: it makes no host system call, and
-vkernel checks each of its id changes against the guest's own sets first."""
+"""Kept in every host thread's effective set while the effective uid is 0, whatever the guest
+holds: vkernel changes the process's ids through glibc, which makes the change in all threads
+and aborts the process if one of them is refused (with another effective uid, vkernel first
+sets it to 0 in every thread, which gives each the permitted set). The guest never reaches
+them: it makes no host system call, and vkernel checks each of its id changes against the
+guest's own sets first."""
 
 
 def _mirror() -> None:
     """Make the calling thread's host effective set its guest sets' (kiln runs as root)."""
     if _current is None:
         return
-    want = (capabilities().effective | _VKERNEL_OWN) & _host_permitted
+    own = _VKERNEL_OWN if os.geteuid() == 0 else 0
+    want = (capabilities().effective | own) & _host_permitted
     if want != _host_effective():
         _set_host_effective(want)
 
