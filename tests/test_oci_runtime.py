@@ -215,6 +215,13 @@ def test_unsupported_config_refused(oci, oci_probe_images, tmp_path: Path) -> No
     (bundle / "config.json").write_text(json.dumps(spec))
     got = oci("create", "--bundle", str(bundle), "bad", check=False)
     assert got.returncode == 2 and b"asks to join the pid namespace" in got.stderr
+    spec["linux"]["namespaces"].pop()
+    spec["process"]["capabilities"]["bounding"].append("CAP_TELEPORT")
+    (bundle / "config.json").write_text(json.dumps(spec))
+    got = oci("create", "--bundle", str(bundle), "bad", check=False)
+    assert got.returncode == 2, got.stderr
+    assert b"process.capabilities.bounding: unknown capability 'CAP_TELEPORT'" in got.stderr
+    assert b"Traceback" not in got.stderr
     assert not oci.root.exists() or os.listdir(oci.root) == []
 
 
