@@ -12,6 +12,7 @@ from vkernel.cli import DEFAULT_MEMORY, _parse_bytes
 
 from examples.busybox.build import build_busybox_image
 from formats import abi
+from vkernel.proctext import KERNEL_RELEASE
 from vkernel.vfs import Vfs
 
 KILN = [sys.executable, "-m", "vkernel.cli"]
@@ -189,3 +190,28 @@ def test_image_symlinks_into_proc_and_dev_reach_the_synthesized_files(image: Pat
     mounts = _run(image, "cat /proc/mounts").stdout
     group = _run(image, "cat /etc/group").stdout
     assert got.stdout == mounts + b"regular\n" + group + b"/\n"
+
+
+PROC_SYS_AS_HOST = ("fs/file-max", "fs/nr_open", "kernel/threads-max",
+                    "kernel/ngroups_max", "kernel/ostype", "kernel/cap_last_cap",
+                    "kernel/random/boot_id", "kernel/random/poolsize", "vm/overcommit_memory",
+                    "vm/max_map_count")
+"""/proc/sys files a container reads as the host has them (the host's kernel: same values;
+kernel/pid_max is left out: on newer kernels it is each pid namespace's own)."""
+
+
+def test_proc_sys_reads_as_a_containers(image: Path) -> None:
+    """What programs read under /proc/sys: the host's values (as a container's read-only
+    /proc/sys gives them), the guest's hostname and kernel release, a fresh UUID per read;
+    writing is refused."""
+    paths = " ".join(f"/proc/sys/{n}" for n in PROC_SYS_AS_HOST)
+    got = _run(image, f"cat {paths}; cat /proc/sys/kernel/hostname /proc/sys/kernel/osrelease; "
+                      "cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/uuid; "
+                      "echo 1 > /proc/sys/vm/overcommit_memory && echo wrote")
+    lines = got.stdout.decode().splitlines()
+    want = [Path(f"/proc/sys/{n}").read_text().strip() for n in PROC_SYS_AS_HOST]
+    assert lines[:len(want)] == want, got.stderr
+    assert lines[len(want):len(want) + 2] == ["kiln", KERNEL_RELEASE]
+    first, second = lines[len(want) + 2:len(want) + 4]
+    assert first != second and len(first) == 36 and first[14] == "4", (first, second)
+    assert "wrote" not in lines and got.returncode != 0

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 from vkernel import proctext
 from vkernel.fdtable import OpenFile
 from vkernel.proctree import guest_processes
-from vkernel.skeleton import (DEV_LINKS, DEV_NODES, PROC_FILES, Skeleton, pid_dir, publish,
+from vkernel.skeleton import (DEV_LINKS, DEV_NODES, PROC_FILES, PROC_SYS, Skeleton, pid_dir, publish,
                               published, republish)
 
 if TYPE_CHECKING:
@@ -157,6 +157,8 @@ class ProcFs:
                 lim = self._p().limits
                 return ("data", proctext.meminfo_text(lim.memory if lim else 0))
             return ("data", proctext.mounts_text(self.volumes(), shm=self.shm))
+        if p.startswith("/proc/sys/") and p[len("/proc/sys/"):] in PROC_SYS and self.mounted():
+            return ("data", proctext.sys_text(p[len("/proc/sys/"):], self._p().nodename))
         skel = self.skeleton
         if p == f"/proc/{pid}" and skel is not None:
             return ("dir", (pid_dir(skel, int(pid)), p))

@@ -1,14 +1,41 @@
-"""The text of synthesized /proc files: cpuinfo, meminfo, mounts, and /proc/PID's status files."""
+"""The text of synthesized /proc files: cpuinfo, meminfo, mounts, /proc/sys, and /proc/PID's status files."""
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
 
 from formats import abi
+from vkernel import caps
 from vkernel.skeleton import Skeleton, published
 
 if TYPE_CHECKING:
     from vkernel.process import ProcessState
+
+KERNEL_RELEASE = "6.1.0-kiln"
+"""The kernel release guests see (uname, /proc/sys/kernel/osrelease): a 6.1 LTS feature level,
+what vkernel aims to mimic."""
+
+_SYS_FIXED = {"kernel/ngroups_max": "65536", "kernel/osrelease": KERNEL_RELEASE,
+              "kernel/ostype": "Linux", "net/core/somaxconn": "4096"}
+"""/proc/sys files whose value is vkernel's (somaxconn: a new network namespace's)."""
+
+
+def sys_text(name: str, nodename: str) -> str:
+    """/proc/sys/NAME (one of skeleton.PROC_SYS): vkernel's value, else the host's."""
+    if name == "kernel/cap_last_cap":
+        return f"{caps.LAST_CAP}\n"
+    if name == "kernel/hostname":
+        return nodename + "\n"
+    if name == "kernel/random/uuid":             # a fresh version-4 UUID at each read
+        b = bytearray(os.urandom(16))
+        b[6], b[8] = b[6] & 0x0F | 0x40, b[8] & 0x3F | 0x80
+        h = b.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}\n"
+    if name in _SYS_FIXED:
+        return _SYS_FIXED[name] + "\n"
+    with open(f"/proc/sys/{name}", encoding="ascii") as f:
+        return f.read()
+
 
 _EDX1 = {0: "fpu", 1: "vme", 2: "de", 3: "pse", 4: "tsc", 5: "msr", 6: "pae", 7: "mce",
          8: "cx8", 9: "apic", 11: "sep", 12: "mtrr", 13: "pge", 14: "mca", 15: "cmov",

@@ -10,6 +10,14 @@ from dataclasses import astuple
 PROC_FILES = ("cpuinfo", "meminfo", "mounts")
 """Regular files of /proc whose text is made at each open (vkernel/proctext.py)."""
 
+PROC_SYS = ("kernel/cap_last_cap", "kernel/ngroups_max", "kernel/osrelease", "kernel/ostype",
+            "kernel/hostname", "kernel/pid_max", "kernel/threads-max", "kernel/random/uuid",
+            "kernel/random/boot_id", "kernel/random/entropy_avail", "kernel/random/poolsize",
+            "fs/file-max", "fs/nr_open", "vm/overcommit_memory", "vm/max_map_count",
+            "net/core/somaxconn")
+"""Files of /proc/sys (read-only, as a container's): what programs read there (libcap's
+cap_last_cap, redis's somaxconn and overcommit_memory, uuid and boot_id...)."""
+
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 """Device files of /dev; the Vfs opens the host device in their place."""
 
@@ -40,6 +48,13 @@ class Skeleton:
         for name in PROC_FILES:
             open(os.path.join(proc, name), "x").close()
             os.chmod(os.path.join(proc, name), 0o444)
+        for name in PROC_SYS:
+            path = os.path.join(proc, "sys", name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "x").close()
+            os.chmod(path, 0o444)
+        for dirpath, _, _ in os.walk(os.path.join(proc, "sys")):
+            os.chmod(dirpath, 0o555)
         for name in ("self", "thread-self"):
             os.symlink("self", os.path.join(proc, name))     # served by the kernel
         for name in DEV_NODES:

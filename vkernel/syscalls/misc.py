@@ -7,14 +7,14 @@ import os
 
 from vkernel import creds
 from vkernel.kernel import Kernel
+from vkernel.proctext import KERNEL_RELEASE
 from vkernel.proctree import guest_processes, is_guest
 from vkernel.syscalls import capability
 from vkernel.syscalls.args import s32
 
 UNAME_SYSNAME = "Linux"
 UNAME_NODENAME = "kiln"
-UNAME_RELEASE = "6.1.0-kiln"
-"""The kernel release guests see: a 6.1 LTS feature level (what vkernel aims to mimic)."""
+UNAME_RELEASE = KERNEL_RELEASE
 UNAME_VERSION = "#1 SMP PREEMPT_DYNAMIC Kiln vkernel"
 UNAME_MACHINE = "x86_64"
 UNAME_DOMAIN = "(none)"
