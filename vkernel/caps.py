@@ -175,7 +175,7 @@ def set_securebits(c: Caps, bits: int) -> Caps | int:
     """PR_SET_SECUREBITS: needs CAP_SETPCAP; a locked bit cannot change, a lock cannot be
     taken off."""
     if bits & ~SECUREBITS_ALL:
-        return -errno.EINVAL
+        return -errno.EPERM                    # (Linux: EPERM, not EINVAL, for unknown bits)
     if not c.has(SETPCAP):
         return -errno.EPERM
     old = c.securebits
