@@ -8,7 +8,7 @@ import stat as st
 import sys
 
 from formats.errors import KilnError
-from vkernel import caps, creds, pidns
+from vkernel import caps, creds, imageuser, pidns
 from vkernel.errors import VkernelError
 from vkernel.runspec import RunSpec
 from vkernel.runtime import Runtime, die_like
@@ -100,8 +100,8 @@ def _take_user(rt: Runtime) -> None:
     iso = rt.spec.isolation
     if not rt.spec.user and os.geteuid() != 0:
         return                           # not root: the guest runs with the host user's ids
-    user = creds.resolve_user(rt.spec.user or "0", read)
-    creds.check_possible(user)
+    user = imageuser.resolve_user(rt.spec.user or "0", read)
+    imageuser.check_possible(user)
     if iso is not None and max(user.uid, user.gid, *user.groups) >= iso.id_count:
         raise VkernelError(f"cannot run the guest as uid {user.uid} gid {user.gid}: the run's "
                            f"user namespace maps ids 0..{iso.id_count - 1} only",

@@ -49,7 +49,7 @@ from shim.sandbox.channel import Channel, ChannelClosed
 
 if TYPE_CHECKING:
     from vkernel.cgroup import RunCgroup
-    from vkernel.creds import User
+    from vkernel.imageuser import User
     from vkernel.runtime import LoadedCode, Runtime, RunSpec
     from vkernel.statedir import RunDir
 
@@ -101,7 +101,7 @@ def _report(chan: Channel, message: str, hint: str | None) -> None:
 
 def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | None",
            setup: SandboxSetup, chan: Channel) -> "Agent":
-    from vkernel import creds, pidns, procfs, sandbox
+    from vkernel import imageuser, pidns, procfs, sandbox
     from vkernel.runtime import Runtime
     pidns.die_with_supervisor()          # the zygote's end takes the sandbox with it
     if cg is not None:
@@ -127,7 +127,7 @@ def _build(code: "LoadedCode", base: "RunSpec", run: "RunDir", cg: "RunCgroup | 
             return rt.vfs.read_file(path, 1 << 20)
         except OSError:
             return None
-    user = creds.resolve_user(setup.user or "0", read)
+    user = imageuser.resolve_user(setup.user or "0", read)
     if max(user.uid, user.gid, *user.groups) >= iso.id_count:
         raise KilnError(f"the image's user {setup.user!r} is outside the sandbox's id range "
                         f"0..{iso.id_count - 1}", hint="use an image whose User has a smaller id")

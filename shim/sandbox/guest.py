@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from formats.errors import KilnError
 
 if TYPE_CHECKING:
-    from vkernel.creds import User
+    from vkernel.imageuser import User
     from vkernel.runtime import Runtime
 
 __all__ = ["ExecRequest", "Pipes", "run_in_child"]
