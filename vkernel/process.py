@@ -68,7 +68,7 @@ class ProcessState:
     threads: dict[int, "ThreadState"] = field(default_factory=dict)   # tid -> live thread
     spare_threads: list = field(default_factory=list, repr=False, compare=False)
     """(kernel, control memory) of ended threads whose stores a new thread may take over
-    (vkernel/threads.py): instantiating a store is most of a thread's start."""
+    (vkernel/threads.py, take_spare): instantiating a store is most of a thread's start."""
     code_regions: list[CodeRegion] = field(default_factory=list)
     """What is mapped executable: (range, unit, bias); each thread's store serves it with its own
     instances (``row`` is not used here: rows are per store)."""

@@ -18,7 +18,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
-from vkernel import creds, robust, signals
+from vkernel import creds, robust, signals, threads
 from vkernel.audit import AuditLog
 from vkernel.closures import trampoline_jump
 from vkernel.cpustate import ControlMemory
@@ -304,30 +304,12 @@ class Runtime:
         """A new thread of ``parent``'s process (clone, vkernel/threads.py): its own store over
         the process's guest memory, the process's code instantiated, the CPU state the
         parent's."""
-        k = self._spare_thread(parent)
+        k = threads.take_spare(parent)
         if k is None:
             k = self._instance(ThreadState(tid=0, host_main=False), parent.code.guest).kernel
         lo, hi = abi.CPU_STATE, abi.CPU_STATE + abi.CPU_STATE_SIZE
         k.ctl.view[lo:hi] = parent.ctl.view[lo:hi]
         k.sync_code()
-        return k
-
-    def _spare_thread(self, parent: Kernel) -> Kernel | None:
-        """The kernel and store of an ended thread of ``parent``'s process (vkernel/threads.py
-        keeps a few), made a new thread's: its instances serve the same program image."""
-        p = parent.proc
-        while True:
-            with p.lock:
-                if not p.spare_threads:
-                    return None
-                k, ctl = p.spare_threads.pop()
-            if k.code.guest is parent.code.guest:
-                break
-            k.code.store.close()               # another program image's (an exec since)
-        k.thread = ThreadState(tid=0, ctl=ctl, host_main=False)
-        k.in_host, k.dying = True, False
-        signals.clear_interrupt(ctl.view)
-        k.code.depth.set_value(k.code.store, wasmtime.Val.i32(0))
         return k
 
     def _finish_forked(self, k: Kernel, e: BaseException) -> None:

@@ -51,10 +51,10 @@ from formats.errors import KilnError
 from vkernel import caps, creds, robust, signals
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit
 from vkernel.hostfutex import wake_host
+from vkernel.thread import ThreadState
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel
-    from vkernel.thread import ThreadState
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_THREAD, CLONE_SETTLS = 0x10000, 0x80000
@@ -189,10 +189,30 @@ def thread_gone(k: "Kernel") -> None:
     with p.lock:
         keep = p.end is None and ctl is not None and len(p.spare_threads) < SPARE_THREADS
         if keep:
-            p.spare_threads.append((k, ctl))   # for the next clone (runtime._spawn_thread)
+            p.spare_threads.append((k, ctl))   # for the next clone (take_spare)
     if not keep:
         k.code.store.close()                   # its instances, control memory and host
                                                # functions: the kernel they hold is then freed
+
+
+def take_spare(parent: "Kernel") -> "Kernel | None":
+    """The kernel and store of an ended thread of ``parent``'s process (:func:`thread_gone`
+    keeps a few), made a new thread's: its instances serve the same program image. None when
+    there is none."""
+    p = parent.proc
+    while True:
+        with p.lock:
+            if not p.spare_threads:
+                return None
+            k, ctl = p.spare_threads.pop()
+        if k.code.guest is parent.code.guest:
+            break
+        k.code.store.close()                   # another program image's (an exec since)
+    k.thread = ThreadState(tid=0, ctl=ctl, host_main=False)
+    k.in_host, k.dying = True, False
+    signals.clear_interrupt(ctl.view)
+    k.code.depth.set_value(k.code.store, wasmtime.Val.i32(0))
+    return k
 
 
 def end_process(k: "Kernel", e: BaseException) -> None:
