@@ -125,9 +125,8 @@ def after_exec(c: Caps, ruid: int, euid: int, setid: bool) -> tuple[Caps, bool]:
 
 
 def capset(c: Caps, effective: int, permitted: int, inheritable: int) -> Caps | int:
-    """capset(2) on the caller itself: the new sets, or -errno."""
-    if (effective | permitted | inheritable) & ~ALL:
-        return -errno.EINVAL
+    """capset(2) on the caller itself (sets already within :data:`ALL`: Linux drops unknown
+    bits): the new sets, or -errno."""
     if permitted & ~c.permitted:
         return -errno.EPERM                    # permitted never grows
     if effective & ~permitted:

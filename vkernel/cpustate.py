@@ -11,6 +11,19 @@ _FRAME = struct.Struct("<7QQ")          # rax rdi rsi rdx r10 r8 r9 rip: one rea
 _REGION = struct.Struct("<4I")
 
 
+def set_interrupt(ctl: memoryview) -> None:
+    """Raise the control memory's INTERRUPT_FLAG (lifted code stops at its next interrupt poll)."""
+    struct.pack_into("<I", ctl, abi.INTERRUPT_FLAG, 1)
+
+
+def clear_interrupt(ctl: memoryview) -> None:
+    struct.pack_into("<I", ctl, abi.INTERRUPT_FLAG, 0)
+
+
+def interrupt_requested(ctl: memoryview) -> bool:
+    return struct.unpack_from("<I", ctl, abi.INTERRUPT_FLAG)[0] != 0
+
+
 @dataclass(frozen=True)
 class CodeRegion:
     """One executable range of a mapped, indexed ELF (a row of the ctl-memory region table)."""

@@ -95,8 +95,9 @@ _no_new_privs = False
 Kept for the process (Linux keeps it per thread and it is inherited by new ones)."""
 _secure_exec = False
 """Whether the last execve changed ids or granted capabilities (AT_SECURE)."""
-_host_permitted = 0
-"""The host process's permitted set once managed: what :func:`privileged` raises."""
+_host_permitted = _host_inheritable = 0
+"""The host process's permitted (what :func:`privileged` raises) and inheritable sets, read
+once when vkernel takes over its ids (:func:`become`)."""
 
 
 def _uids() -> tuple[int, int, int]:
@@ -199,12 +200,13 @@ def _host_caps() -> tuple[int, int, int]:
 
 
 def _set_host_effective(effective: int) -> None:
-    _, permitted, inheritable = _host_caps()
+    """The calling thread's host effective set (its permitted and inheritable sets as they
+    were when vkernel took over: neither changes while it manages the ids)."""
     hdr, data = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
     for i in (0, 1):
         data[i].effective = effective >> 32 * i & 0xFFFFFFFF
-        data[i].permitted = permitted >> 32 * i & 0xFFFFFFFF
-        data[i].inheritable = inheritable >> 32 * i & 0xFFFFFFFF
+        data[i].permitted = _host_permitted >> 32 * i & 0xFFFFFFFF
+        data[i].inheritable = _host_inheritable >> 32 * i & 0xFFFFFFFF
     if _libc.capset(ctypes.byref(hdr), data) != 0:  # this thread's own, as on Linux
         raise OSError(ctypes.get_errno(), "capset")
     _t.host_effective, _t.host_epoch = effective, _euid_epoch
@@ -353,10 +355,10 @@ def become(c: Creds, sets: capsets.Caps | None = None,
            bounding: int = capsets.CONTAINER_DEFAULT) -> None:
     """Take guest credentials ``c`` for this process (kiln runs as root), with capability
     ``sets`` (default: a container's first process's for ``c.euid``, within ``bounding``)."""
-    global _current, _host, _host_permitted
+    global _current, _host, _host_permitted, _host_inheritable
     if _host is None:
         _host = (os.getresuid(), os.getresgid(), os.getgroups())
-        _host_permitted = _host_caps()[1]
+        _, _host_permitted, _host_inheritable = _host_caps()
     _current = c = replace(c, groups=tuple(sorted(c.groups)))    # Linux keeps them sorted
     _keep(sets if sets is not None else capsets.initial(c.euid, bounding),
           (c.ruid, c.euid, c.suid))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from formats import abi
 from vkernel.audit import AuditLog
-from vkernel.cpustate import CodeRegion, ControlMemory
+from vkernel.cpustate import CodeRegion, ControlMemory, clear_interrupt
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit, VkernelError
 from vkernel.fdtable import FdTable
 from vkernel.memory import AddressSpace
@@ -21,7 +21,7 @@ from vkernel.policy import ExecPolicy
 from vkernel.process import GuestLimits, ProcessState, SignalAction
 from vkernel.thread import ThreadState
 from vkernel.signals import (SI_KERNEL, CONTINUE, IGNORE, SA_NODEFER, SA_RESETHAND, SA_RESTART, SIG_DFL, SIG_IGN,
-                             STOP, UNBLOCKABLE, Redispatch, SignalInterrupt, clear_interrupt,
+                             STOP, UNBLOCKABLE, Redispatch, SignalInterrupt,
                              default_action, lowest_deliverable, sync_host,
                              sync_host_mask, take_pending)
 from vkernel.sigframe import build_frame, restore_frame

@@ -156,7 +156,7 @@ def pid_file(skel: Skeleton | None, proc: "ProcessState", pid: int, name: str,
     if name == "stat":
         fields[1] = str(ppid)
         return f"{tid or pid} ({comm}) " + " ".join(fields) + "\n"
-    from vkernel import caps, creds
+    from vkernel import creds
     if me:
         c = creds.current()
         uids, gids, groups = [c.ruid, c.euid, c.suid], [c.rgid, c.egid, c.sgid], list(c.groups)

@@ -85,11 +85,10 @@ import _signal
 import signal as hsignal
 import os
 import _thread
-import struct
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from formats import abi
+from vkernel.cpustate import interrupt_requested, set_interrupt
 
 if TYPE_CHECKING:
     from vkernel.kernel import Kernel
@@ -343,19 +342,6 @@ def signal_thread(t: "ThreadState", sig: int, code: int, pid: int, uid: int) -> 
     t.siginfo[sig] = (code, pid, uid)
     t.sigpending |= bit(sig)
     t.poke()
-
-
-def set_interrupt(ctl: memoryview) -> None:
-    """Raise the control memory's INTERRUPT_FLAG (lifted code stops at its next interrupt poll)."""
-    struct.pack_into("<I", ctl, abi.INTERRUPT_FLAG, 1)
-
-
-def clear_interrupt(ctl: memoryview) -> None:
-    struct.pack_into("<I", ctl, abi.INTERRUPT_FLAG, 0)
-
-
-def interrupt_requested(ctl: memoryview) -> bool:
-    return struct.unpack_from("<I", ctl, abi.INTERRUPT_FLAG)[0] != 0
 
 
 def _drain() -> None:

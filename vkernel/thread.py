@@ -15,12 +15,11 @@ pipe closed, so a late poke must not write into either. A leaf module.
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from formats import abi
+from vkernel.cpustate import set_interrupt
 
 if TYPE_CHECKING:
     from vkernel.cpustate import ControlMemory
@@ -88,7 +87,7 @@ class ThreadState:
             if self.retired:
                 return
             if self.ctl is not None:
-                struct.pack_into("<I", self.ctl.view, abi.INTERRUPT_FLAG, 1)
+                set_interrupt(self.ctl.view)
             self.wake()
 
     def wake(self) -> None:

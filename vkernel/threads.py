@@ -49,6 +49,7 @@ import wasmtime
 from formats import abi
 from formats.errors import KilnError
 from vkernel import caps, creds, robust, signals
+from vkernel.cpustate import clear_interrupt
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit
 from vkernel.hostfutex import wake_host
 from vkernel.thread import ThreadState
@@ -210,7 +211,7 @@ def take_spare(parent: "Kernel") -> "Kernel | None":
         k.code.store.close()                   # another program image's (an exec since)
     k.thread = ThreadState(tid=0, ctl=ctl, host_main=False)
     k.in_host, k.dying = True, False
-    signals.clear_interrupt(ctl.view)
+    clear_interrupt(ctl.view)
     k.code.depth.set_value(k.code.store, wasmtime.Val.i32(0))
     return k
 

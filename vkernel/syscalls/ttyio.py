@@ -2,7 +2,7 @@
 
 One table says how each request's argument travels: ``IN`` bytes the guest
 gives (copied to the host call), ``OUT`` bytes the host fills (copied back),
-``INOUT`` both, ``VALUE`` a plain integer, ``NONE`` nothing. The host
+``VALUE`` a plain integer, ``NONE`` nothing. The host
 kernel then checks each request as it would for any process (a session
 leader's TIOCSCTTY, a background TIOCSPGRP). TIOCGPTPEER opens the slave of
 a master the guest holds and gives it a guest descriptor. TIOCSTI (pushing
@@ -18,11 +18,11 @@ import os
 from vkernel.fdtable import OpenFile
 from vkernel.kernel import Kernel
 
-IN, OUT, INOUT, VALUE, NONE = "in", "out", "inout", "value", "none"
+IN, OUT, VALUE, NONE = "in", "out", "value", "none"
 
 TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
 TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540F, 0x5410, 0x5413, 0x5414
-TIOCGPTPEER = 0x5441
+TIOCGPTN, TIOCGPTPEER = 0x80045430, 0x5441
 REQUESTS: dict[int, tuple[str, int]] = {
     TCGETS: (OUT, 36), TCSETS: (IN, 36), TCSETSW: (IN, 36), TCSETSF: (IN, 36),
     0x5409: (VALUE, 0),        # TCSBRK
@@ -40,7 +40,7 @@ REQUESTS: dict[int, tuple[str, int]] = {
     0x5427: (NONE, 0),         # TIOCSBRK
     0x5428: (NONE, 0),         # TIOCCBRK
     0x5429: (OUT, 4),          # TIOCGSID
-    0x80045430: (OUT, 4),      # TIOCGPTN
+    TIOCGPTN: (OUT, 4),
     0x40045431: (IN, 4),       # TIOCSPTLCK
     0x80045432: (OUT, 4),      # TIOCGDEV
     0x80045438: (OUT, 4),      # TIOCGPKT
@@ -66,9 +66,9 @@ def ioctl(k: Kernel, of: OpenFile, request: int, arg: int) -> int | None:
         return hfcntl.ioctl(of.host_fd, request, arg & 0xFFFFFFFF)
     if kind == NONE:
         return hfcntl.ioctl(of.host_fd, request, 0)
-    buf = bytearray(k.space.read(arg, size) if kind in (IN, INOUT) else size)
+    buf = bytearray(k.space.read(arg, size) if kind == IN else size)
     hfcntl.ioctl(of.host_fd, request, buf, True)
-    if kind in (OUT, INOUT):
+    if kind == OUT:
         k.space.write(arg, bytes(buf))
     return 0
 
@@ -82,6 +82,6 @@ def _peer(k: Kernel, of: OpenFile, flags: int) -> int:
     if flags & ~(os.O_ACCMODE | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_LARGEFILE):
         return -errno.EINVAL
     host = hfcntl.ioctl(of.host_fd, TIOCGPTPEER, want | os.O_CLOEXEC)
-    number = int.from_bytes(hfcntl.ioctl(of.host_fd, 0x80045430, bytes(4)), "little")
+    number = int.from_bytes(hfcntl.ioctl(of.host_fd, TIOCGPTN, bytes(4)), "little")
     return k.fds.install(OpenFile(host, f"/dev/pts/{number}", want & ~os.O_CLOEXEC,
                                   bool(want & os.O_CLOEXEC), may_block=True))
