@@ -356,6 +356,7 @@ ENGINE_SETTINGS: tuple[tuple[str, object], ...] = (
     ("wasm_function_references", True),   # a typed dispatch table: call_indirect skips the type check
     ("wasm_threads", True),           # the shared guest memory and atomics (ABI 4)
     ("shared_memory", True),          # vkernel creates that memory (wasmtime.SharedMemory)
+    ("wasm_wide_arithmetic", True),   # i64.mul_wide_s/u: mul and imul's high halves, one host multiply
     ("cranelift_opt_level", "speed"),
     ("max_wasm_stack", 2 * 1024 * 1024),   # wasmtime-py caps it at its async stack size (2 MiB)
 )

@@ -66,6 +66,10 @@ MAX_CALL_DEPTH = 200
 _DEPTH_DEC = "(global.set $depth (i32.sub (global.get $depth) (i32.const 1)))"
 
 
+_MUL_HIGH = {"mulhi_s": "i64.mul_wide_s", "mulhi_u": "i64.mul_wide_u"}
+"""IR operators for the high 64 bits of a signed or unsigned 64x64-bit product."""
+
+
 def func_name(addr: int) -> str:
     return f"$U.f{addr:x}"
 
@@ -106,6 +110,9 @@ class FunctionEmitter(RegisterSets, ControlFlow):
         self.closing: dict[int, int] = {}
         self.dirty: set[str] = set()
         self.hub = False
+        self.hub_table: tuple[int, bytes] | None = None
+        """(first address, u16 block indices) of this function's hub table (control.HUB_TABLE_SPAN);
+        its offset in the unit's hub memory is the HUB_TABLE_TOKEN placeholder in the text."""
         self.hub_jumps: set[int] = set()
         """Blocks whose jump table goes through ``$hub`` (control.HUB_TARGETS)."""
         self.far: set[tuple[int, int]] = set()
@@ -151,6 +158,13 @@ class FunctionEmitter(RegisterSets, ControlFlow):
                     return f"(i64.extend_i32_u (i32.wrap_i64 {self.x(a)}))"
                 if type(a) is Const and a.value == 0xFFFF_FFFF:
                     return f"(i64.extend_i32_u (i32.wrap_i64 {self.x(b)}))"
+            if e.op in _MUL_HIGH:
+                # the high half of a 128-bit product: one host multiply (wide arithmetic), the
+                # low half dropped; $wh is free again once the block ends, so nesting is safe
+                a, b = e.args
+                self.tmps.setdefault("wh", "i64")
+                return (f"(block (result i64) ({_MUL_HIGH[e.op]} {self.x(a)} {self.x(b)}) "
+                        f"(local.set $wh) (drop) (local.get $wh))")
             inner = " ".join(self.x(a) for a in e.args)
             imm = f" {e.imm}" if e.imm else ""
             return f"({e.op}{imm} {inner})" if inner else f"({e.op}{imm})"
@@ -371,11 +385,17 @@ class FunctionEmitter(RegisterSets, ControlFlow):
             if local and cur not in self.hub_jumps:
                 # a small jump table into this function: a compare tree branching to each target
                 self._jt_tree(sorted(local), cur, out, key)
-            elif local:
-                # a large one: a compare tree turns the address into the target's block index,
+            elif local and self.hub_table is not None:
+                # a large one: the function's hub table gives the target's block index (0: none),
                 # which the function-start br_table ($hub) enters
-                out.append(f"(local.set $pc {self._jt_index(sorted(local), key)})")
+                out.append(self._hub_lookup(key))
                 go: list[str] = []
+                self._hub_jump("(local.get $pc)", "(local.get $jt)", go)
+                out.append(f"(if (local.get $pc) (then {' '.join(go)}))")
+            elif local:
+                # ... or, its targets spread too far for a table, a compare tree does
+                out.append(f"(local.set $pc {self._jt_index(sorted(local), key)})")
+                go = []
                 self._hub_jump("(local.get $pc)", "(local.get $jt)", go)
                 out.append(f"(if (i32.ge_s (local.get $pc) (i32.const 0)) (then {' '.join(go)}))")
             self.spill(out, flags=True)
@@ -469,7 +489,7 @@ class FunctionEmitter(RegisterSets, ControlFlow):
                 "(local $ce i32)"]
         if has_intr:
             locs.append("(local $irip i64)")
-        if self.pic:
+        if self.pic or self.hub_table is not None:
             locs.append("(local $jl i64)")
         regs = set(self.used) | set(FLAGS)
         for r in sorted(regs):

@@ -7,8 +7,8 @@ from .ctx import MASK, Ctx, c64, op, sext
 
 
 def mulhi_u(ctx: Ctx, a: Expr, b: Expr) -> Expr:
-    """High 64 bits of the unsigned 128-bit product (32-bit limbs)."""
-    return op("call", "i64", a, b, imm="$mulhi_u")
+    """High 64 bits of the unsigned 128-bit product."""
+    return op("mulhi_u", "i64", a, b)
 
 
 def _rd(ctx: Ctx, name: str) -> Expr:
@@ -56,7 +56,7 @@ def imul(ctx: Ctx) -> None:
         b = ctx.tmp(ctx.get_sx(s))
         if size == 8:
             lo = ctx.tmp(op("i64.mul", "i64", a, b))
-            hi = ctx.tmp(op("call", "i64", a, b, imm="$mulhi_s"))
+            hi = ctx.tmp(op("mulhi_s", "i64", a, b))
             ctx.reg_write("rax", lo)
             ctx.reg_write("rdx", hi)
             _set_cf_of(ctx, op("i64.ne", "i32", hi, op("i64.shr_s", "i64", lo, c64(63))))
@@ -79,7 +79,7 @@ def imul(ctx: Ctx) -> None:
     b = ctx.tmp(ctx.get_sx(y, size))
     p = ctx.tmp(op("i64.mul", "i64", a, b))
     if size == 8:
-        hi = op("call", "i64", a, b, imm="$mulhi_s")
+        hi = op("mulhi_s", "i64", a, b)
         ovf = op("i64.ne", "i32", hi, op("i64.shr_s", "i64", p, c64(63)))
     else:
         ovf = op("i64.ne", "i32", p, sext(p, size))
