@@ -358,6 +358,10 @@ ENGINE_SETTINGS: tuple[tuple[str, object], ...] = (
     ("shared_memory", True),          # vkernel creates that memory (wasmtime.SharedMemory)
     ("wasm_wide_arithmetic", True),   # i64.mul_wide_s/u: mul and imul's high halves, one host multiply
     ("cranelift_opt_level", "speed"),
+    # no .eh_frame for lifted code: Wasmtime walks wasm frames by their frame pointers and nothing
+    # unwinds through them natively; registering every function's unwind info made deserializing
+    # a module take twice as long (start-up deserializes every module of the image)
+    ("native_unwind_info", False),
     ("max_wasm_stack", 2 * 1024 * 1024),   # wasmtime-py caps it at its async stack size (2 MiB)
 )
 """(wasmtime.Config attribute, value), applied in this order by both sides.
