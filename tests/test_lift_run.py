@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from liftrun import run_lifted
+from recompiler.lift_api import lift_elf
 
 STDIN = b"hello world\nfoo  bar baz\n\nlast line without newline"
 
@@ -85,6 +86,52 @@ int main(void) {
     char *s = realloc(malloc(10), 100000); strcpy(s, "grown");
     printf("%d %ld %zu %s\n", cnt, sum, strlen(big), s);
     free(big); free(s);
+    return 0;
+}
+''',
+"threaded": r'''
+// a computed-goto interpreter (gcc's labels-as-values) of 24 opcodes: its dispatch is a jump table
+// of more than 16 targets (through $hub and the hub table); the opcodes multiply into 128 bits and
+// test the overflow of signed products (mul and imul's high halves, imul's OF)
+#include <stdio.h>
+#include <stdint.h>
+static unsigned char code[2048];
+__attribute__((noinline)) static uint64_t run(long iters, uint64_t x) {
+    static void *ops[24] = { &&o0, &&o1, &&o2, &&o3, &&o4, &&o5, &&o6, &&o7, &&o8, &&o9, &&o10, &&o11,
+                             &&o12, &&o13, &&o14, &&o15, &&o16, &&o17, &&o18, &&o19, &&o20, &&o21, &&o22, &&end };
+    uint64_t acc = 1; long over = 0; unsigned char *pc = code;
+#define NEXT goto *ops[*pc++]
+    NEXT;
+    o0: acc = acc * 6364136223846793005ULL + x; NEXT;
+    o1: acc ^= acc >> 13; NEXT;
+    o2: x += acc | 1; NEXT;
+    o3: { unsigned __int128 p = (unsigned __int128)acc * x; acc = (uint64_t)(p >> 64) ^ (uint64_t)p; } NEXT;
+    o4: { __int128 p = (__int128)(int64_t)acc * (int64_t)x; x = (uint64_t)(p >> 64) + (uint64_t)p; } NEXT;
+    o5: { int64_t r; if (__builtin_mul_overflow((int64_t)acc, (int64_t)(x >> 40), &r)) over++; else acc = (uint64_t)r; } NEXT;
+    o6: acc = (acc << 7) | (acc >> 57); NEXT;
+    o7: x ^= x << 11; NEXT;
+    o8: acc -= x; NEXT;
+    o9: acc = acc < x ? acc + 3 : acc - 5; NEXT;
+    o10: x = (x * 0x9E3779B97F4A7C15ULL) >> 3; NEXT;
+    o11: acc += (acc & 0xff) * 31; NEXT;
+    o12: x -= acc >> 3; NEXT;
+    o13: acc = ~acc; NEXT;
+    o14: x = x / ((acc & 7) + 1); NEXT;
+    o15: acc ^= x * 5; NEXT;
+    o16: { int32_t r; if (__builtin_mul_overflow((int32_t)acc, (int32_t)x, &r)) over += 2; else x ^= (uint32_t)r; } NEXT;
+    o17: acc += __builtin_popcountll(x); NEXT;
+    o18: x = x ? x : 99; NEXT;
+    o19: acc = (int64_t)acc >> 9; NEXT;
+    o20: x += 0x1234567; NEXT;
+    o21: acc *= 3; NEXT;
+    o22: acc ^= over; NEXT;
+    end: if (--iters <= 0) return acc ^ x ^ (uint64_t)over; pc = code; NEXT;
+}
+int main(void) {
+    unsigned s = 12345;
+    for (int i = 0; i < 2047; i++) { s = s * 1103515245 + 12345; code[i] = (s >> 16) % 23; }
+    code[2047] = 23;
+    printf("%llu\n", (unsigned long long)run(300, 7));
     return 0;
 }
 ''',
@@ -199,13 +246,27 @@ def glibc_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("glibc")
 
 
-GLIBC_PROGS = ["hello", "qsort", "setjmp", "malloc", "stdin", "strings", "switch"]
+GLIBC_PROGS = ["hello", "qsort", "setjmp", "malloc", "stdin", "strings", "switch", "threaded"]
 
 
 @pytest.mark.parametrize("name", GLIBC_PROGS)
 def test_glibc_static_program(glibc_dir: Path, name: str) -> None:
     """glibc: IRELATIVE/IFUNC resolution through cpuid, TLS through fs:, SSE2 string functions."""
     _same(_build(glibc_dir, name, ["gcc", "-static"]))
+
+
+@pytest.mark.parametrize("cc", [["gcc", "-static"], ["musl-gcc", "-static"]], ids=["glibc", "musl"])
+def test_a_threaded_interpreter_dispatches_through_its_hub_table(tmp_path: Path, cc: list[str]) -> None:
+    """The computed-goto interpreter's opcode jumps find their block with one load from the hub
+    table (its unit's own memory), not a compare tree or a trip through dispatch; and the program
+    still prints what it prints natively (test_*_static_program[threaded])."""
+    if shutil.which(cc[0]) is None:
+        pytest.skip(f"{cc[0]} not installed (scripts/setup.sh installs it)")
+    unit = lift_elf(_build(tmp_path, "threaded", cc), name="/threaded")
+    t = unit.hub_tables
+    assert sum(t[i:i + 2] != b"\0\0" for i in range(0, len(t), 2)) >= 20     # the opcodes' blocks
+    assert "(i32.load16_u $jtm" in unit.functions_wat
+    _same(tmp_path / "threaded")
 
 
 def test_glibc_static_pie(glibc_dir: Path) -> None:
