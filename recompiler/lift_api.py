@@ -20,7 +20,6 @@ from pathlib import Path
 
 from formats.abi import FaultCode
 from recompiler.aot import engine_config
-from recompiler.wasm.control import HUB_TABLE_TOKEN
 from recompiler.wasm.emit import FunctionEmitter
 from recompiler.wasm.module import LinkedUnit, core_module, link_unit
 from recompiler.wasm.unit import LiftedUnit
@@ -97,7 +96,6 @@ class _Part:
     nblocks: int
     internal: list[tuple[int, str]] = field(default_factory=list)   # (function, why it became trap sites)
     fallback_home: dict[int, tuple[int, int]] = field(default_factory=dict)   # entries into those functions
-    hub_tables: list[tuple[int, bytes]] = field(default_factory=list)   # (text, its hub table)
 
 
 def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name: str, bias: int,
@@ -151,7 +149,6 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
     texts: list[str] = []
     with_traps: list[int] = []
     internal: list[tuple[int, str]] = []
-    hub_tables: list[tuple[int, bytes]] = []
     nblocks = 0
     for f in funcs:
         fn = prog.functions[f]
@@ -181,8 +178,6 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
             homes = fallback_home
         if em.trap_tokens:
             with_traps.append(len(texts) - 1)
-        if em.hub_table is not None:
-            hub_tables.append((len(texts) - 1, em.hub_table[1]))
         for i, s in enumerate(order):
             if s in prog.indirect and s not in homes:
                 homes[s] = (f, i)
@@ -192,7 +187,7 @@ def _lift_functions(prog: Program, funcs: list[int], unit_funcs: set[int], name:
         for s, i in getattr(em, "loop_entries", ()):   # interrupt polls leave at loop headers: dispatch entries
             homes.setdefault(s, (f, i))
         nblocks += len(order)
-    return _Part(texts, with_traps, home, traps.sites, block_stats, nblocks, internal, fallback_home, hub_tables)
+    return _Part(texts, with_traps, home, traps.sites, block_stats, nblocks, internal, fallback_home)
 
 
 def _trap_function(f: int, order: list[int], prog: Program, bias: int, pic: bool, traps: TrapSites,
@@ -292,15 +287,10 @@ def _lift_elf(path: Path, name: str, jobs: int, pic: bool | None) -> LiftedUnit:
     home: dict[int, tuple[int, int]] = {}
     block_stats: dict[int, dict] = {}
     nblocks = 0
-    hub_memory = bytearray()          # every function's hub table, each at its own offset
     for part in parts:
         local = [number[site[0]] for site in part.sites]
         for k in part.with_traps:
             part.texts[k] = _TRAP_RE.sub(lambda m: str(local[int(m.group(1))]), part.texts[k])
-        for k, table in part.hub_tables:
-            part.texts[k] = part.texts[k].replace(HUB_TABLE_TOKEN, str(len(hub_memory)))
-            hub_memory += table
-            hub_memory += bytes(-len(hub_memory) % 8)
         texts.extend(part.texts)
         for s, fi in part.home.items():
             home.setdefault(s, fi)
@@ -330,7 +320,7 @@ def _lift_elf(path: Path, name: str, jobs: int, pic: bool | None) -> LiftedUnit:
     stats["internal_errors"] = [[a, why] for a, why in internal]
     stats["lift_seconds"] = round(time.monotonic() - t0, 3)
     return LiftedUnit(name, bias, img.entry, tuple(img.exec_segments()), "\n".join(texts), tuple(funcs),
-                      entries, sites, stats, pic, bytes(hub_memory))
+                      entries, sites, stats, pic)
 
 
 def _reverse_postorder(entry: int, members: list[int], prog) -> list[int]:

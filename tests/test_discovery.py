@@ -21,7 +21,7 @@ from examples.debs import unpacked_deb
 from recompiler.x86_64.cfg import discover
 from recompiler.x86_64.decode import Decoder
 from recompiler.x86_64.elfimage import ElfImage
-from recompiler.x86_64.jumptables import index_bound, table_far, table_near
+from recompiler.x86_64.jumptables import index_bound, table_near
 
 
 def _back(lines: list[str]):
@@ -130,30 +130,6 @@ def test_a_jump_into_equal_stubs_has_every_stub_as_target(lines: list[str], n: i
     lea = next(i for i in insns.values() if i.mnemonic == "lea" and i.ops[1].base == "rip")
     assert spec is not None and spec.stride
     assert (spec.table, spec.step, spec.bound, spec.tight) == (lea.next + lea.ops[1].disp, 8, n, True)
-
-
-def _hoisted(between: list[str]):
-    """gcc's computed goto with the table's address hoisted above the interpreter loop: the lea
-    is not on the jump's fall-through path (the dispatch block is entered by a jump)."""
-    insns, pred, jmp = _chain(["lea rdi, [rip + 0x2000]", *between, "mov ecx, 3", "add rdx, 1",
-                               "movzx esi, byte ptr [rdx - 1]", "mov rsi, qword ptr [rdi + rsi*8]", "jmp rsi"])
-    order = sorted(insns)
-    del pred[next(a for a in order if insns[a].mnemonic == "mov" and insns[a].ops[0].reg == "ecx")]
-    return insns, pred, jmp, order
-
-
-def test_a_table_address_hoisted_above_the_loop_still_names_its_table() -> None:
-    insns, pred, jmp, order = _hoisted(["nop"])
-    assert table_near(jmp, insns, pred) is None
-    spec = table_far(jmp, insns, order, pred)
-    lea = insns[order[0]]
-    assert spec is not None
-    assert (spec.table, spec.step, spec.base, spec.bound, spec.tight) == (lea.next + 0x2000, 8, None, 256, False)
-
-
-def test_a_hoisted_table_address_overwritten_before_the_jump_is_no_table() -> None:
-    insns, pred, jmp, order = _hoisted(["mov rdi, rax"])
-    assert table_far(jmp, insns, order, pred) is None
 
 
 def test_a_register_jump_whose_register_was_overwritten_is_no_table() -> None:

@@ -67,10 +67,7 @@ Design note (code shape of the megabinary module)
   computations (``FlagThunk``); a backward liveness pass over the function's
   blocks expands only the flags some later instruction reads. Flags are
   assumed dead across ``call``/``ret`` (SysV ABI), live at indirect jumps
-  (materialised into ``state.rflags``), except that a jump table's jump
-  hands over only the flags its known targets read (compilers keep no flags
-  live across a switch's or a computed goto's jump: CPython's opcode
-  dispatch computed all six at every opcode); a direct jump to another function
+  (materialised into ``state.rflags``); a direct jump to another function
   hands over (in ``state.rflags``) the flags that function reads at its
   entry, GCC's cold parts (``x86_64.lift.entry_flag_reads``).
 * **Flags at exits.** A fault site or a syscall reads every flag (a signal
@@ -96,12 +93,8 @@ Design note (code shape of the megabinary module)
 * **Jump tables.** An indirect jump with at most ``control.HUB_TARGETS`` (16)
   known targets in the function is a compare tree branching to each (its
   back edges make loops like any other). One with more turns the address
-  into the target's block index with one load from the function's *hub
-  table* (a u16 per byte between its lowest and highest such target, 0 where
-  none is; the tables live in a memory of the unit's own, written only by
-  its data segment: ``control.HUB_TABLE_SPAN``), or, for targets spread
-  wider, a compare tree that only computes a number, then branches to
-  ``$hub``: a ``loop``
+  into the target's block index with a compare tree that only computes a
+  number, then branches to ``$hub``: a ``loop``
   around the function-start ``br_table``, which routes to any block as
   dispatch entry does (through the trampolines of the loops it is in). One
   edge per jump, not one per target: CPython's opcode dispatch (226 jumps of

@@ -12,7 +12,7 @@ from formats.abi import FAULT_RECORD, FAULT_RECORD_OFFSETS, INTERRUPT_FLAG, Faul
 from recompiler.wasm.cpustate import FLAG_BITS as _FLAG_BITS, signed64 as _signed64, state_off
 from recompiler.x86_64.ir import Branch, CallDirect, CallIndirect, FallThrough, Jump, JumpIndirect, Term
 
-__all__ = ["ControlFlow", "HUB_TARGETS", "LOOP_SPAN", "HUB_TABLE_SPAN", "HUB_TABLE_TOKEN", "HUB_MEMORY"]
+__all__ = ["ControlFlow", "HUB_TARGETS", "LOOP_SPAN"]
 
 HUB_TARGETS = 16
 """A jump table with more targets in its function than this enters them through ``$hub``: one
@@ -26,23 +26,6 @@ LOOP_SPAN = 64
 ``$hub`` instead of making a wasm loop. Loops widened to nest had spanned nearly all of CPython's
 eval loop, so its opcode blocks were nested 8-13 loops deep and each opcode dispatch crossed a
 trampoline ``br_table`` per level."""
-
-
-HUB_TABLE_SPAN = 1 << 18
-"""A function whose ``$hub`` jump-table targets lie within this many bytes of each other turns a
-target address into its block index with one load from its *hub table* (a u16 per byte of the
-span: the block index, 0 for an address that is no such target) instead of a compare tree. The
-tree's branches depend on the data (the next opcode), so an interpreter's dispatch mispredicted
-at each of its levels; the load and the ``br_table`` after it are one indirect branch, as the
-guest's own ``jmp`` is."""
-
-HUB_TABLE_TOKEN = "@hubtable@"
-"""Placeholder for the offset of the function's hub table in the unit's ``$jtm`` memory, replaced
-once the whole unit is lifted (``lift_api``), as trap-site numbers are."""
-
-HUB_MEMORY = "$jtm"
-"""The unit module's own read-only memory holding its functions' hub tables (a data segment);
-lifted code only loads from it, guest stores only ever address the guest memory."""
 
 
 class ControlFlow:
@@ -65,37 +48,6 @@ class ControlFlow:
         """Whether jump ``t`` enters its targets through ``$hub`` (more than ``HUB_TARGETS``
         of them in this function), not by a branch to each."""
         return type(t) is JumpIndirect and sum(a in self.index for a in t.known) > HUB_TARGETS
-
-    def _hub_table_of(self) -> tuple[int, bytes] | None:
-        """(first address, table) of this function's hub table (see ``HUB_TABLE_SPAN``), or None
-        when its targets spread too far (or a block index exceeds a u16): those jumps keep the
-        compare tree. Addresses are the jump's compare keys: link-time ones in position-independent
-        code, run-time ones otherwise."""
-        targets: dict[int, int] = {}
-        for i in self.hub_jumps:
-            for a in self.blocks[i].term.known:
-                k = self.index.get(a)
-                if k:                                   # block 0 is reached through dispatch instead
-                    targets[a if self.pic else a + self.bias] = k
-        if not targets or max(targets.values()) > 0xFFFF:
-            return None
-        lo = min(targets)
-        span = max(targets) - lo + 1
-        if span > HUB_TABLE_SPAN:
-            return None
-        table = bytearray(2 * span)
-        for a, k in targets.items():
-            table[2 * (a - lo):2 * (a - lo) + 2] = k.to_bytes(2, "little")
-        return lo, bytes(table)
-
-    def _hub_lookup(self, key: str) -> str:
-        """An i32 expression: the block index of the address in ``key`` from the hub table, 0 when
-        it is none of the table's targets."""
-        lo, table = self.hub_table
-        return (f"(local.set $jl (i64.sub (local.get {key}) (i64.const {_signed64(lo)}))) "
-                f"(local.set $pc (if (result i32) (i64.lt_u (local.get $jl) (i64.const {len(table) // 2})) "
-                f"(then (i32.load16_u {HUB_MEMORY} offset={HUB_TABLE_TOKEN} "
-                f"(i32.shl (i32.wrap_i64 (local.get $jl)) (i32.const 1)))) (else (i32.const 0))))")
 
     def _jt_tree(self, lst: list[tuple[int, int]], cur: int, out: list[str], key: str) -> None:
         if len(lst) <= 4:
@@ -156,7 +108,6 @@ class ControlFlow:
         M: dict[int, int] = {}
         self.hub_jumps = {i for i, b in enumerate(self.blocks) if self._via_hub(b.term)}
         uses_hub = bool(self.hub_jumps)
-        self.hub_table = self._hub_table_of() if uses_hub else None
         for i, b in enumerate(self.blocks):
             if i in self.hub_jumps:
                 continue                        # these go through $hub, never a loop label

@@ -110,9 +110,6 @@ class FunctionEmitter(RegisterSets, ControlFlow):
         self.closing: dict[int, int] = {}
         self.dirty: set[str] = set()
         self.hub = False
-        self.hub_table: tuple[int, bytes] | None = None
-        """(first address, u16 block indices) of this function's hub table (control.HUB_TABLE_SPAN);
-        its offset in the unit's hub memory is the HUB_TABLE_TOKEN placeholder in the text."""
         self.hub_jumps: set[int] = set()
         """Blocks whose jump table goes through ``$hub`` (control.HUB_TARGETS)."""
         self.far: set[tuple[int, int]] = set()
@@ -385,17 +382,11 @@ class FunctionEmitter(RegisterSets, ControlFlow):
             if local and cur not in self.hub_jumps:
                 # a small jump table into this function: a compare tree branching to each target
                 self._jt_tree(sorted(local), cur, out, key)
-            elif local and self.hub_table is not None:
-                # a large one: the function's hub table gives the target's block index (0: none),
-                # which the function-start br_table ($hub) enters
-                out.append(self._hub_lookup(key))
-                go: list[str] = []
-                self._hub_jump("(local.get $pc)", "(local.get $jt)", go)
-                out.append(f"(if (local.get $pc) (then {' '.join(go)}))")
             elif local:
-                # ... or, its targets spread too far for a table, a compare tree does
+                # a large one: a compare tree turns the address into the target's block index,
+                # which the function-start br_table ($hub) enters
                 out.append(f"(local.set $pc {self._jt_index(sorted(local), key)})")
-                go = []
+                go: list[str] = []
                 self._hub_jump("(local.get $pc)", "(local.get $jt)", go)
                 out.append(f"(if (i32.ge_s (local.get $pc) (i32.const 0)) (then {' '.join(go)}))")
             self.spill(out, flags=True)
@@ -489,7 +480,7 @@ class FunctionEmitter(RegisterSets, ControlFlow):
                 "(local $ce i32)"]
         if has_intr:
             locs.append("(local $irip i64)")
-        if self.pic or self.hub_table is not None:
+        if self.pic:
             locs.append("(local $jl i64)")
         regs = set(self.used) | set(FLAGS)
         for r in sorted(regs):

@@ -31,7 +31,6 @@ from formats.abi import (CONTROL_MEMORY, CONTROL_MEMORY_MIN_PAGES, DEPTH, ENTRIE
                          GUEST_MEMORY, GUEST_MEMORY_PAGES, IMPORT_FAULT, IMPORT_MODULE, IMPORT_RDTSC,
                          IMPORT_SYSCALL, GROW_TABLE, TABLE, TABLE_BASE, BIAS)
 from recompiler.x86_64.errors import LiftError, WorkerDied
-from .control import HUB_MEMORY
 from .emit import BIAS_GLOBAL, TRACE
 from .runtime_wat import core_wat, unit_runtime_wat
 from .unit import LiftedUnit
@@ -279,11 +278,6 @@ def core_module() -> bytes:
         ")"]))
 
 
-def _pages(size: int) -> int:
-    """WebAssembly pages (64 KiB) holding ``size`` bytes."""
-    return max(1, -(-size // 65536))
-
-
 def link_unit(unit: LiftedUnit, *, jobs: int = 1, batch_text: int = BATCH_TEXT) -> LinkedUnit:
     """The unit module of one lifted ELF (see the module docstring)."""
     table = [f"$U.f{f:x}" for f in unit.functions]
@@ -304,9 +298,6 @@ def link_unit(unit: LiftedUnit, *, jobs: int = 1, batch_text: int = BATCH_TEXT) 
         f' (import "{IMPORT_MODULE}" "{TABLE_BASE}" (global $tbase i32))',
         f' (import "{IMPORT_MODULE}" "{ENTRIES_AT}" (global $eat i32))',
         f' (import "{IMPORT_MODULE}" "{BIAS}" (global {BIAS_GLOBAL} i64))',
-        # the hub tables (wasm/control.py, HUB_TABLE_SPAN): this unit's own, only ever read
-        (f" (memory {HUB_MEMORY} {_pages(len(unit.hub_tables))} {_pages(len(unit.hub_tables))})"
-         if unit.hub_tables else ""),
         unit_runtime_wat(called),
     ])
     tail = []
@@ -315,8 +306,6 @@ def link_unit(unit: LiftedUnit, *, jobs: int = 1, batch_text: int = BATCH_TEXT) 
                     + " ".join(f"(item ref.func {x})" for x in table) + ")")
     if blob:
         tail.append(f' (data (memory $c) (offset (global.get $eat)) "{_wat_bytes(bytes(blob))}")')
-    if unit.hub_tables:
-        tail.append(f' (data (memory {HUB_MEMORY}) (i32.const 0) "{_wat_bytes(unit.hub_tables)}")')
     # the guest text per batch: enough that the stubs are a small part of what is assembled
     target = max(batch_text, 8 * sum(len(_STUB) + len(x) for x in table))
     layout = _Layout(header, table, [])

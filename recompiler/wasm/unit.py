@@ -10,7 +10,7 @@ from recompiler.x86_64.errors import LiftError
 
 __all__ = ["LiftedUnit", "UNIT_FORMAT"]
 
-UNIT_FORMAT = 4
+UNIT_FORMAT = 3
 """Bumped when the serialised LiftedUnit changes; old cached units are then re-lifted."""
 
 
@@ -32,18 +32,15 @@ class LiftedUnit:
     position_independent: bool = False
     """The code takes its load bias at run time from the module's ``$U.bias`` global (i64) instead
     of assuming ``bias``: shared objects, ld.so and dynamically linked PIE programs."""
-    hub_tables: bytes = b""
-    """The initial contents of the unit's hub memory: each ``$hub`` function's table of target
-    block indices at the offset its code names (``wasm.control.HUB_TABLE_SPAN``)."""
 
     def __eq__(self, other: object) -> bool:
         """Equal units have equal fields, the text compared decompressed."""
         if not isinstance(other, LiftedUnit):
             return NotImplemented
         return ((self.name, self.bias, self.entry, self.exec_ranges, self.functions, self.entries,
-                 self.trap_sites, self.stats, self.position_independent, self.hub_tables) ==
+                 self.trap_sites, self.stats, self.position_independent) ==
                 (other.name, other.bias, other.entry, other.exec_ranges, other.functions, other.entries,
-                 other.trap_sites, other.stats, other.position_independent, other.hub_tables)) and self.functions_wat == other.functions_wat
+                 other.trap_sites, other.stats, other.position_independent)) and self.functions_wat == other.functions_wat
 
     __hash__ = None   # type: ignore[assignment]   # the stats dict makes units unhashable anyway
 
@@ -66,7 +63,7 @@ class LiftedUnit:
                         else zstandard.ZstdCompressor(level=3).compress(self.wat_source.encode())),
             "functions": list(self.functions), "entries": [list(e) for e in self.entries],
             "trap_sites": [list(t) for t in self.trap_sites], "stats": self.stats,
-            "position_independent": self.position_independent, "hub_tables": self.hub_tables,
+            "position_independent": self.position_independent,
         })
 
     @classmethod
@@ -78,18 +75,11 @@ class LiftedUnit:
                                 hint="delete the cache entry; it is re-lifted on the next recompile")
             return cls(d["name"], d["bias"], d["entry"], tuple(tuple(r) for r in d["exec_ranges"]),
                        _checked_zst(d["wat_zst"]), tuple(d["functions"]), tuple(tuple(e) for e in d["entries"]),
-                       tuple(tuple(t) for t in d["trap_sites"]), d["stats"], bool(d["position_independent"]),
-                       _checked_bytes(d["hub_tables"]))
+                       tuple(tuple(t) for t in d["trap_sites"]), d["stats"], bool(d["position_independent"]))
         except (cbor2.CBORDecodeError, zstandard.ZstdError, UnicodeDecodeError, KeyError, TypeError,
                 AttributeError) as e:
             raise LiftError(f"cached lifted unit is corrupt: {e}",
                             hint="delete the cache entry; it is re-lifted on the next recompile") from None
-
-
-def _checked_bytes(data: object) -> bytes:
-    if not isinstance(data, bytes):
-        raise TypeError("hub_tables is not a byte string")
-    return data
 
 
 def _checked_zst(data: object) -> bytes:

@@ -354,20 +354,8 @@ def table_far(jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[in
     """``movsxd rX, [rB + rI*4]; add rX, rB; jmp rX`` where ``lea rB, [rip + T]`` is up to 4 KiB
     above (``order``: every known instruction address, sorted)."""
     chain = _fallthrough_chain(jmp.address, insns, pred, 6)
-    if jmp.ops[0].kind != "r":
-        return None
-    w = _last_write(jmp.ops[0].reg, chain)
-    if w is not None and _is_absolute_load(chain[w]):
-        # ``mov rX, [rB + idx*8]; jmp rX`` with ``lea rB, [rip + T]`` far above, before the loop
-        # (gcc's computed goto once the table's address is hoisted into a register)
-        mem = chain[w].ops[1]
-        table = _far_lea(mem.base, chain[w].address, insns, order)
-        if table is None:
-            return None
-        bound, tight = index_bound(mem.index, _fallthrough_chain(chain[w].address, insns, pred))
-        return TableSpec(jmp.address, table + mem.disp, 8, None, bound, tight)
     k = next((k for k, ins in enumerate(chain) if _is_entry_load(ins)), None)
-    if k is None:
+    if k is None or jmp.ops[0].kind != "r":
         return None
     load = chain[k]
     mem = load.ops[1]
@@ -386,27 +374,6 @@ def table_far(jmp: Insn, insns: dict[int, Insn], order: list[int], pred: dict[in
         return None
     bound, tight = index_bound(mem.index, _fallthrough_chain(load.address, insns, pred))
     return TableSpec(jmp.address, found[mem.base] + mem.disp, 4, found[base_reg], bound, tight)
-
-
-def _is_absolute_load(ins: Insn) -> bool:
-    """``mov rX, qword [rB + rI*8]``: an absolute entry read from a table whose address is in rB."""
-    ops = ins.ops
-    return ins.mnemonic == "mov" and len(ops) == 2 and ops[0].kind == "r" and ops[0].size == 8 \
-        and ops[1].kind == "m" and ops[1].scale == 8 and bool(ops[1].base) and ops[1].base != "rip" \
-        and bool(ops[1].index) and not ops[1].seg
-
-
-def _far_lea(reg: str, at: int, insns: dict[int, Insn], order: list[int]) -> int | None:
-    """The address a ``lea reg, [rip + A]`` up to 4 KiB above ``at`` puts in ``reg``, if the
-    nearest instruction above (by address) that writes ``reg`` is that lea."""
-    fam = _FAMILY.get(reg)
-    i = bisect.bisect_left(order, at) - 1
-    while i >= 0 and at - order[i] < 4096:
-        ins = insns[order[i]]
-        if _writes(ins, fam):
-            return _rip_lea(ins, reg)
-        i -= 1
-    return None
 
 
 def read_table(img: ElfImage, spec: TableSpec, code, fde: tuple[int, int] | None = None,

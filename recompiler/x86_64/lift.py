@@ -283,18 +283,7 @@ def flag_liveness(blocks: dict[int, IRBlock], func_entries: set[int],
     def out_of(b: IRBlock, live_in: dict[int, frozenset[str]]) -> frozenset[str]:
         t = b.term
         if isinstance(t, JumpIndirect):
-            if not t.known:
-                return _FLAGSET
-            # a jump table: the flags its targets read (compilers keep no flags live across a
-            # switch's or computed goto's indirect jump); a target it was not known to have gets
-            # the flag locals as they stand
-            acc = {"df"} | term_flag_reads(t)
-            for x in t.known:
-                if x in blocks:
-                    acc |= live_in.get(x, frozenset())
-                else:
-                    acc |= entry_reads(x) if entry_reads is not None else _FLAGSET
-            return frozenset(acc)
+            return _FLAGSET
         acc: set[str] = set()
         for x in direct_targets(t):
             if x in blocks:
