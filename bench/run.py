@@ -129,7 +129,8 @@ def benchmarks(scale: float) -> list[Benchmark]:
     mib = max(1, round(50 * scale))
     data = str(data_file(mib))
     lines = str(lines_file(max(1000, round(1_000_000 * scale))))
-    corpus = {b.name: b for b in build_corpus(variants=["glibc-static"], names=["sha256", "sort_bench", "getpid_loop"])}
+    corpus = {b.name: b for b in build_corpus(variants=["glibc-static"], names=["sha256", "sort_bench", "getpid_loop",
+                                                                              "mul_hash"])}
     return [
         Benchmark("sha256sum", f"busybox sha256sum of {mib} MiB", (busybox, "sha256sum", data)),
         Benchmark("gzip", f"busybox gzip -c of {mib} MiB", (busybox, "gzip", "-c", data)),
@@ -143,6 +144,8 @@ def benchmarks(scale: float) -> list[Benchmark]:
                   (str(corpus["sha256"].path), str(max(1, round(64 * scale))))),
         Benchmark("corpus-sort", f"corpus sort_bench.c (glibc-static), {max(1000, round(2_000_000 * scale))} items",
                   (str(corpus["sort_bench"].path), str(max(1000, round(2_000_000 * scale))))),
+        Benchmark("corpus-mulhash", f"corpus mul_hash.c (glibc-static), {max(1, round(100 * scale))} M rounds",
+                  (str(corpus["mul_hash"].path), str(max(1, round(100 * scale))))),
     ]
 
 

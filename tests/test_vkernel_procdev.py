@@ -203,7 +203,7 @@ kernel/pid_max is left out: on newer kernels it is each pid namespace's own)."""
 def test_proc_sys_reads_as_a_containers(image: Path) -> None:
     """What programs read under /proc/sys: the host's values (as a container's read-only
     /proc/sys gives them), the guest's hostname and kernel release, a fresh UUID per read;
-    writing is refused."""
+    writing is refused as on a read-only mount (EROFS, as Docker's is)."""
     paths = " ".join(f"/proc/sys/{n}" for n in PROC_SYS_AS_HOST)
     got = _run(image, f"cat {paths}; cat /proc/sys/kernel/hostname /proc/sys/kernel/osrelease; "
                       "cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/uuid; "
@@ -215,3 +215,4 @@ def test_proc_sys_reads_as_a_containers(image: Path) -> None:
     first, second = lines[len(want) + 2:len(want) + 4]
     assert first != second and len(first) == 36 and first[14] == "4", (first, second)
     assert "wrote" not in lines and got.returncode != 0
+    assert b"Read-only file system" in got.stderr, got.stderr

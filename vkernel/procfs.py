@@ -251,7 +251,9 @@ class ProcFs:
             return os.open(host, (host_flags & (os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW))
                            | os.O_RDONLY | os.O_CLOEXEC), guest
         if flags & _WRITE_ACC:
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+            # /proc/sys is a read-only mount in a container (runc, Docker): EROFS there
+            e = errno.EROFS if normalize(path).startswith("/proc/sys/") else errno.EACCES
+            raise OSError(e, os.strerror(e), path)
         if flags & os.O_DIRECTORY:
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
         fd = os.memfd_create("kiln-proc", os.MFD_CLOEXEC)
