@@ -109,8 +109,8 @@ Design note (code shape of the megabinary module)
 * **Wide products.** ``mul``/``imul``'s high 64 bits are one
   ``i64.mul_wide_s``/``_u`` (Wasmtime's wide-arithmetic proposal, an
   engine setting), inline: no helper call, so an ``imul`` whose overflow
-  flags are dead costs one host multiply (a 64-bit LCG loop: 4x -> 1.3x
-  native).
+  flags are dead costs one host multiply (``corpus-mulhash``: 12x -> 2.7x
+  native; docs/benchmarks.md).
 * **32-bit values.** An ``i64.and`` with 0xffffffff is emitted as
   ``i64.extend_i32_u (i32.wrap_i64 ..)``: Cranelift then uses 32-bit
   instructions, where the AND (not an x86 imm32) would be a memory operand.

@@ -173,8 +173,6 @@ def _dispatch_wat() -> str:
 _HELPERS = """
  (func $mulhi_u (param $a i64) (param $b i64) (result i64) (local $h i64)
   (i64.mul_wide_u (local.get $a) (local.get $b)) (local.set $h) (drop) (local.get $h))
- (func $mulhi_s (param $a i64) (param $b i64) (result i64) (local $h i64)
-  (i64.mul_wide_s (local.get $a) (local.get $b)) (local.set $h) (drop) (local.get $h))
  (func $udiv128 (param $hi i64) (param $lo i64) (param $d i64) (result i64)
   (local $r i64) (local $q i64) (local $i i32) (local $carry i32)
   (if (i64.eqz (local.get $hi)) (then
