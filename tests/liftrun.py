@@ -8,16 +8,18 @@ the lifter can be tested on its own.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import wasmtime
 
-from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
+from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, INTERRUPT_FLAG,
                          HWCAP, MMAP_BASE, STACK_TOP,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.lift_api import LiftedUnit, LinkedUnit, core_module, engine_config, lift_elf, link_unit
@@ -27,6 +29,10 @@ from recompiler.x86_64.elfimage import ElfImage
 
 TEST_REDIRECT = 0x1000
 """A syscall number only this harness knows: continue at rdi with rax = rsi (Resume.RELOAD)."""
+
+
+DEADLINE = 300.0
+"""Seconds a lifted guest may run under this harness before it is stopped as hung."""
 
 
 class GuestExit(Exception):
@@ -177,6 +183,9 @@ class Harness:
         rip = struct.unpack("<Q", self.c.read(self.store, FAULT_RECORD + 8, FAULT_RECORD + 16))[0]
         detail = struct.unpack("<I", self.c.read(self.store, FAULT_RECORD + 4, FAULT_RECORD + 8))[0]
         what = FaultCode(code).name
+        if code == FaultCode.INTERRUPT:
+            raise GuestFault(f"{self.unit.name} still running after {time.monotonic() - self.t0:.0f} s "
+                             f"(the harness's deadline is {self.deadline:.0f} s); stopped at {rip:#x}")
         if code == FaultCode.UNSUPPORTED:
             a, m, r = self.unit.trap_sites[detail]
             raise GuestFault(f"unsupported instruction {m!r} at {a:#x} in {self.unit.name} ({r})")
@@ -290,11 +299,22 @@ class Harness:
             return -errno.ENOENT
         return -errno.ENOSYS
 
-    def run(self) -> int:
+    def run(self, deadline: float = DEADLINE) -> int:
+        """Run the guest to its exit; a guest still running after ``deadline`` seconds is stopped
+        at its next interrupt poll and reported (a lifter bug that makes it spin fails the test
+        instead of hanging the suite)."""
+        base = ctypes.cast(self.c.data_ptr(self.store), ctypes.c_void_p).value or 0
+        flag = ctypes.c_uint32.from_address(base + INTERRUPT_FLAG)
+        timer = threading.Timer(deadline, lambda: setattr(flag, "value", 1))
+        timer.daemon = True
+        self.deadline, self.t0 = deadline, time.monotonic()
+        timer.start()
         try:
             self.code.run(self.store)
         except GuestExit as e:
             return e.code
+        finally:
+            timer.cancel()
         raise GuestFault("kiln_run returned normally (contract violation)")
 
 
