@@ -19,10 +19,11 @@ from pathlib import Path
 
 import wasmtime
 
-from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD, INTERRUPT_FLAG,
+from formats.abi import (CODE_REGION_SIZE, CODE_REGIONS, CPU_STATE, CPU_STATE_OFFSETS, FAULT_RECORD,
                          HWCAP, MMAP_BASE, STACK_TOP,
                          SYSCALL_FRAME, SYSCALL_FRAME_OFFSETS, FaultCode)
 from recompiler.lift_api import LiftedUnit, LinkedUnit, core_module, engine_config, lift_elf, link_unit
+from vkernel.cpustate import set_interrupt
 from vkernel.instances import GuestCode, host_functions
 from recompiler.x86_64.elfimage import ElfImage
 
@@ -304,8 +305,8 @@ class Harness:
         at its next interrupt poll and reported (a lifter bug that makes it spin fails the test
         instead of hanging the suite)."""
         base = ctypes.cast(self.c.data_ptr(self.store), ctypes.c_void_p).value or 0
-        flag = ctypes.c_uint32.from_address(base + INTERRUPT_FLAG)
-        timer = threading.Timer(deadline, lambda: setattr(flag, "value", 1))
+        ctl = memoryview((ctypes.c_ubyte * self.c.data_len(self.store)).from_address(base)).cast("B")
+        timer = threading.Timer(deadline, set_interrupt, (ctl,))     # as vkernel's threads poke
         timer.daemon = True
         self.deadline, self.t0 = deadline, time.monotonic()
         timer.start()
