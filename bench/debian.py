@@ -84,6 +84,7 @@ def _example(log) -> tuple[Path, Path]:
     root = debootstrap_rootfs()
     out = cache_dir() / "bench" / "debian"
     image, recompiled = out / "image", out / "recompiled"
+    out.mkdir(parents=True, exist_ok=True)
     if not (image / "index.json").exists():
         log("building the Debian example image")
         build_debian_image(image)

@@ -368,7 +368,7 @@ def _open_fds(rt: "Runtime", rows: list[dict]) -> None:
             of = OpenFile(h, str(row["path"]), int(row["flags"]), bool(row["cloexec"]),
                           is_dir=kind == "dir", inherited=bool(row.get("inherited")))
             of.dir_pos = int(row.get("dir_pos", 0))
-            table.files[fd] = of
+            table.put(fd, of)
     except OSError as e:
         table.close_all()
         raise CheckpointError(f"a file the process had open cannot be opened again: "

@@ -1,9 +1,24 @@
-"""The guest's file descriptor table: guest fd numbers -> host fds and what they name."""
+"""The guest's file descriptor table: guest fd numbers -> host fds and what they name.
+
+Besides the table itself, each :class:`FdTable` keeps a flat map of guest fd -> host fd that
+vkernel's native syscall gate reads without the GIL (vkernel/_gate.c, vkernel/gate.py): entry
+``fd`` is 0 when the guest fd is closed (or past the map), else ``host_fd + 1``, with bit 40
+set when vkernel handles the file specially (a listening socket with ``--publish`` host
+sockets: its readiness is theirs too). Bits 32-39 are the gate's own (what kind of file it
+found the host fd to be). Only this class writes the map; the table is read-only from outside
+(``files`` is a read-only view), so the two cannot disagree.
+"""
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
+
+GATE_MAP_FDS = 1 << 16
+"""Guest fds the gate's map covers; a higher fd is always served by Python."""
+ENTRY_SPECIAL = 1 << 40
 
 
 @dataclass
@@ -28,15 +43,20 @@ class FdTable:
     """Guest fds; the lowest free number is allocated, as Linux does."""
 
     def __init__(self, limit: int = 1024) -> None:
-        self.files: dict[int, OpenFile] = {}
+        self._files: dict[int, OpenFile] = {}
+        self.files = MappingProxyType(self._files)
+        """The open guest fds (read-only: :meth:`install`, :meth:`put` and :meth:`close`
+        change them, and the gate's map with them)."""
         self.limit = limit
+        self.host_map = (ctypes.c_int64 * GATE_MAP_FDS)()
+        """The gate's map (see the module docstring)."""
 
     def get(self, fd: int) -> OpenFile | None:
-        return self.files.get(fd)
+        return self._files.get(fd)
 
     def lowest_free(self, start: int = 0) -> int:
         n = start
-        while n in self.files:
+        while n in self._files:
             n += 1
         if n >= self.limit:
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
@@ -44,15 +64,30 @@ class FdTable:
 
     def install(self, of: OpenFile, at: int | None = None, start: int = 0) -> int:
         fd = self.lowest_free(start) if at is None else at
-        if at is not None and at in self.files:
+        if at is not None and at in self._files:
             self.close(at)
-        self.files[fd] = of
+        self.put(fd, of)
         return fd
 
+    def put(self, fd: int, of: OpenFile) -> None:
+        """Guest fd ``fd`` (free) names ``of`` from now on."""
+        self._files[fd] = of
+        if 0 <= fd < GATE_MAP_FDS:
+            self.host_map[fd] = _entry(of)
+
+    def refresh(self, state: object) -> None:
+        """The fds whose open file description keeps ``state`` changed how vkernel handles
+        them (a listening socket was published): their map entries follow."""
+        for fd, of in self._files.items():
+            if of.state is state and 0 <= fd < GATE_MAP_FDS:
+                self.host_map[fd] = _entry(of)
+
     def close(self, fd: int) -> bool:
-        of = self.files.pop(fd, None)
+        of = self._files.pop(fd, None)
         if of is None:
             return False
+        if 0 <= fd < GATE_MAP_FDS:
+            self.host_map[fd] = 0              # before the host fd number can be reused
         try:
             os.close(of.host_fd)
         except OSError:
@@ -81,6 +116,13 @@ class FdTable:
             except OSError:
                 continue
             os.set_inheritable(h, False)
-            t.files[fd] = OpenFile(h, ["/dev/stdin", "/dev/stdout", "/dev/stderr"][fd],
-                                   os.O_RDONLY if fd == 0 else os.O_WRONLY, inherited=True)
+            t.put(fd, OpenFile(h, ["/dev/stdin", "/dev/stdout", "/dev/stderr"][fd],
+                               os.O_RDONLY if fd == 0 else os.O_WRONLY, inherited=True))
         return t
+
+
+def _entry(of: OpenFile) -> int:
+    """``of``'s word in the gate's map: its host fd + 1, and whether vkernel handles it
+    specially (a state with published host sockets, vkernel/syscalls/net.py)."""
+    special = ENTRY_SPECIAL if getattr(of.state, "published", None) else 0
+    return (of.host_fd + 1) | special

@@ -25,6 +25,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from formats import abi
+from vkernel import gate
 
 _ROW = struct.Struct("<4I")
 
@@ -218,26 +219,54 @@ def _lean_forget(env: int) -> None:
     _LEAN.pop(env, None)
 
 
-def _lean_func(store: wasmtime.Store, fn: Callable[[], None]) -> wasmtime.Func:
+_GATES: dict[int, gate.GateState] = {}
+"""Native gates (vkernel/gate.py) alive in some store, by address."""
+_func_new_native = ctypes.CDLL(ffi.dll._name).wasmtime_func_new    # a C callback, by address
+_func_new_native.restype = None
+_func_new_native.argtypes = [ctypes.c_void_p] * 6
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+def _gate_forget(address: int) -> None:
+    g = _GATES.pop(address, None)
+    if g is not None:
+        _LEAN.pop(g.slow_env, None)
+
+
+def _lean_func(store: wasmtime.Store, fn: Callable[[], None],
+               native: "gate.GateState | None" = None) -> wasmtime.Func:
     """A host function of type [] -> [] that calls ``fn`` with less in between than
     wasmtime-py's own (which builds a Caller and a parameter list on every call): the
-    syscall import, whose every call is a guest syscall."""
+    syscall import, whose every call is a guest syscall. With ``native`` (a new gate's
+    state), the function is vkernel's native gate, which serves the plain cases of some
+    syscalls in C and calls ``fn`` for the rest; it serves nothing until
+    :func:`vkernel.gate.bind`."""
     env = next(_lean_env)
     _LEAN[env] = fn
     raw = ffi.wasmtime_func_t()
     ty = wasmtime.FuncType([], [])
-    _func_new(ctypes.cast(store._context(), ctypes.c_void_p),
-              ctypes.cast(ty.ptr(), ctypes.c_void_p), _lean_call, env,
-              ctypes.cast(_lean_forget, ctypes.c_void_p), ctypes.addressof(raw))
+    ctx, tyval = ctypes.cast(store._context(), ctypes.c_void_p), ctypes.cast(ty.ptr(), ctypes.c_void_p)
+    if native is not None and gate.ENTRY is not None:
+        native.slow = ctypes.cast(_lean_call, ctypes.c_void_p).value
+        native.slow_env = env
+        address = ctypes.addressof(native)
+        _GATES[address] = native
+        _func_new_native(ctx, tyval, gate.ENTRY, address,
+                         ctypes.cast(_gate_forget, ctypes.c_void_p), ctypes.addressof(raw))
+    else:
+        _func_new(ctx, tyval, _lean_call, env, ctypes.cast(_lean_forget, ctypes.c_void_p),
+                  ctypes.addressof(raw))
     return wasmtime.Func._from_raw(raw)
 
 
 def host_functions(store: wasmtime.Store, syscall: Callable[[], None],
                    fault: Callable[[int], None], rdtsc: Callable[[], int],
-                   trace: Callable[[int], None] | None = None) -> list[wasmtime.Func]:
-    """The host functions of the ABI, as every instance imports them."""
+                   trace: Callable[[int], None] | None = None,
+                   native: "gate.GateState | None" = None) -> list[wasmtime.Func]:
+    """The host functions of the ABI, as every instance imports them; the syscall import is
+    the native gate ``native`` (vkernel/gate.py) when given and the gate is built."""
     i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
-    out = [_lean_func(store, syscall),
+    out = [_lean_func(store, syscall, native),
            wasmtime.Func(store, wasmtime.FuncType([i32], []), _guarded(fault)),
            wasmtime.Func(store, wasmtime.FuncType([], [i64]), rdtsc)]
     if trace is not None:

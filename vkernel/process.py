@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vkernel.cpustate import CodeRegion
+from vkernel.gate import FdRef, point
 
 if TYPE_CHECKING:
     from vkernel.fdtable import FdTable
@@ -82,6 +83,17 @@ class ProcessState:
     dispositions_stale: bool = False           # a thread changed a disposition the host's main
                                                # thread has yet to mirror (signals.sync_host)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    fdref: FdRef = field(default_factory=FdRef, repr=False, compare=False)
+    """Where the native syscall gates of this process's threads find the map of ``fds``
+    (vkernel/gate.py): it follows every assignment of ``fds``."""
+
+    def __post_init__(self) -> None:
+        point(self.fdref, self.fds)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "fds" and "fdref" in self.__dict__:
+            point(self.fdref, value)
 
     @property
     def multithreaded(self) -> bool:

@@ -18,7 +18,7 @@ import wasmtime
 
 from formats import abi
 from formats.errors import KilnError
-from vkernel import creds, robust, signals, threads
+from vkernel import creds, gate, robust, signals, threads
 from vkernel.audit import AuditLog
 from vkernel.closures import trampoline_jump
 from vkernel.cpustate import ControlMemory
@@ -282,7 +282,8 @@ class Runtime:
         def on_rdtsc() -> int:
             return time.monotonic_ns() & 0x7FFF_FFFF_FFFF_FFFF
 
-        host = host_functions(store, k.on_syscall, on_fault, on_rdtsc)
+        native = gate.GateState() if not self.spec.trace and gate.wanted() else None
+        host = host_functions(store, k.on_syscall, on_fault, on_rdtsc, native=native)
         try:
             code = GuestCode(store, self.modules[abi.CORE_MODULE], host, guest)
             k.code = code
@@ -291,13 +292,16 @@ class Runtime:
         except (wasmtime.WasmtimeError, TypeError, KeyError) as e:
             raise VkernelError(f"cannot instantiate the megabinary's modules: {e}",
                                hint="the megabinary was built for another ABI; re-run recompile") from None
-        cview, _ = _memory_view(ctl_mem, store)
+        cview, ctl_base = _memory_view(ctl_mem, store)
         if guest is None:
             space = AddressSpace(code.guest.view(), code.guest.base)
             space.limit = self.spec.memory
             space.run_budget = self.spec.run_memory
             k.space = space
         k.ctl = ControlMemory(cview)
+        if native is not None:
+            gate.bind(native, ctl_base, code.guest.base, code.guest.size, self.proc.fdref,
+                      gate.served_mask(DISPATCH))
         return GuestInstance(store, k, code)
 
     def _spawn_thread(self, parent: Kernel) -> Kernel:

@@ -257,7 +257,8 @@ def preload() -> None:
     import vkernel.syscalls
     for pkg in (vkernel, vkernel.syscalls):
         for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
-            if info.name not in ("vkernel.cli", "vkernel.syscalls.gendoc"):
+            # vkernel._gate is no Python module: vkernel.gate loads it with ctypes.
+            if info.name not in ("vkernel.cli", "vkernel.syscalls.gendoc", "vkernel._gate"):
                 importlib.import_module(info.name)
     for name in ("select", "mmap", "json", "struct", "termios", "fcntl", "resource", "signal",
                  "formats.index", "formats.megabinary", "cbor2", "blake3", "errno",

@@ -253,6 +253,7 @@ def sys_listen(k: Kernel, sockfd: int, backlog: int) -> int:
             state.nonblock = guest_nonblocking(of, state)
             os.set_blocking(of.host_fd, False)
             state.published = tuple(ps.fd for ps in socks)
+            k.fds.refresh(state)            # the native gate leaves its epoll_ctl to Python
     return 0
 
 

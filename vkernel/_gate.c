@@ -1,0 +1,376 @@
+/* The native syscall gate: vkernel's syscall import, with its most frequent calls served in C.
+ *
+ * Wasmtime calls kiln_gate for every guest syscall (the core module's `syscall` import). The
+ * gate serves a call itself only in the plain case the Python handler would serve the same way
+ * (vkernel/syscalls/fs.py, events.py, fdops.py, time.py): the same host syscall on the same host
+ * fd with the same guest buffer, and a result that is a success. Everything else -- an errno,
+ * an argument out of the guest's memory, an fd vkernel treats specially, a syscall the gate
+ * does not know, a pending interrupt, a gate not bound yet -- goes to the Python handler, which
+ * is the reference: it runs the call again from the start (a failed call changed nothing).
+ *
+ * What the gate reads is written by vkernel/gate.py and vkernel/fdtable.py:
+ *   - struct gate (one per store, so one per guest thread): the control memory, guest memory 0
+ *     and its bounds, the syscall numbers served, and the Python callback for the rest;
+ *   - struct fdref (one per process): the fd table's map, guest fd -> host fd + 1 with what the
+ *     gate learned of the file (bits 32-39) and whether vkernel treats it specially (bit 40).
+ *
+ * Every guest address is checked against guest memory 0 before use, as AddressSpace._check
+ * does; nothing here allocates, and nothing writes outside guest memory 0, the frame's rax
+ * slot, the fd map's kind bits and the gate's counters. No Python API: the gate runs without
+ * the GIL, so guest threads make these syscalls in parallel. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KILN_GATE_VERSION 1
+#define MAX_RW_COUNT 0x7FFFF000ULL
+#define UIO_MAXIOV 1024
+#define EPOLL_EVENT_SIZE 12
+#define EPOLL_MAXEVENTS (0x7FFFFFFF / EPOLL_EVENT_SIZE)
+
+/* Kinds of file, as the gate learns them (fd map bits 32-39; 0: not looked at yet). */
+enum { KIND_UNKNOWN = 0, KIND_NEVER_BLOCKS = 1, KIND_SOCKET = 2, KIND_OTHER = 3 };
+#define ENTRY_SPECIAL (1LL << 40)
+
+typedef void *(*slow_fn)(void *env, void *caller, const void *args, size_t nargs,
+                         void *results, size_t nresults);
+
+struct fdref {
+    int64_t *map;
+    uint64_t len;
+};
+
+struct gate {
+    uint8_t *ctl;             /* control memory (memory 1); NULL: not bound, all slow */
+    uint8_t *guest;           /* guest memory 0 */
+    uint64_t guest_size;
+    uint64_t guard_end;       /* guest addresses below this fault (the null guard) */
+    uint64_t frame_off;       /* the syscall frame in the control memory */
+    uint64_t intr_off;        /* the interrupt flag in the control memory */
+    struct fdref *fds;        /* the process's fd map */
+    uint64_t served[8];       /* bit n: syscall n (< 512) may be served here */
+    slow_fn slow;             /* the Python handler (vkernel/instances.py _lean_call) */
+    void *slow_env;
+    uint64_t fast_calls;      /* served here */
+    uint64_t slow_calls;      /* handed to Python */
+};
+
+int kiln_gate_version(void) { return KILN_GATE_VERSION; }
+size_t kiln_gate_size(void) { return sizeof(struct gate); }
+
+/* The host address of guest bytes [addr, addr + n), or NULL when Python would fault. */
+static uint8_t *guest_range(const struct gate *g, uint64_t addr, uint64_t n) {
+    addr &= 0xFFFFFFFFULL;
+    if (addr < g->guard_end || n > g->guest_size || addr + n > g->guest_size)
+        return NULL;
+    return g->guest + addr;
+}
+
+/* The host fd of guest fd `fd` (its low 32 bits, signed, as s32 in Python), or -1. */
+static int host_fd(const struct gate *g, uint64_t fd, int64_t *entry, int32_t *slot) {
+    const struct fdref *r = g->fds;
+    int32_t gfd = (int32_t)(uint32_t)fd;
+    if (r == NULL || r->map == NULL || gfd < 0 || (uint64_t)gfd >= r->len)
+        return -1;
+    int64_t e = __atomic_load_n(&r->map[gfd], __ATOMIC_ACQUIRE);
+    if (e == 0)
+        return -1;
+    *entry = e;
+    *slot = gfd;
+    return (int)((e & 0xFFFFFFFFLL) - 1);
+}
+
+static int kind_of(const struct gate *g, int32_t slot, int h, int64_t e) {
+    int kind = (int)((e >> 32) & 0xFF);
+    if (kind != KIND_UNKNOWN)
+        return kind;
+    struct stat st;
+    if (fstat(h, &st) < 0)
+        return KIND_UNKNOWN;
+    if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
+        kind = KIND_NEVER_BLOCKS;
+    else if (S_ISSOCK(st.st_mode))
+        kind = KIND_SOCKET;
+    else
+        kind = KIND_OTHER;
+    /* Remember it unless the entry changed meanwhile (closed, replaced). */
+    int64_t want = e | ((int64_t)kind << 32);
+    __atomic_compare_exchange_n(&g->fds->map[slot], &e, want, 0, __ATOMIC_RELEASE,
+                                __ATOMIC_RELAXED);
+    return kind;
+}
+
+/* Whether a read from host fd `h` would not block now: what sys_read's wait for a pipe, tty
+ * or socket would find at once. Sockets are read with MSG_DONTWAIT instead. */
+static int readable_now(int h) {
+    struct pollfd p = {.fd = h, .events = POLLIN | POLLPRI};
+    return poll(&p, 1, 0) == 1;
+}
+
+static int64_t do_read(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    if (h < 0)
+        return 0;
+    uint64_t count = f[3];
+    if (count == 0) { *served = 1; return 0; }
+    uint64_t room = 0x100000000ULL - (f[2] & 0xFFFFFFFFULL);
+    uint64_t n = count < MAX_RW_COUNT ? count : MAX_RW_COUNT;
+    n = n < room ? n : room;
+    uint8_t *p = guest_range(g, f[2], n);
+    if (p == NULL)
+        return 0;
+    ssize_t r;
+    switch (kind_of(g, slot, h, e)) {
+    case KIND_NEVER_BLOCKS: r = read(h, p, n); break;
+    case KIND_SOCKET: r = recv(h, p, n, MSG_DONTWAIT); break;
+    case KIND_OTHER: r = readable_now(h) ? read(h, p, n) : -1; break;
+    default: return 0;
+    }
+    if (r < 0)
+        return 0;
+    *served = 1;
+    return r;
+}
+
+static int64_t do_write(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    if (h < 0)
+        return 0;
+    uint64_t n = f[3] < MAX_RW_COUNT ? f[3] : MAX_RW_COUNT;
+    if (n == 0) { *served = 1; return 0; }
+    uint8_t *p = guest_range(g, f[2], n);
+    if (p == NULL)
+        return 0;
+    ssize_t r = write(h, p, n);
+    if (r < 0)
+        return 0;                    /* EPIPE (SIGPIPE), EINTR, EAGAIN...: Python's */
+    *served = 1;
+    return r;
+}
+
+/* Guest iovecs as host ones (zero-length ones left out, as vkernel/syscalls/args.py iovecs):
+ * how many, or -1 when Python must decide (a bad count or address). */
+static int host_iovecs(const struct gate *g, uint64_t iov, uint64_t cnt_arg, struct iovec *out) {
+    int32_t cnt = (int32_t)(uint32_t)cnt_arg;
+    if (cnt < 0 || cnt > UIO_MAXIOV)
+        return -1;
+    const uint8_t *raw = guest_range(g, iov, 16ULL * (uint64_t)cnt);
+    if (raw == NULL)
+        return -1;
+    int n = 0;
+    for (int i = 0; i < cnt; i++) {
+        uint64_t base, len;
+        memcpy(&base, raw + 16 * i, 8);
+        memcpy(&len, raw + 16 * i + 8, 8);
+        if (len == 0)
+            continue;
+        uint8_t *p = guest_range(g, base, len);
+        if (p == NULL)
+            return -1;
+        out[n].iov_base = p;
+        out[n].iov_len = len;
+        n++;
+    }
+    return n;
+}
+
+static int64_t do_readv(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    if (h < 0)
+        return 0;
+    struct iovec v[UIO_MAXIOV];
+    int n = host_iovecs(g, f[2], f[3], v);
+    if (n < 0)
+        return 0;
+    if (n == 0) { *served = 1; return 0; }
+    int kind = kind_of(g, slot, h, e);
+    if (kind == KIND_UNKNOWN || (kind != KIND_NEVER_BLOCKS && !readable_now(h)))
+        return 0;
+    ssize_t r = readv(h, v, n);
+    if (r < 0)
+        return 0;
+    *served = 1;
+    return r;
+}
+
+static int64_t do_writev(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    if (h < 0)
+        return 0;
+    struct iovec v[UIO_MAXIOV];
+    int n = host_iovecs(g, f[2], f[3], v);
+    if (n < 0)
+        return 0;
+    if (n == 0) { *served = 1; return 0; }
+    ssize_t r = writev(h, v, n);
+    if (r < 0)
+        return 0;
+    *served = 1;
+    return r;
+}
+
+static int64_t do_sendfile(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e1, e2; int32_t s1, s2;
+    int out = host_fd(g, f[1], &e1, &s1), in = host_fd(g, f[2], &e2, &s2);
+    if (out < 0 || in < 0)
+        return 0;
+    size_t count = f[4] < MAX_RW_COUNT ? f[4] : MAX_RW_COUNT;
+    ssize_t r;
+    if (f[3] != 0) {
+        uint8_t *p = guest_range(g, f[3], 8);
+        if (p == NULL)
+            return 0;
+        off_t off;
+        memcpy(&off, p, 8);
+        if (off < 0)
+            return 0;
+        r = sendfile(out, in, &off, count);
+        if (r < 0)
+            return 0;
+        memcpy(p, &off, 8);
+    } else {
+        r = sendfile(out, in, NULL, count);
+        if (r < 0)
+            return 0;
+    }
+    *served = 1;
+    return r;
+}
+
+static int64_t do_epoll_wait(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    if (h < 0)
+        return 0;
+    int32_t maxevents = (int32_t)(uint32_t)f[3];
+    if (maxevents <= 0 || maxevents > EPOLL_MAXEVENTS)
+        return 0;
+    uint8_t *p = guest_range(g, f[2], (uint64_t)EPOLL_EVENT_SIZE * (uint64_t)maxevents);
+    if (p == NULL)
+        return 0;
+    int r = epoll_wait(h, (struct epoll_event *)p, maxevents, 0);
+    /* Events, or none with a zero timeout; a wait that would block is Python's (signals). */
+    if (r < 0 || (r == 0 && (int32_t)(uint32_t)f[4] != 0))
+        return 0;
+    *served = 1;
+    return r;
+}
+
+static int64_t do_epoll_ctl(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e1, e2; int32_t s1, s2;
+    int ep = host_fd(g, f[1], &e1, &s1), h = host_fd(g, f[3], &e2, &s2);
+    if (ep < 0 || h < 0 || (e2 & ENTRY_SPECIAL))
+        return 0;
+    int32_t op = (int32_t)(uint32_t)f[2];
+    if (op != EPOLL_CTL_ADD && op != EPOLL_CTL_DEL && op != EPOLL_CTL_MOD)
+        return 0;
+    struct epoll_event *ev = NULL;
+    if (op != EPOLL_CTL_DEL) {
+        ev = (struct epoll_event *)guest_range(g, f[4], EPOLL_EVENT_SIZE);
+        if (ev == NULL)
+            return 0;
+    }
+    if (epoll_ctl(ep, op, h, ev) < 0)
+        return 0;
+    *served = 1;
+    return 0;
+}
+
+static int64_t do_clock_gettime(const struct gate *g, const uint64_t *f, int *served) {
+    uint8_t *p = guest_range(g, f[2], 16);
+    struct timespec ts;
+    if (p == NULL || clock_gettime((clockid_t)(int32_t)(uint32_t)f[1], &ts) < 0)
+        return 0;
+    int64_t out[2] = {ts.tv_sec, ts.tv_nsec};
+    memcpy(p, out, 16);
+    *served = 1;
+    return 0;
+}
+
+static int64_t do_gettimeofday(const struct gate *g, const uint64_t *f, int *served) {
+    uint8_t *tv = f[1] ? guest_range(g, f[1], 16) : NULL, *tz = f[2] ? guest_range(g, f[2], 8) : NULL;
+    struct timespec ts;
+    if ((f[1] && tv == NULL) || (f[2] && tz == NULL) || clock_gettime(CLOCK_REALTIME, &ts) < 0)
+        return 0;
+    if (tv) {
+        int64_t out[2] = {ts.tv_sec, ts.tv_nsec / 1000};
+        memcpy(tv, out, 16);
+    }
+    if (tz)
+        memset(tz, 0, 8);
+    *served = 1;
+    return 0;
+}
+
+static int64_t do_time(const struct gate *g, const uint64_t *f, int *served) {
+    uint8_t *p = f[1] ? guest_range(g, f[1], 8) : NULL;
+    struct timespec ts;
+    if ((f[1] && p == NULL) || clock_gettime(CLOCK_REALTIME, &ts) < 0)
+        return 0;
+    int64_t t = ts.tv_sec;
+    if (p)
+        memcpy(p, &t, 8);
+    *served = 1;
+    return t;
+}
+
+/* Syscall numbers (x86-64). */
+enum { NR_READ = 0, NR_WRITE = 1, NR_READV = 19, NR_WRITEV = 20, NR_SENDFILE = 40,
+       NR_GETTIMEOFDAY = 96, NR_TIME = 201, NR_CLOCK_GETTIME = 228, NR_EPOLL_WAIT = 232,
+       NR_EPOLL_CTL = 233, NR_EPOLL_PWAIT = 281 };
+
+static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
+    uint64_t nr = f[0];
+    if (nr >= 512 || !(g->served[nr >> 6] >> (nr & 63) & 1))
+        return 0;
+    switch (nr) {
+    case NR_READ: return do_read(g, f, served);
+    case NR_WRITE: return do_write(g, f, served);
+    case NR_READV: return do_readv(g, f, served);
+    case NR_WRITEV: return do_writev(g, f, served);
+    case NR_SENDFILE: return do_sendfile(g, f, served);
+    case NR_GETTIMEOFDAY: return do_gettimeofday(g, f, served);
+    case NR_TIME: return do_time(g, f, served);
+    case NR_CLOCK_GETTIME: return do_clock_gettime(g, f, served);
+    case NR_EPOLL_WAIT: return do_epoll_wait(g, f, served);
+    case NR_EPOLL_PWAIT: return f[5] == 0 ? do_epoll_wait(g, f, served) : 0;
+    case NR_EPOLL_CTL: return do_epoll_ctl(g, f, served);
+    default: return 0;
+    }
+}
+
+/* wasmtime_func_callback_t: the syscall import. */
+void *kiln_gate(void *env, void *caller, const void *args, size_t nargs, void *results,
+                size_t nresults) {
+    struct gate *g = env;
+    if (g->ctl != NULL &&
+        __atomic_load_n((uint32_t *)(g->ctl + g->intr_off), __ATOMIC_ACQUIRE) == 0) {
+        uint64_t *f = (uint64_t *)(g->ctl + g->frame_off);
+        int served = 0;
+        int saved = errno;
+        int64_t r = serve(g, f, &served);
+        errno = saved;
+        if (served) {
+            f[0] = (uint64_t)r;
+            g->fast_calls++;
+            return NULL;
+        }
+    }
+    g->slow_calls++;
+    return g->slow(g->slow_env, caller, args, nargs, results, nresults);
+}

@@ -1,0 +1,133 @@
+"""The native syscall gate: the guest's most frequent syscalls served without entering Python.
+
+Every guest syscall reaches vkernel through the core module's ``syscall`` import. Served in
+Python, each costs about 1.7 us before its handler runs (the ctypes callback, the GIL, the
+frame read, the result write): most of a server's time under load (docs/benchmarks.md). The
+gate (vkernel/_gate.c, built by ``pip install`` as ``vkernel._gate``) is that import in C. It
+serves a call itself only in the plain case, where the Python handler would make the same
+host syscall on the same host fd and guest buffer and succeed; anything else goes on to the
+Python handler, which runs the call from the start, as before. Served in C:
+
+- ``read``, ``readv``, ``write``, ``writev``, ``sendfile`` on an fd of the table (a socket is
+  read with ``MSG_DONTWAIT``, a pipe or tty only when ``poll`` says it is readable: a read that
+  would block is Python's, where a signal can interrupt it);
+- ``epoll_wait`` and ``epoll_pwait`` without a mask, when events are ready (or the timeout is
+  0), and ``epoll_ctl`` on a file vkernel does not handle specially;
+- ``clock_gettime``, ``gettimeofday``, ``time``.
+
+The gate never serves a call while the thread's interrupt flag is up (a signal is pending, the
+process is ending, the mask must be re-mirrored): Python sees those at the syscall boundary as
+before. It is off under ``--trace`` (every call is traced) and with ``KILN_SYSCALL_GATE=0`` in
+kiln's environment (for comparisons). A syscall is served only where the table's handler is the
+one the gate mirrors (:data:`MIRRORS`).
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import os
+
+from formats import abi
+
+VERSION = 1
+"""KILN_GATE_VERSION of the C source this module speaks to."""
+GATE_ENV = "KILN_SYSCALL_GATE"
+"""Set to 0 in kiln's environment: every syscall goes through Python."""
+
+MIRRORS: dict[int, tuple[str, str]] = {
+    0: ("vkernel.syscalls.fs", "sys_read"),
+    1: ("vkernel.syscalls.fs", "sys_write"),
+    19: ("vkernel.syscalls.fs", "sys_readv"),
+    20: ("vkernel.syscalls.fs", "sys_writev"),
+    40: ("vkernel.syscalls.fdops", "sys_sendfile"),
+    96: ("vkernel.syscalls.time", "sys_gettimeofday"),
+    201: ("vkernel.syscalls.time", "sys_time"),
+    228: ("vkernel.syscalls.time", "sys_clock_gettime"),
+    232: ("vkernel.syscalls.events", "sys_epoll_wait"),
+    233: ("vkernel.syscalls.events", "sys_epoll_ctl"),
+    281: ("vkernel.syscalls.events", "sys_epoll_pwait"),
+}
+"""Syscall number -> the Python handler whose plain case vkernel/_gate.c serves."""
+
+
+class FdRef(ctypes.Structure):
+    """struct fdref: where a process's fd map is (vkernel/fdtable.py), read by its gates."""
+    _fields_ = [("map", ctypes.c_void_p), ("len", ctypes.c_uint64)]
+
+
+class GateState(ctypes.Structure):
+    """struct gate (vkernel/_gate.c): one per store, so one per guest thread."""
+    _fields_ = [("ctl", ctypes.c_void_p), ("guest", ctypes.c_void_p),
+                ("guest_size", ctypes.c_uint64), ("guard_end", ctypes.c_uint64),
+                ("frame_off", ctypes.c_uint64), ("intr_off", ctypes.c_uint64),
+                ("fds", ctypes.c_void_p), ("served", ctypes.c_uint64 * 8),
+                ("slow", ctypes.c_void_p), ("slow_env", ctypes.c_void_p),
+                ("fast_calls", ctypes.c_uint64), ("slow_calls", ctypes.c_uint64)]
+
+
+def _load() -> ctypes.CDLL | None:
+    spec = importlib.util.find_spec("vkernel._gate")
+    if spec is None or not spec.origin:
+        return None
+    lib = ctypes.CDLL(spec.origin)
+    lib.kiln_gate_size.restype = ctypes.c_size_t
+    if lib.kiln_gate_version() != VERSION or lib.kiln_gate_size() != ctypes.sizeof(GateState):
+        from vkernel.errors import VkernelError
+        raise VkernelError(f"vkernel's native syscall gate ({spec.origin}) was built from "
+                           "another version of vkernel/_gate.c",
+                           hint="rebuild it: scripts/setup.sh (or pip install -e .)")
+    return lib
+
+
+LIB = _load()
+"""The built gate, or None where it was not built (every syscall then goes through Python)."""
+ENTRY: int | None = ctypes.cast(LIB.kiln_gate, ctypes.c_void_p).value if LIB is not None else None
+"""The address of kiln_gate, a wasmtime_func_callback_t."""
+
+
+def wanted() -> bool:
+    """Whether runs of this kiln process use the gate."""
+    return LIB is not None and os.environ.get(GATE_ENV, "1") != "0"
+
+
+_MASKS: dict[int, tuple[object, list[int]]] = {}
+
+
+def served_mask(dispatch: dict[int, tuple[object, int]]) -> list[int]:
+    """The gate's ``served`` words for a dispatch table: the syscalls whose handler there is
+    the one the gate mirrors (worked out once per table)."""
+    known = _MASKS.get(id(dispatch))
+    if known is not None and known[0] is dispatch:
+        return known[1]
+    words = [0] * 8
+    for nr, (module, name) in MIRRORS.items():
+        handler = getattr(importlib.import_module(module), name)
+        if dispatch.get(nr, (None, 0))[0] is handler:
+            words[nr >> 6] |= 1 << (nr & 63)
+    _MASKS[id(dispatch)] = (dispatch, words)
+    return words
+
+
+def bind(g: GateState, ctl_base: int, guest_base: int, guest_size: int, fds: FdRef,
+         served: list[int]) -> None:
+    """Point the gate at its thread's control memory, the process's guest memory and fd map:
+    from now on it serves what ``served`` names."""
+    g.guest, g.guest_size = guest_base, guest_size
+    g.guard_end = abi.GUEST_MEMORY_MAP[0].end
+    g.frame_off, g.intr_off = abi.SYSCALL_FRAME, abi.INTERRUPT_FLAG
+    g.fds = ctypes.addressof(fds)
+    for i, w in enumerate(served):
+        g.served[i] = w
+    g.ctl = ctl_base                  # last: a gate with ctl set serves
+
+
+def point(ref: FdRef, table: object) -> None:
+    """``ref`` (a process's) names ``table``'s map from now on (vkernel/process.py)."""
+    host_map = getattr(table, "host_map", None)
+    if host_map is None:
+        ref.map, ref.len = None, 0
+    else:
+        ref.len = 0
+        ref.map = ctypes.addressof(host_map)
+        ref.len = len(host_map)
