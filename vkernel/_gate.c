@@ -41,7 +41,8 @@
 
 /* Kinds of file, as the gate learns them (fd map bits 32-39; 0: not looked at yet). */
 enum { KIND_UNKNOWN = 0, KIND_NEVER_BLOCKS = 1, KIND_SOCKET = 2, KIND_OTHER = 3 };
-#define ENTRY_SPECIAL (1LL << 40)
+#define ENTRY_SPECIAL (1LL << 40)   /* vkernel handles the file specially: no epoll_ctl here */
+#define ENTRY_STREAM (1LL << 41)    /* a stream socket: recvfrom without an address is a recv */
 
 typedef void *(*slow_fn)(void *env, void *caller, const void *args, size_t nargs,
                          void *results, size_t nresults);
@@ -252,6 +253,22 @@ static int64_t do_sendfile(const struct gate *g, const uint64_t *f, int *served)
     return r;
 }
 
+static int64_t do_recvfrom(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    if (h < 0 || !(e & ENTRY_STREAM) || (int32_t)(uint32_t)f[4] != 0 || f[5] != 0)
+        return 0;
+    uint64_t n = f[3] < MAX_RW_COUNT ? f[3] : MAX_RW_COUNT;
+    uint8_t *p = guest_range(g, f[2], n);
+    if (p == NULL)
+        return 0;
+    ssize_t r = recv(h, p, n, MSG_DONTWAIT);
+    if (r < 0)
+        return 0;
+    *served = 1;
+    return r;
+}
+
 static int64_t do_epoll_wait(const struct gate *g, const uint64_t *f, int *served) {
     int64_t e; int32_t slot;
     int h = host_fd(g, f[1], &e, &slot);
@@ -330,7 +347,7 @@ static int64_t do_time(const struct gate *g, const uint64_t *f, int *served) {
 }
 
 /* Syscall numbers (x86-64). */
-enum { NR_READ = 0, NR_WRITE = 1, NR_READV = 19, NR_WRITEV = 20, NR_SENDFILE = 40,
+enum { NR_READ = 0, NR_WRITE = 1, NR_READV = 19, NR_WRITEV = 20, NR_SENDFILE = 40, NR_RECVFROM = 45,
        NR_GETTIMEOFDAY = 96, NR_TIME = 201, NR_CLOCK_GETTIME = 228, NR_EPOLL_WAIT = 232,
        NR_EPOLL_CTL = 233, NR_EPOLL_PWAIT = 281 };
 
@@ -344,6 +361,7 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     case NR_READV: return do_readv(g, f, served);
     case NR_WRITEV: return do_writev(g, f, served);
     case NR_SENDFILE: return do_sendfile(g, f, served);
+    case NR_RECVFROM: return do_recvfrom(g, f, served);
     case NR_GETTIMEOFDAY: return do_gettimeofday(g, f, served);
     case NR_TIME: return do_time(g, f, served);
     case NR_CLOCK_GETTIME: return do_clock_gettime(g, f, served);

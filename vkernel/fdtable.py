@@ -4,7 +4,9 @@ Besides the table itself, each :class:`FdTable` keeps a flat map of guest fd -> 
 vkernel's native syscall gate reads without the GIL (vkernel/_gate.c, vkernel/gate.py): entry
 ``fd`` is 0 when the guest fd is closed (or past the map), else ``host_fd + 1``, with bit 40
 set when vkernel handles the file specially (a listening socket with ``--publish`` host
-sockets: its readiness is theirs too). Bits 32-39 are the gate's own (what kind of file it
+sockets: its readiness is theirs too), bit 41 set for a stream socket (recvfrom without an
+address is then a plain receive). Both come from the open file's ``state``
+(``state.gate_flags``, vkernel/syscalls/net.py). Bits 32-39 are the gate's own (what kind of file it
 found the host fd to be). Only this class writes the map; the table is read-only from outside
 (``files`` is a read-only view), so the two cannot disagree.
 """
@@ -19,6 +21,19 @@ from types import MappingProxyType
 GATE_MAP_FDS = 1 << 16
 """Guest fds the gate's map covers; a higher fd is always served by Python."""
 ENTRY_SPECIAL = 1 << 40
+ENTRY_STREAM = 1 << 41
+
+
+class FdRef(ctypes.Structure):
+    """struct fdref of vkernel/_gate.c: where a process's current fd map is. A process keeps
+    one (vkernel/process.py) and points it at each table it is given; its gates read it."""
+    _fields_ = [("map", ctypes.c_void_p), ("len", ctypes.c_uint64)]
+
+    def point(self, table: "FdTable | None") -> None:
+        """Name ``table``'s map from now on (none: the gate serves no fd)."""
+        self.len = 0
+        self.map = None if table is None else ctypes.addressof(table.host_map)
+        self.len = 0 if table is None else len(table.host_map)
 
 
 @dataclass
@@ -122,7 +137,5 @@ class FdTable:
 
 
 def _entry(of: OpenFile) -> int:
-    """``of``'s word in the gate's map: its host fd + 1, and whether vkernel handles it
-    specially (a state with published host sockets, vkernel/syscalls/net.py)."""
-    special = ENTRY_SPECIAL if getattr(of.state, "published", None) else 0
-    return (of.host_fd + 1) | special
+    """``of``'s word in the gate's map: its host fd + 1 and what its state says."""
+    return (of.host_fd + 1) | getattr(of.state, "gate_flags", 0)

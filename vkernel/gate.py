@@ -11,6 +11,7 @@ Python handler, which runs the call from the start, as before. Served in C:
 - ``read``, ``readv``, ``write``, ``writev``, ``sendfile`` on an fd of the table (a socket is
   read with ``MSG_DONTWAIT``, a pipe or tty only when ``poll`` says it is readable: a read that
   would block is Python's, where a signal can interrupt it);
+- ``recvfrom`` of a stream socket with no flags and no address (a ``recv``);
 - ``epoll_wait`` and ``epoll_pwait`` without a mask, when events are ready (or the timeout is
   0), and ``epoll_ctl`` on a file vkernel does not handle specially;
 - ``clock_gettime``, ``gettimeofday``, ``time``.
@@ -29,11 +30,19 @@ import importlib.util
 import os
 
 from formats import abi
+from vkernel.fdtable import FdRef
 
 VERSION = 1
 """KILN_GATE_VERSION of the C source this module speaks to."""
 GATE_ENV = "KILN_SYSCALL_GATE"
 """Set to 0 in kiln's environment: every syscall goes through Python."""
+STATS_ENV = "KILN_GATE_STATS"
+"""A file in kiln's environment: each guest process appends a line ``PID FAST SLOW`` when it
+ends (syscalls its gates served, syscalls they handed to Python; a forked process's include
+its parent's before the fork). Opened when vkernel starts, before the sandbox hides the host's
+files."""
+_stats_fd = os.open(os.environ[STATS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                    0o644) if os.environ.get(STATS_ENV) else -1
 
 MIRRORS: dict[int, tuple[str, str]] = {
     0: ("vkernel.syscalls.fs", "sys_read"),
@@ -41,6 +50,7 @@ MIRRORS: dict[int, tuple[str, str]] = {
     19: ("vkernel.syscalls.fs", "sys_readv"),
     20: ("vkernel.syscalls.fs", "sys_writev"),
     40: ("vkernel.syscalls.fdops", "sys_sendfile"),
+    45: ("vkernel.syscalls.netmsg", "sys_recvfrom"),
     96: ("vkernel.syscalls.time", "sys_gettimeofday"),
     201: ("vkernel.syscalls.time", "sys_time"),
     228: ("vkernel.syscalls.time", "sys_clock_gettime"),
@@ -49,11 +59,6 @@ MIRRORS: dict[int, tuple[str, str]] = {
     281: ("vkernel.syscalls.events", "sys_epoll_pwait"),
 }
 """Syscall number -> the Python handler whose plain case vkernel/_gate.c serves."""
-
-
-class FdRef(ctypes.Structure):
-    """struct fdref: where a process's fd map is (vkernel/fdtable.py), read by its gates."""
-    _fields_ = [("map", ctypes.c_void_p), ("len", ctypes.c_uint64)]
 
 
 class GateState(ctypes.Structure):
@@ -122,12 +127,20 @@ def bind(g: GateState, ctl_base: int, guest_base: int, guest_size: int, fds: FdR
     g.ctl = ctl_base                  # last: a gate with ctl set serves
 
 
-def point(ref: FdRef, table: object) -> None:
-    """``ref`` (a process's) names ``table``'s map from now on (vkernel/process.py)."""
-    host_map = getattr(table, "host_map", None)
-    if host_map is None:
-        ref.map, ref.len = None, 0
-    else:
-        ref.len = 0
-        ref.map = ctypes.addressof(host_map)
-        ref.len = len(host_map)
+_retired = [0, 0]
+"""Counts of the gates whose stores are gone (fast, slow)."""
+
+
+def retire(g: GateState) -> None:
+    """A store's gate is going away: keep its counts."""
+    _retired[0] += g.fast_calls
+    _retired[1] += g.slow_calls
+
+
+def report(live: "list[GateState]") -> None:
+    """Append this process's counts to $KILN_GATE_STATS, when set (at the process's end)."""
+    if _stats_fd < 0:
+        return
+    fast = _retired[0] + sum(g.fast_calls for g in live)
+    slow = _retired[1] + sum(g.slow_calls for g in live)
+    os.write(_stats_fd, f"{os.getpid()} {fast} {slow}\n".encode())

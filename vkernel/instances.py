@@ -230,7 +230,13 @@ _func_new_native.argtypes = [ctypes.c_void_p] * 6
 def _gate_forget(address: int) -> None:
     g = _GATES.pop(address, None)
     if g is not None:
+        gate.retire(g)
         _LEAN.pop(g.slow_env, None)
+
+
+def gate_report() -> None:
+    """This process's gate counts to $KILN_GATE_STATS (vkernel/gate.py), when it is set."""
+    gate.report(list(_GATES.values()))
 
 
 def _lean_func(store: wasmtime.Store, fn: Callable[[], None],

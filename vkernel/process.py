@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vkernel.cpustate import CodeRegion
-from vkernel.gate import FdRef, point
+from vkernel.fdtable import FdRef
 
 if TYPE_CHECKING:
     from vkernel.fdtable import FdTable
@@ -85,15 +85,15 @@ class ProcessState:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     fdref: FdRef = field(default_factory=FdRef, repr=False, compare=False)
     """Where the native syscall gates of this process's threads find the map of ``fds``
-    (vkernel/gate.py): it follows every assignment of ``fds``."""
+    (vkernel/gate.py): it follows every assignment of ``fds`` (``__setattr__``)."""
 
     def __post_init__(self) -> None:
-        point(self.fdref, self.fds)
+        self.fdref.point(self.fds)
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name == "fds" and "fdref" in self.__dict__:
-            point(self.fdref, value)
+            self.fdref.point(value)
 
     @property
     def multithreaded(self) -> bool:

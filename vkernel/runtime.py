@@ -23,7 +23,7 @@ from vkernel.audit import AuditLog
 from vkernel.closures import trampoline_jump
 from vkernel.cpustate import ControlMemory
 from vkernel.engine import load_module, make_engine
-from vkernel.instances import GuestCode, GuestMemory, host_functions
+from vkernel.instances import GuestCode, GuestMemory, gate_report, host_functions
 from vkernel.errors import GuestExec, GuestExit, VkernelError
 from vkernel.faults import FAULT_SI_CODE, fault_exit
 from vkernel.fdtable import FdTable
@@ -507,6 +507,7 @@ class Runtime:
             os._exit(128 + sig)
 
     def _exit_status(self, e: GuestExit) -> int:
+        gate_report()
         if e.message:
             print(f"kiln: {e.message}", file=sys.stderr, flush=True)
         self.last_signal = e.signal

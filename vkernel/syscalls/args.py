@@ -57,7 +57,7 @@ def file_arg(k: Kernel, fd: int) -> OpenFile:
 
 def iovecs(k: Kernel, iov: int, iovcnt: int) -> list[memoryview]:
     """A guest iovec array as windows on guest memory (empty entries left out)."""
-    if iovcnt > 1024:
+    if not 0 <= iovcnt <= 1024:
         raise OSError(errno.EINVAL, "iovcnt")
     raw = k.space.read(iov, 16 * iovcnt)
     out = []

@@ -28,7 +28,7 @@ import stat as st
 import struct
 from dataclasses import dataclass, field
 
-from vkernel.fdtable import OpenFile
+from vkernel.fdtable import ENTRY_SPECIAL, ENTRY_STREAM, OpenFile
 from vkernel.kernel import Kernel
 from vkernel.netbroker import OutsideRequest, request
 from vkernel.netpolicy import HOST, is_local
@@ -77,6 +77,15 @@ class SockState:
     nonblock: bool | None = None         # the guest's O_NONBLOCK when vkernel keeps it (published)
     local_port: int = 0         # an accepted published connection: the GUEST_PORT it came to
     options: dict[tuple[int, int], bytes] = field(default_factory=dict)   # set again on a swap
+
+    @property
+    def gate_flags(self) -> int:
+        """What vkernel's native gate may serve for this socket's fds (vkernel/fdtable.py):
+        nothing of a listening socket with published host sockets (epoll must watch those
+        too), and recvfrom without an address only of a stream socket (a datagram from
+        outside the run is checked against the policy)."""
+        return (ENTRY_SPECIAL if self.published else 0) | \
+            (ENTRY_STREAM if self.type == SOCK_STREAM else 0)
 
 
 def sock_of(k: Kernel, fd: int) -> tuple[OpenFile, SockState]:
