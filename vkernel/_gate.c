@@ -269,6 +269,30 @@ static int64_t do_recvfrom(const struct gate *g, const uint64_t *f, int *served)
     return r;
 }
 
+static int64_t fstat_into(const struct gate *g, uint64_t fd, uint64_t statbuf, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, fd, &e, &slot);
+    uint8_t *p = guest_range(g, statbuf, sizeof(struct stat));
+    /* The guest's struct stat is the host's (x86-64), padding zeroed by the kernel as by
+     * statinfo.py's pack_stat. */
+    if (h < 0 || p == NULL || fstat(h, (struct stat *)p) < 0)
+        return 0;
+    *served = 1;
+    return 0;
+}
+
+static int64_t do_fstat(const struct gate *g, const uint64_t *f, int *served) {
+    return fstat_into(g, f[1], f[2], served);
+}
+
+/* newfstatat(fd, "", buf, AT_EMPTY_PATH): an fstat. Any other path is Python's (the Vfs). */
+static int64_t do_newfstatat(const struct gate *g, const uint64_t *f, int *served) {
+    const uint8_t *path = f[2] ? guest_range(g, f[2], 1) : NULL;
+    if (path == NULL || *path != 0 || !(f[4] & AT_EMPTY_PATH) || (int32_t)(uint32_t)f[1] == AT_FDCWD)
+        return 0;
+    return fstat_into(g, f[1], f[3], served);
+}
+
 static int64_t do_epoll_wait(const struct gate *g, const uint64_t *f, int *served) {
     int64_t e; int32_t slot;
     int h = host_fd(g, f[1], &e, &slot);
@@ -347,9 +371,9 @@ static int64_t do_time(const struct gate *g, const uint64_t *f, int *served) {
 }
 
 /* Syscall numbers (x86-64). */
-enum { NR_READ = 0, NR_WRITE = 1, NR_READV = 19, NR_WRITEV = 20, NR_SENDFILE = 40, NR_RECVFROM = 45,
+enum { NR_READ = 0, NR_WRITE = 1, NR_FSTAT = 5, NR_READV = 19, NR_WRITEV = 20, NR_SENDFILE = 40, NR_RECVFROM = 45,
        NR_GETTIMEOFDAY = 96, NR_TIME = 201, NR_CLOCK_GETTIME = 228, NR_EPOLL_WAIT = 232,
-       NR_EPOLL_CTL = 233, NR_EPOLL_PWAIT = 281 };
+       NR_EPOLL_CTL = 233, NR_NEWFSTATAT = 262, NR_EPOLL_PWAIT = 281 };
 
 static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     uint64_t nr = f[0];
@@ -358,6 +382,8 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     switch (nr) {
     case NR_READ: return do_read(g, f, served);
     case NR_WRITE: return do_write(g, f, served);
+    case NR_FSTAT: return do_fstat(g, f, served);
+    case NR_NEWFSTATAT: return do_newfstatat(g, f, served);
     case NR_READV: return do_readv(g, f, served);
     case NR_WRITEV: return do_writev(g, f, served);
     case NR_SENDFILE: return do_sendfile(g, f, served);

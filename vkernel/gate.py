@@ -11,6 +11,7 @@ Python handler, which runs the call from the start, as before. Served in C:
 - ``read``, ``readv``, ``write``, ``writev``, ``sendfile`` on an fd of the table (a socket is
   read with ``MSG_DONTWAIT``, a pipe or tty only when ``poll`` says it is readable: a read that
   would block is Python's, where a signal can interrupt it);
+- ``fstat``, and ``newfstatat`` of an fd with an empty path and ``AT_EMPTY_PATH``;
 - ``recvfrom`` of a stream socket with no flags and no address (a ``recv``);
 - ``epoll_wait`` and ``epoll_pwait`` without a mask, when events are ready (or the timeout is
   0), and ``epoll_ctl`` on a file vkernel does not handle specially;
@@ -47,6 +48,7 @@ _stats_fd = os.open(os.environ[STATS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREA
 MIRRORS: dict[int, tuple[str, str]] = {
     0: ("vkernel.syscalls.fs", "sys_read"),
     1: ("vkernel.syscalls.fs", "sys_write"),
+    5: ("vkernel.syscalls.statinfo", "sys_fstat"),
     19: ("vkernel.syscalls.fs", "sys_readv"),
     20: ("vkernel.syscalls.fs", "sys_writev"),
     40: ("vkernel.syscalls.fdops", "sys_sendfile"),
@@ -56,6 +58,7 @@ MIRRORS: dict[int, tuple[str, str]] = {
     228: ("vkernel.syscalls.time", "sys_clock_gettime"),
     232: ("vkernel.syscalls.events", "sys_epoll_wait"),
     233: ("vkernel.syscalls.events", "sys_epoll_ctl"),
+    262: ("vkernel.syscalls.statinfo", "sys_newfstatat"),
     281: ("vkernel.syscalls.events", "sys_epoll_pwait"),
 }
 """Syscall number -> the Python handler whose plain case vkernel/_gate.c serves."""

@@ -13,6 +13,8 @@
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -282,6 +284,37 @@ static void sendfiles(void) {
     printf("  offset now %ld\n", (long)off);
 }
 
+static void stats(void) {
+    struct stat a, b;
+    int f = open("/tmp/gate-stat", O_RDWR | O_CREAT | O_TRUNC, 0600);
+    write(f, "twelve bytes", 12);
+    memset(&a, 0x55, sizeof a);
+    memset(&b, 0xaa, sizeof b);
+    say("fstat", fstat(f, &a));
+    printf("  regular %d mode %o size %ld nlink %ld\n", S_ISREG(a.st_mode), a.st_mode & 07777,
+           (long)a.st_size, (long)a.st_nlink);
+    say("newfstatat empty path", syscall(SYS_newfstatat, f, "", &b, AT_EMPTY_PATH));
+    printf("  the same: %d\n", memcmp(&a, &b, sizeof a) == 0);
+    int p[2], s[2];
+    pipe(p);
+    socketpair(AF_UNIX, SOCK_STREAM, 0, s);
+    say("fstat pipe", fstat(p[0], &a));
+    printf("  fifo %d\n", S_ISFIFO(a.st_mode));
+    say("fstat socket", syscall(SYS_newfstatat, s[0], "", &a, AT_EMPTY_PATH));
+    printf("  socket %d\n", S_ISSOCK(a.st_mode));
+    int null = open("/dev/null", O_RDONLY);
+    say("fstat /dev/null", fstat(null, &a));
+    printf("  char %d rdev %d:%d\n", S_ISCHR(a.st_mode), major(a.st_rdev), minor(a.st_rdev));
+    say("fstat bad buffer", syscall(SYS_fstat, f, BAD));
+    say("fstat bad fd", syscall(SYS_fstat, 333, &a));
+    say("newfstatat empty path, no flag", syscall(SYS_newfstatat, f, "", &a, 0));
+    say("newfstatat empty path, cwd", syscall(SYS_newfstatat, AT_FDCWD, "", &a, AT_EMPTY_PATH));
+    printf("  directory %d\n", S_ISDIR(a.st_mode));
+    say("newfstatat bad fd", syscall(SYS_newfstatat, 333, "", &a, AT_EMPTY_PATH));
+    say("newfstatat bad buffer", syscall(SYS_newfstatat, f, "", BAD, AT_EMPTY_PATH));
+    say("newfstatat bad path", syscall(SYS_newfstatat, f, BAD, &a, AT_EMPTY_PATH));
+}
+
 #define ROUNDS 3000
 static void *worker(void *arg) {
     long id = (long)arg, bad = 0;
@@ -330,8 +363,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "epoll")) epolls();
     else if (!strcmp(c, "time")) times();
     else if (!strcmp(c, "sendfile")) sendfiles();
+    else if (!strcmp(c, "stat")) stats();
     else if (!strcmp(c, "threads")) threads();
     else if (!strcmp(c, "many")) many();
-    else { fprintf(stderr, "usage: edges io|pipes|sockets|epoll|time|sendfile|threads|many\n"); return 2; }
+    else { fprintf(stderr, "usage: edges io|pipes|sockets|epoll|time|sendfile|stat|threads|many\n"); return 2; }
     return 0;
 }
