@@ -17,7 +17,7 @@ import pytest
 from tests.test_vkernel_guestc import Guest, kiln, native, recompiled
 
 HERE = Path(__file__).resolve().parent / "gate"
-CASES = ["io", "pipes", "sockets", "epoll", "time", "sendfile", "stat", "threads"]
+CASES = ["io", "pipes", "sockets", "epoll", "time", "sendfile", "stat", "futex", "threads"]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -370,8 +372,40 @@ static int64_t do_time(const struct gate *g, const uint64_t *f, int *served) {
     return t;
 }
 
+/* futex(2) without waiting (WAIT is Python's: a signal must be able to end it). */
+enum { FUTEX_WAKE_ = 1, FUTEX_REQUEUE_ = 3, FUTEX_CMP_REQUEUE_ = 4, FUTEX_WAKE_OP_ = 5,
+       FUTEX_WAKE_BITSET_ = 10, FUTEX_PRIVATE_ = 128, FUTEX_CLOCK_REALTIME_ = 256 };
+
+static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
+    int32_t op = (int32_t)(uint32_t)f[2];
+    int32_t cmd = op & ~(FUTEX_PRIVATE_ | FUTEX_CLOCK_REALTIME_);
+    if ((op & FUTEX_CLOCK_REALTIME_) || (f[1] & 3))
+        return 0;
+    uint8_t *word = guest_range(g, f[1], 4);
+    if (word == NULL)
+        return 0;
+    long val = (long)(f[3] & 0xFFFFFFFFULL), val3 = (long)(f[6] & 0xFFFFFFFFULL), r;
+    if (cmd == FUTEX_WAKE_ || cmd == FUTEX_WAKE_BITSET_) {
+        r = syscall(SYS_futex, word, op, val, NULL, NULL, val3);
+    } else if (cmd == FUTEX_REQUEUE_ || cmd == FUTEX_CMP_REQUEUE_ || cmd == FUTEX_WAKE_OP_) {
+        uint8_t *word2 = (f[5] & 3) ? NULL : guest_range(g, f[5], 4);
+        if (word2 == NULL)
+            return 0;
+        /* val2 (how many to requeue, or to wake on the second word) is the timeout argument */
+        r = syscall(SYS_futex, word, cmd | (op & FUTEX_PRIVATE_), val,
+                    (void *)(uintptr_t)(f[4] & 0xFFFFFFFFULL), word2, val3);
+    } else {
+        return 0;
+    }
+    if (r < 0)
+        return 0;
+    *served = 1;
+    return r;
+}
+
 /* Syscall numbers (x86-64). */
-enum { NR_READ = 0, NR_WRITE = 1, NR_FSTAT = 5, NR_READV = 19, NR_WRITEV = 20, NR_SENDFILE = 40, NR_RECVFROM = 45,
+enum { NR_READ = 0, NR_WRITE = 1, NR_FSTAT = 5, NR_READV = 19, NR_WRITEV = 20,
+       NR_SCHED_YIELD = 24, NR_SENDFILE = 40, NR_RECVFROM = 45, NR_FUTEX = 202,
        NR_GETTIMEOFDAY = 96, NR_TIME = 201, NR_CLOCK_GETTIME = 228, NR_EPOLL_WAIT = 232,
        NR_EPOLL_CTL = 233, NR_NEWFSTATAT = 262, NR_EPOLL_PWAIT = 281 };
 
@@ -388,6 +422,8 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     case NR_WRITEV: return do_writev(g, f, served);
     case NR_SENDFILE: return do_sendfile(g, f, served);
     case NR_RECVFROM: return do_recvfrom(g, f, served);
+    case NR_FUTEX: return do_futex(g, f, served);
+    case NR_SCHED_YIELD: sched_yield(); *served = 1; return 0;
     case NR_GETTIMEOFDAY: return do_gettimeofday(g, f, served);
     case NR_TIME: return do_time(g, f, served);
     case NR_CLOCK_GETTIME: return do_clock_gettime(g, f, served);

@@ -15,7 +15,9 @@ Python handler, which runs the call from the start, as before. Served in C:
 - ``recvfrom`` of a stream socket with no flags and no address (a ``recv``);
 - ``epoll_wait`` and ``epoll_pwait`` without a mask, when events are ready (or the timeout is
   0), and ``epoll_ctl`` on a file vkernel does not handle specially;
-- ``clock_gettime``, ``gettimeofday``, ``time``.
+- ``futex`` calls that do not wait (the WAKE forms, REQUEUE, CMP_REQUEUE, WAKE_OP): a WAIT is
+  Python's, where a signal can end it;
+- ``clock_gettime``, ``gettimeofday``, ``time``, ``sched_yield``.
 
 The gate never serves a call while the thread's interrupt flag is up (a signal is pending, the
 process is ending, the mask must be re-mirrored): Python sees those at the syscall boundary as
@@ -51,10 +53,12 @@ MIRRORS: dict[int, tuple[str, str]] = {
     5: ("vkernel.syscalls.statinfo", "sys_fstat"),
     19: ("vkernel.syscalls.fs", "sys_readv"),
     20: ("vkernel.syscalls.fs", "sys_writev"),
+    24: ("vkernel.syscalls.misc", "sys_sched_yield"),
     40: ("vkernel.syscalls.fdops", "sys_sendfile"),
     45: ("vkernel.syscalls.netmsg", "sys_recvfrom"),
     96: ("vkernel.syscalls.time", "sys_gettimeofday"),
     201: ("vkernel.syscalls.time", "sys_time"),
+    202: ("vkernel.syscalls.futex", "sys_futex"),
     228: ("vkernel.syscalls.time", "sys_clock_gettime"),
     232: ("vkernel.syscalls.events", "sys_epoll_wait"),
     233: ("vkernel.syscalls.events", "sys_epoll_ctl"),

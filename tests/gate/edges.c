@@ -315,6 +315,67 @@ static void stats(void) {
     say("newfstatat bad path", syscall(SYS_newfstatat, f, BAD, &a, AT_EMPTY_PATH));
 }
 
+/* <linux/futex.h>'s (musl-gcc has no kernel headers) */
+#define FUTEX_WAIT 0
+#define FUTEX_WAKE 1
+#define FUTEX_REQUEUE 3
+#define FUTEX_CMP_REQUEUE 4
+#define FUTEX_WAKE_OP 5
+#define FUTEX_WAKE_BITSET 10
+#define FUTEX_PRIVATE_FLAG 128
+#define FUTEX_CLOCK_REALTIME 256
+#define FUTEX_WAIT_PRIVATE (FUTEX_WAIT | FUTEX_PRIVATE_FLAG)
+#define FUTEX_WAKE_PRIVATE (FUTEX_WAKE | FUTEX_PRIVATE_FLAG)
+#define FUTEX_CMP_REQUEUE_PRIVATE (FUTEX_CMP_REQUEUE | FUTEX_PRIVATE_FLAG)
+#define FUTEX_WAKE_OP_PRIVATE (FUTEX_WAKE_OP | FUTEX_PRIVATE_FLAG)
+#define FUTEX_OP_SET 0
+#define FUTEX_OP_CMP_EQ 0
+#define FUTEX_OP(op, oparg, cmp, cmparg) \
+    (((op & 0xf) << 28) | ((cmp & 0xf) << 24) | ((oparg & 0xfff) << 12) | (cmparg & 0xfff))
+
+static int word, word2;
+
+static long futex(int *uaddr, int op, int val, long val2, int *uaddr2, int val3) {
+    return syscall(SYS_futex, uaddr, op, val, val2, uaddr2, val3);
+}
+
+static void *waiter(void *arg) {
+    /* Wait until the word is 1 (a futex waiter may wake spuriously: it looks again). */
+    while (__atomic_load_n(&word, __ATOMIC_ACQUIRE) == 0)
+        futex(&word, FUTEX_WAIT_PRIVATE, 0, 0, NULL, 0);
+    return (void *)1L;
+}
+
+static void futexes(void) {
+    say("wake, nobody waits", futex(&word, FUTEX_WAKE_PRIVATE, 1, 0, NULL, 0));
+    say("wake, unaligned", futex((int *)((char *)&word + 1), FUTEX_WAKE, 1, 0, NULL, 0));
+    say("wake, bad address", futex(BAD, FUTEX_WAKE, 1, 0, NULL, 0));
+    say("wake, realtime clock", futex(&word, FUTEX_WAKE | FUTEX_CLOCK_REALTIME, 1, 0, NULL, 0));
+    say("wake_bitset, no bits", futex(&word, FUTEX_WAKE_BITSET, 1, 0, NULL, 0));
+    say("wait, value differs", futex(&word, FUTEX_WAIT_PRIVATE, 7, 0, NULL, 0));
+    say("cmp_requeue, value differs", futex(&word, FUTEX_CMP_REQUEUE_PRIVATE, 0, 1, &word2, 5));
+    say("cmp_requeue, nobody waits", futex(&word, FUTEX_CMP_REQUEUE_PRIVATE, 0, 1, &word2, 0));
+    say("wake_op, nobody waits", futex(&word, FUTEX_WAKE_OP_PRIVATE, 1, 1, &word2,
+                                        FUTEX_OP(FUTEX_OP_SET, 5, FUTEX_OP_CMP_EQ, 0)));
+    printf("  word2 now %d\n", word2);
+    say("requeue, bad second address", futex(&word, FUTEX_REQUEUE, 0, 1, BAD, 0));
+    say("requeue, unaligned second address", futex(&word, FUTEX_REQUEUE, 0, 1, (int *)((char *)&word2 + 2), 0));
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, waiter, NULL);
+    usleep(50000);
+    __atomic_store_n(&word, 1, __ATOMIC_RELEASE);
+    long woken = 0;
+    for (int i = 0; i < 3; i++) {
+        void *r;
+        woken += futex(&word, FUTEX_WAKE_PRIVATE, 3, 0, NULL, 0) >= 0;
+        pthread_join(t[i], &r);
+        printf("  waiter %d: %ld\n", i, (long)r);
+    }
+    printf("  wakes that worked: %ld\n", woken);
+    say("sched_yield", syscall(SYS_sched_yield));
+}
+
 #define ROUNDS 3000
 static void *worker(void *arg) {
     long id = (long)arg, bad = 0;
@@ -364,8 +425,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "time")) times();
     else if (!strcmp(c, "sendfile")) sendfiles();
     else if (!strcmp(c, "stat")) stats();
+    else if (!strcmp(c, "futex")) futexes();
     else if (!strcmp(c, "threads")) threads();
     else if (!strcmp(c, "many")) many();
-    else { fprintf(stderr, "usage: edges io|pipes|sockets|epoll|time|sendfile|stat|threads|many\n"); return 2; }
+    else { fprintf(stderr, "usage: edges io|pipes|sockets|epoll|time|sendfile|stat|futex|threads|many\n"); return 2; }
     return 0;
 }
