@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KILN_GATE_VERSION 1
+#define KILN_GATE_VERSION 2
 #define MAX_RW_COUNT 0x7FFFF000ULL
 #define UIO_MAXIOV 1024
 #define EPOLL_EVENT_SIZE 12
@@ -67,6 +67,7 @@ struct gate {
     void *slow_env;
     uint64_t fast_calls;      /* served here */
     uint64_t slow_calls;      /* handed to Python */
+    uint64_t wait_slice_ns;   /* a private futex wait here sleeps this long at most */
 };
 
 int kiln_gate_version(void) { return KILN_GATE_VERSION; }
@@ -372,8 +373,12 @@ static int64_t do_time(const struct gate *g, const uint64_t *f, int *served) {
     return t;
 }
 
-/* futex(2) without waiting (WAIT is Python's: a signal must be able to end it). */
-enum { FUTEX_WAKE_ = 1, FUTEX_REQUEUE_ = 3, FUTEX_CMP_REQUEUE_ = 4, FUTEX_WAKE_OP_ = 5,
+/* futex(2). A private WAIT without a timeout sleeps one slice here, as the Python handler's
+ * first slice (vkernel/syscalls/futex.py): woken, it returns 0; anything else (the word
+ * differs, the slice ended, a host signal) is Python's, which waits again in slices and sees
+ * guest signals between them. A shared wait is Python's: a waiter another process requeues
+ * must stay asleep in one host call. */
+enum { FUTEX_WAIT_ = 0, FUTEX_WAIT_BITSET_ = 9, FUTEX_WAKE_ = 1, FUTEX_REQUEUE_ = 3, FUTEX_CMP_REQUEUE_ = 4, FUTEX_WAKE_OP_ = 5,
        FUTEX_WAKE_BITSET_ = 10, FUTEX_PRIVATE_ = 128, FUTEX_CLOCK_REALTIME_ = 256 };
 
 static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
@@ -385,7 +390,18 @@ static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
     if (word == NULL)
         return 0;
     long val = (long)(f[3] & 0xFFFFFFFFULL), val3 = (long)(f[6] & 0xFFFFFFFFULL), r;
-    if (cmd == FUTEX_WAKE_ || cmd == FUTEX_WAKE_BITSET_) {
+    if ((cmd == FUTEX_WAIT_ || cmd == FUTEX_WAIT_BITSET_) && (op & FUTEX_PRIVATE_) && f[4] == 0) {
+        long bitset = cmd == FUTEX_WAIT_BITSET_ ? val3 : -1L;
+        struct timespec end;
+        if ((bitset & 0xFFFFFFFFL) == 0 || g->wait_slice_ns == 0 ||
+                clock_gettime(CLOCK_MONOTONIC, &end) < 0)
+            return 0;
+        uint64_t ns = (uint64_t)end.tv_nsec + g->wait_slice_ns;
+        end.tv_sec += (time_t)(ns / 1000000000ULL);
+        end.tv_nsec = (long)(ns % 1000000000ULL);
+        r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET_ | FUTEX_PRIVATE_, val, &end, NULL,
+                    bitset & 0xFFFFFFFFL);
+    } else if (cmd == FUTEX_WAKE_ || cmd == FUTEX_WAKE_BITSET_) {
         r = syscall(SYS_futex, word, op, val, NULL, NULL, val3);
     } else if (cmd == FUTEX_REQUEUE_ || cmd == FUTEX_CMP_REQUEUE_ || cmd == FUTEX_WAKE_OP_) {
         uint8_t *word2 = (f[5] & 3) ? NULL : guest_range(g, f[5], 4);

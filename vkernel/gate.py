@@ -15,8 +15,10 @@ Python handler, which runs the call from the start, as before. Served in C:
 - ``recvfrom`` of a stream socket with no flags and no address (a ``recv``);
 - ``epoll_wait`` and ``epoll_pwait`` without a mask, when events are ready (or the timeout is
   0), and ``epoll_ctl`` on a file vkernel does not handle specially;
-- ``futex`` calls that do not wait (the WAKE forms, REQUEUE, CMP_REQUEUE, WAKE_OP): a WAIT is
-  Python's, where a signal can end it;
+- ``futex``: the WAKE forms, REQUEUE, CMP_REQUEUE, WAKE_OP, and a private WAIT without a
+  timeout for its first slice (vkernel/syscalls/futex.py's ``SLICE``): woken within it, the
+  waiter goes on without entering Python; otherwise Python waits on as before, in slices that
+  see guest signals;
 - ``clock_gettime``, ``gettimeofday``, ``time``, ``sched_yield``.
 
 The gate never serves a call while the thread's interrupt flag is up (a signal is pending, the
@@ -35,7 +37,7 @@ import os
 from formats import abi
 from vkernel.fdtable import FdRef
 
-VERSION = 1
+VERSION = 2
 """KILN_GATE_VERSION of the C source this module speaks to."""
 GATE_ENV = "KILN_SYSCALL_GATE"
 """Set to 0 in kiln's environment: every syscall goes through Python."""
@@ -75,7 +77,8 @@ class GateState(ctypes.Structure):
                 ("frame_off", ctypes.c_uint64), ("intr_off", ctypes.c_uint64),
                 ("fds", ctypes.c_void_p), ("served", ctypes.c_uint64 * 8),
                 ("slow", ctypes.c_void_p), ("slow_env", ctypes.c_void_p),
-                ("fast_calls", ctypes.c_uint64), ("slow_calls", ctypes.c_uint64)]
+                ("fast_calls", ctypes.c_uint64), ("slow_calls", ctypes.c_uint64),
+                ("wait_slice_ns", ctypes.c_uint64)]
 
 
 def _load() -> ctypes.CDLL | None:
@@ -127,6 +130,8 @@ def bind(g: GateState, ctl_base: int, guest_base: int, guest_size: int, fds: FdR
     from now on it serves what ``served`` names."""
     g.guest, g.guest_size = guest_base, guest_size
     g.guard_end = abi.GUEST_MEMORY_MAP[0].end
+    from vkernel.syscalls.futex import SLICE
+    g.wait_slice_ns = int(SLICE * 1e9)
     g.frame_off, g.intr_off = abi.SYSCALL_FRAME, abi.INTERRUPT_FLAG
     g.fds = ctypes.addressof(fds)
     for i, w in enumerate(served):
