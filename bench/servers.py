@@ -17,7 +17,9 @@ and driven by the same client on the host's loopback:
   under ``-L``);
 - **kiln**: ``kiln run --publish 127.0.0.1:PORT:PORT IMAGE -- SERVER`` on the
   recompiled image; the host client's connections reach the guest's listening
-  socket directly (no relay, vkernel/netns.py).
+  socket directly (no relay, vkernel/netns.py); with ``--gate-off-column`` also
+  **kiln-no-gate**, the same with ``KILN_SYSCALL_GATE=0`` (every syscall served
+  in Python, as before vkernel/_gate.c).
 
 The clients: ``redis-benchmark -t get,set`` (the image's own, run natively
 in a chroot of the tree) and Apache's ``ab -c 32`` (the host's
@@ -175,13 +177,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _start(col: str, srv: Server, port: int, tree: Path, image: Path, stack: ExitStack) -> subprocess.Popen:
     """The server of column ``col`` started on ``port``; stopped when ``stack`` closes."""
-    if col == "kiln":
+    if col in ("kiln", "kiln-no-gate"):
         setup = "".join(f"mkdir -p {p}\n" if p.endswith("/") else
                         f"mkdir -p {Path(p).parent} && echo {base64.b64encode(d).decode()} "
                         f"| base64 -d > {p}\n" for p, d in srv.files(port).items())
         argv = [*_kiln(), "run", "--publish", f"127.0.0.1:{port}:{port}", str(image), "--",
                 "env", "-i", PATH, "bash", "-c", setup + "exec " + shlex.join(srv.argv(port, ""))]
         env = kiln_env()
+        env["KILN_SYSCALL_GATE"] = "0" if col == "kiln-no-gate" else "1"
     else:
         merged = stack.enter_context(overlay(tree))
         _write(merged, srv.files(port))
@@ -249,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-requests", type=int, default=100_000)
     ap.add_argument("--ab-requests", type=int, default=20_000)
     ap.add_argument("--no-qemu", action="store_true", help="leave out the qemu-x86_64 column")
+    ap.add_argument("--gate-off-column", action="store_true",
+                    help="add a column of Kiln with its native syscall gate off "
+                         "(KILN_SYSCALL_GATE=0: every syscall through Python)")
     ap.add_argument("--json", action="store_true")
     opts = ap.parse_args(argv)
     log = (lambda m: print(m, file=sys.stderr, flush=True))
@@ -267,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise KilnError(f"unknown server {sorted(unknown)[0]!r}", hint="choose from redis, nginx")
         servers = [s for s in SERVERS if not wanted or s.name in wanted]
-        columns = ["native"] + ([] if opts.no_qemu else ["qemu"]) + ["kiln"]
+        columns = ["native"] + ([] if opts.no_qemu else ["qemu"]) + \
+            (["kiln-no-gate"] if opts.gate_off_column else []) + ["kiln"]
         load0 = os.getloadavg()[0]
         results = measure(servers, tree, image, opts.runs, columns, opts, log)
     except KilnError as e:
