@@ -46,8 +46,7 @@ enum { KIND_UNKNOWN = 0, KIND_NEVER_BLOCKS = 1, KIND_SOCKET = 2, KIND_OTHER = 3 
 #define ENTRY_SPECIAL (1LL << 40)   /* vkernel handles the file specially: no epoll_ctl here */
 #define ENTRY_STREAM (1LL << 41)    /* a stream socket: recvfrom without an address is a recv */
 
-typedef void *(*slow_fn)(void *env, void *caller, const void *args, size_t nargs,
-                         void *results, size_t nresults);
+typedef void *(*slow_fn)(void *env);     /* the Python handler: a trap, or NULL */
 
 struct fdref {
     int64_t *map;
@@ -63,7 +62,7 @@ struct gate {
     uint64_t intr_off;        /* the interrupt flag in the control memory */
     struct fdref *fds;        /* the process's fd map */
     uint64_t served[8];       /* bit n: syscall n (< 512) may be served here */
-    slow_fn slow;             /* the Python handler (vkernel/instances.py _lean_call) */
+    slow_fn slow;             /* the Python handler (vkernel/instances.py _gate_slow) */
     void *slow_env;
     uint64_t fast_calls;      /* served here */
     uint64_t slow_calls;      /* handed to Python */
@@ -468,5 +467,5 @@ void *kiln_gate(void *env, void *caller, const void *args, size_t nargs, void *r
         }
     }
     g->slow_calls++;
-    return g->slow(g->slow_env, caller, args, nargs, results, nresults);
+    return g->slow(g->slow_env);
 }

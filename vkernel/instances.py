@@ -200,11 +200,9 @@ _func_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p, _LEAN_CALLBACK, ctypes.c
                       ctypes.c_void_p, ctypes.c_void_p]
 
 
-@_LEAN_CALLBACK
-def _lean_call(env: int, caller: object, params: object, nparams: int, results: object,
-               nresults: int) -> int | None:
-    """What Wasmtime calls for a lean host function: the callable, nothing else (no Caller,
-    no parameter list); what it raises is kept for :class:`GuestCall` and becomes a trap."""
+def _serve(env: int) -> int | None:
+    """Call the Python callable of lean host function ``env``: 0, or (when it raised; what it
+    raised is kept for :class:`GuestCall`) a trap."""
     try:
         _LEAN[env]()
         return 0
@@ -212,6 +210,18 @@ def _lean_call(env: int, caller: object, params: object, nparams: int, results: 
         _raised.exc = e
         return ctypes.cast(wasmtime.Trap("host function raised")._consume(),
                            ctypes.c_void_p).value
+
+
+@_LEAN_CALLBACK
+def _lean_call(env: int, caller: object, params: object, nparams: int, results: object,
+               nresults: int) -> int | None:
+    """What Wasmtime calls for a lean host function: the callable, nothing else (no Caller,
+    no parameter list)."""
+    return _serve(env)
+
+
+_gate_slow = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_size_t)(_serve)
+"""What the native gate calls for a syscall it leaves to Python (the one argument it needs)."""
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -253,7 +263,7 @@ def _lean_func(store: wasmtime.Store, fn: Callable[[], None],
     ty = wasmtime.FuncType([], [])
     ctx, tyval = ctypes.cast(store._context(), ctypes.c_void_p), ctypes.cast(ty.ptr(), ctypes.c_void_p)
     if native is not None and gate.ENTRY is not None:
-        native.slow = ctypes.cast(_lean_call, ctypes.c_void_p).value
+        native.slow = ctypes.cast(_gate_slow, ctypes.c_void_p).value
         native.slow_env = env
         address = ctypes.addressof(native)
         _GATES[address] = native
