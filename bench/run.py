@@ -129,8 +129,9 @@ def benchmarks(scale: float) -> list[Benchmark]:
     mib = max(1, round(50 * scale))
     data = str(data_file(mib))
     lines = str(lines_file(max(1000, round(1_000_000 * scale))))
-    corpus = {b.name: b for b in build_corpus(variants=["glibc-static"], names=["sha256", "sort_bench", "getpid_loop",
-                                                                              "mul_hash"])}
+    corpus = {b.name: b for b in build_corpus(variants=["glibc-static"],
+                                              names=["sha256", "sort_bench", "getpid_loop",
+                                                     "io_loop", "mul_hash"])}
     return [
         Benchmark("sha256sum", f"busybox sha256sum of {mib} MiB", (busybox, "sha256sum", data)),
         Benchmark("gzip", f"busybox gzip -c of {mib} MiB", (busybox, "gzip", "-c", data)),
@@ -140,6 +141,8 @@ def benchmarks(scale: float) -> list[Benchmark]:
                   (busybox, "sh", "-c", f"i=0; while [ $i -lt 200 ]; do {busybox} true; i=$((i+1)); done")),
         Benchmark("syscall", "corpus getpid_loop.c (glibc-static): 1000000 getpid syscalls",
                   (str(corpus["getpid_loop"].path), "1000000")),
+        Benchmark("syscall-io", "corpus io_loop.c (glibc-static): 300000 x (write /dev/null, read "
+                  "/dev/zero, clock_gettime)", (str(corpus["io_loop"].path), "300000")),
         Benchmark("corpus-sha256", f"corpus sha256.c (glibc-static) over {max(1, round(64 * scale))} MiB",
                   (str(corpus["sha256"].path), str(max(1, round(64 * scale))))),
         Benchmark("corpus-sort", f"corpus sort_bench.c (glibc-static), {max(1000, round(2_000_000 * scale))} items",
