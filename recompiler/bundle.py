@@ -19,6 +19,7 @@ from formats.annotations import ANNOTATION_MEGABINARY_DIGEST, MEGABINARY_PATH
 from formats.bundles import COMPLETE, bundle_dir, finished_bundle
 from formats.cache import after_write, cache_root, publish_dir, scratch
 from formats.errors import KilnError
+from formats.imageuser import resolve_user, tree_reader
 from formats.megabinary import read_megabinary
 from recompiler.image import ImageKind, open_image
 
@@ -26,45 +27,6 @@ __all__ = ["prepare_bundle", "BundleError"]
 
 class BundleError(KilnError):
     """The image cannot be run: not recompiled, or its megabinary does not match."""
-
-
-def _lookup_user(rootfs: Path, user: str) -> tuple[int, int]:
-    """Resolve an image config User ("name", "uid", "uid:gid", "name:group") in the rootfs."""
-    if not user:
-        return 0, 0
-    name, _, group = user.partition(":")
-
-    def table(path: str) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        try:
-            text = (rootfs / path).read_text(errors="replace")
-        except OSError:
-            return out
-        for line in text.splitlines():
-            fields = line.split(":")
-            if len(fields) >= 4:
-                out[fields[0]] = fields
-        return out
-
-    passwd = table("etc/passwd")
-    if name.isdigit():
-        uid = int(name)
-        gid = next((int(f[3]) for f in passwd.values() if f[2] == name and f[3].isdigit()), uid)
-    elif name in passwd and passwd[name][2].isdigit():
-        uid, gid = int(passwd[name][2]), int(passwd[name][3]) if passwd[name][3].isdigit() else 0
-    else:
-        raise BundleError(f"the image's User {user!r} is not in its /etc/passwd",
-                          hint="pass a numeric --user UID[:GID] or fix the image config")
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            groups = table("etc/group")
-            if group not in groups or not groups[group][2].isdigit():
-                raise BundleError(f"the image's group {group!r} is not in its /etc/group",
-                                  hint="pass a numeric --user UID:GID")
-            gid = int(groups[group][2])
-    return uid, gid
 
 
 def prepare_bundle(image: Path | str, *, platform: str | None = None,
@@ -105,12 +67,12 @@ def prepare_bundle(image: Path | str, *, platform: str | None = None,
                                       f"image's annotation {expected}",
                                       hint="the image was modified after recompiling; recompile it again")
             cfg = src.config
-            uid, gid = _lookup_user(rootfs, cfg.user or "")
+            user = resolve_user(cfg.user or "0", tree_reader(rootfs))
             args = list(cfg.entrypoint or []) + list(cfg.cmd or [])
             spec = {
                 "ociVersion": "1.0.2",
                 "process": {"args": args, "env": list(cfg.env or []), "cwd": cfg.working_dir or "/",
-                            "user": {"uid": uid, "gid": gid}, "terminal": False},
+                            "user": {"uid": user.uid, "gid": user.gid}, "terminal": False},
                 "root": {"path": "rootfs", "readonly": True},
                 "hostname": "kiln",
                 "annotations": {ANNOTATION_MEGABINARY_DIGEST: expected,

@@ -46,16 +46,22 @@ def _entries() -> list[LayerEntry]:
     ]
 
 
+def _user_image(base: Path, user: str) -> Path:
+    """The source image (busybox, PASSWD, GROUP) whose config says ``User: user``."""
+    config = {"architecture": "amd64", "os": "linux",
+              "config": {"Cmd": ["/bin/sh"], "Env": [DEFAULT_ENV_PATH], "WorkingDir": "/",
+                         "User": user}}
+    src = base / "src"
+    write_image(scratch_image(config, "app"), src,
+                extra_layers=[ExtraLayer(tuple(_entries()), created_by="tests/test_vkernel_creds.py")])
+    return src
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> tuple[Path, Path]:
     """(recompiled image whose config says ``User: app``, the same files unpacked with owners)."""
     base = tmp_path_factory.mktemp("userimg")
-    config = {"architecture": "amd64", "os": "linux",
-              "config": {"Cmd": ["/bin/sh"], "Env": [DEFAULT_ENV_PATH], "WorkingDir": "/",
-                         "User": "app"}}
-    src = base / "src"
-    write_image(scratch_image(config, "app"), src,
-                extra_layers=[ExtraLayer(tuple(_entries()), created_by="tests/test_vkernel_creds.py")])
+    src = _user_image(base, "app")
     out = base / "recompiled"
     proc = subprocess.run([*RECOMPILE, str(src), "-o", str(out)], capture_output=True, text=True,
                           timeout=900)
@@ -85,6 +91,25 @@ def test_image_user_is_resolved_in_passwd_and_group_like_su(app: tuple[Path, Pat
     assert got.returncode == 0, got.stderr
     assert got.stdout == want.stdout
     assert got.stdout.startswith(b"uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\n")
+
+
+@pytest.mark.parametrize("user, ids", [("4321", (4321, 0)), ("app", (1000, 1000)),
+                                       ("4321:50", (4321, 50)), ("app:staff", (1000, 50))])
+def test_bundle_user_is_what_the_guest_runs_as(tmp_path: Path, user: str,
+                                               ids: tuple[int, int]) -> None:
+    """The OCI bundle kiln-oci hands to containerd says the ids ``kiln run`` gives the guest
+    (formats/imageuser.py serves both): a uid with no /etc/passwd entry gets gid 0, as with
+    ``docker run --user 4321``."""
+    import json
+    from recompiler.bundle import prepare_bundle
+    out = tmp_path / "recompiled"
+    proc = subprocess.run([*RECOMPILE, str(_user_image(tmp_path, user)), "-o", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    spec = json.loads((prepare_bundle(out, cache=tmp_path / "cache") / "config.json").read_text())
+    assert (spec["process"]["user"]["uid"], spec["process"]["user"]["gid"]) == ids
+    got = _kiln(out, "/bin/sh", "-c", "id -u; id -g")
+    assert got.stdout.split() == [str(i).encode() for i in ids], got.stderr
 
 
 def test_image_user_cannot_read_roots_files(app: tuple[Path, Path]) -> None:

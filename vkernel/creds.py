@@ -36,9 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+from formats.imageuser import NGROUPS_MAX
 from vkernel import caps as capsets
 
-NGROUPS_MAX = 65536
 UNCHANGED = 0xFFFFFFFF
 """-1 as an unsigned 32-bit id: "leave this one as it is"."""
 

@@ -127,7 +127,7 @@ def _take_user(rt: Runtime) -> None:
     spec = rt.spec
     given = caps.from_runtime(caps.Caps(*spec.cap_sets), user.uid, user.uid) \
         if spec.cap_sets else None
-    creds.become(user.creds(), given, spec.cap_bounding)
+    creds.become(imageuser.creds_of(user), given, spec.cap_bounding)
     if spec.no_new_privs:
         creds.set_no_new_privs()
     pidns.die_with_supervisor()

@@ -186,7 +186,8 @@ def _run(rt: "Runtime", req: ExecRequest, user: "User") -> tuple[int, int]:
     rt.proc.cwd = req.cwd
     rt.spec = dataclasses.replace(rt.spec, argv=req.argv, env=req.env, workdir=req.cwd)
     if (user.uid, user.gid) != (0, 0) or user.groups:
-        creds.become(user.creds())
+        from vkernel.imageuser import creds_of
+        creds.become(creds_of(user))
     name = os.path.basename(req.argv[0])
     rt.proc.comm = name.encode("utf-8", "surrogateescape")[:15]
     procfs.publish(rt.vfs.skeleton, name, [a.encode("utf-8", "surrogateescape") for a in req.argv])
