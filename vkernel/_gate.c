@@ -37,7 +37,7 @@
 
 #define KILN_GATE_VERSION 2
 #define MAX_RW_COUNT 0x7FFFF000ULL
-#define UIO_MAXIOV 1024
+#define MAX_IOVECS 1024           /* UIO_MAXIOV */
 #define EPOLL_EVENT_SIZE 12
 #define EPOLL_MAXEVENTS (0x7FFFFFFF / EPOLL_EVENT_SIZE)
 
@@ -114,6 +114,15 @@ static int kind_of(const struct gate *g, int32_t slot, int h, int64_t e) {
     return kind;
 }
 
+/* A host call's result as the gate's: a success is served (the guest gets it); a failure
+ * leaves the call to Python, which makes it again. */
+static int64_t done(int64_t r, int *served) {
+    if (r < 0)
+        return 0;
+    *served = 1;
+    return r;
+}
+
 /* Whether a read from host fd `h` would not block now: what sys_read's wait for a pipe, tty
  * or socket would find at once. Sockets are read with MSG_DONTWAIT instead. */
 static int readable_now(int h) {
@@ -127,7 +136,8 @@ static int64_t do_read(const struct gate *g, const uint64_t *f, int *served) {
     if (h < 0)
         return 0;
     uint64_t count = f[3];
-    if (count == 0) { *served = 1; return 0; }
+    if (count == 0)
+        return done(0, served);
     uint64_t room = 0x100000000ULL - (f[2] & 0xFFFFFFFFULL);
     uint64_t n = count < MAX_RW_COUNT ? count : MAX_RW_COUNT;
     n = n < room ? n : room;
@@ -141,10 +151,7 @@ static int64_t do_read(const struct gate *g, const uint64_t *f, int *served) {
     case KIND_OTHER: r = readable_now(h) ? read(h, p, n) : -1; break;
     default: return 0;
     }
-    if (r < 0)
-        return 0;
-    *served = 1;
-    return r;
+    return done(r, served);
 }
 
 static int64_t do_write(const struct gate *g, const uint64_t *f, int *served) {
@@ -153,22 +160,19 @@ static int64_t do_write(const struct gate *g, const uint64_t *f, int *served) {
     if (h < 0)
         return 0;
     uint64_t n = f[3] < MAX_RW_COUNT ? f[3] : MAX_RW_COUNT;
-    if (n == 0) { *served = 1; return 0; }
+    if (n == 0)
+        return done(0, served);
     uint8_t *p = guest_range(g, f[2], n);
     if (p == NULL)
         return 0;
-    ssize_t r = write(h, p, n);
-    if (r < 0)
-        return 0;                    /* EPIPE (SIGPIPE), EINTR, EAGAIN...: Python's */
-    *served = 1;
-    return r;
+    return done(write(h, p, n), served);   /* EPIPE (SIGPIPE), EINTR, EAGAIN...: Python's */
 }
 
 /* Guest iovecs as host ones (zero-length ones left out, as vkernel/syscalls/args.py iovecs):
  * how many, or -1 when Python must decide (a bad count or address). */
 static int host_iovecs(const struct gate *g, uint64_t iov, uint64_t cnt_arg, struct iovec *out) {
     int32_t cnt = (int32_t)(uint32_t)cnt_arg;
-    if (cnt < 0 || cnt > UIO_MAXIOV)
+    if (cnt < 0 || cnt > MAX_IOVECS)
         return -1;
     const uint8_t *raw = guest_range(g, iov, 16ULL * (uint64_t)cnt);
     if (raw == NULL)
@@ -190,41 +194,31 @@ static int host_iovecs(const struct gate *g, uint64_t iov, uint64_t cnt_arg, str
     return n;
 }
 
+/* readv and writev: the fd and host iovecs; n == 0 (nothing to move) is served as 0. */
+#define VECTORS()                                          \
+    int64_t e; int32_t slot;                               \
+    int h = host_fd(g, f[1], &e, &slot);                   \
+    struct iovec v[MAX_IOVECS];                            \
+    int n = h < 0 ? -1 : host_iovecs(g, f[2], f[3], v);    \
+    if (n < 0)                                             \
+        return 0;                                          \
+    if (n == 0)                                            \
+        return done(0, served)
+
 static int64_t do_readv(const struct gate *g, const uint64_t *f, int *served) {
-    int64_t e; int32_t slot;
-    int h = host_fd(g, f[1], &e, &slot);
-    if (h < 0)
-        return 0;
-    struct iovec v[UIO_MAXIOV];
-    int n = host_iovecs(g, f[2], f[3], v);
-    if (n < 0)
-        return 0;
-    if (n == 0) { *served = 1; return 0; }
+    VECTORS();
     int kind = kind_of(g, slot, h, e);
     if (kind == KIND_UNKNOWN || (kind != KIND_NEVER_BLOCKS && !readable_now(h)))
         return 0;
     ssize_t r = readv(h, v, n);
-    if (r < 0)
-        return 0;
-    *served = 1;
-    return r;
+    return done(r, served);
 }
 
 static int64_t do_writev(const struct gate *g, const uint64_t *f, int *served) {
-    int64_t e; int32_t slot;
-    int h = host_fd(g, f[1], &e, &slot);
-    if (h < 0)
-        return 0;
-    struct iovec v[UIO_MAXIOV];
-    int n = host_iovecs(g, f[2], f[3], v);
-    if (n < 0)
-        return 0;
-    if (n == 0) { *served = 1; return 0; }
+    VECTORS();
+    (void)e; (void)slot;
     ssize_t r = writev(h, v, n);
-    if (r < 0)
-        return 0;
-    *served = 1;
-    return r;
+    return done(r, served);
 }
 
 static int64_t do_sendfile(const struct gate *g, const uint64_t *f, int *served) {
@@ -243,16 +237,12 @@ static int64_t do_sendfile(const struct gate *g, const uint64_t *f, int *served)
         if (off < 0)
             return 0;
         r = sendfile(out, in, &off, count);
-        if (r < 0)
-            return 0;
-        memcpy(p, &off, 8);
+        if (r >= 0)
+            memcpy(p, &off, 8);
     } else {
         r = sendfile(out, in, NULL, count);
-        if (r < 0)
-            return 0;
     }
-    *served = 1;
-    return r;
+    return done(r, served);
 }
 
 static int64_t do_recvfrom(const struct gate *g, const uint64_t *f, int *served) {
@@ -265,10 +255,7 @@ static int64_t do_recvfrom(const struct gate *g, const uint64_t *f, int *served)
     if (p == NULL)
         return 0;
     ssize_t r = recv(h, p, n, MSG_DONTWAIT);
-    if (r < 0)
-        return 0;
-    *served = 1;
-    return r;
+    return done(r, served);
 }
 
 static int64_t fstat_into(const struct gate *g, uint64_t fd, uint64_t statbuf, int *served) {
@@ -328,10 +315,7 @@ static int64_t do_epoll_ctl(const struct gate *g, const uint64_t *f, int *served
         if (ev == NULL)
             return 0;
     }
-    if (epoll_ctl(ep, op, h, ev) < 0)
-        return 0;
-    *served = 1;
-    return 0;
+    return done(epoll_ctl(ep, op, h, ev), served);
 }
 
 static int64_t do_clock_gettime(const struct gate *g, const uint64_t *f, int *served) {
@@ -412,10 +396,7 @@ static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
     } else {
         return 0;
     }
-    if (r < 0)
-        return 0;
-    *served = 1;
-    return r;
+    return done(r, served);
 }
 
 /* Syscall numbers (x86-64). */
