@@ -42,7 +42,8 @@
 #define EPOLL_MAXEVENTS (0x7FFFFFFF / EPOLL_EVENT_SIZE)
 
 /* Kinds of file, as the gate learns them (fd map bits 32-39; 0: not looked at yet). */
-enum { KIND_UNKNOWN = 0, KIND_NEVER_BLOCKS = 1, KIND_SOCKET = 2, KIND_OTHER = 3 };
+enum { KIND_UNKNOWN = 0, KIND_NEVER_BLOCKS = 1, KIND_SOCKET = 2, KIND_OTHER = 3,
+       KIND_DIRECTORY = 4 };  /* a directory never blocks either; lseek on one is Python's */
 #define ENTRY_SPECIAL (1LL << 40)   /* vkernel handles the file specially: no epoll_ctl here */
 #define ENTRY_STREAM (1LL << 41)    /* a stream socket: recvfrom without an address is a recv */
 
@@ -101,7 +102,9 @@ static int kind_of(const struct gate *g, int32_t slot, int h, int64_t e) {
     struct stat st;
     if (fstat(h, &st) < 0)
         return KIND_UNKNOWN;
-    if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
+    if (S_ISDIR(st.st_mode))
+        kind = KIND_DIRECTORY;
+    else if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
         kind = KIND_NEVER_BLOCKS;
     else if (S_ISSOCK(st.st_mode))
         kind = KIND_SOCKET;
@@ -146,7 +149,7 @@ static int64_t do_read(const struct gate *g, const uint64_t *f, int *served) {
         return 0;
     ssize_t r;
     switch (kind_of(g, slot, h, e)) {
-    case KIND_NEVER_BLOCKS: r = read(h, p, n); break;
+    case KIND_NEVER_BLOCKS: case KIND_DIRECTORY: r = read(h, p, n); break;
     case KIND_SOCKET: r = recv(h, p, n, MSG_DONTWAIT); break;
     case KIND_OTHER: r = readable_now(h) ? read(h, p, n) : -1; break;
     default: return 0;
@@ -166,6 +169,30 @@ static int64_t do_write(const struct gate *g, const uint64_t *f, int *served) {
     if (p == NULL)
         return 0;
     return done(write(h, p, n), served);   /* EPIPE (SIGPIPE), EINTR, EAGAIN...: Python's */
+}
+
+/* lseek of anything but a directory (whose position is vkernel's: getdents64 is Python's). */
+static int64_t do_lseek(const struct gate *g, const uint64_t *f, int *served) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    int kind = h < 0 ? KIND_UNKNOWN : kind_of(g, slot, h, e);
+    if (kind == KIND_UNKNOWN || kind == KIND_DIRECTORY)
+        return 0;
+    return done(lseek(h, (off_t)f[2], (int)(int32_t)(uint32_t)f[3]), served);
+}
+
+/* pread64 and pwrite64: the whole buffer must be guest memory, as for the Python handler. */
+static int64_t do_pread_pwrite(const struct gate *g, const uint64_t *f, int *served, int writing) {
+    int64_t e; int32_t slot;
+    int h = host_fd(g, f[1], &e, &slot);
+    if (h < 0 || (int64_t)f[4] < 0)
+        return 0;
+    if (f[3] == 0)
+        return done(0, served);
+    uint8_t *p = guest_range(g, f[2], f[3]);
+    if (p == NULL)
+        return 0;
+    return done(writing ? pwrite(h, p, f[3], (off_t)f[4]) : pread(h, p, f[3], (off_t)f[4]), served);
 }
 
 /* Guest iovecs as host ones (zero-length ones left out, as vkernel/syscalls/args.py iovecs):
@@ -208,7 +235,8 @@ static int host_iovecs(const struct gate *g, uint64_t iov, uint64_t cnt_arg, str
 static int64_t do_readv(const struct gate *g, const uint64_t *f, int *served) {
     VECTORS();
     int kind = kind_of(g, slot, h, e);
-    if (kind == KIND_UNKNOWN || (kind != KIND_NEVER_BLOCKS && !readable_now(h)))
+    if (kind == KIND_UNKNOWN ||
+            (kind != KIND_NEVER_BLOCKS && kind != KIND_DIRECTORY && !readable_now(h)))
         return 0;
     ssize_t r = readv(h, v, n);
     return done(r, served);
@@ -400,7 +428,8 @@ static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
 }
 
 /* Syscall numbers (x86-64). */
-enum { NR_READ = 0, NR_WRITE = 1, NR_FSTAT = 5, NR_READV = 19, NR_WRITEV = 20,
+enum { NR_READ = 0, NR_WRITE = 1, NR_FSTAT = 5, NR_LSEEK = 8, NR_PREAD64 = 17,
+       NR_PWRITE64 = 18, NR_READV = 19, NR_WRITEV = 20,
        NR_SCHED_YIELD = 24, NR_SENDFILE = 40, NR_RECVFROM = 45, NR_FUTEX = 202,
        NR_GETTIMEOFDAY = 96, NR_TIME = 201, NR_CLOCK_GETTIME = 228, NR_EPOLL_WAIT = 232,
        NR_EPOLL_CTL = 233, NR_NEWFSTATAT = 262, NR_EPOLL_PWAIT = 281 };
@@ -413,6 +442,9 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     case NR_READ: return do_read(g, f, served);
     case NR_WRITE: return do_write(g, f, served);
     case NR_FSTAT: return do_fstat(g, f, served);
+    case NR_LSEEK: return do_lseek(g, f, served);
+    case NR_PREAD64: return do_pread_pwrite(g, f, served, 0);
+    case NR_PWRITE64: return do_pread_pwrite(g, f, served, 1);
     case NR_NEWFSTATAT: return do_newfstatat(g, f, served);
     case NR_READV: return do_readv(g, f, served);
     case NR_WRITEV: return do_writev(g, f, served);

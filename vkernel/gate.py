@@ -8,7 +8,8 @@ serves a call itself only in the plain case, where the Python handler would make
 host syscall on the same host fd and guest buffer and succeed; anything else goes on to the
 Python handler, which runs the call from the start, as before. Served in C:
 
-- ``read``, ``readv``, ``write``, ``writev``, ``sendfile`` on an fd of the table (a socket is
+- ``read``, ``readv``, ``write``, ``writev``, ``pread64``, ``pwrite64``, ``sendfile`` on an fd
+  of the table, ``lseek`` of one that is no directory (a socket is
   read with ``MSG_DONTWAIT``, a pipe or tty only when ``poll`` says it is readable: a read that
   would block is Python's, where a signal can interrupt it);
 - ``fstat``, and ``newfstatat`` of an fd with an empty path and ``AT_EMPTY_PATH``;
@@ -53,6 +54,9 @@ MIRRORS: dict[int, tuple[str, str]] = {
     0: ("vkernel.syscalls.fs", "sys_read"),
     1: ("vkernel.syscalls.fs", "sys_write"),
     5: ("vkernel.syscalls.statinfo", "sys_fstat"),
+    8: ("vkernel.syscalls.fs", "sys_lseek"),
+    17: ("vkernel.syscalls.fs", "sys_pread64"),
+    18: ("vkernel.syscalls.fs", "sys_pwrite64"),
     19: ("vkernel.syscalls.fs", "sys_readv"),
     20: ("vkernel.syscalls.fs", "sys_writev"),
     24: ("vkernel.syscalls.misc", "sys_sched_yield"),
