@@ -128,11 +128,12 @@ def served_mask(dispatch: dict[int, tuple[object, int]]) -> list[int]:
     return words
 
 
-def bind(g: GateState, ctl_base: int, guest_base: int, guest_size: int, fds: FdRef,
-         served: list[int]) -> None:
-    """Point the gate at its thread's control memory, the process's guest memory and fd map:
-    from now on it serves what ``served`` names."""
-    g.guest, g.guest_size = guest_base, guest_size
+def bind(g: GateState, ctl_base: int, guest: "tuple[int, int]", fds: FdRef,
+         dispatch: dict[int, tuple[object, int]]) -> None:
+    """Point the gate at its thread's control memory, the process's guest memory (base, size)
+    and fd map: from now on it serves the calls whose handler in ``dispatch`` it mirrors."""
+    served = served_mask(dispatch)
+    g.guest, g.guest_size = guest
     g.guard_end = abi.GUEST_MEMORY_MAP[0].end
     from vkernel.syscalls.futex import SLICE
     g.wait_slice_ns = int(SLICE * 1e9)

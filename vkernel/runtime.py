@@ -300,8 +300,8 @@ class Runtime:
             k.space = space
         k.ctl = ControlMemory(cview)
         if native is not None:
-            gate.bind(native, ctl_base, code.guest.base, code.guest.size, self.proc.fdref,
-                      gate.served_mask(DISPATCH))
+            gate.bind(native, ctl_base, (code.guest.base, code.guest.size), self.proc.fdref,
+                      DISPATCH)
         return GuestInstance(store, k, code)
 
     def _spawn_thread(self, parent: Kernel) -> Kernel:
