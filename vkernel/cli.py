@@ -416,6 +416,13 @@ def run(rootfs: Path | None, megabinary: Path | None, entrypoint: str | None,
     seccomp filter on every process. Its state lives under /var/lib/kiln
     ($KILN_STATE) while it runs; `kiln cleanup` removes what a killed run left.
 
+    The guest's most frequent syscalls (reads and writes, epoll, futex wakes,
+    the clocks) are served by vkernel's native gate without entering Python
+    (docs/architecture.md); KILN_SYSCALL_GATE=0 in kiln's environment serves
+    every syscall in Python instead, and KILN_GATE_STATS=FILE appends, as each
+    guest process ends, its pid and the counts of syscalls the gate served and
+    passed on.
+
     Trust policy. Before anything runs, the megabinary is checked against
     the policy (--policy, $KILN_POLICY, else /etc/kiln/policy.json; without
     any, every megabinary may run). A refusal is an audit record and exit
