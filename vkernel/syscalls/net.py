@@ -280,7 +280,8 @@ def sys_accept4(k: Kernel, sockfd: int, addr: int, addrlen: int, flags: int) -> 
     buf = ctypes.create_string_buffer(SOCKADDR_MAX)
     n = ctypes.c_uint(SOCKADDR_MAX)
     hflags = SOCK_CLOEXEC | (flags & SOCK_NONBLOCK)
-    cands = (of.host_fd, *state.published)
+    # The published host sockets first: with --publish, that is where connections come from.
+    cands = (*state.published, of.host_fd)
     nonblock = guest_nonblocking(of, state)
     got = src = -1
     while got < 0:
