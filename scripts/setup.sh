@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages Kiln's tools and tests use:
 #   python3-venv      the virtualenv below
-#   gcc musl-tools    build the test corpus (glibc and musl static programs)
+#   gcc musl-tools    build the test corpus (glibc and musl static programs); gcc and
+#                     libc6-dev also build vkernel's native syscall gate (vkernel/_gate.c,
+#                     compiled by the pip install below)
 #   binutils          as/objdump for instruction tests
 #   skopeo umoci      read our output images with real OCI tools in tests
 #   qemu-user         qemu-x86_64, the comparison point in bench/
