@@ -47,8 +47,21 @@ STATS_ENV = "KILN_GATE_STATS"
 ends (syscalls its gates served, syscalls they handed to Python; a forked process's include
 its parent's before the fork). Opened when vkernel starts, before the sandbox hides the host's
 files."""
-_stats_fd = os.open(os.environ[STATS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                    0o644) if os.environ.get(STATS_ENV) else -1
+
+
+def _open_stats() -> tuple[int, str]:
+    """$KILN_GATE_STATS opened for appending (-1 when unset), or the reason it cannot be: at
+    import, while kiln still has its own credentials and sees the host's files."""
+    path = os.environ.get(STATS_ENV)
+    if not path:
+        return -1, ""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644), ""
+    except OSError as e:
+        return -1, f"cannot open ${STATS_ENV} ({path}): {e.strerror}"
+
+
+_stats_fd, _stats_error = _open_stats()
 
 MIRRORS: dict[int, tuple[str, str]] = {
     0: ("vkernel.syscalls.fs", "sys_read"),
@@ -106,7 +119,11 @@ ENTRY: int | None = ctypes.cast(LIB.kiln_gate, ctypes.c_void_p).value if LIB is 
 
 
 def wanted() -> bool:
-    """Whether runs of this kiln process use the gate."""
+    """Whether runs of this kiln process use the gate (a $KILN_GATE_STATS that could not be
+    opened is an error here, before the guest runs)."""
+    if _stats_error:
+        from vkernel.errors import VkernelError
+        raise VkernelError(_stats_error, hint=f"give a writable file, or unset {STATS_ENV}")
     return LIB is not None and os.environ.get(GATE_ENV, "1") != "0"
 
 
