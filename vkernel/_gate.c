@@ -19,7 +19,6 @@
  * slot, the fd map's kind bits and the gate's counters. No Python API: the gate runs without
  * the GIL, so guest threads make these syscalls in parallel. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stddef.h>
@@ -294,8 +293,7 @@ static int64_t fstat_into(const struct gate *g, uint64_t fd, uint64_t statbuf, i
      * statinfo.py's pack_stat. */
     if (h < 0 || p == NULL || fstat(h, (struct stat *)p) < 0)
         return 0;
-    *served = 1;
-    return 0;
+    return done(0, served);
 }
 
 static int64_t do_fstat(const struct gate *g, const uint64_t *f, int *served) {
@@ -323,10 +321,9 @@ static int64_t do_epoll_wait(const struct gate *g, const uint64_t *f, int *serve
         return 0;
     int r = epoll_wait(h, (struct epoll_event *)p, maxevents, 0);
     /* Events, or none with a zero timeout; a wait that would block is Python's (signals). */
-    if (r < 0 || (r == 0 && (int32_t)(uint32_t)f[4] != 0))
+    if (r == 0 && (int32_t)(uint32_t)f[4] != 0)
         return 0;
-    *served = 1;
-    return r;
+    return done(r, served);
 }
 
 static int64_t do_epoll_ctl(const struct gate *g, const uint64_t *f, int *served) {
@@ -353,8 +350,7 @@ static int64_t do_clock_gettime(const struct gate *g, const uint64_t *f, int *se
         return 0;
     int64_t out[2] = {ts.tv_sec, ts.tv_nsec};
     memcpy(p, out, 16);
-    *served = 1;
-    return 0;
+    return done(0, served);
 }
 
 static int64_t do_gettimeofday(const struct gate *g, const uint64_t *f, int *served) {
@@ -368,8 +364,7 @@ static int64_t do_gettimeofday(const struct gate *g, const uint64_t *f, int *ser
     }
     if (tz)
         memset(tz, 0, 8);
-    *served = 1;
-    return 0;
+    return done(0, served);
 }
 
 static int64_t do_time(const struct gate *g, const uint64_t *f, int *served) {
@@ -380,8 +375,7 @@ static int64_t do_time(const struct gate *g, const uint64_t *f, int *served) {
     int64_t t = ts.tv_sec;
     if (p)
         memcpy(p, &t, 8);
-    *served = 1;
-    return t;
+    return done(t, served);
 }
 
 /* futex(2). A private WAIT without a timeout sleeps one slice here, as the Python handler's
@@ -451,7 +445,7 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     case NR_SENDFILE: return do_sendfile(g, f, served);
     case NR_RECVFROM: return do_recvfrom(g, f, served);
     case NR_FUTEX: return do_futex(g, f, served);
-    case NR_SCHED_YIELD: sched_yield(); *served = 1; return 0;
+    case NR_SCHED_YIELD: return done(sched_yield(), served);
     case NR_GETTIMEOFDAY: return do_gettimeofday(g, f, served);
     case NR_TIME: return do_time(g, f, served);
     case NR_CLOCK_GETTIME: return do_clock_gettime(g, f, served);
@@ -470,9 +464,7 @@ void *kiln_gate(void *env, void *caller, const void *args, size_t nargs, void *r
         __atomic_load_n((uint32_t *)(g->ctl + g->intr_off), __ATOMIC_ACQUIRE) == 0) {
         uint64_t *f = (uint64_t *)(g->ctl + g->frame_off);
         int served = 0;
-        int saved = errno;
         int64_t r = serve(g, f, &served);
-        errno = saved;
         if (served) {
             f[0] = (uint64_t)r;
             g->fast_calls++;

@@ -194,10 +194,9 @@ _LEAN_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_voi
                                   ctypes.c_size_t)
 """wasmtime_func_callback_t with plain addresses for its pointers: ctypes then builds no
 pointer objects on each call."""
-_func_new = ctypes.CDLL(ffi.dll._name).wasmtime_func_new     # with argtypes of its own
+_func_new = ctypes.CDLL(ffi.dll._name).wasmtime_func_new     # every pointer as an address
 _func_new.restype = None
-_func_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p, _LEAN_CALLBACK, ctypes.c_void_p,
-                      ctypes.c_void_p, ctypes.c_void_p]
+_func_new.argtypes = [ctypes.c_void_p] * 6
 
 
 def _serve(env: int) -> int | None:
@@ -231,9 +230,6 @@ def _lean_forget(env: int) -> None:
 
 _GATES: dict[int, gate.GateState] = {}
 """Native gates (vkernel/gate.py) alive in some store, by address."""
-_func_new_native = ctypes.CDLL(ffi.dll._name).wasmtime_func_new    # a C callback, by address
-_func_new_native.restype = None
-_func_new_native.argtypes = [ctypes.c_void_p] * 6
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -262,16 +258,15 @@ def _lean_func(store: wasmtime.Store, fn: Callable[[], None],
     raw = ffi.wasmtime_func_t()
     ty = wasmtime.FuncType([], [])
     ctx, tyval = ctypes.cast(store._context(), ctypes.c_void_p), ctypes.cast(ty.ptr(), ctypes.c_void_p)
+    callback, data, forget = _lean_call, env, _lean_forget
     if native is not None and gate.ENTRY is not None:
         native.slow = ctypes.cast(_gate_slow, ctypes.c_void_p).value
         native.slow_env = env
-        address = ctypes.addressof(native)
-        _GATES[address] = native
-        _func_new_native(ctx, tyval, gate.ENTRY, address,
-                         ctypes.cast(_gate_forget, ctypes.c_void_p), ctypes.addressof(raw))
-    else:
-        _func_new(ctx, tyval, _lean_call, env, ctypes.cast(_lean_forget, ctypes.c_void_p),
-                  ctypes.addressof(raw))
+        data = ctypes.addressof(native)
+        _GATES[data] = native
+        callback, forget = gate.ENTRY, _gate_forget
+    _func_new(ctx, tyval, ctypes.cast(callback, ctypes.c_void_p), data,
+              ctypes.cast(forget, ctypes.c_void_p), ctypes.addressof(raw))
     return wasmtime.Func._from_raw(raw)
 
 

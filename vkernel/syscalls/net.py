@@ -75,8 +75,8 @@ class SockState:
     outside: bool = False       # a host-network socket from the broker: every destination checked
     published: tuple[int, ...] = ()      # host fds of --publish sockets this socket accepts from
     nonblock: bool | None = None         # the guest's O_NONBLOCK when vkernel keeps it (published)
-    local_port: int = 0         # an accepted published connection: the GUEST_PORT it came to
-    guest_port: int = 0         # a published listening socket: its GUEST_PORT
+    local_port: int = 0         # published: the GUEST_PORT (a listener's own, or the one an
+                                # accepted connection came to)
     options: dict[tuple[int, int], bytes] = field(default_factory=dict)   # set again on a swap
 
     @property
@@ -263,7 +263,7 @@ def sys_listen(k: Kernel, sockfd: int, backlog: int) -> int:
             state.nonblock = guest_nonblocking(of, state)
             os.set_blocking(of.host_fd, False)
             state.published = tuple(ps.fd for ps in socks)
-            state.guest_port = port
+            state.local_port = port
             k.fds.refresh(state)            # the native gate leaves its epoll_ctl to Python
     return 0
 
@@ -300,7 +300,7 @@ def sys_accept4(k: Kernel, sockfd: int, addr: int, addrlen: int, flags: int) -> 
             return -errno.EAGAIN
     new = SockState(state.family, state.type, state.protocol)
     if src != of.host_fd:
-        new.local_port = state.guest_port
+        new.local_port = state.local_port
     try:
         raw = to_guest_name(k, new, buf.raw[:n.value])
         if addr:
