@@ -3,6 +3,7 @@ guest's user, and what that process publishes about itself."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import stat as st
 import sys
@@ -65,6 +66,8 @@ def _run_here(spec: RunSpec) -> int:
             from vkernel import handoff
             rt.preflight()
             handoff.ready_then_wait(spec)
+        gc.freeze()                      # what start-up made stays; see vkernel/cli.py main
+        gc.enable()
         status = rt.run()
         sig = rt.last_signal
         return status

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import gc
 import os
 import select
 import signal as hsignal
@@ -165,6 +166,7 @@ def _supervise_run(spec: "RunSpec", run: RunDir, detached: Detached | None) -> i
     if pid == 0:
         network.in_first_process()
         _first_process(child_spec, run, cg, pty, held, isolated, run_guest)
+    gc.enable()                         # (kiln run starts without it: vkernel/cli.py main)
     network.started()
     if pty is not None:
         os.close(pty.slave)
