@@ -12,87 +12,19 @@
  *   - struct gate (one per store, so one per guest thread): the control memory, guest memory 0
  *     and its bounds, the syscall numbers served, and the Python callback for the rest;
  *   - struct fdref (one per process): the fd table's map, guest fd -> host fd + 1 with what the
- *     gate learned of the file (bits 32-39) and whether vkernel treats it specially (bit 40).
+ *     gate learned of the file (bits 32-39) and whether vkernel treats it specially (bit 40);
+ *     its struct table and struct vfs (vkernel/_gate.h) for the fds the gate opens itself in a
+ *     process with one guest thread (vkernel/_gatefds.c).
  *
  * Every guest address is checked against guest memory 0 before use, as AddressSpace._check
  * does; nothing here allocates, and nothing writes outside guest memory 0, the frame's rax
- * slot, the fd map's kind bits and the gate's counters. No Python API: the gate runs without
- * the GIL, so guest threads make these syscalls in parallel. */
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <poll.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/sendfile.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
-#include <sched.h>
-#include <time.h>
-#include <unistd.h>
-
-#define KILN_GATE_VERSION 2
-#define MAX_RW_COUNT 0x7FFFF000ULL
-#define MAX_IOVECS 1024           /* UIO_MAXIOV */
-#define EPOLL_EVENT_SIZE 12
-#define EPOLL_MAXEVENTS (0x7FFFFFFF / EPOLL_EVENT_SIZE)
-
-/* Kinds of file, as the gate learns them (fd map bits 32-39; 0: not looked at yet). */
-enum { KIND_UNKNOWN = 0, KIND_NEVER_BLOCKS = 1, KIND_SOCKET = 2, KIND_OTHER = 3,
-       KIND_DIRECTORY = 4 };  /* a directory never blocks either; lseek on one is Python's */
-#define ENTRY_SPECIAL (1LL << 40)   /* vkernel handles the file specially: no epoll_ctl here */
-#define ENTRY_STREAM (1LL << 41)    /* a stream socket: recvfrom without an address is a recv */
-
-typedef void *(*slow_fn)(void *env);     /* the Python handler: a trap, or NULL */
-
-struct fdref {
-    int64_t *map;
-    uint64_t len;
-};
-
-struct gate {
-    uint8_t *ctl;             /* control memory (memory 1); NULL: not bound, all slow */
-    uint8_t *guest;           /* guest memory 0 */
-    uint64_t guest_size;
-    uint64_t guard_end;       /* guest addresses below this fault (the null guard) */
-    uint64_t frame_off;       /* the syscall frame in the control memory */
-    uint64_t intr_off;        /* the interrupt flag in the control memory */
-    struct fdref *fds;        /* the process's fd map */
-    uint64_t served[8];       /* bit n: syscall n (< 512) may be served here */
-    slow_fn slow;             /* the Python handler (vkernel/instances.py _gate_slow) */
-    void *slow_env;
-    uint64_t fast_calls;      /* served here */
-    uint64_t slow_calls;      /* handed to Python */
-    uint64_t wait_slice_ns;   /* a private futex wait here sleeps this long at most */
-};
+ * slot, the fd map's kind bits and the gate's counters (vkernel/_gatefds.c says what it adds).
+ * No Python API: the gate runs without the GIL, so guest threads make these syscalls in
+ * parallel. */
+#include "_gate.h"
 
 int kiln_gate_version(void) { return KILN_GATE_VERSION; }
 size_t kiln_gate_size(void) { return sizeof(struct gate); }
-
-/* The host address of guest bytes [addr, addr + n), or NULL when Python would fault. */
-static uint8_t *guest_range(const struct gate *g, uint64_t addr, uint64_t n) {
-    addr &= 0xFFFFFFFFULL;
-    if (addr < g->guard_end || n > g->guest_size || addr + n > g->guest_size)
-        return NULL;
-    return g->guest + addr;
-}
-
-/* The host fd of guest fd `fd` (its low 32 bits, signed, as s32 in Python), or -1. */
-static int host_fd(const struct gate *g, uint64_t fd, int64_t *entry, int32_t *slot) {
-    const struct fdref *r = g->fds;
-    int32_t gfd = (int32_t)(uint32_t)fd;
-    if (r == NULL || r->map == NULL || gfd < 0 || (uint64_t)gfd >= r->len)
-        return -1;
-    int64_t e = __atomic_load_n(&r->map[gfd], __ATOMIC_ACQUIRE);
-    if (e == 0)
-        return -1;
-    *entry = e;
-    *slot = gfd;
-    return (int)((e & 0xFFFFFFFFLL) - 1);
-}
 
 static int kind_of(const struct gate *g, int32_t slot, int h, int64_t e) {
     int kind = (int)((e >> 32) & 0xFF);
@@ -114,15 +46,6 @@ static int kind_of(const struct gate *g, int32_t slot, int h, int64_t e) {
     __atomic_compare_exchange_n(&g->fds->map[slot], &e, want, 0, __ATOMIC_RELEASE,
                                 __ATOMIC_RELAXED);
     return kind;
-}
-
-/* A host call's result as the gate's: a success is served (the guest gets it); a failure
- * leaves the call to Python, which makes it again. */
-static int64_t done(int64_t r, int *served) {
-    if (r < 0)
-        return 0;
-    *served = 1;
-    return r;
 }
 
 /* Whether a read from host fd `h` would not block now: what sys_read's wait for a pipe, tty
@@ -422,7 +345,8 @@ static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
 }
 
 /* Syscall numbers (x86-64). */
-enum { NR_READ = 0, NR_WRITE = 1, NR_FSTAT = 5, NR_LSEEK = 8, NR_PREAD64 = 17,
+enum { NR_READ = 0, NR_WRITE = 1, NR_OPEN = 2, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8,
+       NR_PREAD64 = 17, NR_ACCEPT = 43, NR_ACCEPT4 = 288, NR_OPENAT = 257,
        NR_PWRITE64 = 18, NR_READV = 19, NR_WRITEV = 20,
        NR_SCHED_YIELD = 24, NR_SENDFILE = 40, NR_RECVFROM = 45, NR_FUTEX = 202,
        NR_GETTIMEOFDAY = 96, NR_TIME = 201, NR_CLOCK_GETTIME = 228, NR_EPOLL_WAIT = 232,
@@ -435,6 +359,14 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     switch (nr) {
     case NR_READ: return do_read(g, f, served);
     case NR_WRITE: return do_write(g, f, served);
+    case NR_OPEN: return gate_open(g, (uint64_t)(int64_t)AT_FDCWD, f[1], f[2], served);
+    case NR_OPENAT: return gate_open(g, f[1], f[2], f[3], served);
+    case NR_CLOSE: return gate_close(g, f[1], served);
+    case NR_ACCEPT4: return gate_accept(g, f, served);
+    case NR_ACCEPT: {
+        uint64_t three[5] = {f[0], f[1], f[2], f[3], 0};   /* accept has no flags argument */
+        return gate_accept(g, three, served);
+    }
     case NR_FSTAT: return do_fstat(g, f, served);
     case NR_LSEEK: return do_lseek(g, f, served);
     case NR_PREAD64: return do_pread_pwrite(g, f, served, 0);

@@ -35,10 +35,16 @@ import importlib
 import importlib.util
 import os
 
+from typing import TYPE_CHECKING
+
 from formats import abi
 from vkernel.fdtable import FdRef
 
-VERSION = 2
+if TYPE_CHECKING:
+    from vkernel.fdtable import FdTable
+    from vkernel.vfs import Vfs
+
+VERSION = 3
 """KILN_GATE_VERSION of the C source this module speaks to."""
 GATE_ENV = "KILN_SYSCALL_GATE"
 """Set to 0 in kiln's environment: every syscall goes through Python."""
@@ -66,6 +72,8 @@ _stats_fd, _stats_error = _open_stats()
 MIRRORS: dict[int, tuple[str, str]] = {
     0: ("vkernel.syscalls.fs", "sys_read"),
     1: ("vkernel.syscalls.fs", "sys_write"),
+    2: ("vkernel.syscalls.fs", "sys_open"),
+    3: ("vkernel.syscalls.fs", "sys_close"),
     5: ("vkernel.syscalls.statinfo", "sys_fstat"),
     8: ("vkernel.syscalls.fs", "sys_lseek"),
     17: ("vkernel.syscalls.fs", "sys_pread64"),
@@ -74,6 +82,7 @@ MIRRORS: dict[int, tuple[str, str]] = {
     20: ("vkernel.syscalls.fs", "sys_writev"),
     24: ("vkernel.syscalls.misc", "sys_sched_yield"),
     40: ("vkernel.syscalls.fdops", "sys_sendfile"),
+    43: ("vkernel.syscalls.net", "sys_accept"),
     45: ("vkernel.syscalls.netmsg", "sys_recvfrom"),
     96: ("vkernel.syscalls.time", "sys_gettimeofday"),
     201: ("vkernel.syscalls.time", "sys_time"),
@@ -81,8 +90,10 @@ MIRRORS: dict[int, tuple[str, str]] = {
     228: ("vkernel.syscalls.time", "sys_clock_gettime"),
     232: ("vkernel.syscalls.events", "sys_epoll_wait"),
     233: ("vkernel.syscalls.events", "sys_epoll_ctl"),
+    257: ("vkernel.syscalls.fs", "sys_openat"),
     262: ("vkernel.syscalls.statinfo", "sys_newfstatat"),
     281: ("vkernel.syscalls.events", "sys_epoll_pwait"),
+    288: ("vkernel.syscalls.net", "sys_accept4"),
 }
 """Syscall number -> the Python handler whose plain case vkernel/_gate.c serves."""
 
@@ -95,7 +106,40 @@ class GateState(ctypes.Structure):
                 ("fds", ctypes.c_void_p), ("served", ctypes.c_uint64 * 8),
                 ("slow", ctypes.c_void_p), ("slow_env", ctypes.c_void_p),
                 ("fast_calls", ctypes.c_uint64), ("slow_calls", ctypes.c_uint64),
-                ("wait_slice_ns", ctypes.c_uint64)]
+                ("wait_slice_ns", ctypes.c_uint64), ("vfs", ctypes.c_void_p)]
+
+
+class TopLink(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * 64), ("target", ctypes.c_char * 192)]
+
+
+class GateVfs(ctypes.Structure):
+    """struct vfs (vkernel/_gate.h): what the gate's plain-path lookup needs of a Vfs."""
+    _fields_ = [("upper_fd", ctypes.c_int32), ("lower_fd", ctypes.c_int32),
+                ("whiteouts", ctypes.c_int32), ("quick", ctypes.c_int32),
+                ("marker", ctypes.c_char * 32), ("mounts", ctypes.c_char * 2048),
+                ("links", TopLink * 16)]
+
+
+def vfs_view(vfs: "Vfs") -> GateVfs:
+    """The gate's view of ``vfs``'s layers and mounts (kept by the caller as long as a gate
+    may use it). Mounts that do not fit leave the gate no lookups (quick 0)."""
+    from vkernel.hostfs import WHITEOUT_MARKER
+    v = GateVfs()
+    v.upper_fd, v.lower_fd = vfs.upper_fd, vfs.lower_fd
+    v.marker = WHITEOUT_MARKER.encode()
+    names = b"".join(os.fsencode(m.guest) + b"\0" for m in vfs.mounts) + b"\0"
+    if len(names) <= GateVfs.mounts.size and all(b"\0" not in os.fsencode(m.guest)
+                                                    for m in vfs.mounts):
+        ctypes.memmove(ctypes.addressof(v) + GateVfs.mounts.offset, names, len(names))
+        v.quick = 1
+    return v
+
+
+def adopt(table: "FdTable") -> None:
+    """Give the fds the gate opened in ``table`` their OpenFiles (vkernel/gatefds.py)."""
+    from vkernel.gatefds import adopt as _adopt
+    _adopt(table, LIB.kiln_gate_release)
 
 
 def _load() -> ctypes.CDLL | None:
@@ -109,6 +153,8 @@ def _load() -> ctypes.CDLL | None:
         raise VkernelError(f"vkernel's native syscall gate ({spec.origin}) was built from "
                            "another version of vkernel/_gate.c",
                            hint="rebuild it: scripts/setup.sh (or pip install -e .)")
+    lib.kiln_gate_release.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.kiln_gate_release.restype = None
     return lib
 
 
@@ -146,9 +192,10 @@ def served_mask(dispatch: dict[int, tuple[object, int]]) -> list[int]:
 
 
 def bind(g: GateState, ctl_base: int, guest: "tuple[int, int]", fds: FdRef,
-         dispatch: dict[int, tuple[object, int]]) -> None:
-    """Point the gate at its thread's control memory, the process's guest memory (base, size)
-    and fd map: from now on it serves the calls whose handler in ``dispatch`` it mirrors."""
+         dispatch: dict[int, tuple[object, int]], vfs: GateVfs | None = None) -> None:
+    """Point the gate at its thread's control memory, the process's guest memory (base, size),
+    fd map and file tree (:func:`vfs_view`; None: the gate opens no files): from now on it
+    serves the calls whose handler in ``dispatch`` it mirrors."""
     served = served_mask(dispatch)
     g.guest, g.guest_size = guest
     g.guard_end = abi.GUEST_MEMORY_MAP[0].end
@@ -156,6 +203,7 @@ def bind(g: GateState, ctl_base: int, guest: "tuple[int, int]", fds: FdRef,
     g.wait_slice_ns = int(SLICE * 1e9)
     g.frame_off, g.intr_off = abi.SYSCALL_FRAME, abi.INTERRUPT_FLAG
     g.fds = ctypes.addressof(fds)
+    g.vfs = None if vfs is None else ctypes.addressof(vfs)
     for i, w in enumerate(served):
         g.served[i] = w
     g.ctl = ctl_base                  # last: a gate with ctl set serves

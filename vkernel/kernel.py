@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from formats import abi
+from vkernel import gate
 from vkernel.audit import AuditLog
 from vkernel.cpustate import CodeRegion, ControlMemory, clear_interrupt
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit, VkernelError
@@ -89,6 +90,8 @@ class Kernel:
         if self.thread.tid:                   # a new thread's is known once its host thread runs
             proc.threads.setdefault(self.thread.tid, self.thread)
         self.vfs = vfs
+        self.gate_vfs: Any = None
+        """The native gate's view of ``vfs`` (vkernel/gate.py vfs_view), kept while it serves."""
         self.policy = policy
         self.audit = audit
         self.table = table
@@ -234,6 +237,8 @@ class Kernel:
     def enter_host(self) -> None:
         """The main thread is back in Python (an import, or kiln_run returned)."""
         self.in_host = True
+        if self.proc.fds.gate_table.owned_count:   # fds the native gate opened: adopted first
+            gate.adopt(self.proc.fds)
         if self.dying:
             self._wait_out_death()
 
@@ -277,6 +282,8 @@ class Kernel:
         The hot path, kept in one Python frame: enter_host inlined, then what :meth:`_call`
         does (host errors become -errno), then the trace and the signal boundary."""
         self.in_host = True
+        if self.proc.fds.gate_table.owned_count:   # fds the native gate opened: adopted first
+            gate.adopt(self.proc.fds)
         if self.dying:
             self._wait_out_death()
         if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:

@@ -89,11 +89,20 @@ class ProcessState:
 
     def __post_init__(self) -> None:
         self.fdref.point(self.fds)
+        self.threads_changed()
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name == "fds" and "fdref" in self.__dict__:
             self.fdref.point(value)
+        elif name == "threads" and "fdref" in self.__dict__:
+            self.threads_changed()
+
+    def threads_changed(self) -> None:
+        """``threads`` changed: the native gate may open and close fds itself only while the
+        process has one thread (vkernel/_gatefds.c). A new thread's clone says so before the
+        thread starts (vkernel/threads.py)."""
+        self.fdref.solo = 1 if len(self.threads) <= 1 else 0
 
     @property
     def multithreaded(self) -> bool:

@@ -300,8 +300,9 @@ class Runtime:
             k.space = space
         k.ctl = ControlMemory(cview)
         if native is not None:
+            k.gate_vfs = gate.vfs_view(k.vfs)    # (kept while the gate may use it)
             gate.bind(native, ctl_base, (code.guest.base, code.guest.size), self.proc.fdref,
-                      DISPATCH)
+                      DISPATCH, k.gate_vfs)
         return GuestInstance(store, k, code)
 
     def _spawn_thread(self, parent: Kernel) -> Kernel:

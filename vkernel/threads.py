@@ -110,9 +110,11 @@ def clone_thread(k: "Kernel", flags: int, stack: int, parent_tid: int, child_tid
     go = threading.Event()
     host = threading.Thread(target=_thread_main, args=(child, go, creds.thread_state()),
                             daemon=True, name="guest-thread")
+    k.proc.fdref.solo = 0                      # two threads: the gate leaves fds to Python
     try:
         host.start()                           # (returns once it runs: its native id is set)
     except RuntimeError:                       # "can't start new thread"
+        k.proc.threads_changed()
         return -errno.EAGAIN
     t.tid = host.native_id or 0
     with k.proc.lock:
@@ -178,6 +180,7 @@ def thread_gone(k: "Kernel") -> None:
     with p.lock:                               # gone from /proc/self/task before the join returns
         if p.threads.get(t.tid) is t:
             del p.threads[t.tid]
+            p.threads_changed()
     if p.end is None:
         signals.sync_host_mask(t, p)           # the first thread re-mirrors the others' masks
     robust.release(k)                          # its robust mutexes: EOWNERDEAD for the next

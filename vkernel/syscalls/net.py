@@ -78,6 +78,7 @@ class SockState:
     local_port: int = 0         # published: the GUEST_PORT (a listener's own, or the one an
                                 # accepted connection came to)
     options: dict[tuple[int, int], bytes] = field(default_factory=dict)   # set again on a swap
+    same_family: bool = False   # published: every published host socket is of ``family``
 
     @property
     def gate_flags(self) -> int:
@@ -87,6 +88,16 @@ class SockState:
         outside the run is checked against the policy)."""
         return (ENTRY_SPECIAL if self.published else 0) | \
             (ENTRY_STREAM if self.type == SOCK_STREAM else 0)
+
+    @property
+    def gate_published(self) -> tuple[int, ...] | None:
+        """The published host sockets the gate may accept from (vkernel/_gatefds.c), when it
+        may accept on this socket: a published stream listener whose host sockets are all of
+        its family (an accepted peer's address then needs no conversion, sockaddr.to_family),
+        every one non-blocking (sys_listen makes them so). None otherwise."""
+        if not self.published or not self.same_family or self.type != SOCK_STREAM:
+            return None
+        return self.published
 
 
 def sock_of(k: Kernel, fd: int) -> tuple[OpenFile, SockState]:
@@ -264,6 +275,7 @@ def sys_listen(k: Kernel, sockfd: int, backlog: int) -> int:
             os.set_blocking(of.host_fd, False)
             state.published = tuple(ps.fd for ps in socks)
             state.local_port = port
+            state.same_family = all(ps.family == state.family for ps in socks)
             k.fds.refresh(state)            # the native gate leaves its epoll_ctl to Python
     return 0
 
