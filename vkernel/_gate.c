@@ -346,7 +346,7 @@ static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
 
 /* Syscall numbers (x86-64). */
 enum { NR_READ = 0, NR_WRITE = 1, NR_OPEN = 2, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8,
-       NR_PREAD64 = 17, NR_ACCEPT = 43, NR_ACCEPT4 = 288, NR_OPENAT = 257,
+       NR_PREAD64 = 17, NR_ACCEPT = 43, NR_ACCEPT4 = 288, NR_OPENAT = 257, NR_FCNTL = 72,
        NR_PWRITE64 = 18, NR_READV = 19, NR_WRITEV = 20,
        NR_SCHED_YIELD = 24, NR_SENDFILE = 40, NR_RECVFROM = 45, NR_FUTEX = 202,
        NR_GETTIMEOFDAY = 96, NR_TIME = 201, NR_CLOCK_GETTIME = 228, NR_EPOLL_WAIT = 232,
@@ -362,6 +362,7 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
     case NR_OPEN: return gate_open(g, (uint64_t)(int64_t)AT_FDCWD, f[1], f[2], served);
     case NR_OPENAT: return gate_open(g, f[1], f[2], f[3], served);
     case NR_CLOSE: return gate_close(g, f[1], served);
+    case NR_FCNTL: return gate_fcntl(g, f, served);
     case NR_ACCEPT4: return gate_accept(g, f, served);
     case NR_ACCEPT: {
         uint64_t three[5] = {f[0], f[1], f[2], f[3], 0};   /* accept has no flags argument */

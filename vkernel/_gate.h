@@ -148,5 +148,6 @@ int64_t gate_open(const struct gate *g, uint64_t dirfd, uint64_t path, uint64_t 
                   int *served);
 int64_t gate_close(const struct gate *g, uint64_t fd, int *served);
 int64_t gate_accept(const struct gate *g, const uint64_t *f, int *served);
+int64_t gate_fcntl(const struct gate *g, const uint64_t *f, int *served);
 
 #endif

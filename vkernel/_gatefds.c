@@ -11,7 +11,7 @@
  *     regular file;
  *   - accept4 on a listening socket with --publish host sockets (struct listener, which
  *     vkernel/fdtable.py fills for such a socket), when one of them has a connection;
- *   - close of an fd the gate opened.
+ *   - close of an fd the gate opened, and its F_GETFD and F_SETFD.
  *
  * The new guest fd is the lowest free one, as FdTable.lowest_free finds it. Python has no
  * OpenFile for it yet: its map entry carries ENTRY_GATE and struct owned says what it is. Before
@@ -285,6 +285,24 @@ int64_t gate_close(const struct gate *g, uint64_t fd_arg, int *served) {
     memset(o, 0, sizeof *o);
     r->tab->owned_count--;
     close((int)((e & 0xFFFFFFFFLL) - 1));       /* (an error still closes it: Python's too) */
+    return done(0, served);
+}
+
+/* fcntl(2) F_GETFD and F_SETFD of an fd the gate opened (its host fd is close-on-exec
+ * whatever the guest asks, as every vkernel host fd: the record keeps the guest's flag). musl
+ * follows each open with O_CLOEXEC by an F_SETFD. */
+int64_t gate_fcntl(const struct gate *g, const uint64_t *f, int *served) {
+    const struct fdref *r = g->fds;
+    int32_t fd = (int32_t)(uint32_t)f[1], cmd = (int32_t)(uint32_t)f[2];
+    if (!may_change(r) || fd < 0 || fd >= GATE_OWNED_FDS || (uint64_t)fd >= r->len ||
+            (cmd != F_GETFD && cmd != F_SETFD))
+        return 0;
+    if (!(__atomic_load_n(&r->map[fd], __ATOMIC_ACQUIRE) & ENTRY_GATE))
+        return 0;
+    struct owned *o = &r->tab->owned[fd];
+    if (cmd == F_GETFD)
+        return done(o->cloexec ? FD_CLOEXEC : 0, served);
+    o->cloexec = (f[3] & FD_CLOEXEC) != 0;
     return done(0, served);
 }
 

@@ -83,6 +83,7 @@ MIRRORS: dict[int, tuple[str, str]] = {
     24: ("vkernel.syscalls.misc", "sys_sched_yield"),
     40: ("vkernel.syscalls.fdops", "sys_sendfile"),
     43: ("vkernel.syscalls.net", "sys_accept"),
+    72: ("vkernel.syscalls.fdops", "sys_fcntl"),
     45: ("vkernel.syscalls.netmsg", "sys_recvfrom"),
     96: ("vkernel.syscalls.time", "sys_gettimeofday"),
     201: ("vkernel.syscalls.time", "sys_time"),
