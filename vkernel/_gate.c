@@ -25,6 +25,15 @@
 
 int kiln_gate_version(void) { return KILN_GATE_VERSION; }
 size_t kiln_gate_size(void) { return sizeof(struct gate); }
+/* The other structures' sizes, checked against vkernel/gate.py's and fdtable.py's ctypes. */
+size_t kiln_gate_sizes(int which) {
+    switch (which) {
+    case 0: return sizeof(struct fdref);
+    case 1: return sizeof(struct table);
+    case 2: return sizeof(struct vfs);
+    default: return 0;
+    }
+}
 
 static int kind_of(const struct gate *g, int32_t slot, int h, int64_t e) {
     int kind = (int)((e >> 32) & 0xFF);

@@ -64,7 +64,8 @@ struct listener {
 struct table {
     uint64_t limit;           /* RLIMIT_NOFILE: guest fds stay below it */
     uint64_t owned_count;     /* fds the gate opened that Python has not adopted */
-    uint64_t owned_end;       /* every such fd is below this */
+    uint64_t owned_start;     /* every such fd is at or above this */
+    uint64_t owned_end;       /* and below this */
     struct listener listeners[GATE_LISTENERS];
     struct owned owned[GATE_OWNED_FDS];
 };

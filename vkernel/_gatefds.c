@@ -233,7 +233,8 @@ static int may_change(const struct fdref *r) {
 static void own(const struct fdref *r, int fd, int h, int64_t bits, const struct owned *rec) {
     struct table *t = r->tab;
     t->owned[fd] = *rec;
-    t->owned_count++;
+    if (t->owned_count++ == 0 || (uint64_t)fd < t->owned_start)
+        t->owned_start = (uint64_t)fd;
     if ((uint64_t)fd + 1 > t->owned_end)
         t->owned_end = (uint64_t)fd + 1;
     __atomic_store_n(&r->map[fd], (int64_t)(h + 1) | ENTRY_GATE | bits, __ATOMIC_RELEASE);

@@ -56,7 +56,7 @@ class GateListener(ctypes.Structure):
 class GateTable(ctypes.Structure):
     """struct table: per fd table, what the gate may add to it."""
     _fields_ = [("limit", ctypes.c_uint64), ("owned_count", ctypes.c_uint64),
-                ("owned_end", ctypes.c_uint64),
+                ("owned_start", ctypes.c_uint64), ("owned_end", ctypes.c_uint64),
                 ("listeners", GateListener * GATE_LISTENERS),
                 ("owned", GateOwned * GATE_OWNED_FDS)]
 

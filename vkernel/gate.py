@@ -20,7 +20,12 @@ Python handler, which runs the call from the start, as before. Served in C:
   timeout for its first slice (vkernel/syscalls/futex.py's ``SLICE``): woken within it, the
   waiter goes on without entering Python; otherwise Python waits on as before, in slices that
   see guest signals;
-- ``clock_gettime``, ``gettimeofday``, ``time``, ``sched_yield``.
+- ``clock_gettime``, ``gettimeofday``, ``time``, ``sched_yield``;
+- in a process with one guest thread, the fds it opens itself (vkernel/_gatefds.c): ``open`` and
+  ``openat`` of an absolute plain path read-only (QuickLookups._open_direct's lookup, in C),
+  ``accept`` and ``accept4`` on a ``--publish``ed listening socket with a connection waiting,
+  and the ``close``, ``F_GETFD`` and ``F_SETFD`` of such fds. Python adopts them
+  (vkernel/gatefds.py) before any handler of its runs.
 
 The gate never serves a call while the thread's interrupt flag is up (a signal is pending, the
 process is ending, the mask must be re-mirrored): Python sees those at the syscall boundary as
@@ -38,7 +43,7 @@ import os
 from typing import TYPE_CHECKING
 
 from formats import abi
-from vkernel.fdtable import FdRef
+from vkernel.fdtable import FdRef, GateTable
 
 if TYPE_CHECKING:
     from vkernel.fdtable import FdTable
@@ -143,17 +148,24 @@ def adopt(table: "FdTable") -> None:
     _adopt(table, LIB.kiln_gate_release)
 
 
+def _rebuild(origin: str) -> None:
+    from vkernel.errors import VkernelError
+    raise VkernelError(f"vkernel's native syscall gate ({origin}) was built from another "
+                       "version of vkernel/_gate.c",
+                       hint="rebuild it: scripts/setup.sh (or pip install -e .)")
+
+
 def _load() -> ctypes.CDLL | None:
     spec = importlib.util.find_spec("vkernel._gate")
     if spec is None or not spec.origin:
         return None
     lib = ctypes.CDLL(spec.origin)
-    lib.kiln_gate_size.restype = ctypes.c_size_t
-    if lib.kiln_gate_version() != VERSION or lib.kiln_gate_size() != ctypes.sizeof(GateState):
-        from vkernel.errors import VkernelError
-        raise VkernelError(f"vkernel's native syscall gate ({spec.origin}) was built from "
-                           "another version of vkernel/_gate.c",
-                           hint="rebuild it: scripts/setup.sh (or pip install -e .)")
+    if lib.kiln_gate_version() != VERSION:      # (an older build lacks what follows)
+        _rebuild(spec.origin)
+    lib.kiln_gate_size.restype = lib.kiln_gate_sizes.restype = ctypes.c_size_t
+    sizes = [ctypes.sizeof(c) for c in (GateState, FdRef, GateTable, GateVfs)]
+    if [lib.kiln_gate_size(), *(lib.kiln_gate_sizes(i) for i in range(3))] != sizes:
+        _rebuild(spec.origin)
     lib.kiln_gate_release.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.kiln_gate_release.restype = None
     return lib

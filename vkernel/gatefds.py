@@ -22,7 +22,7 @@ def adopt(table: FdTable, release) -> None:
     from vkernel.syscalls.net import SockState
     gt = table.gate_table
     tab = ctypes.addressof(gt)
-    for fd in range(gt.owned_end):
+    for fd in range(gt.owned_start, gt.owned_end):
         e = table.host_map[fd]
         if not e & ENTRY_GATE:
             continue
@@ -46,5 +46,4 @@ def adopt(table: FdTable, release) -> None:
             raise RuntimeError(f"fd {fd}: the gate's record says {rec.what}")
         release(tab, fd)
         table.put(fd, of)
-    gt.owned_count = 0
-    gt.owned_end = 0
+    gt.owned_count = gt.owned_start = gt.owned_end = 0
