@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from formats import abi
-from vkernel import gate
 from vkernel.audit import AuditLog
 from vkernel.cpustate import CodeRegion, ControlMemory, clear_interrupt
 from vkernel.errors import GuestExec, GuestExit, GuestFault, ThreadExit, VkernelError
@@ -66,6 +65,10 @@ class _Restart(Exception):
     signal frame restarts; ``on_syscall`` traces the rt_sigreturn, then runs it."""
 
 
+def _no_gate(table: FdTable) -> None:
+    raise VkernelError("fds opened by a native gate this kernel was not given")
+
+
 class Kernel:
     """The state syscall handlers act on: ``k`` in every ``sys_*(k, ...)``."""
 
@@ -92,6 +95,9 @@ class Kernel:
         self.vfs = vfs
         self.gate_vfs: Any = None
         """The native gate's view of ``vfs`` (vkernel/gate.py vfs_view), kept while it serves."""
+        self.adopt: Callable[[FdTable], None] = _no_gate
+        """Gives the fds the native gate opened their OpenFiles (vkernel/gate.py adopt; the
+        runtime sets it with the gate): called before Python handles anything."""
         self.policy = policy
         self.audit = audit
         self.table = table
@@ -238,7 +244,7 @@ class Kernel:
         """The main thread is back in Python (an import, or kiln_run returned)."""
         self.in_host = True
         if self.proc.fds.gate_table.owned_count:   # fds the native gate opened: adopted first
-            gate.adopt(self.proc.fds)
+            self.adopt(self.proc.fds)
         if self.dying:
             self._wait_out_death()
 
@@ -283,7 +289,7 @@ class Kernel:
         does (host errors become -errno), then the trace and the signal boundary."""
         self.in_host = True
         if self.proc.fds.gate_table.owned_count:   # fds the native gate opened: adopted first
-            gate.adopt(self.proc.fds)
+            self.adopt(self.proc.fds)
         if self.dying:
             self._wait_out_death()
         if self.proc.end is not None or self.thread.exiting or self.thread.mask_stale:

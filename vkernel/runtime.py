@@ -301,6 +301,7 @@ class Runtime:
         k.ctl = ControlMemory(cview)
         if native is not None:
             k.gate_vfs = gate.vfs_view(k.vfs)    # (kept while the gate may use it)
+            k.adopt = gate.adopt
             gate.bind(native, ctl_base, (code.guest.base, code.guest.size), self.proc.fdref,
                       DISPATCH, k.gate_vfs)
         return GuestInstance(store, k, code)

@@ -142,9 +142,11 @@ static void opens(void) {
     fflush(stdout);
 }
 
+static char a_txt[1024];          /* at("/data/gate/a.txt"), made before the threads start */
+
 static void *opener(void *arg) {
     for (int i = 0; i < 200; i++) {
-        int fd = open(at("/data/gate/a.txt"), O_RDONLY);
+        int fd = open(a_txt, O_RDONLY);
         char c;
         if (fd < 0 || read(fd, &c, 1) != 1 || close(fd) != 0)
             __atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED);
@@ -156,6 +158,7 @@ static void threads(void) {
     /* two threads: the gate leaves opens and closes to Python */
     int bad = 0;
     pthread_t t[2];
+    snprintf(a_txt, sizeof a_txt, "%s", at("/data/gate/a.txt"));
     for (int i = 0; i < 2; i++)
         pthread_create(&t[i], NULL, opener, &bad);
     for (int i = 0; i < 2; i++)
