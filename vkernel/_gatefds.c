@@ -168,50 +168,59 @@ static int upper_lacks(const struct vfs *v, const char *rel, const struct stat *
     return lacks;
 }
 
-/* QuickLookups._open_direct: a host fd for plain `path`, or -1 (the walk decides). */
-static int open_direct(struct vfs *v, const char *path, int flags, int links) {
-    if (!plain(v, path))
+/* QuickLookups._open_direct: a host fd for plain `path`, or -1 (the walk decides). A top-level
+ * symlink of the rootfs is followed by looking its target's path up again (a loop, not a
+ * recursion: the gate runs on the guest thread's stack). */
+static int open_direct(struct vfs *v, const char *path, int flags) {
+    char cur[GUEST_PATH_MAX];
+    if (strlen(path) >= sizeof cur)
         return -1;
-    const char *rel = path + 1, *rest = strchr(rel, '/');
-    char first[256];
-    size_t flen = rest != NULL ? (size_t)(rest - rel) : strlen(rel);
-    if (flen >= sizeof first)
-        return -1;
-    memcpy(first, rel, flen);
-    first[flen] = 0;
-    struct stat fst;
-    int have_first = fstatat(v->upper_fd, first, &fst, AT_SYMLINK_NOFOLLOW) == 0;
-    if (!have_first && errno != ENOENT)
-        return -1;
-    if (have_first) {
-        int fd = open_in(v->upper_fd, rel, flags);
-        if (fd >= 0 || errno != ENOENT)
-            return fd;                /* (a symlink, a file on the way, no permission: walk) */
-    }
-    if (has_whiteouts(v))
-        return -1;
-    if (have_first) {
-        if (rest == NULL || !upper_lacks(v, rel, &fst))
+    strcpy(cur, path);
+    for (int links = 0;; links++) {
+        if (!plain(v, cur))
             return -1;
-    } else if (rest != NULL) {
-        char target[sizeof v->links[0].target];
-        int link = top_link(v, first, target, sizeof target);
-        if (link < 0)
+        const char *rel = cur + 1, *rest = strchr(rel, '/');
+        char first[256];
+        size_t flen = rest != NULL ? (size_t)(rest - rel) : strlen(rel);
+        if (flen >= sizeof first)
             return -1;
-        if (link) {                   /* /lib -> usr/lib in a merged-/usr image */
-            if (links >= MAX_LINKS)
-                return -1;
-            const char *t = target;
-            while (*t == '/')
-                t++;
-            char next[GUEST_PATH_MAX];
-            int w = snprintf(next, sizeof next, "/%s%s", t, rest);
-            if (w < 0 || (size_t)w >= sizeof next)
-                return -1;
-            return open_direct(v, next, flags, links + 1);
+        memcpy(first, rel, flen);
+        first[flen] = 0;
+        struct stat fst;
+        int have_first = fstatat(v->upper_fd, first, &fst, AT_SYMLINK_NOFOLLOW) == 0;
+        if (!have_first && errno != ENOENT)
+            return -1;
+        if (have_first) {
+            int fd = open_in(v->upper_fd, rel, flags);
+            if (fd >= 0 || errno != ENOENT)
+                return fd;            /* (a symlink, a file on the way, no permission: walk) */
         }
+        if (has_whiteouts(v))
+            return -1;
+        if (have_first) {
+            if (rest == NULL || !upper_lacks(v, rel, &fst))
+                return -1;
+        } else if (rest != NULL) {
+            char target[sizeof v->links[0].target];
+            int link = top_link(v, first, target, sizeof target);
+            if (link < 0)
+                return -1;
+            if (link) {               /* /lib -> usr/lib in a merged-/usr image */
+                if (links >= MAX_LINKS)
+                    return -1;
+                const char *t = target;
+                while (*t == '/')
+                    t++;
+                char next[GUEST_PATH_MAX];
+                int w = snprintf(next, sizeof next, "/%s%s", t, rest);
+                if (w < 0 || (size_t)w >= sizeof next)
+                    return -1;
+                strcpy(cur, next);
+                continue;
+            }
+        }
+        return open_in(v->lower_fd, rel, flags);
     }
-    return open_in(v->lower_fd, rel, flags);
 }
 
 /* The lowest free guest fd the gate may open, or -1 (FdTable.lowest_free). */
@@ -256,7 +265,7 @@ int64_t gate_open(const struct gate *g, uint64_t dirfd, uint64_t pathp, uint64_t
     int fd = lowest_free(r);
     if (fd < 0)
         return 0;
-    int h = open_direct(v, path, flags & ~O_CLOEXEC, 0);
+    int h = open_direct(v, path, flags & ~O_CLOEXEC);
     if (h < 0)
         return 0;
     struct stat st;
