@@ -15,9 +15,10 @@ Layout (docs/formats.md is normative; the tables there are generated from
 Output is byte-identical for identical input (formats/megabinary_write.py).
 Reading is lazy: opening checks the header, the table and the INDEX and META
 sections; MODULE and AOT bytes are read (and their BLAKE3 checked) only when
-asked for. With ``check_index=False`` the INDEX section is hash-checked at open
-but decoded (and its schema checked) only when :attr:`Megabinary.index` is
-first read.
+asked for. With ``check_index=False`` the INDEX section is hash-checked,
+decoded and schema-checked only when :attr:`Megabinary.index` is first read
+(its BLAKE3, in the checksummed section table, is known at open:
+:attr:`Megabinary.index_blake3`).
 """
 from __future__ import annotations
 
@@ -233,10 +234,9 @@ class Megabinary:
         if CORE not in self._modules:
             raise self._err(BadLayout, "no MODULE section named core", table_at)
         idx = self._one[SectionKind.INDEX]
-        # The hash is checked now, the (slower) decoding and schema check in _decode_index.
-        self._index_payload = self._section(idx)
         self.index_blake3: bytes = idx.blake3
-        """BLAKE3 of the INDEX section's contents (checked at open)."""
+        """BLAKE3 of the INDEX section's contents (from the checksummed section table; the
+        contents are checked against it when first read, :meth:`_decode_index`)."""
         meta = self._one[SectionKind.META]
         obj = decode_canonical_cbor(self._section(meta), what="META section",
                                     offset=meta.offset, path=self.path)
@@ -245,7 +245,7 @@ class Megabinary:
     def _decode_index(self) -> Index:
         if self._index is None:
             idx = self._one[SectionKind.INDEX]
-            index = decode_index(self._index_payload, offset=idx.offset, path=self.path)
+            index = decode_index(self._section(idx), offset=idx.offset, path=self.path)
             units = {u.blake3.hex() for u in index.units}
             for name in units - set(self._modules):
                 raise IndexSchemaError(f"unit {name} has no MODULE section", where="index.units",
@@ -255,13 +255,13 @@ class Megabinary:
                 raise self._err(BadLayout, f"MODULE section {name} is not a unit of the index",
                                 e.offset)
             self._index = index
-            self._index_payload = b""
         return self._index
 
     @property
     def index(self) -> Index:
-        """The decoded, schema-checked index (decoded on first use with ``check_index=False``;
-        from the INDEX bytes checked at open, even if the file changed since)."""
+        """The decoded, schema-checked index (with ``check_index=False`` read, hash-checked
+        and decoded on first use: CorruptSection if the file's INDEX bytes changed since it
+        was opened)."""
         return self._decode_index()
 
     def _section(self, entry: SectionEntry) -> bytes:
@@ -454,9 +454,10 @@ def read_megabinary(source: str | os.PathLike[str] | bytes | bytearray | memoryv
     Checks the header, section table, INDEX and META now; MODULE and AOT
     contents are read and hash-checked only when asked for. Raises a
     :class:`~formats.errors.FormatError` subclass for any malformed input.
-    With ``check_index=False`` the INDEX section's hash is checked now but its
-    decoding and schema check wait for the first use of ``.index`` (for a
-    runtime that already holds the result of checking these exact bytes).
+    With ``check_index=False`` the INDEX section's hash check, decoding and
+    schema check wait for the first use of ``.index`` (for a runtime that
+    already holds the result of checking the bytes with this BLAKE3, which the
+    checksummed section table gives as ``index_blake3``).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return Megabinary(memoryview(bytes(source)), path=None, check_index=check_index)

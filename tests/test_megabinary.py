@@ -936,11 +936,12 @@ def test_aot_keys_must_be_canonical_fingerprints(real_index, real_modules, meta)
                          aot={fp: {CORE: b"x"}, str(fp): {CORE: b"y"}})
 
 
-def test_deferred_index_check_still_hashes_at_open_and_checks_on_use(written, real_index,
-                                                                     real_modules, meta):
-    """``check_index=False`` (kiln run): a changed INDEX byte is still refused at open; a
-    well-hashed INDEX that breaks the schema, or does not match the modules, is refused when
-    the index is first used."""
+def test_deferred_index_check_hashes_and_checks_on_use(written, real_index, real_modules,
+                                                       meta):
+    """``check_index=False`` (kiln run): the INDEX's BLAKE3 comes from the checksummed section
+    table at open; a changed INDEX byte is refused when the index is first used (at open
+    without the deferral), and so is a well-hashed INDEX that breaks the schema or does not
+    match the modules."""
     data = written[0].read_bytes()
     with read_megabinary(data, check_index=False) as mb:
         assert mb.index == real_index
@@ -948,8 +949,13 @@ def test_deferred_index_check_still_hashes_at_open_and_checks_on_use(written, re
         idx = next(e for e in mb.sections if e.kind == SectionKind.INDEX)
     bad = bytearray(data)
     bad[idx.offset + idx.length // 2] ^= 0x40
+    with read_megabinary(bad, check_index=False) as mb:
+        assert mb.index_blake3 == blake3.blake3(canonical_cbor(real_index.to_obj())).digest()
+        with pytest.raises(CorruptSection) as err:
+            mb.index
+    assert err.value.offset == idx.offset
     with pytest.raises(CorruptSection) as err:
-        read_megabinary(bad, check_index=False)
+        read_megabinary(bad)
     assert err.value.offset == idx.offset
     mods = sorted(real_modules.items())
     obj = real_index.to_obj()
