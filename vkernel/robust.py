@@ -36,7 +36,6 @@ list costs a bounded walk.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 from typing import TYPE_CHECKING
 
@@ -56,8 +55,20 @@ FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK = 0x8000_0000, 0x4000_0000, 0x3F
 LIMIT = 2048
 _HEAD = struct.Struct("<QqQ")
 _SEQ_CST = 5
-_atomic_name = ctypes.util.find_library("atomic")
-_atomic = ctypes.CDLL(_atomic_name) if _atomic_name else None
+
+
+def _libatomic() -> ctypes.CDLL | None:
+    """Debian's libatomic1 by its soname (ctypes.util.find_library runs ldconfig: a few ms of
+    every start), else wherever find_library finds one, else None."""
+    try:
+        return ctypes.CDLL("libatomic.so.1")
+    except OSError:
+        from ctypes.util import find_library
+        name = find_library("atomic")
+        return ctypes.CDLL(name) if name else None
+
+
+_atomic = _libatomic()
 if _atomic is not None:
     _cas = _atomic.__atomic_compare_exchange_4
     _cas.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32,

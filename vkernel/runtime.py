@@ -7,7 +7,6 @@ import os
 import resource
 import signal as hsignal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -170,8 +169,10 @@ class Runtime:
         if not spec.tree_root:
             become_subreaper()          # orphans stay in the guest tree (kill, --pids-limit)
         if spec.pids_limit or spec.memory or spec.run_memory is not None:
-            lock_fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600) \
-                if spec.pids_limit else -1
+            lock_fd = -1
+            if spec.pids_limit:
+                import tempfile
+                lock_fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600)
             run_wide = spec.run_memory.memory if spec.run_memory is not None else 0
             self.proc.limits = GuestLimits(pids=spec.pids_limit, memory=spec.memory or run_wide,
                                            lock_fd=lock_fd)

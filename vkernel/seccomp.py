@@ -19,7 +19,6 @@ attack surface.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 
 from vkernel.errors import VkernelError
@@ -52,12 +51,18 @@ class _ArgCmp(ctypes.Structure):
 
 
 def _lib() -> ctypes.CDLL:
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-    try:
-        lib = ctypes.CDLL(name, use_errno=True)
+    try:                     # by its soname (ctypes.util.find_library runs ldconfig: ms)
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError:
+        from ctypes.util import find_library
+        name = find_library("seccomp")
+        try:
+            lib = ctypes.CDLL(name, use_errno=True) if name else None
+        except OSError:
+            lib = None
+    if lib is None:
         raise VkernelError("cannot lock the guest's host process down: libseccomp is missing",
-                           hint="install Debian's libseccomp2 (scripts/setup.sh does)") from None
+                           hint="install Debian's libseccomp2 (scripts/setup.sh does)")
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,

@@ -21,7 +21,6 @@ are x86-64 Linux); what changes is whether the guest may use them
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import socket
 import struct
@@ -195,4 +194,5 @@ class UnixNames:
         """The record's name for a host sockaddr_un or sun_path."""
         if host[:2] == struct.pack("<H", AF_UNIX):
             host = host[2:]
+        import hashlib                    # (here: it loads OpenSSL, a few ms of every start)
         return hashlib.blake2b(host.split(b"\0", 1)[0], digest_size=16).hexdigest()
