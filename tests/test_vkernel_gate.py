@@ -129,8 +129,8 @@ def test_gate_accepts_as_native(fds_guest: Guest, gate_on: str) -> None:
 
 
 def test_gate_opens_and_closes_itself(fds_guest: Guest, tmp_path: Path) -> None:
-    """2,000 opens (half of them through the rootfs's top-level symlink /lnk) and closes of an
-    image file: served by the gate, not by Python."""
+    """2,000 opens (a third through the rootfs's top-level symlink /lnk, a third relative to
+    the working directory) and closes of image files: served by the gate, not by Python."""
     stats = tmp_path / "stats"
     got = kiln(fds_guest, "/bin/fds", "many", "", env=_env(KILN_GATE_STATS=str(stats)))
     assert got.stdout == b"many: 2000\n", got.stderr.decode()[-2000:]

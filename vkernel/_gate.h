@@ -75,6 +75,8 @@ struct fdref {                /* per process: its current fd table */
     uint64_t len;
     struct table *tab;
     uint64_t solo;            /* 1: one guest thread uses the table (the gate may change it) */
+    uint64_t cwd_len;         /* the process's working directory, as Kernel.guest_path joins */
+    char cwd[GUEST_PATH_MAX]; /* a relative path to it (0: unknown, no relative opens here) */
 };
 
 /* The process's file tree (vkernel/vfs.py): what a plain path's lookup needs. */

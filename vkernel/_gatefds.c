@@ -5,7 +5,7 @@
  * a process with one guest thread (struct fdref's solo, kept by vkernel/process.py), and only
  * in the plain case:
  *
- *   - open/openat of an absolute plain path (vkernel/lookup.py's: ordinary names, outside every
+ *   - open/openat of a plain path (vkernel/lookup.py's: absolute or from the working directory, ordinary names, outside every
  *     mount and what ProcFs serves) read-only, found by QuickLookups._open_direct's lookup done
  *     here the same way (each layer asked with openat2 RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS), a
  *     regular file;
@@ -249,7 +249,9 @@ static void own(const struct fdref *r, int fd, int h, int64_t bits, const struct
     __atomic_store_n(&r->map[fd], (int64_t)(h + 1) | ENTRY_GATE | bits, __ATOMIC_RELEASE);
 }
 
-/* open(2) (dirfd AT_FDCWD) and openat(2): an absolute path's dirfd plays no part. */
+/* open(2) (dirfd AT_FDCWD) and openat(2): an absolute path's dirfd plays no part; a relative
+ * one is taken from the working directory (AT_FDCWD only), joined as Kernel.guest_path joins
+ * it, and must then be plain. */
 int64_t gate_open(const struct gate *g, uint64_t dirfd, uint64_t pathp, uint64_t flags_arg,
                   int *served) {
     const struct fdref *r = g->fds;
@@ -260,8 +262,19 @@ int64_t gate_open(const struct gate *g, uint64_t dirfd, uint64_t pathp, uint64_t
             (flags & ~OPEN_FLAGS_OK) != 0)
         return 0;
     char path[GUEST_PATH_MAX];
-    if (!guest_cstring(g, pathp, path) || path[0] != '/')
+    if (!guest_cstring(g, pathp, path))
         return 0;
+    if (path[0] != '/') {             /* relative to the working directory (Kernel.guest_path) */
+        size_t n = strlen(path), c = r->cwd_len;
+        int32_t at = (int32_t)(uint32_t)dirfd;
+        while (c > 0 && r->cwd[c - 1] == '/')
+            c--;
+        if (at != AT_FDCWD || r->cwd_len == 0 || n == 0 || c + 1 + n >= sizeof path)
+            return 0;
+        memmove(path + c + 1, path, n + 1);
+        memcpy(path, r->cwd, c);
+        path[c] = '/';
+    }
     int fd = lowest_free(r);
     if (fd < 0)
         return 0;

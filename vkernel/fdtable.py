@@ -66,7 +66,17 @@ class FdRef(ctypes.Structure):
     one (vkernel/process.py) and points it at each table it is given; its gates read it.
     ``solo`` is 1 while one guest thread uses the table (the process keeps it)."""
     _fields_ = [("map", ctypes.c_void_p), ("len", ctypes.c_uint64), ("tab", ctypes.c_void_p),
-                ("solo", ctypes.c_uint64)]
+                ("solo", ctypes.c_uint64), ("cwd_len", ctypes.c_uint64),
+                ("cwd", ctypes.c_char * 4096)]
+
+    def set_cwd(self, cwd: str) -> None:
+        """The process's working directory, for the gate's relative opens (one that does not
+        fit: none)."""
+        raw = os.fsencode(cwd)
+        self.cwd_len = 0
+        if len(raw) < FdRef.cwd.size and b"\0" not in raw:
+            ctypes.memmove(ctypes.addressof(self) + FdRef.cwd.offset, raw, len(raw))
+            self.cwd_len = len(raw)
 
     def point(self, table: "FdTable | None") -> None:
         """Name ``table``'s map from now on (none: the gate serves no fd)."""

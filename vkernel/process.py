@@ -89,6 +89,7 @@ class ProcessState:
 
     def __post_init__(self) -> None:
         self.fdref.point(self.fds)
+        self.fdref.set_cwd(self.cwd)
         self.threads_changed()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -97,6 +98,8 @@ class ProcessState:
             self.fdref.point(value)
         elif name == "threads" and "fdref" in self.__dict__:
             self.threads_changed()
+        elif name == "cwd" and "fdref" in self.__dict__:
+            self.fdref.set_cwd(value)
 
     def threads_changed(self) -> None:
         """``threads`` changed: the native gate may open and close fds itself only while the

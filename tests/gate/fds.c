@@ -5,7 +5,7 @@
  *
  *   fds opens ROOT   ROOT: where the image's tree is ("" under kiln, the rootfs natively)
  *   fds accepts PORT a server on 127.0.0.1:PORT taking three connections
- *   fds many ROOT    2000 opens (half through a top-level symlink) and closes */
+ *   fds many ROOT    2000 opens (some through a top-level symlink, some relative) and closes */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -83,6 +83,25 @@ static void opens(void) {
     int v = open("/tmp/gate-upper", O_RDONLY);
     say("  pread of a second fd", pread(v, (char[8]){0}, 7, 0));
     close(v);
+
+    /* relative to the working directory */
+    say("chdir", chdir(at("/data")));
+    int r1 = open("gate/a.txt", O_RDONLY);
+    show("relative", r1);
+    close(r1);
+    int r2 = openat(AT_FDCWD, "./gate/b.txt", O_RDONLY);
+    show("relative with a dot", r2);
+    close(r2);
+    int r3 = open("../data/gate/b.txt", O_RDONLY);
+    show("relative with ..", r3);
+    close(r3);
+    int here = open(".", O_RDONLY | O_DIRECTORY);
+    int r4 = openat(here, "gate/a.txt", O_RDONLY);
+    show("relative to a directory fd", r4);
+    close(r4);
+    close(here);
+    say("relative, missing", open("gate/none.txt", O_RDONLY));
+    say("chdir /", chdir(root[0] ? root : "/"));
 
     /* at the edges: Python decides */
     say("missing", open(at("/data/gate/none.txt"), O_RDONLY));
@@ -211,8 +230,10 @@ static void accepts(int port) {
 
 static void many(void) {
     long ok = 0;
+    chdir(at("/data"));
     for (int i = 0; i < 2000; i++) {
-        int fd = open(at(i % 2 ? "/lnk/gate/a.txt" : "/data/gate/a.txt"), O_RDONLY | O_CLOEXEC);
+        int fd = i % 3 == 2 ? open("gate/b.txt", O_RDONLY)
+                            : open(at(i % 3 ? "/lnk/gate/a.txt" : "/data/gate/a.txt"), O_RDONLY | O_CLOEXEC);
         ok += fd >= 0 && close(fd) == 0;
     }
     printf("many: %ld\n", ok);
