@@ -22,7 +22,8 @@ Python handler, which runs the call from the start, as before. Served in C:
   see guest signals;
 - ``clock_gettime``, ``gettimeofday``, ``time``, ``sched_yield``;
 - in a process with one guest thread, the fds it opens itself (vkernel/_gatefds.c): ``open`` and
-  ``openat`` of an absolute plain path read-only (QuickLookups._open_direct's lookup, in C),
+  ``openat`` of a plain path (absolute, or relative to the working directory) read-only
+  (QuickLookups._open_direct's lookup, in C),
   ``accept`` and ``accept4`` on a ``--publish``ed listening socket with a connection waiting,
   and the ``close``, ``F_GETFD`` and ``F_SETFD`` of such fds. Python adopts them
   (vkernel/gatefds.py) before any handler of its runs.
