@@ -8,7 +8,8 @@
  *   - open/openat of a plain path (vkernel/lookup.py's: absolute or from the working directory, ordinary names, outside every
  *     mount and what ProcFs serves) read-only, found by QuickLookups._open_direct's lookup done
  *     here the same way (each layer asked with openat2 RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS), a
- *     regular file;
+ *     regular file (looked at with O_PATH before it is opened: opening a FIFO or a device is
+ *     not without effect);
  *   - accept4 on a listening socket with --publish host sockets (struct listener, which
  *     vkernel/fdtable.py fills for such a socket), when one of them has a connection;
  *   - close of an fd the gate opened, and its F_GETFD and F_SETFD.
@@ -84,6 +85,24 @@ static int open_in(int root, const char *rel, int flags) {
     struct open_how how = {.flags = (uint64_t)(uint32_t)(flags | O_CLOEXEC), .mode = 0,
                            .resolve = PLAIN_LOOKUP};
     return (int)syscall(SYS_openat2, root, *rel ? rel : ".", &how, sizeof how);
+}
+
+/* `rel` in layer `root` opened with `flags` when it is a regular file, else -1: errno ENOENT
+ * when the layer lacks it (the lookup goes on), another errno for the walk. It is found with
+ * O_PATH first, which has no side effect: opening a FIFO waits for a writer (or releases one
+ * that waits for a reader), a device may act on its open. */
+static int open_regular(int root, const char *rel, int flags) {
+    int p = open_in(root, rel, O_PATH);
+    if (p < 0)
+        return -1;
+    struct stat st;
+    int regular = fstat(p, &st) == 0 && S_ISREG(st.st_mode);
+    close(p);
+    if (!regular) {
+        errno = EINVAL;               /* (not ENOENT: Python's walk decides) */
+        return -1;
+    }
+    return open_in(root, rel, flags);
 }
 
 /* Vfs._has_whiteouts: 1 when the upper layer has a whiteout (or that is unknown). */
@@ -168,7 +187,8 @@ static int upper_lacks(const struct vfs *v, const char *rel, const struct stat *
     return lacks;
 }
 
-/* QuickLookups._open_direct: a host fd for plain `path`, or -1 (the walk decides). A top-level
+/* QuickLookups._open_direct for a regular file: a host fd for plain `path`, or -1 (the walk,
+ * or Python's open of anything else, decides). A top-level
  * symlink of the rootfs is followed by looking its target's path up again (a loop, not a
  * recursion: the gate runs on the guest thread's stack). */
 static int open_direct(struct vfs *v, const char *path, int flags) {
@@ -191,7 +211,7 @@ static int open_direct(struct vfs *v, const char *path, int flags) {
         if (!have_first && errno != ENOENT)
             return -1;
         if (have_first) {
-            int fd = open_in(v->upper_fd, rel, flags);
+            int fd = open_regular(v->upper_fd, rel, flags);
             if (fd >= 0 || errno != ENOENT)
                 return fd;            /* (a symlink, a file on the way, no permission: walk) */
         }
@@ -219,7 +239,7 @@ static int open_direct(struct vfs *v, const char *path, int flags) {
                 continue;
             }
         }
-        return open_in(v->lower_fd, rel, flags);
+        return open_regular(v->lower_fd, rel, flags);
     }
 }
 
@@ -284,7 +304,7 @@ int64_t gate_open(const struct gate *g, uint64_t dirfd, uint64_t pathp, uint64_t
     struct stat st;
     char *copy = NULL;
     if (fstat(h, &st) < 0 || !S_ISREG(st.st_mode) || (copy = strdup(path)) == NULL) {
-        close(h);                     /* a directory, a device...: Python opens it again */
+        close(h);                     /* (swapped since the look with O_PATH): Python's */
         return 0;
     }
     struct owned rec = {.path = copy, .flags = flags & ~O_CLOEXEC, .what = OWNED_FILE,

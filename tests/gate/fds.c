@@ -127,6 +127,32 @@ static void opens(void) {
     close(null);
     say("O_RDWR on the rootfs file", (long)(open(at("/data/gate/a.txt"), O_RDWR) >= 0));
 
+    /* a FIFO whose writer already waits in open(): only Python opens it, once */
+    unlink("/tmp/gate-fifo");
+    mkfifo("/tmp/gate-fifo", 0600);
+    pid_t writer = fork();
+    if (writer == 0) {
+        int w = open("/tmp/gate-fifo", O_WRONLY);
+        write(w, "through the fifo\n", 17);
+        _exit(0);
+    }
+    usleep(200000);
+    int fifo = open("/tmp/gate-fifo", O_RDONLY);
+    show("a FIFO whose writer waits", fifo);
+    waitpid(writer, NULL, 0);
+    close(fifo);
+    writer = fork();                  /* and one whose reader waits for its writer */
+    if (writer == 0) {
+        usleep(200000);
+        int w = open("/tmp/gate-fifo", O_WRONLY);
+        write(w, "a late writer\n", 14);
+        _exit(0);
+    }
+    fifo = open("/tmp/gate-fifo", O_RDONLY);
+    show("a FIFO waiting for its writer", fifo);
+    waitpid(writer, NULL, 0);
+    close(fifo);
+
     /* the adopted fds behave as Python's own */
     int x = open(at("/data/gate/a.txt"), O_RDONLY);
     int y = dup(x);
