@@ -232,10 +232,12 @@ static int64_t do_fstat(const struct gate *g, const uint64_t *f, int *served) {
     return fstat_into(g, f[1], f[2], served);
 }
 
-/* newfstatat(fd, "", buf, AT_EMPTY_PATH): an fstat. Any other path is Python's (the Vfs). */
+/* newfstatat(fd, "", buf, AT_EMPTY_PATH): an fstat; a plain path: vkernel/_gatevfs.c's. */
 static int64_t do_newfstatat(const struct gate *g, const uint64_t *f, int *served) {
     const uint8_t *path = f[2] ? guest_range(g, f[2], 1) : NULL;
-    if (path == NULL || *path != 0 || !(f[4] & AT_EMPTY_PATH) || (int32_t)(uint32_t)f[1] == AT_FDCWD)
+    if (path != NULL && *path != 0)
+        return gate_stat(g, f, served);
+    if (path == NULL || !(f[4] & AT_EMPTY_PATH) || (int32_t)(uint32_t)f[1] == AT_FDCWD)
         return 0;
     return fstat_into(g, f[1], f[3], served);
 }
@@ -354,7 +356,8 @@ static int64_t do_futex(const struct gate *g, const uint64_t *f, int *served) {
 }
 
 /* Syscall numbers (x86-64). */
-enum { NR_READ = 0, NR_WRITE = 1, NR_OPEN = 2, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8,
+enum { NR_READ = 0, NR_WRITE = 1, NR_OPEN = 2, NR_CLOSE = 3, NR_STAT = 4, NR_FSTAT = 5,
+       NR_LSTAT = 6, NR_LSEEK = 8,
        NR_PREAD64 = 17, NR_ACCEPT = 43, NR_ACCEPT4 = 288, NR_OPENAT = 257, NR_FCNTL = 72,
        NR_PWRITE64 = 18, NR_READV = 19, NR_WRITEV = 20,
        NR_SCHED_YIELD = 24, NR_SENDFILE = 40, NR_RECVFROM = 45, NR_FUTEX = 202,
@@ -378,6 +381,11 @@ static int64_t serve(const struct gate *g, const uint64_t *f, int *served) {
         return gate_accept(g, three, served);
     }
     case NR_FSTAT: return do_fstat(g, f, served);
+    case NR_STAT: case NR_LSTAT: {        /* newfstatat(AT_FDCWD, path, buf, 0 or NOFOLLOW) */
+        uint64_t at[5] = {NR_NEWFSTATAT, (uint64_t)(int64_t)AT_FDCWD, f[1], f[2],
+                          f[0] == NR_LSTAT ? AT_SYMLINK_NOFOLLOW : 0};
+        return gate_stat(g, at, served);
+    }
     case NR_LSEEK: return do_lseek(g, f, served);
     case NR_PREAD64: return do_pread_pwrite(g, f, served, 0);
     case NR_PWRITE64: return do_pread_pwrite(g, f, served, 1);

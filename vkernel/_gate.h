@@ -146,6 +146,11 @@ static inline int64_t done(int64_t r, int *served) {
     return r;
 }
 
+/* vkernel/_gatevfs.c */
+int gate_guest_path(const struct gate *g, uint64_t dirfd, uint64_t pathp, char *out);
+int gate_lookup(struct vfs *v, const char *path, int flags);
+int64_t gate_stat(const struct gate *g, const uint64_t *f, int *served);
+
 /* vkernel/_gatefds.c */
 int64_t gate_open(const struct gate *g, uint64_t dirfd, uint64_t path, uint64_t flags,
                   int *served);

@@ -13,6 +13,9 @@ Python handler, which runs the call from the start, as before. Served in C:
   read with ``MSG_DONTWAIT``, a pipe or tty only when ``poll`` says it is readable: a read that
   would block is Python's, where a signal can interrupt it);
 - ``fstat``, and ``newfstatat`` of an fd with an empty path and ``AT_EMPTY_PATH``;
+- in a process with one guest thread, ``stat``, ``lstat`` and ``newfstatat`` of a plain path
+  found by QuickLookups._direct's lookup, in C (vkernel/_gatevfs.c), unless it ends in a
+  symlink to follow;
 - ``recvfrom`` of a stream socket with no flags and no address (a ``recv``);
 - ``epoll_wait`` and ``epoll_pwait`` without a mask, when events are ready (or the timeout is
   0), and ``epoll_ctl`` on a file vkernel does not handle specially;
@@ -80,7 +83,9 @@ MIRRORS: dict[int, tuple[str, str]] = {
     1: ("vkernel.syscalls.fs", "sys_write"),
     2: ("vkernel.syscalls.fs", "sys_open"),
     3: ("vkernel.syscalls.fs", "sys_close"),
+    4: ("vkernel.syscalls.statinfo", "sys_stat"),
     5: ("vkernel.syscalls.statinfo", "sys_fstat"),
+    6: ("vkernel.syscalls.statinfo", "sys_lstat"),
     8: ("vkernel.syscalls.fs", "sys_lseek"),
     17: ("vkernel.syscalls.fs", "sys_pread64"),
     18: ("vkernel.syscalls.fs", "sys_pwrite64"),

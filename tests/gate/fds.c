@@ -4,8 +4,9 @@
  * tests/test_vkernel_gate.py compares the output.
  *
  *   fds opens ROOT   ROOT: where the image's tree is ("" under kiln, the rootfs natively)
+ *   fds stats ROOT   newfstatat of the same kinds of paths
  *   fds accepts PORT a server on 127.0.0.1:PORT taking three connections
- *   fds many ROOT    2000 opens (some through a top-level symlink, some relative) and closes */
+ *   fds many ROOT    2000 opens (some through a top-level symlink, some relative), closes, stats */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -189,6 +190,43 @@ static void opens(void) {
 
 static char a_txt[1024];          /* at("/data/gate/a.txt"), made before the threads start */
 
+static void stat_of(const char *what, const char *path, int nofollow) {
+    struct stat st;
+    memset(&st, 0x55, sizeof st);
+    long r = syscall(SYS_newfstatat, AT_FDCWD, path, &st, nofollow ? AT_SYMLINK_NOFOLLOW : 0);
+    if (r < 0)
+        say(what, r);
+    else
+        printf("%s: mode %o size %ld nlink %ld\n", what, st.st_mode, (long)st.st_size,
+               (long)st.st_nlink);
+    fflush(stdout);
+}
+
+static void stats(void) {
+    stat_of("a rootfs file", at("/data/gate/a.txt"), 0);
+    stat_of("a rootfs directory", at("/data/gate"), 0);
+    stat_of("through a top-level symlink", at("/lnk/gate/b.txt"), 0);
+    stat_of("a symlink, not followed", at("/data/gate/link"), 1);
+    stat_of("a symlink, followed", at("/data/gate/link"), 0);
+    stat_of("missing", at("/data/gate/none.txt"), 0);
+    stat_of("a file as a directory", at("/data/gate/a.txt/x"), 0);
+    stat_of("dots", at("/data/./gate/../gate/a.txt"), 0);
+    stat_of("/dev/null", "/dev/null", 0);
+    int w = open("/tmp/gate-stat-upper", O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    write(w, "seven\n", 6);
+    close(w);
+    stat_of("a file this run wrote", "/tmp/gate-stat-upper", 0);
+    chdir(at("/data"));
+    stat_of("relative", "gate/a.txt", 0);
+    struct stat st;
+    say("bad buffer", syscall(SYS_newfstatat, AT_FDCWD, at("/data/gate/a.txt"), BAD, 0));
+    say("bad path", syscall(SYS_newfstatat, AT_FDCWD, BAD, &st, 0));
+    say("stat(2) and newfstatat agree",
+        stat(at("/data/gate/a.txt"), &st) == 0 && st.st_size == 34);
+    unlink("/tmp/gate-stat-upper");
+    stat_of("a file this run removed", "/tmp/gate-stat-upper", 0);
+}
+
 static void *opener(void *arg) {
     for (int i = 0; i < 200; i++) {
         int fd = open(a_txt, O_RDONLY);
@@ -260,7 +298,8 @@ static void many(void) {
     for (int i = 0; i < 2000; i++) {
         int fd = i % 3 == 2 ? open("gate/b.txt", O_RDONLY)
                             : open(at(i % 3 ? "/lnk/gate/a.txt" : "/data/gate/a.txt"), O_RDONLY | O_CLOEXEC);
-        ok += fd >= 0 && close(fd) == 0;
+        struct stat st;
+        ok += fd >= 0 && close(fd) == 0 && stat(at("/data/gate/b.txt"), &st) == 0;
     }
     printf("many: %ld\n", ok);
 }
@@ -271,8 +310,9 @@ int main(int argc, char **argv) {
         root = argv[2];
     if (!strcmp(c, "opens")) opens();
     else if (!strcmp(c, "threads")) threads();
+    else if (!strcmp(c, "stats")) stats();
     else if (!strcmp(c, "accepts")) accepts(atoi(root));
     else if (!strcmp(c, "many")) many();
-    else { fprintf(stderr, "usage: fds opens|threads|many [ROOT] | accepts PORT\n"); return 2; }
+    else { fprintf(stderr, "usage: fds opens|stats|threads|many [ROOT] | accepts PORT\n"); return 2; }
     return 0;
 }
