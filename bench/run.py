@@ -131,7 +131,7 @@ def benchmarks(scale: float) -> list[Benchmark]:
     lines = str(lines_file(max(1000, round(1_000_000 * scale))))
     corpus = {b.name: b for b in build_corpus(variants=["glibc-static"],
                                               names=["sha256", "sort_bench", "getpid_loop",
-                                                     "io_loop", "open_loop", "mul_hash"])}
+                                                     "io_loop", "open_loop", "stat_loop", "mul_hash"])}
     return [
         Benchmark("sha256sum", f"busybox sha256sum of {mib} MiB", (busybox, "sha256sum", data)),
         Benchmark("gzip", f"busybox gzip -c of {mib} MiB", (busybox, "gzip", "-c", data)),
@@ -145,6 +145,8 @@ def benchmarks(scale: float) -> list[Benchmark]:
                   "/dev/zero, clock_gettime)", (str(corpus["io_loop"].path), "300000")),
         Benchmark("syscall-open", "corpus open_loop.c (glibc-static): 200000 x (open, fstat, "
                   "close) of a file of the image", (str(corpus["open_loop"].path), "200000")),
+        Benchmark("syscall-stat", "corpus stat_loop.c (glibc-static): 100000 x (stat of a file of "
+                  "the image, stat of a missing name, stat again)", (str(corpus["stat_loop"].path), "100000")),
         Benchmark("corpus-sha256", f"corpus sha256.c (glibc-static) over {max(1, round(64 * scale))} MiB",
                   (str(corpus["sha256"].path), str(max(1, round(64 * scale))))),
         Benchmark("corpus-sort", f"corpus sort_bench.c (glibc-static), {max(1000, round(2_000_000 * scale))} items",
