@@ -249,14 +249,14 @@ int gate_guest_path(const struct gate *g, uint64_t dirfd, uint64_t pathp, char *
 }
 
 /* newfstatat(dirfd, path, buf, flags) of a plain path (Vfs.stat's quick lookup, _direct): the
- * lstat of what the lookup finds, or of what a final symlink names when that is no symlink
- * itself (a final symlink to follow is Python's). In a process with one guest thread (the
- * lookup keeps what it learns in struct vfs). */
+ * stat of what the lookup finds; a final symlink only with AT_SYMLINK_NOFOLLOW (one to follow
+ * is Python's). In a process with one guest thread (the lookup keeps what it learns in struct
+ * vfs). */
 int64_t gate_stat(const struct gate *g, const uint64_t *f, int *served) {
     const struct fdref *r = g->fds;
     struct vfs *v = g->vfs;
-    uint64_t flags = f[4];
-    if (r == NULL || !r->solo || v == NULL || !v->quick || (flags & ~(uint64_t)AT_SYMLINK_NOFOLLOW))
+    uint32_t flags = (uint32_t)f[4];
+    if (r == NULL || !r->solo || v == NULL || !v->quick || (flags & ~(uint32_t)AT_SYMLINK_NOFOLLOW))
         return 0;
     char path[GUEST_PATH_MAX];
     uint8_t *out = guest_range(g, f[3], sizeof(struct stat));
