@@ -123,12 +123,11 @@ class FdTable:
 
     @property
     def limit(self) -> int:
-        """RLIMIT_NOFILE: guest fds stay below it."""
-        return self._limit
+        """RLIMIT_NOFILE: guest fds stay below it (kept where the gate reads it)."""
+        return self.gate_table.limit
 
     @limit.setter
     def limit(self, value: int) -> None:
-        self._limit = value
         self.gate_table.limit = value
 
     def get(self, fd: int) -> OpenFile | None:

@@ -154,7 +154,7 @@ def adopt(table: "FdTable") -> None:
     _adopt(table, LIB.kiln_gate_release)
 
 
-def _rebuild(origin: str) -> None:
+def _stale(origin: str) -> None:
     from vkernel.errors import VkernelError
     raise VkernelError(f"vkernel's native syscall gate ({origin}) was built from another "
                        "version of vkernel/_gate.c",
@@ -167,11 +167,11 @@ def _load() -> ctypes.CDLL | None:
         return None
     lib = ctypes.CDLL(spec.origin)
     if lib.kiln_gate_version() != VERSION:      # (an older build lacks what follows)
-        _rebuild(spec.origin)
+        _stale(spec.origin)
     lib.kiln_gate_size.restype = lib.kiln_gate_sizes.restype = ctypes.c_size_t
     sizes = [ctypes.sizeof(c) for c in (GateState, FdRef, GateTable, GateVfs)]
     if [lib.kiln_gate_size(), *(lib.kiln_gate_sizes(i) for i in range(3))] != sizes:
-        _rebuild(spec.origin)
+        _stale(spec.origin)
     lib.kiln_gate_release.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.kiln_gate_release.restype = None
     return lib
